@@ -1,0 +1,93 @@
+# The README's two commands. Each installs what is missing on a Debian-based
+# machine (apt-get for system packages, pip for Python ones), configures and
+# builds, then serves (`make run`) or tests (`make test`).
+
+BUILD        ?= build
+SAN_BUILD    ?= build-san
+PYTHON       ?= python3
+BUILD_TYPE   ?= RelWithDebInfo
+JOBS         ?= $(shell nproc 2>/dev/null || echo 2)
+CMAKE_ARGS   ?=
+
+APT_PACKAGES := build-essential cmake pkg-config libuv1-dev libprotobuf-c-dev \
+                protobuf-c-compiler libcriterion-dev libdlpack-dev libsystemd-dev \
+                libmicrohttpd-dev systemd
+# Module names to import : pip requirement that provides it.
+PY_PACKAGES  := numpy:numpy torch:torch transformers:transformers pytest:pytest \
+                scikit_build_core:scikit-build-core mlx.core:mlx[cpu]
+
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# Where `make run` serves: $SCREE_SOCKET, else the system path for root, else
+# a private directory under the user's runtime dir.
+ifeq ($(SCREE_SOCKET),)
+  ifeq ($(shell id -u),0)
+    RUN_SOCKET ?= /run/scree/screed.sock
+  else
+    RUN_SOCKET ?= $(or $(XDG_RUNTIME_DIR),/tmp)/scree-$(shell id -u)/screed.sock
+  endif
+else
+  RUN_SOCKET ?= $(SCREE_SOCKET)
+endif
+# GPU 0 where the driver reports one, host memory otherwise.
+RUN_DEVICE   ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo 0 || echo cpu)
+
+.PHONY: all deps apt-deps py-deps build run test test-c test-san test-python clean
+
+all: build
+
+deps: apt-deps py-deps
+
+apt-deps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "make: installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+py-deps:
+	@missing=""; for entry in $(PY_PACKAGES); do \
+	  mod=$${entry%%:*}; req=$${entry#*:}; \
+	  $(PYTHON) -c "import $$mod" >/dev/null 2>&1 || missing="$$missing $$req"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "make: installing Python packages:$$missing"; \
+	  $(PYTHON) -m pip install -q --disable-pip-version-check $$missing; \
+	fi
+
+$(BUILD)/CMakeCache.txt:
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) $(CMAKE_ARGS)
+
+build: apt-deps $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) -j $(JOBS)
+
+run: deps build
+	@mkdir -p $(dir $(RUN_SOCKET))
+	@echo "make: starting screed on device '$(RUN_DEVICE)' at $(RUN_SOCKET)"
+	$(BUILD)/daemon/screed --device $(RUN_DEVICE) --socket $(RUN_SOCKET) --log-level info
+
+test: deps test-c test-san test-python
+
+test-c: build
+	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
+
+# The C tests again under AddressSanitizer and UndefinedBehaviorSanitizer.
+# CUDA is left out here: the sanitizers cover host code, and the main build
+# already compiles every CUDA source.
+test-san: apt-deps
+	cmake -S . -B $(SAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DSCREE_CUDA=OFF \
+	  -DSCREE_SANITIZE="address;undefined" $(CMAKE_ARGS)
+	cmake --build $(SAN_BUILD) -j $(JOBS)
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
+	  ctest --test-dir $(SAN_BUILD) --output-on-failure -j $(JOBS) -LE gpu
+
+test-python: py-deps build
+	@if [ -d tests/python ] && ls tests/python/test_*.py >/dev/null 2>&1; then \
+	  SCREE_BUILD_DIR=$(abspath $(BUILD)) $(PYTHON) -m pytest -q tests/python; \
+	else echo "make: no Python tests yet"; fi
+
+clean:
+	rm -rf $(BUILD) $(SAN_BUILD)

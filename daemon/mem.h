@@ -1,0 +1,89 @@
+/* screed's memory backends: where arenas come from and how they are shared.
+ *
+ * An arena is one large allocation with one shareable handle. The store
+ * sub-allocates batches inside arenas (arena.c); this interface knows nothing
+ * of batches. Two backends implement it: host memory (mem_host.c: a memfd,
+ * mapped by clients with mmap) and CUDA (mem_cuda.c: cuMemCreate with a POSIX
+ * fd handle, or cudaMalloc + cudaIpcGetMemHandle in legacy mode).
+ *
+ * Every function returns 0 or a negative SCREE_E* code and, on failure,
+ * writes a message into msg (which may be NULL). None of them may abort or
+ * exit: a failure is reported to the client that caused it. */
+#ifndef SCREE_DAEMON_MEM_H
+#define SCREE_DAEMON_MEM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct scree__mem scree__mem;
+
+/* Values of scree.v1.IpcMode and scree.v1.Backend, kept here so that this
+ * header does not need the generated protobuf-c header. */
+enum {
+  SCREE__IPC_MEMFD = 1,
+  SCREE__IPC_VMM_FD = 2,
+  SCREE__IPC_LEGACY = 3,
+};
+enum {
+  SCREE__BACKEND_HOST = 1,
+  SCREE__BACKEND_CUDA = 2,
+};
+
+#define SCREE__IPC_HANDLE_MAX 64
+
+typedef struct scree__arena_mem {
+  size_t size;       /* usable bytes, a multiple of the backend's granularity */
+  void *host_ptr;    /* host backend: the daemon's own mapping; else NULL */
+  uint64_t dev_ptr;  /* CUDA backend: the daemon's device address; else 0 */
+  unsigned char ipc_handle[SCREE__IPC_HANDLE_MAX]; /* legacy mode only */
+  size_t ipc_handle_len;
+  void *impl;        /* backend-private state (fds, CUDA handles) */
+} scree__arena_mem;
+
+typedef struct scree__mem_info {
+  int backend;           /* SCREE__BACKEND_* */
+  int ipc_mode;          /* SCREE__IPC_* */
+  int device_index;      /* CUDA ordinal; -1 on host memory */
+  char device_name[256];
+  unsigned char device_uuid[16];
+  int has_uuid;
+  size_t granularity;    /* arena sizes are rounded up to this */
+} scree__mem_info;
+
+struct scree__mem_ops {
+  /* Allocates an arena of at least size bytes. SCREE_ENOSPC when the device
+   * is out of memory; SCREE_ECUDA with the CUDA error name for other CUDA
+   * failures. */
+  int (*arena_alloc)(scree__mem *m, size_t size, scree__arena_mem *out, char *msg,
+                     size_t msg_len);
+  /* Releases everything arena_alloc made. Never fails. */
+  void (*arena_free)(scree__mem *m, scree__arena_mem *a);
+  /* Returns a new fd that a client can import the arena with, to be sent
+   * with SCM_RIGHTS and closed by the caller after sending. Legacy mode has
+   * no fd: it returns SCREE_ENOTSUP and the handle bytes travel instead. */
+  int (*share_fd)(scree__mem *m, const scree__arena_mem *a, int *fd_out, char *msg,
+                  size_t msg_len);
+  /* Copies bytes between the arena and host memory (the daemon reads
+   * offsets at seal this way). */
+  int (*read)(scree__mem *m, const scree__arena_mem *a, uint64_t offset, void *dst,
+              size_t size, char *msg, size_t msg_len);
+  int (*write)(scree__mem *m, const scree__arena_mem *a, uint64_t offset, const void *src,
+               size_t size, char *msg, size_t msg_len);
+  void (*destroy)(scree__mem *m);
+};
+
+struct scree__mem {
+  const struct scree__mem_ops *ops;
+  scree__mem_info info;
+};
+
+/* Creates the host-memory backend. */
+int scree__mem_host_create(scree__mem **out, char *msg, size_t msg_len);
+
+/* Creates the CUDA backend on device ordinal `device` with the given ipc mode
+ * (SCREE__IPC_VMM_FD or SCREE__IPC_LEGACY). Returns SCREE_ENOTSUP when screed
+ * was built without CUDA, SCREE_ENODEV when the device does not exist. */
+int scree__mem_cuda_create(int device, int ipc_mode, scree__mem **out, char *msg,
+                           size_t msg_len);
+
+#endif /* SCREE_DAEMON_MEM_H */
