@@ -1,62 +1,144 @@
-/* The main() of scree's GPU tests: skip visibly without a device, else run
- * Criterion.
+/* A small harness for scree's GPU tests.
  *
- * CUDA does not survive fork(): a process that initialised the driver must
- * not use it in a forked child. Criterion forks every test from its runner,
- * so the runner must never touch the driver. The probe therefore runs in a
- * forked child of its own, which prints the skip line itself. Include this
- * in exactly one file of a test executable. */
+ * Criterion is not used here: its runner re-executes the test binary and
+ * forks around it, and on the GPU machine its workers failed to start once
+ * CUDA had been initialised anywhere in the process tree ("Re-entering
+ * criterion from a test worker"). CUDA also does not survive fork(). So each
+ * case runs in a fresh process, started with posix_spawn of this same binary
+ * and "--case NAME"; the parent only probes the device and collects exit
+ * statuses. Without a device the binary prints "SKIP: no CUDA device (...)"
+ * and exits 77, which CTest reports as skipped (SKIP_RETURN_CODE).
+ *
+ * Include this in exactly one file of a test executable, which ends with
+ * GPU_TEST_MAIN(case, case, ...). */
 #ifndef SCREE_TESTS_GPU_MAIN_H
 #define SCREE_TESTS_GPU_MAIN_H
 
-#include <criterion/criterion.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cudadrv.h"
 
 #define SCREE_TEST_SKIP 77
 
-/* Returns 0 when a CUDA device is usable, SCREE_TEST_SKIP otherwise (after
- * printing "SKIP: no CUDA device (reason)"), 1 when the probe itself broke. */
-static int scree_test_gpu_probe(void) {
-  pid_t pid;
-  int status;
+extern char **environ;
 
-  fflush(stdout);
-  pid = fork();
-  if (pid < 0)
-    return 1;
-  if (pid == 0) {
-    const scree__cu *cu;
-    char msg[256];
+typedef struct gpu_case {
+  const char *name;
+  void (*fn)(void);
+} gpu_case;
 
-    if (scree__cu_load(&cu, msg, sizeof(msg)) != 0) {
-      printf("SKIP: no CUDA device (%s)\n", msg);
-      fflush(stdout);
-      _exit(SCREE_TEST_SKIP);
+/* Assertions: print where and why, then end the case's process. */
+#define T_FAIL(...)                                                            \
+  do {                                                                         \
+    fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                       \
+    fprintf(stderr, __VA_ARGS__);                                              \
+    fprintf(stderr, "\n");                                                     \
+    exit(1);                                                                   \
+  } while (0)
+#define T_CHECK(cond)                                                          \
+  do {                                                                         \
+    if (!(cond))                                                               \
+      T_FAIL("%s", #cond);                                                     \
+  } while (0)
+#define T_CHECKM(cond, ...)                                                    \
+  do {                                                                         \
+    if (!(cond)) {                                                             \
+      fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);          \
+      fprintf(stderr, __VA_ARGS__);                                            \
+      fprintf(stderr, "\n");                                                   \
+      exit(1);                                                                 \
+    }                                                                          \
+  } while (0)
+#define T_EQ(a, b)                                                             \
+  do {                                                                         \
+    long long t_a_ = (long long)(a), t_b_ = (long long)(b);                    \
+    if (t_a_ != t_b_)                                                          \
+      T_FAIL("%s == %s: %lld != %lld", #a, #b, t_a_, t_b_);                    \
+  } while (0)
+#define T_EQM(a, b, ...)                                                       \
+  do {                                                                         \
+    long long t_a_ = (long long)(a), t_b_ = (long long)(b);                    \
+    if (t_a_ != t_b_) {                                                        \
+      fprintf(stderr, "FAIL %s:%d: %s == %s: %lld != %lld: ", __FILE__,        \
+              __LINE__, #a, #b, t_a_, t_b_);                                   \
+      fprintf(stderr, __VA_ARGS__);                                            \
+      fprintf(stderr, "\n");                                                   \
+      exit(1);                                                                 \
+    }                                                                          \
+  } while (0)
+
+static double gpu_now(void) {
+  struct timespec ts;
+
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int gpu_test_main(int argc, char **argv, const gpu_case *cases, size_t n) {
+  const scree__cu *cu;
+  char msg[256];
+  int failed = 0;
+  size_t i;
+
+  if (argc == 3 && strcmp(argv[1], "--case") == 0) {
+    for (i = 0; i < n; i++) {
+      if (strcmp(cases[i].name, argv[2]) == 0) {
+        cases[i].fn();
+        return 0;
+      }
     }
-    _exit(0);
+    fprintf(stderr, "no case %s\n", argv[2]);
+    return 2;
   }
-  if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status))
-    return 1;
-  return WEXITSTATUS(status);
+  /* The parent may initialise CUDA: it only ever starts children with
+   * posix_spawn, which executes a new program. */
+  if (scree__cu_load(&cu, msg, sizeof(msg)) != 0) {
+    printf("SKIP: no CUDA device (%s)\n", msg);
+    return SCREE_TEST_SKIP;
+  }
+  for (i = 0; i < n; i++) {
+    char *child_argv[4] = {argv[0], (char *)"--case", (char *)cases[i].name, NULL};
+    double t0 = gpu_now();
+    int status = 0;
+    pid_t pid;
+
+    if (argc == 2 && strcmp(argv[1], cases[i].name) != 0)
+      continue;
+    fflush(stdout);
+    if (posix_spawn(&pid, "/proc/self/exe", NULL, NULL, child_argv, environ) != 0 ||
+        waitpid(pid, &status, 0) != pid) {
+      printf("FAIL %s: cannot run the case\n", cases[i].name);
+      failed++;
+      continue;
+    }
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+      printf("PASS %s (%.2f s)\n", cases[i].name, gpu_now() - t0);
+    } else if (WIFEXITED(status) && WEXITSTATUS(status) == SCREE_TEST_SKIP) {
+      /* A case that needs more than this machine has (two GPUs) skips
+       * itself; it is reported, never counted as a pass. */
+      printf("SKIP %s\n", cases[i].name);
+    } else {
+      printf("FAIL %s (%s %d, %.2f s)\n", cases[i].name,
+             WIFEXITED(status) ? "exit" : "signal",
+             WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status), gpu_now() - t0);
+      failed++;
+    }
+  }
+  printf("%s: %d of %zu cases failed\n", argv[0], failed, n);
+  return failed ? 1 : 0;
 }
 
-int main(int argc, char **argv) {
-  struct criterion_test_set *tests;
-  int rc = scree_test_gpu_probe();
-
-  if (rc != 0)
-    return rc;
-  tests = criterion_initialize();
-  rc = 0;
-  if (criterion_handle_args(argc, argv, true))
-    rc = !criterion_run_all_tests(tests);
-  criterion_finalize(tests);
-  return rc;
-}
+#define GPU_CASE(fn) {#fn, fn}
+#define GPU_TEST_MAIN(...)                                                     \
+  int main(int argc, char **argv) {                                            \
+    static const gpu_case cases_[] = {__VA_ARGS__};                            \
+    return gpu_test_main(argc, argv, cases_, sizeof(cases_) / sizeof(cases_[0])); \
+  }
 
 #endif /* SCREE_TESTS_GPU_MAIN_H */

@@ -2,7 +2,6 @@
 #ifndef SCREE_TESTS_GPU_UTIL_H
 #define SCREE_TESTS_GPU_UTIL_H
 
-#include <criterion/criterion.h>
 #include <fcntl.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -14,6 +13,7 @@
 #include <unistd.h>
 
 #include "gpu_child.h"
+#include "gpu_main.h"
 
 extern char **environ;
 
@@ -29,15 +29,14 @@ static inline void gpu_child_start(gpu_child *ch) {
   int sv[2];
 
   /* The child's end must survive exec; ours must not leak into it. */
-  cr_assert_eq(socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv), 0);
-  cr_assert_eq(fcntl(sv[0], F_SETFD, FD_CLOEXEC), 0);
+  T_EQ(socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv), 0);
+  T_EQ(fcntl(sv[0], F_SETFD, FD_CLOEXEC), 0);
   setsockopt(sv[0], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
   snprintf(fdarg, sizeof(fdarg), "%d", sv[1]);
   argv[0] = (char *)SCREE_GPU_CHILD;
   argv[1] = fdarg;
   argv[2] = NULL;
-  cr_assert_eq(posix_spawn(&ch->pid, SCREE_GPU_CHILD, NULL, NULL, argv, environ), 0,
-               "cannot start %s", SCREE_GPU_CHILD);
+  T_EQM(posix_spawn(&ch->pid, SCREE_GPU_CHILD, NULL, NULL, argv, environ), 0, "cannot start %s", SCREE_GPU_CHILD);
   close(sv[1]);
   ch->sock = sv[0];
 }
@@ -67,9 +66,8 @@ static inline gpu_reply gpu_child_do(gpu_child *ch, const gpu_job *job, int fd) 
     c->cmsg_len = CMSG_LEN(sizeof(int));
     memcpy(CMSG_DATA(c), &fd, sizeof(int));
   }
-  cr_assert_eq(sendmsg(ch->sock, &mh, MSG_NOSIGNAL), (ssize_t)sizeof(*job));
-  cr_assert_eq(recv(ch->sock, &reply, sizeof(reply), 0), (ssize_t)sizeof(reply),
-               "gpu_child gave no reply to job %d", job->kind);
+  T_EQ(sendmsg(ch->sock, &mh, MSG_NOSIGNAL), (ssize_t)sizeof(*job));
+  T_EQM(recv(ch->sock, &reply, sizeof(reply), 0), (ssize_t)sizeof(reply), "gpu_child gave no reply to job %d", job->kind);
   return reply;
 }
 
@@ -80,8 +78,8 @@ static inline void gpu_child_finish(gpu_child *ch) {
   memset(&job, 0, sizeof(job));
   job.kind = GPU_JOB_EXIT;
   send(ch->sock, &job, sizeof(job), MSG_NOSIGNAL);
-  cr_assert_eq(waitpid(ch->pid, &status, 0), ch->pid);
-  cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "gpu_child status %d", status);
+  T_EQ(waitpid(ch->pid, &status, 0), ch->pid);
+  T_CHECKM(WIFEXITED(status) && WEXITSTATUS(status) == 0, "gpu_child status %d", status);
   close(ch->sock);
 }
 
@@ -89,7 +87,7 @@ static inline unsigned char *gpu_pattern_buf(uint64_t len, uint32_t seed) {
   unsigned char *p = malloc(len);
   uint64_t i;
 
-  cr_assert_not_null(p);
+  T_CHECK((p) != NULL);
   for (i = 0; i < len; i++)
     p[i] = gpu_pattern(i, seed);
   return p;
