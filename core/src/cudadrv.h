@@ -63,6 +63,7 @@
   XX(cuMemcpyHtoD)                                                             \
   XX(cuMemsetD8)                                                               \
   XX(cuPointerGetAttribute)                                                    \
+  XX(cuStreamGetCtx)                                                            \
   XX(cuStreamSynchronize)
 
 /* Members carry the API's names, so a call reads cu->cuMemCreate(...). The

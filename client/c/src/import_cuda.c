@@ -227,16 +227,40 @@ void scree__cuda_unmap(scree__cuda_map *m) {
   memset(m, 0, sizeof(*m));
 }
 
-int scree__cuda_copy_sync(int device, uint64_t dst, const void *src, size_t n, void *stream,
-                          char *msg, size_t msg_len) {
-  const scree__cu *cu;
-  CUcontext ctx, prev;
-  int rc;
+/* Enters the context that work on stream belongs to: the stream's own when
+ * one is given (a producer's stream may live on another GPU than the arena),
+ * else device's primary context. *retained says whether to release it. */
+static int scree__cuda_enter_stream(const scree__cu *cu, int device, void *stream,
+                                    CUcontext *prev, int *retained, char *msg,
+                                    size_t msg_len) {
+  CUcontext ctx;
+  int rc = 0;
 
+  *retained = 0;
+  if (stream == NULL) {
+    rc = scree__cuda_enter(cu, device, &ctx, prev, msg, msg_len);
+    *retained = rc == 0;
+    return rc;
+  }
+  SCREE_CUDA_GOTO(cu->cuCtxGetCurrent(prev), rc, err_none);
+  SCREE_CUDA_GOTO(cu->cuStreamGetCtx((CUstream)stream, &ctx), rc, err_none);
+  SCREE_CUDA_GOTO(cu->cuCtxSetCurrent(ctx), rc, err_none);
+err_none:
+  return rc;
+}
+
+int scree__cuda_copy_async(int device, uint64_t dst, const void *src, size_t n, void *stream,
+                           char *msg, size_t msg_len) {
+  const scree__cu *cu;
+  CUcontext prev;
+  int retained, rc;
+
+  if (n == 0)
+    return 0;
   rc = scree__cu_load(&cu, msg, msg_len);
   if (rc != 0)
     return rc;
-  rc = scree__cuda_enter(cu, device, &ctx, &prev, msg, msg_len);
+  rc = scree__cuda_enter_stream(cu, device, stream, &prev, &retained, msg, msg_len);
   if (rc != 0)
     return rc;
   /* Unified addressing lets one call serve device sources of any GPU and
@@ -244,26 +268,34 @@ int scree__cuda_copy_sync(int device, uint64_t dst, const void *src, size_t n, v
   SCREE_CUDA_GOTO(cu->cuMemcpyAsync((CUdeviceptr)dst, (CUdeviceptr)(uintptr_t)src, n,
                                     (CUstream)stream),
                   rc, err_leave);
-  SCREE_CUDA_GOTO(cu->cuStreamSynchronize((CUstream)stream), rc, err_leave);
 err_leave:
-  scree__cuda_leave(cu, device, prev, 1);
+  scree__cuda_leave(cu, device, prev, retained);
   return rc;
 }
 
 int scree__cuda_stream_sync(int device, void *stream, char *msg, size_t msg_len) {
   const scree__cu *cu;
-  CUcontext ctx, prev;
-  int rc;
+  CUcontext prev;
+  int retained, rc;
 
   rc = scree__cu_load(&cu, msg, msg_len);
   if (rc != 0)
     return rc;
-  rc = scree__cuda_enter(cu, device, &ctx, &prev, msg, msg_len);
+  rc = scree__cuda_enter_stream(cu, device, stream, &prev, &retained, msg, msg_len);
   if (rc != 0)
     return rc;
   SCREE_CUDA_GOTO(cu->cuStreamSynchronize((CUstream)stream), rc, err_leave);
 err_leave:
-  scree__cuda_leave(cu, device, prev, 1);
+  scree__cuda_leave(cu, device, prev, retained);
+  return rc;
+}
+
+int scree__cuda_copy_sync(int device, uint64_t dst, const void *src, size_t n, void *stream,
+                          char *msg, size_t msg_len) {
+  int rc = scree__cuda_copy_async(device, dst, src, n, stream, msg, msg_len);
+
+  if (rc == 0)
+    rc = scree__cuda_stream_sync(device, stream, msg, msg_len);
   return rc;
 }
 
@@ -280,3 +312,135 @@ int scree__cuda_is_device_ptr(const void *p) {
     return 0;
   return type == CU_MEMORYTYPE_DEVICE;
 }
+
+/* ---- the importer table libscreeclient selects for a CUDA daemon ---- */
+#ifdef SCREE_CLIENT_HAVE_CUDA
+#include <stdlib.h>
+
+#include "import.h"
+
+static int cuda_import(const scree__import_src *src, int writable, void **base,
+                       scree_device *device, void **state, char *msg, size_t msg_len) {
+  scree__cuda_map *m;
+  int owner, access, rc;
+
+  (void)writable; /* device mappings are always read-write */
+  if (src->device_uuid == NULL)
+    return scree__cu_msg(SCREE_EPROTO, msg, msg_len,
+                         "arena %llu: the daemon named no GPU (no device UUID)",
+                         (unsigned long long)src->arena_id);
+  if (src->size == 0)
+    return scree__cu_msg(SCREE_EPROTO, msg, msg_len, "arena %llu has size 0",
+                         (unsigned long long)src->arena_id);
+  rc = scree__cuda_find_device(src->device_uuid, &owner, msg, msg_len);
+  if (rc == 0)
+    rc = scree__cuda_access_device(owner, &access, msg, msg_len);
+  if (rc != 0)
+    return rc;
+  m = calloc(1, sizeof(*m));
+  if (m == NULL)
+    return scree__cu_msg(SCREE_ENOMEM, msg, msg_len, "out of memory");
+  if (src->handle != NULL) {
+    rc = scree__cuda_import_legacy(src->handle, src->handle_len, src->size, owner, access, m,
+                                   msg, msg_len);
+  } else if (src->fd >= 0) {
+    rc = scree__cuda_import_fd(src->fd, src->size, owner, access, m, msg, msg_len);
+  } else {
+    rc = scree__cu_msg(SCREE_EPROTO, msg, msg_len,
+                       "arena %llu: the daemon sent neither an fd nor handle bytes",
+                       (unsigned long long)src->arena_id);
+  }
+  if (rc != 0) {
+    free(m);
+    return rc;
+  }
+  *base = (void *)(uintptr_t)m->ptr;
+  /* The memory lives on the daemon's GPU, known here by its local ordinal. */
+  device->type = SCREE_DEVICE_CUDA;
+  device->index = owner;
+  *state = m;
+  return 0;
+}
+
+static int cuda_copy_in(void *dst, const void *src, size_t size, void *state, char *msg,
+                        size_t msg_len) {
+  const scree__cuda_map *m = state;
+
+  return scree__cuda_copy_sync(m->access_ordinal, (uint64_t)(uintptr_t)dst, src, size, NULL,
+                               msg, msg_len);
+}
+
+static int cuda_copy_in_async(void *dst, const void *src, size_t size, void *stream,
+                              void *state, char *msg, size_t msg_len) {
+  const scree__cuda_map *m = state;
+
+  return scree__cuda_copy_async(m->access_ordinal, (uint64_t)(uintptr_t)dst, src, size,
+                                stream, msg, msg_len);
+}
+
+static void cuda_unmap(void *base, size_t size, void *state) {
+  (void)base;
+  (void)size;
+  scree__cuda_unmap(state);
+  free(state);
+}
+
+static const scree__importer scree__import_cuda_vmm = {
+    .name = "cuda vmm",
+    .import = cuda_import,
+    .copy_in = cuda_copy_in,
+    .copy_in_async = cuda_copy_in_async,
+    .unmap = cuda_unmap,
+};
+
+static const scree__importer scree__import_cuda_legacy = {
+    .name = "cuda legacy ipc",
+    .import = cuda_import,
+    .copy_in = cuda_copy_in,
+    .copy_in_async = cuda_copy_in_async,
+    .unmap = cuda_unmap,
+};
+
+int scree__import_cuda_select(int ipc_mode, const unsigned char *device_uuid,
+                              const scree__importer **out, char *msg, size_t msg_len) {
+  int ordinal, rc;
+
+  if (device_uuid == NULL)
+    return scree__cu_msg(SCREE_EPROTO, msg, msg_len,
+                         "the CUDA daemon named no GPU (no device UUID in its Hello reply)");
+  /* Checked at connect so that the reason reaches the user before any get:
+   * CUDA_VISIBLE_DEVICES may hide the daemon's GPU from this process. */
+  rc = scree__cuda_find_device(device_uuid, &ordinal, msg, msg_len);
+  if (rc != 0)
+    return rc;
+  if (ipc_mode == SCREE__CUDA_IPC_VMM_FD) {
+    *out = &scree__import_cuda_vmm;
+    return 0;
+  }
+  if (ipc_mode == SCREE__CUDA_IPC_LEGACY) {
+    *out = &scree__import_cuda_legacy;
+    return 0;
+  }
+  return scree__cu_msg(SCREE_ENOTSUP, msg, msg_len,
+                       "the CUDA daemon shares memory in ipc mode %d, unknown here", ipc_mode);
+}
+
+int scree__cuda_sync(void *stream, char *msg, size_t msg_len) {
+  const scree__cu *cu;
+  CUcontext cur = NULL;
+  int rc;
+
+  rc = scree__cu_load(&cu, msg, msg_len);
+  if (rc != 0)
+    return rc;
+  if (stream != NULL)
+    return scree__cuda_stream_sync(0, stream, msg, msg_len);
+  /* No stream: wait for everything this thread's context has queued. A
+   * thread with no context has queued nothing. */
+  SCREE_CUDA_GOTO(cu->cuCtxGetCurrent(&cur), rc, err_none);
+  if (cur != NULL)
+    SCREE_CUDA_GOTO(cu->cuCtxSynchronize(), rc, err_none);
+err_none:
+  return rc;
+}
+#endif /* SCREE_CLIENT_HAVE_CUDA */

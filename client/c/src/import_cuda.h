@@ -81,6 +81,11 @@ uint64_t scree__cuda_import_count(void);
 int scree__cuda_copy_sync(int device, uint64_t dst, const void *src, size_t n,
                           void *stream, char *msg, size_t msg_len);
 
+/* Queues the same copy on stream and returns without waiting. The copy runs
+ * in the stream's own context when stream is not NULL. */
+int scree__cuda_copy_async(int device, uint64_t dst, const void *src, size_t n,
+                           void *stream, char *msg, size_t msg_len);
+
 /* Waits until all work queued on stream (NULL: the default stream of
  * device's primary context) is done. */
 int scree__cuda_stream_sync(int device, void *stream, char *msg, size_t msg_len);
