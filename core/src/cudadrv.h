@@ -63,6 +63,15 @@
   XX(cuMemcpyHtoD)                                                             \
   XX(cuMemsetD8)                                                               \
   XX(cuPointerGetAttribute)                                                    \
+  XX(cuStreamCreate)                                                           \
+  XX(cuStreamDestroy)                                                          \
+  XX(cuMemcpyHtoDAsync)                                                        \
+  XX(cuMemcpyDtoDAsync)                                                        \
+  XX(cuEventCreate)                                                            \
+  XX(cuEventDestroy)                                                           \
+  XX(cuEventRecord)                                                            \
+  XX(cuEventSynchronize)                                                       \
+  XX(cuEventElapsedTime)                                                       \
   XX(cuStreamGetCtx)                                                            \
   XX(cuStreamSynchronize)
 

@@ -80,12 +80,19 @@ static double gpu_now(void) {
   return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-static int gpu_test_main(int argc, char **argv, const gpu_case *cases, size_t n) {
+/* Roles: a test binary may also act as a helper process of its own cases
+ * ("--role NAME args..."), handled by the role function it passes. */
+typedef int (*gpu_role_fn)(int argc, char **argv);
+
+static int gpu_test_main(int argc, char **argv, const gpu_case *cases, size_t n,
+                         gpu_role_fn role) {
   const scree__cu *cu;
   char msg[256];
   int failed = 0;
   size_t i;
 
+  if (argc >= 3 && strcmp(argv[1], "--role") == 0 && role != NULL)
+    return role(argc, argv);
   if (argc == 3 && strcmp(argv[1], "--case") == 0) {
     for (i = 0; i < n; i++) {
       if (strcmp(cases[i].name, argv[2]) == 0) {
@@ -138,7 +145,12 @@ static int gpu_test_main(int argc, char **argv, const gpu_case *cases, size_t n)
 #define GPU_TEST_MAIN(...)                                                     \
   int main(int argc, char **argv) {                                            \
     static const gpu_case cases_[] = {__VA_ARGS__};                            \
-    return gpu_test_main(argc, argv, cases_, sizeof(cases_) / sizeof(cases_[0])); \
+    return gpu_test_main(argc, argv, cases_, sizeof(cases_) / sizeof(cases_[0]), NULL); \
+  }
+#define GPU_TEST_MAIN_ROLES(role, ...)                                         \
+  int main(int argc, char **argv) {                                            \
+    static const gpu_case cases_[] = {__VA_ARGS__};                            \
+    return gpu_test_main(argc, argv, cases_, sizeof(cases_) / sizeof(cases_[0]), role); \
   }
 
 #endif /* SCREE_TESTS_GPU_MAIN_H */
