@@ -12,6 +12,7 @@
  * cudaIpcOpenMemHandle runs) and a raw 64-byte SOCK_SEQPACKET round trip.
  * Consumers are separate processes (this binary again, in a --role).
  * Results go to stdout as a Markdown table plus "ratio" lines. */
+#include <fcntl.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <spawn.h>
@@ -296,7 +297,9 @@ static double rtt_median(int n) {
   int sv[2];
   pid_t pid;
 
-  if (socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv) != 0)
+  /* Our end must not leak into the echo process, or it never sees EOF. */
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0 ||
+      fcntl(sv[1], F_SETFD, 0) != 0)
     die("socketpair", "seqpacket");
   snprintf(fdarg, sizeof(fdarg), "%d", sv[1]);
   pid = spawn_role(argv);
@@ -324,7 +327,9 @@ int main(int argc, char **argv) {
   char dev_name[256], msg[256];
   int quick;
 
+  setvbuf(stdout, NULL, _IOLBF, 0);
   if (argc >= 3 && strcmp(argv[1], "--role") == 0) {
+    alarm(300);
     if (strcmp(argv[2], "attach") == 0)
       return role_attach(argv);
     if (strcmp(argv[2], "rawipc") == 0)
@@ -342,6 +347,7 @@ int main(int argc, char **argv) {
   ctx_use(0);
 
   rtt = rtt_median(quick ? 2000 : 20000);
+  fprintf(stderr, "handoff_gpu: seqpacket rtt %.1f us\n", rtt);
 
   /* Raw legacy IPC open of each size, for comparison. */
   for (int s = 0; s < 3; s++) {

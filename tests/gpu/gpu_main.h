@@ -1,12 +1,14 @@
 /* A small harness for scree's GPU tests.
  *
- * Criterion is not used here: its runner re-executes the test binary and
- * forks around it, and on the GPU machine its workers failed to start once
- * CUDA had been initialised anywhere in the process tree ("Re-entering
- * criterion from a test worker"). CUDA also does not survive fork(). So each
- * case runs in a fresh process, started with posix_spawn of this same binary
- * and "--case NAME"; the parent only probes the device and collects exit
- * statuses. Without a device the binary prints "SKIP: no CUDA device (...)"
+ * Criterion is not used here. A GPU test must probe the device before any
+ * case runs (to exit 77 without one), and CUDA does not survive fork(), so
+ * the probe cannot run in Criterion's runner; a custom Criterion main with
+ * the probe in a forked child failed on the GPU machine ("Re-entering
+ * criterion from a test worker"), while Criterion's own main works there.
+ * So each case runs in a fresh process, started with posix_spawn of this
+ * same binary and "--case NAME"; the parent only probes the device and
+ * collects exit statuses. Each case and helper gets GPU_TEST_ALARM seconds
+ * before SIGALRM ends it, so that a hang shows as a failure with output. Without a device the binary prints "SKIP: no CUDA device (...)"
  * and exits 77, which CTest reports as skipped (SKIP_RETURN_CODE).
  *
  * Include this in exactly one file of a test executable, which ends with
@@ -25,6 +27,9 @@
 #include "cudadrv.h"
 
 #define SCREE_TEST_SKIP 77
+#ifndef GPU_TEST_ALARM
+#define GPU_TEST_ALARM 120
+#endif
 
 extern char **environ;
 
@@ -84,6 +89,13 @@ static double gpu_now(void) {
  * ("--role NAME args..."), handled by the role function it passes. */
 typedef int (*gpu_role_fn)(int argc, char **argv);
 
+/* Seconds a case may run: GPU_TEST_ALARM, or $SCREE_GPU_TEST_ALARM. */
+static unsigned gpu_alarm_s(void) {
+  const char *e = getenv("SCREE_GPU_TEST_ALARM");
+
+  return e != NULL && atoi(e) > 0 ? (unsigned)atoi(e) : GPU_TEST_ALARM;
+}
+
 static int gpu_test_main(int argc, char **argv, const gpu_case *cases, size_t n,
                          gpu_role_fn role) {
   const scree__cu *cu;
@@ -91,11 +103,15 @@ static int gpu_test_main(int argc, char **argv, const gpu_case *cases, size_t n,
   int failed = 0;
   size_t i;
 
-  if (argc >= 3 && strcmp(argv[1], "--role") == 0 && role != NULL)
+  setvbuf(stdout, NULL, _IOLBF, 0);
+  if (argc >= 3 && strcmp(argv[1], "--role") == 0 && role != NULL) {
+    alarm(gpu_alarm_s());
     return role(argc, argv);
+  }
   if (argc == 3 && strcmp(argv[1], "--case") == 0) {
     for (i = 0; i < n; i++) {
       if (strcmp(cases[i].name, argv[2]) == 0) {
+        alarm(gpu_alarm_s());
         cases[i].fn();
         return 0;
       }
