@@ -57,15 +57,13 @@ static void scree__cu_load_once(void) {
     return;
   }
 
-#define SCREE__CU_RESOLVE(name)                                                \
-  r = get_proc(#name, (void **)&cu->name, CUDA_VERSION, CU_GET_PROC_ADDRESS_DEFAULT, \
-               &found);                                                        \
+#define SCREE__CU_RESOLVE(name, version)                                       \
+  r = get_proc(#name, (void **)&cu->name, version, CU_GET_PROC_ADDRESS_DEFAULT, &found); \
   if (r != CUDA_SUCCESS || found != CU_GET_PROC_ADDRESS_SUCCESS || cu->name == NULL) { \
     scree__cu_status = scree__cu_msg(SCREE_ENODEV, scree__cu_status_msg,      \
                                      sizeof(scree__cu_status_msg),             \
-                                     "the CUDA driver lacks %s for CUDA %d.%d", \
-                                     #name, CUDA_VERSION / 1000,               \
-                                     CUDA_VERSION % 1000 / 10);                \
+                                     "the CUDA driver lacks %s (CUDA %d.%d ABI)", \
+                                     #name, version / 1000, version % 1000 / 10); \
     return;                                                                    \
   }
   SCREE__CU_FUNCS(SCREE__CU_RESOLVE)

@@ -16,6 +16,7 @@
 #ifndef SCREE_TESTS_GPU_MAIN_H
 #define SCREE_TESTS_GPU_MAIN_H
 
+#include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -134,12 +135,22 @@ static int gpu_test_main(int argc, char **argv, const gpu_case *cases, size_t n,
     if (argc == 2 && strcmp(argv[1], cases[i].name) != 0)
       continue;
     fflush(stdout);
-    if (posix_spawn(&pid, "/proc/self/exe", NULL, NULL, child_argv, environ) != 0 ||
+    /* Each case leads its own process group, so that whatever it started (a
+     * screed, helper processes) goes with it even when it fails or crashes:
+     * a leftover holding our stdout would keep CTest waiting. */
+    posix_spawnattr_t attr;
+    posix_spawnattr_init(&attr);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
+    posix_spawnattr_setpgroup(&attr, 0);
+    if (posix_spawn(&pid, "/proc/self/exe", NULL, &attr, child_argv, environ) != 0 ||
         waitpid(pid, &status, 0) != pid) {
+      posix_spawnattr_destroy(&attr);
       printf("FAIL %s: cannot run the case\n", cases[i].name);
       failed++;
       continue;
     }
+    posix_spawnattr_destroy(&attr);
+    kill(-pid, SIGKILL);
     if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
       printf("PASS %s (%.2f s)\n", cases[i].name, gpu_now() - t0);
     } else if (WIFEXITED(status) && WEXITSTATUS(status) == SCREE_TEST_SKIP) {
