@@ -25,16 +25,12 @@ int scree__cu_msg(int code, char *msg, size_t msg_len, const char *fmt, ...) {
   return code;
 }
 
-/* The driver entry point that resolves all others. Its signature has been
- * stable since CUDA 12.0, which is also the oldest driver scree supports. */
-typedef CUresult (*scree__get_proc_fn)(const char *symbol, void **pfn, int cuda_version,
-                                       cuuint64_t flags,
-                                       CUdriverProcAddressQueryResult *status);
+/* The symbol name a call to `name` binds to after the header's macros. */
+#define SCREE__CU_XSTR(name) SCREE__CU_STR(name)
+#define SCREE__CU_STR(name) #name
 
 static void scree__cu_load_once(void) {
   scree__cu *cu = &scree__cu_table;
-  scree__get_proc_fn get_proc;
-  CUdriverProcAddressQueryResult found;
   CUresult r;
   void *lib;
   int count;
@@ -48,22 +44,13 @@ static void scree__cu_load_once(void) {
                                      "no CUDA driver: %s", dlerror());
     return;
   }
-  get_proc = (scree__get_proc_fn)dlsym(lib, "cuGetProcAddress_v2");
-  if (get_proc == NULL) {
-    scree__cu_status = scree__cu_msg(SCREE_ENODEV, scree__cu_status_msg,
-                                     sizeof(scree__cu_status_msg),
-                                     "the CUDA driver is older than 12.0 "
-                                     "(no cuGetProcAddress_v2)");
-    return;
-  }
-
-#define SCREE__CU_RESOLVE(name, version)                                       \
-  r = get_proc(#name, (void **)&cu->name, version, CU_GET_PROC_ADDRESS_DEFAULT, &found); \
-  if (r != CUDA_SUCCESS || found != CU_GET_PROC_ADDRESS_SUCCESS || cu->name == NULL) { \
+#define SCREE__CU_RESOLVE(name)                                                \
+  cu->name = (__typeof__(cu->name))dlsym(lib, SCREE__CU_XSTR(name));           \
+  if (cu->name == NULL) {                                                      \
     scree__cu_status = scree__cu_msg(SCREE_ENODEV, scree__cu_status_msg,      \
                                      sizeof(scree__cu_status_msg),             \
-                                     "the CUDA driver lacks %s (CUDA %d.%d ABI)", \
-                                     #name, version / 1000, version % 1000 / 10); \
+                                     "the CUDA driver lacks %s (too old?)",    \
+                                     SCREE__CU_XSTR(name));                    \
     return;                                                                    \
   }
   SCREE__CU_FUNCS(SCREE__CU_RESOLVE)

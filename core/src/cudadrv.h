@@ -6,8 +6,7 @@
  * but no GPU, and the stub libcuda.so from the toolkit is not loadable).
  * Linking libcuda would make every executable and the Python extension fail
  * at load time there. So the library is opened with dlopen on first use, and
- * each entry point is resolved with cuGetProcAddress for the CUDA version the
- * code was compiled against, which also picks the right _v2/_v3 variant.
+ * each entry point is looked up with dlsym (see SCREE__CU_FUNCS).
  *
  * The legacy IPC mode uses cuMemAlloc + cuIpcGetMemHandle / cuIpcOpenMemHandle
  * from the same table: those are what cudaMalloc + cudaIpcGetMemHandle call,
@@ -21,75 +20,72 @@
 #include <stddef.h>
 
 #include <cuda.h>
-#include <cudaTypedefs.h>
 
-/* XX(name, version): every driver entry point scree uses, with the CUDA
- * version whose ABI of it scree calls. The version matters: asking
- * cuGetProcAddress for a name at the toolkit's own version returns the
- * newest variant, whose signature may differ from the one the header's
- * plain name declares (cuCtxGetDevice, cuCtxSynchronize and cuStreamGetCtx
- * gained a context argument in CUDA 13.0 / 12.5, and calling those with the
- * old arguments crashed). So each entry is requested at the version of the
- * ABI the header's name stands for, and typed with cudaTypedefs.h's
- * PFN_<name>_v<version>; the header's macros (cuMemAlloc -> cuMemAlloc_v2)
- * pick the newer variant, the plain names the oldest. */
+/* XX(name): every driver entry point scree uses. Each is looked up with
+ * dlsym under the name the header's macros give it (cuMemAlloc ->
+ * cuMemAlloc_v2, cuCtxSynchronize stays cuCtxSynchronize), which is exactly
+ * the symbol a program linked against libcuda would bind to, with the type
+ * the header declares for it. cuGetProcAddress is not used: asked for a
+ * plain name it may hand out a newer variant with another signature
+ * (cuCtxGetDevice and cuCtxSynchronize take a context argument since CUDA
+ * 13.0), and calling that with the old arguments crashed on the GPU machine
+ * even when an older version was requested. */
 #define SCREE__CU_FUNCS(XX)                                                    \
-  XX(cuInit, 2000)                                                             \
-  XX(cuDriverGetVersion, 2020)                                                 \
-  XX(cuGetErrorName, 6000)                                                     \
-  XX(cuGetErrorString, 6000)                                                   \
-  XX(cuDeviceGetCount, 2000)                                                   \
-  XX(cuDeviceGet, 2000)                                                        \
-  XX(cuDeviceGetName, 2000)                                                    \
-  XX(cuDeviceGetUuid, 11040)                                                   \
-  XX(cuDeviceGetAttribute, 2000)                                               \
-  XX(cuDeviceTotalMem, 3020)                                                   \
-  XX(cuDeviceCanAccessPeer, 4000)                                              \
-  XX(cuDevicePrimaryCtxRetain, 7000)                                           \
-  XX(cuDevicePrimaryCtxRelease, 11000)                                         \
-  XX(cuCtxGetCurrent, 4000)                                                    \
-  XX(cuCtxSetCurrent, 4000)                                                    \
-  XX(cuCtxGetDevice, 2000)                                                     \
-  XX(cuCtxSynchronize, 2000)                                                   \
-  XX(cuMemGetInfo, 3020)                                                       \
-  XX(cuMemGetAllocationGranularity, 10020)                                     \
-  XX(cuMemCreate, 10020)                                                       \
-  XX(cuMemRelease, 10020)                                                      \
-  XX(cuMemAddressReserve, 10020)                                               \
-  XX(cuMemAddressFree, 10020)                                                  \
-  XX(cuMemMap, 10020)                                                          \
-  XX(cuMemUnmap, 10020)                                                        \
-  XX(cuMemSetAccess, 10020)                                                    \
-  XX(cuMemExportToShareableHandle, 10020)                                      \
-  XX(cuMemImportFromShareableHandle, 10020)                                    \
-  XX(cuMemAlloc, 3020)                                                         \
-  XX(cuMemFree, 3020)                                                          \
-  XX(cuIpcGetMemHandle, 4010)                                                  \
-  XX(cuIpcOpenMemHandle, 11000)                                                \
-  XX(cuIpcCloseMemHandle, 4010)                                                \
-  XX(cuMemcpy, 4000)                                                           \
-  XX(cuMemcpyAsync, 4000)                                                      \
-  XX(cuMemcpyDtoH, 3020)                                                       \
-  XX(cuMemcpyHtoD, 3020)                                                       \
-  XX(cuMemsetD8, 3020)                                                         \
-  XX(cuPointerGetAttribute, 4000)                                              \
-  XX(cuStreamCreate, 2000)                                                     \
-  XX(cuStreamDestroy, 4000)                                                    \
-  XX(cuMemcpyHtoDAsync, 3020)                                                  \
-  XX(cuMemcpyDtoDAsync, 3020)                                                  \
-  XX(cuEventCreate, 2000)                                                      \
-  XX(cuEventDestroy, 4000)                                                     \
-  XX(cuEventRecord, 2000)                                                      \
-  XX(cuEventSynchronize, 2000)                                                 \
-  XX(cuEventElapsedTime, 12080)                                                \
-  XX(cuStreamGetCtx, 9020)                                                     \
-  XX(cuStreamSynchronize, 2000)
+    XX(cuInit)                                                                 \
+    XX(cuDriverGetVersion)                                                     \
+    XX(cuGetErrorName)                                                         \
+    XX(cuGetErrorString)                                                       \
+    XX(cuDeviceGetCount)                                                       \
+    XX(cuDeviceGet)                                                            \
+    XX(cuDeviceGetName)                                                        \
+    XX(cuDeviceGetUuid)                                                        \
+    XX(cuDeviceGetAttribute)                                                   \
+    XX(cuDeviceTotalMem)                                                       \
+    XX(cuDeviceCanAccessPeer)                                                  \
+    XX(cuDevicePrimaryCtxRetain)                                               \
+    XX(cuDevicePrimaryCtxRelease)                                              \
+    XX(cuCtxGetCurrent)                                                        \
+    XX(cuCtxSetCurrent)                                                        \
+    XX(cuCtxGetDevice)                                                         \
+    XX(cuCtxSynchronize)                                                       \
+    XX(cuMemGetInfo)                                                           \
+    XX(cuMemGetAllocationGranularity)                                          \
+    XX(cuMemCreate)                                                            \
+    XX(cuMemRelease)                                                           \
+    XX(cuMemAddressReserve)                                                    \
+    XX(cuMemAddressFree)                                                       \
+    XX(cuMemMap)                                                               \
+    XX(cuMemUnmap)                                                             \
+    XX(cuMemSetAccess)                                                         \
+    XX(cuMemExportToShareableHandle)                                           \
+    XX(cuMemImportFromShareableHandle)                                         \
+    XX(cuMemAlloc)                                                             \
+    XX(cuMemFree)                                                              \
+    XX(cuIpcGetMemHandle)                                                      \
+    XX(cuIpcOpenMemHandle)                                                     \
+    XX(cuIpcCloseMemHandle)                                                    \
+    XX(cuMemcpy)                                                               \
+    XX(cuMemcpyAsync)                                                          \
+    XX(cuMemcpyDtoH)                                                           \
+    XX(cuMemcpyHtoD)                                                           \
+    XX(cuMemsetD8)                                                             \
+    XX(cuPointerGetAttribute)                                                  \
+    XX(cuStreamCreate)                                                         \
+    XX(cuStreamDestroy)                                                        \
+    XX(cuMemcpyHtoDAsync)                                                      \
+    XX(cuMemcpyDtoDAsync)                                                      \
+    XX(cuEventCreate)                                                          \
+    XX(cuEventDestroy)                                                         \
+    XX(cuEventRecord)                                                          \
+    XX(cuEventSynchronize)                                                     \
+    XX(cuEventElapsedTime)                                                     \
+    XX(cuStreamGetCtx)                                                         \
+  XX(cuStreamSynchronize)
 
 /* Members carry the API's names, so a call reads cu->cuMemCreate(...). The
- * header's version macros (cuMemAlloc -> cuMemAlloc_v2) rename the member and
- * every use alike; the type comes from the version given above. */
+ * header's version macros rename the member and every use alike. */
 typedef struct scree__cu {
-#define SCREE__CU_MEMBER(name, version) PFN_##name##_v##version name;
+#define SCREE__CU_MEMBER(name) __typeof__(name) *name;
   SCREE__CU_FUNCS(SCREE__CU_MEMBER)
 #undef SCREE__CU_MEMBER
   int driver_version;
