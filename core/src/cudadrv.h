@@ -42,7 +42,8 @@
     XX(cuDeviceGetAttribute)                                                   \
     XX(cuDeviceTotalMem)                                                       \
     XX(cuDeviceCanAccessPeer)                                                  \
-    XX(cuDevicePrimaryCtxRetain)                                               \
+    XX(cuDevicePrimaryCtxGetState)                                             \
+  XX(cuDevicePrimaryCtxRetain)                                               \
     XX(cuDevicePrimaryCtxRelease)                                              \
     XX(cuCtxGetCurrent)                                                        \
     XX(cuCtxSetCurrent)                                                        \

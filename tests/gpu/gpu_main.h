@@ -16,6 +16,7 @@
 #ifndef SCREE_TESTS_GPU_MAIN_H
 #define SCREE_TESTS_GPU_MAIN_H
 
+#include <execinfo.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -90,6 +91,18 @@ static double gpu_now(void) {
  * ("--role NAME args..."), handled by the role function it passes. */
 typedef int (*gpu_role_fn)(int argc, char **argv);
 
+/* A crash in a case or helper prints its stack (addresses resolve with
+ * addr2line; the test executables link with -rdynamic). */
+static void gpu_on_crash(int sig) {
+  void *frames[64];
+  int n = backtrace(frames, 64);
+
+  fprintf(stderr, "CRASH: signal %d\n", sig);
+  backtrace_symbols_fd(frames, n, 2);
+  signal(sig, SIG_DFL);
+  raise(sig);
+}
+
 /* Seconds a case may run: GPU_TEST_ALARM, or $SCREE_GPU_TEST_ALARM. */
 static unsigned gpu_alarm_s(void) {
   const char *e = getenv("SCREE_GPU_TEST_ALARM");
@@ -105,6 +118,8 @@ static int gpu_test_main(int argc, char **argv, const gpu_case *cases, size_t n,
   size_t i;
 
   setvbuf(stdout, NULL, _IOLBF, 0);
+  signal(SIGSEGV, gpu_on_crash);
+  signal(SIGABRT, gpu_on_crash);
   if (argc >= 3 && strcmp(argv[1], "--role") == 0 && role != NULL) {
     alarm(gpu_alarm_s());
     return role(argc, argv);

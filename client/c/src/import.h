@@ -60,8 +60,8 @@ extern const scree__importer scree__import_host;
 int scree__import_cuda_select(int ipc_mode, const unsigned char *device_uuid,
                               const scree__importer **out, char *msg, size_t msg_len);
 
-/* import_cuda.c: waits for stream (a cudaStream_t), or for all work of the
- * calling thread's current context when stream is NULL. */
+/* import_cuda.c: waits for stream (a cudaStream_t; NULL: the legacy default
+ * stream, which also waits for the context's blocking streams). */
 int scree__cuda_sync(void *stream, char *msg, size_t msg_len);
 #endif
 

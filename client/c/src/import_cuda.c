@@ -81,7 +81,7 @@ int scree__cuda_access_device(int owner_ordinal, int *access_ordinal, char *msg,
   const scree__cu *cu;
   CUcontext cur = NULL;
   CUdevice own, owner;
-  int can = 0, rc;
+  int can = 0, count = 0, i, rc;
 
   rc = scree__cu_load(&cu, msg, msg_len);
   if (rc != 0)
@@ -92,7 +92,29 @@ int scree__cuda_access_device(int owner_ordinal, int *access_ordinal, char *msg,
     *access_ordinal = owner_ordinal;
     return 0;
   }
-  SCREE_CUDA_GOTO(cu->cuCtxGetDevice(&own), rc, err_none);
+  /* Which GPU is the current context on? Only primary contexts (the CUDA
+   * runtime's, PyTorch's) are recognised; the device whose active primary
+   * context is current is the consumer's GPU. cuCtxGetDevice is avoided:
+   * calling it through our table crashed on the GPU machine. */
+  own = owner;
+  SCREE_CUDA_GOTO(cu->cuDeviceGetCount(&count), rc, err_none);
+  for (i = 0; i < count; i++) {
+    CUcontext primary;
+    unsigned int flags;
+    CUdevice d;
+    int active = 0;
+
+    SCREE_CUDA_GOTO(cu->cuDeviceGet(&d, i), rc, err_none);
+    SCREE_CUDA_GOTO(cu->cuDevicePrimaryCtxGetState(d, &flags, &active), rc, err_none);
+    if (!active)
+      continue;
+    SCREE_CUDA_GOTO(cu->cuDevicePrimaryCtxRetain(&primary, d), rc, err_none);
+    (void)cu->cuDevicePrimaryCtxRelease(d);
+    if (primary == cur) {
+      own = d;
+      break;
+    }
+  }
   if (own != owner) {
     SCREE_CUDA_GOTO(cu->cuDeviceCanAccessPeer(&can, own, owner), rc, err_none);
     if (!can)
@@ -227,25 +249,18 @@ void scree__cuda_unmap(scree__cuda_map *m) {
   memset(m, 0, sizeof(*m));
 }
 
-/* Enters the context that work on stream belongs to: the stream's own when
- * one is given (a producer's stream may live on another GPU than the arena),
- * else device's primary context. *retained says whether to release it. */
+/* Enters device's primary context for work on stream. A stream handed in
+ * by the caller belongs to the context it works in, which for CUDA runtime
+ * users is that primary context. *retained says whether to release it. */
 static int scree__cuda_enter_stream(const scree__cu *cu, int device, void *stream,
                                     CUcontext *prev, int *retained, char *msg,
                                     size_t msg_len) {
   CUcontext ctx;
-  int rc = 0;
+  int rc;
 
-  *retained = 0;
-  if (stream == NULL) {
-    rc = scree__cuda_enter(cu, device, &ctx, prev, msg, msg_len);
-    *retained = rc == 0;
-    return rc;
-  }
-  SCREE_CUDA_GOTO(cu->cuCtxGetCurrent(prev), rc, err_none);
-  SCREE_CUDA_GOTO(cu->cuStreamGetCtx((CUstream)stream, &ctx), rc, err_none);
-  SCREE_CUDA_GOTO(cu->cuCtxSetCurrent(ctx), rc, err_none);
-err_none:
+  (void)stream;
+  rc = scree__cuda_enter(cu, device, &ctx, prev, msg, msg_len);
+  *retained = rc == 0;
   return rc;
 }
 
@@ -433,13 +448,12 @@ int scree__cuda_sync(void *stream, char *msg, size_t msg_len) {
   rc = scree__cu_load(&cu, msg, msg_len);
   if (rc != 0)
     return rc;
-  if (stream != NULL)
-    return scree__cuda_stream_sync(0, stream, msg, msg_len);
-  /* No stream: wait for everything this thread's context has queued. A
-   * thread with no context has queued nothing. */
+  /* In the calling thread's current context (the one its stream belongs
+   * to); a thread with no context has queued nothing. NULL is the legacy
+   * default stream, which waits for every blocking stream of the context. */
   SCREE_CUDA_GOTO(cu->cuCtxGetCurrent(&cur), rc, err_none);
-  if (cur != NULL)
-    SCREE_CUDA_GOTO(cu->cuCtxSynchronize(), rc, err_none);
+  if (cur != NULL || stream != NULL)
+    SCREE_CUDA_GOTO(cu->cuStreamSynchronize((CUstream)stream), rc, err_none);
 err_none:
   return rc;
 }

@@ -216,9 +216,9 @@ SCREE_API int scree_client_create(scree_client *c, const char *name,
 SCREE_API int scree_client_seal(scree_client *c, const char *name);
 
 /* Like scree_client_seal for a batch written in place on the GPU: first
- * waits for stream (a cudaStream_t passed as void *; NULL waits for all work
- * of the calling thread's current CUDA context), so that the daemon reads
- * the finished offsets. Returns as scree_client_seal, or SCREE_ECUDA with
+ * waits for stream (a cudaStream_t passed as void *, of the calling thread's
+ * current CUDA context; NULL: the legacy default stream, which also waits
+ * for every blocking stream), so that the daemon reads the finished offsets. Returns as scree_client_seal, or SCREE_ECUDA with
  * the CUDA error name when the wait fails (the batch stays created), or
  * SCREE_ENOTSUP for a non-NULL stream in a build without CUDA. */
 SCREE_API int scree_client_seal_stream(scree_client *c, const char *name, void *stream);
