@@ -26,10 +26,9 @@
  * cuMemAlloc_v2, cuCtxSynchronize stays cuCtxSynchronize), which is exactly
  * the symbol a program linked against libcuda would bind to, with the type
  * the header declares for it. cuGetProcAddress is not used: asked for a
- * plain name it may hand out a newer variant with another signature
- * (cuCtxGetDevice and cuCtxSynchronize take a context argument since CUDA
- * 13.0), and calling that with the old arguments crashed on the GPU machine
- * even when an older version was requested. */
+ * plain name at the toolkit's version it hands out the newest variant, whose
+ * signature may differ (cuCtxGetDevice and cuCtxSynchronize take a context
+ * argument since CUDA 13.0). */
 #define SCREE__CU_FUNCS(XX)                                                    \
     XX(cuInit)                                                                 \
     XX(cuDriverGetVersion)                                                     \

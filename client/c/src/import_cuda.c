@@ -94,8 +94,9 @@ int scree__cuda_access_device(int owner_ordinal, int *access_ordinal, char *msg,
   }
   /* Which GPU is the current context on? Only primary contexts (the CUDA
    * runtime's, PyTorch's) are recognised; the device whose active primary
-   * context is current is the consumer's GPU. cuCtxGetDevice is avoided:
-   * calling it through our table crashed on the GPU machine. */
+   * context is current is the consumer's GPU. (cuCtxGetDevice was used
+   * here first; consumers with a current context then crashed on the GPU
+   * machine, cause not established: see the CUDA branch's report.) */
   own = owner;
   SCREE_CUDA_GOTO(cu->cuDeviceGetCount(&count), rc, err_none);
   for (i = 0; i < count; i++) {
