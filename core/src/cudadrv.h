@@ -46,8 +46,6 @@
     XX(cuDevicePrimaryCtxRelease)                                              \
     XX(cuCtxGetCurrent)                                                        \
     XX(cuCtxSetCurrent)                                                        \
-    XX(cuCtxGetDevice)                                                         \
-    XX(cuCtxSynchronize)                                                       \
     XX(cuMemGetInfo)                                                           \
     XX(cuMemGetAllocationGranularity)                                          \
     XX(cuMemCreate)                                                            \
@@ -79,7 +77,6 @@
     XX(cuEventRecord)                                                          \
     XX(cuEventSynchronize)                                                     \
     XX(cuEventElapsedTime)                                                     \
-    XX(cuStreamGetCtx)                                                         \
   XX(cuStreamSynchronize)
 
 /* Members carry the API's names, so a call reads cu->cuMemCreate(...). The

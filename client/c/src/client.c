@@ -617,7 +617,15 @@ int scree_client_seal(scree_client *c, const char *name) {
   if (c == NULL)
     return SCREE_EINVAL;
   pthread_mutex_lock(&c->mu);
-  int rc = seal_locked(c, name);
+  int rc = 0;
+#ifdef SCREE_CLIENT_HAVE_CUDA
+  /* The daemon reads the offsets through its own mapping as soon as Seal
+   * arrives, so this process's copies into the arena must have landed. */
+  if (c->info.backend == SCREE_BACKEND_CUDA)
+    rc = scree__cuda_sync(NULL, c->err, sizeof(c->err));
+#endif
+  if (rc == 0)
+    rc = seal_locked(c, name);
   pthread_mutex_unlock(&c->mu);
   return rc;
 }

@@ -209,7 +209,10 @@ SCREE_API int scree_client_create(scree_client *c, const char *name,
                                   const scree_array *desc, scree_array *out);
 
 /* Validates the offsets written into a created batch and publishes it.
- * Returns 0; SCREE_EINVAL with a message naming the first bad offset (the
+ * On a GPU daemon it first waits for the calling thread's legacy default
+ * stream (which also covers cuMemcpy/cudaMemcpy from pageable memory, whose
+ * DMA may still be in flight when they return); writes queued on other
+ * non-blocking streams need scree_client_seal_stream. Returns 0; SCREE_EINVAL with a message naming the first bad offset (the
  * batch stays created: fix the offsets and seal again, or delete it);
  * SCREE_ENOENT; SCREE_ESTATE when it is already sealed; SCREE_EPERM when
  * another connection created it. */
