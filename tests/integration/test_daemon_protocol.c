@@ -584,21 +584,23 @@ Test(daemon, a_path_that_is_not_a_socket_is_left_alone) {
 
 Test(daemon, the_parent_directory_is_created) {
   memset(&d, 0, sizeof(d));
-  char base[256];
-  rc_socket_path(base, sizeof(base), "parents");
-  /* base is DIR/screed.sock; nest two more levels under DIR. */
-  char dir[108];
-  snprintf(dir, sizeof(dir), "%s", base);
-  snprintf(d.sock, sizeof(d.sock), "%s/x/y/screed.sock", dirname(dir));
+  char sock[108];
+  rc_socket_path(sock, sizeof(sock), "parents");
+  /* sock is DIR/screed.sock; serve on DIR/x/y/screed.sock instead. */
+  char *dir = dirname(sock);
+  cr_assert_lt(strlen(dir), 60);
+  char y[128], x[128];
+  snprintf(x, sizeof(x), "%.60s/x", dir);
+  snprintf(y, sizeof(y), "%.60s/x/y", dir);
+  snprintf(d.sock, sizeof(d.sock), "%.60s/x/y/screed.sock", dir);
   cr_assert_eq(rc_daemon_start(&d, NULL), 0);
   struct stat sb;
-  snprintf(base, sizeof(base), "%s/x/y", dir);
-  cr_assert_eq(stat(base, &sb), 0);
+  cr_assert_eq(stat(y, &sb), 0);
   cr_assert_eq(sb.st_mode & 0777, 0755);
   rc_daemon_stop(&d);
-  rmdir(base);
-  snprintf(base, sizeof(base), "%s/x", dir);
-  rmdir(base);
+  rmdir(y);
+  rmdir(x);
+  rmdir(dir);
 }
 
 Test(daemon, bad_options_exit_2) {
