@@ -43,6 +43,15 @@ static void fini(void) {
 
 TestSuite(daemon, .fini = fini);
 
+/* Stops the daemon and checks it exited 0: a clean shutdown, the loop
+ * closed with no handle left, and (in sanitizer builds) no leak. */
+static void finish(void) {
+  int st = rc_daemon_stop(&d);
+  cr_assert(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
+            "screed did not exit cleanly: wait status 0x%x", st);
+}
+
+
 static uint64_t now_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -101,6 +110,7 @@ Test(daemon, malformed_protobuf_is_eproto_and_the_connection_survives) {
   rc_free(resp);
   expect_alive(fd);
   close(fd);
+  finish();
 }
 
 Test(daemon, a_packet_over_the_cap_is_emsgsize) {
@@ -121,6 +131,7 @@ Test(daemon, a_packet_over_the_cap_is_emsgsize) {
   rc_free(resp);
   expect_alive(fd);
   close(fd);
+  finish();
 }
 
 Test(daemon, unknown_request_type_is_eproto) {
@@ -141,6 +152,7 @@ Test(daemon, unknown_request_type_is_eproto) {
   rc_free(resp);
   expect_alive(fd);
   close(fd);
+  finish();
 }
 
 Test(daemon, hello_must_come_first) {
@@ -164,6 +176,7 @@ Test(daemon, hello_must_come_first) {
   cr_assert_eq(rc_hello(fd), 0);
   expect_alive(fd);
   close(fd);
+  finish();
 }
 
 Test(daemon, hello_reply_over_the_wire) {
@@ -190,6 +203,7 @@ Test(daemon, hello_reply_over_the_wire) {
   cr_assert_str_neq(resp->hello->version, "");
   rc_free(resp);
   close(fd);
+  finish();
 }
 
 Test(daemon, fds_sent_by_a_client_are_closed) {
@@ -217,6 +231,7 @@ Test(daemon, fds_sent_by_a_client_are_closed) {
   cr_assert_eq(read(p[0], &c, 1), 0);
   close(p[0]);
   close(fd);
+  finish();
 }
 
 Test(daemon, responses_stay_in_order_when_the_client_reads_late) {
@@ -255,6 +270,7 @@ Test(daemon, responses_stay_in_order_when_the_client_reads_late) {
     got++;
   }
   close(fd);
+  finish();
 }
 
 /* ---- sharing memory --------------------------------------------------- */
@@ -320,6 +336,7 @@ Test(daemon, arena_fd_once_per_connection_and_bytes_shared) {
   close(bfd);
   close(a);
   close(b);
+  finish();
 }
 
 static Scree__V1__StatsReply *stats_of(int fd, Scree__V1__Response **holder) {
@@ -407,6 +424,7 @@ Test(daemon, a_killed_client_loses_its_leases_and_unsealed_batches) {
   cr_assert_eq(st->bytes_used, 0);
   rc_free(h);
   close(fd);
+  finish();
 }
 
 Test(daemon, two_hundred_concurrent_connections) {
@@ -487,6 +505,7 @@ Test(daemon, two_hundred_concurrent_connections) {
   cr_assert_eq(st->leases, 0);
   rc_free(sh);
   close(fd);
+  finish();
 }
 
 /* ---- the process and its socket file -------------------------------- */
@@ -540,6 +559,7 @@ Test(daemon, a_second_screed_on_the_same_socket_exits_1) {
   int fd = rc_open(d.sock);
   cr_assert_geq(fd, 0);
   close(fd);
+  finish();
 }
 
 Test(daemon, a_stale_socket_file_is_replaced) {
@@ -558,6 +578,7 @@ Test(daemon, a_stale_socket_file_is_replaced) {
   int fd = rc_open(d.sock);
   cr_assert_geq(fd, 0);
   close(fd);
+  finish();
 }
 
 Test(daemon, a_path_that_is_not_a_socket_is_left_alone) {
@@ -597,7 +618,7 @@ Test(daemon, the_parent_directory_is_created) {
   struct stat sb;
   cr_assert_eq(stat(y, &sb), 0);
   cr_assert_eq(sb.st_mode & 0777, 0755);
-  rc_daemon_stop(&d);
+  finish();
   rmdir(y);
   rmdir(x);
   rmdir(dir);
