@@ -870,3 +870,133 @@ Test(store, arena_fd_is_sent_once_per_session_per_arena) {
   cr_assert_neq(c.loc.arena_id, a.loc.arena_id);
   cr_assert_geq(c.loc.arena_size, 2 * ARENA);
 }
+
+/* ---- robustness ------------------------------------------------------- */
+
+/* Packs req into buf; returns its length. */
+static size_t pack(const Scree__V1__Request *req, uint8_t *buf) {
+  cr_assert_leq(scree__v1__request__get_packed_size(req), 512);
+  return scree__v1__request__pack(req, buf);
+}
+
+static int names_has_seed(char names[][300], int n) {
+  for (int i = 0; i < n; i++)
+    if (strcmp(names[i], "seed") == 0)
+      return 1;
+  return 0;
+}
+
+Test(store, mutated_packets_never_break_the_store) {
+  scree__session *keeper = client();
+  put(keeper, "seed", 2, 8);
+  scree__store_counts base = counts();
+
+  /* A valid packet of each kind, to mutate. */
+  uint8_t seeds[8][512];
+  size_t lens[8];
+  int nseeds = 0;
+  {
+    Scree__V1__Request req = SCREE__V1__REQUEST__INIT;
+    Scree__V1__Create c = SCREE__V1__CREATE__INIT;
+    Scree__V1__ArrayDesc d = SCREE__V1__ARRAY_DESC__INIT;
+    int64_t inner[2] = {3, 5};
+    d.dtype = SCREE_FLOAT16;
+    d.inner = inner;
+    d.n_inner = 2;
+    d.batch_size = 4;
+    d.total_rows = 12;
+    d.offsets_dtype = SCREE_INT32;
+    c.name = "fuzz/a";
+    c.desc = &d;
+    req.id = 1;
+    req.body_case = SCREE__V1__REQUEST__BODY_CREATE;
+    req.create = &c;
+    lens[nseeds] = pack(&req, seeds[nseeds]);
+    nseeds++;
+    Scree__V1__Seal s = SCREE__V1__SEAL__INIT;
+    s.name = "fuzz/a";
+    req.body_case = SCREE__V1__REQUEST__BODY_SEAL;
+    req.seal = &s;
+    lens[nseeds] = pack(&req, seeds[nseeds]);
+    nseeds++;
+    Scree__V1__Get g = SCREE__V1__GET__INIT;
+    g.name = "seed";
+    req.body_case = SCREE__V1__REQUEST__BODY_GET;
+    req.get = &g;
+    lens[nseeds] = pack(&req, seeds[nseeds]);
+    nseeds++;
+    Scree__V1__Release rl = SCREE__V1__RELEASE__INIT;
+    rl.lease_id = 1;
+    req.body_case = SCREE__V1__REQUEST__BODY_RELEASE;
+    req.release = &rl;
+    lens[nseeds] = pack(&req, seeds[nseeds]);
+    nseeds++;
+    Scree__V1__List l = SCREE__V1__LIST__INIT;
+    l.prefix = "fuzz";
+    l.page_size = 3;
+    req.body_case = SCREE__V1__REQUEST__BODY_LIST;
+    req.list = &l;
+    lens[nseeds] = pack(&req, seeds[nseeds]);
+    nseeds++;
+    Scree__V1__Delete dl = SCREE__V1__DELETE__INIT;
+    dl.name = "fuzz/a";
+    req.body_case = SCREE__V1__REQUEST__BODY_DELETE;
+    req.delete_ = &dl;
+    lens[nseeds] = pack(&req, seeds[nseeds]);
+    nseeds++;
+    Scree__V1__Hello h = SCREE__V1__HELLO__INIT;
+    h.protocol_version = 1;
+    req.body_case = SCREE__V1__REQUEST__BODY_HELLO;
+    req.hello = &h;
+    lens[nseeds] = pack(&req, seeds[nseeds]);
+    nseeds++;
+    Scree__V1__Stats st = SCREE__V1__STATS__INIT;
+    req.body_case = SCREE__V1__REQUEST__BODY_STATS;
+    req.stats = &st;
+    lens[nseeds] = pack(&req, seeds[nseeds]);
+    nseeds++;
+  }
+
+  unsigned seed = 7;
+  for (int round = 0; round < 20; round++) {
+    scree__session *s = round % 2 ? client() : open_session();
+    for (int i = 0; i < 1000; i++) {
+      int k = rand_r(&seed) % nseeds;
+      uint8_t buf[600];
+      size_t len = lens[k];
+      memcpy(buf, seeds[k], len);
+      int flips = rand_r(&seed) % 4;
+      for (int f = 0; f < flips && len > 0; f++)
+        buf[rand_r(&seed) % len] = (uint8_t)rand_r(&seed);
+      if (rand_r(&seed) % 4 == 0 && len > 0)
+        len = (size_t)rand_r(&seed) % len;
+      scree__reply_clear(&r);
+      scree__store_handle_packet(store, s, buf, len, &r);
+      /* Every packet gets a response that packs, with a known status. */
+      cr_assert(scree_err_known(r.resp.status), "status %d", r.resp.status);
+      cr_assert(r.resp.status == 0 || r.resp.message != NULL);
+      uint8_t out[128 * 1024];
+      cr_assert_leq(scree__v1__response__get_packed_size(&r.resp), sizeof(out));
+      scree__v1__response__pack(&r.resp, out);
+    }
+    scree__reply_clear(&r);
+    scree__session_close(store, s);
+  }
+  /* Whatever the mutated packets did, what they made went with their
+   * sessions, except sealed batches (which are legitimate) and what they
+   * deleted. Delete the survivors and compare. */
+  char names[64][300];
+  int n = 0;
+  const Scree__V1__Response *resp = list(keeper, "", "", 64);
+  for (size_t i = 0; i < resp->list->n_batches && n < 64; i++)
+    snprintf(names[n++], sizeof(names[0]), "%s", resp->list->batches[i]->name);
+  for (int i = 0; i < n; i++)
+    if (strcmp(names[i], "seed") != 0)
+      expect_status(del(keeper, names[i]), 0);
+  scree__store_counts end = counts();
+  cr_assert_eq(end.leases, 0);
+  cr_assert_eq(end.pending_deletes, 0);
+  cr_assert_eq(end.sessions, 1);
+  cr_assert_eq(end.bytes_used, names_has_seed(names, n) ? base.bytes_used : 0);
+  cr_assert_eq(end.batches, names_has_seed(names, n) ? 1u : 0u);
+}
