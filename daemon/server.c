@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "scree/error.h"
 
 /* Most fds a client may attach to one packet before the rest are dropped by
@@ -22,8 +23,13 @@
  * cannot starve the others (epoll is level-triggered: the rest waits for the
  * next turn). */
 #define PACKETS_PER_WAKEUP 32
-/* How long accepting pauses when the process is out of fds. */
+/* How long accepting pauses when the process is out of fds: the first
+ * pause, doubled on each failure in a row up to the last. */
 #define ACCEPT_PAUSE_MS 100
+#define ACCEPT_PAUSE_MAX_MS 2000
+/* Connections over --max-connections that wait for their first request,
+ * to be answered EAGAIN; more than this are closed unanswered. */
+#define REFUSALS_MAX 64
 
 typedef struct outpkt {
   struct outpkt *next;
@@ -66,7 +72,21 @@ struct scree__server {
   scree__conn *conns;
   int shutting_down;
   scree__reply reply;
+  /* Operations (limits, metrics, socket activation); see the end of the
+   * file. */
+  scree__metrics *metrics;
+  uint32_t max_conns; /* 0: no limit */
+  uint32_t nconns;
+  int at_limit;
+  unsigned pause_ms;
+  int adopted;         /* the listener came from systemd: never unlink it */
+  int listener_closed;
+  struct refusal *refusals;
+  uint32_t nrefusals;
 };
+
+static void refuse_conn(scree__server *srv, int fd);
+static void refusals_close_all(scree__server *srv);
 
 /* ---- the socket file --------------------------------------------------- */
 
@@ -194,6 +214,8 @@ err_close:
 }
 
 static void unlink_if_ours(scree__server *srv) {
+  if (srv->adopted)
+    return;
   struct stat st;
   if (lstat(srv->path, &st) == 0 && st.st_dev == srv->dev && st.st_ino == srv->ino)
     unlink(srv->path);
@@ -233,6 +255,7 @@ static void conn_close(scree__conn *c, const char *reason, int err) {
                c->pid, reason);
   scree__session_close(srv->store, c->sess);
   c->sess = NULL;
+  srv->nconns--;
   if (c->prev)
     c->prev->next = c->next;
   else
@@ -435,12 +458,15 @@ static int conn_read_one(scree__conn *c) {
   close_passed_fds(&mh);
 
   scree__reply *r = &srv->reply;
+  uint64_t t0 = srv->metrics != NULL ? scree__metrics_now() : 0;
   if (oversize)
     scree__store_reply_error(srv->store, c->sess, r, 0, SCREE_EMSGSIZE,
                              "request of %zu bytes exceeds the limit of %" PRIu64 " bytes",
                              len, srv->max_packet);
   else
     scree__store_handle_packet(srv->store, c->sess, iov.iov_base, (size_t)got, r);
+  if (srv->metrics != NULL)
+    scree__metrics_request(srv->metrics, r->op, r->resp.status, scree__metrics_now() - t0);
   conn_respond(c, r);
   scree__reply_clear(r);
   return !c->closing;
@@ -488,6 +514,9 @@ static void conn_open(scree__server *srv, int fd) {
   if (srv->conns)
     srv->conns->prev = c;
   srv->conns = c;
+  srv->nconns++;
+  if (srv->metrics != NULL)
+    srv->metrics->conns_accepted++;
   scree__log(SCREE__LOG_INFO, "conn_open", "conn=%" PRIu64 " uid=%" PRIu32 " pid=%" PRId32,
              c->id, c->uid, c->pid);
   return;
@@ -520,7 +549,11 @@ static void on_listen(uv_poll_t *h, int status, int events) {
   for (int i = 0; i < 64 && !srv->shutting_down; i++) {
     int fd = accept4(srv->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd >= 0) {
-      conn_open(srv, fd);
+      srv->pause_ms = 0;
+      if (srv->max_conns != 0 && srv->nconns >= srv->max_conns)
+        refuse_conn(srv, fd);
+      else
+        conn_open(srv, fd);
       continue;
     }
     if (errno == EAGAIN || errno == EWOULDBLOCK)
@@ -530,10 +563,17 @@ static void on_listen(uv_poll_t *h, int status, int events) {
     if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
       /* The pending connection stays in the backlog and would wake the loop
        * at once again: stop listening for a moment instead of spinning. */
-      scree__log(SCREE__LOG_WARN, "accept_paused", "error=%s ms=%d",
-                 scree__q(strerror(errno)), ACCEPT_PAUSE_MS);
+      srv->pause_ms = srv->pause_ms == 0 ? ACCEPT_PAUSE_MS : srv->pause_ms * 2;
+      if (srv->pause_ms > ACCEPT_PAUSE_MAX_MS)
+        srv->pause_ms = ACCEPT_PAUSE_MAX_MS;
+      if (srv->metrics != NULL) {
+        srv->metrics->accept_failures++;
+        srv->metrics->accept_pauses++;
+      }
+      scree__log(SCREE__LOG_WARN, "accept_paused", "error=%s ms=%u connections=%" PRIu32,
+                 scree__q(strerror(errno)), srv->pause_ms, srv->nconns);
       uv_poll_stop(&srv->lpoll);
-      uv_timer_start(&srv->pause_timer, on_pause_over, ACCEPT_PAUSE_MS, 0);
+      uv_timer_start(&srv->pause_timer, on_pause_over, srv->pause_ms, 0);
       return;
     }
     scree__log(SCREE__LOG_ERROR, "accept_failed", "error=%s", scree__q(strerror(errno)));
@@ -592,11 +632,8 @@ void scree__server_shutdown(scree__server *srv) {
   if (srv->shutting_down)
     return;
   srv->shutting_down = 1;
-  /* The name goes first, so that no new client finds a socket that will
-   * not answer. */
-  unlink_if_ours(srv);
-  uv_close((uv_handle_t *)&srv->lpoll, on_listener_closed);
-  uv_close((uv_handle_t *)&srv->pause_timer, NULL);
+  scree__server_stop_listening(srv);
+  refusals_close_all(srv);
   while (srv->conns != NULL)
     conn_close(srv->conns, "shutdown", 0);
 }
@@ -608,4 +645,193 @@ void scree__server_free(scree__server *srv) {
   free(srv->rbuf);
   free(srv->path);
   free(srv);
+}
+
+/* ---- operations: limits, metrics, socket activation, draining ----------- */
+
+/* A connection over --max-connections. It gets no session: screed waits
+ * for its first request (normally Hello), answers it with SCREE_EAGAIN and
+ * a message naming the limit, and closes it. Answering a request rather
+ * than writing first means a client library reads the refusal as the reply
+ * to its Hello, instead of finding the socket closed under its first send. */
+typedef struct refusal {
+  uv_poll_t poll;
+  int fd;
+  scree__server *srv;
+  struct refusal *prev;
+  struct refusal *next;
+} refusal;
+
+static void on_refusal_closed(uv_handle_t *h) {
+  refusal *f = h->data;
+  close(f->fd);
+  free(f);
+}
+
+static void refusal_close(refusal *f) {
+  scree__server *srv = f->srv;
+  if (f->prev)
+    f->prev->next = f->next;
+  else
+    srv->refusals = f->next;
+  if (f->next)
+    f->next->prev = f->prev;
+  srv->nrefusals--;
+  uv_close((uv_handle_t *)&f->poll, on_refusal_closed);
+}
+
+static void refusals_close_all(scree__server *srv) {
+  while (srv->refusals != NULL)
+    refusal_close(srv->refusals);
+}
+
+static void on_refusal_io(uv_poll_t *h, int status, int events) {
+  refusal *f = h->data;
+  scree__server *srv = f->srv;
+  (void)events;
+  uint64_t id = 0;
+  ssize_t n = status < 0 ? -1 : recv(f->fd, NULL, 0, MSG_PEEK | MSG_TRUNC | MSG_DONTWAIT);
+  if (n < 0 && (errno == EAGAIN || errno == EINTR) && status >= 0)
+    return;
+  if (n > 0 && (uint64_t)n <= srv->max_packet) {
+    if ((size_t)n > srv->rcap) {
+      uint8_t *b = realloc(srv->rbuf, (size_t)n);
+      if (b != NULL) {
+        srv->rbuf = b;
+        srv->rcap = (size_t)n;
+      }
+    }
+    if ((size_t)n <= srv->rcap) {
+      union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(sizeof(int) * PASSED_FDS_MAX)];
+      } ctl;
+      struct iovec iov = {.iov_base = srv->rbuf, .iov_len = (size_t)n};
+      struct msghdr mh;
+      memset(&mh, 0, sizeof(mh));
+      mh.msg_iov = &iov;
+      mh.msg_iovlen = 1;
+      mh.msg_control = ctl.buf;
+      mh.msg_controllen = sizeof(ctl.buf);
+      ssize_t got = recvmsg(f->fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+      if (got >= 0) {
+        close_passed_fds(&mh);
+        Scree__V1__Request *req = scree__v1__request__unpack(NULL, (size_t)got, srv->rbuf);
+        if (req != NULL) {
+          id = req->id;
+          scree__v1__request__free_unpacked(req, NULL);
+        }
+      }
+    }
+  }
+  if (n >= 0 && !(n == 0 && peer_gone(f->fd))) {
+    char text[160];
+    snprintf(text, sizeof(text),
+             "screed is at its connection limit (%" PRIu32 " connections); try again later",
+             srv->max_conns);
+    Scree__V1__Response resp = SCREE__V1__RESPONSE__INIT;
+    resp.id = id;
+    resp.status = SCREE_EAGAIN;
+    resp.message = text;
+    uint8_t buf[256];
+    if (scree__v1__response__get_packed_size(&resp) <= sizeof(buf)) {
+      size_t len = scree__v1__response__pack(&resp, buf);
+      /* Best effort: the socket is new and empty, so this does not block,
+       * and a client that is gone has nothing to read anyway. */
+      (void)send_packet(f->fd, buf, len, -1);
+    }
+  }
+  refusal_close(f);
+}
+
+static void refuse_conn(scree__server *srv, int fd) {
+  if (srv->metrics != NULL)
+    srv->metrics->conns_refused++;
+  if (!srv->at_limit) {
+    srv->at_limit = 1;
+    scree__log(SCREE__LOG_WARN, "max_connections_reached",
+               "limit=%" PRIu32 " action=\"answer the first request EAGAIN, then close\"",
+               srv->max_conns);
+  }
+  struct ucred cred = {.pid = 0, .uid = (uid_t)-1, .gid = (gid_t)-1};
+  socklen_t clen = sizeof(cred);
+  getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen);
+  scree__log(SCREE__LOG_INFO, "conn_refused",
+             "uid=%" PRIu32 " pid=%d reason=max_connections limit=%" PRIu32,
+             (uint32_t)cred.uid, (int)cred.pid, srv->max_conns);
+  refusal *f = NULL;
+  if (srv->nrefusals < REFUSALS_MAX)
+    f = calloc(1, sizeof(*f));
+  if (f == NULL || uv_poll_init(srv->loop, &f->poll, fd) != 0) {
+    /* Too many waiting already (or no memory): close unanswered. */
+    free(f);
+    close(fd);
+    return;
+  }
+  f->fd = fd;
+  f->srv = srv;
+  f->poll.data = f;
+  f->next = srv->refusals;
+  if (srv->refusals)
+    srv->refusals->prev = f;
+  srv->refusals = f;
+  srv->nrefusals++;
+  uv_poll_start(&f->poll, UV_READABLE | UV_DISCONNECT, on_refusal_io);
+}
+
+void scree__server_set_ops(scree__server *srv, scree__metrics *metrics,
+                           uint32_t max_connections) {
+  srv->metrics = metrics;
+  srv->max_conns = max_connections;
+}
+
+uint32_t scree__server_connections(const scree__server *srv) { return srv->nconns; }
+
+void scree__server_stop_listening(scree__server *srv) {
+  if (srv->listener_closed)
+    return;
+  srv->listener_closed = 1;
+  /* The name goes first, so that no new client finds a socket that will
+   * not answer. A socket from systemd stays: systemd owns it, and clients
+   * that connect meanwhile wait in its backlog for the next screed. */
+  unlink_if_ours(srv);
+  uv_close((uv_handle_t *)&srv->lpoll, on_listener_closed);
+  uv_close((uv_handle_t *)&srv->pause_timer, NULL);
+}
+
+int scree__server_new_fd(uv_loop_t *loop, scree__store *store, int fd, const char *path,
+                         uint64_t max_packet, scree__server **out, char *msg,
+                         size_t msg_len) {
+  scree__server *srv = calloc(1, sizeof(*srv));
+  if (srv == NULL)
+    return scree__errf(SCREE_ENOMEM, msg, msg_len, "out of memory");
+  int rc;
+  srv->path = strdup(path);
+  if (srv->path == NULL) {
+    rc = scree__errf(SCREE_ENOMEM, msg, msg_len, "out of memory");
+    goto err_free;
+  }
+  srv->loop = loop;
+  srv->store = store;
+  srv->max_packet = max_packet;
+  srv->lfd = fd;
+  srv->adopted = 1;
+  scree__reply_init(&srv->reply);
+  int uvrc = uv_poll_init(loop, &srv->lpoll, fd);
+  if (uvrc != 0) {
+    rc = scree__errf(SCREE_EIO, msg, msg_len, "uv_poll_init: %s", uv_strerror(uvrc));
+    goto err_path;
+  }
+  srv->lpoll.data = srv;
+  uv_timer_init(loop, &srv->pause_timer);
+  srv->pause_timer.data = srv;
+  uv_poll_start(&srv->lpoll, UV_READABLE, on_listen);
+  *out = srv;
+  return 0;
+
+err_path:
+  free(srv->path);
+err_free:
+  free(srv);
+  return rc;
 }

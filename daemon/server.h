@@ -30,4 +30,31 @@ void scree__server_shutdown(scree__server *srv);
 /* Frees the server once the loop has run out after scree__server_shutdown. */
 void scree__server_free(scree__server *srv);
 
+/* ---- operations (limits, metrics, socket activation, draining) ---- */
+
+struct scree__metrics;
+
+/* Sets where the server counts requests, accepts and refusals (may be
+ * NULL: nothing is counted) and the connection limit (0: none). Over the
+ * limit, a connection is accepted, its first request is answered with
+ * SCREE_EAGAIN ("screed is at its connection limit (N connections)") and it
+ * is closed; it gets no session. */
+void scree__server_set_ops(scree__server *srv, struct scree__metrics *metrics,
+                           uint32_t max_connections);
+
+/* Open connections (refused ones excluded). */
+uint32_t scree__server_connections(const scree__server *srv);
+
+/* Like scree__server_new, but serves fd, a listening socket that systemd
+ * passed (socket activation), which the server takes over. path is only
+ * for logs: the file belongs to systemd and is never unlinked. */
+int scree__server_new_fd(uv_loop_t *loop, scree__store *store, int fd, const char *path,
+                         uint64_t max_packet, scree__server **out, char *msg,
+                         size_t msg_len);
+
+/* Stops accepting (the first step of a graceful shutdown): unlinks the
+ * socket file when it is ours and closes the listener; open connections go
+ * on being served. scree__server_shutdown does this too. Harmless twice. */
+void scree__server_stop_listening(scree__server *srv);
+
 #endif /* SCREE_DAEMON_SERVER_H */

@@ -793,6 +793,11 @@ static int do_get(scree__store *s, scree__session *sess, const Scree__V1__Get *q
     return FAIL(SCREE_ESTATE, "batch '%s' is not sealed yet", q->name);
   if (b->leases == UINT32_MAX)
     return FAIL(SCREE_EBUSY, "batch '%s' has too many leases", q->name);
+  if (s->cfg.max_leases_per_session != 0 && sess->nleases >= s->cfg.max_leases_per_session)
+    return FAIL(SCREE_EBUSY,
+                "this connection holds %" PRIu32 " leases, the limit"
+                " (--max-leases-per-connection); release some first",
+                sess->nleases);
   scree__lease *l = calloc(1, sizeof(*l));
   if (l == NULL)
     return FAIL(SCREE_ENOMEM, "out of host memory");
@@ -973,6 +978,7 @@ void scree__store_handle(scree__store *s, scree__session *sess,
                          const Scree__V1__Request *req, scree__reply *r) {
   s->requests++;
   r->resp.id = req->id;
+  r->op = (int)req->body_case;
   int rc;
   if (req->body_case == SCREE__V1__REQUEST__BODY__NOT_SET) {
     rc = FAIL(SCREE_EPROTO, "unknown request type");

@@ -47,6 +47,9 @@ typedef struct scree__store_config {
   uint64_t arena_size;   /* bytes; rounded up to the backend's granularity */
   uint64_t max_packet;   /* reported in HelloReply; the server enforces it */
   const char *version;   /* screed's version string (copied) */
+  /* Leases one session may hold at once; a Get beyond it fails with
+   * SCREE_EBUSY. 0: no limit. (--max-leases-per-connection) */
+  uint32_t max_leases_per_session;
 } scree__store_config;
 
 /* A response being built. The handler fills resp and may attach one fd
@@ -79,6 +82,9 @@ typedef struct scree__reply {
   Scree__V1__BatchInfo **list_ptrs;
   Scree__V1__ArrayDesc *list_descs;
   int64_t *list_inner;
+  /* The request's body case (Scree__V1__Request__BodyCase), 0 when the
+   * packet did not decode: the server counts responses by it. */
+  int op;
 } scree__reply;
 
 void scree__reply_init(scree__reply *r);
