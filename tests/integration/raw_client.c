@@ -327,3 +327,65 @@ Scree__V1__Response *rc_stats(int fd) {
   req.stats = &s;
   return rc_call(fd, &req, NULL);
 }
+
+int rc_daemon_spawn_ex(rc_daemon *d, const char *const *extra, int capture_stderr,
+                       void (*setup)(void *arg), void *arg, const char *argv0,
+                       const char *const *args) {
+  const char *argv[48];
+  int argc = 0;
+  if (argv0 == NULL) {
+    argv[argc++] = SCREED_PATH;
+    argv[argc++] = "--socket";
+    argv[argc++] = d->sock;
+    argv[argc++] = "--log-level";
+    argv[argc++] = "error";
+    for (int i = 0; extra != NULL && extra[i] != NULL && argc < 47; i++)
+      argv[argc++] = extra[i];
+  } else {
+    for (int i = 0; args[i] != NULL && argc < 47; i++)
+      argv[argc++] = args[i];
+  }
+  argv[argc] = NULL;
+  const char *prog = argv0 != NULL ? argv0 : SCREED_PATH;
+  int pfd[2] = {-1, -1};
+  if (capture_stderr && pipe2(pfd, O_CLOEXEC) != 0)
+    return -1;
+  pid_t parent = getpid();
+  pid_t pid = fork();
+  if (pid < 0)
+    return -1;
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent)
+      _exit(127);
+    if (capture_stderr)
+      dup2(pfd[1], 2);
+    if (setup != NULL)
+      setup(arg);
+    execvp(prog, (char *const *)argv);
+    _exit(127);
+  }
+  d->pid = pid;
+  d->err_fd = -1;
+  if (capture_stderr) {
+    close(pfd[1]);
+    d->err_fd = pfd[0];
+  }
+  return 0;
+}
+
+int rc_daemon_wait_socket(rc_daemon *d, int timeout_ms) {
+  uint64_t end = now_ms() + (uint64_t)timeout_ms;
+  while (now_ms() < end) {
+    int fd = rc_connect(d->sock);
+    if (fd >= 0) {
+      close(fd);
+      return 0;
+    }
+    int st;
+    if (waitpid(d->pid, &st, WNOHANG) == d->pid)
+      return -1;
+    usleep(5000);
+  }
+  return -1;
+}

@@ -78,4 +78,18 @@ Scree__V1__Response *rc_release(int fd, uint64_t lease);
 Scree__V1__Response *rc_delete(int fd, const char *name);
 Scree__V1__Response *rc_stats(int fd);
 
+/* rc_daemon_spawn with a hook that runs in the child between fork and exec
+ * (to set environment variables naming the child's pid, resource limits,
+ * or the fds of socket activation); setup may be NULL. When argv0 is not
+ * NULL, the child runs argv0 with args (NULL-terminated, args[0] being the
+ * program name) instead of screed --socket d->sock --log-level error
+ * extra...; that is for wrappers such as systemd-socket-activate. */
+int rc_daemon_spawn_ex(rc_daemon *d, const char *const *extra, int capture_stderr,
+                       void (*setup)(void *arg), void *arg, const char *argv0,
+                       const char *const *args);
+
+/* Waits up to timeout_ms until d->sock accepts a connection; 0 or -1 (also
+ * when the daemon exits meanwhile). */
+int rc_daemon_wait_socket(rc_daemon *d, int timeout_ms);
+
 #endif /* SCREE_TESTS_RAW_CLIENT_H */
