@@ -7,14 +7,16 @@ Every bridge comes in a pair (``from_x`` / ``to_x``) and the pairs round-trip
 exactly.
 
 Costs on CUDA. Packing needs the number of real tokens on the host to size
-its output, so ``from_hf_padded`` and ``from_padded`` copy one small per-row
-summary of the mask to the host (lengths, starts and error codes together):
-that is their only device-to-host sync, and it is also what validation uses.
-The rows are then gathered with one ``index_select`` driven by indices
-computed on the device. Unpacking (``to_hf_padded``, ``to_padded``) takes the
-padded length from the host-cached ``arr.max_length`` and scatters the packed
-rows into a pad-filled output with one ``index_copy_``: no sync at all.
-Neither direction loops over the batch in Python for torch.
+its output, so ``from_hf_padded`` and ``from_padded`` with a mask copy one
+small per-row summary of the mask to the host (lengths, first and last real
+position, a 0/1 flag; 4 x B integers): that is their only device-to-host
+sync, and validation reads the same copy. The rows are then gathered with one
+``index_select`` over indices built on the device from per-row shifts.
+``from_padded`` given host ``lengths`` needs no sync at all. Unpacking
+(``to_hf_padded``, ``to_padded``) takes the padded length from the
+host-cached ``arr.max_length`` and scatters the packed rows into a pad-filled
+output with one ``index_copy_``: no sync either. Neither direction loops over
+the batch in Python.
 """
 
 from __future__ import annotations
@@ -40,10 +42,6 @@ __all__ = [
 
 _SIDES = ("right", "left")
 
-# Per-row mask verdicts, computed on the mask's device and copied to the host
-# together with the lengths so that validating costs no extra sync.
-_OK, _NOT_BINARY, _NOT_CONTIGUOUS, _WRONG_SIDE = 0, 1, 2, 3
-
 
 def _torch() -> Any:
     import torch
@@ -65,110 +63,89 @@ def _check_side(side: str, allow_auto: bool = False) -> None:
 
 # --- analysing a mask ---------------------------------------------------------
 
+# Rows of the per-row summary of a mask: the number of real tokens, the first
+# and last real position (S and -1 for an empty row), and whether the row holds
+# values other than 0 and 1. Computed where the mask lives; for a CUDA mask
+# the stacked summary is the one device-to-host copy of a conversion.
+_LEN, _FIRST, _LAST, _NOT_BINARY_ROW = 0, 1, 2, 3
 
-def _mask_rows_torch(mask: Any, side: str) -> tuple[Any, Any, np.ndarray]:
-    """Per-row analysis of a (B, S) torch mask on its own device.
 
-    Returns ``(lengths, starts, info)``: ``lengths`` and ``starts`` (index of
-    the first real token, 0 for empty rows) stay on the device; ``info`` is a
-    (5, B) host array of lengths, starts, verdicts, first and last one, which
-    is the single device-to-host copy.
-    """
+def _mask_summary_torch(mask: Any) -> tuple[Any, np.ndarray]:
+    """Returns ``(lengths, summary)``: the lengths stay on the mask's device
+    (int64), the (4, B) summary comes back to the host."""
     torch = _torch()
     if mask.dtype == torch.bool:
         real = mask
-        not_binary = None
     elif mask.is_floating_point() or mask.is_complex():
         raise InvalidArgument(f"mask must be bool or an integer dtype of 0 and 1, got {mask.dtype}")
     else:
         real = mask != 0
-        not_binary = (real & (mask != 1)).any(1)
     B, S = mask.shape
     lengths = real.sum(1)
     if S == 0:
-        zeros = torch.zeros(B, dtype=torch.int64, device=mask.device)
-        return lengths, zeros, np.zeros((5, B), dtype=np.int64)
+        return lengths, np.zeros((4, B), dtype=np.int64)
     pos = torch.arange(S, device=mask.device)
     first = torch.where(real, pos, S).amin(1)
     last = torch.where(real, pos, -1).amax(1)
-    empty = lengths == 0
-    contiguous = empty | (last - first + 1 == lengths)
-    if side == "right":
-        sided = empty | (first == 0)
-    elif side == "left":
-        sided = empty | (last == S - 1)
+    if mask.dtype == torch.bool:
+        not_binary = torch.zeros_like(lengths)
     else:
-        sided = empty | (first == 0) | (last == S - 1)
-    code = torch.zeros_like(lengths)
-    code.masked_fill_(~sided, _WRONG_SIDE)
-    code.masked_fill_(~contiguous, _NOT_CONTIGUOUS)
-    if not_binary is not None:
-        code.masked_fill_(not_binary, _NOT_BINARY)
-    starts = torch.where(empty, 0, first)
-    info = torch.stack([lengths, starts, code, first, last]).cpu().numpy()
-    return lengths, starts, info
+        not_binary = (real & (mask != 1)).any(1)
+    summary = torch.stack([lengths, first, last, not_binary.to(lengths.dtype)])
+    return lengths, summary.cpu().numpy()
 
 
-def _mask_rows_numpy(mask: np.ndarray, side: str) -> np.ndarray:
-    """The numpy twin of :func:`_mask_rows_torch`; returns only ``info``."""
+def _mask_summary_numpy(mask: np.ndarray) -> np.ndarray:
+    """The numpy twin of :func:`_mask_summary_torch`; returns the summary."""
     if mask.dtype == np.bool_:
         real = mask
-        not_binary = None
     elif not np.issubdtype(mask.dtype, np.integer):
         raise InvalidArgument(f"mask must be bool or an integer dtype of 0 and 1, got {mask.dtype}")
     else:
         real = mask != 0
-        not_binary = (real & (mask != 1)).any(1)
     B, S = mask.shape
-    lengths = real.sum(1, dtype=np.int64)
     if S == 0:
-        return np.zeros((5, B), dtype=np.int64)
+        return np.zeros((4, B), dtype=np.int64)
     pos = np.arange(S)
-    first = np.where(real, pos, S).min(1)
-    last = np.where(real, pos, -1).max(1)
-    empty = lengths == 0
-    contiguous = empty | (last - first + 1 == lengths)
-    if side == "right":
-        sided = empty | (first == 0)
-    elif side == "left":
-        sided = empty | (last == S - 1)
-    else:
-        sided = empty | (first == 0) | (last == S - 1)
-    code = np.zeros(B, dtype=np.int64)
-    code[~sided] = _WRONG_SIDE
-    code[~contiguous] = _NOT_CONTIGUOUS
-    if not_binary is not None:
-        code[not_binary] = _NOT_BINARY
-    starts = np.where(empty, 0, first)
-    return np.stack([lengths, starts, code, first, last]).astype(np.int64)
+    return np.stack([
+        real.sum(1),
+        np.where(real, pos, S).min(1),
+        np.where(real, pos, -1).max(1),
+        (real & (mask != 1)).any(1),
+    ]).astype(np.int64)
 
 
-def _raise_bad_row(info: np.ndarray, mask_host: Any, name: str, side: str) -> None:
-    """Raise for the first row whose verdict is not OK, if any."""
-    bad = np.flatnonzero(info[2])
-    if not bad.size:
-        return
-    row = int(bad[0])
-    code = int(info[2, row])
-    first, last, n = int(info[3, row]), int(info[4, row]), int(info[0, row])
-    if code == _NOT_BINARY:
-        values = sorted({int(v) for v in np.asarray(to_host(mask_host[row])).tolist()})
-        raise InvalidArgument(
-            f"{name} row {row} holds values {values[:8]}: a mask must hold only 0 and 1"
+def _check_mask_rows(summary: np.ndarray, S: int, side: str, mask: Any, name: str) -> np.ndarray:
+    """Check every row of a mask summary against ``side`` ("right", "left" or
+    "auto") and return the start of each row's real tokens (0 when empty).
+    Raises :class:`InvalidArgument` for the first bad row."""
+    n, first, last, not_binary = summary
+    empty = n == 0
+    contiguous = empty | (last - first + 1 == n)
+    prefix, suffix = empty | (first == 0), empty | (last == S - 1)
+    sided = {"right": prefix, "left": suffix}.get(side, prefix | suffix)
+    bad = np.flatnonzero((not_binary != 0) | ~contiguous | ~sided)
+    if bad.size:
+        row = int(bad[0])
+        a, b, k = int(first[row]), int(last[row]), int(n[row])
+        if not_binary[row]:
+            values = sorted({int(v) for v in np.asarray(to_host(mask[row])).tolist()})
+            raise InvalidArgument(
+                f"{name} row {row} holds values {values[:8]}: a mask must hold only 0 and 1"
+            )
+        if not contiguous[row]:
+            raise InvalidArgument(
+                f"{name} row {row} is not contiguous: its {k} real tokens lie between positions "
+                f"{a} and {b}; padding must be on one side only"
+            )
+        where = {"right": "a prefix (right padding)", "left": "a suffix (left padding)"}.get(
+            side, "a prefix (right padding) or a suffix (left padding)"
         )
-    if code == _NOT_CONTIGUOUS:
         raise InvalidArgument(
-            f"{name} row {row} is not contiguous: its {n} real tokens lie between positions "
-            f"{first} and {last}; padding must be on one side only"
+            f"{name} row {row} has its real tokens at positions {a}..{b}, which is not {where}"
+            + ("; pass padding_side='left' for left-padded input" if side == "right" else "")
         )
-    where = {"right": "a prefix (right padding)", "left": "a suffix (left padding)"}.get(
-        side, "a prefix (right padding) or a suffix (left padding)"
-    )
-    raise InvalidArgument(
-        f"{name} row {row} has its real tokens at positions {first}..{last}, "
-        f"which is not {where}"
-        + ("; pass padding_side='left' for left-padded input" if side == "right" else "")
-    )
+    return np.where(empty, 0, first)
 
 
 # --- packing and unpacking ----------------------------------------------------
@@ -180,42 +157,46 @@ def _host_offsets(lengths: np.ndarray) -> np.ndarray:
     return host
 
 
-def _gather_torch(padded: Any, lengths: Any, starts: Any, host: np.ndarray) -> Array:
-    """Pack (B, S, *inner) rows ``[starts[b], starts[b] + lengths[b])`` with one
-    index_select. ``lengths``/``starts`` live on the device; ``host`` is the
-    host offsets, whose last entry sizes the output without a sync."""
+def _upload(host: np.ndarray, device: Any) -> Any:
+    """Copy a small int64 host array to ``device`` without waiting for it:
+    through pinned memory, so the copy is queued on the stream like a kernel."""
     torch = _torch()
-    B, S = int(padded.shape[0]), int(padded.shape[1])
-    dev = padded.device
-    total = int(host[-1])
-    lengths = lengths.to(torch.int64)
-    offsets = torch.zeros(B + 1, dtype=torch.int64, device=dev)
-    torch.cumsum(lengths, 0, out=offsets[1:])
-    # Row of every packed token, then the distance from its packed position
-    # to its padded position, which is constant within a row.
-    row = torch.repeat_interleave(torch.arange(B, device=dev), lengths, output_size=total)
-    shift = torch.arange(B, device=dev) * S + starts - offsets[:-1]
-    src = torch.arange(total, device=dev) + shift[row]
-    values = padded.reshape(B * S, *padded.shape[2:]).index_select(0, src)
-    return Array(values, offsets, host_offsets=host, validate=False)
+    if device.type == "cpu":
+        return torch.from_numpy(host)
+    staging = torch.empty(host.shape, dtype=torch.int64, pin_memory=True)
+    staging.numpy()[...] = host
+    return staging.to(device, non_blocking=True)
 
 
-def _gather_host_index(B: int, S: int, lengths: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """The numpy twin of the index computation in :func:`_gather_torch`."""
-    host = _host_offsets(lengths)
-    row = np.repeat(np.arange(B), lengths)
-    shift = np.arange(B, dtype=np.int64) * S + starts - host[:-1]
-    return np.arange(int(host[-1]), dtype=np.int64) + shift[row]
+def _gather(padded: Any, fw: str, lengths: np.ndarray, starts: np.ndarray,
+            lengths_dev: Any = None) -> Array:
+    """Pack row ``b``'s tokens ``[starts[b], starts[b] + lengths[b])`` of a
+    (B, S, *inner) padded array with one gather.
 
-
-def _gather(padded: Any, fw: str, lengths_dev: Any, starts_dev: Any, info: np.ndarray) -> Array:
-    lengths, starts = info[0], info[1]
-    host = _host_offsets(lengths)
-    if fw == "torch":
-        return _gather_torch(padded, lengths_dev, starts_dev, host)
+    ``lengths`` and ``starts`` are on the host; the packed position of every
+    token differs from its padded position by a per-row shift, computed here
+    for the B rows. For torch the offsets and shifts travel to the device in
+    one queued copy, and ``lengths_dev`` (the lengths already on the device,
+    if any) spares reading them back from the offsets.
+    """
     B, S = int(padded.shape[0]), int(padded.shape[1])
     inner = tuple(padded.shape[2:])
-    src = _gather_host_index(B, S, lengths, starts)
+    host = _host_offsets(lengths)
+    total = int(host[-1])
+    shift = np.arange(B, dtype=np.int64) * S + starts - host[:-1]
+    if fw == "torch":
+        torch = _torch()
+        dev = padded.device
+        both = _upload(np.concatenate([host, shift]), dev)
+        offsets, shift_dev = both[: B + 1], both[B + 1 :]
+        if lengths_dev is None:
+            lengths_dev = offsets[1:] - offsets[:-1]
+        ar = torch.arange(max(B, total), device=dev)
+        row = torch.repeat_interleave(ar[:B], lengths_dev, output_size=total)
+        src = ar[:total] + shift_dev[row]
+        values = padded.reshape(B * S, *inner).index_select(0, src)
+        return Array(values, offsets, host_offsets=host, validate=False)
+    src = np.arange(total, dtype=np.int64) + np.repeat(shift, lengths)
     if fw == "numpy":
         values = padded.reshape(B * S, *inner)[src]
         return Array(values, host.copy(), host_offsets=host, validate=False)
@@ -297,12 +278,11 @@ def _check_padded(padded: Any, mask: Any, names: tuple[str, str]) -> str:
 def _from_masked(padded: Any, mask: Any, side: str, names: tuple[str, str]) -> Array:
     fw = _check_padded(padded, mask, names)
     if fw == "torch":
-        lengths, starts, info = _mask_rows_torch(mask, side)
+        lengths_dev, summary = _mask_summary_torch(mask)
     else:
-        info = _mask_rows_numpy(np.asarray(to_host(mask)), side)
-        lengths = starts = None
-    _raise_bad_row(info, mask, names[1], side)
-    return _gather(padded, fw, lengths, starts, info)
+        lengths_dev, summary = None, _mask_summary_numpy(np.asarray(to_host(mask)))
+    starts = _check_mask_rows(summary, int(mask.shape[1]), side, mask, names[1])
+    return _gather(padded, fw, summary[0], starts, lengths_dev)
 
 
 # --- HuggingFace ----------------------------------------------------------------
@@ -387,13 +367,7 @@ def from_padded(
         i = int(bad[0])
         raise InvalidArgument(f"lengths[{i}]={int(host_lengths[i])} is outside [0, {S}]")
     starts = (S - host_lengths) if padding_side == "left" else np.zeros(B, dtype=np.int64)
-    info = np.stack([host_lengths, starts])
-    if fw == "torch":
-        torch = _torch()
-        lengths_dev = torch.from_numpy(host_lengths).to(padded.device)
-        starts_dev = torch.from_numpy(starts).to(padded.device)
-        return _gather(padded, fw, lengths_dev, starts_dev, info)
-    return _gather(padded, fw, None, None, info)
+    return _gather(padded, fw, host_lengths, starts)
 
 
 def to_padded(
