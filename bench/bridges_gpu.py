@@ -11,7 +11,8 @@ reads and writes the real tokens (2 x packed bytes); unpacking reads the
 packed bytes and writes the whole padded tensor. The headline is each
 method's ratio to a plain device copy of the packed tensor (target >= 0.85).
 Times are CUDA-event medians over --reps calls, each call measured alone,
-including any host sync the method makes.
+including any host sync the method makes. "[triton]" rows use scree's Triton
+copy kernels (SCREE_BRIDGES_KERNEL=triton) instead of torch ops.
 
   python bench/bridges_gpu.py --out results/bridges_gpu.json
 
@@ -25,6 +26,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -56,30 +58,40 @@ def lengths_for(batch: int, cap: int, tokens: int, seed: int = 0, sigma: float =
     return draw(lo)
 
 
-def time_ms(fn: Callable[[], Any], reps: int, torch: Any) -> float:
+def time_ms(fn: Callable[[], Any], reps: int, torch: Any, kernel: str = "torch") -> float:
+    """Median CUDA-event time of ``fn``; ``kernel`` picks scree's copy path
+    (SCREE_BRIDGES_KERNEL) for the duration."""
+    os.environ["SCREE_BRIDGES_KERNEL"] = kernel
+    cuda = torch.cuda.is_available()
     for _ in range(3):
         fn()
-    torch.cuda.synchronize()
+    if cuda:
+        torch.cuda.synchronize()
     times = []
     for _ in range(reps):
+        if not cuda:  # --dry-run on a CPU: wall time, only to exercise the code
+            t0 = time.perf_counter()
+            fn()
+            times.append(1e3 * (time.perf_counter() - t0))
+            continue
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
         fn()
         end.record()
         end.synchronize()
         times.append(start.elapsed_time(end))
+    os.environ["SCREE_BRIDGES_KERNEL"] = "torch"
     return float(np.median(times))
 
 
 def run_case(case: dict, reps: int, torch: Any) -> dict:
-    import scree
     from scree import bridges
 
-    dev = "cuda"
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
     B, D = case["batch"], case["dim"]
     lengths = lengths_for(B, case["cap"], case["tokens"])
     S, T = int(lengths.max()), int(lengths.sum())
-    dtype = torch.bfloat16
+    dtype = torch.bfloat16 if dev == "cuda" else torch.float32
     item = torch.finfo(dtype).bits // 8
     packed_bytes, padded_bytes = T * D * item, B * S * D * item
 
@@ -95,9 +107,15 @@ def run_case(case: dict, reps: int, torch: Any) -> dict:
     flat_idx = torch.nonzero(mask.view(-1)).squeeze(1)  # indices known ahead of time
     hs_flat = hs.view(B * S, D)
 
+    host_lengths = lengths.tolist()
     pack_ways: dict[str, Callable[[], Any]] = {
         "copy of the packed tensor": lambda: dst.copy_(packed),
         "scree from_hf_padded": lambda: bridges.from_hf_padded(hs, mask),
+        "scree from_hf_padded [triton]": lambda: bridges.from_hf_padded(hs, mask),
+        "scree from_padded, host lengths (no sync)": lambda: bridges.from_padded(
+            hs, lengths=host_lengths),
+        "scree from_padded, host lengths [triton]": lambda: bridges.from_padded(
+            hs, lengths=host_lengths),
         "hs[mask.bool()] (syncs)": lambda: hs[mask_bool],
         "index_select, indices known": lambda: hs_flat.index_select(0, flat_idx),
         "torch.nested narrow + contiguous": lambda: torch.nested.narrow(
@@ -106,6 +124,7 @@ def run_case(case: dict, reps: int, torch: Any) -> dict:
     nt = bridges.to_torch_nested(arr)
     unpack_ways: dict[str, Callable[[], Any]] = {
         "scree to_hf_padded": lambda: bridges.to_hf_padded(arr),
+        "scree to_hf_padded [triton]": lambda: bridges.to_hf_padded(arr),
         "zeros + index_copy_, indices known": lambda: torch.zeros_like(hs_flat).index_copy_(
             0, flat_idx, packed),
         "zeros + out[mask] = values (syncs)": lambda: torch.zeros_like(hs).index_put_(
@@ -114,35 +133,33 @@ def run_case(case: dict, reps: int, torch: Any) -> dict:
     }
 
     rows = []
-    copy_ms = None
     for direction, ways, useful in (("pack", pack_ways, 2 * packed_bytes),
                                     ("unpack", unpack_ways, packed_bytes + padded_bytes)):
         for name, fn in ways.items():
             try:
-                ms = time_ms(fn, reps, torch)
+                ms = time_ms(fn, reps, torch, "triton" if "[triton]" in name else "torch")
             except Exception as e:  # report, e.g., int32 numel limits, and go on
                 rows.append(dict(direction=direction, method=name, error=f"{type(e).__name__}: {e}"[:120]))
                 torch.cuda.synchronize()
                 continue
-            if copy_ms is None:
-                copy_ms = ms
             gbps = useful / ms / 1e6
             rows.append(dict(direction=direction, method=name, ms=ms, gb_s=gbps))
     copy_gbps = rows[0]["gb_s"]
     for r in rows:
         if "gb_s" in r:
             r["ratio_to_copy"] = r["gb_s"] / copy_gbps
-    return dict(case=case["name"], batch=B, max_length=S, tokens=T, dim=D, dtype="bfloat16",
+    return dict(case=case["name"], batch=B, max_length=S, tokens=T, dim=D, dtype=str(dtype),
                 padding=1 - T / (B * S), packed_mib=packed_bytes / 2**20,
                 padded_mib=padded_bytes / 2**20, rows=rows)
 
 
 def markdown(results: list[dict], device: str) -> str:
-    out = [f"Padded <-> packed on {device}, bf16, CUDA-event medians.\n",
+    out = [f"Padded <-> packed on {device}, {results[0]['dtype']}, medians.\n",
            "| case | direction | method | ms | useful GB/s | ratio to copy |",
            "| --- | --- | --- | ---: | ---: | ---: |"]
     for res in results:
-        label = f"{res['case']}, {res['tokens']:,} tokens ({100 * res['padding']:.0f}% padding)"
+        label = (f"B={res['batch']}, max {res['max_length']}, D={res['dim']}, "
+                 f"{res['tokens']:,} tokens ({100 * res['padding']:.0f}% padding)")
         for r in res["rows"]:
             if "error" in r:
                 out.append(f"| {label} | {r['direction']} | {r['method']} | fails: {r['error']} | | |")
@@ -156,20 +173,30 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="bridges_gpu.json", help="JSON path; the .md goes beside it")
     ap.add_argument("--reps", type=int, default=50)
+    ap.add_argument("--dry-run", action="store_true",
+                    help="run tiny cases on the CPU to check the script (numbers mean nothing)")
     args = ap.parse_args()
     try:
         import torch
     except ImportError:
         print("bridges_gpu: torch is not installed; nothing to measure")
         return 0
-    if not torch.cuda.is_available():
+    cases = CASES
+    if args.dry_run:
+        os.environ.setdefault("TRITON_INTERPRET", "1")  # before scree imports Triton
+        cases = [dict(c, name=c["name"] + " (dry run, scaled down)", batch=c["batch"] // 8,
+                      cap=c["cap"] // 64, tokens=c["tokens"] // 512, dim=32) for c in CASES]
+        device = "CPU (dry run)"
+    elif not torch.cuda.is_available():
         print("bridges_gpu: no CUDA device; this benchmark needs a GPU (skipped)")
         return 0
-    device = torch.cuda.get_device_name()
+    else:
+        device = torch.cuda.get_device_name()
     results = []
-    for case in CASES:
+    for case in cases:
         results.append(run_case(case, args.reps, torch))
-        torch.cuda.empty_cache()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
     table = markdown(results, device)
     print(table)
     out = Path(args.out)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import mlx.core as mx
 import numpy as np
 import pytest
@@ -266,3 +268,32 @@ def test_cuda_round_trips_stay_on_device():
     assert_same(arr, arr2)
     arr_np = bridges.to_numpy(torch_array(device="cuda"))  # copies to the host
     assert isinstance(arr_np.values, np.ndarray)
+
+
+# --- the Triton copy kernels (SCREE_BRIDGES_KERNEL=triton) ------------------------
+
+
+@pytest.fixture()
+def triton_copies(monkeypatch):
+    if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("no CUDA and TRITON_INTERPRET is not set")  # conftest sets it
+    monkeypatch.setenv("SCREE_BRIDGES_KERNEL", "triton")
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@pytest.mark.parametrize("offsets_dtype", [torch.int32, torch.int64])
+@pytest.mark.parametrize("side", ["right", "left"])
+@pytest.mark.parametrize("dtype, inner", [(torch.float32, (4,)), (torch.bfloat16, (2, 3)),
+                                          (torch.int64, ()), (torch.float16, (1100,))])
+def test_triton_copies_match_torch_ops(triton_copies, monkeypatch, offsets_dtype, side, dtype, inner):
+    arr = torch_array(inner=inner, dtype=dtype, offsets_dtype=offsets_dtype, device=triton_copies)
+    hs, mask = bridges.to_hf_padded(arr, padding_side=side, pad_value=3)
+    back = bridges.from_hf_padded(hs, mask)
+    by_len = bridges.from_padded(hs, lengths=LENGTHS, padding_side=side)
+    wide, _ = bridges.to_padded(arr, pad_value=-1, padding_side=side, max_length=8)
+    monkeypatch.setenv("SCREE_BRIDGES_KERNEL", "torch")
+    hs_t, mask_t = bridges.to_hf_padded(arr, padding_side=side, pad_value=3)
+    wide_t, _ = bridges.to_padded(arr, pad_value=-1, padding_side=side, max_length=8)
+    assert torch.equal(hs, hs_t) and torch.equal(mask, mask_t) and torch.equal(wide, wide_t)
+    assert_same(arr, back)
+    assert_same(arr, by_len)

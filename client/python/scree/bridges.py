@@ -21,8 +21,8 @@ the batch in Python.
 
 from __future__ import annotations
 
-import sys
-from typing import Any, Sequence
+import os
+from typing import Any
 
 import numpy as np
 
@@ -53,6 +53,19 @@ def _mx() -> Any:
     import mlx.core as mx
 
     return mx
+
+
+def _triton_copies(device: Any) -> bool:
+    """Whether to move rows with scree's Triton kernels instead of torch ops.
+
+    ``SCREE_BRIDGES_KERNEL=triton`` opts in (read on every call). The kernels
+    write each padded element once, where torch's unpacking fills the whole
+    output and then writes the real rows again. CPU tensors use them only
+    under Triton's interpreter (for tests).
+    """
+    if os.environ.get("SCREE_BRIDGES_KERNEL", "torch") != "triton":
+        return False
+    return device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
 
 
 def _check_side(side: str, allow_auto: bool = False) -> None:
@@ -189,6 +202,12 @@ def _gather(padded: Any, fw: str, lengths: np.ndarray, starts: np.ndarray,
         dev = padded.device
         both = _upload(np.concatenate([host, shift]), dev)
         offsets, shift_dev = both[: B + 1], both[B + 1 :]
+        if _triton_copies(dev):
+            from .kernels.triton import pack_padded
+
+            longest = int(lengths.max()) if B else 0
+            values = pack_padded(padded, offsets, shift_dev, total, longest)
+            return Array(values, offsets, host_offsets=host, validate=False)
         if lengths_dev is None:
             lengths_dev = offsets[1:] - offsets[:-1]
         ar = torch.arange(max(B, total), device=dev)
@@ -217,14 +236,20 @@ def _scatter(arr: Array, S: int, side: str, pad_value: Any) -> tuple[Any, Any]:
         values = arr.values
         dev = values.device
         lengths = arr.lengths.to(torch.int64)
-        out = torch.full((B * S, *inner), pad_value, dtype=values.dtype, device=dev)
-        pos = torch.arange(S, device=dev)
         pad_start = (S - lengths) if side == "left" else torch.zeros_like(lengths)
-        if T:
-            row = torch.repeat_interleave(torch.arange(B, device=dev), lengths, output_size=T)
-            shift = torch.arange(B, device=dev) * S + pad_start - arr.offsets[:-1].to(torch.int64)
-            dest = torch.arange(T, device=dev) + shift[row]
-            out.index_copy_(0, dest, values)
+        if _triton_copies(dev):
+            from .kernels.triton import unpack_padded
+
+            out = unpack_padded(values, arr.offsets, S, pad_value, side == "left")
+        else:
+            # The big fill is queued first; the small index kernels follow it.
+            out = torch.full((B * S, *inner), pad_value, dtype=values.dtype, device=dev)
+            if T:
+                row = torch.repeat_interleave(torch.arange(B, device=dev), lengths, output_size=T)
+                shift = torch.arange(B, device=dev) * S + pad_start - arr.offsets[:-1].to(torch.int64)
+                dest = torch.arange(T, device=dev) + shift[row]
+                out.index_copy_(0, dest, values)
+        pos = torch.arange(S, device=dev)
         if side == "left":
             mask = pos[None, :] >= pad_start[:, None]
         else:

@@ -29,7 +29,7 @@ import triton.language as tl
 from ..array import check_offsets, to_host
 from ..errors import InvalidArgument, NotSupported
 
-__all__ = ["varlen_attention_triton"]
+__all__ = ["varlen_attention_triton", "pack_padded", "unpack_padded"]
 
 _LOG2E = 1.4426950408889634
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -251,4 +251,107 @@ def varlen_attention_triton(
         DOT_F32=_interpreting() and q.dtype == torch.bfloat16,
         num_warps=warps, num_stages=stages,
     )
+    return out
+
+
+# --- padded <-> packed copies for scree.bridges ---------------------------------
+#
+# Unpacking with torch ops fills the whole padded tensor and then writes the
+# real rows a second time (full + index_copy_). These kernels write every
+# padded element exactly once and read every packed element once, which is
+# the least traffic either direction can have. Each program copies a block of
+# rows of one sequence by a block of the flattened inner dims.
+
+_COPY_ELEMS = 8192  # elements one program moves
+
+
+def _copy_blocks(inner: int) -> tuple[int, int]:
+    block_i = min(1024, triton.next_power_of_2(max(inner, 1)))
+    return max(1, _COPY_ELEMS // block_i), block_i
+
+
+@triton.jit
+def _pack_kernel(PADDED, VALUES, OFFSETS, SHIFT, INNER, n_sblk,
+                 BLOCK_S: tl.constexpr, BLOCK_I: tl.constexpr):
+    pid = tl.program_id(0)
+    b = pid // n_sblk
+    sblk = pid % n_sblk
+    off = tl.load(OFFSETS + b).to(tl.int64)
+    n = tl.load(OFFSETS + b + 1).to(tl.int64) - off
+    shift = tl.load(SHIFT + b).to(tl.int64)  # padded row of packed row t is t + shift
+    s = sblk * BLOCK_S + tl.arange(0, BLOCK_S)
+    cols = tl.program_id(1) * BLOCK_I + tl.arange(0, BLOCK_I)
+    ok = (s < n)[:, None] & (cols < INNER)[None, :]
+    dst = off + s
+    x = tl.load(PADDED + (dst + shift)[:, None] * INNER + cols[None, :], mask=ok)
+    tl.store(VALUES + dst[:, None] * INNER + cols[None, :], x, mask=ok)
+
+
+@triton.jit
+def _unpack_kernel(VALUES, OUT, OFFSETS, pad_value, S, INNER, n_sblk,
+                   LEFT: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_I: tl.constexpr):
+    pid = tl.program_id(0)
+    b = pid // n_sblk
+    sblk = pid % n_sblk
+    off = tl.load(OFFSETS + b).to(tl.int64)
+    n = tl.load(OFFSETS + b + 1).to(tl.int64) - off
+    s = sblk * BLOCK_S + tl.arange(0, BLOCK_S)
+    cols = tl.program_id(1) * BLOCK_I + tl.arange(0, BLOCK_I)
+    col_ok = (cols < INNER)[None, :]
+    if LEFT:
+        j = s - (S - n)
+    else:
+        j = s.to(tl.int64)
+    real = ((j >= 0) & (j < n))[:, None] & col_ok
+    x = tl.load(VALUES + (off + j)[:, None] * INNER + cols[None, :], mask=real)
+    x = tl.where(real, x, pad_value).to(OUT.dtype.element_ty)
+    row = b.to(tl.int64) * S + s
+    tl.store(OUT + row[:, None] * INNER + cols[None, :], x, mask=(s < S)[:, None] & col_ok)
+
+
+def pack_padded(padded: torch.Tensor, offsets: torch.Tensor, shift: torch.Tensor,
+                total: int, max_length: int) -> torch.Tensor:
+    """Gather the real rows of a contiguous (B, S, *inner) tensor into a new
+    packed (total, *inner) tensor.
+
+    Packed row ``t`` of sequence ``b`` (``offsets[b] <= t < offsets[b + 1]``)
+    is row ``t + shift[b]`` of the flattened (B * S) padded rows. ``offsets``
+    and ``shift`` (B) live on the padded tensor's device; ``total`` (the last
+    offset) and ``max_length`` (the longest sequence) are host ints, so the
+    call needs no sync.
+    """
+    B = int(padded.shape[0])
+    inner_shape = tuple(padded.shape[2:])
+    inner = math.prod(inner_shape)
+    out = torch.empty((total, *inner_shape), dtype=padded.dtype, device=padded.device)
+    if total == 0 or inner == 0:
+        return out
+    padded = padded if padded.is_contiguous() else padded.contiguous()
+    block_s, block_i = _copy_blocks(inner)
+    n_sblk = triton.cdiv(max_length, block_s)
+    grid = (B * n_sblk, triton.cdiv(inner, block_i))
+    _pack_kernel[grid](padded, out, offsets, shift, inner, n_sblk,
+                       BLOCK_S=block_s, BLOCK_I=block_i, num_warps=4)
+    return out
+
+
+def unpack_padded(values: torch.Tensor, offsets: torch.Tensor, S: int, pad_value: Any = 0,
+                  left: bool = False) -> torch.Tensor:
+    """Scatter packed (total, *inner) rows into a new (B, S, *inner) tensor
+    filled with ``pad_value``, each sequence's rows at the start of its padded
+    row (or at the end with ``left=True``). ``S`` must be at least the longest
+    sequence; ``offsets`` (B + 1) live on the values' device. No host sync."""
+    B = int(offsets.shape[0]) - 1
+    inner_shape = tuple(values.shape[1:])
+    inner = math.prod(inner_shape)
+    out = torch.empty((B, S, *inner_shape), dtype=values.dtype, device=values.device)
+    if out.numel() == 0:
+        return out
+    values = values if values.is_contiguous() else values.contiguous()
+    block_s, block_i = _copy_blocks(inner)
+    n_sblk = triton.cdiv(S, block_s)
+    grid = (B * n_sblk, triton.cdiv(inner, block_i))
+    pad = pad_value if values.dtype.is_floating_point else int(pad_value)
+    _unpack_kernel[grid](values, out, offsets, pad, S, inner, n_sblk,
+                         LEFT=bool(left), BLOCK_S=block_s, BLOCK_I=block_i, num_warps=4)
     return out
