@@ -284,9 +284,12 @@ def triton_copies(monkeypatch):
 @pytest.mark.parametrize("offsets_dtype", [torch.int32, torch.int64])
 @pytest.mark.parametrize("side", ["right", "left"])
 @pytest.mark.parametrize("dtype, inner", [(torch.float32, (4,)), (torch.bfloat16, (2, 3)),
-                                          (torch.int64, ()), (torch.float16, (1100,))])
+                                          (torch.int64, ()), (torch.float16, (1100,)),
+                                          (torch.bool, (2,))])
 def test_triton_copies_match_torch_ops(triton_copies, monkeypatch, offsets_dtype, side, dtype, inner):
     arr = torch_array(inner=inner, dtype=dtype, offsets_dtype=offsets_dtype, device=triton_copies)
+    if dtype == torch.bool:  # not a Triton dtype here: the torch ops take over
+        arr = scree.from_cu_seqlens(arr.values > 0, arr.offsets)
     hs, mask = bridges.to_hf_padded(arr, padding_side=side, pad_value=3)
     back = bridges.from_hf_padded(hs, mask)
     by_len = bridges.from_padded(hs, lengths=LENGTHS, padding_side=side)

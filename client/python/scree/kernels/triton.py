@@ -351,7 +351,7 @@ def unpack_padded(values: torch.Tensor, offsets: torch.Tensor, S: int, pad_value
     block_s, block_i = _copy_blocks(inner)
     n_sblk = triton.cdiv(S, block_s)
     grid = (B * n_sblk, triton.cdiv(inner, block_i))
-    pad = pad_value if values.dtype.is_floating_point else int(pad_value)
+    pad = float(pad_value) if values.dtype.is_floating_point else int(pad_value)
     _unpack_kernel[grid](values, out, offsets, pad, S, inner, n_sblk,
                          LEFT=bool(left), BLOCK_S=block_s, BLOCK_I=block_i, num_warps=4)
     return out
