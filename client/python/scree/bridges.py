@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from .array import Array, _type_label, dtype_name, framework_of, pack, to_host
+from .array import Array, _type_label, framework_of, pack, to_host
 from .errors import InvalidArgument
 
 __all__ = [
