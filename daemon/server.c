@@ -379,39 +379,18 @@ static int peer_gone(int fd) {
  * the socket is drained or the connection is closing. */
 static int conn_read_one(scree__conn *c) {
   scree__server *srv = c->srv;
-  ssize_t n = recv(c->fd, NULL, 0, MSG_PEEK | MSG_TRUNC | MSG_DONTWAIT);
-  if (n < 0) {
-    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+  /* One recvmsg per request: the buffer holds the largest request allowed,
+   * and MSG_TRUNC makes the kernel report a longer record's real length
+   * (the rest of that record is discarded), so no MSG_PEEK is needed. */
+  if (srv->rbuf == NULL) {
+    srv->rbuf = malloc(srv->max_packet ? srv->max_packet : 1);
+    if (srv->rbuf == NULL) {
+      conn_close(c, "out_of_memory", ENOMEM);
       return 0;
-    conn_close(c, "recv", errno);
-    return 0;
-  }
-  if (n == 0 && peer_gone(c->fd)) {
-    conn_close(c, "eof", 0);
-    return 0;
-  }
-  size_t len = (size_t)n;
-  int oversize = (uint64_t)len > srv->max_packet;
-  uint8_t small[1];
-  struct iovec iov;
-  if (oversize) {
-    /* A short read of a SOCK_SEQPACKET record discards the rest of it, so
-     * an oversized request costs no allocation. */
-    iov.iov_base = small;
-    iov.iov_len = sizeof(small);
-  } else {
-    if (len > srv->rcap) {
-      uint8_t *b = realloc(srv->rbuf, len);
-      if (b == NULL) {
-        conn_close(c, "out_of_memory", ENOMEM);
-        return 0;
-      }
-      srv->rbuf = b;
-      srv->rcap = len;
     }
-    iov.iov_base = srv->rbuf ? (void *)srv->rbuf : (void *)small;
-    iov.iov_len = len;
+    srv->rcap = srv->max_packet;
   }
+  struct iovec iov = {.iov_base = srv->rbuf, .iov_len = srv->rcap};
   union {
     struct cmsghdr align;
     char buf[CMSG_SPACE(sizeof(int) * PASSED_FDS_MAX)];
@@ -424,7 +403,7 @@ static int conn_read_one(scree__conn *c) {
   mh.msg_controllen = sizeof(ctl.buf);
   ssize_t got;
   do
-    got = recvmsg(c->fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    got = recvmsg(c->fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC | MSG_TRUNC);
   while (got < 0 && errno == EINTR);
   if (got < 0) {
     if (errno == EAGAIN || errno == EWOULDBLOCK)
@@ -432,6 +411,12 @@ static int conn_read_one(scree__conn *c) {
     conn_close(c, "recv", errno);
     return 0;
   }
+  if (got == 0 && mh.msg_controllen == 0 && peer_gone(c->fd)) {
+    conn_close(c, "eof", 0);
+    return 0;
+  }
+  size_t len = (size_t)got;
+  int oversize = (uint64_t)len > srv->max_packet;
   close_passed_fds(&mh);
 
   scree__reply *r = &srv->reply;
@@ -440,7 +425,7 @@ static int conn_read_one(scree__conn *c) {
                              "request of %zu bytes exceeds the limit of %" PRIu64 " bytes",
                              len, srv->max_packet);
   else
-    scree__store_handle_packet(srv->store, c->sess, iov.iov_base, (size_t)got, r);
+    scree__store_handle_packet(srv->store, c->sess, srv->rbuf, len, r);
   conn_respond(c, r);
   scree__reply_clear(r);
   return !c->closing;
