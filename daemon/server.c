@@ -402,39 +402,18 @@ static int peer_gone(int fd) {
  * the socket is drained or the connection is closing. */
 static int conn_read_one(scree__conn *c) {
   scree__server *srv = c->srv;
-  ssize_t n = recv(c->fd, NULL, 0, MSG_PEEK | MSG_TRUNC | MSG_DONTWAIT);
-  if (n < 0) {
-    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+  /* One recvmsg per request: the buffer holds the largest request allowed,
+   * and MSG_TRUNC makes the kernel report a longer record's real length
+   * (the rest of that record is discarded), so no MSG_PEEK is needed. */
+  if (srv->rbuf == NULL) {
+    srv->rbuf = malloc(srv->max_packet ? srv->max_packet : 1);
+    if (srv->rbuf == NULL) {
+      conn_close(c, "out_of_memory", ENOMEM);
       return 0;
-    conn_close(c, "recv", errno);
-    return 0;
-  }
-  if (n == 0 && peer_gone(c->fd)) {
-    conn_close(c, "eof", 0);
-    return 0;
-  }
-  size_t len = (size_t)n;
-  int oversize = (uint64_t)len > srv->max_packet;
-  uint8_t small[1];
-  struct iovec iov;
-  if (oversize) {
-    /* A short read of a SOCK_SEQPACKET record discards the rest of it, so
-     * an oversized request costs no allocation. */
-    iov.iov_base = small;
-    iov.iov_len = sizeof(small);
-  } else {
-    if (len > srv->rcap) {
-      uint8_t *b = realloc(srv->rbuf, len);
-      if (b == NULL) {
-        conn_close(c, "out_of_memory", ENOMEM);
-        return 0;
-      }
-      srv->rbuf = b;
-      srv->rcap = len;
     }
-    iov.iov_base = srv->rbuf ? (void *)srv->rbuf : (void *)small;
-    iov.iov_len = len;
+    srv->rcap = srv->max_packet;
   }
+  struct iovec iov = {.iov_base = srv->rbuf, .iov_len = srv->rcap};
   union {
     struct cmsghdr align;
     char buf[CMSG_SPACE(sizeof(int) * PASSED_FDS_MAX)];
@@ -447,7 +426,7 @@ static int conn_read_one(scree__conn *c) {
   mh.msg_controllen = sizeof(ctl.buf);
   ssize_t got;
   do
-    got = recvmsg(c->fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    got = recvmsg(c->fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC | MSG_TRUNC);
   while (got < 0 && errno == EINTR);
   if (got < 0) {
     if (errno == EAGAIN || errno == EWOULDBLOCK)
@@ -455,6 +434,12 @@ static int conn_read_one(scree__conn *c) {
     conn_close(c, "recv", errno);
     return 0;
   }
+  if (got == 0 && mh.msg_controllen == 0 && peer_gone(c->fd)) {
+    conn_close(c, "eof", 0);
+    return 0;
+  }
+  size_t len = (size_t)got;
+  int oversize = (uint64_t)len > srv->max_packet;
   close_passed_fds(&mh);
 
   scree__reply *r = &srv->reply;
@@ -464,7 +449,7 @@ static int conn_read_one(scree__conn *c) {
                              "request of %zu bytes exceeds the limit of %" PRIu64 " bytes",
                              len, srv->max_packet);
   else
-    scree__store_handle_packet(srv->store, c->sess, iov.iov_base, (size_t)got, r);
+    scree__store_handle_packet(srv->store, c->sess, srv->rbuf, len, r);
   if (srv->metrics != NULL)
     scree__metrics_request(srv->metrics, r->op, r->resp.status, scree__metrics_now() - t0);
   conn_respond(c, r);
@@ -689,57 +674,63 @@ static void on_refusal_io(uv_poll_t *h, int status, int events) {
   refusal *f = h->data;
   scree__server *srv = f->srv;
   (void)events;
-  uint64_t id = 0;
-  ssize_t n = status < 0 ? -1 : recv(f->fd, NULL, 0, MSG_PEEK | MSG_TRUNC | MSG_DONTWAIT);
-  if (n < 0 && (errno == EAGAIN || errno == EINTR) && status >= 0)
+  if (status < 0) {
+    refusal_close(f);
     return;
-  if (n > 0 && (uint64_t)n <= srv->max_packet) {
-    if ((size_t)n > srv->rcap) {
-      uint8_t *b = realloc(srv->rbuf, (size_t)n);
-      if (b != NULL) {
-        srv->rbuf = b;
-        srv->rcap = (size_t)n;
-      }
+  }
+  /* The same single recvmsg as conn_read_one, into the same buffer. */
+  if (srv->rbuf == NULL) {
+    srv->rbuf = malloc(srv->max_packet ? srv->max_packet : 1);
+    if (srv->rbuf == NULL) {
+      refusal_close(f);
+      return;
     }
-    if ((size_t)n <= srv->rcap) {
-      union {
-        struct cmsghdr align;
-        char buf[CMSG_SPACE(sizeof(int) * PASSED_FDS_MAX)];
-      } ctl;
-      struct iovec iov = {.iov_base = srv->rbuf, .iov_len = (size_t)n};
-      struct msghdr mh;
-      memset(&mh, 0, sizeof(mh));
-      mh.msg_iov = &iov;
-      mh.msg_iovlen = 1;
-      mh.msg_control = ctl.buf;
-      mh.msg_controllen = sizeof(ctl.buf);
-      ssize_t got = recvmsg(f->fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-      if (got >= 0) {
-        close_passed_fds(&mh);
-        Scree__V1__Request *req = scree__v1__request__unpack(NULL, (size_t)got, srv->rbuf);
-        if (req != NULL) {
-          id = req->id;
-          scree__v1__request__free_unpacked(req, NULL);
-        }
-      }
+    srv->rcap = srv->max_packet;
+  }
+  union {
+    struct cmsghdr align;
+    char buf[CMSG_SPACE(sizeof(int) * PASSED_FDS_MAX)];
+  } ctl;
+  struct iovec iov = {.iov_base = srv->rbuf, .iov_len = srv->rcap};
+  struct msghdr mh;
+  memset(&mh, 0, sizeof(mh));
+  mh.msg_iov = &iov;
+  mh.msg_iovlen = 1;
+  mh.msg_control = ctl.buf;
+  mh.msg_controllen = sizeof(ctl.buf);
+  ssize_t got;
+  do
+    got = recvmsg(f->fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC | MSG_TRUNC);
+  while (got < 0 && errno == EINTR);
+  if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+    return;
+  if (got < 0 || (got == 0 && mh.msg_controllen == 0 && peer_gone(f->fd))) {
+    refusal_close(f);
+    return;
+  }
+  close_passed_fds(&mh);
+  uint64_t id = 0;
+  if ((uint64_t)got <= srv->max_packet) {
+    Scree__V1__Request *req = scree__v1__request__unpack(NULL, (size_t)got, srv->rbuf);
+    if (req != NULL) {
+      id = req->id;
+      scree__v1__request__free_unpacked(req, NULL);
     }
   }
-  if (n >= 0 && !(n == 0 && peer_gone(f->fd))) {
-    char text[160];
-    snprintf(text, sizeof(text),
-             "screed is at its connection limit (%" PRIu32 " connections); try again later",
-             srv->max_conns);
-    Scree__V1__Response resp = SCREE__V1__RESPONSE__INIT;
-    resp.id = id;
-    resp.status = SCREE_EAGAIN;
-    resp.message = text;
-    uint8_t buf[256];
-    if (scree__v1__response__get_packed_size(&resp) <= sizeof(buf)) {
-      size_t len = scree__v1__response__pack(&resp, buf);
-      /* Best effort: the socket is new and empty, so this does not block,
-       * and a client that is gone has nothing to read anyway. */
-      (void)send_packet(f->fd, buf, len, -1);
-    }
+  char text[160];
+  snprintf(text, sizeof(text),
+           "screed is at its connection limit (%" PRIu32 " connections); try again later",
+           srv->max_conns);
+  Scree__V1__Response resp = SCREE__V1__RESPONSE__INIT;
+  resp.id = id;
+  resp.status = SCREE_EAGAIN;
+  resp.message = text;
+  uint8_t buf[256];
+  if (scree__v1__response__get_packed_size(&resp) <= sizeof(buf)) {
+    size_t len = scree__v1__response__pack(&resp, buf);
+    /* Best effort: the socket is new and empty, so this does not block,
+     * and a client that is gone has nothing to read anyway. */
+    (void)send_packet(f->fd, buf, len, -1);
   }
   refusal_close(f);
 }
