@@ -248,3 +248,27 @@ Test(screectl, numpy_reads_what_get_writes) {
            f("nv.npy"), f("nv2.npy"), f("no2.npy"));
   cr_assert_eq(system(cmd), 0, "numpy disagrees with the files get wrote");
 }
+
+Test(screectl, stats_json_is_one_object_with_every_counter) {
+  int64_t s[] = {2};
+  int64_t o[] = {0, 2};
+  float v[2] = {1, 2};
+  write_npy("jv.npy", SCREE_FLOAT32, 1, s, v);
+  write_npy("jo.npy", SCREE_INT64, 1, s, o);
+  cr_assert_eq(ctl("put j --values %s --offsets %s", f("jv.npy"), f("jo.npy")), 0);
+  cr_assert_eq(ctl("stat nope"), 1);
+  cr_assert_eq(ctl("stats --json"), 0, "%s", err_buf);
+  size_t n = strlen(out_buf);
+  cr_assert(n > 2 && out_buf[0] == '{' && strcmp(out_buf + n - 3, "}}\n") == 0, "%s", out_buf);
+  cr_assert_null(strchr(out_buf, '\n') == out_buf + n - 1 ? NULL : out_buf, "one line");
+  cr_assert(strstr(out_buf, "\"batches\":1,") != NULL, "%s", out_buf);
+  cr_assert(strstr(out_buf, "\"bytes_used\":") != NULL, "%s", out_buf);
+  cr_assert(strstr(out_buf, "\"uptime_s\":") != NULL, "%s", out_buf);
+  cr_assert(strstr(out_buf, "\"errors\":{") != NULL, "%s", out_buf);
+  cr_assert(strstr(out_buf, "\"ENOENT\":1") != NULL, "%s", out_buf);
+  /* Plain stats is unchanged; --json elsewhere is refused. */
+  cr_assert_eq(ctl("stats"), 0);
+  cr_assert(strstr(out_buf, "batches: 1\n") != NULL, "%s", out_buf);
+  cr_assert_eq(ctl("list --json"), 1);
+  cr_assert_str_eq(err_buf, "screectl: --json belongs to stats\n");
+}
