@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "quota.h"
 #include "scree/error.h"
 
 typedef struct scree__lease scree__lease;
@@ -91,6 +92,7 @@ struct scree__store {
   } errors[32];
   size_t nerrors;
   uint64_t start_ns;
+  scree__usage usage; /* bytes per owner uid, for --quota-per-uid */
 };
 
 static uint64_t now_ns(void) {
@@ -363,6 +365,7 @@ static void batch_free(scree__store *s, scree__batch *b) {
                " offset=%" PRIu64 " bytes=%" PRIu64, scree__q(b->name), b->arena->id,
                b->offset, b->block_bytes);
   s->bytes_used -= b->block_bytes;
+  scree__usage_sub(&s->usage, b->owner_uid, b->block_bytes);
   free(b->name);
   free(b);
 }
@@ -432,6 +435,7 @@ void scree__store_free(scree__store *s) {
   free(s->names);
   free(s->ltab);
   scree__pool_destroy(&s->pool);
+  scree__usage_free(&s->usage);
   free(s);
 }
 
@@ -444,6 +448,10 @@ void scree__store_counts_get(const scree__store *s, scree__store_counts *out) {
   out->leases = (uint32_t)s->lcount;
   out->sessions = s->nsessions;
   out->requests = s->requests;
+}
+
+uint64_t scree__store_uid_bytes(const scree__store *s, uint32_t uid) {
+  return scree__usage_get(&s->usage, uid);
 }
 
 scree__session *scree__session_open(scree__store *s, uint32_t uid, int32_t pid) {
@@ -542,6 +550,14 @@ static int fill_location(scree__store *s, scree__session *sess, const scree__bat
     int rc = s->mem->ops->share_fd(s->mem, &b->arena->mem, &r->fd, m, sizeof(m));
     if (rc != 0)
       return FAIL(rc, "cannot share arena %" PRIu64 ": %s", b->arena->id, m);
+    /* What leaves the daemon is checked, not trusted: see authz.h. */
+    rc = scree__authz_check_arena_fd(r->fd, s->mem->info.ipc_mode, b->arena->mem.size, m,
+                                     sizeof(m));
+    if (rc != 0) {
+      scree__log(SCREE__LOG_ERROR, "arena_fd_check_failed",
+                 "arena=%" PRIu64 " msg=%s", b->arena->id, scree__q(m));
+      return FAIL(rc, "cannot share arena %" PRIu64 ": %s", b->arena->id, m);
+    }
   }
   loc->handle_attached = 1;
   *attach = 1;
@@ -626,6 +642,34 @@ static int do_hello(scree__store *s, scree__session *sess, const Scree__V1__Hell
   return 0;
 }
 
+/* Per-uid quota: the block counts against the creating peer's uid, who owns
+ * the batch. Checked after the memory limit, so that a peer over both hears
+ * about the daemon-wide limit first, as before quotas existed. */
+static int check_quota(scree__store *s, const scree__session *sess, const char *name,
+                       uint64_t block, scree__reply *r) {
+  uint64_t q = s->cfg.quota_per_uid;
+  if (q == 0)
+    return 0;
+  uint64_t used = scree__usage_get(&s->usage, sess->uid);
+  if (used <= q && block <= q - used)
+    return 0;
+  return FAIL(SCREE_ENOSPC,
+              "uid %" PRIu32 " quota: needs %" PRIu64 " bytes, %" PRIu64 " used of %" PRIu64
+              " (batch '%s')",
+              sess->uid, block, used, q, name);
+}
+
+/* The pool a new batch's block comes from: its owner's own arenas, unless
+ * the daemon or the request asks for the shared pool. A client that imports
+ * an arena can read every block in it, so keying by owner is what keeps one
+ * uid's readers out of another uid's batches. */
+static uint64_t pool_key(const scree__store *s, const scree__session *sess,
+                         const Scree__V1__Create *c) {
+  if (s->cfg.shared_arenas || c->shared)
+    return SCREE__POOL_SHARED;
+  return sess->uid;
+}
+
 static int do_create(scree__store *s, scree__session *sess, const Scree__V1__Create *c,
                      scree__reply *r) {
   int rc = check_name(r, c->name);
@@ -674,6 +718,11 @@ static int do_create(scree__store *s, scree__session *sess, const Scree__V1__Cre
                 c->name, (vpart == UINT64_MAX || opart == UINT64_MAX) ? UINT64_MAX
                                                                     : vpart + opart,
                 free_bytes, limit);
+  rc = check_quota(s, sess, c->name, block, r);
+  if (rc != 0)
+    return rc;
+  if (scree__usage_reserve(&s->usage) != 0)
+    return FAIL(SCREE_ENOMEM, "out of host memory");
 
   scree__batch *b = calloc(1, sizeof(*b));
   if (b == NULL)
@@ -684,7 +733,8 @@ static int do_create(scree__store *s, scree__session *sess, const Scree__V1__Cre
     goto err_batch;
   }
   char m[512];
-  rc = scree__pool_alloc(&s->pool, block, &b->arena, &b->offset, m, sizeof(m));
+  rc = scree__pool_alloc_keyed(&s->pool, pool_key(s, sess, c), block, &b->arena,
+                               &b->offset, m, sizeof(m));
   if (rc != 0) {
     rc = FAIL(rc, "batch '%s' (%" PRIu64 " bytes): %s", c->name, block, m);
     goto err_name;
@@ -711,6 +761,7 @@ static int do_create(scree__store *s, scree__session *sess, const Scree__V1__Cre
   if (attach)
     known_commit(sess, b->arena->id);
   s->bytes_used += block;
+  scree__usage_add(&s->usage, b->owner_uid, block);
   b->unext = sess->unsealed;
   if (sess->unsealed)
     sess->unsealed->uprev = b;
@@ -853,6 +904,8 @@ static int do_delete(scree__store *s, scree__session *sess, const Scree__V1__Del
     return FAIL(SCREE_ENOENT, "no batch named '%s'", q->name);
   if (b->state == BATCH_CREATED && b->creator != sess->id)
     return FAIL(SCREE_EPERM, "batch '%s' is being written by another connection", q->name);
+  if (b->owner_uid != sess->uid && !scree__authz_is_admin(s->cfg.authz, sess->uid))
+    return FAIL(SCREE_EPERM, "batch '%s' is owned by uid %" PRIu32, q->name, b->owner_uid);
   Scree__V1__DeleteReply *dr = &r->body.del;
   scree__v1__delete_reply__init(dr);
   names_remove(s, b);
