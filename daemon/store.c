@@ -787,6 +787,73 @@ err_batch:
   return rc;
 }
 
+/* Offsets are read and checked this many at a time, so that sealing a batch
+ * of any size costs a bounded amount of host memory: a whole copy could be
+ * as large as the memory limit, in host memory even when the batch is on a
+ * GPU. */
+#define SEAL_CHUNK 32768
+
+/* The rules of scree_offsets_validate (core/src/array.c), with the same
+ * messages, applied chunk by chunk. Returns 0 with max_length set, or a code
+ * with a message; *read_failed tells a backend read error from bad offsets. */
+static int seal_check_offsets(scree__store *s, const scree__batch *b, int64_t *max_length,
+                              int *read_failed, char *m, size_t mlen) {
+  scree_dtype dt = b->desc.offsets_dtype;
+  size_t esz = scree_dtype_size(dt);
+  int64_t n = b->desc.batch_size + 1; /* create checked that this fits */
+  int64_t total = b->desc.total_rows;
+  size_t cap = (size_t)(n < SEAL_CHUNK ? n : SEAL_CHUNK);
+  void *buf = malloc(cap * esz);
+  if (buf == NULL)
+    return scree__errf(SCREE_ENOMEM, m, mlen, "out of host memory for %zu offsets", cap);
+  int rc = 0;
+  int64_t prev = 0, longest = 0;
+  for (int64_t start = 0; start < n && rc == 0; start += (int64_t)cap) {
+    size_t cnt = (size_t)(n - start < (int64_t)cap ? n - start : (int64_t)cap);
+    rc = s->mem->ops->read(s->mem, &b->arena->mem,
+                           b->offset + b->offsets_at + (uint64_t)start * esz, buf,
+                           cnt * esz, m, mlen);
+    if (rc != 0) {
+      *read_failed = 1;
+      break;
+    }
+    for (size_t k = 0; k < cnt; k++) {
+      int64_t i = start + (int64_t)k;
+      int64_t cur = scree_offsets_at(buf, dt, (int64_t)k);
+      if (i == 0) {
+        if (cur != 0) {
+          rc = scree__errf(SCREE_EINVAL, m, mlen, "offsets[0]=%" PRId64 ", expected 0", cur);
+          break;
+        }
+        continue;
+      }
+      if (cur < prev) {
+        rc = scree__errf(SCREE_EINVAL, m, mlen,
+                         "offsets[%" PRId64 "]=%" PRId64 " > offsets[%" PRId64 "]=%" PRId64,
+                         i - 1, prev, i, cur);
+        break;
+      }
+      if (cur > total) {
+        rc = scree__errf(SCREE_EINVAL, m, mlen,
+                         "offsets[%" PRId64 "]=%" PRId64 " > total_rows=%" PRId64, i, cur,
+                         total);
+        break;
+      }
+      if (cur - prev > longest)
+        longest = cur - prev;
+      prev = cur;
+    }
+  }
+  free(buf);
+  if (rc == 0 && prev != total)
+    rc = scree__errf(SCREE_EINVAL, m, mlen,
+                     "offsets[%" PRId64 "]=%" PRId64 " (the last) != total_rows=%" PRId64,
+                     n - 1, prev, total);
+  if (rc == 0)
+    *max_length = longest;
+  return rc;
+}
+
 static int do_seal(scree__store *s, scree__session *sess, const Scree__V1__Seal *q,
                    scree__reply *r) {
   int rc = check_name(r, q->name);
@@ -800,21 +867,12 @@ static int do_seal(scree__store *s, scree__session *sess, const Scree__V1__Seal 
   if (b->state != BATCH_CREATED)
     return FAIL(SCREE_ESTATE, "batch '%s' is already sealed", q->name);
 
-  void *offs = malloc(b->offsets_bytes);
-  if (offs == NULL)
-    return FAIL(SCREE_ENOMEM, "out of host memory reading %" PRIu64 " bytes of offsets",
-                b->offsets_bytes);
   char m[512];
-  rc = s->mem->ops->read(s->mem, &b->arena->mem, b->offset + b->offsets_at, offs,
-                         (size_t)b->offsets_bytes, m, sizeof(m));
-  if (rc != 0) {
-    free(offs);
-    return FAIL(rc, "reading the offsets of '%s': %s", q->name, m);
-  }
   int64_t max_length = 0;
-  rc = scree_offsets_validate(offs, b->desc.offsets_dtype, b->desc.batch_size,
-                              b->desc.total_rows, &max_length, m, sizeof(m));
-  free(offs);
+  int read_failed = 0;
+  rc = seal_check_offsets(s, b, &max_length, &read_failed, m, sizeof(m));
+  if (rc != 0 && read_failed)
+    return FAIL(rc, "reading the offsets of '%s': %s", q->name, m);
   if (rc != 0)
     return FAIL(rc, "offsets of '%s' are invalid: %s", q->name, m);
 

@@ -385,3 +385,64 @@ Test(access, shared_arenas_turns_pools_off) {
   scree__store_counts_get(store, &n);
   cr_assert_eq(n.arenas, 1);
 }
+
+/* ---- hardening ----------------------------------------------------------- */
+
+/* Seal reads offsets in chunks of 32768 (bounded host memory, whatever the
+ * batch size); errors and max_length must be the same across chunk edges as
+ * in one pass. */
+Test(access, seal_checks_offsets_across_chunk_edges) {
+  start(0, 0);
+  scree__session *alice = client(ALICE);
+  const int64_t n = 70000;
+  Scree__V1__Request req = SCREE__V1__REQUEST__INIT;
+  Scree__V1__Create c = SCREE__V1__CREATE__INIT;
+  Scree__V1__ArrayDesc d = SCREE__V1__ARRAY_DESC__INIT;
+  d.dtype = SCREE_UINT8;
+  d.batch_size = n;
+  d.total_rows = n;
+  d.offsets_dtype = SCREE_INT64;
+  c.name = "big";
+  c.desc = &d;
+  req.body_case = SCREE__V1__REQUEST__BODY_CREATE;
+  req.create = &c;
+  const Scree__V1__Response *resp = call(alice, &req);
+  expect_status(resp, 0);
+  Scree__V1__Location loc = *resp->create->location;
+  int64_t *o = (int64_t *)(arena_base(&loc) + loc.offsets_offset);
+  for (int64_t i = 0; i <= n; i++)
+    o[i] = i;
+
+  Scree__V1__Request sreq = SCREE__V1__REQUEST__INIT;
+  Scree__V1__Seal s = SCREE__V1__SEAL__INIT;
+  s.name = "big";
+  sreq.body_case = SCREE__V1__REQUEST__BODY_SEAL;
+  sreq.seal = &s;
+
+  o[32768] = 32766; /* the first entry of the second chunk */
+  resp = call(alice, &sreq);
+  expect_status(resp, SCREE_EINVAL);
+  cr_assert_str_eq(resp->message,
+                   "offsets of 'big' are invalid: offsets[32767]=32767 > offsets[32768]=32766");
+  o[32768] = 32768;
+  o[65536] = n + 1;
+  resp = call(alice, &sreq);
+  expect_status(resp, SCREE_EINVAL);
+  cr_assert_str_eq(resp->message,
+                   "offsets of 'big' are invalid: offsets[65536]=70001 > total_rows=70000");
+  o[65536] = 65536;
+  o[n] = n - 1;
+  resp = call(alice, &sreq);
+  expect_status(resp, SCREE_EINVAL);
+  cr_assert_str_eq(resp->message,
+                   "offsets of 'big' are invalid: offsets[70000]=69999 (the last) != "
+                   "total_rows=70000");
+  o[n] = n;
+  /* A row of 3 straddling the first chunk edge sets max_length. */
+  o[32767] = 32766;
+  o[32768] = 32769;
+  o[32769] = 32769;
+  resp = call(alice, &sreq);
+  expect_status(resp, 0);
+  cr_assert_eq(resp->seal->info->desc->max_length, 3);
+}
