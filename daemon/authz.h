@@ -74,7 +74,10 @@ int scree__authz_allows(const scree__authz *a, uint32_t uid, uint32_t gid,
  * and pid (have_cred 0 when SO_PEERCRED failed: always refused). Looks up
  * the supplementary groups only when uid and gid are not enough. Returns 0
  * when allowed; SCREE_EACCES with a short machine-readable reason (for the
- * log's reason= field) when not. */
+ * log's reason= field) when not. The fallback for kernels without
+ * SO_PEERGROUPS asks the name service (getpwuid_r, getgrouplist), which can
+ * block the loop where that service is remote (LDAP, sssd); the kernel
+ * answer never blocks. */
 int scree__authz_check_peer(const scree__authz *a, int fd, int have_cred, uint32_t uid,
                             uint32_t gid, char *reason, size_t reason_len);
 
