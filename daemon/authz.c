@@ -114,7 +114,7 @@ static int parse_one(scree__authz *a, scree__authz_list list, const char *item, 
                      size_t msg_len) {
   if (item[0] == '\0')
     return scree__errf(SCREE_EINVAL, msg, msg_len, "empty entry in the list");
-  uint32_t id;
+  uint32_t id = 0;
   if (strspn(item, "0123456789") == strlen(item)) {
     errno = 0;
     unsigned long long v = strtoull(item, NULL, 10);
