@@ -55,6 +55,9 @@ typedef struct scree__conn {
   int closing;
   struct scree__conn *prev;
   struct scree__conn *next;
+  /* The peer failed the access check (authz.h): its first packet gets
+   * EACCES, then the connection closes. */
+  int refused;
 } scree__conn;
 
 struct scree__server {
@@ -72,6 +75,7 @@ struct scree__server {
   scree__conn *conns;
   int shutting_down;
   scree__reply reply;
+  const scree__authz *authz; /* NULL: every peer is allowed */
   /* Operations (limits, metrics, socket activation); see the end of the
    * file. */
   scree__metrics *metrics;
@@ -398,6 +402,8 @@ static int peer_gone(int fd) {
   return poll(&pfd, 1, 0) > 0 && (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
 }
 
+static void conn_refuse(scree__conn *c, const uint8_t *buf, size_t len);
+
 /* Reads and answers one packet. Returns 1 when another may follow, 0 when
  * the socket is drained or the connection is closing. */
 static int conn_read_one(scree__conn *c) {
@@ -443,6 +449,10 @@ static int conn_read_one(scree__conn *c) {
   close_passed_fds(&mh);
 
   scree__reply *r = &srv->reply;
+  if (c->refused) {
+    conn_refuse(c, oversize ? NULL : iov.iov_base, oversize ? 0 : (size_t)got);
+    return 0;
+  }
   uint64_t t0 = srv->metrics != NULL ? scree__metrics_now() : 0;
   if (oversize)
     scree__store_reply_error(srv->store, c->sess, r, 0, SCREE_EMSGSIZE,
@@ -455,6 +465,22 @@ static int conn_read_one(scree__conn *c) {
   conn_respond(c, r);
   scree__reply_clear(r);
   return !c->closing;
+}
+
+/* Answers a refused peer's first packet with EACCES and closes. Only the
+ * request id is read from the packet (for the client to match the answer);
+ * nothing of a refused peer's goes through the decoder or the store. The
+ * socket is fresh, so the answer fits its buffer; were it ever queued, the
+ * close would drop it and the peer would see the connection end. */
+static void conn_refuse(scree__conn *c, const uint8_t *buf, size_t len) {
+  scree__server *srv = c->srv;
+  scree__reply *r = &srv->reply;
+  uint64_t id = buf != NULL ? scree__authz_request_id(buf, len) : 0;
+  scree__store_reply_error(srv->store, c->sess, r, id, SCREE_EACCES,
+                           "uid %" PRIu32 " is not allowed to use this screed", c->uid);
+  conn_respond(c, r);
+  scree__reply_clear(r);
+  conn_close(c, "refused", 0);
 }
 
 static void on_conn_io(uv_poll_t *h, int status, int events) {
@@ -477,8 +503,11 @@ static void on_conn_io(uv_poll_t *h, int status, int events) {
 static void conn_open(scree__server *srv, int fd) {
   struct ucred cred = {.pid = 0, .uid = (uid_t)-1, .gid = (gid_t)-1};
   socklen_t clen = sizeof(cred);
-  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) != 0)
+  int have_cred = 1;
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) != 0) {
+    have_cred = 0;
     scree__log(SCREE__LOG_WARN, "peercred_failed", "error=%s", scree__q(strerror(errno)));
+  }
   scree__conn *c = calloc(1, sizeof(*c));
   if (c == NULL)
     goto err_fd;
@@ -504,6 +533,15 @@ static void conn_open(scree__server *srv, int fd) {
     srv->metrics->conns_accepted++;
   scree__log(SCREE__LOG_INFO, "conn_open", "conn=%" PRIu64 " uid=%" PRIu32 " pid=%" PRId32,
              c->id, c->uid, c->pid);
+  char why[64];
+  if (srv->authz != NULL &&
+      scree__authz_check_peer(srv->authz, fd, have_cred, c->uid, (uint32_t)cred.gid, why,
+                              sizeof(why)) != 0) {
+    c->refused = 1;
+    scree__log(SCREE__LOG_WARN, "refused",
+               "conn=%" PRIu64 " uid=%" PRIu32 " gid=%" PRIu32 " pid=%" PRId32 " reason=%s",
+               c->id, c->uid, (uint32_t)cred.gid, c->pid, why);
+  }
   return;
 
 err_session:
@@ -623,6 +661,10 @@ void scree__server_shutdown(scree__server *srv) {
     conn_close(srv->conns, "shutdown", 0);
 }
 
+void scree__server_set_authz(scree__server *srv, const scree__authz *authz) {
+  srv->authz = authz;
+}
+
 void scree__server_free(scree__server *srv) {
   if (srv == NULL)
     return;
@@ -709,14 +751,11 @@ static void on_refusal_io(uv_poll_t *h, int status, int events) {
     return;
   }
   close_passed_fds(&mh);
-  uint64_t id = 0;
-  if ((uint64_t)got <= srv->max_packet) {
-    Scree__V1__Request *req = scree__v1__request__unpack(NULL, (size_t)got, srv->rbuf);
-    if (req != NULL) {
-      id = req->id;
-      scree__v1__request__free_unpacked(req, NULL);
-    }
-  }
+  /* Only the id is read, as for a peer refused by the allow lists: a
+   * refused connection costs no decoding. */
+  uint64_t id = (uint64_t)got <= srv->max_packet
+                    ? scree__authz_request_id(srv->rbuf, (size_t)got)
+                    : 0;
   char text[160];
   snprintf(text, sizeof(text),
            "screed is at its connection limit (%" PRIu32 " connections); try again later",
