@@ -15,7 +15,7 @@ CMAKE_ARGS   ?=
 
 APT_PACKAGES := build-essential cmake pkg-config libuv1-dev libprotobuf-c-dev \
                 protobuf-c-compiler libcriterion-dev libdlpack-dev libsystemd-dev \
-                libmicrohttpd-dev systemd
+                libmicrohttpd-dev systemd valgrind
 # libFuzzer comes with clang's runtime; only the fuzz targets need these.
 FUZZ_APT_PACKAGES := clang libclang-rt-14-dev
 # Module names to import : pip requirement that provides it.
@@ -39,7 +39,7 @@ endif
 RUN_DEVICE   ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo 0 || echo cpu)
 
 .PHONY: all deps apt-deps apt-install py-deps build run test test-c test-san test-python clean \
-        fuzz-deps fuzz-build fuzz fuzz-ci fuzz-corpus
+        fuzz-deps fuzz-build fuzz fuzz-ci fuzz-corpus soak
 
 all: build
 
@@ -126,6 +126,17 @@ fuzz: fuzz-build
 
 fuzz-ci:
 	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(FUZZ_CI_SECONDS)
+
+# Proof under load and faults (docs/testing.md): the load bench (1,000
+# connections, 1,000,000 mixed requests, and one connection for the
+# unqueued latency), the 1,000-process chaos test and screed under valgrind.
+SOAK_CONNS    ?= 1000
+SOAK_REQUESTS ?= 1000000
+soak: build
+	$(BUILD)/bench/load --spawn $(BUILD)/daemon/screed --conns $(SOAK_CONNS) --requests $(SOAK_REQUESTS)
+	$(BUILD)/bench/load --spawn $(BUILD)/daemon/screed --conns 1 --requests 100000
+	SCREE_CHAOS_PROCS=1000 $(BUILD)/tests/test_chaos --verbose=0
+	ctest --test-dir $(BUILD) --output-on-failure -L memcheck
 
 # Regenerates the seed corpus from valid requests (tests/fuzz/make_corpus.c).
 fuzz-corpus: build
