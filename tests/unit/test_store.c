@@ -317,7 +317,7 @@ Test(store, malformed_packets_are_eproto_with_id_0) {
   cr_assert_str_eq(r.resp.message, "unknown request type");
 }
 
-Test(store, attention_is_not_available_yet) {
+Test(store, attention_without_an_executor_is_enotsup) {
   scree__session *s = client();
   Scree__V1__Request req = SCREE__V1__REQUEST__INIT;
   Scree__V1__Attention a = SCREE__V1__ATTENTION__INIT;
@@ -325,7 +325,7 @@ Test(store, attention_is_not_available_yet) {
   req.attention = &a;
   const Scree__V1__Response *resp = call(s, &req);
   expect_status(resp, SCREE_ENOTSUP);
-  cr_assert_str_eq(resp->message, "attention is not available yet");
+  cr_assert_str_eq(resp->message, "attention is not available in this daemon");
 }
 
 /* ---- the batch life cycle --------------------------------------------- */
