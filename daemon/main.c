@@ -9,6 +9,7 @@
 #include <strings.h>
 #include <uv.h>
 
+#include "authz.h"
 #include "log.h"
 #include "mem.h"
 #include "notify.h"
@@ -31,7 +32,21 @@ typedef struct options {
   uint64_t memory_limit;
   uint64_t arena_size;
   uint64_t max_packet;
+  /* Access control (authz.h, docs/security.md). */
+  scree__authz authz;
+  uint64_t quota_per_uid;
+  int shared_arenas;
 } options;
+
+/* Option codes of the access-control block; outside the char range so that
+ * they never meet a short option. */
+enum {
+  OPT_ALLOW_UID = 0x5301,
+  OPT_ALLOW_GID,
+  OPT_ADMIN_UID,
+  OPT_QUOTA_PER_UID,
+  OPT_SHARED_ARENAS,
+};
 
 static void usage(FILE *f) {
   fprintf(f,
@@ -43,6 +58,13 @@ static void usage(FILE *f) {
           "  --arena-size SIZE     size of one arena (default 256M)\n"
           "  --max-packet SIZE     largest request accepted (default 1M)\n"
           "  --log-level LEVEL     error, warn, info (default) or debug\n"
+          "  --allow-uid U[,U...]  users that may connect (names or numbers; repeatable);\n"
+          "                        root, screed's own uid and the socket's group always may\n"
+          "  --allow-gid G[,G...]  groups whose members (primary or supplementary) may connect\n"
+          "  --admin-uid U[,U...]  users that may delete anyone's batches (root and screed's\n"
+          "                        own uid always may)\n"
+          "  --quota-per-uid SIZE  bytes of batches one uid may own (default 0: no quota)\n"
+          "  --shared-arenas       let batches of different owners share arenas\n"
           "  --version, --help\n"
           "SIZE is a number of bytes with an optional K, M, G or T suffix (powers of 1024).\n");
 }
@@ -86,6 +108,11 @@ static int parse_options(int argc, char **argv, options *o) {
       {"arena-size", required_argument, NULL, 'a'},
       {"max-packet", required_argument, NULL, 'p'},
       {"log-level", required_argument, NULL, 'l'},
+      {"allow-uid", required_argument, NULL, OPT_ALLOW_UID},
+      {"allow-gid", required_argument, NULL, OPT_ALLOW_GID},
+      {"admin-uid", required_argument, NULL, OPT_ADMIN_UID},
+      {"quota-per-uid", required_argument, NULL, OPT_QUOTA_PER_UID},
+      {"shared-arenas", no_argument, NULL, OPT_SHARED_ARENAS},
       {"version", no_argument, NULL, 'V'},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0},
@@ -157,6 +184,32 @@ static int parse_options(int argc, char **argv, options *o) {
       scree__log_threshold = lvl;
       break;
     }
+    case OPT_ALLOW_UID:
+    case OPT_ALLOW_GID:
+    case OPT_ADMIN_UID: {
+      scree__authz_list list = c == OPT_ALLOW_UID   ? SCREE__AUTHZ_UID
+                               : c == OPT_ALLOW_GID ? SCREE__AUTHZ_GID
+                                                    : SCREE__AUTHZ_ADMIN;
+      const char *name = c == OPT_ALLOW_UID   ? "--allow-uid"
+                         : c == OPT_ALLOW_GID ? "--allow-gid"
+                                              : "--admin-uid";
+      char m[256];
+      if (scree__authz_parse(&o->authz, list, optarg, m, sizeof(m)) != 0) {
+        fprintf(stderr, "screed: %s '%s': %s\n", name, optarg, m);
+        return 2;
+      }
+      break;
+    }
+    case OPT_QUOTA_PER_UID:
+      if (parse_size(optarg, &o->quota_per_uid) != 0) {
+        fprintf(stderr, "screed: --quota-per-uid takes a size such as 1G (0: none), not '%s'\n",
+                optarg);
+        return 2;
+      }
+      break;
+    case OPT_SHARED_ARENAS:
+      o->shared_arenas = 1;
+      break;
     case 'V':
       printf("screed %s\n", SCREE_VERSION_STRING);
       return 1;
@@ -204,9 +257,31 @@ static const char *ipc_name(int mode) {
   }
 }
 
+/* Completes the allow lists once the socket file exists (its group is a
+ * default) and hands them to the server before the loop accepts anyone.
+ * When the file cannot be stat'ed its group is left out: access fails
+ * closed. */
+static void start_access_control(options *o, scree__server *srv) {
+  char msg[512];
+  if (scree__authz_add_defaults(&o->authz, o->socket, msg, sizeof(msg)) != 0)
+    scree__log(SCREE__LOG_WARN, "socket_group_unknown", "msg=%s", scree__q(msg));
+  scree__server_set_authz(srv, &o->authz);
+  char uids[256], gids[256], admins[256];
+  scree__authz_format(&o->authz, SCREE__AUTHZ_UID, uids, sizeof(uids));
+  scree__authz_format(&o->authz, SCREE__AUTHZ_GID, gids, sizeof(gids));
+  scree__authz_format(&o->authz, SCREE__AUTHZ_ADMIN, admins, sizeof(admins));
+  scree__log(SCREE__LOG_INFO, "access",
+             "allow_uids=%s allow_gids=%s admin_uids=%s quota_per_uid=%" PRIu64
+             " shared_arenas=%d",
+             scree__q(uids), scree__q(gids), scree__q(admins), o->quota_per_uid,
+             o->shared_arenas);
+}
+
 int main(int argc, char **argv) {
   options o;
   int prc = parse_options(argc, argv, &o);
+  if (prc != 0)
+    scree__authz_free(&o.authz);
   if (prc == 1)
     return 0;
   if (prc != 0)
@@ -229,6 +304,7 @@ int main(int argc, char **argv) {
   }
   if (rc != 0) {
     fprintf(stderr, "screed: %s (%s)\n", msg, scree_err_name(rc));
+    scree__authz_free(&o.authz);
     return 1;
   }
 
@@ -237,6 +313,9 @@ int main(int argc, char **argv) {
       .arena_size = o.arena_size,
       .max_packet = o.max_packet,
       .version = SCREE_VERSION_STRING,
+      .authz = &o.authz,
+      .quota_per_uid = o.quota_per_uid,
+      .shared_arenas = o.shared_arenas,
   };
   scree__store *store = NULL;
   rc = scree__store_new(mem, &cfg, &store, msg, sizeof(msg));
@@ -258,6 +337,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "screed: %s\n", msg);
     goto err_loop;
   }
+  start_access_control(&o, d.srv);
   uv_signal_init(&loop, &d.sigint);
   uv_signal_init(&loop, &d.sigterm);
   d.sigint.data = d.sigterm.data = &d;
@@ -294,5 +374,6 @@ err_store:
   scree__store_free(store);
 err_mem:
   mem->ops->destroy(mem);
+  scree__authz_free(&o.authz);
   return status;
 }

@@ -53,6 +53,9 @@ typedef struct scree__conn {
   /* An attention job's reply is pending: nothing more is read until it
    * is sent, so that replies keep the order of requests. */
   int waiting;
+  /* The peer failed the access check (authz.h): its first packet gets
+   * EACCES, then the connection closes. */
+  int refused;
 } scree__conn;
 
 struct scree__server {
@@ -71,6 +74,7 @@ struct scree__server {
   int shutting_down;
   scree__reply reply;
   scree__exec *exec;
+  const scree__authz *authz; /* NULL: every peer is allowed */
 };
 
 /* ---- the socket file --------------------------------------------------- */
@@ -384,43 +388,24 @@ static int peer_gone(int fd) {
   return poll(&pfd, 1, 0) > 0 && (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
 }
 
+static void conn_refuse(scree__conn *c, const uint8_t *buf, size_t len);
+
 /* Reads and answers one packet. Returns 1 when another may follow, 0 when
  * the socket is drained or the connection is closing. */
 static int conn_read_one(scree__conn *c) {
   scree__server *srv = c->srv;
-  ssize_t n = recv(c->fd, NULL, 0, MSG_PEEK | MSG_TRUNC | MSG_DONTWAIT);
-  if (n < 0) {
-    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+  /* One recvmsg per request: the buffer holds the largest request allowed,
+   * and MSG_TRUNC makes the kernel report a longer record's real length
+   * (the rest of that record is discarded), so no MSG_PEEK is needed. */
+  if (srv->rbuf == NULL) {
+    srv->rbuf = malloc(srv->max_packet ? srv->max_packet : 1);
+    if (srv->rbuf == NULL) {
+      conn_close(c, "out_of_memory", ENOMEM);
       return 0;
-    conn_close(c, "recv", errno);
-    return 0;
-  }
-  if (n == 0 && peer_gone(c->fd)) {
-    conn_close(c, "eof", 0);
-    return 0;
-  }
-  size_t len = (size_t)n;
-  int oversize = (uint64_t)len > srv->max_packet;
-  uint8_t small[1];
-  struct iovec iov;
-  if (oversize) {
-    /* A short read of a SOCK_SEQPACKET record discards the rest of it, so
-     * an oversized request costs no allocation. */
-    iov.iov_base = small;
-    iov.iov_len = sizeof(small);
-  } else {
-    if (len > srv->rcap) {
-      uint8_t *b = realloc(srv->rbuf, len);
-      if (b == NULL) {
-        conn_close(c, "out_of_memory", ENOMEM);
-        return 0;
-      }
-      srv->rbuf = b;
-      srv->rcap = len;
     }
-    iov.iov_base = srv->rbuf ? (void *)srv->rbuf : (void *)small;
-    iov.iov_len = len;
+    srv->rcap = srv->max_packet;
   }
+  struct iovec iov = {.iov_base = srv->rbuf, .iov_len = srv->rcap};
   union {
     struct cmsghdr align;
     char buf[CMSG_SPACE(sizeof(int) * PASSED_FDS_MAX)];
@@ -433,7 +418,7 @@ static int conn_read_one(scree__conn *c) {
   mh.msg_controllen = sizeof(ctl.buf);
   ssize_t got;
   do
-    got = recvmsg(c->fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    got = recvmsg(c->fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC | MSG_TRUNC);
   while (got < 0 && errno == EINTR);
   if (got < 0) {
     if (errno == EAGAIN || errno == EWOULDBLOCK)
@@ -441,15 +426,25 @@ static int conn_read_one(scree__conn *c) {
     conn_close(c, "recv", errno);
     return 0;
   }
+  if (got == 0 && mh.msg_controllen == 0 && peer_gone(c->fd)) {
+    conn_close(c, "eof", 0);
+    return 0;
+  }
+  size_t len = (size_t)got;
+  int oversize = (uint64_t)len > srv->max_packet;
   close_passed_fds(&mh);
 
   scree__reply *r = &srv->reply;
+  if (c->refused) {
+    conn_refuse(c, oversize ? NULL : iov.iov_base, oversize ? 0 : (size_t)got);
+    return 0;
+  }
   if (oversize)
     scree__store_reply_error(srv->store, c->sess, r, 0, SCREE_EMSGSIZE,
                              "request of %zu bytes exceeds the limit of %" PRIu64 " bytes",
                              len, srv->max_packet);
   else
-    scree__store_handle_packet(srv->store, c->sess, iov.iov_base, (size_t)got, r);
+    scree__store_handle_packet(srv->store, c->sess, srv->rbuf, len, r);
   if (r->deferred) {
     c->waiting = 1;
     scree__reply_clear(r);
@@ -458,6 +453,22 @@ static int conn_read_one(scree__conn *c) {
   conn_respond(c, r);
   scree__reply_clear(r);
   return !c->closing;
+}
+
+/* Answers a refused peer's first packet with EACCES and closes. Only the
+ * request id is read from the packet (for the client to match the answer);
+ * nothing of a refused peer's goes through the decoder or the store. The
+ * socket is fresh, so the answer fits its buffer; were it ever queued, the
+ * close would drop it and the peer would see the connection end. */
+static void conn_refuse(scree__conn *c, const uint8_t *buf, size_t len) {
+  scree__server *srv = c->srv;
+  scree__reply *r = &srv->reply;
+  uint64_t id = buf != NULL ? scree__authz_request_id(buf, len) : 0;
+  scree__store_reply_error(srv->store, c->sess, r, id, SCREE_EACCES,
+                           "uid %" PRIu32 " is not allowed to use this screed", c->uid);
+  conn_respond(c, r);
+  scree__reply_clear(r);
+  conn_close(c, "refused", 0);
 }
 
 static void on_conn_io(uv_poll_t *h, int status, int events) {
@@ -484,8 +495,11 @@ static void on_conn_io(uv_poll_t *h, int status, int events) {
 static void conn_open(scree__server *srv, int fd) {
   struct ucred cred = {.pid = 0, .uid = (uid_t)-1, .gid = (gid_t)-1};
   socklen_t clen = sizeof(cred);
-  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) != 0)
+  int have_cred = 1;
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) != 0) {
+    have_cred = 0;
     scree__log(SCREE__LOG_WARN, "peercred_failed", "error=%s", scree__q(strerror(errno)));
+  }
   scree__conn *c = calloc(1, sizeof(*c));
   if (c == NULL)
     goto err_fd;
@@ -509,6 +523,15 @@ static void conn_open(scree__server *srv, int fd) {
   srv->conns = c;
   scree__log(SCREE__LOG_INFO, "conn_open", "conn=%" PRIu64 " uid=%" PRIu32 " pid=%" PRId32,
              c->id, c->uid, c->pid);
+  char why[64];
+  if (srv->authz != NULL &&
+      scree__authz_check_peer(srv->authz, fd, have_cred, c->uid, (uint32_t)cred.gid, why,
+                              sizeof(why)) != 0) {
+    c->refused = 1;
+    scree__log(SCREE__LOG_WARN, "refused",
+               "conn=%" PRIu64 " uid=%" PRIu32 " gid=%" PRIu32 " pid=%" PRId32 " reason=%s",
+               c->id, c->uid, (uint32_t)cred.gid, c->pid, why);
+  }
   return;
 
 err_session:
@@ -639,6 +662,10 @@ void scree__server_shutdown(scree__server *srv) {
   /* After the connections: their jobs are detached by now, queued ones are
    * dropped, running ones finish and keep the loop alive until then. */
   scree__exec_shutdown(srv->exec);
+}
+
+void scree__server_set_authz(scree__server *srv, const scree__authz *authz) {
+  srv->authz = authz;
 }
 
 void scree__server_free(scree__server *srv) {

@@ -27,6 +27,12 @@ int scree__server_new(uv_loop_t *loop, scree__store *store, const char *path,
  * twice is harmless. */
 void scree__server_shutdown(scree__server *srv);
 
+/* Makes the server check each new peer against authz (authz.h), which must
+ * outlive the server. Without it every peer is allowed. A refused peer's
+ * first request is answered with EACCES, then its connection closes. Call
+ * it before the loop runs, so that no connection is accepted unchecked. */
+void scree__server_set_authz(scree__server *srv, const scree__authz *authz);
+
 /* Frees the server once the loop has run out after scree__server_shutdown. */
 void scree__server_free(scree__server *srv);
 

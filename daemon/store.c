@@ -10,6 +10,7 @@
 
 #include "exec.h"
 #include "log.h"
+#include "quota.h"
 #include "scree/error.h"
 
 typedef struct scree__lease scree__lease;
@@ -102,6 +103,7 @@ struct scree__store {
   uint64_t start_ns;
   scree__exec *exec;
   scree__attention_counts attn;
+  scree__usage usage; /* bytes per owner uid, for --quota-per-uid */
 };
 
 static uint64_t now_ns(void) {
@@ -375,6 +377,7 @@ static void batch_free(scree__store *s, scree__batch *b) {
                " offset=%" PRIu64 " bytes=%" PRIu64, scree__q(b->name), b->arena->id,
                b->offset, b->block_bytes);
   s->bytes_used -= b->block_bytes;
+  scree__usage_sub(&s->usage, b->owner_uid, b->block_bytes);
   free(b->name);
   free(b);
 }
@@ -448,6 +451,7 @@ void scree__store_free(scree__store *s) {
   free(s->names);
   free(s->ltab);
   scree__pool_destroy(&s->pool);
+  scree__usage_free(&s->usage);
   free(s);
 }
 
@@ -460,6 +464,10 @@ void scree__store_counts_get(const scree__store *s, scree__store_counts *out) {
   out->leases = (uint32_t)s->lcount;
   out->sessions = s->nsessions;
   out->requests = s->requests;
+}
+
+uint64_t scree__store_uid_bytes(const scree__store *s, uint32_t uid) {
+  return scree__usage_get(&s->usage, uid);
 }
 
 scree__session *scree__session_open(scree__store *s, uint32_t uid, int32_t pid) {
@@ -562,6 +570,14 @@ static int fill_location(scree__store *s, scree__session *sess, const scree__bat
     int rc = s->mem->ops->share_fd(s->mem, &b->arena->mem, &r->fd, m, sizeof(m));
     if (rc != 0)
       return FAIL(rc, "cannot share arena %" PRIu64 ": %s", b->arena->id, m);
+    /* What leaves the daemon is checked, not trusted: see authz.h. */
+    rc = scree__authz_check_arena_fd(r->fd, s->mem->info.ipc_mode, b->arena->mem.size, m,
+                                     sizeof(m));
+    if (rc != 0) {
+      scree__log(SCREE__LOG_ERROR, "arena_fd_check_failed",
+                 "arena=%" PRIu64 " msg=%s", b->arena->id, scree__q(m));
+      return FAIL(rc, "cannot share arena %" PRIu64 ": %s", b->arena->id, m);
+    }
   }
   loc->handle_attached = 1;
   *attach = 1;
@@ -646,6 +662,34 @@ static int do_hello(scree__store *s, scree__session *sess, const Scree__V1__Hell
   return 0;
 }
 
+/* Per-uid quota: the block counts against the creating peer's uid, who owns
+ * the batch. Checked after the memory limit, so that a peer over both hears
+ * about the daemon-wide limit first, as before quotas existed. */
+static int check_quota(scree__store *s, const scree__session *sess, const char *name,
+                       uint64_t block, scree__reply *r) {
+  uint64_t q = s->cfg.quota_per_uid;
+  if (q == 0)
+    return 0;
+  uint64_t used = scree__usage_get(&s->usage, sess->uid);
+  if (used <= q && block <= q - used)
+    return 0;
+  return FAIL(SCREE_ENOSPC,
+              "uid %" PRIu32 " quota: needs %" PRIu64 " bytes, %" PRIu64 " used of %" PRIu64
+              " (batch '%s')",
+              sess->uid, block, used, q, name);
+}
+
+/* The pool a new batch's block comes from: its owner's own arenas, unless
+ * the daemon or the request asks for the shared pool. A client that imports
+ * an arena can read every block in it, so keying by owner is what keeps one
+ * uid's readers out of another uid's batches. */
+static uint64_t pool_key(const scree__store *s, const scree__session *sess,
+                         const Scree__V1__Create *c) {
+  if (s->cfg.shared_arenas || c->shared)
+    return SCREE__POOL_SHARED;
+  return sess->uid;
+}
+
 static int do_create(scree__store *s, scree__session *sess, const Scree__V1__Create *c,
                      scree__reply *r) {
   int rc = check_name(r, c->name);
@@ -694,6 +738,11 @@ static int do_create(scree__store *s, scree__session *sess, const Scree__V1__Cre
                 c->name, (vpart == UINT64_MAX || opart == UINT64_MAX) ? UINT64_MAX
                                                                     : vpart + opart,
                 free_bytes, limit);
+  rc = check_quota(s, sess, c->name, block, r);
+  if (rc != 0)
+    return rc;
+  if (scree__usage_reserve(&s->usage) != 0)
+    return FAIL(SCREE_ENOMEM, "out of host memory");
 
   scree__batch *b = calloc(1, sizeof(*b));
   if (b == NULL)
@@ -704,7 +753,8 @@ static int do_create(scree__store *s, scree__session *sess, const Scree__V1__Cre
     goto err_batch;
   }
   char m[512];
-  rc = scree__pool_alloc(&s->pool, block, &b->arena, &b->offset, m, sizeof(m));
+  rc = scree__pool_alloc_keyed(&s->pool, pool_key(s, sess, c), block, &b->arena,
+                               &b->offset, m, sizeof(m));
   if (rc != 0) {
     rc = FAIL(rc, "batch '%s' (%" PRIu64 " bytes): %s", c->name, block, m);
     goto err_name;
@@ -731,6 +781,7 @@ static int do_create(scree__store *s, scree__session *sess, const Scree__V1__Cre
   if (attach)
     known_commit(sess, b->arena->id);
   s->bytes_used += block;
+  scree__usage_add(&s->usage, b->owner_uid, block);
   b->unext = sess->unsealed;
   if (sess->unsealed)
     sess->unsealed->uprev = b;
@@ -756,6 +807,73 @@ err_batch:
   return rc;
 }
 
+/* Offsets are read and checked this many at a time, so that sealing a batch
+ * of any size costs a bounded amount of host memory: a whole copy could be
+ * as large as the memory limit, in host memory even when the batch is on a
+ * GPU. */
+#define SEAL_CHUNK 32768
+
+/* The rules of scree_offsets_validate (core/src/array.c), with the same
+ * messages, applied chunk by chunk. Returns 0 with max_length set, or a code
+ * with a message; *read_failed tells a backend read error from bad offsets. */
+static int seal_check_offsets(scree__store *s, const scree__batch *b, int64_t *max_length,
+                              int *read_failed, char *m, size_t mlen) {
+  scree_dtype dt = b->desc.offsets_dtype;
+  size_t esz = scree_dtype_size(dt);
+  int64_t n = b->desc.batch_size + 1; /* create checked that this fits */
+  int64_t total = b->desc.total_rows;
+  size_t cap = (size_t)(n < SEAL_CHUNK ? n : SEAL_CHUNK);
+  void *buf = malloc(cap * esz);
+  if (buf == NULL)
+    return scree__errf(SCREE_ENOMEM, m, mlen, "out of host memory for %zu offsets", cap);
+  int rc = 0;
+  int64_t prev = 0, longest = 0;
+  for (int64_t start = 0; start < n && rc == 0; start += (int64_t)cap) {
+    size_t cnt = (size_t)(n - start < (int64_t)cap ? n - start : (int64_t)cap);
+    rc = s->mem->ops->read(s->mem, &b->arena->mem,
+                           b->offset + b->offsets_at + (uint64_t)start * esz, buf,
+                           cnt * esz, m, mlen);
+    if (rc != 0) {
+      *read_failed = 1;
+      break;
+    }
+    for (size_t k = 0; k < cnt; k++) {
+      int64_t i = start + (int64_t)k;
+      int64_t cur = scree_offsets_at(buf, dt, (int64_t)k);
+      if (i == 0) {
+        if (cur != 0) {
+          rc = scree__errf(SCREE_EINVAL, m, mlen, "offsets[0]=%" PRId64 ", expected 0", cur);
+          break;
+        }
+        continue;
+      }
+      if (cur < prev) {
+        rc = scree__errf(SCREE_EINVAL, m, mlen,
+                         "offsets[%" PRId64 "]=%" PRId64 " > offsets[%" PRId64 "]=%" PRId64,
+                         i - 1, prev, i, cur);
+        break;
+      }
+      if (cur > total) {
+        rc = scree__errf(SCREE_EINVAL, m, mlen,
+                         "offsets[%" PRId64 "]=%" PRId64 " > total_rows=%" PRId64, i, cur,
+                         total);
+        break;
+      }
+      if (cur - prev > longest)
+        longest = cur - prev;
+      prev = cur;
+    }
+  }
+  free(buf);
+  if (rc == 0 && prev != total)
+    rc = scree__errf(SCREE_EINVAL, m, mlen,
+                     "offsets[%" PRId64 "]=%" PRId64 " (the last) != total_rows=%" PRId64,
+                     n - 1, prev, total);
+  if (rc == 0)
+    *max_length = longest;
+  return rc;
+}
+
 static int do_seal(scree__store *s, scree__session *sess, const Scree__V1__Seal *q,
                    scree__reply *r) {
   int rc = check_name(r, q->name);
@@ -769,21 +887,12 @@ static int do_seal(scree__store *s, scree__session *sess, const Scree__V1__Seal 
   if (b->state != BATCH_CREATED)
     return FAIL(SCREE_ESTATE, "batch '%s' is already sealed", q->name);
 
-  void *offs = malloc(b->offsets_bytes);
-  if (offs == NULL)
-    return FAIL(SCREE_ENOMEM, "out of host memory reading %" PRIu64 " bytes of offsets",
-                b->offsets_bytes);
   char m[512];
-  rc = s->mem->ops->read(s->mem, &b->arena->mem, b->offset + b->offsets_at, offs,
-                         (size_t)b->offsets_bytes, m, sizeof(m));
-  if (rc != 0) {
-    free(offs);
-    return FAIL(rc, "reading the offsets of '%s': %s", q->name, m);
-  }
   int64_t max_length = 0;
-  rc = scree_offsets_validate(offs, b->desc.offsets_dtype, b->desc.batch_size,
-                              b->desc.total_rows, &max_length, m, sizeof(m));
-  free(offs);
+  int read_failed = 0;
+  rc = seal_check_offsets(s, b, &max_length, &read_failed, m, sizeof(m));
+  if (rc != 0 && read_failed)
+    return FAIL(rc, "reading the offsets of '%s': %s", q->name, m);
   if (rc != 0)
     return FAIL(rc, "offsets of '%s' are invalid: %s", q->name, m);
 
@@ -873,6 +982,8 @@ static int do_delete(scree__store *s, scree__session *sess, const Scree__V1__Del
     return FAIL(SCREE_ENOENT, "no batch named '%s'", q->name);
   if (b->state == BATCH_CREATED && b->creator != sess->id)
     return FAIL(SCREE_EPERM, "batch '%s' is being written by another connection", q->name);
+  if (b->owner_uid != sess->uid && !scree__authz_is_admin(s->cfg.authz, sess->uid))
+    return FAIL(SCREE_EPERM, "batch '%s' is owned by uid %" PRIu32, q->name, b->owner_uid);
   Scree__V1__DeleteReply *dr = &r->body.del;
   scree__v1__delete_reply__init(dr);
   names_remove(s, b);
@@ -1106,6 +1217,17 @@ int scree__store_reserve(scree__store *s, scree__session *sess, const char *name
                        name, (vpart == UINT64_MAX || opart == UINT64_MAX) ? UINT64_MAX
                                                                          : vpart + opart,
                        free_bytes, limit);
+  /* The output is the requester's, as a batch it created would be: its
+   * quota, its pool of arenas. */
+  uint64_t q = s->cfg.quota_per_uid;
+  uint64_t used = scree__usage_get(&s->usage, sess->uid);
+  if (q != 0 && (used > q || block > q - used))
+    return scree__errf(SCREE_ENOSPC, msg, msg_len,
+                       "uid %" PRIu32 " quota: needs %" PRIu64 " bytes, %" PRIu64
+                       " used of %" PRIu64 " (output '%s')",
+                       sess->uid, block, used, q, name);
+  if (scree__usage_reserve(&s->usage) != 0)
+    return scree__errf(SCREE_ENOMEM, msg, msg_len, "out of host memory");
   scree__batch *b = calloc(1, sizeof(*b));
   if (b == NULL)
     return scree__errf(SCREE_ENOMEM, msg, msg_len, "out of host memory");
@@ -1115,7 +1237,8 @@ int scree__store_reserve(scree__store *s, scree__session *sess, const char *name
     return scree__errf(SCREE_ENOMEM, msg, msg_len, "out of host memory");
   }
   char m[512];
-  rc = scree__pool_alloc(&s->pool, block, &b->arena, &b->offset, m, sizeof(m));
+  uint64_t key = s->cfg.shared_arenas ? SCREE__POOL_SHARED : sess->uid;
+  rc = scree__pool_alloc_keyed(&s->pool, key, block, &b->arena, &b->offset, m, sizeof(m));
   if (rc != 0) {
     free(b->name);
     free(b);
@@ -1136,6 +1259,7 @@ int scree__store_reserve(scree__store *s, scree__session *sess, const char *name
   b->creator = sess->id;
   b->created_ns = now_ns();
   s->bytes_used += block;
+  scree__usage_add(&s->usage, b->owner_uid, block);
   *out = b;
   return 0;
 }

@@ -13,7 +13,12 @@
  *   attached with Get; each Get makes a lease owned by the session.
  * - Delete removes the name at once. The memory goes at once, or with the
  *   last lease (a pending delete). A CREATED batch may only be deleted by its
- *   creator.
+ *   creator. A SEALED batch may be deleted by its owner (the uid that
+ *   created it) or an admin uid (cfg.authz).
+ * - Blocks come from arenas of the owner's uid, or from the shared pool
+ *   (cfg.shared_arenas, Create.shared), never from another owner's arenas.
+ * - --quota-per-uid bounds the bytes of the batches each uid owns, counted
+ *   like the memory limit, pending deletes included.
  * - Closing a session releases its leases and reclaims its CREATED batches.
  * - --memory-limit bounds the sum of the batches' aligned sizes (values and
  *   offsets each rounded up to 256 bytes), pending deletes included. Arena
@@ -26,6 +31,7 @@
 #include <stdint.h>
 
 #include "arena.h"
+#include "authz.h"
 #include "mem.h"
 #include "scree/array.h"
 #include "scree/v1/scree.pb-c.h"
@@ -47,6 +53,11 @@ typedef struct scree__store_config {
   uint64_t arena_size;   /* bytes; rounded up to the backend's granularity */
   uint64_t max_packet;   /* reported in HelloReply; the server enforces it */
   const char *version;   /* screed's version string (copied) */
+  /* Access control (docs/security.md). All zero: no admin, no quota, and
+   * every owner uid gets arenas of its own. */
+  const scree__authz *authz; /* admins may delete any batch; NULL: none */
+  uint64_t quota_per_uid;    /* bytes of batches per owner uid; 0: no quota */
+  int shared_arenas;         /* 1: every batch in the shared pool */
 } scree__store_config;
 
 /* A response being built. The handler fills resp and may attach one fd
@@ -234,6 +245,8 @@ void scree__store_fail_deferred(scree__store *s, scree__session *sess, scree__re
  * packed for sess. Returns 0 or SCREE_ENOMEM (the notices then wait for
  * the next response). */
 int scree__store_attach_notices(scree__store *s, scree__session *sess, scree__reply *r);
+/* Bytes of batches owned by uid, as --quota-per-uid counts them. */
+uint64_t scree__store_uid_bytes(const scree__store *s, uint32_t uid);
 
 /* Checks a batch name: 1 to 255 bytes of valid UTF-8 without control
  * characters (C0, DEL, C1). Returns 0, SCREE_EINVAL or SCREE_ENAMETOOLONG

@@ -264,3 +264,43 @@ Test(arena, random_stress_no_overlap_full_recovery) {
   }
   teardown_pool();
 }
+
+static scree__arena *alloc_key(uint64_t key, uint64_t size, uint64_t *off) {
+  scree__arena *a = NULL;
+  char msg[256];
+  int rc = scree__pool_alloc_keyed(&pool, key, size, &a, off, msg, sizeof(msg));
+  cr_assert_eq(rc, 0, "alloc of %llu: %s", (unsigned long long)size, msg);
+  return a;
+}
+
+Test(arena, keys_never_share_an_arena_and_the_spare_keeps_its_key) {
+  setup_pool(1 << 20, UINT64_MAX);
+  uint64_t o1, o2, o3, o4, o5;
+  scree__arena *a1 = alloc_key(1000, 256, &o1);
+  scree__arena *b1 = alloc_key(1001, 256, &o2);
+  scree__arena *a2 = alloc_key(1000, 256, &o3);
+  scree__arena *s1 = alloc_ok(256, &o4); /* unkeyed: the shared pool */
+  cr_assert_neq(a1, b1, "two owners, two arenas, though both have room");
+  cr_assert_eq(a1, a2, "one owner's blocks share its arena");
+  cr_assert_neq(s1, a1);
+  cr_assert_neq(s1, b1);
+  cr_assert_eq(a1->key, 1000);
+  cr_assert_eq(b1->key, 1001);
+  cr_assert_eq(s1->key, SCREE__POOL_SHARED);
+  cr_assert_eq(pool.narenas, 3);
+  cr_assert_eq(alloc_key(SCREE__POOL_SHARED, 256, &o5), s1, "the shared key is one pool");
+
+  /* Owner 1001's arena empties and becomes the spare. Owner 1000 must not
+   * get it: clients of 1001 may still have it mapped. */
+  uint64_t b1_id = b1->id;
+  cr_assert_eq(scree__pool_free(&pool, b1, o2, 256), 0);
+  cr_assert_eq(pool.spare, b1);
+  scree__arena *big = alloc_key(1000, 1 << 20, &o2); /* a1 has no room for it */
+  cr_assert_neq(big->id, b1_id, "another key's spare is not reused");
+  cr_assert_eq(big->key, 1000);
+  cr_assert_eq(pool.spare, b1);
+  scree__arena *b2 = alloc_key(1001, 256, &o2);
+  cr_assert_eq(b2->id, b1_id, "the spare goes back to its own key");
+  cr_assert_null(pool.spare);
+  teardown_pool();
+}

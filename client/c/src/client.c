@@ -24,7 +24,8 @@
 /* The largest reply accepted. A List page is the biggest reply; this leaves
  * room for tens of thousands of entries while bounding what a confused peer
  * can make us allocate. */
-#define SCREE__MAX_REPLY (64u << 20)
+/* The daemon keeps every reply under 1 MiB (List pages stop near 96 KiB). */
+#define SCREE__MAX_REPLY (1u << 20)
 
 typedef struct scree__arena {
   uint64_t id;
