@@ -282,6 +282,20 @@ static void work_done(uv_work_t *w, int status) {
   start_queued(e);
 }
 
+/* Hands j to libuv's thread pool. Returns 0 or a libuv error. */
+static int start_one(scree__exec *e, scree__job *j) {
+  j->work.data = j;
+  int rc = uv_queue_work(e->loop, &j->work, work_run, work_done);
+  if (rc == 0) {
+    e->running++;
+    e->counts->running++;
+  }
+  return rc;
+}
+
+/* Starts queued jobs while workers are free. Runs from loop callbacks only,
+ * never inside a request's handling, so that a job failing to start can be
+ * answered at once: its session already waits for the reply. */
 static void start_queued(scree__exec *e) {
   while (e->qhead != NULL && e->running < e->parallel && !e->shutting_down) {
     scree__job *j = e->qhead;
@@ -290,16 +304,12 @@ static void start_queued(scree__exec *e) {
       e->qtail = NULL;
     j->next = NULL;
     e->counts->queued--;
-    j->work.data = j;
-    int rc = uv_queue_work(e->loop, &j->work, work_run, work_done);
+    int rc = start_one(e, j);
     if (rc != 0) {
       j->rc = SCREE_EIO;
       snprintf(j->msg, sizeof(j->msg), "uv_queue_work: %s", uv_strerror(rc));
       job_complete(e, j);
-      continue;
     }
-    e->running++;
-    e->counts->running++;
   }
 }
 
@@ -500,12 +510,20 @@ int scree__exec_attention(scree__exec *e, scree__session *sess, uint64_t id,
     x->k = (const char *)v[1].mem->host_ptr + v[1].values_offset;
     x->v = (const char *)v[2].mem->host_ptr + v[2].values_offset;
     x->out = (char *)outv.mem->host_ptr + outv.values_offset;
-    if (e->qtail)
-      e->qtail->next = j;
-    else
-      e->qhead = j;
-    e->qtail = j;
-    e->counts->queued++;
+    if (e->running < e->parallel) {
+      int uvrc = start_one(e, j);
+      if (uvrc != 0) {
+        rc = FAIL(SCREE_EIO, "cannot start the attention job: %s", uv_strerror(uvrc));
+        goto err_offsets;
+      }
+    } else {
+      if (e->qtail)
+        e->qtail->next = j;
+      else
+        e->qhead = j;
+      e->qtail = j;
+      e->counts->queued++;
+    }
   }
   j->sess = sess;
   scree__session_set_job(sess, j);
@@ -514,7 +532,6 @@ int scree__exec_attention(scree__exec *e, scree__session *sess, uint64_t id,
              "conn=%" PRIu64 " q=%s k=%s v=%s out=%s causal=%d", scree__session_id(sess),
              scree__q(a->q), scree__q(a->k), scree__q(a->v), scree__q(a->out),
              (int)a->causal);
-  start_queued(e);
   return 0;
 
 err_offsets:
