@@ -63,6 +63,8 @@ static void arena_unlink(scree__pool *p, scree__arena *a) {
 }
 
 static void arena_destroy(scree__pool *p, scree__arena *a) {
+  if (p->on_arena_freed != NULL)
+    p->on_arena_freed(p->on_arena_freed_arg, a->id);
   arena_unlink(p, a);
   if (p->spare == a)
     p->spare = NULL;

@@ -53,6 +53,11 @@ typedef struct scree__pool {
   scree__arena *spare; /* an empty standard arena kept for reuse, or NULL */
   uint32_t narenas;    /* spare included */
   uint64_t bytes_arenas;
+  /* Called as an arena goes back to the backend (its id is never used
+   * again), so that the store can tell the clients that mapped it. May be
+   * NULL. Set after scree__pool_init. */
+  void (*on_arena_freed)(void *arg, uint64_t id);
+  void *on_arena_freed_arg;
 } scree__pool;
 
 /* Rounds n up to a multiple of SCREE__ALIGN; UINT64_MAX when that overflows. */

@@ -12,6 +12,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "exec.h"
 #include "log.h"
 #include "metrics.h"
 #include "scree/error.h"
@@ -55,6 +56,9 @@ typedef struct scree__conn {
   int closing;
   struct scree__conn *prev;
   struct scree__conn *next;
+  /* An attention job's reply is pending: nothing more is read until it
+   * is sent, so that replies keep the order of requests. */
+  int waiting;
   /* The peer failed the access check (authz.h): its first packet gets
    * EACCES, then the connection closes. */
   int refused;
@@ -75,6 +79,7 @@ struct scree__server {
   scree__conn *conns;
   int shutting_down;
   scree__reply reply;
+  scree__exec *exec;
   const scree__authz *authz; /* NULL: every peer is allowed */
   /* Operations (limits, metrics, socket activation); see the end of the
    * file. */
@@ -307,7 +312,10 @@ static int send_packet(int fd, const uint8_t *buf, size_t len, int pass_fd) {
 static void on_conn_io(uv_poll_t *h, int status, int events);
 
 static void conn_update_events(scree__conn *c) {
-  int want = c->qhead != NULL ? UV_WRITABLE : UV_READABLE;
+  /* While a reply is pending only a hang-up is watched for, so that a
+   * client that goes away mid-job is closed (and its leases released) at
+   * once rather than when the job ends. */
+  int want = c->qhead != NULL ? UV_WRITABLE : c->waiting ? UV_DISCONNECT : UV_READABLE;
   if (want == c->events)
     return;
   c->events = want;
@@ -368,6 +376,7 @@ static void conn_flush(scree__conn *c) {
 }
 
 static void conn_respond(scree__conn *c, scree__reply *r) {
+  scree__store_attach_notices(c->srv->store, c->sess, r);
   size_t len = scree__v1__response__get_packed_size(&r->resp);
   uint8_t *buf = malloc(len ? len : 1);
   if (buf == NULL) {
@@ -460,6 +469,11 @@ static int conn_read_one(scree__conn *c) {
                              len, srv->max_packet);
   else
     scree__store_handle_packet(srv->store, c->sess, srv->rbuf, len, r);
+  if (r->deferred) {
+    c->waiting = 1;
+    scree__reply_clear(r);
+    return 0;
+  }
   if (srv->metrics != NULL)
     scree__metrics_request(srv->metrics, r->op, r->resp.status, scree__metrics_now() - t0);
   conn_respond(c, r);
@@ -491,8 +505,12 @@ static void on_conn_io(uv_poll_t *h, int status, int events) {
   }
   if (events & UV_WRITABLE)
     conn_flush(c);
+  if (!c->closing && c->waiting && (events & UV_DISCONNECT) && peer_gone(c->fd)) {
+    conn_close(c, "eof", 0);
+    return;
+  }
   if (!c->closing && (events & UV_READABLE)) {
-    for (int i = 0; i < PACKETS_PER_WAKEUP && c->qhead == NULL; i++)
+    for (int i = 0; i < PACKETS_PER_WAKEUP && c->qhead == NULL && !c->waiting; i++)
       if (!conn_read_one(c))
         break;
   }
@@ -522,6 +540,7 @@ static void conn_open(scree__server *srv, int fd) {
   c->uid = (uint32_t)cred.uid;
   c->pid = (int32_t)cred.pid;
   c->poll.data = c;
+  scree__session_set_data(c->sess, c);
   c->events = UV_READABLE;
   uv_poll_start(&c->poll, UV_READABLE, on_conn_io);
   c->next = srv->conns;
@@ -604,6 +623,17 @@ static void on_listen(uv_poll_t *h, int status, int events) {
   }
 }
 
+/* An attention job's reply: sent like any other, then reading resumes. */
+static void on_deferred_reply(void *arg, scree__session *sess, scree__reply *r) {
+  scree__conn *c = scree__session_data(sess);
+  if (c == NULL || c->closing)
+    return;
+  c->waiting = 0;
+  conn_respond(c, r);
+  if (!c->closing)
+    conn_update_events(c);
+}
+
 int scree__server_new(uv_loop_t *loop, scree__store *store, const char *path,
                       uint64_t max_packet, scree__server **out, char *msg, size_t msg_len) {
   scree__server *srv = calloc(1, sizeof(*srv));
@@ -628,6 +658,9 @@ int scree__server_new(uv_loop_t *loop, scree__store *store, const char *path,
     rc = scree__errf(SCREE_EIO, msg, msg_len, "uv_poll_init: %s", uv_strerror(uvrc));
     goto err_socket;
   }
+  rc = scree__exec_new(loop, store, NULL, on_deferred_reply, srv, &srv->exec, msg, msg_len);
+  if (rc != 0)
+    goto err_poll;
   srv->lpoll.data = srv;
   uv_timer_init(loop, &srv->pause_timer);
   srv->pause_timer.data = srv;
@@ -635,6 +668,10 @@ int scree__server_new(uv_loop_t *loop, scree__store *store, const char *path,
   *out = srv;
   return 0;
 
+err_poll:
+  /* The poll handle was never started; closing it lets the loop run out. */
+  uv_close((uv_handle_t *)&srv->lpoll, NULL);
+  uv_run(loop, UV_RUN_NOWAIT);
 err_socket:
   unlink_if_ours(srv);
   close(srv->lfd);
@@ -659,6 +696,9 @@ void scree__server_shutdown(scree__server *srv) {
   refusals_close_all(srv);
   while (srv->conns != NULL)
     conn_close(srv->conns, "shutdown", 0);
+  /* After the connections: their jobs are detached by now, queued ones are
+   * dropped, running ones finish and keep the loop alive until then. */
+  scree__exec_shutdown(srv->exec);
 }
 
 void scree__server_set_authz(scree__server *srv, const scree__authz *authz) {
@@ -668,6 +708,7 @@ void scree__server_set_authz(scree__server *srv, const scree__authz *authz) {
 void scree__server_free(scree__server *srv) {
   if (srv == NULL)
     return;
+  scree__exec_free(srv->exec);
   scree__reply_clear(&srv->reply);
   free(srv->rbuf);
   free(srv->path);

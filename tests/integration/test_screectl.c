@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "attn_ref.h"
 #include "harness.h"
 #include "npy.h"
 
@@ -271,4 +272,59 @@ Test(screectl, stats_json_is_one_object_with_every_counter) {
   cr_assert(strstr(out_buf, "batches: 1\n") != NULL, "%s", out_buf);
   cr_assert_eq(ctl("list --json"), 1);
   cr_assert_str_eq(err_buf, "screectl: --json belongs to stats\n");
+}
+
+/* screectl attention: q, k, v put from .npy files, the output read back with
+ * get and checked against the float64 reference. */
+Test(screectl, attention_end_to_end) {
+  static const int64_t lens[4] = {0, 1, 17, 100};
+  static const int64_t klens[4] = {3, 0, 20, 100};
+  scree_array q, k, v;
+  attn_make(&q, SCREE_FLOAT32, SCREE_INT64, 4, lens, 4, 8, 41);
+  attn_make(&k, SCREE_FLOAT32, SCREE_INT64, 4, klens, 2, 8, 42);
+  attn_make(&v, SCREE_FLOAT32, SCREE_INT64, 4, klens, 2, 8, 43);
+  const scree_array *arr[3] = {&q, &k, &v};
+  const char *names[3] = {"q", "k", "v"};
+  for (int i = 0; i < 3; i++) {
+    char vn[16], on[16];
+    snprintf(vn, sizeof(vn), "%sv.npy", names[i]);
+    snprintf(on, sizeof(on), "%so.npy", names[i]);
+    int64_t vs[3] = {arr[i]->total_rows, arr[i]->inner[0], arr[i]->inner[1]};
+    int64_t os[1] = {arr[i]->batch_size + 1};
+    write_npy(vn, SCREE_FLOAT32, 3, vs, arr[i]->values);
+    write_npy(on, SCREE_INT64, 1, os, arr[i]->offsets);
+    cr_assert_eq(ctl("put %s --values %s --offsets %s", names[i], f(vn), f(on)), 0, "%s",
+                 err_buf);
+  }
+  cr_assert_eq(ctl("attention --q q --k k --v v --out o --causal --window 6,0 --scale 0.5"), 0,
+               "%s", err_buf);
+  cr_assert_str_eq(out_buf, "stored o\n");
+  cr_assert_eq(ctl("get o --values %s --offsets %s", f("ov.npy"), f("oo.npy")), 0, "%s",
+               err_buf);
+  cr_assert(same_file(f("qo.npy"), f("oo.npy")), "the output's offsets are q's");
+  scree__npy out;
+  char msg[256];
+  cr_assert_eq(scree__npy_read(f("ov.npy"), &out, msg, sizeof(msg)), 0, "%s", msg);
+  cr_assert_eq(out.ndim, 3);
+  cr_assert_eq(out.shape[0], q.total_rows);
+  cr_assert_eq(out.shape[1], 4);
+  cr_assert_eq(out.shape[2], 8);
+  scree_array got = q;
+  got.values = out.data;
+  size_t n = (size_t)(q.total_rows * 4 * 8);
+  double *want = malloc(n * sizeof(double));
+  attn_reference(&q, &k, &v, 1, 0.5, 6, -1, want);
+  double err = attn_max_err(&got, want, n);
+  cr_assert(err <= 1e-4, "max |out - reference| = %g", err);
+  free(want);
+  scree__npy_free(&out);
+
+  /* Refusals print the daemon's reason. */
+  cr_assert_eq(ctl("attention --q q --k k --v q --out o2"), 1);
+  cr_assert(strstr(err_buf, "k has 2 heads, v has 4") != NULL, "%s", err_buf);
+  cr_assert_eq(ctl("attention --q q --k k --v v --out o"), 1);
+  cr_assert(strstr(err_buf, "already exists") != NULL, "%s", err_buf);
+  attn_free(&q);
+  attn_free(&k);
+  attn_free(&v);
 }

@@ -317,7 +317,7 @@ Test(store, malformed_packets_are_eproto_with_id_0) {
   cr_assert_str_eq(r.resp.message, "unknown request type");
 }
 
-Test(store, attention_is_not_available_yet) {
+Test(store, attention_without_an_executor_is_enotsup) {
   scree__session *s = client();
   Scree__V1__Request req = SCREE__V1__REQUEST__INIT;
   Scree__V1__Attention a = SCREE__V1__ATTENTION__INIT;
@@ -325,7 +325,7 @@ Test(store, attention_is_not_available_yet) {
   req.attention = &a;
   const Scree__V1__Response *resp = call(s, &req);
   expect_status(resp, SCREE_ENOTSUP);
-  cr_assert_str_eq(resp->message, "attention is not available yet");
+  cr_assert_str_eq(resp->message, "attention is not available in this daemon");
 }
 
 /* ---- the batch life cycle --------------------------------------------- */
@@ -999,4 +999,44 @@ Test(store, mutated_packets_never_break_the_store) {
   cr_assert_eq(end.sessions, 1);
   cr_assert_eq(end.bytes_used, names_has_seed(names, n) ? base.bytes_used : 0);
   cr_assert_eq(end.batches, names_has_seed(names, n) ? 1u : 0u);
+}
+
+/* ---- freed-arena notices ---------------------------------------------- */
+
+/* A session that was sent an arena hears of its end in its next response,
+ * once; a session that never had it hears nothing. */
+Test(store, freed_arenas_are_announced_once_to_sessions_that_had_them) {
+  scree__session *a = client();
+  scree__session *other = client();
+  /* Larger than the 1 MiB arena: an arena of its own. */
+  int64_t rows = (2 << 20) / 16;
+  created c = create_ok(a, "big", 1, rows);
+  uint64_t id = c.loc.arena_id;
+  cr_assert(c.loc.handle_attached);
+  expect_status(del(a, "big"), 0);
+  /* The store's handler leaves notices to whoever sends the response. */
+  cr_assert_eq(r.resp.n_freed_arenas, 0);
+  cr_assert_eq(scree__store_attach_notices(store, a, &r), 0);
+  cr_assert_eq(r.resp.n_freed_arenas, 1);
+  cr_assert_eq(r.resp.freed_arenas[0], id);
+  /* Once only. */
+  stats(a);
+  cr_assert_eq(scree__store_attach_notices(store, a, &r), 0);
+  cr_assert_eq(r.resp.n_freed_arenas, 0);
+  stats(other);
+  cr_assert_eq(scree__store_attach_notices(store, other, &r), 0);
+  cr_assert_eq(r.resp.n_freed_arenas, 0);
+  /* The packed response carries them as field 20. */
+  created c2 = create_ok(a, "big2", 1, rows);
+  expect_status(del(a, "big2"), 0);
+  cr_assert_eq(scree__store_attach_notices(store, a, &r), 0);
+  size_t len = scree__v1__response__get_packed_size(&r.resp);
+  uint8_t *buf = malloc(len);
+  scree__v1__response__pack(&r.resp, buf);
+  Scree__V1__Response *back = scree__v1__response__unpack(NULL, len, buf);
+  cr_assert_not_null(back);
+  cr_assert_eq(back->n_freed_arenas, 1);
+  cr_assert_eq(back->freed_arenas[0], c2.loc.arena_id);
+  scree__v1__response__free_unpacked(back, NULL);
+  free(buf);
 }
