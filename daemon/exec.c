@@ -8,7 +8,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "drain.h"
 #include "log.h"
+#include "metrics.h"
 #include "scree/attention.h"
 #include "scree/error.h"
 #ifdef SCREE_HAVE_CUDA
@@ -49,6 +51,8 @@ struct scree__exec {
 #ifdef SCREE_HAVE_CUDA
   scree__gpu *gpu;
 #endif
+  scree__drain *drain;     /* may be NULL */
+  scree__metrics *metrics; /* may be NULL */
 };
 
 static uint64_t now_ns(void) {
@@ -239,6 +243,10 @@ static void job_complete(scree__exec *e, scree__job *j) {
   }
   j->out = NULL;
   count_done(e, rc, j->elapsed_ns);
+  if (e->metrics != NULL)
+    scree__metrics_attention(e->metrics, rc, j->elapsed_ns);
+  if (e->drain != NULL)
+    scree__drain_job_end(e->drain);
   for (int i = 0; i < 3; i++) {
     scree__store_unpin(e->store, j->in[i]);
     j->in[i] = NULL;
@@ -327,6 +335,11 @@ static void gpu_done(void *job, int rc, const char *msg, uint64_t elapsed_ns) {
 }
 #endif
 
+void scree__exec_set_ops(scree__exec *e, scree__drain *drain, scree__metrics *metrics) {
+  e->drain = drain;
+  e->metrics = metrics;
+}
+
 /* ---- requests ---------------------------------------------------------- */
 
 int scree__exec_attention(scree__exec *e, scree__session *sess, uint64_t id,
@@ -336,7 +349,7 @@ int scree__exec_attention(scree__exec *e, scree__session *sess, uint64_t id,
   scree__batch *b[3];
   scree__batch_view v[3];
   int rc;
-  if (e->shutting_down)
+  if (e->shutting_down || (e->drain != NULL && scree__drain_active(e->drain)))
     return FAIL(SCREE_EAGAIN, "screed is shutting down");
   for (int i = 0; i < 3; i++) {
     rc = lookup(e, r, roles[i], names[i], &b[i], &v[i]);
@@ -527,6 +540,8 @@ int scree__exec_attention(scree__exec *e, scree__session *sess, uint64_t id,
   }
   j->sess = sess;
   scree__session_set_job(sess, j);
+  if (e->drain != NULL)
+    scree__drain_job_begin(e->drain);
   r->deferred = 1;
   scree__log(SCREE__LOG_DEBUG, "attention_start",
              "conn=%" PRIu64 " q=%s k=%s v=%s out=%s causal=%d", scree__session_id(sess),

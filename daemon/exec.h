@@ -42,6 +42,17 @@ int scree__exec_new(uv_loop_t *loop, scree__store *store, const scree__exec_conf
                     scree__exec_reply_cb cb, void *cb_arg, scree__exec **out, char *msg,
                     size_t msg_len);
 
+struct scree__drain;
+struct scree__metrics;
+
+/* Connects the executor to the daemon's shutdown drain and metrics (either
+ * may be NULL). Every accepted job is counted running in the drain until it
+ * completes, so that SIGTERM waits for it; once the drain has started, new
+ * requests are refused with SCREE_EAGAIN. Each finished job is recorded in
+ * the metrics' attention counters. */
+void scree__exec_set_ops(scree__exec *e, struct scree__drain *drain,
+                         struct scree__metrics *metrics);
+
 /* Handles an Attention request of sess. Returns 0 with r->deferred set (the
  * reply comes through the callback), or an error code with the message in
  * r->msg, having changed nothing. */

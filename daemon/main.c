@@ -512,6 +512,7 @@ int main(int argc, char **argv) {
   }
   scree__drain_init(&d.drain, &loop, o.drain_timeout_ms);
   d.drain.data = &d;
+  scree__server_set_drain(d.srv, &d.drain);
   scree__watchdog_start(&loop, &d.watchdog);
   start_access_control(&o, d.srv);
   uv_signal_init(&loop, &d.sigint);

@@ -12,6 +12,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "drain.h"
 #include "exec.h"
 #include "log.h"
 #include "metrics.h"
@@ -634,6 +635,28 @@ static void on_deferred_reply(void *arg, scree__session *sess, scree__reply *r) 
     conn_update_events(c);
 }
 
+/* Watches the listening socket srv->lfd and makes the attention executor:
+ * the part of starting a server shared by a socket of our own and one from
+ * systemd. On failure nothing of it is left. */
+static int server_start(scree__server *srv, char *msg, size_t msg_len) {
+  int uvrc = uv_poll_init(srv->loop, &srv->lpoll, srv->lfd);
+  if (uvrc != 0)
+    return scree__errf(SCREE_EIO, msg, msg_len, "uv_poll_init: %s", uv_strerror(uvrc));
+  int rc = scree__exec_new(srv->loop, srv->store, NULL, on_deferred_reply, srv, &srv->exec,
+                           msg, msg_len);
+  if (rc != 0) {
+    /* The poll handle was never started; closing it lets the loop run out. */
+    uv_close((uv_handle_t *)&srv->lpoll, NULL);
+    uv_run(srv->loop, UV_RUN_NOWAIT);
+    return rc;
+  }
+  srv->lpoll.data = srv;
+  uv_timer_init(srv->loop, &srv->pause_timer);
+  srv->pause_timer.data = srv;
+  uv_poll_start(&srv->lpoll, UV_READABLE, on_listen);
+  return 0;
+}
+
 int scree__server_new(uv_loop_t *loop, scree__store *store, const char *path,
                       uint64_t max_packet, scree__server **out, char *msg, size_t msg_len) {
   scree__server *srv = calloc(1, sizeof(*srv));
@@ -653,25 +676,12 @@ int scree__server_new(uv_loop_t *loop, scree__store *store, const char *path,
   rc = listen_on(srv, path, msg, msg_len);
   if (rc != 0)
     goto err_path;
-  int uvrc = uv_poll_init(loop, &srv->lpoll, srv->lfd);
-  if (uvrc != 0) {
-    rc = scree__errf(SCREE_EIO, msg, msg_len, "uv_poll_init: %s", uv_strerror(uvrc));
-    goto err_socket;
-  }
-  rc = scree__exec_new(loop, store, NULL, on_deferred_reply, srv, &srv->exec, msg, msg_len);
+  rc = server_start(srv, msg, msg_len);
   if (rc != 0)
-    goto err_poll;
-  srv->lpoll.data = srv;
-  uv_timer_init(loop, &srv->pause_timer);
-  srv->pause_timer.data = srv;
-  uv_poll_start(&srv->lpoll, UV_READABLE, on_listen);
+    goto err_socket;
   *out = srv;
   return 0;
 
-err_poll:
-  /* The poll handle was never started; closing it lets the loop run out. */
-  uv_close((uv_handle_t *)&srv->lpoll, NULL);
-  uv_run(loop, UV_RUN_NOWAIT);
 err_socket:
   unlink_if_ours(srv);
   close(srv->lfd);
@@ -856,6 +866,10 @@ void scree__server_set_ops(scree__server *srv, scree__metrics *metrics,
   srv->max_conns = max_connections;
 }
 
+void scree__server_set_drain(scree__server *srv, scree__drain *drain) {
+  scree__exec_set_ops(srv->exec, drain, srv->metrics);
+}
+
 uint32_t scree__server_connections(const scree__server *srv) { return srv->nconns; }
 
 void scree__server_stop_listening(scree__server *srv) {
@@ -888,15 +902,9 @@ int scree__server_new_fd(uv_loop_t *loop, scree__store *store, int fd, const cha
   srv->lfd = fd;
   srv->adopted = 1;
   scree__reply_init(&srv->reply);
-  int uvrc = uv_poll_init(loop, &srv->lpoll, fd);
-  if (uvrc != 0) {
-    rc = scree__errf(SCREE_EIO, msg, msg_len, "uv_poll_init: %s", uv_strerror(uvrc));
+  rc = server_start(srv, msg, msg_len);
+  if (rc != 0)
     goto err_path;
-  }
-  srv->lpoll.data = srv;
-  uv_timer_init(loop, &srv->pause_timer);
-  srv->pause_timer.data = srv;
-  uv_poll_start(&srv->lpoll, UV_READABLE, on_listen);
   *out = srv;
   return 0;
 

@@ -48,6 +48,13 @@ struct scree__metrics;
 void scree__server_set_ops(scree__server *srv, struct scree__metrics *metrics,
                            uint32_t max_connections);
 
+struct scree__drain;
+
+/* Hands the shutdown drain to the attention executor (after
+ * scree__server_set_ops, whose metrics it also takes): jobs count as
+ * running in it, and none is accepted once it has started. */
+void scree__server_set_drain(scree__server *srv, struct scree__drain *drain);
+
 /* Open connections (refused ones excluded). */
 uint32_t scree__server_connections(const scree__server *srv);
 

@@ -423,8 +423,34 @@ Test(attention, sigterm_mid_job_waits_for_it_and_exits_0) {
   stopped = 1;
   cr_assert_eq(st, 0, "screed exited with %d (log: %s)", st, d.log);
   pthread_join(j.t, NULL);
-  /* The job's connection was closed by the shutdown before its reply. */
-  cr_assert_eq(j.rc, SCREE_EDISCONNECTED, "attention gave %s: %s", scree_err_name(j.rc), j.msg);
+  /* The drain keeps connections served until running jobs are done, so the
+   * job's result reaches its client before screed exits. */
+  cr_assert_eq(j.rc, 0, "attention gave %s: %s", scree_err_name(j.rc), j.msg);
+}
+
+Test(attention, a_job_asked_for_while_draining_is_refused) {
+  scree_client *c = connect_ok();
+  put_big(c);
+  job_thread j;
+  cr_assert_eq(pthread_create(&j.t, NULL, run_job, &j), 0);
+  wait_pinned(c);
+  cr_assert_eq(kill(d.pid, SIGTERM), 0);
+  /* The drain has begun once the socket's name is gone. */
+  for (int i = 0; i < 3000 && harness_can_connect(d.socket); i++) {
+    struct timespec ts = {0, 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
+  cr_assert(!harness_can_connect(d.socket), "screed still accepts after SIGTERM");
+  int rc = scree_client_attention(c, "bq", "bk", "bv", "late", NULL);
+  cr_assert_eq(rc, SCREE_EAGAIN, "got %s: %s", scree_err_name(rc), scree_client_last_error(c));
+  cr_assert(strstr(scree_client_last_error(c), "shutting down") != NULL, "%s",
+            scree_client_last_error(c));
+  scree_client_close(c);
+  int st = harness_stop(&d);
+  stopped = 1;
+  cr_assert_eq(st, 0, "screed exited with %d (log: %s)", st, d.log);
+  pthread_join(j.t, NULL);
+  cr_assert_eq(j.rc, 0, "the running job still finished: %s", j.msg);
 }
 
 /* ---- freed-arena notices ------------------------------------------------ */
