@@ -85,12 +85,11 @@ static inline int harness_start(harness *h, const char *const *extra) {
   return -1;
 }
 
-/* Sends SIGTERM and waits. Returns the exit status, or 128 + the signal
- * that ended it, or -1. */
-static inline int harness_stop(harness *h) {
+/* Waits for screed to exit on its own (after a SIGTERM already sent).
+ * Returns the exit status, or 128 + the signal that ended it, or -1. */
+static inline int harness_wait(harness *h) {
   if (h->pid <= 0)
     return -1;
-  kill(h->pid, SIGTERM);
   int st;
   pid_t r;
   do
@@ -106,6 +105,14 @@ static inline int harness_stop(harness *h) {
     return WEXITSTATUS(st);
   }
   return WIFSIGNALED(st) ? 128 + WTERMSIG(st) : -1;
+}
+
+/* Sends SIGTERM and waits, as harness_wait. */
+static inline int harness_stop(harness *h) {
+  if (h->pid <= 0)
+    return -1;
+  kill(h->pid, SIGTERM);
+  return harness_wait(h);
 }
 
 #endif /* SCREE_TESTS_HARNESS_H */
