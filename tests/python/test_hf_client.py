@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -33,16 +34,15 @@ from transformers import LlamaModel
 _, llama_config = conftest._tiny_configs()
 llama = LlamaModel(llama_config).eval()
 llama.load_state_dict(torch.load(sys.argv[1]))
-with scree.Client() as client, client.get("hf/hidden") as batch:
-    assert not batch.values.flags.writeable
+with scree.Client() as client, client.get("hf/hidden", framework="torch") as arr:
     info = client.stat("hf/hidden")
     assert info.leases == 1 and info.owner_pid != 0
-    arr = bridges.to_torch(batch)  # shares the daemon's memory
-    assert arr.values.data_ptr() == batch.address
+    assert arr.values.data_ptr() == arr.address  # the daemon's memory, no copy
     hidden, mask = bridges.to_hf_padded(arr)
+    offsets = arr.host_offsets.tolist()
     with torch.no_grad():
         out = llama(inputs_embeds=hidden, attention_mask=mask).last_hidden_state
-torch.save({"out": out, "mask": mask, "offsets": arr.host_offsets.tolist()}, sys.argv[2])
+torch.save({"out": out, "mask": mask, "offsets": offsets}, sys.argv[2])
 """
 
 
@@ -77,5 +77,9 @@ def test_hf_hidden_states_through_screed_to_another_process(tiny_models, client,
     want = llama(inputs_embeds=hidden, attention_mask=mask).last_hidden_state
     for i, n in enumerate(LENGTHS):
         torch.testing.assert_close(got["out"][i, :n], want[i, :n], atol=1e-5, rtol=1e-5)
-    # The consumer's lease went with its process.
+    # The consumer's lease went with its process (the daemon sees the hangup
+    # asynchronously).
+    deadline = time.monotonic() + 10
+    while client.stat("hf/hidden").leases and time.monotonic() < deadline:
+        time.sleep(0.005)
     assert client.stat("hf/hidden").leases == 0

@@ -143,8 +143,9 @@ class Batch(Array):
     def __init__(self, client: "Client", lease: Any, framework: str, created: bool,
                  host_offsets: np.ndarray | None = None) -> None:
         values, offsets = _views(lease, framework)
-        if host_offsets is None and framework == "numpy":
-            host_offsets = np.array(offsets, dtype=np.int64)
+        if host_offsets is None and lease.device[0] == "cpu":
+            # A copy of B + 1 integers: the metadata then outlives close().
+            host_offsets = np.array(_numpy_view(lease.tensor(1)), dtype=np.int64)
         super().__init__(values, offsets, host_offsets=host_offsets,
                          max_length=lease.max_length, validate=False)
         self._name = lease.name
@@ -186,6 +187,12 @@ class Batch(Array):
     def lengths(self) -> Any:
         self._lease()
         return super().lengths
+
+    @property
+    def host_offsets(self) -> np.ndarray:
+        if self._host is None:
+            self._lease()  # a GPU batch copies them on first use, before close
+        return super().host_offsets
 
     @property
     def batch_size(self) -> int:
