@@ -97,9 +97,16 @@ test-san: apt-deps
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
 	  ctest --test-dir $(SAN_BUILD) --output-on-failure -j $(JOBS) -LE gpu
 
+# Installs the package with its native extension (scikit-build-core through
+# the top-level CMake; the build folder client/python/build/ is kept, so a
+# second install only rebuilds what changed), then runs the Python tests
+# against the installation. SCREE_REQUIRE_NATIVE=1 makes a missing extension
+# or screed a failure rather than a skip.
 test-python: py-deps build
+	PIP_ROOT_USER_ACTION=ignore $(PYTHON) -m pip install -q --disable-pip-version-check \
+	  --no-build-isolation ./client/python
 	@if [ -d tests/python ] && ls tests/python/test_*.py >/dev/null 2>&1; then \
-	  SCREE_BUILD_DIR=$(abspath $(BUILD)) $(PYTHON) -m pytest -q tests/python; \
+	  SCREE_BUILD_DIR=$(abspath $(BUILD)) SCREE_REQUIRE_NATIVE=1 $(PYTHON) -m pytest -q tests/python; \
 	else echo "make: no Python tests yet"; fi
 
 # libFuzzer harnesses (tests/fuzz), built with clang under ASan and UBSan.
@@ -144,4 +151,4 @@ fuzz-corpus: build
 	$(BUILD)/tests/fuzz/fuzz_make_corpus tests/fuzz/corpus
 
 clean:
-	rm -rf $(BUILD) $(SAN_BUILD) $(FUZZ_BUILD)
+	rm -rf $(BUILD) $(SAN_BUILD) $(FUZZ_BUILD) client/python/build

@@ -3,15 +3,18 @@ shared between processes.
 
 The pure-Python part works on numpy, torch and mlx arrays without any native
 code: :class:`Array`, :func:`pack`, :func:`from_cu_seqlens`, the
-:mod:`scree.bridges` conversions and :mod:`scree.kernels`. The client for the
-``screed`` daemon lives in the native extension ``scree._native``; when it is
-not built, everything else still imports and works.
+:mod:`scree.bridges` conversions and :mod:`scree.kernels`. :class:`Client`,
+the client of the ``screed`` daemon, runs on the native extension
+``scree._native`` (built by ``pip install ./client/python``); without it,
+everything else still imports and works, and ``Client()`` raises
+:class:`NotSupported`.
 """
 
 from __future__ import annotations
 
 from . import bridges, errors, kernels
 from .array import Array, from_cu_seqlens, pack
+from .client import Batch, BatchInfo, Client, ClientInfo, Stats, native_available
 from .errors import (
     CudaError,
     Disconnected,
@@ -22,6 +25,8 @@ from .errors import (
     NotFound,
     NotSupported,
     PermissionDenied,
+    ProtocolError,
+    WrongState,
 )
 
 __version__ = "0.1.0"
@@ -33,6 +38,12 @@ __all__ = [
     "bridges",
     "kernels",
     "errors",
+    "Client",
+    "Batch",
+    "BatchInfo",
+    "ClientInfo",
+    "Stats",
+    "native_available",
     "Error",
     "InvalidArgument",
     "NotFound",
@@ -42,4 +53,6 @@ __all__ = [
     "Disconnected",
     "CudaError",
     "NotSupported",
+    "WrongState",
+    "ProtocolError",
 ]

@@ -160,14 +160,16 @@ class Array:
         self._lengths: Any = None
         self._host: np.ndarray | None = None
         if host_offsets is not None:
-            host = np.asarray(host_offsets, dtype=np.int64)
+            # A copy: _set_host marks it read-only, which must not reach the
+            # caller's array.
+            host = np.array(host_offsets, dtype=np.int64)
             if host.shape != tuple(offsets.shape):
                 raise InvalidArgument(
                     f"host_offsets has shape {host.shape}, offsets {tuple(offsets.shape)}"
                 )
             self._set_host(host)
         elif validate or max_length is None:
-            self._set_host(np.asarray(to_host(offsets), dtype=np.int64))
+            self._set_host(np.array(to_host(offsets), dtype=np.int64))
         if validate:
             assert self._host is not None
             check_offsets(self._host, int(values.shape[0]))
@@ -206,7 +208,7 @@ class Array:
         """A read-only int64 numpy copy of ``offsets`` (taken at construction,
         or on first use when construction skipped it)."""
         if self._host is None:
-            self._set_host(np.asarray(to_host(self._offsets), dtype=np.int64))
+            self._set_host(np.array(to_host(self._offsets), dtype=np.int64))
         assert self._host is not None
         return self._host
 

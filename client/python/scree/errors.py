@@ -19,6 +19,8 @@ __all__ = [
     "Disconnected",
     "CudaError",
     "NotSupported",
+    "WrongState",
+    "ProtocolError",
 ]
 
 
@@ -76,3 +78,13 @@ class CudaError(Error):
 class NotSupported(Error, NotImplementedError):
     """The operation needs something this build or input does not provide
     (for example the native extension, or a device a path does not handle)."""
+
+
+class WrongState(Error):
+    """The batch is in the wrong state for the request: getting a batch that
+    is not sealed yet, or sealing one twice."""
+
+
+class ProtocolError(Error):
+    """The daemon and this client do not understand each other (a protocol
+    version mismatch or a malformed message)."""
