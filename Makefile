@@ -4,6 +4,10 @@
 
 BUILD        ?= build
 SAN_BUILD    ?= build-san
+FUZZ_BUILD   ?= build-fuzz
+FUZZ_SECONDS ?= 300
+FUZZ_CI_SECONDS ?= 60
+FUZZ_HARNESSES := fuzz_decode fuzz_store
 PYTHON       ?= python3
 BUILD_TYPE   ?= RelWithDebInfo
 JOBS         ?= $(shell nproc 2>/dev/null || echo 2)
@@ -11,7 +15,9 @@ CMAKE_ARGS   ?=
 
 APT_PACKAGES := build-essential cmake pkg-config libuv1-dev libprotobuf-c-dev \
                 protobuf-c-compiler libcriterion-dev libdlpack-dev libsystemd-dev \
-                libmicrohttpd-dev systemd
+                libmicrohttpd-dev systemd valgrind
+# libFuzzer comes with clang's runtime; only the fuzz targets need these.
+FUZZ_APT_PACKAGES := clang libclang-rt-14-dev
 # Module names to import : pip requirement that provides it.
 PY_PACKAGES  := numpy:numpy torch:torch transformers:transformers pytest:pytest \
                 scikit_build_core:scikit-build-core mlx.core:mlx[cpu]
@@ -32,14 +38,21 @@ endif
 # GPU 0 where the driver reports one, host memory otherwise.
 RUN_DEVICE   ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo 0 || echo cpu)
 
-.PHONY: all deps apt-deps py-deps build run test test-c test-san test-python clean
+.PHONY: all deps apt-deps apt-install py-deps build run test test-c test-san test-python clean \
+        fuzz-deps fuzz-build fuzz fuzz-ci fuzz-corpus soak
 
 all: build
 
 deps: apt-deps py-deps
 
 apt-deps:
-	@missing=""; for p in $(APT_PACKAGES); do \
+	@$(MAKE) --no-print-directory apt-install PKGS="$(APT_PACKAGES)"
+
+fuzz-deps:
+	@$(MAKE) --no-print-directory apt-install PKGS="$(APT_PACKAGES) $(FUZZ_APT_PACKAGES)"
+
+apt-install:
+	@missing=""; for p in $(PKGS); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -69,7 +82,7 @@ run: deps build
 	@echo "make: starting screed on device '$(RUN_DEVICE)' at $(RUN_SOCKET)"
 	$(BUILD)/daemon/screed --device $(RUN_DEVICE) --socket $(RUN_SOCKET) --log-level info
 
-test: deps test-c test-san test-python
+test: deps test-c test-san test-python fuzz-ci
 
 test-c: build
 	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
@@ -84,10 +97,58 @@ test-san: apt-deps
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
 	  ctest --test-dir $(SAN_BUILD) --output-on-failure -j $(JOBS) -LE gpu
 
+# Installs the package with its native extension (scikit-build-core through
+# the top-level CMake; the build folder client/python/build/ is kept, so a
+# second install only rebuilds what changed), then runs the Python tests
+# against the installation. SCREE_REQUIRE_NATIVE=1 makes a missing extension
+# or screed a failure rather than a skip.
 test-python: py-deps build
+	PIP_ROOT_USER_ACTION=ignore $(PYTHON) -m pip install -q --disable-pip-version-check \
+	  --no-build-isolation ./client/python
 	@if [ -d tests/python ] && ls tests/python/test_*.py >/dev/null 2>&1; then \
-	  SCREE_BUILD_DIR=$(abspath $(BUILD)) $(PYTHON) -m pytest -q tests/python; \
+	  SCREE_BUILD_DIR=$(abspath $(BUILD)) SCREE_REQUIRE_NATIVE=1 $(PYTHON) -m pytest -q tests/python; \
 	else echo "make: no Python tests yet"; fi
 
+# libFuzzer harnesses (tests/fuzz), built with clang under ASan and UBSan.
+# Each runs FUZZ_SECONDS from the committed seeds and saved regressions plus
+# what earlier runs found (kept in $(FUZZ_BUILD)/work); a crash stops make
+# and leaves the input in $(FUZZ_BUILD)/artifacts.
+fuzz-build: fuzz-deps
+	CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSCREE_CUDA=OFF \
+	  -DSCREE_FUZZ=ON $(CMAKE_ARGS)
+	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target $(FUZZ_HARNESSES)
+
+fuzz: fuzz-build
+	@for h in $(FUZZ_HARNESSES); do \
+	  mkdir -p $(FUZZ_BUILD)/work/$$h $(FUZZ_BUILD)/artifacts; \
+	  seeds="tests/fuzz/corpus/$$h"; \
+	  [ -d tests/fuzz/regressions/$$h ] && seeds="$$seeds tests/fuzz/regressions/$$h"; \
+	  echo "make: fuzzing $$h for $(FUZZ_SECONDS) s"; \
+	  $(FUZZ_BUILD)/tests/fuzz/$$h $(FUZZ_BUILD)/work/$$h $$seeds \
+	    -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+	    -artifact_prefix=$(FUZZ_BUILD)/artifacts/$$h- 2>$(FUZZ_BUILD)/$$h.log \
+	    || { tail -60 $(FUZZ_BUILD)/$$h.log; exit 1; }; \
+	  grep -E '^#[0-9]+.*DONE|stat::(number_of_executed_units|average_exec_per_sec)' $(FUZZ_BUILD)/$$h.log; \
+	done
+
+fuzz-ci:
+	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(FUZZ_CI_SECONDS)
+
+# Proof under load and faults (docs/testing.md): the load bench (1,000
+# connections, 1,000,000 mixed requests, and one connection for the
+# unqueued latency), the 1,000-process chaos test and screed under valgrind.
+SOAK_CONNS    ?= 1000
+SOAK_REQUESTS ?= 1000000
+soak: build
+	$(BUILD)/bench/load --spawn $(BUILD)/daemon/screed --conns $(SOAK_CONNS) --requests $(SOAK_REQUESTS)
+	$(BUILD)/bench/load --spawn $(BUILD)/daemon/screed --conns 1 --requests 100000
+	SCREE_CHAOS_PROCS=1000 $(BUILD)/tests/test_chaos --verbose=0
+	ctest --test-dir $(BUILD) --output-on-failure -L memcheck
+
+# Regenerates the seed corpus from valid requests (tests/fuzz/make_corpus.c).
+fuzz-corpus: build
+	mkdir -p tests/fuzz/corpus/fuzz_decode tests/fuzz/corpus/fuzz_store
+	$(BUILD)/tests/fuzz/fuzz_make_corpus tests/fuzz/corpus
+
 clean:
-	rm -rf $(BUILD) $(SAN_BUILD)
+	rm -rf $(BUILD) $(SAN_BUILD) $(FUZZ_BUILD) client/python/build

@@ -63,6 +63,8 @@ static void arena_unlink(scree__pool *p, scree__arena *a) {
 }
 
 static void arena_destroy(scree__pool *p, scree__arena *a) {
+  if (p->on_arena_freed != NULL)
+    p->on_arena_freed(p->on_arena_freed_arg, a->id);
   arena_unlink(p, a);
   if (p->spare == a)
     p->spare = NULL;
@@ -122,6 +124,13 @@ static int arena_take(scree__arena *a, uint64_t size, uint64_t *off) {
 
 int scree__pool_alloc(scree__pool *p, uint64_t size, scree__arena **arena_out,
                       uint64_t *offset_out, char *msg, size_t msg_len) {
+  return scree__pool_alloc_keyed(p, SCREE__POOL_SHARED, size, arena_out, offset_out, msg,
+                                 msg_len);
+}
+
+int scree__pool_alloc_keyed(scree__pool *p, uint64_t key, uint64_t size,
+                            scree__arena **arena_out, uint64_t *offset_out, char *msg,
+                            size_t msg_len) {
   if (size == 0)
     size = SCREE__ALIGN;
   size = scree__align_up(size);
@@ -129,7 +138,7 @@ int scree__pool_alloc(scree__pool *p, uint64_t size, scree__arena **arena_out,
     return scree__errf(SCREE_ENOSPC, msg, msg_len, "a block of that size cannot exist");
 
   for (scree__arena *a = p->head; a != NULL; a = a->next) {
-    if (a->mem.size - a->used < size)
+    if (a->key != key || a->mem.size - a->used < size)
       continue;
     int rc = arena_take(a, size, offset_out);
     if (rc == SCREE_ENOMEM)
@@ -165,6 +174,7 @@ int scree__pool_alloc(scree__pool *p, uint64_t size, scree__arena **arena_out,
     return rc;
   }
   a->id = p->next_id++;
+  a->key = key;
   a->free[0].off = 0;
   a->free[0].len = a->mem.size;
   a->nfree = 1;

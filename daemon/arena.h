@@ -37,6 +37,10 @@ typedef struct scree__arena {
   size_t nblocks;  /* blocks handed out */
   struct scree__arena *prev;
   struct scree__arena *next;
+  /* The pool key the arena was made for (scree__pool_alloc_keyed). It never
+   * changes: every client that ever mapped the arena keeps seeing all of
+   * it, so memory given to one key must never hold another key's blocks. */
+  uint64_t key;
 } scree__arena;
 
 typedef struct scree__pool {
@@ -49,6 +53,11 @@ typedef struct scree__pool {
   scree__arena *spare; /* an empty standard arena kept for reuse, or NULL */
   uint32_t narenas;    /* spare included */
   uint64_t bytes_arenas;
+  /* Called as an arena goes back to the backend (its id is never used
+   * again), so that the store can tell the clients that mapped it. May be
+   * NULL. Set after scree__pool_init. */
+  void (*on_arena_freed)(void *arg, uint64_t id);
+  void *on_arena_freed_arg;
 } scree__pool;
 
 /* Rounds n up to a multiple of SCREE__ALIGN; UINT64_MAX when that overflows. */
@@ -71,6 +80,18 @@ void scree__pool_destroy(scree__pool *p);
  * full), with a message. */
 int scree__pool_alloc(scree__pool *p, uint64_t size, scree__arena **arena_out,
                       uint64_t *offset_out, char *msg, size_t msg_len);
+
+/* The key of the shared pool, which scree__pool_alloc uses. Keys of owner
+ * uids are the uid itself (below 2^32), so they never equal it. */
+#define SCREE__POOL_SHARED UINT64_MAX
+
+/* As scree__pool_alloc, but only arenas made for key are looked at, and a new
+ * arena is made for key. The store keys blocks by their owner's uid (or
+ * SCREE__POOL_SHARED), so that a client given one arena's handle sees only
+ * blocks of one owner. The spare arena is reused only by its own key. */
+int scree__pool_alloc_keyed(scree__pool *p, uint64_t key, uint64_t size,
+                            scree__arena **arena_out, uint64_t *offset_out, char *msg,
+                            size_t msg_len);
 
 /* Returns the block at offset of size bytes (the size given to
  * scree__pool_alloc) to its arena, and the arena to the backend when it is

@@ -7,10 +7,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 #include <uv.h>
 
+#include "authz.h"
+#include "drain.h"
 #include "log.h"
 #include "mem.h"
+#include "metrics.h"
 #include "notify.h"
 #include "server.h"
 #include "store.h"
@@ -31,7 +35,36 @@ typedef struct options {
   uint64_t memory_limit;
   uint64_t arena_size;
   uint64_t max_packet;
+  /* Access control (authz.h, docs/security.md). */
+  scree__authz authz;
+  uint64_t quota_per_uid;
+  int shared_arenas;
+  /* Operations: see ops_option() below. */
+  const char *metrics_listen; /* NULL: no metrics endpoint */
+  uint32_t max_connections;
+  uint32_t max_leases;
+  uint64_t drain_timeout_ms;
 } options;
+
+#define DEFAULT_MAX_CONNECTIONS 1024u
+#define DEFAULT_MAX_LEASES 65536u
+#define DEFAULT_DRAIN_TIMEOUT_MS 30000u
+enum {
+  OPT_METRICS_LISTEN = 1000,
+  OPT_MAX_CONNECTIONS,
+  OPT_MAX_LEASES,
+  OPT_DRAIN_TIMEOUT,
+};
+
+/* Option codes of the access-control block; outside the char range so that
+ * they never meet a short option. */
+enum {
+  OPT_ALLOW_UID = 0x5301,
+  OPT_ALLOW_GID,
+  OPT_ADMIN_UID,
+  OPT_QUOTA_PER_UID,
+  OPT_SHARED_ARENAS,
+};
 
 static void usage(FILE *f) {
   fprintf(f,
@@ -43,6 +76,20 @@ static void usage(FILE *f) {
           "  --arena-size SIZE     size of one arena (default 256M)\n"
           "  --max-packet SIZE     largest request accepted (default 1M)\n"
           "  --log-level LEVEL     error, warn, info (default) or debug\n"
+          "  --allow-uid U[,U...]  users that may connect (names or numbers; repeatable);\n"
+          "                        root, screed's own uid and the socket's group always may\n"
+          "  --allow-gid G[,G...]  groups whose members (primary or supplementary) may connect\n"
+          "  --admin-uid U[,U...]  users that may delete anyone's batches (root and screed's\n"
+          "                        own uid always may)\n"
+          "  --quota-per-uid SIZE  bytes of batches one uid may own (default 0: no quota)\n"
+          "  --shared-arenas       let batches of different owners share arenas\n"
+          "  --metrics-listen ADDR serve Prometheus metrics at http://ADDR/metrics\n"
+          "                        (e.g. 127.0.0.1:9464; off by default)\n"
+          "  --max-connections N   connections served at once (default 1024; 0: no limit)\n"
+          "  --max-leases-per-connection N\n"
+          "                        leases one connection may hold (default 65536; 0: no limit)\n"
+          "  --drain-timeout SECS  at SIGTERM, how long running attention jobs may finish\n"
+          "                        (default 30; also 500ms, 2s)\n"
           "  --version, --help\n"
           "SIZE is a number of bytes with an optional K, M, G or T suffix (powers of 1024).\n");
 }
@@ -77,6 +124,71 @@ static int parse_size(const char *s, uint64_t *out) {
   return 0;
 }
 
+/* Parses a count for --max-connections and --max-leases-per-connection. */
+static int parse_count(const char *s, uint32_t *out) {
+  if (*s < '0' || *s > '9')
+    return -1;
+  errno = 0;
+  char *end;
+  unsigned long long v = strtoull(s, &end, 10);
+  if (errno != 0 || *end != '\0' || v > UINT32_MAX)
+    return -1;
+  *out = (uint32_t)v;
+  return 0;
+}
+
+/* Parses "30", "30s" or "500ms" into milliseconds (at most a day). */
+static int parse_duration_ms(const char *s, uint64_t *out) {
+  if (*s < '0' || *s > '9')
+    return -1;
+  errno = 0;
+  char *end;
+  unsigned long long v = strtoull(s, &end, 10);
+  if (errno != 0 || v > 86400000ull)
+    return -1;
+  if (strcmp(end, "ms") == 0)
+    *out = v;
+  else if (*end == '\0' || strcmp(end, "s") == 0)
+    *out = v * 1000;
+  else
+    return -1;
+  return *out <= 86400000ull ? 0 : -1;
+}
+
+/* The options of operations (metrics, limits, shutdown), kept apart from
+ * the others. Returns 0, or 2 after printing what is wrong. */
+static int ops_option(int c, const char *arg, options *o) {
+  switch (c) {
+  case OPT_METRICS_LISTEN:
+    o->metrics_listen = arg;
+    return 0;
+  case OPT_MAX_CONNECTIONS:
+  case OPT_MAX_LEASES: {
+    uint32_t v;
+    const char *name =
+        c == OPT_MAX_CONNECTIONS ? "--max-connections" : "--max-leases-per-connection";
+    if (parse_count(arg, &v) != 0) {
+      fprintf(stderr, "screed: %s takes a count (0 for no limit), not '%s'\n", name, arg);
+      return 2;
+    }
+    if (c == OPT_MAX_CONNECTIONS)
+      o->max_connections = v;
+    else
+      o->max_leases = v;
+    return 0;
+  }
+  case OPT_DRAIN_TIMEOUT:
+    if (parse_duration_ms(arg, &o->drain_timeout_ms) != 0) {
+      fprintf(stderr, "screed: --drain-timeout takes seconds (30, 30s) or 500ms, not '%s'\n",
+              arg);
+      return 2;
+    }
+    return 0;
+  default:
+    return 2;
+  }
+}
+
 static int parse_options(int argc, char **argv, options *o) {
   static const struct option longopts[] = {
       {"device", required_argument, NULL, 'd'},
@@ -86,6 +198,15 @@ static int parse_options(int argc, char **argv, options *o) {
       {"arena-size", required_argument, NULL, 'a'},
       {"max-packet", required_argument, NULL, 'p'},
       {"log-level", required_argument, NULL, 'l'},
+      {"allow-uid", required_argument, NULL, OPT_ALLOW_UID},
+      {"allow-gid", required_argument, NULL, OPT_ALLOW_GID},
+      {"admin-uid", required_argument, NULL, OPT_ADMIN_UID},
+      {"quota-per-uid", required_argument, NULL, OPT_QUOTA_PER_UID},
+      {"shared-arenas", no_argument, NULL, OPT_SHARED_ARENAS},
+      {"metrics-listen", required_argument, NULL, OPT_METRICS_LISTEN},
+      {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
+      {"max-leases-per-connection", required_argument, NULL, OPT_MAX_LEASES},
+      {"drain-timeout", required_argument, NULL, OPT_DRAIN_TIMEOUT},
       {"version", no_argument, NULL, 'V'},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0},
@@ -96,6 +217,9 @@ static int parse_options(int argc, char **argv, options *o) {
   o->memory_limit = DEFAULT_MEMORY_LIMIT;
   o->arena_size = DEFAULT_ARENA_SIZE;
   o->max_packet = DEFAULT_MAX_PACKET;
+  o->max_connections = DEFAULT_MAX_CONNECTIONS;
+  o->max_leases = DEFAULT_MAX_LEASES;
+  o->drain_timeout_ms = DEFAULT_DRAIN_TIMEOUT_MS;
   const char *env = getenv("SCREE_SOCKET");
   o->socket = env != NULL && env[0] != '\0' ? env : DEFAULT_SOCKET;
 
@@ -157,6 +281,39 @@ static int parse_options(int argc, char **argv, options *o) {
       scree__log_threshold = lvl;
       break;
     }
+    case OPT_ALLOW_UID:
+    case OPT_ALLOW_GID:
+    case OPT_ADMIN_UID: {
+      scree__authz_list list = c == OPT_ALLOW_UID   ? SCREE__AUTHZ_UID
+                               : c == OPT_ALLOW_GID ? SCREE__AUTHZ_GID
+                                                    : SCREE__AUTHZ_ADMIN;
+      const char *name = c == OPT_ALLOW_UID   ? "--allow-uid"
+                         : c == OPT_ALLOW_GID ? "--allow-gid"
+                                              : "--admin-uid";
+      char m[256];
+      if (scree__authz_parse(&o->authz, list, optarg, m, sizeof(m)) != 0) {
+        fprintf(stderr, "screed: %s '%s': %s\n", name, optarg, m);
+        return 2;
+      }
+      break;
+    }
+    case OPT_QUOTA_PER_UID:
+      if (parse_size(optarg, &o->quota_per_uid) != 0) {
+        fprintf(stderr, "screed: --quota-per-uid takes a size such as 1G (0: none), not '%s'\n",
+                optarg);
+        return 2;
+      }
+      break;
+    case OPT_SHARED_ARENAS:
+      o->shared_arenas = 1;
+      break;
+    case OPT_METRICS_LISTEN:
+    case OPT_MAX_CONNECTIONS:
+    case OPT_MAX_LEASES:
+    case OPT_DRAIN_TIMEOUT:
+      if (ops_option(c, optarg, o) != 0)
+        return 2;
+      break;
     case 'V':
       printf("screed %s\n", SCREE_VERSION_STRING);
       return 1;
@@ -184,15 +341,53 @@ typedef struct daemon_state {
   scree__server *srv;
   uv_signal_t sigint;
   uv_signal_t sigterm;
+  /* Operations. */
+  scree__metrics metrics;
+  scree__metrics_http *http;
+  scree__watchdog watchdog;
+  scree__drain drain;
 } daemon_state;
 
-static void on_signal(uv_signal_t *h, int signum) {
-  daemon_state *d = h->data;
-  scree__log(SCREE__LOG_INFO, "stopping", "signal=%s", signum == SIGINT ? "SIGINT" : "SIGTERM");
-  scree__notify("STOPPING=1");
+/* The end of a graceful shutdown: running jobs are done (or the drain
+ * timeout passed), so the connections close and every handle goes; the
+ * loop then runs out. */
+static void on_drained(scree__drain *dr, int timed_out, uint32_t running) {
+  daemon_state *d = dr->data;
+  if (timed_out)
+    scree__log(SCREE__LOG_WARN, "drain_timeout", "jobs_abandoned=%" PRIu32
+               " timeout_ms=%" PRIu64, running, dr->timeout_ms);
+  scree__notifyf("STATUS=closing %" PRIu32 " connections", scree__server_connections(d->srv));
   scree__server_shutdown(d->srv);
   uv_close((uv_handle_t *)&d->sigint, NULL);
   uv_close((uv_handle_t *)&d->sigterm, NULL);
+  scree__metrics_http_close(d->http);
+  d->http = NULL;
+  scree__watchdog_close(&d->watchdog);
+  scree__drain_close(&d->drain);
+}
+
+static void on_signal(uv_signal_t *h, int signum) {
+  daemon_state *d = h->data;
+  const char *name = signum == SIGINT ? "SIGINT" : "SIGTERM";
+  if (scree__drain_active(&d->drain)) {
+    /* A second signal: stop waiting for jobs. */
+    scree__log(SCREE__LOG_WARN, "stopping_now", "signal=%s jobs_running=%" PRIu32, name,
+               d->drain.running);
+    scree__drain_now(&d->drain);
+    return;
+  }
+  scree__log(SCREE__LOG_INFO, "stopping",
+             "signal=%s connections=%" PRIu32 " jobs_running=%" PRIu32
+             " drain_timeout_ms=%" PRIu64,
+             name, scree__server_connections(d->srv), d->drain.running,
+             d->drain.timeout_ms);
+  scree__notifyf("STOPPING=1\nSTATUS=draining %" PRIu32 " connections, %" PRIu32
+                 " attention jobs running",
+                 scree__server_connections(d->srv), d->drain.running);
+  /* New clients are turned away at once; those connected keep being served
+   * until the running jobs are done, so that their results reach them. */
+  scree__server_stop_listening(d->srv);
+  scree__drain_start(&d->drain, on_drained);
 }
 
 static const char *ipc_name(int mode) {
@@ -204,9 +399,31 @@ static const char *ipc_name(int mode) {
   }
 }
 
+/* Completes the allow lists once the socket file exists (its group is a
+ * default) and hands them to the server before the loop accepts anyone.
+ * When the file cannot be stat'ed its group is left out: access fails
+ * closed. */
+static void start_access_control(options *o, scree__server *srv) {
+  char msg[512];
+  if (scree__authz_add_defaults(&o->authz, o->socket, msg, sizeof(msg)) != 0)
+    scree__log(SCREE__LOG_WARN, "socket_group_unknown", "msg=%s", scree__q(msg));
+  scree__server_set_authz(srv, &o->authz);
+  char uids[256], gids[256], admins[256];
+  scree__authz_format(&o->authz, SCREE__AUTHZ_UID, uids, sizeof(uids));
+  scree__authz_format(&o->authz, SCREE__AUTHZ_GID, gids, sizeof(gids));
+  scree__authz_format(&o->authz, SCREE__AUTHZ_ADMIN, admins, sizeof(admins));
+  scree__log(SCREE__LOG_INFO, "access",
+             "allow_uids=%s allow_gids=%s admin_uids=%s quota_per_uid=%" PRIu64
+             " shared_arenas=%d",
+             scree__q(uids), scree__q(gids), scree__q(admins), o->quota_per_uid,
+             o->shared_arenas);
+}
+
 int main(int argc, char **argv) {
   options o;
   int prc = parse_options(argc, argv, &o);
+  if (prc != 0)
+    scree__authz_free(&o.authz);
   if (prc == 1)
     return 0;
   if (prc != 0)
@@ -219,6 +436,7 @@ int main(int argc, char **argv) {
   int rc;
   int status = 1;
   scree__mem *mem = NULL;
+  scree__notifyf("STATUS=opening %s", o.device < 0 ? "host memory" : "CUDA device");
   if (o.device < 0) {
     if (o.ipc_given && o.ipc_mode != SCREE__IPC_VMM_FD)
       scree__log(SCREE__LOG_WARN, "option_ignored",
@@ -229,6 +447,7 @@ int main(int argc, char **argv) {
   }
   if (rc != 0) {
     fprintf(stderr, "screed: %s (%s)\n", msg, scree_err_name(rc));
+    scree__authz_free(&o.authz);
     return 1;
   }
 
@@ -237,6 +456,10 @@ int main(int argc, char **argv) {
       .arena_size = o.arena_size,
       .max_packet = o.max_packet,
       .version = SCREE_VERSION_STRING,
+      .authz = &o.authz,
+      .quota_per_uid = o.quota_per_uid,
+      .shared_arenas = o.shared_arenas,
+      .max_leases_per_session = o.max_leases,
   };
   scree__store *store = NULL;
   rc = scree__store_new(mem, &cfg, &store, msg, sizeof(msg));
@@ -253,11 +476,45 @@ int main(int argc, char **argv) {
   }
   daemon_state d;
   memset(&d, 0, sizeof(d));
-  rc = scree__server_new(&loop, store, o.socket, o.max_packet, &d.srv, msg, sizeof(msg));
+  /* Socket activation: a socket from systemd is served as it is; else
+   * screed binds its own. */
+  int lfd;
+  rc = scree__notify_listen_fd(o.socket, &lfd, msg, sizeof(msg));
   if (rc != 0) {
     fprintf(stderr, "screed: %s\n", msg);
     goto err_loop;
   }
+  if (lfd >= 0) {
+    rc = scree__server_new_fd(&loop, store, lfd, o.socket, o.max_packet, &d.srv, msg,
+                              sizeof(msg));
+    if (rc != 0)
+      close(lfd);
+  } else {
+    rc = scree__server_new(&loop, store, o.socket, o.max_packet, &d.srv, msg, sizeof(msg));
+  }
+  if (rc != 0) {
+    fprintf(stderr, "screed: %s\n", msg);
+    goto err_loop;
+  }
+  scree__metrics_init(&d.metrics);
+  d.metrics.store = store;
+  d.metrics.mem = mem;
+  d.metrics.bytes_limit = o.memory_limit;
+  d.metrics.max_connections = o.max_connections;
+  scree__server_set_ops(d.srv, &d.metrics, o.max_connections);
+  if (o.metrics_listen != NULL) {
+    rc = scree__metrics_http_start(&loop, &d.metrics, o.metrics_listen, &d.http, msg,
+                                   sizeof(msg));
+    if (rc != 0) {
+      fprintf(stderr, "screed: %s\n", msg);
+      goto err_server;
+    }
+  }
+  scree__drain_init(&d.drain, &loop, o.drain_timeout_ms);
+  d.drain.data = &d;
+  scree__server_set_drain(d.srv, &d.drain);
+  scree__watchdog_start(&loop, &d.watchdog);
+  start_access_control(&o, d.srv);
   uv_signal_init(&loop, &d.sigint);
   uv_signal_init(&loop, &d.sigterm);
   d.sigint.data = d.sigterm.data = &d;
@@ -268,12 +525,16 @@ int main(int argc, char **argv) {
   scree__log(SCREE__LOG_INFO, "start",
              "version=%s socket=%s backend=%s device=%s device_index=%d ipc=%s"
              " memory_limit=%" PRIu64 " arena_size=%" PRIu64 " max_packet=%" PRIu64
-             " pid=%d",
+             " pid=%d activated=%s metrics=%s max_connections=%" PRIu32
+             " max_leases_per_connection=%" PRIu32 " drain_timeout_ms=%" PRIu64,
              SCREE_VERSION_STRING, scree__q(o.socket),
              mi->backend == SCREE__BACKEND_CUDA ? "cuda" : "host", scree__q(mi->device_name),
              mi->device_index, ipc_name(mi->ipc_mode), o.memory_limit, o.arena_size,
-             o.max_packet, (int)getpid());
-  scree__notify("READY=1\nSTATUS=serving");
+             o.max_packet, (int)getpid(), lfd >= 0 ? "yes" : "no",
+             scree__q(o.metrics_listen ? o.metrics_listen : ""), o.max_connections,
+             o.max_leases, o.drain_timeout_ms);
+  /* READY only now: the socket accepts and the backend is up. */
+  scree__notifyf("READY=1\nSTATUS=listening on %s", o.socket);
 
   uv_run(&loop, UV_RUN_DEFAULT);
 
@@ -288,11 +549,18 @@ int main(int argc, char **argv) {
   scree__log(SCREE__LOG_INFO, "stopped", NULL);
   goto err_store;
 
+err_server:
+  /* Startup failed after the server existed: close what is open and let
+   * the loop finish the closes before it is closed. */
+  scree__server_shutdown(d.srv);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  scree__server_free(d.srv);
 err_loop:
   uv_loop_close(&loop);
 err_store:
   scree__store_free(store);
 err_mem:
   mem->ops->destroy(mem);
+  scree__authz_free(&o.authz);
   return status;
 }

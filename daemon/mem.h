@@ -70,6 +70,10 @@ struct scree__mem_ops {
   int (*write)(scree__mem *m, const scree__arena_mem *a, uint64_t offset, const void *src,
                size_t size, char *msg, size_t msg_len);
   void (*destroy)(scree__mem *m);
+  /* Optional (NULL where it means nothing, as on host memory): the device's
+   * used and total memory as the driver reports them, for the
+   * scree_gpu_memory_bytes metric. Returns 0 or a negative code. */
+  int (*memory_info)(scree__mem *m, uint64_t *used, uint64_t *total);
 };
 
 struct scree__mem {

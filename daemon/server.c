@@ -12,7 +12,10 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "drain.h"
+#include "exec.h"
 #include "log.h"
+#include "metrics.h"
 #include "scree/error.h"
 
 /* Most fds a client may attach to one packet before the rest are dropped by
@@ -22,8 +25,13 @@
  * cannot starve the others (epoll is level-triggered: the rest waits for the
  * next turn). */
 #define PACKETS_PER_WAKEUP 32
-/* How long accepting pauses when the process is out of fds. */
+/* How long accepting pauses when the process is out of fds: the first
+ * pause, doubled on each failure in a row up to the last. */
 #define ACCEPT_PAUSE_MS 100
+#define ACCEPT_PAUSE_MAX_MS 2000
+/* Connections over --max-connections that wait for their first request,
+ * to be answered EAGAIN; more than this are closed unanswered. */
+#define REFUSALS_MAX 64
 
 typedef struct outpkt {
   struct outpkt *next;
@@ -49,6 +57,12 @@ typedef struct scree__conn {
   int closing;
   struct scree__conn *prev;
   struct scree__conn *next;
+  /* An attention job's reply is pending: nothing more is read until it
+   * is sent, so that replies keep the order of requests. */
+  int waiting;
+  /* The peer failed the access check (authz.h): its first packet gets
+   * EACCES, then the connection closes. */
+  int refused;
 } scree__conn;
 
 struct scree__server {
@@ -66,7 +80,23 @@ struct scree__server {
   scree__conn *conns;
   int shutting_down;
   scree__reply reply;
+  scree__exec *exec;
+  const scree__authz *authz; /* NULL: every peer is allowed */
+  /* Operations (limits, metrics, socket activation); see the end of the
+   * file. */
+  scree__metrics *metrics;
+  uint32_t max_conns; /* 0: no limit */
+  uint32_t nconns;
+  int at_limit;
+  unsigned pause_ms;
+  int adopted;         /* the listener came from systemd: never unlink it */
+  int listener_closed;
+  struct refusal *refusals;
+  uint32_t nrefusals;
 };
+
+static void refuse_conn(scree__server *srv, int fd);
+static void refusals_close_all(scree__server *srv);
 
 /* ---- the socket file --------------------------------------------------- */
 
@@ -194,6 +224,8 @@ err_close:
 }
 
 static void unlink_if_ours(scree__server *srv) {
+  if (srv->adopted)
+    return;
   struct stat st;
   if (lstat(srv->path, &st) == 0 && st.st_dev == srv->dev && st.st_ino == srv->ino)
     unlink(srv->path);
@@ -233,6 +265,7 @@ static void conn_close(scree__conn *c, const char *reason, int err) {
                c->pid, reason);
   scree__session_close(srv->store, c->sess);
   c->sess = NULL;
+  srv->nconns--;
   if (c->prev)
     c->prev->next = c->next;
   else
@@ -280,7 +313,10 @@ static int send_packet(int fd, const uint8_t *buf, size_t len, int pass_fd) {
 static void on_conn_io(uv_poll_t *h, int status, int events);
 
 static void conn_update_events(scree__conn *c) {
-  int want = c->qhead != NULL ? UV_WRITABLE : UV_READABLE;
+  /* While a reply is pending only a hang-up is watched for, so that a
+   * client that goes away mid-job is closed (and its leases released) at
+   * once rather than when the job ends. */
+  int want = c->qhead != NULL ? UV_WRITABLE : c->waiting ? UV_DISCONNECT : UV_READABLE;
   if (want == c->events)
     return;
   c->events = want;
@@ -341,6 +377,7 @@ static void conn_flush(scree__conn *c) {
 }
 
 static void conn_respond(scree__conn *c, scree__reply *r) {
+  scree__store_attach_notices(c->srv->store, c->sess, r);
   size_t len = scree__v1__response__get_packed_size(&r->resp);
   uint8_t *buf = malloc(len ? len : 1);
   if (buf == NULL) {
@@ -375,43 +412,24 @@ static int peer_gone(int fd) {
   return poll(&pfd, 1, 0) > 0 && (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
 }
 
+static void conn_refuse(scree__conn *c, const uint8_t *buf, size_t len);
+
 /* Reads and answers one packet. Returns 1 when another may follow, 0 when
  * the socket is drained or the connection is closing. */
 static int conn_read_one(scree__conn *c) {
   scree__server *srv = c->srv;
-  ssize_t n = recv(c->fd, NULL, 0, MSG_PEEK | MSG_TRUNC | MSG_DONTWAIT);
-  if (n < 0) {
-    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+  /* One recvmsg per request: the buffer holds the largest request allowed,
+   * and MSG_TRUNC makes the kernel report a longer record's real length
+   * (the rest of that record is discarded), so no MSG_PEEK is needed. */
+  if (srv->rbuf == NULL) {
+    srv->rbuf = malloc(srv->max_packet ? srv->max_packet : 1);
+    if (srv->rbuf == NULL) {
+      conn_close(c, "out_of_memory", ENOMEM);
       return 0;
-    conn_close(c, "recv", errno);
-    return 0;
-  }
-  if (n == 0 && peer_gone(c->fd)) {
-    conn_close(c, "eof", 0);
-    return 0;
-  }
-  size_t len = (size_t)n;
-  int oversize = (uint64_t)len > srv->max_packet;
-  uint8_t small[1];
-  struct iovec iov;
-  if (oversize) {
-    /* A short read of a SOCK_SEQPACKET record discards the rest of it, so
-     * an oversized request costs no allocation. */
-    iov.iov_base = small;
-    iov.iov_len = sizeof(small);
-  } else {
-    if (len > srv->rcap) {
-      uint8_t *b = realloc(srv->rbuf, len);
-      if (b == NULL) {
-        conn_close(c, "out_of_memory", ENOMEM);
-        return 0;
-      }
-      srv->rbuf = b;
-      srv->rcap = len;
     }
-    iov.iov_base = srv->rbuf ? (void *)srv->rbuf : (void *)small;
-    iov.iov_len = len;
+    srv->rcap = srv->max_packet;
   }
+  struct iovec iov = {.iov_base = srv->rbuf, .iov_len = srv->rcap};
   union {
     struct cmsghdr align;
     char buf[CMSG_SPACE(sizeof(int) * PASSED_FDS_MAX)];
@@ -424,7 +442,7 @@ static int conn_read_one(scree__conn *c) {
   mh.msg_controllen = sizeof(ctl.buf);
   ssize_t got;
   do
-    got = recvmsg(c->fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    got = recvmsg(c->fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC | MSG_TRUNC);
   while (got < 0 && errno == EINTR);
   if (got < 0) {
     if (errno == EAGAIN || errno == EWOULDBLOCK)
@@ -432,18 +450,52 @@ static int conn_read_one(scree__conn *c) {
     conn_close(c, "recv", errno);
     return 0;
   }
+  if (got == 0 && mh.msg_controllen == 0 && peer_gone(c->fd)) {
+    conn_close(c, "eof", 0);
+    return 0;
+  }
+  size_t len = (size_t)got;
+  int oversize = (uint64_t)len > srv->max_packet;
   close_passed_fds(&mh);
 
   scree__reply *r = &srv->reply;
+  if (c->refused) {
+    conn_refuse(c, oversize ? NULL : iov.iov_base, oversize ? 0 : (size_t)got);
+    return 0;
+  }
+  uint64_t t0 = srv->metrics != NULL ? scree__metrics_now() : 0;
   if (oversize)
     scree__store_reply_error(srv->store, c->sess, r, 0, SCREE_EMSGSIZE,
                              "request of %zu bytes exceeds the limit of %" PRIu64 " bytes",
                              len, srv->max_packet);
   else
-    scree__store_handle_packet(srv->store, c->sess, iov.iov_base, (size_t)got, r);
+    scree__store_handle_packet(srv->store, c->sess, srv->rbuf, len, r);
+  if (r->deferred) {
+    c->waiting = 1;
+    scree__reply_clear(r);
+    return 0;
+  }
+  if (srv->metrics != NULL)
+    scree__metrics_request(srv->metrics, r->op, r->resp.status, scree__metrics_now() - t0);
   conn_respond(c, r);
   scree__reply_clear(r);
   return !c->closing;
+}
+
+/* Answers a refused peer's first packet with EACCES and closes. Only the
+ * request id is read from the packet (for the client to match the answer);
+ * nothing of a refused peer's goes through the decoder or the store. The
+ * socket is fresh, so the answer fits its buffer; were it ever queued, the
+ * close would drop it and the peer would see the connection end. */
+static void conn_refuse(scree__conn *c, const uint8_t *buf, size_t len) {
+  scree__server *srv = c->srv;
+  scree__reply *r = &srv->reply;
+  uint64_t id = buf != NULL ? scree__authz_request_id(buf, len) : 0;
+  scree__store_reply_error(srv->store, c->sess, r, id, SCREE_EACCES,
+                           "uid %" PRIu32 " is not allowed to use this screed", c->uid);
+  conn_respond(c, r);
+  scree__reply_clear(r);
+  conn_close(c, "refused", 0);
 }
 
 static void on_conn_io(uv_poll_t *h, int status, int events) {
@@ -454,8 +506,12 @@ static void on_conn_io(uv_poll_t *h, int status, int events) {
   }
   if (events & UV_WRITABLE)
     conn_flush(c);
+  if (!c->closing && c->waiting && (events & UV_DISCONNECT) && peer_gone(c->fd)) {
+    conn_close(c, "eof", 0);
+    return;
+  }
   if (!c->closing && (events & UV_READABLE)) {
-    for (int i = 0; i < PACKETS_PER_WAKEUP && c->qhead == NULL; i++)
+    for (int i = 0; i < PACKETS_PER_WAKEUP && c->qhead == NULL && !c->waiting; i++)
       if (!conn_read_one(c))
         break;
   }
@@ -466,8 +522,11 @@ static void on_conn_io(uv_poll_t *h, int status, int events) {
 static void conn_open(scree__server *srv, int fd) {
   struct ucred cred = {.pid = 0, .uid = (uid_t)-1, .gid = (gid_t)-1};
   socklen_t clen = sizeof(cred);
-  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) != 0)
+  int have_cred = 1;
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) != 0) {
+    have_cred = 0;
     scree__log(SCREE__LOG_WARN, "peercred_failed", "error=%s", scree__q(strerror(errno)));
+  }
   scree__conn *c = calloc(1, sizeof(*c));
   if (c == NULL)
     goto err_fd;
@@ -482,14 +541,27 @@ static void conn_open(scree__server *srv, int fd) {
   c->uid = (uint32_t)cred.uid;
   c->pid = (int32_t)cred.pid;
   c->poll.data = c;
+  scree__session_set_data(c->sess, c);
   c->events = UV_READABLE;
   uv_poll_start(&c->poll, UV_READABLE, on_conn_io);
   c->next = srv->conns;
   if (srv->conns)
     srv->conns->prev = c;
   srv->conns = c;
+  srv->nconns++;
+  if (srv->metrics != NULL)
+    srv->metrics->conns_accepted++;
   scree__log(SCREE__LOG_INFO, "conn_open", "conn=%" PRIu64 " uid=%" PRIu32 " pid=%" PRId32,
              c->id, c->uid, c->pid);
+  char why[64];
+  if (srv->authz != NULL &&
+      scree__authz_check_peer(srv->authz, fd, have_cred, c->uid, (uint32_t)cred.gid, why,
+                              sizeof(why)) != 0) {
+    c->refused = 1;
+    scree__log(SCREE__LOG_WARN, "refused",
+               "conn=%" PRIu64 " uid=%" PRIu32 " gid=%" PRIu32 " pid=%" PRId32 " reason=%s",
+               c->id, c->uid, (uint32_t)cred.gid, c->pid, why);
+  }
   return;
 
 err_session:
@@ -520,7 +592,11 @@ static void on_listen(uv_poll_t *h, int status, int events) {
   for (int i = 0; i < 64 && !srv->shutting_down; i++) {
     int fd = accept4(srv->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd >= 0) {
-      conn_open(srv, fd);
+      srv->pause_ms = 0;
+      if (srv->max_conns != 0 && srv->nconns >= srv->max_conns)
+        refuse_conn(srv, fd);
+      else
+        conn_open(srv, fd);
       continue;
     }
     if (errno == EAGAIN || errno == EWOULDBLOCK)
@@ -530,15 +606,55 @@ static void on_listen(uv_poll_t *h, int status, int events) {
     if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
       /* The pending connection stays in the backlog and would wake the loop
        * at once again: stop listening for a moment instead of spinning. */
-      scree__log(SCREE__LOG_WARN, "accept_paused", "error=%s ms=%d",
-                 scree__q(strerror(errno)), ACCEPT_PAUSE_MS);
+      srv->pause_ms = srv->pause_ms == 0 ? ACCEPT_PAUSE_MS : srv->pause_ms * 2;
+      if (srv->pause_ms > ACCEPT_PAUSE_MAX_MS)
+        srv->pause_ms = ACCEPT_PAUSE_MAX_MS;
+      if (srv->metrics != NULL) {
+        srv->metrics->accept_failures++;
+        srv->metrics->accept_pauses++;
+      }
+      scree__log(SCREE__LOG_WARN, "accept_paused", "error=%s ms=%u connections=%" PRIu32,
+                 scree__q(strerror(errno)), srv->pause_ms, srv->nconns);
       uv_poll_stop(&srv->lpoll);
-      uv_timer_start(&srv->pause_timer, on_pause_over, ACCEPT_PAUSE_MS, 0);
+      uv_timer_start(&srv->pause_timer, on_pause_over, srv->pause_ms, 0);
       return;
     }
     scree__log(SCREE__LOG_ERROR, "accept_failed", "error=%s", scree__q(strerror(errno)));
     return;
   }
+}
+
+/* An attention job's reply: sent like any other, then reading resumes. */
+static void on_deferred_reply(void *arg, scree__session *sess, scree__reply *r) {
+  scree__conn *c = scree__session_data(sess);
+  if (c == NULL || c->closing)
+    return;
+  c->waiting = 0;
+  conn_respond(c, r);
+  if (!c->closing)
+    conn_update_events(c);
+}
+
+/* Watches the listening socket srv->lfd and makes the attention executor:
+ * the part of starting a server shared by a socket of our own and one from
+ * systemd. On failure nothing of it is left. */
+static int server_start(scree__server *srv, char *msg, size_t msg_len) {
+  int uvrc = uv_poll_init(srv->loop, &srv->lpoll, srv->lfd);
+  if (uvrc != 0)
+    return scree__errf(SCREE_EIO, msg, msg_len, "uv_poll_init: %s", uv_strerror(uvrc));
+  int rc = scree__exec_new(srv->loop, srv->store, NULL, on_deferred_reply, srv, &srv->exec,
+                           msg, msg_len);
+  if (rc != 0) {
+    /* The poll handle was never started; closing it lets the loop run out. */
+    uv_close((uv_handle_t *)&srv->lpoll, NULL);
+    uv_run(srv->loop, UV_RUN_NOWAIT);
+    return rc;
+  }
+  srv->lpoll.data = srv;
+  uv_timer_init(srv->loop, &srv->pause_timer);
+  srv->pause_timer.data = srv;
+  uv_poll_start(&srv->lpoll, UV_READABLE, on_listen);
+  return 0;
 }
 
 int scree__server_new(uv_loop_t *loop, scree__store *store, const char *path,
@@ -560,15 +676,9 @@ int scree__server_new(uv_loop_t *loop, scree__store *store, const char *path,
   rc = listen_on(srv, path, msg, msg_len);
   if (rc != 0)
     goto err_path;
-  int uvrc = uv_poll_init(loop, &srv->lpoll, srv->lfd);
-  if (uvrc != 0) {
-    rc = scree__errf(SCREE_EIO, msg, msg_len, "uv_poll_init: %s", uv_strerror(uvrc));
+  rc = server_start(srv, msg, msg_len);
+  if (rc != 0)
     goto err_socket;
-  }
-  srv->lpoll.data = srv;
-  uv_timer_init(loop, &srv->pause_timer);
-  srv->pause_timer.data = srv;
-  uv_poll_start(&srv->lpoll, UV_READABLE, on_listen);
   *out = srv;
   return 0;
 
@@ -592,20 +702,215 @@ void scree__server_shutdown(scree__server *srv) {
   if (srv->shutting_down)
     return;
   srv->shutting_down = 1;
-  /* The name goes first, so that no new client finds a socket that will
-   * not answer. */
-  unlink_if_ours(srv);
-  uv_close((uv_handle_t *)&srv->lpoll, on_listener_closed);
-  uv_close((uv_handle_t *)&srv->pause_timer, NULL);
+  scree__server_stop_listening(srv);
+  refusals_close_all(srv);
   while (srv->conns != NULL)
     conn_close(srv->conns, "shutdown", 0);
+  /* After the connections: their jobs are detached by now, queued ones are
+   * dropped, running ones finish and keep the loop alive until then. */
+  scree__exec_shutdown(srv->exec);
+}
+
+void scree__server_set_authz(scree__server *srv, const scree__authz *authz) {
+  srv->authz = authz;
 }
 
 void scree__server_free(scree__server *srv) {
   if (srv == NULL)
     return;
+  scree__exec_free(srv->exec);
   scree__reply_clear(&srv->reply);
   free(srv->rbuf);
   free(srv->path);
   free(srv);
+}
+
+/* ---- operations: limits, metrics, socket activation, draining ----------- */
+
+/* A connection over --max-connections. It gets no session: screed waits
+ * for its first request (normally Hello), answers it with SCREE_EAGAIN and
+ * a message naming the limit, and closes it. Answering a request rather
+ * than writing first means a client library reads the refusal as the reply
+ * to its Hello, instead of finding the socket closed under its first send. */
+typedef struct refusal {
+  uv_poll_t poll;
+  int fd;
+  scree__server *srv;
+  struct refusal *prev;
+  struct refusal *next;
+} refusal;
+
+static void on_refusal_closed(uv_handle_t *h) {
+  refusal *f = h->data;
+  close(f->fd);
+  free(f);
+}
+
+static void refusal_close(refusal *f) {
+  scree__server *srv = f->srv;
+  if (f->prev)
+    f->prev->next = f->next;
+  else
+    srv->refusals = f->next;
+  if (f->next)
+    f->next->prev = f->prev;
+  srv->nrefusals--;
+  uv_close((uv_handle_t *)&f->poll, on_refusal_closed);
+}
+
+static void refusals_close_all(scree__server *srv) {
+  while (srv->refusals != NULL)
+    refusal_close(srv->refusals);
+}
+
+static void on_refusal_io(uv_poll_t *h, int status, int events) {
+  refusal *f = h->data;
+  scree__server *srv = f->srv;
+  (void)events;
+  if (status < 0) {
+    refusal_close(f);
+    return;
+  }
+  /* The same single recvmsg as conn_read_one, into the same buffer. */
+  if (srv->rbuf == NULL) {
+    srv->rbuf = malloc(srv->max_packet ? srv->max_packet : 1);
+    if (srv->rbuf == NULL) {
+      refusal_close(f);
+      return;
+    }
+    srv->rcap = srv->max_packet;
+  }
+  union {
+    struct cmsghdr align;
+    char buf[CMSG_SPACE(sizeof(int) * PASSED_FDS_MAX)];
+  } ctl;
+  struct iovec iov = {.iov_base = srv->rbuf, .iov_len = srv->rcap};
+  struct msghdr mh;
+  memset(&mh, 0, sizeof(mh));
+  mh.msg_iov = &iov;
+  mh.msg_iovlen = 1;
+  mh.msg_control = ctl.buf;
+  mh.msg_controllen = sizeof(ctl.buf);
+  ssize_t got;
+  do
+    got = recvmsg(f->fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC | MSG_TRUNC);
+  while (got < 0 && errno == EINTR);
+  if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+    return;
+  if (got < 0 || (got == 0 && mh.msg_controllen == 0 && peer_gone(f->fd))) {
+    refusal_close(f);
+    return;
+  }
+  close_passed_fds(&mh);
+  /* Only the id is read, as for a peer refused by the allow lists: a
+   * refused connection costs no decoding. */
+  uint64_t id = (uint64_t)got <= srv->max_packet
+                    ? scree__authz_request_id(srv->rbuf, (size_t)got)
+                    : 0;
+  char text[160];
+  snprintf(text, sizeof(text),
+           "screed is at its connection limit (%" PRIu32 " connections); try again later",
+           srv->max_conns);
+  Scree__V1__Response resp = SCREE__V1__RESPONSE__INIT;
+  resp.id = id;
+  resp.status = SCREE_EAGAIN;
+  resp.message = text;
+  uint8_t buf[256];
+  if (scree__v1__response__get_packed_size(&resp) <= sizeof(buf)) {
+    size_t len = scree__v1__response__pack(&resp, buf);
+    /* Best effort: the socket is new and empty, so this does not block,
+     * and a client that is gone has nothing to read anyway. */
+    (void)send_packet(f->fd, buf, len, -1);
+  }
+  refusal_close(f);
+}
+
+static void refuse_conn(scree__server *srv, int fd) {
+  if (srv->metrics != NULL)
+    srv->metrics->conns_refused++;
+  if (!srv->at_limit) {
+    srv->at_limit = 1;
+    scree__log(SCREE__LOG_WARN, "max_connections_reached",
+               "limit=%" PRIu32 " action=\"answer the first request EAGAIN, then close\"",
+               srv->max_conns);
+  }
+  struct ucred cred = {.pid = 0, .uid = (uid_t)-1, .gid = (gid_t)-1};
+  socklen_t clen = sizeof(cred);
+  getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen);
+  scree__log(SCREE__LOG_INFO, "conn_refused",
+             "uid=%" PRIu32 " pid=%d reason=max_connections limit=%" PRIu32,
+             (uint32_t)cred.uid, (int)cred.pid, srv->max_conns);
+  refusal *f = NULL;
+  if (srv->nrefusals < REFUSALS_MAX)
+    f = calloc(1, sizeof(*f));
+  if (f == NULL || uv_poll_init(srv->loop, &f->poll, fd) != 0) {
+    /* Too many waiting already (or no memory): close unanswered. */
+    free(f);
+    close(fd);
+    return;
+  }
+  f->fd = fd;
+  f->srv = srv;
+  f->poll.data = f;
+  f->next = srv->refusals;
+  if (srv->refusals)
+    srv->refusals->prev = f;
+  srv->refusals = f;
+  srv->nrefusals++;
+  uv_poll_start(&f->poll, UV_READABLE | UV_DISCONNECT, on_refusal_io);
+}
+
+void scree__server_set_ops(scree__server *srv, scree__metrics *metrics,
+                           uint32_t max_connections) {
+  srv->metrics = metrics;
+  srv->max_conns = max_connections;
+}
+
+void scree__server_set_drain(scree__server *srv, scree__drain *drain) {
+  scree__exec_set_ops(srv->exec, drain, srv->metrics);
+}
+
+uint32_t scree__server_connections(const scree__server *srv) { return srv->nconns; }
+
+void scree__server_stop_listening(scree__server *srv) {
+  if (srv->listener_closed)
+    return;
+  srv->listener_closed = 1;
+  /* The name goes first, so that no new client finds a socket that will
+   * not answer. A socket from systemd stays: systemd owns it, and clients
+   * that connect meanwhile wait in its backlog for the next screed. */
+  unlink_if_ours(srv);
+  uv_close((uv_handle_t *)&srv->lpoll, on_listener_closed);
+  uv_close((uv_handle_t *)&srv->pause_timer, NULL);
+}
+
+int scree__server_new_fd(uv_loop_t *loop, scree__store *store, int fd, const char *path,
+                         uint64_t max_packet, scree__server **out, char *msg,
+                         size_t msg_len) {
+  scree__server *srv = calloc(1, sizeof(*srv));
+  if (srv == NULL)
+    return scree__errf(SCREE_ENOMEM, msg, msg_len, "out of memory");
+  int rc;
+  srv->path = strdup(path);
+  if (srv->path == NULL) {
+    rc = scree__errf(SCREE_ENOMEM, msg, msg_len, "out of memory");
+    goto err_free;
+  }
+  srv->loop = loop;
+  srv->store = store;
+  srv->max_packet = max_packet;
+  srv->lfd = fd;
+  srv->adopted = 1;
+  scree__reply_init(&srv->reply);
+  rc = server_start(srv, msg, msg_len);
+  if (rc != 0)
+    goto err_path;
+  *out = srv;
+  return 0;
+
+err_path:
+  free(srv->path);
+err_free:
+  free(srv);
+  return rc;
 }

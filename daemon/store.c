@@ -8,7 +8,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "exec.h"
 #include "log.h"
+#include "quota.h"
 #include "scree/error.h"
 
 typedef struct scree__lease scree__lease;
@@ -62,6 +64,14 @@ struct scree__session {
   size_t capknown;
   scree__session *prev;
   scree__session *next;
+  /* The attention job whose reply this session waits for (exec.c). */
+  void *job;
+  void *data; /* the server's connection */
+  /* Arenas freed since the session's last response, for
+   * Response.freed_arenas. */
+  uint64_t *freed;
+  size_t nfreed;
+  size_t capfreed;
 };
 
 struct scree__store {
@@ -91,6 +101,9 @@ struct scree__store {
   } errors[32];
   size_t nerrors;
   uint64_t start_ns;
+  scree__exec *exec;
+  scree__attention_counts attn;
+  scree__usage usage; /* bytes per owner uid, for --quota-per-uid */
 };
 
 static uint64_t now_ns(void) {
@@ -114,6 +127,7 @@ void scree__reply_clear(scree__reply *r) {
   free(r->list_ptrs);
   free(r->list_descs);
   free(r->list_inner);
+  free(r->freed);
   scree__reply_init(r);
 }
 
@@ -363,6 +377,7 @@ static void batch_free(scree__store *s, scree__batch *b) {
                " offset=%" PRIu64 " bytes=%" PRIu64, scree__q(b->name), b->arena->id,
                b->offset, b->block_bytes);
   s->bytes_used -= b->block_bytes;
+  scree__usage_sub(&s->usage, b->owner_uid, b->block_bytes);
   free(b->name);
   free(b);
 }
@@ -399,6 +414,8 @@ static void lease_drop(scree__store *s, scree__lease *l) {
 
 /* ---- store ------------------------------------------------------------- */
 
+static void arena_freed(void *arg, uint64_t id);
+
 int scree__store_new(scree__mem *mem, const scree__store_config *cfg, scree__store **out,
                      char *msg, size_t msg_len) {
   if (cfg->memory_limit == 0)
@@ -418,6 +435,8 @@ int scree__store_new(scree__mem *mem, const scree__store_config *cfg, scree__sto
   s->next_lease_id = 1;
   s->next_session_id = 1;
   s->start_ns = now_ns();
+  s->pool.on_arena_freed = arena_freed;
+  s->pool.on_arena_freed_arg = s;
   *out = s;
   return 0;
 }
@@ -432,6 +451,7 @@ void scree__store_free(scree__store *s) {
   free(s->names);
   free(s->ltab);
   scree__pool_destroy(&s->pool);
+  scree__usage_free(&s->usage);
   free(s);
 }
 
@@ -444,6 +464,10 @@ void scree__store_counts_get(const scree__store *s, scree__store_counts *out) {
   out->leases = (uint32_t)s->lcount;
   out->sessions = s->nsessions;
   out->requests = s->requests;
+}
+
+uint64_t scree__store_uid_bytes(const scree__store *s, uint32_t uid) {
+  return scree__usage_get(&s->usage, uid);
 }
 
 scree__session *scree__session_open(scree__store *s, uint32_t uid, int32_t pid) {
@@ -464,6 +488,9 @@ scree__session *scree__session_open(scree__store *s, uint32_t uid, int32_t pid) 
 uint64_t scree__session_id(const scree__session *sess) { return sess->id; }
 
 void scree__session_close(scree__store *s, scree__session *sess) {
+  /* A running job finishes on its own; it must not reply to this session. */
+  if (sess->job != NULL)
+    scree__exec_detach(sess->job);
   uint32_t nleases = sess->nleases;
   uint32_t reclaimed = 0;
   while (sess->leases != NULL)
@@ -487,6 +514,7 @@ void scree__session_close(scree__store *s, scree__session *sess) {
     sess->next->prev = sess->prev;
   s->nsessions--;
   free(sess->known);
+  free(sess->freed);
   free(sess);
 }
 
@@ -542,6 +570,14 @@ static int fill_location(scree__store *s, scree__session *sess, const scree__bat
     int rc = s->mem->ops->share_fd(s->mem, &b->arena->mem, &r->fd, m, sizeof(m));
     if (rc != 0)
       return FAIL(rc, "cannot share arena %" PRIu64 ": %s", b->arena->id, m);
+    /* What leaves the daemon is checked, not trusted: see authz.h. */
+    rc = scree__authz_check_arena_fd(r->fd, s->mem->info.ipc_mode, b->arena->mem.size, m,
+                                     sizeof(m));
+    if (rc != 0) {
+      scree__log(SCREE__LOG_ERROR, "arena_fd_check_failed",
+                 "arena=%" PRIu64 " msg=%s", b->arena->id, scree__q(m));
+      return FAIL(rc, "cannot share arena %" PRIu64 ": %s", b->arena->id, m);
+    }
   }
   loc->handle_attached = 1;
   *attach = 1;
@@ -626,6 +662,34 @@ static int do_hello(scree__store *s, scree__session *sess, const Scree__V1__Hell
   return 0;
 }
 
+/* Per-uid quota: the block counts against the creating peer's uid, who owns
+ * the batch. Checked after the memory limit, so that a peer over both hears
+ * about the daemon-wide limit first, as before quotas existed. */
+static int check_quota(scree__store *s, const scree__session *sess, const char *name,
+                       uint64_t block, scree__reply *r) {
+  uint64_t q = s->cfg.quota_per_uid;
+  if (q == 0)
+    return 0;
+  uint64_t used = scree__usage_get(&s->usage, sess->uid);
+  if (used <= q && block <= q - used)
+    return 0;
+  return FAIL(SCREE_ENOSPC,
+              "uid %" PRIu32 " quota: needs %" PRIu64 " bytes, %" PRIu64 " used of %" PRIu64
+              " (batch '%s')",
+              sess->uid, block, used, q, name);
+}
+
+/* The pool a new batch's block comes from: its owner's own arenas, unless
+ * the daemon or the request asks for the shared pool. A client that imports
+ * an arena can read every block in it, so keying by owner is what keeps one
+ * uid's readers out of another uid's batches. */
+static uint64_t pool_key(const scree__store *s, const scree__session *sess,
+                         const Scree__V1__Create *c) {
+  if (s->cfg.shared_arenas || c->shared)
+    return SCREE__POOL_SHARED;
+  return sess->uid;
+}
+
 static int do_create(scree__store *s, scree__session *sess, const Scree__V1__Create *c,
                      scree__reply *r) {
   int rc = check_name(r, c->name);
@@ -674,6 +738,11 @@ static int do_create(scree__store *s, scree__session *sess, const Scree__V1__Cre
                 c->name, (vpart == UINT64_MAX || opart == UINT64_MAX) ? UINT64_MAX
                                                                     : vpart + opart,
                 free_bytes, limit);
+  rc = check_quota(s, sess, c->name, block, r);
+  if (rc != 0)
+    return rc;
+  if (scree__usage_reserve(&s->usage) != 0)
+    return FAIL(SCREE_ENOMEM, "out of host memory");
 
   scree__batch *b = calloc(1, sizeof(*b));
   if (b == NULL)
@@ -684,7 +753,8 @@ static int do_create(scree__store *s, scree__session *sess, const Scree__V1__Cre
     goto err_batch;
   }
   char m[512];
-  rc = scree__pool_alloc(&s->pool, block, &b->arena, &b->offset, m, sizeof(m));
+  rc = scree__pool_alloc_keyed(&s->pool, pool_key(s, sess, c), block, &b->arena,
+                               &b->offset, m, sizeof(m));
   if (rc != 0) {
     rc = FAIL(rc, "batch '%s' (%" PRIu64 " bytes): %s", c->name, block, m);
     goto err_name;
@@ -711,6 +781,7 @@ static int do_create(scree__store *s, scree__session *sess, const Scree__V1__Cre
   if (attach)
     known_commit(sess, b->arena->id);
   s->bytes_used += block;
+  scree__usage_add(&s->usage, b->owner_uid, block);
   b->unext = sess->unsealed;
   if (sess->unsealed)
     sess->unsealed->uprev = b;
@@ -736,6 +807,73 @@ err_batch:
   return rc;
 }
 
+/* Offsets are read and checked this many at a time, so that sealing a batch
+ * of any size costs a bounded amount of host memory: a whole copy could be
+ * as large as the memory limit, in host memory even when the batch is on a
+ * GPU. */
+#define SEAL_CHUNK 32768
+
+/* The rules of scree_offsets_validate (core/src/array.c), with the same
+ * messages, applied chunk by chunk. Returns 0 with max_length set, or a code
+ * with a message; *read_failed tells a backend read error from bad offsets. */
+static int seal_check_offsets(scree__store *s, const scree__batch *b, int64_t *max_length,
+                              int *read_failed, char *m, size_t mlen) {
+  scree_dtype dt = b->desc.offsets_dtype;
+  size_t esz = scree_dtype_size(dt);
+  int64_t n = b->desc.batch_size + 1; /* create checked that this fits */
+  int64_t total = b->desc.total_rows;
+  size_t cap = (size_t)(n < SEAL_CHUNK ? n : SEAL_CHUNK);
+  void *buf = malloc(cap * esz);
+  if (buf == NULL)
+    return scree__errf(SCREE_ENOMEM, m, mlen, "out of host memory for %zu offsets", cap);
+  int rc = 0;
+  int64_t prev = 0, longest = 0;
+  for (int64_t start = 0; start < n && rc == 0; start += (int64_t)cap) {
+    size_t cnt = (size_t)(n - start < (int64_t)cap ? n - start : (int64_t)cap);
+    rc = s->mem->ops->read(s->mem, &b->arena->mem,
+                           b->offset + b->offsets_at + (uint64_t)start * esz, buf,
+                           cnt * esz, m, mlen);
+    if (rc != 0) {
+      *read_failed = 1;
+      break;
+    }
+    for (size_t k = 0; k < cnt; k++) {
+      int64_t i = start + (int64_t)k;
+      int64_t cur = scree_offsets_at(buf, dt, (int64_t)k);
+      if (i == 0) {
+        if (cur != 0) {
+          rc = scree__errf(SCREE_EINVAL, m, mlen, "offsets[0]=%" PRId64 ", expected 0", cur);
+          break;
+        }
+        continue;
+      }
+      if (cur < prev) {
+        rc = scree__errf(SCREE_EINVAL, m, mlen,
+                         "offsets[%" PRId64 "]=%" PRId64 " > offsets[%" PRId64 "]=%" PRId64,
+                         i - 1, prev, i, cur);
+        break;
+      }
+      if (cur > total) {
+        rc = scree__errf(SCREE_EINVAL, m, mlen,
+                         "offsets[%" PRId64 "]=%" PRId64 " > total_rows=%" PRId64, i, cur,
+                         total);
+        break;
+      }
+      if (cur - prev > longest)
+        longest = cur - prev;
+      prev = cur;
+    }
+  }
+  free(buf);
+  if (rc == 0 && prev != total)
+    rc = scree__errf(SCREE_EINVAL, m, mlen,
+                     "offsets[%" PRId64 "]=%" PRId64 " (the last) != total_rows=%" PRId64,
+                     n - 1, prev, total);
+  if (rc == 0)
+    *max_length = longest;
+  return rc;
+}
+
 static int do_seal(scree__store *s, scree__session *sess, const Scree__V1__Seal *q,
                    scree__reply *r) {
   int rc = check_name(r, q->name);
@@ -749,21 +887,12 @@ static int do_seal(scree__store *s, scree__session *sess, const Scree__V1__Seal 
   if (b->state != BATCH_CREATED)
     return FAIL(SCREE_ESTATE, "batch '%s' is already sealed", q->name);
 
-  void *offs = malloc(b->offsets_bytes);
-  if (offs == NULL)
-    return FAIL(SCREE_ENOMEM, "out of host memory reading %" PRIu64 " bytes of offsets",
-                b->offsets_bytes);
   char m[512];
-  rc = s->mem->ops->read(s->mem, &b->arena->mem, b->offset + b->offsets_at, offs,
-                         (size_t)b->offsets_bytes, m, sizeof(m));
-  if (rc != 0) {
-    free(offs);
-    return FAIL(rc, "reading the offsets of '%s': %s", q->name, m);
-  }
   int64_t max_length = 0;
-  rc = scree_offsets_validate(offs, b->desc.offsets_dtype, b->desc.batch_size,
-                              b->desc.total_rows, &max_length, m, sizeof(m));
-  free(offs);
+  int read_failed = 0;
+  rc = seal_check_offsets(s, b, &max_length, &read_failed, m, sizeof(m));
+  if (rc != 0 && read_failed)
+    return FAIL(rc, "reading the offsets of '%s': %s", q->name, m);
   if (rc != 0)
     return FAIL(rc, "offsets of '%s' are invalid: %s", q->name, m);
 
@@ -793,6 +922,11 @@ static int do_get(scree__store *s, scree__session *sess, const Scree__V1__Get *q
     return FAIL(SCREE_ESTATE, "batch '%s' is not sealed yet", q->name);
   if (b->leases == UINT32_MAX)
     return FAIL(SCREE_EBUSY, "batch '%s' has too many leases", q->name);
+  if (s->cfg.max_leases_per_session != 0 && sess->nleases >= s->cfg.max_leases_per_session)
+    return FAIL(SCREE_EBUSY,
+                "this connection holds %" PRIu32 " leases, the limit"
+                " (--max-leases-per-connection); release some first",
+                sess->nleases);
   scree__lease *l = calloc(1, sizeof(*l));
   if (l == NULL)
     return FAIL(SCREE_ENOMEM, "out of host memory");
@@ -853,6 +987,8 @@ static int do_delete(scree__store *s, scree__session *sess, const Scree__V1__Del
     return FAIL(SCREE_ENOENT, "no batch named '%s'", q->name);
   if (b->state == BATCH_CREATED && b->creator != sess->id)
     return FAIL(SCREE_EPERM, "batch '%s' is being written by another connection", q->name);
+  if (b->owner_uid != sess->uid && !scree__authz_is_admin(s->cfg.authz, sess->uid))
+    return FAIL(SCREE_EPERM, "batch '%s' is owned by uid %" PRIu32, q->name, b->owner_uid);
   Scree__V1__DeleteReply *dr = &r->body.del;
   scree__v1__delete_reply__init(dr);
   names_remove(s, b);
@@ -973,9 +1109,15 @@ void scree__store_handle(scree__store *s, scree__session *sess,
                          const Scree__V1__Request *req, scree__reply *r) {
   s->requests++;
   r->resp.id = req->id;
+  r->op = (int)req->body_case;
   int rc;
   if (req->body_case == SCREE__V1__REQUEST__BODY__NOT_SET) {
     rc = FAIL(SCREE_EPROTO, "unknown request type");
+  } else if (sess->job != NULL) {
+    /* The server reads nothing of a session that waits for a deferred
+     * reply; a direct caller that does gets this rather than replies out
+     * of order. */
+    rc = FAIL(SCREE_EBUSY, "an attention request is still running on this connection");
   } else if (!sess->hello_done && req->body_case != SCREE__V1__REQUEST__BODY_HELLO) {
     rc = FAIL(SCREE_EPROTO, "the first request on a connection must be Hello, not %s",
               op_name(req->body_case));
@@ -991,8 +1133,10 @@ void scree__store_handle(scree__store *s, scree__session *sess,
     case SCREE__V1__REQUEST__BODY_STAT: rc = do_stat(s, req->stat, r); break;
     case SCREE__V1__REQUEST__BODY_STATS: rc = do_stats(s, r); break;
     case SCREE__V1__REQUEST__BODY_ATTENTION:
-      /* The slot for attention jobs (exec.c); answered here until then. */
-      rc = FAIL(SCREE_ENOTSUP, "attention is not available yet");
+      if (s->exec == NULL)
+        rc = FAIL(SCREE_ENOTSUP, "attention is not available in this daemon");
+      else
+        rc = scree__exec_attention(s->exec, sess, req->id, req->attention, r);
       break;
     default: rc = FAIL(SCREE_EPROTO, "unknown request type"); break;
     }
@@ -1014,4 +1158,184 @@ void scree__store_handle_packet(scree__store *s, scree__session *sess, const uin
   scree__store_handle(s, sess, req, r);
   /* Strings in the reply point into the store, never into req. */
   scree__v1__request__free_unpacked(req, NULL);
+}
+
+/* ---- attention jobs and freed-arena notices ---------------------------- */
+
+const uint64_t SCREE__ATTN_BUCKETS_NS[SCREE__ATTN_NBUCKETS] = {
+    1000000ull, 10000000ull, 100000000ull, 1000000000ull, 10000000000ull, 60000000000ull};
+
+scree__attention_counts *scree__store_attention_counts(scree__store *s) { return &s->attn; }
+
+void scree__store_set_exec(scree__store *s, scree__exec *e) { s->exec = e; }
+
+scree__mem *scree__store_mem(scree__store *s) { return s->mem; }
+
+scree__batch *scree__store_find(scree__store *s, const char *name) {
+  return names_find(s, name);
+}
+
+void scree__store_view(const scree__batch *b, scree__batch_view *out) {
+  memset(out, 0, sizeof(*out));
+  out->name = b->name;
+  out->desc = b->desc;
+  out->sealed = b->state == BATCH_SEALED;
+  out->deleted = b->deleted;
+  out->mem = &b->arena->mem;
+  out->values_offset = b->offset;
+  out->values_bytes = b->values_bytes;
+  out->offsets_offset = b->offset + b->offsets_at;
+  out->offsets_bytes = b->offsets_bytes;
+}
+
+int scree__store_pin(scree__store *s, scree__batch *b) {
+  if (b->leases == UINT32_MAX)
+    return SCREE_EBUSY;
+  b->leases++;
+  return 0;
+}
+
+void scree__store_unpin(scree__store *s, scree__batch *b) {
+  b->leases--;
+  if (b->leases == 0 && b->deleted) {
+    s->pending_deletes--;
+    scree__log(SCREE__LOG_DEBUG, "delete_completed", "batch=%s", scree__q(b->name));
+    batch_free(s, b);
+  }
+}
+
+int scree__store_reserve(scree__store *s, scree__session *sess, const char *name,
+                         const scree_array *desc, scree__batch **out, char *msg,
+                         size_t msg_len) {
+  uint64_t vbytes, obytes;
+  int rc = scree_array_check_desc(desc, &vbytes, &obytes, msg, msg_len);
+  if (rc != 0)
+    return rc;
+  uint64_t vpart = scree__align_up(vbytes);
+  uint64_t opart = scree__align_up(obytes);
+  uint64_t block;
+  uint64_t limit = s->cfg.memory_limit;
+  uint64_t free_bytes = limit > s->bytes_used ? limit - s->bytes_used : 0;
+  if (vpart == UINT64_MAX || opart == UINT64_MAX ||
+      __builtin_add_overflow(vpart, opart, &block) || block > free_bytes)
+    return scree__errf(SCREE_ENOSPC, msg, msg_len,
+                       "output '%s' needs %" PRIu64 " bytes, %" PRIu64 " free of %" PRIu64,
+                       name, (vpart == UINT64_MAX || opart == UINT64_MAX) ? UINT64_MAX
+                                                                         : vpart + opart,
+                       free_bytes, limit);
+  /* The output is the requester's, as a batch it created would be: its
+   * quota, its pool of arenas. */
+  uint64_t q = s->cfg.quota_per_uid;
+  uint64_t used = scree__usage_get(&s->usage, sess->uid);
+  if (q != 0 && (used > q || block > q - used))
+    return scree__errf(SCREE_ENOSPC, msg, msg_len,
+                       "uid %" PRIu32 " quota: needs %" PRIu64 " bytes, %" PRIu64
+                       " used of %" PRIu64 " (output '%s')",
+                       sess->uid, block, used, q, name);
+  if (scree__usage_reserve(&s->usage) != 0)
+    return scree__errf(SCREE_ENOMEM, msg, msg_len, "out of host memory");
+  scree__batch *b = calloc(1, sizeof(*b));
+  if (b == NULL)
+    return scree__errf(SCREE_ENOMEM, msg, msg_len, "out of host memory");
+  b->name = strdup(name);
+  if (b->name == NULL) {
+    free(b);
+    return scree__errf(SCREE_ENOMEM, msg, msg_len, "out of host memory");
+  }
+  char m[512];
+  uint64_t key = s->cfg.shared_arenas ? SCREE__POOL_SHARED : sess->uid;
+  rc = scree__pool_alloc_keyed(&s->pool, key, block, &b->arena, &b->offset, m, sizeof(m));
+  if (rc != 0) {
+    free(b->name);
+    free(b);
+    return scree__errf(rc, msg, msg_len, "output '%s' (%" PRIu64 " bytes): %s", name, block,
+                       m);
+  }
+  b->desc = *desc;
+  b->desc.values = NULL;
+  b->desc.offsets = NULL;
+  b->desc.max_length = 0;
+  b->state = BATCH_CREATED;
+  b->values_bytes = vbytes;
+  b->offsets_bytes = obytes;
+  b->offsets_at = vpart;
+  b->block_bytes = block;
+  b->owner_uid = sess->uid;
+  b->owner_pid = sess->pid;
+  b->creator = sess->id;
+  b->created_ns = now_ns();
+  s->bytes_used += block;
+  scree__usage_add(&s->usage, b->owner_uid, block);
+  *out = b;
+  return 0;
+}
+
+int scree__store_publish(scree__store *s, scree__batch *b, int64_t max_length,
+                         scree__reply *r) {
+  if (names_find(s, b->name) != NULL)
+    return FAIL(SCREE_EEXIST, "batch '%s' was created by another request while attention ran",
+                b->name);
+  if (names_insert(s, b) != 0)
+    return FAIL(SCREE_ENOMEM, "out of host memory");
+  b->desc.max_length = max_length;
+  b->state = BATCH_SEALED;
+  fill_info(&r->info, &r->desc, r->inner, b, now_ns());
+  return 0;
+}
+
+void scree__store_discard(scree__store *s, scree__batch *b) { batch_free(s, b); }
+
+void scree__session_set_job(scree__session *sess, void *job) { sess->job = job; }
+
+void *scree__session_job(const scree__session *sess) { return sess->job; }
+
+void scree__session_set_data(scree__session *sess, void *data) { sess->data = data; }
+
+void *scree__session_data(const scree__session *sess) { return sess->data; }
+
+void scree__store_fail_deferred(scree__store *s, scree__session *sess, scree__reply *r,
+                                const char *op, int code) {
+  fail_reply(s, sess, r, op, code);
+}
+
+/* Every session that was sent arena id forgets it and will hear of its
+ * end. Ids are never reused, so the entry in known would only be dead
+ * weight for a long-lived session. */
+static void arena_freed(void *arg, uint64_t id) {
+  scree__store *s = arg;
+  for (scree__session *sess = s->sessions; sess != NULL; sess = sess->next) {
+    size_t pos;
+    if (!known_find(sess, id, &pos))
+      continue;
+    memmove(&sess->known[pos], &sess->known[pos + 1],
+            (sess->nknown - pos - 1) * sizeof(uint64_t));
+    sess->nknown--;
+    if (sess->nfreed == sess->capfreed) {
+      size_t cap = sess->capfreed ? sess->capfreed * 2 : 4;
+      uint64_t *f = realloc(sess->freed, cap * sizeof(*f));
+      if (f == NULL) {
+        /* The client keeps a mapping it could have dropped until it closes;
+         * nothing else goes wrong. */
+        scree__log(SCREE__LOG_WARN, "freed_notice_dropped", "conn=%" PRIu64 " arena=%" PRIu64,
+                   sess->id, id);
+        continue;
+      }
+      sess->freed = f;
+      sess->capfreed = cap;
+    }
+    sess->freed[sess->nfreed++] = id;
+  }
+}
+
+int scree__store_attach_notices(scree__store *s, scree__session *sess, scree__reply *r) {
+  if (sess == NULL || sess->nfreed == 0 || r->freed != NULL)
+    return 0;
+  /* The reply takes the session's array; the session starts a new one. */
+  r->freed = sess->freed;
+  r->resp.n_freed_arenas = sess->nfreed;
+  r->resp.freed_arenas = r->freed;
+  sess->freed = NULL;
+  sess->nfreed = 0;
+  sess->capfreed = 0;
+  return 0;
 }

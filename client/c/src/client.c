@@ -24,7 +24,8 @@
 /* The largest reply accepted. A List page is the biggest reply; this leaves
  * room for tens of thousands of entries while bounding what a confused peer
  * can make us allocate. */
-#define SCREE__MAX_REPLY (64u << 20)
+/* The daemon keeps every reply under 1 MiB (List pages stop near 96 KiB). */
+#define SCREE__MAX_REPLY (1u << 20)
 
 typedef struct scree__arena {
   uint64_t id;
@@ -98,6 +99,8 @@ static int check_name(scree_client *c, const char *name, const char *what) {
   return 0;
 }
 
+static void arenas_forget(scree_client *c, const uint64_t *ids, size_t n);
+
 /* Sends req and receives its Response into *out (freed by the caller with
  * scree__v1__response__free_unpacked). A non-zero status is returned with
  * the daemon's message in c->err. A reply of another kind than expect, or
@@ -143,6 +146,9 @@ static int rpc(scree_client *c, Scree__V1__Request *req, Scree__V1__Response__Bo
     fail(c, SCREE_EPROTO, "cannot decode the daemon's %ld-byte reply", n);
     return kill_conn(c, SCREE_EPROTO);
   }
+  /* Notices ride on any response, failures included. */
+  if (resp->n_freed_arenas > 0)
+    arenas_forget(c, resp->freed_arenas, resp->n_freed_arenas);
   if (resp->id != req->id) {
     uint64_t got = resp->id;
     scree__v1__response__free_unpacked(resp, NULL);
@@ -232,6 +238,25 @@ static scree__arena *arena_find(scree_client *c, uint64_t id) {
     if (c->arenas[i].id == id)
       return &c->arenas[i];
   return NULL;
+}
+
+/* Unmaps arenas the daemon has freed. None of this connection's leases or
+ * created batches can be in them (the daemon frees an arena only when no
+ * batch is left in it), so only views the caller already released, and
+ * must no longer touch, pointed there. Ids this handle never mapped are
+ * ignored. Callers never keep a pointer into c->arenas across an rpc, so
+ * compacting the array here is safe. */
+static void arenas_forget(scree_client *c, const uint64_t *ids, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    scree__arena *a = arena_find(c, ids[i]);
+    if (a == NULL)
+      continue;
+    c->imp->unmap(a->base, a->size, a->state);
+    size_t at = (size_t)(a - c->arenas);
+    memmove(&c->arenas[at], &c->arenas[at + 1], (c->n_arenas - at - 1) * sizeof(*a));
+    c->n_arenas--;
+    c->info.arena_unmaps++;
+  }
 }
 
 /* Turns a Location into the base address of its arena in this process,
@@ -1016,6 +1041,13 @@ out:
 
 int scree_client_attention(scree_client *c, const char *q, const char *k, const char *v,
                            const char *out, const scree_attention_params *p) {
+  return scree_client_attention_info(c, q, k, v, out, p, NULL, NULL);
+}
+
+int scree_client_attention_info(scree_client *c, const char *q, const char *k,
+                                const char *v, const char *out,
+                                const scree_attention_params *p, scree_batch_info *info,
+                                uint64_t *elapsed_ns) {
   if (c == NULL)
     return SCREE_EINVAL;
   pthread_mutex_lock(&c->mu);
@@ -1046,8 +1078,13 @@ int scree_client_attention(scree_client *c, const char *q, const char *k, const 
   req.attention = &a;
   Scree__V1__Response *resp;
   rc = rpc(c, &req, SCREE__V1__RESPONSE__BODY_ATTENTION, &resp);
-  if (rc == 0)
-    scree__v1__response__free_unpacked(resp, NULL);
+  if (rc != 0)
+    goto out;
+  if (info != NULL)
+    rc = info_from_pb(c, resp->attention->info, info);
+  if (elapsed_ns != NULL)
+    *elapsed_ns = resp->attention->elapsed_ns;
+  scree__v1__response__free_unpacked(resp, NULL);
 out:
   pthread_mutex_unlock(&c->mu);
   return rc;

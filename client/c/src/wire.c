@@ -64,42 +64,26 @@ long scree__wire_recv(int fd, unsigned char **buf, size_t *cap, size_t max_len, 
                       int max_fds, int *nfds, unsigned *extra_closed, char *msg,
                       size_t msg_len) {
   *nfds = 0;
-  ssize_t size;
-  for (;;) {
-    /* No control buffer on the peek, so no fd is installed twice. */
-    size = recv(fd, NULL, 0, MSG_PEEK | MSG_TRUNC);
-    if (size >= 0 || errno != EINTR)
-      break;
-  }
-  if (size < 0) {
-    int e = errno;
-    snprintf(msg, msg_len, "lost the daemon: recv: %s", strerror(e));
-    return SCREE_EDISCONNECTED;
-  }
-
-  int too_big = (size_t)size > max_len;
-  if (!too_big && (size_t)size > *cap) {
-    unsigned char *nb = realloc(*buf, (size_t)size);
+  /* One recvmsg per reply: the buffer is sized for the largest reply the
+   * daemon sends (max_len), and MSG_TRUNC reports the real length of a
+   * longer record, whose rest the kernel discards. A MSG_PEEK for the size
+   * first would cost a system call on every request. */
+  if (*cap < max_len) {
+    unsigned char *nb = realloc(*buf, max_len);
     if (nb == NULL) {
-      too_big = 1; /* consume it anyway so the stream stays in step */
-    } else {
-      *buf = nb;
-      *cap = (size_t)size;
+      snprintf(msg, msg_len, "no memory for a %zu-byte reply buffer", max_len);
+      return SCREE_ENOMEM;
     }
+    *buf = nb;
+    *cap = max_len;
   }
-
   union {
     struct cmsghdr align;
     unsigned char bytes[CMSG_SPACE(sizeof(int) * 16)];
   } ctrl;
-  unsigned char sink;
   struct iovec iov;
-  iov.iov_base = too_big ? (void *)&sink : (void *)*buf;
-  iov.iov_len = too_big ? 1 : (size_t)size;
-  if (!too_big && size == 0) {
-    iov.iov_base = &sink;
-    iov.iov_len = 1;
-  }
+  iov.iov_base = *buf;
+  iov.iov_len = *cap;
   struct msghdr m;
   memset(&m, 0, sizeof(m));
   m.msg_iov = &iov;
@@ -109,7 +93,7 @@ long scree__wire_recv(int fd, unsigned char **buf, size_t *cap, size_t max_len, 
 
   ssize_t n;
   for (;;) {
-    n = recvmsg(fd, &m, MSG_CMSG_CLOEXEC);
+    n = recvmsg(fd, &m, MSG_CMSG_CLOEXEC | MSG_TRUNC);
     if (n >= 0 || errno != EINTR)
       break;
   }
@@ -118,15 +102,16 @@ long scree__wire_recv(int fd, unsigned char **buf, size_t *cap, size_t max_len, 
     snprintf(msg, msg_len, "lost the daemon: recvmsg: %s", strerror(e));
     return SCREE_EDISCONNECTED;
   }
+  int too_big = (size_t)n > max_len;
   take_fds(&m, too_big ? NULL : fds, max_fds, nfds, extra_closed);
-  if (n == 0 && size == 0 && m.msg_controllen == 0) {
+  if (n == 0 && m.msg_controllen == 0) {
     /* A zero-length read with nothing attached is the peer's orderly close. */
     snprintf(msg, msg_len, "lost the daemon: connection closed");
     return SCREE_EDISCONNECTED;
   }
   if (too_big) {
-    snprintf(msg, msg_len, "reply of %zd bytes exceeds the limit of %zu", size, max_len);
-    return (size_t)size > max_len ? SCREE_EMSGSIZE : SCREE_ENOMEM;
+    snprintf(msg, msg_len, "reply of %zd bytes exceeds the limit of %zu", n, max_len);
+    return SCREE_EMSGSIZE;
   }
   if (m.msg_flags & MSG_CTRUNC) {
     /* The kernel dropped fds that did not fit: the reply cannot be trusted

@@ -18,7 +18,8 @@ static const char usage[] =
     "  info                          the daemon's backend, device and limits\n"
     "  list [PREFIX]                 batches whose names start with PREFIX\n"
     "  stat NAME                     one batch, as key: value lines\n"
-    "  stats                         the daemon's counters, as key: value lines\n"
+    "  stats [--json]                the daemon's counters, as key: value lines\n"
+    "                                (--json: one JSON object, for scripts)\n"
     "  delete NAME                   remove a batch (its memory goes with its last lease)\n"
     "  put NAME --values V.npy --offsets O.npy [--dtype DTYPE]\n"
     "                                publish values of shape (total_rows, *inner) and\n"
@@ -49,6 +50,7 @@ typedef struct opts {
   const char *dtype;
   const char *q, *k, *v, *out;
   scree_attention_params att;
+  int json; /* stats --json */
 } opts;
 
 static int die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -126,6 +128,9 @@ static int parse_args(int argc, char **argv, opts *o) {
       dst = &o->v, name = "--v";
     } else if (is_opt(a, "--out")) {
       dst = &o->out, name = "--out";
+    } else if (strcmp(a, "--json") == 0) {
+      o->json = 1;
+      continue;
     } else if (strcmp(a, "--causal") == 0) {
       o->att.causal = 1;
       continue;
@@ -191,6 +196,8 @@ static int parse_args(int argc, char **argv, opts *o) {
     return die("--values and --offsets belong to put and get");
   if (!is_put && o->dtype != NULL)
     return die("--dtype belongs to put");
+  if (o->json && strcmp(o->cmd, "stats") != 0)
+    return die("--json belongs to stats");
   if (is_att && (o->q == NULL || o->k == NULL || o->v == NULL || o->out == NULL))
     return die("attention needs --q, --k, --v and --out");
   if (!is_att && (o->q || o->k || o->v || o->out || o->att.causal || o->att.has_scale ||
@@ -287,11 +294,32 @@ static int cmd_stat(scree_client *c, const char *name) {
   return 0;
 }
 
-static int cmd_stats(scree_client *c) {
+/* stats --json: the same counters as one JSON object on one line. Every
+ * value is a number and every key a fixed identifier, so nothing needs
+ * escaping. */
+static void print_stats_json(const scree_stats *s) {
+  printf("{\"bytes_used\":%" PRIu64 ",\"bytes_limit\":%" PRIu64 ",\"bytes_arenas\":%" PRIu64
+         ",\"arenas\":%" PRIu32 ",\"batches\":%" PRIu32 ",\"pending_deletes\":%" PRIu32
+         ",\"leases\":%" PRIu32 ",\"connections\":%" PRIu32 ",\"requests\":%" PRIu64
+         ",\"uptime_s\":%.3f,\"errors\":{",
+         s->bytes_used, s->bytes_limit, s->bytes_arenas, s->arenas, s->batches,
+         s->pending_deletes, s->leases, s->connections, s->requests,
+         (double)s->uptime_ns / 1e9);
+  for (uint32_t i = 0; i < s->n_errors; i++)
+    printf("%s\"%s\":%" PRIu64, i ? "," : "", scree_err_name(s->errors[i].code),
+           s->errors[i].count);
+  printf("}}\n");
+}
+
+static int cmd_stats(scree_client *c, int json) {
   scree_stats s;
   int rc = scree_client_stats(c, &s);
   if (rc != 0)
     return client_fail(c, rc);
+  if (json) {
+    print_stats_json(&s);
+    return 0;
+  }
   printf("bytes_used: %" PRIu64 "\n", s.bytes_used);
   printf("bytes_limit: %" PRIu64 "\n", s.bytes_limit);
   printf("bytes_arenas: %" PRIu64 "\n", s.bytes_arenas);
@@ -447,7 +475,7 @@ int main(int argc, char **argv) {
   else if (strcmp(o.cmd, "stat") == 0)
     ret = cmd_stat(c, o.name);
   else if (strcmp(o.cmd, "stats") == 0)
-    ret = cmd_stats(c);
+    ret = cmd_stats(c, o.json);
   else if (strcmp(o.cmd, "delete") == 0)
     ret = cmd_delete(c, o.name);
   else if (strcmp(o.cmd, "put") == 0)

@@ -89,10 +89,12 @@ typedef struct scree_client_info {
   uint32_t max_name_len;    /* longest batch name the daemon accepts */
   char daemon_version[64];  /* screed's version string */
   /* This connection's imports. An arena is imported (mapped) once and kept
+   * until the daemon says it freed the arena (Response.freed_arenas) or
    * until scree_client_close; these let tests and tools check that. */
   uint32_t arenas_mapped;   /* arenas mapped now */
   uint64_t arena_imports;   /* imports done since connecting */
   uint64_t stray_fds_closed; /* fds the daemon sent that were not needed */
+  uint64_t arena_unmaps;    /* arenas unmapped because the daemon freed them */
 } scree_client_info;
 
 /* One batch as the daemon describes it. desc has values and offsets NULL and
@@ -273,11 +275,24 @@ SCREE_API int scree_client_stats(scree_client *c, scree_stats *out);
 
 /* Runs varlen attention in the daemon on sealed batches q, k and v (layout
  * (tokens, heads, head_dim)) and stores the result as a sealed batch `out`
- * with q's offsets. p may be NULL for the defaults. Returns 0 or the
- * daemon's code (SCREE_ENOTSUP from a daemon without attention). */
+ * with q's shape, dtype and offsets. k and v share their offsets (same
+ * batch size as q; their lengths may differ from q's). p may be NULL for
+ * the defaults. The call blocks until the daemon has run the kernel.
+ * Returns 0; SCREE_ENOENT or SCREE_ESTATE naming the input that is missing
+ * or not sealed; SCREE_EEXIST when out exists; SCREE_EINVAL naming the
+ * mismatch (dtypes, heads, head_dim, batch sizes, k/v offsets, window);
+ * SCREE_ENOTSUP for a dtype the daemon's device does not run; SCREE_ENOSPC
+ * when the output does not fit; other codes from the daemon. */
 SCREE_API int scree_client_attention(scree_client *c, const char *q, const char *k,
                                      const char *v, const char *out,
                                      const scree_attention_params *p);
+
+/* scree_client_attention that also returns the output's description in
+ * *info and the kernel's run time in *elapsed_ns (either may be NULL). */
+SCREE_API int scree_client_attention_info(scree_client *c, const char *q, const char *k,
+                                          const char *v, const char *out,
+                                          const scree_attention_params *p,
+                                          scree_batch_info *info, uint64_t *elapsed_ns);
 
 /* Lower-case names of enum values, for tools ("sealed", "host", "memfd").
  * Never NULL. */

@@ -1,0 +1,118 @@
+/* scree._native: module init and the mapping of SCREE_E* codes onto the
+ * exception classes of scree.errors. */
+#include "native.h"
+
+#include <dlpack/dlpack.h>
+
+/* The scree.errors class for a code. Codes without a closer class raise the
+ * base class, scree.Error; every one carries its code. */
+static const char *error_class(int code) {
+  switch (code) {
+  case SCREE_EINVAL:
+  case SCREE_ENAMETOOLONG:
+  case SCREE_EOVERFLOW:
+  case SCREE_EMSGSIZE:
+    return "InvalidArgument";
+  case SCREE_ENOENT: return "NotFound";
+  case SCREE_EEXIST: return "Exists";
+  case SCREE_ENOSPC: return "NoSpace";
+  case SCREE_EACCES:
+  case SCREE_EPERM:
+    return "PermissionDenied";
+  case SCREE_EDISCONNECTED:
+  case SCREE_ECONNREFUSED:
+    return "Disconnected";
+  case SCREE_ECUDA: return "CudaError";
+  case SCREE_ENOTSUP:
+  case SCREE_ENODEV:
+    return "NotSupported";
+  case SCREE_ESTATE: return "WrongState";
+  case SCREE_EPROTO: return "ProtocolError";
+  default: return "Error";
+  }
+}
+
+PyObject *scree__py_raise(int code, const char *msg) {
+  if (msg == NULL || msg[0] == '\0')
+    msg = scree_strerror(code);
+  PyObject *mod = PyImport_ImportModule("scree.errors");
+  if (mod == NULL)
+    return NULL;
+  PyObject *cls = PyObject_GetAttrString(mod, error_class(code));
+  Py_DECREF(mod);
+  if (cls == NULL)
+    return NULL;
+  PyObject *exc = PyObject_CallFunction(cls, "si", msg, code);
+  Py_DECREF(cls);
+  if (exc == NULL)
+    return NULL;
+  PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+  Py_DECREF(exc);
+  return NULL;
+}
+
+static PyObject *py_strerror(PyObject *mod, PyObject *arg) {
+  long code = PyLong_AsLong(arg);
+  if (code == -1 && PyErr_Occurred())
+    return NULL;
+  return PyUnicode_FromString(scree_strerror((int)code));
+}
+
+static PyObject *py_err_name(PyObject *mod, PyObject *arg) {
+  long code = PyLong_AsLong(arg);
+  if (code == -1 && PyErr_Occurred())
+    return NULL;
+  return PyUnicode_FromString(scree_err_name((int)code));
+}
+
+static PyMethodDef module_methods[] = {
+    {"strerror", py_strerror, METH_O, "scree_strerror(code)"},
+    {"err_name", py_err_name, METH_O, "scree_err_name(code), such as 'ENOENT'"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "scree._native",
+    .m_doc = "The C client of screed (libscreeclient) for scree.Client.",
+    .m_size = -1,
+    .m_methods = module_methods,
+};
+
+static int add_type(PyObject *m, const char *name, PyTypeObject *t) {
+  if (PyType_Ready(t) < 0)
+    return -1;
+  return PyModule_AddObjectRef(m, name, (PyObject *)t);
+}
+
+PyMODINIT_FUNC PyInit__native(void);
+PyMODINIT_FUNC PyInit__native(void) {
+  PyObject *m = PyModule_Create(&module_def);
+  if (m == NULL)
+    return NULL;
+  if (add_type(m, "Client", &scree__py_client_type) < 0 ||
+      add_type(m, "Lease", &scree__py_lease_type) < 0 ||
+      add_type(m, "Tensor", &scree__py_tensor_type) < 0)
+    goto err_module;
+#define XX(name, value, _)                                                     \
+  if (PyModule_AddIntConstant(m, #name, SCREE_##name) < 0)                     \
+    goto err_module;
+  SCREE_ERRNO_MAP(XX)
+#undef XX
+  if (PyModule_AddIntConstant(m, "PROTOCOL_VERSION", SCREE_CLIENT_PROTOCOL_VERSION) < 0 ||
+      PyModule_AddIntConstant(m, "DLPACK_VERSION", DLPACK_VERSION) < 0 ||
+      PyModule_AddStringConstant(m, "DEFAULT_SOCKET", SCREE_CLIENT_DEFAULT_SOCKET) < 0)
+    goto err_module;
+#ifdef SCREE_NATIVE_HAVE_CUDA
+  if (PyModule_AddIntConstant(m, "HAVE_CUDA", 1) < 0)
+    goto err_module;
+#else
+  if (PyModule_AddIntConstant(m, "HAVE_CUDA", 0) < 0)
+    goto err_module;
+#endif
+  return m;
+
+err_module:
+  Py_DECREF(m);
+  return NULL;
+}

@@ -1,0 +1,62 @@
+/* scree._native: the CPython extension over libscreeclient.
+ *
+ * Three object types carry the lifetimes:
+ * - Client wraps one scree_client handle (one connection to screed).
+ * - Lease owns what makes daemon memory valid in this process: a lease from
+ *   scree_client_get, or the mapping of a batch made by scree_client_create.
+ *   It holds a strong reference to its Client, so the connection (and with
+ *   it every mapped arena) stays open while any Lease lives.
+ * - Tensor is one array (values or offsets) over a Lease's memory. It hands
+ *   it out through the buffer protocol (numpy) and DLPack (torch, cupy, jax,
+ *   numpy.from_dlpack), and every array made from it keeps the Tensor, hence
+ *   the Lease, alive: through numpy's base chain or the DLPack deleter.
+ * So the memory behind a view is released only once no view is left, and a
+ * view never outlives its lease. */
+#ifndef SCREE_NATIVE_H
+#define SCREE_NATIVE_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <pythread.h>
+#include <sys/types.h>
+
+#include "scree/client.h"
+
+/* Room for the message of one failed call, copied out of the handle while
+ * its lock is held (the handle keeps only the last one). */
+#define SCREE__ERRMSG 1024
+
+typedef struct scree__py_client {
+  PyObject_HEAD
+  scree_client *c;       /* NULL once closed */
+  PyThread_type_lock lock; /* serialises a call with the read of its message */
+  pid_t pid;             /* the process that connected: a forked child must not speak */
+  int closing;           /* close() was asked for; done when owners reaches 0 */
+  Py_ssize_t owners;     /* Lease objects alive on this connection */
+} scree__py_client;
+
+typedef struct scree__py_lease {
+  PyObject_HEAD
+  scree__py_client *client; /* strong reference */
+  scree_lease *lease;       /* NULL for memory from create (mapped until close) */
+  scree_array arr;          /* descriptor, values and offsets in this process */
+  int writable;
+  PyObject *name;
+} scree__py_lease;
+
+extern PyTypeObject scree__py_client_type;
+extern PyTypeObject scree__py_lease_type;
+extern PyTypeObject scree__py_tensor_type;
+
+/* Raises the scree.errors class for code with message msg (code's
+ * description when msg is NULL or empty). Returns NULL for convenience. */
+PyObject *scree__py_raise(int code, const char *msg);
+
+/* A new Tensor over lease memory: values (which == 0) or offsets (1). */
+PyObject *scree__py_tensor_new(scree__py_lease *owner, int which);
+
+/* Drops one owner of the client and closes it when close() was asked for and
+ * none is left. Called with the GIL held. */
+void scree__py_client_unown(scree__py_client *self);
+
+#endif /* SCREE_NATIVE_H */

@@ -1,0 +1,70 @@
+#include "quota.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "scree/error.h"
+
+static size_t find(const scree__usage *u, uint32_t uid) {
+  size_t lo = 0, hi = u->n;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (u->e[mid].uid < uid)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return lo;
+}
+
+uint64_t scree__usage_get(const scree__usage *u, uint32_t uid) {
+  size_t i = find(u, uid);
+  return i < u->n && u->e[i].uid == uid ? u->e[i].bytes : 0;
+}
+
+int scree__usage_reserve(scree__usage *u) {
+  if (u->n < u->cap)
+    return 0;
+  size_t cap = u->cap ? u->cap * 2 : 8;
+  scree__usage_entry *e = realloc(u->e, cap * sizeof(*e));
+  if (e == NULL)
+    return SCREE_ENOMEM;
+  u->e = e;
+  u->cap = cap;
+  return 0;
+}
+
+void scree__usage_add(scree__usage *u, uint32_t uid, uint64_t bytes) {
+  if (bytes == 0)
+    return;
+  size_t i = find(u, uid);
+  if (i < u->n && u->e[i].uid == uid) {
+    u->e[i].bytes += bytes;
+    return;
+  }
+  /* scree__usage_reserve made the room; without it the bytes would go
+   * uncounted, which the store never allows to happen. */
+  if (u->n == u->cap)
+    return;
+  memmove(&u->e[i + 1], &u->e[i], (u->n - i) * sizeof(*u->e));
+  u->e[i].uid = uid;
+  u->e[i].bytes = bytes;
+  u->n++;
+}
+
+void scree__usage_sub(scree__usage *u, uint32_t uid, uint64_t bytes) {
+  size_t i = find(u, uid);
+  if (i >= u->n || u->e[i].uid != uid)
+    return;
+  if (u->e[i].bytes > bytes) {
+    u->e[i].bytes -= bytes;
+    return;
+  }
+  memmove(&u->e[i], &u->e[i + 1], (u->n - i - 1) * sizeof(*u->e));
+  u->n--;
+}
+
+void scree__usage_free(scree__usage *u) {
+  free(u->e);
+  memset(u, 0, sizeof(*u));
+}

@@ -1,0 +1,377 @@
+/* The CUDA attention kernels against the CPU path on fresh random inputs.
+ *
+ * The reference is the CPU path in float32 on the same bf16/fp16-rounded
+ * inputs. The output is poisoned (all bits set: NaN) before each run so an
+ * element the kernel failed to write shows. Exits 77 ("SKIP: no CUDA
+ * device") where there is no GPU, which CTest reports as skipped. */
+#include <criterion/criterion.h>
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "scree/attention.h"
+
+static uint64_t rng_state;
+
+static uint64_t next_u64(void) {
+  uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+static float uniform(void) { return (float)((double)(next_u64() >> 11) * 0x1.0p-53 * 2.0 - 1.0); }
+
+static uint64_t fresh_seed(void) {
+  static uint64_t counter;
+  const char *env = getenv("SCREE_TEST_SEED");
+  if (env != NULL)
+    return strtoull(env, NULL, 0) + counter++;
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (uint64_t)ts.tv_sec * 1000000007ull + (uint64_t)ts.tv_nsec + 7919 * counter++;
+}
+
+static uint16_t to_bf16(float f) {
+  uint32_t u;
+  memcpy(&u, &f, 4);
+  return (uint16_t)((u + 0x7fff + ((u >> 16) & 1)) >> 16);
+}
+
+static float from_bf16(uint16_t h) {
+  uint32_t u = (uint32_t)h << 16;
+  float f;
+  memcpy(&f, &u, 4);
+  return f;
+}
+
+static uint16_t to_f16(float f) {
+  if (f == 0.0f)
+    return 0;
+  uint16_t sign = f < 0 ? 0x8000 : 0;
+  double a = fabs((double)f);
+  if (a < ldexp(1.0, -14))
+    return sign | (uint16_t)nearbyint(ldexp(a, 24));
+  int e;
+  double m = frexp(a, &e);
+  double q = nearbyint(ldexp(m, 11));
+  if (q == 2048.0) {
+    q = 1024.0;
+    e++;
+  }
+  return sign | (uint16_t)((e - 1 + 15) << 10) | (uint16_t)((int)q - 1024);
+}
+
+static float from_f16(uint16_t h) {
+  int exp = (h >> 10) & 0x1f;
+  int man = h & 0x3ff;
+  double v = exp == 0 ? ldexp(man, -24) : exp == 31 ? NAN : ldexp(1024 + man, exp - 25);
+  return (float)((h & 0x8000) ? -v : v);
+}
+
+#define CK(call)                                                                       \
+  do {                                                                                 \
+    cudaError_t e_ = (call);                                                           \
+    cr_assert_eq(e_, cudaSuccess, "%s: %s", #call, cudaGetErrorString(e_));            \
+  } while (0)
+
+typedef struct tcase {
+  scree_dtype dtype;
+  int d, hq, hkv;
+  int causal, left, right;
+  int batch;
+  const int *lq, *lk;
+} tcase;
+
+static void run_case(const tcase *c) {
+  uint64_t seed = fresh_seed();
+  rng_state = seed;
+  const int B = c->batch, D = c->d, HQ = c->hq, HKV = c->hkv;
+  const int *lk = c->lk ? c->lk : c->lq;
+  int32_t *cuq = calloc((size_t)B + 1, 4), *cuk = calloc((size_t)B + 1, 4);
+  int maxq = 0, maxk = 0;
+  for (int b = 0; b < B; b++) {
+    cuq[b + 1] = cuq[b] + c->lq[b];
+    cuk[b + 1] = cuk[b] + lk[b];
+    maxq = c->lq[b] > maxq ? c->lq[b] : maxq;
+    maxk = lk[b] > maxk ? lk[b] : maxk;
+  }
+  const int tq = cuq[B], tk = cuk[B];
+  const size_t nq = (size_t)tq * HQ * D, nk = (size_t)tk * HKV * D;
+  uint16_t *qh = malloc(nq * 2 + 2), *kh = malloc(nk * 2 + 2), *vh = malloc(nk * 2 + 2);
+  uint16_t *oh = malloc(nq * 2 + 2);
+  float *qf = malloc(nq * 4 + 4), *kf = malloc(nk * 4 + 4), *vf = malloc(nk * 4 + 4);
+  float *of = malloc(nq * 4 + 4), *lse_ref = malloc((size_t)tq * HQ * 4 + 4);
+  float *lse_got = malloc((size_t)tq * HQ * 4 + 4);
+  const int bf = c->dtype == SCREE_BFLOAT16;
+  for (size_t i = 0; i < nq; i++) {
+    qh[i] = bf ? to_bf16(3.0f * uniform()) : to_f16(3.0f * uniform());
+    qf[i] = bf ? from_bf16(qh[i]) : from_f16(qh[i]);
+  }
+  for (size_t i = 0; i < nk; i++) {
+    kh[i] = bf ? to_bf16(uniform()) : to_f16(uniform());
+    kf[i] = bf ? from_bf16(kh[i]) : from_f16(kh[i]);
+    vh[i] = bf ? to_bf16(uniform()) : to_f16(uniform());
+    vf[i] = bf ? from_bf16(vh[i]) : from_f16(vh[i]);
+  }
+
+  char msg[256] = "";
+  scree_attention_args a;
+  memset(&a, 0, sizeof(a));
+  a.device = SCREE_DEVICE_CPU;
+  a.q_dtype = a.k_dtype = a.v_dtype = a.out_dtype = SCREE_FLOAT32;
+  a.q = qf;
+  a.k = kf;
+  a.v = vf;
+  a.out = of;
+  a.lse = lse_ref;
+  a.cu_seqlens_q = cuq;
+  a.cu_seqlens_k = cuk;
+  a.batch = B;
+  a.total_q = tq;
+  a.total_k = tk;
+  a.max_seqlen_q = maxq;
+  a.max_seqlen_k = maxk;
+  a.num_heads_q = HQ;
+  a.num_heads_kv = HKV;
+  a.head_dim = D;
+  a.causal = c->causal;
+  a.window_left = c->left;
+  a.window_right = c->right;
+  a.msg = msg;
+  a.msg_len = sizeof(msg);
+  cr_assert_eq(scree_attention_fwd(&a), 0, "CPU reference: %s", msg);
+
+  void *dq, *dk, *dv, *dout;
+  float *dlse;
+  int32_t *dcuq, *dcuk;
+  CK(cudaMalloc(&dq, nq * 2 + 16));
+  CK(cudaMalloc(&dk, nk * 2 + 16));
+  CK(cudaMalloc(&dv, nk * 2 + 16));
+  CK(cudaMalloc(&dout, nq * 2 + 16));
+  CK(cudaMalloc((void **)&dlse, (size_t)tq * HQ * 4 + 16));
+  CK(cudaMalloc((void **)&dcuq, ((size_t)B + 1) * 4));
+  CK(cudaMalloc((void **)&dcuk, ((size_t)B + 1) * 4));
+  CK(cudaMemcpy(dq, qh, nq * 2, cudaMemcpyHostToDevice));
+  CK(cudaMemcpy(dk, kh, nk * 2, cudaMemcpyHostToDevice));
+  CK(cudaMemcpy(dv, vh, nk * 2, cudaMemcpyHostToDevice));
+  CK(cudaMemcpy(dcuq, cuq, ((size_t)B + 1) * 4, cudaMemcpyHostToDevice));
+  CK(cudaMemcpy(dcuk, cuk, ((size_t)B + 1) * 4, cudaMemcpyHostToDevice));
+  CK(cudaMemset(dout, 0xff, nq * 2 + 16));
+  CK(cudaMemset(dlse, 0xff, (size_t)tq * HQ * 4 + 16));
+
+  a.device = SCREE_DEVICE_CUDA;
+  a.q_dtype = a.k_dtype = a.v_dtype = a.out_dtype = c->dtype;
+  a.q = dq;
+  a.k = dk;
+  a.v = dv;
+  a.out = dout;
+  a.lse = dlse;
+  a.cu_seqlens_q = dcuq;
+  a.cu_seqlens_k = dcuk;
+  int rc = scree_attention_fwd(&a);
+  cr_assert_eq(rc, 0, "seed=%llu: CUDA rc=%d: %s", (unsigned long long)seed, rc, msg);
+  CK(cudaDeviceSynchronize());
+  CK(cudaMemcpy(oh, dout, nq * 2, cudaMemcpyDeviceToHost));
+  CK(cudaMemcpy(lse_got, dlse, (size_t)tq * HQ * 4, cudaMemcpyDeviceToHost));
+
+  /* Every element written; the guard bytes past the end untouched. */
+  uint16_t guard[8];
+  CK(cudaMemcpy(guard, (char *)dout + nq * 2, 16, cudaMemcpyDeviceToHost));
+  for (int i = 0; i < 8; i++)
+    cr_assert_eq(guard[i], 0xffff, "seed=%llu: write past the end of out", (unsigned long long)seed);
+
+  double err2 = 0, ref2 = 0, lse_err = 0;
+  for (size_t i = 0; i < nq; i++) {
+    const float got = bf ? from_bf16(oh[i]) : from_f16(oh[i]);
+    cr_assert(!isnan(got), "seed=%llu: out[%zu] (token %zu, head %zu, dim %zu) not written",
+              (unsigned long long)seed, i, i / ((size_t)HQ * D), (i / D) % HQ, i % D);
+    err2 += ((double)got - of[i]) * ((double)got - of[i]);
+    ref2 += (double)of[i] * of[i];
+  }
+  for (size_t i = 0; i < (size_t)tq * HQ; i++) {
+    if (lse_ref[i] == -INFINITY) {
+      cr_assert(lse_got[i] == -INFINITY, "seed=%llu: lse[%zu]=%g, want -inf",
+                (unsigned long long)seed, i, lse_got[i]);
+      continue;
+    }
+    cr_assert(isfinite(lse_got[i]), "seed=%llu: lse[%zu]=%g", (unsigned long long)seed, i,
+              lse_got[i]);
+    double e = fabs((double)lse_got[i] - lse_ref[i]);
+    lse_err = e > lse_err ? e : lse_err;
+  }
+  const double rel = ref2 > 0 ? sqrt(err2 / ref2) : sqrt(err2);
+  const double tol = bf ? 1e-2 : 3e-3;
+  cr_assert(rel < tol, "seed=%llu: relative error %.3g >= %.3g (%s, D=%d, causal=%d)",
+            (unsigned long long)seed, rel, tol, scree_dtype_name(c->dtype), D, c->causal);
+  cr_assert(lse_err < 2e-3, "seed=%llu: lse error %.3g", (unsigned long long)seed, lse_err);
+
+  /* The same call again gives the same bits: a race would show here. */
+  uint16_t *oh2 = malloc(nq * 2 + 2);
+  CK(cudaMemset(dout, 0xff, nq * 2));
+  cr_assert_eq(scree_attention_fwd(&a), 0, "%s", msg);
+  CK(cudaMemcpy(oh2, dout, nq * 2, cudaMemcpyDeviceToHost));
+  cr_assert(memcmp(oh, oh2, nq * 2) == 0, "seed=%llu: a second run differs",
+            (unsigned long long)seed);
+  free(oh2);
+
+  cudaFree(dq);
+  cudaFree(dk);
+  cudaFree(dv);
+  cudaFree(dout);
+  cudaFree(dlse);
+  cudaFree(dcuq);
+  cudaFree(dcuk);
+  free(qh);
+  free(kh);
+  free(vh);
+  free(oh);
+  free(qf);
+  free(kf);
+  free(vf);
+  free(of);
+  free(lse_ref);
+  free(lse_got);
+  free(cuq);
+  free(cuk);
+}
+
+static const int odd_lens[] = {17, 0, 1, 63, 65, 127, 129, 0, 5, 1000, 64, 128};
+#define N_ODD ((int)(sizeof(odd_lens) / sizeof(odd_lens[0])))
+static const scree_dtype dtypes[] = {SCREE_BFLOAT16, SCREE_FLOAT16};
+static const int dims[] = {64, 128};
+
+Test(attention_cuda, odd_lengths_causal_and_not) {
+  for (int t = 0; t < 2; t++)
+    for (int d = 0; d < 2; d++)
+      for (int causal = 0; causal < 2; causal++) {
+        tcase c = {dtypes[t], dims[d], 2, 2, causal, -1, -1, N_ODD, odd_lens, NULL};
+        run_case(&c);
+      }
+}
+
+Test(attention_cuda, gqa_and_mqa) {
+  for (int d = 0; d < 2; d++) {
+    tcase c = {SCREE_BFLOAT16, dims[d], 8, 2, 1, -1, -1, N_ODD, odd_lens, NULL};
+    run_case(&c);
+    tcase c2 = {SCREE_FLOAT16, dims[d], 4, 1, 0, -1, -1, N_ODD, odd_lens, NULL};
+    run_case(&c2);
+  }
+}
+
+Test(attention_cuda, sliding_windows) {
+  for (int d = 0; d < 2; d++) {
+    tcase c = {SCREE_BFLOAT16, dims[d], 4, 2, 1, 100, -1, N_ODD, odd_lens, NULL};
+    run_case(&c);
+    tcase c2 = {SCREE_FLOAT16, dims[d], 2, 1, 0, 0, 9, N_ODD, odd_lens, NULL};
+    run_case(&c2);
+    tcase c3 = {SCREE_BFLOAT16, dims[d], 2, 2, 0, 70, 130, N_ODD, odd_lens, NULL};
+    run_case(&c3);
+  }
+}
+
+Test(attention_cuda, q_and_k_lengths_differ) {
+  static const int lq1[] = {1, 5, 17, 0, 3, 200};
+  static const int lk1[] = {40, 5, 300, 7, 0, 1000};
+  static const int lq2[] = {40, 17, 65, 2, 300};
+  static const int lk2[] = {10, 3, 64, 0, 129};
+  for (int t = 0; t < 2; t++)
+    for (int d = 0; d < 2; d++)
+      for (int causal = 0; causal < 2; causal++) {
+        tcase c = {dtypes[t], dims[d], 4, 2, causal, -1, -1, 6, lq1, lk1};
+        run_case(&c);
+        tcase c2 = {dtypes[t], dims[d], 4, 2, causal, causal ? 20 : -1, -1, 5, lq2, lk2};
+        run_case(&c2);
+      }
+}
+
+Test(attention_cuda, one_long_sequence) {
+  static const int lens[] = {3, 2500, 40, 1, 333};
+  tcase c = {SCREE_BFLOAT16, 128, 4, 2, 1, -1, -1, 5, lens, NULL};
+  run_case(&c);
+  tcase c2 = {SCREE_FLOAT16, 64, 2, 2, 0, -1, -1, 5, lens, NULL};
+  run_case(&c2);
+}
+
+Test(attention_cuda, empty_batches) {
+  static const int zeros[] = {0, 0, 0};
+  tcase c = {SCREE_BFLOAT16, 128, 2, 2, 1, -1, -1, 3, zeros, NULL};
+  run_case(&c);
+}
+
+Test(attention_cuda, unsupported_and_bad_arguments) {
+  void *d;
+  int32_t *cu;
+  CK(cudaMalloc(&d, 4096));
+  CK(cudaMalloc((void **)&cu, 16));
+  CK(cudaMemset(cu, 0, 16));
+  char msg[256];
+  scree_attention_args a;
+  memset(&a, 0, sizeof(a));
+  a.device = SCREE_DEVICE_CUDA;
+  a.q_dtype = a.k_dtype = a.v_dtype = a.out_dtype = SCREE_BFLOAT16;
+  a.q = a.k = a.v = d;
+  a.out = d;
+  a.cu_seqlens_q = a.cu_seqlens_k = cu;
+  a.batch = 1;
+  a.total_q = a.total_k = 4;
+  a.max_seqlen_q = a.max_seqlen_k = 4;
+  a.num_heads_q = a.num_heads_kv = 1;
+  a.head_dim = 64;
+  a.window_left = a.window_right = -1;
+  a.msg = msg;
+  a.msg_len = sizeof(msg);
+
+  scree_attention_args b = a;
+  b.head_dim = 96;
+  cr_expect_eq(scree_attention_fwd(&b), SCREE_ENOTSUP);
+  cr_expect(strstr(msg, "head_dim=96") != NULL, "%s", msg);
+  b = a;
+  b.q_dtype = b.k_dtype = b.v_dtype = b.out_dtype = SCREE_FLOAT32;
+  cr_expect_eq(scree_attention_fwd(&b), SCREE_ENOTSUP);
+  cr_expect(strstr(msg, "q_dtype=float32") != NULL, "%s", msg);
+  static uint16_t host[4 * 64];
+  b = a;
+  b.k = host;
+  cr_expect_eq(scree_attention_fwd(&b), SCREE_EINVAL);
+  cr_expect(strstr(msg, "k=") != NULL, "%s", msg);
+  b = a;
+  b.out = (char *)d + 2;
+  cr_expect_eq(scree_attention_fwd(&b), SCREE_EINVAL);
+  cr_expect(strstr(msg, "out=") != NULL, "%s", msg);
+  b = a;
+  b.num_heads_q = 3;
+  b.num_heads_kv = 2;
+  cr_expect_eq(scree_attention_fwd(&b), SCREE_EINVAL);
+  cr_expect(strstr(msg, "num_heads_q=3") != NULL, "%s", msg);
+  CK(cudaFree(d));
+  CK(cudaFree(cu));
+}
+
+/* Checks for a device before Criterion starts, in a child process: CUDA
+ * initialised in this process would not survive Criterion's fork of each
+ * test. Criterion's test workers are this same executable started again
+ * with BXFI_MAP set; they skip the check. A constructor rather than a main
+ * of our own, because Criterion's workers enter through its own main. */
+__attribute__((constructor)) static void skip_without_device(void) {
+  if (getenv("BXFI_MAP") != NULL)
+    return;
+  pid_t pid = fork();
+  if (pid == 0) {
+    int n = 0;
+    _exit(cudaGetDeviceCount(&n) == cudaSuccess && n > 0 ? 0 : 1);
+  }
+  int status = 0;
+  if (pid > 0 && waitpid(pid, &status, 0) == pid && WIFEXITED(status) &&
+      WEXITSTATUS(status) == 0)
+    return;
+  printf("SKIP: no CUDA device\n");
+  fflush(stdout);
+  _exit(77);
+}
