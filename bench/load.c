@@ -132,6 +132,7 @@ typedef struct arena_map {
   uint64_t id;
   uint8_t *p;
   size_t size;
+  int writable; /* mapped from a Create's (writable) fd */
 } arena_map;
 
 /* What a driver hands back to the parent, in shared memory. */
@@ -214,17 +215,25 @@ static Scree__V1__Response *recv_reply(int fd, int blocking) {
                                      : r->body_case == SCREE__V1__RESPONSE__BODY_GET
                                          ? r->get->location
                                          : NULL;
-    int known = 0;
+    /* A Get's fd is read-only; a Create's writable fd for an arena mapped
+     * read-only replaces that mapping. */
+    arena_map *m = NULL;
     for (int i = 0; loc && i < nmaps; i++)
-      known |= maps[i].id == loc->arena_id;
-    if (loc && !known && nmaps < MAX_MAPS) {
-      void *p = mmap(NULL, loc->arena_size, PROT_READ | PROT_WRITE, MAP_SHARED, afd, 0);
+      if (maps[i].id == loc->arena_id)
+        m = &maps[i];
+    if (loc && (m == NULL ? nmaps < MAX_MAPS : (!m->writable && loc->writable))) {
+      int prot = PROT_READ | (loc->writable ? PROT_WRITE : 0);
+      void *p = mmap(NULL, loc->arena_size, prot, MAP_SHARED, afd, 0);
       if (p == MAP_FAILED)
         fatal("mmap of an arena");
-      maps[nmaps].id = loc->arena_id;
-      maps[nmaps].p = p;
-      maps[nmaps].size = loc->arena_size;
-      nmaps++;
+      if (m != NULL)
+        munmap(m->p, m->size);
+      else
+        m = &maps[nmaps++];
+      m->id = loc->arena_id;
+      m->p = p;
+      m->size = loc->arena_size;
+      m->writable = loc->writable;
     }
     close(afd);
   }
@@ -342,7 +351,7 @@ static void issue(conn *c, int ci, int pid_tag) {
 
 static void write_offsets(const Scree__V1__Location *loc) {
   for (int i = 0; i < nmaps; i++) {
-    if (maps[i].id != loc->arena_id)
+    if (maps[i].id != loc->arena_id || !maps[i].writable)
       continue;
     int64_t off[5] = {0, 10, 30, 31, 64};
     if (loc->offsets_offset + sizeof(off) <= maps[i].size)

@@ -293,6 +293,34 @@ int scree__authz_check_arena_fd(int fd, int ipc_mode, uint64_t size, char *msg,
   return 0;
 }
 
+int scree__authz_check_arena_fd_access(int fd, int ipc_mode, int writable, char *msg,
+                                       size_t msg_len) {
+  if (ipc_mode != SCREE__IPC_MEMFD)
+    return 0;
+  int fl = fcntl(fd, F_GETFL);
+  if (fl < 0)
+    return scree__errf(SCREE_EIO, msg, msg_len, "F_GETFL of an arena fd: %s",
+                       strerror(errno));
+  int want = writable ? O_RDWR : O_RDONLY;
+  if ((fl & O_ACCMODE) != want)
+    return scree__errf(SCREE_EIO, msg, msg_len, "arena fd is open %s, not %s",
+                       (fl & O_ACCMODE) == O_RDWR     ? "O_RDWR"
+                       : (fl & O_ACCMODE) == O_RDONLY ? "O_RDONLY"
+                                                      : "O_WRONLY",
+                       writable ? "O_RDWR" : "O_RDONLY");
+  if (writable)
+    return 0;
+  struct stat st;
+  if (fstat(fd, &st) != 0)
+    return scree__errf(SCREE_EIO, msg, msg_len, "fstat of an arena fd: %s", strerror(errno));
+  if ((st.st_mode & (S_IWUSR | S_IWGRP | S_IWOTH)) != 0)
+    return scree__errf(SCREE_EIO, msg, msg_len,
+                       "read-only arena fd has a writable inode (mode 0%o): it could be "
+                       "reopened for writing",
+                       (unsigned)(st.st_mode & 07777));
+  return 0;
+}
+
 void scree__authz_format(const scree__authz *a, scree__authz_list list, char *buf,
                          size_t len) {
   const scree__authz_ids *l = &a->lists[list];

@@ -95,4 +95,13 @@ uint64_t scree__authz_request_id(const uint8_t *buf, size_t len);
 int scree__authz_check_arena_fd(int fd, int ipc_mode, uint64_t size, char *msg,
                                 size_t msg_len);
 
+/* Checks that an arena fd about to be sent as read-only (writable 0) or
+ * writable (Location.writable) is what the reply will say. On host memory a
+ * read-only fd must be open O_RDONLY and its memfd must have no write
+ * permission bits, so that its holder cannot open /proc/self/fd/N again
+ * for writing; a writable one must be open O_RDWR. Other modes pass.
+ * Returns 0 or SCREE_EIO with a message. */
+int scree__authz_check_arena_fd_access(int fd, int ipc_mode, int writable, char *msg,
+                                       size_t msg_len);
+
 #endif /* SCREE_DAEMON_AUTHZ_H */

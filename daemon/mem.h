@@ -74,6 +74,14 @@ struct scree__mem_ops {
    * used and total memory as the driver reports them, for the
    * scree_gpu_memory_bytes metric. Returns 0 or a negative code. */
   int (*memory_info)(scree__mem *m, uint64_t *used, uint64_t *total);
+  /* Optional: like share_fd, but the new fd allows reading only, so that a
+   * client importing it cannot write the arena (readers get this one; a
+   * creator gets share_fd's). NULL where the backend cannot make read-only
+   * handles, as for CUDA (a VMM shareable handle carries no access
+   * rights: the importer picks its own with cuMemSetAccess): readers then
+   * get share_fd's handle, and the store counts it as writable. */
+  int (*share_fd_ro)(scree__mem *m, const scree__arena_mem *a, int *fd_out, char *msg,
+                     size_t msg_len);
 };
 
 struct scree__mem {

@@ -5,13 +5,26 @@
  * that truncated it would make every later access by screed to the lost pages
  * a SIGBUS, so the seal is what keeps one client from killing the daemon.
  * F_SEAL_SEAL is added too, so a client cannot add F_SEAL_FUTURE_WRITE and
- * stop other clients from mapping the arena writable. */
+ * stop other clients from mapping the arena writable.
+ *
+ * Readers get a read-only fd instead (share_fd_ro): the same memfd opened
+ * again O_RDONLY through /proc/self/fd, a new open file description of the
+ * same inode (so the same pages and the same seals). mmap with PROT_WRITE
+ * and MAP_SHARED, or mprotect to PROT_WRITE, of a mapping of it fails with
+ * EACCES. A memfd's inode is created mode 0777, though, and anyone holding
+ * an fd can open /proc/self/fd/N again with O_RDWR, which checks the inode's
+ * mode and not the fd's: the reopened fd would be writable. So the memfd is
+ * made mode 0400 first (owner: screed's user, who is trusted anyway). Modes
+ * are checked at open only, so the read-write fds screed and creators hold
+ * keep working. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -19,8 +32,26 @@
 #include "scree/error.h"
 
 typedef struct host_arena {
-  int fd;
+  int fd;    /* O_RDWR, for screed's mapping and creators */
+  int ro_fd; /* O_RDONLY, for readers */
 } host_arena;
+
+/* Opens the memfd again read-only (see the top of this file). */
+static int reopen_ro(int fd, int *out, char *msg, size_t msg_len) {
+  if (fchmod(fd, 0400) != 0)
+    return scree__errf(SCREE__ERR(errno), msg, msg_len, "fchmod of an arena memfd: %s",
+                       strerror(errno));
+  char path[64];
+  snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+  int ro = open(path, O_RDONLY | O_CLOEXEC);
+  if (ro < 0)
+    return scree__errf(SCREE__ERR(errno), msg, msg_len,
+                       "reopening an arena memfd read-only through %s: %s (is /proc "
+                       "mounted?)",
+                       path, strerror(errno));
+  *out = ro;
+  return 0;
+}
 
 static int host_arena_alloc(scree__mem *m, size_t size, scree__arena_mem *out, char *msg,
                             size_t msg_len) {
@@ -51,13 +82,16 @@ static int host_arena_alloc(scree__mem *m, size_t size, scree__arena_mem *out, c
                      strerror(errno));
     goto err_close;
   }
+  rc = reopen_ro(h->fd, &h->ro_fd, msg, msg_len);
+  if (rc != 0)
+    goto err_close;
   /* MAP_NORESERVE: the memfd's pages are committed lazily as batches are
    * written, so a large arena costs nothing until it is used. */
   void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, h->fd, 0);
   if (p == MAP_FAILED) {
     rc = scree__errf(errno == ENOMEM ? SCREE_ENOSPC : SCREE__ERR(errno), msg, msg_len,
                      "mmap of a %zu-byte arena: %s", size, strerror(errno));
-    goto err_close;
+    goto err_close_ro;
   }
   memset(out, 0, sizeof(*out));
   out->size = size;
@@ -65,6 +99,8 @@ static int host_arena_alloc(scree__mem *m, size_t size, scree__arena_mem *out, c
   out->impl = h;
   return 0;
 
+err_close_ro:
+  close(h->ro_fd);
 err_close:
   close(h->fd);
 err_free:
@@ -77,6 +113,7 @@ static void host_arena_free(scree__mem *m, scree__arena_mem *a) {
   if (a->host_ptr != NULL)
     munmap(a->host_ptr, a->size);
   if (h != NULL) {
+    close(h->ro_fd);
     close(h->fd);
     free(h);
   }
@@ -84,15 +121,25 @@ static void host_arena_free(scree__mem *m, scree__arena_mem *a) {
   a->impl = NULL;
 }
 
-static int host_share_fd(scree__mem *m, const scree__arena_mem *a, int *fd_out, char *msg,
-                         size_t msg_len) {
-  const host_arena *h = a->impl;
-  int fd = fcntl(h->fd, F_DUPFD_CLOEXEC, 0);
+static int dup_fd(int src, int *fd_out, char *msg, size_t msg_len) {
+  int fd = fcntl(src, F_DUPFD_CLOEXEC, 0);
   if (fd < 0)
     return scree__errf(SCREE__ERR(errno), msg, msg_len, "dup of an arena fd: %s",
                        strerror(errno));
   *fd_out = fd;
   return 0;
+}
+
+static int host_share_fd(scree__mem *m, const scree__arena_mem *a, int *fd_out, char *msg,
+                         size_t msg_len) {
+  const host_arena *h = a->impl;
+  return dup_fd(h->fd, fd_out, msg, msg_len);
+}
+
+static int host_share_fd_ro(scree__mem *m, const scree__arena_mem *a, int *fd_out,
+                            char *msg, size_t msg_len) {
+  const host_arena *h = a->impl;
+  return dup_fd(h->ro_fd, fd_out, msg, msg_len);
 }
 
 static int check_range(const scree__arena_mem *a, uint64_t offset, size_t size, char *msg,
@@ -129,6 +176,7 @@ static const struct scree__mem_ops host_ops = {
     .read = host_read,
     .write = host_write,
     .destroy = host_destroy,
+    .share_fd_ro = host_share_fd_ro,
 };
 
 int scree__mem_host_create(scree__mem **out, char *msg, size_t msg_len) {

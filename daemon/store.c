@@ -49,6 +49,18 @@ struct scree__lease {
   scree__lease *next;
 };
 
+/* The handle a session holds for an arena. An arena missing from the
+ * session's list was never sent. A reader is sent a read-only handle; a
+ * writer (Create) a writable one, once more for an arena it holds read-only.
+ * Where the backend has no read-only handles (CUDA) the first handle is
+ * writable and none follows. */
+enum { KNOWN_RO = 1, KNOWN_RW = 2 };
+
+typedef struct scree__known_arena {
+  uint64_t id;
+  int kind; /* KNOWN_RO or KNOWN_RW */
+} scree__known_arena;
+
 struct scree__session {
   uint64_t id;
   uint32_t uid;
@@ -57,9 +69,10 @@ struct scree__session {
   scree__lease *leases;
   uint32_t nleases;
   scree__batch *unsealed;
-  /* Arena ids this session has been given a handle for, sorted. Ids are
-   * never reused, so a stale entry for a freed arena is harmless. */
-  uint64_t *known;
+  /* Arenas this session has been given a handle for, sorted by id, with
+   * the kind of handle. Ids are never reused, so a stale entry for a freed
+   * arena is harmless. */
+  scree__known_arena *known;
   size_t nknown;
   size_t capknown;
   scree__session *prev;
@@ -528,20 +541,23 @@ static int known_find(const scree__session *sess, uint64_t id, size_t *pos) {
   size_t lo = 0, hi = sess->nknown;
   while (lo < hi) {
     size_t mid = lo + (hi - lo) / 2;
-    if (sess->known[mid] < id)
+    if (sess->known[mid].id < id)
       lo = mid + 1;
     else
       hi = mid;
   }
   *pos = lo;
-  return lo < sess->nknown && sess->known[lo] == id;
+  return lo < sess->nknown && sess->known[lo].id == id;
 }
 
 /* Fills r->loc for b and attaches the arena's handle when the session has
- * not had it yet. The session learns the arena only once the reply is
- * certain to succeed: the caller calls known_commit after its last check. */
+ * no handle for it yet, or only a read-only one and writable asks for more
+ * (Create). Readers (Get) get a read-only handle where the backend can make
+ * one. *attach is 0, or the KNOWN_* kind that was attached. The session
+ * learns the arena only once the reply is certain to succeed: the caller
+ * calls known_commit after its last check. */
 static int fill_location(scree__store *s, scree__session *sess, const scree__batch *b,
-                         scree__reply *r, int *attach) {
+                         scree__reply *r, int writable, int *attach) {
   Scree__V1__Location *loc = &r->loc;
   scree__v1__location__init(loc);
   loc->arena_id = b->arena->id;
@@ -552,27 +568,38 @@ static int fill_location(scree__store *s, scree__session *sess, const scree__bat
   loc->offsets_bytes = b->offsets_bytes;
   size_t pos;
   *attach = 0;
-  if (known_find(sess, b->arena->id, &pos))
-    return 0;
-  if (sess->nknown == sess->capknown) {
+  if (known_find(sess, b->arena->id, &pos)) {
+    if (sess->known[pos].kind == KNOWN_RW || !writable)
+      return 0;
+    /* A read-only handle is held: the writable one follows, and the entry
+     * exists already, so no room is needed. */
+  } else if (sess->nknown == sess->capknown) {
     size_t cap = sess->capknown ? sess->capknown * 2 : 8;
-    uint64_t *k = realloc(sess->known, cap * sizeof(*k));
+    scree__known_arena *k = realloc(sess->known, cap * sizeof(*k));
     if (k == NULL)
       return FAIL(SCREE_ENOMEM, "out of host memory");
     sess->known = k;
     sess->capknown = cap;
   }
+  /* Legacy IPC handle bytes open read-write (cudaIpcOpenMemHandle), as
+   * does a handle from a backend without share_fd_ro. */
+  int ro = !writable && s->mem->info.ipc_mode != SCREE__IPC_LEGACY &&
+           s->mem->ops->share_fd_ro != NULL;
   if (s->mem->info.ipc_mode == SCREE__IPC_LEGACY) {
     loc->ipc_handle.data = (uint8_t *)b->arena->mem.ipc_handle;
     loc->ipc_handle.len = b->arena->mem.ipc_handle_len;
   } else {
     char m[512];
-    int rc = s->mem->ops->share_fd(s->mem, &b->arena->mem, &r->fd, m, sizeof(m));
+    int rc = ro ? s->mem->ops->share_fd_ro(s->mem, &b->arena->mem, &r->fd, m, sizeof(m))
+                : s->mem->ops->share_fd(s->mem, &b->arena->mem, &r->fd, m, sizeof(m));
     if (rc != 0)
       return FAIL(rc, "cannot share arena %" PRIu64 ": %s", b->arena->id, m);
     /* What leaves the daemon is checked, not trusted: see authz.h. */
     rc = scree__authz_check_arena_fd(r->fd, s->mem->info.ipc_mode, b->arena->mem.size, m,
                                      sizeof(m));
+    if (rc == 0)
+      rc = scree__authz_check_arena_fd_access(r->fd, s->mem->info.ipc_mode, !ro, m,
+                                              sizeof(m));
     if (rc != 0) {
       scree__log(SCREE__LOG_ERROR, "arena_fd_check_failed",
                  "arena=%" PRIu64 " msg=%s", b->arena->id, scree__q(m));
@@ -580,17 +607,24 @@ static int fill_location(scree__store *s, scree__session *sess, const scree__bat
     }
   }
   loc->handle_attached = 1;
-  *attach = 1;
+  loc->writable = !ro;
+  *attach = ro ? KNOWN_RO : KNOWN_RW;
   return 0;
 }
 
-static void known_commit(scree__session *sess, uint64_t id) {
+/* Records that sess now holds a handle of the given kind for arena id. */
+static void known_commit(scree__session *sess, uint64_t id, int kind) {
   size_t pos;
-  if (known_find(sess, id, &pos))
+  if (known_find(sess, id, &pos)) {
+    if (kind > sess->known[pos].kind)
+      sess->known[pos].kind = kind;
     return;
+  }
   /* fill_location reserved the room. */
-  memmove(&sess->known[pos + 1], &sess->known[pos], (sess->nknown - pos) * sizeof(uint64_t));
-  sess->known[pos] = id;
+  memmove(&sess->known[pos + 1], &sess->known[pos],
+          (sess->nknown - pos) * sizeof(sess->known[0]));
+  sess->known[pos].id = id;
+  sess->known[pos].kind = kind;
   sess->nknown++;
 }
 
@@ -770,7 +804,7 @@ static int do_create(scree__store *s, scree__session *sess, const Scree__V1__Cre
   b->creator = sess->id;
   b->created_ns = now_ns();
   int attach;
-  rc = fill_location(s, sess, b, r, &attach);
+  rc = fill_location(s, sess, b, r, 1, &attach);
   if (rc != 0)
     goto err_block;
   rc = names_insert(s, b);
@@ -779,7 +813,7 @@ static int do_create(scree__store *s, scree__session *sess, const Scree__V1__Cre
     goto err_block;
   }
   if (attach)
-    known_commit(sess, b->arena->id);
+    known_commit(sess, b->arena->id, attach);
   s->bytes_used += block;
   scree__usage_add(&s->usage, b->owner_uid, block);
   b->unext = sess->unsealed;
@@ -931,7 +965,7 @@ static int do_get(scree__store *s, scree__session *sess, const Scree__V1__Get *q
   if (l == NULL)
     return FAIL(SCREE_ENOMEM, "out of host memory");
   int attach;
-  rc = fill_location(s, sess, b, r, &attach);
+  rc = fill_location(s, sess, b, r, 0, &attach);
   if (rc != 0) {
     free(l);
     return rc;
@@ -945,7 +979,7 @@ static int do_get(scree__store *s, scree__session *sess, const Scree__V1__Get *q
   }
   s->next_lease_id++;
   if (attach)
-    known_commit(sess, b->arena->id);
+    known_commit(sess, b->arena->id, attach);
   l->next = sess->leases;
   if (sess->leases)
     sess->leases->prev = l;
@@ -1308,7 +1342,7 @@ static void arena_freed(void *arg, uint64_t id) {
     if (!known_find(sess, id, &pos))
       continue;
     memmove(&sess->known[pos], &sess->known[pos + 1],
-            (sess->nknown - pos - 1) * sizeof(uint64_t));
+            (sess->nknown - pos - 1) * sizeof(sess->known[0]));
     sess->nknown--;
     if (sess->nfreed == sess->capfreed) {
       size_t cap = sess->capfreed ? sess->capfreed * 2 : 4;

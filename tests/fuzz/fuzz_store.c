@@ -16,6 +16,7 @@
  * and no unsealed batch; deleting every batch brings the store back to
  * empty (at most the spare arena left); freeing it leaks no memory (LSan)
  * and no fd. */
+#include <fcntl.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -87,6 +88,7 @@ typedef struct mapping {
   uint64_t arena_id;
   uint8_t *p;
   size_t size;
+  int writable; /* mapped from a writable fd (a Create's) */
 } mapping;
 
 typedef struct state {
@@ -126,18 +128,28 @@ static mapping *map_find(state *st, uint64_t arena_id) {
   return NULL;
 }
 
-/* Maps an arena fd from a reply, as a client would. Ids are never reused,
- * so a mapping of a freed arena is merely stale memory of our own. */
+/* Maps an arena fd from a reply, as a client would: writable when the
+ * Location says the fd is (a Create's), read-only otherwise; a writable fd
+ * for an arena mapped read-only replaces that mapping. Ids are never
+ * reused, so a mapping of a freed arena is merely stale memory of our own. */
 static void map_fd(state *st, const Scree__V1__Location *loc, int fd) {
-  if (fd < 0 || loc == NULL || map_find(st, loc->arena_id) != NULL || st->nmaps == MAX_MAPS)
+  if (fd < 0 || loc == NULL)
     return;
-  void *p = mmap(NULL, loc->arena_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  mapping *mp = map_find(st, loc->arena_id);
+  if ((mp != NULL && (mp->writable || !loc->writable)) || (mp == NULL && st->nmaps == MAX_MAPS))
+    return;
+  int prot = PROT_READ | (loc->writable ? PROT_WRITE : 0);
+  void *p = mmap(NULL, loc->arena_size, prot, MAP_SHARED, fd, 0);
   FUZZ_CHECK(p != MAP_FAILED, "mapping arena %llu of %llu bytes",
              (unsigned long long)loc->arena_id, (unsigned long long)loc->arena_size);
-  st->maps[st->nmaps].arena_id = loc->arena_id;
-  st->maps[st->nmaps].p = p;
-  st->maps[st->nmaps].size = loc->arena_size;
-  st->nmaps++;
+  if (mp != NULL)
+    munmap(mp->p, mp->size);
+  else
+    mp = &st->maps[st->nmaps++];
+  mp->arena_id = loc->arena_id;
+  mp->p = p;
+  mp->size = loc->arena_size;
+  mp->writable = loc->writable;
 }
 
 /* Sends req on sess and checks what every reply must satisfy. The reply
@@ -242,7 +254,7 @@ static void write_offsets(state *st, reader *r, int slot) {
     return;
   const created *m = &st->made[slot];
   mapping *mp = map_find(st, m->arena_id);
-  if (mp == NULL || m->offsets_offset > mp->size || m->offsets_bytes > mp->size - m->offsets_offset)
+  if (mp == NULL || !mp->writable || m->offsets_offset > mp->size || m->offsets_bytes > mp->size - m->offsets_offset)
     return;
   uint8_t *dst = mp->p + m->offsets_offset;
   int wide = m->offsets_dtype == SCREE_INT64;
@@ -312,6 +324,7 @@ static void run_op(state *st, reader *r) {
     if (resp->status == 0) {
       FUZZ_CHECK(resp->body_case == SCREE__V1__RESPONSE__BODY_CREATE, "create body");
       const Scree__V1__Location *loc = resp->create->location;
+      FUZZ_CHECK(!loc->handle_attached || loc->writable, "a Create's fd is writable");
       map_fd(st, loc, st->r.fd);
       if (slot >= 0) {
         created *m = &st->made[slot];
@@ -348,6 +361,9 @@ static void run_op(state *st, reader *r) {
     if (resp->status == 0) {
       FUZZ_CHECK(resp->body_case == SCREE__V1__RESPONSE__BODY_GET, "get body");
       FUZZ_CHECK(st->nleases < sizeof(st->leases) / sizeof(st->leases[0]), "lease table");
+      FUZZ_CHECK(!resp->get->location->writable, "a Get's fd is read-only");
+      if (st->r.fd >= 0)
+        FUZZ_CHECK((fcntl(st->r.fd, F_GETFL) & O_ACCMODE) == O_RDONLY, "a Get's fd is O_RDONLY");
       map_fd(st, resp->get->location, st->r.fd);
       for (size_t i = 0; i < st->nleases; i++)
         FUZZ_CHECK(st->leases[i].id != resp->get->lease_id, "lease id %llu given twice",

@@ -535,6 +535,53 @@ static void delete_leased(const char *ipc) {
   daemon_stop(&d);
 }
 
+/* A connection that gets a batch and then creates one in the same arena:
+ * the CUDA backend has no read-only handle, so the Get brought the only
+ * handle (Location.writable) and the Create brings none; the client's
+ * import serves both, once. The earlier view stays valid. */
+static void get_then_create(const char *ipc) {
+  const scree__cu *cu = cu_get();
+  daemon_proc d;
+  scree_client *c;
+  scree_client_info info;
+  scree_batch_info b1, b2;
+  scree_array g, desc, w;
+  scree_lease *l;
+  int64_t max_len, *offs;
+  unsigned char *vals;
+  int rc;
+
+  daemon_start(&d, ipc, no_extra);
+  role_wait_ok(ROLE("put", d.sock, "first", "4", "400", "32", "21", "host"), "producer");
+  c = connect_ok(d.sock);
+  ctx_use(0);
+  rc = scree_client_get(c, "first", &g, &l);
+  T_EQM(rc, 0, "%s", scree_client_last_error(c));
+  verify(&g, 4, 400, 32, 21);
+  desc_init(&desc, 5, 500, 16);
+  rc = scree_client_create(c, "second", &desc, &w);
+  T_EQM(rc, 0, "%s", scree_client_last_error(c));
+  vals = gpu_pattern_buf(8000, 22);
+  offs = offsets_make(5, 500, &max_len);
+  T_EQ(cu->cuMemcpyHtoD((CUdeviceptr)(uintptr_t)w.values, vals, 8000), CUDA_SUCCESS);
+  T_EQ(cu->cuMemcpyHtoD((CUdeviceptr)(uintptr_t)w.offsets, offs, 6 * 8), CUDA_SUCCESS);
+  T_EQM(scree_client_seal(c, "second"), 0, "%s", scree_client_last_error(c));
+  T_EQ(scree_client_stat(c, "first", &b1), 0);
+  T_EQ(scree_client_stat(c, "second", &b2), 0);
+  T_EQ(b1.arena_id, b2.arena_id);
+  T_EQ(scree_client_info_get(c, &info), 0);
+  T_EQ(info.arena_imports, 1);
+  T_EQ(info.arenas_mapped, 1);
+  T_EQ(info.stray_fds_closed, 0);
+  verify(&g, 4, 400, 32, 21);
+  T_EQ(scree_client_release(c, l), 0);
+  role_wait_ok(ROLE("get", d.sock, "second", "5", "500", "16", "22"), "consumer");
+  free(vals);
+  free(offs);
+  scree_client_close(c);
+  daemon_stop(&d);
+}
+
 /* A memory limit larger than the GPU: creates fail with ENOSPC once the
  * device is full, and the daemon goes on serving. */
 static void exhaustion(const char *ipc) {
@@ -633,6 +680,7 @@ BOTH_MODES(kill9_consumer)
 BOTH_MODES(big_batch)
 BOTH_MODES(many_batches)
 BOTH_MODES(delete_leased)
+BOTH_MODES(get_then_create)
 BOTH_MODES(exhaustion)
 BOTH_MODES(gpu_not_visible)
 BOTH_MODES(second_gpu)
@@ -642,6 +690,7 @@ GPU_TEST_MAIN_ROLES(roles, GPU_CASE(put_get_vmm), GPU_CASE(put_get_legacy),
                     GPU_CASE(big_batch_vmm), GPU_CASE(big_batch_legacy),
                     GPU_CASE(many_batches_vmm), GPU_CASE(many_batches_legacy),
                     GPU_CASE(delete_leased_vmm), GPU_CASE(delete_leased_legacy),
+                    GPU_CASE(get_then_create_vmm), GPU_CASE(get_then_create_legacy),
                     GPU_CASE(exhaustion_vmm), GPU_CASE(exhaustion_legacy),
                     GPU_CASE(gpu_not_visible_vmm), GPU_CASE(gpu_not_visible_legacy),
                     GPU_CASE(second_gpu_vmm), GPU_CASE(second_gpu_legacy))

@@ -2,7 +2,13 @@
  * unique socket and checks, at teardown, that SIGTERM stops it with status 0. */
 #include <criterion/criterion.h>
 #include <dirent.h>
+#include <errno.h>
 #include <inttypes.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,6 +65,30 @@ static int mapping_of(const void *p, char perms[8], char *path, size_t path_len)
   }
   fclose(f);
   return found;
+}
+
+/* 1 when a write of one byte at p kills the writer with SIGSEGV (tried in
+ * a child), 0 when the write goes through. */
+static int writes_fault(void *p) {
+  pid_t pid = fork();
+  cr_assert_geq(pid, 0);
+  if (pid == 0) {
+    /* The default action, not a sanitizer's handler, and no core file. */
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = SIG_DFL;
+    sigaction(SIGSEGV, &sa, NULL);
+    struct rlimit no_core = {0, 0};
+    setrlimit(RLIMIT_CORE, &no_core);
+    *(volatile unsigned char *)p = 0x5a;
+    _exit(0);
+  }
+  int st;
+  cr_assert_eq(waitpid(pid, &st, 0), pid);
+  if (WIFSIGNALED(st) && WTERMSIG(st) == SIGSEGV)
+    return 1;
+  cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child status 0x%x", st);
+  return 0;
 }
 
 static int count_open_fds(void) {
@@ -233,6 +263,12 @@ Test(client, get_is_zero_copy_and_read_only) {
   cr_assert_eq(perms[0], 'r');
   cr_assert_eq(perms[1], '-', "get maps the arena read-only (%s)", perms);
   cr_assert_eq(perms[3], 's', "the mapping is shared (%s)", perms);
+  cr_assert_eq(writes_fault(g1.values), 1, "a reader's view cannot be written");
+  /* Nor made writable: the daemon sent a read-only fd. */
+  long page = sysconf(_SC_PAGESIZE);
+  void *pg = (void *)((uintptr_t)g1.values & ~(uintptr_t)(page - 1));
+  cr_assert_eq(mprotect(pg, (size_t)page, PROT_READ | PROT_WRITE), -1);
+  cr_assert_eq(errno, EACCES, "%s", strerror(errno));
   scree_batch_info bi;
   cr_assert_eq(scree_client_stat(c, "zc", &bi), 0);
   cr_assert_eq(bi.leases, 2);
@@ -243,6 +279,90 @@ Test(client, get_is_zero_copy_and_read_only) {
   free(a.values);
   free(a.offsets);
   scree_client_close(c);
+}
+
+/* A connection that reads an arena (read-only fd) and then creates a batch
+ * in it (writable fd, mapped at a second address) writes its batch, and the
+ * views of its earlier Gets stay valid, read-only, and correct. */
+Test(client, a_reader_that_creates_keeps_its_views) {
+  scree_client *p = connect_ok();
+  scree_array a;
+  cr_assert_eq(testdata_make(11, 3, 12, 2, 8, &a), 0);
+  cr_assert_eq(scree_client_put(p, "mix/first", &a), 0, "%s", scree_client_last_error(p));
+  scree_client_close(p);
+  uint64_t vb, ob;
+  scree_array_check_desc(&a, &vb, &ob, NULL, 0);
+
+  scree_client *c = connect_ok();
+  int fds = count_open_fds();
+  scree_array g;
+  scree_lease *l;
+  cr_assert_eq(scree_client_get(c, "mix/first", &g, &l), 0, "%s", scree_client_last_error(c));
+  char perms[8], path[256];
+  cr_assert_eq(mapping_of(g.values, perms, path, sizeof(path)), 0);
+  cr_assert_eq(perms[1], '-', "get maps read-only (%s)", perms);
+
+  /* Same uid, so the same arena. */
+  scree_array desc, w;
+  memset(&desc, 0, sizeof(desc));
+  desc.dtype = SCREE_INT32;
+  desc.offsets_dtype = SCREE_INT64;
+  desc.batch_size = 2;
+  desc.total_rows = 6;
+  cr_assert_eq(scree_client_create(c, "mix/second", &desc, &w), 0, "%s",
+               scree_client_last_error(c));
+  cr_assert_eq(mapping_of(w.values, perms, path, sizeof(path)), 0);
+  cr_assert_eq(perms[1], 'w', "create maps writable (%s)", perms);
+  int32_t *v = w.values;
+  int64_t *o = w.offsets;
+  for (int i = 0; i < 6; i++)
+    v[i] = 100 + i;
+  o[0] = 0;
+  o[1] = 2;
+  o[2] = 6;
+  cr_assert_eq(scree_client_seal(c, "mix/second"), 0, "%s", scree_client_last_error(c));
+  scree_batch_info b1, b2;
+  cr_assert_eq(scree_client_stat(c, "mix/first", &b1), 0);
+  cr_assert_eq(scree_client_stat(c, "mix/second", &b2), 0);
+  cr_assert_eq(b1.arena_id, b2.arena_id, "both batches in one arena");
+
+  /* The earlier view: still mapped, still read-only, still right. */
+  cr_assert_eq(memcmp(g.values, a.values, vb), 0);
+  cr_assert_eq(memcmp(g.offsets, a.offsets, ob), 0);
+  cr_assert_eq(mapping_of(g.values, perms, path, sizeof(path)), 0);
+  cr_assert_eq(perms[1], '-', "the get view stays read-only (%s)", perms);
+  cr_assert_eq(writes_fault(g.values), 1);
+  cr_assert_eq(writes_fault(w.values), 0, "the create view is writable");
+
+  /* A later Get in the arena reads through the read-only mapping too. */
+  scree_array g2;
+  scree_lease *l2;
+  cr_assert_eq(scree_client_get(c, "mix/second", &g2, &l2), 0, "%s",
+               scree_client_last_error(c));
+  cr_assert_neq(g2.values, w.values, "gets use the read-only mapping");
+  cr_assert_eq(memcmp(g2.values, w.values, 6 * sizeof(int32_t)), 0);
+  cr_assert_eq(((int32_t *)g2.values)[5], 105);
+  cr_assert_eq(mapping_of(g2.values, perms, path, sizeof(path)), 0);
+  cr_assert_eq(perms[1], '-', "(%s)", perms);
+
+  scree_client_info i;
+  scree_client_info_get(c, &i);
+  cr_assert_eq(i.arenas_mapped, 1);
+  cr_assert_eq(i.arena_imports, 2, "read-only, then writable");
+  cr_assert_eq(i.stray_fds_closed, 0);
+  cr_assert_eq(count_open_fds(), fds, "no fd kept");
+  cr_assert_eq(scree_client_release(c, l), 0);
+  cr_assert_eq(scree_client_release(c, l2), 0);
+  scree_client_close(c);
+
+  /* Others see what was written. */
+  c = connect_ok();
+  cr_assert_eq(scree_client_get(c, "mix/second", &g2, NULL), 0);
+  cr_assert_eq(((int32_t *)g2.values)[3], 103);
+  cr_assert_eq(((int64_t *)g2.offsets)[1], 2);
+  scree_client_close(c);
+  free(a.values);
+  free(a.offsets);
 }
 
 Test(client, arena_imported_once) {

@@ -286,7 +286,9 @@ Test(daemon, arena_fd_once_per_connection_and_bytes_shared) {
   expect(resp, 0);
   Scree__V1__Location loc = *resp->create->location;
   cr_assert(loc.handle_attached);
+  cr_assert(loc.writable, "a Create's fd is writable");
   cr_assert_geq(afd, 0, "the first reply naming the arena carries its fd");
+  cr_assert_eq(fcntl(afd, F_GETFL) & O_ACCMODE, O_RDWR);
   rc_free(resp);
   uint8_t *pa = mmap(NULL, loc.arena_size, PROT_READ | PROT_WRITE, MAP_SHARED, afd, 0);
   cr_assert_neq(pa, MAP_FAILED);
@@ -312,10 +314,17 @@ Test(daemon, arena_fd_once_per_connection_and_bytes_shared) {
   resp = rc_get(b, "shared", &bfd);
   expect(resp, 0);
   cr_assert(resp->get->location->handle_attached);
+  cr_assert_not(resp->get->location->writable, "a Get's fd is read-only");
   cr_assert_geq(bfd, 0);
   Scree__V1__Location bl = *resp->get->location;
   uint64_t lease = resp->get->lease_id;
   rc_free(resp);
+  /* Through SCM_RIGHTS too: the reader cannot write the sealed batch. */
+  cr_assert_eq(fcntl(bfd, F_GETFL) & O_ACCMODE, O_RDONLY);
+  errno = 0;
+  cr_assert_eq(mmap(NULL, bl.arena_size, PROT_READ | PROT_WRITE, MAP_SHARED, bfd, 0),
+               MAP_FAILED);
+  cr_assert_eq(errno, EACCES, "%s", strerror(errno));
   uint8_t *pb = mmap(NULL, bl.arena_size, PROT_READ, MAP_SHARED, bfd, 0);
   cr_assert_neq(pb, MAP_FAILED);
   cr_assert_eq(memcmp(pb + bl.values_offset, pa + loc.values_offset, 1000), 0);
@@ -328,6 +337,17 @@ Test(daemon, arena_fd_once_per_connection_and_bytes_shared) {
   cr_assert_eq(again, -1);
   uint64_t lease2 = resp->get->lease_id;
   rc_free(resp);
+  /* b creates in the arena it reads: now it is sent the writable fd. */
+  int wfd;
+  resp = rc_create(b, "third", 6, 1, 10, &wfd);
+  expect(resp, 0);
+  cr_assert_eq(resp->create->location->arena_id, bl.arena_id);
+  cr_assert(resp->create->location->handle_attached);
+  cr_assert(resp->create->location->writable);
+  cr_assert_geq(wfd, 0);
+  cr_assert_eq(fcntl(wfd, F_GETFL) & O_ACCMODE, O_RDWR);
+  rc_free(resp);
+  close(wfd);
   expect(rc_release(b, lease), 0);
   expect(rc_release(b, lease2), 0);
   munmap(pa, loc.arena_size);

@@ -240,3 +240,35 @@ Test(authz, arena_fds_are_checked_before_sending) {
   cr_assert_eq(scree__authz_check_arena_fd(p[0], SCREE__IPC_MEMFD, 0, msg, sizeof(msg)),
                SCREE_EIO, "a closed fd");
 }
+
+/* A read-only arena fd must be open O_RDONLY on a memfd without write
+ * permission bits (else its holder could open /proc/self/fd/N again for
+ * writing); a writable one must be open O_RDWR. */
+Test(authz, arena_fd_access_matches_what_the_reply_says) {
+  char msg[256];
+  int fd = memfd_create("t", MFD_CLOEXEC);
+  cr_assert_geq(fd, 0);
+  cr_assert_eq(scree__authz_check_arena_fd_access(fd, SCREE__IPC_MEMFD, 1, msg, sizeof(msg)),
+               0, "%s", msg);
+  cr_assert_eq(scree__authz_check_arena_fd_access(fd, SCREE__IPC_MEMFD, 0, msg, sizeof(msg)),
+               SCREE_EIO, "an O_RDWR fd is not read-only");
+  cr_assert(strstr(msg, "open O_RDWR, not O_RDONLY") != NULL, "%s", msg);
+  char path[64];
+  snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+  int ro = open(path, O_RDONLY | O_CLOEXEC);
+  cr_assert_geq(ro, 0);
+  cr_assert_eq(scree__authz_check_arena_fd_access(ro, SCREE__IPC_MEMFD, 0, msg, sizeof(msg)),
+               SCREE_EIO, "a memfd of mode 0777 can be reopened for writing");
+  cr_assert(strstr(msg, "writable inode") != NULL, "%s", msg);
+  cr_assert_eq(scree__authz_check_arena_fd_access(ro, SCREE__IPC_MEMFD, 1, msg, sizeof(msg)),
+               SCREE_EIO, "an O_RDONLY fd is not writable");
+  cr_assert_eq(fchmod(fd, 0400), 0);
+  cr_assert_eq(scree__authz_check_arena_fd_access(ro, SCREE__IPC_MEMFD, 0, msg, sizeof(msg)),
+               0, "%s", msg);
+  cr_assert_eq(scree__authz_check_arena_fd_access(ro, SCREE__IPC_VMM_FD, 1, msg, sizeof(msg)),
+               0, "CUDA fds are not checked this way");
+  close(ro);
+  close(fd);
+  cr_assert_eq(scree__authz_check_arena_fd_access(fd, SCREE__IPC_MEMFD, 1, msg, sizeof(msg)),
+               SCREE_EIO, "a closed fd");
+}

@@ -3,10 +3,16 @@
  * the store's counters. Arena fds that come back are mapped to write
  * offsets the way a client would. */
 #include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -26,6 +32,7 @@ typedef struct mapping {
   uint64_t id;
   void *p;
   size_t size;
+  int writable;
 } mapping;
 static mapping maps[64];
 static int nmaps;
@@ -84,25 +91,29 @@ static scree__session *client(void) {
   return s;
 }
 
-/* Records the arena fd the reply carries (mapping it), or checks that the
- * arena is already known. Returns the arena's base address. */
+/* Records the arena fd the reply carries (mapping it, writable when
+ * Location.writable says the fd allows it), or checks that the arena is
+ * already known. Returns the arena's base address: a writable mapping of it
+ * where one was made, since the tests' sessions share this table. */
 static char *arena_of(const Scree__V1__Location *loc) {
   if (loc->handle_attached) {
     cr_assert_geq(r.fd, 0, "handle_attached without an fd");
-    void *p = mmap(NULL, loc->arena_size, PROT_READ | PROT_WRITE, MAP_SHARED, r.fd, 0);
+    int prot = PROT_READ | (loc->writable ? PROT_WRITE : 0);
+    void *p = mmap(NULL, loc->arena_size, prot, MAP_SHARED, r.fd, 0);
     cr_assert_neq(p, MAP_FAILED);
     close(r.fd);
     r.fd = -1;
     cr_assert_lt(nmaps, 64);
-    maps[nmaps++] = (mapping){loc->arena_id, p, loc->arena_size};
+    maps[nmaps++] = (mapping){loc->arena_id, p, loc->arena_size, loc->writable};
     return p;
   }
   cr_assert_eq(r.fd, -1, "an fd without handle_attached");
+  char *found = NULL;
   for (int i = 0; i < nmaps; i++)
-    if (maps[i].id == loc->arena_id)
-      return maps[i].p;
-  cr_assert_fail("arena %" PRIu64 " was never attached", loc->arena_id);
-  return NULL;
+    if (maps[i].id == loc->arena_id && (found == NULL || maps[i].writable))
+      found = maps[i].p;
+  cr_assert_not_null(found, "arena %" PRIu64 " was never attached", loc->arena_id);
+  return found;
 }
 
 typedef struct created {
@@ -1039,4 +1050,182 @@ Test(store, freed_arenas_are_announced_once_to_sessions_that_had_them) {
   cr_assert_eq(back->freed_arenas[0], c2.loc.arena_id);
   scree__v1__response__free_unpacked(back, NULL);
   free(buf);
+}
+
+/* ---- read-only handles for readers (docs/security.md) ----------------- */
+
+/* Opens /proc/self/fd/fd with O_RDWR as an unprivileged user: as root
+ * (which passes every permission check) it tries from a child that first
+ * becomes nobody. Returns 0 when the open succeeded, else its errno. */
+static int reopen_rw_errno(int fd) {
+  char path[64];
+  snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+  if (geteuid() != 0) {
+    int w = open(path, O_RDWR | O_CLOEXEC);
+    if (w < 0)
+      return errno;
+    close(w);
+    return 0;
+  }
+  pid_t pid = fork();
+  cr_assert_geq(pid, 0);
+  if (pid == 0) {
+    if (setgroups(0, NULL) != 0 || setgid(65534) != 0 || setuid(65534) != 0)
+      _exit(200);
+    /* After setuid the process is not dumpable and its /proc/self/fd would
+     * belong to root: make it its own again, so that only the memfd's mode
+     * decides. */
+    prctl(PR_SET_DUMPABLE, 1);
+    int w = open(path, O_RDWR | O_CLOEXEC);
+    _exit(w >= 0 ? 0 : (errno & 0x7f));
+  }
+  int st;
+  cr_assert_eq(waitpid(pid, &st, 0), pid);
+  cr_assert(WIFEXITED(st), "child status 0x%x", st);
+  cr_assert_neq(WEXITSTATUS(st), 200, "could not become nobody");
+  return WEXITSTATUS(st);
+}
+
+Test(store, readers_are_sent_read_only_fds) {
+  scree__session *w = client();
+  /* The creator's fd is writable, and says so. */
+  const Scree__V1__Response *resp =
+      create_raw(w, "ro/one", SCREE_FLOAT32, 4, 2, 8, SCREE_INT64);
+  expect_status(resp, 0);
+  cr_assert(resp->create->location->handle_attached);
+  cr_assert(resp->create->location->writable);
+  cr_assert_eq(fcntl(r.fd, F_GETFL) & O_ACCMODE, O_RDWR);
+  created c;
+  c.loc = *resp->create->location;
+  c.base = arena_of(&c.loc);
+  write_offsets(&c, 2, 8);
+  expect_status(seal(w, "ro/one"), 0);
+
+  scree__session *rd = client();
+  resp = get(rd, "ro/one");
+  expect_status(resp, 0);
+  const Scree__V1__Location *loc = resp->get->location;
+  cr_assert(loc->handle_attached);
+  cr_assert_not(loc->writable, "a Get's fd is read-only");
+  int fd = r.fd;
+  cr_assert_geq(fd, 0);
+  cr_assert_eq(fcntl(fd, F_GETFL) & O_ACCMODE, O_RDONLY);
+  /* The same memfd: same size, same seals. */
+  struct stat st;
+  cr_assert_eq(fstat(fd, &st), 0);
+  cr_assert_eq((uint64_t)st.st_size, loc->arena_size);
+  cr_assert_eq(fcntl(fd, F_GET_SEALS) & (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL),
+               F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
+  /* No way to write through it. */
+  errno = 0;
+  void *p = mmap(NULL, loc->arena_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  cr_assert_eq(p, MAP_FAILED, "a writable shared mapping of a read-only fd");
+  cr_assert_eq(errno, EACCES, "%s", strerror(errno));
+  p = mmap(NULL, loc->arena_size, PROT_READ, MAP_SHARED, fd, 0);
+  cr_assert_neq(p, MAP_FAILED);
+  cr_assert_eq(mprotect(p, loc->arena_size, PROT_READ | PROT_WRITE), -1);
+  cr_assert_eq(errno, EACCES);
+  cr_assert_eq(memcmp((char *)p + loc->values_offset, c.base + c.loc.values_offset, 8 * 16),
+               0, "a reader sees the batch");
+  cr_assert_neq(write(fd, "x", 1), 1);
+  cr_assert_neq(ftruncate(fd, 0), 0);
+  cr_assert_neq(fcntl(fd, F_ADD_SEALS, F_SEAL_WRITE), 0);
+  /* Nor by opening it again through /proc: the memfd has no write bits. */
+  cr_assert_eq(st.st_mode & 0222, 0, "mode 0%o", (unsigned)(st.st_mode & 07777));
+  cr_assert_eq(reopen_rw_errno(fd), EACCES);
+  munmap(p, loc->arena_size);
+}
+
+/* A session that reads an arena first and creates in it later is sent the
+ * writable fd with the Create, once; one that created first gets nothing
+ * more with its Gets. */
+Test(store, a_reader_that_creates_is_sent_the_writable_fd_once) {
+  scree__session *w = client();
+  created c = create_ok(w, "mix/a", 2, 8);
+  write_offsets(&c, 2, 8);
+  expect_status(seal(w, "mix/a"), 0);
+
+  scree__session *rd = client();
+  const Scree__V1__Response *resp = get(rd, "mix/a");
+  expect_status(resp, 0);
+  cr_assert(resp->get->location->handle_attached);
+  cr_assert_not(resp->get->location->writable);
+  uint64_t arena = resp->get->location->arena_id;
+  close(r.fd);
+  r.fd = -1;
+
+  /* Same owner uid: the same arena. */
+  resp = create_raw(rd, "mix/b", SCREE_FLOAT32, 4, 1, 4, SCREE_INT64);
+  expect_status(resp, 0);
+  cr_assert_eq(resp->create->location->arena_id, arena);
+  cr_assert(resp->create->location->handle_attached, "the writable fd follows");
+  cr_assert(resp->create->location->writable);
+  cr_assert_geq(r.fd, 0);
+  cr_assert_eq(fcntl(r.fd, F_GETFL) & O_ACCMODE, O_RDWR);
+  created b;
+  b.loc = *resp->create->location;
+  b.base = arena_of(&b.loc);
+  write_offsets(&b, 1, 4);
+  expect_status(seal(rd, "mix/b"), 0);
+
+  /* Nothing more for this session in this arena, for either kind. */
+  resp = create_raw(rd, "mix/c", SCREE_FLOAT32, 4, 1, 4, SCREE_INT64);
+  expect_status(resp, 0);
+  cr_assert_eq(resp->create->location->arena_id, arena);
+  cr_assert_not(resp->create->location->handle_attached);
+  cr_assert_eq(r.fd, -1);
+  resp = get(rd, "mix/b");
+  expect_status(resp, 0);
+  cr_assert_not(resp->get->location->handle_attached);
+  cr_assert_eq(r.fd, -1);
+  /* The creator had the writable fd first: its Gets bring nothing. */
+  resp = get(w, "mix/b");
+  expect_status(resp, 0);
+  cr_assert_not(resp->get->location->handle_attached);
+  cr_assert_eq(r.fd, -1);
+}
+
+/* The upgrade is remembered only once it is certain: a Create that fails
+ * after the fd was chosen leaves the session holding the read-only fd, and
+ * the next Create sends the writable one. */
+Test(store, a_failed_create_does_not_count_as_sent) {
+  scree__session *w = client();
+  created c = create_ok(w, "fail/a", 1, 4);
+  write_offsets(&c, 1, 4);
+  expect_status(seal(w, "fail/a"), 0);
+  scree__session *rd = client();
+  expect_status(get(rd, "fail/a"), 0);
+  cr_assert_not(r.resp.get->location->writable);
+  /* EEXIST comes before any fd. */
+  expect_status(create_raw(rd, "fail/a", SCREE_FLOAT32, 4, 1, 4, SCREE_INT64), SCREE_EEXIST);
+  cr_assert_eq(r.fd, -1);
+  const Scree__V1__Response *resp =
+      create_raw(rd, "fail/b", SCREE_FLOAT32, 4, 1, 4, SCREE_INT64);
+  expect_status(resp, 0);
+  cr_assert(resp->create->location->handle_attached);
+  cr_assert(resp->create->location->writable);
+}
+
+/* A backend without read-only handles (CUDA): readers get the writable
+ * handle, marked so, and a Create after a Get sends nothing more. */
+Test(store, without_read_only_handles_the_first_fd_is_writable_and_the_only_one) {
+  static struct scree__mem_ops no_ro;
+  no_ro = *mem->ops;
+  no_ro.share_fd_ro = NULL;
+  mem->ops = &no_ro;
+  scree__session *w = client();
+  created c = create_ok(w, "cuda/a", 1, 4);
+  write_offsets(&c, 1, 4);
+  expect_status(seal(w, "cuda/a"), 0);
+
+  scree__session *rd = client();
+  const Scree__V1__Response *resp = get(rd, "cuda/a");
+  expect_status(resp, 0);
+  cr_assert(resp->get->location->handle_attached);
+  cr_assert(resp->get->location->writable, "the only handle there is: writable");
+  cr_assert_eq(fcntl(r.fd, F_GETFL) & O_ACCMODE, O_RDWR);
+  resp = create_raw(rd, "cuda/b", SCREE_FLOAT32, 4, 1, 4, SCREE_INT64);
+  expect_status(resp, 0);
+  cr_assert_not(resp->create->location->handle_attached, "the session has a writable handle");
+  cr_assert_eq(r.fd, -1);
 }

@@ -27,13 +27,24 @@
 /* The daemon keeps every reply under 1 MiB (List pages stop near 96 KiB). */
 #define SCREE__MAX_REPLY (1u << 20)
 
-typedef struct scree__arena {
-  uint64_t id;
-  size_t size;
+/* One import of an arena: where it is mapped here, and the importer's
+ * state for unmapping it. base NULL: no such mapping. */
+typedef struct scree__mapping {
   void *base;
   void *state;
   scree_device device;
-  int writable;
+} scree__mapping;
+
+/* An arena can be mapped twice. On host memory a Get brings a read-only fd
+ * and a Create a writable one: a connection that reads an arena first and
+ * then creates a batch in it receives both, and maps the second at a new
+ * address (see arena_resolve). Get views go into ro where there is one, so
+ * that they cannot be written by mistake; Create views into rw. */
+typedef struct scree__arena {
+  uint64_t id;
+  size_t size;
+  scree__mapping ro; /* mapped without write access */
+  scree__mapping rw; /* mapped writable */
 } scree__arena;
 
 struct scree_lease {
@@ -240,6 +251,13 @@ static scree__arena *arena_find(scree_client *c, uint64_t id) {
   return NULL;
 }
 
+static void arena_unmap(scree_client *c, scree__arena *a) {
+  if (a->ro.base != NULL)
+    c->imp->unmap(a->ro.base, a->size, a->ro.state);
+  if (a->rw.base != NULL)
+    c->imp->unmap(a->rw.base, a->size, a->rw.state);
+}
+
 /* Unmaps arenas the daemon has freed. None of this connection's leases or
  * created batches can be in them (the daemon frees an arena only when no
  * batch is left in it), so only views the caller already released, and
@@ -251,7 +269,7 @@ static void arenas_forget(scree_client *c, const uint64_t *ids, size_t n) {
     scree__arena *a = arena_find(c, ids[i]);
     if (a == NULL)
       continue;
-    c->imp->unmap(a->base, a->size, a->state);
+    arena_unmap(c, a);
     size_t at = (size_t)(a - c->arenas);
     memmove(&c->arenas[at], &c->arenas[at + 1], (c->n_arenas - at - 1) * sizeof(*a));
     c->n_arenas--;
@@ -259,11 +277,82 @@ static void arenas_forget(scree_client *c, const uint64_t *ids, size_t n) {
   }
 }
 
-/* Turns a Location into the base address of its arena in this process,
- * importing the arena the first time it is named. The reply's fd, if any, is
- * consumed: used for a first import, closed when the arena is cached. */
+/* Imports the handle that came with the last reply (its first fd, or the
+ * Location's handle bytes) as a mapping of size bytes into *m. The reply's
+ * fds are consumed whatever happens. */
+static int import_handle(scree_client *c, const Scree__V1__Location *loc, size_t size,
+                         int writable, scree__mapping *m) {
+  scree__import_src src;
+  memset(&src, 0, sizeof(src));
+  src.fd = -1;
+  src.arena_id = loc->arena_id;
+  src.size = size;
+  src.device_uuid = c->info.has_device_uuid ? c->info.device_uuid : NULL;
+  if (c->nfds > 0) {
+    src.fd = c->fds[0];
+    c->fds[0] = -1;
+    /* Keep the rest for drop_fds. */
+    memmove(c->fds, c->fds + 1, (size_t)(c->nfds - 1) * sizeof(int));
+    c->nfds--;
+  }
+  if (loc->ipc_handle.len > 0) {
+    src.handle = loc->ipc_handle.data;
+    src.handle_len = loc->ipc_handle.len;
+  }
+  scree__mapping nm;
+  memset(&nm, 0, sizeof(nm));
+  int rc = c->imp->import(&src, writable, &nm.base, &nm.device, &nm.state, c->err,
+                          sizeof(c->err));
+  if (src.fd >= 0)
+    close(src.fd);
+  drop_fds(c);
+  if (rc != 0)
+    return rc;
+  *m = nm;
+  c->info.arena_imports++;
+  return 0;
+}
+
+/* Makes sure arena a has a writable mapping, for a Create. */
+static int arena_make_writable(scree_client *c, const Scree__V1__Location *loc,
+                               scree__arena *a) {
+  if (a->rw.base != NULL) {
+    drop_fds(c);
+    return 0;
+  }
+  if (!loc->handle_attached) {
+    /* No new handle: the daemon sent a writable one the first time (CUDA,
+     * whose handles are all writable, or a daemon older than
+     * Location.writable), so the mapping is upgraded where it is. */
+    drop_fds(c);
+    if (c->imp->make_writable != NULL) {
+      int rc = c->imp->make_writable(a->ro.base, a->size, a->ro.state, c->err,
+                                     sizeof(c->err));
+      if (rc != 0)
+        return rc;
+    }
+    a->rw = a->ro;
+    memset(&a->ro, 0, sizeof(a->ro));
+    return 0;
+  }
+  /* A writable fd for an arena mapped from a read-only one (host memory).
+   * It is mapped at a new address and the read-only mapping stays, because
+   * views handed out by earlier Gets point into it and may be in use by
+   * other threads right now. Mapping over it with MAP_FIXED would keep
+   * their addresses, but a MAP_FIXED mmap that fails may leave the range
+   * unmapped (POSIX allows it), turning those views into dangling pointers.
+   * The cost is address space only: both mappings share the memfd's pages.
+   * The read-only mapping goes with the arena (freed_arenas: by then no
+   * lease of this connection points into it) or at scree_client_close. */
+  return import_handle(c, loc, a->size, 1, &a->rw);
+}
+
+/* Turns a Location into the mapping its batch is to be bound to, importing
+ * the arena the first time it is named (and again, writable, when a Create
+ * names an arena that a Get imported read-only). The reply's fd, if any, is
+ * consumed: used for an import, or closed when it is not needed. */
 static int arena_resolve(scree_client *c, const Scree__V1__Location *loc, int writable,
-                         scree__arena **out) {
+                         scree__mapping **out) {
   if (loc == NULL)
     return fail(c, SCREE_EPROTO, "the daemon's reply has no location");
   if (loc->values_offset > loc->arena_size ||
@@ -278,22 +367,23 @@ static int arena_resolve(scree_client *c, const Scree__V1__Location *loc, int wr
 
   scree__arena *a = arena_find(c, loc->arena_id);
   if (a != NULL) {
-    /* The daemon shares an arena once per connection; an fd for one we hold
-     * is a duplicate and goes. */
-    drop_fds(c);
-    if (loc->arena_size > a->size)
+    if (loc->arena_size > a->size) {
+      drop_fds(c);
       return fail(c, SCREE_EPROTO,
                   "arena %" PRIu64 " grew from %zu to %" PRIu64 " bytes", a->id, a->size,
                   loc->arena_size);
-    if (writable && !a->writable) {
-      if (c->imp->make_writable != NULL) {
-        int rc = c->imp->make_writable(a->base, a->size, a->state, c->err, sizeof(c->err));
-        if (rc != 0)
-          return rc;
-      }
-      a->writable = 1;
     }
-    *out = a;
+    if (writable) {
+      int rc = arena_make_writable(c, loc, a);
+      if (rc != 0)
+        return rc;
+      *out = &a->rw;
+      return 0;
+    }
+    /* The daemon shares an arena once per connection (once more writable
+     * for a Create); an fd for one we hold is a duplicate and goes. */
+    drop_fds(c);
+    *out = a->ro.base != NULL ? &a->ro : &a->rw;
     return 0;
   }
 
@@ -303,8 +393,10 @@ static int arena_resolve(scree_client *c, const Scree__V1__Location *loc, int wr
                 "the daemon sent no handle for arena %" PRIu64 ", which is not mapped here",
                 loc->arena_id);
   }
-  if (loc->arena_size > SIZE_MAX)
+  if (loc->arena_size > SIZE_MAX) {
+    drop_fds(c);
     return fail(c, SCREE_EOVERFLOW, "arena of %" PRIu64 " bytes", loc->arena_size);
+  }
   if (c->n_arenas == c->cap_arenas) {
     size_t ncap = c->cap_arenas ? c->cap_arenas * 2 : 8;
     scree__arena *na = realloc(c->arenas, ncap * sizeof(*na));
@@ -315,45 +407,22 @@ static int arena_resolve(scree_client *c, const Scree__V1__Location *loc, int wr
     c->arenas = na;
     c->cap_arenas = ncap;
   }
-
-  scree__import_src src;
-  memset(&src, 0, sizeof(src));
-  src.fd = -1;
-  src.arena_id = loc->arena_id;
-  src.size = (size_t)loc->arena_size;
-  src.device_uuid = c->info.has_device_uuid ? c->info.device_uuid : NULL;
-  if (c->nfds > 0) {
-    src.fd = c->fds[0];
-    c->fds[0] = -1;
-    /* Keep the rest for drop_fds. */
-    memmove(c->fds, c->fds + 1, (size_t)(c->nfds - 1) * sizeof(int));
-    c->nfds--;
-  }
-  if (loc->ipc_handle.len > 0) {
-    src.handle = loc->ipc_handle.data;
-    src.handle_len = loc->ipc_handle.len;
-  }
   scree__arena *na = &c->arenas[c->n_arenas];
   memset(na, 0, sizeof(*na));
-  int rc = c->imp->import(&src, writable, &na->base, &na->device, &na->state, c->err,
-                          sizeof(c->err));
-  if (src.fd >= 0)
-    close(src.fd);
-  drop_fds(c);
+  scree__mapping *m = writable ? &na->rw : &na->ro;
+  int rc = import_handle(c, loc, (size_t)loc->arena_size, writable, m);
   if (rc != 0)
     return rc;
   na->id = loc->arena_id;
-  na->size = src.size;
-  na->writable = writable;
+  na->size = (size_t)loc->arena_size;
   c->n_arenas++;
-  c->info.arena_imports++;
-  *out = na;
+  *out = m;
   return 0;
 }
 
 /* Points a's values and offsets into the arena mapping after checking that
  * the location holds the bytes the descriptor needs. */
-static int bind_array(scree_client *c, const Scree__V1__Location *loc, scree__arena *ar,
+static int bind_array(scree_client *c, const Scree__V1__Location *loc, scree__mapping *ar,
                       scree_array *a) {
   uint64_t vbytes, obytes;
   char m[256];
@@ -512,7 +581,7 @@ void scree_client_close(scree_client *c) {
   if (c->fd >= 0)
     close(c->fd);
   for (size_t i = 0; i < c->n_arenas; i++)
-    c->imp->unmap(c->arenas[i].base, c->arenas[i].size, c->arenas[i].state);
+    arena_unmap(c, &c->arenas[i]);
   free(c->arenas);
   while (c->leases != NULL) {
     scree_lease *l = c->leases;
@@ -556,7 +625,7 @@ static int delete_locked(scree_client *c, const char *name, int *deferred) {
 
 /* Create and bind; the caller holds the mutex. */
 static int create_locked(scree_client *c, const char *name, const scree_array *desc,
-                         scree_array *out, scree__arena **arena_out) {
+                         scree_array *out, scree__mapping **arena_out) {
   int rc = check_name(c, name, "batch");
   if (rc != 0)
     return rc;
@@ -583,7 +652,7 @@ static int create_locked(scree_client *c, const char *name, const scree_array *d
   rc = rpc(c, &req, SCREE__V1__RESPONSE__BODY_CREATE, &resp);
   if (rc != 0)
     return rc;
-  scree__arena *ar;
+  scree__mapping *ar;
   rc = arena_resolve(c, resp->create->location, 1, &ar);
   if (rc != 0)
     goto err_delete;
@@ -698,7 +767,7 @@ static int put_impl(scree_client *c, const char *name, const scree_array *a, int
     goto out;
   }
   scree_array dst;
-  scree__arena *ar;
+  scree__mapping *ar;
   rc = create_locked(c, name, a, &dst, &ar);
   if (rc != 0)
     goto out;
@@ -803,7 +872,7 @@ int scree_client_get(scree_client *c, const char *name, scree_array *out,
   if (rc != 0)
     goto err_free_lease;
   uint64_t lease_id = resp->get->lease_id;
-  scree__arena *ar;
+  scree__mapping *ar;
   scree_array a;
   rc = desc_from_pb(c, resp->get->info != NULL ? resp->get->info->desc : NULL, &a);
   if (rc == 0)

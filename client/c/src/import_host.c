@@ -36,8 +36,10 @@ static int host_import(const scree__import_src *src, int writable, void **base,
 
 static int host_make_writable(void *base, size_t size, void *state, char *msg,
                               size_t msg_len) {
-  /* mprotect works because the memfd was mapped MAP_SHARED from an fd open
-   * for writing; a daemon that sent a read-only fd gets EACCES here. */
+  /* Used only when no writable fd followed the read-only import: for a
+   * daemon older than Location.writable, whose fds are all open for
+   * writing. A read-only fd (what current daemons send with Get) gets
+   * EACCES here; they send the writable fd with the Create instead. */
   if (mprotect(base, size, PROT_READ | PROT_WRITE) != 0) {
     int e = errno;
     snprintf(msg, msg_len, "cannot make arena mapping writable: %s", strerror(e));

@@ -92,7 +92,9 @@ typedef struct scree_client_info {
    * until the daemon says it freed the arena (Response.freed_arenas) or
    * until scree_client_close; these let tests and tools check that. */
   uint32_t arenas_mapped;   /* arenas mapped now */
-  uint64_t arena_imports;   /* imports done since connecting */
+  uint64_t arena_imports;   /* imports done since connecting (an arena read
+                             * first, then written, counts twice: its
+                             * read-only and its writable fd) */
   uint64_t stray_fds_closed; /* fds the daemon sent that were not needed */
   uint64_t arena_unmaps;    /* arenas unmapped because the daemon freed them */
 } scree_client_info;
