@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -431,6 +432,16 @@ int main(int argc, char **argv) {
   /* A client that goes away mid-send must not kill screed; sends also pass
    * MSG_NOSIGNAL, this covers everything else. */
   signal(SIGPIPE, SIG_IGN);
+  /* SIGINT and SIGTERM stay blocked until the loop's handlers are in place:
+   * one arriving once the socket exists but before then would otherwise
+   * kill screed with the default action instead of a clean stop. Threads
+   * started meanwhile (the CUDA driver's) inherit the mask, so the signal
+   * reaches this thread. */
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
 
   char msg[1024];
   int rc;
@@ -520,6 +531,7 @@ int main(int argc, char **argv) {
   d.sigint.data = d.sigterm.data = &d;
   uv_signal_start(&d.sigint, on_signal, SIGINT);
   uv_signal_start(&d.sigterm, on_signal, SIGTERM);
+  pthread_sigmask(SIG_UNBLOCK, &stop_signals, NULL);
 
   const scree__mem_info *mi = &mem->info;
   scree__log(SCREE__LOG_INFO, "start",
