@@ -552,12 +552,18 @@ static int delete_locked(scree_client *c, const char *name, int *deferred) {
   return 0;
 }
 
+/* Every flag of scree_client_put_flags and scree_client_create_flags. */
+#define SCREE__CREATE_FLAGS SCREE_CREATE_SHARED
+
 /* Create and bind; the caller holds the mutex. */
 static int create_locked(scree_client *c, const char *name, const scree_array *desc,
-                         scree_array *out, scree__arena **arena_out) {
+                         unsigned flags, scree_array *out, scree__arena **arena_out) {
   int rc = check_name(c, name, "batch");
   if (rc != 0)
     return rc;
+  if ((flags & ~SCREE__CREATE_FLAGS) != 0)
+    return fail(c, SCREE_EINVAL, "flags=0x%x has unknown bits 0x%x", flags,
+                flags & ~SCREE__CREATE_FLAGS);
   if (desc == NULL || out == NULL)
     return fail(c, SCREE_EINVAL, "NULL array argument");
   char m[256];
@@ -574,6 +580,7 @@ static int create_locked(scree_client *c, const char *name, const scree_array *d
   Scree__V1__Create cr = SCREE__V1__CREATE__INIT;
   cr.name = (char *)name;
   cr.desc = &d;
+  cr.shared = (flags & SCREE_CREATE_SHARED) != 0;
   Scree__V1__Request req = SCREE__V1__REQUEST__INIT;
   req.body_case = SCREE__V1__REQUEST__BODY_CREATE;
   req.create = &cr;
@@ -628,10 +635,15 @@ static int seal_locked(scree_client *c, const char *name) {
 
 int scree_client_create(scree_client *c, const char *name, const scree_array *desc,
                         scree_array *out) {
+  return scree_client_create_flags(c, name, desc, out, 0);
+}
+
+int scree_client_create_flags(scree_client *c, const char *name, const scree_array *desc,
+                              scree_array *out, unsigned flags) {
   if (c == NULL)
     return SCREE_EINVAL;
   pthread_mutex_lock(&c->mu);
-  int rc = create_locked(c, name, desc, out, NULL);
+  int rc = create_locked(c, name, desc, flags, out, NULL);
   pthread_mutex_unlock(&c->mu);
   return rc;
 }
@@ -646,6 +658,11 @@ int scree_client_seal(scree_client *c, const char *name) {
 }
 
 int scree_client_put(scree_client *c, const char *name, const scree_array *a) {
+  return scree_client_put_flags(c, name, a, 0);
+}
+
+int scree_client_put_flags(scree_client *c, const char *name, const scree_array *a,
+                           unsigned flags) {
   if (c == NULL)
     return SCREE_EINVAL;
   pthread_mutex_lock(&c->mu);
@@ -675,7 +692,7 @@ int scree_client_put(scree_client *c, const char *name, const scree_array *a) {
   }
   scree_array dst;
   scree__arena *ar;
-  rc = create_locked(c, name, a, &dst, &ar);
+  rc = create_locked(c, name, a, flags, &dst, &ar);
   if (rc != 0)
     goto out;
   const scree__importer *imp = c->imp;

@@ -146,6 +146,12 @@ typedef struct scree_attention_params {
 
 #define SCREE_ATTENTION_PARAMS_INIT {0, 0, 0.0f, -1, -1}
 
+/* Flags of scree_client_put_flags and scree_client_create_flags. */
+/* The batch goes into the daemon's shared pool of arenas rather than its
+ * owner's own arenas: the pool's arenas hold shared batches of every owner,
+ * and whoever reads one of them can read them all (docs/security.md). */
+#define SCREE_CREATE_SHARED (1u << 0)
+
 /* Connects to screed at path (NULL or "": $SCREE_SOCKET when set and not
  * empty, else SCREE_CLIENT_DEFAULT_SOCKET), says Hello and checks that the
  * daemon speaks SCREE_CLIENT_PROTOCOL_VERSION.
@@ -189,6 +195,11 @@ SCREE_API int scree_client_info_get(scree_client *c, scree_client_info *out);
  * free bytes); SCREE_ENAMETOOLONG; other codes from the daemon. */
 SCREE_API int scree_client_put(scree_client *c, const char *name, const scree_array *a);
 
+/* scree_client_put with flags: 0 or SCREE_CREATE_SHARED. Unknown bits give
+ * SCREE_EINVAL naming them, before anything is sent. */
+SCREE_API int scree_client_put_flags(scree_client *c, const char *name, const scree_array *a,
+                                     unsigned flags);
+
 /* Reserves batch `name` with the descriptor desc (pointers ignored) and
  * fills *out with the same descriptor whose values and offsets point into
  * daemon memory mapped writable in this process, for the caller to fill in
@@ -199,6 +210,12 @@ SCREE_API int scree_client_put(scree_client *c, const char *name, const scree_ar
  * Returns 0 or an error as for put. */
 SCREE_API int scree_client_create(scree_client *c, const char *name,
                                   const scree_array *desc, scree_array *out);
+
+/* scree_client_create with flags: 0 or SCREE_CREATE_SHARED. Unknown bits
+ * give SCREE_EINVAL naming them, before anything is sent. */
+SCREE_API int scree_client_create_flags(scree_client *c, const char *name,
+                                        const scree_array *desc, scree_array *out,
+                                        unsigned flags);
 
 /* Validates the offsets written into a created batch and publishes it.
  * Returns 0; SCREE_EINVAL with a message naming the first bad offset (the
