@@ -158,6 +158,9 @@ def test_bad_arguments_raise_naming_the_argument():
            torch.tensor([0, 10]))
     raises("cu_seqlens_q must be 1-D", q, k, v, good.reshape(1, 3))
     raises("cu_seqlens_q must hold integers", q, k, v, good.float())
+    # 2**32 + 4 would wrap to a valid 4 in int32.
+    raises(r"cu_seqlens_q\[1\]=4294967300 does not fit the kernels' int32", q, k, v,
+           torch.tensor([0, 2**32 + 4, 10]), good)
     raises("window must be \\(left, right\\)", q, k, v, good, window=3)
     raises("scale=nan is not finite", q, k, v, good, scale=float("nan"))
     raises("q is a torch array but k is a ndarray", q, k.numpy(), v, good)

@@ -154,6 +154,15 @@ def _host_offsets(cu: Any, name: str) -> np.ndarray:
     return host.astype(np.int64, copy=False)
 
 
+def _check_int32(host: np.ndarray, name: str) -> None:
+    """The kernels take int32 offsets: a wider value must not wrap into a
+    plausible one."""
+    bad = np.flatnonzero((host < -(2**31)) | (host > _INT32_MAX))
+    if bad.size:
+        i = int(bad[0])
+        raise InvalidArgument(f"{name}[{i}]={int(host[i])} does not fit the kernels' int32")
+
+
 def _max_length(host: np.ndarray) -> int:
     # Invalid offsets may give negative lengths; the kernels name them.
     return max(0, int(np.diff(host).max())) if host.shape[0] > 1 else 0
@@ -323,6 +332,8 @@ def varlen_attention(
         raise InvalidArgument(
             f"cu_seqlens_q has {oq.shape[0]} entries but cu_seqlens_k has {ok.shape[0]}"
         )
+    _check_int32(oq, "cu_seqlens_q")
+    _check_int32(ok, "cu_seqlens_k")
     if scale is not None and not math.isfinite(float(scale)):
         raise InvalidArgument(f"scale={scale} is not finite")
     if native_kernels_available():
