@@ -57,3 +57,45 @@ def test_create_on_the_gpu_and_seal(gpu_client):
     b.seal()
     with gpu_client.get("c") as g:
         assert float(g.values.sum()) == 56.0
+
+
+def _reference(q, k, v, lengths, causal, scale):
+    """Per-sequence attention in float32 with GQA by repeating k/v heads."""
+    out = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
+    group = q.shape[1] // k.shape[1]
+    start = 0
+    for n in lengths:
+        if n:
+            qs = q[start:start + n].float().transpose(0, 1)
+            ks = k[start:start + n].float().repeat_interleave(group, 1).transpose(0, 1)
+            vs = v[start:start + n].float().repeat_interleave(group, 1).transpose(0, 1)
+            s = (qs @ ks.transpose(1, 2)) * scale
+            if causal:
+                s = s.masked_fill(torch.ones(n, n, dtype=torch.bool, device=q.device).triu(1),
+                                  float("-inf"))
+            out[start:start + n] = (torch.softmax(s, -1) @ vs).transpose(0, 1)
+        start += n
+    return out
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_attention_runs_in_a_gpu_screed(gpu_client, causal):
+    lengths = [0, 1, 17, 100, 333]
+    offsets = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32,
+                           device="cuda")
+    total = int(offsets[-1])
+    q = torch.randn(total, 4, 64, device="cuda", dtype=torch.bfloat16)
+    k = torch.randn(total, 2, 64, device="cuda", dtype=torch.bfloat16)
+    v = torch.randn(total, 2, 64, device="cuda", dtype=torch.bfloat16)
+    try:
+        for name, t in (("q", q), ("k", k), ("v", v)):
+            gpu_client.put(name, scree.from_cu_seqlens(t, offsets))
+    except scree.NotSupported as e:
+        no_cuda_import(e)
+    gpu_client.attention("q", "k", "v", "o", causal=causal)
+    want = _reference(q, k, v, lengths, causal, 64 ** -0.5)
+    with gpu_client.get("o") as o:
+        assert o.values.is_cuda and o.values.dtype == torch.bfloat16
+        assert torch.equal(o.offsets, offsets)
+        err = (o.values.float() - want).norm() / want.norm()
+        assert err < 1e-2, f"relative error {err:.2e}"

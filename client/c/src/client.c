@@ -321,6 +321,7 @@ static int arena_resolve(scree_client *c, const Scree__V1__Location *loc, int wr
   src.fd = -1;
   src.arena_id = loc->arena_id;
   src.size = (size_t)loc->arena_size;
+  src.device_uuid = c->info.has_device_uuid ? c->info.device_uuid : NULL;
   if (c->nfds > 0) {
     src.fd = c->fds[0];
     c->fds[0] = -1;
@@ -440,7 +441,8 @@ static int do_hello(scree_client *c) {
 
   /* A daemon whose memory this build cannot map still serves list, stat,
    * delete and stats, so this is reported by get and create, not here. */
-  if (scree__import_select((int)i->backend, (int)i->ipc_mode, &c->imp, c->imp_err,
+  if (scree__import_select((int)i->backend, (int)i->ipc_mode,
+                           i->has_device_uuid ? i->device_uuid : NULL, &c->imp, c->imp_err,
                            sizeof(c->imp_err)) != 0)
     c->imp = NULL;
   return 0;
@@ -652,17 +654,24 @@ int scree_client_seal(scree_client *c, const char *name) {
   if (c == NULL)
     return SCREE_EINVAL;
   pthread_mutex_lock(&c->mu);
-  int rc = seal_locked(c, name);
+  int rc = 0;
+#ifdef SCREE_CLIENT_HAVE_CUDA
+  /* The daemon reads the offsets through its own mapping as soon as Seal
+   * arrives, so this process's copies into the arena must have landed. */
+  if (c->info.backend == SCREE_BACKEND_CUDA)
+    rc = scree__cuda_sync(NULL, c->err, sizeof(c->err));
+#endif
+  if (rc == 0)
+    rc = seal_locked(c, name);
   pthread_mutex_unlock(&c->mu);
   return rc;
 }
 
-int scree_client_put(scree_client *c, const char *name, const scree_array *a) {
-  return scree_client_put_flags(c, name, a, 0);
-}
-
-int scree_client_put_flags(scree_client *c, const char *name, const scree_array *a,
-                           unsigned flags) {
+/* put, put_stream and put_flags. use_stream says whether stream was given
+ * (the copies then go on it, and it is waited for before Seal); flags are
+ * those of scree_client_put_flags. */
+static int put_impl(scree_client *c, const char *name, const scree_array *a, int use_stream,
+                    void *stream, unsigned flags) {
   if (c == NULL)
     return SCREE_EINVAL;
   pthread_mutex_lock(&c->mu);
@@ -682,12 +691,23 @@ int scree_client_put_flags(scree_client *c, const char *name, const scree_array 
     rc = fail(c, SCREE_EINVAL, "%s pointer is NULL", a->offsets == NULL ? "offsets" : "values");
     goto out;
   }
-  /* Checking here saves a create and a delete for the common mistake, and
-   * gives the same message the daemon would. */
-  rc = scree_offsets_validate(a->offsets, a->offsets_dtype, a->batch_size, a->total_rows,
-                              NULL, m, sizeof(m));
-  if (rc != 0) {
-    rc = fail(c, rc, "%s", m);
+  int on_gpu = a->device.type == SCREE_DEVICE_CUDA;
+  if (!on_gpu) {
+    /* Checking here saves a create and a delete for the common mistake, and
+     * gives the same message the daemon would. Offsets in GPU memory are
+     * left to the daemon's check at seal, which reads them itself. */
+    rc = scree_offsets_validate(a->offsets, a->offsets_dtype, a->batch_size, a->total_rows,
+                                NULL, m, sizeof(m));
+    if (rc != 0) {
+      rc = fail(c, rc, "%s", m);
+      goto out;
+    }
+  }
+  if ((on_gpu || use_stream) && c->imp != NULL && c->imp->copy_in_async == NULL) {
+    rc = fail(c, SCREE_ENOTSUP,
+              "this daemon keeps batches in %s memory: put takes host arrays here "
+              "(copy GPU data to the host first, or run screed --device N)",
+              scree_backend_name(c->info.backend));
     goto out;
   }
   scree_array dst;
@@ -697,10 +717,24 @@ int scree_client_put_flags(scree_client *c, const char *name, const scree_array 
     goto out;
   const scree__importer *imp = c->imp;
   void *state = ar->state;
-  rc = imp->copy_in(dst.values, a->values, (size_t)vbytes, state, c->err, sizeof(c->err));
-  if (rc == 0)
-    rc = imp->copy_in(dst.offsets, a->offsets, (size_t)obytes, state, c->err,
-                      sizeof(c->err));
+  if (imp->copy_in_async != NULL) {
+    /* GPU arenas: both copies are queued on one stream, then waited for
+     * once, so that the daemon reads finished offsets at Seal. */
+    rc = imp->copy_in_async(dst.values, a->values, (size_t)vbytes, stream, state, c->err,
+                            sizeof(c->err));
+    if (rc == 0)
+      rc = imp->copy_in_async(dst.offsets, a->offsets, (size_t)obytes, stream, state, c->err,
+                              sizeof(c->err));
+#ifdef SCREE_CLIENT_HAVE_CUDA
+    if (rc == 0)
+      rc = scree__cuda_sync(stream, c->err, sizeof(c->err));
+#endif
+  } else {
+    rc = imp->copy_in(dst.values, a->values, (size_t)vbytes, state, c->err, sizeof(c->err));
+    if (rc == 0)
+      rc = imp->copy_in(dst.offsets, a->offsets, (size_t)obytes, state, c->err,
+                        sizeof(c->err));
+  }
   if (rc == 0)
     rc = seal_locked(c, name);
   if (rc != 0)
@@ -715,6 +749,40 @@ err_delete:
     memcpy(c->err, keep, sizeof(keep));
   }
 out:
+  pthread_mutex_unlock(&c->mu);
+  return rc;
+}
+
+int scree_client_put(scree_client *c, const char *name, const scree_array *a) {
+  return put_impl(c, name, a, 0, NULL, 0);
+}
+
+int scree_client_put_stream(scree_client *c, const char *name, const scree_array *a,
+                            void *stream) {
+  return put_impl(c, name, a, 1, stream, 0);
+}
+
+int scree_client_put_flags(scree_client *c, const char *name, const scree_array *a,
+                           unsigned flags) {
+  return put_impl(c, name, a, 0, NULL, flags);
+}
+
+int scree_client_seal_stream(scree_client *c, const char *name, void *stream) {
+  if (c == NULL)
+    return SCREE_EINVAL;
+  pthread_mutex_lock(&c->mu);
+  int rc;
+#ifdef SCREE_CLIENT_HAVE_CUDA
+  /* The batch's bytes must be in place before the daemon reads its
+   * offsets: wait for the writer's stream first. */
+  rc = scree__cuda_sync(stream, c->err, sizeof(c->err));
+#else
+  rc = stream == NULL ? 0
+                      : fail(c, SCREE_ENOTSUP,
+                             "this libscreeclient was built without CUDA: no stream to wait for");
+#endif
+  if (rc == 0)
+    rc = seal_locked(c, name);
   pthread_mutex_unlock(&c->mu);
   return rc;
 }

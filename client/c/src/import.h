@@ -21,6 +21,7 @@ typedef struct scree__import_src {
   size_t handle_len;
   uint64_t arena_id;
   size_t size;               /* arena bytes, from the Location */
+  const unsigned char *device_uuid; /* the daemon's GPU (16 bytes); NULL on host */
 } scree__import_src;
 
 typedef struct scree__importer {
@@ -39,6 +40,12 @@ typedef struct scree__importer {
   /* Copies host bytes into the arena (put). */
   int (*copy_in)(void *dst, const void *src, size_t size, void *state, char *msg,
                  size_t msg_len);
+  /* Queues a copy of host or device bytes into the arena on stream (a
+   * cudaStream_t; NULL: the default stream) without waiting for it (put
+   * from GPU memory); the caller waits with scree__cuda_sync before Seal.
+   * NULL for importers that cannot read device memory. */
+  int (*copy_in_async)(void *dst, const void *src, size_t size, void *stream, void *state,
+                       char *msg, size_t msg_len);
   /* Undoes import. Never fails. */
   void (*unmap)(void *base, size_t size, void *state);
 } scree__importer;
@@ -47,15 +54,23 @@ extern const scree__importer scree__import_host;
 
 #ifdef SCREE_CLIENT_HAVE_CUDA
 /* import_cuda.c: the importer for a CUDA daemon's ipc mode (VMM fd or legacy
- * handle bytes), or SCREE_ENOTSUP with a message. */
-int scree__import_cuda_select(int ipc_mode, const scree__importer **out, char *msg,
-                              size_t msg_len);
+ * handle bytes), after checking that the daemon's GPU (device_uuid, 16
+ * bytes) is visible in this process; or SCREE_ENOTSUP / SCREE_ENODEV with a
+ * message. */
+int scree__import_cuda_select(int ipc_mode, const unsigned char *device_uuid,
+                              const scree__importer **out, char *msg, size_t msg_len);
+
+/* import_cuda.c: waits for stream (a cudaStream_t; NULL: the legacy default
+ * stream, which also waits for the context's blocking streams). */
+int scree__cuda_sync(void *stream, char *msg, size_t msg_len);
 #endif
 
 /* Picks the importer for a daemon's backend and ipc mode (scree_backend and
- * scree_ipc_mode values). Returns 0, or SCREE_ENOTSUP with a message when
- * this build has none (a CUDA daemon and a build without CUDA). */
-int scree__import_select(int backend, int ipc_mode, const scree__importer **out,
-                         char *msg, size_t msg_len);
+ * scree_ipc_mode values); device_uuid is the daemon's GPU (16 bytes, NULL on
+ * host memory). Returns 0, or SCREE_ENOTSUP with a message when this build
+ * has none (a CUDA daemon and a build without CUDA), or SCREE_ENODEV when
+ * the daemon's GPU is not visible here. */
+int scree__import_select(int backend, int ipc_mode, const unsigned char *device_uuid,
+                         const scree__importer **out, char *msg, size_t msg_len);
 
 #endif /* SCREE_CLIENT_IMPORT_H */

@@ -346,7 +346,7 @@ static int check_data_len(const scree__npy *a, uint64_t have, char *msg, size_t 
 
 int scree__npy_parse(const void *buf, size_t len, scree__npy *out, char *msg,
                      size_t msg_len) {
-  size_t off;
+  size_t off = 0;
   int rc = parse_header(buf, len, out, &off, msg, msg_len);
   if (rc != 0)
     return rc;
@@ -406,7 +406,7 @@ int scree__npy_read(const char *path, scree__npy *out, char *msg, size_t msg_len
     rc = npy_fail(SCREE_EIO, msg, msg_len, "%s: %s", path, strerror(errno));
     goto err_head;
   }
-  size_t off;
+  size_t off = 0;
   char m[256];
   rc = parse_header(head, got, out, &off, m, sizeof(m));
   if (rc != 0) {

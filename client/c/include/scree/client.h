@@ -183,9 +183,12 @@ SCREE_API const char *scree_client_last_error(const scree_client *c);
  * handle too (the facts are those of the last Hello, zero if none). */
 SCREE_API int scree_client_info_get(scree_client *c, scree_client_info *out);
 
-/* Publishes a copy of the host array a as batch `name`: Create, copy values
- * and offsets into daemon memory, Seal. a->values and a->offsets must be
- * host memory (a->device is ignored); a->max_length is ignored (the daemon
+/* Publishes a copy of the array a as batch `name`: Create, copy values
+ * and offsets into daemon memory, Seal. a->device says where a->values and
+ * a->offsets are: SCREE_DEVICE_CPU for host memory, SCREE_DEVICE_CUDA for
+ * GPU memory (accepted by a CUDA daemon only, else SCREE_ENOTSUP); a CUDA
+ * daemon also takes host arrays. GPU copies run on the default stream and
+ * are waited for before Seal; a->max_length is ignored (the daemon
  * computes it). The caller keeps ownership of a and may free it on return;
  * the batch belongs to the daemon, so the producer may exit afterwards.
  * Offsets are checked here first, and again by the daemon at seal. If a step
@@ -196,9 +199,17 @@ SCREE_API int scree_client_info_get(scree_client *c, scree_client_info *out);
 SCREE_API int scree_client_put(scree_client *c, const char *name, const scree_array *a);
 
 /* scree_client_put with flags: 0 or SCREE_CREATE_SHARED. Unknown bits give
- * SCREE_EINVAL naming them, before anything is sent. */
+ * SCREE_EINVAL naming them, before anything is sent. (A shared batch written
+ * on a stream: scree_client_create_flags, copies, scree_client_seal_stream.) */
 SCREE_API int scree_client_put_flags(scree_client *c, const char *name, const scree_array *a,
                                      unsigned flags);
+
+/* Like scree_client_put, with the copies queued on stream (a cudaStream_t
+ * passed as void *, NULL for the default stream) and that stream waited for
+ * before Seal: the source may be the output of work still queued on stream.
+ * Without CUDA support in this build: SCREE_ENOTSUP for GPU arrays. */
+SCREE_API int scree_client_put_stream(scree_client *c, const char *name,
+                                      const scree_array *a, void *stream);
 
 /* Reserves batch `name` with the descriptor desc (pointers ignored) and
  * fills *out with the same descriptor whose values and offsets point into
@@ -218,11 +229,22 @@ SCREE_API int scree_client_create_flags(scree_client *c, const char *name,
                                         unsigned flags);
 
 /* Validates the offsets written into a created batch and publishes it.
- * Returns 0; SCREE_EINVAL with a message naming the first bad offset (the
+ * On a GPU daemon it first waits for the calling thread's legacy default
+ * stream (which also covers cuMemcpy/cudaMemcpy from pageable memory, whose
+ * DMA may still be in flight when they return); writes queued on other
+ * non-blocking streams need scree_client_seal_stream. Returns 0; SCREE_EINVAL with a message naming the first bad offset (the
  * batch stays created: fix the offsets and seal again, or delete it);
  * SCREE_ENOENT; SCREE_ESTATE when it is already sealed; SCREE_EPERM when
  * another connection created it. */
 SCREE_API int scree_client_seal(scree_client *c, const char *name);
+
+/* Like scree_client_seal for a batch written in place on the GPU: first
+ * waits for stream (a cudaStream_t passed as void *, of the calling thread's
+ * current CUDA context; NULL: the legacy default stream, which also waits
+ * for every blocking stream), so that the daemon reads the finished offsets. Returns as scree_client_seal, or SCREE_ECUDA with
+ * the CUDA error name when the wait fails (the batch stays created), or
+ * SCREE_ENOTSUP for a non-NULL stream in a build without CUDA. */
+SCREE_API int scree_client_seal_stream(scree_client *c, const char *name, void *stream);
 
 /* Attaches to sealed batch `name` without copying: *out describes it
  * (batch_size, total_rows and max_length from the daemon's reply) and its

@@ -1,0 +1,461 @@
+/* libscreeclient's CUDA import path; import_cuda.h describes it. */
+#include "import_cuda.h"
+
+#include <stdatomic.h>
+#include <string.h>
+
+#include "cudadrv.h"
+#include "scree/error.h"
+
+static atomic_uint_least64_t scree__cuda_imports;
+
+uint64_t scree__cuda_import_count(void) {
+  return atomic_load(&scree__cuda_imports);
+}
+
+/* Makes ordinal's primary context current on this thread, retaining it, and
+ * remembers what was current so scree__cuda_leave can put it back. */
+static int scree__cuda_enter(const scree__cu *cu, int ordinal, CUcontext *ctx,
+                             CUcontext *prev, char *msg, size_t msg_len) {
+  CUdevice dev;
+  int rc = 0;
+
+  *prev = NULL;
+  SCREE_CUDA_GOTO(cu->cuCtxGetCurrent(prev), rc, err_none);
+  SCREE_CUDA_GOTO(cu->cuDeviceGet(&dev, ordinal), rc, err_none);
+  SCREE_CUDA_GOTO(cu->cuDevicePrimaryCtxRetain(ctx, dev), rc, err_none);
+  SCREE_CUDA_GOTO(cu->cuCtxSetCurrent(*ctx), rc, err_release_ctx);
+  return 0;
+
+err_release_ctx:
+  (void)cu->cuDevicePrimaryCtxRelease(dev);
+err_none:
+  return rc;
+}
+
+/* Restores the context that was current before scree__cuda_enter and, with
+ * release set, drops the reference it took. */
+static void scree__cuda_leave(const scree__cu *cu, int ordinal, CUcontext prev, int release) {
+  CUdevice dev;
+
+  (void)cu->cuCtxSetCurrent(prev);
+  if (release && cu->cuDeviceGet(&dev, ordinal) == CUDA_SUCCESS)
+    (void)cu->cuDevicePrimaryCtxRelease(dev);
+}
+
+int scree__cuda_find_device(const unsigned char uuid[16], int *ordinal, char *msg,
+                            size_t msg_len) {
+  const scree__cu *cu;
+  char text[48];
+  CUdevice dev;
+  CUuuid u;
+  int count = 0, i, rc;
+
+  rc = scree__cu_load(&cu, msg, msg_len);
+  if (rc != 0) {
+    if (rc == SCREE_ENODEV)
+      rc = scree__cu_msg(rc, msg, msg_len, "daemon's GPU %s is not visible in this "
+                         "process: no CUDA device here",
+                         scree__cu_uuid_str(uuid, text, sizeof(text)));
+    return rc;
+  }
+  SCREE_CUDA_GOTO(cu->cuDeviceGetCount(&count), rc, err_none);
+  for (i = 0; i < count; i++) {
+    SCREE_CUDA_GOTO(cu->cuDeviceGet(&dev, i), rc, err_none);
+    SCREE_CUDA_GOTO(cu->cuDeviceGetUuid(&u, dev), rc, err_none);
+    if (memcmp(u.bytes, uuid, 16) == 0) {
+      *ordinal = i;
+      return 0;
+    }
+  }
+  rc = scree__cu_msg(SCREE_ENODEV, msg, msg_len,
+                     "daemon's GPU %s is not visible in this process (%d visible; check "
+                     "CUDA_VISIBLE_DEVICES)",
+                     scree__cu_uuid_str(uuid, text, sizeof(text)), count);
+err_none:
+  return rc;
+}
+
+int scree__cuda_access_device(int owner_ordinal, int *access_ordinal, char *msg,
+                              size_t msg_len) {
+  const scree__cu *cu;
+  CUcontext cur = NULL;
+  CUdevice own, owner;
+  int can = 0, count = 0, i, rc;
+
+  rc = scree__cu_load(&cu, msg, msg_len);
+  if (rc != 0)
+    return rc;
+  SCREE_CUDA_GOTO(cu->cuDeviceGet(&owner, owner_ordinal), rc, err_none);
+  SCREE_CUDA_GOTO(cu->cuCtxGetCurrent(&cur), rc, err_none);
+  if (cur == NULL) {
+    *access_ordinal = owner_ordinal;
+    return 0;
+  }
+  /* Which GPU is the current context on? Only primary contexts (the CUDA
+   * runtime's, PyTorch's) are recognised; the device whose active primary
+   * context is current is the consumer's GPU. (cuCtxGetDevice was used
+   * here first; consumers with a current context then crashed on the GPU
+   * machine, cause not established: see the CUDA branch's report.) */
+  own = owner;
+  SCREE_CUDA_GOTO(cu->cuDeviceGetCount(&count), rc, err_none);
+  for (i = 0; i < count; i++) {
+    CUcontext primary;
+    unsigned int flags;
+    CUdevice d;
+    int active = 0;
+
+    SCREE_CUDA_GOTO(cu->cuDeviceGet(&d, i), rc, err_none);
+    SCREE_CUDA_GOTO(cu->cuDevicePrimaryCtxGetState(d, &flags, &active), rc, err_none);
+    if (!active)
+      continue;
+    SCREE_CUDA_GOTO(cu->cuDevicePrimaryCtxRetain(&primary, d), rc, err_none);
+    (void)cu->cuDevicePrimaryCtxRelease(d);
+    if (primary == cur) {
+      own = d;
+      break;
+    }
+  }
+  if (own != owner) {
+    SCREE_CUDA_GOTO(cu->cuDeviceCanAccessPeer(&can, own, owner), rc, err_none);
+    if (!can)
+      return scree__cu_msg(SCREE_ENOTSUP, msg, msg_len,
+                           "this process works on GPU %d, which has no peer access to "
+                           "GPU %d where the daemon's memory lives; make GPU %d current",
+                           (int)own, owner_ordinal, owner_ordinal);
+  }
+  /* A CUdevice is the ordinal it was obtained from. */
+  *access_ordinal = (int)own;
+  return 0;
+err_none:
+  return rc;
+}
+
+int scree__cuda_import_fd(int fd, size_t size, int owner_ordinal, int access_ordinal,
+                          scree__cuda_map *out, char *msg, size_t msg_len) {
+  const scree__cu *cu;
+  CUmemGenericAllocationHandle h;
+  CUmemAccessDesc access[2];
+  CUcontext ctx, prev;
+  CUdeviceptr ptr = 0;
+  int naccess = 1, rc;
+
+  memset(out, 0, sizeof(*out));
+  rc = scree__cu_load(&cu, msg, msg_len);
+  if (rc != 0)
+    return rc;
+  rc = scree__cuda_enter(cu, access_ordinal, &ctx, &prev, msg, msg_len);
+  if (rc != 0)
+    return rc;
+
+  SCREE_CUDA_GOTO(cu->cuMemImportFromShareableHandle(
+                      &h, (void *)(uintptr_t)fd, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR),
+                  rc, err_leave);
+  SCREE_CUDA_GOTO(cu->cuMemAddressReserve(&ptr, size, 0, 0, 0), rc, err_release);
+  SCREE_CUDA_GOTO(cu->cuMemMap(ptr, size, 0, h, 0), rc, err_free_va);
+  memset(access, 0, sizeof(access));
+  access[0].location.type = CU_MEM_LOCATION_TYPE_DEVICE;
+  access[0].location.id = owner_ordinal;
+  access[0].flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
+  if (access_ordinal != owner_ordinal) {
+    /* The consumer's own GPU reads over the peer link; the owner keeps
+     * access so that the returned device (the owner) is usable too. */
+    access[1] = access[0];
+    access[1].location.id = access_ordinal;
+    naccess = 2;
+  }
+  SCREE_CUDA_GOTO(cu->cuMemSetAccess(ptr, size, access, (size_t)naccess), rc, err_unmap);
+  scree__cuda_leave(cu, access_ordinal, prev, 0);
+
+  out->ptr = (uint64_t)ptr;
+  out->size = size;
+  out->ipc_mode = SCREE__CUDA_IPC_VMM_FD;
+  out->owner_ordinal = owner_ordinal;
+  out->access_ordinal = access_ordinal;
+  out->vmm_handle = (unsigned long long)h;
+  out->ctx = ctx;
+  atomic_fetch_add(&scree__cuda_imports, 1);
+  return 0;
+
+err_unmap:
+  cu->cuMemUnmap(ptr, size);
+err_free_va:
+  cu->cuMemAddressFree(ptr, size);
+err_release:
+  cu->cuMemRelease(h);
+err_leave:
+  scree__cuda_leave(cu, access_ordinal, prev, 1);
+  return rc;
+}
+
+int scree__cuda_import_legacy(const void *handle, size_t handle_len, size_t size,
+                              int owner_ordinal, int access_ordinal,
+                              scree__cuda_map *out, char *msg, size_t msg_len) {
+  const scree__cu *cu;
+  CUipcMemHandle ipc;
+  CUcontext ctx, prev;
+  CUdeviceptr ptr = 0;
+  int rc;
+
+  memset(out, 0, sizeof(*out));
+  if (handle_len != sizeof(ipc))
+    return scree__cu_msg(SCREE_EPROTO, msg, msg_len,
+                         "legacy IPC handle has %zu bytes, expected %zu", handle_len,
+                         sizeof(ipc));
+  rc = scree__cu_load(&cu, msg, msg_len);
+  if (rc != 0)
+    return rc;
+  memcpy(&ipc, handle, sizeof(ipc));
+  rc = scree__cuda_enter(cu, access_ordinal, &ctx, &prev, msg, msg_len);
+  if (rc != 0)
+    return rc;
+  /* Lazy peer access lets a consumer whose context is on another GPU read
+   * the owner's memory; on the owner's own GPU it changes nothing. */
+  SCREE_CUDA_GOTO(cu->cuIpcOpenMemHandle(&ptr, ipc, CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS), rc,
+                  err_leave);
+  scree__cuda_leave(cu, access_ordinal, prev, 0);
+
+  out->ptr = (uint64_t)ptr;
+  out->size = size;
+  out->ipc_mode = SCREE__CUDA_IPC_LEGACY;
+  out->owner_ordinal = owner_ordinal;
+  out->access_ordinal = access_ordinal;
+  out->ctx = ctx;
+  atomic_fetch_add(&scree__cuda_imports, 1);
+  return 0;
+
+err_leave:
+  scree__cuda_leave(cu, access_ordinal, prev, 1);
+  return rc;
+}
+
+void scree__cuda_unmap(scree__cuda_map *m) {
+  const scree__cu *cu;
+  CUcontext prev = NULL;
+
+  if (m->ctx == NULL || scree__cu_load(&cu, NULL, 0) != 0)
+    return;
+  (void)cu->cuCtxGetCurrent(&prev);
+  (void)cu->cuCtxSetCurrent((CUcontext)m->ctx);
+  if (m->ipc_mode == SCREE__CUDA_IPC_LEGACY) {
+    cu->cuIpcCloseMemHandle((CUdeviceptr)m->ptr);
+  } else {
+    cu->cuMemUnmap((CUdeviceptr)m->ptr, m->size);
+    cu->cuMemAddressFree((CUdeviceptr)m->ptr, m->size);
+    cu->cuMemRelease((CUmemGenericAllocationHandle)m->vmm_handle);
+  }
+  /* prev may be the primary context released below; it stays valid while
+   * anyone else (the CUDA runtime of this process) holds it. */
+  scree__cuda_leave(cu, m->access_ordinal, prev, 1);
+  memset(m, 0, sizeof(*m));
+}
+
+/* Enters device's primary context for work on stream. A stream handed in
+ * by the caller belongs to the context it works in, which for CUDA runtime
+ * users is that primary context. *retained says whether to release it. */
+static int scree__cuda_enter_stream(const scree__cu *cu, int device, void *stream,
+                                    CUcontext *prev, int *retained, char *msg,
+                                    size_t msg_len) {
+  CUcontext ctx;
+  int rc;
+
+  (void)stream;
+  rc = scree__cuda_enter(cu, device, &ctx, prev, msg, msg_len);
+  *retained = rc == 0;
+  return rc;
+}
+
+int scree__cuda_copy_async(int device, uint64_t dst, const void *src, size_t n, void *stream,
+                           char *msg, size_t msg_len) {
+  const scree__cu *cu;
+  CUcontext prev;
+  int retained, rc;
+
+  if (n == 0)
+    return 0;
+  rc = scree__cu_load(&cu, msg, msg_len);
+  if (rc != 0)
+    return rc;
+  rc = scree__cuda_enter_stream(cu, device, stream, &prev, &retained, msg, msg_len);
+  if (rc != 0)
+    return rc;
+  /* Unified addressing lets one call serve device sources of any GPU and
+   * host sources, pinned or pageable. */
+  SCREE_CUDA_GOTO(cu->cuMemcpyAsync((CUdeviceptr)dst, (CUdeviceptr)(uintptr_t)src, n,
+                                    (CUstream)stream),
+                  rc, err_leave);
+err_leave:
+  scree__cuda_leave(cu, device, prev, retained);
+  return rc;
+}
+
+int scree__cuda_stream_sync(int device, void *stream, char *msg, size_t msg_len) {
+  const scree__cu *cu;
+  CUcontext prev;
+  int retained, rc;
+
+  rc = scree__cu_load(&cu, msg, msg_len);
+  if (rc != 0)
+    return rc;
+  rc = scree__cuda_enter_stream(cu, device, stream, &prev, &retained, msg, msg_len);
+  if (rc != 0)
+    return rc;
+  SCREE_CUDA_GOTO(cu->cuStreamSynchronize((CUstream)stream), rc, err_leave);
+err_leave:
+  scree__cuda_leave(cu, device, prev, retained);
+  return rc;
+}
+
+int scree__cuda_copy_sync(int device, uint64_t dst, const void *src, size_t n, void *stream,
+                          char *msg, size_t msg_len) {
+  int rc = scree__cuda_copy_async(device, dst, src, n, stream, msg, msg_len);
+
+  if (rc == 0)
+    rc = scree__cuda_stream_sync(device, stream, msg, msg_len);
+  return rc;
+}
+
+int scree__cuda_is_device_ptr(const void *p) {
+  const scree__cu *cu;
+  unsigned int type = 0;
+
+  if (p == NULL || scree__cu_load(&cu, NULL, 0) != 0)
+    return 0;
+  /* Pageable memory CUDA has never seen answers CUDA_ERROR_INVALID_VALUE:
+   * that is host memory too. */
+  if (cu->cuPointerGetAttribute(&type, CU_POINTER_ATTRIBUTE_MEMORY_TYPE,
+                                (CUdeviceptr)(uintptr_t)p) != CUDA_SUCCESS)
+    return 0;
+  return type == CU_MEMORYTYPE_DEVICE;
+}
+
+/* ---- the importer table libscreeclient selects for a CUDA daemon ---- */
+#ifdef SCREE_CLIENT_HAVE_CUDA
+#include <stdlib.h>
+
+#include "import.h"
+
+static int cuda_import(const scree__import_src *src, int writable, void **base,
+                       scree_device *device, void **state, char *msg, size_t msg_len) {
+  scree__cuda_map *m;
+  int owner, access, rc;
+
+  (void)writable; /* device mappings are always read-write */
+  if (src->device_uuid == NULL)
+    return scree__cu_msg(SCREE_EPROTO, msg, msg_len,
+                         "arena %llu: the daemon named no GPU (no device UUID)",
+                         (unsigned long long)src->arena_id);
+  if (src->size == 0)
+    return scree__cu_msg(SCREE_EPROTO, msg, msg_len, "arena %llu has size 0",
+                         (unsigned long long)src->arena_id);
+  rc = scree__cuda_find_device(src->device_uuid, &owner, msg, msg_len);
+  if (rc == 0)
+    rc = scree__cuda_access_device(owner, &access, msg, msg_len);
+  if (rc != 0)
+    return rc;
+  m = calloc(1, sizeof(*m));
+  if (m == NULL)
+    return scree__cu_msg(SCREE_ENOMEM, msg, msg_len, "out of memory");
+  if (src->handle != NULL) {
+    rc = scree__cuda_import_legacy(src->handle, src->handle_len, src->size, owner, access, m,
+                                   msg, msg_len);
+  } else if (src->fd >= 0) {
+    rc = scree__cuda_import_fd(src->fd, src->size, owner, access, m, msg, msg_len);
+  } else {
+    rc = scree__cu_msg(SCREE_EPROTO, msg, msg_len,
+                       "arena %llu: the daemon sent neither an fd nor handle bytes",
+                       (unsigned long long)src->arena_id);
+  }
+  if (rc != 0) {
+    free(m);
+    return rc;
+  }
+  *base = (void *)(uintptr_t)m->ptr;
+  /* The memory lives on the daemon's GPU, known here by its local ordinal. */
+  device->type = SCREE_DEVICE_CUDA;
+  device->index = owner;
+  *state = m;
+  return 0;
+}
+
+static int cuda_copy_in(void *dst, const void *src, size_t size, void *state, char *msg,
+                        size_t msg_len) {
+  const scree__cuda_map *m = state;
+
+  return scree__cuda_copy_sync(m->access_ordinal, (uint64_t)(uintptr_t)dst, src, size, NULL,
+                               msg, msg_len);
+}
+
+static int cuda_copy_in_async(void *dst, const void *src, size_t size, void *stream,
+                              void *state, char *msg, size_t msg_len) {
+  const scree__cuda_map *m = state;
+
+  return scree__cuda_copy_async(m->access_ordinal, (uint64_t)(uintptr_t)dst, src, size,
+                                stream, msg, msg_len);
+}
+
+static void cuda_unmap(void *base, size_t size, void *state) {
+  (void)base;
+  (void)size;
+  scree__cuda_unmap(state);
+  free(state);
+}
+
+static const scree__importer scree__import_cuda_vmm = {
+    .name = "cuda vmm",
+    .import = cuda_import,
+    .copy_in = cuda_copy_in,
+    .copy_in_async = cuda_copy_in_async,
+    .unmap = cuda_unmap,
+};
+
+static const scree__importer scree__import_cuda_legacy = {
+    .name = "cuda legacy ipc",
+    .import = cuda_import,
+    .copy_in = cuda_copy_in,
+    .copy_in_async = cuda_copy_in_async,
+    .unmap = cuda_unmap,
+};
+
+int scree__import_cuda_select(int ipc_mode, const unsigned char *device_uuid,
+                              const scree__importer **out, char *msg, size_t msg_len) {
+  int ordinal, rc;
+
+  if (device_uuid == NULL)
+    return scree__cu_msg(SCREE_EPROTO, msg, msg_len,
+                         "the CUDA daemon named no GPU (no device UUID in its Hello reply)");
+  /* Checked at connect so that the reason reaches the user before any get:
+   * CUDA_VISIBLE_DEVICES may hide the daemon's GPU from this process. */
+  rc = scree__cuda_find_device(device_uuid, &ordinal, msg, msg_len);
+  if (rc != 0)
+    return rc;
+  if (ipc_mode == SCREE__CUDA_IPC_VMM_FD) {
+    *out = &scree__import_cuda_vmm;
+    return 0;
+  }
+  if (ipc_mode == SCREE__CUDA_IPC_LEGACY) {
+    *out = &scree__import_cuda_legacy;
+    return 0;
+  }
+  return scree__cu_msg(SCREE_ENOTSUP, msg, msg_len,
+                       "the CUDA daemon shares memory in ipc mode %d, unknown here", ipc_mode);
+}
+
+int scree__cuda_sync(void *stream, char *msg, size_t msg_len) {
+  const scree__cu *cu;
+  CUcontext cur = NULL;
+  int rc;
+
+  rc = scree__cu_load(&cu, msg, msg_len);
+  if (rc != 0)
+    return rc;
+  /* In the calling thread's current context (the one its stream belongs
+   * to); a thread with no context has queued nothing. NULL is the legacy
+   * default stream, which waits for every blocking stream of the context. */
+  SCREE_CUDA_GOTO(cu->cuCtxGetCurrent(&cur), rc, err_none);
+  if (cur != NULL || stream != NULL)
+    SCREE_CUDA_GOTO(cu->cuStreamSynchronize((CUstream)stream), rc, err_none);
+err_none:
+  return rc;
+}
+#endif /* SCREE_CLIENT_HAVE_CUDA */
