@@ -136,6 +136,37 @@ Test(screectl, put_get_round_trip_is_byte_identical) {
   cr_assert_eq(ctl("stat b1"), 1);
 }
 
+/* The arena_id line of `screectl stat NAME`. */
+static unsigned long long stat_arena(const char *name) {
+  cr_assert_eq(ctl("stat %s", name), 0, "%s", err_buf);
+  const char *p = strstr(out_buf, "arena_id: ");
+  cr_assert_not_null(p, "%s", out_buf);
+  return strtoull(p + strlen("arena_id: "), NULL, 10);
+}
+
+Test(screectl, put_shared_lands_in_the_shared_pool) {
+  float v[3] = {1, 2, 3};
+  int64_t vs[] = {3};
+  int64_t o[] = {0, 1, 3};
+  int64_t os[] = {3};
+  write_npy("v.npy", SCREE_FLOAT32, 1, vs, v);
+  write_npy("o.npy", SCREE_INT64, 1, os, o);
+  cr_assert_eq(ctl("put mine --values %s --offsets %s", f("v.npy"), f("o.npy")), 0, "%s",
+               err_buf);
+  cr_assert_eq(ctl("put pub --shared --values %s --offsets %s", f("v.npy"), f("o.npy")), 0,
+               "%s", err_buf);
+  cr_assert_eq(ctl("put pub2 --values %s --offsets %s --shared", f("v.npy"), f("o.npy")), 0,
+               "%s", err_buf);
+  unsigned long long mine = stat_arena("mine"), pub = stat_arena("pub");
+  cr_assert_neq(pub, mine, "a shared batch landed in the private arena %llu", mine);
+  cr_assert_eq(stat_arena("pub2"), pub);
+  cr_assert_eq(ctl("get pub --values %s --offsets %s", f("v2.npy"), f("o2.npy")), 0, "%s",
+               err_buf);
+  cr_assert(same_file(f("v.npy"), f("v2.npy")), "values differ");
+  cr_assert_eq(ctl("stat mine --shared"), 1);
+  cr_assert(strstr(err_buf, "--shared belongs to put") != NULL, "%s", err_buf);
+}
+
 Test(screectl, bfloat16_and_float8_travel_as_raw_bits) {
   uint16_t bits[6] = {0x3f80, 0x4000, 0xbf80, 0x0000, 0x7f80, 0x4049};
   int64_t s[] = {3, 2};

@@ -264,6 +264,29 @@ def test_create_fill_seal_in_place(client, screed):
         b.seal()
 
 
+def test_shared_batches_land_in_the_shared_pool(client, screed):
+    arr = sample()
+    client.put("own", arr)
+    client.put("pub", arr, shared=True)
+    client.put("pub-split", arr.values, arr.offsets, shared=True)
+    b = client.create("pub-created", np.float32, (2, 3), lengths=[1, 2], shared=True)
+    b.values[:] = 1.5
+    b.seal()
+    b.close()
+    own, pub = client.stat("own").arena_id, client.stat("pub").arena_id
+    # The owner's private arena never holds a shared batch; the shared pool
+    # keeps its batches together.
+    assert pub != own
+    assert client.stat("pub-split").arena_id == pub
+    assert client.stat("pub-created").arena_id == pub
+    client.put("own2", arr, shared=False)
+    assert client.stat("own2").arena_id == own
+    with scree.Client(screed.socket) as other, other.get("pub") as g:
+        np.testing.assert_array_equal(g.values, arr.values)
+    with client.get("pub-created") as g:
+        assert (g.values == 1.5).all()
+
+
 def test_seal_with_bad_offsets_names_the_index(client):
     b = client.create("bad", "int64", (), offsets=[0, 5, 3, 8])
     with pytest.raises(scree.InvalidArgument, match=r"offsets\[1\]") as e:

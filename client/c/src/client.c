@@ -623,12 +623,18 @@ static int delete_locked(scree_client *c, const char *name, int *deferred) {
   return 0;
 }
 
+/* Every flag of scree_client_put_flags and scree_client_create_flags. */
+#define SCREE__CREATE_FLAGS SCREE_CREATE_SHARED
+
 /* Create and bind; the caller holds the mutex. */
 static int create_locked(scree_client *c, const char *name, const scree_array *desc,
-                         scree_array *out, scree__mapping **arena_out) {
+                         unsigned flags, scree_array *out, scree__mapping **arena_out) {
   int rc = check_name(c, name, "batch");
   if (rc != 0)
     return rc;
+  if ((flags & ~SCREE__CREATE_FLAGS) != 0)
+    return fail(c, SCREE_EINVAL, "flags=0x%x has unknown bits 0x%x", flags,
+                flags & ~SCREE__CREATE_FLAGS);
   if (desc == NULL || out == NULL)
     return fail(c, SCREE_EINVAL, "NULL array argument");
   char m[256];
@@ -645,6 +651,7 @@ static int create_locked(scree_client *c, const char *name, const scree_array *d
   Scree__V1__Create cr = SCREE__V1__CREATE__INIT;
   cr.name = (char *)name;
   cr.desc = &d;
+  cr.shared = (flags & SCREE_CREATE_SHARED) != 0;
   Scree__V1__Request req = SCREE__V1__REQUEST__INIT;
   req.body_case = SCREE__V1__REQUEST__BODY_CREATE;
   req.create = &cr;
@@ -699,10 +706,15 @@ static int seal_locked(scree_client *c, const char *name) {
 
 int scree_client_create(scree_client *c, const char *name, const scree_array *desc,
                         scree_array *out) {
+  return scree_client_create_flags(c, name, desc, out, 0);
+}
+
+int scree_client_create_flags(scree_client *c, const char *name, const scree_array *desc,
+                              scree_array *out, unsigned flags) {
   if (c == NULL)
     return SCREE_EINVAL;
   pthread_mutex_lock(&c->mu);
-  int rc = create_locked(c, name, desc, out, NULL);
+  int rc = create_locked(c, name, desc, flags, out, NULL);
   pthread_mutex_unlock(&c->mu);
   return rc;
 }
@@ -724,10 +736,11 @@ int scree_client_seal(scree_client *c, const char *name) {
   return rc;
 }
 
-/* put and put_stream. use_stream says whether stream was given (the copies
- * then go on it, and it is waited for before Seal). */
+/* put, put_stream and put_flags. use_stream says whether stream was given
+ * (the copies then go on it, and it is waited for before Seal); flags are
+ * those of scree_client_put_flags. */
 static int put_impl(scree_client *c, const char *name, const scree_array *a, int use_stream,
-                    void *stream) {
+                    void *stream, unsigned flags) {
   if (c == NULL)
     return SCREE_EINVAL;
   pthread_mutex_lock(&c->mu);
@@ -768,7 +781,7 @@ static int put_impl(scree_client *c, const char *name, const scree_array *a, int
   }
   scree_array dst;
   scree__mapping *ar;
-  rc = create_locked(c, name, a, &dst, &ar);
+  rc = create_locked(c, name, a, flags, &dst, &ar);
   if (rc != 0)
     goto out;
   const scree__importer *imp = c->imp;
@@ -810,12 +823,17 @@ out:
 }
 
 int scree_client_put(scree_client *c, const char *name, const scree_array *a) {
-  return put_impl(c, name, a, 0, NULL);
+  return put_impl(c, name, a, 0, NULL, 0);
 }
 
 int scree_client_put_stream(scree_client *c, const char *name, const scree_array *a,
                             void *stream) {
-  return put_impl(c, name, a, 1, stream);
+  return put_impl(c, name, a, 1, stream, 0);
+}
+
+int scree_client_put_flags(scree_client *c, const char *name, const scree_array *a,
+                           unsigned flags) {
+  return put_impl(c, name, a, 0, NULL, flags);
 }
 
 int scree_client_seal_stream(scree_client *c, const char *name, void *stream) {

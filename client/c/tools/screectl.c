@@ -21,7 +21,7 @@ static const char usage[] =
     "  stats [--json]                the daemon's counters, as key: value lines\n"
     "                                (--json: one JSON object, for scripts)\n"
     "  delete NAME                   remove a batch (its memory goes with its last lease)\n"
-    "  put NAME --values V.npy --offsets O.npy [--dtype DTYPE]\n"
+    "  put NAME --values V.npy --offsets O.npy [--dtype DTYPE] [--shared]\n"
     "                                publish values of shape (total_rows, *inner) and\n"
     "                                1-D int32 or int64 offsets of batch_size + 1 entries\n"
     "  get NAME --values V.npy --offsets O.npy\n"
@@ -35,6 +35,8 @@ static const char usage[] =
     "  --dtype DTYPE   put: the element type, for files whose numpy dtype cannot say\n"
     "                  it: bfloat16 travels as <u2 and float8_e4m3/float8_e5m2 as |u1\n"
     "                  (raw bits); also accepted for |V2 and |V1 files\n"
+    "  --shared        put: into the daemon's shared pool of arenas, beside other\n"
+    "                  owners' shared batches, rather than into your own arenas\n"
     "  -h, --help      this text\n"
     "\n"
     "get writes bfloat16 values as <u2 and float8 values as |u1 (raw bits); with\n"
@@ -50,7 +52,8 @@ typedef struct opts {
   const char *dtype;
   const char *q, *k, *v, *out;
   scree_attention_params att;
-  int json; /* stats --json */
+  int json;   /* stats --json */
+  int shared; /* put --shared */
 } opts;
 
 static int die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -131,6 +134,9 @@ static int parse_args(int argc, char **argv, opts *o) {
     } else if (strcmp(a, "--json") == 0) {
       o->json = 1;
       continue;
+    } else if (strcmp(a, "--shared") == 0) {
+      o->shared = 1;
+      continue;
     } else if (strcmp(a, "--causal") == 0) {
       o->att.causal = 1;
       continue;
@@ -196,6 +202,8 @@ static int parse_args(int argc, char **argv, opts *o) {
     return die("--values and --offsets belong to put and get");
   if (!is_put && o->dtype != NULL)
     return die("--dtype belongs to put");
+  if (!is_put && o->shared)
+    return die("--shared belongs to put");
   if (o->json && strcmp(o->cmd, "stats") != 0)
     return die("--json belongs to stats");
   if (is_att && (o->q == NULL || o->k == NULL || o->v == NULL || o->out == NULL))
@@ -389,7 +397,7 @@ static int cmd_put(scree_client *c, const opts *o) {
   a.offsets_dtype = off.itemsize == 4 ? SCREE_INT32 : SCREE_INT64;
   a.values = v.data;
   a.offsets = off.data;
-  int rc = scree_client_put(c, o->name, &a);
+  int rc = scree_client_put_flags(c, o->name, &a, o->shared ? SCREE_CREATE_SHARED : 0);
   if (rc != 0) {
     client_fail(c, rc);
     goto err_offsets;

@@ -191,8 +191,9 @@ static PyObject *client_put(scree__py_client *self, PyObject *args) {
   PyObject *inner;
   long long batch_size, total_rows;
   Py_buffer values, offsets;
-  if (!PyArg_ParseTuple(args, "siOLLiy*y*:put", &name, &dtype, &inner, &batch_size,
-                        &total_rows, &offsets_dtype, &values, &offsets))
+  int shared = 0;
+  if (!PyArg_ParseTuple(args, "siOLLiy*y*|p:put", &name, &dtype, &inner, &batch_size,
+                        &total_rows, &offsets_dtype, &values, &offsets, &shared))
     return NULL;
   PyObject *result = NULL;
   scree_array a;
@@ -216,7 +217,8 @@ static PyObject *client_put(scree__py_client *self, PyObject *args) {
   }
   a.values = values.buf;
   a.offsets = offsets.buf;
-  SCREE__CALL(self, rc, err, scree_client_put(self->c, name, &a));
+  SCREE__CALL(self, rc, err,
+              scree_client_put_flags(self->c, name, &a, shared ? SCREE_CREATE_SHARED : 0));
   if (rc < 0) {
     scree__py_raise(rc, err);
     goto done;
@@ -261,8 +263,9 @@ static PyObject *client_create(scree__py_client *self, PyObject *args) {
   int dtype, offsets_dtype;
   PyObject *inner;
   long long batch_size, total_rows;
-  if (!PyArg_ParseTuple(args, "siOLLi:create", &name, &dtype, &inner, &batch_size,
-                        &total_rows, &offsets_dtype))
+  int shared = 0;
+  if (!PyArg_ParseTuple(args, "siOLLi|p:create", &name, &dtype, &inner, &batch_size,
+                        &total_rows, &offsets_dtype, &shared))
     return NULL;
   scree_array desc, out;
   if (!client_usable(self) ||
@@ -270,7 +273,9 @@ static PyObject *client_create(scree__py_client *self, PyObject *args) {
     return NULL;
   int rc;
   char err[SCREE__ERRMSG];
-  SCREE__CALL(self, rc, err, scree_client_create(self->c, name, &desc, &out));
+  SCREE__CALL(self, rc, err,
+              scree_client_create_flags(self->c, name, &desc, &out,
+                                        shared ? SCREE_CREATE_SHARED : 0));
   if (rc < 0)
     return scree__py_raise(rc, err);
   return lease_new(self, NULL, &out, 1, name);
@@ -466,9 +471,11 @@ static PyMethodDef client_methods[] = {
      "Close the connection once no lease or created batch of it is alive."},
     {"info", (PyCFunction)client_info, METH_NOARGS, "The daemon's Hello facts, a dict."},
     {"put", (PyCFunction)client_put, METH_VARARGS,
-     "put(name, dtype, inner, batch_size, total_rows, offsets_dtype, values, offsets)"},
+     "put(name, dtype, inner, batch_size, total_rows, offsets_dtype, values, offsets, "
+     "shared=False)"},
     {"create", (PyCFunction)client_create, METH_VARARGS,
-     "create(name, dtype, inner, batch_size, total_rows, offsets_dtype) -> Lease"},
+     "create(name, dtype, inner, batch_size, total_rows, offsets_dtype, shared=False) -> "
+     "Lease"},
     {"seal", (PyCFunction)client_seal, METH_VARARGS, "seal(name)"},
     {"get", (PyCFunction)client_get, METH_VARARGS, "get(name) -> Lease"},
     {"delete", (PyCFunction)client_delete, METH_VARARGS, "delete(name) -> deferred"},

@@ -4,6 +4,8 @@
 
 #include <dlpack/dlpack.h>
 
+#include "scree/attention.h"
+
 /* The scree.errors class for a code. Codes without a closer class raise the
  * base class, scree.Error; every one carries its code. */
 static const char *error_class(int code) {
@@ -68,13 +70,20 @@ static PyObject *py_err_name(PyObject *mod, PyObject *arg) {
 static PyMethodDef module_methods[] = {
     {"strerror", py_strerror, METH_O, "scree_strerror(code)"},
     {"err_name", py_err_name, METH_O, "scree_err_name(code), such as 'ENOENT'"},
+    {"attention_fwd", (PyCFunction)(void (*)(void))scree__py_attention_fwd,
+     METH_VARARGS | METH_KEYWORDS,
+     "attention_fwd(device, q_dtype, k_dtype, v_dtype, q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, batch, "
+     "total_q, total_k, max_seqlen_q, max_seqlen_k, num_heads_q, num_heads_kv, head_dim, "
+     "scale, causal, window_left=-1, window_right=-1, stream=0, num_threads=0): "
+     "scree_attention_fwd on buffers given by address"},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT,
     .m_name = "scree._native",
-    .m_doc = "The C client of screed (libscreeclient) for scree.Client.",
+    .m_doc = "The C client of screed (libscreeclient) for scree.Client, and the attention "
+             "kernels (screekernels) for scree.kernels.",
     .m_size = -1,
     .m_methods = module_methods,
 };
@@ -110,6 +119,8 @@ PyMODINIT_FUNC PyInit__native(void) {
   if (PyModule_AddIntConstant(m, "HAVE_CUDA", 0) < 0)
     goto err_module;
 #endif
+  if (PyModule_AddIntConstant(m, "HAVE_CUDA_KERNELS", scree_attention_have_cuda()) < 0)
+    goto err_module;
   return m;
 
 err_module:

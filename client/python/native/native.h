@@ -55,6 +55,10 @@ PyObject *scree__py_raise(int code, const char *msg);
 /* A new Tensor over lease memory: values (which == 0) or offsets (1). */
 PyObject *scree__py_tensor_new(scree__py_lease *owner, int which);
 
+/* attention_fwd(**kw): screekernels' scree_attention_fwd on buffers given
+ * by address (kernels.c). Returns None or raises the library's error. */
+PyObject *scree__py_attention_fwd(PyObject *mod, PyObject *args, PyObject *kwds);
+
 /* Drops one owner of the client and closes it when close() was asked for and
  * none is left. Called with the GIL held. */
 void scree__py_client_unown(scree__py_client *self);

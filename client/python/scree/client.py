@@ -408,7 +408,7 @@ class Client:
 
     # --- writing ------------------------------------------------------------
 
-    def put(self, name: str, arr: Any, offsets: Any = None) -> None:
+    def put(self, name: str, arr: Any, offsets: Any = None, *, shared: bool = False) -> None:
         """Publish a copy of ``arr`` as batch ``name``.
 
         ``arr`` is a :class:`scree.Array` (numpy, torch or mlx), or values
@@ -417,6 +417,11 @@ class Client:
         device into the created batch; elsewhere values are copied from host
         memory (CUDA tensors are first copied to the host).
         The producer may exit once this returns.
+
+        ``shared=True`` puts the batch into the daemon's shared pool of
+        arenas instead of this user's own arenas: the pool holds the shared
+        batches of every owner, and whoever may read one of them can map
+        them all (docs/security.md). The default keeps owners apart.
         """
         if offsets is None:
             if not isinstance(arr, Array):
@@ -431,20 +436,21 @@ class Client:
             host_off = np.array(raw.view(np.dtype(_dtype_name(offsets.dtype))))
         if (framework_of(values) == "torch" and values.device.type == "cuda"
                 and self._hello["backend"] == "cuda"):
-            self._put_device(name, values, host_off)
+            self._put_device(name, values, host_off, shared)
             return
         raw, code, shape = _host_bytes(values)
         if len(shape) < 1:
             raise InvalidArgument("values must have at least one (ragged) dimension")
         ocode = _dtype_code(host_off.dtype)
         self._c.put(name, code, shape[1:], host_off.shape[0] - 1, shape[0], ocode, raw,
-                    np.ascontiguousarray(host_off).view(np.uint8))
+                    np.ascontiguousarray(host_off).view(np.uint8), bool(shared))
 
-    def _put_device(self, name: str, values: Any, host_off: np.ndarray) -> None:
+    def _put_device(self, name: str, values: Any, host_off: np.ndarray, shared: bool) -> None:
         import torch
 
         b = self.create(name, values.dtype, tuple(values.shape[1:]), offsets=host_off,
-                        offsets_dtype=host_off.dtype, total_length=int(values.shape[0]))
+                        offsets_dtype=host_off.dtype, total_length=int(values.shape[0]),
+                        shared=shared)
         try:
             with b:
                 b.values.copy_(values)
@@ -456,18 +462,21 @@ class Client:
 
     def create(self, name: str, dtype: Any, inner_shape: Sequence[int] = (), *,
                lengths: Any = None, offsets: Any = None, offsets_dtype: Any = "int64",
-               total_length: int | None = None, framework: str | None = None) -> Batch:
+               total_length: int | None = None, framework: str | None = None,
+               shared: bool = False) -> Batch:
         """Reserve batch ``name`` in daemon memory and return it as a writable
         :class:`Batch`, its offsets already written from ``lengths`` (or
         copied from ``offsets``, unchecked until seal). Fill ``values`` in
         place, then :meth:`Batch.seal`. ``total_length`` defaults to the last
         offset. An unsealed batch goes away with the connection.
+        ``shared=True`` reserves it in the daemon's shared pool of arenas,
+        as for :meth:`put`.
         """
         host = _offsets_for(lengths, offsets, offsets_dtype)
         total = int(host[-1]) if total_length is None else int(total_length)
         inner = tuple(int(d) for d in inner_shape)
         lease = self._c.create(name, _dtype_code(dtype), inner, host.shape[0] - 1, total,
-                               _dtype_code(host.dtype))
+                               _dtype_code(host.dtype), bool(shared))
         fw = framework or ("torch" if lease.device[0] == "cuda" else "numpy")
         b = Batch(self, lease, fw, created=True, host_offsets=host.astype(np.int64))
         if fw == "torch":

@@ -148,6 +148,12 @@ typedef struct scree_attention_params {
 
 #define SCREE_ATTENTION_PARAMS_INIT {0, 0, 0.0f, -1, -1}
 
+/* Flags of scree_client_put_flags and scree_client_create_flags. */
+/* The batch goes into the daemon's shared pool of arenas rather than its
+ * owner's own arenas: the pool's arenas hold shared batches of every owner,
+ * and whoever reads one of them can read them all (docs/security.md). */
+#define SCREE_CREATE_SHARED (1u << 0)
+
 /* Connects to screed at path (NULL or "": $SCREE_SOCKET when set and not
  * empty, else SCREE_CLIENT_DEFAULT_SOCKET), says Hello and checks that the
  * daemon speaks SCREE_CLIENT_PROTOCOL_VERSION.
@@ -194,6 +200,12 @@ SCREE_API int scree_client_info_get(scree_client *c, scree_client_info *out);
  * free bytes); SCREE_ENAMETOOLONG; other codes from the daemon. */
 SCREE_API int scree_client_put(scree_client *c, const char *name, const scree_array *a);
 
+/* scree_client_put with flags: 0 or SCREE_CREATE_SHARED. Unknown bits give
+ * SCREE_EINVAL naming them, before anything is sent. (A shared batch written
+ * on a stream: scree_client_create_flags, copies, scree_client_seal_stream.) */
+SCREE_API int scree_client_put_flags(scree_client *c, const char *name, const scree_array *a,
+                                     unsigned flags);
+
 /* Like scree_client_put, with the copies queued on stream (a cudaStream_t
  * passed as void *, NULL for the default stream) and that stream waited for
  * before Seal: the source may be the output of work still queued on stream.
@@ -211,6 +223,12 @@ SCREE_API int scree_client_put_stream(scree_client *c, const char *name,
  * Returns 0 or an error as for put. */
 SCREE_API int scree_client_create(scree_client *c, const char *name,
                                   const scree_array *desc, scree_array *out);
+
+/* scree_client_create with flags: 0 or SCREE_CREATE_SHARED. Unknown bits
+ * give SCREE_EINVAL naming them, before anything is sent. */
+SCREE_API int scree_client_create_flags(scree_client *c, const char *name,
+                                        const scree_array *desc, scree_array *out,
+                                        unsigned flags);
 
 /* Validates the offsets written into a created batch and publishes it.
  * On a GPU daemon it first waits for the calling thread's legacy default
