@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pickle
 
-import mlx.core as mx
+from _mlx import MLX, mx
 import numpy as np
 import pytest
 import torch
@@ -32,7 +32,7 @@ def as_np(x) -> np.ndarray:
     return x.numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
-@pytest.mark.parametrize("fw", ["numpy", "torch", "mlx"])
+@pytest.mark.parametrize("fw", ["numpy", "torch", MLX])
 def test_pack_metadata_and_rows(fw):
     rows = rows_in(fw)
     arr = scree.pack(rows)
@@ -133,7 +133,7 @@ def test_host_metadata_skips_the_copy():
         scree.Array(values, offsets, host_offsets=[0, 9])
 
 
-@pytest.mark.parametrize("fw", ["numpy", "torch", "mlx"])
+@pytest.mark.parametrize("fw", ["numpy", "torch", MLX])
 def test_pack_errors_name_the_element(fw):
     rows = rows_in(fw)
     other = rows_in(fw, dtype=np.float16)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-import mlx.core as mx
+from _mlx import MLX, mx, needs_mlx
 import numpy as np
 import pytest
 import torch
@@ -146,11 +146,11 @@ def test_hf_packing_uses_no_boolean_indexing(monkeypatch):
 # --- generic padded + mask -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("fw", ["numpy", "torch", "mlx"])
+@pytest.mark.parametrize("fw", ["numpy", "torch", MLX])
 @pytest.mark.parametrize("side", ["right", "left"])
 def test_padded_round_trip_all_frameworks(fw, side):
     rows = [np.arange(n * 2, dtype=np.float32).reshape(n, 2) + 10 * i for i, n in enumerate(LENGTHS)]
-    conv = {"numpy": lambda x: x, "torch": torch.from_numpy, "mlx": mx.array}[fw]
+    conv = {"numpy": lambda x: x, "torch": torch.from_numpy, "mlx": lambda x: mx.array(x)}[fw]
     arr = scree.pack([conv(r) for r in rows])
     padded, mask = bridges.to_padded(arr, pad_value=-1, padding_side=side)
     assert type(padded) is type(arr.values) and padded.shape == (5, 6, 2)
@@ -245,6 +245,7 @@ def test_numpy_torch_round_trip_shares_memory():
     assert_same(arr_np, arr_np2)
 
 
+@needs_mlx
 def test_mlx_to_torch_and_numpy():
     arr = scree.pack([mx.array(np.full((n, 2), n, np.float32)) for n in LENGTHS])
     t = bridges.to_torch(arr)

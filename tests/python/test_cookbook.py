@@ -7,7 +7,7 @@ snippet runs with scree's own kernels instead; where it leaves a snippet out
 
 from __future__ import annotations
 
-import mlx.core as mx
+from _mlx import mx, needs_mlx
 import numpy as np
 import pytest
 import torch
@@ -92,7 +92,9 @@ def test_coming_from_torch_nested():
     assert all(torch.equal(a, b) for a, b in zip(nt2.unbind(), nt.unbind()))
 
 
-@pytest.mark.parametrize("make", [np.ones, torch.ones, mx.ones], ids=["numpy", "torch", "mlx"])
+@pytest.mark.parametrize("make", [np.ones, torch.ones,
+                                  pytest.param(lambda *a, **k: mx.ones(*a, **k), marks=needs_mlx)],
+                         ids=["numpy", "torch", "mlx"])
 def test_coming_from_a_list_of_tensors(make):
     # Just pack:
     tensors = [make((n, 4)) for n in (2, 0, 5)]
@@ -153,6 +155,7 @@ def test_cross_framework_conversion():
     assert np.array_equal(arr_np2.offsets, arr_np.offsets)
 
 
+@needs_mlx
 def test_mlx_pack_from_the_start_and_boundaries():
     arr = scree.pack([mx.array(np.random.randn(n, 4).astype(np.float32)) for n in [3, 5, 2]])
     assert isinstance(arr.values, mx.array) and isinstance(arr.offsets, mx.array)
