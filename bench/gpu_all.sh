@@ -16,6 +16,9 @@ pysite=${2:?python site}
 out=${3:?out dir}
 stages=${4:-tests python handoff bridges attention}
 mkdir -p "$out"
+# Absolute: tests start Python children in other directories.
+build=$(cd "$build" && pwd)
+pysite=$(cd "$pysite" && pwd)
 source "$build/gpu-env.sh"
 export PYTHONUNBUFFERED=1
 summary=()
