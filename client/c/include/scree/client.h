@@ -1,0 +1,269 @@
+/* libscreeclient: the C client of screed.
+ *
+ * A client connects to screed over its Unix socket, publishes ragged batches
+ * (put, or create + write in place + seal) and attaches to published ones
+ * without copying them (get). Batch memory belongs to the daemon: a producer
+ * may exit once its batch is sealed.
+ *
+ * Conventions of every function here:
+ * - It returns 0 (or a count where said) on success, or a negative SCREE_E*
+ *   code (scree/error.h). A status sent by the daemon passes through
+ *   unchanged; losing the daemon (a socket error, the peer closing) gives
+ *   SCREE_EDISCONNECTED, after which the handle only answers that code.
+ * - On failure, scree_client_last_error(c) holds a message: the daemon's own
+ *   when the daemon refused the request, the library's otherwise.
+ * - It never prints, never aborts, never raises a signal (SIGPIPE included).
+ *
+ * Thread safety: a handle may be shared by threads. Every call on one handle
+ * takes the handle's mutex for its whole round trip, so calls on one handle
+ * are serialised (use one handle per thread for parallel requests). The
+ * message returned by scree_client_last_error belongs to the handle, not to
+ * the thread: when several threads share a handle, read it only while you
+ * know no other thread is calling, or use a handle per thread.
+ * A handle must not be used in a child after fork().
+ *
+ * No protobuf-c or CUDA type appears in this header. */
+#ifndef SCREE_CLIENT_H
+#define SCREE_CLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "scree/array.h"
+#include "scree/dtype.h"
+#include "scree/error.h"
+#include "scree/export.h"
+
+SCREE_EXTERN_C_BEGIN
+
+/* The protocol version this library speaks (scree.v1). */
+#define SCREE_CLIENT_PROTOCOL_VERSION 1
+
+/* Where scree_client_connect looks when given no path and $SCREE_SOCKET is
+ * unset or empty. */
+#define SCREE_CLIENT_DEFAULT_SOCKET "/run/scree/screed.sock"
+
+/* Longest batch name the info structs below hold; longer names reported by
+ * a daemon are truncated there (requests send names as given). */
+#define SCREE_CLIENT_NAME_MAX 255
+
+/* How many distinct error codes scree_stats keeps. */
+#define SCREE_STATS_MAX_ERRORS 32
+
+typedef struct scree_client scree_client;
+typedef struct scree_lease scree_lease;
+
+typedef enum scree_backend {
+  SCREE_BACKEND_UNSPECIFIED = 0,
+  SCREE_BACKEND_HOST = 1, /* arenas are memfds in host memory */
+  SCREE_BACKEND_CUDA = 2, /* arenas are GPU memory */
+} scree_backend;
+
+typedef enum scree_ipc_mode {
+  SCREE_IPC_UNSPECIFIED = 0,
+  SCREE_IPC_MEMFD = 1,  /* host memory, mapped with mmap */
+  SCREE_IPC_VMM_FD = 2, /* CUDA VMM allocation, imported from a POSIX fd */
+  SCREE_IPC_LEGACY = 3, /* cudaIpcMemHandle_t bytes */
+} scree_ipc_mode;
+
+typedef enum scree_batch_state {
+  SCREE_BATCH_UNSPECIFIED = 0,
+  SCREE_BATCH_CREATED = 1, /* reserved, being written by its creator */
+  SCREE_BATCH_SEALED = 2,  /* validated, immutable, visible to get */
+} scree_batch_state;
+
+/* What the daemon said about itself in its Hello reply, plus counters of
+ * this connection's arena imports. */
+typedef struct scree_client_info {
+  uint32_t protocol_version;
+  scree_backend backend;
+  scree_ipc_mode ipc_mode;
+  int32_t device_index;     /* daemon's CUDA ordinal; -1 on host memory */
+  char device_name[256];
+  unsigned char device_uuid[16];
+  int has_device_uuid;      /* 0 on host memory */
+  uint64_t granularity;     /* arena allocation granularity, bytes */
+  uint64_t memory_limit;    /* bytes the store may hold */
+  uint64_t max_packet;      /* largest request packet the daemon accepts */
+  uint64_t arena_size;      /* default arena size, bytes */
+  uint32_t max_name_len;    /* longest batch name the daemon accepts */
+  char daemon_version[64];  /* screed's version string */
+  /* This connection's imports. An arena is imported (mapped) once and kept
+   * until scree_client_close; these let tests and tools check that. */
+  uint32_t arenas_mapped;   /* arenas mapped now */
+  uint64_t arena_imports;   /* imports done since connecting */
+  uint64_t stray_fds_closed; /* fds the daemon sent that were not needed */
+} scree_client_info;
+
+/* One batch as the daemon describes it. desc has values and offsets NULL and
+ * desc.device set to the CPU: it is a descriptor only. */
+typedef struct scree_batch_info {
+  char name[SCREE_CLIENT_NAME_MAX + 1];
+  scree_array desc;
+  scree_batch_state state;
+  uint64_t values_bytes;
+  uint64_t offsets_bytes;
+  uint32_t leases;
+  uint32_t owner_uid;
+  int32_t owner_pid;
+  uint64_t age_ns;
+  uint64_t arena_id;
+  int delete_pending; /* deleted while leased: goes with the last lease */
+} scree_batch_info;
+
+typedef struct scree_error_count {
+  int32_t code; /* a SCREE_E* code */
+  uint64_t count;
+} scree_error_count;
+
+/* The daemon's counters (scree.v1.StatsReply). */
+typedef struct scree_stats {
+  uint64_t bytes_used;   /* bytes held by batches, alignment included */
+  uint64_t bytes_limit;
+  uint64_t bytes_arenas; /* bytes of arenas allocated from the backend */
+  uint32_t batches;
+  uint32_t connections;
+  uint32_t leases;
+  uint32_t arenas;
+  uint32_t pending_deletes;
+  uint64_t requests;     /* requests served since the daemon started */
+  uint64_t uptime_ns;
+  uint32_t n_errors;     /* entries used in errors[]; extra codes are dropped */
+  scree_error_count errors[SCREE_STATS_MAX_ERRORS];
+} scree_stats;
+
+/* Parameters of scree_client_attention. Start from
+ * SCREE_ATTENTION_PARAMS_INIT. */
+typedef struct scree_attention_params {
+  int causal;
+  int has_scale;       /* 0: the daemon uses 1/sqrt(head_dim) */
+  float scale;
+  int32_t window_left; /* -1: unbounded */
+  int32_t window_right;
+} scree_attention_params;
+
+#define SCREE_ATTENTION_PARAMS_INIT {0, 0, 0.0f, -1, -1}
+
+/* Connects to screed at path (NULL or "": $SCREE_SOCKET when set and not
+ * empty, else SCREE_CLIENT_DEFAULT_SOCKET), says Hello and checks that the
+ * daemon speaks SCREE_CLIENT_PROTOCOL_VERSION.
+ *
+ * Whether it succeeds or not, *out receives a handle that the caller owns
+ * and must pass to scree_client_close; it is NULL only when the handle itself
+ * could not be allocated (SCREE_ENOMEM). On failure the handle holds the
+ * reason in scree_client_last_error (such as "no daemon at PATH") and every
+ * other call on it returns SCREE_EDISCONNECTED.
+ * Returns 0; SCREE_ECONNREFUSED when nothing listens at path; SCREE_EACCES;
+ * SCREE_ENAMETOOLONG for a path too long for a Unix socket; SCREE_EPROTO for
+ * a protocol version mismatch; SCREE_EDISCONNECTED when the daemon hangs up. */
+SCREE_API int scree_client_connect(const char *path, scree_client **out);
+
+/* Closes the connection, unmaps every imported arena and frees the handle
+ * and every lease object still outstanding. The daemon drops this
+ * connection's leases (and its unsealed creates) when the socket closes.
+ * Arrays obtained from get or create must not be used afterwards. NULL is
+ * allowed. */
+SCREE_API void scree_client_close(scree_client *c);
+
+/* The message of the last failed call on c, or "" when none failed yet.
+ * Owned by c; valid until the next call on c. Never NULL (for c == NULL it
+ * returns a static message). */
+SCREE_API const char *scree_client_last_error(const scree_client *c);
+
+/* Copies the daemon's Hello facts and this connection's counters into *out.
+ * Returns 0, or SCREE_EINVAL for NULL arguments. Works on a disconnected
+ * handle too (the facts are those of the last Hello, zero if none). */
+SCREE_API int scree_client_info_get(scree_client *c, scree_client_info *out);
+
+/* Publishes a copy of the host array a as batch `name`: Create, copy values
+ * and offsets into daemon memory, Seal. a->values and a->offsets must be
+ * host memory (a->device is ignored); a->max_length is ignored (the daemon
+ * computes it). The caller keeps ownership of a and may free it on return;
+ * the batch belongs to the daemon, so the producer may exit afterwards.
+ * Offsets are checked here first, and again by the daemon at seal. If a step
+ * after Create fails, the half-made batch is deleted.
+ * Returns 0; SCREE_EINVAL (bad descriptor or offsets, message names the
+ * first bad index); SCREE_EEXIST; SCREE_ENOSPC (message gives requested and
+ * free bytes); SCREE_ENAMETOOLONG; other codes from the daemon. */
+SCREE_API int scree_client_put(scree_client *c, const char *name, const scree_array *a);
+
+/* Reserves batch `name` with the descriptor desc (pointers ignored) and
+ * fills *out with the same descriptor whose values and offsets point into
+ * daemon memory mapped writable in this process, for the caller to fill in
+ * place; then call scree_client_seal. out->device says where that memory is
+ * (the CPU on host memory). The memory stays mapped until
+ * scree_client_close; writing it after seal is a contract violation the
+ * library cannot stop. An unsealed batch goes away if the connection closes.
+ * Returns 0 or an error as for put. */
+SCREE_API int scree_client_create(scree_client *c, const char *name,
+                                  const scree_array *desc, scree_array *out);
+
+/* Validates the offsets written into a created batch and publishes it.
+ * Returns 0; SCREE_EINVAL with a message naming the first bad offset (the
+ * batch stays created: fix the offsets and seal again, or delete it);
+ * SCREE_ENOENT; SCREE_ESTATE when it is already sealed; SCREE_EPERM when
+ * another connection created it. */
+SCREE_API int scree_client_seal(scree_client *c, const char *name);
+
+/* Attaches to sealed batch `name` without copying: *out describes it
+ * (batch_size, total_rows and max_length from the daemon's reply) and its
+ * values and offsets point into the daemon's memory, mapped in this process.
+ * Host arenas are mapped read-only, unless this connection also created a
+ * batch in the same arena, in which case the mapping is writable: never
+ * write through a get view. The view is valid until scree_client_release of
+ * the lease (after that the memory may be reused for other batches) or
+ * scree_client_close. Each arena is imported once per connection and
+ * cached, so a get is one round trip and no mapping.
+ * *lease receives a lease object owned by c, to be handed back with
+ * scree_client_release; lease may be NULL, in which case the daemon keeps
+ * the batch alive until the connection closes.
+ * Returns 0; SCREE_ENOENT (message names the batch); SCREE_ESTATE for a
+ * batch not yet sealed; SCREE_ENOTSUP when this build cannot import the
+ * daemon's memory (a CUDA daemon without CUDA support here). */
+SCREE_API int scree_client_get(scree_client *c, const char *name, scree_array *out,
+                               scree_lease **lease);
+
+/* Ends the lease: the batch may be freed now if it was deleted meanwhile.
+ * The lease object is freed whatever the result. NULL lease returns 0.
+ * Returns 0, SCREE_EDISCONNECTED, or the daemon's code. */
+SCREE_API int scree_client_release(scree_client *c, scree_lease *lease);
+
+/* Removes the name at once; the memory goes when the last lease is
+ * released. *deferred (may be NULL) is set to 1 when leases keep it alive.
+ * Returns 0 or SCREE_ENOENT and other daemon codes. */
+SCREE_API int scree_client_delete(scree_client *c, const char *name, int *deferred);
+
+/* Lists the batches whose names start with prefix (NULL or "": all), in name
+ * order, asking the daemon page by page. *out receives an array of *count
+ * entries allocated by the library (NULL when the count is 0); free it with
+ * scree_client_free_list. Returns 0 or an error, in which case *out is NULL
+ * and *count 0. */
+SCREE_API int scree_client_list(scree_client *c, const char *prefix,
+                                scree_batch_info **out, size_t *count);
+
+/* Frees an array from scree_client_list. NULL is allowed. */
+SCREE_API void scree_client_free_list(scree_batch_info *list);
+
+/* Describes batch `name` in *out. Returns 0 or SCREE_ENOENT. */
+SCREE_API int scree_client_stat(scree_client *c, const char *name, scree_batch_info *out);
+
+/* Fills *out with the daemon's counters. Returns 0 or an error. */
+SCREE_API int scree_client_stats(scree_client *c, scree_stats *out);
+
+/* Runs varlen attention in the daemon on sealed batches q, k and v (layout
+ * (tokens, heads, head_dim)) and stores the result as a sealed batch `out`
+ * with q's offsets. p may be NULL for the defaults. Returns 0 or the
+ * daemon's code (SCREE_ENOTSUP from a daemon without attention). */
+SCREE_API int scree_client_attention(scree_client *c, const char *q, const char *k,
+                                     const char *v, const char *out,
+                                     const scree_attention_params *p);
+
+/* Lower-case names of enum values, for tools ("sealed", "host", "memfd").
+ * Never NULL. */
+SCREE_API const char *scree_batch_state_name(scree_batch_state s);
+SCREE_API const char *scree_backend_name(scree_backend b);
+SCREE_API const char *scree_ipc_mode_name(scree_ipc_mode m);
+
+SCREE_EXTERN_C_END
+
+#endif /* SCREE_CLIENT_H */

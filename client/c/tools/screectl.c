@@ -1,0 +1,463 @@
+/* screectl: the command-line client of screed.
+ *
+ * Every failure prints one line, "screectl: <message>" (the daemon's own
+ * message when the daemon refused), to stderr and exits 1. */
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "npy.h"
+#include "scree/client.h"
+
+static const char usage[] =
+    "usage: screectl [--socket PATH] COMMAND [ARGS]\n"
+    "\n"
+    "commands:\n"
+    "  info                          the daemon's backend, device and limits\n"
+    "  list [PREFIX]                 batches whose names start with PREFIX\n"
+    "  stat NAME                     one batch, as key: value lines\n"
+    "  stats                         the daemon's counters, as key: value lines\n"
+    "  delete NAME                   remove a batch (its memory goes with its last lease)\n"
+    "  put NAME --values V.npy --offsets O.npy [--dtype DTYPE]\n"
+    "                                publish values of shape (total_rows, *inner) and\n"
+    "                                1-D int32 or int64 offsets of batch_size + 1 entries\n"
+    "  get NAME --values V.npy --offsets O.npy\n"
+    "                                write a batch's values and offsets as .npy files\n"
+    "  attention --q NAME --k NAME --v NAME --out NAME [--causal] [--scale S]\n"
+    "            [--window L,R]      varlen attention in the daemon; stores batch --out\n"
+    "\n"
+    "options:\n"
+    "  --socket PATH   the daemon's socket (default: $SCREE_SOCKET, else\n"
+    "                  " SCREE_CLIENT_DEFAULT_SOCKET ")\n"
+    "  --dtype DTYPE   put: the element type, for files whose numpy dtype cannot say\n"
+    "                  it: bfloat16 travels as <u2 and float8_e4m3/float8_e5m2 as |u1\n"
+    "                  (raw bits); also accepted for |V2 and |V1 files\n"
+    "  -h, --help      this text\n"
+    "\n"
+    "get writes bfloat16 values as <u2 and float8 values as |u1 (raw bits); with\n"
+    "ml_dtypes, numpy.load(f).view(ml_dtypes.bfloat16) gives them their type back.\n"
+    "Exit status: 0 on success, 1 on any error.\n";
+
+typedef struct opts {
+  const char *socket;
+  const char *cmd;
+  const char *name;   /* list: the prefix */
+  const char *values;
+  const char *offsets;
+  const char *dtype;
+  const char *q, *k, *v, *out;
+  scree_attention_params att;
+} opts;
+
+static int die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static int die(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fputs("screectl: ", stderr);
+  vfprintf(stderr, fmt, ap);
+  fputc('\n', stderr);
+  va_end(ap);
+  return 1;
+}
+
+/* Takes the value of option argv[*i] (either "--opt VALUE" or
+ * "--opt=VALUE"). Returns NULL, after complaining, when it is missing. */
+static const char *opt_value(int argc, char **argv, int *i, const char *opt) {
+  const char *a = argv[*i];
+  size_t n = strlen(opt);
+  if (a[n] == '=')
+    return a + n + 1;
+  if (*i + 1 >= argc) {
+    die("%s needs a value (see --help)", opt);
+    return NULL;
+  }
+  return argv[++*i];
+}
+
+static int is_opt(const char *a, const char *opt) {
+  size_t n = strlen(opt);
+  return strncmp(a, opt, n) == 0 && (a[n] == '\0' || a[n] == '=');
+}
+
+static int parse_window(const char *s, scree_attention_params *p) {
+  char *end;
+  long l = strtol(s, &end, 10);
+  if (end == s || *end != ',')
+    return -1;
+  const char *r = end + 1;
+  long rr = strtol(r, &end, 10);
+  if (end == r || *end != '\0' || l < -1 || rr < -1 || l > INT32_MAX || rr > INT32_MAX)
+    return -1;
+  p->window_left = (int32_t)l;
+  p->window_right = (int32_t)rr;
+  return 0;
+}
+
+/* Returns 0, 1 for an error (already printed), or 2 after printing help. */
+static int parse_args(int argc, char **argv, opts *o) {
+  static const scree_attention_params init = SCREE_ATTENTION_PARAMS_INIT;
+  memset(o, 0, sizeof(*o));
+  o->att = init;
+  int npos = 0;
+  const char *pos[2] = {NULL, NULL};
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    const char **dst = NULL;
+    const char *name = NULL;
+    if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+      fputs(usage, stdout);
+      return 2;
+    } else if (is_opt(a, "--socket")) {
+      dst = &o->socket, name = "--socket";
+    } else if (is_opt(a, "--values")) {
+      dst = &o->values, name = "--values";
+    } else if (is_opt(a, "--offsets")) {
+      dst = &o->offsets, name = "--offsets";
+    } else if (is_opt(a, "--dtype")) {
+      dst = &o->dtype, name = "--dtype";
+    } else if (is_opt(a, "--q")) {
+      dst = &o->q, name = "--q";
+    } else if (is_opt(a, "--k")) {
+      dst = &o->k, name = "--k";
+    } else if (is_opt(a, "--v")) {
+      dst = &o->v, name = "--v";
+    } else if (is_opt(a, "--out")) {
+      dst = &o->out, name = "--out";
+    } else if (strcmp(a, "--causal") == 0) {
+      o->att.causal = 1;
+      continue;
+    } else if (is_opt(a, "--scale")) {
+      const char *s = opt_value(argc, argv, &i, "--scale");
+      if (s == NULL)
+        return 1;
+      char *end;
+      float f = strtof(s, &end);
+      if (end == s || *end != '\0' || !(f > 0.0f))
+        return die("--scale wants a positive number, not '%s'", s);
+      o->att.has_scale = 1;
+      o->att.scale = f;
+      continue;
+    } else if (is_opt(a, "--window")) {
+      const char *s = opt_value(argc, argv, &i, "--window");
+      if (s == NULL)
+        return 1;
+      if (parse_window(s, &o->att) != 0)
+        return die("--window wants L,R (integers >= -1, -1 for unbounded), not '%s'", s);
+      continue;
+    } else if (a[0] == '-' && a[1] != '\0') {
+      return die("unknown option '%s' (see --help)", a);
+    } else {
+      if (o->cmd == NULL) {
+        o->cmd = a;
+      } else if (npos < 2) {
+        pos[npos++] = a;
+      } else {
+        return die("unexpected argument '%s' (see --help)", a);
+      }
+      continue;
+    }
+    *dst = opt_value(argc, argv, &i, name);
+    if (*dst == NULL)
+      return 1;
+  }
+  if (o->cmd == NULL)
+    return die("no command given (see --help)");
+
+  static const struct {
+    const char *cmd;
+    int min_pos, max_pos;
+  } cmds[] = {{"info", 0, 0},   {"list", 0, 1}, {"stat", 1, 1},     {"stats", 0, 0},
+              {"delete", 1, 1}, {"put", 1, 1},  {"get", 1, 1},      {"attention", 0, 0}};
+  size_t c;
+  for (c = 0; c < sizeof(cmds) / sizeof(cmds[0]); c++)
+    if (strcmp(o->cmd, cmds[c].cmd) == 0)
+      break;
+  if (c == sizeof(cmds) / sizeof(cmds[0]))
+    return die("unknown command '%s' (see --help)", o->cmd);
+  if (npos < cmds[c].min_pos)
+    return die("%s needs a batch name (see --help)", o->cmd);
+  if (npos > cmds[c].max_pos)
+    return die("%s: unexpected argument '%s' (see --help)", o->cmd, pos[cmds[c].max_pos]);
+  o->name = pos[0];
+
+  int is_put = strcmp(o->cmd, "put") == 0, is_get = strcmp(o->cmd, "get") == 0;
+  int is_att = strcmp(o->cmd, "attention") == 0;
+  if ((is_put || is_get) && (o->values == NULL || o->offsets == NULL))
+    return die("%s needs --values FILE and --offsets FILE", o->cmd);
+  if (!is_put && !is_get && (o->values != NULL || o->offsets != NULL))
+    return die("--values and --offsets belong to put and get");
+  if (!is_put && o->dtype != NULL)
+    return die("--dtype belongs to put");
+  if (is_att && (o->q == NULL || o->k == NULL || o->v == NULL || o->out == NULL))
+    return die("attention needs --q, --k, --v and --out");
+  if (!is_att && (o->q || o->k || o->v || o->out || o->att.causal || o->att.has_scale ||
+                  o->att.window_left != -1 || o->att.window_right != -1))
+    return die("--q, --k, --v, --out, --causal, --scale and --window belong to attention");
+  return 0;
+}
+
+static void format_shape(const scree_array *d, char *buf, size_t len) {
+  int n = snprintf(buf, len, "(%" PRId64, d->total_rows);
+  for (int32_t i = 0; i < d->ndim_inner && n > 0 && (size_t)n < len; i++)
+    n += snprintf(buf + n, len - (size_t)n, ", %" PRId64, d->inner[i]);
+  if (n > 0 && (size_t)n < len)
+    snprintf(buf + n, len - (size_t)n, "%s)", d->ndim_inner == 0 ? "," : "");
+}
+
+static int client_fail(scree_client *c, int rc) {
+  return die("%s", c != NULL && scree_client_last_error(c)[0] != '\0'
+                       ? scree_client_last_error(c)
+                       : scree_strerror(rc));
+}
+
+static int cmd_info(scree_client *c) {
+  scree_client_info i;
+  scree_client_info_get(c, &i);
+  printf("protocol_version: %" PRIu32 "\n", i.protocol_version);
+  printf("daemon_version: %s\n", i.daemon_version);
+  printf("backend: %s\n", scree_backend_name(i.backend));
+  printf("ipc_mode: %s\n", scree_ipc_mode_name(i.ipc_mode));
+  printf("device_index: %" PRId32 "\n", i.device_index);
+  printf("device_name: %s\n", i.device_name);
+  if (i.has_device_uuid) {
+    printf("device_uuid: ");
+    for (int k = 0; k < 16; k++)
+      printf("%02x%s", i.device_uuid[k], (k == 3 || k == 5 || k == 7 || k == 9) ? "-" : "");
+    printf("\n");
+  }
+  printf("granularity: %" PRIu64 "\n", i.granularity);
+  printf("memory_limit: %" PRIu64 "\n", i.memory_limit);
+  printf("arena_size: %" PRIu64 "\n", i.arena_size);
+  printf("max_packet: %" PRIu64 "\n", i.max_packet);
+  printf("max_name_len: %" PRIu32 "\n", i.max_name_len);
+  return 0;
+}
+
+static int cmd_list(scree_client *c, const char *prefix) {
+  scree_batch_info *items;
+  size_t n;
+  int rc = scree_client_list(c, prefix, &items, &n);
+  if (rc != 0)
+    return client_fail(c, rc);
+  int w = 4;
+  for (size_t i = 0; i < n; i++)
+    if ((int)strlen(items[i].name) > w)
+      w = (int)strlen(items[i].name);
+  printf("%-*s  %-7s  %-11s  %-22s  %8s  %14s  %6s\n", w, "NAME", "STATE", "DTYPE", "SHAPE",
+         "BATCH", "BYTES", "LEASES");
+  for (size_t i = 0; i < n; i++) {
+    const scree_batch_info *b = &items[i];
+    char shape[160];
+    format_shape(&b->desc, shape, sizeof(shape));
+    printf("%-*s  %-7s  %-11s  %-22s  %8" PRId64 "  %14" PRIu64 "  %6" PRIu32 "%s\n", w,
+           b->name, scree_batch_state_name(b->state), scree_dtype_name(b->desc.dtype), shape,
+           b->desc.batch_size, b->values_bytes + b->offsets_bytes, b->leases,
+           b->delete_pending ? "  (deleted)" : "");
+  }
+  scree_client_free_list(items);
+  return 0;
+}
+
+static int cmd_stat(scree_client *c, const char *name) {
+  scree_batch_info b;
+  int rc = scree_client_stat(c, name, &b);
+  if (rc != 0)
+    return client_fail(c, rc);
+  char shape[160];
+  format_shape(&b.desc, shape, sizeof(shape));
+  printf("name: %s\n", b.name);
+  printf("state: %s\n", scree_batch_state_name(b.state));
+  printf("dtype: %s\n", scree_dtype_name(b.desc.dtype));
+  printf("shape: %s\n", shape);
+  printf("batch_size: %" PRId64 "\n", b.desc.batch_size);
+  printf("total_rows: %" PRId64 "\n", b.desc.total_rows);
+  printf("max_length: %" PRId64 "\n", b.desc.max_length);
+  printf("offsets_dtype: %s\n", scree_dtype_name(b.desc.offsets_dtype));
+  printf("values_bytes: %" PRIu64 "\n", b.values_bytes);
+  printf("offsets_bytes: %" PRIu64 "\n", b.offsets_bytes);
+  printf("leases: %" PRIu32 "\n", b.leases);
+  printf("owner_uid: %" PRIu32 "\n", b.owner_uid);
+  printf("owner_pid: %" PRId32 "\n", b.owner_pid);
+  printf("age_s: %.3f\n", (double)b.age_ns / 1e9);
+  printf("arena_id: %" PRIu64 "\n", b.arena_id);
+  printf("delete_pending: %s\n", b.delete_pending ? "yes" : "no");
+  return 0;
+}
+
+static int cmd_stats(scree_client *c) {
+  scree_stats s;
+  int rc = scree_client_stats(c, &s);
+  if (rc != 0)
+    return client_fail(c, rc);
+  printf("bytes_used: %" PRIu64 "\n", s.bytes_used);
+  printf("bytes_limit: %" PRIu64 "\n", s.bytes_limit);
+  printf("bytes_arenas: %" PRIu64 "\n", s.bytes_arenas);
+  printf("arenas: %" PRIu32 "\n", s.arenas);
+  printf("batches: %" PRIu32 "\n", s.batches);
+  printf("pending_deletes: %" PRIu32 "\n", s.pending_deletes);
+  printf("leases: %" PRIu32 "\n", s.leases);
+  printf("connections: %" PRIu32 "\n", s.connections);
+  printf("requests: %" PRIu64 "\n", s.requests);
+  printf("uptime_s: %.3f\n", (double)s.uptime_ns / 1e9);
+  for (uint32_t i = 0; i < s.n_errors; i++)
+    printf("errors.%s: %" PRIu64 "\n", scree_err_name(s.errors[i].code), s.errors[i].count);
+  return 0;
+}
+
+static int cmd_delete(scree_client *c, const char *name) {
+  int deferred = 0;
+  int rc = scree_client_delete(c, name, &deferred);
+  if (rc != 0)
+    return client_fail(c, rc);
+  if (deferred)
+    printf("deleted %s (its memory goes with its last lease)\n", name);
+  else
+    printf("deleted %s\n", name);
+  return 0;
+}
+
+static int cmd_put(scree_client *c, const opts *o) {
+  char m[512];
+  int ret = 1;
+  scree__npy v, off;
+  scree_dtype want = SCREE_DTYPE_INVALID;
+  if (o->dtype != NULL) {
+    want = scree_dtype_from_name(o->dtype);
+    if (want == SCREE_DTYPE_INVALID)
+      return die("unknown dtype '%s'", o->dtype);
+  }
+  if (scree__npy_read(o->values, &v, m, sizeof(m)) != 0)
+    return die("%s", m);
+  if (scree__npy_read(o->offsets, &off, m, sizeof(m)) != 0) {
+    die("%s", m);
+    goto err_values;
+  }
+  scree_array a;
+  memset(&a, 0, sizeof(a));
+  if (scree__npy_resolve_dtype(&v, want, &a.dtype, m, sizeof(m)) != 0) {
+    die("%s: %s", o->values, m);
+    goto err_offsets;
+  }
+  if (v.ndim < 1 || v.ndim - 1 > SCREE_MAX_INNER_DIMS) {
+    die("%s: values must have 1 to %d dimensions (total_rows, *inner), not %d", o->values,
+        SCREE_MAX_INNER_DIMS + 1, v.ndim);
+    goto err_offsets;
+  }
+  if (off.ndim != 1 || off.kind != SCREE_NPY_INT || (off.itemsize != 4 && off.itemsize != 8) ||
+      off.shape[0] < 1) {
+    die("%s: offsets must be a 1-D int32 or int64 array of batch_size + 1 entries "
+        "(it is '%s' with %d dimension%s)",
+        o->offsets, off.descr, off.ndim, off.ndim == 1 ? "" : "s");
+    goto err_offsets;
+  }
+  a.total_rows = v.shape[0];
+  a.ndim_inner = v.ndim - 1;
+  for (int i = 1; i < v.ndim; i++)
+    a.inner[i - 1] = v.shape[i];
+  a.batch_size = off.shape[0] - 1;
+  a.offsets_dtype = off.itemsize == 4 ? SCREE_INT32 : SCREE_INT64;
+  a.values = v.data;
+  a.offsets = off.data;
+  int rc = scree_client_put(c, o->name, &a);
+  if (rc != 0) {
+    client_fail(c, rc);
+    goto err_offsets;
+  }
+  ret = 0;
+err_offsets:
+  scree__npy_free(&off);
+err_values:
+  scree__npy_free(&v);
+  return ret;
+}
+
+static int cmd_get(scree_client *c, const opts *o) {
+  scree_array a;
+  scree_lease *lease;
+  char m[512];
+  int rc = scree_client_get(c, o->name, &a, &lease);
+  if (rc != 0)
+    return client_fail(c, rc);
+  int ret = 1;
+  if (a.device.type != SCREE_DEVICE_CPU) {
+    /* Writing a GPU batch needs a device-to-host copy this tool does not
+     * make yet. */
+    die("%s lives in GPU memory; screectl get reads host-memory batches only", o->name);
+    goto out;
+  }
+  int64_t shape[SCREE_MAX_INNER_DIMS + 1];
+  shape[0] = a.total_rows;
+  for (int32_t i = 0; i < a.ndim_inner; i++)
+    shape[i + 1] = a.inner[i];
+  if (scree__npy_write(o->values, a.dtype, a.ndim_inner + 1, shape, a.values, m,
+                       sizeof(m)) != 0) {
+    die("%s", m);
+    goto out;
+  }
+  int64_t oshape[1] = {a.batch_size + 1};
+  if (scree__npy_write(o->offsets, a.offsets_dtype, 1, oshape, a.offsets, m, sizeof(m)) != 0) {
+    die("%s", m);
+    goto out;
+  }
+  if (a.dtype == SCREE_BFLOAT16 || a.dtype == SCREE_FLOAT8_E4M3 ||
+      a.dtype == SCREE_FLOAT8_E5M2)
+    fprintf(stderr,
+            "screectl: note: %s values written as their raw bits (%s); with ml_dtypes, "
+            "numpy.load(f).view(ml_dtypes.%s) restores the type\n",
+            scree_dtype_name(a.dtype), scree__npy_descr(a.dtype),
+            a.dtype == SCREE_BFLOAT16 ? "bfloat16"
+            : a.dtype == SCREE_FLOAT8_E4M3 ? "float8_e4m3fn"
+                                            : "float8_e5m2");
+  ret = 0;
+out:
+  rc = scree_client_release(c, lease);
+  if (rc != 0 && ret == 0)
+    ret = client_fail(c, rc);
+  return ret;
+}
+
+static int cmd_attention(scree_client *c, const opts *o) {
+  int rc = scree_client_attention(c, o->q, o->k, o->v, o->out, &o->att);
+  if (rc != 0)
+    return client_fail(c, rc);
+  printf("stored %s\n", o->out);
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  opts o;
+  int rc = parse_args(argc, argv, &o);
+  if (rc != 0)
+    return rc == 2 ? 0 : 1;
+  scree_client *c;
+  rc = scree_client_connect(o.socket, &c);
+  if (rc != 0) {
+    client_fail(c, rc);
+    scree_client_close(c);
+    return 1;
+  }
+  int ret;
+  if (strcmp(o.cmd, "info") == 0)
+    ret = cmd_info(c);
+  else if (strcmp(o.cmd, "list") == 0)
+    ret = cmd_list(c, o.name);
+  else if (strcmp(o.cmd, "stat") == 0)
+    ret = cmd_stat(c, o.name);
+  else if (strcmp(o.cmd, "stats") == 0)
+    ret = cmd_stats(c);
+  else if (strcmp(o.cmd, "delete") == 0)
+    ret = cmd_delete(c, o.name);
+  else if (strcmp(o.cmd, "put") == 0)
+    ret = cmd_put(c, &o);
+  else if (strcmp(o.cmd, "get") == 0)
+    ret = cmd_get(c, &o);
+  else
+    ret = cmd_attention(c, &o);
+  scree_client_close(c);
+  if (fflush(stdout) != 0)
+    ret = die("cannot write the output");
+  return ret;
+}

@@ -1,0 +1,507 @@
+"""One-line conversions between :class:`scree.Array` and the layouts existing
+code already uses: HuggingFace padded hidden states with an attention mask, a
+generic padded tensor with a bool or integer mask, ``torch.nested`` jagged
+tensors, and numpy/torch arrays.
+
+Every bridge comes in a pair (``from_x`` / ``to_x``) and the pairs round-trip
+exactly.
+
+Costs on CUDA. Packing needs the number of real tokens on the host to size
+its output, so ``from_hf_padded`` and ``from_padded`` with a mask copy one
+small per-row summary of the mask to the host (lengths, first and last real
+position, a 0/1 flag; 4 x B integers): that is their only device-to-host
+sync, and validation reads the same copy. The rows are then gathered with one
+``index_select`` over indices built on the device from per-row shifts.
+``from_padded`` given host ``lengths`` needs no sync at all. Unpacking
+(``to_hf_padded``, ``to_padded``) takes the padded length from the
+host-cached ``arr.max_length`` and scatters the packed rows into a pad-filled
+output with one ``index_copy_``: no sync either. Neither direction loops over
+the batch in Python.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from .array import Array, _type_label, framework_of, pack, to_host
+from .errors import InvalidArgument
+
+__all__ = [
+    "from_hf_padded",
+    "to_hf_padded",
+    "from_padded",
+    "to_padded",
+    "from_torch_nested",
+    "to_torch_nested",
+    "to_torch",
+    "to_numpy",
+]
+
+_SIDES = ("right", "left")
+
+
+def _torch() -> Any:
+    import torch
+
+    return torch
+
+
+def _mx() -> Any:
+    import mlx.core as mx
+
+    return mx
+
+
+def _triton_copies(device: Any, dtype: Any) -> bool:
+    """Whether to move rows with scree's Triton kernels instead of torch ops.
+
+    ``SCREE_BRIDGES_KERNEL=triton`` opts in (read on every call). The kernels
+    write each padded element once, where torch's unpacking fills the whole
+    output and then writes the real rows again. CPU tensors use them only
+    under Triton's interpreter (for tests). Other dtypes (bool, complex, fp8)
+    keep the torch ops.
+    """
+    if os.environ.get("SCREE_BRIDGES_KERNEL", "torch") != "triton":
+        return False
+    torch = _torch()
+    if dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.uint8,
+                     torch.int8, torch.int16, torch.int32, torch.int64):
+        return False
+    return device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def _check_side(side: str, allow_auto: bool = False) -> None:
+    allowed = _SIDES + (("auto",) if allow_auto else ())
+    if side not in allowed:
+        raise InvalidArgument(f"padding_side must be one of {allowed}, got {side!r}")
+
+
+# --- analysing a mask ---------------------------------------------------------
+
+# Rows of the per-row summary of a mask: the number of real tokens, the first
+# and last real position (S and -1 for an empty row), and whether the row holds
+# values other than 0 and 1. Computed where the mask lives; for a CUDA mask
+# the stacked summary is the one device-to-host copy of a conversion.
+_LEN, _FIRST, _LAST, _NOT_BINARY_ROW = 0, 1, 2, 3
+
+
+def _mask_summary_torch(mask: Any) -> tuple[Any, np.ndarray]:
+    """Returns ``(lengths, summary)``: the lengths stay on the mask's device
+    (int64), the (4, B) summary comes back to the host."""
+    torch = _torch()
+    if mask.dtype == torch.bool:
+        real = mask
+    elif mask.is_floating_point() or mask.is_complex():
+        raise InvalidArgument(f"mask must be bool or an integer dtype of 0 and 1, got {mask.dtype}")
+    else:
+        real = mask != 0
+    B, S = mask.shape
+    lengths = real.sum(1)
+    if S == 0:
+        return lengths, np.zeros((4, B), dtype=np.int64)
+    pos = torch.arange(S, device=mask.device)
+    first = torch.where(real, pos, S).amin(1)
+    last = torch.where(real, pos, -1).amax(1)
+    if mask.dtype == torch.bool:
+        not_binary = torch.zeros_like(lengths)
+    else:
+        not_binary = (real & (mask != 1)).any(1)
+    summary = torch.stack([lengths, first, last, not_binary.to(lengths.dtype)])
+    return lengths, summary.cpu().numpy()
+
+
+def _mask_summary_numpy(mask: np.ndarray) -> np.ndarray:
+    """The numpy twin of :func:`_mask_summary_torch`; returns the summary."""
+    if mask.dtype == np.bool_:
+        real = mask
+    elif not np.issubdtype(mask.dtype, np.integer):
+        raise InvalidArgument(f"mask must be bool or an integer dtype of 0 and 1, got {mask.dtype}")
+    else:
+        real = mask != 0
+    B, S = mask.shape
+    if S == 0:
+        return np.zeros((4, B), dtype=np.int64)
+    pos = np.arange(S)
+    return np.stack([
+        real.sum(1),
+        np.where(real, pos, S).min(1),
+        np.where(real, pos, -1).max(1),
+        (real & (mask != 1)).any(1),
+    ]).astype(np.int64)
+
+
+def _check_mask_rows(summary: np.ndarray, S: int, side: str, mask: Any, name: str) -> np.ndarray:
+    """Check every row of a mask summary against ``side`` ("right", "left" or
+    "auto") and return the start of each row's real tokens (0 when empty).
+    Raises :class:`InvalidArgument` for the first bad row."""
+    n, first, last, not_binary = summary
+    empty = n == 0
+    contiguous = empty | (last - first + 1 == n)
+    prefix, suffix = empty | (first == 0), empty | (last == S - 1)
+    sided = {"right": prefix, "left": suffix}.get(side, prefix | suffix)
+    bad = np.flatnonzero((not_binary != 0) | ~contiguous | ~sided)
+    if bad.size:
+        row = int(bad[0])
+        a, b, k = int(first[row]), int(last[row]), int(n[row])
+        if not_binary[row]:
+            values = sorted({int(v) for v in np.asarray(to_host(mask[row])).tolist()})
+            raise InvalidArgument(
+                f"{name} row {row} holds values {values[:8]}: a mask must hold only 0 and 1"
+            )
+        if not contiguous[row]:
+            raise InvalidArgument(
+                f"{name} row {row} is not contiguous: its {k} real tokens lie between positions "
+                f"{a} and {b}; padding must be on one side only"
+            )
+        where = {"right": "a prefix (right padding)", "left": "a suffix (left padding)"}.get(
+            side, "a prefix (right padding) or a suffix (left padding)"
+        )
+        raise InvalidArgument(
+            f"{name} row {row} has its real tokens at positions {a}..{b}, which is not {where}"
+            + ("; pass padding_side='left' for left-padded input" if side == "right" else "")
+        )
+    return np.where(empty, 0, first)
+
+
+# --- packing and unpacking ----------------------------------------------------
+
+
+def _host_offsets(lengths: np.ndarray) -> np.ndarray:
+    host = np.zeros(lengths.shape[0] + 1, dtype=np.int64)
+    np.cumsum(lengths, out=host[1:])
+    return host
+
+
+def _upload(host: np.ndarray, device: Any) -> Any:
+    """Copy a small int64 host array to ``device`` without waiting for it:
+    through pinned memory, so the copy is queued on the stream like a kernel."""
+    torch = _torch()
+    if device.type == "cpu":
+        return torch.from_numpy(host)
+    staging = torch.empty(host.shape, dtype=torch.int64, pin_memory=True)
+    staging.numpy()[...] = host
+    return staging.to(device, non_blocking=True)
+
+
+def _gather(padded: Any, fw: str, lengths: np.ndarray, starts: np.ndarray,
+            lengths_dev: Any = None) -> Array:
+    """Pack row ``b``'s tokens ``[starts[b], starts[b] + lengths[b])`` of a
+    (B, S, *inner) padded array with one gather.
+
+    ``lengths`` and ``starts`` are on the host; the packed position of every
+    token differs from its padded position by a per-row shift, computed here
+    for the B rows. For torch the offsets and shifts travel to the device in
+    one queued copy, and ``lengths_dev`` (the lengths already on the device,
+    if any) spares reading them back from the offsets.
+    """
+    B, S = int(padded.shape[0]), int(padded.shape[1])
+    inner = tuple(padded.shape[2:])
+    host = _host_offsets(lengths)
+    total = int(host[-1])
+    shift = np.arange(B, dtype=np.int64) * S + starts - host[:-1]
+    if fw == "torch":
+        torch = _torch()
+        dev = padded.device
+        both = _upload(np.concatenate([host, shift]), dev)
+        offsets, shift_dev = both[: B + 1], both[B + 1 :]
+        if _triton_copies(dev, padded.dtype):
+            from .kernels.triton import pack_padded
+
+            longest = int(lengths.max()) if B else 0
+            values = pack_padded(padded, offsets, shift_dev, total, longest)
+            return Array(values, offsets, host_offsets=host, validate=False)
+        if lengths_dev is None:
+            lengths_dev = offsets[1:] - offsets[:-1]
+        ar = torch.arange(max(B, total), device=dev)
+        row = torch.repeat_interleave(ar[:B], lengths_dev, output_size=total)
+        src = ar[:total] + shift_dev[row]
+        values = padded.reshape(B * S, *inner).index_select(0, src)
+        return Array(values, offsets, host_offsets=host, validate=False)
+    src = np.arange(total, dtype=np.int64) + np.repeat(shift, lengths)
+    if fw == "numpy":
+        values = padded.reshape(B * S, *inner)[src]
+        return Array(values, host.copy(), host_offsets=host, validate=False)
+    mx = _mx()
+    values = mx.take(mx.reshape(padded, (B * S, *inner)), mx.array(src), axis=0)
+    return Array(values, mx.array(host), host_offsets=host, validate=False)
+
+
+def _scatter(arr: Array, S: int, side: str, pad_value: Any) -> tuple[Any, Any]:
+    """Unpack ``arr`` into a (B, S, *inner) array filled with ``pad_value`` and
+    a (B, S) bool mask, with the real tokens right- or left-aligned."""
+    B, T, inner = arr.batch_size, arr.total_length, arr.inner_shape
+    if S < arr.max_length:
+        raise InvalidArgument(f"max_length={S} is shorter than the longest row ({arr.max_length})")
+    fw = arr.framework
+    if fw == "torch":
+        torch = _torch()
+        values = arr.values
+        dev = values.device
+        lengths = arr.lengths.to(torch.int64)
+        pad_start = (S - lengths) if side == "left" else torch.zeros_like(lengths)
+        if _triton_copies(dev, values.dtype):
+            from .kernels.triton import unpack_padded
+
+            out = unpack_padded(values, arr.offsets, S, pad_value, side == "left")
+        else:
+            # The big fill is queued first; the small index kernels follow it.
+            out = torch.full((B * S, *inner), pad_value, dtype=values.dtype, device=dev)
+            if T:
+                row = torch.repeat_interleave(torch.arange(B, device=dev), lengths, output_size=T)
+                shift = torch.arange(B, device=dev) * S + pad_start - arr.offsets[:-1].to(torch.int64)
+                dest = torch.arange(T, device=dev) + shift[row]
+                out.index_copy_(0, dest, values)
+        pos = torch.arange(S, device=dev)
+        if side == "left":
+            mask = pos[None, :] >= pad_start[:, None]
+        else:
+            mask = pos[None, :] < lengths[:, None]
+        return out.view(B, S, *inner), mask
+    host = arr.host_offsets
+    lengths = np.diff(host)
+    pad_start = (S - lengths) if side == "left" else np.zeros_like(lengths)
+    row = np.repeat(np.arange(B), lengths)
+    dest = np.arange(T, dtype=np.int64) + (np.arange(B, dtype=np.int64) * S + pad_start - host[:-1])[row]
+    pos = np.arange(S)
+    mask = (pos[None, :] >= pad_start[:, None]) & (pos[None, :] < (pad_start + lengths)[:, None])
+    if fw == "numpy":
+        out = np.full((B * S, *inner), pad_value, dtype=arr.values.dtype)
+        out[dest] = arr.values
+        return out.reshape(B, S, *inner), mask
+    mx = _mx()
+    out = mx.full((B * S, *inner), pad_value, dtype=arr.values.dtype)
+    if T:
+        out[mx.array(dest)] = arr.values
+    return mx.reshape(out, (B, S, *inner)), mx.array(mask)
+
+
+def _check_padded(padded: Any, mask: Any, names: tuple[str, str]) -> str:
+    fw = framework_of(padded)
+    if fw is None:
+        raise InvalidArgument(
+            f"{names[0]} must be a numpy, torch or mlx array, got {type(padded).__name__}"
+        )
+    if padded.ndim < 2:
+        raise InvalidArgument(
+            f"{names[0]} must be (batch, seq, ...), got shape {tuple(padded.shape)}"
+        )
+    if mask is not None:
+        if framework_of(mask) != fw:
+            raise InvalidArgument(
+                f"{names[1]} must be a {_type_label(padded)} like {names[0]}, got {_type_label(mask)}"
+            )
+        if tuple(mask.shape) != tuple(padded.shape[:2]):
+            raise InvalidArgument(
+                f"{names[1]} has shape {tuple(mask.shape)}, expected "
+                f"{tuple(padded.shape[:2])} ({names[0]}.shape[:2])"
+            )
+        if fw == "torch" and mask.device != padded.device:
+            raise InvalidArgument(
+                f"{names[1]} is on {mask.device} but {names[0]} is on {padded.device}"
+            )
+    return fw
+
+
+def _from_masked(padded: Any, mask: Any, side: str, names: tuple[str, str]) -> Array:
+    fw = _check_padded(padded, mask, names)
+    if fw == "torch":
+        lengths_dev, summary = _mask_summary_torch(mask)
+    else:
+        lengths_dev, summary = None, _mask_summary_numpy(np.asarray(to_host(mask)))
+    starts = _check_mask_rows(summary, int(mask.shape[1]), side, mask, names[1])
+    return _gather(padded, fw, summary[0], starts, lengths_dev)
+
+
+# --- HuggingFace ----------------------------------------------------------------
+
+
+def from_hf_padded(hidden_states: Any, attention_mask: Any) -> Array:
+    """Pack HuggingFace-style padded hidden states into an :class:`Array`.
+
+    Args:
+        hidden_states: (B, S, *inner) torch tensor (numpy and mlx work too).
+        attention_mask: (B, S) mask of 1 for real tokens and 0 for padding,
+            int64 as HF makes it (any integer dtype or bool is accepted).
+
+    Each row's real tokens must be one contiguous block at the start (right
+    padding) or at the end (left padding, as HF uses for generation); the
+    side is detected per row and the tokens keep their order. A mask holding
+    other values than 0 and 1, with gaps, or of the wrong shape raises
+    :class:`scree.InvalidArgument` naming the first bad row.
+
+    Returns a new Array: values are a packed copy (total_real_tokens, *inner),
+    offsets are int64 on the same device. On CUDA this costs one small
+    device-to-host copy (the per-row lengths).
+    """
+    return _from_masked(hidden_states, attention_mask, "auto", ("hidden_states", "attention_mask"))
+
+
+def to_hf_padded(arr: Array, *, padding_side: str = "right", pad_value: Any = 0) -> tuple[Any, Any]:
+    """Unpack ``arr`` into HF's ``(hidden_states, attention_mask)``.
+
+    ``hidden_states`` is (B, arr.max_length, *inner) with ``pad_value`` in the
+    padding, and ``attention_mask`` is (B, arr.max_length) int64 of 1 for real
+    tokens and 0 for padding, right-padded unless ``padding_side="left"``.
+    Both are new arrays in ``arr``'s framework and on its device. No host
+    sync: the padded length comes from the cached ``arr.max_length``.
+    """
+    _check_side(padding_side)
+    padded, mask = _scatter(arr, arr.max_length, padding_side, pad_value)
+    if arr.framework == "torch":
+        return padded, mask.to(_torch().int64)
+    if arr.framework == "mlx":
+        return padded, mask.astype(_mx().int64)
+    return padded, mask.astype(np.int64)
+
+
+# --- generic padded + mask -------------------------------------------------------
+
+
+def from_padded(
+    padded: Any,
+    mask: Any = None,
+    *,
+    lengths: Any = None,
+    padding_side: str = "right",
+) -> Array:
+    """Pack a padded (B, S, *inner) array into an :class:`Array`.
+
+    Give either ``mask`` ((B, S), bool, or integers of 0 and 1, True/1 for
+    real rows) or ``lengths`` (B real lengths: a host sequence, which needs no
+    sync, or an array). ``padding_side`` says where the padding is:
+    ``"right"`` (real tokens first, the default), ``"left"``, or ``"auto"``
+    (detected per row; masks only). A mask that disagrees raises
+    :class:`scree.InvalidArgument` naming the first bad row.
+
+    Works on torch, numpy and mlx arrays and returns an Array of the same
+    framework (values copied, int64 offsets).
+    """
+    if (mask is None) == (lengths is None):
+        raise InvalidArgument("from_padded needs exactly one of mask or lengths")
+    if mask is not None:
+        _check_side(padding_side, allow_auto=True)
+        return _from_masked(padded, mask, padding_side, ("padded", "mask"))
+    _check_side(padding_side)
+    fw = _check_padded(padded, None, ("padded", "mask"))
+    B, S = int(padded.shape[0]), int(padded.shape[1])
+    host_lengths = np.asarray(
+        to_host(lengths) if framework_of(lengths) else list(lengths), dtype=np.int64
+    ).reshape(-1)
+    if host_lengths.shape != (B,):
+        raise InvalidArgument(f"lengths has {host_lengths.size} entries, expected {B} (batch size)")
+    bad = np.flatnonzero((host_lengths < 0) | (host_lengths > S))
+    if bad.size:
+        i = int(bad[0])
+        raise InvalidArgument(f"lengths[{i}]={int(host_lengths[i])} is outside [0, {S}]")
+    starts = (S - host_lengths) if padding_side == "left" else np.zeros(B, dtype=np.int64)
+    return _gather(padded, fw, host_lengths, starts)
+
+
+def to_padded(
+    arr: Array,
+    pad_value: Any = 0,
+    *,
+    padding_side: str = "right",
+    max_length: int | None = None,
+) -> tuple[Any, Any]:
+    """Unpack ``arr`` into ``(padded, mask)``: a (B, S, *inner) array filled
+    with ``pad_value`` where there is no data, and a (B, S) bool mask, True
+    for real rows. ``S`` is ``max_length`` if given (at least
+    ``arr.max_length``), else ``arr.max_length``. Real rows sit at the start
+    of each row, or at the end with ``padding_side="left"``. New arrays in
+    ``arr``'s framework and device; no host sync.
+    """
+    _check_side(padding_side)
+    S = arr.max_length if max_length is None else int(max_length)
+    return _scatter(arr, S, padding_side, pad_value)
+
+
+# --- torch.nested -----------------------------------------------------------------
+
+
+def from_torch_nested(nt: Any) -> Array:
+    """Wrap a jagged ``torch.nested`` tensor as an :class:`Array`, zero-copy.
+
+    ``arr.values`` shares memory with ``nt.values()`` and ``arr.offsets`` is
+    ``nt.offsets()``. A jagged tensor with holes (made by ``narrow``, so
+    ``nt.lengths()`` is set) must be made contiguous first. A strided-layout
+    nested tensor is packed instead, which copies.
+    """
+    torch = _torch()
+    if not isinstance(nt, torch.Tensor) or not nt.is_nested:
+        raise InvalidArgument(f"expected a nested tensor, got {_type_label(nt)}")
+    if nt.layout != torch.jagged:
+        return pack(nt.unbind())
+    if nt.lengths() is not None:
+        raise InvalidArgument(
+            "this jagged nested tensor has holes (nt.lengths() is set); call nt.contiguous() first"
+        )
+    if getattr(nt, "_ragged_idx", 1) != 1:
+        raise InvalidArgument("the ragged dimension of the nested tensor must be dim 1")
+    values, offsets = nt.values(), nt.offsets()
+    # torch caches the max length when it knows it; then no sync is needed.
+    max_len = getattr(nt, "_maybe_max_seqlen", None)
+    if max_len is not None:
+        return Array(values, offsets, max_length=int(max_len), validate=False)
+    return Array(values, offsets)
+
+
+def to_torch_nested(arr: Array) -> Any:
+    """Return a jagged ``torch.nested`` tensor over ``arr``'s values and
+    offsets without copying (numpy arrays go through :func:`to_torch`,
+    which shares CPU memory). The cached max and min lengths are handed to
+    torch so it never needs a sync to learn them."""
+    torch = _torch()
+    arr = to_torch(arr)
+    lengths = np.diff(arr.host_offsets)
+    return torch.nested.nested_tensor_from_jagged(
+        arr.values,
+        arr.offsets,
+        min_seqlen=int(lengths.min()) if lengths.size else 0,
+        max_seqlen=arr.max_length,
+    )
+
+
+# --- numpy <-> torch -------------------------------------------------------------
+
+
+def to_torch(arr: Array) -> Array:
+    """Return ``arr`` backed by torch tensors.
+
+    A torch Array is returned as is. numpy arrays become CPU tensors that share
+    their memory (``torch.from_numpy``); mlx arrays go through DLPack. The
+    host metadata is carried over, so nothing is recomputed.
+    """
+    if arr.framework == "torch":
+        return arr
+    torch = _torch()
+    if arr.framework == "numpy":
+        values, offsets = torch.from_numpy(arr.values), torch.from_numpy(arr.offsets)
+    else:
+        values, offsets = torch.from_dlpack(arr.values), torch.from_dlpack(arr.offsets)
+    return Array(values, offsets, host_offsets=arr.host_offsets, validate=False)
+
+
+def to_numpy(arr: Array) -> Array:
+    """Return ``arr`` backed by numpy arrays.
+
+    A numpy Array is returned as is. CPU torch tensors are shared, not copied
+    (``Tensor.numpy()``). CUDA tensors are COPIED to host memory (this waits
+    for the device); use DLPack consumers such as ``to_torch`` to stay on the
+    GPU. bfloat16 has no numpy dtype and raises; cast first. mlx arrays are
+    converted with ``np.asarray``.
+    """
+    if arr.framework == "numpy":
+        return arr
+    if arr.framework == "torch":
+        torch = _torch()
+        if arr.values.dtype == torch.bfloat16:
+            raise InvalidArgument("numpy has no bfloat16; cast the values first (e.g. .float())")
+        values = arr.values.detach().cpu().numpy()
+        offsets = arr.offsets.detach().cpu().numpy()
+    else:
+        values, offsets = np.asarray(arr.values), np.asarray(arr.offsets)
+    return Array(values, offsets, host_offsets=arr.host_offsets, validate=False)

@@ -1,0 +1,244 @@
+#include "arena.h"
+
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "scree/error.h"
+
+uint64_t scree__align_up(uint64_t n) {
+  if (n > UINT64_MAX - (SCREE__ALIGN - 1))
+    return UINT64_MAX;
+  return (n + SCREE__ALIGN - 1) & ~(uint64_t)(SCREE__ALIGN - 1);
+}
+
+static uint64_t gcd_u64(uint64_t a, uint64_t b) {
+  while (b != 0) {
+    uint64_t t = a % b;
+    a = b;
+    b = t;
+  }
+  return a;
+}
+
+/* Rounds n up to a multiple of unit; 0 when that overflows. */
+static uint64_t round_up(uint64_t n, uint64_t unit) {
+  uint64_t r = n % unit;
+  if (r == 0)
+    return n;
+  if (n > UINT64_MAX - (unit - r))
+    return 0;
+  return n + (unit - r);
+}
+
+int scree__pool_init(scree__pool *p, scree__mem *mem, uint64_t arena_size, char *msg,
+                     size_t msg_len) {
+  memset(p, 0, sizeof(*p));
+  if (arena_size == 0)
+    return scree__errf(SCREE_EINVAL, msg, msg_len, "arena size must not be 0");
+  uint64_t gran = mem->info.granularity ? mem->info.granularity : 1;
+  /* Arena sizes must be multiples of both the granularity and the block
+   * alignment; for the backends we have the granularity already is one. */
+  p->unit = gran / gcd_u64(gran, SCREE__ALIGN) * SCREE__ALIGN;
+  p->mem = mem;
+  p->arena_size = round_up(arena_size, p->unit);
+  if (p->arena_size == 0)
+    return scree__errf(SCREE_EINVAL, msg, msg_len, "arena size %" PRIu64 " is too large",
+                       arena_size);
+  p->next_id = 1;
+  return 0;
+}
+
+static void arena_unlink(scree__pool *p, scree__arena *a) {
+  if (a->prev)
+    a->prev->next = a->next;
+  else
+    p->head = a->next;
+  if (a->next)
+    a->next->prev = a->prev;
+  else
+    p->tail = a->prev;
+  a->prev = a->next = NULL;
+}
+
+static void arena_destroy(scree__pool *p, scree__arena *a) {
+  arena_unlink(p, a);
+  if (p->spare == a)
+    p->spare = NULL;
+  p->narenas--;
+  p->bytes_arenas -= a->mem.size;
+  p->mem->ops->arena_free(p->mem, &a->mem);
+  free(a->free);
+  free(a);
+}
+
+void scree__pool_destroy(scree__pool *p) {
+  while (p->head != NULL)
+    arena_destroy(p, p->head);
+}
+
+/* Makes sure the extent array can take the extra extent that any later free
+ * might need, so that scree__pool_free never has to allocate. A block split
+ * off an extent adds at most one extent when it is freed. */
+static int reserve_extents(scree__arena *a) {
+  size_t need = a->nblocks + 2;
+  if (a->capfree >= need)
+    return 0;
+  size_t cap = a->capfree ? a->capfree * 2 : 8;
+  while (cap < need)
+    cap *= 2;
+  scree__extent *e = realloc(a->free, cap * sizeof(*e));
+  if (e == NULL)
+    return SCREE_ENOMEM;
+  a->free = e;
+  a->capfree = cap;
+  return 0;
+}
+
+/* Takes size bytes from the first extent of a that has room; returns 0 and
+ * the offset, or SCREE_ENOSPC when no extent is large enough. */
+static int arena_take(scree__arena *a, uint64_t size, uint64_t *off) {
+  for (size_t i = 0; i < a->nfree; i++) {
+    scree__extent *e = &a->free[i];
+    if (e->len < size)
+      continue;
+    if (reserve_extents(a) != 0)
+      return SCREE_ENOMEM;
+    e = &a->free[i]; /* the array may have moved */
+    *off = e->off;
+    e->off += size;
+    e->len -= size;
+    if (e->len == 0) {
+      memmove(&a->free[i], &a->free[i + 1], (a->nfree - i - 1) * sizeof(*e));
+      a->nfree--;
+    }
+    a->used += size;
+    a->nblocks++;
+    return 0;
+  }
+  return SCREE_ENOSPC;
+}
+
+int scree__pool_alloc(scree__pool *p, uint64_t size, scree__arena **arena_out,
+                      uint64_t *offset_out, char *msg, size_t msg_len) {
+  if (size == 0)
+    size = SCREE__ALIGN;
+  size = scree__align_up(size);
+  if (size == UINT64_MAX)
+    return scree__errf(SCREE_ENOSPC, msg, msg_len, "a block of that size cannot exist");
+
+  for (scree__arena *a = p->head; a != NULL; a = a->next) {
+    if (a->mem.size - a->used < size)
+      continue;
+    int rc = arena_take(a, size, offset_out);
+    if (rc == SCREE_ENOMEM)
+      return scree__errf(rc, msg, msg_len, "out of host memory for arena bookkeeping");
+    if (rc == 0) {
+      if (p->spare == a)
+        p->spare = NULL;
+      *arena_out = a;
+      return 0;
+    }
+  }
+
+  uint64_t asize = p->arena_size;
+  if (size > asize) {
+    asize = round_up(size, p->unit);
+    if (asize == 0)
+      return scree__errf(SCREE_ENOSPC, msg, msg_len,
+                         "a block of %" PRIu64 " bytes cannot exist", size);
+  }
+  scree__arena *a = calloc(1, sizeof(*a));
+  if (a == NULL)
+    return scree__errf(SCREE_ENOMEM, msg, msg_len, "out of host memory for an arena");
+  a->free = malloc(8 * sizeof(*a->free));
+  if (a->free == NULL) {
+    free(a);
+    return scree__errf(SCREE_ENOMEM, msg, msg_len, "out of host memory for an arena");
+  }
+  a->capfree = 8;
+  int rc = p->mem->ops->arena_alloc(p->mem, (size_t)asize, &a->mem, msg, msg_len);
+  if (rc != 0) {
+    free(a->free);
+    free(a);
+    return rc;
+  }
+  a->id = p->next_id++;
+  a->free[0].off = 0;
+  a->free[0].len = a->mem.size;
+  a->nfree = 1;
+  a->prev = p->tail;
+  if (p->tail)
+    p->tail->next = a;
+  else
+    p->head = a;
+  p->tail = a;
+  p->narenas++;
+  p->bytes_arenas += a->mem.size;
+  /* A fresh arena has one extent and room for more, so this cannot fail. */
+  rc = arena_take(a, size, offset_out);
+  if (rc != 0) {
+    arena_destroy(p, a);
+    return scree__errf(rc, msg, msg_len, "new arena of %" PRIu64 " bytes has no room",
+                       asize);
+  }
+  *arena_out = a;
+  return 0;
+}
+
+int scree__pool_free(scree__pool *p, scree__arena *a, uint64_t offset, uint64_t size) {
+  if (size == 0)
+    size = SCREE__ALIGN;
+  size = scree__align_up(size);
+  if (offset % SCREE__ALIGN != 0 || offset > a->mem.size || size > a->mem.size - offset ||
+      size > a->used)
+    return SCREE_EINVAL;
+  /* i: the first extent that starts after the block. */
+  size_t lo = 0, hi = a->nfree;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (a->free[mid].off <= offset)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  size_t i = lo;
+  scree__extent *prev = i > 0 ? &a->free[i - 1] : NULL;
+  scree__extent *next = i < a->nfree ? &a->free[i] : NULL;
+  /* A block that overlaps free space was never handed out (or was freed
+   * twice): refuse it rather than corrupt the free list. */
+  if (prev && prev->off + prev->len > offset)
+    return SCREE_EINVAL;
+  if (next && offset + size > next->off)
+    return SCREE_EINVAL;
+
+  int join_prev = prev && prev->off + prev->len == offset;
+  int join_next = next && offset + size == next->off;
+  if (join_prev && join_next) {
+    prev->len += size + next->len;
+    memmove(&a->free[i], &a->free[i + 1], (a->nfree - i - 1) * sizeof(*a->free));
+    a->nfree--;
+  } else if (join_prev) {
+    prev->len += size;
+  } else if (join_next) {
+    next->off = offset;
+    next->len += size;
+  } else {
+    /* reserve_extents guaranteed the room at allocation time. */
+    memmove(&a->free[i + 1], &a->free[i], (a->nfree - i) * sizeof(*a->free));
+    a->free[i].off = offset;
+    a->free[i].len = size;
+    a->nfree++;
+  }
+  a->used -= size;
+  a->nblocks--;
+
+  if (a->nblocks == 0) {
+    if (p->spare == NULL && a->mem.size == p->arena_size)
+      p->spare = a;
+    else
+      arena_destroy(p, a);
+  }
+  return 0;
+}

@@ -1,0 +1,82 @@
+/* Sub-allocation of batches inside arenas.
+ *
+ * A pool owns the arenas it got from a memory backend (mem.h) and hands out
+ * 256-byte aligned blocks from them. Each arena keeps its free space as a
+ * sorted array of extents: allocation is first fit over the arenas in the
+ * order they were made, and a freed block merges with free neighbours, so an
+ * arena whose blocks are all freed is one extent again.
+ *
+ * Arenas are --arena-size bytes, rounded up to the backend's granularity; a
+ * block larger than that gets an arena of its own, sized to fit. An arena
+ * that becomes empty goes back to the backend at once, except that one empty
+ * arena of the standard size is kept as a spare, so a workload that creates
+ * and deletes one batch at a time does not map and unmap an arena (and hand a
+ * new fd to every client) on every cycle. */
+#ifndef SCREE_DAEMON_ARENA_H
+#define SCREE_DAEMON_ARENA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mem.h"
+
+#define SCREE__ALIGN 256u
+
+typedef struct scree__extent {
+  uint64_t off;
+  uint64_t len;
+} scree__extent;
+
+typedef struct scree__arena {
+  uint64_t id; /* unique for the life of the pool; never reused */
+  scree__arena_mem mem;
+  scree__extent *free; /* sorted by off, never adjacent or overlapping */
+  size_t nfree;
+  size_t capfree;
+  uint64_t used;   /* bytes handed out */
+  size_t nblocks;  /* blocks handed out */
+  struct scree__arena *prev;
+  struct scree__arena *next;
+} scree__arena;
+
+typedef struct scree__pool {
+  scree__mem *mem;
+  uint64_t unit;       /* arena sizes are multiples of this */
+  uint64_t arena_size; /* standard arena size, a multiple of unit */
+  uint64_t next_id;
+  scree__arena *head;
+  scree__arena *tail;
+  scree__arena *spare; /* an empty standard arena kept for reuse, or NULL */
+  uint32_t narenas;    /* spare included */
+  uint64_t bytes_arenas;
+} scree__pool;
+
+/* Rounds n up to a multiple of SCREE__ALIGN; UINT64_MAX when that overflows. */
+uint64_t scree__align_up(uint64_t n);
+
+/* Sets up an empty pool over mem with arenas of arena_size bytes (rounded up
+ * to the backend's granularity and to SCREE__ALIGN). Makes no arena yet.
+ * Returns 0 or SCREE_EINVAL (arena_size of 0). */
+int scree__pool_init(scree__pool *p, scree__mem *mem, uint64_t arena_size, char *msg,
+                     size_t msg_len);
+
+/* Returns every arena to the backend. Blocks still handed out are dropped
+ * with their arenas. */
+void scree__pool_destroy(scree__pool *p);
+
+/* Hands out a block of size bytes (rounded up to SCREE__ALIGN), in an
+ * existing arena when one has room, else in a new one. Stores the arena and
+ * the block's offset in it. Returns 0, SCREE_ENOMEM (host bookkeeping), or
+ * what the backend's arena_alloc returned (SCREE_ENOSPC when the device is
+ * full), with a message. */
+int scree__pool_alloc(scree__pool *p, uint64_t size, scree__arena **arena_out,
+                      uint64_t *offset_out, char *msg, size_t msg_len);
+
+/* Returns the block at offset of size bytes (the size given to
+ * scree__pool_alloc) to its arena, and the arena to the backend when it is
+ * empty (see the spare rule above). Returns 0, or SCREE_EINVAL when the
+ * block is not one that was handed out (nothing is changed then). Never
+ * allocates. */
+int scree__pool_free(scree__pool *p, scree__arena *a, uint64_t offset, uint64_t size);
+
+#endif /* SCREE_DAEMON_ARENA_H */

@@ -1,0 +1,147 @@
+/* The host-memory backend: each arena is a memfd mapped shared into screed.
+ *
+ * Clients get a dup of the memfd over SCM_RIGHTS and mmap it. The memfd is
+ * sealed against shrinking and growing before any client sees it: a client
+ * that truncated it would make every later access by screed to the lost pages
+ * a SIGBUS, so the seal is what keeps one client from killing the daemon.
+ * F_SEAL_SEAL is added too, so a client cannot add F_SEAL_FUTURE_WRITE and
+ * stop other clients from mapping the arena writable. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "mem.h"
+#include "scree/error.h"
+
+typedef struct host_arena {
+  int fd;
+} host_arena;
+
+static int host_arena_alloc(scree__mem *m, size_t size, scree__arena_mem *out, char *msg,
+                            size_t msg_len) {
+  size_t gran = m->info.granularity;
+  if (size == 0 || size > SIZE_MAX - gran)
+    return scree__errf(SCREE_EINVAL, msg, msg_len, "bad arena size %zu", size);
+  size = (size + gran - 1) / gran * gran;
+  if (size > (size_t)INT64_MAX)
+    return scree__errf(SCREE_ENOSPC, msg, msg_len, "arena of %zu bytes is too large", size);
+
+  host_arena *h = malloc(sizeof(*h));
+  if (h == NULL)
+    return scree__errf(SCREE_ENOMEM, msg, msg_len, "out of host memory");
+  int rc;
+  h->fd = memfd_create("scree-arena", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (h->fd < 0) {
+    rc = scree__errf(SCREE__ERR(errno), msg, msg_len, "memfd_create: %s", strerror(errno));
+    goto err_free;
+  }
+  if (ftruncate(h->fd, (off_t)size) != 0) {
+    rc = scree__errf(errno == EFBIG || errno == ENOSPC ? SCREE_ENOSPC : SCREE__ERR(errno),
+                     msg, msg_len, "ftruncate of a %zu-byte arena: %s", size,
+                     strerror(errno));
+    goto err_close;
+  }
+  if (fcntl(h->fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) {
+    rc = scree__errf(SCREE__ERR(errno), msg, msg_len, "sealing an arena memfd: %s",
+                     strerror(errno));
+    goto err_close;
+  }
+  /* MAP_NORESERVE: the memfd's pages are committed lazily as batches are
+   * written, so a large arena costs nothing until it is used. */
+  void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, h->fd, 0);
+  if (p == MAP_FAILED) {
+    rc = scree__errf(errno == ENOMEM ? SCREE_ENOSPC : SCREE__ERR(errno), msg, msg_len,
+                     "mmap of a %zu-byte arena: %s", size, strerror(errno));
+    goto err_close;
+  }
+  memset(out, 0, sizeof(*out));
+  out->size = size;
+  out->host_ptr = p;
+  out->impl = h;
+  return 0;
+
+err_close:
+  close(h->fd);
+err_free:
+  free(h);
+  return rc;
+}
+
+static void host_arena_free(scree__mem *m, scree__arena_mem *a) {
+  host_arena *h = a->impl;
+  if (a->host_ptr != NULL)
+    munmap(a->host_ptr, a->size);
+  if (h != NULL) {
+    close(h->fd);
+    free(h);
+  }
+  a->host_ptr = NULL;
+  a->impl = NULL;
+}
+
+static int host_share_fd(scree__mem *m, const scree__arena_mem *a, int *fd_out, char *msg,
+                         size_t msg_len) {
+  const host_arena *h = a->impl;
+  int fd = fcntl(h->fd, F_DUPFD_CLOEXEC, 0);
+  if (fd < 0)
+    return scree__errf(SCREE__ERR(errno), msg, msg_len, "dup of an arena fd: %s",
+                       strerror(errno));
+  *fd_out = fd;
+  return 0;
+}
+
+static int check_range(const scree__arena_mem *a, uint64_t offset, size_t size, char *msg,
+                       size_t msg_len) {
+  if (offset > a->size || size > a->size - offset)
+    return scree__errf(SCREE_EINVAL, msg, msg_len,
+                       "range %" PRIu64 "+%zu is outside the %zu-byte arena", offset, size,
+                       a->size);
+  return 0;
+}
+
+static int host_read(scree__mem *m, const scree__arena_mem *a, uint64_t offset, void *dst,
+                     size_t size, char *msg, size_t msg_len) {
+  int rc = check_range(a, offset, size, msg, msg_len);
+  if (rc == 0 && size > 0)
+    memcpy(dst, (const char *)a->host_ptr + offset, size);
+  return rc;
+}
+
+static int host_write(scree__mem *m, const scree__arena_mem *a, uint64_t offset,
+                      const void *src, size_t size, char *msg, size_t msg_len) {
+  int rc = check_range(a, offset, size, msg, msg_len);
+  if (rc == 0 && size > 0)
+    memcpy((char *)a->host_ptr + offset, src, size);
+  return rc;
+}
+
+static void host_destroy(scree__mem *m) { free(m); }
+
+static const struct scree__mem_ops host_ops = {
+    .arena_alloc = host_arena_alloc,
+    .arena_free = host_arena_free,
+    .share_fd = host_share_fd,
+    .read = host_read,
+    .write = host_write,
+    .destroy = host_destroy,
+};
+
+int scree__mem_host_create(scree__mem **out, char *msg, size_t msg_len) {
+  scree__mem *m = calloc(1, sizeof(*m));
+  if (m == NULL)
+    return scree__errf(SCREE_ENOMEM, msg, msg_len, "out of host memory");
+  long page = sysconf(_SC_PAGESIZE);
+  m->ops = &host_ops;
+  m->info.backend = SCREE__BACKEND_HOST;
+  m->info.ipc_mode = SCREE__IPC_MEMFD;
+  m->info.device_index = -1;
+  strcpy(m->info.device_name, "host memory");
+  m->info.granularity = page > 0 ? (size_t)page : 4096;
+  *out = m;
+  return 0;
+}

@@ -1,0 +1,1017 @@
+#include "store.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "scree/error.h"
+
+typedef struct scree__lease scree__lease;
+
+typedef enum batch_state {
+  BATCH_CREATED = SCREE__V1__BATCH_STATE__BATCH_STATE_CREATED,
+  BATCH_SEALED = SCREE__V1__BATCH_STATE__BATCH_STATE_SEALED,
+} batch_state;
+
+typedef struct scree__batch {
+  char *name;
+  scree_array desc; /* pointers unused; max_length set at seal */
+  batch_state state;
+  uint64_t values_bytes;
+  uint64_t offsets_bytes;
+  uint64_t offsets_at; /* offset of the offsets within the block */
+  uint64_t block_bytes;
+  scree__arena *arena;
+  uint64_t offset; /* of the block (and of the values) in the arena */
+  uint32_t leases;
+  uint32_t owner_uid;
+  int32_t owner_pid;
+  uint64_t creator; /* session id */
+  uint64_t created_ns;
+  int deleted; /* name gone; freed with the last lease */
+  /* The creator's list of CREATED batches, for reclaim at close. */
+  struct scree__batch *uprev;
+  struct scree__batch *unext;
+} scree__batch;
+
+struct scree__lease {
+  uint64_t id;
+  scree__batch *batch;
+  scree__session *sess;
+  scree__lease *prev; /* the session's leases */
+  scree__lease *next;
+};
+
+struct scree__session {
+  uint64_t id;
+  uint32_t uid;
+  int32_t pid;
+  int hello_done;
+  scree__lease *leases;
+  uint32_t nleases;
+  scree__batch *unsealed;
+  /* Arena ids this session has been given a handle for, sorted. Ids are
+   * never reused, so a stale entry for a freed arena is harmless. */
+  uint64_t *known;
+  size_t nknown;
+  size_t capknown;
+  scree__session *prev;
+  scree__session *next;
+};
+
+struct scree__store {
+  scree__mem *mem;
+  scree__pool pool;
+  scree__store_config cfg;
+  char version[64];
+  /* Batches by name, sorted by strcmp: O(log n) lookup and ordered paging
+   * for List; insertion moves pointers, which is cheap at store sizes. */
+  scree__batch **names;
+  size_t nnames;
+  size_t capnames;
+  /* Leases by id: open addressing with linear probing, power-of-two size. */
+  scree__lease **ltab;
+  size_t lcap;
+  size_t lcount;
+  uint64_t next_lease_id;
+  uint64_t next_session_id;
+  scree__session *sessions;
+  uint32_t nsessions;
+  uint64_t bytes_used;
+  uint32_t pending_deletes;
+  uint64_t requests;
+  struct {
+    int code;
+    uint64_t count;
+  } errors[32];
+  size_t nerrors;
+  uint64_t start_ns;
+};
+
+static uint64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* ---- replies ---------------------------------------------------------- */
+
+void scree__reply_init(scree__reply *r) {
+  memset(r, 0, sizeof(*r));
+  scree__v1__response__init(&r->resp);
+  r->fd = -1;
+}
+
+void scree__reply_clear(scree__reply *r) {
+  if (r->fd >= 0)
+    close(r->fd);
+  free(r->list_infos);
+  free(r->list_ptrs);
+  free(r->list_descs);
+  free(r->list_inner);
+  scree__reply_init(r);
+}
+
+static const char *op_name(Scree__V1__Request__BodyCase c) {
+  switch (c) {
+  case SCREE__V1__REQUEST__BODY_HELLO: return "hello";
+  case SCREE__V1__REQUEST__BODY_CREATE: return "create";
+  case SCREE__V1__REQUEST__BODY_SEAL: return "seal";
+  case SCREE__V1__REQUEST__BODY_GET: return "get";
+  case SCREE__V1__REQUEST__BODY_RELEASE: return "release";
+  case SCREE__V1__REQUEST__BODY_DELETE: return "delete";
+  case SCREE__V1__REQUEST__BODY_LIST: return "list";
+  case SCREE__V1__REQUEST__BODY_STAT: return "stat";
+  case SCREE__V1__REQUEST__BODY_STATS: return "stats";
+  case SCREE__V1__REQUEST__BODY_ATTENTION: return "attention";
+  default: return "unknown";
+  }
+}
+
+static void count_error(scree__store *s, int code) {
+  for (size_t i = 0; i < s->nerrors; i++) {
+    if (s->errors[i].code == code) {
+      s->errors[i].count++;
+      return;
+    }
+  }
+  /* Codes come from SCREE_ERRNO_MAP, which has fewer entries than the
+   * table; an unexpected code beyond that lands on the last slot. */
+  size_t cap = sizeof(s->errors) / sizeof(s->errors[0]);
+  if (s->nerrors < cap) {
+    s->errors[s->nerrors].code = code;
+    s->errors[s->nerrors].count = 1;
+    s->nerrors++;
+  } else {
+    s->errors[cap - 1].count++;
+  }
+}
+
+/* Turns r into an error response; the message is already in r->msg. */
+static void fail_reply(scree__store *s, scree__session *sess, scree__reply *r,
+                       const char *op, int code) {
+  if (r->fd >= 0) {
+    close(r->fd);
+    r->fd = -1;
+  }
+  r->resp.status = code;
+  r->resp.message = r->msg;
+  r->resp.body_case = SCREE__V1__RESPONSE__BODY__NOT_SET;
+  count_error(s, code);
+  scree__log(SCREE__LOG_INFO, "request_error", "conn=%" PRIu64 " op=%s code=%s msg=%s",
+             sess ? sess->id : 0, op, scree_err_name(code), scree__q(r->msg));
+}
+
+static void vreply_error(scree__store *s, scree__session *sess, scree__reply *r,
+                         uint64_t id, const char *op, int code, const char *fmt,
+                         va_list ap) {
+  vsnprintf(r->msg, sizeof(r->msg), fmt, ap);
+  r->resp.id = id;
+  fail_reply(s, sess, r, op, code);
+}
+
+void scree__store_reply_error(scree__store *s, scree__session *sess, scree__reply *r,
+                              uint64_t id, int code, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  s->requests++;
+  vreply_error(s, sess, r, id, "packet", code, fmt, ap);
+  va_end(ap);
+}
+
+/* ---- names ------------------------------------------------------------- */
+
+int scree__name_check(const char *name, char *msg, size_t msg_len) {
+  size_t len = strlen(name);
+  if (len == 0)
+    return scree__errf(SCREE_EINVAL, msg, msg_len, "batch name is empty");
+  if (len > SCREE__MAX_NAME_LEN)
+    return scree__errf(SCREE_ENAMETOOLONG, msg, msg_len,
+                       "batch name is %zu bytes; the limit is %d", len,
+                       SCREE__MAX_NAME_LEN);
+  const unsigned char *p = (const unsigned char *)name;
+  for (size_t i = 0; i < len;) {
+    unsigned c = p[i];
+    uint32_t cp;
+    size_t n;
+    if (c < 0x80) {
+      cp = c;
+      n = 1;
+    } else if (c >= 0xc2 && c <= 0xdf) {
+      cp = c & 0x1f;
+      n = 2;
+    } else if (c >= 0xe0 && c <= 0xef) {
+      cp = c & 0x0f;
+      n = 3;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+      cp = c & 0x07;
+      n = 4;
+    } else {
+      return scree__errf(SCREE_EINVAL, msg, msg_len,
+                         "batch name is not valid UTF-8 at byte %zu", i);
+    }
+    if (i + n > len)
+      return scree__errf(SCREE_EINVAL, msg, msg_len,
+                         "batch name is not valid UTF-8 at byte %zu", i);
+    for (size_t k = 1; k < n; k++) {
+      if ((p[i + k] & 0xc0) != 0x80)
+        return scree__errf(SCREE_EINVAL, msg, msg_len,
+                           "batch name is not valid UTF-8 at byte %zu", i);
+      cp = (cp << 6) | (p[i + k] & 0x3f);
+    }
+    /* Overlong forms, surrogates and code points past U+10FFFF. */
+    if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+        (cp >= 0xd800 && cp <= 0xdfff))
+      return scree__errf(SCREE_EINVAL, msg, msg_len,
+                         "batch name is not valid UTF-8 at byte %zu", i);
+    if (cp < 0x20 || cp == 0x7f || (cp >= 0x80 && cp <= 0x9f))
+      return scree__errf(SCREE_EINVAL, msg, msg_len,
+                         "batch name has a control character (U+%04" PRIX32
+                         ") at byte %zu",
+                         cp, i);
+    i += n;
+  }
+  return 0;
+}
+
+/* The index of the first name >= key (or > key when strictly is set). */
+static size_t names_bound(const scree__store *s, const char *key, int strictly) {
+  size_t lo = 0, hi = s->nnames;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    int c = strcmp(s->names[mid]->name, key);
+    if (c < 0 || (strictly && c == 0))
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return lo;
+}
+
+static scree__batch *names_find(const scree__store *s, const char *name) {
+  size_t i = names_bound(s, name, 0);
+  if (i < s->nnames && strcmp(s->names[i]->name, name) == 0)
+    return s->names[i];
+  return NULL;
+}
+
+static int names_insert(scree__store *s, scree__batch *b) {
+  if (s->nnames == s->capnames) {
+    size_t cap = s->capnames ? s->capnames * 2 : 64;
+    scree__batch **n = realloc(s->names, cap * sizeof(*n));
+    if (n == NULL)
+      return SCREE_ENOMEM;
+    s->names = n;
+    s->capnames = cap;
+  }
+  size_t i = names_bound(s, b->name, 0);
+  memmove(&s->names[i + 1], &s->names[i], (s->nnames - i) * sizeof(*s->names));
+  s->names[i] = b;
+  s->nnames++;
+  return 0;
+}
+
+static void names_remove(scree__store *s, scree__batch *b) {
+  size_t i = names_bound(s, b->name, 0);
+  if (i < s->nnames && s->names[i] == b) {
+    memmove(&s->names[i], &s->names[i + 1], (s->nnames - i - 1) * sizeof(*s->names));
+    s->nnames--;
+  }
+}
+
+/* ---- leases ------------------------------------------------------------ */
+
+static size_t lease_slot(uint64_t id, size_t cap) {
+  return (size_t)((id * 0x9e3779b97f4a7c15ull) >> 17) & (cap - 1);
+}
+
+static scree__lease *leases_find(const scree__store *s, uint64_t id) {
+  if (s->lcap == 0)
+    return NULL;
+  for (size_t i = lease_slot(id, s->lcap);; i = (i + 1) & (s->lcap - 1)) {
+    scree__lease *l = s->ltab[i];
+    if (l == NULL)
+      return NULL;
+    if (l->id == id)
+      return l;
+  }
+}
+
+static int leases_grow(scree__store *s) {
+  size_t cap = s->lcap ? s->lcap * 2 : 64;
+  scree__lease **t = calloc(cap, sizeof(*t));
+  if (t == NULL)
+    return SCREE_ENOMEM;
+  for (size_t i = 0; i < s->lcap; i++) {
+    scree__lease *l = s->ltab[i];
+    if (l == NULL)
+      continue;
+    size_t j = lease_slot(l->id, cap);
+    while (t[j] != NULL)
+      j = (j + 1) & (cap - 1);
+    t[j] = l;
+  }
+  free(s->ltab);
+  s->ltab = t;
+  s->lcap = cap;
+  return 0;
+}
+
+static int leases_insert(scree__store *s, scree__lease *l) {
+  if ((s->lcount + 1) * 2 > s->lcap && leases_grow(s) != 0)
+    return SCREE_ENOMEM;
+  size_t i = lease_slot(l->id, s->lcap);
+  while (s->ltab[i] != NULL)
+    i = (i + 1) & (s->lcap - 1);
+  s->ltab[i] = l;
+  s->lcount++;
+  return 0;
+}
+
+/* Removes l by shifting later members of its probe run back, so that the
+ * table needs no tombstones. */
+static void leases_remove(scree__store *s, scree__lease *l) {
+  size_t mask = s->lcap - 1;
+  size_t i = lease_slot(l->id, s->lcap);
+  while (s->ltab[i] != l)
+    i = (i + 1) & mask;
+  s->ltab[i] = NULL;
+  s->lcount--;
+  for (size_t j = (i + 1) & mask; s->ltab[j] != NULL; j = (j + 1) & mask) {
+    size_t home = lease_slot(s->ltab[j]->id, s->lcap);
+    /* The entry at j may move to the hole at i when its home is not in the
+     * cyclic range (i, j]. */
+    int in_range = (i <= j) ? (home > i && home <= j) : (home > i || home <= j);
+    if (!in_range) {
+      s->ltab[i] = s->ltab[j];
+      s->ltab[j] = NULL;
+      i = j;
+    }
+  }
+}
+
+/* ---- batches ----------------------------------------------------------- */
+
+static void batch_free(scree__store *s, scree__batch *b) {
+  if (scree__pool_free(&s->pool, b->arena, b->offset, b->block_bytes) != 0)
+    scree__log(SCREE__LOG_ERROR, "arena_free_refused", "batch=%s arena=%" PRIu64
+               " offset=%" PRIu64 " bytes=%" PRIu64, scree__q(b->name), b->arena->id,
+               b->offset, b->block_bytes);
+  s->bytes_used -= b->block_bytes;
+  free(b->name);
+  free(b);
+}
+
+static void unsealed_unlink(scree__session *sess, scree__batch *b) {
+  if (b->uprev)
+    b->uprev->unext = b->unext;
+  else if (sess != NULL && sess->unsealed == b)
+    sess->unsealed = b->unext;
+  if (b->unext)
+    b->unext->uprev = b->uprev;
+  b->uprev = b->unext = NULL;
+}
+
+static void lease_drop(scree__store *s, scree__lease *l) {
+  scree__session *sess = l->sess;
+  scree__batch *b = l->batch;
+  leases_remove(s, l);
+  if (l->prev)
+    l->prev->next = l->next;
+  else
+    sess->leases = l->next;
+  if (l->next)
+    l->next->prev = l->prev;
+  sess->nleases--;
+  free(l);
+  b->leases--;
+  if (b->leases == 0 && b->deleted) {
+    s->pending_deletes--;
+    scree__log(SCREE__LOG_DEBUG, "delete_completed", "batch=%s", scree__q(b->name));
+    batch_free(s, b);
+  }
+}
+
+/* ---- store ------------------------------------------------------------- */
+
+int scree__store_new(scree__mem *mem, const scree__store_config *cfg, scree__store **out,
+                     char *msg, size_t msg_len) {
+  if (cfg->memory_limit == 0)
+    return scree__errf(SCREE_EINVAL, msg, msg_len, "memory limit must not be 0");
+  scree__store *s = calloc(1, sizeof(*s));
+  if (s == NULL)
+    return scree__errf(SCREE_ENOMEM, msg, msg_len, "out of host memory");
+  int rc = scree__pool_init(&s->pool, mem, cfg->arena_size, msg, msg_len);
+  if (rc != 0) {
+    free(s);
+    return rc;
+  }
+  s->mem = mem;
+  s->cfg = *cfg;
+  snprintf(s->version, sizeof(s->version), "%s", cfg->version ? cfg->version : "");
+  s->cfg.version = s->version;
+  s->next_lease_id = 1;
+  s->next_session_id = 1;
+  s->start_ns = now_ns();
+  *out = s;
+  return 0;
+}
+
+void scree__store_free(scree__store *s) {
+  if (s == NULL)
+    return;
+  while (s->sessions != NULL)
+    scree__session_close(s, s->sessions);
+  for (size_t i = 0; i < s->nnames; i++)
+    batch_free(s, s->names[i]);
+  free(s->names);
+  free(s->ltab);
+  scree__pool_destroy(&s->pool);
+  free(s);
+}
+
+void scree__store_counts_get(const scree__store *s, scree__store_counts *out) {
+  out->bytes_used = s->bytes_used;
+  out->bytes_arenas = s->pool.bytes_arenas;
+  out->arenas = s->pool.narenas;
+  out->batches = (uint32_t)s->nnames;
+  out->pending_deletes = s->pending_deletes;
+  out->leases = (uint32_t)s->lcount;
+  out->sessions = s->nsessions;
+  out->requests = s->requests;
+}
+
+scree__session *scree__session_open(scree__store *s, uint32_t uid, int32_t pid) {
+  scree__session *sess = calloc(1, sizeof(*sess));
+  if (sess == NULL)
+    return NULL;
+  sess->id = s->next_session_id++;
+  sess->uid = uid;
+  sess->pid = pid;
+  sess->next = s->sessions;
+  if (s->sessions)
+    s->sessions->prev = sess;
+  s->sessions = sess;
+  s->nsessions++;
+  return sess;
+}
+
+uint64_t scree__session_id(const scree__session *sess) { return sess->id; }
+
+void scree__session_close(scree__store *s, scree__session *sess) {
+  uint32_t nleases = sess->nleases;
+  uint32_t reclaimed = 0;
+  while (sess->leases != NULL)
+    lease_drop(s, sess->leases);
+  while (sess->unsealed != NULL) {
+    scree__batch *b = sess->unsealed;
+    unsealed_unlink(sess, b);
+    names_remove(s, b);
+    batch_free(s, b);
+    reclaimed++;
+  }
+  if (nleases || reclaimed)
+    scree__log(SCREE__LOG_DEBUG, "session_cleanup",
+               "conn=%" PRIu64 " leases_released=%" PRIu32 " unsealed_reclaimed=%" PRIu32,
+               sess->id, nleases, reclaimed);
+  if (sess->prev)
+    sess->prev->next = sess->next;
+  else
+    s->sessions = sess->next;
+  if (sess->next)
+    sess->next->prev = sess->prev;
+  s->nsessions--;
+  free(sess->known);
+  free(sess);
+}
+
+/* ---- request handling -------------------------------------------------- */
+
+/* Every handler returns 0 with the reply body filled, or an error code with
+ * the message in r->msg. */
+#define FAIL(code, ...) (snprintf(r->msg, sizeof(r->msg), __VA_ARGS__), (code))
+
+static int known_find(const scree__session *sess, uint64_t id, size_t *pos) {
+  size_t lo = 0, hi = sess->nknown;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (sess->known[mid] < id)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  *pos = lo;
+  return lo < sess->nknown && sess->known[lo] == id;
+}
+
+/* Fills r->loc for b and attaches the arena's handle when the session has
+ * not had it yet. The session learns the arena only once the reply is
+ * certain to succeed: the caller calls known_commit after its last check. */
+static int fill_location(scree__store *s, scree__session *sess, const scree__batch *b,
+                         scree__reply *r, int *attach) {
+  Scree__V1__Location *loc = &r->loc;
+  scree__v1__location__init(loc);
+  loc->arena_id = b->arena->id;
+  loc->arena_size = b->arena->mem.size;
+  loc->values_offset = b->offset;
+  loc->values_bytes = b->values_bytes;
+  loc->offsets_offset = b->offset + b->offsets_at;
+  loc->offsets_bytes = b->offsets_bytes;
+  size_t pos;
+  *attach = 0;
+  if (known_find(sess, b->arena->id, &pos))
+    return 0;
+  if (sess->nknown == sess->capknown) {
+    size_t cap = sess->capknown ? sess->capknown * 2 : 8;
+    uint64_t *k = realloc(sess->known, cap * sizeof(*k));
+    if (k == NULL)
+      return FAIL(SCREE_ENOMEM, "out of host memory");
+    sess->known = k;
+    sess->capknown = cap;
+  }
+  if (s->mem->info.ipc_mode == SCREE__IPC_LEGACY) {
+    loc->ipc_handle.data = (uint8_t *)b->arena->mem.ipc_handle;
+    loc->ipc_handle.len = b->arena->mem.ipc_handle_len;
+  } else {
+    char m[512];
+    int rc = s->mem->ops->share_fd(s->mem, &b->arena->mem, &r->fd, m, sizeof(m));
+    if (rc != 0)
+      return FAIL(rc, "cannot share arena %" PRIu64 ": %s", b->arena->id, m);
+  }
+  loc->handle_attached = 1;
+  *attach = 1;
+  return 0;
+}
+
+static void known_commit(scree__session *sess, uint64_t id) {
+  size_t pos;
+  if (known_find(sess, id, &pos))
+    return;
+  /* fill_location reserved the room. */
+  memmove(&sess->known[pos + 1], &sess->known[pos], (sess->nknown - pos) * sizeof(uint64_t));
+  sess->known[pos] = id;
+  sess->nknown++;
+}
+
+static void fill_desc(Scree__V1__ArrayDesc *d, int64_t *inner, const scree__batch *b) {
+  scree__v1__array_desc__init(d);
+  d->dtype = (uint32_t)b->desc.dtype;
+  d->n_inner = (size_t)b->desc.ndim_inner;
+  memcpy(inner, b->desc.inner, sizeof(int64_t) * (size_t)b->desc.ndim_inner);
+  d->inner = inner;
+  d->batch_size = b->desc.batch_size;
+  d->total_rows = b->desc.total_rows;
+  d->max_length = b->desc.max_length;
+  d->offsets_dtype = (uint32_t)b->desc.offsets_dtype;
+}
+
+static void fill_info(Scree__V1__BatchInfo *info, Scree__V1__ArrayDesc *d, int64_t *inner,
+                      const scree__batch *b, uint64_t now) {
+  scree__v1__batch_info__init(info);
+  fill_desc(d, inner, b);
+  info->name = b->name;
+  info->desc = d;
+  info->state = (Scree__V1__BatchState)b->state;
+  info->values_bytes = b->values_bytes;
+  info->offsets_bytes = b->offsets_bytes;
+  info->leases = b->leases;
+  info->owner_uid = b->owner_uid;
+  info->owner_pid = b->owner_pid;
+  info->age_ns = now - b->created_ns;
+  info->arena_id = b->arena->id;
+  info->delete_pending = b->deleted != 0;
+}
+
+static int check_name(scree__reply *r, const char *name) {
+  if (name == NULL)
+    return FAIL(SCREE_EINVAL, "batch name is missing");
+  return scree__name_check(name, r->msg, sizeof(r->msg));
+}
+
+static int do_hello(scree__store *s, scree__session *sess, const Scree__V1__Hello *h,
+                    scree__reply *r) {
+  if (h->protocol_version != SCREE__PROTOCOL_VERSION)
+    return FAIL(SCREE_EPROTO,
+                "protocol version %" PRIu32 " is not supported; screed speaks version %d",
+                h->protocol_version, SCREE__PROTOCOL_VERSION);
+  if (!sess->hello_done)
+    scree__log(SCREE__LOG_DEBUG, "hello", "conn=%" PRIu64 " client=%s", sess->id,
+               scree__q(h->client_name));
+  sess->hello_done = 1;
+  const scree__mem_info *mi = &s->mem->info;
+  Scree__V1__HelloReply *hr = &r->body.hello;
+  scree__v1__hello_reply__init(hr);
+  hr->protocol_version = SCREE__PROTOCOL_VERSION;
+  hr->backend = (Scree__V1__Backend)mi->backend;
+  hr->device_index = mi->device_index;
+  hr->device_name = (char *)mi->device_name;
+  if (mi->has_uuid) {
+    hr->device_uuid.data = (uint8_t *)mi->device_uuid;
+    hr->device_uuid.len = sizeof(mi->device_uuid);
+  }
+  hr->ipc_mode = (Scree__V1__IpcMode)mi->ipc_mode;
+  hr->granularity = mi->granularity;
+  hr->memory_limit = s->cfg.memory_limit;
+  hr->max_packet = s->cfg.max_packet;
+  hr->arena_size = s->pool.arena_size;
+  hr->max_name_len = SCREE__MAX_NAME_LEN;
+  hr->version = s->version;
+  r->resp.body_case = SCREE__V1__RESPONSE__BODY_HELLO;
+  r->resp.hello = hr;
+  return 0;
+}
+
+static int do_create(scree__store *s, scree__session *sess, const Scree__V1__Create *c,
+                     scree__reply *r) {
+  int rc = check_name(r, c->name);
+  if (rc != 0)
+    return rc;
+  const Scree__V1__ArrayDesc *d = c->desc;
+  if (d == NULL)
+    return FAIL(SCREE_EINVAL, "create of '%s' has no array descriptor", c->name);
+  if (d->n_inner > SCREE_MAX_INNER_DIMS)
+    return FAIL(SCREE_EINVAL, "%zu inner dims; at most %d are supported", d->n_inner,
+                SCREE_MAX_INNER_DIMS);
+  scree_array a;
+  memset(&a, 0, sizeof(a));
+  /* Out-of-range enum values stay invalid after the cast, and
+   * scree_array_check_desc rejects them with a message. */
+  a.dtype = d->dtype > (uint32_t)SCREE_DTYPE_COUNT_ ? SCREE_DTYPE_INVALID
+                                                   : (scree_dtype)d->dtype;
+  a.offsets_dtype = d->offsets_dtype > (uint32_t)SCREE_DTYPE_COUNT_
+                        ? SCREE_DTYPE_INVALID
+                        : (scree_dtype)d->offsets_dtype;
+  a.ndim_inner = (int32_t)d->n_inner;
+  for (size_t i = 0; i < d->n_inner; i++)
+    a.inner[i] = d->inner[i];
+  a.batch_size = d->batch_size;
+  a.total_rows = d->total_rows;
+  uint64_t vbytes, obytes;
+  rc = scree_array_check_desc(&a, &vbytes, &obytes, r->msg, sizeof(r->msg));
+  if (rc != 0)
+    return rc;
+
+  scree__batch *old = names_find(s, c->name);
+  if (old != NULL)
+    return FAIL(SCREE_EEXIST, "batch '%s' already exists (%s)", c->name,
+                old->state == BATCH_SEALED ? "sealed" : "being written");
+
+  /* values at the block's start, offsets at the next 256-byte boundary. */
+  uint64_t vpart = scree__align_up(vbytes);
+  uint64_t opart = scree__align_up(obytes);
+  uint64_t block;
+  uint64_t limit = s->cfg.memory_limit;
+  uint64_t free_bytes = limit > s->bytes_used ? limit - s->bytes_used : 0;
+  if (vpart == UINT64_MAX || opart == UINT64_MAX ||
+      __builtin_add_overflow(vpart, opart, &block) || block > free_bytes)
+    return FAIL(SCREE_ENOSPC,
+                "batch '%s' needs %" PRIu64 " bytes, %" PRIu64 " free of %" PRIu64,
+                c->name, (vpart == UINT64_MAX || opart == UINT64_MAX) ? UINT64_MAX
+                                                                    : vpart + opart,
+                free_bytes, limit);
+
+  scree__batch *b = calloc(1, sizeof(*b));
+  if (b == NULL)
+    return FAIL(SCREE_ENOMEM, "out of host memory");
+  b->name = strdup(c->name);
+  if (b->name == NULL) {
+    rc = FAIL(SCREE_ENOMEM, "out of host memory");
+    goto err_batch;
+  }
+  char m[512];
+  rc = scree__pool_alloc(&s->pool, block, &b->arena, &b->offset, m, sizeof(m));
+  if (rc != 0) {
+    rc = FAIL(rc, "batch '%s' (%" PRIu64 " bytes): %s", c->name, block, m);
+    goto err_name;
+  }
+  b->desc = a;
+  b->state = BATCH_CREATED;
+  b->values_bytes = vbytes;
+  b->offsets_bytes = obytes;
+  b->offsets_at = vpart;
+  b->block_bytes = block;
+  b->owner_uid = sess->uid;
+  b->owner_pid = sess->pid;
+  b->creator = sess->id;
+  b->created_ns = now_ns();
+  int attach;
+  rc = fill_location(s, sess, b, r, &attach);
+  if (rc != 0)
+    goto err_block;
+  rc = names_insert(s, b);
+  if (rc != 0) {
+    rc = FAIL(rc, "out of host memory");
+    goto err_block;
+  }
+  if (attach)
+    known_commit(sess, b->arena->id);
+  s->bytes_used += block;
+  b->unext = sess->unsealed;
+  if (sess->unsealed)
+    sess->unsealed->uprev = b;
+  sess->unsealed = b;
+
+  Scree__V1__CreateReply *cr = &r->body.create;
+  scree__v1__create_reply__init(cr);
+  cr->location = &r->loc;
+  r->resp.body_case = SCREE__V1__RESPONSE__BODY_CREATE;
+  r->resp.create = cr;
+  scree__log(SCREE__LOG_DEBUG, "created",
+             "conn=%" PRIu64 " batch=%s bytes=%" PRIu64 " arena=%" PRIu64
+             " offset=%" PRIu64,
+             sess->id, scree__q(b->name), block, b->arena->id, b->offset);
+  return 0;
+
+err_block:
+  scree__pool_free(&s->pool, b->arena, b->offset, block);
+err_name:
+  free(b->name);
+err_batch:
+  free(b);
+  return rc;
+}
+
+static int do_seal(scree__store *s, scree__session *sess, const Scree__V1__Seal *q,
+                   scree__reply *r) {
+  int rc = check_name(r, q->name);
+  if (rc != 0)
+    return rc;
+  scree__batch *b = names_find(s, q->name);
+  if (b == NULL)
+    return FAIL(SCREE_ENOENT, "no batch named '%s'", q->name);
+  if (b->creator != sess->id)
+    return FAIL(SCREE_EPERM, "batch '%s' was created by another connection", q->name);
+  if (b->state != BATCH_CREATED)
+    return FAIL(SCREE_ESTATE, "batch '%s' is already sealed", q->name);
+
+  void *offs = malloc(b->offsets_bytes);
+  if (offs == NULL)
+    return FAIL(SCREE_ENOMEM, "out of host memory reading %" PRIu64 " bytes of offsets",
+                b->offsets_bytes);
+  char m[512];
+  rc = s->mem->ops->read(s->mem, &b->arena->mem, b->offset + b->offsets_at, offs,
+                         (size_t)b->offsets_bytes, m, sizeof(m));
+  if (rc != 0) {
+    free(offs);
+    return FAIL(rc, "reading the offsets of '%s': %s", q->name, m);
+  }
+  int64_t max_length = 0;
+  rc = scree_offsets_validate(offs, b->desc.offsets_dtype, b->desc.batch_size,
+                              b->desc.total_rows, &max_length, m, sizeof(m));
+  free(offs);
+  if (rc != 0)
+    return FAIL(rc, "offsets of '%s' are invalid: %s", q->name, m);
+
+  b->desc.max_length = max_length;
+  b->state = BATCH_SEALED;
+  unsealed_unlink(sess, b);
+  Scree__V1__SealReply *sr = &r->body.seal;
+  scree__v1__seal_reply__init(sr);
+  fill_info(&r->info, &r->desc, r->inner, b, now_ns());
+  sr->info = &r->info;
+  r->resp.body_case = SCREE__V1__RESPONSE__BODY_SEAL;
+  r->resp.seal = sr;
+  scree__log(SCREE__LOG_DEBUG, "sealed", "conn=%" PRIu64 " batch=%s max_length=%" PRId64,
+             sess->id, scree__q(b->name), max_length);
+  return 0;
+}
+
+static int do_get(scree__store *s, scree__session *sess, const Scree__V1__Get *q,
+                  scree__reply *r) {
+  int rc = check_name(r, q->name);
+  if (rc != 0)
+    return rc;
+  scree__batch *b = names_find(s, q->name);
+  if (b == NULL)
+    return FAIL(SCREE_ENOENT, "no batch named '%s'", q->name);
+  if (b->state != BATCH_SEALED)
+    return FAIL(SCREE_ESTATE, "batch '%s' is not sealed yet", q->name);
+  if (b->leases == UINT32_MAX)
+    return FAIL(SCREE_EBUSY, "batch '%s' has too many leases", q->name);
+  scree__lease *l = calloc(1, sizeof(*l));
+  if (l == NULL)
+    return FAIL(SCREE_ENOMEM, "out of host memory");
+  int attach;
+  rc = fill_location(s, sess, b, r, &attach);
+  if (rc != 0) {
+    free(l);
+    return rc;
+  }
+  l->id = s->next_lease_id;
+  l->batch = b;
+  l->sess = sess;
+  if (leases_insert(s, l) != 0) {
+    free(l);
+    return FAIL(SCREE_ENOMEM, "out of host memory");
+  }
+  s->next_lease_id++;
+  if (attach)
+    known_commit(sess, b->arena->id);
+  l->next = sess->leases;
+  if (sess->leases)
+    sess->leases->prev = l;
+  sess->leases = l;
+  sess->nleases++;
+  b->leases++;
+
+  Scree__V1__GetReply *gr = &r->body.get;
+  scree__v1__get_reply__init(gr);
+  fill_info(&r->info, &r->desc, r->inner, b, now_ns());
+  gr->info = &r->info;
+  gr->location = &r->loc;
+  gr->lease_id = l->id;
+  r->resp.body_case = SCREE__V1__RESPONSE__BODY_GET;
+  r->resp.get = gr;
+  return 0;
+}
+
+static int do_release(scree__store *s, scree__session *sess, const Scree__V1__Release *q,
+                      scree__reply *r) {
+  scree__lease *l = leases_find(s, q->lease_id);
+  if (l == NULL || l->sess != sess)
+    return FAIL(SCREE_EINVAL, "lease %" PRIu64 " is not held by this connection",
+                q->lease_id);
+  lease_drop(s, l);
+  scree__v1__release_reply__init(&r->body.release);
+  r->resp.body_case = SCREE__V1__RESPONSE__BODY_RELEASE;
+  r->resp.release = &r->body.release;
+  return 0;
+}
+
+static int do_delete(scree__store *s, scree__session *sess, const Scree__V1__Delete *q,
+                     scree__reply *r) {
+  int rc = check_name(r, q->name);
+  if (rc != 0)
+    return rc;
+  scree__batch *b = names_find(s, q->name);
+  if (b == NULL)
+    return FAIL(SCREE_ENOENT, "no batch named '%s'", q->name);
+  if (b->state == BATCH_CREATED && b->creator != sess->id)
+    return FAIL(SCREE_EPERM, "batch '%s' is being written by another connection", q->name);
+  Scree__V1__DeleteReply *dr = &r->body.del;
+  scree__v1__delete_reply__init(dr);
+  names_remove(s, b);
+  if (b->state == BATCH_CREATED) {
+    unsealed_unlink(sess, b);
+    batch_free(s, b);
+  } else if (b->leases > 0) {
+    b->deleted = 1;
+    s->pending_deletes++;
+    dr->deferred = 1;
+  } else {
+    batch_free(s, b);
+  }
+  r->resp.body_case = SCREE__V1__RESPONSE__BODY_DELETE;
+  r->resp.delete_ = dr;
+  return 0;
+}
+
+static int has_prefix(const char *name, const char *prefix, size_t plen) {
+  return strncmp(name, prefix, plen) == 0;
+}
+
+static int do_list(scree__store *s, const Scree__V1__List *q, scree__reply *r) {
+  uint32_t want = q->page_size == 0 ? SCREE__LIST_DEFAULT : q->page_size;
+  if (want > SCREE__LIST_MAX)
+    want = SCREE__LIST_MAX;
+  const char *prefix = q->prefix ? q->prefix : "";
+  size_t plen = strlen(prefix);
+  size_t i = names_bound(s, prefix, 0);
+  if (q->page_token != NULL && q->page_token[0] != '\0') {
+    size_t j = names_bound(s, q->page_token, 1);
+    if (j > i)
+      i = j;
+  }
+  size_t avail = 0;
+  for (size_t k = i; k < s->nnames && avail < want && has_prefix(s->names[k]->name, prefix, plen);
+       k++)
+    avail++;
+
+  Scree__V1__ListReply *lr = &r->body.list;
+  scree__v1__list_reply__init(lr);
+  lr->next_page_token = "";
+  if (avail > 0) {
+    r->list_infos = calloc(avail, sizeof(*r->list_infos));
+    r->list_ptrs = calloc(avail, sizeof(*r->list_ptrs));
+    r->list_descs = calloc(avail, sizeof(*r->list_descs));
+    r->list_inner = calloc(avail * SCREE_MAX_INNER_DIMS, sizeof(int64_t));
+    if (!r->list_infos || !r->list_ptrs || !r->list_descs || !r->list_inner)
+      return FAIL(SCREE_ENOMEM, "out of host memory");
+  }
+  uint64_t now = now_ns();
+  size_t n = 0, bytes = 0;
+  for (; n < avail; n++) {
+    Scree__V1__BatchInfo *info = &r->list_infos[n];
+    fill_info(info, &r->list_descs[n], &r->list_inner[n * SCREE_MAX_INNER_DIMS],
+              s->names[i + n], now);
+    /* Each entry costs its own size plus a tag and a length prefix. */
+    size_t sz = scree__v1__batch_info__get_packed_size(info) + 6;
+    if (n > 0 && bytes + sz > SCREE__LIST_REPLY_BUDGET)
+      break;
+    bytes += sz;
+    r->list_ptrs[n] = info;
+  }
+  lr->n_batches = n;
+  lr->batches = r->list_ptrs;
+  size_t next = i + n;
+  if (n > 0 && next < s->nnames && has_prefix(s->names[next]->name, prefix, plen))
+    lr->next_page_token = s->names[next - 1]->name;
+  r->resp.body_case = SCREE__V1__RESPONSE__BODY_LIST;
+  r->resp.list = lr;
+  return 0;
+}
+
+static int do_stat(scree__store *s, const Scree__V1__Stat *q, scree__reply *r) {
+  int rc = check_name(r, q->name);
+  if (rc != 0)
+    return rc;
+  scree__batch *b = names_find(s, q->name);
+  if (b == NULL)
+    return FAIL(SCREE_ENOENT, "no batch named '%s'", q->name);
+  Scree__V1__StatReply *sr = &r->body.stat;
+  scree__v1__stat_reply__init(sr);
+  fill_info(&r->info, &r->desc, r->inner, b, now_ns());
+  sr->info = &r->info;
+  r->resp.body_case = SCREE__V1__RESPONSE__BODY_STAT;
+  r->resp.stat = sr;
+  return 0;
+}
+
+static int do_stats(scree__store *s, scree__reply *r) {
+  Scree__V1__StatsReply *st = &r->body.stats;
+  scree__v1__stats_reply__init(st);
+  st->bytes_used = s->bytes_used;
+  st->bytes_limit = s->cfg.memory_limit;
+  st->bytes_arenas = s->pool.bytes_arenas;
+  st->batches = (uint32_t)s->nnames;
+  st->connections = s->nsessions;
+  st->leases = (uint32_t)s->lcount;
+  /* The Stats request itself is counted: requests includes this one. */
+  st->requests = s->requests;
+  for (size_t i = 0; i < s->nerrors; i++) {
+    scree__v1__error_count__init(&r->errs[i]);
+    r->errs[i].code = s->errors[i].code;
+    r->errs[i].count = s->errors[i].count;
+    r->err_ptrs[i] = &r->errs[i];
+  }
+  st->n_errors = s->nerrors;
+  st->errors = r->err_ptrs;
+  st->arenas = s->pool.narenas;
+  st->uptime_ns = now_ns() - s->start_ns;
+  st->pending_deletes = s->pending_deletes;
+  r->resp.body_case = SCREE__V1__RESPONSE__BODY_STATS;
+  r->resp.stats = st;
+  return 0;
+}
+
+void scree__store_handle(scree__store *s, scree__session *sess,
+                         const Scree__V1__Request *req, scree__reply *r) {
+  s->requests++;
+  r->resp.id = req->id;
+  int rc;
+  if (req->body_case == SCREE__V1__REQUEST__BODY__NOT_SET) {
+    rc = FAIL(SCREE_EPROTO, "unknown request type");
+  } else if (!sess->hello_done && req->body_case != SCREE__V1__REQUEST__BODY_HELLO) {
+    rc = FAIL(SCREE_EPROTO, "the first request on a connection must be Hello, not %s",
+              op_name(req->body_case));
+  } else {
+    switch (req->body_case) {
+    case SCREE__V1__REQUEST__BODY_HELLO: rc = do_hello(s, sess, req->hello, r); break;
+    case SCREE__V1__REQUEST__BODY_CREATE: rc = do_create(s, sess, req->create, r); break;
+    case SCREE__V1__REQUEST__BODY_SEAL: rc = do_seal(s, sess, req->seal, r); break;
+    case SCREE__V1__REQUEST__BODY_GET: rc = do_get(s, sess, req->get, r); break;
+    case SCREE__V1__REQUEST__BODY_RELEASE: rc = do_release(s, sess, req->release, r); break;
+    case SCREE__V1__REQUEST__BODY_DELETE: rc = do_delete(s, sess, req->delete_, r); break;
+    case SCREE__V1__REQUEST__BODY_LIST: rc = do_list(s, req->list, r); break;
+    case SCREE__V1__REQUEST__BODY_STAT: rc = do_stat(s, req->stat, r); break;
+    case SCREE__V1__REQUEST__BODY_STATS: rc = do_stats(s, r); break;
+    case SCREE__V1__REQUEST__BODY_ATTENTION:
+      /* The slot for attention jobs (exec.c); answered here until then. */
+      rc = FAIL(SCREE_ENOTSUP, "attention is not available yet");
+      break;
+    default: rc = FAIL(SCREE_EPROTO, "unknown request type"); break;
+    }
+  }
+  if (rc != 0)
+    fail_reply(s, sess, r, op_name(req->body_case), rc);
+}
+
+void scree__store_handle_packet(scree__store *s, scree__session *sess, const uint8_t *buf,
+                                size_t len, scree__reply *r) {
+  Scree__V1__Request *req = scree__v1__request__unpack(NULL, len, buf);
+  if (req == NULL) {
+    s->requests++;
+    snprintf(r->msg, sizeof(r->msg), "malformed request (%zu bytes do not decode)", len);
+    r->resp.id = 0;
+    fail_reply(s, sess, r, "packet", SCREE_EPROTO);
+    return;
+  }
+  scree__store_handle(s, sess, req, r);
+  /* Strings in the reply point into the store, never into req. */
+  scree__v1__request__free_unpacked(req, NULL);
+}

@@ -1,0 +1,111 @@
+/* Starts and stops a real screed for integration tests.
+ *
+ * SCREED_PATH comes from CMake ($<TARGET_FILE:screed>). Each daemon gets a
+ * unique socket under /tmp; harness_start returns once the daemon accepts a
+ * connection, harness_stop sends SIGTERM and returns the exit status. */
+#ifndef SCREE_TESTS_HARNESS_H
+#define SCREE_TESTS_HARNESS_H
+
+#include <errno.h>
+#include <stdint.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "testdata.h"
+
+typedef struct harness {
+  pid_t pid;
+  char socket[108];
+  char log[128];
+} harness;
+
+static inline int harness_can_connect(const char *path) {
+  int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return 0;
+  struct sockaddr_un a;
+  memset(&a, 0, sizeof(a));
+  a.sun_family = AF_UNIX;
+  snprintf(a.sun_path, sizeof(a.sun_path), "%s", path);
+  int ok = connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+  close(fd);
+  return ok;
+}
+
+/* Starts screed with extra arguments (a NULL-terminated list, may be NULL).
+ * Returns 0, or -1 when it did not come up within 10 seconds. */
+static inline int harness_start(harness *h, const char *const *extra) {
+  static unsigned counter;
+  snprintf(h->socket, sizeof(h->socket), "/tmp/scree-test-%ld-%u.sock", (long)getpid(),
+           counter);
+  snprintf(h->log, sizeof(h->log), "/tmp/scree-test-%ld-%u.log", (long)getpid(), counter++);
+  unlink(h->socket);
+  const char *argv[32];
+  int n = 0;
+  argv[n++] = SCREED_PATH;
+  argv[n++] = "--socket";
+  argv[n++] = h->socket;
+  argv[n++] = "--log-level";
+  argv[n++] = "warn";
+  for (int i = 0; extra != NULL && extra[i] != NULL && n < 31; i++)
+    argv[n++] = extra[i];
+  argv[n] = NULL;
+  h->pid = fork();
+  if (h->pid < 0)
+    return -1;
+  if (h->pid == 0) {
+    int fd = open(h->log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd >= 0) {
+      dup2(fd, 1);
+      dup2(fd, 2);
+      close(fd);
+    }
+    execv(SCREED_PATH, (char *const *)argv);
+    _exit(127);
+  }
+  for (int i = 0; i < 1000; i++) {
+    if (harness_can_connect(h->socket))
+      return 0;
+    int st;
+    if (waitpid(h->pid, &st, WNOHANG) == h->pid) {
+      h->pid = -1;
+      return -1;
+    }
+    struct timespec ts = {0, 10 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
+  return -1;
+}
+
+/* Sends SIGTERM and waits. Returns the exit status, or 128 + the signal
+ * that ended it, or -1. */
+static inline int harness_stop(harness *h) {
+  if (h->pid <= 0)
+    return -1;
+  kill(h->pid, SIGTERM);
+  int st;
+  pid_t r;
+  do
+    r = waitpid(h->pid, &st, 0);
+  while (r < 0 && errno == EINTR);
+  h->pid = -1;
+  unlink(h->socket);
+  if (r < 0)
+    return -1;
+  if (WIFEXITED(st)) {
+    if (WEXITSTATUS(st) == 0)
+      unlink(h->log);
+    return WEXITSTATUS(st);
+  }
+  return WIFSIGNALED(st) ? 128 + WTERMSIG(st) : -1;
+}
+
+#endif /* SCREE_TESTS_HARNESS_H */

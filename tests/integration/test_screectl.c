@@ -1,0 +1,250 @@
+/* screectl against a real screed: .npy files in and out, byte-identical
+ * round trips, and errors that print the daemon's message and exit 1. */
+#include <criterion/criterion.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "harness.h"
+#include "npy.h"
+
+static harness d;
+static char dir[64];
+
+static void start(void) {
+  cr_assert_eq(harness_start(&d, NULL), 0, "screed did not start (log: %s)", d.log);
+  snprintf(dir, sizeof(dir), "/tmp/scree-ctl-XXXXXX");
+  cr_assert_not_null(mkdtemp(dir));
+}
+
+static void stop(void) {
+  char cmd[128];
+  snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+  cr_assert_eq(system(cmd), 0);
+  int st = harness_stop(&d);
+  cr_assert_eq(st, 0, "screed exited with %d (log: %s)", st, d.log);
+}
+
+TestSuite(screectl, .init = start, .fini = stop, .timeout = 60);
+
+static char out_buf[65536], err_buf[4096];
+
+static void slurp(const char *path, char *buf, size_t len) {
+  FILE *f = fopen(path, "r");
+  size_t n = f ? fread(buf, 1, len - 1, f) : 0;
+  buf[n] = '\0';
+  if (f)
+    fclose(f);
+}
+
+/* Runs screectl with the daemon's socket and the given arguments (a
+ * printf-formatted, shell-quoted string). Returns the exit status; stdout
+ * and stderr land in out_buf and err_buf. */
+static int ctl(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static int ctl(const char *fmt, ...) {
+  char args[1024], cmd[2048];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(args, sizeof(args), fmt, ap);
+  va_end(ap);
+  snprintf(cmd, sizeof(cmd), "'%s' --socket '%s' %s >'%s/out' 2>'%s/err'", SCREECTL_PATH,
+           d.socket, args, dir, dir);
+  int st = system(cmd);
+  char p[128];
+  snprintf(p, sizeof(p), "%s/out", dir);
+  slurp(p, out_buf, sizeof(out_buf));
+  snprintf(p, sizeof(p), "%s/err", dir);
+  slurp(p, err_buf, sizeof(err_buf));
+  return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+static int same_file(const char *a, const char *b) {
+  char cmd[512];
+  snprintf(cmd, sizeof(cmd), "cmp -s '%s' '%s'", a, b);
+  return system(cmd) == 0;
+}
+
+static void write_npy(const char *name, scree_dtype dt, int ndim, const int64_t *shape,
+                      const void *data) {
+  char path[128], msg[256];
+  snprintf(path, sizeof(path), "%s/%s", dir, name);
+  cr_assert_eq(scree__npy_write(path, dt, ndim, shape, data, msg, sizeof(msg)), 0, "%s", msg);
+}
+
+static const char *f(const char *name) {
+  static char bufs[4][128];
+  static int k;
+  char *b = bufs[k++ % 4];
+  snprintf(b, 128, "%s/%s", dir, name);
+  return b;
+}
+
+Test(screectl, put_get_round_trip_is_byte_identical) {
+  float v[7 * 2 * 3];
+  for (int i = 0; i < 42; i++)
+    v[i] = (float)i * 0.5f - 3.0f;
+  int64_t vs[] = {7, 2, 3};
+  int64_t o[] = {0, 2, 2, 7};
+  int64_t os[] = {4};
+  write_npy("v.npy", SCREE_FLOAT32, 3, vs, v);
+  write_npy("o.npy", SCREE_INT64, 1, os, o);
+  cr_assert_eq(ctl("put b1 --values %s --offsets %s", f("v.npy"), f("o.npy")), 0, "%s", err_buf);
+  cr_assert_eq(ctl("get b1 --values %s --offsets %s", f("v2.npy"), f("o2.npy")), 0, "%s",
+               err_buf);
+  cr_assert(same_file(f("v.npy"), f("v2.npy")), "values differ");
+  cr_assert(same_file(f("o.npy"), f("o2.npy")), "offsets differ");
+
+  /* int32 offsets, 1-D bool values. */
+  uint8_t bv[5] = {1, 0, 1, 1, 0};
+  int64_t bs[] = {5};
+  int32_t o32[] = {0, 5};
+  int64_t o32s[] = {2};
+  write_npy("bv.npy", SCREE_BOOL, 1, bs, bv);
+  write_npy("o32.npy", SCREE_INT32, 1, o32s, o32);
+  cr_assert_eq(ctl("put b2 --values=%s --offsets=%s", f("bv.npy"), f("o32.npy")), 0, "%s",
+               err_buf);
+  cr_assert_eq(ctl("get b2 --values %s --offsets %s", f("bv2.npy"), f("o322.npy")), 0);
+  cr_assert(same_file(f("bv.npy"), f("bv2.npy")));
+  cr_assert(same_file(f("o32.npy"), f("o322.npy")));
+
+  cr_assert_eq(ctl("stat b1"), 0);
+  cr_assert(strstr(out_buf, "name: b1\n") != NULL, "%s", out_buf);
+  cr_assert(strstr(out_buf, "state: sealed\n") != NULL);
+  cr_assert(strstr(out_buf, "dtype: float32\n") != NULL);
+  cr_assert(strstr(out_buf, "shape: (7, 2, 3)\n") != NULL, "%s", out_buf);
+  cr_assert(strstr(out_buf, "batch_size: 3\n") != NULL);
+  cr_assert(strstr(out_buf, "max_length: 5\n") != NULL);
+  cr_assert(strstr(out_buf, "offsets_dtype: int64\n") != NULL);
+
+  cr_assert_eq(ctl("list"), 0);
+  cr_assert(strncmp(out_buf, "NAME", 4) == 0, "%s", out_buf);
+  cr_assert(strstr(out_buf, "b1") != NULL && strstr(out_buf, "b2") != NULL);
+  cr_assert(strstr(out_buf, "(7, 2, 3)") != NULL);
+  cr_assert_eq(ctl("list b2"), 0);
+  cr_assert(strstr(out_buf, "b1") == NULL, "%s", out_buf);
+
+  cr_assert_eq(ctl("stats"), 0);
+  cr_assert(strstr(out_buf, "batches: 2\n") != NULL, "%s", out_buf);
+  cr_assert(strstr(out_buf, "leases: 0\n") != NULL);
+
+  cr_assert_eq(ctl("delete b1"), 0);
+  cr_assert_eq(ctl("stat b1"), 1);
+}
+
+Test(screectl, bfloat16_and_float8_travel_as_raw_bits) {
+  uint16_t bits[6] = {0x3f80, 0x4000, 0xbf80, 0x0000, 0x7f80, 0x4049};
+  int64_t s[] = {3, 2};
+  int64_t o[] = {0, 3};
+  int64_t os[] = {2};
+  write_npy("bf.npy", SCREE_BFLOAT16, 2, s, bits); /* written as <u2 */
+  write_npy("o.npy", SCREE_INT64, 1, os, o);
+  cr_assert_eq(ctl("put bf --values %s --offsets %s", f("bf.npy"), f("o.npy")), 1);
+  cr_assert(strstr(err_buf, "screectl: ") == err_buf, "%s", err_buf);
+  cr_assert(strstr(err_buf, "--dtype bfloat16") != NULL, "%s", err_buf);
+  cr_assert_eq(ctl("put bf --values %s --offsets %s --dtype bfloat16", f("bf.npy"), f("o.npy")),
+               0, "%s", err_buf);
+  cr_assert_eq(ctl("stat bf"), 0);
+  cr_assert(strstr(out_buf, "dtype: bfloat16\n") != NULL, "%s", out_buf);
+  cr_assert_eq(ctl("get bf --values %s --offsets %s", f("bf2.npy"), f("o2.npy")), 0);
+  cr_assert(strstr(err_buf, "note: bfloat16") != NULL, "%s", err_buf);
+  cr_assert(same_file(f("bf.npy"), f("bf2.npy")));
+
+  uint8_t e4[3] = {0x38, 0x40, 0xb8};
+  int64_t s8[] = {3};
+  write_npy("f8.npy", SCREE_FLOAT8_E4M3, 1, s8, e4); /* written as |u1 */
+  cr_assert_eq(ctl("put f8 --values %s --offsets %s --dtype float8_e4m3", f("f8.npy"),
+                   f("o.npy")),
+               0, "%s", err_buf);
+  cr_assert_eq(ctl("stat f8"), 0);
+  cr_assert(strstr(out_buf, "dtype: float8_e4m3\n") != NULL, "%s", out_buf);
+  cr_assert_eq(ctl("get f8 --values %s --offsets %s", f("f82.npy"), f("o2.npy")), 0);
+  cr_assert(same_file(f("f8.npy"), f("f82.npy")));
+
+  /* A float32 file cannot be called bfloat16. */
+  float fv[3] = {1, 2, 3};
+  write_npy("f4.npy", SCREE_FLOAT32, 1, s8, fv);
+  cr_assert_eq(ctl("put x --values %s --offsets %s --dtype bfloat16", f("f4.npy"), f("o.npy")),
+               1);
+  cr_assert(strstr(err_buf, "bfloat16") != NULL, "%s", err_buf);
+}
+
+Test(screectl, errors_print_the_daemons_message_and_exit_1) {
+  cr_assert_eq(ctl("get nope --values %s --offsets %s", f("a.npy"), f("b.npy")), 1);
+  cr_assert_str_eq(err_buf, "screectl: no batch named 'nope'\n");
+  cr_assert_eq(ctl("stat nope"), 1);
+  cr_assert_str_eq(err_buf, "screectl: no batch named 'nope'\n");
+  cr_assert_eq(ctl("delete nope"), 1);
+  cr_assert(strstr(err_buf, "nope") != NULL);
+
+  int64_t s[] = {2};
+  int64_t o[] = {0, 2};
+  int64_t bad[] = {0, 3};
+  float v[2] = {1, 2};
+  write_npy("v.npy", SCREE_FLOAT32, 1, s, v);
+  write_npy("o.npy", SCREE_INT64, 1, s, o);
+  write_npy("bad.npy", SCREE_INT64, 1, s, bad);
+  write_npy("fo.npy", SCREE_FLOAT32, 1, s, v);
+  cr_assert_eq(ctl("put dup --values %s --offsets %s", f("v.npy"), f("o.npy")), 0);
+  cr_assert_eq(ctl("put dup --values %s --offsets %s", f("v.npy"), f("o.npy")), 1);
+  cr_assert(strstr(err_buf, "dup") != NULL, "%s", err_buf);
+  cr_assert_eq(ctl("put b --values %s --offsets %s", f("v.npy"), f("bad.npy")), 1);
+  cr_assert(strstr(err_buf, "offsets[1]") != NULL, "%s", err_buf);
+  cr_assert_eq(ctl("put b --values %s --offsets %s", f("v.npy"), f("fo.npy")), 1);
+  cr_assert(strstr(err_buf, "int32 or int64") != NULL, "%s", err_buf);
+
+  FILE *g = fopen(f("garbage.npy"), "w");
+  fputs("this is not numpy", g);
+  fclose(g);
+  cr_assert_eq(ctl("put b --values %s --offsets %s", f("garbage.npy"), f("o.npy")), 1);
+  cr_assert(strstr(err_buf, "bad magic") != NULL, "%s", err_buf);
+  cr_assert_eq(ctl("put b --values %s/missing.npy --offsets %s", dir, f("o.npy")), 1);
+  cr_assert(strstr(err_buf, "missing.npy") != NULL, "%s", err_buf);
+
+  cr_assert_eq(ctl("frobnicate"), 1);
+  cr_assert(strstr(err_buf, "unknown command") != NULL, "%s", err_buf);
+  cr_assert_eq(ctl("put onlyname"), 1);
+  cr_assert(strstr(err_buf, "--values") != NULL, "%s", err_buf);
+  cr_assert_eq(ctl("stat"), 1);
+  cr_assert_eq(ctl("attention --q a --k a"), 1);
+  cr_assert_eq(ctl("attention --q a --k a --v a --out o --window 1"), 1);
+  cr_assert(strstr(err_buf, "--window") != NULL, "%s", err_buf);
+  cr_assert_eq(ctl("attention --q dup --k dup --v dup --out o --causal --window -1,0"), 1);
+  cr_assert(strncmp(err_buf, "screectl: ", 10) == 0 && strlen(err_buf) > 11, "%s", err_buf);
+  cr_assert_eq(ctl("--help"), 0);
+  cr_assert(strstr(out_buf, "usage: screectl") != NULL);
+
+  char cmd[512];
+  snprintf(cmd, sizeof(cmd), "'%s' --socket /tmp/scree-nowhere.sock list 2>'%s/err'",
+           SCREECTL_PATH, dir);
+  int st = system(cmd);
+  cr_assert_eq(WEXITSTATUS(st), 1);
+  slurp(f("err"), err_buf, sizeof(err_buf));
+  cr_assert(strstr(err_buf, "screectl: no daemon at /tmp/scree-nowhere.sock") == err_buf, "%s",
+            err_buf);
+}
+
+Test(screectl, numpy_reads_what_get_writes) {
+  if (system("python3 -c 'import numpy' >/dev/null 2>&1") != 0)
+    cr_skip_test("SKIP: python3 with numpy is not available");
+  char cmd[2048];
+  snprintf(cmd, sizeof(cmd),
+           "python3 -c \"import numpy as np; "
+           "np.save('%s', np.arange(60, dtype=np.float16).reshape(10, 3, 2)); "
+           "np.save('%s', np.array([0, 4, 4, 10], dtype=np.int32))\"",
+           f("nv.npy"), f("no.npy"));
+  cr_assert_eq(system(cmd), 0);
+  cr_assert_eq(ctl("put np --values %s --offsets %s", f("nv.npy"), f("no.npy")), 0, "%s",
+               err_buf);
+  cr_assert_eq(ctl("get np --values %s --offsets %s", f("nv2.npy"), f("no2.npy")), 0);
+  snprintf(cmd, sizeof(cmd),
+           "python3 -c \"import numpy as np, sys; "
+           "a = np.load('%s'); b = np.load('%s'); o = np.load('%s'); "
+           "sys.exit(0 if a.dtype == b.dtype and a.shape == b.shape and (a == b).all() "
+           "and o.dtype == np.int32 and list(o) == [0, 4, 4, 10] else 1)\"",
+           f("nv.npy"), f("nv2.npy"), f("no2.npy"));
+  cr_assert_eq(system(cmd), 0, "numpy disagrees with the files get wrote");
+}

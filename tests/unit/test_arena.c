@@ -1,0 +1,266 @@
+/* The arena sub-allocator over a fake backend that maps nothing, so that
+ * arenas of any size cost no memory and the backend's calls can be
+ * counted. */
+#include <criterion/criterion.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "arena.h"
+#include "log.h"
+#include "scree/error.h"
+
+typedef struct fake_mem {
+  scree__mem base;
+  int live;           /* arenas handed out and not freed */
+  uint64_t live_bytes;
+  uint64_t capacity;  /* arena_alloc fails past this many bytes */
+  int allocs;
+} fake_mem;
+
+static int fake_alloc(scree__mem *m, size_t size, scree__arena_mem *out, char *msg,
+                      size_t msg_len) {
+  fake_mem *f = (fake_mem *)m;
+  size_t g = m->info.granularity;
+  size = (size + g - 1) / g * g;
+  if (f->live_bytes + size > f->capacity)
+    return scree__errf(SCREE_ENOSPC, msg, msg_len, "fake device is full");
+  memset(out, 0, sizeof(*out));
+  out->size = size;
+  out->impl = f;
+  f->live++;
+  f->live_bytes += size;
+  f->allocs++;
+  return 0;
+}
+
+static void fake_free(scree__mem *m, scree__arena_mem *a) {
+  fake_mem *f = (fake_mem *)m;
+  f->live--;
+  f->live_bytes -= a->size;
+}
+
+static const struct scree__mem_ops fake_ops = {
+    .arena_alloc = fake_alloc,
+    .arena_free = fake_free,
+};
+
+static fake_mem fm;
+static scree__pool pool;
+
+static void setup_pool(uint64_t arena_size, uint64_t capacity) {
+  memset(&fm, 0, sizeof(fm));
+  fm.base.ops = &fake_ops;
+  fm.base.info.granularity = 4096;
+  fm.capacity = capacity;
+  char msg[256];
+  cr_assert_eq(scree__pool_init(&pool, &fm.base, arena_size, msg, sizeof(msg)), 0, "%s", msg);
+}
+
+static void teardown_pool(void) {
+  scree__pool_destroy(&pool);
+  cr_assert_eq(fm.live, 0, "every arena goes back to the backend");
+}
+
+static scree__arena *alloc_ok(uint64_t size, uint64_t *off) {
+  scree__arena *a = NULL;
+  char msg[256];
+  int rc = scree__pool_alloc(&pool, size, &a, off, msg, sizeof(msg));
+  cr_assert_eq(rc, 0, "alloc of %llu: %s", (unsigned long long)size, msg);
+  return a;
+}
+
+Test(arena, sizes_round_to_granularity) {
+  setup_pool(10000, UINT64_MAX);
+  cr_assert_eq(pool.arena_size, 12288);
+  uint64_t off;
+  scree__arena *a = alloc_ok(1, &off);
+  cr_assert_eq(a->mem.size, 12288);
+  cr_assert_eq(pool.narenas, 1);
+  cr_assert_eq(pool.bytes_arenas, 12288);
+  teardown_pool();
+}
+
+Test(arena, blocks_are_256_aligned_and_disjoint) {
+  setup_pool(1 << 20, UINT64_MAX);
+  uint64_t sizes[] = {1, 255, 256, 257, 1000, 4096, 3};
+  uint64_t offs[7];
+  scree__arena *first = NULL;
+  for (int i = 0; i < 7; i++) {
+    scree__arena *a = alloc_ok(sizes[i], &offs[i]);
+    if (first == NULL)
+      first = a;
+    cr_assert_eq(a, first, "small blocks share one arena");
+    cr_assert_eq(offs[i] % 256, 0, "offset %llu", (unsigned long long)offs[i]);
+  }
+  /* First fit from an empty arena packs blocks back to back. */
+  uint64_t expect = 0;
+  for (int i = 0; i < 7; i++) {
+    cr_assert_eq(offs[i], expect);
+    expect += scree__align_up(sizes[i]);
+  }
+  cr_assert_eq(first->used, expect);
+  cr_assert_eq(scree__align_up(0), 0);
+  cr_assert_eq(scree__align_up(UINT64_MAX - 3), UINT64_MAX);
+  teardown_pool();
+}
+
+Test(arena, freed_neighbours_coalesce) {
+  setup_pool(1 << 20, UINT64_MAX);
+  uint64_t a, b, c, d;
+  scree__arena *ar = alloc_ok(256, &a);
+  alloc_ok(512, &b);
+  alloc_ok(256, &c);
+  alloc_ok(256, &d); /* keeps the arena alive */
+  cr_assert_eq(scree__pool_free(&pool, ar, a, 256), 0);
+  cr_assert_eq(scree__pool_free(&pool, ar, c, 256), 0);
+  cr_assert_eq(ar->nfree, 3, "a, c and the tail are separate extents");
+  cr_assert_eq(scree__pool_free(&pool, ar, b, 512), 0);
+  cr_assert_eq(ar->nfree, 2, "a, b and c merged into one extent");
+  cr_assert_eq(ar->free[0].off, 0);
+  cr_assert_eq(ar->free[0].len, 1024);
+  /* The merged hole is found by first fit. */
+  uint64_t e;
+  cr_assert_eq(alloc_ok(1024, &e), ar);
+  cr_assert_eq(e, 0);
+  cr_assert_eq(scree__pool_free(&pool, ar, e, 1024), 0);
+  cr_assert_eq(scree__pool_free(&pool, ar, d, 256), 0);
+  cr_assert_eq(pool.narenas, 1, "the empty standard arena stays as the spare");
+  cr_assert_eq(pool.spare, ar);
+  cr_assert_eq(ar->nfree, 1);
+  cr_assert_eq(ar->free[0].len, ar->mem.size);
+  teardown_pool();
+}
+
+Test(arena, bad_frees_are_refused) {
+  setup_pool(1 << 20, UINT64_MAX);
+  uint64_t a, b;
+  scree__arena *ar = alloc_ok(256, &a);
+  alloc_ok(256, &b);
+  cr_assert_eq(scree__pool_free(&pool, ar, a, 256), 0);
+  cr_assert_eq(scree__pool_free(&pool, ar, a, 256), SCREE_EINVAL, "double free");
+  cr_assert_eq(scree__pool_free(&pool, ar, 100, 256), SCREE_EINVAL, "misaligned");
+  cr_assert_eq(scree__pool_free(&pool, ar, 1 << 20, 256), SCREE_EINVAL, "past the end");
+  cr_assert_eq(scree__pool_free(&pool, ar, b, 512), SCREE_EINVAL, "overlaps free space");
+  cr_assert_eq(ar->used, 256);
+  cr_assert_eq(scree__pool_free(&pool, ar, b, 256), 0);
+  teardown_pool();
+}
+
+Test(arena, big_block_gets_its_own_arena) {
+  setup_pool(64 << 10, UINT64_MAX);
+  uint64_t s, big;
+  scree__arena *small = alloc_ok(256, &s);
+  scree__arena *a = alloc_ok((1 << 20) + 1, &big);
+  cr_assert_neq(a, small);
+  cr_assert_eq(big, 0);
+  cr_assert_eq(a->mem.size, (1 << 20) + 4096, "sized to fit, rounded to the granularity");
+  cr_assert_eq(pool.narenas, 2);
+  cr_assert_neq(a->id, small->id);
+  /* Its slack is still usable by small blocks once the first arena is full. */
+  cr_assert_eq(scree__pool_free(&pool, a, big, (1 << 20) + 1), 0);
+  cr_assert_eq(pool.narenas, 1, "an empty oversized arena is not kept as a spare");
+  cr_assert_eq(fm.live, 1);
+  cr_assert_eq(scree__pool_free(&pool, small, s, 256), 0);
+  teardown_pool();
+}
+
+Test(arena, exhaustion_reports_enospc) {
+  setup_pool(64 << 10, 128 << 10); /* room for two arenas */
+  uint64_t off[2];
+  scree__arena *a0 = alloc_ok(64 << 10, &off[0]);
+  scree__arena *a1 = alloc_ok(64 << 10, &off[1]);
+  scree__arena *a = NULL;
+  uint64_t o;
+  char msg[256] = "";
+  int rc = scree__pool_alloc(&pool, 256, &a, &o, msg, sizeof(msg));
+  cr_assert_eq(rc, SCREE_ENOSPC);
+  cr_assert_str_eq(msg, "fake device is full");
+  cr_assert_eq(pool.narenas, 2, "a failed allocation leaves no arena behind");
+  rc = scree__pool_alloc(&pool, UINT64_MAX - 10, &a, &o, msg, sizeof(msg));
+  cr_assert_eq(rc, SCREE_ENOSPC, "an impossible size is refused, not wrapped");
+  cr_assert_eq(scree__pool_free(&pool, a0, off[0], 64 << 10), 0);
+  cr_assert_eq(alloc_ok(256, &o), a0, "freed room is found again");
+  cr_assert_eq(scree__pool_free(&pool, a0, o, 256), 0);
+  cr_assert_eq(scree__pool_free(&pool, a1, off[1], 64 << 10), 0);
+  cr_assert_eq(pool.narenas, 1);
+  teardown_pool();
+}
+
+typedef struct live_block {
+  scree__arena *a;
+  uint64_t off;
+  uint64_t size;
+} live_block;
+
+static int cmp_block(const void *x, const void *y) {
+  const live_block *p = x, *q = y;
+  if (p->a != q->a)
+    return p->a->id < q->a->id ? -1 : 1;
+  return p->off < q->off ? -1 : p->off > q->off;
+}
+
+static void check_no_overlap(live_block *blocks, size_t n) {
+  live_block *sorted = malloc(n * sizeof(*sorted) + 1);
+  memcpy(sorted, blocks, n * sizeof(*sorted));
+  qsort(sorted, n, sizeof(*sorted), cmp_block);
+  for (size_t i = 0; i < n; i++) {
+    live_block *b = &sorted[i];
+    cr_assert_leq(b->off + scree__align_up(b->size), b->a->mem.size);
+    if (i > 0 && sorted[i - 1].a == b->a)
+      cr_assert_leq(sorted[i - 1].off + scree__align_up(sorted[i - 1].size), b->off,
+                    "blocks overlap in arena %llu", (unsigned long long)b->a->id);
+  }
+  free(sorted);
+}
+
+Test(arena, random_stress_no_overlap_full_recovery) {
+  setup_pool(256 << 10, UINT64_MAX);
+  enum { MAX_LIVE = 400, STEPS = 20000 };
+  live_block live[MAX_LIVE];
+  size_t n = 0;
+  unsigned seed = 12345;
+  for (int step = 0; step < STEPS; step++) {
+    int do_alloc = n == 0 || (n < MAX_LIVE && rand_r(&seed) % 100 < 55);
+    if (do_alloc) {
+      uint64_t size;
+      int r = rand_r(&seed) % 100;
+      if (r < 70)
+        size = 1 + (uint64_t)(rand_r(&seed) % 4096);
+      else if (r < 97)
+        size = 1 + (uint64_t)(rand_r(&seed) % (64 << 10));
+      else
+        size = (256 << 10) + (uint64_t)(rand_r(&seed) % (512 << 10)); /* own arena */
+      live[n].size = size;
+      live[n].a = alloc_ok(size, &live[n].off);
+      cr_assert_eq(live[n].off % 256, 0);
+      n++;
+    } else {
+      size_t i = (size_t)rand_r(&seed) % n;
+      cr_assert_eq(scree__pool_free(&pool, live[i].a, live[i].off, live[i].size), 0);
+      live[i] = live[--n];
+    }
+    if (step % 500 == 0)
+      check_no_overlap(live, n);
+  }
+  check_no_overlap(live, n);
+  uint64_t used = 0;
+  for (size_t i = 0; i < n; i++)
+    used += scree__align_up(live[i].size);
+  uint64_t pool_used = 0;
+  for (scree__arena *a = pool.head; a; a = a->next)
+    pool_used += a->used;
+  cr_assert_eq(pool_used, used, "the pool's count matches the live blocks");
+  while (n > 0) {
+    n--;
+    cr_assert_eq(scree__pool_free(&pool, live[n].a, live[n].off, live[n].size), 0);
+  }
+  cr_assert_leq(pool.narenas, 1, "only the spare remains");
+  cr_assert_eq(fm.live, (int)pool.narenas);
+  if (pool.head != NULL) {
+    cr_assert_eq(pool.head, pool.spare);
+    cr_assert_eq(pool.head->nfree, 1, "the spare is one extent again");
+    cr_assert_eq(pool.head->free[0].len, pool.head->mem.size);
+    cr_assert_eq(pool.head->used, 0);
+  }
+  teardown_pool();
+}
