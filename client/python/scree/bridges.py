@@ -55,22 +55,28 @@ def _mx() -> Any:
     return mx
 
 
-def _triton_copies(device: Any, dtype: Any) -> bool:
+def _triton_copies(device: Any, dtype: Any, default: bool) -> bool:
     """Whether to move rows with scree's Triton kernels instead of torch ops.
 
-    ``SCREE_BRIDGES_KERNEL=triton`` opts in (read on every call). The kernels
-    write each padded element once, where torch's unpacking fills the whole
-    output and then writes the real rows again. CPU tensors use them only
-    under Triton's interpreter (for tests). Other dtypes (bool, complex, fp8)
-    keep the torch ops.
+    ``SCREE_BRIDGES_KERNEL=triton`` or ``=torch`` forces one way (read on every
+    call); unset, ``default`` decides. Unpacking defaults to the kernels on
+    CUDA: they write each padded element once, where torch's unpacking fills
+    the whole output and then writes the real rows again (0.90-1.02 of a
+    device copy against 0.72-0.85 on an H100, docs/benchmarks.md). Packing
+    defaults to torch's index_select, which the kernel does not beat. CPU
+    tensors use the kernels only under Triton's interpreter (for tests), and
+    other dtypes (bool, complex, fp8) keep the torch ops.
     """
-    if os.environ.get("SCREE_BRIDGES_KERNEL", "torch") != "triton":
+    choice = os.environ.get("SCREE_BRIDGES_KERNEL", "")
+    if choice == "torch" or (choice != "triton" and not default):
         return False
     torch = _torch()
     if dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.uint8,
                      torch.int8, torch.int16, torch.int32, torch.int64):
         return False
-    return device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
+    if device.type == "cuda":
+        return True
+    return choice == "triton" and os.environ.get("TRITON_INTERPRET") == "1"
 
 
 def _check_side(side: str, allow_auto: bool = False) -> None:
@@ -207,7 +213,7 @@ def _gather(padded: Any, fw: str, lengths: np.ndarray, starts: np.ndarray,
         dev = padded.device
         both = _upload(np.concatenate([host, shift]), dev)
         offsets, shift_dev = both[: B + 1], both[B + 1 :]
-        if _triton_copies(dev, padded.dtype):
+        if _triton_copies(dev, padded.dtype, default=False):
             from .kernels.triton import pack_padded
 
             longest = int(lengths.max()) if B else 0
@@ -242,7 +248,7 @@ def _scatter(arr: Array, S: int, side: str, pad_value: Any) -> tuple[Any, Any]:
         dev = values.device
         lengths = arr.lengths.to(torch.int64)
         pad_start = (S - lengths) if side == "left" else torch.zeros_like(lengths)
-        if _triton_copies(dev, values.dtype):
+        if _triton_copies(dev, values.dtype, default=True):
             from .kernels.triton import unpack_padded
 
             out = unpack_padded(values, arr.offsets, S, pad_value, side == "left")
