@@ -61,7 +61,7 @@ def _triton_copies(device: Any, dtype: Any, default: bool) -> bool:
     ``SCREE_BRIDGES_KERNEL=triton`` or ``=torch`` forces one way (read on every
     call); unset, ``default`` decides. Unpacking defaults to the kernels on
     CUDA: they write each padded element once, where torch's unpacking fills
-    the whole output and then writes the real rows again (0.90-1.02 of a
+    the whole output and then writes the real rows again (0.85-1.02 of a
     device copy against 0.72-0.85 on an H100, docs/benchmarks.md). Packing
     defaults to torch's index_select, which the kernel does not beat. CPU
     tensors use the kernels only under Triton's interpreter (for tests), and
