@@ -240,6 +240,21 @@ static void scree__cuda_destroy(scree__mem *m) {
   free(mc);
 }
 
+/* The device's memory as the driver sees it (every process's allocations,
+ * not only screed's), for the scree_gpu_memory_bytes metric. */
+static int scree__cuda_memory_info(scree__mem *m, uint64_t *used, uint64_t *total) {
+  scree__mem_cuda *mc = (scree__mem_cuda *)m;
+  const scree__cu *cu = mc->cu;
+  size_t free_b = 0, total_b = 0;
+
+  if (scree__cuda_current(mc, NULL, 0) != 0 ||
+      cu->cuMemGetInfo(&free_b, &total_b) != CUDA_SUCCESS)
+    return SCREE_ECUDA;
+  *used = (uint64_t)(total_b - free_b);
+  *total = (uint64_t)total_b;
+  return 0;
+}
+
 static const struct scree__mem_ops scree__cuda_ops = {
     .arena_alloc = scree__cuda_arena_alloc,
     .arena_free = scree__cuda_arena_free,
@@ -247,6 +262,7 @@ static const struct scree__mem_ops scree__cuda_ops = {
     .read = scree__cuda_read,
     .write = scree__cuda_write,
     .destroy = scree__cuda_destroy,
+    .memory_info = scree__cuda_memory_info,
 };
 
 int scree__mem_cuda_create(int device, int ipc_mode, scree__mem **out, char *msg,
