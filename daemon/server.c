@@ -657,25 +657,38 @@ static int server_start(scree__server *srv, char *msg, size_t msg_len) {
   return 0;
 }
 
-int scree__server_new(uv_loop_t *loop, scree__store *store, const char *path,
-                      uint64_t max_packet, scree__server **out, char *msg, size_t msg_len) {
+/* A server not yet listening: the state both constructors share. */
+static scree__server *server_alloc(uv_loop_t *loop, scree__store *store, const char *path,
+                                   uint64_t max_packet) {
   scree__server *srv = calloc(1, sizeof(*srv));
   if (srv == NULL)
-    return scree__errf(SCREE_ENOMEM, msg, msg_len, "out of memory");
-  int rc;
+    return NULL;
   srv->path = strdup(path);
   if (srv->path == NULL) {
-    rc = scree__errf(SCREE_ENOMEM, msg, msg_len, "out of memory");
-    goto err_free;
+    free(srv);
+    return NULL;
   }
   srv->loop = loop;
   srv->store = store;
   srv->max_packet = max_packet;
   srv->lfd = -1;
   scree__reply_init(&srv->reply);
-  rc = listen_on(srv, path, msg, msg_len);
+  return srv;
+}
+
+static void server_free_unstarted(scree__server *srv) {
+  free(srv->path);
+  free(srv);
+}
+
+int scree__server_new(uv_loop_t *loop, scree__store *store, const char *path,
+                      uint64_t max_packet, scree__server **out, char *msg, size_t msg_len) {
+  scree__server *srv = server_alloc(loop, store, path, max_packet);
+  if (srv == NULL)
+    return scree__errf(SCREE_ENOMEM, msg, msg_len, "out of memory");
+  int rc = listen_on(srv, path, msg, msg_len);
   if (rc != 0)
-    goto err_path;
+    goto err_alloc;
   rc = server_start(srv, msg, msg_len);
   if (rc != 0)
     goto err_socket;
@@ -685,10 +698,8 @@ int scree__server_new(uv_loop_t *loop, scree__store *store, const char *path,
 err_socket:
   unlink_if_ours(srv);
   close(srv->lfd);
-err_path:
-  free(srv->path);
-err_free:
-  free(srv);
+err_alloc:
+  server_free_unstarted(srv);
   return rc;
 }
 
@@ -887,30 +898,16 @@ void scree__server_stop_listening(scree__server *srv) {
 int scree__server_new_fd(uv_loop_t *loop, scree__store *store, int fd, const char *path,
                          uint64_t max_packet, scree__server **out, char *msg,
                          size_t msg_len) {
-  scree__server *srv = calloc(1, sizeof(*srv));
+  scree__server *srv = server_alloc(loop, store, path, max_packet);
   if (srv == NULL)
     return scree__errf(SCREE_ENOMEM, msg, msg_len, "out of memory");
-  int rc;
-  srv->path = strdup(path);
-  if (srv->path == NULL) {
-    rc = scree__errf(SCREE_ENOMEM, msg, msg_len, "out of memory");
-    goto err_free;
-  }
-  srv->loop = loop;
-  srv->store = store;
-  srv->max_packet = max_packet;
   srv->lfd = fd;
   srv->adopted = 1;
-  scree__reply_init(&srv->reply);
-  rc = server_start(srv, msg, msg_len);
-  if (rc != 0)
-    goto err_path;
+  int rc = server_start(srv, msg, msg_len);
+  if (rc != 0) {
+    server_free_unstarted(srv);
+    return rc;
+  }
   *out = srv;
   return 0;
-
-err_path:
-  free(srv->path);
-err_free:
-  free(srv);
-  return rc;
 }
