@@ -191,12 +191,14 @@ Test(chaos, killed_clients_leave_nothing_behind) {
   cr_assert_eq(s.batches, 0);
   cr_assert(s.arenas <= 1, "%u arenas left (one spare is kept)", s.arenas);
   /* Arenas are memfds in screed, two fds each (read-write, and read-only
-   * for readers): with the spare discounted, screed holds the fds it held
-   * before the chaos (its listener, our connection, ...). */
+   * for readers): with the spare discounted, screed holds at most the fds it
+   * held before the chaos (its listener, our connection, ...). */
+  /* No more than before: a leak adds fds. (Fewer is possible: the harness's
+   * readiness probe may still have been open when the baseline was read.) */
   int fds = count_fds(d.pid);
-  cr_assert_eq(fds - 2 * (int)s.arenas, fds_base - 2 * (int)base.arenas,
-               "screed holds %d fds with %u arenas, %d with %u before", fds, s.arenas, fds_base,
-               base.arenas);
+  cr_assert_leq(fds - 2 * (int)s.arenas, fds_base - 2 * (int)base.arenas,
+                "screed holds %d fds with %u arenas, %d with %u before", fds, s.arenas, fds_base,
+                base.arenas);
 
   cr_log_info("chaos: %d clients (raw %d, ops %d, thread %d, parent %d), %d at once, in %.1f s; "
               "%" PRIu64 " requests served; %zu sealed batches survived their producers",
