@@ -163,21 +163,35 @@ static int32_t *to_int32(const int64_t *o, size_t n) {
   return c;
 }
 
+/* The window bounds a request asks for: an absent field is unbounded (-1),
+ * never a window of width 0. */
+static int32_t window_left(const Scree__V1__Attention *a) {
+  return a->window_left_present_case == SCREE__V1__ATTENTION__WINDOW_LEFT_PRESENT_WINDOW_LEFT
+             ? a->window_left
+             : -1;
+}
+
+static int32_t window_right(const Scree__V1__Attention *a) {
+  return a->window_right_present_case == SCREE__V1__ATTENTION__WINDOW_RIGHT_PRESENT_WINDOW_RIGHT
+             ? a->window_right
+             : -1;
+}
+
 static int check_params(scree__reply *r, const Scree__V1__Attention *a) {
   if (a->has_scale && !(a->scale > 0.0f && isfinite(a->scale)))
     return FAIL(SCREE_EINVAL, "scale is %g; it must be a positive finite number", a->scale);
-  if (a->window_left < -1)
+  if (window_left(a) < -1)
     return FAIL(SCREE_EINVAL, "window_left is %" PRId32 "; it must be -1 (unbounded) or >= 0",
-                a->window_left);
-  if (a->window_right < -1)
+                window_left(a));
+  if (window_right(a) < -1)
     return FAIL(SCREE_EINVAL,
                 "window_right is %" PRId32 "; it must be -1 (unbounded) or >= 0",
-                a->window_right);
-  if (a->causal && a->window_right > 0)
+                window_right(a));
+  if (a->causal && window_right(a) > 0)
     return FAIL(SCREE_EINVAL,
                 "window_right is %" PRId32 " with causal; it must be -1 or 0 (causal hides "
                 "every key to the right)",
-                a->window_right);
+                window_right(a));
   return 0;
 }
 
@@ -493,8 +507,8 @@ int scree__exec_attention(scree__exec *e, scree__session *sess, uint64_t id,
   x->head_dim = (int32_t)q->inner[1];
   x->softmax_scale = a->has_scale ? a->scale : 0.0f;
   x->causal = a->causal;
-  x->window_left = a->window_left;
-  x->window_right = a->window_right;
+  x->window_left = window_left(a);
+  x->window_right = window_right(a);
   x->msg = j->msg;
   x->msg_len = sizeof(j->msg);
 

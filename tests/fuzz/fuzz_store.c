@@ -488,8 +488,13 @@ static void run_op(state *st, reader *r) {
     q.causal = f & 1;
     q.has_scale = (f >> 1) & 1;
     q.scale = (float)rd_int(r) / 8.0f;
+    /* Bits 2 and 3 say whether each window bound is present at all. */
     q.window_left = (int32_t)(uint32_t)((uint64_t)rd_int(r) - 1);
     q.window_right = (int32_t)(uint32_t)((uint64_t)rd_int(r) - 1);
+    if ((f >> 2) & 1)
+      q.window_left_present_case = SCREE__V1__ATTENTION__WINDOW_LEFT_PRESENT_WINDOW_LEFT;
+    if ((f >> 3) & 1)
+      q.window_right_present_case = SCREE__V1__ATTENTION__WINDOW_RIGHT_PRESENT_WINDOW_RIGHT;
     req.body_case = SCREE__V1__REQUEST__BODY_ATTENTION;
     req.attention = &q;
     call(st, sess, &req);

@@ -108,7 +108,7 @@ static void decode_seeds(void) {
   a.v = "v";
   a.out = "o";
   a.causal = 1;
-  a.window_left = -1;
+  a.window_right_present_case = SCREE__V1__ATTENTION__WINDOW_RIGHT_PRESENT_WINDOW_RIGHT;
   a.window_right = 0;
   req.body_case = SCREE__V1__REQUEST__BODY_ATTENTION;
   req.attention = &a;

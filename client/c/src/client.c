@@ -1158,8 +1158,15 @@ int scree_client_attention_info(scree_client *c, const char *q, const char *k,
   a.causal = p->causal != 0;
   a.has_scale = p->has_scale != 0;
   a.scale = p->scale;
-  a.window_left = p->window_left;
-  a.window_right = p->window_right;
+  /* Sent only when bounded: an absent field means unbounded. */
+  if (p->window_left != -1) {
+    a.window_left_present_case = SCREE__V1__ATTENTION__WINDOW_LEFT_PRESENT_WINDOW_LEFT;
+    a.window_left = p->window_left;
+  }
+  if (p->window_right != -1) {
+    a.window_right_present_case = SCREE__V1__ATTENTION__WINDOW_RIGHT_PRESENT_WINDOW_RIGHT;
+    a.window_right = p->window_right;
+  }
   Scree__V1__Request req = SCREE__V1__REQUEST__INIT;
   req.body_case = SCREE__V1__REQUEST__BODY_ATTENTION;
   req.attention = &a;
