@@ -908,14 +908,24 @@ static int seal_check_offsets(scree__store *s, const scree__batch *b, int64_t *m
   return rc;
 }
 
-static int do_seal(scree__store *s, scree__session *sess, const Scree__V1__Seal *q,
-                   scree__reply *r) {
-  int rc = check_name(r, q->name);
+/* The batch a request names: SCREE_EINVAL for a bad name, SCREE_ENOENT
+ * (naming it) for an unknown one. */
+static int find_named(scree__store *s, scree__reply *r, const char *name, scree__batch **out) {
+  int rc = check_name(r, name);
   if (rc != 0)
     return rc;
-  scree__batch *b = names_find(s, q->name);
-  if (b == NULL)
-    return FAIL(SCREE_ENOENT, "no batch named '%s'", q->name);
+  *out = names_find(s, name);
+  if (*out == NULL)
+    return FAIL(SCREE_ENOENT, "no batch named '%s'", name);
+  return 0;
+}
+
+static int do_seal(scree__store *s, scree__session *sess, const Scree__V1__Seal *q,
+                   scree__reply *r) {
+  scree__batch *b;
+  int rc = find_named(s, r, q->name, &b);
+  if (rc != 0)
+    return rc;
   if (b->creator != sess->id)
     return FAIL(SCREE_EPERM, "batch '%s' was created by another connection", q->name);
   if (b->state != BATCH_CREATED)
@@ -946,12 +956,10 @@ static int do_seal(scree__store *s, scree__session *sess, const Scree__V1__Seal 
 
 static int do_get(scree__store *s, scree__session *sess, const Scree__V1__Get *q,
                   scree__reply *r) {
-  int rc = check_name(r, q->name);
+  scree__batch *b;
+  int rc = find_named(s, r, q->name, &b);
   if (rc != 0)
     return rc;
-  scree__batch *b = names_find(s, q->name);
-  if (b == NULL)
-    return FAIL(SCREE_ENOENT, "no batch named '%s'", q->name);
   if (b->state != BATCH_SEALED)
     return FAIL(SCREE_ESTATE, "batch '%s' is not sealed yet", q->name);
   if (b->leases == UINT32_MAX)
@@ -1013,12 +1021,10 @@ static int do_release(scree__store *s, scree__session *sess, const Scree__V1__Re
 
 static int do_delete(scree__store *s, scree__session *sess, const Scree__V1__Delete *q,
                      scree__reply *r) {
-  int rc = check_name(r, q->name);
+  scree__batch *b;
+  int rc = find_named(s, r, q->name, &b);
   if (rc != 0)
     return rc;
-  scree__batch *b = names_find(s, q->name);
-  if (b == NULL)
-    return FAIL(SCREE_ENOENT, "no batch named '%s'", q->name);
   if (b->state == BATCH_CREATED && b->creator != sess->id)
     return FAIL(SCREE_EPERM, "batch '%s' is being written by another connection", q->name);
   if (b->owner_uid != sess->uid && !scree__authz_is_admin(s->cfg.authz, sess->uid))
@@ -1097,12 +1103,10 @@ static int do_list(scree__store *s, const Scree__V1__List *q, scree__reply *r) {
 }
 
 static int do_stat(scree__store *s, const Scree__V1__Stat *q, scree__reply *r) {
-  int rc = check_name(r, q->name);
+  scree__batch *b;
+  int rc = find_named(s, r, q->name, &b);
   if (rc != 0)
     return rc;
-  scree__batch *b = names_find(s, q->name);
-  if (b == NULL)
-    return FAIL(SCREE_ENOENT, "no batch named '%s'", q->name);
   Scree__V1__StatReply *sr = &r->body.stat;
   scree__v1__stat_reply__init(sr);
   fill_info(&r->info, &r->desc, r->inner, b, now_ns());
