@@ -17,63 +17,7 @@
 
 #include "scree/attention.h"
 
-static uint64_t rng_state;
-
-static uint64_t next_u64(void) {
-  uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
-static float uniform(void) { return (float)((double)(next_u64() >> 11) * 0x1.0p-53 * 2.0 - 1.0); }
-
-static uint64_t fresh_seed(void) {
-  static uint64_t counter;
-  const char *env = getenv("SCREE_TEST_SEED");
-  if (env != NULL)
-    return strtoull(env, NULL, 0) + counter++;
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (uint64_t)ts.tv_sec * 1000000007ull + (uint64_t)ts.tv_nsec + 7919 * counter++;
-}
-
-static uint16_t to_bf16(float f) {
-  uint32_t u;
-  memcpy(&u, &f, 4);
-  return (uint16_t)((u + 0x7fff + ((u >> 16) & 1)) >> 16);
-}
-
-static float from_bf16(uint16_t h) {
-  uint32_t u = (uint32_t)h << 16;
-  float f;
-  memcpy(&f, &u, 4);
-  return f;
-}
-
-static uint16_t to_f16(float f) {
-  if (f == 0.0f)
-    return 0;
-  uint16_t sign = f < 0 ? 0x8000 : 0;
-  double a = fabs((double)f);
-  if (a < ldexp(1.0, -14))
-    return sign | (uint16_t)nearbyint(ldexp(a, 24));
-  int e;
-  double m = frexp(a, &e);
-  double q = nearbyint(ldexp(m, 11));
-  if (q == 2048.0) {
-    q = 1024.0;
-    e++;
-  }
-  return sign | (uint16_t)((e - 1 + 15) << 10) | (uint16_t)((int)q - 1024);
-}
-
-static float from_f16(uint16_t h) {
-  int exp = (h >> 10) & 0x1f;
-  int man = h & 0x3ff;
-  double v = exp == 0 ? ldexp(man, -24) : exp == 31 ? NAN : ldexp(1024 + man, exp - 25);
-  return (float)((h & 0x8000) ? -v : v);
-}
+#include "../attn_testutil.h"
 
 #define CK(call)                                                                       \
   do {                                                                                 \

@@ -11,70 +11,7 @@
 
 #include "scree/attention.h"
 
-/* ---- random numbers and rounding, written independently of the library */
-
-static uint64_t rng_state;
-
-static uint64_t next_u64(void) {
-  uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
-static double uniform(void) { return (double)(next_u64() >> 11) * 0x1.0p-53 * 2.0 - 1.0; }
-
-static uint64_t fresh_seed(void) {
-  static uint64_t counter;
-  const char *env = getenv("SCREE_TEST_SEED");
-  if (env != NULL)
-    return strtoull(env, NULL, 0) + counter++;
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (uint64_t)ts.tv_sec * 1000000007ull + (uint64_t)ts.tv_nsec + 7919 * counter++;
-}
-
-static uint16_t to_bf16(float f) {
-  uint32_t u;
-  memcpy(&u, &f, 4);
-  uint32_t lsb = (u >> 16) & 1;
-  return (uint16_t)((u + 0x7fff + lsb) >> 16);
-}
-
-static double from_bf16(uint16_t h) {
-  uint32_t u = (uint32_t)h << 16;
-  float f;
-  memcpy(&f, &u, 4);
-  return f;
-}
-
-/* fp16 through its value (the inputs are in [-4, 4], so nothing overflows);
- * ldexp/frexp keep this independent of the library's bit tricks. */
-static uint16_t to_f16(float f) {
-  if (f == 0.0f)
-    return 0;
-  uint16_t sign = f < 0 ? 0x8000 : 0;
-  double a = fabs((double)f);
-  if (a < ldexp(1.0, -14)) /* subnormal: multiples of 2^-24 */
-    return sign | (uint16_t)nearbyint(ldexp(a, 24));
-  int e;
-  double m = frexp(a, &e); /* a = m * 2^e, m in [0.5, 1) */
-  double q = nearbyint(ldexp(m, 11)); /* 11 significant bits, ties to even */
-  if (q == 2048.0) {
-    q = 1024.0;
-    e++;
-  }
-  int exp = e - 1 + 15;
-  cr_assert(exp > 0 && exp < 31, "fp16 test input out of the normal range: %g", (double)f);
-  return sign | (uint16_t)(exp << 10) | (uint16_t)((int)q - 1024);
-}
-
-static double from_f16(uint16_t h) {
-  int exp = (h >> 10) & 0x1f;
-  int man = h & 0x3ff;
-  double v = exp == 0 ? ldexp(man, -24) : ldexp(1024 + man, exp - 25);
-  return (h & 0x8000) ? -v : v;
-}
+#include "../attn_testutil.h"
 
 static size_t esize(scree_dtype t) { return t == SCREE_FLOAT32 ? 4 : 2; }
 
