@@ -11,8 +11,12 @@ reads and writes the real tokens (2 x packed bytes); unpacking reads the
 packed bytes and writes the whole padded tensor. The headline is each
 method's ratio to a plain device copy of the packed tensor (target >= 0.85).
 Times are CUDA-event medians over --reps calls, each call measured alone,
-including any host sync the method makes. "[triton]" rows use scree's Triton
-copy kernels (SCREE_BRIDGES_KERNEL=triton) instead of torch ops.
+including any host sync the method makes; a second column times --reps calls
+back to back (the copy too), where one call's host work overlaps the device
+work before it. scree's rows without a tag run the default path (on CUDA:
+the C packing kernels of scree/ragged.h, the Triton unpacking kernels);
+"[triton]" and "[torch ops]" rows force the other paths
+(SCREE_BRIDGES_KERNEL=triton or torch).
 
   python bench/bridges_gpu.py --out results/bridges_gpu.json
 
@@ -58,9 +62,12 @@ def lengths_for(batch: int, cap: int, tokens: int, seed: int = 0, sigma: float =
     return draw(lo)
 
 
-def time_ms(fn: Callable[[], Any], reps: int, torch: Any, kernel: str = "torch") -> float:
-    """Median CUDA-event time of ``fn``; ``kernel`` picks scree's copy path
-    (SCREE_BRIDGES_KERNEL) for the duration."""
+def time_ms(fn: Callable[[], Any], reps: int, torch: Any, kernel: str = "") -> tuple[float, float]:
+    """Median CUDA-event time of ``fn`` called alone, and the mean time of a
+    call among ``reps`` called back to back (one event pair around them all:
+    the host work of one call overlaps the device work of the one before,
+    as in a loop converting batch after batch). ``kernel`` picks scree's
+    copy path (SCREE_BRIDGES_KERNEL; empty is the default) for both."""
     os.environ["SCREE_BRIDGES_KERNEL"] = kernel
     cuda = torch.cuda.is_available()
     for _ in range(3):
@@ -80,8 +87,17 @@ def time_ms(fn: Callable[[], Any], reps: int, torch: Any, kernel: str = "torch")
         end.record()
         end.synchronize()
         times.append(start.elapsed_time(end))
-    os.environ["SCREE_BRIDGES_KERNEL"] = "torch"
-    return float(np.median(times))
+    stream_ms = float("nan")
+    if cuda:
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(reps):
+            fn()
+        end.record()
+        end.synchronize()
+        stream_ms = start.elapsed_time(end) / reps
+    os.environ.pop("SCREE_BRIDGES_KERNEL", None)
+    return float(np.median(times)), stream_ms
 
 
 def run_case(case: dict, reps: int, torch: Any) -> dict:
@@ -112,9 +128,12 @@ def run_case(case: dict, reps: int, torch: Any) -> dict:
         "copy of the packed tensor": lambda: dst.copy_(packed),
         "scree from_hf_padded": lambda: bridges.from_hf_padded(hs, mask),
         "scree from_hf_padded [triton]": lambda: bridges.from_hf_padded(hs, mask),
+        "scree from_hf_padded [torch ops]": lambda: bridges.from_hf_padded(hs, mask),
         "scree from_padded, host lengths (no sync)": lambda: bridges.from_padded(
             hs, lengths=host_lengths),
         "scree from_padded, host lengths [triton]": lambda: bridges.from_padded(
+            hs, lengths=host_lengths),
+        "scree from_padded, host lengths [torch ops]": lambda: bridges.from_padded(
             hs, lengths=host_lengths),
         "hs[mask.bool()] (syncs)": lambda: hs[mask_bool],
         "index_select, indices known": lambda: hs_flat.index_select(0, flat_idx),
@@ -124,7 +143,7 @@ def run_case(case: dict, reps: int, torch: Any) -> dict:
     nt = bridges.to_torch_nested(arr)
     unpack_ways: dict[str, Callable[[], Any]] = {
         "scree to_hf_padded": lambda: bridges.to_hf_padded(arr),
-        "scree to_hf_padded [triton]": lambda: bridges.to_hf_padded(arr),
+        "scree to_hf_padded [torch ops]": lambda: bridges.to_hf_padded(arr),
         "zeros + index_copy_, indices known": lambda: torch.zeros_like(hs_flat).index_copy_(
             0, flat_idx, packed),
         "zeros + out[mask] = values (syncs)": lambda: torch.zeros_like(hs).index_put_(
@@ -137,17 +156,21 @@ def run_case(case: dict, reps: int, torch: Any) -> dict:
                                     ("unpack", unpack_ways, packed_bytes + padded_bytes)):
         for name, fn in ways.items():
             try:
-                ms = time_ms(fn, reps, torch, "triton" if "[triton]" in name else "torch")
+                kernel = ("triton" if "[triton]" in name else
+                          "torch" if "[torch ops]" in name else "")
+                ms, stream_ms = time_ms(fn, reps, torch, kernel)
             except Exception as e:  # report, e.g., int32 numel limits, and go on
                 rows.append(dict(direction=direction, method=name, error=f"{type(e).__name__}: {e}"[:120]))
                 torch.cuda.synchronize()
                 continue
             gbps = useful / ms / 1e6
-            rows.append(dict(direction=direction, method=name, ms=ms, gb_s=gbps))
-    copy_gbps = rows[0]["gb_s"]
+            rows.append(dict(direction=direction, method=name, ms=ms, gb_s=gbps,
+                             stream_ms=stream_ms, stream_gb_s=useful / stream_ms / 1e6))
+    copy, copy_stream = rows[0]["gb_s"], rows[0]["stream_gb_s"]
     for r in rows:
         if "gb_s" in r:
-            r["ratio_to_copy"] = r["gb_s"] / copy_gbps
+            r["ratio_to_copy"] = r["gb_s"] / copy
+            r["stream_ratio_to_copy"] = r["stream_gb_s"] / copy_stream
     return dict(case=case["name"], batch=B, max_length=S, tokens=T, dim=D, dtype=str(dtype),
                 padding=1 - T / (B * S), packed_mib=packed_bytes / 2**20,
                 padded_mib=padded_bytes / 2**20, rows=rows)
@@ -155,17 +178,20 @@ def run_case(case: dict, reps: int, torch: Any) -> dict:
 
 def markdown(results: list[dict], device: str) -> str:
     out = [f"Padded <-> packed on {device}, {results[0]['dtype']}, medians.\n",
-           "| case | direction | method | ms | useful GB/s | ratio to copy |",
-           "| --- | --- | --- | ---: | ---: | ---: |"]
+           "| case | direction | method | ms | useful GB/s | ratio to copy "
+           "| back to back: ms | ratio to copy |",
+           "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
     for res in results:
         label = (f"B={res['batch']}, max {res['max_length']}, D={res['dim']}, "
                  f"{res['tokens']:,} tokens ({100 * res['padding']:.0f}% padding)")
         for r in res["rows"]:
             if "error" in r:
-                out.append(f"| {label} | {r['direction']} | {r['method']} | fails: {r['error']} | | |")
+                out.append(f"| {label} | {r['direction']} | {r['method']} | fails: {r['error']} "
+                           "| | | | |")
             else:
                 out.append(f"| {label} | {r['direction']} | {r['method']} | {r['ms']:.3f} | "
-                           f"{r['gb_s']:,.0f} | {r['ratio_to_copy']:.2f} |")
+                           f"{r['gb_s']:,.0f} | {r['ratio_to_copy']:.2f} | "
+                           f"{r['stream_ms']:.3f} | {r['stream_ratio_to_copy']:.2f} |")
     return "\n".join(out) + "\n"
 
 

@@ -15,7 +15,7 @@
 static uint64_t rng_state;
 
 /* splitmix64 */
-static uint64_t next_u64(void) {
+static inline uint64_t next_u64(void) {
   uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
@@ -23,11 +23,11 @@ static uint64_t next_u64(void) {
 }
 
 /* Uniform in [-1, 1). */
-static double uniform(void) { return (double)(next_u64() >> 11) * 0x1.0p-53 * 2.0 - 1.0; }
+static inline double uniform(void) { return (double)(next_u64() >> 11) * 0x1.0p-53 * 2.0 - 1.0; }
 
 /* A new seed on every call (time and a counter), or SCREE_TEST_SEED plus
  * the counter to replay a failure. */
-static uint64_t fresh_seed(void) {
+static inline uint64_t fresh_seed(void) {
   static uint64_t counter;
   const char *env = getenv("SCREE_TEST_SEED");
   if (env != NULL)
@@ -38,14 +38,14 @@ static uint64_t fresh_seed(void) {
 }
 
 /* bfloat16, rounded to nearest even. */
-static uint16_t to_bf16(float f) {
+static inline uint16_t to_bf16(float f) {
   uint32_t u;
   memcpy(&u, &f, 4);
   uint32_t lsb = (u >> 16) & 1;
   return (uint16_t)((u + 0x7fff + lsb) >> 16);
 }
 
-static double from_bf16(uint16_t h) {
+static inline double from_bf16(uint16_t h) {
   uint32_t u = (uint32_t)h << 16;
   float f;
   memcpy(&f, &u, 4);
@@ -55,7 +55,7 @@ static double from_bf16(uint16_t h) {
 /* fp16 through its value (test inputs lie in [-4, 4], so nothing
  * overflows); ldexp/frexp keep this independent of the library's bit
  * tricks. */
-static uint16_t to_f16(float f) {
+static inline uint16_t to_f16(float f) {
   if (f == 0.0f)
     return 0;
   uint16_t sign = f < 0 ? 0x8000 : 0;
@@ -76,7 +76,7 @@ static uint16_t to_f16(float f) {
 
 /* fp16 to double; an all-ones exponent (the poison the GPU test writes
  * before each run) reads as NaN. */
-static double from_f16(uint16_t h) {
+static inline double from_f16(uint16_t h) {
   int exp = (h >> 10) & 0x1f;
   int man = h & 0x3ff;
   double v = exp == 0 ? ldexp(man, -24) : exp == 31 ? NAN : ldexp(1024 + man, exp - 25);

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "scree/attention.h"
+#include "scree/ragged.h"
 
 PyObject *scree__py_attention_fwd(PyObject *mod, PyObject *args, PyObject *kwds) {
   static char *kwlist[] = {"device", "q_dtype", "k_dtype", "v_dtype", "q", "k", "v",
@@ -67,6 +68,56 @@ PyObject *scree__py_attention_fwd(PyObject *mod, PyObject *args, PyObject *kwds)
   Py_BEGIN_ALLOW_THREADS
   rc = scree_attention_fwd(&a);
   Py_END_ALLOW_THREADS
+  if (rc < 0)
+    return scree__py_raise(rc, msg);
+  Py_RETURN_NONE;
+}
+
+/* The Python layer (scree.bridges) allocates work, host (pinned) and the
+ * packed values with torch and passes their addresses and torch's current
+ * stream. The plan waits for its stream, so the GIL is released around it. */
+PyObject *scree__py_pack_plan(PyObject *mod, PyObject *args) {
+  unsigned long long mask, work, host, stream;
+  int mask_dtype, side;
+  long long batch, seqlen;
+  if (!PyArg_ParseTuple(args, "KiLLiKKK:pack_plan", &mask, &mask_dtype, &batch, &seqlen, &side,
+                        &work, &host, &stream))
+    return NULL;
+  char msg[SCREE__ERRMSG] = "";
+  scree_pack_plan_args a = {
+      .mask = (const void *)(uintptr_t)mask,
+      .mask_dtype = (scree_dtype)mask_dtype,
+      .batch = batch,
+      .seqlen = seqlen,
+      .side = side,
+      .work = (int64_t *)(uintptr_t)work,
+      .host = (int64_t *)(uintptr_t)host,
+      .stream = (void *)(uintptr_t)stream,
+      .msg = msg,
+      .msg_len = sizeof(msg),
+  };
+  int rc;
+  Py_BEGIN_ALLOW_THREADS
+  rc = scree_pack_plan_cuda(&a);
+  Py_END_ALLOW_THREADS
+  if (rc < 0)
+    return scree__py_raise(rc, msg);
+  Py_RETURN_NONE;
+}
+
+/* Only queues the gather: the GIL stays held, as for any launch. */
+PyObject *scree__py_pack_rows(PyObject *mod, PyObject *args) {
+  unsigned long long padded, values, offsets, shift, stream;
+  unsigned long long row_bytes;
+  long long batch, total;
+  if (!PyArg_ParseTuple(args, "KKKKKLLK:pack_rows", &padded, &values, &row_bytes, &offsets,
+                        &shift, &batch, &total, &stream))
+    return NULL;
+  char msg[SCREE__ERRMSG] = "";
+  int rc = scree_pack_rows_cuda((const void *)(uintptr_t)padded, (void *)(uintptr_t)values,
+                                (size_t)row_bytes, (const int64_t *)(uintptr_t)offsets,
+                                (const int64_t *)(uintptr_t)shift, batch, total,
+                                (void *)(uintptr_t)stream, msg, sizeof(msg));
   if (rc < 0)
     return scree__py_raise(rc, msg);
   Py_RETURN_NONE;

@@ -76,6 +76,12 @@ static PyMethodDef module_methods[] = {
      "total_q, total_k, max_seqlen_q, max_seqlen_k, num_heads_q, num_heads_kv, head_dim, "
      "scale, causal, window_left=-1, window_right=-1, stream=0, num_threads=0): "
      "scree_attention_fwd on buffers given by address"},
+    {"pack_plan", scree__py_pack_plan, METH_VARARGS,
+     "pack_plan(mask, mask_dtype, batch, seqlen, side, work, host, stream): "
+     "scree_pack_plan_cuda on buffers given by address; waits for the stream"},
+    {"pack_rows", scree__py_pack_rows, METH_VARARGS,
+     "pack_rows(padded, values, row_bytes, offsets, shift, batch, total, stream): "
+     "scree_pack_rows_cuda on buffers given by address"},
     {NULL, NULL, 0, NULL},
 };
 

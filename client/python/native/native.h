@@ -59,6 +59,12 @@ PyObject *scree__py_tensor_new(scree__py_lease *owner, int which);
  * by address (kernels.c). Returns None or raises the library's error. */
 PyObject *scree__py_attention_fwd(PyObject *mod, PyObject *args, PyObject *kwds);
 
+/* pack_plan(...) and pack_rows(...): scree/ragged.h's packing steps on
+ * buffers given by address (kernels.c), positional arguments only: they sit
+ * on the path of every CUDA from_hf_padded and from_padded. */
+PyObject *scree__py_pack_plan(PyObject *mod, PyObject *args);
+PyObject *scree__py_pack_rows(PyObject *mod, PyObject *args);
+
 /* Drops one owner of the client and closes it when close() was asked for and
  * none is left. Called with the GIL held. */
 void scree__py_client_unown(scree__py_client *self);

@@ -29,6 +29,11 @@ import numpy as np
 from .array import Array, _type_label, framework_of, pack, to_host
 from .errors import InvalidArgument
 
+try:
+    from . import _native  # type: ignore[attr-defined]
+except ImportError:  # a source tree without the built extension
+    _native = None
+
 __all__ = [
     "from_hf_padded",
     "to_hf_padded",
@@ -77,6 +82,17 @@ def _triton_copies(device: Any, dtype: Any, default: bool) -> bool:
     if device.type == "cuda":
         return True
     return choice == "triton" and os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def _native_packing(device: Any) -> bool:
+    """Whether to pack CUDA tensors with screekernels' C packing kernels
+    (scree/ragged.h, through ``scree._native``): the default on CUDA when the
+    extension was built with CUDA. ``SCREE_BRIDGES_KERNEL=torch`` or
+    ``=triton`` picks those paths instead, for comparing them."""
+    if device.type != "cuda" or os.environ.get("SCREE_BRIDGES_KERNEL", "") in ("torch", "triton"):
+        return False
+    return _native is not None and bool(getattr(_native, "HAVE_CUDA_KERNELS", 0)) and hasattr(
+        _native, "pack_rows")
 
 
 def _check_side(side: str, allow_auto: bool = False) -> None:
@@ -192,6 +208,80 @@ def _upload(host: np.ndarray, device: Any) -> Any:
     return staging.to(device, non_blocking=True)
 
 
+# scree.dtype codes of the mask dtypes the C plan reads (scree/dtype.h).
+_MASK_CODES = {"bool": 1, "int8": 2, "int16": 3, "int32": 4, "int64": 5, "uint8": 6}
+_SIDE_CODES = {"right": 0, "left": 1, "auto": 2}
+
+
+class _CudaCall:
+    """Makes ``device`` current for the native launches when it is not
+    already (the usual case costs one query), and holds its current stream."""
+
+    def __init__(self, device: Any) -> None:
+        torch = _torch()
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        self._guard = None if index == torch.cuda.current_device() else torch.cuda.device(index)
+        self.device = device
+
+    def __enter__(self) -> int:
+        if self._guard is not None:
+            self._guard.__enter__()
+        return _torch().cuda.current_stream(self.device).cuda_stream
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._guard is not None:
+            self._guard.__exit__(*exc)
+
+
+def _row_bytes(padded: Any) -> int:
+    n = padded.element_size()
+    for d in padded.shape[2:]:
+        n *= int(d)
+    return n
+
+
+def _pack_rows_native(padded: Any, offsets: Any, shift_ptr: int, host: np.ndarray,
+                      stream: int) -> Array:
+    """Queue the C gather of ``padded``'s real rows into a new packed tensor
+    (``offsets`` and the shifts at ``shift_ptr`` already on the device,
+    ``host`` the offsets on the host)."""
+    torch = _torch()
+    B, total = int(padded.shape[0]), int(host[-1])
+    values = torch.empty((total, *padded.shape[2:]), dtype=padded.dtype, device=padded.device)
+    if total and values.numel():
+        src = padded if padded.is_contiguous() else padded.contiguous()
+        _native.pack_rows(src.data_ptr(), values.data_ptr(), _row_bytes(padded),
+                          offsets.data_ptr(), shift_ptr, B, total, stream)
+    return Array(values, offsets, host_offsets=host, validate=False)
+
+
+def _from_masked_native(padded: Any, mask: Any, side: str, name: str) -> Array:
+    """The CUDA path of :func:`_from_masked`: the C plan summarises the mask
+    and computes offsets and shifts in two small kernels, one copy of the
+    offsets comes back to the host (the one sync), and the C gather packs."""
+    torch = _torch()
+    code = _MASK_CODES.get(str(mask.dtype).rsplit(".", 1)[-1])
+    if code is None:
+        raise InvalidArgument(f"mask must be bool or an integer dtype of 0 and 1, got {mask.dtype}")
+    B, S = int(mask.shape[0]), int(mask.shape[1])
+    dev = padded.device
+    mask = mask if mask.is_contiguous() else mask.contiguous()
+    work = torch.empty(6 * B + 3, dtype=torch.int64, device=dev)
+    pinned = torch.empty(B + 3, dtype=torch.int64, pin_memory=True)
+    with _CudaCall(dev) as stream:
+        _native.pack_plan(mask.data_ptr(), code, B, S, _SIDE_CODES[side], work.data_ptr(),
+                          pinned.data_ptr(), stream)
+        plan = pinned.numpy()
+        if plan[B + 1] >= 0:
+            # A bad row: the summary, read back only now, names what is wrong.
+            summary = work[2 * B + 3:].view(4, B).cpu().numpy()
+            _check_mask_rows(summary, S, side, mask, name)
+            raise InvalidArgument(f"{name} row {int(plan[B + 1])} is not a valid mask row")
+        host = plan[: B + 1].copy()  # pinned memory goes back to torch's cache
+        return _pack_rows_native(padded, work[: B + 1], work.data_ptr() + 8 * (B + 3), host,
+                                 stream)
+
+
 def _gather(padded: Any, fw: str, lengths: np.ndarray, starts: np.ndarray,
             lengths_dev: Any = None) -> Array:
     """Pack row ``b``'s tokens ``[starts[b], starts[b] + lengths[b])`` of a
@@ -213,6 +303,9 @@ def _gather(padded: Any, fw: str, lengths: np.ndarray, starts: np.ndarray,
         dev = padded.device
         both = _upload(np.concatenate([host, shift]), dev)
         offsets, shift_dev = both[: B + 1], both[B + 1 :]
+        if _native_packing(dev):
+            with _CudaCall(dev) as stream:
+                return _pack_rows_native(padded, offsets, shift_dev.data_ptr(), host, stream)
         if _triton_copies(dev, padded.dtype, default=False):
             from .kernels.triton import pack_padded
 
@@ -313,6 +406,8 @@ def _check_padded(padded: Any, mask: Any, names: tuple[str, str]) -> str:
 
 def _from_masked(padded: Any, mask: Any, side: str, names: tuple[str, str]) -> Array:
     fw = _check_padded(padded, mask, names)
+    if fw == "torch" and _native_packing(padded.device):
+        return _from_masked_native(padded, mask, side, names[1])
     if fw == "torch":
         lengths_dev, summary = _mask_summary_torch(mask)
     else:

@@ -1,0 +1,104 @@
+/* Packing padded batches into the ragged layout on NVIDIA GPUs.
+ *
+ * These are the two device steps of scree.bridges.from_hf_padded and
+ * from_padded on CUDA tensors, in C so that a conversion costs two small
+ * kernels, one short device-to-host copy and one gather, with almost no host
+ * time between them:
+ *
+ *   scree_pack_plan_cuda   reads a (batch, seqlen) mask and computes every
+ *                          row's length, where its real tokens start, the
+ *                          offsets and the per-row source shift; it copies
+ *                          the offsets to the host and waits for them (the
+ *                          one sync: the caller needs the total to allocate);
+ *   scree_pack_rows_cuda   gathers the real tokens into the packed values.
+ *
+ * Token t of row b (offsets[b] <= t < offsets[b+1]) comes from padded row
+ * t + shift[b] of the padded array seen as (batch * seqlen) rows, that is
+ * from position start_b + (t - offsets[b]) of row b. A caller that knows the
+ * lengths on the host computes offsets and shift itself and only gathers.
+ *
+ * The host's CPU path for the same conversions is scree_unpad in
+ * scree/array.h. No CUDA type appears here: streams are cudaStream_t passed
+ * as void *. */
+#ifndef SCREE_RAGGED_H
+#define SCREE_RAGGED_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "scree/array.h"
+#include "scree/dtype.h"
+#include "scree/error.h"
+#include "scree/export.h"
+
+SCREE_EXTERN_C_BEGIN
+
+/* The side of a row the plan allows the padding on: SCREE_PAD_RIGHT (real
+ * tokens are a prefix of the row) or SCREE_PAD_LEFT (a suffix), from
+ * scree/array.h, or this: either, decided row by row. */
+#define SCREE_PAD_AUTO 2
+
+/* Entries of the per-row summary (plan->summary + k * batch for entry k). */
+enum {
+  SCREE_PACK_SUMMARY_LENGTH = 0,     /* the row's nonzero count */
+  SCREE_PACK_SUMMARY_FIRST = 1,      /* first nonzero position, seqlen if none */
+  SCREE_PACK_SUMMARY_LAST = 2,       /* last nonzero position, -1 if none */
+  SCREE_PACK_SUMMARY_NOT_BINARY = 3  /* 1 if the row holds a value not 0 or 1 */
+};
+
+typedef struct scree_pack_plan_args {
+  /* (batch, seqlen) contiguous mask in device memory: SCREE_BOOL or an
+   * integer dtype (SCREE_INT8/16/32/64, SCREE_UINT8). Nonzero marks a real
+   * token; any value other than 0 and 1 makes the row bad. */
+  const void *mask;
+  scree_dtype mask_dtype;
+  int64_t batch;
+  int64_t seqlen;
+  int side; /* SCREE_PAD_RIGHT, SCREE_PAD_LEFT or SCREE_PAD_AUTO */
+
+  /* Device memory of scree_pack_plan_work_len(batch) int64s, laid out as
+   *   [0, batch]               offsets (the caller's Array keeps these)
+   *   batch + 1                first bad row, -1 when every row is good
+   *   batch + 2                the longest row
+   *   batch + 3 ...            shift (batch entries)
+   *   then                     the summary (4 * batch entries, see above)
+   * A row is bad when it holds values other than 0 and 1, when its real
+   * tokens are not contiguous, or when they are not on the side allowed. */
+  int64_t *work;
+  /* Pinned (page-locked) host memory of batch + 3 int64s: receives the
+   * first batch + 3 entries of work. */
+  int64_t *host;
+
+  void *stream;   /* a cudaStream_t; NULL is the legacy stream */
+  char *msg;      /* optional: receives a message naming the bad argument */
+  size_t msg_len; /* size of msg in bytes */
+} scree_pack_plan_args;
+
+/* Number of int64 entries the work buffer of scree_pack_plan_cuda needs. */
+SCREE_API int64_t scree_pack_plan_work_len(int64_t batch);
+
+/* Runs the plan on args->stream and waits for the stream, so that
+ * args->host holds the offsets, the first bad row and the longest row on
+ * return. The mask is not checked here beyond what the summary says: the
+ * caller reads host[batch + 1] and, for a bad row, the summary for its
+ * message. Returns 0, SCREE_EINVAL for a bad argument (the message names
+ * it), SCREE_ENOTSUP in a build without CUDA, SCREE_ECUDA when CUDA fails
+ * (the message holds CUDA's own). */
+SCREE_API int scree_pack_plan_cuda(const scree_pack_plan_args *args);
+
+/* Copies token t of the packed output, for every t < total, from padded row
+ * t + shift[b] of its row b (see above): values[t] = padded[t + shift[b]],
+ * each row row_bytes long. offsets (batch + 1 entries, offsets[0] = 0,
+ * non-decreasing, offsets[batch] = total) and shift (batch entries) are
+ * int64 in device memory; padded and values are device memory. Asynchronous
+ * on stream. The offsets are trusted: the caller made them (through the
+ * plan or from validated host lengths). Returns 0, SCREE_EINVAL naming a
+ * bad argument, SCREE_ENOTSUP without CUDA, SCREE_ECUDA. */
+SCREE_API int scree_pack_rows_cuda(const void *padded, void *values, size_t row_bytes,
+                                   const int64_t *offsets, const int64_t *shift,
+                                   int64_t batch, int64_t total, void *stream, char *msg,
+                                   size_t msg_len);
+
+SCREE_EXTERN_C_END
+
+#endif /* SCREE_RAGGED_H */
