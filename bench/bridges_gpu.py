@@ -36,7 +36,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "client" / "python"))
+try:  # the installed package (with its native extension) first
+    import scree  # noqa: F401
+except ImportError:  # else the source tree: the pure-Python paths only
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "client" / "python"))
 
 CASES = [
     dict(name="B=64, max 8192, D=4096", batch=64, cap=8192, tokens=71_724, dim=4096),
@@ -217,7 +220,12 @@ def main() -> int:
         print("bridges_gpu: no CUDA device; this benchmark needs a GPU (skipped)")
         return 0
     else:
+        from scree import bridges
+
         device = torch.cuda.get_device_name()
+        packing = ("the C kernels of scree/ragged.h" if bridges._native_packing(torch.device("cuda"))
+                   else "torch ops (scree._native without CUDA)")
+        device += f"; default packing path: {packing}"
     results = []
     for case in cases:
         results.append(run_case(case, args.reps, torch))

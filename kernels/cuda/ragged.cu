@@ -14,6 +14,9 @@
 
 #include <climits>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
 
 #include "../cpu/attention_internal.h"
 #include "scree/ragged.h"
@@ -23,9 +26,7 @@ namespace {
 constexpr int kSummaryThreads = 256;
 constexpr int kPlanThreads = 1024;
 constexpr int kGatherThreads = 256;
-constexpr int kGatherVectors = 4096; /* vectors a gather block moves, about */
 constexpr int kGatherMaxTokens = 256;
-constexpr int kUnroll = 4;
 
 struct row_summary {
   long long count, first, last;
@@ -170,9 +171,26 @@ __global__ void __launch_bounds__(kPlanThreads)
   }
 }
 
+/* Loads and stores, with or without the streaming cache hint (each byte is
+ * touched once: evict-first keeps the copy from flushing L2). */
+template <bool kStream, typename V> __device__ __forceinline__ V load(const V *p) {
+  if constexpr (kStream)
+    return __ldcs(p);
+  else
+    return *p;
+}
+
+template <bool kStream, typename V> __device__ __forceinline__ void store(V *p, V v) {
+  if constexpr (kStream)
+    __stcs(p, v);
+  else
+    *p = v;
+}
+
 /* Output tokens [t0, t0 + tokens) of one block; V is the widest vector that
- * divides the row and both base addresses. */
-template <typename V>
+ * divides the row and both base addresses. kUnroll loads are in flight per
+ * thread before the first store. */
+template <typename V, int kUnroll, bool kStream>
 __global__ void __launch_bounds__(kGatherThreads)
     gather_kernel(const V *__restrict__ padded, V *__restrict__ values, long long nvec,
                   const long long *__restrict__ offsets, const long long *__restrict__ shift,
@@ -196,7 +214,7 @@ __global__ void __launch_bounds__(kGatherThreads)
   }
   __syncthreads();
   if (tokens_per_block == 1) {
-    /* Rows of kGatherVectors vectors or more: one row a block. */
+    /* Rows longer than a block's share: one row a block. */
     const V *from = padded + src[0] * nvec;
     V *to = values + t0 * nvec;
     for (long long i = threadIdx.x; i < nvec; i += kUnroll * kGatherThreads) {
@@ -204,15 +222,15 @@ __global__ void __launch_bounds__(kGatherThreads)
 #pragma unroll
       for (int k = 0; k < kUnroll; k++)
         if (i + k * kGatherThreads < nvec)
-          r[k] = from[i + k * kGatherThreads];
+          r[k] = load<kStream>(from + i + k * kGatherThreads);
 #pragma unroll
       for (int k = 0; k < kUnroll; k++)
         if (i + k * kGatherThreads < nvec)
-          to[i + k * kGatherThreads] = r[k];
+          store<kStream>(to + i + k * kGatherThreads, r[k]);
     }
     return;
   }
-  /* Here tokens * nvec < 2 * kGatherVectors: 32-bit indices. */
+  /* Here tokens * nvec < 2 * the block's share: 32-bit indices. */
   const unsigned n = (unsigned)(tokens * nvec), w = (unsigned)nvec;
   for (unsigned i = threadIdx.x; i < n; i += kUnroll * kGatherThreads) {
     V r[kUnroll];
@@ -221,24 +239,45 @@ __global__ void __launch_bounds__(kGatherThreads)
       const unsigned x = i + k * kGatherThreads;
       if (x < n) {
         const unsigned j = x / w;
-        r[k] = padded[src[j] * nvec + (x - j * w)];
+        r[k] = load<kStream>(padded + src[j] * nvec + (x - j * w));
       }
     }
 #pragma unroll
     for (int k = 0; k < kUnroll; k++) {
       const unsigned x = i + k * kGatherThreads;
       if (x < n)
-        values[t0 * nvec + x] = r[k];
+        store<kStream>(values + t0 * nvec + x, r[k]);
     }
   }
 }
 
-template <typename V>
-cudaError_t launch_gather(const void *padded, void *values, size_t row_bytes,
-                          const int64_t *offsets, const int64_t *shift, int batch, int64_t total,
-                          cudaStream_t stream) {
+/* The gather's shapes, measured in bench (SCREE_PACK_VARIANT, read once
+ * per process; 0 is the default): loads in flight per thread, the
+ * streaming hint, and the vectors one block moves. */
+struct gather_shape {
+  int unroll;
+  bool stream;
+  int vectors;
+};
+constexpr gather_shape kGatherShapes[] = {
+    {4, false, 4096}, {8, false, 4096}, {4, true, 4096}, {8, true, 8192}, {8, false, 8192}};
+
+int gather_variant() {
+  static int variant = -1;
+  if (variant < 0) {
+    const char *env = getenv("SCREE_PACK_VARIANT");
+    const int v = env != NULL ? atoi(env) : 0;
+    variant = v >= 0 && v < (int)(sizeof(kGatherShapes) / sizeof(kGatherShapes[0])) ? v : 0;
+  }
+  return variant;
+}
+
+template <typename V, int kUnroll, bool kStream>
+cudaError_t launch_gather_shape(const void *padded, void *values, size_t row_bytes,
+                                const int64_t *offsets, const int64_t *shift, int batch,
+                                int64_t total, int vectors, cudaStream_t stream) {
   const long long nvec = (long long)(row_bytes / sizeof(V));
-  long long per_block = kGatherVectors / nvec;
+  long long per_block = vectors / nvec;
   if (per_block < 1)
     per_block = 1;
   if (per_block > kGatherMaxTokens)
@@ -246,16 +285,107 @@ cudaError_t launch_gather(const void *padded, void *values, size_t row_bytes,
   const long long blocks = (total + per_block - 1) / per_block;
   if (blocks > INT_MAX)
     return cudaErrorInvalidConfiguration;
-  gather_kernel<V><<<(unsigned)blocks, kGatherThreads, 0, stream>>>(
+  gather_kernel<V, kUnroll, kStream><<<(unsigned)blocks, kGatherThreads, 0, stream>>>(
       static_cast<const V *>(padded), static_cast<V *>(values), nvec,
       reinterpret_cast<const long long *>(offsets), reinterpret_cast<const long long *>(shift),
       batch, (long long)total, (int)per_block);
   return cudaGetLastError();
 }
 
+template <typename V>
+cudaError_t launch_gather(const void *padded, void *values, size_t row_bytes,
+                          const int64_t *offsets, const int64_t *shift, int batch, int64_t total,
+                          cudaStream_t stream) {
+  const gather_shape g = kGatherShapes[gather_variant()];
+  if (g.unroll == 8 && g.stream)
+    return launch_gather_shape<V, 8, true>(padded, values, row_bytes, offsets, shift, batch,
+                                           total, g.vectors, stream);
+  if (g.unroll == 8)
+    return launch_gather_shape<V, 8, false>(padded, values, row_bytes, offsets, shift, batch,
+                                            total, g.vectors, stream);
+  if (g.stream)
+    return launch_gather_shape<V, 4, true>(padded, values, row_bytes, offsets, shift, batch,
+                                           total, g.vectors, stream);
+  return launch_gather_shape<V, 4, false>(padded, values, row_bytes, offsets, shift, batch,
+                                          total, g.vectors, stream);
+}
+
 int cuda_fail(cudaError_t err, char *msg, size_t msg_len, const char *what) {
   cudaGetLastError(); /* clear a sticky launch error so later calls see their own */
   return scree__attn_fail(SCREE_ECUDA, msg, msg_len, "%s: %s", what, cudaGetErrorString(err));
+}
+
+/* Pinned staging for host-to-device copies of offsets and shifts. A copy
+ * from pageable memory would make the host wait for the stream; pinned
+ * memory allocated per call costs more than the conversion. So a few slots
+ * of pinned memory are kept for the life of the process and used in turn;
+ * each slot's event, recorded after its copy, says when the stream is past
+ * it and the slot may be written again (by then it nearly always is: the
+ * wait is a check). Events belong to a device, so a slot moving to another
+ * device gets a new one. */
+constexpr int kStageSlots = 8;
+
+struct stage_slot {
+  int64_t *buf;
+  size_t cap; /* entries */
+  cudaEvent_t done;
+  int device;
+};
+
+std::mutex stage_lock;
+stage_slot stage[kStageSlots];
+int stage_next;
+
+int stage_copy(const int64_t *offsets, long long batch, long long seqlen, int side,
+               int64_t *work, cudaStream_t stream, char *msg, size_t msg_len) {
+  const size_t need = (size_t)(2 * batch + 1);
+  int device = 0;
+  cudaError_t err = cudaGetDevice(&device);
+  if (err != cudaSuccess)
+    return cuda_fail(err, msg, msg_len, "cudaGetDevice");
+  std::lock_guard<std::mutex> hold(stage_lock);
+  stage_slot &s = stage[stage_next];
+  stage_next = (stage_next + 1) % kStageSlots;
+  if (s.done != nullptr && (err = cudaEventSynchronize(s.done)) != cudaSuccess)
+    return cuda_fail(err, msg, msg_len, "waiting for a staging slot");
+  if (s.done != nullptr && s.device != device) {
+    cudaEventDestroy(s.done);
+    s.done = nullptr;
+  }
+  if (s.done == nullptr) {
+    if ((err = cudaEventCreateWithFlags(&s.done, cudaEventDisableTiming)) != cudaSuccess) {
+      s.done = nullptr;
+      return cuda_fail(err, msg, msg_len, "creating a staging event");
+    }
+    s.device = device;
+  }
+  if (s.cap < need) {
+    if (s.buf != nullptr)
+      cudaFreeHost(s.buf);
+    s.buf = nullptr;
+    s.cap = 0;
+    size_t cap = need < 4096 ? 4096 : need;
+    if (cudaHostAlloc((void **)&s.buf, cap * sizeof(int64_t), cudaHostAllocPortable) !=
+        cudaSuccess) {
+      cudaGetLastError();
+      s.buf = nullptr;
+      return scree__attn_fail(SCREE_ENOMEM, msg, msg_len,
+                              "no pinned memory for %zu staging entries", cap);
+    }
+    s.cap = cap;
+  }
+  int64_t *shift = s.buf + batch + 1;
+  memcpy(s.buf, offsets, (size_t)(batch + 1) * sizeof(int64_t));
+  for (long long b = 0; b < batch; b++) {
+    const long long start = side == SCREE_PAD_LEFT ? seqlen - (offsets[b + 1] - offsets[b]) : 0;
+    shift[b] = b * seqlen + start - offsets[b];
+  }
+  err = cudaMemcpyAsync(work, s.buf, need * sizeof(int64_t), cudaMemcpyHostToDevice, stream);
+  if (err == cudaSuccess)
+    err = cudaEventRecord(s.done, stream);
+  if (err != cudaSuccess)
+    return cuda_fail(err, msg, msg_len, "copying offsets to the device");
+  return 0;
 }
 
 } // namespace
@@ -324,4 +454,11 @@ extern "C" int scree__pack_rows_cuda(const void *padded, void *values, size_t ro
   if (err != cudaSuccess)
     return cuda_fail(err, msg, msg_len, "pack gather kernel");
   return 0;
+}
+
+extern "C" int scree__pack_stage_cuda(const int64_t *offsets, int64_t batch, int64_t seqlen,
+                                      int side, int64_t *work, void *stream, char *msg,
+                                      size_t msg_len) {
+  return stage_copy(offsets, batch, seqlen, side, work, static_cast<cudaStream_t>(stream), msg,
+                    msg_len);
 }

@@ -268,6 +268,75 @@ Test(ragged_cuda, gather_odd_batches) {
                "%s", msg);
 }
 
+/* Host lengths: many calls in a row on one stream, so the staging slots
+ * are reused (and grown) while earlier copies may still be queued, each
+ * checked against the host. */
+Test(ragged_cuda, lengths_reuse_staging) {
+  rng_state = fresh_seed();
+  cudaStream_t stream;
+  CK(cudaStreamCreate(&stream));
+  enum { CALLS = 40 };
+  int64_t *host_off[CALLS], *lengths[CALLS], *dwork[CALLS], total[CALLS], B[CALLS];
+  uint8_t *dout[CALLS];
+  const int64_t S = 33;
+  const size_t row = 24;
+  const int64_t maxB = 3000;
+  uint8_t *hp = malloc((size_t)(maxB * S) * row);
+  for (size_t i = 0; i < (size_t)(maxB * S) * row; i++)
+    hp[i] = (uint8_t)next_u64();
+  uint8_t *dp = NULL;
+  CK(cudaMalloc((void **)&dp, (size_t)(maxB * S) * row));
+  CK(cudaMemcpy(dp, hp, (size_t)(maxB * S) * row, cudaMemcpyHostToDevice));
+  for (int c = 0; c < CALLS; c++) {
+    B[c] = c % 3 == 0 ? 1 + rand_below(maxB) : 1 + rand_below(40);
+    lengths[c] = malloc((size_t)B[c] * 8);
+    host_off[c] = malloc((size_t)(B[c] + 1) * 8);
+    total[c] = 0;
+    for (int64_t b = 0; b < B[c]; b++)
+      total[c] += lengths[c][b] = rand_below(S + 1);
+    CK(cudaMalloc((void **)&dwork[c], (size_t)(2 * B[c] + 1) * 8));
+    CK(cudaMalloc((void **)&dout[c], (size_t)total[c] * row + 1));
+    char msg[256] = "";
+    scree_pack_lengths_args a = {.padded = dp, .values = dout[c], .row_bytes = row,
+                                 .lengths = lengths[c], .batch = B[c], .seqlen = S,
+                                 .total = total[c],
+                                 .side = c % 2 ? SCREE_PAD_LEFT : SCREE_PAD_RIGHT,
+                                 .host_offsets = host_off[c], .work = dwork[c],
+                                 .stream = stream, .msg = msg, .msg_len = sizeof(msg)};
+    cr_assert_eq(scree_pack_lengths_cuda(&a), 0, "call %d: %s", c, msg);
+    /* The caller's lengths may change once the call returns. */
+    memset(lengths[c], 0xff, (size_t)B[c] * 8);
+  }
+  CK(cudaStreamSynchronize(stream));
+  for (int c = 0; c < CALLS; c++) {
+    int64_t *off = malloc((size_t)(2 * B[c] + 1) * 8);
+    CK(cudaMemcpy(off, dwork[c], (size_t)(2 * B[c] + 1) * 8, cudaMemcpyDeviceToHost));
+    cr_expect(memcmp(off, host_off[c], (size_t)(B[c] + 1) * 8) == 0, "call %d: offsets", c);
+    cr_expect_eq(host_off[c][B[c]], total[c], "call %d: total", c);
+    uint8_t *got = malloc((size_t)total[c] * row + 1);
+    CK(cudaMemcpy(got, dout[c], (size_t)total[c] * row, cudaMemcpyDeviceToHost));
+    int same = 1;
+    for (int64_t b = 0; b < B[c] && same; b++) {
+      const int64_t n = off[b + 1] - off[b];
+      const int64_t start = c % 2 ? S - n : 0;
+      cr_expect_eq(off[B[c] + 1 + b], b * S + start - off[b], "call %d: shift[%lld]", c,
+                   (long long)b);
+      same = memcmp(got + (size_t)off[b] * row, hp + (size_t)(b * S + start) * row,
+                    (size_t)n * row) == 0;
+      cr_expect(same, "call %d: row %lld differs", c, (long long)b);
+    }
+    free(got);
+    free(off);
+    free(lengths[c]);
+    free(host_off[c]);
+    CK(cudaFree(dwork[c]));
+    CK(cudaFree(dout[c]));
+  }
+  CK(cudaFree(dp));
+  free(hp);
+  CK(cudaStreamDestroy(stream));
+}
+
 /* As in test_attention_cuda.c: check for a device in a child before
  * Criterion forks its workers. */
 __attribute__((constructor)) static void skip_without_device(void) {

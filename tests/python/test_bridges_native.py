@@ -149,3 +149,34 @@ def test_float_mask_is_rejected():
     hs, mask, _, _ = random_batch(2, 3, (4,), torch.float32, 0.0, 1)
     with pytest.raises(InvalidArgument, match="bool or an integer dtype"):
         bridges.from_hf_padded(hs, mask.float())
+
+
+def test_bad_lengths_raise_the_same_errors(monkeypatch):
+    hs, _, _, _ = random_batch(4, 6, (4,), torch.float32, 0.0, 2)
+    for bad, message in (([1, 2, 7, 0], "lengths[2]=7 is outside [0, 6]"),
+                         ([1, -1, 2, 0], "lengths[1]=-1 is outside [0, 6]")):
+        errors = []
+        for kernel in ("", "torch"):
+            monkeypatch.setenv("SCREE_BRIDGES_KERNEL", kernel)
+            with pytest.raises(InvalidArgument) as info:
+                bridges.from_padded(hs, lengths=bad)
+            errors.append(str(info.value))
+        assert errors[0] == errors[1] == message
+
+
+def test_many_conversions_in_flight():
+    """Host-length packing returns before its copies run: forty of them
+    queued back to back (reusing the staging memory) must each be right."""
+    g = np.random.default_rng()
+    hs = torch.randn(300, 64, 8, device="cuda", dtype=torch.float16)
+    wanted, got = [], []
+    for i in range(40):
+        B = int(g.integers(1, 300))
+        lengths = g.integers(0, 65, size=B)
+        side = "left" if i % 2 else "right"
+        got.append(bridges.from_padded(hs[:B], lengths=lengths.tolist(), padding_side=side))
+        wanted.append((B, lengths, side))
+    for arr, (B, lengths, side) in zip(got, wanted):
+        rows = [hs[b, 64 - n:] if side == "left" else hs[b, :n] for b, n in enumerate(lengths)]
+        assert torch.equal(arr.values, torch.cat(rows))
+        assert arr.offsets.cpu().tolist() == [0, *np.cumsum(lengths).tolist()]

@@ -90,6 +90,38 @@ Test(ragged_args, rows_reject_each_bad_argument) {
 #undef EXPECT_ROWS
 }
 
+Test(ragged_args, lengths_reject_each_bad_argument) {
+  int64_t lengths[3] = {2, 0, 3}, host_off[4], dwork[8];
+  uint8_t src[64] = {0}, dst[64] = {0};
+  scree_pack_lengths_args g = {.padded = src, .values = dst, .row_bytes = 2,
+                               .lengths = lengths, .batch = 3, .seqlen = 4, .total = 5,
+                               .side = SCREE_PAD_RIGHT, .host_offsets = host_off, .work = dwork,
+                               .msg = msg, .msg_len = sizeof(msg)};
+  cr_expect_eq(scree_pack_lengths_cuda(NULL), SCREE_EINVAL);
+#define EXPECT_LENGTHS(needle, field, value)                                              \
+  do {                                                                                    \
+    scree_pack_lengths_args a_ = g;                                                       \
+    a_.field = value;                                                                     \
+    msg[0] = '\0';                                                                        \
+    cr_expect_eq(scree_pack_lengths_cuda(&a_), SCREE_EINVAL, "expected EINVAL for %s",    \
+                 needle);                                                                 \
+    cr_expect(strstr(msg, needle) != NULL, "message '%s' should name %s", msg, needle);   \
+  } while (0)
+  EXPECT_LENGTHS("batch=-2", batch, -2);
+  EXPECT_LENGTHS("seqlen=-1", seqlen, -1);
+  EXPECT_LENGTHS("side=2", side, SCREE_PAD_AUTO);
+  EXPECT_LENGTHS("host_offsets is NULL", host_offsets, NULL);
+  EXPECT_LENGTHS("work is NULL", work, NULL);
+  EXPECT_LENGTHS("lengths is NULL", lengths, NULL);
+  EXPECT_LENGTHS("total=6 but the lengths sum to 5", total, 6);
+  EXPECT_LENGTHS("padded is NULL", padded, NULL);
+  EXPECT_LENGTHS("values is NULL", values, NULL);
+  EXPECT_LENGTHS("lengths[2]=3 is outside [0, 2]", seqlen, 2);
+  lengths[1] = -1;
+  EXPECT_LENGTHS("lengths[1]=-1 is outside [0, 4]", total, 4);
+#undef EXPECT_LENGTHS
+}
+
 /* Without CUDA in the build, good arguments get SCREE_ENOTSUP, not a crash
  * or a silent success. (With CUDA built, the GPU test covers them.) */
 Test(ragged_args, no_cuda_build_says_so) {
@@ -102,4 +134,11 @@ Test(ragged_args, no_cuda_build_says_so) {
   uint8_t src[8] = {0}, dst[8] = {0};
   cr_expect_eq(scree_pack_rows_cuda(src, dst, 4, off, shift, 1, 1, NULL, msg, sizeof(msg)),
                SCREE_ENOTSUP);
+  int64_t lengths[1] = {1}, host_off[2], dwork[3];
+  scree_pack_lengths_args l = {.padded = src, .values = dst, .row_bytes = 4,
+                               .lengths = lengths, .batch = 1, .seqlen = 2, .total = 1,
+                               .side = SCREE_PAD_LEFT, .host_offsets = host_off, .work = dwork,
+                               .msg = msg, .msg_len = sizeof(msg)};
+  cr_expect_eq(scree_pack_lengths_cuda(&l), SCREE_ENOTSUP);
+  cr_expect_eq(host_off[1], 1, "the host offsets are computed before CUDA is needed");
 }

@@ -122,3 +122,35 @@ PyObject *scree__py_pack_rows(PyObject *mod, PyObject *args) {
     return scree__py_raise(rc, msg);
   Py_RETURN_NONE;
 }
+
+/* Validates the host lengths, writes the offsets into host_offsets and
+ * queues the staging copy and the gather; returns without waiting. */
+PyObject *scree__py_pack_lengths(PyObject *mod, PyObject *args) {
+  unsigned long long padded, values, row_bytes, lengths, host_offsets, work, stream;
+  long long batch, seqlen, total;
+  int side;
+  if (!PyArg_ParseTuple(args, "KKKKLLLiKKK:pack_lengths", &padded, &values, &row_bytes,
+                        &lengths, &batch, &seqlen, &total, &side, &host_offsets, &work,
+                        &stream))
+    return NULL;
+  char msg[SCREE__ERRMSG] = "";
+  scree_pack_lengths_args a = {
+      .padded = (const void *)(uintptr_t)padded,
+      .values = (void *)(uintptr_t)values,
+      .row_bytes = (size_t)row_bytes,
+      .lengths = (const int64_t *)(uintptr_t)lengths,
+      .batch = batch,
+      .seqlen = seqlen,
+      .total = total,
+      .side = side,
+      .host_offsets = (int64_t *)(uintptr_t)host_offsets,
+      .work = (int64_t *)(uintptr_t)work,
+      .stream = (void *)(uintptr_t)stream,
+      .msg = msg,
+      .msg_len = sizeof(msg),
+  };
+  int rc = scree_pack_lengths_cuda(&a);
+  if (rc < 0)
+    return scree__py_raise(rc, msg);
+  Py_RETURN_NONE;
+}

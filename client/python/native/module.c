@@ -82,6 +82,9 @@ static PyMethodDef module_methods[] = {
     {"pack_rows", scree__py_pack_rows, METH_VARARGS,
      "pack_rows(padded, values, row_bytes, offsets, shift, batch, total, stream): "
      "scree_pack_rows_cuda on buffers given by address"},
+    {"pack_lengths", scree__py_pack_lengths, METH_VARARGS,
+     "pack_lengths(padded, values, row_bytes, lengths, batch, seqlen, total, side, "
+     "host_offsets, work, stream): scree_pack_lengths_cuda on buffers given by address"},
     {NULL, NULL, 0, NULL},
 };
 

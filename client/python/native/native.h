@@ -64,6 +64,7 @@ PyObject *scree__py_attention_fwd(PyObject *mod, PyObject *args, PyObject *kwds)
  * on the path of every CUDA from_hf_padded and from_padded. */
 PyObject *scree__py_pack_plan(PyObject *mod, PyObject *args);
 PyObject *scree__py_pack_rows(PyObject *mod, PyObject *args);
+PyObject *scree__py_pack_lengths(PyObject *mod, PyObject *args);
 
 /* Drops one owner of the client and closes it when close() was asked for and
  * none is left. Called with the GIL held. */

@@ -241,10 +241,10 @@ def _row_bytes(padded: Any) -> int:
 
 
 def _pack_rows_native(padded: Any, offsets: Any, shift_ptr: int, host: np.ndarray,
-                      stream: int) -> Array:
+                      longest: int, stream: int) -> Array:
     """Queue the C gather of ``padded``'s real rows into a new packed tensor
-    (``offsets`` and the shifts at ``shift_ptr`` already on the device,
-    ``host`` the offsets on the host)."""
+    (``offsets`` and the shifts at ``shift_ptr`` already on the device;
+    ``host``, the offsets on the host, becomes the Array's own)."""
     torch = _torch()
     B, total = int(padded.shape[0]), int(host[-1])
     values = torch.empty((total, *padded.shape[2:]), dtype=padded.dtype, device=padded.device)
@@ -252,7 +252,7 @@ def _pack_rows_native(padded: Any, offsets: Any, shift_ptr: int, host: np.ndarra
         src = padded if padded.is_contiguous() else padded.contiguous()
         _native.pack_rows(src.data_ptr(), values.data_ptr(), _row_bytes(padded),
                           offsets.data_ptr(), shift_ptr, B, total, stream)
-    return Array(values, offsets, host_offsets=host, validate=False)
+    return Array._trusted(values, offsets, host, longest, "torch")
 
 
 def _from_masked_native(padded: Any, mask: Any, side: str, name: str) -> Array:
@@ -277,9 +277,28 @@ def _from_masked_native(padded: Any, mask: Any, side: str, name: str) -> Array:
             summary = work[2 * B + 3:].view(4, B).cpu().numpy()
             _check_mask_rows(summary, S, side, mask, name)
             raise InvalidArgument(f"{name} row {int(plan[B + 1])} is not a valid mask row")
-        host = plan[: B + 1].copy()  # pinned memory goes back to torch's cache
+        host = plan[: B + 1].copy()  # the pinned buffer goes back to torch's cache
         return _pack_rows_native(padded, work[: B + 1], work.data_ptr() + 8 * (B + 3), host,
-                                 stream)
+                                 int(plan[B + 2]), stream)
+
+
+def _from_lengths_native(padded: Any, lengths: np.ndarray, side: str) -> Array:
+    """The CUDA path of :func:`from_padded` with host lengths: one C call
+    checks the lengths, computes the offsets on the host, and queues their
+    copy (with the per-row shifts) and the gather. No sync."""
+    torch = _torch()
+    B, S = int(padded.shape[0]), int(padded.shape[1])
+    total = int(lengths.sum())
+    dev = padded.device
+    values = torch.empty((max(total, 0), *padded.shape[2:]), dtype=padded.dtype, device=dev)
+    work = torch.empty(2 * B + 1, dtype=torch.int64, device=dev)
+    host = np.empty(B + 1, dtype=np.int64)
+    src = padded if padded.is_contiguous() else padded.contiguous()
+    with _CudaCall(dev) as stream:
+        _native.pack_lengths(src.data_ptr(), values.data_ptr(), _row_bytes(padded),
+                             lengths.ctypes.data, B, S, total, _SIDE_CODES[side],
+                             host.ctypes.data, work.data_ptr(), stream)
+    return Array._trusted(values, work[: B + 1], host, int(lengths.max()) if B else 0, "torch")
 
 
 def _gather(padded: Any, fw: str, lengths: np.ndarray, starts: np.ndarray,
@@ -305,7 +324,8 @@ def _gather(padded: Any, fw: str, lengths: np.ndarray, starts: np.ndarray,
         offsets, shift_dev = both[: B + 1], both[B + 1 :]
         if _native_packing(dev):
             with _CudaCall(dev) as stream:
-                return _pack_rows_native(padded, offsets, shift_dev.data_ptr(), host, stream)
+                return _pack_rows_native(padded, offsets, shift_dev.data_ptr(), host,
+                                         int(lengths.max()) if B else 0, stream)
         if _triton_copies(dev, padded.dtype, default=False):
             from .kernels.triton import pack_padded
 
@@ -493,6 +513,9 @@ def from_padded(
     ).reshape(-1)
     if host_lengths.shape != (B,):
         raise InvalidArgument(f"lengths has {host_lengths.size} entries, expected {B} (batch size)")
+    if fw == "torch" and _native_packing(padded.device):
+        # The C call checks each length itself, with the message below.
+        return _from_lengths_native(padded, np.ascontiguousarray(host_lengths), padding_side)
     bad = np.flatnonzero((host_lengths < 0) | (host_lengths > S))
     if bad.size:
         i = int(bad[0])

@@ -99,6 +99,34 @@ SCREE_API int scree_pack_rows_cuda(const void *padded, void *values, size_t row_
                                    int64_t batch, int64_t total, void *stream, char *msg,
                                    size_t msg_len);
 
+/* Packing with the lengths known on the host: no sync at all. */
+typedef struct scree_pack_lengths_args {
+  const void *padded;  /* (batch, seqlen, row_bytes) device memory */
+  void *values;        /* (total, row_bytes) device memory */
+  size_t row_bytes;
+  const int64_t *lengths; /* host: batch real lengths, each in [0, seqlen] */
+  int64_t batch;
+  int64_t seqlen;
+  int64_t total;          /* the sum of lengths: the caller sized values with it */
+  int side;               /* SCREE_PAD_RIGHT or SCREE_PAD_LEFT */
+  int64_t *host_offsets;  /* host, batch + 1 entries: receives the offsets */
+  /* Device memory of 2 * batch + 1 int64s: receives the offsets (the
+   * caller's Array keeps these) and then the shifts. */
+  int64_t *work;
+  void *stream;
+  char *msg;
+  size_t msg_len;
+} scree_pack_lengths_args;
+
+/* Validates the lengths (the message names the first bad one and an
+ * inconsistent total), computes the offsets into host_offsets, and queues
+ * on stream: the copy of offsets and shifts into work, from pinned staging
+ * memory of the library's own (reused once the stream has passed the copy),
+ * and the gather. Returns without waiting. Returns 0, SCREE_EINVAL,
+ * SCREE_ENOTSUP without CUDA, SCREE_ENOMEM when staging memory cannot be
+ * had, SCREE_ECUDA. */
+SCREE_API int scree_pack_lengths_cuda(const scree_pack_lengths_args *args);
+
 SCREE_EXTERN_C_END
 
 #endif /* SCREE_RAGGED_H */
