@@ -7,16 +7,17 @@ Every bridge comes in a pair (``from_x`` / ``to_x``) and the pairs round-trip
 exactly.
 
 Costs on CUDA. Packing needs the number of real tokens on the host to size
-its output, so ``from_hf_padded`` and ``from_padded`` with a mask copy one
-small per-row summary of the mask to the host (lengths, first and last real
-position, a 0/1 flag; 4 x B integers): that is their only device-to-host
-sync, and validation reads the same copy. The rows are then gathered with one
-``index_select`` over indices built on the device from per-row shifts.
-``from_padded`` given host ``lengths`` needs no sync at all. Unpacking
-(``to_hf_padded``, ``to_padded``) takes the padded length from the
-host-cached ``arr.max_length`` and scatters the packed rows into a pad-filled
-output with one ``index_copy_``: no sync either. Neither direction loops over
-the batch in Python.
+its output, so ``from_hf_padded`` and ``from_padded`` with a mask make one
+small device-to-host copy: two small C kernels (scree/ragged.h) summarise
+the mask and compute offsets and per-row shifts, and the offsets, the first
+bad row and the longest row come back together. That is their only sync.
+``from_padded`` given host ``lengths`` needs none: one C call checks them and
+queues the offsets' copy and the gather. The gather is one C kernel.
+Unpacking (``to_hf_padded``, ``to_padded``) takes the padded length from the
+host-cached ``arr.max_length`` and writes each padded element once with
+scree's Triton kernels: no sync either. Neither direction loops over the
+batch in Python. Without CUDA in ``scree._native`` the same conversions run
+on torch ops with the same single sync.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def _triton_copies(device: Any, dtype: Any, default: bool) -> bool:
     CUDA: they write each padded element once, where torch's unpacking fills
     the whole output and then writes the real rows again (0.85-1.02 of a
     device copy against 0.72-0.85 on an H100, docs/benchmarks.md). Packing
-    defaults to torch's index_select, which the kernel does not beat. CPU
+    defaults to the C kernels (:func:`_native_packing`), which beat both. CPU
     tensors use the kernels only under Triton's interpreter (for tests), and
     other dtypes (bool, complex, fp8) keep the torch ops.
     """
