@@ -124,7 +124,8 @@ PyObject *scree__py_pack_rows(PyObject *mod, PyObject *args) {
 }
 
 /* Validates the host lengths, writes the offsets into host_offsets and
- * queues the staging copy and the gather; returns without waiting. */
+ * queues the staging copy and the gather; returns without waiting for
+ * them. */
 PyObject *scree__py_pack_lengths(PyObject *mod, PyObject *args) {
   unsigned long long padded, values, row_bytes, lengths, host_offsets, work, stream;
   long long batch, seqlen, total;
@@ -149,7 +150,12 @@ PyObject *scree__py_pack_lengths(PyObject *mod, PyObject *args) {
       .msg = msg,
       .msg_len = sizeof(msg),
   };
-  int rc = scree_pack_lengths_cuda(&a);
+  /* Released: a staging slot may have to wait for its previous copy. The
+   * caller's references keep lengths and host_offsets alive. */
+  int rc;
+  Py_BEGIN_ALLOW_THREADS
+  rc = scree_pack_lengths_cuda(&a);
+  Py_END_ALLOW_THREADS
   if (rc < 0)
     return scree__py_raise(rc, msg);
   Py_RETURN_NONE;
