@@ -50,8 +50,10 @@ struct sm90_params {
   int batch, total_q, total_k;
   int hq, hkv, group;
   int num_m_blocks;
+  int num_tiles; /* num_m_blocks * batch * hq */
   float scale, scale_log2;
   int left, right;
+  int pingpong; /* overlapped loop: the consumer warpgroups take turns */
 };
 
 /* Shared memory, from a 1024-byte aligned base (the 128-byte swizzle
@@ -66,8 +68,8 @@ template <int D> struct smem_plan {
   static constexpr int K_OFF = Q_OFF + Q_BYTES;
   static constexpr int V_OFF = K_OFF + STAGES * KV_BYTES;
   static constexpr int BAR_OFF = V_OFF + STAGES * KV_BYTES;
-  /* q_full, k_full[STAGES], v_full[STAGES], kv_empty[STAGES] */
-  static constexpr int BAR_BYTES = 8 * (1 + 3 * STAGES);
+  /* q_full, q_empty, k_full[STAGES], v_full[STAGES], kv_empty[STAGES] */
+  static constexpr int BAR_BYTES = 8 * (2 + 3 * STAGES);
   static constexpr size_t DYN_BYTES = BAR_OFF + BAR_BYTES + 1024; /* + alignment slack */
 };
 
@@ -119,16 +121,21 @@ __device__ __forceinline__ void wgmma_commit() {
   asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
 }
 
-__device__ __forceinline__ void wgmma_wait_all() {
-  asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
-}
-
 /* Keeps the compiler from moving reads or writes of accumulator registers
  * across the asynchronous wgmma that owns them. */
 template <int N> __device__ __forceinline__ void fence_regs(float (&r)[N]) {
 #pragma unroll
   for (int i = 0; i < N; i++)
     asm volatile("" : "+f"(r[i])::"memory");
+}
+
+template <int N, int M>
+__device__ __forceinline__ void fence_regs(uint32_t (&r)[N][M]) {
+#pragma unroll
+  for (int i = 0; i < N; i++)
+#pragma unroll
+    for (int j = 0; j < M; j++)
+      asm volatile("" : "+r"(r[i][j])::"memory");
 }
 
 /* Shared-memory matrix descriptor, 128-byte swizzle. Byte offsets: lbo is
@@ -234,15 +241,191 @@ template <> struct wgmma_rs<__half, 128> {
   }
 };
 
+/* ---- consumer pieces */
+
+template <bool B> struct bool_const {
+  static constexpr bool value = B;
+};
+
+/* What the mask of one tile needs. */
+struct tile_info {
+  int m0, rows, Lk;
+  long long off;
+  int left, right;
+};
+
+__device__ __forceinline__ void named_bar_sync(int id, int count) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(count) : "memory");
+}
+
+__device__ __forceinline__ void named_bar_arrive(int id, int count) {
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(count) : "memory");
+}
+
+/* bar.arrive under a predicate inside the asm: no branch, which would put a
+ * divergent path inside a wgmma pipeline stage and make ptxas serialise
+ * every wgmma (C7520). */
+__device__ __forceinline__ void named_bar_arrive_if(bool pred, int id, int count) {
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %0, 0;\n@p bar.arrive %1, %2;\n}\n" ::"r"(
+                   (int)pred),
+               "r"(id), "r"(count)
+               : "memory");
+}
+
+template <int N> __device__ __forceinline__ void wgmma_wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+
+/* S = Q K^T for this warpgroup's 64 rows (not committed). */
+template <typename T, int D>
+__device__ __forceinline__ void issue_qk(float (&s)[BN / 2], uint32_t sQ, uint32_t sK, int cw) {
+#pragma unroll
+  for (int kk = 0; kk < D / 16; kk++) {
+    const int hf = kk / 4, kin = kk % 4;
+    const uint64_t da =
+        make_desc(sQ + hf * BM * ROW_BYTES + cw * 64 * ROW_BYTES + kin * 32, 16, 1024);
+    const uint64_t db = make_desc(sK + hf * BN * ROW_BYTES + kin * 32, 16, 1024);
+    wgmma_ss<T, BN>::run(s, da, db, kk > 0 ? 1 : 0);
+  }
+}
+
+/* O += P V with P in registers (not committed). */
+template <typename T, int D>
+__device__ __forceinline__ void issue_pv(float (&o)[D / 2], const uint32_t (&pa)[BN / 16][4],
+                                         uint32_t sV) {
+#pragma unroll
+  for (int c = 0; c < BN / 16; c++) {
+    const uint64_t db = make_desc(sV + c * 16 * ROW_BYTES, BN * ROW_BYTES, 1024);
+    wgmma_rs<T, D>::run(o, pa[c], db);
+  }
+}
+
+/* Whether the key block at n0 crosses the sequence end or a mask boundary
+ * of some row of the tile: only those blocks pay for the per-element test. */
+__device__ __forceinline__ bool block_needs_mask(const tile_info &t, int n0) {
+  return n0 + BN > t.Lk ||
+         (t.right >= 0 && (long long)n0 + BN - 1 > (long long)t.m0 + t.off + t.right) ||
+         (t.left >= 0 && (long long)n0 < (long long)(t.m0 + t.rows - 1) + t.off - t.left);
+}
+
+/* Sets the scores of invisible keys to -inf. */
+__device__ __forceinline__ void apply_mask(float (&s)[BN / 2], const tile_info &t, int n0,
+                                           int trow, int tcol) {
+#pragma unroll
+  for (int hr = 0; hr < 2; hr++) {
+    const long long row = t.m0 + trow + hr * 8;
+    long long hi = t.Lk - 1, lo = 0;
+    if (t.right >= 0)
+      hi = min(hi, row + t.off + t.right);
+    if (t.left >= 0)
+      lo = max(lo, row + t.off - t.left);
+    const int hi32 = (int)max(hi, -1LL) - n0, lo32 = (int)lo - n0;
+#pragma unroll
+    for (int j = 0; j < BN / 8; j++)
+#pragma unroll
+      for (int e = 0; e < 2; e++) {
+        const int col = j * 8 + tcol + e;
+        if (col < lo32 || col > hi32)
+          s[4 * j + 2 * hr + e] = -INFINITY;
+      }
+  }
+}
+
+/* One step of the online softmax: s becomes P (unnormalised, base 2),
+ * row_sum is rescaled and accumulated, and corr receives the factor that
+ * O must be multiplied by. Each row lives in the 4 lanes of a quad. */
+__device__ __forceinline__ void softmax_step(float (&s)[BN / 2], float (&row_max)[2],
+                                             float (&row_sum)[2], float (&corr)[2],
+                                             float scale_log2) {
+#pragma unroll
+  for (int hr = 0; hr < 2; hr++) {
+    float mx = row_max[hr];
+#pragma unroll
+    for (int j = 0; j < BN / 8; j++)
+      mx = fmaxf(mx, fmaxf(s[4 * j + 2 * hr], s[4 * j + 2 * hr + 1]));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+    /* A row that has seen no key yet keeps max -inf: subtract 0 then so
+     * that exp2(-inf - -inf) never makes a NaN. */
+    const float ms = mx == -INFINITY ? 0.0f : mx * scale_log2;
+    /* exp2(-inf) = 0 when the row had seen no key: no branch (a branch
+     * here would sit inside a wgmma pipeline stage, C7520). */
+    corr[hr] = fast_exp2(row_max[hr] * scale_log2 - ms);
+    row_max[hr] = mx;
+    float sum = 0.0f;
+#pragma unroll
+    for (int j = 0; j < BN / 8; j++) {
+      const float p0 = fast_exp2(fmaf(s[4 * j + 2 * hr], scale_log2, -ms));
+      const float p1 = fast_exp2(fmaf(s[4 * j + 2 * hr + 1], scale_log2, -ms));
+      s[4 * j + 2 * hr] = p0;
+      s[4 * j + 2 * hr + 1] = p1;
+      sum += p0 + p1;
+    }
+    row_sum[hr] = row_sum[hr] * corr[hr] + sum;
+  }
+}
+
+/* P in 16 bits: the accumulators of n8 tiles 2c and 2c + 1 are the A
+ * fragment of k16 step c. */
+template <typename T>
+__device__ __forceinline__ void pack_p(uint32_t (&pa)[BN / 16][4], const float (&s)[BN / 2]) {
+#pragma unroll
+  for (int c = 0; c < BN / 16; c++) {
+    pa[c][0] = pack2<T>(s[8 * c + 0], s[8 * c + 1]);
+    pa[c][1] = pack2<T>(s[8 * c + 2], s[8 * c + 3]);
+    pa[c][2] = pack2<T>(s[8 * c + 4], s[8 * c + 5]);
+    pa[c][3] = pack2<T>(s[8 * c + 6], s[8 * c + 7]);
+  }
+}
+
+/* One tile: query block m_block of sequence b, query head h. */
+struct tile_desc {
+  bool valid; /* false: the query block lies past the sequence's end */
+  int h, hk, qs, ks, Lk, m0, rows;
+  long long off;
+  int nb_lo, nb_hi; /* key blocks [nb_lo, nb_hi) are visible to some row */
+};
+
+/* Query-block-major numbering, last query block first, as in the mma.sync
+ * kernel: the heaviest tiles come first. */
+__device__ __forceinline__ tile_desc get_tile(const sm90_params &p, int tile) {
+  tile_desc t;
+  const int bh = p.batch * p.hq;
+  const int m_block = p.num_m_blocks - 1 - tile / bh;
+  const int rem = tile % bh;
+  const int b = rem / p.hq;
+  t.h = rem % p.hq;
+  t.hk = t.h / p.group;
+  /* Offsets are clamped into [0, total] so that bad ones cannot make this
+   * block write out of bounds (TMA reads are bounded by the maps). */
+  t.qs = clampi(p.cu_q[b], 0, p.total_q);
+  const int qe = clampi(p.cu_q[b + 1], t.qs, p.total_q);
+  t.ks = clampi(p.cu_k[b], 0, p.total_k);
+  const int ke = clampi(p.cu_k[b + 1], t.ks, p.total_k);
+  const int Lq = qe - t.qs;
+  t.Lk = ke - t.ks;
+  t.m0 = m_block * BM;
+  t.valid = t.m0 < Lq;
+  t.rows = min(BM, Lq - t.m0);
+  t.off = (long long)t.Lk - Lq;
+  long long n_start = 0, n_end = t.Lk;
+  if (p.right >= 0)
+    n_end = min(n_end, (long long)(t.m0 + t.rows - 1) + t.off + p.right + 1);
+  if (p.left >= 0)
+    n_start = max(n_start, (long long)t.m0 + t.off - p.left);
+  t.nb_lo = (int)(n_start / BN);
+  t.nb_hi = n_end > n_start ? (int)((n_end + BN - 1) / BN) : t.nb_lo;
+  return t;
+}
+
 /* ---- the kernel */
 
-template <typename T, int D>
+template <typename T, int D, bool OVERLAP>
 __global__ void __launch_bounds__(THREADS, 1)
     attention_fwd_sm90_kernel(const __grid_constant__ CUtensorMap tm_q,
                               const __grid_constant__ CUtensorMap tm_k,
                               const __grid_constant__ CUtensorMap tm_v, const sm90_params p) {
   using SP = smem_plan<D>;
-  constexpr int KD = D / 16;  /* k16 steps of Q K^T */
   constexpr int KN = BN / 16; /* k16 steps of P V */
   constexpr int SR = BN / 2;  /* S registers a thread */
   constexpr int OR = D / 2;   /* O registers a thread */
@@ -250,44 +433,15 @@ __global__ void __launch_bounds__(THREADS, 1)
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   const uint32_t base = (smem_u32(smem_raw) + 1023u) & ~1023u;
   const uint32_t sQ = base + SP::Q_OFF, sK = base + SP::K_OFF, sV = base + SP::V_OFF;
-  const uint32_t q_full = base + SP::BAR_OFF;
-  const uint32_t k_full = q_full + 8, v_full = k_full + 8 * STAGES,
+  const uint32_t q_full = base + SP::BAR_OFF, q_empty = q_full + 8;
+  const uint32_t k_full = q_empty + 8, v_full = k_full + 8 * STAGES,
                  kv_empty = v_full + 8 * STAGES;
-
-  /* Query-block-major numbering, last query block first, as in the
-   * mma.sync kernel: the heaviest tiles start first. */
-  const int bh = p.batch * p.hq;
-  const int m_block = p.num_m_blocks - 1 - (int)(blockIdx.x / bh);
-  const int rem = (int)(blockIdx.x % bh);
-  const int b = rem / p.hq, h = rem % p.hq, hk = h / p.group;
-
-  /* Offsets are clamped into [0, total] so that bad ones cannot make this
-   * block write out of bounds (TMA reads are bounded by the maps). */
-  const int qs = clampi(p.cu_q[b], 0, p.total_q);
-  const int qe = clampi(p.cu_q[b + 1], qs, p.total_q);
-  const int ks = clampi(p.cu_k[b], 0, p.total_k);
-  const int ke = clampi(p.cu_k[b + 1], ks, p.total_k);
-  const int Lq = qe - qs, Lk = ke - ks;
-  const int m0 = m_block * BM;
-  if (m0 >= Lq)
-    return;
-  const int rows = min(BM, Lq - m0);
-  const long long off = (long long)Lk - Lq;
-
-  /* Key range visible to some row of this block: [n_start, n_end). */
-  long long n_start = 0, n_end = Lk;
-  if (p.right >= 0)
-    n_end = min(n_end, (long long)(m0 + rows - 1) + off + p.right + 1);
-  if (p.left >= 0)
-    n_start = max(n_start, (long long)m0 + off - p.left);
-  const int nb_lo = (int)(n_start / BN);
-  const int nb_hi = n_end > n_start ? (int)((n_end + BN - 1) / BN) : nb_lo;
-  const int nblocks = nb_hi - nb_lo;
 
   const int tid = threadIdx.x, wg = tid / 128, warp = (tid / 32) % 4, lane = tid % 32;
 
   if (tid == 0) {
     mbar_init(q_full, 1);
+    mbar_init(q_empty, 8); /* one arrival per consumer warp */
 #pragma unroll
     for (int s = 0; s < STAGES; s++) {
       mbar_init(k_full + 8 * s, 1);
@@ -301,26 +455,38 @@ __global__ void __launch_bounds__(THREADS, 1)
   if (wg == 0) {
     /* Producer: keeps few registers, one thread issues every copy. */
     asm volatile("setmaxnreg.dec.sync.aligned.u32 24;\n" ::: "memory");
-    if (warp == 0 && lane == 0 && nblocks > 0) {
-      mbar_expect_tx(q_full, SP::Q_BYTES);
-#pragma unroll
-      for (int hf = 0; hf < SP::HALVES; hf++)
-        tma_load_3d(sQ + hf * BM * ROW_BYTES, &tm_q, hf * 64, h, qs + m0, q_full);
-      for (int it = 0; it < nblocks; it++) {
-        const int st = it % STAGES;
-        const int row = ks + (nb_hi - 1 - it) * BN;
-        if (it >= STAGES)
-          mbar_wait(kv_empty + 8 * st, ((it / STAGES) - 1) & 1);
-        mbar_expect_tx(k_full + 8 * st, SP::KV_BYTES);
-#pragma unroll
-        for (int hf = 0; hf < SP::HALVES; hf++)
-          tma_load_3d(sK + st * SP::KV_BYTES + hf * BN * ROW_BYTES, &tm_k, hf * 64, hk, row,
-                      k_full + 8 * st);
-        mbar_expect_tx(v_full + 8 * st, SP::KV_BYTES);
+    if (warp == 0 && lane == 0) {
+      /* kv counts K/V blocks, nq tiles with a Q load, over all the tiles
+       * of this block: the ring and the Q buffer run on across tiles, so
+       * the next tile's loads overlap this one's last steps and epilogue. */
+      int kv = 0, nq = 0;
+      for (int tile = blockIdx.x; tile < p.num_tiles; tile += gridDim.x) {
+        const tile_desc t = get_tile(p, tile);
+        if (!t.valid || t.nb_hi == t.nb_lo)
+          continue;
+        if (nq > 0)
+          mbar_wait(q_empty, (nq - 1) & 1);
+        mbar_expect_tx(q_full, SP::Q_BYTES);
 #pragma unroll
         for (int hf = 0; hf < SP::HALVES; hf++)
-          tma_load_3d(sV + st * SP::KV_BYTES + hf * BN * ROW_BYTES, &tm_v, hf * 64, hk, row,
-                      v_full + 8 * st);
+          tma_load_3d(sQ + hf * BM * ROW_BYTES, &tm_q, hf * 64, t.h, t.qs + t.m0, q_full);
+        for (int it = 0; it < t.nb_hi - t.nb_lo; it++, kv++) {
+          const int st = kv % STAGES;
+          const int row = t.ks + (t.nb_hi - 1 - it) * BN;
+          if (kv >= STAGES)
+            mbar_wait(kv_empty + 8 * st, ((kv / STAGES) - 1) & 1);
+          mbar_expect_tx(k_full + 8 * st, SP::KV_BYTES);
+#pragma unroll
+          for (int hf = 0; hf < SP::HALVES; hf++)
+            tma_load_3d(sK + st * SP::KV_BYTES + hf * BN * ROW_BYTES, &tm_k, hf * 64, t.hk, row,
+                        k_full + 8 * st);
+          mbar_expect_tx(v_full + 8 * st, SP::KV_BYTES);
+#pragma unroll
+          for (int hf = 0; hf < SP::HALVES; hf++)
+            tma_load_3d(sV + st * SP::KV_BYTES + hf * BN * ROW_BYTES, &tm_v, hf * 64, t.hk, row,
+                        v_full + 8 * st);
+        }
+        nq++;
       }
     }
   } else {
@@ -331,146 +497,200 @@ __global__ void __launch_bounds__(THREADS, 1)
      * columns of every 8). */
     const int trow = cw * 64 + warp * 16 + lane / 4;
     const int tcol = (lane % 4) * 2;
+    int kv = 0, nq = 0; /* as in the producer */
+    for (int tile = blockIdx.x; tile < p.num_tiles; tile += gridDim.x) {
+      const tile_desc t = get_tile(p, tile);
+      if (!t.valid)
+        continue;
+      const int h = t.h, qs = t.qs, Lk = t.Lk, m0 = t.m0, rows = t.rows, nb_hi = t.nb_hi;
+      const long long off = t.off;
+      const int nblocks = t.nb_hi - t.nb_lo;
+      const tile_info ti = {m0, rows, Lk, off, p.left, p.right};
 
-    float o[OR], s[SR];
+      float o[OR], s[SR];
 #pragma unroll
-    for (int i = 0; i < OR; i++)
-      o[i] = 0.0f;
+      for (int i = 0; i < OR; i++)
+        o[i] = 0.0f;
 #pragma unroll
-    for (int i = 0; i < SR; i++)
-      s[i] = 0.0f;
-    float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.0f, 0.0f};
+      for (int i = 0; i < SR; i++)
+        s[i] = 0.0f;
+      float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.0f, 0.0f};
+      uint32_t pa[KN][4];
 
-    if (nblocks > 0)
-      mbar_wait(q_full, 0);
-    for (int it = 0; it < nblocks; it++) {
-      const int st = it % STAGES;
-      const uint32_t ph = (it / STAGES) & 1;
-      const int n0 = (nb_hi - 1 - it) * BN;
-
-      /* S = Q K^T */
-      mbar_wait(k_full + 8 * st, ph);
-      wgmma_fence();
+      if (nblocks > 0)
+        mbar_wait(q_full, nq & 1);
+      if constexpr (!OVERLAP) {
+        for (int it = 0; it < nblocks; it++) {
+          const int st = (kv + it) % STAGES;
+          const uint32_t ph = ((kv + it) / STAGES) & 1;
+          const int n0 = (nb_hi - 1 - it) * BN;
+          mbar_wait(k_full + 8 * st, ph);
+          wgmma_fence();
+          issue_qk<T, D>(s, sQ, sK + st * SP::KV_BYTES, cw);
+          wgmma_commit();
+          wgmma_wait<0>();
+          fence_regs(s);
+          float corr[2];
+          if (block_needs_mask(ti, n0))
+            apply_mask(s, ti, n0, trow, tcol);
+          softmax_step(s, row_max, row_sum, corr, p.scale_log2);
 #pragma unroll
-      for (int kk = 0; kk < KD; kk++) {
-        const int hf = kk / 4, kin = kk % 4;
-        const uint64_t da =
-            make_desc(sQ + hf * BM * ROW_BYTES + cw * 64 * ROW_BYTES + kin * 32, 16, 1024);
-        const uint64_t db =
-            make_desc(sK + st * SP::KV_BYTES + hf * BN * ROW_BYTES + kin * 32, 16, 1024);
-        wgmma_ss<T, BN>::run(s, da, db, kk > 0 ? 1 : 0);
-      }
-      wgmma_commit();
-      wgmma_wait_all();
-      fence_regs(s);
-
-      /* Only blocks that cross the sequence end or a mask boundary pay for
-       * the per-element test. */
-      const bool need_mask =
-          n0 + BN > Lk ||
-          (p.right >= 0 && (long long)n0 + BN - 1 > (long long)m0 + off + p.right) ||
-          (p.left >= 0 && (long long)n0 < (long long)(m0 + rows - 1) + off - p.left);
-      if (need_mask) {
+          for (int j = 0; j < D / 8; j++) {
+            o[4 * j + 0] *= corr[0];
+            o[4 * j + 1] *= corr[0];
+            o[4 * j + 2] *= corr[1];
+            o[4 * j + 3] *= corr[1];
+          }
+          pack_p<T>(pa, s);
+          mbar_wait(v_full + 8 * st, ph);
+          wgmma_fence();
+          issue_pv<T, D>(o, pa, sV + st * SP::KV_BYTES);
+          wgmma_commit();
+          wgmma_wait<0>();
+          fence_regs(o);
+          /* This warp is done with the stage: K was read by the first GEMM,
+           * V by the second, both complete. */
+          __syncwarp();
+          if (lane == 0)
+            mbar_arrive(kv_empty + 8 * st);
+        }
+      } else if (nblocks > 0) {
+        /* FA3's overlap inside the warpgroup: step it issues S(it) = Q K(it)^T
+         * and O += P(it-1) V(it-1) together, then runs the softmax of S(it)
+         * while the second GEMM is still on the tensor cores. And across the
+         * two warpgroups (ping-pong): named barriers 1 and 2 let them issue
+         * their GEMMs in turn, so that one's softmax overlaps the other's
+         * GEMMs. A warpgroup's turn opens with a sync on its own barrier and
+         * hands over with an arrival on the other's; warpgroup 1 opens the
+         * first turn of warpgroup 0 and skips its own last hand-over, so that
+         * every arrival of a tile is matched by a sync of that tile. */
+        const int rounds = nblocks + 1;
+        int round = 0;
+        const bool pp = p.pingpong != 0;
+        if (pp && cw == 1)
+          named_bar_arrive(1, 256);
+        /* Round 0: S(0) alone. */
+        if (pp)
+          named_bar_sync(1 + cw, 256);
+        mbar_wait(k_full + 8 * (kv % STAGES), (kv / STAGES) & 1);
+        wgmma_fence();
+        issue_qk<T, D>(s, sQ, sK + (kv % STAGES) * SP::KV_BYTES, cw);
+        wgmma_commit();
+        named_bar_arrive_if(pp && !(cw == 1 && ++round == rounds), 2 - cw, 256);
+        wgmma_wait<0>();
+        fence_regs(s);
+        {
+          float corr[2];
+          const int n0 = (nb_hi - 1) * BN;
+          if (block_needs_mask(ti, n0))
+            apply_mask(s, ti, n0, trow, tcol);
+          softmax_step(s, row_max, row_sum, corr, p.scale_log2);
+        }
+        pack_p<T>(pa, s);
+        fence_regs(pa);
+        /* One step; MASKED is a compile-time copy so that no branch sits
+         * between the issue of the GEMMs and their completion. */
+        auto step = [&](int it, auto masked) {
+          const int st = (kv + it) % STAGES, pst = (kv + it - 1) % STAGES;
+          const uint32_t ph = ((kv + it) / STAGES) & 1, pph = ((kv + it - 1) / STAGES) & 1;
+          const int n0 = (nb_hi - 1 - it) * BN;
+          if (pp)
+            named_bar_sync(1 + cw, 256);
+          mbar_wait(k_full + 8 * st, ph);
+          mbar_wait(v_full + 8 * pst, pph);
+          wgmma_fence();
+          issue_qk<T, D>(s, sQ, sK + st * SP::KV_BYTES, cw);
+          wgmma_commit();
+          /* A fence of its own makes the second GEMM a pipeline stage of its
+           * own for ptxas: the softmax may then write the S registers (done
+           * at wait<1>) while P V is still in flight. */
+          wgmma_fence();
+          issue_pv<T, D>(o, pa, sV + pst * SP::KV_BYTES);
+          wgmma_commit();
+          named_bar_arrive_if(pp && !(cw == 1 && ++round == rounds), 2 - cw, 256);
+          wgmma_wait<1>();
+          fence_regs(s);
+          float corr[2];
+          if constexpr (decltype(masked)::value)
+            apply_mask(s, ti, n0, trow, tcol);
+          softmax_step(s, row_max, row_sum, corr, p.scale_log2);
+          /* Pins the exponentials before the wait: register-only code may
+           * cross a volatile asm, and sunk below it the softmax would no
+           * longer overlap the P V GEMM. */
+          fence_regs(s);
+          fence_regs(row_sum);
+          wgmma_wait<0>();
+          fence_regs(o);
+          __syncwarp();
+          if (lane == 0)
+            mbar_arrive(kv_empty + 8 * pst);
 #pragma unroll
-        for (int hr = 0; hr < 2; hr++) {
-          const long long row = m0 + trow + hr * 8;
-          long long hi = Lk - 1, lo = 0;
-          if (p.right >= 0)
-            hi = min(hi, row + off + p.right);
-          if (p.left >= 0)
-            lo = max(lo, row + off - p.left);
-          const int hi32 = (int)max(hi, -1LL) - n0, lo32 = (int)lo - n0;
-#pragma unroll
-          for (int j = 0; j < BN / 8; j++)
-#pragma unroll
-            for (int e = 0; e < 2; e++) {
-              const int col = j * 8 + tcol + e;
-              if (col < lo32 || col > hi32)
-                s[4 * j + 2 * hr + e] = -INFINITY;
-            }
+          for (int j = 0; j < D / 8; j++) {
+            o[4 * j + 0] *= corr[0];
+            o[4 * j + 1] *= corr[0];
+            o[4 * j + 2] *= corr[1];
+            o[4 * j + 3] *= corr[1];
+          }
+          /* P and O are wgmma inputs of the next step: both written here,
+           * before its fence, never inside its pipeline stage (C7513). */
+          pack_p<T>(pa, s);
+          fence_regs(pa);
+          fence_regs(o);
+        };
+        for (int it = 1; it < nblocks; it++) {
+          if (block_needs_mask(ti, (nb_hi - 1 - it) * BN))
+            step(it, bool_const<true>());
+          else
+            step(it, bool_const<false>());
+        }
+        /* Last round: O += P(last) V(last). */
+        {
+          const int lst = (kv + nblocks - 1) % STAGES;
+          const uint32_t lph = ((kv + nblocks - 1) / STAGES) & 1;
+          if (pp)
+            named_bar_sync(1 + cw, 256);
+          mbar_wait(v_full + 8 * lst, lph);
+          wgmma_fence();
+          issue_pv<T, D>(o, pa, sV + lst * SP::KV_BYTES);
+          wgmma_commit();
+          named_bar_arrive_if(pp && !(cw == 1 && ++round == rounds), 2 - cw, 256);
+          wgmma_wait<0>();
+          fence_regs(o);
+          __syncwarp();
+          if (lane == 0)
+            mbar_arrive(kv_empty + 8 * lst);
         }
       }
 
-      /* Online softmax; each row lives in the 4 lanes of a quad. */
+      if (nblocks > 0) {
+        /* Every GEMM that read this tile's Q is complete: the producer may
+         * load the next tile's. */
+        __syncwarp();
+        if (lane == 0)
+          mbar_arrive(q_empty);
+        nq++;
+        kv += nblocks;
+      }
+
+      /* Epilogue: normalise and store straight from the accumulators. Rows
+       * past the sequence's end are never written. */
 #pragma unroll
       for (int hr = 0; hr < 2; hr++) {
-        float mx = row_max[hr];
+        float sum = row_sum[hr];
+        sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+        sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+        const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
+        const int lrow = trow + hr * 8;
+        if (lrow < rows) {
+          T *dst = static_cast<T *>(p.o) + ((long long)(qs + m0 + lrow) * p.hq + h) * D + tcol;
 #pragma unroll
-        for (int j = 0; j < BN / 8; j++)
-          mx = fmaxf(mx, fmaxf(s[4 * j + 2 * hr], s[4 * j + 2 * hr + 1]));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-        /* A row that has seen no key yet keeps max -inf: subtract 0 then so
-         * that exp2(-inf - -inf) never makes a NaN. */
-        const float ms = mx == -INFINITY ? 0.0f : mx * p.scale_log2;
-        const float corr =
-            row_max[hr] == -INFINITY ? 0.0f : fast_exp2(row_max[hr] * p.scale_log2 - ms);
-        row_max[hr] = mx;
-        float sum = 0.0f;
-#pragma unroll
-        for (int j = 0; j < BN / 8; j++) {
-          const float p0 = fast_exp2(fmaf(s[4 * j + 2 * hr], p.scale_log2, -ms));
-          const float p1 = fast_exp2(fmaf(s[4 * j + 2 * hr + 1], p.scale_log2, -ms));
-          s[4 * j + 2 * hr] = p0;
-          s[4 * j + 2 * hr + 1] = p1;
-          sum += p0 + p1;
-        }
-        row_sum[hr] = row_sum[hr] * corr + sum;
-#pragma unroll
-        for (int j = 0; j < D / 8; j++) {
-          o[4 * j + 2 * hr] *= corr;
-          o[4 * j + 2 * hr + 1] *= corr;
-        }
-      }
-
-      /* P in 16 bits: the accumulators of n8 tiles 2c and 2c + 1 are the
-       * A fragment of k16 step c. */
-      uint32_t pa[KN][4];
-#pragma unroll
-      for (int c = 0; c < KN; c++) {
-        pa[c][0] = pack2<T>(s[8 * c + 0], s[8 * c + 1]);
-        pa[c][1] = pack2<T>(s[8 * c + 2], s[8 * c + 3]);
-        pa[c][2] = pack2<T>(s[8 * c + 4], s[8 * c + 5]);
-        pa[c][3] = pack2<T>(s[8 * c + 6], s[8 * c + 7]);
-      }
-
-      /* O += P V */
-      mbar_wait(v_full + 8 * st, ph);
-      wgmma_fence();
-#pragma unroll
-      for (int c = 0; c < KN; c++) {
-        const uint64_t db = make_desc(sV + st * SP::KV_BYTES + c * 16 * ROW_BYTES,
-                                      BN * ROW_BYTES, 1024);
-        wgmma_rs<T, D>::run(o, pa[c], db);
-      }
-      wgmma_commit();
-      wgmma_wait_all();
-      fence_regs(o);
-      /* This warp is done with the stage: K was read by the first GEMM,
-       * V by the second, both complete. */
-      __syncwarp();
-      if (lane == 0)
-        mbar_arrive(kv_empty + 8 * st);
-    }
-
-    /* Epilogue: normalise and store straight from the accumulators. Rows
-     * past the sequence's end are never written. */
-#pragma unroll
-    for (int hr = 0; hr < 2; hr++) {
-      float sum = row_sum[hr];
-      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-      sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-      const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
-      const int lrow = trow + hr * 8;
-      if (lrow < rows) {
-        T *dst = static_cast<T *>(p.o) + ((long long)(qs + m0 + lrow) * p.hq + h) * D + tcol;
-#pragma unroll
-        for (int j = 0; j < D / 8; j++)
-          *reinterpret_cast<uint32_t *>(dst + 8 * j) =
-              pack2<T>(o[4 * j + 2 * hr] * inv, o[4 * j + 2 * hr + 1] * inv);
-        if (p.lse != nullptr && lane % 4 == 0) {
-          const float l = sum > 0.0f ? row_max[hr] * p.scale + logf(sum) : -INFINITY;
-          p.lse[(long long)h * p.total_q + qs + m0 + lrow] = l;
+          for (int j = 0; j < D / 8; j++)
+            *reinterpret_cast<uint32_t *>(dst + 8 * j) =
+                pack2<T>(o[4 * j + 2 * hr] * inv, o[4 * j + 2 * hr + 1] * inv);
+          if (p.lse != nullptr && lane % 4 == 0) {
+            const float l = sum > 0.0f ? row_max[hr] * p.scale + logf(sum) : -INFINITY;
+            p.lse[(long long)h * p.total_q + qs + m0 + lrow] = l;
+          }
         }
       }
     }
@@ -519,10 +739,11 @@ static bool encode_map(encode_tiled_fn enc, CUtensorMap *map, const void *ptr, i
              CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
-template <typename T, int D>
+template <typename T, int D, bool OVERLAP>
 static cudaError_t launch(const scree__attn_sm90_args *a, const CUtensorMap &tq,
-                          const CUtensorMap &tk, const CUtensorMap &tv) {
-  auto kernel = attention_fwd_sm90_kernel<T, D>;
+                          const CUtensorMap &tk, const CUtensorMap &tv, int pingpong,
+                          bool persistent) {
+  auto kernel = attention_fwd_sm90_kernel<T, D, OVERLAP>;
   const size_t smem = smem_plan<D>::DYN_BYTES;
   cudaError_t err =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
@@ -544,11 +765,26 @@ static cudaError_t launch(const scree__attn_sm90_args *a, const CUtensorMap &tq,
   p.scale_log2 = a->scale_log2;
   p.left = a->left;
   p.right = a->right;
-  const long long blocks = (long long)p.num_m_blocks * a->batch * a->hq;
-  if (blocks == 0)
+  p.pingpong = pingpong;
+  const long long tiles = (long long)p.num_m_blocks * a->batch * a->hq;
+  if (tiles == 0)
     return cudaSuccess;
-  if (blocks > 0x7fffffffLL)
+  if (tiles > 0x7fffffffLL)
     return cudaErrorInvalidConfiguration;
+  p.num_tiles = (int)tiles;
+  /* Persistent: one block per multiprocessor walks the tiles (its Q and
+   * K/V loads run ahead across tile boundaries); otherwise one block per
+   * tile, the hardware handing out tiles as blocks finish. */
+  long long blocks = tiles;
+  if (persistent) {
+    int dev = 0, sms = 0;
+    err = cudaGetDevice(&dev);
+    if (err == cudaSuccess)
+      err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+    if (err != cudaSuccess)
+      return err;
+    blocks = tiles < sms ? tiles : sms;
+  }
   kernel<<<(unsigned)blocks, THREADS, smem, static_cast<cudaStream_t>(a->stream)>>>(tq, tk, tv,
                                                                                      p);
   return cudaGetLastError();
@@ -572,10 +808,37 @@ extern "C" int scree__attn_sm90_launch(const scree__attn_sm90_args *a) {
       !encode_map(enc, &tk, a->k, a->total_k, a->hkv, a->head_dim, BN, bf16) ||
       !encode_map(enc, &tv, a->v, a->total_k, a->hkv, a->head_dim, BN, bf16))
     return (int)cudaErrorNotSupported;
+  /* SCREE_ATTN_SM90_LOOP (read once per process): 0 the plain loop, one
+   * GEMM at a time (the default); 1 FA3's intra-warpgroup overlap with the
+   * two consumer warpgroups taking turns; 2 the overlap without the turns.
+   * All are kept for measuring. */
+  static int loop = -1;
+  if (loop < 0) {
+    const char *env = getenv("SCREE_ATTN_SM90_LOOP");
+    loop = env != NULL ? atoi(env) : 0;
+  }
+  /* SCREE_ATTN_SM90_PERSIST (read once per process): 1 (the default) a
+   * persistent grid, one block per multiprocessor; 0 one block per tile. */
+  static int persist = -1;
+  if (persist < 0) {
+    const char *env = getenv("SCREE_ATTN_SM90_PERSIST");
+    persist = env != NULL ? atoi(env) : 1;
+  }
   cudaError_t err;
-  if (a->head_dim == 128)
-    err = bf16 ? launch<__nv_bfloat16, 128>(a, tq, tk, tv) : launch<__half, 128>(a, tq, tk, tv);
-  else
-    err = bf16 ? launch<__nv_bfloat16, 64>(a, tq, tk, tv) : launch<__half, 64>(a, tq, tk, tv);
+  if (a->head_dim == 128) {
+    if (loop == 0)
+      err = bf16 ? launch<__nv_bfloat16, 128, false>(a, tq, tk, tv, loop != 2, persist != 0)
+                 : launch<__half, 128, false>(a, tq, tk, tv, loop != 2, persist != 0);
+    else
+      err = bf16 ? launch<__nv_bfloat16, 128, true>(a, tq, tk, tv, loop != 2, persist != 0)
+                 : launch<__half, 128, true>(a, tq, tk, tv, loop != 2, persist != 0);
+  } else {
+    if (loop == 0)
+      err = bf16 ? launch<__nv_bfloat16, 64, false>(a, tq, tk, tv, loop != 2, persist != 0)
+                 : launch<__half, 64, false>(a, tq, tk, tv, loop != 2, persist != 0);
+    else
+      err = bf16 ? launch<__nv_bfloat16, 64, true>(a, tq, tk, tv, loop != 2, persist != 0)
+                 : launch<__half, 64, true>(a, tq, tk, tv, loop != 2, persist != 0);
+  }
   return (int)err;
 }
