@@ -60,16 +60,16 @@ struct sm90_params {
  * repeats every 8 rows of 128 bytes, and both TMA and wgmma assume the
  * pattern starts on such a boundary). Each tile is stored as head_dim / 64
  * column halves of (rows, 64) elements, 128 bytes a row. */
-template <int D> struct smem_plan {
+template <int D, int QS> struct smem_plan {
   static constexpr int HALVES = D / 64;
   static constexpr int Q_BYTES = BM * D * 2;
   static constexpr int KV_BYTES = BN * D * 2;
   static constexpr int Q_OFF = 0;
-  static constexpr int K_OFF = Q_OFF + Q_BYTES;
+  static constexpr int K_OFF = Q_OFF + QS * Q_BYTES;
   static constexpr int V_OFF = K_OFF + STAGES * KV_BYTES;
   static constexpr int BAR_OFF = V_OFF + STAGES * KV_BYTES;
-  /* q_full, q_empty, k_full[STAGES], v_full[STAGES], kv_empty[STAGES] */
-  static constexpr int BAR_BYTES = 8 * (2 + 3 * STAGES);
+  /* q_full[QS], q_empty[QS], k_full[STAGES], v_full[STAGES], kv_empty[STAGES] */
+  static constexpr int BAR_BYTES = 8 * (2 * QS + 3 * STAGES);
   static constexpr size_t DYN_BYTES = BAR_OFF + BAR_BYTES + 1024; /* + alignment slack */
 };
 
@@ -420,12 +420,12 @@ __device__ __forceinline__ tile_desc get_tile(const sm90_params &p, int tile) {
 
 /* ---- the kernel */
 
-template <typename T, int D, bool OVERLAP>
+template <typename T, int D, bool OVERLAP, int QS>
 __global__ void __launch_bounds__(THREADS, 1)
     attention_fwd_sm90_kernel(const __grid_constant__ CUtensorMap tm_q,
                               const __grid_constant__ CUtensorMap tm_k,
                               const __grid_constant__ CUtensorMap tm_v, const sm90_params p) {
-  using SP = smem_plan<D>;
+  using SP = smem_plan<D, QS>;
   constexpr int KN = BN / 16; /* k16 steps of P V */
   constexpr int SR = BN / 2;  /* S registers a thread */
   constexpr int OR = D / 2;   /* O registers a thread */
@@ -433,15 +433,19 @@ __global__ void __launch_bounds__(THREADS, 1)
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   const uint32_t base = (smem_u32(smem_raw) + 1023u) & ~1023u;
   const uint32_t sQ = base + SP::Q_OFF, sK = base + SP::K_OFF, sV = base + SP::V_OFF;
-  const uint32_t q_full = base + SP::BAR_OFF, q_empty = q_full + 8;
-  const uint32_t k_full = q_empty + 8, v_full = k_full + 8 * STAGES,
+  /* Barriers: q_full[QS], q_empty[QS], then the K/V ring's. */
+  const uint32_t q_full = base + SP::BAR_OFF, q_empty = q_full + 8 * QS;
+  const uint32_t k_full = q_empty + 8 * QS, v_full = k_full + 8 * STAGES,
                  kv_empty = v_full + 8 * STAGES;
 
   const int tid = threadIdx.x, wg = tid / 128, warp = (tid / 32) % 4, lane = tid % 32;
 
   if (tid == 0) {
-    mbar_init(q_full, 1);
-    mbar_init(q_empty, 8); /* one arrival per consumer warp */
+#pragma unroll
+    for (int s = 0; s < QS; s++) {
+      mbar_init(q_full + 8 * s, 1);
+      mbar_init(q_empty + 8 * s, 8); /* one arrival per consumer warp */
+    }
 #pragma unroll
     for (int s = 0; s < STAGES; s++) {
       mbar_init(k_full + 8 * s, 1);
@@ -464,12 +468,14 @@ __global__ void __launch_bounds__(THREADS, 1)
         const tile_desc t = get_tile(p, tile);
         if (!t.valid || t.nb_hi == t.nb_lo)
           continue;
-        if (nq > 0)
-          mbar_wait(q_empty, (nq - 1) & 1);
-        mbar_expect_tx(q_full, SP::Q_BYTES);
+        const int qst = nq % QS;
+        if (nq >= QS)
+          mbar_wait(q_empty + 8 * qst, ((nq / QS) - 1) & 1);
+        mbar_expect_tx(q_full + 8 * qst, SP::Q_BYTES);
 #pragma unroll
         for (int hf = 0; hf < SP::HALVES; hf++)
-          tma_load_3d(sQ + hf * BM * ROW_BYTES, &tm_q, hf * 64, t.h, t.qs + t.m0, q_full);
+          tma_load_3d(sQ + qst * SP::Q_BYTES + hf * BM * ROW_BYTES, &tm_q, hf * 64, t.h,
+                      t.qs + t.m0, q_full + 8 * qst);
         for (int it = 0; it < t.nb_hi - t.nb_lo; it++, kv++) {
           const int st = kv % STAGES;
           const int row = t.ks + (t.nb_hi - 1 - it) * BN;
@@ -517,8 +523,10 @@ __global__ void __launch_bounds__(THREADS, 1)
       float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.0f, 0.0f};
       uint32_t pa[KN][4];
 
+      const int qst = nq % QS;
+      const uint32_t sQt = sQ + qst * SP::Q_BYTES;
       if (nblocks > 0)
-        mbar_wait(q_full, nq & 1);
+        mbar_wait(q_full + 8 * qst, (nq / QS) & 1);
       if constexpr (!OVERLAP) {
         for (int it = 0; it < nblocks; it++) {
           const int st = (kv + it) % STAGES;
@@ -526,7 +534,7 @@ __global__ void __launch_bounds__(THREADS, 1)
           const int n0 = (nb_hi - 1 - it) * BN;
           mbar_wait(k_full + 8 * st, ph);
           wgmma_fence();
-          issue_qk<T, D>(s, sQ, sK + st * SP::KV_BYTES, cw);
+          issue_qk<T, D>(s, sQt, sK + st * SP::KV_BYTES, cw);
           wgmma_commit();
           wgmma_wait<0>();
           fence_regs(s);
@@ -574,7 +582,7 @@ __global__ void __launch_bounds__(THREADS, 1)
           named_bar_sync(1 + cw, 256);
         mbar_wait(k_full + 8 * (kv % STAGES), (kv / STAGES) & 1);
         wgmma_fence();
-        issue_qk<T, D>(s, sQ, sK + (kv % STAGES) * SP::KV_BYTES, cw);
+        issue_qk<T, D>(s, sQt, sK + (kv % STAGES) * SP::KV_BYTES, cw);
         wgmma_commit();
         named_bar_arrive_if(pp && !(cw == 1 && ++round == rounds), 2 - cw, 256);
         wgmma_wait<0>();
@@ -599,7 +607,7 @@ __global__ void __launch_bounds__(THREADS, 1)
           mbar_wait(k_full + 8 * st, ph);
           mbar_wait(v_full + 8 * pst, pph);
           wgmma_fence();
-          issue_qk<T, D>(s, sQ, sK + st * SP::KV_BYTES, cw);
+          issue_qk<T, D>(s, sQt, sK + st * SP::KV_BYTES, cw);
           wgmma_commit();
           /* A fence of its own makes the second GEMM a pipeline stage of its
            * own for ptxas: the softmax may then write the S registers (done
@@ -667,7 +675,7 @@ __global__ void __launch_bounds__(THREADS, 1)
          * load the next tile's. */
         __syncwarp();
         if (lane == 0)
-          mbar_arrive(q_empty);
+          mbar_arrive(q_empty + 8 * qst);
         nq++;
         kv += nblocks;
       }
@@ -739,12 +747,12 @@ static bool encode_map(encode_tiled_fn enc, CUtensorMap *map, const void *ptr, i
              CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
-template <typename T, int D, bool OVERLAP>
+template <typename T, int D, bool OVERLAP, int QS>
 static cudaError_t launch(const scree__attn_sm90_args *a, const CUtensorMap &tq,
                           const CUtensorMap &tk, const CUtensorMap &tv, int pingpong,
                           bool persistent) {
-  auto kernel = attention_fwd_sm90_kernel<T, D, OVERLAP>;
-  const size_t smem = smem_plan<D>::DYN_BYTES;
+  auto kernel = attention_fwd_sm90_kernel<T, D, OVERLAP, QS>;
+  const size_t smem = smem_plan<D, QS>::DYN_BYTES;
   cudaError_t err =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
   if (err != cudaSuccess)
@@ -824,21 +832,30 @@ extern "C" int scree__attn_sm90_launch(const scree__attn_sm90_args *a) {
     const char *env = getenv("SCREE_ATTN_SM90_PERSIST");
     persist = env != NULL ? atoi(env) : 1;
   }
+  /* SCREE_ATTN_SM90_QBUF (read once per process): Q buffers, 2 (the
+   * default: the next tile's Q loads during this one's last steps) or 1. */
+  static int qbuf = -1;
+  if (qbuf < 0) {
+    const char *env = getenv("SCREE_ATTN_SM90_QBUF");
+    qbuf = env != NULL && atoi(env) == 1 ? 1 : 2;
+  }
+  const int pingpong = loop != 2;
+  const bool pers = persist != 0;
   cudaError_t err;
+#define SCREE_SM90_LAUNCH(D_, OV_, QS_)                                                         \
+  (bf16 ? launch<__nv_bfloat16, D_, OV_, QS_>(a, tq, tk, tv, pingpong, pers)                   \
+        : launch<__half, D_, OV_, QS_>(a, tq, tk, tv, pingpong, pers))
   if (a->head_dim == 128) {
     if (loop == 0)
-      err = bf16 ? launch<__nv_bfloat16, 128, false>(a, tq, tk, tv, loop != 2, persist != 0)
-                 : launch<__half, 128, false>(a, tq, tk, tv, loop != 2, persist != 0);
+      err = qbuf == 1 ? SCREE_SM90_LAUNCH(128, false, 1) : SCREE_SM90_LAUNCH(128, false, 2);
     else
-      err = bf16 ? launch<__nv_bfloat16, 128, true>(a, tq, tk, tv, loop != 2, persist != 0)
-                 : launch<__half, 128, true>(a, tq, tk, tv, loop != 2, persist != 0);
+      err = qbuf == 1 ? SCREE_SM90_LAUNCH(128, true, 1) : SCREE_SM90_LAUNCH(128, true, 2);
   } else {
     if (loop == 0)
-      err = bf16 ? launch<__nv_bfloat16, 64, false>(a, tq, tk, tv, loop != 2, persist != 0)
-                 : launch<__half, 64, false>(a, tq, tk, tv, loop != 2, persist != 0);
+      err = qbuf == 1 ? SCREE_SM90_LAUNCH(64, false, 1) : SCREE_SM90_LAUNCH(64, false, 2);
     else
-      err = bf16 ? launch<__nv_bfloat16, 64, true>(a, tq, tk, tv, loop != 2, persist != 0)
-                 : launch<__half, 64, true>(a, tq, tk, tv, loop != 2, persist != 0);
+      err = qbuf == 1 ? SCREE_SM90_LAUNCH(64, true, 1) : SCREE_SM90_LAUNCH(64, true, 2);
   }
+#undef SCREE_SM90_LAUNCH
   return (int)err;
 }

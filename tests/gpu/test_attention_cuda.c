@@ -247,8 +247,9 @@ Test(attention_cuda, one_long_sequence) {
  * stages): lengths one short of, at and one past a block, a ring that wraps
  * several times, the last sequence ending at the last row of the buffers (so
  * that its key blocks run past the end of the tensor maps and read zeros),
- * and keys far longer than queries. Run under every kernel choice (CTest runs
- * this executable with SCREE_ATTN_SM90=0, 1 and 2). */
+ * and keys far longer than queries. Every test here runs under each kernel
+ * choice: CTest starts this executable with the default, with
+ * SCREE_ATTN_SM90=0 and with the Hopper kernel forced onto every case. */
 Test(attention_cuda, hopper_tile_edges) {
   static const int lq1[] = {255, 256, 257, 129, 1, 640};
   static const int lq2[] = {2, 129, 7, 128};
