@@ -1,17 +1,18 @@
 /* Variable-length attention forward for Hopper (sm_90a): wgmma and TMA.
  *
- * One thread block computes one (sequence, 128-query block, query head)
- * tile with three warpgroups. Warpgroup 0 is the producer: one of its
- * threads issues the bulk tensor copies (TMA) of the Q tile and of the K and
- * V blocks into 128-byte-swizzled shared memory, each completing on an
- * mbarrier. Warpgroups 1 and 2 are consumers of 64 query rows each: S =
+ A tile is one (sequence, 128-query block, query head); a thread block of
+ * three warpgroups computes tiles one after another (by default one block
+ * per multiprocessor, the tiles strided heaviest first). Warpgroup 0 is the
+ * producer: one of its threads issues the bulk tensor copies (TMA) of the Q
+ * tile and of the K and V blocks into 128-byte-swizzled shared memory, each
+ * completing on an mbarrier, running ahead into the next tile. Warpgroups 1 and 2 are consumers of 64 query rows each: S =
  * Q K^T runs as wgmma with both operands in shared memory, the online
  * softmax (base 2, scale * log2(e) folded into one FFMA) runs on the fp32
  * accumulators in registers, P is packed to 16 bits in registers, where the
  * accumulator layout of S is already the A-operand layout of the next
  * wgmma, and O += P V takes V from shared memory through the transpose bit.
- * K and V go through a two-stage ring: the producer refills a stage once
- * both consumers have released it.
+ * K and V go through a two-stage ring and Q through two buffers: the
+ * producer refills one once both consumers have released it.
  *
  * The tensor maps cover the whole packed q, k and v as (head_dim, heads,
  * rows) and are built on the host for each launch. A block of keys that
@@ -54,6 +55,7 @@ struct sm90_params {
   float scale, scale_log2;
   int left, right;
   int pingpong; /* overlapped loop: the consumer warpgroups take turns */
+  int one;      /* always 1, opaque to the compiler (the overlapped loop) */
 };
 
 /* Shared memory, from a 1024-byte aligned base (the 128-byte swizzle
@@ -565,7 +567,8 @@ __global__ void __launch_bounds__(THREADS, 1)
       } else if (nblocks > 0) {
         /* FA3's overlap inside the warpgroup: step it issues S(it) = Q K(it)^T
          * and O += P(it-1) V(it-1) together, then runs the softmax of S(it)
-         * while the second GEMM is still on the tensor cores. And across the
+         * while the second GEMM is still on the tensor cores (meant to: ptxas
+         * 13.0 moves the second wait above the softmax, kernels/NOTES.md). And across the
          * two warpgroups (ping-pong): named barriers 1 and 2 let them issue
          * their GEMMs in turn, so that one's softmax overlaps the other's
          * GEMMs. A warpgroup's turn opens with a sync on its own barrier and
@@ -622,11 +625,17 @@ __global__ void __launch_bounds__(THREADS, 1)
           if constexpr (decltype(masked)::value)
             apply_mask(s, ti, n0, trow, tcol);
           softmax_step(s, row_max, row_sum, corr, p.scale_log2);
-          /* Pins the exponentials before the wait: register-only code may
-           * cross a volatile asm, and sunk below it the softmax would no
-           * longer overlap the P V GEMM. */
+          /* The softmax must stay above the wait for P V. The fences keep
+           * nvcc from sinking it (register-only code may cross a volatile
+           * asm); ptxas, which schedules within a basic block and otherwise
+           * hoists the wait to just after wait<1>, is kept from it by a
+           * block boundary: the first wait sits under a branch that is
+           * always taken (p.one == 1), and the second, for ptxas's view of
+           * the paths, finds nothing left to wait for. */
           fence_regs(s);
           fence_regs(row_sum);
+          if (p.one != 0)
+            wgmma_wait<0>();
           wgmma_wait<0>();
           fence_regs(o);
           __syncwarp();
@@ -774,6 +783,7 @@ static cudaError_t launch(const scree__attn_sm90_args *a, const CUtensorMap &tq,
   p.left = a->left;
   p.right = a->right;
   p.pingpong = pingpong;
+  p.one = 1;
   const long long tiles = (long long)p.num_m_blocks * a->batch * a->hq;
   if (tiles == 0)
     return cudaSuccess;
@@ -817,9 +827,10 @@ extern "C" int scree__attn_sm90_launch(const scree__attn_sm90_args *a) {
       !encode_map(enc, &tv, a->v, a->total_k, a->hkv, a->head_dim, BN, bf16))
     return (int)cudaErrorNotSupported;
   /* SCREE_ATTN_SM90_LOOP (read once per process): 0 the plain loop, one
-   * GEMM at a time (the default); 1 FA3's intra-warpgroup overlap with the
-   * two consumer warpgroups taking turns; 2 the overlap without the turns.
-   * All are kept for measuring. */
+   * GEMM at a time (the default); 1 FA3's order of issue (meant for the
+   * intra-warpgroup overlap, which ptxas's schedule defeats: kernels/NOTES.md)
+   * with the two consumer warpgroups taking turns; 2 the same without the
+   * turns. Both are slower than 0 on the H100 and kept for measuring. */
   static int loop = -1;
   if (loop < 0) {
     const char *env = getenv("SCREE_ATTN_SM90_LOOP");

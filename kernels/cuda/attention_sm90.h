@@ -24,8 +24,9 @@ typedef struct scree__attn_sm90_args {
 extern "C" {
 #endif
 
-/* Whether the Hopper kernel takes this case: head_dim 128, a 16-bit type
- * and a device of compute capability 9.0 (checked by the caller). */
+/* Whether the Hopper kernel can run this head_dim (64 or 128). The caller
+ * checks the rest: a 16-bit type, a device of compute capability 9.0, and
+ * its own choice of kernel (attention_fwd.cu). */
 int scree__attn_sm90_supports(int head_dim);
 
 /* Launches the wgmma/TMA kernel on args->stream. Returns a cudaError_t
