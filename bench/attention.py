@@ -16,6 +16,7 @@ Prints a markdown table and writes JSON (--json).
 
   python3 bench/attention.py --lib build-gpu/kernels/libscreekernels.so --json out.json
   python3 bench/attention.py --lib ... --scree-only --variant 2   # one tile variant
+  python3 bench/attention.py --lib ... --scree-only --sm90 0      # mma.sync kernels only
 """
 import argparse
 import ctypes
@@ -120,11 +121,15 @@ def main():
     ap.add_argument("--json", default=None)
     ap.add_argument("--scree-only", action="store_true")
     ap.add_argument("--variant", type=int, default=None)
+    ap.add_argument("--sm90", type=int, default=None,
+                    help="SCREE_ATTN_SM90: 0 the mma.sync kernels only, 1 Hopper at d128, 2 at d64 too")
     ap.add_argument("--no-flex", action="store_true")
     ap.add_argument("--cases", default=None, help="comma-separated case indices")
     opt = ap.parse_args()
     if opt.variant is not None:
         os.environ["SCREE_ATTN_VARIANT"] = str(opt.variant)
+    if opt.sm90 is not None:
+        os.environ["SCREE_ATTN_SM90"] = str(opt.sm90)
     lib = ctypes.CDLL(opt.lib)
     lib.scree_attention_fwd.argtypes = [ctypes.POINTER(Args)]
     lib.scree_attention_fwd.restype = ctypes.c_int

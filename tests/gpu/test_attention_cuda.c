@@ -243,6 +243,28 @@ Test(attention_cuda, one_long_sequence) {
   run_case(&c2);
 }
 
+/* Edges of the Hopper kernel's tiles (128 queries, 128 keys, two K/V
+ * stages): lengths one short of, at and one past a block, a ring that wraps
+ * several times, the last sequence ending at the last row of the buffers (so
+ * that its key blocks run past the end of the tensor maps and read zeros),
+ * and keys far longer than queries. Every test here runs under each kernel
+ * choice: CTest starts this executable with the default, with
+ * SCREE_ATTN_SM90=0 and with the Hopper kernel forced onto every case. */
+Test(attention_cuda, hopper_tile_edges) {
+  static const int lq1[] = {255, 256, 257, 129, 1, 640};
+  static const int lq2[] = {2, 129, 7, 128};
+  static const int lk2[] = {700, 1, 257, 383};
+  for (int d = 0; d < 2; d++)
+    for (int causal = 0; causal < 2; causal++) {
+      tcase c = {causal ? SCREE_BFLOAT16 : SCREE_FLOAT16, dims[d], 6, 2, causal, -1, -1, 6, lq1,
+                 NULL};
+      run_case(&c);
+      tcase c2 = {SCREE_BFLOAT16, dims[d], 2, 1, causal, causal ? 300 : 129, causal ? 0 : 3, 4,
+                  lq2, lk2};
+      run_case(&c2);
+    }
+}
+
 Test(attention_cuda, empty_batches) {
   static const int zeros[] = {0, 0, 0};
   tcase c = {SCREE_BFLOAT16, 128, 2, 2, 1, -1, -1, 3, zeros, NULL};
