@@ -1,10 +1,12 @@
 /* The kernels of scree/ragged.h: packing a padded batch on the GPU.
  *
- * The plan is two kernels: one block per row summarises the mask (count,
- * first and last real position, any value not 0 or 1), then a single block
- * scans the counts into offsets, checks every row against the padding side
- * and computes each row's source shift. Both are a few microseconds: the
- * mask is (batch, seqlen), small beside the values. The gather is the
+ * The plan is one kernel: one block per row summarises the mask (count,
+ * first and last real position, any value not 0 or 1), and the last block
+ * to finish scans the counts into offsets, checks every row against the
+ * padding side, computes each row's source shift and writes what the host
+ * needs straight into mapped pinned memory, so the caller's one sync is the
+ * only step between the mask and the host. The mask is (batch, seqlen),
+ * small beside the values. The gather is the
  * bandwidth-bound part and is written as a plain copy: each block owns a
  * run of output tokens, looks up their rows once (a binary search over the
  * offsets, into shared memory) and then moves 16-byte vectors with several
@@ -17,14 +19,14 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <new>
 
 #include "../cpu/attention_internal.h"
 #include "scree/ragged.h"
 
 namespace {
 
-constexpr int kSummaryThreads = 256;
-constexpr int kPlanThreads = 1024;
+constexpr int kPlanThreads = 256;
 constexpr int kGatherThreads = 256;
 constexpr int kGatherMaxTokens = 256;
 
@@ -51,42 +53,6 @@ __device__ row_summary warp_combine(row_summary s) {
     s = combine(s, o);
   }
   return s;
-}
-
-/* One block per row. U is the unsigned integer type of the mask's width, so
- * that every integer dtype is read the same way: nonzero is real, and
- * anything but 0 and 1 (a negative value too) is not binary. */
-template <typename U>
-__global__ void __launch_bounds__(kSummaryThreads)
-    mask_summary_kernel(const U *__restrict__ mask, long long seqlen, long long batch,
-                        long long *__restrict__ summary) {
-  const long long b = blockIdx.x;
-  const U *row = mask + b * seqlen;
-  row_summary s = {0, seqlen, -1, 0};
-#pragma unroll 4
-  for (long long i = threadIdx.x; i < seqlen; i += kSummaryThreads) {
-    const U v = row[i];
-    if (v != 0) {
-      s.count++;
-      s.first = min(s.first, i);
-      s.last = i; /* i only grows within a thread */
-      s.not_binary |= v != 1;
-    }
-  }
-  s = warp_combine(s);
-  __shared__ row_summary warps[kSummaryThreads / 32];
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  if (lane == 0)
-    warps[warp] = s;
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    for (int w = 1; w < kSummaryThreads / 32; w++)
-      s = combine(s, warps[w]);
-    summary[SCREE_PACK_SUMMARY_LENGTH * batch + b] = s.count;
-    summary[SCREE_PACK_SUMMARY_FIRST * batch + b] = s.first;
-    summary[SCREE_PACK_SUMMARY_LAST * batch + b] = s.last;
-    summary[SCREE_PACK_SUMMARY_NOT_BINARY * batch + b] = s.not_binary;
-  }
 }
 
 /* Inclusive prefix sum over the block; every thread passes its value. */
@@ -118,10 +84,13 @@ __device__ long long block_inclusive_scan(long long x) {
   return x;
 }
 
-/* A single block: offsets, shift, the first bad row and the longest row,
- * laid out in work as scree_pack_plan_args describes. */
-__global__ void __launch_bounds__(kPlanThreads)
-    plan_kernel(long long *__restrict__ work, int batch, long long seqlen, int side) {
+/* The scan of the plan, by the one block that finished last: offsets, shift,
+ * the first bad row and the longest row, into work (laid out as
+ * scree_pack_plan_args describes) and their first batch + 3 entries into
+ * host_out too. The summaries were written by other blocks: read through
+ * L2 (__ldcg), past this SM's L1. */
+__device__ void plan_scan(long long *__restrict__ work, long long *__restrict__ host_out,
+                          int batch, long long seqlen, int side) {
   long long *offsets = work;
   long long *shift = work + batch + 3;
   const long long *summary = shift + batch;
@@ -132,16 +101,18 @@ __global__ void __launch_bounds__(kPlanThreads)
     first_bad = INT_MAX;
     longest = 0;
     offsets[0] = 0;
+    host_out[0] = 0;
   }
   __syncthreads();
   for (int base = 0; base < batch; base += kPlanThreads) {
     const int b = base + (int)threadIdx.x;
     long long n = 0, start = 0;
     if (b < batch) {
-      n = summary[SCREE_PACK_SUMMARY_LENGTH * (long long)batch + b];
-      const long long first = summary[SCREE_PACK_SUMMARY_FIRST * (long long)batch + b];
-      const long long last = summary[SCREE_PACK_SUMMARY_LAST * (long long)batch + b];
-      const bool not_binary = summary[SCREE_PACK_SUMMARY_NOT_BINARY * (long long)batch + b] != 0;
+      n = __ldcg(summary + SCREE_PACK_SUMMARY_LENGTH * (long long)batch + b);
+      const long long first = __ldcg(summary + SCREE_PACK_SUMMARY_FIRST * (long long)batch + b);
+      const long long last = __ldcg(summary + SCREE_PACK_SUMMARY_LAST * (long long)batch + b);
+      const bool not_binary =
+          __ldcg(summary + SCREE_PACK_SUMMARY_NOT_BINARY * (long long)batch + b) != 0;
       const bool empty = n == 0;
       const bool contiguous = empty || last - first + 1 == n;
       const bool prefix = empty || first == 0;
@@ -158,6 +129,7 @@ __global__ void __launch_bounds__(kPlanThreads)
     const long long before = carry;
     if (b < batch) {
       offsets[b + 1] = before + inclusive;
+      host_out[b + 1] = before + inclusive;
       shift[b] = (long long)b * seqlen + start - (before + inclusive - n);
     }
     __syncthreads();
@@ -166,9 +138,60 @@ __global__ void __launch_bounds__(kPlanThreads)
     __syncthreads();
   }
   if (threadIdx.x == 0) {
-    work[batch + 1] = first_bad == INT_MAX ? -1 : first_bad;
-    work[batch + 2] = longest;
+    const long long bad = first_bad == INT_MAX ? -1 : first_bad;
+    work[batch + 1] = host_out[batch + 1] = bad;
+    work[batch + 2] = host_out[batch + 2] = longest;
   }
+}
+
+/* One block per row. U is the unsigned integer type of the mask's width, so
+ * that every integer dtype is read the same way: nonzero is real, and
+ * anything but 0 and 1 (a negative value too) is not binary. The block that
+ * finishes last (counted in work[6 * batch + 3], zeroed before the launch)
+ * runs the scan. */
+template <typename U>
+__global__ void __launch_bounds__(kPlanThreads)
+    plan_kernel(const U *__restrict__ mask, long long seqlen, int batch, int side,
+                long long *__restrict__ work, long long *__restrict__ host_out) {
+  const long long b = blockIdx.x;
+  const U *row = mask + b * seqlen;
+  row_summary s = {0, seqlen, -1, 0};
+#pragma unroll 4
+  for (long long i = threadIdx.x; i < seqlen; i += kPlanThreads) {
+    const U v = row[i];
+    if (v != 0) {
+      s.count++;
+      s.first = min(s.first, i);
+      s.last = i; /* i only grows within a thread */
+      s.not_binary |= v != 1;
+    }
+  }
+  s = warp_combine(s);
+  __shared__ row_summary warps[kPlanThreads / 32];
+  __shared__ bool last_block;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (lane == 0)
+    warps[warp] = s;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    for (int w = 1; w < kPlanThreads / 32; w++)
+      s = combine(s, warps[w]);
+    long long *summary = work + 2 * (long long)batch + 3;
+    summary[SCREE_PACK_SUMMARY_LENGTH * (long long)batch + b] = s.count;
+    summary[SCREE_PACK_SUMMARY_FIRST * (long long)batch + b] = s.first;
+    summary[SCREE_PACK_SUMMARY_LAST * (long long)batch + b] = s.last;
+    summary[SCREE_PACK_SUMMARY_NOT_BINARY * (long long)batch + b] = s.not_binary;
+    /* Publish the summary before taking a ticket: the last block reads
+     * every row's. */
+    __threadfence();
+    unsigned int *done = reinterpret_cast<unsigned int *>(work + 6 * (long long)batch + 3);
+    last_block = atomicAdd(done, 1u) == gridDim.x - 1;
+  }
+  __syncthreads();
+  if (!last_block)
+    return;
+  __threadfence();
+  plan_scan(work, host_out, batch, seqlen, side);
 }
 
 /* Loads and stores, with or without the streaming cache hint (each byte is
@@ -315,118 +338,203 @@ int cuda_fail(cudaError_t err, char *msg, size_t msg_len, const char *what) {
   return scree__attn_fail(SCREE_ECUDA, msg, msg_len, "%s: %s", what, cudaGetErrorString(err));
 }
 
-/* Pinned staging for host-to-device copies of offsets and shifts. A copy
- * from pageable memory would make the host wait for the stream; pinned
- * memory allocated per call costs more than the conversion. So a few slots
- * of pinned memory are kept for the life of the process and used in turn;
- * each slot's event, recorded after its copy, says when the stream is past
- * it and the slot may be written again (by then it nearly always is: the
- * wait is a check). Events belong to a device, so a slot moving to another
+/* Pinned staging between the host and the device: the offsets and shifts
+ * of host-length packing going down, the plan's results coming up. A copy
+ * from pageable memory would make the host wait for the stream, and pinned
+ * memory allocated per call costs more than the conversion, so a few slots
+ * of mapped pinned memory are kept for the life of the process and used in
+ * turn. A slot is busy while a call fills or reads it on the host; its
+ * event, recorded after the device's last use, says when the stream is past
+ * it (by the time the slot comes round again it nearly always is: the wait
+ * is a check). Events belong to a device, so a slot moving to another
  * device gets a new one. */
 constexpr int kStageSlots = 8;
 
 struct stage_slot {
-  int64_t *buf;
-  size_t cap; /* entries */
+  int64_t *buf; /* host address */
+  int64_t *dev; /* the same memory as the device addresses it */
+  size_t cap;   /* entries */
   cudaEvent_t done;
   int device;
+  bool busy;
+  bool temporary; /* taken when every kept slot was busy; freed on release */
 };
 
 std::mutex stage_lock;
 stage_slot stage[kStageSlots];
 int stage_next;
 
+void stage_release(stage_slot *s) {
+  if (s->temporary) {
+    /* Its copy may still be queued: wait for it before freeing. */
+    if (s->done != nullptr) {
+      cudaEventSynchronize(s->done);
+      cudaEventDestroy(s->done);
+    }
+    if (s->buf != nullptr)
+      cudaFreeHost(s->buf);
+    delete s;
+    return;
+  }
+  std::lock_guard<std::mutex> hold(stage_lock);
+  s->busy = false;
+}
+
+/* A slot of at least need entries on the current device, marked busy and
+ * past its last use; NULL with *rc and the message set on failure. */
+stage_slot *stage_acquire(size_t need, int *rc, char *msg, size_t msg_len) {
+  int device = 0;
+  cudaError_t err = cudaGetDevice(&device);
+  if (err != cudaSuccess) {
+    *rc = cuda_fail(err, msg, msg_len, "cudaGetDevice");
+    return nullptr;
+  }
+  stage_slot *s = nullptr;
+  {
+    std::lock_guard<std::mutex> hold(stage_lock);
+    for (int i = 0; i < kStageSlots && s == nullptr; i++) {
+      stage_slot *c = &stage[(stage_next + i) % kStageSlots];
+      if (!c->busy) {
+        s = c;
+        stage_next = (stage_next + i + 1) % kStageSlots;
+      }
+    }
+    if (s != nullptr)
+      s->busy = true;
+  }
+  if (s == nullptr) {
+    /* More threads in here at once than slots: one of its own. */
+    s = new (std::nothrow) stage_slot();
+    if (s == nullptr) {
+      *rc = scree__attn_fail(SCREE_ENOMEM, msg, msg_len, "no memory for a staging slot");
+      return nullptr;
+    }
+    s->busy = s->temporary = true;
+  }
+  if (s->done != nullptr && (err = cudaEventSynchronize(s->done)) != cudaSuccess) {
+    *rc = cuda_fail(err, msg, msg_len, "waiting for a staging slot");
+    goto fail;
+  }
+  if (s->done != nullptr && s->device != device) {
+    cudaEventDestroy(s->done);
+    s->done = nullptr;
+  }
+  if (s->done == nullptr) {
+    if ((err = cudaEventCreateWithFlags(&s->done, cudaEventDisableTiming)) != cudaSuccess) {
+      s->done = nullptr;
+      *rc = cuda_fail(err, msg, msg_len, "creating a staging event");
+      goto fail;
+    }
+    s->device = device;
+  }
+  if (s->cap < need) {
+    if (s->buf != nullptr)
+      cudaFreeHost(s->buf);
+    s->buf = s->dev = nullptr;
+    s->cap = 0;
+    const size_t cap = need < 4096 ? 4096 : need;
+    void *dev = nullptr;
+    if (cudaHostAlloc((void **)&s->buf, cap * sizeof(int64_t),
+                      cudaHostAllocPortable | cudaHostAllocMapped) != cudaSuccess ||
+        cudaHostGetDevicePointer(&dev, s->buf, 0) != cudaSuccess) {
+      cudaGetLastError();
+      if (s->buf != nullptr)
+        cudaFreeHost(s->buf);
+      s->buf = nullptr;
+      *rc = scree__attn_fail(SCREE_ENOMEM, msg, msg_len,
+                             "no mapped pinned memory for %zu staging entries", cap);
+      goto fail;
+    }
+    s->dev = static_cast<int64_t *>(dev);
+    s->cap = cap;
+  }
+  return s;
+fail:
+  stage_release(s);
+  return nullptr;
+}
+
 int stage_copy(const int64_t *offsets, long long batch, long long seqlen, int side,
                int64_t *work, cudaStream_t stream, char *msg, size_t msg_len) {
   const size_t need = (size_t)(2 * batch + 1);
-  int device = 0;
-  cudaError_t err = cudaGetDevice(&device);
-  if (err != cudaSuccess)
-    return cuda_fail(err, msg, msg_len, "cudaGetDevice");
-  std::lock_guard<std::mutex> hold(stage_lock);
-  stage_slot &s = stage[stage_next];
-  stage_next = (stage_next + 1) % kStageSlots;
-  if (s.done != nullptr && (err = cudaEventSynchronize(s.done)) != cudaSuccess)
-    return cuda_fail(err, msg, msg_len, "waiting for a staging slot");
-  if (s.done != nullptr && s.device != device) {
-    cudaEventDestroy(s.done);
-    s.done = nullptr;
-  }
-  if (s.done == nullptr) {
-    if ((err = cudaEventCreateWithFlags(&s.done, cudaEventDisableTiming)) != cudaSuccess) {
-      s.done = nullptr;
-      return cuda_fail(err, msg, msg_len, "creating a staging event");
-    }
-    s.device = device;
-  }
-  if (s.cap < need) {
-    if (s.buf != nullptr)
-      cudaFreeHost(s.buf);
-    s.buf = nullptr;
-    s.cap = 0;
-    size_t cap = need < 4096 ? 4096 : need;
-    if (cudaHostAlloc((void **)&s.buf, cap * sizeof(int64_t), cudaHostAllocPortable) !=
-        cudaSuccess) {
-      cudaGetLastError();
-      s.buf = nullptr;
-      return scree__attn_fail(SCREE_ENOMEM, msg, msg_len,
-                              "no pinned memory for %zu staging entries", cap);
-    }
-    s.cap = cap;
-  }
-  int64_t *shift = s.buf + batch + 1;
-  memcpy(s.buf, offsets, (size_t)(batch + 1) * sizeof(int64_t));
+  int rc = 0;
+  stage_slot *s = stage_acquire(need, &rc, msg, msg_len);
+  if (s == nullptr)
+    return rc;
+  int64_t *shift = s->buf + batch + 1;
+  memcpy(s->buf, offsets, (size_t)(batch + 1) * sizeof(int64_t));
   for (long long b = 0; b < batch; b++) {
     const long long start = side == SCREE_PAD_LEFT ? seqlen - (offsets[b + 1] - offsets[b]) : 0;
     shift[b] = b * seqlen + start - offsets[b];
   }
-  err = cudaMemcpyAsync(work, s.buf, need * sizeof(int64_t), cudaMemcpyHostToDevice, stream);
+  cudaError_t err =
+      cudaMemcpyAsync(work, s->buf, need * sizeof(int64_t), cudaMemcpyHostToDevice, stream);
   if (err == cudaSuccess)
-    err = cudaEventRecord(s.done, stream);
+    err = cudaEventRecord(s->done, stream);
   if (err != cudaSuccess)
-    return cuda_fail(err, msg, msg_len, "copying offsets to the device");
-  return 0;
+    rc = cuda_fail(err, msg, msg_len, "copying offsets to the device");
+  stage_release(s);
+  return rc;
+}
+
+template <typename U>
+cudaError_t launch_plan(const scree_pack_plan_args *a, int64_t *host_out, cudaStream_t stream) {
+  plan_kernel<U><<<(unsigned)a->batch, kPlanThreads, 0, stream>>>(
+      static_cast<const U *>(a->mask), (long long)a->seqlen, (int)a->batch, a->side,
+      reinterpret_cast<long long *>(a->work), reinterpret_cast<long long *>(host_out));
+  return cudaGetLastError();
 }
 
 } // namespace
 
 extern "C" int scree__pack_plan_cuda(const scree_pack_plan_args *a) {
   cudaStream_t stream = static_cast<cudaStream_t>(a->stream);
-  long long *work = reinterpret_cast<long long *>(a->work);
-  const long long batch = a->batch, seqlen = a->seqlen;
-  cudaError_t err = cudaSuccess;
-  if (batch > 0) {
+  const long long batch = a->batch;
+  if (batch == 0) {
+    /* Nothing to summarise: offsets = {0}, on both sides. */
+    a->host[0] = 0;
+    a->host[1] = -1;
+    a->host[2] = 0;
+    cudaError_t err = cudaMemsetAsync(a->work, 0, sizeof(int64_t), stream);
+    return err == cudaSuccess ? 0 : cuda_fail(err, a->msg, a->msg_len, "zeroing the offsets");
+  }
+  int rc = 0;
+  stage_slot *s = stage_acquire((size_t)(batch + 3), &rc, a->msg, a->msg_len);
+  if (s == nullptr)
+    return rc;
+  /* The last-block counter, then the kernel; the kernel writes the host's
+   * part through the slot's device address. */
+  cudaError_t err = cudaMemsetAsync(a->work + 6 * batch + 3, 0, sizeof(int64_t), stream);
+  const char *what = "zeroing the plan's counter";
+  if (err == cudaSuccess) {
+    what = "pack plan kernel";
     switch (scree_dtype_size(a->mask_dtype)) {
     case 1:
-      mask_summary_kernel<uint8_t><<<(unsigned)batch, kSummaryThreads, 0, stream>>>(
-          static_cast<const uint8_t *>(a->mask), seqlen, batch, work + 2 * batch + 3);
+      err = launch_plan<uint8_t>(a, s->dev, stream);
       break;
     case 2:
-      mask_summary_kernel<uint16_t><<<(unsigned)batch, kSummaryThreads, 0, stream>>>(
-          static_cast<const uint16_t *>(a->mask), seqlen, batch, work + 2 * batch + 3);
+      err = launch_plan<uint16_t>(a, s->dev, stream);
       break;
     case 4:
-      mask_summary_kernel<uint32_t><<<(unsigned)batch, kSummaryThreads, 0, stream>>>(
-          static_cast<const uint32_t *>(a->mask), seqlen, batch, work + 2 * batch + 3);
+      err = launch_plan<uint32_t>(a, s->dev, stream);
       break;
     default:
-      mask_summary_kernel<unsigned long long><<<(unsigned)batch, kSummaryThreads, 0, stream>>>(
-          static_cast<const unsigned long long *>(a->mask), seqlen, batch, work + 2 * batch + 3);
+      err = launch_plan<unsigned long long>(a, s->dev, stream);
       break;
     }
-    if ((err = cudaGetLastError()) != cudaSuccess)
-      return cuda_fail(err, a->msg, a->msg_len, "mask summary kernel");
   }
-  plan_kernel<<<1, kPlanThreads, 0, stream>>>(work, (int)batch, seqlen, (int)a->side);
-  if ((err = cudaGetLastError()) != cudaSuccess)
-    return cuda_fail(err, a->msg, a->msg_len, "pack plan kernel");
-  err = cudaMemcpyAsync(a->host, a->work, (size_t)(batch + 3) * sizeof(int64_t),
-                        cudaMemcpyDeviceToHost, stream);
-  if (err != cudaSuccess)
-    return cuda_fail(err, a->msg, a->msg_len, "copying the pack plan to the host");
-  if ((err = cudaStreamSynchronize(stream)) != cudaSuccess)
-    return cuda_fail(err, a->msg, a->msg_len, "waiting for the pack plan");
-  return 0;
+  if (err == cudaSuccess) {
+    what = "waiting for the pack plan";
+    err = cudaEventRecord(s->done, stream);
+    if (err == cudaSuccess)
+      err = cudaStreamSynchronize(stream);
+  }
+  if (err == cudaSuccess)
+    memcpy(a->host, s->buf, (size_t)(batch + 3) * sizeof(int64_t));
+  else
+    rc = cuda_fail(err, a->msg, a->msg_len, what);
+  stage_release(s);
+  return rc;
 }
 
 extern "C" int scree__pack_rows_cuda(const void *padded, void *values, size_t row_bytes,

@@ -34,8 +34,8 @@ static void expect_plan_einval(const scree_pack_plan_args *a, const char *needle
 }
 
 Test(ragged_args, work_len) {
-  cr_expect_eq(scree_pack_plan_work_len(0), 3);
-  cr_expect_eq(scree_pack_plan_work_len(10), 63);
+  cr_expect_eq(scree_pack_plan_work_len(0), 4);
+  cr_expect_eq(scree_pack_plan_work_len(10), 64);
   cr_expect_eq(scree_pack_plan_work_len(-1), -1);
   cr_expect_eq(scree_pack_plan_work_len(INT64_MAX / 2), -1);
 }

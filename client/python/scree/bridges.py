@@ -8,9 +8,10 @@ exactly.
 
 Costs on CUDA. Packing needs the number of real tokens on the host to size
 its output, so ``from_hf_padded`` and ``from_padded`` with a mask make one
-small device-to-host copy: two small C kernels (scree/ragged.h) summarise
-the mask and compute offsets and per-row shifts, and the offsets, the first
-bad row and the longest row come back together. That is their only sync.
+small device-to-host transfer: one small C kernel (scree/ragged.h)
+summarises the mask and computes offsets and per-row shifts, and writes the
+offsets, the first bad row and the longest row to host memory. Waiting for
+it is their only sync.
 ``from_padded`` given host ``lengths`` needs none: one C call checks them and
 queues the offsets' copy and the gather. The gather is one C kernel.
 Unpacking (``to_hf_padded``, ``to_padded``) takes the padded length from the
@@ -241,25 +242,39 @@ def _row_bytes(padded: Any) -> int:
     return n
 
 
-def _pack_rows_native(padded: Any, offsets: Any, shift_ptr: int, host: np.ndarray,
+class _PackSource:
+    """What the gather needs of the padded tensor, taken before the plan's
+    sync so that little host work is left between the sync and the launch."""
+
+    def __init__(self, padded: Any) -> None:
+        src = padded if padded.is_contiguous() else padded.contiguous()
+        self.keep = src  # alive until the gather is queued
+        self.ptr = src.data_ptr()
+        self.batch = int(padded.shape[0])
+        self.inner = tuple(padded.shape[2:])
+        self.dtype = padded.dtype
+        self.device = padded.device
+        self.row_bytes = _row_bytes(padded)
+
+
+def _pack_rows_native(src: _PackSource, offsets: Any, shift_ptr: int, host: np.ndarray,
                       longest: int, stream: int) -> Array:
-    """Queue the C gather of ``padded``'s real rows into a new packed tensor
+    """Queue the C gather of the padded rows into a new packed tensor
     (``offsets`` and the shifts at ``shift_ptr`` already on the device;
     ``host``, the offsets on the host, becomes the Array's own)."""
-    torch = _torch()
-    B, total = int(padded.shape[0]), int(host[-1])
-    values = torch.empty((total, *padded.shape[2:]), dtype=padded.dtype, device=padded.device)
-    if total and values.numel():
-        src = padded if padded.is_contiguous() else padded.contiguous()
-        _native.pack_rows(src.data_ptr(), values.data_ptr(), _row_bytes(padded),
-                          offsets.data_ptr(), shift_ptr, B, total, stream)
+    total = int(host[-1])
+    values = _torch().empty((total, *src.inner), dtype=src.dtype, device=src.device)
+    if total and src.row_bytes:
+        _native.pack_rows(src.ptr, values.data_ptr(), src.row_bytes, offsets.data_ptr(),
+                          shift_ptr, src.batch, total, stream)
     return Array._trusted(values, offsets, host, longest, "torch")
 
 
 def _from_masked_native(padded: Any, mask: Any, side: str, name: str) -> Array:
     """The CUDA path of :func:`_from_masked`: the C plan summarises the mask
-    and computes offsets and shifts in two small kernels, one copy of the
-    offsets comes back to the host (the one sync), and the C gather packs."""
+    and computes offsets and shifts in one small kernel that writes what the
+    host needs into mapped pinned memory (the one sync), and the C gather
+    packs."""
     torch = _torch()
     code = _MASK_CODES.get(str(mask.dtype).rsplit(".", 1)[-1])
     if code is None:
@@ -267,20 +282,19 @@ def _from_masked_native(padded: Any, mask: Any, side: str, name: str) -> Array:
     B, S = int(mask.shape[0]), int(mask.shape[1])
     dev = padded.device
     mask = mask if mask.is_contiguous() else mask.contiguous()
-    work = torch.empty(6 * B + 3, dtype=torch.int64, device=dev)
-    pinned = torch.empty(B + 3, dtype=torch.int64, pin_memory=True)
+    src = _PackSource(padded)
+    work = torch.empty(6 * B + 4, dtype=torch.int64, device=dev)
+    plan = np.empty(B + 3, dtype=np.int64)
     with _CudaCall(dev) as stream:
         _native.pack_plan(mask.data_ptr(), code, B, S, _SIDE_CODES[side], work.data_ptr(),
-                          pinned.data_ptr(), stream)
-        plan = pinned.numpy()
+                          plan.ctypes.data, stream)
         if plan[B + 1] >= 0:
             # A bad row: the summary, read back only now, names what is wrong.
-            summary = work[2 * B + 3:].view(4, B).cpu().numpy()
+            summary = work[2 * B + 3 : 6 * B + 3].view(4, B).cpu().numpy()
             _check_mask_rows(summary, S, side, mask, name)
             raise InvalidArgument(f"{name} row {int(plan[B + 1])} is not a valid mask row")
-        host = plan[: B + 1].copy()  # the pinned buffer goes back to torch's cache
-        return _pack_rows_native(padded, work[: B + 1], work.data_ptr() + 8 * (B + 3), host,
-                                 int(plan[B + 2]), stream)
+        return _pack_rows_native(src, work[: B + 1], work.data_ptr() + 8 * (B + 3),
+                                 plan[: B + 1], int(plan[B + 2]), stream)
 
 
 def _from_lengths_native(padded: Any, lengths: np.ndarray, side: str) -> Array:
@@ -323,10 +337,6 @@ def _gather(padded: Any, fw: str, lengths: np.ndarray, starts: np.ndarray,
         dev = padded.device
         both = _upload(np.concatenate([host, shift]), dev)
         offsets, shift_dev = both[: B + 1], both[B + 1 :]
-        if _native_packing(dev):
-            with _CudaCall(dev) as stream:
-                return _pack_rows_native(padded, offsets, shift_dev.data_ptr(), host,
-                                         int(lengths.max()) if B else 0, stream)
         if _triton_copies(dev, padded.dtype, default=False):
             from .kernels.triton import pack_padded
 

@@ -1,16 +1,18 @@
 /* Packing padded batches into the ragged layout on NVIDIA GPUs.
  *
- * These are the two device steps of scree.bridges.from_hf_padded and
- * from_padded on CUDA tensors, in C so that a conversion costs two small
- * kernels, one short device-to-host copy and one gather, with almost no host
- * time between them:
+ * These are the device steps of scree.bridges.from_hf_padded and
+ * from_padded on CUDA tensors, in C so that a conversion costs one small
+ * kernel, one sync and one gather, with almost no host time between them:
  *
- *   scree_pack_plan_cuda   reads a (batch, seqlen) mask and computes every
- *                          row's length, where its real tokens start, the
- *                          offsets and the per-row source shift; it copies
- *                          the offsets to the host and waits for them (the
- *                          one sync: the caller needs the total to allocate);
- *   scree_pack_rows_cuda   gathers the real tokens into the packed values.
+ *   scree_pack_plan_cuda    reads a (batch, seqlen) mask and computes every
+ *                           row's length, where its real tokens start, the
+ *                           offsets and the per-row source shift, writing
+ *                           the offsets straight to host memory, and waits
+ *                           for them (the one sync: the caller needs the
+ *                           total to allocate);
+ *   scree_pack_rows_cuda    gathers the real tokens into the packed values;
+ *   scree_pack_lengths_cuda does both from lengths known on the host,
+ *                           without a sync.
  *
  * Token t of row b (offsets[b] <= t < offsets[b+1]) comes from padded row
  * t + shift[b] of the padded array seen as (batch * seqlen) rows, that is
@@ -62,11 +64,12 @@ typedef struct scree_pack_plan_args {
    *   batch + 2                the longest row
    *   batch + 3 ...            shift (batch entries)
    *   then                     the summary (4 * batch entries, see above)
+   *   6 * batch + 3            the plan's own counter
    * A row is bad when it holds values other than 0 and 1, when its real
    * tokens are not contiguous, or when they are not on the side allowed. */
   int64_t *work;
-  /* Pinned (page-locked) host memory of batch + 3 int64s: receives the
-   * first batch + 3 entries of work. */
+  /* Host memory of batch + 3 int64s (any: the plan stages through pinned
+   * memory of its own): receives the first batch + 3 entries of work. */
   int64_t *host;
 
   void *stream;   /* a cudaStream_t; NULL is the legacy stream */
@@ -77,13 +80,14 @@ typedef struct scree_pack_plan_args {
 /* Number of int64 entries the work buffer of scree_pack_plan_cuda needs. */
 SCREE_API int64_t scree_pack_plan_work_len(int64_t batch);
 
-/* Runs the plan on args->stream and waits for the stream, so that
- * args->host holds the offsets, the first bad row and the longest row on
- * return. The mask is not checked here beyond what the summary says: the
+/* Runs the plan on args->stream (one kernel) and waits for the stream, so
+ * that args->host holds the offsets, the first bad row and the longest row
+ * on return. The mask is not checked here beyond what the summary says: the
  * caller reads host[batch + 1] and, for a bad row, the summary for its
  * message. Returns 0, SCREE_EINVAL for a bad argument (the message names
- * it), SCREE_ENOTSUP in a build without CUDA, SCREE_ECUDA when CUDA fails
- * (the message holds CUDA's own). */
+ * it), SCREE_ENOTSUP in a build without CUDA, SCREE_ENOMEM when staging
+ * memory cannot be had, SCREE_ECUDA when CUDA fails (the message holds
+ * CUDA's own). */
 SCREE_API int scree_pack_plan_cuda(const scree_pack_plan_args *args);
 
 /* Copies token t of the packed output, for every t < total, from padded row
