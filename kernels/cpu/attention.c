@@ -2,6 +2,7 @@
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "attention_internal.h"
 
@@ -13,6 +14,11 @@ int scree__attn_fail(int code, char *msg, size_t msg_len, const char *fmt, ...) 
     va_end(ap);
   }
   return code;
+}
+
+int scree__kernels_env_int(const char *name, int dflt) {
+  const char *env = getenv(name);
+  return env != NULL ? atoi(env) : dflt;
 }
 
 #define FAIL(code, ...) scree__attn_fail((code), a->msg, a->msg_len, __VA_ARGS__)

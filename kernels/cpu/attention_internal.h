@@ -16,6 +16,12 @@ extern "C" {
 int scree__attn_fail(int code, char *msg, size_t msg_len, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+/* The integer value of the environment variable name, or dflt when it is
+ * unset. For the kernels' measuring switches (SCREE_ATTN_*,
+ * SCREE_PACK_VARIANT), which each caller reads once per process, into a
+ * function-local static. */
+int scree__kernels_env_int(const char *name, int dflt);
+
 /* The masks after defaults are applied: window_left and window_right are -1
  * for "unbounded", and window_right is 0 when causal. */
 typedef struct scree__attn_plan {

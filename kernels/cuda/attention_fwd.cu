@@ -25,9 +25,14 @@
 #include <string.h>
 
 #include "../cpu/attention_internal.h"
+#include "attention_common.cuh"
 #include "attention_sm90.h"
 
 namespace {
+
+using scree_attn::clampi;
+using scree_attn::fast_exp2;
+using scree_attn::pack2;
 
 struct fwd_params {
   const void *q, *k, *v;
@@ -89,12 +94,6 @@ template <> struct mma_op<__nv_bfloat16> {
                  : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
   }
-  static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
-    __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
-    uint32_t u;
-    memcpy(&u, &h, 4);
-    return u;
-  }
 };
 
 template <> struct mma_op<__half> {
@@ -105,23 +104,7 @@ template <> struct mma_op<__half> {
                  : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
   }
-  static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
-    __half2 h = __floats2half2_rn(lo, hi);
-    uint32_t u;
-    memcpy(&u, &h, 4);
-    return u;
-  }
 };
-
-__device__ __forceinline__ float fast_exp2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-  return y;
-}
-
-__device__ __forceinline__ int clampi(int x, int lo, int hi) {
-  return x < lo ? lo : (x > hi ? hi : x);
-}
 
 /* Copies rows [0, valid) of a (ROWS, D) tile whose rows are `stride`
  * elements apart in global memory into shared memory rows of D + 8
@@ -385,10 +368,10 @@ __global__ void __launch_bounds__(WARPS * 32, 1) attention_fwd_kernel(const fwd_
       uint32_t pa[MT][4];
 #pragma unroll
       for (int mt = 0; mt < MT; mt++) {
-        pa[mt][0] = mma_op<T>::pack(s[mt][2 * kc][0], s[mt][2 * kc][1]);
-        pa[mt][1] = mma_op<T>::pack(s[mt][2 * kc][2], s[mt][2 * kc][3]);
-        pa[mt][2] = mma_op<T>::pack(s[mt][2 * kc + 1][0], s[mt][2 * kc + 1][1]);
-        pa[mt][3] = mma_op<T>::pack(s[mt][2 * kc + 1][2], s[mt][2 * kc + 1][3]);
+        pa[mt][0] = pack2<T>(s[mt][2 * kc][0], s[mt][2 * kc][1]);
+        pa[mt][1] = pack2<T>(s[mt][2 * kc][2], s[mt][2 * kc][3]);
+        pa[mt][2] = pack2<T>(s[mt][2 * kc + 1][0], s[mt][2 * kc + 1][1]);
+        pa[mt][3] = pack2<T>(s[mt][2 * kc + 1][2], s[mt][2 * kc + 1][3]);
       }
 #pragma unroll
       for (int dp = 0; dp < D / 16; dp++) {
@@ -432,7 +415,7 @@ __global__ void __launch_bounds__(WARPS * 32, 1) attention_fwd_kernel(const fwd_
       const int lrow = warp_row0 + mt * 16 + lane / 4 + hr * 8;
 #pragma unroll
       for (int dt = 0; dt < DT; dt++) {
-        const uint32_t v = mma_op<T>::pack(acc[mt][dt][2 * hr] * inv, acc[mt][dt][2 * hr + 1] * inv);
+        const uint32_t v = pack2<T>(acc[mt][dt][2 * hr] * inv, acc[mt][dt][2 * hr + 1] * inv);
         *reinterpret_cast<uint32_t *>(sO + lrow * LD + dt * 8 + (lane % 4) * 2) = v;
       }
       if (p.lse != nullptr && lane % 4 == 0 && lrow < rows) {
@@ -616,29 +599,16 @@ extern "C" int scree__attention_fwd_cuda(const scree_attention_args *a) {
   if (p.left > a->max_seqlen_k)
     p.left = a->max_seqlen_k;
 
-  static int variant = -1;
-  if (variant < 0) {
-    const char *env = getenv("SCREE_ATTN_VARIANT");
-    variant = env != NULL ? atoi(env) : 0;
-  }
-  /* SCREE_ATTN_SM90 (read once per process): 0 never takes the Hopper
-   * kernel, 1 (the default) takes it for head_dim 128 on compute capability
-   * 9.0, 2 for head_dim 64 too. A SCREE_ATTN_VARIANT other than 0 asks for
-   * an mma.sync variant and also leaves the Hopper kernel out. */
-  static int sm90_mode = -1;
-  if (sm90_mode < 0) {
-    const char *env = getenv("SCREE_ATTN_SM90");
-    sm90_mode = env != NULL ? atoi(env) : 1;
-  }
-  /* SCREE_ATTN_SM90_MIN_SEQLEN (read once per process): batches whose
-   * max_seqlen_q is below it stay on the mma.sync kernel. */
-  static int sm90_min_seqlen = -1;
-  if (sm90_min_seqlen < 0) {
-    const char *env = getenv("SCREE_ATTN_SM90_MIN_SEQLEN");
-    sm90_min_seqlen = env != NULL ? atoi(env) : SM90_MIN_SEQLEN_DEFAULT;
-    if (sm90_min_seqlen < 0)
-      sm90_min_seqlen = 0;
-  }
+  /* SCREE_ATTN_VARIANT: an mma.sync tile variant other than the default
+   * (dispatch above). SCREE_ATTN_SM90: 0 never takes the Hopper kernel, 1
+   * (the default) takes it for head_dim 128 on compute capability 9.0, 2 for
+   * head_dim 64 too; a SCREE_ATTN_VARIANT other than 0 also leaves it out.
+   * SCREE_ATTN_SM90_MIN_SEQLEN: batches whose max_seqlen_q is below it stay
+   * on the mma.sync kernel. Each is read once per process. */
+  static const int variant = scree__kernels_env_int("SCREE_ATTN_VARIANT", 0);
+  static const int sm90_mode = scree__kernels_env_int("SCREE_ATTN_SM90", 1);
+  static const int sm90_min_seqlen =
+      scree__kernels_env_int("SCREE_ATTN_SM90_MIN_SEQLEN", SM90_MIN_SEQLEN_DEFAULT);
   cudaStream_t stream = static_cast<cudaStream_t>(a->stream);
   if (major == 9 && minor == 0 && variant == 0 && sm90_mode > 0 &&
       a->max_seqlen_q >= sm90_min_seqlen &&

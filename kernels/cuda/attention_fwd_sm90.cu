@@ -34,9 +34,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../cpu/attention_internal.h"
+#include "attention_common.cuh"
 #include "attention_sm90.h"
 
 namespace {
+
+using scree_attn::clampi;
+using scree_attn::fast_exp2;
+using scree_attn::pack2;
 
 constexpr int BM = 128;      /* query rows a block: two consumer warpgroups of 64 */
 constexpr int BN = 128;      /* keys a K/V block */
@@ -150,30 +156,6 @@ __device__ __forceinline__ uint64_t make_desc(uint32_t addr, uint32_t lbo, uint3
   d |= (uint64_t)((sbo >> 4) & 0x3FFFu) << 32;
   d |= 1ull << 62;
   return d;
-}
-
-__device__ __forceinline__ float fast_exp2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-  return y;
-}
-
-__device__ __forceinline__ int clampi(int x, int lo, int hi) {
-  return x < lo ? lo : (x > hi ? hi : x);
-}
-
-template <typename T> __device__ __forceinline__ uint32_t pack2(float lo, float hi);
-template <> __device__ __forceinline__ uint32_t pack2<__nv_bfloat16>(float lo, float hi) {
-  __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
-  uint32_t u;
-  memcpy(&u, &h, 4);
-  return u;
-}
-template <> __device__ __forceinline__ uint32_t pack2<__half>(float lo, float hi) {
-  __half2 h = __floats2half2_rn(lo, hi);
-  uint32_t u;
-  memcpy(&u, &h, 4);
-  return u;
 }
 
 /* wgmma m64nNk16 with fp32 accumulators. wgmma_ss: A and B from shared
@@ -831,25 +813,13 @@ extern "C" int scree__attn_sm90_launch(const scree__attn_sm90_args *a) {
    * intra-warpgroup overlap, which ptxas's schedule defeats: kernels/NOTES.md)
    * with the two consumer warpgroups taking turns; 2 the same without the
    * turns. Both are slower than 0 on the H100 and kept for measuring. */
-  static int loop = -1;
-  if (loop < 0) {
-    const char *env = getenv("SCREE_ATTN_SM90_LOOP");
-    loop = env != NULL ? atoi(env) : 0;
-  }
+  static const int loop = scree__kernels_env_int("SCREE_ATTN_SM90_LOOP", 0);
   /* SCREE_ATTN_SM90_PERSIST (read once per process): 1 (the default) a
    * persistent grid, one block per multiprocessor; 0 one block per tile. */
-  static int persist = -1;
-  if (persist < 0) {
-    const char *env = getenv("SCREE_ATTN_SM90_PERSIST");
-    persist = env != NULL ? atoi(env) : 1;
-  }
+  static const int persist = scree__kernels_env_int("SCREE_ATTN_SM90_PERSIST", 1);
   /* SCREE_ATTN_SM90_QBUF (read once per process): Q buffers, 2 (the
    * default: the next tile's Q loads during this one's last steps) or 1. */
-  static int qbuf = -1;
-  if (qbuf < 0) {
-    const char *env = getenv("SCREE_ATTN_SM90_QBUF");
-    qbuf = env != NULL && atoi(env) == 1 ? 1 : 2;
-  }
+  static const int qbuf = scree__kernels_env_int("SCREE_ATTN_SM90_QBUF", 2) == 1 ? 1 : 2;
   const int pingpong = loop != 2;
   const bool pers = persist != 0;
   cudaError_t err;

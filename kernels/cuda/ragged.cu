@@ -286,12 +286,10 @@ constexpr gather_shape kGatherShapes[] = {
     {4, false, 4096}, {8, false, 4096}, {4, true, 4096}, {8, true, 8192}, {8, false, 8192}};
 
 int gather_variant() {
-  static int variant = -1;
-  if (variant < 0) {
-    const char *env = getenv("SCREE_PACK_VARIANT");
-    const int v = env != NULL ? atoi(env) : 0;
-    variant = v >= 0 && v < (int)(sizeof(kGatherShapes) / sizeof(kGatherShapes[0])) ? v : 0;
-  }
+  static const int variant = [] {
+    const int v = scree__kernels_env_int("SCREE_PACK_VARIANT", 0);
+    return v >= 0 && v < (int)(sizeof(kGatherShapes) / sizeof(kGatherShapes[0])) ? v : 0;
+  }();
   return variant;
 }
 

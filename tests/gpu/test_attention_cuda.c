@@ -18,6 +18,7 @@
 #include "scree/attention.h"
 
 #include "../attn_testutil.h"
+#include "gpu_skip.h"
 
 #define CK(call)                                                                       \
   do {                                                                                 \
@@ -318,26 +319,4 @@ Test(attention_cuda, unsupported_and_bad_arguments) {
   cr_expect(strstr(msg, "num_heads_q=3") != NULL, "%s", msg);
   CK(cudaFree(d));
   CK(cudaFree(cu));
-}
-
-/* Checks for a device before Criterion starts, in a child process: CUDA
- * initialised in this process would not survive Criterion's fork of each
- * test. Criterion's test workers are this same executable started again
- * with BXFI_MAP set; they skip the check. A constructor rather than a main
- * of our own, because Criterion's workers enter through its own main. */
-__attribute__((constructor)) static void skip_without_device(void) {
-  if (getenv("BXFI_MAP") != NULL)
-    return;
-  pid_t pid = fork();
-  if (pid == 0) {
-    int n = 0;
-    _exit(cudaGetDeviceCount(&n) == cudaSuccess && n > 0 ? 0 : 1);
-  }
-  int status = 0;
-  if (pid > 0 && waitpid(pid, &status, 0) == pid && WIFEXITED(status) &&
-      WEXITSTATUS(status) == 0)
-    return;
-  printf("SKIP: no CUDA device\n");
-  fflush(stdout);
-  _exit(77);
 }

@@ -20,6 +20,7 @@
 #include "scree/ragged.h"
 
 #include "../attn_testutil.h"
+#include "gpu_skip.h"
 
 #define CK(call)                                                                       \
   do {                                                                                 \
@@ -335,23 +336,4 @@ Test(ragged_cuda, lengths_reuse_staging) {
   CK(cudaFree(dp));
   free(hp);
   CK(cudaStreamDestroy(stream));
-}
-
-/* As in test_attention_cuda.c: check for a device in a child before
- * Criterion forks its workers. */
-__attribute__((constructor)) static void skip_without_device(void) {
-  if (getenv("BXFI_MAP") != NULL)
-    return;
-  pid_t pid = fork();
-  if (pid == 0) {
-    int n = 0;
-    _exit(cudaGetDeviceCount(&n) == cudaSuccess && n > 0 ? 0 : 1);
-  }
-  int status = 0;
-  if (pid > 0 && waitpid(pid, &status, 0) == pid && WIFEXITED(status) &&
-      WEXITSTATUS(status) == 0)
-    return;
-  printf("SKIP: no CUDA device\n");
-  fflush(stdout);
-  _exit(77);
 }
