@@ -180,3 +180,30 @@ def test_many_conversions_in_flight():
         rows = [hs[b, 64 - n:] if side == "left" else hs[b, :n] for b, n in enumerate(lengths)]
         assert torch.equal(arr.values, torch.cat(rows))
         assert arr.offsets.cpu().tolist() == [0, *np.cumsum(lengths).tolist()]
+
+
+@pytest.mark.parametrize("kernel", ["", "torch"])
+def test_no_sync_where_lengths_are_known(monkeypatch, kernel):
+    """With the lengths on the host, packing, unpacking and the Array's
+    metadata run without a device-to-host sync, on the C path and on the
+    torch-ops path alike: torch's sync debug mode turns any sync it sees
+    (.item(), .cpu(), nonzero, ...) into an error."""
+    monkeypatch.setenv("SCREE_BRIDGES_KERNEL", kernel)
+    hs, _, lengths, _ = random_batch(16, 40, (8,), torch.bfloat16, 0.0, 9)
+    hl = lengths.tolist()
+    bridges.from_padded(hs, lengths=hl)  # warm up (Triton compiles, caches fill)
+    bridges.to_hf_padded(bridges.from_padded(hs, lengths=hl))
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        arr = bridges.from_padded(hs, lengths=hl)
+        assert arr.max_length == int(lengths.max()) and arr.batch_size == 16
+        padded, mask = bridges.to_hf_padded(arr)
+        wide, _ = bridges.to_padded(arr, pad_value=-1, max_length=48)
+        nt = bridges.to_torch_nested(arr)
+        with pytest.raises(RuntimeError, match="synchroniz"):
+            arr.values.sum().item()  # the mode does catch a sync here
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.equal(padded[mask.bool()], arr.values)
+    assert wide.shape == (16, 48, 8) and nt.size(0) == 16
