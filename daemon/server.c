@@ -1,12 +1,14 @@
 #include "server.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -69,6 +71,7 @@ struct scree__server {
   uv_loop_t *loop;
   scree__store *store;
   int lfd;
+  int lockfd; /* PATH.lock, held while this server owns the path; -1 else */
   uv_poll_t lpoll;
   uv_timer_t pause_timer;
   char *path;
@@ -159,6 +162,54 @@ static int probe_socket(const struct sockaddr_un *addr, const char *path, char *
   }
   close(fd);
   return rc;
+}
+
+/* Takes PATH.lock (flock, exclusive) for as long as this server owns the
+ * path. Probing a socket file and replacing a stale one are not atomic: two
+ * screeds starting together on one stale file could each find the other's
+ * new socket not yet listening, take it for stale and unlink it, leaving one
+ * of them serving a name nobody can reach. The lock makes the second wait
+ * for nothing and fail instead. The file is never removed: removing it
+ * would let a third screed lock a new file beside a held one. */
+static int lock_path(scree__server *srv, const char *path, char *msg, size_t msg_len) {
+  char lock[PATH_MAX];
+  if ((size_t)snprintf(lock, sizeof(lock), "%s.lock", path) >= sizeof(lock))
+    return scree__errf(SCREE_ENAMETOOLONG, msg, msg_len, "lock file path for %s is too long",
+                       path);
+  int rc = make_parents(path, msg, msg_len);
+  if (rc != 0)
+    return rc;
+  int fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+  if (fd < 0)
+    return scree__errf(SCREE__ERR(errno), msg, msg_len, "cannot open %s: %s", lock,
+                       strerror(errno));
+  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    close(fd);
+    if (err != EWOULDBLOCK)
+      return scree__errf(SCREE__ERR(err), msg, msg_len, "cannot lock %s: %s", lock,
+                         strerror(err));
+    /* Held: by a screed serving the path (whose pid the probe can name) or
+     * by one still starting. */
+    struct sockaddr_un addr;
+    memset(&addr, 0, sizeof(addr));
+    addr.sun_family = AF_UNIX;
+    if (strlen(path) < sizeof(addr.sun_path)) {
+      memcpy(addr.sun_path, path, strlen(path));
+      if (probe_socket(&addr, path, msg, msg_len) == SCREE_EBUSY)
+        return SCREE_EBUSY;
+    }
+    return scree__errf(SCREE_EBUSY, msg, msg_len,
+                       "another screed is starting on or serving %s (it holds %s)", path, lock);
+  }
+  srv->lockfd = fd;
+  return 0;
+}
+
+static void unlock_path(scree__server *srv) {
+  if (srv->lockfd >= 0)
+    close(srv->lockfd); /* the lock goes with the last descriptor */
+  srv->lockfd = -1;
 }
 
 static int listen_on(scree__server *srv, const char *path, char *msg, size_t msg_len) {
@@ -672,6 +723,7 @@ static scree__server *server_alloc(uv_loop_t *loop, scree__store *store, const c
   srv->store = store;
   srv->max_packet = max_packet;
   srv->lfd = -1;
+  srv->lockfd = -1;
   scree__reply_init(&srv->reply);
   return srv;
 }
@@ -686,9 +738,12 @@ int scree__server_new(uv_loop_t *loop, scree__store *store, const char *path,
   scree__server *srv = server_alloc(loop, store, path, max_packet);
   if (srv == NULL)
     return scree__errf(SCREE_ENOMEM, msg, msg_len, "out of memory");
-  int rc = listen_on(srv, path, msg, msg_len);
+  int rc = lock_path(srv, path, msg, msg_len);
   if (rc != 0)
     goto err_alloc;
+  rc = listen_on(srv, path, msg, msg_len);
+  if (rc != 0)
+    goto err_lock;
   rc = server_start(srv, msg, msg_len);
   if (rc != 0)
     goto err_socket;
@@ -698,6 +753,8 @@ int scree__server_new(uv_loop_t *loop, scree__store *store, const char *path,
 err_socket:
   unlink_if_ours(srv);
   close(srv->lfd);
+err_lock:
+  unlock_path(srv);
 err_alloc:
   server_free_unstarted(srv);
   return rc;
@@ -731,6 +788,7 @@ void scree__server_free(scree__server *srv) {
     return;
   scree__exec_free(srv->exec);
   scree__reply_clear(&srv->reply);
+  unlock_path(srv);
   free(srv->rbuf);
   free(srv->path);
   free(srv);
@@ -891,6 +949,9 @@ void scree__server_stop_listening(scree__server *srv) {
    * not answer. A socket from systemd stays: systemd owns it, and clients
    * that connect meanwhile wait in its backlog for the next screed. */
   unlink_if_ours(srv);
+  /* The path is no longer ours: a successor may start on it while this
+   * screed drains. */
+  unlock_path(srv);
   uv_close((uv_handle_t *)&srv->lpoll, on_listener_closed);
   uv_close((uv_handle_t *)&srv->pause_timer, NULL);
 }

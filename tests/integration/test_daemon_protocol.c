@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -599,6 +600,96 @@ Test(daemon, a_stale_socket_file_is_replaced) {
   cr_assert_geq(fd, 0);
   close(fd);
   finish();
+}
+
+/* Two screeds starting together on one path are serialised by PATH.lock:
+ * while another process holds it, screed exits 1 naming the lock and
+ * touches no socket file; once it is free, screed starts. */
+Test(daemon, a_held_lock_file_stops_a_second_screed) {
+  memset(&d, 0, sizeof(d));
+  rc_socket_path(d.sock, sizeof(d.sock), "locked");
+  char dir[108], lock[128];
+  snprintf(dir, sizeof(dir), "%s", d.sock);
+  cr_assert_eq(mkdir(dirname(dir), 0755), 0);
+  snprintf(lock, sizeof(lock), "%s.lock", d.sock);
+  int lfd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  cr_assert_geq(lfd, 0);
+  cr_assert_eq(flock(lfd, LOCK_EX | LOCK_NB), 0);
+
+  cr_assert_eq(rc_daemon_spawn(&d, NULL, 1), 0);
+  int st = rc_daemon_wait(&d, 20000);
+  cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 1, "wait status 0x%x", st);
+  char err[1024];
+  rc_daemon_read_stderr(&d, err, sizeof(err), 1000);
+  close(d.err_fd);
+  d.pid = 0;
+  char want[300];
+  snprintf(want, sizeof(want), "another screed is starting on or serving %s (it holds %s)",
+           d.sock, lock);
+  cr_assert(strstr(err, want) != NULL, "stderr was: %s", err);
+  struct stat sb;
+  cr_assert_neq(lstat(d.sock, &sb), 0, "no socket file was made");
+
+  close(lfd); /* released */
+  cr_assert_eq(rc_daemon_start(&d, NULL), 0, "screed did not start once the lock was free");
+  int fd = rc_open(d.sock);
+  cr_assert_geq(fd, 0);
+  close(fd);
+  /* While it serves, the lock is held. */
+  lfd = open(lock, O_RDWR | O_CLOEXEC);
+  cr_assert_geq(lfd, 0);
+  cr_assert_neq(flock(lfd, LOCK_EX | LOCK_NB), 0, "screed does not hold %s", lock);
+  close(lfd);
+  finish();
+}
+
+/* Two screeds started at once on a stale socket file, ten times over: each
+ * time exactly one exits 1 and the other serves the path, answering as
+ * itself (SO_PEERCRED). */
+Test(daemon, two_screeds_started_together_leave_one_serving) {
+  for (int round = 0; round < 10; round++) {
+    char tag[32];
+    snprintf(tag, sizeof(tag), "race%d", round);
+    rc_daemon a, b;
+    memset(&a, 0, sizeof(a));
+    memset(&b, 0, sizeof(b));
+    rc_socket_path(a.sock, sizeof(a.sock), tag);
+    snprintf(b.sock, sizeof(b.sock), "%s", a.sock);
+    char dir[108];
+    snprintf(dir, sizeof(dir), "%s", a.sock);
+    cr_assert_eq(mkdir(dirname(dir), 0755), 0);
+    int s = socket(AF_UNIX, SOCK_SEQPACKET, 0);
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", a.sock);
+    cr_assert_eq(bind(s, (struct sockaddr *)&addr, sizeof(addr)), 0);
+    close(s); /* stale */
+
+    cr_assert_eq(rc_daemon_spawn(&a, NULL, 1), 0);
+    cr_assert_eq(rc_daemon_spawn(&b, NULL, 1), 0);
+    rc_daemon *loser = NULL, *winner = NULL;
+    for (int waited = 0; waited < 200 && loser == NULL; waited++) {
+      if (rc_daemon_wait(&a, 50) != -1)
+        loser = &a, winner = &b;
+      else if (rc_daemon_wait(&b, 50) != -1)
+        loser = &b, winner = &a;
+    }
+    cr_assert_not_null(loser, "round %d: neither screed exited: both think they serve", round);
+    close(loser->err_fd);
+    loser->pid = 0;
+    cr_assert_eq(rc_daemon_wait_socket(winner, 20000), 0, "round %d: the other does not serve",
+                 round);
+    int fd = rc_open(winner->sock);
+    cr_assert_geq(fd, 0);
+    struct ucred cred;
+    socklen_t clen = sizeof(cred);
+    cr_assert_eq(getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen), 0);
+    cr_assert_eq(cred.pid, winner->pid, "round %d: the socket answers as pid %d, not %d", round,
+                 (int)cred.pid, (int)winner->pid);
+    close(fd);
+    close(winner->err_fd);
+    winner->err_fd = -1;
+    cr_assert_neq(rc_daemon_stop(winner), -1);
+  }
 }
 
 Test(daemon, a_path_that_is_not_a_socket_is_left_alone) {
