@@ -3,9 +3,17 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "log.h"
 #include "scree/error.h"
+
+/* Monotonic milliseconds, never 0 (0 marks a clean extent). */
+static uint64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u + 1u;
+}
 
 uint64_t scree__align_up(uint64_t n) {
   if (n > UINT64_MAX - (SCREE__ALIGN - 1))
@@ -177,6 +185,7 @@ int scree__pool_alloc_keyed(scree__pool *p, uint64_t key, uint64_t size,
   a->key = key;
   a->free[0].off = 0;
   a->free[0].len = a->mem.size;
+  a->free[0].dirty_since = 0; /* fresh memory holds no pages */
   a->nfree = 1;
   a->prev = p->tail;
   if (p->tail)
@@ -225,20 +234,27 @@ int scree__pool_free(scree__pool *p, scree__arena *a, uint64_t offset, uint64_t 
 
   int join_prev = prev && prev->off + prev->len == offset;
   int join_next = next && offset + size == next->off;
+  /* The merged extent is dirty from now: a purge then also gives back the
+   * parts of it that were clean, at no cost (they hold no pages). */
+  const uint64_t now = now_ms();
   if (join_prev && join_next) {
     prev->len += size + next->len;
+    prev->dirty_since = now;
     memmove(&a->free[i], &a->free[i + 1], (a->nfree - i - 1) * sizeof(*a->free));
     a->nfree--;
   } else if (join_prev) {
     prev->len += size;
+    prev->dirty_since = now;
   } else if (join_next) {
     next->off = offset;
     next->len += size;
+    next->dirty_since = now;
   } else {
     /* reserve_extents guaranteed the room at allocation time. */
     memmove(&a->free[i + 1], &a->free[i], (a->nfree - i) * sizeof(*a->free));
     a->free[i].off = offset;
     a->free[i].len = size;
+    a->free[i].dirty_since = now;
     a->nfree++;
   }
   a->used -= size;
@@ -251,4 +267,22 @@ int scree__pool_free(scree__pool *p, scree__arena *a, uint64_t offset, uint64_t 
       arena_destroy(p, a);
   }
   return 0;
+}
+
+uint64_t scree__pool_purge(scree__pool *p, uint64_t min_age_ms) {
+  if (p->mem->ops->discard == NULL)
+    return 0;
+  const uint64_t now = now_ms();
+  uint64_t bytes = 0;
+  for (scree__arena *a = p->head; a != NULL; a = a->next) {
+    for (size_t i = 0; i < a->nfree; i++) {
+      scree__extent *e = &a->free[i];
+      if (e->dirty_since == 0 || now - e->dirty_since < min_age_ms)
+        continue;
+      p->mem->ops->discard(p->mem, &a->mem, e->off, e->len);
+      e->dirty_since = 0;
+      bytes += e->len;
+    }
+  }
+  return bytes;
 }

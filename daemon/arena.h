@@ -11,7 +11,14 @@
  * that becomes empty goes back to the backend at once, except that one empty
  * arena of the standard size is kept as a spare, so a workload that creates
  * and deletes one batch at a time does not map and unmap an arena (and hand a
- * new fd to every client) on every cycle. */
+ * new fd to every client) on every cycle.
+ *
+ * Free space that blocks have used is "dirty": on host memory its pages are
+ * still resident. scree__pool_purge gives the memory of extents that have
+ * stayed dirty for a while back to the backend (mem.h's discard), so a
+ * long-lived screed does not keep the peak of every arena it ever filled,
+ * while a workload that frees and refills within the delay keeps reusing
+ * resident pages instead of faulting in fresh zeroed ones each cycle. */
 #ifndef SCREE_DAEMON_ARENA_H
 #define SCREE_DAEMON_ARENA_H
 
@@ -25,6 +32,9 @@
 typedef struct scree__extent {
   uint64_t off;
   uint64_t len;
+  /* Monotonic milliseconds since the extent last grew by a freed block, or
+   * 0 when it holds no memory a block used since the last purge. */
+  uint64_t dirty_since;
 } scree__extent;
 
 typedef struct scree__arena {
@@ -59,6 +69,12 @@ typedef struct scree__pool {
   void (*on_arena_freed)(void *arg, uint64_t id);
   void *on_arena_freed_arg;
 } scree__pool;
+
+/* Gives back the memory of every free extent that has been dirty for at
+ * least min_age_ms (0: all of them), where the backend can (mem.h's
+ * discard; a no-op for backends without one). Returns the bytes of the
+ * extents given back. */
+uint64_t scree__pool_purge(scree__pool *p, uint64_t min_age_ms);
 
 /* Rounds n up to a multiple of SCREE__ALIGN; UINT64_MAX when that overflows. */
 uint64_t scree__align_up(uint64_t n);

@@ -45,16 +45,19 @@ typedef struct options {
   uint32_t max_connections;
   uint32_t max_leases;
   uint64_t drain_timeout_ms;
+  uint64_t release_free_ms;
 } options;
 
 #define DEFAULT_MAX_CONNECTIONS 1024u
 #define DEFAULT_MAX_LEASES 65536u
 #define DEFAULT_DRAIN_TIMEOUT_MS 30000u
+#define DEFAULT_RELEASE_FREE_MS 10000u
 enum {
   OPT_METRICS_LISTEN = 1000,
   OPT_MAX_CONNECTIONS,
   OPT_MAX_LEASES,
   OPT_DRAIN_TIMEOUT,
+  OPT_RELEASE_FREE,
 };
 
 /* Option codes of the access-control block; outside the char range so that
@@ -91,6 +94,9 @@ static void usage(FILE *f) {
           "                        leases one connection may hold (default 65536; 0: no limit)\n"
           "  --drain-timeout SECS  at SIGTERM, how long running attention jobs may finish\n"
           "                        (default 30; also 500ms, 2s)\n"
+          "  --release-free-after SECS\n"
+          "                        host memory that deleted batches left unused this long\n"
+          "                        goes back to the system (default 10; also 500ms, 0)\n"
           "  --version, --help\n"
           "SIZE is a number of bytes with an optional K, M, G or T suffix (powers of 1024).\n");
 }
@@ -185,6 +191,13 @@ static int ops_option(int c, const char *arg, options *o) {
       return 2;
     }
     return 0;
+  case OPT_RELEASE_FREE:
+    if (parse_duration_ms(arg, &o->release_free_ms) != 0) {
+      fprintf(stderr,
+              "screed: --release-free-after takes seconds (10, 10s) or 500ms, not '%s'\n", arg);
+      return 2;
+    }
+    return 0;
   default:
     return 2;
   }
@@ -208,6 +221,7 @@ static int parse_options(int argc, char **argv, options *o) {
       {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
       {"max-leases-per-connection", required_argument, NULL, OPT_MAX_LEASES},
       {"drain-timeout", required_argument, NULL, OPT_DRAIN_TIMEOUT},
+      {"release-free-after", required_argument, NULL, OPT_RELEASE_FREE},
       {"version", no_argument, NULL, 'V'},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0},
@@ -221,6 +235,7 @@ static int parse_options(int argc, char **argv, options *o) {
   o->max_connections = DEFAULT_MAX_CONNECTIONS;
   o->max_leases = DEFAULT_MAX_LEASES;
   o->drain_timeout_ms = DEFAULT_DRAIN_TIMEOUT_MS;
+  o->release_free_ms = DEFAULT_RELEASE_FREE_MS;
   const char *env = getenv("SCREE_SOCKET");
   o->socket = env != NULL && env[0] != '\0' ? env : DEFAULT_SOCKET;
 
@@ -312,6 +327,7 @@ static int parse_options(int argc, char **argv, options *o) {
     case OPT_MAX_CONNECTIONS:
     case OPT_MAX_LEASES:
     case OPT_DRAIN_TIMEOUT:
+    case OPT_RELEASE_FREE:
       if (ops_option(c, optarg, o) != 0)
         return 2;
       break;
@@ -513,6 +529,7 @@ int main(int argc, char **argv) {
   d.metrics.bytes_limit = o.memory_limit;
   d.metrics.max_connections = o.max_connections;
   scree__server_set_ops(d.srv, &d.metrics, o.max_connections);
+  scree__server_set_release_free(d.srv, o.release_free_ms);
   if (o.metrics_listen != NULL) {
     rc = scree__metrics_http_start(&loop, &d.metrics, o.metrics_listen, &d.http, msg,
                                    sizeof(msg));
@@ -538,13 +555,14 @@ int main(int argc, char **argv) {
              "version=%s socket=%s backend=%s device=%s device_index=%d ipc=%s"
              " memory_limit=%" PRIu64 " arena_size=%" PRIu64 " max_packet=%" PRIu64
              " pid=%d activated=%s metrics=%s max_connections=%" PRIu32
-             " max_leases_per_connection=%" PRIu32 " drain_timeout_ms=%" PRIu64,
+             " max_leases_per_connection=%" PRIu32 " drain_timeout_ms=%" PRIu64
+             " release_free_ms=%" PRIu64,
              SCREE_VERSION_STRING, scree__q(o.socket),
              mi->backend == SCREE__BACKEND_CUDA ? "cuda" : "host", scree__q(mi->device_name),
              mi->device_index, ipc_name(mi->ipc_mode), o.memory_limit, o.arena_size,
              o.max_packet, (int)getpid(), lfd >= 0 ? "yes" : "no",
              scree__q(o.metrics_listen ? o.metrics_listen : ""), o.max_connections,
-             o.max_leases, o.drain_timeout_ms);
+             o.max_leases, o.drain_timeout_ms, o.release_free_ms);
   /* READY only now: the socket accepts and the backend is up. */
   scree__notifyf("READY=1\nSTATUS=listening on %s", o.socket);
 

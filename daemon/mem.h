@@ -82,6 +82,12 @@ struct scree__mem_ops {
    * get share_fd's handle, and the store counts it as writable. */
   int (*share_fd_ro)(scree__mem *m, const scree__arena_mem *a, int *fd_out, char *msg,
                      size_t msg_len);
+  /* Optional: gives the pages wholly inside [offset, offset + size), a
+   * block just freed, back to the system; they read as zeros until written
+   * again, and the arena keeps its size and mappings. NULL where the
+   * backend keeps its memory (CUDA). Best effort: a failure costs memory,
+   * never data, so there is nothing to return. */
+  void (*discard)(scree__mem *m, const scree__arena_mem *a, uint64_t offset, uint64_t size);
 };
 
 struct scree__mem {

@@ -167,6 +167,20 @@ static int host_write(scree__mem *m, const scree__arena_mem *a, uint64_t offset,
   return rc;
 }
 
+/* Punches the block's whole pages out of the memfd: shmem frees them, and
+ * every mapping (screed's, the clients') reads zeros there until a new
+ * batch writes. */
+static void host_discard(scree__mem *m, const scree__arena_mem *a, uint64_t offset,
+                         uint64_t size) {
+  const uint64_t page = m->info.granularity;
+  const uint64_t start = (offset + page - 1) / page * page;
+  const uint64_t end = (offset + size) / page * page;
+  host_arena *h = a->impl;
+  if (end > start && h != NULL)
+    (void)fallocate(h->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)start,
+                    (off_t)(end - start));
+}
+
 static void host_destroy(scree__mem *m) { free(m); }
 
 static const struct scree__mem_ops host_ops = {
@@ -177,6 +191,7 @@ static const struct scree__mem_ops host_ops = {
     .write = host_write,
     .destroy = host_destroy,
     .share_fd_ro = host_share_fd_ro,
+    .discard = host_discard,
 };
 
 int scree__mem_host_create(scree__mem **out, char *msg, size_t msg_len) {

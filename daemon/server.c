@@ -74,6 +74,8 @@ struct scree__server {
   int lockfd; /* PATH.lock, held while this server owns the path; -1 else */
   uv_poll_t lpoll;
   uv_timer_t pause_timer;
+  uv_timer_t purge_timer;
+  uint64_t release_free_ms;
   char *path;
   dev_t dev;
   ino_t ino;
@@ -628,6 +630,21 @@ err_fd:
 
 static void on_listen(uv_poll_t *h, int status, int events);
 
+/* Memory that deleted batches left free goes back to the system once it has
+ * stayed unused for srv->release_free_ms (host memory; CUDA arenas keep
+ * theirs). The default, 10 s, is long enough that a producer replacing its
+ * batch every few seconds keeps reusing resident pages instead of faulting
+ * in zeroed ones, and short enough that a burst's peak does not stay. */
+#define PURGE_EVERY_MS 1000
+#define RELEASE_FREE_DEFAULT_MS 10000
+
+static void on_purge(uv_timer_t *t) {
+  scree__server *srv = t->data;
+  const uint64_t bytes = scree__store_purge(srv->store, srv->release_free_ms);
+  if (bytes > 0)
+    scree__log(SCREE__LOG_DEBUG, "free_memory_released", "bytes=%" PRIu64, bytes);
+}
+
 static void on_pause_over(uv_timer_t *t) {
   scree__server *srv = t->data;
   if (!srv->shutting_down)
@@ -704,6 +721,10 @@ static int server_start(scree__server *srv, char *msg, size_t msg_len) {
   srv->lpoll.data = srv;
   uv_timer_init(srv->loop, &srv->pause_timer);
   srv->pause_timer.data = srv;
+  uv_timer_init(srv->loop, &srv->purge_timer);
+  srv->purge_timer.data = srv;
+  uv_timer_start(&srv->purge_timer, on_purge, PURGE_EVERY_MS, PURGE_EVERY_MS);
+  uv_unref((uv_handle_t *)&srv->purge_timer); /* never what keeps the loop alive */
   uv_poll_start(&srv->lpoll, UV_READABLE, on_listen);
   return 0;
 }
@@ -724,6 +745,7 @@ static scree__server *server_alloc(uv_loop_t *loop, scree__store *store, const c
   srv->max_packet = max_packet;
   srv->lfd = -1;
   srv->lockfd = -1;
+  srv->release_free_ms = RELEASE_FREE_DEFAULT_MS;
   scree__reply_init(&srv->reply);
   return srv;
 }
@@ -777,6 +799,10 @@ void scree__server_shutdown(scree__server *srv) {
   /* After the connections: their jobs are detached by now, queued ones are
    * dropped, running ones finish and keep the loop alive until then. */
   scree__exec_shutdown(srv->exec);
+}
+
+void scree__server_set_release_free(scree__server *srv, uint64_t ms) {
+  srv->release_free_ms = ms;
 }
 
 void scree__server_set_authz(scree__server *srv, const scree__authz *authz) {
@@ -954,6 +980,7 @@ void scree__server_stop_listening(scree__server *srv) {
   unlock_path(srv);
   uv_close((uv_handle_t *)&srv->lpoll, on_listener_closed);
   uv_close((uv_handle_t *)&srv->pause_timer, NULL);
+  uv_close((uv_handle_t *)&srv->purge_timer, NULL);
 }
 
 int scree__server_new_fd(uv_loop_t *loop, scree__store *store, int fd, const char *path,

@@ -48,6 +48,11 @@ struct scree__metrics;
 void scree__server_set_ops(scree__server *srv, struct scree__metrics *metrics,
                            uint32_t max_connections);
 
+/* How long host memory that deleted batches left free stays resident for
+ * reuse before it goes back to the system (scree__store_purge, checked
+ * every second; default 10 s). */
+void scree__server_set_release_free(scree__server *srv, uint64_t ms);
+
 struct scree__drain;
 
 /* Hands the shutdown drain to the attention executor (after

@@ -468,6 +468,10 @@ void scree__store_free(scree__store *s) {
   free(s);
 }
 
+uint64_t scree__store_purge(scree__store *s, uint64_t min_age_ms) {
+  return scree__pool_purge(&s->pool, min_age_ms);
+}
+
 void scree__store_counts_get(const scree__store *s, scree__store_counts *out) {
   out->bytes_used = s->bytes_used;
   out->bytes_arenas = s->pool.bytes_arenas;

@@ -160,6 +160,11 @@ typedef struct scree__store_counts {
 
 void scree__store_counts_get(const scree__store *s, scree__store_counts *out);
 
+/* Gives back the memory of free space that deleted batches left and that
+ * has stayed unused for min_age_ms (scree__pool_purge); screed calls it
+ * from a timer. Returns the bytes given back. */
+uint64_t scree__store_purge(scree__store *s, uint64_t min_age_ms);
+
 /* Attention jobs (exec.c) read these counters; screed's metrics export
  * them. Durations are those of the kernel runs (elapsed_ns of the replies),
  * in nanoseconds; buckets[i] counts jobs that took at most

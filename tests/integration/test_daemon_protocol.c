@@ -30,9 +30,11 @@ static void start(const char *tag, const char *const *extra) {
 }
 
 static void rm_socket_dir(const char *sock) {
-  char copy[108];
+  char copy[108], lock[128];
   snprintf(copy, sizeof(copy), "%s", sock);
+  snprintf(lock, sizeof(lock), "%s.lock", sock);
   unlink(sock);
+  unlink(lock);
   rmdir(dirname(copy));
 }
 
@@ -643,6 +645,62 @@ Test(daemon, a_held_lock_file_stops_a_second_screed) {
   finish();
 }
 
+/* Host memory a deleted batch leaves goes back to the system once it has
+ * aged (--release-free-after; 0 here, so at the next purge tick): the
+ * arena memfd's allocated blocks shrink by the deleted batch while its
+ * neighbour keeps its bytes. */
+Test(daemon, deleted_batches_give_their_memory_back) {
+  const char *args[] = {"--release-free-after", "0", "--arena-size", "32M", NULL};
+  start("release", args);
+  int fd = rc_open(d.sock);
+  cr_assert_geq(fd, 0);
+  const int64_t rows = 8 << 20; /* 8 MiB of uint8 a batch */
+  int afd = -1;
+  Scree__V1__Response *resp = rc_create(fd, "gone", 6, 1, rows, &afd);
+  expect(resp, 0);
+  Scree__V1__Location la = *resp->create->location;
+  rc_free(resp);
+  cr_assert_geq(afd, 0);
+  resp = rc_create(fd, "kept", 6, 1, rows, NULL);
+  expect(resp, 0);
+  Scree__V1__Location lb = *resp->create->location;
+  rc_free(resp);
+  cr_assert_eq(la.arena_id, lb.arena_id, "both batches in one arena");
+  uint8_t *p = mmap(NULL, la.arena_size, PROT_READ | PROT_WRITE, MAP_SHARED, afd, 0);
+  cr_assert_neq(p, MAP_FAILED);
+  memset(p + la.values_offset, 1, (size_t)rows);
+  memset(p + lb.values_offset, 2, (size_t)rows);
+  int64_t offs[2] = {0, rows};
+  memcpy(p + la.offsets_offset, offs, sizeof(offs));
+  memcpy(p + lb.offsets_offset, offs, sizeof(offs));
+  expect(resp = rc_seal(fd, "gone"), 0);
+  rc_free(resp);
+  expect(resp = rc_seal(fd, "kept"), 0);
+  rc_free(resp);
+  struct stat st;
+  cr_assert_eq(fstat(afd, &st), 0);
+  const int64_t before = (int64_t)st.st_blocks * 512;
+  cr_assert_geq(before, 2 * rows, "both batches are resident");
+
+  expect(resp = rc_delete(fd, "gone"), 0);
+  rc_free(resp);
+  int64_t after = before;
+  for (uint64_t t0 = now_ms(); now_ms() - t0 < 5000 && before - after < rows;) {
+    usleep(50 * 1000);
+    cr_assert_eq(fstat(afd, &st), 0);
+    after = (int64_t)st.st_blocks * 512;
+  }
+  cr_assert_geq(before - after, rows, "5 s after the delete screed still holds %lld of %lld bytes",
+                (long long)after, (long long)before);
+  for (int64_t i = 0; i < rows; i += 4096)
+    cr_assert_eq(p[lb.values_offset + (uint64_t)i], 2, "the kept batch lost byte %lld",
+                 (long long)i);
+  munmap(p, la.arena_size);
+  close(afd);
+  close(fd);
+  finish();
+}
+
 /* Two screeds started at once on a stale socket file, ten times over: each
  * time exactly one exits 1 and the other serves the path, answering as
  * itself (SO_PEERCRED). */
@@ -742,6 +800,7 @@ Test(daemon, bad_options_exit_2) {
       {"--memory-limit", "lots", NULL}, {"--arena-size", "0", NULL},
       {"--device", "gpu", NULL},        {"--log-level", "loud", NULL},
       {"--max-packet", "10", NULL},     {"--ipc", "shm", NULL},
+      {"--release-free-after", "soon", NULL},
   };
   for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
     cr_assert_eq(rc_daemon_spawn(&d, cases[i], 1), 0);

@@ -1,9 +1,12 @@
 /* The arena sub-allocator over a fake backend that maps nothing, so that
  * arenas of any size cost no memory and the backend's calls can be
- * counted. */
+ * counted; and, at the end, over the real host backend, for the memory a
+ * freed block gives back. */
 #include <criterion/criterion.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "arena.h"
 #include "log.h"
@@ -303,4 +306,74 @@ Test(arena, keys_never_share_an_arena_and_the_spare_keeps_its_key) {
   cr_assert_eq(b2->id, b1_id, "the spare goes back to its own key");
   cr_assert_null(pool.spare);
   teardown_pool();
+}
+
+/* On host memory a freed block's pages go back to the system (punched out
+ * of the arena's memfd) once a purge finds them old enough, while the arena
+ * and its other blocks stay: the memfd's allocated blocks shrink by the
+ * freed block, the freed range reads zeros, and the neighbour keeps its
+ * bytes. The last block's pages go too when the arena stays as the spare. (Through a mapping, a read of a punched
+ * page would allocate it again: a client reading a deleted batch's memory
+ * costs pages, as before.) */
+static uint64_t arena_bytes_held(scree__mem *m, scree__arena *a) {
+  int fd = -1;
+  char msg[256];
+  cr_assert_eq(m->ops->share_fd(m, &a->mem, &fd, msg, sizeof(msg)), 0, "%s", msg);
+  struct stat st;
+  cr_assert_eq(fstat(fd, &st), 0);
+  close(fd);
+  return (uint64_t)st.st_blocks * 512;
+}
+
+Test(arena, host_memory_of_freed_blocks_goes_back) {
+  scree__mem *host = NULL;
+  char msg[256];
+  cr_assert_eq(scree__mem_host_create(&host, msg, sizeof(msg)), 0, "%s", msg);
+  scree__pool hp;
+  cr_assert_eq(scree__pool_init(&hp, host, 16u << 20, msg, sizeof(msg)), 0, "%s", msg);
+  const uint64_t mib4 = 4u << 20;
+  scree__arena *a = NULL, *b = NULL;
+  uint64_t off_a = 0, off_b = 0;
+  cr_assert_eq(scree__pool_alloc(&hp, mib4, &a, &off_a, msg, sizeof(msg)), 0, "%s", msg);
+  cr_assert_eq(scree__pool_alloc(&hp, mib4, &b, &off_b, msg, sizeof(msg)), 0, "%s", msg);
+  cr_assert_eq(a, b, "both blocks in one arena");
+  uint8_t *base = a->mem.host_ptr;
+  cr_assert_not_null(base);
+  memset(base + off_a, 0x5a, mib4);
+  memset(base + off_b, 0xa5, mib4);
+  const uint64_t before = arena_bytes_held(host, a);
+  cr_assert_geq(before, 2 * mib4, "both blocks are resident (%llu bytes)",
+                (unsigned long long)before);
+
+  cr_assert_eq(scree__pool_free(&hp, a, off_a, mib4), 0);
+  /* Not at once: freed memory is kept for reuse until it has aged. */
+  cr_assert_eq(scree__pool_purge(&hp, 60000), 0, "nothing is a minute old yet");
+  cr_assert_geq(arena_bytes_held(host, a), before, "the freed pages are still resident");
+  cr_assert_geq(scree__pool_purge(&hp, 0), mib4, "the freed block's extent is given back");
+  cr_assert_eq(scree__pool_purge(&hp, 0), 0, "and only once");
+  const uint64_t after = arena_bytes_held(host, a);
+  cr_assert_leq(after + mib4, before, "freeing 4 MiB gave back %llu bytes",
+                (unsigned long long)(before - after));
+  /* Read the freed range through the fd: a read fault on a hole of a
+   * shared memfd mapping would allocate the page again. */
+  int fd = -1;
+  cr_assert_eq(host->ops->share_fd(host, &a->mem, &fd, msg, sizeof(msg)), 0, "%s", msg);
+  uint8_t page[4096];
+  for (uint64_t i = 0; i < mib4; i += sizeof(page)) {
+    cr_assert_eq(pread(fd, page, sizeof(page), (off_t)(off_a + i)), (ssize_t)sizeof(page));
+    for (size_t j = 0; j < sizeof(page); j++)
+      if (page[j] != 0)
+        cr_assert_fail("freed byte %llu reads %d", (unsigned long long)(i + j), page[j]);
+  }
+  close(fd);
+  for (uint64_t i = 0; i < mib4; i += 4096)
+    cr_assert_eq(base[off_b + i], 0xa5, "the neighbour lost byte %llu", (unsigned long long)i);
+
+  cr_assert_eq(scree__pool_free(&hp, b, off_b, mib4), 0);
+  cr_assert_eq(hp.spare, a, "the emptied arena stays as the spare");
+  scree__pool_purge(&hp, 0);
+  const uint64_t spare_bytes = arena_bytes_held(host, a);
+  cr_assert_lt(spare_bytes, 64u << 10, "the spare holds %llu bytes", (unsigned long long)spare_bytes);
+  scree__pool_destroy(&hp);
+  host->ops->destroy(host);
 }
