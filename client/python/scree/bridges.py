@@ -107,8 +107,10 @@ def _check_side(side: str, allow_auto: bool = False) -> None:
 
 # Rows of the per-row summary of a mask: the number of real tokens, the first
 # and last real position (S and -1 for an empty row), and whether the row holds
-# values other than 0 and 1. Computed where the mask lives; for a CUDA mask
-# the stacked summary is the one device-to-host copy of a conversion.
+# values other than 0 and 1. Computed where the mask lives: with numpy, or,
+# for a CUDA mask without the C kernels, with torch ops whose stacked summary
+# is the one device-to-host copy of a conversion (the C plan keeps its
+# summary on the device and reads it back only to name a bad row).
 _LEN, _FIRST, _LAST, _NOT_BINARY_ROW = 0, 1, 2, 3
 
 
@@ -465,8 +467,8 @@ def from_hf_padded(hidden_states: Any, attention_mask: Any) -> Array:
     :class:`scree.InvalidArgument` naming the first bad row.
 
     Returns a new Array: values are a packed copy (total_real_tokens, *inner),
-    offsets are int64 on the same device. On CUDA this costs one small
-    device-to-host copy (the per-row lengths).
+    offsets are int64 on the same device. On CUDA this costs one sync, for
+    the offsets (the packed size must be known to allocate the output).
     """
     return _from_masked(hidden_states, attention_mask, "auto", ("hidden_states", "attention_mask"))
 
