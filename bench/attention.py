@@ -88,6 +88,8 @@ def cases():
         dict(name="d64 causal short, 16 heads", lens=lognormal_lengths(256, 2048), hq=16, hkv=16, d=64, causal=True),
         dict(name="d128 causal, uniform 16 x 4096", lens=[4096] * 16, hq=16, hkv=16, d=128, causal=True),
         dict(name="d128 causal, 2048 short (16-256)", lens=rng.integers(16, 257, 2048).tolist(), hq=16, hkv=16, d=128, causal=True),
+        # head_dim 256: the Hopper kernel only (compute capability 9.0).
+        dict(name="d256 causal, 16 heads", lens=lognormal_lengths(64, 8192), hq=16, hkv=16, d=256, causal=True),
     ]
 
 
