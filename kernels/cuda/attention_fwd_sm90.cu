@@ -23,7 +23,10 @@
  *
  * The producer warpgroup gives registers back (setmaxnreg) so that the
  * consumers can hold O (64 fp32 registers a thread at head_dim 128) and S
- * (64 a thread for 128 keys) without spilling. */
+ * (64 a thread for 128 keys) without spilling. At head_dim 256 O alone is
+ * 128 registers a thread: K/V blocks are 64 keys there (S 32, P 16), and Q
+ * has one buffer (64 KB; with two K/V stages of 64 KB, 192 KB of shared
+ * memory). */
 #include <cuda.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
