@@ -534,9 +534,11 @@ extern "C" int scree__attention_fwd_cuda(const scree_attention_args *a) {
     return scree__attn_fail(SCREE_ENOTSUP, a->msg, a->msg_len,
                             "q_dtype=%s is not supported on CUDA (bfloat16 or float16)",
                             scree_dtype_name(a->q_dtype));
-  if (a->head_dim != 64 && a->head_dim != 128)
+  if (a->head_dim != 64 && a->head_dim != 128 && a->head_dim != 256)
     return scree__attn_fail(SCREE_ENOTSUP, a->msg, a->msg_len,
-                            "head_dim=%d is not supported on CUDA (64 or 128)", a->head_dim);
+                            "head_dim=%d is not supported on CUDA (64 or 128; 256 on compute "
+                            "capability 9.0)",
+                            a->head_dim);
 
   int dev = 0, major = 0, minor = 0;
   cudaError_t err = cudaGetDevice(&dev);
@@ -553,6 +555,32 @@ extern "C" int scree__attention_fwd_cuda(const scree_attention_args *a) {
     return scree__attn_fail(SCREE_ENOTSUP, a->msg, a->msg_len,
                             "device %d has compute capability %d.x; sm_80 or newer is needed",
                             dev, major);
+
+  /* SCREE_ATTN_VARIANT: an mma.sync tile variant other than the default
+   * (dispatch below). SCREE_ATTN_SM90: 0 never takes the Hopper kernel, 1
+   * (the default) takes it for head_dim 128 and 256 on compute capability
+   * 9.0, 2 for head_dim 64 too; a SCREE_ATTN_VARIANT other than 0 also
+   * leaves it out. SCREE_ATTN_SM90_MIN_SEQLEN: batches whose max_seqlen_q is
+   * below it stay on the mma.sync kernel (head_dim 64 and 128). Each is read
+   * once per process. */
+  static const int variant = scree__kernels_env_int("SCREE_ATTN_VARIANT", 0);
+  static const int sm90_mode = scree__kernels_env_int("SCREE_ATTN_SM90", 1);
+  static const int sm90_min_seqlen =
+      scree__kernels_env_int("SCREE_ATTN_SM90_MIN_SEQLEN", SM90_MIN_SEQLEN_DEFAULT);
+  const bool hopper = major == 9 && minor == 0;
+  /* head_dim 256 runs on the Hopper kernel alone: the mma.sync kernels
+   * would need more registers than a thread has for its accumulators. Said
+   * before any early return, so that the answer does not depend on the
+   * batch being empty. */
+  if (a->head_dim == 256 && !hopper)
+    return scree__attn_fail(SCREE_ENOTSUP, a->msg, a->msg_len,
+                            "head_dim=256 needs compute capability 9.0 (Hopper); device %d "
+                            "has %d.%d",
+                            dev, major, minor);
+  if (a->head_dim == 256 && (sm90_mode <= 0 || variant != 0))
+    return scree__attn_fail(SCREE_ENOTSUP, a->msg, a->msg_len,
+                            "head_dim=256 needs the Hopper kernel, which %s turns off",
+                            sm90_mode <= 0 ? "SCREE_ATTN_SM90=0" : "SCREE_ATTN_VARIANT");
 
   if ((rc = check_device_pointer(a, a->q, "q")) != 0 ||
       (rc = check_device_pointer(a, a->k, "k")) != 0 ||
@@ -599,21 +627,11 @@ extern "C" int scree__attention_fwd_cuda(const scree_attention_args *a) {
   if (p.left > a->max_seqlen_k)
     p.left = a->max_seqlen_k;
 
-  /* SCREE_ATTN_VARIANT: an mma.sync tile variant other than the default
-   * (dispatch above). SCREE_ATTN_SM90: 0 never takes the Hopper kernel, 1
-   * (the default) takes it for head_dim 128 on compute capability 9.0, 2 for
-   * head_dim 64 too; a SCREE_ATTN_VARIANT other than 0 also leaves it out.
-   * SCREE_ATTN_SM90_MIN_SEQLEN: batches whose max_seqlen_q is below it stay
-   * on the mma.sync kernel. Each is read once per process. */
-  static const int variant = scree__kernels_env_int("SCREE_ATTN_VARIANT", 0);
-  static const int sm90_mode = scree__kernels_env_int("SCREE_ATTN_SM90", 1);
-  static const int sm90_min_seqlen =
-      scree__kernels_env_int("SCREE_ATTN_SM90_MIN_SEQLEN", SM90_MIN_SEQLEN_DEFAULT);
   cudaStream_t stream = static_cast<cudaStream_t>(a->stream);
-  if (major == 9 && minor == 0 && variant == 0 && sm90_mode > 0 &&
-      a->max_seqlen_q >= sm90_min_seqlen &&
-      (a->head_dim == 128 || (sm90_mode >= 2 && a->head_dim == 64)) &&
-      scree__attn_sm90_supports(a->head_dim)) {
+  if (a->head_dim == 256 ||
+      (hopper && variant == 0 && sm90_mode > 0 && a->max_seqlen_q >= sm90_min_seqlen &&
+       (a->head_dim == 128 || (sm90_mode >= 2 && a->head_dim == 64)) &&
+       scree__attn_sm90_supports(a->head_dim))) {
     scree__attn_sm90_args h;
     h.q = a->q;
     h.k = a->k;
@@ -637,7 +655,14 @@ extern "C" int scree__attention_fwd_cuda(const scree_attention_args *a) {
     h.stream = a->stream;
     err = static_cast<cudaError_t>(scree__attn_sm90_launch(&h));
     /* Not supported means the driver's tensor-map encoder could not be
-     * had: the mma.sync kernel below runs instead. */
+     * had: the mma.sync kernel below runs instead, except at head_dim 256,
+     * which it cannot run. */
+    if (err == cudaErrorNotSupported && a->head_dim == 256) {
+      cudaGetLastError();
+      return scree__attn_fail(SCREE_ENOTSUP, a->msg, a->msg_len,
+                              "head_dim=256 needs the Hopper kernel, and the driver's "
+                              "tensor-map encoder (cuTensorMapEncodeTiled) is not available");
+    }
     if (err != cudaErrorNotSupported) {
       if (err != cudaSuccess) {
         cudaGetLastError();

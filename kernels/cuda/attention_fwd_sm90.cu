@@ -23,7 +23,10 @@
  *
  * The producer warpgroup gives registers back (setmaxnreg) so that the
  * consumers can hold O (64 fp32 registers a thread at head_dim 128) and S
- * (64 a thread for 128 keys) without spilling. */
+ * (64 a thread for 128 keys) without spilling. At head_dim 256 O alone is
+ * 128 registers a thread: K/V blocks are 64 keys there (S 32, P 16), and Q
+ * has one buffer (64 KB; with two K/V stages of 64 KB, 192 KB of shared
+ * memory). */
 #include <cuda.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -45,10 +48,17 @@ using scree_attn::fast_exp2;
 using scree_attn::pack2;
 
 constexpr int BM = 128;      /* query rows a block: two consumer warpgroups of 64 */
-constexpr int BN = 128;      /* keys a K/V block */
 constexpr int STAGES = 2;    /* K/V ring depth */
 constexpr int THREADS = 384; /* producer + two consumer warpgroups */
 constexpr int ROW_BYTES = 128; /* one swizzled shared row: 64 16-bit elements */
+
+/* Keys a K/V block, per head_dim. 128 where registers allow; at head_dim
+ * 256 the O accumulator alone is 128 fp32 registers a consumer thread, and
+ * S (64) plus P (32) for 128 keys would pass the 240 that setmaxnreg gives
+ * the consumers, so 64 keys (S 32, P 16). */
+template <int D> struct kv_block {
+  static constexpr int BN = D == 256 ? 64 : 128;
+};
 
 struct sm90_params {
   void *o;
@@ -69,6 +79,7 @@ struct sm90_params {
  * pattern starts on such a boundary). Each tile is stored as head_dim / 64
  * column halves of (rows, 64) elements, 128 bytes a row. */
 template <int D, int QS> struct smem_plan {
+  static constexpr int BN = kv_block<D>::BN;
   static constexpr int HALVES = D / 64;
   static constexpr int Q_BYTES = BM * D * 2;
   static constexpr int KV_BYTES = BN * D * 2;
@@ -79,6 +90,9 @@ template <int D, int QS> struct smem_plan {
   /* q_full[QS], q_empty[QS], k_full[STAGES], v_full[STAGES], kv_empty[STAGES] */
   static constexpr int BAR_BYTES = 8 * (2 * QS + 3 * STAGES);
   static constexpr size_t DYN_BYTES = BAR_OFF + BAR_BYTES + 1024; /* + alignment slack */
+  /* 227 KB is the most a block may have on sm_90: at head_dim 256 one Q
+   * buffer (64 KB) and two K/V stages (2 x 64 KB) fit, two Q buffers not. */
+  static_assert(DYN_BYTES <= 232448, "shared memory plan over the sm_90 limit");
 };
 
 /* ---- PTX wrappers */
@@ -225,6 +239,49 @@ template <> struct wgmma_rs<__half, 128> {
   }
 };
 
+/* head_dim 256: S over 64-key blocks (m64n64) and O += P V over all 256
+ * columns at once (m64n256, 128 accumulators a thread). */
+template <> struct wgmma_ss<__nv_bfloat16, 64> {
+  static __device__ __forceinline__ void run(float (&d)[32], uint64_t da, uint64_t db, int scale_d) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
+                 "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+                 : "l"(da), "l"(db), "r"(scale_d));
+  }
+};
+
+template <> struct wgmma_rs<__nv_bfloat16, 256> {
+  static __device__ __forceinline__ void run(float (&d)[128], const uint32_t (&a)[4], uint64_t db) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %133, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 "
+                 "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63,%64,%65,%66,%67,%68,%69,%70,%71,%72,%73,%74,%75,%76,%77,%78,%79,%80,%81,%82,%83,%84,%85,%86,%87,%88,%89,%90,%91,%92,%93,%94,%95,%96,%97,%98,%99,%100,%101,%102,%103,%104,%105,%106,%107,%108,%109,%110,%111,%112,%113,%114,%115,%116,%117,%118,%119,%120,%121,%122,%123,%124,%125,%126,%127}, {%128,%129,%130,%131}, %132, p, 1, 1, 1;\n}\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]), "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]), "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]), "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]), "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]), "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]), "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]), "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]), "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1));
+  }
+};
+
+template <> struct wgmma_ss<__half, 64> {
+  static __device__ __forceinline__ void run(float (&d)[32], uint64_t da, uint64_t db, int scale_d) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 "
+                 "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+                 : "l"(da), "l"(db), "r"(scale_d));
+  }
+};
+
+template <> struct wgmma_rs<__half, 256> {
+  static __device__ __forceinline__ void run(float (&d)[128], const uint32_t (&a)[4], uint64_t db) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %133, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n256k16.f32.f16.f16 "
+                 "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63,%64,%65,%66,%67,%68,%69,%70,%71,%72,%73,%74,%75,%76,%77,%78,%79,%80,%81,%82,%83,%84,%85,%86,%87,%88,%89,%90,%91,%92,%93,%94,%95,%96,%97,%98,%99,%100,%101,%102,%103,%104,%105,%106,%107,%108,%109,%110,%111,%112,%113,%114,%115,%116,%117,%118,%119,%120,%121,%122,%123,%124,%125,%126,%127}, {%128,%129,%130,%131}, %132, p, 1, 1, 1;\n}\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]), "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]), "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]), "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]), "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]), "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]), "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]), "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]), "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1));
+  }
+};
+
+
 /* ---- consumer pieces */
 
 template <bool B> struct bool_const {
@@ -261,7 +318,7 @@ template <int N> __device__ __forceinline__ void wgmma_wait() {
 }
 
 /* S = Q K^T for this warpgroup's 64 rows (not committed). */
-template <typename T, int D>
+template <typename T, int D, int BN>
 __device__ __forceinline__ void issue_qk(float (&s)[BN / 2], uint32_t sQ, uint32_t sK, int cw) {
 #pragma unroll
   for (int kk = 0; kk < D / 16; kk++) {
@@ -274,7 +331,7 @@ __device__ __forceinline__ void issue_qk(float (&s)[BN / 2], uint32_t sQ, uint32
 }
 
 /* O += P V with P in registers (not committed). */
-template <typename T, int D>
+template <typename T, int D, int BN>
 __device__ __forceinline__ void issue_pv(float (&o)[D / 2], const uint32_t (&pa)[BN / 16][4],
                                          uint32_t sV) {
 #pragma unroll
@@ -286,13 +343,14 @@ __device__ __forceinline__ void issue_pv(float (&o)[D / 2], const uint32_t (&pa)
 
 /* Whether the key block at n0 crosses the sequence end or a mask boundary
  * of some row of the tile: only those blocks pay for the per-element test. */
-__device__ __forceinline__ bool block_needs_mask(const tile_info &t, int n0) {
+template <int BN> __device__ __forceinline__ bool block_needs_mask(const tile_info &t, int n0) {
   return n0 + BN > t.Lk ||
          (t.right >= 0 && (long long)n0 + BN - 1 > (long long)t.m0 + t.off + t.right) ||
          (t.left >= 0 && (long long)n0 < (long long)(t.m0 + t.rows - 1) + t.off - t.left);
 }
 
 /* Sets the scores of invisible keys to -inf. */
+template <int BN>
 __device__ __forceinline__ void apply_mask(float (&s)[BN / 2], const tile_info &t, int n0,
                                            int trow, int tcol) {
 #pragma unroll
@@ -318,6 +376,7 @@ __device__ __forceinline__ void apply_mask(float (&s)[BN / 2], const tile_info &
 /* One step of the online softmax: s becomes P (unnormalised, base 2),
  * row_sum is rescaled and accumulated, and corr receives the factor that
  * O must be multiplied by. Each row lives in the 4 lanes of a quad. */
+template <int BN>
 __device__ __forceinline__ void softmax_step(float (&s)[BN / 2], float (&row_max)[2],
                                              float (&row_sum)[2], float (&corr)[2],
                                              float scale_log2) {
@@ -351,7 +410,7 @@ __device__ __forceinline__ void softmax_step(float (&s)[BN / 2], float (&row_max
 
 /* P in 16 bits: the accumulators of n8 tiles 2c and 2c + 1 are the A
  * fragment of k16 step c. */
-template <typename T>
+template <typename T, int BN>
 __device__ __forceinline__ void pack_p(uint32_t (&pa)[BN / 16][4], const float (&s)[BN / 2]) {
 #pragma unroll
   for (int c = 0; c < BN / 16; c++) {
@@ -372,7 +431,7 @@ struct tile_desc {
 
 /* Query-block-major numbering, last query block first, as in the mma.sync
  * kernel: the heaviest tiles come first. */
-__device__ __forceinline__ tile_desc get_tile(const sm90_params &p, int tile) {
+template <int BN> __device__ __forceinline__ tile_desc get_tile(const sm90_params &p, int tile) {
   tile_desc t;
   const int bh = p.batch * p.hq;
   const int m_block = p.num_m_blocks - 1 - tile / bh;
@@ -410,6 +469,7 @@ __global__ void __launch_bounds__(THREADS, 1)
                               const __grid_constant__ CUtensorMap tm_k,
                               const __grid_constant__ CUtensorMap tm_v, const sm90_params p) {
   using SP = smem_plan<D, QS>;
+  constexpr int BN = SP::BN;
   constexpr int KN = BN / 16; /* k16 steps of P V */
   constexpr int SR = BN / 2;  /* S registers a thread */
   constexpr int OR = D / 2;   /* O registers a thread */
@@ -449,7 +509,7 @@ __global__ void __launch_bounds__(THREADS, 1)
        * the next tile's loads overlap this one's last steps and epilogue. */
       int kv = 0, nq = 0;
       for (int tile = blockIdx.x; tile < p.num_tiles; tile += gridDim.x) {
-        const tile_desc t = get_tile(p, tile);
+        const tile_desc t = get_tile<BN>(p, tile);
         if (!t.valid || t.nb_hi == t.nb_lo)
           continue;
         const int qst = nq % QS;
@@ -489,7 +549,7 @@ __global__ void __launch_bounds__(THREADS, 1)
     const int tcol = (lane % 4) * 2;
     int kv = 0, nq = 0; /* as in the producer */
     for (int tile = blockIdx.x; tile < p.num_tiles; tile += gridDim.x) {
-      const tile_desc t = get_tile(p, tile);
+      const tile_desc t = get_tile<BN>(p, tile);
       if (!t.valid)
         continue;
       const int h = t.h, qs = t.qs, Lk = t.Lk, m0 = t.m0, rows = t.rows, nb_hi = t.nb_hi;
@@ -518,14 +578,14 @@ __global__ void __launch_bounds__(THREADS, 1)
           const int n0 = (nb_hi - 1 - it) * BN;
           mbar_wait(k_full + 8 * st, ph);
           wgmma_fence();
-          issue_qk<T, D>(s, sQt, sK + st * SP::KV_BYTES, cw);
+          issue_qk<T, D, BN>(s, sQt, sK + st * SP::KV_BYTES, cw);
           wgmma_commit();
           wgmma_wait<0>();
           fence_regs(s);
           float corr[2];
-          if (block_needs_mask(ti, n0))
-            apply_mask(s, ti, n0, trow, tcol);
-          softmax_step(s, row_max, row_sum, corr, p.scale_log2);
+          if (block_needs_mask<BN>(ti, n0))
+            apply_mask<BN>(s, ti, n0, trow, tcol);
+          softmax_step<BN>(s, row_max, row_sum, corr, p.scale_log2);
 #pragma unroll
           for (int j = 0; j < D / 8; j++) {
             o[4 * j + 0] *= corr[0];
@@ -533,10 +593,10 @@ __global__ void __launch_bounds__(THREADS, 1)
             o[4 * j + 2] *= corr[1];
             o[4 * j + 3] *= corr[1];
           }
-          pack_p<T>(pa, s);
+          pack_p<T, BN>(pa, s);
           mbar_wait(v_full + 8 * st, ph);
           wgmma_fence();
-          issue_pv<T, D>(o, pa, sV + st * SP::KV_BYTES);
+          issue_pv<T, D, BN>(o, pa, sV + st * SP::KV_BYTES);
           wgmma_commit();
           wgmma_wait<0>();
           fence_regs(o);
@@ -567,7 +627,7 @@ __global__ void __launch_bounds__(THREADS, 1)
           named_bar_sync(1 + cw, 256);
         mbar_wait(k_full + 8 * (kv % STAGES), (kv / STAGES) & 1);
         wgmma_fence();
-        issue_qk<T, D>(s, sQt, sK + (kv % STAGES) * SP::KV_BYTES, cw);
+        issue_qk<T, D, BN>(s, sQt, sK + (kv % STAGES) * SP::KV_BYTES, cw);
         wgmma_commit();
         named_bar_arrive_if(pp && !(cw == 1 && ++round == rounds), 2 - cw, 256);
         wgmma_wait<0>();
@@ -575,11 +635,11 @@ __global__ void __launch_bounds__(THREADS, 1)
         {
           float corr[2];
           const int n0 = (nb_hi - 1) * BN;
-          if (block_needs_mask(ti, n0))
-            apply_mask(s, ti, n0, trow, tcol);
-          softmax_step(s, row_max, row_sum, corr, p.scale_log2);
+          if (block_needs_mask<BN>(ti, n0))
+            apply_mask<BN>(s, ti, n0, trow, tcol);
+          softmax_step<BN>(s, row_max, row_sum, corr, p.scale_log2);
         }
-        pack_p<T>(pa, s);
+        pack_p<T, BN>(pa, s);
         fence_regs(pa);
         /* One step; MASKED is a compile-time copy so that no branch sits
          * between the issue of the GEMMs and their completion. */
@@ -592,21 +652,21 @@ __global__ void __launch_bounds__(THREADS, 1)
           mbar_wait(k_full + 8 * st, ph);
           mbar_wait(v_full + 8 * pst, pph);
           wgmma_fence();
-          issue_qk<T, D>(s, sQt, sK + st * SP::KV_BYTES, cw);
+          issue_qk<T, D, BN>(s, sQt, sK + st * SP::KV_BYTES, cw);
           wgmma_commit();
           /* A fence of its own makes the second GEMM a pipeline stage of its
            * own for ptxas: the softmax may then write the S registers (done
            * at wait<1>) while P V is still in flight. */
           wgmma_fence();
-          issue_pv<T, D>(o, pa, sV + pst * SP::KV_BYTES);
+          issue_pv<T, D, BN>(o, pa, sV + pst * SP::KV_BYTES);
           wgmma_commit();
           named_bar_arrive_if(pp && !(cw == 1 && ++round == rounds), 2 - cw, 256);
           wgmma_wait<1>();
           fence_regs(s);
           float corr[2];
           if constexpr (decltype(masked)::value)
-            apply_mask(s, ti, n0, trow, tcol);
-          softmax_step(s, row_max, row_sum, corr, p.scale_log2);
+            apply_mask<BN>(s, ti, n0, trow, tcol);
+          softmax_step<BN>(s, row_max, row_sum, corr, p.scale_log2);
           /* The softmax must stay above the wait for P V. The fences keep
            * nvcc from sinking it (register-only code may cross a volatile
            * asm); ptxas, which schedules within a basic block and otherwise
@@ -632,12 +692,12 @@ __global__ void __launch_bounds__(THREADS, 1)
           }
           /* P and O are wgmma inputs of the next step: both written here,
            * before its fence, never inside its pipeline stage (C7513). */
-          pack_p<T>(pa, s);
+          pack_p<T, BN>(pa, s);
           fence_regs(pa);
           fence_regs(o);
         };
         for (int it = 1; it < nblocks; it++) {
-          if (block_needs_mask(ti, (nb_hi - 1 - it) * BN))
+          if (block_needs_mask<BN>(ti, (nb_hi - 1 - it) * BN))
             step(it, bool_const<true>());
           else
             step(it, bool_const<false>());
@@ -650,7 +710,7 @@ __global__ void __launch_bounds__(THREADS, 1)
             named_bar_sync(1 + cw, 256);
           mbar_wait(v_full + 8 * lst, lph);
           wgmma_fence();
-          issue_pv<T, D>(o, pa, sV + lst * SP::KV_BYTES);
+          issue_pv<T, D, BN>(o, pa, sV + lst * SP::KV_BYTES);
           wgmma_commit();
           named_bar_arrive_if(pp && !(cw == 1 && ++round == rounds), 2 - cw, 256);
           wgmma_wait<0>();
@@ -793,7 +853,7 @@ static cudaError_t launch(const scree__attn_sm90_args *a, const CUtensorMap &tq,
 } // namespace
 
 extern "C" int scree__attn_sm90_supports(int head_dim) {
-  return head_dim == 128 || head_dim == 64;
+  return head_dim == 128 || head_dim == 64 || head_dim == 256;
 }
 
 extern "C" int scree__attn_sm90_launch(const scree__attn_sm90_args *a) {
@@ -803,10 +863,13 @@ extern "C" int scree__attn_sm90_launch(const scree__attn_sm90_args *a) {
   if (enc == nullptr)
     return (int)cudaErrorNotSupported;
   const bool bf16 = a->bf16 != 0;
+  const int bn = a->head_dim == 256 ? kv_block<256>::BN
+                 : a->head_dim == 128 ? kv_block<128>::BN
+                                      : kv_block<64>::BN;
   CUtensorMap tq, tk, tv;
   if (!encode_map(enc, &tq, a->q, a->total_q, a->hq, a->head_dim, BM, bf16) ||
-      !encode_map(enc, &tk, a->k, a->total_k, a->hkv, a->head_dim, BN, bf16) ||
-      !encode_map(enc, &tv, a->v, a->total_k, a->hkv, a->head_dim, BN, bf16))
+      !encode_map(enc, &tk, a->k, a->total_k, a->hkv, a->head_dim, bn, bf16) ||
+      !encode_map(enc, &tv, a->v, a->total_k, a->hkv, a->head_dim, bn, bf16))
     return (int)cudaErrorNotSupported;
   /* SCREE_ATTN_SM90_LOOP (read once per process): 0 the plain loop, one
    * GEMM at a time (the default); 1 FA3's order of issue (meant for the
@@ -826,7 +889,12 @@ extern "C" int scree__attn_sm90_launch(const scree__attn_sm90_args *a) {
 #define SCREE_SM90_LAUNCH(D_, OV_, QS_)                                                         \
   (bf16 ? launch<__nv_bfloat16, D_, OV_, QS_>(a, tq, tk, tv, pingpong, pers)                   \
         : launch<__half, D_, OV_, QS_>(a, tq, tk, tv, pingpong, pers))
-  if (a->head_dim == 128) {
+  if (a->head_dim == 256) {
+    /* One Q buffer only (two would pass the shared-memory limit) and the
+     * plain loop only: the overlapped one holds a second S and P, which at
+     * 128 O registers a thread would spill. */
+    err = SCREE_SM90_LAUNCH(256, false, 1);
+  } else if (a->head_dim == 128) {
     if (loop == 0)
       err = qbuf == 1 ? SCREE_SM90_LAUNCH(128, false, 1) : SCREE_SM90_LAUNCH(128, false, 2);
     else

@@ -24,7 +24,7 @@ typedef struct scree__attn_sm90_args {
 extern "C" {
 #endif
 
-/* Whether the Hopper kernel can run this head_dim (64 or 128). The caller
+/* Whether the Hopper kernel can run this head_dim (64, 128 or 256). The caller
  * checks the rest: a 16-bit type, a device of compute capability 9.0, and
  * its own choice of kernel (attention_fwd.cu). */
 int scree__attn_sm90_supports(int head_dim);

@@ -34,6 +34,21 @@ typedef struct tcase {
   const int *lq, *lk;
 } tcase;
 
+/* Whether head_dim 256 runs here: only the Hopper kernel has it, so it
+ * needs a device of compute capability 9.0 and the kernel not switched off
+ * (SCREE_ATTN_SM90=0, as CTest's test_attention_cuda_mma sets, or a
+ * mma.sync SCREE_ATTN_VARIANT). Elsewhere such a call must fail with
+ * SCREE_ENOTSUP and say why. Read the way the library reads them. */
+static int d256_runs(void) {
+  int dev = 0, major = 0, minor = 0;
+  CK(cudaGetDevice(&dev));
+  CK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+  CK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
+  const char *sm90 = getenv("SCREE_ATTN_SM90"), *variant = getenv("SCREE_ATTN_VARIANT");
+  return major == 9 && minor == 0 && (sm90 == NULL || atoi(sm90) > 0) &&
+         (variant == NULL || atoi(variant) == 0);
+}
+
 static void run_case(const tcase *c) {
   uint64_t seed = fresh_seed();
   rng_state = seed;
@@ -121,6 +136,19 @@ static void run_case(const tcase *c) {
   a.cu_seqlens_q = dcuq;
   a.cu_seqlens_k = dcuk;
   int rc = scree_attention_fwd(&a);
+  if (D == 256 && !d256_runs()) {
+    /* No kernel for it here: a clear refusal, and out left as it was. */
+    cr_assert_eq(rc, SCREE_ENOTSUP, "seed=%llu: head_dim 256 without the Hopper kernel: rc=%d: %s",
+                 (unsigned long long)seed, rc, msg);
+    cr_assert(strstr(msg, "head_dim=256") != NULL &&
+                  (strstr(msg, "9.0") != NULL || strstr(msg, "SCREE_ATTN_SM90=0") != NULL ||
+                   strstr(msg, "SCREE_ATTN_VARIANT") != NULL),
+              "%s", msg);
+    uint16_t first;
+    CK(cudaMemcpy(&first, dout, 2, cudaMemcpyDeviceToHost));
+    cr_assert_eq(first, 0xffff, "out written by a refused call");
+    goto free_all;
+  }
   cr_assert_eq(rc, 0, "seed=%llu: CUDA rc=%d: %s", (unsigned long long)seed, rc, msg);
   CK(cudaDeviceSynchronize());
   CK(cudaMemcpy(oh, dout, nq * 2, cudaMemcpyDeviceToHost));
@@ -166,6 +194,7 @@ static void run_case(const tcase *c) {
             (unsigned long long)seed);
   free(oh2);
 
+free_all:
   cudaFree(dq);
   cudaFree(dk);
   cudaFree(dv);
@@ -272,6 +301,108 @@ Test(attention_cuda, empty_batches) {
   run_case(&c);
 }
 
+/* head_dim 256 (the Hopper kernel alone, 64-key blocks, one Q buffer):
+ * everything the cases above check at 64 and 128. Under SCREE_ATTN_SM90=0
+ * or off compute capability 9.0 each of these expects SCREE_ENOTSUP
+ * instead (run_case). */
+Test(attention_cuda, d256_odd_lengths_causal_and_not) {
+  for (int t = 0; t < 2; t++)
+    for (int causal = 0; causal < 2; causal++) {
+      tcase c = {dtypes[t], 256, 2, 2, causal, -1, -1, N_ODD, odd_lens, NULL};
+      run_case(&c);
+    }
+}
+
+Test(attention_cuda, d256_gqa_and_windows) {
+  tcase c = {SCREE_BFLOAT16, 256, 8, 2, 1, -1, -1, N_ODD, odd_lens, NULL};
+  run_case(&c);
+  tcase c2 = {SCREE_FLOAT16, 256, 4, 1, 0, -1, -1, N_ODD, odd_lens, NULL};
+  run_case(&c2);
+  tcase c3 = {SCREE_BFLOAT16, 256, 4, 2, 1, 100, -1, N_ODD, odd_lens, NULL};
+  run_case(&c3);
+  tcase c4 = {SCREE_FLOAT16, 256, 2, 1, 0, 0, 9, N_ODD, odd_lens, NULL};
+  run_case(&c4);
+  tcase c5 = {SCREE_BFLOAT16, 256, 2, 2, 0, 70, 130, N_ODD, odd_lens, NULL};
+  run_case(&c5);
+}
+
+Test(attention_cuda, d256_q_and_k_lengths_differ) {
+  static const int lq1[] = {1, 5, 17, 0, 3, 200};
+  static const int lk1[] = {40, 5, 300, 7, 0, 1000};
+  static const int lq2[] = {40, 17, 65, 2, 300};
+  static const int lk2[] = {10, 3, 64, 0, 129};
+  for (int t = 0; t < 2; t++)
+    for (int causal = 0; causal < 2; causal++) {
+      tcase c = {dtypes[t], 256, 4, 2, causal, -1, -1, 6, lq1, lk1};
+      run_case(&c);
+      tcase c2 = {dtypes[t], 256, 4, 2, causal, causal ? 20 : -1, -1, 5, lq2, lk2};
+      run_case(&c2);
+    }
+}
+
+/* One long sequence among short ones, and the edges of the 64-key blocks
+ * and 128-query tiles at head_dim 256 (a ring of two stages that wraps many
+ * times, the last sequence's blocks running past the end of the maps). */
+Test(attention_cuda, d256_long_sequence_and_tile_edges) {
+  static const int lens[] = {3, 2500, 40, 1, 333};
+  tcase c = {SCREE_BFLOAT16, 256, 4, 2, 1, -1, -1, 5, lens, NULL};
+  run_case(&c);
+  tcase c2 = {SCREE_FLOAT16, 256, 2, 2, 0, -1, -1, 5, lens, NULL};
+  run_case(&c2);
+  static const int lq1[] = {63, 64, 65, 255, 256, 257, 129, 1, 191};
+  static const int lq2[] = {2, 129, 7, 128};
+  static const int lk2[] = {700, 1, 257, 383};
+  for (int causal = 0; causal < 2; causal++) {
+    tcase c3 = {causal ? SCREE_BFLOAT16 : SCREE_FLOAT16, 256, 6, 2, causal, -1, -1, 9, lq1, NULL};
+    run_case(&c3);
+    tcase c4 = {SCREE_BFLOAT16, 256, 2, 1, causal, causal ? 300 : 129, causal ? 0 : 3, 4, lq2,
+                lk2};
+    run_case(&c4);
+  }
+}
+
+Test(attention_cuda, d256_empty_batches) {
+  static const int zeros[] = {0, 0, 0};
+  tcase c = {SCREE_FLOAT16, 256, 2, 2, 1, -1, -1, 3, zeros, NULL};
+  run_case(&c);
+}
+
+/* With the Hopper kernel switched off, head_dim 256 is refused with a
+ * message that says why, never computed wrongly. Criterion runs each test
+ * in a fresh process, and the library reads SCREE_ATTN_SM90 once, at the
+ * first call: set here before any. */
+Test(attention_cuda, d256_refused_without_hopper_kernel) {
+  cr_assert_eq(setenv("SCREE_ATTN_SM90", "0", 1), 0);
+  void *d;
+  int32_t *cu;
+  CK(cudaMalloc(&d, 8192));
+  CK(cudaMalloc((void **)&cu, 16));
+  const int32_t cu_h[2] = {0, 4};
+  CK(cudaMemcpy(cu, cu_h, sizeof(cu_h), cudaMemcpyHostToDevice));
+  char msg[256] = "";
+  scree_attention_args a;
+  memset(&a, 0, sizeof(a));
+  a.device = SCREE_DEVICE_CUDA;
+  a.q_dtype = a.k_dtype = a.v_dtype = a.out_dtype = SCREE_BFLOAT16;
+  a.q = a.k = a.v = d;
+  a.out = d;
+  a.cu_seqlens_q = a.cu_seqlens_k = cu;
+  a.batch = 1;
+  a.total_q = a.total_k = 4;
+  a.max_seqlen_q = a.max_seqlen_k = 4;
+  a.num_heads_q = a.num_heads_kv = 1;
+  a.head_dim = 256;
+  a.window_left = a.window_right = -1;
+  a.msg = msg;
+  a.msg_len = sizeof(msg);
+  cr_expect_eq(scree_attention_fwd(&a), SCREE_ENOTSUP, "%s", msg);
+  cr_expect(strstr(msg, "head_dim=256") != NULL &&
+                (strstr(msg, "SCREE_ATTN_SM90=0") != NULL || strstr(msg, "9.0") != NULL),
+            "%s", msg);
+  CK(cudaFree(d));
+  CK(cudaFree(cu));
+}
+
 Test(attention_cuda, unsupported_and_bad_arguments) {
   void *d;
   int32_t *cu;
@@ -299,6 +430,10 @@ Test(attention_cuda, unsupported_and_bad_arguments) {
   b.head_dim = 96;
   cr_expect_eq(scree_attention_fwd(&b), SCREE_ENOTSUP);
   cr_expect(strstr(msg, "head_dim=96") != NULL, "%s", msg);
+  b = a;
+  b.head_dim = 320;
+  cr_expect_eq(scree_attention_fwd(&b), SCREE_ENOTSUP);
+  cr_expect(strstr(msg, "head_dim=320") != NULL, "%s", msg);
   b = a;
   b.q_dtype = b.k_dtype = b.v_dtype = b.out_dtype = SCREE_FLOAT32;
   cr_expect_eq(scree_attention_fwd(&b), SCREE_ENOTSUP);

@@ -57,7 +57,7 @@ typedef struct scree_attention_args {
   int32_t max_seqlen_q, max_seqlen_k;
 
   int32_t num_heads_q, num_heads_kv; /* num_heads_q % num_heads_kv == 0 */
-  int32_t head_dim; /* CPU: any >= 1; CUDA: 64 or 128 */
+  int32_t head_dim; /* CPU: any >= 1; CUDA: 64 or 128, and 256 on compute capability 9.0 */
 
   /* Scale applied to q.k before the softmax. A value <= 0 or NaN selects
    * the default 1/sqrt(head_dim). */

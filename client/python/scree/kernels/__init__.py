@@ -283,7 +283,8 @@ def varlen_attention(
         q: (total_q, Hq, D); k, v: (total_k, Hkv, D) with Hq a multiple of
             Hkv (grouped-query attention). torch tensors (CPU or CUDA) or
             numpy arrays, all of one dtype: bfloat16, float16 or float32 on
-            the CPU, bfloat16 or float16 with D 64 or 128 on CUDA.
+            the CPU, bfloat16 or float16 with D 64 or 128 on CUDA (and D
+            256 on compute capability 9.0, Hopper).
         cu_seqlens_q, cu_seqlens_k: offsets (B + 1, int32 or int64) of the
             sequences in q and in k/v; ``cu_seqlens_k`` defaults to
             ``cu_seqlens_q``. Host arrays, or tensors on q's device.
