@@ -6,12 +6,11 @@
  * padding side, computes each row's source shift and writes what the host
  * needs straight into mapped pinned memory, so the caller's one sync is the
  * only step between the mask and the host. The mask is (batch, seqlen),
- * small beside the values. The gather is the
- * bandwidth-bound part and is written as a plain copy: each block owns a
- * run of output tokens, looks up their rows once (a binary search over the
- * offsets, into shared memory) and then moves 16-byte vectors with several
- * loads in flight per thread. The arguments were checked in
- * cpu/ragged.c. */
+ * small beside the values. The gather is the bandwidth-bound part and is
+ * written as a plain copy: each block owns a run of output tokens, looks up
+ * their rows once (a binary search over the offsets, into shared memory)
+ * and then moves 16-byte vectors with several loads in flight per thread.
+ * The arguments were checked in cpu/ragged.c. */
 #include <cuda_runtime.h>
 
 #include <climits>
