@@ -703,18 +703,68 @@ static int do_hello(scree__store *s, scree__session *sess, const Scree__V1__Hell
 /* Per-uid quota: the block counts against the creating peer's uid, who owns
  * the batch. Checked after the memory limit, so that a peer over both hears
  * about the daemon-wide limit first, as before quotas existed. */
-static int check_quota(scree__store *s, const scree__session *sess, const char *name,
-                       uint64_t block, scree__reply *r) {
+/* A new batch of a block for desc (already checked: vbytes and obytes are
+ * its values' and offsets' sizes), for do_create and for an attention
+ * output: sizes the block (values at its start, offsets at the next
+ * 256-byte boundary), checks the memory limit and sess's uid quota, and
+ * takes the block from the arenas of pool `key`. The batch is CREATED and
+ * owned by sess's peer, but not yet named, listed or counted in bytes_used;
+ * the caller does that. `kind` ("batch", "output") names it in messages.
+ * Returns 0, SCREE_ENOSPC, SCREE_ENOMEM or the pool's code, with a
+ * message. */
+static int batch_new(scree__store *s, const scree__session *sess, const char *kind,
+                     const char *name, const scree_array *desc, uint64_t vbytes,
+                     uint64_t obytes, uint64_t key, scree__batch **out, char *msg,
+                     size_t msg_len) {
+  uint64_t vpart = scree__align_up(vbytes);
+  uint64_t opart = scree__align_up(obytes);
+  uint64_t block;
+  uint64_t limit = s->cfg.memory_limit;
+  uint64_t free_bytes = limit > s->bytes_used ? limit - s->bytes_used : 0;
+  if (vpart == UINT64_MAX || opart == UINT64_MAX ||
+      __builtin_add_overflow(vpart, opart, &block) || block > free_bytes)
+    return scree__errf(SCREE_ENOSPC, msg, msg_len,
+                       "%s '%s' needs %" PRIu64 " bytes, %" PRIu64 " free of %" PRIu64, kind,
+                       name, (vpart == UINT64_MAX || opart == UINT64_MAX) ? UINT64_MAX
+                                                                         : vpart + opart,
+                       free_bytes, limit);
   uint64_t q = s->cfg.quota_per_uid;
-  if (q == 0)
-    return 0;
   uint64_t used = scree__usage_get(&s->usage, sess->uid);
-  if (used <= q && block <= q - used)
-    return 0;
-  return FAIL(SCREE_ENOSPC,
-              "uid %" PRIu32 " quota: needs %" PRIu64 " bytes, %" PRIu64 " used of %" PRIu64
-              " (batch '%s')",
-              sess->uid, block, used, q, name);
+  if (q != 0 && (used > q || block > q - used))
+    return scree__errf(SCREE_ENOSPC, msg, msg_len,
+                       "uid %" PRIu32 " quota: needs %" PRIu64 " bytes, %" PRIu64
+                       " used of %" PRIu64 " (%s '%s')",
+                       sess->uid, block, used, q, kind, name);
+  if (scree__usage_reserve(&s->usage) != 0)
+    return scree__errf(SCREE_ENOMEM, msg, msg_len, "out of host memory");
+  scree__batch *b = calloc(1, sizeof(*b));
+  if (b == NULL || (b->name = strdup(name)) == NULL) {
+    free(b);
+    return scree__errf(SCREE_ENOMEM, msg, msg_len, "out of host memory");
+  }
+  char m[512];
+  int rc = scree__pool_alloc_keyed(&s->pool, key, block, &b->arena, &b->offset, m, sizeof(m));
+  if (rc != 0) {
+    free(b->name);
+    free(b);
+    return scree__errf(rc, msg, msg_len, "%s '%s' (%" PRIu64 " bytes): %s", kind, name, block,
+                       m);
+  }
+  b->desc = *desc;
+  b->desc.values = NULL;
+  b->desc.offsets = NULL;
+  b->desc.max_length = 0;
+  b->state = BATCH_CREATED;
+  b->values_bytes = vbytes;
+  b->offsets_bytes = obytes;
+  b->offsets_at = vpart;
+  b->block_bytes = block;
+  b->owner_uid = sess->uid;
+  b->owner_pid = sess->pid;
+  b->creator = sess->id;
+  b->created_ns = now_ns();
+  *out = b;
+  return 0;
 }
 
 /* The pool a new batch's block comes from: its owner's own arenas, unless
@@ -763,50 +813,12 @@ static int do_create(scree__store *s, scree__session *sess, const Scree__V1__Cre
     return FAIL(SCREE_EEXIST, "batch '%s' already exists (%s)", c->name,
                 old->state == BATCH_SEALED ? "sealed" : "being written");
 
-  /* values at the block's start, offsets at the next 256-byte boundary. */
-  uint64_t vpart = scree__align_up(vbytes);
-  uint64_t opart = scree__align_up(obytes);
-  uint64_t block;
-  uint64_t limit = s->cfg.memory_limit;
-  uint64_t free_bytes = limit > s->bytes_used ? limit - s->bytes_used : 0;
-  if (vpart == UINT64_MAX || opart == UINT64_MAX ||
-      __builtin_add_overflow(vpart, opart, &block) || block > free_bytes)
-    return FAIL(SCREE_ENOSPC,
-                "batch '%s' needs %" PRIu64 " bytes, %" PRIu64 " free of %" PRIu64,
-                c->name, (vpart == UINT64_MAX || opart == UINT64_MAX) ? UINT64_MAX
-                                                                    : vpart + opart,
-                free_bytes, limit);
-  rc = check_quota(s, sess, c->name, block, r);
+  scree__batch *b;
+  rc = batch_new(s, sess, "batch", c->name, &a, vbytes, obytes, pool_key(s, sess, c), &b,
+                 r->msg, sizeof(r->msg));
   if (rc != 0)
     return rc;
-  if (scree__usage_reserve(&s->usage) != 0)
-    return FAIL(SCREE_ENOMEM, "out of host memory");
-
-  scree__batch *b = calloc(1, sizeof(*b));
-  if (b == NULL)
-    return FAIL(SCREE_ENOMEM, "out of host memory");
-  b->name = strdup(c->name);
-  if (b->name == NULL) {
-    rc = FAIL(SCREE_ENOMEM, "out of host memory");
-    goto err_batch;
-  }
-  char m[512];
-  rc = scree__pool_alloc_keyed(&s->pool, pool_key(s, sess, c), block, &b->arena,
-                               &b->offset, m, sizeof(m));
-  if (rc != 0) {
-    rc = FAIL(rc, "batch '%s' (%" PRIu64 " bytes): %s", c->name, block, m);
-    goto err_name;
-  }
-  b->desc = a;
-  b->state = BATCH_CREATED;
-  b->values_bytes = vbytes;
-  b->offsets_bytes = obytes;
-  b->offsets_at = vpart;
-  b->block_bytes = block;
-  b->owner_uid = sess->uid;
-  b->owner_pid = sess->pid;
-  b->creator = sess->id;
-  b->created_ns = now_ns();
+  const uint64_t block = b->block_bytes;
   int attach;
   rc = fill_location(s, sess, b, r, 1, &attach);
   if (rc != 0)
@@ -838,9 +850,7 @@ static int do_create(scree__store *s, scree__session *sess, const Scree__V1__Cre
 
 err_block:
   scree__pool_free(&s->pool, b->arena, b->offset, block);
-err_name:
   free(b->name);
-err_batch:
   free(b);
   return rc;
 }
@@ -1253,59 +1263,14 @@ int scree__store_reserve(scree__store *s, scree__session *sess, const char *name
   int rc = scree_array_check_desc(desc, &vbytes, &obytes, msg, msg_len);
   if (rc != 0)
     return rc;
-  uint64_t vpart = scree__align_up(vbytes);
-  uint64_t opart = scree__align_up(obytes);
-  uint64_t block;
-  uint64_t limit = s->cfg.memory_limit;
-  uint64_t free_bytes = limit > s->bytes_used ? limit - s->bytes_used : 0;
-  if (vpart == UINT64_MAX || opart == UINT64_MAX ||
-      __builtin_add_overflow(vpart, opart, &block) || block > free_bytes)
-    return scree__errf(SCREE_ENOSPC, msg, msg_len,
-                       "output '%s' needs %" PRIu64 " bytes, %" PRIu64 " free of %" PRIu64,
-                       name, (vpart == UINT64_MAX || opart == UINT64_MAX) ? UINT64_MAX
-                                                                         : vpart + opart,
-                       free_bytes, limit);
   /* The output is the requester's, as a batch it created would be: its
    * quota, its pool of arenas. */
-  uint64_t q = s->cfg.quota_per_uid;
-  uint64_t used = scree__usage_get(&s->usage, sess->uid);
-  if (q != 0 && (used > q || block > q - used))
-    return scree__errf(SCREE_ENOSPC, msg, msg_len,
-                       "uid %" PRIu32 " quota: needs %" PRIu64 " bytes, %" PRIu64
-                       " used of %" PRIu64 " (output '%s')",
-                       sess->uid, block, used, q, name);
-  if (scree__usage_reserve(&s->usage) != 0)
-    return scree__errf(SCREE_ENOMEM, msg, msg_len, "out of host memory");
-  scree__batch *b = calloc(1, sizeof(*b));
-  if (b == NULL)
-    return scree__errf(SCREE_ENOMEM, msg, msg_len, "out of host memory");
-  b->name = strdup(name);
-  if (b->name == NULL) {
-    free(b);
-    return scree__errf(SCREE_ENOMEM, msg, msg_len, "out of host memory");
-  }
-  char m[512];
-  uint64_t key = s->cfg.shared_arenas ? SCREE__POOL_SHARED : sess->uid;
-  rc = scree__pool_alloc_keyed(&s->pool, key, block, &b->arena, &b->offset, m, sizeof(m));
-  if (rc != 0) {
-    free(b->name);
-    free(b);
-    return scree__errf(rc, msg, msg_len, "output '%s' (%" PRIu64 " bytes): %s", name, block,
-                       m);
-  }
-  b->desc = *desc;
-  b->desc.values = NULL;
-  b->desc.offsets = NULL;
-  b->desc.max_length = 0;
-  b->state = BATCH_CREATED;
-  b->values_bytes = vbytes;
-  b->offsets_bytes = obytes;
-  b->offsets_at = vpart;
-  b->block_bytes = block;
-  b->owner_uid = sess->uid;
-  b->owner_pid = sess->pid;
-  b->creator = sess->id;
-  b->created_ns = now_ns();
+  scree__batch *b;
+  rc = batch_new(s, sess, "output", name, desc, vbytes, obytes,
+                 s->cfg.shared_arenas ? SCREE__POOL_SHARED : sess->uid, &b, msg, msg_len);
+  if (rc != 0)
+    return rc;
+  const uint64_t block = b->block_bytes;
   s->bytes_used += block;
   scree__usage_add(&s->usage, b->owner_uid, block);
   *out = b;
