@@ -166,6 +166,20 @@ static int probe_socket(const struct sockaddr_un *addr, const char *path, char *
   return rc;
 }
 
+/* The address of the socket file path; SCREE_ENAMETOOLONG (with a message)
+ * when the path is empty or does not fit sun_path. Checked before anything
+ * is created on the file system. */
+static int socket_addr(const char *path, struct sockaddr_un *addr, char *msg, size_t msg_len) {
+  memset(addr, 0, sizeof(*addr));
+  addr->sun_family = AF_UNIX;
+  if (path[0] == '\0' || strlen(path) >= sizeof(addr->sun_path))
+    return scree__errf(SCREE_ENAMETOOLONG, msg, msg_len,
+                       "socket path '%s' is empty or longer than %zu bytes", path,
+                       sizeof(addr->sun_path) - 1);
+  memcpy(addr->sun_path, path, strlen(path));
+  return 0;
+}
+
 /* Takes PATH.lock (flock, exclusive) for as long as this server owns the
  * path. Probing a socket file and replacing a stale one are not atomic: two
  * screeds starting together on one stale file could each find the other's
@@ -173,7 +187,8 @@ static int probe_socket(const struct sockaddr_un *addr, const char *path, char *
  * of them serving a name nobody can reach. The lock makes the second wait
  * for nothing and fail instead. The file is never removed: removing it
  * would let a third screed lock a new file beside a held one. */
-static int lock_path(scree__server *srv, const char *path, char *msg, size_t msg_len) {
+static int lock_path(scree__server *srv, const char *path, const struct sockaddr_un *addr,
+                     char *msg, size_t msg_len) {
   char lock[PATH_MAX];
   if ((size_t)snprintf(lock, sizeof(lock), "%s.lock", path) >= sizeof(lock))
     return scree__errf(SCREE_ENAMETOOLONG, msg, msg_len, "lock file path for %s is too long",
@@ -193,14 +208,8 @@ static int lock_path(scree__server *srv, const char *path, char *msg, size_t msg
                          strerror(err));
     /* Held: by a screed serving the path (whose pid the probe can name) or
      * by one still starting. */
-    struct sockaddr_un addr;
-    memset(&addr, 0, sizeof(addr));
-    addr.sun_family = AF_UNIX;
-    if (strlen(path) < sizeof(addr.sun_path)) {
-      memcpy(addr.sun_path, path, strlen(path));
-      if (probe_socket(&addr, path, msg, msg_len) == SCREE_EBUSY)
-        return SCREE_EBUSY;
-    }
+    if (probe_socket(addr, path, msg, msg_len) == SCREE_EBUSY)
+      return SCREE_EBUSY;
     return scree__errf(SCREE_EBUSY, msg, msg_len,
                        "another screed is starting on or serving %s (it holds %s)", path, lock);
   }
@@ -214,29 +223,21 @@ static void unlock_path(scree__server *srv) {
   srv->lockfd = -1;
 }
 
-static int listen_on(scree__server *srv, const char *path, char *msg, size_t msg_len) {
-  struct sockaddr_un addr;
-  memset(&addr, 0, sizeof(addr));
-  addr.sun_family = AF_UNIX;
-  if (path[0] == '\0' || strlen(path) >= sizeof(addr.sun_path))
-    return scree__errf(SCREE_ENAMETOOLONG, msg, msg_len,
-                       "socket path '%s' is empty or longer than %zu bytes", path,
-                       sizeof(addr.sun_path) - 1);
-  memcpy(addr.sun_path, path, strlen(path));
-  int rc = make_parents(path, msg, msg_len);
-  if (rc != 0)
-    return rc;
-
+/* Binds and listens on path (its directory made by lock_path), replacing a
+ * stale socket file. */
+static int listen_on(scree__server *srv, const char *path, const struct sockaddr_un *addr,
+                     char *msg, size_t msg_len) {
+  int rc;
   int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0)
     return scree__errf(SCREE__ERR(errno), msg, msg_len, "socket: %s", strerror(errno));
-  if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) != 0) {
+  if (bind(fd, (const struct sockaddr *)addr, sizeof(*addr)) != 0) {
     if (errno != EADDRINUSE) {
       rc = scree__errf(SCREE__ERR(errno), msg, msg_len, "cannot bind %s: %s", path,
                        strerror(errno));
       goto err_close;
     }
-    rc = probe_socket(&addr, path, msg, msg_len);
+    rc = probe_socket(addr, path, msg, msg_len);
     if (rc != SCREE_ECONNREFUSED)
       goto err_close;
     scree__log(SCREE__LOG_INFO, "stale_socket_replaced", "socket=%s", scree__q(path));
@@ -245,7 +246,7 @@ static int listen_on(scree__server *srv, const char *path, char *msg, size_t msg
                        strerror(errno));
       goto err_close;
     }
-    if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) != 0) {
+    if (bind(fd, (const struct sockaddr *)addr, sizeof(*addr)) != 0) {
       rc = scree__errf(SCREE__ERR(errno), msg, msg_len, "cannot bind %s: %s", path,
                        strerror(errno));
       goto err_close;
@@ -760,10 +761,14 @@ int scree__server_new(uv_loop_t *loop, scree__store *store, const char *path,
   scree__server *srv = server_alloc(loop, store, path, max_packet);
   if (srv == NULL)
     return scree__errf(SCREE_ENOMEM, msg, msg_len, "out of memory");
-  int rc = lock_path(srv, path, msg, msg_len);
+  struct sockaddr_un addr;
+  int rc = socket_addr(path, &addr, msg, msg_len);
   if (rc != 0)
     goto err_alloc;
-  rc = listen_on(srv, path, msg, msg_len);
+  rc = lock_path(srv, path, &addr, msg, msg_len);
+  if (rc != 0)
+    goto err_alloc;
+  rc = listen_on(srv, path, &addr, msg, msg_len);
   if (rc != 0)
     goto err_lock;
   rc = server_start(srv, msg, msg_len);

@@ -1,6 +1,7 @@
 /* screed as a process: each test starts the built binary on its own socket
  * and speaks raw protocol packets to it (raw_client.c). */
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -699,6 +700,43 @@ Test(daemon, deleted_batches_give_their_memory_back) {
   close(afd);
   close(fd);
   finish();
+}
+
+static void chdir_to(void *dir) {
+  if (chdir(dir) != 0)
+    _exit(126);
+}
+
+/* An empty or over-long --socket is refused (exit 1, the message says why)
+ * before anything is made on the file system: no directories, no lock file,
+ * not even in the working directory. */
+Test(daemon, an_unusable_socket_path_makes_nothing) {
+  char dir[] = "/tmp/scree-it-badsock-XXXXXX";
+  cr_assert_not_null(mkdtemp(dir));
+  char longpath[256];
+  snprintf(longpath, sizeof(longpath), "%s/%0120d/screed.sock", dir, 7);
+  const char *paths[] = {"", longpath};
+  for (size_t i = 0; i < 2; i++) {
+    memset(&d, 0, sizeof(d));
+    snprintf(d.sock, sizeof(d.sock), "%s/unused.sock", dir);
+    const char *extra[] = {"--socket", paths[i], NULL};
+    cr_assert_eq(rc_daemon_spawn_ex(&d, extra, 1, chdir_to, dir, NULL, NULL), 0);
+    int st = rc_daemon_wait(&d, 20000);
+    char err[512];
+    rc_daemon_read_stderr(&d, err, sizeof(err), 1000);
+    close(d.err_fd);
+    d.pid = 0;
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 1, "path %zu: wait status 0x%x", i, st);
+    cr_assert(strstr(err, "is empty or longer than") != NULL, "stderr was: %s", err);
+    DIR *dd = opendir(dir);
+    cr_assert_not_null(dd);
+    struct dirent *e;
+    while ((e = readdir(dd)) != NULL)
+      cr_assert(strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0,
+                "path %zu: screed made %s/%s", i, dir, e->d_name);
+    closedir(dd);
+  }
+  rmdir(dir);
 }
 
 /* Two screeds started at once on a stale socket file, ten times over: each
