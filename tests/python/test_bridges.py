@@ -301,3 +301,10 @@ def test_triton_copies_match_torch_ops(triton_copies, monkeypatch, offsets_dtype
     assert torch.equal(hs, hs_t) and torch.equal(mask, mask_t) and torch.equal(wide, wide_t)
     assert_same(arr, back)
     assert_same(arr, by_len)
+
+
+@pytest.mark.parametrize("bad", [[1.5, 2.0], [True, False], ["2", "1"]])
+def test_lengths_must_be_integers(bad):
+    hs = torch.zeros(2, 3, 4)
+    with pytest.raises(scree.InvalidArgument, match="lengths must be integers"):
+        bridges.from_padded(hs, lengths=bad)

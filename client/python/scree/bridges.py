@@ -521,9 +521,11 @@ def from_padded(
     _check_side(padding_side)
     fw = _check_padded(padded, None, ("padded", "mask"))
     B, S = int(padded.shape[0]), int(padded.shape[1])
-    host_lengths = np.asarray(
-        to_host(lengths) if framework_of(lengths) else list(lengths), dtype=np.int64
-    ).reshape(-1)
+    raw = np.asarray(to_host(lengths) if framework_of(lengths) else list(lengths))
+    if raw.size and not np.issubdtype(raw.dtype, np.integer):
+        # A cast would truncate 2.5 to 2 and pack the wrong rows.
+        raise InvalidArgument(f"lengths must be integers, got {raw.dtype}")
+    host_lengths = raw.astype(np.int64).reshape(-1)
     if host_lengths.shape != (B,):
         raise InvalidArgument(f"lengths has {host_lengths.size} entries, expected {B} (batch size)")
     if fw == "torch" and _native_packing(padded.device):
