@@ -6,16 +6,6 @@
 #include "scree/array.h"
 #include "scree/error.h"
 
-int scree__fail(int code, char *msg, size_t msg_len, const char *fmt, ...) {
-  if (msg != NULL && msg_len > 0) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, msg_len, fmt, ap);
-    va_end(ap);
-  }
-  return code;
-}
-
 int64_t scree_array_row_elems(const scree_array *a) {
   int64_t n = 1;
   for (int32_t i = 0; i < a->ndim_inner; i++)
