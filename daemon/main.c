@@ -20,8 +20,9 @@
 #include "server.h"
 #include "store.h"
 #include "scree/error.h"
+#include "scree/version.h"
 
-#define DEFAULT_SOCKET "/run/scree/screed.sock"
+#define DEFAULT_SOCKET SCREE_DEFAULT_SOCKET
 #define DEFAULT_MEMORY_LIMIT (8ull << 30)
 #define DEFAULT_ARENA_SIZE (256ull << 20)
 #define DEFAULT_MAX_PACKET (1ull << 20)

@@ -119,6 +119,16 @@ int scree__cu_msg(int code, char *msg, size_t msg_len, const char *fmt, ...)
     }                                                                          \
   } while (0)
 
+/* The return form of SCREE_CUDA_GOTO (NCCL's CUDACHECK), for a call with
+ * nothing to undo: on failure, returns the mapped code from the enclosing
+ * function. Needs `cu`, `msg` and `msg_len` in scope. */
+#define SCREE_CUDA_CHECK(call)                                                 \
+  do {                                                                         \
+    CUresult scree__r = (call);                                                \
+    if (scree__r != CUDA_SUCCESS)                                              \
+      return scree__cu_fail(cu, scree__r, #call, msg, msg_len);                \
+  } while (0)
+
 /* Formats a 16-byte CUDA UUID as NVIDIA's "GPU-xxxxxxxx-xxxx-..." text. buf
  * needs 41 bytes. Returns buf. */
 char *scree__cu_uuid_str(const unsigned char uuid[16], char *buf, size_t len);

@@ -1,3 +1,4 @@
+#include "scree/version.h"
 #include "scree/error.h"
 
 const char *scree_strerror(int code) {
@@ -36,3 +37,5 @@ int scree_err_known(int code) {
   }
   return 0;
 }
+
+const char *scree_version(void) { return SCREE_VERSION_STRING; }

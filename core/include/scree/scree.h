@@ -6,9 +6,6 @@
 #include "scree/dtype.h"
 #include "scree/error.h"
 #include "scree/export.h"
-
-#define SCREE_VERSION_MAJOR 0
-#define SCREE_VERSION_MINOR 1
-#define SCREE_VERSION_PATCH 0
+#include "scree/version.h"
 
 #endif /* SCREE_SCREE_H */

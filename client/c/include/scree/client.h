@@ -33,6 +33,7 @@
 #include "scree/dtype.h"
 #include "scree/error.h"
 #include "scree/export.h"
+#include "scree/version.h"
 
 SCREE_EXTERN_C_BEGIN
 
@@ -41,7 +42,7 @@ SCREE_EXTERN_C_BEGIN
 
 /* Where scree_client_connect looks when given no path and $SCREE_SOCKET is
  * unset or empty. */
-#define SCREE_CLIENT_DEFAULT_SOCKET "/run/scree/screed.sock"
+#define SCREE_CLIENT_DEFAULT_SOCKET SCREE_DEFAULT_SOCKET
 
 /* Longest batch name the info structs below hold; longer names reported by
  * a daemon are truncated there (requests send names as given). */
