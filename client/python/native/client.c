@@ -230,6 +230,21 @@ done:
   return result;
 }
 
+/* Tells fault.c where this lease's read-only memory lies, so that a write
+ * through a torch view of it dies with a message naming the batch. Nothing
+ * here can fail the get: without a slot the fault just has no message. */
+static void register_read_only(scree__py_lease *self, const char *name) {
+  const scree_array *a = &self->arr;
+  uint64_t vbytes = scree_dtype_size(a->dtype) * (uint64_t)a->total_rows;
+  for (int i = 0; i < a->ndim_inner; i++)
+    vbytes *= (uint64_t)a->inner[i];
+  uint64_t obytes = scree_dtype_size(a->offsets_dtype) * (uint64_t)(a->batch_size + 1);
+  if (scree__fault_install() < 0)
+    return;
+  self->fault_slots[0] = scree__fault_register(a->values, (size_t)vbytes, name);
+  self->fault_slots[1] = scree__fault_register(a->offsets, (size_t)obytes, name);
+}
+
 static PyObject *lease_new(scree__py_client *client, scree_lease *l, const scree_array *a,
                            int writable, const char *name) {
   scree__py_lease *self = PyObject_New(scree__py_lease, &scree__py_lease_type);
@@ -248,6 +263,7 @@ static PyObject *lease_new(scree__py_client *client, scree_lease *l, const scree
   self->arr = *a;
   self->writable = writable;
   self->name = NULL;
+  self->fault_slots[0] = self->fault_slots[1] = -1;
   client->owners++;
   /* From here on, dealloc releases the lease whatever fails. */
   self->name = PyUnicode_FromString(name);
@@ -255,6 +271,8 @@ static PyObject *lease_new(scree__py_client *client, scree_lease *l, const scree
     Py_DECREF(self);
     return NULL;
   }
+  if (!writable && a->device.type == SCREE_DEVICE_CPU)
+    register_read_only(self, name);
   return (PyObject *)self;
 }
 
@@ -521,6 +539,8 @@ static void lease_dealloc(scree__py_lease *self) {
     (void)rc;
   }
   self->lease = NULL;
+  scree__fault_unregister(self->fault_slots[0]);
+  scree__fault_unregister(self->fault_slots[1]);
   Py_XDECREF(self->name);
   scree__py_client_unown(client);
   Py_DECREF(client);

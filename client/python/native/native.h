@@ -42,6 +42,7 @@ typedef struct scree__py_lease {
   scree_array arr;          /* descriptor, values and offsets in this process */
   int writable;
   PyObject *name;
+  int fault_slots[2];       /* read-only ranges in fault.c's registry, or -1 */
 } scree__py_lease;
 
 extern PyTypeObject scree__py_client_type;
@@ -65,6 +66,17 @@ PyObject *scree__py_attention_fwd(PyObject *mod, PyObject *args, PyObject *kwds)
 PyObject *scree__py_pack_plan(PyObject *mod, PyObject *args);
 PyObject *scree__py_pack_rows(PyObject *mod, PyObject *args);
 PyObject *scree__py_pack_lengths(PyObject *mod, PyObject *args);
+
+/* fault.c: the SIGSEGV handler that names a read-only batch written to.
+ * scree__fault_install puts it in front of the handler installed before
+ * (once; later calls do nothing) and returns 0 or -1. scree__fault_register
+ * records [start, start + len) as read-only memory of batch name and returns
+ * its slot, or -1 when it cannot (no memory, or an empty range), in which
+ * case a fault there just gets no message. scree__fault_unregister forgets a
+ * slot (-1 is ignored). Call them with the GIL held. */
+int scree__fault_install(void);
+int scree__fault_register(const void *start, size_t len, const char *name);
+void scree__fault_unregister(int slot);
 
 /* Drops one owner of the client and closes it when close() was asked for and
  * none is left. Called with the GIL held. */

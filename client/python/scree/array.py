@@ -51,6 +51,23 @@ def dtype_name(dtype: Any) -> str:
     return str(dtype).rsplit(".", 1)[-1]
 
 
+def offsets_dtype_name(dtype: Any) -> str:
+    """``"int32"`` or ``"int64"`` for an offsets dtype given by name, numpy,
+    torch or mlx; anything else raises :class:`InvalidArgument`."""
+    if isinstance(dtype, str) or dtype is None:
+        name = str(dtype)
+    elif type(dtype).__module__.split(".")[0] in ("torch", "mlx"):
+        name = dtype_name(dtype)
+    else:
+        try:
+            name = np.dtype(dtype).name  # np.int32, np.dtype("int32")
+        except TypeError:
+            name = dtype_name(dtype)
+    if name not in _OFFSET_DTYPES:
+        raise InvalidArgument(f"offsets_dtype must be int32 or int64, got {dtype!r}")
+    return name
+
+
 def to_host(x: Any) -> np.ndarray:
     """Return ``x`` as a numpy array on the host.
 
@@ -309,15 +326,18 @@ class Array:
         )
 
 
-def pack(rows: Sequence[Any]) -> Array:
+def pack(rows: Sequence[Any], *, offsets_dtype: Any = "int64") -> Array:
     """Concatenate a list of numpy, torch or mlx arrays into an :class:`Array`.
 
     Every element needs the same framework (and torch device), dtype and
     non-ragged dims ``shape[1:]``; elements may have zero rows. The result's
-    values are a new array (a copy) in that framework; its offsets are int64.
+    values are a new array (a copy) in that framework; its offsets are
+    ``offsets_dtype``: int64, or int32 (FlashAttention's ``cu_seqlens``),
+    which raises :class:`scree.InvalidArgument` past 2**31 - 1 rows.
     A mismatch raises :class:`scree.InvalidArgument` naming the first element
     that differs, what differs, and the expected and actual values.
     """
+    od = offsets_dtype_name(offsets_dtype)
     rows = list(rows)
     if not rows:
         raise InvalidArgument("pack needs at least one element to know the dtype and shape")
@@ -352,17 +372,22 @@ def pack(rows: Sequence[Any]) -> Array:
 
     host = np.zeros(len(rows) + 1, dtype=np.int64)
     np.cumsum([int(r.shape[0]) for r in rows], out=host[1:])
+    if od == "int32" and host[-1] > np.iinfo(np.int32).max:
+        raise InvalidArgument(
+            f"offsets_dtype=int32 cannot hold {int(host[-1])} rows (int32 offsets end at "
+            f"{np.iinfo(np.int32).max}): use offsets_dtype='int64'"
+        )
     if fw == "numpy":
         values = np.concatenate(rows, axis=0)
-        offsets = host.copy()
+        offsets = host.astype(od)
     elif fw == "torch":
         torch = sys.modules["torch"]
         values = torch.cat(rows, dim=0)
-        offsets = torch.from_numpy(host.copy()).to(first.device)
+        offsets = torch.from_numpy(host.astype(od)).to(first.device)
     else:
         mx = sys.modules["mlx.core"]
         values = mx.concatenate(rows, axis=0)
-        offsets = mx.array(host)
+        offsets = mx.array(host.astype(od))
     # The offsets are correct by construction; skip re-validating them.
     return Array(values, offsets, host_offsets=host, validate=False)
 

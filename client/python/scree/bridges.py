@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from .array import Array, _type_label, framework_of, pack, to_host
+from .array import Array, _type_label, framework_of, offsets_dtype_name, pack, to_host
 from .errors import InvalidArgument
 
 try:
@@ -48,6 +48,7 @@ __all__ = [
 ]
 
 _SIDES = ("right", "left")
+_INT32_MAX = 2**31 - 1
 
 
 def _torch() -> Any:
@@ -101,6 +102,60 @@ def _check_side(side: str, allow_auto: bool = False) -> None:
     allowed = _SIDES + (("auto",) if allow_auto else ())
     if side not in allowed:
         raise InvalidArgument(f"padding_side must be one of {allowed}, got {side!r}")
+
+
+def _narrow_offsets(arr: Array, od: str) -> Array:
+    """``arr`` with offsets of dtype ``od`` ("int32" or "int64"). The bridges
+    build int64 offsets; int32 (FlashAttention's ``cu_seqlens``) is a cast of
+    B + 1 integers, queued without a sync, once the host offsets show that
+    the total fits."""
+    if od == "int64":
+        return arr
+    host = arr.host_offsets
+    total = int(host[-1])
+    if total > _INT32_MAX:
+        raise InvalidArgument(
+            f"offsets_dtype=int32 cannot hold this batch's {total} rows (int32 offsets end at "
+            f"{_INT32_MAX}): use offsets_dtype='int64'"
+        )
+    fw = arr.framework
+    if fw == "torch":
+        offsets = arr.offsets.to(_torch().int32)
+    elif fw == "mlx":
+        offsets = arr.offsets.astype(_mx().int32)
+    else:
+        offsets = arr.offsets.astype(np.int32)
+    return Array._trusted(arr.values, offsets, np.array(host), arr.max_length, fw)
+
+
+def _padded_length(arr: Array, pad_to: Any, pad_to_multiple_of: Any, name: str) -> int:
+    """The padded width: ``pad_to`` when given, else the longest row, then
+    rounded up to a multiple of ``pad_to_multiple_of`` when given (an explicit
+    ``pad_to`` must already be one). Host ints only: no sync."""
+    longest = arr.max_length
+    if pad_to_multiple_of is not None:
+        if isinstance(pad_to_multiple_of, bool) or not isinstance(pad_to_multiple_of, (int, np.integer)):
+            raise InvalidArgument(
+                f"pad_to_multiple_of must be a positive int, got {pad_to_multiple_of!r}"
+            )
+        if pad_to_multiple_of < 1:
+            raise InvalidArgument(f"pad_to_multiple_of must be at least 1, got {pad_to_multiple_of}")
+    if pad_to is None:
+        S = longest
+        if pad_to_multiple_of is not None:
+            m = int(pad_to_multiple_of)
+            S = -(-S // m) * m
+        return S
+    if isinstance(pad_to, bool) or not isinstance(pad_to, (int, np.integer)):
+        raise InvalidArgument(f"{name} must be an int, got {pad_to!r}")
+    S = int(pad_to)
+    if S < longest:
+        raise InvalidArgument(f"{name}={S} is shorter than the longest row ({longest})")
+    if pad_to_multiple_of is not None and S % int(pad_to_multiple_of):
+        raise InvalidArgument(
+            f"{name}={S} is not a multiple of pad_to_multiple_of={int(pad_to_multiple_of)}"
+        )
+    return S
 
 
 # --- analysing a mask ---------------------------------------------------------
@@ -452,7 +507,8 @@ def _from_masked(padded: Any, mask: Any, side: str, names: tuple[str, str]) -> A
 # --- HuggingFace ----------------------------------------------------------------
 
 
-def from_hf_padded(hidden_states: Any, attention_mask: Any) -> Array:
+def from_hf_padded(hidden_states: Any, attention_mask: Any, *,
+                   offsets_dtype: Any = "int64") -> Array:
     """Pack HuggingFace-style padded hidden states into an :class:`Array`.
 
     Args:
@@ -467,23 +523,35 @@ def from_hf_padded(hidden_states: Any, attention_mask: Any) -> Array:
     :class:`scree.InvalidArgument` naming the first bad row.
 
     Returns a new Array: values are a packed copy (total_real_tokens, *inner),
-    offsets are int64 on the same device. On CUDA this costs one sync, for
-    the offsets (the packed size must be known to allocate the output).
+    offsets are ``offsets_dtype`` (int64, or int32 as FlashAttention's varlen
+    functions take ``cu_seqlens``: a batch of more than 2**31 - 1 tokens then
+    raises :class:`scree.InvalidArgument`) on the same device. On CUDA this
+    costs one sync, for the offsets (the packed size must be known to
+    allocate the output).
     """
-    return _from_masked(hidden_states, attention_mask, "auto", ("hidden_states", "attention_mask"))
+    od = offsets_dtype_name(offsets_dtype)
+    arr = _from_masked(hidden_states, attention_mask, "auto", ("hidden_states", "attention_mask"))
+    return _narrow_offsets(arr, od)
 
 
-def to_hf_padded(arr: Array, *, padding_side: str = "right", pad_value: Any = 0) -> tuple[Any, Any]:
+def to_hf_padded(arr: Array, *, padding_side: str = "right", pad_value: Any = 0,
+                 pad_to: int | None = None,
+                 pad_to_multiple_of: int | None = None) -> tuple[Any, Any]:
     """Unpack ``arr`` into HF's ``(hidden_states, attention_mask)``.
 
-    ``hidden_states`` is (B, arr.max_length, *inner) with ``pad_value`` in the
-    padding, and ``attention_mask`` is (B, arr.max_length) int64 of 1 for real
-    tokens and 0 for padding, right-padded unless ``padding_side="left"``.
+    ``hidden_states`` is (B, S, *inner) with ``pad_value`` in the padding,
+    and ``attention_mask`` is (B, S) int64 of 1 for real tokens and 0 for
+    padding, right-padded unless ``padding_side="left"``. ``S`` is
+    ``arr.max_length``, or ``pad_to`` (a fixed width, such as the original
+    sequence length for labels or CUDA graphs; shorter than the longest row
+    raises :class:`scree.InvalidArgument`), then rounded up to a multiple of
+    ``pad_to_multiple_of`` when given (an explicit ``pad_to`` must be one).
     Both are new arrays in ``arr``'s framework and on its device. No host
     sync: the padded length comes from the cached ``arr.max_length``.
     """
     _check_side(padding_side)
-    padded, mask = _scatter(arr, arr.max_length, padding_side, pad_value)
+    S = _padded_length(arr, pad_to, pad_to_multiple_of, "pad_to")
+    padded, mask = _scatter(arr, S, padding_side, pad_value)
     if arr.framework == "torch":
         return padded, mask.to(_torch().int64)
     if arr.framework == "mlx":
@@ -500,6 +568,7 @@ def from_padded(
     *,
     lengths: Any = None,
     padding_side: str = "right",
+    offsets_dtype: Any = "int64",
 ) -> Array:
     """Pack a padded (B, S, *inner) array into an :class:`Array`.
 
@@ -511,8 +580,14 @@ def from_padded(
     :class:`scree.InvalidArgument` naming the first bad row.
 
     Works on torch, numpy and mlx arrays and returns an Array of the same
-    framework (values copied, int64 offsets).
+    framework (values copied; offsets of ``offsets_dtype``, int64 or int32,
+    as for :func:`from_hf_padded`).
     """
+    od = offsets_dtype_name(offsets_dtype)
+    return _narrow_offsets(_from_padded(padded, mask, lengths, padding_side), od)
+
+
+def _from_padded(padded: Any, mask: Any, lengths: Any, padding_side: str) -> Array:
     if (mask is None) == (lengths is None):
         raise InvalidArgument("from_padded needs exactly one of mask or lengths")
     if mask is not None:
@@ -545,16 +620,28 @@ def to_padded(
     *,
     padding_side: str = "right",
     max_length: int | None = None,
+    pad_to: int | None = None,
+    pad_to_multiple_of: int | None = None,
 ) -> tuple[Any, Any]:
     """Unpack ``arr`` into ``(padded, mask)``: a (B, S, *inner) array filled
     with ``pad_value`` where there is no data, and a (B, S) bool mask, True
-    for real rows. ``S`` is ``max_length`` if given (at least
-    ``arr.max_length``), else ``arr.max_length``. Real rows sit at the start
-    of each row, or at the end with ``padding_side="left"``. New arrays in
-    ``arr``'s framework and device; no host sync.
+    for real rows. ``S`` is ``pad_to`` if given (at least ``arr.max_length``,
+    else :class:`scree.InvalidArgument`), else ``arr.max_length``, then
+    rounded up to a multiple of ``pad_to_multiple_of`` when given (an
+    explicit ``pad_to`` must be one). ``max_length`` is the older name of
+    ``pad_to``. Real rows sit at the start of each row, or at the end with
+    ``padding_side="left"``. New arrays in ``arr``'s framework and device;
+    no host sync.
     """
     _check_side(padding_side)
-    S = arr.max_length if max_length is None else int(max_length)
+    name = "pad_to"
+    if max_length is not None:
+        if pad_to is not None and pad_to != max_length:
+            raise InvalidArgument(
+                f"max_length={max_length} and pad_to={pad_to} disagree: give one of them"
+            )
+        pad_to, name = max_length, "max_length"
+    S = _padded_length(arr, pad_to, pad_to_multiple_of, name)
     return _scatter(arr, S, padding_side, pad_value)
 
 
@@ -604,7 +691,44 @@ def to_torch_nested(arr: Array) -> Any:
     )
 
 
-# --- numpy <-> torch -------------------------------------------------------------
+# --- numpy <-> torch ---
+
+# dtypes numpy has only through ml_dtypes, with the torch dtype of the same
+# width that carries their bits across torch.from_numpy and Tensor.numpy.
+_ML_DTYPES = {"bfloat16": "int16", "float8_e4m3fn": "uint8", "float8_e5m2": "uint8"}
+
+
+def _ml_dtype(name: str) -> Any:
+    try:
+        import ml_dtypes
+    except ImportError:
+        raise InvalidArgument(
+            f"numpy has no {name} without the ml_dtypes package (a dependency of scree): "
+            f"pip install ml_dtypes, or cast the values first (e.g. .float())"
+        ) from None
+    return np.dtype(getattr(ml_dtypes, name))
+
+
+def _numpy_to_torch(a: np.ndarray) -> Any:
+    """``torch.from_numpy``, sharing memory, for ml_dtypes' bfloat16 and fp8
+    too (torch cannot take those directly: they travel as their bits)."""
+    torch = _torch()
+    name = a.dtype.name
+    if name in _ML_DTYPES:
+        bits = torch.from_numpy(a.view(np.dtype(_ML_DTYPES[name])))
+        return bits.view(getattr(torch, name))
+    return torch.from_numpy(a)
+
+
+def _torch_to_numpy(t: Any) -> np.ndarray:
+    """``Tensor.numpy()`` for a CPU tensor, sharing memory; bfloat16 and fp8
+    come out as ml_dtypes' numpy types instead of raising."""
+    torch = _torch()
+    name = str(t.dtype).rsplit(".", 1)[-1]
+    if name in _ML_DTYPES:
+        want = _ml_dtype(name)
+        return t.view(getattr(torch, _ML_DTYPES[name])).numpy().view(want)
+    return t.numpy()
 
 
 def to_torch(arr: Array) -> Array:
@@ -618,7 +742,7 @@ def to_torch(arr: Array) -> Array:
         return arr
     torch = _torch()
     if arr.framework == "numpy":
-        values, offsets = torch.from_numpy(arr.values), torch.from_numpy(arr.offsets)
+        values, offsets = _numpy_to_torch(arr.values), torch.from_numpy(arr.offsets)
     else:
         values, offsets = torch.from_dlpack(arr.values), torch.from_dlpack(arr.offsets)
     return Array(values, offsets, host_offsets=arr.host_offsets, validate=False)
@@ -630,16 +754,13 @@ def to_numpy(arr: Array) -> Array:
     A numpy Array is returned as is. CPU torch tensors are shared, not copied
     (``Tensor.numpy()``). CUDA tensors are COPIED to host memory (this waits
     for the device); use DLPack consumers such as ``to_torch`` to stay on the
-    GPU. bfloat16 has no numpy dtype and raises; cast first. mlx arrays are
-    converted with ``np.asarray``.
+    GPU. bfloat16 and fp8 become ``ml_dtypes``' numpy types (shared memory
+    too). mlx arrays are converted with ``np.asarray``.
     """
     if arr.framework == "numpy":
         return arr
     if arr.framework == "torch":
-        torch = _torch()
-        if arr.values.dtype == torch.bfloat16:
-            raise InvalidArgument("numpy has no bfloat16; cast the values first (e.g. .float())")
-        values = arr.values.detach().cpu().numpy()
+        values = _torch_to_numpy(arr.values.detach().cpu())
         offsets = arr.offsets.detach().cpu().numpy()
     else:
         values, offsets = np.asarray(arr.values), np.asarray(arr.offsets)

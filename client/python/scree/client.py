@@ -7,6 +7,16 @@ them without copies.
 daemon's memory: numpy arrays on a host-memory daemon, torch tensors (through
 DLPack) on a GPU daemon.
 
+Which framework. ``get`` and ``create`` return torch tensors wherever torch
+is installed, on a host-memory daemon and a GPU daemon alike, so the same
+code runs on both; ``framework="numpy"`` asks for numpy arrays (host memory
+only). Without torch installed the default is numpy, and a GPU batch cannot
+be read.
+
+dtypes. Views carry the batch's real dtype: bfloat16 and fp8 are
+``torch.bfloat16``/``torch.float8_*`` in torch and ``ml_dtypes``' types in
+numpy, never their raw bits (``.view(np.uint16)`` gives those on request).
+
 Lifetime of a view. Every view keeps the lease that makes its memory valid:
 a numpy view through its ``base`` chain, a torch tensor through its DLPack
 deleter. The lease is released when the last of them is gone. Closing a
@@ -21,6 +31,8 @@ store (a deleted batch goes with its last lease).
 
 from __future__ import annotations
 
+import enum
+import importlib.util
 import os
 import sys
 from dataclasses import dataclass, field
@@ -36,8 +48,8 @@ try:
 except ImportError:  # a source tree without the extension
     _native = None
 
-__all__ = ["Client", "Batch", "BatchInfo", "ClientInfo", "Stats", "DEFAULT_SOCKET",
-           "native_available"]
+__all__ = ["Client", "Batch", "BatchInfo", "ClientInfo", "Stats", "DeleteResult",
+           "DEFAULT_SOCKET", "native_available"]
 
 DEFAULT_SOCKET = "/run/scree/screed.sock"
 
@@ -77,9 +89,10 @@ def _dtype_code(dtype: Any) -> int:
     return _CODES[name]
 
 
-def _numpy_dtype(code: int) -> np.dtype | None:
-    """numpy's dtype for a scree code, or None where numpy has none (bfloat16
-    and fp8 without ml_dtypes)."""
+def _numpy_dtype(code: int) -> np.dtype:
+    """numpy's dtype for a scree code: ``ml_dtypes``' types for bfloat16 and
+    fp8, which numpy itself lacks. Without ml_dtypes those raise
+    :class:`NotSupported` rather than hand out raw bits."""
     name = _NAMES[code]
     try:
         return np.dtype(name)
@@ -90,7 +103,11 @@ def _numpy_dtype(code: int) -> np.dtype | None:
         try:
             import ml_dtypes as ml  # type: ignore[no-redef]
         except ImportError:
-            return None
+            raise NotSupported(
+                f"numpy has no {name} and the ml_dtypes package (a dependency of scree, "
+                f"which adds it) is not installed: pip install ml_dtypes, or use "
+                f"framework='torch'"
+            ) from None
     return np.dtype(getattr(ml, name))
 
 
@@ -103,10 +120,10 @@ def _torch_dtype(code: int) -> Any:
 def _numpy_view(t: Any) -> np.ndarray:
     # The buffer protocol keeps the Tensor (and its lease) as the array's
     # base and carries the read-only flag of a get.
+    want = _numpy_dtype(t.dtype)  # first: no view of raw bits escapes
     a = np.asarray(t)
-    want = _numpy_dtype(t.dtype)
-    if want is not None and a.dtype != want:
-        a = a.view(want)  # bfloat16 and fp8 arrive as their bits
+    if a.dtype != want:
+        a = a.view(want)  # the buffer protocol carries bfloat16 and fp8 as their bits
     return a
 
 
@@ -120,6 +137,41 @@ def _torch_view(t: Any) -> Any:
     return x
 
 
+def _have_torch() -> bool:
+    return "torch" in sys.modules or importlib.util.find_spec("torch") is not None
+
+
+def _framework(framework: str | None, lease: Any) -> str:
+    """The framework of a Batch's views: ``framework`` when given, else torch
+    wherever torch is installed (whatever memory the daemon serves from, so
+    one program gets the same types from a CPU and a GPU daemon), else numpy."""
+    if framework not in (None, "numpy", "torch"):
+        raise InvalidArgument(f"framework must be 'numpy' or 'torch', got {framework!r}")
+    on_gpu = lease.device[0] == "cuda"
+    if framework is None:
+        framework = "torch" if on_gpu or _have_torch() else "numpy"
+    if framework == "numpy" and on_gpu:
+        raise InvalidArgument("a batch in GPU memory cannot be a numpy array: use 'torch'")
+    return framework
+
+
+class DeleteResult(str, enum.Enum):
+    """What :meth:`Client.delete` did: ``"deleted"`` (the memory is free) or
+    ``"deferred"`` (leases still hold it; it goes with the last one). Both
+    are true in a boolean test, so ``if not client.delete(x)`` never fires on
+    success (a failure raises); compare with ``==`` or read :attr:`deferred`."""
+
+    DELETED = "deleted"
+    DEFERRED = "deferred"
+
+    @property
+    def deferred(self) -> bool:
+        return self is DeleteResult.DEFERRED
+
+    def __str__(self) -> str:
+        return self.value
+
+
 def _views(lease: Any, framework: str) -> tuple[Any, Any]:
     make = _torch_view if framework == "torch" else _numpy_view
     return make(lease.tensor(0)), make(lease.tensor(1))
@@ -129,8 +181,9 @@ class Batch(Array):
     """A batch in daemon memory, as a :class:`scree.Array` of views.
 
     From :meth:`Client.get` the views are read-only (numpy marks them so;
-    torch has no read-only tensors: do not write to a torch view of host
-    memory, which the daemon maps read-only). From :meth:`Client.create` they
+    torch has no read-only tensors: a write through a torch view of host
+    memory, which the daemon maps read-only, kills the process with SIGSEGV
+    after a message on stderr that names the batch). From :meth:`Client.create` they
     are writable until :meth:`seal`.
 
     Use it as a context manager, or call :meth:`close`: both drop the batch's
@@ -470,14 +523,16 @@ class Client:
         place, then :meth:`Batch.seal`. ``total_length`` defaults to the last
         offset. An unsealed batch goes away with the connection.
         ``shared=True`` reserves it in the daemon's shared pool of arenas,
-        as for :meth:`put`.
+        as for :meth:`put`. ``framework`` as for :meth:`get`.
         """
         host = _offsets_for(lengths, offsets, offsets_dtype)
         total = int(host[-1]) if total_length is None else int(total_length)
         inner = tuple(int(d) for d in inner_shape)
+        if framework not in (None, "numpy", "torch"):
+            raise InvalidArgument(f"framework must be 'numpy' or 'torch', got {framework!r}")
         lease = self._c.create(name, _dtype_code(dtype), inner, host.shape[0] - 1, total,
                                _dtype_code(host.dtype), bool(shared))
-        fw = framework or ("torch" if lease.device[0] == "cuda" else "numpy")
+        fw = _framework(framework, lease)
         b = Batch(self, lease, fw, created=True, host_offsets=host.astype(np.int64))
         if fw == "torch":
             import torch
@@ -498,24 +553,26 @@ class Client:
     def get(self, name: str, framework: str | None = None) -> Batch:
         """Attach to sealed batch ``name`` without copying.
 
-        ``framework``: ``"numpy"`` (default on host memory; read-only arrays)
-        or ``"torch"`` (default on a GPU daemon; tensors through DLPack).
+        ``framework``: ``"torch"`` (the default wherever torch is installed,
+        on host memory and GPU alike; tensors through DLPack, which torch
+        cannot mark read-only) or ``"numpy"`` (host memory only; read-only
+        arrays; the default without torch). Views have the batch's real
+        dtype, bfloat16 and fp8 included (numpy's through ``ml_dtypes``).
         Use the result as ``with client.get(name) as batch:``.
         """
         if framework not in (None, "numpy", "torch"):
             raise InvalidArgument(f"framework must be 'numpy' or 'torch', got {framework!r}")
         lease = self._c.get(name)
-        if framework is None:
-            framework = "torch" if lease.device[0] == "cuda" else "numpy"
-        if framework == "numpy" and lease.device[0] == "cuda":
-            raise InvalidArgument("a batch in GPU memory cannot be a numpy array: use 'torch'")
-        return Batch(self, lease, framework, created=False)
+        return Batch(self, lease, _framework(framework, lease), created=False)
 
     # --- the store ----------------------------------------------------------
 
-    def delete(self, name: str) -> bool:
-        """Remove ``name``; returns True when leases keep its memory until they go."""
-        return self._c.delete(name)
+    def delete(self, name: str) -> DeleteResult:
+        """Remove ``name`` from the store. Returns :class:`DeleteResult`:
+        ``"deleted"`` when its memory is free, ``"deferred"`` when leases keep
+        the memory until they go (the name is gone either way). Both are
+        true; a failure raises (:class:`scree.NotFound` for no such batch)."""
+        return DeleteResult.DEFERRED if self._c.delete(name) else DeleteResult.DELETED
 
     def list(self, prefix: str = "") -> list[BatchInfo]:
         """Batches whose names start with ``prefix``, in name order."""
