@@ -5,7 +5,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "drain.h"
@@ -54,12 +53,6 @@ struct scree__exec {
   scree__drain *drain;     /* may be NULL */
   scree__metrics *metrics; /* may be NULL */
 };
-
-static uint64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 #define FAIL(code, ...) (snprintf(r->msg, sizeof(r->msg), __VA_ARGS__), (code))
 
@@ -286,9 +279,9 @@ static void job_complete(scree__exec *e, scree__job *j) {
 
 static void work_run(uv_work_t *w) {
   scree__job *j = w->data;
-  uint64_t t0 = now_ns();
+  uint64_t t0 = scree__now_ns();
   j->rc = scree_attention_fwd(&j->args);
-  j->elapsed_ns = now_ns() - t0;
+  j->elapsed_ns = scree__now_ns() - t0;
 }
 
 static void work_done(uv_work_t *w, int status) {
@@ -583,7 +576,7 @@ int scree__exec_new(uv_loop_t *loop, scree__store *store, const scree__exec_conf
                     size_t msg_len) {
   scree__exec *e = calloc(1, sizeof(*e));
   if (e == NULL)
-    return scree__errf(SCREE_ENOMEM, msg, msg_len, "out of host memory");
+    return scree__fail(SCREE_ENOMEM, msg, msg_len, "out of host memory");
   e->loop = loop;
   e->store = store;
   e->mem = scree__store_mem(store);

@@ -38,9 +38,8 @@ void scree__log(scree__log_level level, const char *event, const char *fields, .
  * its loop thread only. */
 const char *scree__q(const char *s);
 
-/* Formats a message into msg (when not NULL) and returns code, so that an
- * error path reads `return scree__errf(SCREE_EINVAL, msg, len, "...")`. */
-int scree__errf(int code, char *msg, size_t msg_len, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
+/* Error paths format their message and return their code with scree__fail
+ * (core/src/sys.h), which every daemon file gets through this header. */
+#include "sys.h"
 
 #endif /* SCREE_DAEMON_LOG_H */

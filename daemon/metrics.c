@@ -5,9 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "scree/error.h"
+#include "sys.h"
 #include "scree/v1/scree.pb-c.h"
 
 /* Index 0 is "invalid"; the others follow Request's oneof. A request type
@@ -48,15 +48,9 @@ static const char *const bucket_le[SCREE__LAT_BUCKETS] = {
     "0.005", "0.01",    "0.025", "0.05",   "0.1",     "0.25",   "0.5",   "1",
 };
 
-uint64_t scree__metrics_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 void scree__metrics_init(scree__metrics *m) {
   memset(m, 0, sizeof(*m));
-  m->start_ns = scree__metrics_now();
+  m->start_ns = scree__now_ns();
 }
 
 static int op_index(int body_case) {
@@ -250,7 +244,7 @@ int scree__metrics_render(const scree__metrics *m, char **out, size_t *len) {
   put(&b, "# HELP scree_uptime_seconds Seconds since screed started.\n"
           "# TYPE scree_uptime_seconds gauge\n"
           "scree_uptime_seconds %.3f\n",
-      (double)(scree__metrics_now() - m->start_ns) / 1e9);
+      (double)(scree__now_ns() - m->start_ns) / 1e9);
 
   if (b.failed) {
     free(b.p);

@@ -46,9 +46,6 @@ typedef struct scree__metrics {
 /* Zeroes m and notes the start time. */
 void scree__metrics_init(scree__metrics *m);
 
-/* The monotonic clock in ns, for timing a request. */
-uint64_t scree__metrics_now(void);
-
 /* Counts one response: op is the request's body case (a
  * Scree__V1__Request__BodyCase; anything unknown counts as invalid), status
  * 0 or a SCREE_E* code, ns the time spent handling it. */

@@ -20,9 +20,6 @@
 #include "metrics.h"
 #include "scree/error.h"
 
-/* Most fds a client may attach to one packet before the rest are dropped by
- * the kernel (MSG_CTRUNC); none are expected, all are closed. */
-#define PASSED_FDS_MAX 16
 /* Packets handled per wakeup of one connection, so that one busy client
  * cannot starve the others (epoll is level-triggered: the rest waits for the
  * next turn). */
@@ -109,14 +106,14 @@ static void refusals_close_all(scree__server *srv);
 static int make_parents(const char *path, char *msg, size_t msg_len) {
   char *dir = strdup(path);
   if (dir == NULL)
-    return scree__errf(SCREE_ENOMEM, msg, msg_len, "out of memory");
+    return scree__fail(SCREE_ENOMEM, msg, msg_len, "out of memory");
   int rc = 0;
   for (char *p = dir + 1; *p != '\0'; p++) {
     if (*p != '/')
       continue;
     *p = '\0';
     if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
-      rc = scree__errf(SCREE__ERR(errno), msg, msg_len, "cannot create %s: %s", dir,
+      rc = scree__fail(SCREE__ERR(errno), msg, msg_len, "cannot create %s: %s", dir,
                        strerror(errno));
       break;
     }
@@ -132,34 +129,34 @@ static int probe_socket(const struct sockaddr_un *addr, const char *path, char *
                         size_t msg_len) {
   struct stat st;
   if (lstat(path, &st) != 0)
-    return scree__errf(SCREE__ERR(errno), msg, msg_len, "cannot stat %s: %s", path,
+    return scree__fail(SCREE__ERR(errno), msg, msg_len, "cannot stat %s: %s", path,
                        strerror(errno));
   if (!S_ISSOCK(st.st_mode))
-    return scree__errf(SCREE_EEXIST, msg, msg_len,
+    return scree__fail(SCREE_EEXIST, msg, msg_len,
                        "%s exists and is not a socket; not replacing it", path);
   int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0)
-    return scree__errf(SCREE__ERR(errno), msg, msg_len, "socket: %s", strerror(errno));
+    return scree__fail(SCREE__ERR(errno), msg, msg_len, "socket: %s", strerror(errno));
   int rc;
   if (connect(fd, (const struct sockaddr *)addr, sizeof(*addr)) == 0) {
     struct ucred cred;
     socklen_t clen = sizeof(cred);
     if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) == 0 && cred.pid > 0)
-      rc = scree__errf(SCREE_EBUSY, msg, msg_len, "another screed is serving %s (pid %d)",
+      rc = scree__fail(SCREE_EBUSY, msg, msg_len, "another screed is serving %s (pid %d)",
                        path, (int)cred.pid);
     else
-      rc = scree__errf(SCREE_EBUSY, msg, msg_len, "another screed is serving %s", path);
+      rc = scree__fail(SCREE_EBUSY, msg, msg_len, "another screed is serving %s", path);
   } else if (errno == ECONNREFUSED) {
     rc = SCREE_ECONNREFUSED;
   } else if (errno == EAGAIN) {
     /* The listener's backlog is full: someone is very much serving. */
-    rc = scree__errf(SCREE_EBUSY, msg, msg_len, "another screed is serving %s", path);
+    rc = scree__fail(SCREE_EBUSY, msg, msg_len, "another screed is serving %s", path);
   } else if (errno == EPROTOTYPE) {
-    rc = scree__errf(SCREE_EBUSY, msg, msg_len,
+    rc = scree__fail(SCREE_EBUSY, msg, msg_len,
                      "%s is in use by a program that is not screed (not a seqpacket socket)",
                      path);
   } else {
-    rc = scree__errf(SCREE__ERR(errno), msg, msg_len, "cannot connect to %s: %s", path,
+    rc = scree__fail(SCREE__ERR(errno), msg, msg_len, "cannot connect to %s: %s", path,
                      strerror(errno));
   }
   close(fd);
@@ -173,7 +170,7 @@ static int socket_addr(const char *path, struct sockaddr_un *addr, char *msg, si
   memset(addr, 0, sizeof(*addr));
   addr->sun_family = AF_UNIX;
   if (path[0] == '\0' || strlen(path) >= sizeof(addr->sun_path))
-    return scree__errf(SCREE_ENAMETOOLONG, msg, msg_len,
+    return scree__fail(SCREE_ENAMETOOLONG, msg, msg_len,
                        "socket path '%s' is empty or longer than %zu bytes", path,
                        sizeof(addr->sun_path) - 1);
   memcpy(addr->sun_path, path, strlen(path));
@@ -191,26 +188,26 @@ static int lock_path(scree__server *srv, const char *path, const struct sockaddr
                      char *msg, size_t msg_len) {
   char lock[PATH_MAX];
   if ((size_t)snprintf(lock, sizeof(lock), "%s.lock", path) >= sizeof(lock))
-    return scree__errf(SCREE_ENAMETOOLONG, msg, msg_len, "lock file path for %s is too long",
+    return scree__fail(SCREE_ENAMETOOLONG, msg, msg_len, "lock file path for %s is too long",
                        path);
   int rc = make_parents(path, msg, msg_len);
   if (rc != 0)
     return rc;
   int fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
   if (fd < 0)
-    return scree__errf(SCREE__ERR(errno), msg, msg_len, "cannot open %s: %s", lock,
+    return scree__fail(SCREE__ERR(errno), msg, msg_len, "cannot open %s: %s", lock,
                        strerror(errno));
   if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
     const int err = errno;
     close(fd);
     if (err != EWOULDBLOCK)
-      return scree__errf(SCREE__ERR(err), msg, msg_len, "cannot lock %s: %s", lock,
+      return scree__fail(SCREE__ERR(err), msg, msg_len, "cannot lock %s: %s", lock,
                          strerror(err));
     /* Held: by a screed serving the path (whose pid the probe can name) or
      * by one still starting. */
     if (probe_socket(addr, path, msg, msg_len) == SCREE_EBUSY)
       return SCREE_EBUSY;
-    return scree__errf(SCREE_EBUSY, msg, msg_len,
+    return scree__fail(SCREE_EBUSY, msg, msg_len,
                        "another screed is starting on or serving %s (it holds %s)", path, lock);
   }
   srv->lockfd = fd;
@@ -230,10 +227,10 @@ static int listen_on(scree__server *srv, const char *path, const struct sockaddr
   int rc;
   int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0)
-    return scree__errf(SCREE__ERR(errno), msg, msg_len, "socket: %s", strerror(errno));
+    return scree__fail(SCREE__ERR(errno), msg, msg_len, "socket: %s", strerror(errno));
   if (bind(fd, (const struct sockaddr *)addr, sizeof(*addr)) != 0) {
     if (errno != EADDRINUSE) {
-      rc = scree__errf(SCREE__ERR(errno), msg, msg_len, "cannot bind %s: %s", path,
+      rc = scree__fail(SCREE__ERR(errno), msg, msg_len, "cannot bind %s: %s", path,
                        strerror(errno));
       goto err_close;
     }
@@ -242,12 +239,12 @@ static int listen_on(scree__server *srv, const char *path, const struct sockaddr
       goto err_close;
     scree__log(SCREE__LOG_INFO, "stale_socket_replaced", "socket=%s", scree__q(path));
     if (unlink(path) != 0 && errno != ENOENT) {
-      rc = scree__errf(SCREE__ERR(errno), msg, msg_len, "cannot remove stale %s: %s", path,
+      rc = scree__fail(SCREE__ERR(errno), msg, msg_len, "cannot remove stale %s: %s", path,
                        strerror(errno));
       goto err_close;
     }
     if (bind(fd, (const struct sockaddr *)addr, sizeof(*addr)) != 0) {
-      rc = scree__errf(SCREE__ERR(errno), msg, msg_len, "cannot bind %s: %s", path,
+      rc = scree__fail(SCREE__ERR(errno), msg, msg_len, "cannot bind %s: %s", path,
                        strerror(errno));
       goto err_close;
     }
@@ -256,14 +253,14 @@ static int listen_on(scree__server *srv, const char *path, const struct sockaddr
    * that another screed has put in its place since. */
   struct stat st;
   if (stat(path, &st) != 0) {
-    rc = scree__errf(SCREE__ERR(errno), msg, msg_len, "cannot stat %s: %s", path,
+    rc = scree__fail(SCREE__ERR(errno), msg, msg_len, "cannot stat %s: %s", path,
                      strerror(errno));
     goto err_unlink;
   }
   srv->dev = st.st_dev;
   srv->ino = st.st_ino;
   if (listen(fd, SOMAXCONN) != 0) {
-    rc = scree__errf(SCREE__ERR(errno), msg, msg_len, "cannot listen on %s: %s", path,
+    rc = scree__fail(SCREE__ERR(errno), msg, msg_len, "cannot listen on %s: %s", path,
                      strerror(errno));
     goto err_unlink;
   }
@@ -333,35 +330,12 @@ static void conn_close(scree__conn *c, const char *reason, int err) {
 /* Sends one packet without blocking. Returns 0, SCREE_EAGAIN when the socket
  * buffer is full, or another negative code. */
 static int send_packet(int fd, const uint8_t *buf, size_t len, int pass_fd) {
-  struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
-  union {
-    struct cmsghdr align;
-    char buf[CMSG_SPACE(sizeof(int))];
-  } ctl;
-  struct msghdr mh;
-  memset(&mh, 0, sizeof(mh));
-  mh.msg_iov = &iov;
-  mh.msg_iovlen = 1;
-  if (pass_fd >= 0) {
-    memset(&ctl, 0, sizeof(ctl));
-    mh.msg_control = ctl.buf;
-    mh.msg_controllen = sizeof(ctl.buf);
-    struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-    cm->cmsg_level = SOL_SOCKET;
-    cm->cmsg_type = SCM_RIGHTS;
-    cm->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(cm), &pass_fd, sizeof(int));
-  }
-  for (;;) {
-    ssize_t n = sendmsg(fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
-    if (n >= 0)
-      return 0;
-    if (errno == EINTR)
-      continue;
-    if (errno == EAGAIN || errno == EWOULDBLOCK)
-      return SCREE_EAGAIN;
-    return SCREE__ERR(errno);
-  }
+  ssize_t n = scree__send_fd(fd, buf, len, pass_fd, MSG_DONTWAIT);
+  if (n >= 0)
+    return 0;
+  if (n == -EAGAIN || n == -EWOULDBLOCK)
+    return SCREE_EAGAIN;
+  return SCREE__ERR((int)-n);
 }
 
 static void on_conn_io(uv_poll_t *h, int status, int events);
@@ -444,19 +418,26 @@ static void conn_respond(scree__conn *c, scree__reply *r) {
   conn_send(c, buf, len, fd);
 }
 
-/* Closes every fd that arrived with a packet: the protocol has no request
- * that carries one, and keeping them would leak. */
-static void close_passed_fds(struct msghdr *mh) {
-  for (struct cmsghdr *cm = CMSG_FIRSTHDR(mh); cm != NULL; cm = CMSG_NXTHDR(mh, cm)) {
-    if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
-      continue;
-    size_t n = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-    for (size_t i = 0; i < n; i++) {
-      int fd;
-      memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
-      close(fd);
-    }
+/* Reads one packet into the server's buffer, which holds the largest
+ * request allowed: MSG_TRUNC makes the kernel report a longer record's real
+ * length (the rest of that record is discarded), so no MSG_PEEK is needed.
+ * Every fd that came with it is closed: the protocol has no request that
+ * carries one, and keeping them would leak. *with_fds tells an empty packet
+ * that carried fds from the end of the stream. Returns the length, or
+ * -errno (-ENOMEM when the buffer cannot be made). */
+static ssize_t read_packet(scree__server *srv, int fd, int *with_fds) {
+  if (srv->rbuf == NULL) {
+    srv->rbuf = malloc(srv->max_packet ? srv->max_packet : 1);
+    if (srv->rbuf == NULL)
+      return -ENOMEM;
+    srv->rcap = srv->max_packet;
   }
+  unsigned closed = 0;
+  int nfds = 0, ctrunc = 0;
+  ssize_t got = scree__recv_fds(fd, srv->rbuf, srv->rcap, MSG_DONTWAIT | MSG_TRUNC, NULL, 0,
+                                &nfds, &closed, &ctrunc);
+  *with_fds = closed > 0 || ctrunc;
+  return got;
 }
 
 /* An empty read means the peer is gone, or it sent an empty packet; the two
@@ -472,52 +453,31 @@ static void conn_refuse(scree__conn *c, const uint8_t *buf, size_t len);
  * the socket is drained or the connection is closing. */
 static int conn_read_one(scree__conn *c) {
   scree__server *srv = c->srv;
-  /* One recvmsg per request: the buffer holds the largest request allowed,
-   * and MSG_TRUNC makes the kernel report a longer record's real length
-   * (the rest of that record is discarded), so no MSG_PEEK is needed. */
-  if (srv->rbuf == NULL) {
-    srv->rbuf = malloc(srv->max_packet ? srv->max_packet : 1);
-    if (srv->rbuf == NULL) {
-      conn_close(c, "out_of_memory", ENOMEM);
-      return 0;
-    }
-    srv->rcap = srv->max_packet;
-  }
-  struct iovec iov = {.iov_base = srv->rbuf, .iov_len = srv->rcap};
-  union {
-    struct cmsghdr align;
-    char buf[CMSG_SPACE(sizeof(int) * PASSED_FDS_MAX)];
-  } ctl;
-  struct msghdr mh;
-  memset(&mh, 0, sizeof(mh));
-  mh.msg_iov = &iov;
-  mh.msg_iovlen = 1;
-  mh.msg_control = ctl.buf;
-  mh.msg_controllen = sizeof(ctl.buf);
-  ssize_t got;
-  do
-    got = recvmsg(c->fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC | MSG_TRUNC);
-  while (got < 0 && errno == EINTR);
-  if (got < 0) {
-    if (errno == EAGAIN || errno == EWOULDBLOCK)
-      return 0;
-    conn_close(c, "recv", errno);
+  int with_fds;
+  ssize_t got = read_packet(srv, c->fd, &with_fds);
+  if (got == -ENOMEM) {
+    conn_close(c, "out_of_memory", ENOMEM);
     return 0;
   }
-  if (got == 0 && mh.msg_controllen == 0 && peer_gone(c->fd)) {
+  if (got < 0) {
+    if (got == -EAGAIN || got == -EWOULDBLOCK)
+      return 0;
+    conn_close(c, "recv", (int)-got);
+    return 0;
+  }
+  if (got == 0 && !with_fds && peer_gone(c->fd)) {
     conn_close(c, "eof", 0);
     return 0;
   }
   size_t len = (size_t)got;
   int oversize = (uint64_t)len > srv->max_packet;
-  close_passed_fds(&mh);
 
   scree__reply *r = &srv->reply;
   if (c->refused) {
-    conn_refuse(c, oversize ? NULL : iov.iov_base, oversize ? 0 : (size_t)got);
+    conn_refuse(c, oversize ? NULL : srv->rbuf, oversize ? 0 : len);
     return 0;
   }
-  uint64_t t0 = srv->metrics != NULL ? scree__metrics_now() : 0;
+  uint64_t t0 = srv->metrics != NULL ? scree__now_ns() : 0;
   if (oversize)
     scree__store_reply_error(srv->store, c->sess, r, 0, SCREE_EMSGSIZE,
                              "request of %zu bytes exceeds the limit of %" PRIu64 " bytes",
@@ -530,7 +490,7 @@ static int conn_read_one(scree__conn *c) {
     return 0;
   }
   if (srv->metrics != NULL)
-    scree__metrics_request(srv->metrics, r->op, r->resp.status, scree__metrics_now() - t0);
+    scree__metrics_request(srv->metrics, r->op, r->resp.status, scree__now_ns() - t0);
   conn_respond(c, r);
   scree__reply_clear(r);
   return !c->closing;
@@ -710,7 +670,7 @@ static void on_deferred_reply(void *arg, scree__session *sess, scree__reply *r) 
 static int server_start(scree__server *srv, char *msg, size_t msg_len) {
   int uvrc = uv_poll_init(srv->loop, &srv->lpoll, srv->lfd);
   if (uvrc != 0)
-    return scree__errf(SCREE_EIO, msg, msg_len, "uv_poll_init: %s", uv_strerror(uvrc));
+    return scree__fail(SCREE_EIO, msg, msg_len, "uv_poll_init: %s", uv_strerror(uvrc));
   int rc = scree__exec_new(srv->loop, srv->store, NULL, on_deferred_reply, srv, &srv->exec,
                            msg, msg_len);
   if (rc != 0) {
@@ -760,7 +720,7 @@ int scree__server_new(uv_loop_t *loop, scree__store *store, const char *path,
                       uint64_t max_packet, scree__server **out, char *msg, size_t msg_len) {
   scree__server *srv = server_alloc(loop, store, path, max_packet);
   if (srv == NULL)
-    return scree__errf(SCREE_ENOMEM, msg, msg_len, "out of memory");
+    return scree__fail(SCREE_ENOMEM, msg, msg_len, "out of memory");
   struct sockaddr_un addr;
   int rc = socket_addr(path, &addr, msg, msg_len);
   if (rc != 0)
@@ -871,37 +831,15 @@ static void on_refusal_io(uv_poll_t *h, int status, int events) {
     refusal_close(f);
     return;
   }
-  /* The same single recvmsg as conn_read_one, into the same buffer. */
-  if (srv->rbuf == NULL) {
-    srv->rbuf = malloc(srv->max_packet ? srv->max_packet : 1);
-    if (srv->rbuf == NULL) {
-      refusal_close(f);
-      return;
-    }
-    srv->rcap = srv->max_packet;
-  }
-  union {
-    struct cmsghdr align;
-    char buf[CMSG_SPACE(sizeof(int) * PASSED_FDS_MAX)];
-  } ctl;
-  struct iovec iov = {.iov_base = srv->rbuf, .iov_len = srv->rcap};
-  struct msghdr mh;
-  memset(&mh, 0, sizeof(mh));
-  mh.msg_iov = &iov;
-  mh.msg_iovlen = 1;
-  mh.msg_control = ctl.buf;
-  mh.msg_controllen = sizeof(ctl.buf);
-  ssize_t got;
-  do
-    got = recvmsg(f->fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC | MSG_TRUNC);
-  while (got < 0 && errno == EINTR);
-  if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+  /* The same single read as conn_read_one, into the same buffer. */
+  int with_fds;
+  ssize_t got = read_packet(srv, f->fd, &with_fds);
+  if (got == -EAGAIN || got == -EWOULDBLOCK)
     return;
-  if (got < 0 || (got == 0 && mh.msg_controllen == 0 && peer_gone(f->fd))) {
+  if (got < 0 || (got == 0 && !with_fds && peer_gone(f->fd))) {
     refusal_close(f);
     return;
   }
-  close_passed_fds(&mh);
   /* Only the id is read, as for a peer refused by the allow lists: a
    * refused connection costs no decoding. */
   uint64_t id = (uint64_t)got <= srv->max_packet
@@ -993,7 +931,7 @@ int scree__server_new_fd(uv_loop_t *loop, scree__store *store, int fd, const cha
                          size_t msg_len) {
   scree__server *srv = server_alloc(loop, store, path, max_packet);
   if (srv == NULL)
-    return scree__errf(SCREE_ENOMEM, msg, msg_len, "out of memory");
+    return scree__fail(SCREE_ENOMEM, msg, msg_len, "out of memory");
   srv->lfd = fd;
   srv->adopted = 1;
   int rc = server_start(srv, msg, msg_len);

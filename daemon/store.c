@@ -5,7 +5,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "exec.h"
@@ -119,12 +118,6 @@ struct scree__store {
   scree__usage usage; /* bytes per owner uid, for --quota-per-uid */
 };
 
-static uint64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 /* ---- replies ---------------------------------------------------------- */
 
 void scree__reply_init(scree__reply *r) {
@@ -216,9 +209,9 @@ void scree__store_reply_error(scree__store *s, scree__session *sess, scree__repl
 int scree__name_check(const char *name, char *msg, size_t msg_len) {
   size_t len = strlen(name);
   if (len == 0)
-    return scree__errf(SCREE_EINVAL, msg, msg_len, "batch name is empty");
+    return scree__fail(SCREE_EINVAL, msg, msg_len, "batch name is empty");
   if (len > SCREE__MAX_NAME_LEN)
-    return scree__errf(SCREE_ENAMETOOLONG, msg, msg_len,
+    return scree__fail(SCREE_ENAMETOOLONG, msg, msg_len,
                        "batch name is %zu bytes; the limit is %d", len,
                        SCREE__MAX_NAME_LEN);
   const unsigned char *p = (const unsigned char *)name;
@@ -239,25 +232,25 @@ int scree__name_check(const char *name, char *msg, size_t msg_len) {
       cp = c & 0x07;
       n = 4;
     } else {
-      return scree__errf(SCREE_EINVAL, msg, msg_len,
+      return scree__fail(SCREE_EINVAL, msg, msg_len,
                          "batch name is not valid UTF-8 at byte %zu", i);
     }
     if (i + n > len)
-      return scree__errf(SCREE_EINVAL, msg, msg_len,
+      return scree__fail(SCREE_EINVAL, msg, msg_len,
                          "batch name is not valid UTF-8 at byte %zu", i);
     for (size_t k = 1; k < n; k++) {
       if ((p[i + k] & 0xc0) != 0x80)
-        return scree__errf(SCREE_EINVAL, msg, msg_len,
+        return scree__fail(SCREE_EINVAL, msg, msg_len,
                            "batch name is not valid UTF-8 at byte %zu", i);
       cp = (cp << 6) | (p[i + k] & 0x3f);
     }
     /* Overlong forms, surrogates and code points past U+10FFFF. */
     if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
         (cp >= 0xd800 && cp <= 0xdfff))
-      return scree__errf(SCREE_EINVAL, msg, msg_len,
+      return scree__fail(SCREE_EINVAL, msg, msg_len,
                          "batch name is not valid UTF-8 at byte %zu", i);
     if (cp < 0x20 || cp == 0x7f || (cp >= 0x80 && cp <= 0x9f))
-      return scree__errf(SCREE_EINVAL, msg, msg_len,
+      return scree__fail(SCREE_EINVAL, msg, msg_len,
                          "batch name has a control character (U+%04" PRIX32
                          ") at byte %zu",
                          cp, i);
@@ -432,10 +425,10 @@ static void arena_freed(void *arg, uint64_t id);
 int scree__store_new(scree__mem *mem, const scree__store_config *cfg, scree__store **out,
                      char *msg, size_t msg_len) {
   if (cfg->memory_limit == 0)
-    return scree__errf(SCREE_EINVAL, msg, msg_len, "memory limit must not be 0");
+    return scree__fail(SCREE_EINVAL, msg, msg_len, "memory limit must not be 0");
   scree__store *s = calloc(1, sizeof(*s));
   if (s == NULL)
-    return scree__errf(SCREE_ENOMEM, msg, msg_len, "out of host memory");
+    return scree__fail(SCREE_ENOMEM, msg, msg_len, "out of host memory");
   int rc = scree__pool_init(&s->pool, mem, cfg->arena_size, msg, msg_len);
   if (rc != 0) {
     free(s);
@@ -447,7 +440,7 @@ int scree__store_new(scree__mem *mem, const scree__store_config *cfg, scree__sto
   s->cfg.version = s->version;
   s->next_lease_id = 1;
   s->next_session_id = 1;
-  s->start_ns = now_ns();
+  s->start_ns = scree__now_ns();
   s->pool.on_arena_freed = arena_freed;
   s->pool.on_arena_freed_arg = s;
   *out = s;
@@ -723,7 +716,7 @@ static int batch_new(scree__store *s, const scree__session *sess, const char *ki
   uint64_t free_bytes = limit > s->bytes_used ? limit - s->bytes_used : 0;
   if (vpart == UINT64_MAX || opart == UINT64_MAX ||
       __builtin_add_overflow(vpart, opart, &block) || block > free_bytes)
-    return scree__errf(SCREE_ENOSPC, msg, msg_len,
+    return scree__fail(SCREE_ENOSPC, msg, msg_len,
                        "%s '%s' needs %" PRIu64 " bytes, %" PRIu64 " free of %" PRIu64, kind,
                        name, (vpart == UINT64_MAX || opart == UINT64_MAX) ? UINT64_MAX
                                                                          : vpart + opart,
@@ -731,23 +724,23 @@ static int batch_new(scree__store *s, const scree__session *sess, const char *ki
   uint64_t q = s->cfg.quota_per_uid;
   uint64_t used = scree__usage_get(&s->usage, sess->uid);
   if (q != 0 && (used > q || block > q - used))
-    return scree__errf(SCREE_ENOSPC, msg, msg_len,
+    return scree__fail(SCREE_ENOSPC, msg, msg_len,
                        "uid %" PRIu32 " quota: needs %" PRIu64 " bytes, %" PRIu64
                        " used of %" PRIu64 " (%s '%s')",
                        sess->uid, block, used, q, kind, name);
   if (scree__usage_reserve(&s->usage) != 0)
-    return scree__errf(SCREE_ENOMEM, msg, msg_len, "out of host memory");
+    return scree__fail(SCREE_ENOMEM, msg, msg_len, "out of host memory");
   scree__batch *b = calloc(1, sizeof(*b));
   if (b == NULL || (b->name = strdup(name)) == NULL) {
     free(b);
-    return scree__errf(SCREE_ENOMEM, msg, msg_len, "out of host memory");
+    return scree__fail(SCREE_ENOMEM, msg, msg_len, "out of host memory");
   }
   char m[512];
   int rc = scree__pool_alloc_keyed(&s->pool, key, block, &b->arena, &b->offset, m, sizeof(m));
   if (rc != 0) {
     free(b->name);
     free(b);
-    return scree__errf(rc, msg, msg_len, "%s '%s' (%" PRIu64 " bytes): %s", kind, name, block,
+    return scree__fail(rc, msg, msg_len, "%s '%s' (%" PRIu64 " bytes): %s", kind, name, block,
                        m);
   }
   b->desc = *desc;
@@ -762,7 +755,7 @@ static int batch_new(scree__store *s, const scree__session *sess, const char *ki
   b->owner_uid = sess->uid;
   b->owner_pid = sess->pid;
   b->creator = sess->id;
-  b->created_ns = now_ns();
+  b->created_ns = scree__now_ns();
   *out = b;
   return 0;
 }
@@ -873,7 +866,7 @@ static int seal_check_offsets(scree__store *s, const scree__batch *b, int64_t *m
   size_t cap = (size_t)(n < SEAL_CHUNK ? n : SEAL_CHUNK);
   void *buf = malloc(cap * esz);
   if (buf == NULL)
-    return scree__errf(SCREE_ENOMEM, m, mlen, "out of host memory for %zu offsets", cap);
+    return scree__fail(SCREE_ENOMEM, m, mlen, "out of host memory for %zu offsets", cap);
   int rc = 0;
   int64_t prev = 0, longest = 0;
   for (int64_t start = 0; start < n && rc == 0; start += (int64_t)cap) {
@@ -890,19 +883,19 @@ static int seal_check_offsets(scree__store *s, const scree__batch *b, int64_t *m
       int64_t cur = scree_offsets_at(buf, dt, (int64_t)k);
       if (i == 0) {
         if (cur != 0) {
-          rc = scree__errf(SCREE_EINVAL, m, mlen, "offsets[0]=%" PRId64 ", expected 0", cur);
+          rc = scree__fail(SCREE_EINVAL, m, mlen, "offsets[0]=%" PRId64 ", expected 0", cur);
           break;
         }
         continue;
       }
       if (cur < prev) {
-        rc = scree__errf(SCREE_EINVAL, m, mlen,
+        rc = scree__fail(SCREE_EINVAL, m, mlen,
                          "offsets[%" PRId64 "]=%" PRId64 " > offsets[%" PRId64 "]=%" PRId64,
                          i - 1, prev, i, cur);
         break;
       }
       if (cur > total) {
-        rc = scree__errf(SCREE_EINVAL, m, mlen,
+        rc = scree__fail(SCREE_EINVAL, m, mlen,
                          "offsets[%" PRId64 "]=%" PRId64 " > total_rows=%" PRId64, i, cur,
                          total);
         break;
@@ -914,7 +907,7 @@ static int seal_check_offsets(scree__store *s, const scree__batch *b, int64_t *m
   }
   free(buf);
   if (rc == 0 && prev != total)
-    rc = scree__errf(SCREE_EINVAL, m, mlen,
+    rc = scree__fail(SCREE_EINVAL, m, mlen,
                      "offsets[%" PRId64 "]=%" PRId64 " (the last) != total_rows=%" PRId64,
                      n - 1, prev, total);
   if (rc == 0)
@@ -959,7 +952,7 @@ static int do_seal(scree__store *s, scree__session *sess, const Scree__V1__Seal 
   unsealed_unlink(sess, b);
   Scree__V1__SealReply *sr = &r->body.seal;
   scree__v1__seal_reply__init(sr);
-  fill_info(&r->info, &r->desc, r->inner, b, now_ns());
+  fill_info(&r->info, &r->desc, r->inner, b, scree__now_ns());
   sr->info = &r->info;
   r->resp.body_case = SCREE__V1__RESPONSE__BODY_SEAL;
   r->resp.seal = sr;
@@ -1011,7 +1004,7 @@ static int do_get(scree__store *s, scree__session *sess, const Scree__V1__Get *q
 
   Scree__V1__GetReply *gr = &r->body.get;
   scree__v1__get_reply__init(gr);
-  fill_info(&r->info, &r->desc, r->inner, b, now_ns());
+  fill_info(&r->info, &r->desc, r->inner, b, scree__now_ns());
   gr->info = &r->info;
   gr->location = &r->loc;
   gr->lease_id = l->id;
@@ -1093,7 +1086,7 @@ static int do_list(scree__store *s, const Scree__V1__List *q, scree__reply *r) {
     if (!r->list_infos || !r->list_ptrs || !r->list_descs || !r->list_inner)
       return FAIL(SCREE_ENOMEM, "out of host memory");
   }
-  uint64_t now = now_ns();
+  uint64_t now = scree__now_ns();
   size_t n = 0, bytes = 0;
   for (; n < avail; n++) {
     Scree__V1__BatchInfo *info = &r->list_infos[n];
@@ -1123,7 +1116,7 @@ static int do_stat(scree__store *s, const Scree__V1__Stat *q, scree__reply *r) {
     return rc;
   Scree__V1__StatReply *sr = &r->body.stat;
   scree__v1__stat_reply__init(sr);
-  fill_info(&r->info, &r->desc, r->inner, b, now_ns());
+  fill_info(&r->info, &r->desc, r->inner, b, scree__now_ns());
   sr->info = &r->info;
   r->resp.body_case = SCREE__V1__RESPONSE__BODY_STAT;
   r->resp.stat = sr;
@@ -1150,7 +1143,7 @@ static int do_stats(scree__store *s, scree__reply *r) {
   st->n_errors = s->nerrors;
   st->errors = r->err_ptrs;
   st->arenas = s->pool.narenas;
-  st->uptime_ns = now_ns() - s->start_ns;
+  st->uptime_ns = scree__now_ns() - s->start_ns;
   st->pending_deletes = s->pending_deletes;
   r->resp.body_case = SCREE__V1__RESPONSE__BODY_STATS;
   r->resp.stats = st;
@@ -1286,7 +1279,7 @@ int scree__store_publish(scree__store *s, scree__batch *b, int64_t max_length,
     return FAIL(SCREE_ENOMEM, "out of host memory");
   b->desc.max_length = max_length;
   b->state = BATCH_SEALED;
-  fill_info(&r->info, &r->desc, r->inner, b, now_ns());
+  fill_info(&r->info, &r->desc, r->inner, b, scree__now_ns());
   return 0;
 }
 
