@@ -14,8 +14,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "drain.h"
-#include "exec.h"
+#include "handler.h"
 #include "log.h"
 #include "metrics.h"
 #include "scree/error.h"
@@ -56,8 +55,9 @@ typedef struct scree__conn {
   int closing;
   struct scree__conn *prev;
   struct scree__conn *next;
-  /* An attention job's reply is pending: nothing more is read until it
-   * is sent, so that replies keep the order of requests. */
+  /* A deferred reply is pending (the handler's out.deferred): nothing
+   * more is read until it is sent, so that replies keep the order of
+   * requests. */
   int waiting;
   /* The peer failed the access check (authz.h): its first packet gets
    * EACCES, then the connection closes. */
@@ -66,13 +66,11 @@ typedef struct scree__conn {
 
 struct scree__server {
   uv_loop_t *loop;
-  scree__store *store;
+  scree__handler *handler;
   int lfd;
   int lockfd; /* PATH.lock, held while this server owns the path; -1 else */
   uv_poll_t lpoll;
   uv_timer_t pause_timer;
-  uv_timer_t purge_timer;
-  uint64_t release_free_ms;
   char *path;
   dev_t dev;
   ino_t ino;
@@ -81,8 +79,6 @@ struct scree__server {
   size_t rcap;
   scree__conn *conns;
   int shutting_down;
-  scree__reply reply;
-  scree__exec *exec;
   const scree__authz *authz; /* NULL: every peer is allowed */
   /* Operations (limits, metrics, socket activation); see the end of the
    * file. */
@@ -298,8 +294,8 @@ static void on_conn_closed(uv_handle_t *h) {
   free(c);
 }
 
-/* Starts closing c. The store forgets the session at once (its leases are
- * released now); the memory of c itself goes in on_conn_closed, after libuv
+/* Starts closing c. The handler closes the session at once (what it holds
+ * is released now); the memory of c itself goes in on_conn_closed, after libuv
  * is done with the handle, since this may run inside c's own callback. */
 static void conn_close(scree__conn *c, const char *reason, int err) {
   if (c->closing)
@@ -314,7 +310,7 @@ static void conn_close(scree__conn *c, const char *reason, int err) {
     scree__log(SCREE__LOG_INFO, "conn_close",
                "conn=%" PRIu64 " uid=%" PRIu32 " pid=%" PRId32 " reason=%s", c->id, c->uid,
                c->pid, reason);
-  scree__session_close(srv->store, c->sess);
+  scree__handler_close(srv->handler, c->sess);
   c->sess = NULL;
   srv->nconns--;
   if (c->prev)
@@ -404,18 +400,11 @@ static void conn_flush(scree__conn *c) {
   }
 }
 
-static void conn_respond(scree__conn *c, scree__reply *r) {
-  scree__store_attach_notices(c->srv->store, c->sess, r);
-  size_t len = scree__v1__response__get_packed_size(&r->resp);
-  uint8_t *buf = malloc(len ? len : 1);
-  if (buf == NULL) {
-    conn_close(c, "out_of_memory", ENOMEM);
-    return;
-  }
-  scree__v1__response__pack(&r->resp, buf);
-  int fd = r->fd;
-  r->fd = -1;
-  conn_send(c, buf, len, fd);
+/* Sends an encoded response (taking what it holds). */
+static void conn_respond(scree__conn *c, scree__out *out) {
+  conn_send(c, out->buf, out->len, out->fd);
+  out->buf = NULL;
+  out->fd = -1;
 }
 
 /* Reads one packet into the server's buffer, which holds the largest
@@ -472,43 +461,44 @@ static int conn_read_one(scree__conn *c) {
   size_t len = (size_t)got;
   int oversize = (uint64_t)len > srv->max_packet;
 
-  scree__reply *r = &srv->reply;
   if (c->refused) {
     conn_refuse(c, oversize ? NULL : srv->rbuf, oversize ? 0 : len);
     return 0;
   }
   uint64_t t0 = srv->metrics != NULL ? scree__now_ns() : 0;
+  scree__out out;
+  int rc;
   if (oversize)
-    scree__store_reply_error(srv->store, c->sess, r, 0, SCREE_EMSGSIZE,
-                             "request of %zu bytes exceeds the limit of %" PRIu64 " bytes",
-                             len, srv->max_packet);
+    rc = scree__handler_refuse(srv->handler, c->sess, NULL, 0, SCREE_EMSGSIZE, &out,
+                               "request of %zu bytes exceeds the limit of %" PRIu64 " bytes",
+                               len, srv->max_packet);
   else
-    scree__store_handle_packet(srv->store, c->sess, srv->rbuf, len, r);
-  if (r->deferred) {
+    rc = scree__handler_serve(srv->handler, c->sess, srv->rbuf, len, &out);
+  if (rc != 0) {
+    conn_close(c, "out_of_memory", ENOMEM);
+    return 0;
+  }
+  if (out.deferred) {
     c->waiting = 1;
-    scree__reply_clear(r);
     return 0;
   }
   if (srv->metrics != NULL)
-    scree__metrics_request(srv->metrics, r->op, r->resp.status, scree__now_ns() - t0);
-  conn_respond(c, r);
-  scree__reply_clear(r);
+    scree__metrics_request(srv->metrics, out.op, out.status, scree__now_ns() - t0);
+  conn_respond(c, &out);
   return !c->closing;
 }
 
 /* Answers a refused peer's first packet with EACCES and closes. Only the
  * request id is read from the packet (for the client to match the answer);
- * nothing of a refused peer's goes through the decoder or the store. The
+ * nothing of a refused peer's is decoded or handled. The
  * socket is fresh, so the answer fits its buffer; were it ever queued, the
  * close would drop it and the peer would see the connection end. */
 static void conn_refuse(scree__conn *c, const uint8_t *buf, size_t len) {
   scree__server *srv = c->srv;
-  scree__reply *r = &srv->reply;
-  uint64_t id = buf != NULL ? scree__authz_request_id(buf, len) : 0;
-  scree__store_reply_error(srv->store, c->sess, r, id, SCREE_EACCES,
-                           "uid %" PRIu32 " is not allowed to use this screed", c->uid);
-  conn_respond(c, r);
-  scree__reply_clear(r);
+  scree__out out;
+  if (scree__handler_refuse(srv->handler, c->sess, buf, len, SCREE_EACCES, &out,
+                            "uid %" PRIu32 " is not allowed to use this screed", c->uid) == 0)
+    conn_respond(c, &out);
   conn_close(c, "refused", 0);
 }
 
@@ -544,7 +534,7 @@ static void conn_open(scree__server *srv, int fd) {
   scree__conn *c = calloc(1, sizeof(*c));
   if (c == NULL)
     goto err_fd;
-  c->sess = scree__session_open(srv->store, (uint32_t)cred.uid, (int32_t)cred.pid);
+  c->sess = scree__handler_open(srv->handler, (uint32_t)cred.uid, (int32_t)cred.pid);
   if (c->sess == NULL)
     goto err_conn;
   if (uv_poll_init(srv->loop, &c->poll, fd) != 0)
@@ -579,7 +569,7 @@ static void conn_open(scree__server *srv, int fd) {
   return;
 
 err_session:
-  scree__session_close(srv->store, c->sess);
+  scree__handler_close(srv->handler, c->sess);
 err_conn:
   free(c);
 err_fd:
@@ -590,21 +580,6 @@ err_fd:
 /* ---- listening --------------------------------------------------------- */
 
 static void on_listen(uv_poll_t *h, int status, int events);
-
-/* Memory that deleted batches left free goes back to the system once it has
- * stayed unused for srv->release_free_ms (host memory; CUDA arenas keep
- * theirs). The default, 10 s, is long enough that a producer replacing its
- * batch every few seconds keeps reusing resident pages instead of faulting
- * in zeroed ones, and short enough that a burst's peak does not stay. */
-#define PURGE_EVERY_MS 1000
-#define RELEASE_FREE_DEFAULT_MS 10000
-
-static void on_purge(uv_timer_t *t) {
-  scree__server *srv = t->data;
-  const uint64_t bytes = scree__store_purge(srv->store, srv->release_free_ms);
-  if (bytes > 0)
-    scree__log(SCREE__LOG_DEBUG, "free_memory_released", "bytes=%" PRIu64, bytes);
-}
 
 static void on_pause_over(uv_timer_t *t) {
   scree__server *srv = t->data;
@@ -653,61 +628,52 @@ static void on_listen(uv_poll_t *h, int status, int events) {
   }
 }
 
-/* An attention job's reply: sent like any other, then reading resumes. */
-static void on_deferred_reply(void *arg, scree__session *sess, scree__reply *r) {
+/* A deferred reply: sent like any other, then reading resumes. */
+static void on_deferred_reply(void *arg, scree__session *sess, scree__out *out) {
+  (void)arg;
   scree__conn *c = scree__session_data(sess);
-  if (c == NULL || c->closing)
+  if (c == NULL || c->closing) {
+    scree__out_clear(out);
     return;
+  }
   c->waiting = 0;
-  conn_respond(c, r);
+  conn_respond(c, out);
   if (!c->closing)
     conn_update_events(c);
 }
 
-/* Watches the listening socket srv->lfd and makes the attention executor:
- * the part of starting a server shared by a socket of our own and one from
- * systemd. On failure nothing of it is left. */
+/* Watches the listening socket srv->lfd: the part of starting a server
+ * shared by a socket of our own and one from systemd. */
 static int server_start(scree__server *srv, char *msg, size_t msg_len) {
   int uvrc = uv_poll_init(srv->loop, &srv->lpoll, srv->lfd);
   if (uvrc != 0)
     return scree__fail(SCREE_EIO, msg, msg_len, "uv_poll_init: %s", uv_strerror(uvrc));
-  int rc = scree__exec_new(srv->loop, srv->store, NULL, on_deferred_reply, srv, &srv->exec,
-                           msg, msg_len);
-  if (rc != 0) {
-    /* The poll handle was never started; closing it lets the loop run out. */
-    uv_close((uv_handle_t *)&srv->lpoll, NULL);
-    uv_run(srv->loop, UV_RUN_NOWAIT);
-    return rc;
-  }
   srv->lpoll.data = srv;
   uv_timer_init(srv->loop, &srv->pause_timer);
   srv->pause_timer.data = srv;
-  uv_timer_init(srv->loop, &srv->purge_timer);
-  srv->purge_timer.data = srv;
-  uv_timer_start(&srv->purge_timer, on_purge, PURGE_EVERY_MS, PURGE_EVERY_MS);
-  uv_unref((uv_handle_t *)&srv->purge_timer); /* never what keeps the loop alive */
   uv_poll_start(&srv->lpoll, UV_READABLE, on_listen);
+  scree__handler_set_deliver(srv->handler, on_deferred_reply, srv);
   return 0;
 }
 
-/* A server not yet listening: the state both constructors share. */
-static scree__server *server_alloc(uv_loop_t *loop, scree__store *store, const char *path,
-                                   uint64_t max_packet) {
+/* A server not yet listening. */
+static scree__server *server_alloc(const scree__server_config *cfg) {
   scree__server *srv = calloc(1, sizeof(*srv));
   if (srv == NULL)
     return NULL;
-  srv->path = strdup(path);
+  srv->path = strdup(cfg->path);
   if (srv->path == NULL) {
     free(srv);
     return NULL;
   }
-  srv->loop = loop;
-  srv->store = store;
-  srv->max_packet = max_packet;
+  srv->loop = cfg->loop;
+  srv->handler = cfg->handler;
+  srv->max_packet = cfg->max_packet;
+  srv->authz = cfg->authz;
+  srv->metrics = cfg->metrics;
+  srv->max_conns = cfg->max_connections;
   srv->lfd = -1;
   srv->lockfd = -1;
-  srv->release_free_ms = RELEASE_FREE_DEFAULT_MS;
-  scree__reply_init(&srv->reply);
   return srv;
 }
 
@@ -716,21 +682,35 @@ static void server_free_unstarted(scree__server *srv) {
   free(srv);
 }
 
-int scree__server_new(uv_loop_t *loop, scree__store *store, const char *path,
-                      uint64_t max_packet, scree__server **out, char *msg, size_t msg_len) {
-  scree__server *srv = server_alloc(loop, store, path, max_packet);
+/* Takes the path, binds and listens on it. */
+static int server_bind(scree__server *srv, char *msg, size_t msg_len) {
+  struct sockaddr_un addr;
+  int rc = socket_addr(srv->path, &addr, msg, msg_len);
+  if (rc != 0)
+    return rc;
+  rc = lock_path(srv, srv->path, &addr, msg, msg_len);
+  if (rc != 0)
+    return rc;
+  rc = listen_on(srv, srv->path, &addr, msg, msg_len);
+  if (rc != 0)
+    unlock_path(srv);
+  return rc;
+}
+
+int scree__server_new(const scree__server_config *cfg, scree__server **out, char *msg,
+                      size_t msg_len) {
+  scree__server *srv = server_alloc(cfg);
   if (srv == NULL)
     return scree__fail(SCREE_ENOMEM, msg, msg_len, "out of memory");
-  struct sockaddr_un addr;
-  int rc = socket_addr(path, &addr, msg, msg_len);
-  if (rc != 0)
-    goto err_alloc;
-  rc = lock_path(srv, path, &addr, msg, msg_len);
-  if (rc != 0)
-    goto err_alloc;
-  rc = listen_on(srv, path, &addr, msg, msg_len);
-  if (rc != 0)
-    goto err_lock;
+  int rc;
+  if (cfg->listen_fd > 0) {
+    srv->lfd = cfg->listen_fd;
+    srv->adopted = 1;
+  } else {
+    rc = server_bind(srv, msg, msg_len);
+    if (rc != 0)
+      goto err_alloc;
+  }
   rc = server_start(srv, msg, msg_len);
   if (rc != 0)
     goto err_socket;
@@ -738,10 +718,11 @@ int scree__server_new(uv_loop_t *loop, scree__store *store, const char *path,
   return 0;
 
 err_socket:
-  unlink_if_ours(srv);
-  close(srv->lfd);
-err_lock:
-  unlock_path(srv);
+  if (!srv->adopted) {
+    unlink_if_ours(srv);
+    close(srv->lfd);
+    unlock_path(srv);
+  }
 err_alloc:
   server_free_unstarted(srv);
   return rc;
@@ -761,24 +742,11 @@ void scree__server_shutdown(scree__server *srv) {
   refusals_close_all(srv);
   while (srv->conns != NULL)
     conn_close(srv->conns, "shutdown", 0);
-  /* After the connections: their jobs are detached by now, queued ones are
-   * dropped, running ones finish and keep the loop alive until then. */
-  scree__exec_shutdown(srv->exec);
-}
-
-void scree__server_set_release_free(scree__server *srv, uint64_t ms) {
-  srv->release_free_ms = ms;
-}
-
-void scree__server_set_authz(scree__server *srv, const scree__authz *authz) {
-  srv->authz = authz;
 }
 
 void scree__server_free(scree__server *srv) {
   if (srv == NULL)
     return;
-  scree__exec_free(srv->exec);
-  scree__reply_clear(&srv->reply);
   unlock_path(srv);
   free(srv->rbuf);
   free(srv->path);
@@ -842,23 +810,18 @@ static void on_refusal_io(uv_poll_t *h, int status, int events) {
   }
   /* Only the id is read, as for a peer refused by the allow lists: a
    * refused connection costs no decoding. */
-  uint64_t id = (uint64_t)got <= srv->max_packet
-                    ? scree__authz_request_id(srv->rbuf, (size_t)got)
-                    : 0;
   char text[160];
   snprintf(text, sizeof(text),
            "screed is at its connection limit (%" PRIu32 " connections); try again later",
            srv->max_conns);
-  Scree__V1__Response resp = SCREE__V1__RESPONSE__INIT;
-  resp.id = id;
-  resp.status = SCREE_EAGAIN;
-  resp.message = text;
-  uint8_t buf[256];
-  if (scree__v1__response__get_packed_size(&resp) <= sizeof(buf)) {
-    size_t len = scree__v1__response__pack(&resp, buf);
+  scree__out out;
+  int over = (uint64_t)got > srv->max_packet;
+  if (scree__handler_refuse_bare(over ? NULL : srv->rbuf, over ? 0 : (size_t)got, SCREE_EAGAIN,
+                                 text, &out) == 0) {
     /* Best effort: the socket is new and empty, so this does not block,
      * and a client that is gone has nothing to read anyway. */
-    (void)send_packet(f->fd, buf, len, -1);
+    (void)send_packet(f->fd, out.buf, out.len, -1);
+    scree__out_clear(&out);
   }
   refusal_close(f);
 }
@@ -898,17 +861,9 @@ static void refuse_conn(scree__server *srv, int fd) {
   uv_poll_start(&f->poll, UV_READABLE | UV_DISCONNECT, on_refusal_io);
 }
 
-void scree__server_set_ops(scree__server *srv, scree__metrics *metrics,
-                           uint32_t max_connections) {
-  srv->metrics = metrics;
-  srv->max_conns = max_connections;
-}
-
-void scree__server_set_drain(scree__server *srv, scree__drain *drain) {
-  scree__exec_set_ops(srv->exec, drain, srv->metrics);
-}
-
 uint32_t scree__server_connections(const scree__server *srv) { return srv->nconns; }
+
+int scree__server_activated(const scree__server *srv) { return srv->adopted; }
 
 void scree__server_stop_listening(scree__server *srv) {
   if (srv->listener_closed)
@@ -923,22 +878,4 @@ void scree__server_stop_listening(scree__server *srv) {
   unlock_path(srv);
   uv_close((uv_handle_t *)&srv->lpoll, on_listener_closed);
   uv_close((uv_handle_t *)&srv->pause_timer, NULL);
-  uv_close((uv_handle_t *)&srv->purge_timer, NULL);
-}
-
-int scree__server_new_fd(uv_loop_t *loop, scree__store *store, int fd, const char *path,
-                         uint64_t max_packet, scree__server **out, char *msg,
-                         size_t msg_len) {
-  scree__server *srv = server_alloc(loop, store, path, max_packet);
-  if (srv == NULL)
-    return scree__fail(SCREE_ENOMEM, msg, msg_len, "out of memory");
-  srv->lfd = fd;
-  srv->adopted = 1;
-  int rc = server_start(srv, msg, msg_len);
-  if (rc != 0) {
-    server_free_unstarted(srv);
-    return rc;
-  }
-  *out = srv;
-  return 0;
 }
