@@ -1,23 +1,19 @@
 #include "server.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
-#include <limits.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include "handler.h"
 #include "log.h"
 #include "metrics.h"
 #include "scree/error.h"
+#include "sockpath.h"
 
 /* Packets handled per wakeup of one connection, so that one busy client
  * cannot starve the others (epoll is level-triggered: the rest waits for the
@@ -68,12 +64,10 @@ struct scree__server {
   uv_loop_t *loop;
   scree__handler *handler;
   int lfd;
-  int lockfd; /* PATH.lock, held while this server owns the path; -1 else */
+  scree__sockpath sock; /* the socket file, when the server bound it */
   uv_poll_t lpoll;
   uv_timer_t pause_timer;
   char *path;
-  dev_t dev;
-  ino_t ino;
   uint64_t max_packet;
   uint8_t *rbuf;
   size_t rcap;
@@ -95,188 +89,6 @@ struct scree__server {
 
 static void refuse_conn(scree__server *srv, int fd);
 static void refusals_close_all(scree__server *srv);
-
-/* ---- the socket file --------------------------------------------------- */
-
-/* Creates the directories above path, each 0755. */
-static int make_parents(const char *path, char *msg, size_t msg_len) {
-  char *dir = strdup(path);
-  if (dir == NULL)
-    return scree__fail(SCREE_ENOMEM, msg, msg_len, "out of memory");
-  int rc = 0;
-  for (char *p = dir + 1; *p != '\0'; p++) {
-    if (*p != '/')
-      continue;
-    *p = '\0';
-    if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
-      rc = scree__fail(SCREE__ERR(errno), msg, msg_len, "cannot create %s: %s", dir,
-                       strerror(errno));
-      break;
-    }
-    *p = '/';
-  }
-  free(dir);
-  return rc;
-}
-
-/* Finds out who holds path: returns SCREE_EBUSY when a listener answers,
- * SCREE_ECONNREFUSED when nobody does (a stale file), another code else. */
-static int probe_socket(const struct sockaddr_un *addr, const char *path, char *msg,
-                        size_t msg_len) {
-  struct stat st;
-  if (lstat(path, &st) != 0)
-    return scree__fail(SCREE__ERR(errno), msg, msg_len, "cannot stat %s: %s", path,
-                       strerror(errno));
-  if (!S_ISSOCK(st.st_mode))
-    return scree__fail(SCREE_EEXIST, msg, msg_len,
-                       "%s exists and is not a socket; not replacing it", path);
-  int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0)
-    return scree__fail(SCREE__ERR(errno), msg, msg_len, "socket: %s", strerror(errno));
-  int rc;
-  if (connect(fd, (const struct sockaddr *)addr, sizeof(*addr)) == 0) {
-    struct ucred cred;
-    socklen_t clen = sizeof(cred);
-    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) == 0 && cred.pid > 0)
-      rc = scree__fail(SCREE_EBUSY, msg, msg_len, "another screed is serving %s (pid %d)",
-                       path, (int)cred.pid);
-    else
-      rc = scree__fail(SCREE_EBUSY, msg, msg_len, "another screed is serving %s", path);
-  } else if (errno == ECONNREFUSED) {
-    rc = SCREE_ECONNREFUSED;
-  } else if (errno == EAGAIN) {
-    /* The listener's backlog is full: someone is very much serving. */
-    rc = scree__fail(SCREE_EBUSY, msg, msg_len, "another screed is serving %s", path);
-  } else if (errno == EPROTOTYPE) {
-    rc = scree__fail(SCREE_EBUSY, msg, msg_len,
-                     "%s is in use by a program that is not screed (not a seqpacket socket)",
-                     path);
-  } else {
-    rc = scree__fail(SCREE__ERR(errno), msg, msg_len, "cannot connect to %s: %s", path,
-                     strerror(errno));
-  }
-  close(fd);
-  return rc;
-}
-
-/* The address of the socket file path; SCREE_ENAMETOOLONG (with a message)
- * when the path is empty or does not fit sun_path. Checked before anything
- * is created on the file system. */
-static int socket_addr(const char *path, struct sockaddr_un *addr, char *msg, size_t msg_len) {
-  memset(addr, 0, sizeof(*addr));
-  addr->sun_family = AF_UNIX;
-  if (path[0] == '\0' || strlen(path) >= sizeof(addr->sun_path))
-    return scree__fail(SCREE_ENAMETOOLONG, msg, msg_len,
-                       "socket path '%s' is empty or longer than %zu bytes", path,
-                       sizeof(addr->sun_path) - 1);
-  memcpy(addr->sun_path, path, strlen(path));
-  return 0;
-}
-
-/* Takes PATH.lock (flock, exclusive) for as long as this server owns the
- * path. Probing a socket file and replacing a stale one are not atomic: two
- * screeds starting together on one stale file could each find the other's
- * new socket not yet listening, take it for stale and unlink it, leaving one
- * of them serving a name nobody can reach. The lock makes the second wait
- * for nothing and fail instead. The file is never removed: removing it
- * would let a third screed lock a new file beside a held one. */
-static int lock_path(scree__server *srv, const char *path, const struct sockaddr_un *addr,
-                     char *msg, size_t msg_len) {
-  char lock[PATH_MAX];
-  if ((size_t)snprintf(lock, sizeof(lock), "%s.lock", path) >= sizeof(lock))
-    return scree__fail(SCREE_ENAMETOOLONG, msg, msg_len, "lock file path for %s is too long",
-                       path);
-  int rc = make_parents(path, msg, msg_len);
-  if (rc != 0)
-    return rc;
-  int fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
-  if (fd < 0)
-    return scree__fail(SCREE__ERR(errno), msg, msg_len, "cannot open %s: %s", lock,
-                       strerror(errno));
-  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-    const int err = errno;
-    close(fd);
-    if (err != EWOULDBLOCK)
-      return scree__fail(SCREE__ERR(err), msg, msg_len, "cannot lock %s: %s", lock,
-                         strerror(err));
-    /* Held: by a screed serving the path (whose pid the probe can name) or
-     * by one still starting. */
-    if (probe_socket(addr, path, msg, msg_len) == SCREE_EBUSY)
-      return SCREE_EBUSY;
-    return scree__fail(SCREE_EBUSY, msg, msg_len,
-                       "another screed is starting on or serving %s (it holds %s)", path, lock);
-  }
-  srv->lockfd = fd;
-  return 0;
-}
-
-static void unlock_path(scree__server *srv) {
-  if (srv->lockfd >= 0)
-    close(srv->lockfd); /* the lock goes with the last descriptor */
-  srv->lockfd = -1;
-}
-
-/* Binds and listens on path (its directory made by lock_path), replacing a
- * stale socket file. */
-static int listen_on(scree__server *srv, const char *path, const struct sockaddr_un *addr,
-                     char *msg, size_t msg_len) {
-  int rc;
-  int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0)
-    return scree__fail(SCREE__ERR(errno), msg, msg_len, "socket: %s", strerror(errno));
-  if (bind(fd, (const struct sockaddr *)addr, sizeof(*addr)) != 0) {
-    if (errno != EADDRINUSE) {
-      rc = scree__fail(SCREE__ERR(errno), msg, msg_len, "cannot bind %s: %s", path,
-                       strerror(errno));
-      goto err_close;
-    }
-    rc = probe_socket(addr, path, msg, msg_len);
-    if (rc != SCREE_ECONNREFUSED)
-      goto err_close;
-    scree__log(SCREE__LOG_INFO, "stale_socket_replaced", "socket=%s", scree__q(path));
-    if (unlink(path) != 0 && errno != ENOENT) {
-      rc = scree__fail(SCREE__ERR(errno), msg, msg_len, "cannot remove stale %s: %s", path,
-                       strerror(errno));
-      goto err_close;
-    }
-    if (bind(fd, (const struct sockaddr *)addr, sizeof(*addr)) != 0) {
-      rc = scree__fail(SCREE__ERR(errno), msg, msg_len, "cannot bind %s: %s", path,
-                       strerror(errno));
-      goto err_close;
-    }
-  }
-  /* Remember which file is ours, so that shutdown never unlinks a socket
-   * that another screed has put in its place since. */
-  struct stat st;
-  if (stat(path, &st) != 0) {
-    rc = scree__fail(SCREE__ERR(errno), msg, msg_len, "cannot stat %s: %s", path,
-                     strerror(errno));
-    goto err_unlink;
-  }
-  srv->dev = st.st_dev;
-  srv->ino = st.st_ino;
-  if (listen(fd, SOMAXCONN) != 0) {
-    rc = scree__fail(SCREE__ERR(errno), msg, msg_len, "cannot listen on %s: %s", path,
-                     strerror(errno));
-    goto err_unlink;
-  }
-  srv->lfd = fd;
-  return 0;
-
-err_unlink:
-  unlink(path);
-err_close:
-  close(fd);
-  return rc;
-}
-
-static void unlink_if_ours(scree__server *srv) {
-  if (srv->adopted)
-    return;
-  struct stat st;
-  if (lstat(srv->path, &st) == 0 && st.st_dev == srv->dev && st.st_ino == srv->ino)
-    unlink(srv->path);
-}
 
 /* ---- connections ------------------------------------------------------- */
 
@@ -673,28 +485,13 @@ static scree__server *server_alloc(const scree__server_config *cfg) {
   srv->metrics = cfg->metrics;
   srv->max_conns = cfg->max_connections;
   srv->lfd = -1;
-  srv->lockfd = -1;
+  scree__sockpath_init(&srv->sock);
   return srv;
 }
 
 static void server_free_unstarted(scree__server *srv) {
   free(srv->path);
   free(srv);
-}
-
-/* Takes the path, binds and listens on it. */
-static int server_bind(scree__server *srv, char *msg, size_t msg_len) {
-  struct sockaddr_un addr;
-  int rc = socket_addr(srv->path, &addr, msg, msg_len);
-  if (rc != 0)
-    return rc;
-  rc = lock_path(srv, srv->path, &addr, msg, msg_len);
-  if (rc != 0)
-    return rc;
-  rc = listen_on(srv, srv->path, &addr, msg, msg_len);
-  if (rc != 0)
-    unlock_path(srv);
-  return rc;
 }
 
 int scree__server_new(const scree__server_config *cfg, scree__server **out, char *msg,
@@ -707,7 +504,7 @@ int scree__server_new(const scree__server_config *cfg, scree__server **out, char
     srv->lfd = cfg->listen_fd;
     srv->adopted = 1;
   } else {
-    rc = server_bind(srv, msg, msg_len);
+    rc = scree__sockpath_listen(&srv->sock, srv->path, &srv->lfd, msg, msg_len);
     if (rc != 0)
       goto err_alloc;
   }
@@ -719,9 +516,9 @@ int scree__server_new(const scree__server_config *cfg, scree__server **out, char
 
 err_socket:
   if (!srv->adopted) {
-    unlink_if_ours(srv);
+    scree__sockpath_unlink_if_ours(&srv->sock);
     close(srv->lfd);
-    unlock_path(srv);
+    scree__sockpath_unlock(&srv->sock);
   }
 err_alloc:
   server_free_unstarted(srv);
@@ -747,7 +544,7 @@ void scree__server_shutdown(scree__server *srv) {
 void scree__server_free(scree__server *srv) {
   if (srv == NULL)
     return;
-  unlock_path(srv);
+  scree__sockpath_unlock(&srv->sock);
   free(srv->rbuf);
   free(srv->path);
   free(srv);
@@ -872,10 +669,10 @@ void scree__server_stop_listening(scree__server *srv) {
   /* The name goes first, so that no new client finds a socket that will
    * not answer. A socket from systemd stays: systemd owns it, and clients
    * that connect meanwhile wait in its backlog for the next screed. */
-  unlink_if_ours(srv);
+  scree__sockpath_unlink_if_ours(&srv->sock);
   /* The path is no longer ours: a successor may start on it while this
    * screed drains. */
-  unlock_path(srv);
+  scree__sockpath_unlock(&srv->sock);
   uv_close((uv_handle_t *)&srv->lpoll, on_listener_closed);
   uv_close((uv_handle_t *)&srv->pause_timer, NULL);
 }
