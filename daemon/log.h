@@ -3,8 +3,10 @@
  * A line reads `screed level=info event=conn_open conn=3 uid=1000 pid=42`.
  * String values that may hold spaces or quotes go through scree__q(), which
  * quotes and escapes them so that every line stays machine-readable. Only
- * screed logs; the store and the backends report errors as codes and
- * messages, and the caller decides what to log. */
+ * screed logs (never libscree or libscreeclient). Within screed, failures
+ * travel as codes and messages and the caller decides what to log; the
+ * store, the handler and the executor also log their own events (a batch
+ * created, a request refused, a job done) at debug and info level. */
 #ifndef SCREE_DAEMON_LOG_H
 #define SCREE_DAEMON_LOG_H
 
