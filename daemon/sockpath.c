@@ -89,7 +89,7 @@ static int socket_addr(const char *path, struct sockaddr_un *addr, char *msg, si
   return 0;
 }
 
-/* Takes PATH.lock (flock, exclusive) for as long as this server owns the
+/* Takes PATH.lock (flock, exclusive) for as long as this screed owns the
  * path. Probing a socket file and replacing a stale one are not atomic: two
  * screeds starting together on one stale file could each find the other's
  * new socket not yet listening, take it for stale and unlink it, leaving one
