@@ -34,21 +34,17 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "scree/client.h"
 #include "scree/v1/scree.pb-c.h"
+#include "sys.h"
 
 enum { OP_GET, OP_RELEASE, OP_CREATE, OP_SEAL, OP_DELETE, OP_STAT, OP_LIST, OP_N };
 static const char *const kOpNames[OP_N] = {"get", "release", "create", "seal",
                                             "delete", "stat", "list"};
 
-static double now_us(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3;
-}
+static double now_us(void) { return (double)scree__now_ns() / 1e3; }
 
 static void fatal(const char *what) {
   fprintf(stderr, "load: %s: %s\n", what, strerror(errno));
@@ -184,26 +180,17 @@ static void send_req(int fd, Scree__V1__Request *req) {
  * fd. Returns the unpacked reply or NULL when none is ready. */
 static Scree__V1__Response *recv_reply(int fd, int blocking) {
   uint8_t buf[128 * 1024];
-  union {
-    struct cmsghdr align;
-    char b[CMSG_SPACE(sizeof(int) * 4)];
-  } ctl;
-  struct iovec iov = {buf, sizeof(buf)};
-  struct msghdr mh;
-  memset(&mh, 0, sizeof(mh));
-  mh.msg_iov = &iov;
-  mh.msg_iovlen = 1;
-  mh.msg_control = ctl.b;
-  mh.msg_controllen = sizeof(ctl.b);
-  ssize_t n = recvmsg(fd, &mh, (blocking ? 0 : MSG_DONTWAIT) | MSG_CMSG_CLOEXEC);
-  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+  int afd = -1, nfds = 0;
+  ssize_t n = scree__recv_fds(fd, buf, sizeof(buf), blocking ? 0 : MSG_DONTWAIT, &afd, 1,
+                              &nfds, NULL, NULL);
+  if (n == -EAGAIN || n == -EWOULDBLOCK)
     return NULL;
-  if (n <= 0)
+  if (n <= 0) {
+    errno = n < 0 ? (int)-n : 0;
     fatal("recvmsg (did screed die?)");
-  int afd = -1;
-  for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm))
-    if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS)
-      memcpy(&afd, CMSG_DATA(cm), sizeof(int));
+  }
+  if (nfds == 0)
+    afd = -1;
   Scree__V1__Response *r = scree__v1__response__unpack(NULL, (size_t)n, buf);
   if (r == NULL) {
     fprintf(stderr, "load: a reply does not decode\n");

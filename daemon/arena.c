@@ -3,17 +3,12 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "log.h"
 #include "scree/error.h"
 
 /* Monotonic milliseconds, never 0 (0 marks a clean extent). */
-static uint64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u + 1u;
-}
+static uint64_t now_ms(void) { return scree__now_ns() / 1000000u + 1u; }
 
 uint64_t scree__align_up(uint64_t n) {
   if (n > UINT64_MAX - (SCREE__ALIGN - 1))
@@ -44,7 +39,7 @@ int scree__pool_init(scree__pool *p, scree__mem *mem, uint64_t arena_size, char 
                      size_t msg_len) {
   memset(p, 0, sizeof(*p));
   if (arena_size == 0)
-    return scree__errf(SCREE_EINVAL, msg, msg_len, "arena size must not be 0");
+    return scree__fail(SCREE_EINVAL, msg, msg_len, "arena size must not be 0");
   uint64_t gran = mem->info.granularity ? mem->info.granularity : 1;
   /* Arena sizes must be multiples of both the granularity and the block
    * alignment; for the backends we have the granularity already is one. */
@@ -52,7 +47,7 @@ int scree__pool_init(scree__pool *p, scree__mem *mem, uint64_t arena_size, char 
   p->mem = mem;
   p->arena_size = round_up(arena_size, p->unit);
   if (p->arena_size == 0)
-    return scree__errf(SCREE_EINVAL, msg, msg_len, "arena size %" PRIu64 " is too large",
+    return scree__fail(SCREE_EINVAL, msg, msg_len, "arena size %" PRIu64 " is too large",
                        arena_size);
   p->next_id = 1;
   return 0;
@@ -143,14 +138,14 @@ int scree__pool_alloc_keyed(scree__pool *p, uint64_t key, uint64_t size,
     size = SCREE__ALIGN;
   size = scree__align_up(size);
   if (size == UINT64_MAX)
-    return scree__errf(SCREE_ENOSPC, msg, msg_len, "a block of that size cannot exist");
+    return scree__fail(SCREE_ENOSPC, msg, msg_len, "a block of that size cannot exist");
 
   for (scree__arena *a = p->head; a != NULL; a = a->next) {
     if (a->key != key || a->mem.size - a->used < size)
       continue;
     int rc = arena_take(a, size, offset_out);
     if (rc == SCREE_ENOMEM)
-      return scree__errf(rc, msg, msg_len, "out of host memory for arena bookkeeping");
+      return scree__fail(rc, msg, msg_len, "out of host memory for arena bookkeeping");
     if (rc == 0) {
       if (p->spare == a)
         p->spare = NULL;
@@ -163,16 +158,16 @@ int scree__pool_alloc_keyed(scree__pool *p, uint64_t key, uint64_t size,
   if (size > asize) {
     asize = round_up(size, p->unit);
     if (asize == 0)
-      return scree__errf(SCREE_ENOSPC, msg, msg_len,
+      return scree__fail(SCREE_ENOSPC, msg, msg_len,
                          "a block of %" PRIu64 " bytes cannot exist", size);
   }
   scree__arena *a = calloc(1, sizeof(*a));
   if (a == NULL)
-    return scree__errf(SCREE_ENOMEM, msg, msg_len, "out of host memory for an arena");
+    return scree__fail(SCREE_ENOMEM, msg, msg_len, "out of host memory for an arena");
   a->free = malloc(8 * sizeof(*a->free));
   if (a->free == NULL) {
     free(a);
-    return scree__errf(SCREE_ENOMEM, msg, msg_len, "out of host memory for an arena");
+    return scree__fail(SCREE_ENOMEM, msg, msg_len, "out of host memory for an arena");
   }
   a->capfree = 8;
   int rc = p->mem->ops->arena_alloc(p->mem, (size_t)asize, &a->mem, msg, msg_len);
@@ -199,7 +194,7 @@ int scree__pool_alloc_keyed(scree__pool *p, uint64_t key, uint64_t size,
   rc = arena_take(a, size, offset_out);
   if (rc != 0) {
     arena_destroy(p, a);
-    return scree__errf(rc, msg, msg_len, "new arena of %" PRIu64 " bytes has no room",
+    return scree__fail(rc, msg, msg_len, "new arena of %" PRIu64 " bytes has no room",
                        asize);
   }
   *arena_out = a;

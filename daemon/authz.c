@@ -69,7 +69,7 @@ static int name_to_id(scree__authz_list list, const char *name, uint32_t *out, c
   size_t blen;
   char *buf = lookup_buf(&blen);
   if (buf == NULL)
-    return scree__errf(SCREE_ENOMEM, msg, msg_len, "out of memory");
+    return scree__fail(SCREE_ENOMEM, msg, msg_len, "out of memory");
   int rc;
   int e;
   for (;;) {
@@ -102,10 +102,10 @@ static int name_to_id(scree__authz_list list, const char *name, uint32_t *out, c
   if (e == 0)
     rc = 0;
   else if (e == ENOENT || e == ESRCH || e == EBADF || e == EPERM)
-    rc = scree__errf(SCREE_EINVAL, msg, msg_len, "no %s named '%s'",
+    rc = scree__fail(SCREE_EINVAL, msg, msg_len, "no %s named '%s'",
                      list == SCREE__AUTHZ_GID ? "group" : "user", name);
   else
-    rc = scree__errf(SCREE_EINVAL, msg, msg_len, "cannot look up %s '%s': %s",
+    rc = scree__fail(SCREE_EINVAL, msg, msg_len, "cannot look up %s '%s': %s",
                      list == SCREE__AUTHZ_GID ? "group" : "user", name, strerror(e));
   return rc;
 }
@@ -113,13 +113,13 @@ static int name_to_id(scree__authz_list list, const char *name, uint32_t *out, c
 static int parse_one(scree__authz *a, scree__authz_list list, const char *item, char *msg,
                      size_t msg_len) {
   if (item[0] == '\0')
-    return scree__errf(SCREE_EINVAL, msg, msg_len, "empty entry in the list");
+    return scree__fail(SCREE_EINVAL, msg, msg_len, "empty entry in the list");
   uint32_t id = 0;
   if (strspn(item, "0123456789") == strlen(item)) {
     errno = 0;
     unsigned long long v = strtoull(item, NULL, 10);
     if (errno != 0 || v >= NO_ID)
-      return scree__errf(SCREE_EINVAL, msg, msg_len, "id %s is out of range", item);
+      return scree__fail(SCREE_EINVAL, msg, msg_len, "id %s is out of range", item);
     id = (uint32_t)v;
   } else {
     int rc = name_to_id(list, item, &id, msg, msg_len);
@@ -127,7 +127,7 @@ static int parse_one(scree__authz *a, scree__authz_list list, const char *item, 
       return rc;
   }
   if (scree__authz_add(a, list, id) != 0)
-    return scree__errf(SCREE_ENOMEM, msg, msg_len, "out of memory");
+    return scree__fail(SCREE_ENOMEM, msg, msg_len, "out of memory");
   return 0;
 }
 
@@ -135,7 +135,7 @@ int scree__authz_parse(scree__authz *a, scree__authz_list list, const char *arg,
                        char *msg, size_t msg_len) {
   char *copy = strdup(arg);
   if (copy == NULL)
-    return scree__errf(SCREE_ENOMEM, msg, msg_len, "out of memory");
+    return scree__fail(SCREE_ENOMEM, msg, msg_len, "out of memory");
   int rc = 0;
   char *p = copy;
   for (;;) {
@@ -158,17 +158,17 @@ int scree__authz_add_defaults(scree__authz *a, const char *socket_path, char *ms
       scree__authz_add(a, SCREE__AUTHZ_UID, self) != 0 ||
       scree__authz_add(a, SCREE__AUTHZ_ADMIN, 0) != 0 ||
       scree__authz_add(a, SCREE__AUTHZ_ADMIN, self) != 0)
-    return scree__errf(SCREE_ENOMEM, msg, msg_len, "out of memory");
+    return scree__fail(SCREE_ENOMEM, msg, msg_len, "out of memory");
   if (socket_path == NULL)
     return 0;
   /* The group of the file, not of the daemon: with socket activation the
    * socket unit sets it (SocketGroup=), and it is who can connect at all. */
   struct stat st;
   if (stat(socket_path, &st) != 0)
-    return scree__errf(SCREE__ERR(errno), msg, msg_len, "cannot stat %s: %s", socket_path,
+    return scree__fail(SCREE__ERR(errno), msg, msg_len, "cannot stat %s: %s", socket_path,
                        strerror(errno));
   if (scree__authz_add(a, SCREE__AUTHZ_GID, (uint32_t)st.st_gid) != 0)
-    return scree__errf(SCREE_ENOMEM, msg, msg_len, "out of memory");
+    return scree__fail(SCREE_ENOMEM, msg, msg_len, "out of memory");
   return 0;
 }
 
@@ -249,7 +249,7 @@ static long peer_groups_db(uint32_t uid, uint32_t gid, uint32_t **out) {
 int scree__authz_check_peer(const scree__authz *a, int fd, int have_cred, uint32_t uid,
                             uint32_t gid, char *reason, size_t reason_len) {
   if (!have_cred)
-    return scree__errf(SCREE_EACCES, reason, reason_len, "no_peer_credentials");
+    return scree__fail(SCREE_EACCES, reason, reason_len, "no_peer_credentials");
   if (scree__authz_allows(a, uid, gid, NULL, 0))
     return 0;
   uint32_t *groups = NULL;
@@ -260,7 +260,7 @@ int scree__authz_check_peer(const scree__authz *a, int fd, int have_cred, uint32
   free(groups);
   if (ok)
     return 0;
-  return scree__errf(SCREE_EACCES, reason, reason_len, "not_in_allow_list");
+  return scree__fail(SCREE_EACCES, reason, reason_len, "not_in_allow_list");
 }
 
 uint64_t scree__authz_request_id(const uint8_t *buf, size_t len) {
@@ -281,14 +281,14 @@ int scree__authz_check_arena_fd(int fd, int ipc_mode, uint64_t size, char *msg,
     return 0;
   struct stat st;
   if (fstat(fd, &st) != 0)
-    return scree__errf(SCREE_EIO, msg, msg_len, "fstat of an arena fd: %s", strerror(errno));
+    return scree__fail(SCREE_EIO, msg, msg_len, "fstat of an arena fd: %s", strerror(errno));
   if (!S_ISREG(st.st_mode) || st.st_size < 0 || (uint64_t)st.st_size != size)
-    return scree__errf(SCREE_EIO, msg, msg_len,
+    return scree__fail(SCREE_EIO, msg, msg_len,
                        "arena fd is not a %" PRIu64 "-byte memfd (mode 0%o, %lld bytes)",
                        size, (unsigned)st.st_mode, (long long)st.st_size);
   int seals = fcntl(fd, F_GET_SEALS);
   if (seals < 0 || (seals & (F_SEAL_SHRINK | F_SEAL_GROW)) != (F_SEAL_SHRINK | F_SEAL_GROW))
-    return scree__errf(SCREE_EIO, msg, msg_len,
+    return scree__fail(SCREE_EIO, msg, msg_len,
                        "arena fd is not sealed against resizing (seals 0x%x)", seals);
   return 0;
 }
@@ -299,11 +299,11 @@ int scree__authz_check_arena_fd_access(int fd, int ipc_mode, int writable, char 
     return 0;
   int fl = fcntl(fd, F_GETFL);
   if (fl < 0)
-    return scree__errf(SCREE_EIO, msg, msg_len, "F_GETFL of an arena fd: %s",
+    return scree__fail(SCREE_EIO, msg, msg_len, "F_GETFL of an arena fd: %s",
                        strerror(errno));
   int want = writable ? O_RDWR : O_RDONLY;
   if ((fl & O_ACCMODE) != want)
-    return scree__errf(SCREE_EIO, msg, msg_len, "arena fd is open %s, not %s",
+    return scree__fail(SCREE_EIO, msg, msg_len, "arena fd is open %s, not %s",
                        (fl & O_ACCMODE) == O_RDWR     ? "O_RDWR"
                        : (fl & O_ACCMODE) == O_RDONLY ? "O_RDONLY"
                                                       : "O_WRONLY",
@@ -312,9 +312,9 @@ int scree__authz_check_arena_fd_access(int fd, int ipc_mode, int writable, char 
     return 0;
   struct stat st;
   if (fstat(fd, &st) != 0)
-    return scree__errf(SCREE_EIO, msg, msg_len, "fstat of an arena fd: %s", strerror(errno));
+    return scree__fail(SCREE_EIO, msg, msg_len, "fstat of an arena fd: %s", strerror(errno));
   if ((st.st_mode & (S_IWUSR | S_IWGRP | S_IWOTH)) != 0)
-    return scree__errf(SCREE_EIO, msg, msg_len,
+    return scree__fail(SCREE_EIO, msg, msg_len,
                        "read-only arena fd has a writable inode (mode 0%o): it could be "
                        "reopened for writing",
                        (unsigned)(st.st_mode & 07777));

@@ -5,7 +5,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "drain.h"
@@ -32,16 +31,14 @@ typedef struct scree__job {
   char msg[512];
   uint64_t elapsed_ns;
   struct scree__job *next; /* the queue of jobs not yet started */
-  scree__reply reply;
+  scree__exec_done_cb cb;  /* where the end goes while sess is set */
+  void *cb_arg;
 } scree__job;
 
 struct scree__exec {
   uv_loop_t *loop;
   scree__store *store;
   scree__mem *mem;
-  scree__attention_counts *counts;
-  scree__exec_reply_cb cb;
-  void *cb_arg;
   int parallel;
   int threads;
   int running;
@@ -55,21 +52,14 @@ struct scree__exec {
   scree__metrics *metrics; /* may be NULL */
 };
 
-static uint64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-#define FAIL(code, ...) (snprintf(r->msg, sizeof(r->msg), __VA_ARGS__), (code))
+/* Every check returns 0, or an error code with the message in msg. */
+#define FAIL(code, ...) scree__fail((code), msg, msg_len, __VA_ARGS__)
 
 /* ---- checks ------------------------------------------------------------ */
 
-static int lookup(scree__exec *e, scree__reply *r, const char *role, const char *name,
-                  scree__batch **b, scree__batch_view *v) {
+static int lookup(scree__exec *e, const char *role, const char *name, scree__batch **b,
+                  scree__batch_view *v, char *msg, size_t msg_len) {
   char m[256];
-  if (name == NULL)
-    return FAIL(SCREE_EINVAL, "%s: batch name is missing", role);
   int rc = scree__name_check(name, m, sizeof(m));
   if (rc != 0)
     return FAIL(rc, "%s: %s", role, m);
@@ -88,7 +78,7 @@ static int dtype_supported(const scree__exec *e, scree_dtype t) {
   return t == SCREE_FLOAT32 && e->mem->info.backend == SCREE__BACKEND_HOST;
 }
 
-static int check_shape(scree__reply *r, const char *role, const scree_array *a) {
+static int check_shape(const char *role, const scree_array *a, char *msg, size_t msg_len) {
   if (a->ndim_inner != 2) {
     char dims[128] = "";
     size_t n = 0;
@@ -117,8 +107,8 @@ static int check_shape(scree__reply *r, const char *role, const scree_array *a) 
 /* Reads b's offsets into a new int64 array, checking them again: a client
  * that can write the arena could have changed them since seal, and the
  * kernels must never see offsets that point outside the values. */
-static int read_offsets(scree__exec *e, scree__reply *r, const char *role,
-                        const scree__batch_view *v, int64_t **out, int64_t *max_length) {
+static int read_offsets(scree__exec *e, const char *role, const scree__batch_view *v,
+                        int64_t **out, int64_t *max_length, char *msg, size_t msg_len) {
   size_t n = (size_t)v->desc.batch_size + 1;
   void *raw = malloc(v->offsets_bytes ? (size_t)v->offsets_bytes : 1);
   int64_t *o = malloc(n * sizeof(int64_t));
@@ -163,42 +153,27 @@ static int32_t *to_int32(const int64_t *o, size_t n) {
   return c;
 }
 
-/* The window bounds a request asks for: an absent field is unbounded (-1),
- * never a window of width 0. */
-static int32_t window_left(const Scree__V1__Attention *a) {
-  return a->window_left_present_case == SCREE__V1__ATTENTION__WINDOW_LEFT_PRESENT_WINDOW_LEFT
-             ? a->window_left
-             : -1;
-}
-
-static int32_t window_right(const Scree__V1__Attention *a) {
-  return a->window_right_present_case == SCREE__V1__ATTENTION__WINDOW_RIGHT_PRESENT_WINDOW_RIGHT
-             ? a->window_right
-             : -1;
-}
-
-static int check_params(scree__reply *r, const Scree__V1__Attention *a) {
+static int check_params(const scree__attention_req *a, char *msg, size_t msg_len) {
   if (a->has_scale && !(a->scale > 0.0f && isfinite(a->scale)))
     return FAIL(SCREE_EINVAL, "scale is %g; it must be a positive finite number", a->scale);
-  if (window_left(a) < -1)
+  if (a->window_left < -1)
     return FAIL(SCREE_EINVAL, "window_left is %" PRId32 "; it must be -1 (unbounded) or >= 0",
-                window_left(a));
-  if (window_right(a) < -1)
+                a->window_left);
+  if (a->window_right < -1)
     return FAIL(SCREE_EINVAL,
                 "window_right is %" PRId32 "; it must be -1 (unbounded) or >= 0",
-                window_right(a));
-  if (a->causal && window_right(a) > 0)
+                a->window_right);
+  if (a->causal && a->window_right > 0)
     return FAIL(SCREE_EINVAL,
                 "window_right is %" PRId32 " with causal; it must be -1 or 0 (causal hides "
                 "every key to the right)",
-                window_right(a));
+                a->window_right);
   return 0;
 }
 
 /* ---- running ----------------------------------------------------------- */
 
 static void job_free(scree__job *j) {
-  scree__reply_clear(&j->reply);
   free(j->cu_q);
   free(j->cu_k);
   free(j);
@@ -216,47 +191,29 @@ static void job_undo(scree__exec *e, scree__job *j) {
   job_free(j);
 }
 
-static void count_done(scree__exec *e, int rc, uint64_t elapsed_ns) {
-  scree__attention_counts *c = e->counts;
-  c->total++;
-  if (rc != 0) {
-    c->failed++;
-    return;
-  }
-  c->count++;
-  c->duration_ns_sum += elapsed_ns;
-  for (int i = 0; i < SCREE__ATTN_NBUCKETS; i++)
-    if (elapsed_ns <= SCREE__ATTN_BUCKETS_NS[i])
-      c->buckets[i]++;
-}
-
 static void start_queued(scree__exec *e);
 
 /* Finishes a job on the loop thread: publishes or frees the output, unpins
- * the inputs, replies when the session is still there. */
+ * the inputs, and reports the end when the session is still there. */
 static void job_complete(scree__exec *e, scree__job *j) {
-  scree__reply *r = &j->reply;
   int rc = j->rc;
-  const char *out_name = NULL;
-  scree__batch_view ov;
+  char msg[1024];
+  scree__batch_view ov, published;
   scree__store_view(j->out, &ov);
-  if (rc == 0) {
-    rc = scree__store_publish(e->store, j->out, j->max_length_q, r);
-    if (rc == 0)
-      out_name = ov.name;
-  } else {
-    snprintf(r->msg, sizeof(r->msg), "attention into '%s' failed: %s", ov.name, j->msg);
-  }
+  if (rc == 0)
+    rc = scree__store_publish(e->store, j->out, j->max_length_q, &published, msg,
+                              sizeof(msg));
+  else
+    snprintf(msg, sizeof(msg), "attention into '%s' failed: %s", ov.name, j->msg);
   if (rc != 0) {
     scree__log(SCREE__LOG_INFO, "attention_failed", "out=%s code=%s msg=%s", scree__q(ov.name),
-               scree_err_name(rc), scree__q(r->msg));
+               scree_err_name(rc), scree__q(msg));
     scree__store_discard(e->store, j->out);
   } else {
     scree__log(SCREE__LOG_DEBUG, "attention_done", "out=%s elapsed_ns=%" PRIu64 " orphan=%d",
-               scree__q(out_name), j->elapsed_ns, j->sess == NULL);
+               scree__q(published.name), j->elapsed_ns, j->sess == NULL);
   }
   j->out = NULL;
-  count_done(e, rc, j->elapsed_ns);
   if (e->metrics != NULL)
     scree__metrics_attention(e->metrics, rc, j->elapsed_ns);
   if (e->drain != NULL)
@@ -268,34 +225,26 @@ static void job_complete(scree__exec *e, scree__job *j) {
   if (j->sess != NULL) {
     scree__session *sess = j->sess;
     scree__session_set_job(sess, NULL);
-    r->resp.id = j->req_id;
-    if (rc == 0) {
-      Scree__V1__AttentionReply *ar = &r->body.attention;
-      scree__v1__attention_reply__init(ar);
-      ar->info = &r->info;
-      ar->elapsed_ns = j->elapsed_ns;
-      r->resp.body_case = SCREE__V1__RESPONSE__BODY_ATTENTION;
-      r->resp.attention = ar;
-    } else {
-      scree__store_fail_deferred(e->store, sess, r, "attention", rc);
-    }
-    e->cb(e->cb_arg, sess, r);
+    scree__attention_result res = {.rc = rc,
+                                   .msg = msg,
+                                   .out = rc == 0 ? &published : NULL,
+                                   .elapsed_ns = j->elapsed_ns};
+    j->cb(j->cb_arg, sess, j->req_id, &res);
   }
   job_free(j);
 }
 
 static void work_run(uv_work_t *w) {
   scree__job *j = w->data;
-  uint64_t t0 = now_ns();
+  uint64_t t0 = scree__now_ns();
   j->rc = scree_attention_fwd(&j->args);
-  j->elapsed_ns = now_ns() - t0;
+  j->elapsed_ns = scree__now_ns() - t0;
 }
 
 static void work_done(uv_work_t *w, int status) {
   scree__job *j = w->data;
   scree__exec *e = j->e;
   e->running--;
-  e->counts->running--;
   if (status != 0 && j->rc == 0) {
     j->rc = SCREE_EIO;
     snprintf(j->msg, sizeof(j->msg), "the worker did not run: %s", uv_strerror(status));
@@ -310,7 +259,6 @@ static int start_one(scree__exec *e, scree__job *j) {
   int rc = uv_queue_work(e->loop, &j->work, work_run, work_done);
   if (rc == 0) {
     e->running++;
-    e->counts->running++;
   }
   return rc;
 }
@@ -325,7 +273,6 @@ static void start_queued(scree__exec *e) {
     if (e->qhead == NULL)
       e->qtail = NULL;
     j->next = NULL;
-    e->counts->queued--;
     int rc = start_one(e, j);
     if (rc != 0) {
       j->rc = SCREE_EIO;
@@ -340,7 +287,6 @@ static void gpu_done(void *job, int rc, const char *msg, uint64_t elapsed_ns) {
   scree__job *j = job;
   scree__exec *e = j->e;
   e->running--;
-  e->counts->running--;
   j->rc = rc;
   if (rc != 0)
     snprintf(j->msg, sizeof(j->msg), "%s", msg);
@@ -349,15 +295,11 @@ static void gpu_done(void *job, int rc, const char *msg, uint64_t elapsed_ns) {
 }
 #endif
 
-void scree__exec_set_ops(scree__exec *e, scree__drain *drain, scree__metrics *metrics) {
-  e->drain = drain;
-  e->metrics = metrics;
-}
-
 /* ---- requests ---------------------------------------------------------- */
 
 int scree__exec_attention(scree__exec *e, scree__session *sess, uint64_t id,
-                          const Scree__V1__Attention *a, scree__reply *r) {
+                          const scree__attention_req *a, scree__exec_done_cb cb, void *cb_arg,
+                          char *msg, size_t msg_len) {
   static const char *const roles[3] = {"q", "k", "v"};
   const char *names[3] = {a->q, a->k, a->v};
   scree__batch *b[3];
@@ -366,13 +308,11 @@ int scree__exec_attention(scree__exec *e, scree__session *sess, uint64_t id,
   if (e->shutting_down || (e->drain != NULL && scree__drain_active(e->drain)))
     return FAIL(SCREE_EAGAIN, "screed is shutting down");
   for (int i = 0; i < 3; i++) {
-    rc = lookup(e, r, roles[i], names[i], &b[i], &v[i]);
+    rc = lookup(e, roles[i], names[i], &b[i], &v[i], msg, msg_len);
     if (rc != 0)
       return rc;
   }
   char m[512];
-  if (a->out == NULL)
-    return FAIL(SCREE_EINVAL, "out: batch name is missing");
   rc = scree__name_check(a->out, m, sizeof(m));
   if (rc != 0)
     return FAIL(rc, "out: %s", m);
@@ -390,7 +330,7 @@ int scree__exec_attention(scree__exec *e, scree__session *sess, uint64_t id,
                 e->mem->info.backend == SCREE__BACKEND_HOST ? " or float32" : "",
                 scree_dtype_name(q->dtype));
   for (int i = 0; i < 3; i++) {
-    rc = check_shape(r, roles[i], &v[i].desc);
+    rc = check_shape(roles[i], &v[i].desc, msg, msg_len);
     if (rc != 0)
       return rc;
   }
@@ -415,7 +355,7 @@ int scree__exec_attention(scree__exec *e, scree__session *sess, uint64_t id,
                 "k and v must share offsets: k has %" PRId64 " rows in %" PRId64
                 " sequences, v has %" PRId64 " rows in %" PRId64,
                 k->total_rows, k->batch_size, vv->total_rows, vv->batch_size);
-  rc = check_params(r, a);
+  rc = check_params(a, msg, msg_len);
   if (rc != 0)
     return rc;
 
@@ -424,15 +364,16 @@ int scree__exec_attention(scree__exec *e, scree__session *sess, uint64_t id,
     return FAIL(SCREE_ENOMEM, "out of host memory");
   j->e = e;
   j->req_id = id;
-  scree__reply_init(&j->reply);
+  j->cb = cb;
+  j->cb_arg = cb_arg;
   int64_t *oq = NULL, *ok = NULL, *ov = NULL;
   int64_t max_k = 0, max_v = 0;
   size_t nq = (size_t)q->batch_size + 1;
-  rc = read_offsets(e, r, "q", &v[0], &oq, &j->max_length_q);
+  rc = read_offsets(e, "q", &v[0], &oq, &j->max_length_q, msg, msg_len);
   if (rc == 0)
-    rc = read_offsets(e, r, "k", &v[1], &ok, &max_k);
+    rc = read_offsets(e, "k", &v[1], &ok, &max_k, msg, msg_len);
   if (rc == 0)
-    rc = read_offsets(e, r, "v", &v[2], &ov, &max_v);
+    rc = read_offsets(e, "v", &v[2], &ov, &max_v, msg, msg_len);
   if (rc != 0)
     goto err_offsets;
   for (size_t i = 0; i < nq; i++) {
@@ -454,7 +395,7 @@ int scree__exec_attention(scree__exec *e, scree__session *sess, uint64_t id,
   /* The output: q's shape and offsets. */
   scree_array od = *q;
   od.values = od.offsets = NULL;
-  rc = scree__store_reserve(e->store, sess, a->out, &od, &j->out, r->msg, sizeof(r->msg));
+  rc = scree__store_reserve(e->store, sess, a->out, &od, &j->out, msg, msg_len);
   if (rc != 0)
     goto err_offsets;
   scree__batch_view outv;
@@ -507,8 +448,8 @@ int scree__exec_attention(scree__exec *e, scree__session *sess, uint64_t id,
   x->head_dim = (int32_t)q->inner[1];
   x->softmax_scale = a->has_scale ? a->scale : 0.0f;
   x->causal = a->causal;
-  x->window_left = window_left(a);
-  x->window_right = window_right(a);
+  x->window_left = a->window_left;
+  x->window_right = a->window_right;
   x->msg = j->msg;
   x->msg_len = sizeof(j->msg);
 
@@ -525,7 +466,6 @@ int scree__exec_attention(scree__exec *e, scree__session *sess, uint64_t id,
       goto err_offsets;
     }
     e->running++;
-    e->counts->running++;
 #else
     rc = FAIL(SCREE_ENOTSUP, "screed was built without CUDA kernels");
     goto err_offsets;
@@ -549,14 +489,12 @@ int scree__exec_attention(scree__exec *e, scree__session *sess, uint64_t id,
       else
         e->qhead = j;
       e->qtail = j;
-      e->counts->queued++;
     }
   }
   j->sess = sess;
   scree__session_set_job(sess, j);
   if (e->drain != NULL)
     scree__drain_job_begin(e->drain);
-  r->deferred = 1;
   scree__log(SCREE__LOG_DEBUG, "attention_start",
              "conn=%" PRIu64 " q=%s k=%s v=%s out=%s causal=%d", scree__session_id(sess),
              scree__q(a->q), scree__q(a->k), scree__q(a->v), scree__q(a->out),
@@ -579,27 +517,23 @@ void scree__exec_detach(void *job) {
 /* ---- life -------------------------------------------------------------- */
 
 int scree__exec_new(uv_loop_t *loop, scree__store *store, const scree__exec_config *cfg,
-                    scree__exec_reply_cb cb, void *cb_arg, scree__exec **out, char *msg,
-                    size_t msg_len) {
+                    scree__exec **out, char *msg, size_t msg_len) {
   scree__exec *e = calloc(1, sizeof(*e));
   if (e == NULL)
-    return scree__errf(SCREE_ENOMEM, msg, msg_len, "out of host memory");
+    return scree__fail(SCREE_ENOMEM, msg, msg_len, "out of host memory");
   e->loop = loop;
   e->store = store;
   e->mem = scree__store_mem(store);
-  e->counts = scree__store_attention_counts(store);
-  e->cb = cb;
-  e->cb_arg = cb_arg;
-  /* One job at a time by default: the CPU kernel already spreads each call
-   * over every processor, so running jobs side by side would only make
-   * them compete, and a queue keeps each job's time honest. */
-  e->parallel = cfg != NULL && cfg->parallel > 0 ? cfg->parallel : 1;
-  if (cfg != NULL && cfg->threads > 0) {
-    e->threads = cfg->threads;
-  } else {
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    e->threads = n > e->parallel ? (int)(n / e->parallel) : 1;
+  if (cfg != NULL) {
+    e->drain = cfg->drain;
+    e->metrics = cfg->metrics;
   }
+  /* One job at a time: the CPU kernel already spreads each call over every
+   * processor, so running jobs side by side would only make them compete,
+   * and a queue keeps each job's time honest. */
+  e->parallel = 1;
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  e->threads = n > 1 ? (int)n : 1;
 #ifdef SCREE_HAVE_CUDA
   if (e->mem->info.backend == SCREE__BACKEND_CUDA) {
     int rc = scree__gpu_new(loop, e->mem->info.device_index, gpu_done, &e->gpu, msg, msg_len);
@@ -609,7 +543,6 @@ int scree__exec_new(uv_loop_t *loop, scree__store *store, const scree__exec_conf
     }
   }
 #endif
-  scree__store_set_exec(store, e);
   *out = e;
   return 0;
 }
@@ -621,7 +554,6 @@ void scree__exec_shutdown(scree__exec *e) {
   while (e->qhead != NULL) {
     scree__job *j = e->qhead;
     e->qhead = j->next;
-    e->counts->queued--;
     scree__log(SCREE__LOG_INFO, "attention_dropped", "reason=shutdown");
     job_undo(e, j);
   }
@@ -635,7 +567,6 @@ void scree__exec_shutdown(scree__exec *e) {
 void scree__exec_free(scree__exec *e) {
   if (e == NULL)
     return;
-  scree__store_set_exec(e->store, NULL);
 #ifdef SCREE_HAVE_CUDA
   scree__gpu_free(e->gpu);
 #endif

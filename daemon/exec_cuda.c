@@ -5,7 +5,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "log.h"
 #include "scree/error.h"
@@ -34,17 +33,11 @@ struct scree__gpu {
   int closed;
 };
 
-static uint64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static int cuda_fail(cudaError_t err, const char *what, char *msg, size_t msg_len) {
   /* Clears a non-sticky error so that it does not surface in a later,
    * unrelated call. */
   cudaGetLastError();
-  return scree__errf(SCREE_ECUDA, msg, msg_len, "%s: %s (%s)", what, cudaGetErrorName(err),
+  return scree__fail(SCREE_ECUDA, msg, msg_len, "%s: %s (%s)", what, cudaGetErrorName(err),
                      cudaGetErrorString(err));
 }
 
@@ -53,7 +46,7 @@ static int cuda_fail(cudaError_t err, const char *what, char *msg, size_t msg_le
 static void CUDART_CB host_done(void *arg) {
   launch *l = arg;
   scree__gpu *g = l->g;
-  l->t1 = now_ns();
+  l->t1 = scree__now_ns();
   pthread_mutex_lock(&g->mu);
   if (g->dtail)
     g->dtail->next = l;
@@ -95,7 +88,7 @@ int scree__gpu_new(uv_loop_t *loop, int device, scree__gpu_done_fn done, scree__
                    char *msg, size_t msg_len) {
   scree__gpu *g = calloc(1, sizeof(*g));
   if (g == NULL)
-    return scree__errf(SCREE_ENOMEM, msg, msg_len, "out of host memory");
+    return scree__fail(SCREE_ENOMEM, msg, msg_len, "out of host memory");
   int rc;
   cudaError_t err = cudaSetDevice(device);
   if (err != cudaSuccess) {
@@ -109,7 +102,7 @@ int scree__gpu_new(uv_loop_t *loop, int device, scree__gpu_done_fn done, scree__
   }
   int uvrc = uv_async_init(loop, &g->async, on_async);
   if (uvrc != 0) {
-    rc = scree__errf(SCREE_EIO, msg, msg_len, "uv_async_init: %s", uv_strerror(uvrc));
+    rc = scree__fail(SCREE_EIO, msg, msg_len, "uv_async_init: %s", uv_strerror(uvrc));
     goto err_stream;
   }
   pthread_mutex_init(&g->mu, NULL);
@@ -129,10 +122,10 @@ err_free:
 int scree__gpu_launch(scree__gpu *g, scree_attention_args *args, const int32_t *cu_q,
                       const int32_t *cu_k, void *job, char *msg, size_t msg_len) {
   if (g->closing)
-    return scree__errf(SCREE_EAGAIN, msg, msg_len, "screed is shutting down");
+    return scree__fail(SCREE_EAGAIN, msg, msg_len, "screed is shutting down");
   launch *l = calloc(1, sizeof(*l));
   if (l == NULL)
-    return scree__errf(SCREE_ENOMEM, msg, msg_len, "out of host memory");
+    return scree__fail(SCREE_ENOMEM, msg, msg_len, "out of host memory");
   l->g = g;
   l->job = job;
   size_t n = (size_t)args->batch + 1;
@@ -161,7 +154,7 @@ int scree__gpu_launch(scree__gpu *g, scree_attention_args *args, const int32_t *
   args->cu_seqlens_q = d_q;
   args->cu_seqlens_k = d_k;
   args->stream = g->stream;
-  l->t0 = now_ns();
+  l->t0 = scree__now_ns();
   rc = scree_attention_fwd(args);
   if (rc != 0) {
     snprintf(msg, msg_len, "%s", args->msg != NULL ? args->msg : scree_strerror(rc));

@@ -68,13 +68,3 @@ const char *scree__q(const char *s) {
   out[o] = '\0';
   return out;
 }
-
-int scree__errf(int code, char *msg, size_t msg_len, const char *fmt, ...) {
-  if (msg != NULL && msg_len > 0) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, msg_len, fmt, ap);
-    va_end(ap);
-  }
-  return code;
-}

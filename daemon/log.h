@@ -3,8 +3,10 @@
  * A line reads `screed level=info event=conn_open conn=3 uid=1000 pid=42`.
  * String values that may hold spaces or quotes go through scree__q(), which
  * quotes and escapes them so that every line stays machine-readable. Only
- * screed logs; the store and the backends report errors as codes and
- * messages, and the caller decides what to log. */
+ * screed logs (never libscree or libscreeclient). Within screed, failures
+ * travel as codes and messages and the caller decides what to log; the
+ * store, the handler and the executor also log their own events (a batch
+ * created, a request refused, a job done) at debug and info level. */
 #ifndef SCREE_DAEMON_LOG_H
 #define SCREE_DAEMON_LOG_H
 
@@ -38,9 +40,8 @@ void scree__log(scree__log_level level, const char *event, const char *fields, .
  * its loop thread only. */
 const char *scree__q(const char *s);
 
-/* Formats a message into msg (when not NULL) and returns code, so that an
- * error path reads `return scree__errf(SCREE_EINVAL, msg, len, "...")`. */
-int scree__errf(int code, char *msg, size_t msg_len, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
+/* Error paths format their message and return their code with scree__fail
+ * (core/src/sys.h), which every daemon file gets through this header. */
+#include "sys.h"
 
 #endif /* SCREE_DAEMON_LOG_H */

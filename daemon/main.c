@@ -1,4 +1,6 @@
-/* screed: options, logging, signals; the rest is in server.c and store.c. */
+/* screed: options, logging, signals, and the assembly of the layers:
+ * backend and store, then the executor, the handler and the server above
+ * them (docs/architecture.md). */
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -13,6 +15,8 @@
 
 #include "authz.h"
 #include "drain.h"
+#include "exec.h"
+#include "handler.h"
 #include "log.h"
 #include "mem.h"
 #include "metrics.h"
@@ -22,7 +26,6 @@
 #include "scree/error.h"
 #include "scree/version.h"
 
-#define DEFAULT_SOCKET SCREE_DEFAULT_SOCKET
 #define DEFAULT_MEMORY_LIMIT (8ull << 30)
 #define DEFAULT_ARENA_SIZE (256ull << 20)
 #define DEFAULT_MAX_PACKET (1ull << 20)
@@ -52,6 +55,10 @@ typedef struct options {
 #define DEFAULT_MAX_CONNECTIONS 1024u
 #define DEFAULT_MAX_LEASES 65536u
 #define DEFAULT_DRAIN_TIMEOUT_MS 30000u
+/* How long host memory that deleted batches left free stays resident for
+ * reuse: long enough that a producer replacing its batch every few seconds
+ * keeps reusing resident pages instead of faulting in zeroed ones, and
+ * short enough that a burst's peak does not stay. */
 #define DEFAULT_RELEASE_FREE_MS 10000u
 enum {
   OPT_METRICS_LISTEN = 1000,
@@ -76,7 +83,7 @@ static void usage(FILE *f) {
           "usage: screed [options]\n"
           "  --device cpu|N        host memory (default) or CUDA device N\n"
           "  --ipc vmm|legacy      how CUDA arenas are shared (default vmm)\n"
-          "  --socket PATH         default $SCREE_SOCKET, else " DEFAULT_SOCKET "\n"
+          "  --socket PATH         default $SCREE_SOCKET, else " SCREE_DEFAULT_SOCKET "\n"
           "  --memory-limit SIZE   bytes the stored batches may take (default 8G)\n"
           "  --arena-size SIZE     size of one arena (default 256M)\n"
           "  --max-packet SIZE     largest request accepted (default 1M)\n"
@@ -238,7 +245,7 @@ static int parse_options(int argc, char **argv, options *o) {
   o->drain_timeout_ms = DEFAULT_DRAIN_TIMEOUT_MS;
   o->release_free_ms = DEFAULT_RELEASE_FREE_MS;
   const char *env = getenv("SCREE_SOCKET");
-  o->socket = env != NULL && env[0] != '\0' ? env : DEFAULT_SOCKET;
+  o->socket = env != NULL && env[0] != '\0' ? env : SCREE_DEFAULT_SOCKET;
 
   int c;
   while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -356,15 +363,48 @@ static int parse_options(int argc, char **argv, options *o) {
 }
 
 typedef struct daemon_state {
+  scree__store *store;
+  scree__exec *exec;
+  scree__handler *handler;
   scree__server *srv;
   uv_signal_t sigint;
   uv_signal_t sigterm;
+  /* Host memory that deleted batches left free goes back to the system once
+   * it has stayed unused for release_free_ms (scree__store_purge, checked
+   * every second). */
+  uv_timer_t purge_timer;
+  uint64_t release_free_ms;
   /* Operations. */
   scree__metrics metrics;
   scree__metrics_http *http;
   scree__watchdog watchdog;
   scree__drain drain;
 } daemon_state;
+
+#define PURGE_EVERY_MS 1000
+
+static void on_purge(uv_timer_t *t) {
+  daemon_state *d = t->data;
+  const uint64_t bytes = scree__store_purge(d->store, d->release_free_ms);
+  if (bytes > 0)
+    scree__log(SCREE__LOG_DEBUG, "free_memory_released", "bytes=%" PRIu64, bytes);
+}
+
+/* Closes every loop handle of the daemon's own, after the server's
+ * connections: their jobs are detached by then; queued jobs are dropped,
+ * running ones finish and keep the loop alive until they end. */
+static void close_all(daemon_state *d) {
+  scree__server_shutdown(d->srv);
+  scree__exec_shutdown(d->exec);
+  if (!uv_is_closing((uv_handle_t *)&d->purge_timer))
+    uv_close((uv_handle_t *)&d->purge_timer, NULL);
+  uv_close((uv_handle_t *)&d->sigint, NULL);
+  uv_close((uv_handle_t *)&d->sigterm, NULL);
+  scree__metrics_http_close(d->http);
+  d->http = NULL;
+  scree__watchdog_close(&d->watchdog);
+  scree__drain_close(&d->drain);
+}
 
 /* The end of a graceful shutdown: running jobs are done (or the drain
  * timeout passed), so the connections close and every handle goes; the
@@ -375,13 +415,7 @@ static void on_drained(scree__drain *dr, int timed_out, uint32_t running) {
     scree__log(SCREE__LOG_WARN, "drain_timeout", "jobs_abandoned=%" PRIu32
                " timeout_ms=%" PRIu64, running, dr->timeout_ms);
   scree__notifyf("STATUS=closing %" PRIu32 " connections", scree__server_connections(d->srv));
-  scree__server_shutdown(d->srv);
-  uv_close((uv_handle_t *)&d->sigint, NULL);
-  uv_close((uv_handle_t *)&d->sigterm, NULL);
-  scree__metrics_http_close(d->http);
-  d->http = NULL;
-  scree__watchdog_close(&d->watchdog);
-  scree__drain_close(&d->drain);
+  close_all(d);
 }
 
 static void on_signal(uv_signal_t *h, int signum) {
@@ -405,6 +439,7 @@ static void on_signal(uv_signal_t *h, int signum) {
   /* New clients are turned away at once; those connected keep being served
    * until the running jobs are done, so that their results reach them. */
   scree__server_stop_listening(d->srv);
+  uv_close((uv_handle_t *)&d->purge_timer, NULL);
   scree__drain_start(&d->drain, on_drained);
 }
 
@@ -417,15 +452,14 @@ static const char *ipc_name(int mode) {
   }
 }
 
-/* Completes the allow lists once the socket file exists (its group is a
- * default) and hands them to the server before the loop accepts anyone.
- * When the file cannot be stat'ed its group is left out: access fails
- * closed. */
-static void start_access_control(options *o, scree__server *srv) {
+/* Completes the allow lists, which the server already holds, once the
+ * socket file exists (its group is a default) and before the loop accepts
+ * anyone. When the file cannot be stat'ed its group is left out: access
+ * fails closed. */
+static void start_access_control(options *o) {
   char msg[512];
   if (scree__authz_add_defaults(&o->authz, o->socket, msg, sizeof(msg)) != 0)
     scree__log(SCREE__LOG_WARN, "socket_group_unknown", "msg=%s", scree__q(msg));
-  scree__server_set_authz(srv, &o->authz);
   char uids[256], gids[256], admins[256];
   scree__authz_format(&o->authz, SCREE__AUTHZ_UID, uids, sizeof(uids));
   scree__authz_format(&o->authz, SCREE__AUTHZ_GID, gids, sizeof(gids));
@@ -435,6 +469,82 @@ static void start_access_control(options *o, scree__server *srv) {
              " shared_arenas=%d",
              scree__q(uids), scree__q(gids), scree__q(admins), o->quota_per_uid,
              o->shared_arenas);
+}
+
+/* Opens the backend --device asks for. Returns 0 or prints why not. */
+static int open_backend(const options *o, scree__mem **mem) {
+  char msg[1024];
+  int rc;
+  scree__notifyf("STATUS=opening %s", o->device < 0 ? "host memory" : "CUDA device");
+  if (o->device < 0) {
+    if (o->ipc_given && o->ipc_mode != SCREE__IPC_VMM_FD)
+      scree__log(SCREE__LOG_WARN, "option_ignored",
+                 "option=--ipc reason=\"host memory is always shared as memfd\"");
+    rc = scree__mem_host_create(mem, msg, sizeof(msg));
+  } else {
+    rc = scree__mem_cuda_create(o->device, o->ipc_mode, mem, msg, sizeof(msg));
+  }
+  if (rc != 0)
+    fprintf(stderr, "screed: %s (%s)\n", msg, scree_err_name(rc));
+  return rc;
+}
+
+/* Makes the layers above the store, bottom up: the executor (with the
+ * drain and metrics it reports to), the handler over store and executor,
+ * and the server, which listens on the socket (or takes systemd's). On
+ * failure, prints why; what was made is left in d for the caller to tear
+ * down. */
+static int start_layers(options *o, uv_loop_t *loop, daemon_state *d) {
+  char msg[1024];
+  scree__exec_config ecfg = {.drain = &d->drain, .metrics = &d->metrics};
+  int rc = scree__exec_new(loop, d->store, &ecfg, &d->exec, msg, sizeof(msg));
+  if (rc != 0)
+    goto err;
+  scree__handler_config hcfg = {
+      .max_packet = o->max_packet, .version = SCREE_VERSION_STRING, .exec = d->exec};
+  rc = scree__handler_new(d->store, &hcfg, &d->handler, msg, sizeof(msg));
+  if (rc != 0)
+    goto err;
+  /* Socket activation: a socket from systemd is served as it is; else
+   * screed binds its own. */
+  int lfd;
+  rc = scree__notify_listen_fd(o->socket, &lfd, msg, sizeof(msg));
+  if (rc != 0)
+    goto err;
+  scree__server_config scfg = {
+      .loop = loop,
+      .handler = d->handler,
+      .path = o->socket,
+      .listen_fd = lfd,
+      .max_packet = o->max_packet,
+      .authz = &o->authz,
+      .metrics = &d->metrics,
+      .max_connections = o->max_connections,
+  };
+  rc = scree__server_new(&scfg, &d->srv, msg, sizeof(msg));
+  if (rc != 0) {
+    if (lfd >= 0)
+      close(lfd);
+    goto err;
+  }
+  if (o->metrics_listen != NULL) {
+    rc = scree__metrics_http_start(loop, &d->metrics, o->metrics_listen, &d->http, msg,
+                                   sizeof(msg));
+    if (rc != 0)
+      goto err;
+  }
+  return 0;
+
+err:
+  fprintf(stderr, "screed: %s\n", msg);
+  return rc;
+}
+
+/* Frees what start_layers made, once the loop has run out. */
+static void free_layers(daemon_state *d) {
+  scree__server_free(d->srv);
+  scree__handler_free(d->handler);
+  scree__exec_free(d->exec);
 }
 
 int main(int argc, char **argv) {
@@ -464,33 +574,22 @@ int main(int argc, char **argv) {
   int rc;
   int status = 1;
   scree__mem *mem = NULL;
-  scree__notifyf("STATUS=opening %s", o.device < 0 ? "host memory" : "CUDA device");
-  if (o.device < 0) {
-    if (o.ipc_given && o.ipc_mode != SCREE__IPC_VMM_FD)
-      scree__log(SCREE__LOG_WARN, "option_ignored",
-                 "option=--ipc reason=\"host memory is always shared as memfd\"");
-    rc = scree__mem_host_create(&mem, msg, sizeof(msg));
-  } else {
-    rc = scree__mem_cuda_create(o.device, o.ipc_mode, &mem, msg, sizeof(msg));
-  }
-  if (rc != 0) {
-    fprintf(stderr, "screed: %s (%s)\n", msg, scree_err_name(rc));
+  if (open_backend(&o, &mem) != 0) {
     scree__authz_free(&o.authz);
     return 1;
   }
 
+  daemon_state d;
+  memset(&d, 0, sizeof(d));
   scree__store_config cfg = {
       .memory_limit = o.memory_limit,
       .arena_size = o.arena_size,
-      .max_packet = o.max_packet,
-      .version = SCREE_VERSION_STRING,
       .authz = &o.authz,
       .quota_per_uid = o.quota_per_uid,
       .shared_arenas = o.shared_arenas,
       .max_leases_per_session = o.max_leases,
   };
-  scree__store *store = NULL;
-  rc = scree__store_new(mem, &cfg, &store, msg, sizeof(msg));
+  rc = scree__store_new(mem, &cfg, &d.store, msg, sizeof(msg));
   if (rc != 0) {
     fprintf(stderr, "screed: %s (%s)\n", msg, scree_err_name(rc));
     goto err_mem;
@@ -502,51 +601,25 @@ int main(int argc, char **argv) {
     fprintf(stderr, "screed: uv_loop_init: %s\n", uv_strerror(rc));
     goto err_store;
   }
-  daemon_state d;
-  memset(&d, 0, sizeof(d));
-  /* Socket activation: a socket from systemd is served as it is; else
-   * screed binds its own. */
-  int lfd;
-  rc = scree__notify_listen_fd(o.socket, &lfd, msg, sizeof(msg));
-  if (rc != 0) {
-    fprintf(stderr, "screed: %s\n", msg);
-    goto err_loop;
-  }
-  if (lfd >= 0) {
-    rc = scree__server_new_fd(&loop, store, lfd, o.socket, o.max_packet, &d.srv, msg,
-                              sizeof(msg));
-    if (rc != 0)
-      close(lfd);
-  } else {
-    rc = scree__server_new(&loop, store, o.socket, o.max_packet, &d.srv, msg, sizeof(msg));
-  }
-  if (rc != 0) {
-    fprintf(stderr, "screed: %s\n", msg);
-    goto err_loop;
-  }
   scree__metrics_init(&d.metrics);
-  d.metrics.store = store;
+  d.metrics.store = d.store;
   d.metrics.mem = mem;
   d.metrics.bytes_limit = o.memory_limit;
   d.metrics.max_connections = o.max_connections;
-  scree__server_set_ops(d.srv, &d.metrics, o.max_connections);
-  scree__server_set_release_free(d.srv, o.release_free_ms);
-  if (o.metrics_listen != NULL) {
-    rc = scree__metrics_http_start(&loop, &d.metrics, o.metrics_listen, &d.http, msg,
-                                   sizeof(msg));
-    if (rc != 0) {
-      fprintf(stderr, "screed: %s\n", msg);
-      goto err_server;
-    }
-  }
   scree__drain_init(&d.drain, &loop, o.drain_timeout_ms);
   d.drain.data = &d;
-  scree__server_set_drain(d.srv, &d.drain);
-  scree__watchdog_start(&loop, &d.watchdog);
-  start_access_control(&o, d.srv);
   uv_signal_init(&loop, &d.sigint);
   uv_signal_init(&loop, &d.sigterm);
   d.sigint.data = d.sigterm.data = &d;
+  uv_timer_init(&loop, &d.purge_timer);
+  d.purge_timer.data = &d;
+  d.release_free_ms = o.release_free_ms;
+  if (start_layers(&o, &loop, &d) != 0)
+    goto err_layers;
+  uv_timer_start(&d.purge_timer, on_purge, PURGE_EVERY_MS, PURGE_EVERY_MS);
+  uv_unref((uv_handle_t *)&d.purge_timer); /* never what keeps the loop alive */
+  scree__watchdog_start(&loop, &d.watchdog);
+  start_access_control(&o);
   uv_signal_start(&d.sigint, on_signal, SIGINT);
   uv_signal_start(&d.sigterm, on_signal, SIGTERM);
   pthread_sigmask(SIG_UNBLOCK, &stop_signals, NULL);
@@ -561,7 +634,7 @@ int main(int argc, char **argv) {
              SCREE_VERSION_STRING, scree__q(o.socket),
              mi->backend == SCREE__BACKEND_CUDA ? "cuda" : "host", scree__q(mi->device_name),
              mi->device_index, ipc_name(mi->ipc_mode), o.memory_limit, o.arena_size,
-             o.max_packet, (int)getpid(), lfd >= 0 ? "yes" : "no",
+             o.max_packet, (int)getpid(), scree__server_activated(d.srv) ? "yes" : "no",
              scree__q(o.metrics_listen ? o.metrics_listen : ""), o.max_connections,
              o.max_leases, o.drain_timeout_ms, o.release_free_ms);
   /* READY only now: the socket accepts and the backend is up. */
@@ -569,7 +642,7 @@ int main(int argc, char **argv) {
 
   uv_run(&loop, UV_RUN_DEFAULT);
 
-  scree__server_free(d.srv);
+  free_layers(&d);
   rc = uv_loop_close(&loop);
   if (rc != 0) {
     scree__log(SCREE__LOG_ERROR, "loop_close_failed", "error=%s", scree__q(uv_strerror(rc)));
@@ -580,16 +653,23 @@ int main(int argc, char **argv) {
   scree__log(SCREE__LOG_INFO, "stopped", NULL);
   goto err_store;
 
-err_server:
-  /* Startup failed after the server existed: close what is open and let
-   * the loop finish the closes before it is closed. */
-  scree__server_shutdown(d.srv);
+err_layers:
+  /* Startup failed part way: close what is open and let the loop finish
+   * the closes before it is closed. */
+  if (d.srv != NULL) {
+    close_all(&d);
+  } else {
+    scree__exec_shutdown(d.exec);
+    uv_close((uv_handle_t *)&d.purge_timer, NULL);
+    uv_close((uv_handle_t *)&d.sigint, NULL);
+    uv_close((uv_handle_t *)&d.sigterm, NULL);
+    scree__drain_close(&d.drain);
+  }
   uv_run(&loop, UV_RUN_DEFAULT);
-  scree__server_free(d.srv);
-err_loop:
+  free_layers(&d);
   uv_loop_close(&loop);
 err_store:
-  scree__store_free(store);
+  scree__store_free(d.store);
 err_mem:
   mem->ops->destroy(mem);
   scree__authz_free(&o.authz);

@@ -46,11 +46,9 @@ typedef struct scree__cuda_arena {
 
 static int scree__cuda_current(scree__mem_cuda *mc, char *msg, size_t msg_len) {
   const scree__cu *cu = mc->cu;
-  int rc = 0;
 
-  SCREE_CUDA_GOTO(cu->cuCtxSetCurrent(mc->ctx), rc, err_none);
-err_none:
-  return rc;
+  SCREE_CUDA_CHECK(cu->cuCtxSetCurrent(mc->ctx));
+  return 0;
 }
 
 static int scree__cuda_arena_alloc(scree__mem *m, size_t size, scree__arena_mem *out,
@@ -204,9 +202,8 @@ static int scree__cuda_read(scree__mem *m, const scree__arena_mem *a, uint64_t o
   /* Synchronous with respect to the legacy default stream, so the bytes a
    * client's own stream wrote before it sent Seal (the client synchronizes
    * that stream first) are visible here. */
-  SCREE_CUDA_GOTO(cu->cuMemcpyDtoH(dst, ca->ptr + offset, size), rc, err_none);
-err_none:
-  return rc;
+  SCREE_CUDA_CHECK(cu->cuMemcpyDtoH(dst, ca->ptr + offset, size));
+  return 0;
 }
 
 static int scree__cuda_write(scree__mem *m, const scree__arena_mem *a, uint64_t offset,
@@ -222,9 +219,8 @@ static int scree__cuda_write(scree__mem *m, const scree__arena_mem *a, uint64_t 
   rc = scree__cuda_current(mc, msg, msg_len);
   if (rc != 0)
     return rc;
-  SCREE_CUDA_GOTO(cu->cuMemcpyHtoD(ca->ptr + offset, src, size), rc, err_none);
-err_none:
-  return rc;
+  SCREE_CUDA_CHECK(cu->cuMemcpyHtoD(ca->ptr + offset, src, size));
+  return 0;
 }
 
 static void scree__cuda_destroy(scree__mem *m) {

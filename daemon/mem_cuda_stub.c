@@ -6,7 +6,7 @@
 int scree__mem_cuda_create(int device, int ipc_mode, scree__mem **out, char *msg,
                            size_t msg_len) {
   *out = NULL;
-  return scree__errf(SCREE_ENOTSUP, msg, msg_len,
+  return scree__fail(SCREE_ENOTSUP, msg, msg_len,
                      "screed was built without CUDA (SCREE_CUDA=OFF or no nvcc); "
                      "use --device cpu for host memory");
 }

@@ -39,13 +39,13 @@ typedef struct host_arena {
 /* Opens the memfd again read-only (see the top of this file). */
 static int reopen_ro(int fd, int *out, char *msg, size_t msg_len) {
   if (fchmod(fd, 0400) != 0)
-    return scree__errf(SCREE__ERR(errno), msg, msg_len, "fchmod of an arena memfd: %s",
+    return scree__fail(SCREE__ERR(errno), msg, msg_len, "fchmod of an arena memfd: %s",
                        strerror(errno));
   char path[64];
   snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
   int ro = open(path, O_RDONLY | O_CLOEXEC);
   if (ro < 0)
-    return scree__errf(SCREE__ERR(errno), msg, msg_len,
+    return scree__fail(SCREE__ERR(errno), msg, msg_len,
                        "reopening an arena memfd read-only through %s: %s (is /proc "
                        "mounted?)",
                        path, strerror(errno));
@@ -57,28 +57,28 @@ static int host_arena_alloc(scree__mem *m, size_t size, scree__arena_mem *out, c
                             size_t msg_len) {
   size_t gran = m->info.granularity;
   if (size == 0 || size > SIZE_MAX - gran)
-    return scree__errf(SCREE_EINVAL, msg, msg_len, "bad arena size %zu", size);
+    return scree__fail(SCREE_EINVAL, msg, msg_len, "bad arena size %zu", size);
   size = (size + gran - 1) / gran * gran;
   if (size > (size_t)INT64_MAX)
-    return scree__errf(SCREE_ENOSPC, msg, msg_len, "arena of %zu bytes is too large", size);
+    return scree__fail(SCREE_ENOSPC, msg, msg_len, "arena of %zu bytes is too large", size);
 
   host_arena *h = malloc(sizeof(*h));
   if (h == NULL)
-    return scree__errf(SCREE_ENOMEM, msg, msg_len, "out of host memory");
+    return scree__fail(SCREE_ENOMEM, msg, msg_len, "out of host memory");
   int rc;
   h->fd = memfd_create("scree-arena", MFD_CLOEXEC | MFD_ALLOW_SEALING);
   if (h->fd < 0) {
-    rc = scree__errf(SCREE__ERR(errno), msg, msg_len, "memfd_create: %s", strerror(errno));
+    rc = scree__fail(SCREE__ERR(errno), msg, msg_len, "memfd_create: %s", strerror(errno));
     goto err_free;
   }
   if (ftruncate(h->fd, (off_t)size) != 0) {
-    rc = scree__errf(errno == EFBIG || errno == ENOSPC ? SCREE_ENOSPC : SCREE__ERR(errno),
+    rc = scree__fail(errno == EFBIG || errno == ENOSPC ? SCREE_ENOSPC : SCREE__ERR(errno),
                      msg, msg_len, "ftruncate of a %zu-byte arena: %s", size,
                      strerror(errno));
     goto err_close;
   }
   if (fcntl(h->fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) {
-    rc = scree__errf(SCREE__ERR(errno), msg, msg_len, "sealing an arena memfd: %s",
+    rc = scree__fail(SCREE__ERR(errno), msg, msg_len, "sealing an arena memfd: %s",
                      strerror(errno));
     goto err_close;
   }
@@ -89,7 +89,7 @@ static int host_arena_alloc(scree__mem *m, size_t size, scree__arena_mem *out, c
    * written, so a large arena costs nothing until it is used. */
   void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, h->fd, 0);
   if (p == MAP_FAILED) {
-    rc = scree__errf(errno == ENOMEM ? SCREE_ENOSPC : SCREE__ERR(errno), msg, msg_len,
+    rc = scree__fail(errno == ENOMEM ? SCREE_ENOSPC : SCREE__ERR(errno), msg, msg_len,
                      "mmap of a %zu-byte arena: %s", size, strerror(errno));
     goto err_close_ro;
   }
@@ -124,7 +124,7 @@ static void host_arena_free(scree__mem *m, scree__arena_mem *a) {
 static int dup_fd(int src, int *fd_out, char *msg, size_t msg_len) {
   int fd = fcntl(src, F_DUPFD_CLOEXEC, 0);
   if (fd < 0)
-    return scree__errf(SCREE__ERR(errno), msg, msg_len, "dup of an arena fd: %s",
+    return scree__fail(SCREE__ERR(errno), msg, msg_len, "dup of an arena fd: %s",
                        strerror(errno));
   *fd_out = fd;
   return 0;
@@ -145,7 +145,7 @@ static int host_share_fd_ro(scree__mem *m, const scree__arena_mem *a, int *fd_ou
 static int check_range(const scree__arena_mem *a, uint64_t offset, size_t size, char *msg,
                        size_t msg_len) {
   if (offset > a->size || size > a->size - offset)
-    return scree__errf(SCREE_EINVAL, msg, msg_len,
+    return scree__fail(SCREE_EINVAL, msg, msg_len,
                        "range %" PRIu64 "+%zu is outside the %zu-byte arena", offset, size,
                        a->size);
   return 0;
@@ -197,7 +197,7 @@ static const struct scree__mem_ops host_ops = {
 int scree__mem_host_create(scree__mem **out, char *msg, size_t msg_len) {
   scree__mem *m = calloc(1, sizeof(*m));
   if (m == NULL)
-    return scree__errf(SCREE_ENOMEM, msg, msg_len, "out of host memory");
+    return scree__fail(SCREE_ENOMEM, msg, msg_len, "out of host memory");
   long page = sysconf(_SC_PAGESIZE);
   m->ops = &host_ops;
   m->info.backend = SCREE__BACKEND_HOST;

@@ -5,28 +5,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "scree/error.h"
-#include "scree/v1/scree.pb-c.h"
+#include "sys.h"
 
-/* Index 0 is "invalid"; the others follow Request's oneof. A request type
- * added to the protocol later counts as invalid until it is listed here. */
-static const struct {
-  int body_case;
-  const char *name;
-} op_table[SCREE__REQ_TYPES] = {
-    {SCREE__V1__REQUEST__BODY__NOT_SET, "invalid"},
-    {SCREE__V1__REQUEST__BODY_HELLO, "hello"},
-    {SCREE__V1__REQUEST__BODY_CREATE, "create"},
-    {SCREE__V1__REQUEST__BODY_SEAL, "seal"},
-    {SCREE__V1__REQUEST__BODY_GET, "get"},
-    {SCREE__V1__REQUEST__BODY_RELEASE, "release"},
-    {SCREE__V1__REQUEST__BODY_DELETE, "delete"},
-    {SCREE__V1__REQUEST__BODY_LIST, "list"},
-    {SCREE__V1__REQUEST__BODY_STAT, "stat"},
-    {SCREE__V1__REQUEST__BODY_STATS, "stats"},
-    {SCREE__V1__REQUEST__BODY_ATTENTION, "attention"},
+/* Labels of the SCREE__REQ_* types, in their order. */
+static const char *const op_names[SCREE__REQ_TYPES] = {
+    "invalid", "hello", "create", "seal",  "get",       "release",
+    "delete",  "list",  "stat",   "stats", "attention",
 };
 
 static const int status_codes[] = {
@@ -48,27 +34,13 @@ static const char *const bucket_le[SCREE__LAT_BUCKETS] = {
     "0.005", "0.01",    "0.025", "0.05",   "0.1",     "0.25",   "0.5",   "1",
 };
 
-uint64_t scree__metrics_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 void scree__metrics_init(scree__metrics *m) {
   memset(m, 0, sizeof(*m));
-  m->start_ns = scree__metrics_now();
+  m->start_ns = scree__now_ns();
 }
 
-static int op_index(int body_case) {
-  /* The oneof numbers are consecutive, so this is a subtraction in the
-   * common case; the loop keeps it correct if they ever are not. */
-  int guess = body_case - SCREE__V1__REQUEST__BODY_HELLO + 1;
-  if (guess > 0 && guess < SCREE__REQ_TYPES && op_table[guess].body_case == body_case)
-    return guess;
-  for (int i = 1; i < SCREE__REQ_TYPES; i++)
-    if (op_table[i].body_case == body_case)
-      return i;
-  return SCREE__REQ_INVALID;
+static int op_index(int op) {
+  return op > SCREE__REQ_INVALID && op < SCREE__REQ_TYPES ? op : SCREE__REQ_INVALID;
 }
 
 static int status_index(int status) {
@@ -93,12 +65,6 @@ static int bucket_index(uint64_t ns) {
   while (i < SCREE__LAT_BUCKETS && ns > bucket_ns[i])
     i++;
   return i;
-}
-
-const char *scree__metrics_op_name(int index) {
-  if (index < 0 || index >= SCREE__REQ_TYPES)
-    return "invalid";
-  return op_table[index].name;
 }
 
 void scree__metrics_request(scree__metrics *m, int op, int status, uint64_t ns) {
@@ -201,14 +167,14 @@ int scree__metrics_render(const scree__metrics *m, char **out, size_t *len) {
     for (int s = 0; s < SCREE__STATUS_SLOTS; s++)
       if (m->requests[t][s] != 0)
         put(&b, "scree_requests_total{type=\"%s\",status=\"%s\"} %" PRIu64 "\n",
-            op_table[t].name, status_name(s), m->requests[t][s]);
+            op_names[t], status_name(s), m->requests[t][s]);
 
   put(&b, "# HELP scree_request_duration_seconds Time from a request's arrival to its"
           " response, by request type.\n"
           "# TYPE scree_request_duration_seconds histogram\n");
   for (int t = 0; t < SCREE__REQ_TYPES; t++) {
     char label[64];
-    snprintf(label, sizeof(label), "type=\"%s\"", op_table[t].name);
+    snprintf(label, sizeof(label), "type=\"%s\"", op_names[t]);
     put_histogram(&b, "scree_request_duration_seconds", label, m->lat[t], m->lat_sum_ns[t]);
   }
 
@@ -250,7 +216,7 @@ int scree__metrics_render(const scree__metrics *m, char **out, size_t *len) {
   put(&b, "# HELP scree_uptime_seconds Seconds since screed started.\n"
           "# TYPE scree_uptime_seconds gauge\n"
           "scree_uptime_seconds %.3f\n",
-      (double)(scree__metrics_now() - m->start_ns) / 1e9);
+      (double)(scree__now_ns() - m->start_ns) / 1e9);
 
   if (b.failed) {
     free(b.p);

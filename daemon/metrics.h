@@ -1,8 +1,8 @@
 /* Request accounting and the Prometheus text exposition of screed's state.
  *
- * The server records every response here (type, status, handling time); the
- * store, the backend and the drain counters are read when /metrics is
- * rendered. Everything runs on the loop thread: recording is a few integer
+ * The server records every response here (type, status, handling time) and
+ * the executor every attention job; the store's counters and the backend's
+ * memory are read when /metrics is rendered. Everything runs on the loop thread: recording is a few integer
  * adds into fixed arrays, with no allocation and no lock. */
 #ifndef SCREE_DAEMON_METRICS_H
 #define SCREE_DAEMON_METRICS_H
@@ -14,9 +14,24 @@
 #include "mem.h"
 #include "store.h"
 
-/* Request types: index 0 is a packet that did not decode, had no known
- * body, or was refused before decoding (over --max-packet). */
-enum { SCREE__REQ_INVALID = 0, SCREE__REQ_TYPES = 11 };
+/* Request types as metrics count them; the handler maps the protocol's
+ * request bodies onto these. SCREE__REQ_INVALID is a packet that did not
+ * decode, had no known body, or was refused before decoding (over
+ * --max-packet). */
+enum {
+  SCREE__REQ_INVALID = 0,
+  SCREE__REQ_HELLO,
+  SCREE__REQ_CREATE,
+  SCREE__REQ_SEAL,
+  SCREE__REQ_GET,
+  SCREE__REQ_RELEASE,
+  SCREE__REQ_DELETE,
+  SCREE__REQ_LIST,
+  SCREE__REQ_STAT,
+  SCREE__REQ_STATS,
+  SCREE__REQ_ATTENTION,
+  SCREE__REQ_TYPES
+};
 /* Statuses: "ok", every code of SCREE_ERRNO_MAP, and "UNKNOWN" last. */
 enum { SCREE__STATUS_SLOTS = 24 };
 /* Latency buckets, upper bounds in ns: 10us .. 1s, then +Inf. */
@@ -46,19 +61,12 @@ typedef struct scree__metrics {
 /* Zeroes m and notes the start time. */
 void scree__metrics_init(scree__metrics *m);
 
-/* The monotonic clock in ns, for timing a request. */
-uint64_t scree__metrics_now(void);
-
-/* Counts one response: op is the request's body case (a
- * Scree__V1__Request__BodyCase; anything unknown counts as invalid), status
- * 0 or a SCREE_E* code, ns the time spent handling it. */
+/* Counts one response: op is a SCREE__REQ_* type (anything else counts as
+ * invalid), status 0 or a SCREE_E* code, ns the time spent handling it. */
 void scree__metrics_request(scree__metrics *m, int op, int status, uint64_t ns);
 
 /* Counts one finished attention job (for exec.c). */
 void scree__metrics_attention(scree__metrics *m, int status, uint64_t ns);
-
-/* The request type's label ("hello", ..., "invalid"). */
-const char *scree__metrics_op_name(int index);
 
 /* Renders the text exposition format (version 0.0.4) into a new buffer
  * (malloc; the caller frees it) and stores its length. Returns 0 or

@@ -72,7 +72,7 @@ static int parse_addr(const char *addr, struct sockaddr_storage *ss, int *v6, ch
     return 0;
   }
 bad:
-  return scree__errf(SCREE_EINVAL, msg, msg_len,
+  return scree__fail(SCREE_EINVAL, msg, msg_len,
                      "--metrics-listen takes a numeric address and port such as"
                      " 127.0.0.1:9464 or [::1]:9464, not '%s'",
                      addr);
@@ -162,7 +162,7 @@ int scree__metrics_http_start(uv_loop_t *loop, scree__metrics *m, const char *ad
     return rc;
   scree__metrics_http *h = calloc(1, sizeof(*h));
   if (h == NULL)
-    return scree__errf(SCREE_ENOMEM, msg, msg_len, "out of memory");
+    return scree__fail(SCREE_ENOMEM, msg, msg_len, "out of memory");
   h->m = m;
   unsigned flags = MHD_USE_EPOLL | MHD_USE_ERROR_LOG | (v6 ? MHD_USE_IPv6 : 0);
   /* MHD reports a bind failure only through its logger: keep errno. */
@@ -175,14 +175,14 @@ int scree__metrics_http_start(uv_loop_t *loop, scree__metrics *m, const char *ad
   if (h->mhd == NULL) {
     int e = errno != 0 ? errno : EADDRINUSE;
     free(h);
-    return scree__errf(SCREE__ERR(e), msg, msg_len, "cannot serve metrics on %s: %s", addr,
+    return scree__fail(SCREE__ERR(e), msg, msg_len, "cannot serve metrics on %s: %s", addr,
                        strerror(e));
   }
   const union MHD_DaemonInfo *info = MHD_get_daemon_info(h->mhd, MHD_DAEMON_INFO_EPOLL_FD);
   if (info == NULL || uv_poll_init(loop, &h->poll, info->epoll_fd) != 0) {
     MHD_stop_daemon(h->mhd);
     free(h);
-    return scree__errf(SCREE_EIO, msg, msg_len, "cannot poll the metrics server's epoll fd");
+    return scree__fail(SCREE_EIO, msg, msg_len, "cannot poll the metrics server's epoll fd");
   }
   h->poll.data = h;
   uv_timer_init(loop, &h->timer);

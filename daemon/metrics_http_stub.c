@@ -8,7 +8,7 @@ int scree__metrics_http_start(uv_loop_t *loop, scree__metrics *m, const char *ad
   (void)loop;
   (void)m;
   (void)out;
-  return scree__errf(SCREE_ENOTSUP, msg, msg_len,
+  return scree__fail(SCREE_ENOTSUP, msg, msg_len,
                      "--metrics-listen %s: this screed was built without libmicrohttpd"
                      " (install libmicrohttpd-dev and reconfigure)",
                      addr);

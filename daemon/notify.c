@@ -58,14 +58,14 @@ int scree__notify_listen_fd(const char *path, int *fd_out, char *msg, size_t msg
   *fd_out = -1;
   int n = sd_listen_fds(1);
   if (n < 0)
-    return scree__errf(SCREE_EINVAL, msg, msg_len,
+    return scree__fail(SCREE_EINVAL, msg, msg_len,
                        "socket activation: invalid LISTEN_FDS/LISTEN_PID (errno %d)", -n);
   if (n == 0)
     return 0;
   if (n > 1) {
     for (int i = 0; i < n; i++)
       close(SD_LISTEN_FDS_START + i);
-    return scree__errf(SCREE_EINVAL, msg, msg_len,
+    return scree__fail(SCREE_EINVAL, msg, msg_len,
                        "socket activation: systemd passed %d sockets; screed takes exactly one"
                        " (one ListenSequentialPacket= in the .socket unit)",
                        n);
@@ -83,7 +83,7 @@ int scree__notify_listen_fd(const char *path, int *fd_out, char *msg, size_t msg
     what = "a listening SOCK_SEQPACKET socket on another path than --socket";
   if (what != NULL) {
     close(fd);
-    return scree__errf(SCREE_EINVAL, msg, msg_len,
+    return scree__fail(SCREE_EINVAL, msg, msg_len,
                        "socket activation: the socket systemd passed is %s; screed needs a"
                        " listening SOCK_SEQPACKET Unix socket at %s"
                        " (ListenSequentialPacket=%s)",
@@ -95,7 +95,7 @@ int scree__notify_listen_fd(const char *path, int *fd_out, char *msg, size_t msg
       fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) {
     int e = errno;
     close(fd);
-    return scree__errf(SCREE__ERR(e), msg, msg_len, "socket activation: fcntl: %s",
+    return scree__fail(SCREE__ERR(e), msg, msg_len, "socket activation: fcntl: %s",
                        strerror(e));
   }
   *fd_out = fd;

@@ -1,28 +1,20 @@
 #include "server.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
-#include <limits.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
-#include "drain.h"
-#include "exec.h"
+#include "handler.h"
 #include "log.h"
 #include "metrics.h"
 #include "scree/error.h"
+#include "sockpath.h"
 
-/* Most fds a client may attach to one packet before the rest are dropped by
- * the kernel (MSG_CTRUNC); none are expected, all are closed. */
-#define PASSED_FDS_MAX 16
 /* Packets handled per wakeup of one connection, so that one busy client
  * cannot starve the others (epoll is level-triggered: the rest waits for the
  * next turn). */
@@ -59,8 +51,9 @@ typedef struct scree__conn {
   int closing;
   struct scree__conn *prev;
   struct scree__conn *next;
-  /* An attention job's reply is pending: nothing more is read until it
-   * is sent, so that replies keep the order of requests. */
+  /* A deferred reply is pending (the handler's out.deferred): nothing
+   * more is read until it is sent, so that replies keep the order of
+   * requests. */
   int waiting;
   /* The peer failed the access check (authz.h): its first packet gets
    * EACCES, then the connection closes. */
@@ -69,23 +62,17 @@ typedef struct scree__conn {
 
 struct scree__server {
   uv_loop_t *loop;
-  scree__store *store;
+  scree__handler *handler;
   int lfd;
-  int lockfd; /* PATH.lock, held while this server owns the path; -1 else */
+  scree__sockpath sock; /* the socket file, when the server bound it */
   uv_poll_t lpoll;
   uv_timer_t pause_timer;
-  uv_timer_t purge_timer;
-  uint64_t release_free_ms;
   char *path;
-  dev_t dev;
-  ino_t ino;
   uint64_t max_packet;
   uint8_t *rbuf;
   size_t rcap;
   scree__conn *conns;
   int shutting_down;
-  scree__reply reply;
-  scree__exec *exec;
   const scree__authz *authz; /* NULL: every peer is allowed */
   /* Operations (limits, metrics, socket activation); see the end of the
    * file. */
@@ -103,188 +90,6 @@ struct scree__server {
 static void refuse_conn(scree__server *srv, int fd);
 static void refusals_close_all(scree__server *srv);
 
-/* ---- the socket file --------------------------------------------------- */
-
-/* Creates the directories above path, each 0755. */
-static int make_parents(const char *path, char *msg, size_t msg_len) {
-  char *dir = strdup(path);
-  if (dir == NULL)
-    return scree__errf(SCREE_ENOMEM, msg, msg_len, "out of memory");
-  int rc = 0;
-  for (char *p = dir + 1; *p != '\0'; p++) {
-    if (*p != '/')
-      continue;
-    *p = '\0';
-    if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
-      rc = scree__errf(SCREE__ERR(errno), msg, msg_len, "cannot create %s: %s", dir,
-                       strerror(errno));
-      break;
-    }
-    *p = '/';
-  }
-  free(dir);
-  return rc;
-}
-
-/* Finds out who holds path: returns SCREE_EBUSY when a listener answers,
- * SCREE_ECONNREFUSED when nobody does (a stale file), another code else. */
-static int probe_socket(const struct sockaddr_un *addr, const char *path, char *msg,
-                        size_t msg_len) {
-  struct stat st;
-  if (lstat(path, &st) != 0)
-    return scree__errf(SCREE__ERR(errno), msg, msg_len, "cannot stat %s: %s", path,
-                       strerror(errno));
-  if (!S_ISSOCK(st.st_mode))
-    return scree__errf(SCREE_EEXIST, msg, msg_len,
-                       "%s exists and is not a socket; not replacing it", path);
-  int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0)
-    return scree__errf(SCREE__ERR(errno), msg, msg_len, "socket: %s", strerror(errno));
-  int rc;
-  if (connect(fd, (const struct sockaddr *)addr, sizeof(*addr)) == 0) {
-    struct ucred cred;
-    socklen_t clen = sizeof(cred);
-    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) == 0 && cred.pid > 0)
-      rc = scree__errf(SCREE_EBUSY, msg, msg_len, "another screed is serving %s (pid %d)",
-                       path, (int)cred.pid);
-    else
-      rc = scree__errf(SCREE_EBUSY, msg, msg_len, "another screed is serving %s", path);
-  } else if (errno == ECONNREFUSED) {
-    rc = SCREE_ECONNREFUSED;
-  } else if (errno == EAGAIN) {
-    /* The listener's backlog is full: someone is very much serving. */
-    rc = scree__errf(SCREE_EBUSY, msg, msg_len, "another screed is serving %s", path);
-  } else if (errno == EPROTOTYPE) {
-    rc = scree__errf(SCREE_EBUSY, msg, msg_len,
-                     "%s is in use by a program that is not screed (not a seqpacket socket)",
-                     path);
-  } else {
-    rc = scree__errf(SCREE__ERR(errno), msg, msg_len, "cannot connect to %s: %s", path,
-                     strerror(errno));
-  }
-  close(fd);
-  return rc;
-}
-
-/* The address of the socket file path; SCREE_ENAMETOOLONG (with a message)
- * when the path is empty or does not fit sun_path. Checked before anything
- * is created on the file system. */
-static int socket_addr(const char *path, struct sockaddr_un *addr, char *msg, size_t msg_len) {
-  memset(addr, 0, sizeof(*addr));
-  addr->sun_family = AF_UNIX;
-  if (path[0] == '\0' || strlen(path) >= sizeof(addr->sun_path))
-    return scree__errf(SCREE_ENAMETOOLONG, msg, msg_len,
-                       "socket path '%s' is empty or longer than %zu bytes", path,
-                       sizeof(addr->sun_path) - 1);
-  memcpy(addr->sun_path, path, strlen(path));
-  return 0;
-}
-
-/* Takes PATH.lock (flock, exclusive) for as long as this server owns the
- * path. Probing a socket file and replacing a stale one are not atomic: two
- * screeds starting together on one stale file could each find the other's
- * new socket not yet listening, take it for stale and unlink it, leaving one
- * of them serving a name nobody can reach. The lock makes the second wait
- * for nothing and fail instead. The file is never removed: removing it
- * would let a third screed lock a new file beside a held one. */
-static int lock_path(scree__server *srv, const char *path, const struct sockaddr_un *addr,
-                     char *msg, size_t msg_len) {
-  char lock[PATH_MAX];
-  if ((size_t)snprintf(lock, sizeof(lock), "%s.lock", path) >= sizeof(lock))
-    return scree__errf(SCREE_ENAMETOOLONG, msg, msg_len, "lock file path for %s is too long",
-                       path);
-  int rc = make_parents(path, msg, msg_len);
-  if (rc != 0)
-    return rc;
-  int fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
-  if (fd < 0)
-    return scree__errf(SCREE__ERR(errno), msg, msg_len, "cannot open %s: %s", lock,
-                       strerror(errno));
-  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-    const int err = errno;
-    close(fd);
-    if (err != EWOULDBLOCK)
-      return scree__errf(SCREE__ERR(err), msg, msg_len, "cannot lock %s: %s", lock,
-                         strerror(err));
-    /* Held: by a screed serving the path (whose pid the probe can name) or
-     * by one still starting. */
-    if (probe_socket(addr, path, msg, msg_len) == SCREE_EBUSY)
-      return SCREE_EBUSY;
-    return scree__errf(SCREE_EBUSY, msg, msg_len,
-                       "another screed is starting on or serving %s (it holds %s)", path, lock);
-  }
-  srv->lockfd = fd;
-  return 0;
-}
-
-static void unlock_path(scree__server *srv) {
-  if (srv->lockfd >= 0)
-    close(srv->lockfd); /* the lock goes with the last descriptor */
-  srv->lockfd = -1;
-}
-
-/* Binds and listens on path (its directory made by lock_path), replacing a
- * stale socket file. */
-static int listen_on(scree__server *srv, const char *path, const struct sockaddr_un *addr,
-                     char *msg, size_t msg_len) {
-  int rc;
-  int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0)
-    return scree__errf(SCREE__ERR(errno), msg, msg_len, "socket: %s", strerror(errno));
-  if (bind(fd, (const struct sockaddr *)addr, sizeof(*addr)) != 0) {
-    if (errno != EADDRINUSE) {
-      rc = scree__errf(SCREE__ERR(errno), msg, msg_len, "cannot bind %s: %s", path,
-                       strerror(errno));
-      goto err_close;
-    }
-    rc = probe_socket(addr, path, msg, msg_len);
-    if (rc != SCREE_ECONNREFUSED)
-      goto err_close;
-    scree__log(SCREE__LOG_INFO, "stale_socket_replaced", "socket=%s", scree__q(path));
-    if (unlink(path) != 0 && errno != ENOENT) {
-      rc = scree__errf(SCREE__ERR(errno), msg, msg_len, "cannot remove stale %s: %s", path,
-                       strerror(errno));
-      goto err_close;
-    }
-    if (bind(fd, (const struct sockaddr *)addr, sizeof(*addr)) != 0) {
-      rc = scree__errf(SCREE__ERR(errno), msg, msg_len, "cannot bind %s: %s", path,
-                       strerror(errno));
-      goto err_close;
-    }
-  }
-  /* Remember which file is ours, so that shutdown never unlinks a socket
-   * that another screed has put in its place since. */
-  struct stat st;
-  if (stat(path, &st) != 0) {
-    rc = scree__errf(SCREE__ERR(errno), msg, msg_len, "cannot stat %s: %s", path,
-                     strerror(errno));
-    goto err_unlink;
-  }
-  srv->dev = st.st_dev;
-  srv->ino = st.st_ino;
-  if (listen(fd, SOMAXCONN) != 0) {
-    rc = scree__errf(SCREE__ERR(errno), msg, msg_len, "cannot listen on %s: %s", path,
-                     strerror(errno));
-    goto err_unlink;
-  }
-  srv->lfd = fd;
-  return 0;
-
-err_unlink:
-  unlink(path);
-err_close:
-  close(fd);
-  return rc;
-}
-
-static void unlink_if_ours(scree__server *srv) {
-  if (srv->adopted)
-    return;
-  struct stat st;
-  if (lstat(srv->path, &st) == 0 && st.st_dev == srv->dev && st.st_ino == srv->ino)
-    unlink(srv->path);
-}
-
 /* ---- connections ------------------------------------------------------- */
 
 static void on_conn_closed(uv_handle_t *h) {
@@ -301,8 +106,8 @@ static void on_conn_closed(uv_handle_t *h) {
   free(c);
 }
 
-/* Starts closing c. The store forgets the session at once (its leases are
- * released now); the memory of c itself goes in on_conn_closed, after libuv
+/* Starts closing c. The handler closes the session at once (what it holds
+ * is released now); the memory of c itself goes in on_conn_closed, after libuv
  * is done with the handle, since this may run inside c's own callback. */
 static void conn_close(scree__conn *c, const char *reason, int err) {
   if (c->closing)
@@ -317,7 +122,7 @@ static void conn_close(scree__conn *c, const char *reason, int err) {
     scree__log(SCREE__LOG_INFO, "conn_close",
                "conn=%" PRIu64 " uid=%" PRIu32 " pid=%" PRId32 " reason=%s", c->id, c->uid,
                c->pid, reason);
-  scree__session_close(srv->store, c->sess);
+  scree__handler_close(srv->handler, c->sess);
   c->sess = NULL;
   srv->nconns--;
   if (c->prev)
@@ -333,35 +138,12 @@ static void conn_close(scree__conn *c, const char *reason, int err) {
 /* Sends one packet without blocking. Returns 0, SCREE_EAGAIN when the socket
  * buffer is full, or another negative code. */
 static int send_packet(int fd, const uint8_t *buf, size_t len, int pass_fd) {
-  struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
-  union {
-    struct cmsghdr align;
-    char buf[CMSG_SPACE(sizeof(int))];
-  } ctl;
-  struct msghdr mh;
-  memset(&mh, 0, sizeof(mh));
-  mh.msg_iov = &iov;
-  mh.msg_iovlen = 1;
-  if (pass_fd >= 0) {
-    memset(&ctl, 0, sizeof(ctl));
-    mh.msg_control = ctl.buf;
-    mh.msg_controllen = sizeof(ctl.buf);
-    struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-    cm->cmsg_level = SOL_SOCKET;
-    cm->cmsg_type = SCM_RIGHTS;
-    cm->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(cm), &pass_fd, sizeof(int));
-  }
-  for (;;) {
-    ssize_t n = sendmsg(fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
-    if (n >= 0)
-      return 0;
-    if (errno == EINTR)
-      continue;
-    if (errno == EAGAIN || errno == EWOULDBLOCK)
-      return SCREE_EAGAIN;
-    return SCREE__ERR(errno);
-  }
+  ssize_t n = scree__send_fd(fd, buf, len, pass_fd, MSG_DONTWAIT);
+  if (n >= 0)
+    return 0;
+  if (n == -EAGAIN || n == -EWOULDBLOCK)
+    return SCREE_EAGAIN;
+  return SCREE__ERR((int)-n);
 }
 
 static void on_conn_io(uv_poll_t *h, int status, int events);
@@ -430,33 +212,33 @@ static void conn_flush(scree__conn *c) {
   }
 }
 
-static void conn_respond(scree__conn *c, scree__reply *r) {
-  scree__store_attach_notices(c->srv->store, c->sess, r);
-  size_t len = scree__v1__response__get_packed_size(&r->resp);
-  uint8_t *buf = malloc(len ? len : 1);
-  if (buf == NULL) {
-    conn_close(c, "out_of_memory", ENOMEM);
-    return;
-  }
-  scree__v1__response__pack(&r->resp, buf);
-  int fd = r->fd;
-  r->fd = -1;
-  conn_send(c, buf, len, fd);
+/* Sends an encoded response (taking what it holds). */
+static void conn_respond(scree__conn *c, scree__out *out) {
+  conn_send(c, out->buf, out->len, out->fd);
+  out->buf = NULL;
+  out->fd = -1;
 }
 
-/* Closes every fd that arrived with a packet: the protocol has no request
- * that carries one, and keeping them would leak. */
-static void close_passed_fds(struct msghdr *mh) {
-  for (struct cmsghdr *cm = CMSG_FIRSTHDR(mh); cm != NULL; cm = CMSG_NXTHDR(mh, cm)) {
-    if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
-      continue;
-    size_t n = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-    for (size_t i = 0; i < n; i++) {
-      int fd;
-      memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
-      close(fd);
-    }
+/* Reads one packet into the server's buffer, which holds the largest
+ * request allowed: MSG_TRUNC makes the kernel report a longer record's real
+ * length (the rest of that record is discarded), so no MSG_PEEK is needed.
+ * Every fd that came with it is closed: the protocol has no request that
+ * carries one, and keeping them would leak. *with_fds tells an empty packet
+ * that carried fds from the end of the stream. Returns the length, or
+ * -errno (-ENOMEM when the buffer cannot be made). */
+static ssize_t read_packet(scree__server *srv, int fd, int *with_fds) {
+  if (srv->rbuf == NULL) {
+    srv->rbuf = malloc(srv->max_packet ? srv->max_packet : 1);
+    if (srv->rbuf == NULL)
+      return -ENOMEM;
+    srv->rcap = srv->max_packet;
   }
+  unsigned closed = 0;
+  int nfds = 0, ctrunc = 0;
+  ssize_t got = scree__recv_fds(fd, srv->rbuf, srv->rcap, MSG_DONTWAIT | MSG_TRUNC, NULL, 0,
+                                &nfds, &closed, &ctrunc);
+  *with_fds = closed > 0 || ctrunc;
+  return got;
 }
 
 /* An empty read means the peer is gone, or it sent an empty packet; the two
@@ -472,83 +254,63 @@ static void conn_refuse(scree__conn *c, const uint8_t *buf, size_t len);
  * the socket is drained or the connection is closing. */
 static int conn_read_one(scree__conn *c) {
   scree__server *srv = c->srv;
-  /* One recvmsg per request: the buffer holds the largest request allowed,
-   * and MSG_TRUNC makes the kernel report a longer record's real length
-   * (the rest of that record is discarded), so no MSG_PEEK is needed. */
-  if (srv->rbuf == NULL) {
-    srv->rbuf = malloc(srv->max_packet ? srv->max_packet : 1);
-    if (srv->rbuf == NULL) {
-      conn_close(c, "out_of_memory", ENOMEM);
-      return 0;
-    }
-    srv->rcap = srv->max_packet;
-  }
-  struct iovec iov = {.iov_base = srv->rbuf, .iov_len = srv->rcap};
-  union {
-    struct cmsghdr align;
-    char buf[CMSG_SPACE(sizeof(int) * PASSED_FDS_MAX)];
-  } ctl;
-  struct msghdr mh;
-  memset(&mh, 0, sizeof(mh));
-  mh.msg_iov = &iov;
-  mh.msg_iovlen = 1;
-  mh.msg_control = ctl.buf;
-  mh.msg_controllen = sizeof(ctl.buf);
-  ssize_t got;
-  do
-    got = recvmsg(c->fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC | MSG_TRUNC);
-  while (got < 0 && errno == EINTR);
-  if (got < 0) {
-    if (errno == EAGAIN || errno == EWOULDBLOCK)
-      return 0;
-    conn_close(c, "recv", errno);
+  int with_fds;
+  ssize_t got = read_packet(srv, c->fd, &with_fds);
+  if (got == -ENOMEM) {
+    conn_close(c, "out_of_memory", ENOMEM);
     return 0;
   }
-  if (got == 0 && mh.msg_controllen == 0 && peer_gone(c->fd)) {
+  if (got < 0) {
+    if (got == -EAGAIN || got == -EWOULDBLOCK)
+      return 0;
+    conn_close(c, "recv", (int)-got);
+    return 0;
+  }
+  if (got == 0 && !with_fds && peer_gone(c->fd)) {
     conn_close(c, "eof", 0);
     return 0;
   }
   size_t len = (size_t)got;
   int oversize = (uint64_t)len > srv->max_packet;
-  close_passed_fds(&mh);
 
-  scree__reply *r = &srv->reply;
   if (c->refused) {
-    conn_refuse(c, oversize ? NULL : iov.iov_base, oversize ? 0 : (size_t)got);
+    conn_refuse(c, oversize ? NULL : srv->rbuf, oversize ? 0 : len);
     return 0;
   }
-  uint64_t t0 = srv->metrics != NULL ? scree__metrics_now() : 0;
+  uint64_t t0 = srv->metrics != NULL ? scree__now_ns() : 0;
+  scree__out out;
+  int rc;
   if (oversize)
-    scree__store_reply_error(srv->store, c->sess, r, 0, SCREE_EMSGSIZE,
-                             "request of %zu bytes exceeds the limit of %" PRIu64 " bytes",
-                             len, srv->max_packet);
+    rc = scree__handler_refuse(srv->handler, c->sess, NULL, 0, SCREE_EMSGSIZE, &out,
+                               "request of %zu bytes exceeds the limit of %" PRIu64 " bytes",
+                               len, srv->max_packet);
   else
-    scree__store_handle_packet(srv->store, c->sess, srv->rbuf, len, r);
-  if (r->deferred) {
+    rc = scree__handler_serve(srv->handler, c->sess, srv->rbuf, len, &out);
+  if (rc != 0) {
+    conn_close(c, "out_of_memory", ENOMEM);
+    return 0;
+  }
+  if (out.deferred) {
     c->waiting = 1;
-    scree__reply_clear(r);
     return 0;
   }
   if (srv->metrics != NULL)
-    scree__metrics_request(srv->metrics, r->op, r->resp.status, scree__metrics_now() - t0);
-  conn_respond(c, r);
-  scree__reply_clear(r);
+    scree__metrics_request(srv->metrics, out.op, out.status, scree__now_ns() - t0);
+  conn_respond(c, &out);
   return !c->closing;
 }
 
 /* Answers a refused peer's first packet with EACCES and closes. Only the
  * request id is read from the packet (for the client to match the answer);
- * nothing of a refused peer's goes through the decoder or the store. The
+ * nothing of a refused peer's is decoded or handled. The
  * socket is fresh, so the answer fits its buffer; were it ever queued, the
  * close would drop it and the peer would see the connection end. */
 static void conn_refuse(scree__conn *c, const uint8_t *buf, size_t len) {
   scree__server *srv = c->srv;
-  scree__reply *r = &srv->reply;
-  uint64_t id = buf != NULL ? scree__authz_request_id(buf, len) : 0;
-  scree__store_reply_error(srv->store, c->sess, r, id, SCREE_EACCES,
-                           "uid %" PRIu32 " is not allowed to use this screed", c->uid);
-  conn_respond(c, r);
-  scree__reply_clear(r);
+  scree__out out;
+  if (scree__handler_refuse(srv->handler, c->sess, buf, len, SCREE_EACCES, &out,
+                            "uid %" PRIu32 " is not allowed to use this screed", c->uid) == 0)
+    conn_respond(c, &out);
   conn_close(c, "refused", 0);
 }
 
@@ -584,7 +346,7 @@ static void conn_open(scree__server *srv, int fd) {
   scree__conn *c = calloc(1, sizeof(*c));
   if (c == NULL)
     goto err_fd;
-  c->sess = scree__session_open(srv->store, (uint32_t)cred.uid, (int32_t)cred.pid);
+  c->sess = scree__handler_open(srv->handler, (uint32_t)cred.uid, (int32_t)cred.pid);
   if (c->sess == NULL)
     goto err_conn;
   if (uv_poll_init(srv->loop, &c->poll, fd) != 0)
@@ -619,7 +381,7 @@ static void conn_open(scree__server *srv, int fd) {
   return;
 
 err_session:
-  scree__session_close(srv->store, c->sess);
+  scree__handler_close(srv->handler, c->sess);
 err_conn:
   free(c);
 err_fd:
@@ -630,21 +392,6 @@ err_fd:
 /* ---- listening --------------------------------------------------------- */
 
 static void on_listen(uv_poll_t *h, int status, int events);
-
-/* Memory that deleted batches left free goes back to the system once it has
- * stayed unused for srv->release_free_ms (host memory; CUDA arenas keep
- * theirs). The default, 10 s, is long enough that a producer replacing its
- * batch every few seconds keeps reusing resident pages instead of faulting
- * in zeroed ones, and short enough that a burst's peak does not stay. */
-#define PURGE_EVERY_MS 1000
-#define RELEASE_FREE_DEFAULT_MS 10000
-
-static void on_purge(uv_timer_t *t) {
-  scree__server *srv = t->data;
-  const uint64_t bytes = scree__store_purge(srv->store, srv->release_free_ms);
-  if (bytes > 0)
-    scree__log(SCREE__LOG_DEBUG, "free_memory_released", "bytes=%" PRIu64, bytes);
-}
 
 static void on_pause_over(uv_timer_t *t) {
   scree__server *srv = t->data;
@@ -693,61 +440,52 @@ static void on_listen(uv_poll_t *h, int status, int events) {
   }
 }
 
-/* An attention job's reply: sent like any other, then reading resumes. */
-static void on_deferred_reply(void *arg, scree__session *sess, scree__reply *r) {
+/* A deferred reply: sent like any other, then reading resumes. */
+static void on_deferred_reply(void *arg, scree__session *sess, scree__out *out) {
+  (void)arg;
   scree__conn *c = scree__session_data(sess);
-  if (c == NULL || c->closing)
+  if (c == NULL || c->closing) {
+    scree__out_clear(out);
     return;
+  }
   c->waiting = 0;
-  conn_respond(c, r);
+  conn_respond(c, out);
   if (!c->closing)
     conn_update_events(c);
 }
 
-/* Watches the listening socket srv->lfd and makes the attention executor:
- * the part of starting a server shared by a socket of our own and one from
- * systemd. On failure nothing of it is left. */
+/* Watches the listening socket srv->lfd: the part of starting a server
+ * shared by a socket of our own and one from systemd. */
 static int server_start(scree__server *srv, char *msg, size_t msg_len) {
   int uvrc = uv_poll_init(srv->loop, &srv->lpoll, srv->lfd);
   if (uvrc != 0)
-    return scree__errf(SCREE_EIO, msg, msg_len, "uv_poll_init: %s", uv_strerror(uvrc));
-  int rc = scree__exec_new(srv->loop, srv->store, NULL, on_deferred_reply, srv, &srv->exec,
-                           msg, msg_len);
-  if (rc != 0) {
-    /* The poll handle was never started; closing it lets the loop run out. */
-    uv_close((uv_handle_t *)&srv->lpoll, NULL);
-    uv_run(srv->loop, UV_RUN_NOWAIT);
-    return rc;
-  }
+    return scree__fail(SCREE_EIO, msg, msg_len, "uv_poll_init: %s", uv_strerror(uvrc));
   srv->lpoll.data = srv;
   uv_timer_init(srv->loop, &srv->pause_timer);
   srv->pause_timer.data = srv;
-  uv_timer_init(srv->loop, &srv->purge_timer);
-  srv->purge_timer.data = srv;
-  uv_timer_start(&srv->purge_timer, on_purge, PURGE_EVERY_MS, PURGE_EVERY_MS);
-  uv_unref((uv_handle_t *)&srv->purge_timer); /* never what keeps the loop alive */
   uv_poll_start(&srv->lpoll, UV_READABLE, on_listen);
+  scree__handler_set_deliver(srv->handler, on_deferred_reply, srv);
   return 0;
 }
 
-/* A server not yet listening: the state both constructors share. */
-static scree__server *server_alloc(uv_loop_t *loop, scree__store *store, const char *path,
-                                   uint64_t max_packet) {
+/* A server not yet listening. */
+static scree__server *server_alloc(const scree__server_config *cfg) {
   scree__server *srv = calloc(1, sizeof(*srv));
   if (srv == NULL)
     return NULL;
-  srv->path = strdup(path);
+  srv->path = strdup(cfg->path);
   if (srv->path == NULL) {
     free(srv);
     return NULL;
   }
-  srv->loop = loop;
-  srv->store = store;
-  srv->max_packet = max_packet;
+  srv->loop = cfg->loop;
+  srv->handler = cfg->handler;
+  srv->max_packet = cfg->max_packet;
+  srv->authz = cfg->authz;
+  srv->metrics = cfg->metrics;
+  srv->max_conns = cfg->max_connections;
   srv->lfd = -1;
-  srv->lockfd = -1;
-  srv->release_free_ms = RELEASE_FREE_DEFAULT_MS;
-  scree__reply_init(&srv->reply);
+  scree__sockpath_init(&srv->sock);
   return srv;
 }
 
@@ -756,21 +494,20 @@ static void server_free_unstarted(scree__server *srv) {
   free(srv);
 }
 
-int scree__server_new(uv_loop_t *loop, scree__store *store, const char *path,
-                      uint64_t max_packet, scree__server **out, char *msg, size_t msg_len) {
-  scree__server *srv = server_alloc(loop, store, path, max_packet);
+int scree__server_new(const scree__server_config *cfg, scree__server **out, char *msg,
+                      size_t msg_len) {
+  scree__server *srv = server_alloc(cfg);
   if (srv == NULL)
-    return scree__errf(SCREE_ENOMEM, msg, msg_len, "out of memory");
-  struct sockaddr_un addr;
-  int rc = socket_addr(path, &addr, msg, msg_len);
-  if (rc != 0)
-    goto err_alloc;
-  rc = lock_path(srv, path, &addr, msg, msg_len);
-  if (rc != 0)
-    goto err_alloc;
-  rc = listen_on(srv, path, &addr, msg, msg_len);
-  if (rc != 0)
-    goto err_lock;
+    return scree__fail(SCREE_ENOMEM, msg, msg_len, "out of memory");
+  int rc;
+  if (cfg->listen_fd > 0) {
+    srv->lfd = cfg->listen_fd;
+    srv->adopted = 1;
+  } else {
+    rc = scree__sockpath_listen(&srv->sock, srv->path, &srv->lfd, msg, msg_len);
+    if (rc != 0)
+      goto err_alloc;
+  }
   rc = server_start(srv, msg, msg_len);
   if (rc != 0)
     goto err_socket;
@@ -778,10 +515,11 @@ int scree__server_new(uv_loop_t *loop, scree__store *store, const char *path,
   return 0;
 
 err_socket:
-  unlink_if_ours(srv);
-  close(srv->lfd);
-err_lock:
-  unlock_path(srv);
+  if (!srv->adopted) {
+    scree__sockpath_unlink_if_ours(&srv->sock);
+    close(srv->lfd);
+    scree__sockpath_unlock(&srv->sock);
+  }
 err_alloc:
   server_free_unstarted(srv);
   return rc;
@@ -801,25 +539,12 @@ void scree__server_shutdown(scree__server *srv) {
   refusals_close_all(srv);
   while (srv->conns != NULL)
     conn_close(srv->conns, "shutdown", 0);
-  /* After the connections: their jobs are detached by now, queued ones are
-   * dropped, running ones finish and keep the loop alive until then. */
-  scree__exec_shutdown(srv->exec);
-}
-
-void scree__server_set_release_free(scree__server *srv, uint64_t ms) {
-  srv->release_free_ms = ms;
-}
-
-void scree__server_set_authz(scree__server *srv, const scree__authz *authz) {
-  srv->authz = authz;
 }
 
 void scree__server_free(scree__server *srv) {
   if (srv == NULL)
     return;
-  scree__exec_free(srv->exec);
-  scree__reply_clear(&srv->reply);
-  unlock_path(srv);
+  scree__sockpath_unlock(&srv->sock);
   free(srv->rbuf);
   free(srv->path);
   free(srv);
@@ -871,56 +596,29 @@ static void on_refusal_io(uv_poll_t *h, int status, int events) {
     refusal_close(f);
     return;
   }
-  /* The same single recvmsg as conn_read_one, into the same buffer. */
-  if (srv->rbuf == NULL) {
-    srv->rbuf = malloc(srv->max_packet ? srv->max_packet : 1);
-    if (srv->rbuf == NULL) {
-      refusal_close(f);
-      return;
-    }
-    srv->rcap = srv->max_packet;
-  }
-  union {
-    struct cmsghdr align;
-    char buf[CMSG_SPACE(sizeof(int) * PASSED_FDS_MAX)];
-  } ctl;
-  struct iovec iov = {.iov_base = srv->rbuf, .iov_len = srv->rcap};
-  struct msghdr mh;
-  memset(&mh, 0, sizeof(mh));
-  mh.msg_iov = &iov;
-  mh.msg_iovlen = 1;
-  mh.msg_control = ctl.buf;
-  mh.msg_controllen = sizeof(ctl.buf);
-  ssize_t got;
-  do
-    got = recvmsg(f->fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC | MSG_TRUNC);
-  while (got < 0 && errno == EINTR);
-  if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+  /* The same single read as conn_read_one, into the same buffer. */
+  int with_fds;
+  ssize_t got = read_packet(srv, f->fd, &with_fds);
+  if (got == -EAGAIN || got == -EWOULDBLOCK)
     return;
-  if (got < 0 || (got == 0 && mh.msg_controllen == 0 && peer_gone(f->fd))) {
+  if (got < 0 || (got == 0 && !with_fds && peer_gone(f->fd))) {
     refusal_close(f);
     return;
   }
-  close_passed_fds(&mh);
   /* Only the id is read, as for a peer refused by the allow lists: a
    * refused connection costs no decoding. */
-  uint64_t id = (uint64_t)got <= srv->max_packet
-                    ? scree__authz_request_id(srv->rbuf, (size_t)got)
-                    : 0;
   char text[160];
   snprintf(text, sizeof(text),
            "screed is at its connection limit (%" PRIu32 " connections); try again later",
            srv->max_conns);
-  Scree__V1__Response resp = SCREE__V1__RESPONSE__INIT;
-  resp.id = id;
-  resp.status = SCREE_EAGAIN;
-  resp.message = text;
-  uint8_t buf[256];
-  if (scree__v1__response__get_packed_size(&resp) <= sizeof(buf)) {
-    size_t len = scree__v1__response__pack(&resp, buf);
+  scree__out out;
+  int over = (uint64_t)got > srv->max_packet;
+  if (scree__handler_refuse_bare(over ? NULL : srv->rbuf, over ? 0 : (size_t)got, SCREE_EAGAIN,
+                                 text, &out) == 0) {
     /* Best effort: the socket is new and empty, so this does not block,
      * and a client that is gone has nothing to read anyway. */
-    (void)send_packet(f->fd, buf, len, -1);
+    (void)send_packet(f->fd, out.buf, out.len, -1);
+    scree__out_clear(&out);
   }
   refusal_close(f);
 }
@@ -960,17 +658,9 @@ static void refuse_conn(scree__server *srv, int fd) {
   uv_poll_start(&f->poll, UV_READABLE | UV_DISCONNECT, on_refusal_io);
 }
 
-void scree__server_set_ops(scree__server *srv, scree__metrics *metrics,
-                           uint32_t max_connections) {
-  srv->metrics = metrics;
-  srv->max_conns = max_connections;
-}
-
-void scree__server_set_drain(scree__server *srv, scree__drain *drain) {
-  scree__exec_set_ops(srv->exec, drain, srv->metrics);
-}
-
 uint32_t scree__server_connections(const scree__server *srv) { return srv->nconns; }
+
+int scree__server_activated(const scree__server *srv) { return srv->adopted; }
 
 void scree__server_stop_listening(scree__server *srv) {
   if (srv->listener_closed)
@@ -979,28 +669,10 @@ void scree__server_stop_listening(scree__server *srv) {
   /* The name goes first, so that no new client finds a socket that will
    * not answer. A socket from systemd stays: systemd owns it, and clients
    * that connect meanwhile wait in its backlog for the next screed. */
-  unlink_if_ours(srv);
+  scree__sockpath_unlink_if_ours(&srv->sock);
   /* The path is no longer ours: a successor may start on it while this
    * screed drains. */
-  unlock_path(srv);
+  scree__sockpath_unlock(&srv->sock);
   uv_close((uv_handle_t *)&srv->lpoll, on_listener_closed);
   uv_close((uv_handle_t *)&srv->pause_timer, NULL);
-  uv_close((uv_handle_t *)&srv->purge_timer, NULL);
-}
-
-int scree__server_new_fd(uv_loop_t *loop, scree__store *store, int fd, const char *path,
-                         uint64_t max_packet, scree__server **out, char *msg,
-                         size_t msg_len) {
-  scree__server *srv = server_alloc(loop, store, path, max_packet);
-  if (srv == NULL)
-    return scree__errf(SCREE_ENOMEM, msg, msg_len, "out of memory");
-  srv->lfd = fd;
-  srv->adopted = 1;
-  int rc = server_start(srv, msg, msg_len);
-  if (rc != 0) {
-    server_free_unstarted(srv);
-    return rc;
-  }
-  *out = srv;
-  return 0;
 }

@@ -1,14 +1,11 @@
 #include "store.h"
 
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
-#include "exec.h"
 #include "log.h"
 #include "quota.h"
 #include "scree/error.h"
@@ -16,8 +13,8 @@
 typedef struct scree__lease scree__lease;
 
 typedef enum batch_state {
-  BATCH_CREATED = SCREE__V1__BATCH_STATE__BATCH_STATE_CREATED,
-  BATCH_SEALED = SCREE__V1__BATCH_STATE__BATCH_STATE_SEALED,
+  BATCH_CREATED = 1,
+  BATCH_SEALED = 2,
 } batch_state;
 
 typedef struct scree__batch {
@@ -77,7 +74,8 @@ struct scree__session {
   size_t capknown;
   scree__session *prev;
   scree__session *next;
-  /* The attention job whose reply this session waits for (exec.c). */
+  /* The attention job whose reply this session waits for (exec.c keeps
+   * it; the store never looks inside). */
   void *job;
   void *data; /* the server's connection */
   /* Arenas freed since the session's last response, for
@@ -91,7 +89,6 @@ struct scree__store {
   scree__mem *mem;
   scree__pool pool;
   scree__store_config cfg;
-  char version[64];
   /* Batches by name, sorted by strcmp: O(log n) lookup and ordered paging
    * for List; insertion moves pointers, which is cheap at store sizes. */
   scree__batch **names;
@@ -108,117 +105,22 @@ struct scree__store {
   uint64_t bytes_used;
   uint32_t pending_deletes;
   uint64_t requests;
-  struct {
-    int code;
-    uint64_t count;
-  } errors[32];
+  scree__error_count errors[SCREE__STORE_ERROR_SLOTS];
   size_t nerrors;
   uint64_t start_ns;
-  scree__exec *exec;
-  scree__attention_counts attn;
   scree__usage usage; /* bytes per owner uid, for --quota-per-uid */
 };
-
-static uint64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-/* ---- replies ---------------------------------------------------------- */
-
-void scree__reply_init(scree__reply *r) {
-  memset(r, 0, sizeof(*r));
-  scree__v1__response__init(&r->resp);
-  r->fd = -1;
-}
-
-void scree__reply_clear(scree__reply *r) {
-  if (r->fd >= 0)
-    close(r->fd);
-  free(r->list_infos);
-  free(r->list_ptrs);
-  free(r->list_descs);
-  free(r->list_inner);
-  free(r->freed);
-  scree__reply_init(r);
-}
-
-static const char *op_name(Scree__V1__Request__BodyCase c) {
-  switch (c) {
-  case SCREE__V1__REQUEST__BODY_HELLO: return "hello";
-  case SCREE__V1__REQUEST__BODY_CREATE: return "create";
-  case SCREE__V1__REQUEST__BODY_SEAL: return "seal";
-  case SCREE__V1__REQUEST__BODY_GET: return "get";
-  case SCREE__V1__REQUEST__BODY_RELEASE: return "release";
-  case SCREE__V1__REQUEST__BODY_DELETE: return "delete";
-  case SCREE__V1__REQUEST__BODY_LIST: return "list";
-  case SCREE__V1__REQUEST__BODY_STAT: return "stat";
-  case SCREE__V1__REQUEST__BODY_STATS: return "stats";
-  case SCREE__V1__REQUEST__BODY_ATTENTION: return "attention";
-  default: return "unknown";
-  }
-}
-
-static void count_error(scree__store *s, int code) {
-  for (size_t i = 0; i < s->nerrors; i++) {
-    if (s->errors[i].code == code) {
-      s->errors[i].count++;
-      return;
-    }
-  }
-  /* Codes come from SCREE_ERRNO_MAP, which has fewer entries than the
-   * table; an unexpected code beyond that lands on the last slot. */
-  size_t cap = sizeof(s->errors) / sizeof(s->errors[0]);
-  if (s->nerrors < cap) {
-    s->errors[s->nerrors].code = code;
-    s->errors[s->nerrors].count = 1;
-    s->nerrors++;
-  } else {
-    s->errors[cap - 1].count++;
-  }
-}
-
-/* Turns r into an error response; the message is already in r->msg. */
-static void fail_reply(scree__store *s, scree__session *sess, scree__reply *r,
-                       const char *op, int code) {
-  if (r->fd >= 0) {
-    close(r->fd);
-    r->fd = -1;
-  }
-  r->resp.status = code;
-  r->resp.message = r->msg;
-  r->resp.body_case = SCREE__V1__RESPONSE__BODY__NOT_SET;
-  count_error(s, code);
-  scree__log(SCREE__LOG_INFO, "request_error", "conn=%" PRIu64 " op=%s code=%s msg=%s",
-             sess ? sess->id : 0, op, scree_err_name(code), scree__q(r->msg));
-}
-
-static void vreply_error(scree__store *s, scree__session *sess, scree__reply *r,
-                         uint64_t id, const char *op, int code, const char *fmt,
-                         va_list ap) {
-  vsnprintf(r->msg, sizeof(r->msg), fmt, ap);
-  r->resp.id = id;
-  fail_reply(s, sess, r, op, code);
-}
-
-void scree__store_reply_error(scree__store *s, scree__session *sess, scree__reply *r,
-                              uint64_t id, int code, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  s->requests++;
-  vreply_error(s, sess, r, id, "packet", code, fmt, ap);
-  va_end(ap);
-}
 
 /* ---- names ------------------------------------------------------------- */
 
 int scree__name_check(const char *name, char *msg, size_t msg_len) {
+  if (name == NULL)
+    return scree__fail(SCREE_EINVAL, msg, msg_len, "batch name is missing");
   size_t len = strlen(name);
   if (len == 0)
-    return scree__errf(SCREE_EINVAL, msg, msg_len, "batch name is empty");
+    return scree__fail(SCREE_EINVAL, msg, msg_len, "batch name is empty");
   if (len > SCREE__MAX_NAME_LEN)
-    return scree__errf(SCREE_ENAMETOOLONG, msg, msg_len,
+    return scree__fail(SCREE_ENAMETOOLONG, msg, msg_len,
                        "batch name is %zu bytes; the limit is %d", len,
                        SCREE__MAX_NAME_LEN);
   const unsigned char *p = (const unsigned char *)name;
@@ -239,25 +141,25 @@ int scree__name_check(const char *name, char *msg, size_t msg_len) {
       cp = c & 0x07;
       n = 4;
     } else {
-      return scree__errf(SCREE_EINVAL, msg, msg_len,
+      return scree__fail(SCREE_EINVAL, msg, msg_len,
                          "batch name is not valid UTF-8 at byte %zu", i);
     }
     if (i + n > len)
-      return scree__errf(SCREE_EINVAL, msg, msg_len,
+      return scree__fail(SCREE_EINVAL, msg, msg_len,
                          "batch name is not valid UTF-8 at byte %zu", i);
     for (size_t k = 1; k < n; k++) {
       if ((p[i + k] & 0xc0) != 0x80)
-        return scree__errf(SCREE_EINVAL, msg, msg_len,
+        return scree__fail(SCREE_EINVAL, msg, msg_len,
                            "batch name is not valid UTF-8 at byte %zu", i);
       cp = (cp << 6) | (p[i + k] & 0x3f);
     }
     /* Overlong forms, surrogates and code points past U+10FFFF. */
     if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
         (cp >= 0xd800 && cp <= 0xdfff))
-      return scree__errf(SCREE_EINVAL, msg, msg_len,
+      return scree__fail(SCREE_EINVAL, msg, msg_len,
                          "batch name is not valid UTF-8 at byte %zu", i);
     if (cp < 0x20 || cp == 0x7f || (cp >= 0x80 && cp <= 0x9f))
-      return scree__errf(SCREE_EINVAL, msg, msg_len,
+      return scree__fail(SCREE_EINVAL, msg, msg_len,
                          "batch name has a control character (U+%04" PRIX32
                          ") at byte %zu",
                          cp, i);
@@ -432,10 +334,10 @@ static void arena_freed(void *arg, uint64_t id);
 int scree__store_new(scree__mem *mem, const scree__store_config *cfg, scree__store **out,
                      char *msg, size_t msg_len) {
   if (cfg->memory_limit == 0)
-    return scree__errf(SCREE_EINVAL, msg, msg_len, "memory limit must not be 0");
+    return scree__fail(SCREE_EINVAL, msg, msg_len, "memory limit must not be 0");
   scree__store *s = calloc(1, sizeof(*s));
   if (s == NULL)
-    return scree__errf(SCREE_ENOMEM, msg, msg_len, "out of host memory");
+    return scree__fail(SCREE_ENOMEM, msg, msg_len, "out of host memory");
   int rc = scree__pool_init(&s->pool, mem, cfg->arena_size, msg, msg_len);
   if (rc != 0) {
     free(s);
@@ -443,11 +345,9 @@ int scree__store_new(scree__mem *mem, const scree__store_config *cfg, scree__sto
   }
   s->mem = mem;
   s->cfg = *cfg;
-  snprintf(s->version, sizeof(s->version), "%s", cfg->version ? cfg->version : "");
-  s->cfg.version = s->version;
   s->next_lease_id = 1;
   s->next_session_id = 1;
-  s->start_ns = now_ns();
+  s->start_ns = scree__now_ns();
   s->pool.on_arena_freed = arena_freed;
   s->pool.on_arena_freed_arg = s;
   *out = s;
@@ -481,6 +381,9 @@ void scree__store_counts_get(const scree__store *s, scree__store_counts *out) {
   out->leases = (uint32_t)s->lcount;
   out->sessions = s->nsessions;
   out->requests = s->requests;
+  out->memory_limit = s->cfg.memory_limit;
+  out->arena_size = s->pool.arena_size;
+  out->start_ns = s->start_ns;
 }
 
 uint64_t scree__store_uid_bytes(const scree__store *s, uint32_t uid) {
@@ -505,9 +408,6 @@ scree__session *scree__session_open(scree__store *s, uint32_t uid, int32_t pid) 
 uint64_t scree__session_id(const scree__session *sess) { return sess->id; }
 
 void scree__session_close(scree__store *s, scree__session *sess) {
-  /* A running job finishes on its own; it must not reply to this session. */
-  if (sess->job != NULL)
-    scree__exec_detach(sess->job);
   uint32_t nleases = sess->nleases;
   uint32_t reclaimed = 0;
   while (sess->leases != NULL)
@@ -535,11 +435,58 @@ void scree__session_close(scree__store *s, scree__session *sess) {
   free(sess);
 }
 
-/* ---- request handling -------------------------------------------------- */
+/* ---- sessions ---------------------------------------------------------- */
 
-/* Every handler returns 0 with the reply body filled, or an error code with
- * the message in r->msg. */
-#define FAIL(code, ...) (snprintf(r->msg, sizeof(r->msg), __VA_ARGS__), (code))
+int scree__session_hello_done(const scree__session *sess) { return sess->hello_done; }
+
+void scree__session_set_hello_done(scree__session *sess) { sess->hello_done = 1; }
+
+void scree__session_set_job(scree__session *sess, void *job) { sess->job = job; }
+
+void *scree__session_job(const scree__session *sess) { return sess->job; }
+
+void scree__session_set_data(scree__session *sess, void *data) { sess->data = data; }
+
+void *scree__session_data(const scree__session *sess) { return sess->data; }
+
+size_t scree__session_take_freed(scree__session *sess, uint64_t **ids) {
+  size_t n = sess->nfreed;
+  /* The caller takes the session's array; the session starts a new one. */
+  *ids = n > 0 ? sess->freed : NULL;
+  if (n > 0) {
+    sess->freed = NULL;
+    sess->nfreed = 0;
+    sess->capfreed = 0;
+  }
+  return n;
+}
+
+/* ---- accounting -------------------------------------------------------- */
+
+void scree__store_count_request(scree__store *s) { s->requests++; }
+
+void scree__store_count_error(scree__store *s, int code) {
+  for (size_t i = 0; i < s->nerrors; i++) {
+    if (s->errors[i].code == code) {
+      s->errors[i].count++;
+      return;
+    }
+  }
+  if (s->nerrors < SCREE__STORE_ERROR_SLOTS) {
+    s->errors[s->nerrors].code = code;
+    s->errors[s->nerrors].count = 1;
+    s->nerrors++;
+  } else {
+    s->errors[SCREE__STORE_ERROR_SLOTS - 1].count++;
+  }
+}
+
+size_t scree__store_errors(const scree__store *s, scree__error_count *out) {
+  memcpy(out, s->errors, s->nerrors * sizeof(*out));
+  return s->nerrors;
+}
+
+/* ---- locations --------------------------------------------------------- */
 
 static int known_find(const scree__session *sess, uint64_t id, size_t *pos) {
   size_t lo = 0, hi = sess->nknown;
@@ -554,16 +501,60 @@ static int known_find(const scree__session *sess, uint64_t id, size_t *pos) {
   return lo < sess->nknown && sess->known[lo].id == id;
 }
 
-/* Fills r->loc for b and attaches the arena's handle when the session has
- * no handle for it yet, or only a read-only one and writable asks for more
+/* Makes sure sess's known list has room for one more arena. */
+static int known_reserve(scree__session *sess) {
+  if (sess->nknown < sess->capknown)
+    return 0;
+  size_t cap = sess->capknown ? sess->capknown * 2 : 8;
+  scree__known_arena *k = realloc(sess->known, cap * sizeof(*k));
+  if (k == NULL)
+    return SCREE_ENOMEM;
+  sess->known = k;
+  sess->capknown = cap;
+  return 0;
+}
+
+/* Puts a handle of arena b into loc: legacy IPC bytes, or an fd that is
+ * checked before it may leave the daemon (authz.h). */
+static int share_arena(scree__store *s, const scree__batch *b, int ro, scree__location *loc,
+                       char *msg, size_t msg_len) {
+  if (s->mem->info.ipc_mode == SCREE__IPC_LEGACY) {
+    loc->ipc_handle = b->arena->mem.ipc_handle;
+    loc->ipc_handle_len = b->arena->mem.ipc_handle_len;
+    return 0;
+  }
+  char m[512];
+  int rc = ro ? s->mem->ops->share_fd_ro(s->mem, &b->arena->mem, &loc->fd, m, sizeof(m))
+              : s->mem->ops->share_fd(s->mem, &b->arena->mem, &loc->fd, m, sizeof(m));
+  if (rc != 0) {
+    loc->fd = -1;
+    return scree__fail(rc, msg, msg_len, "cannot share arena %" PRIu64 ": %s", b->arena->id, m);
+  }
+  rc = scree__authz_check_arena_fd(loc->fd, s->mem->info.ipc_mode, b->arena->mem.size, m,
+                                   sizeof(m));
+  if (rc == 0)
+    rc = scree__authz_check_arena_fd_access(loc->fd, s->mem->info.ipc_mode, !ro, m, sizeof(m));
+  if (rc != 0) {
+    scree__log(SCREE__LOG_ERROR, "arena_fd_check_failed", "arena=%" PRIu64 " msg=%s",
+               b->arena->id, scree__q(m));
+    close(loc->fd);
+    loc->fd = -1;
+    return scree__fail(rc, msg, msg_len, "cannot share arena %" PRIu64 ": %s", b->arena->id, m);
+  }
+  return 0;
+}
+
+/* Fills loc for b and attaches the arena's handle when the session has no
+ * handle for it yet, or only a read-only one and writable asks for more
  * (Create). Readers (Get) get a read-only handle where the backend can make
  * one. *attach is 0, or the KNOWN_* kind that was attached. The session
- * learns the arena only once the reply is certain to succeed: the caller
- * calls known_commit after its last check. */
+ * learns the arena only once the operation is certain to succeed: the
+ * caller calls known_commit after its last check, or location_undo. */
 static int fill_location(scree__store *s, scree__session *sess, const scree__batch *b,
-                         scree__reply *r, int writable, int *attach) {
-  Scree__V1__Location *loc = &r->loc;
-  scree__v1__location__init(loc);
+                         scree__location *loc, int writable, int *attach, char *msg,
+                         size_t msg_len) {
+  memset(loc, 0, sizeof(*loc));
+  loc->fd = -1;
   loc->arena_id = b->arena->id;
   loc->arena_size = b->arena->mem.size;
   loc->values_offset = b->offset;
@@ -577,43 +568,28 @@ static int fill_location(scree__store *s, scree__session *sess, const scree__bat
       return 0;
     /* A read-only handle is held: the writable one follows, and the entry
      * exists already, so no room is needed. */
-  } else if (sess->nknown == sess->capknown) {
-    size_t cap = sess->capknown ? sess->capknown * 2 : 8;
-    scree__known_arena *k = realloc(sess->known, cap * sizeof(*k));
-    if (k == NULL)
-      return FAIL(SCREE_ENOMEM, "out of host memory");
-    sess->known = k;
-    sess->capknown = cap;
+  } else if (known_reserve(sess) != 0) {
+    return scree__fail(SCREE_ENOMEM, msg, msg_len, "out of host memory");
   }
   /* Legacy IPC handle bytes open read-write (cudaIpcOpenMemHandle), as
    * does a handle from a backend without share_fd_ro. */
   int ro = !writable && s->mem->info.ipc_mode != SCREE__IPC_LEGACY &&
            s->mem->ops->share_fd_ro != NULL;
-  if (s->mem->info.ipc_mode == SCREE__IPC_LEGACY) {
-    loc->ipc_handle.data = (uint8_t *)b->arena->mem.ipc_handle;
-    loc->ipc_handle.len = b->arena->mem.ipc_handle_len;
-  } else {
-    char m[512];
-    int rc = ro ? s->mem->ops->share_fd_ro(s->mem, &b->arena->mem, &r->fd, m, sizeof(m))
-                : s->mem->ops->share_fd(s->mem, &b->arena->mem, &r->fd, m, sizeof(m));
-    if (rc != 0)
-      return FAIL(rc, "cannot share arena %" PRIu64 ": %s", b->arena->id, m);
-    /* What leaves the daemon is checked, not trusted: see authz.h. */
-    rc = scree__authz_check_arena_fd(r->fd, s->mem->info.ipc_mode, b->arena->mem.size, m,
-                                     sizeof(m));
-    if (rc == 0)
-      rc = scree__authz_check_arena_fd_access(r->fd, s->mem->info.ipc_mode, !ro, m,
-                                              sizeof(m));
-    if (rc != 0) {
-      scree__log(SCREE__LOG_ERROR, "arena_fd_check_failed",
-                 "arena=%" PRIu64 " msg=%s", b->arena->id, scree__q(m));
-      return FAIL(rc, "cannot share arena %" PRIu64 ": %s", b->arena->id, m);
-    }
-  }
+  int rc = share_arena(s, b, ro, loc, msg, msg_len);
+  if (rc != 0)
+    return rc;
   loc->handle_attached = 1;
   loc->writable = !ro;
   *attach = ro ? KNOWN_RO : KNOWN_RW;
   return 0;
+}
+
+/* Closes a handle fill_location attached, for an operation that failed
+ * after it. */
+static void location_undo(scree__location *loc) {
+  if (loc->fd >= 0)
+    close(loc->fd);
+  loc->fd = -1;
 }
 
 /* Records that sess now holds a handle of the given kind for arena id. */
@@ -632,79 +608,10 @@ static void known_commit(scree__session *sess, uint64_t id, int kind) {
   sess->nknown++;
 }
 
-static void fill_desc(Scree__V1__ArrayDesc *d, int64_t *inner, const scree__batch *b) {
-  scree__v1__array_desc__init(d);
-  d->dtype = (uint32_t)b->desc.dtype;
-  d->n_inner = (size_t)b->desc.ndim_inner;
-  memcpy(inner, b->desc.inner, sizeof(int64_t) * (size_t)b->desc.ndim_inner);
-  d->inner = inner;
-  d->batch_size = b->desc.batch_size;
-  d->total_rows = b->desc.total_rows;
-  d->max_length = b->desc.max_length;
-  d->offsets_dtype = (uint32_t)b->desc.offsets_dtype;
-}
+/* ---- operations -------------------------------------------------------- */
 
-static void fill_info(Scree__V1__BatchInfo *info, Scree__V1__ArrayDesc *d, int64_t *inner,
-                      const scree__batch *b, uint64_t now) {
-  scree__v1__batch_info__init(info);
-  fill_desc(d, inner, b);
-  info->name = b->name;
-  info->desc = d;
-  info->state = (Scree__V1__BatchState)b->state;
-  info->values_bytes = b->values_bytes;
-  info->offsets_bytes = b->offsets_bytes;
-  info->leases = b->leases;
-  info->owner_uid = b->owner_uid;
-  info->owner_pid = b->owner_pid;
-  info->age_ns = now - b->created_ns;
-  info->arena_id = b->arena->id;
-  info->delete_pending = b->deleted != 0;
-}
-
-static int check_name(scree__reply *r, const char *name) {
-  if (name == NULL)
-    return FAIL(SCREE_EINVAL, "batch name is missing");
-  return scree__name_check(name, r->msg, sizeof(r->msg));
-}
-
-static int do_hello(scree__store *s, scree__session *sess, const Scree__V1__Hello *h,
-                    scree__reply *r) {
-  if (h->protocol_version != SCREE__PROTOCOL_VERSION)
-    return FAIL(SCREE_EPROTO,
-                "protocol version %" PRIu32 " is not supported; screed speaks version %d",
-                h->protocol_version, SCREE__PROTOCOL_VERSION);
-  if (!sess->hello_done)
-    scree__log(SCREE__LOG_DEBUG, "hello", "conn=%" PRIu64 " client=%s", sess->id,
-               scree__q(h->client_name));
-  sess->hello_done = 1;
-  const scree__mem_info *mi = &s->mem->info;
-  Scree__V1__HelloReply *hr = &r->body.hello;
-  scree__v1__hello_reply__init(hr);
-  hr->protocol_version = SCREE__PROTOCOL_VERSION;
-  hr->backend = (Scree__V1__Backend)mi->backend;
-  hr->device_index = mi->device_index;
-  hr->device_name = (char *)mi->device_name;
-  if (mi->has_uuid) {
-    hr->device_uuid.data = (uint8_t *)mi->device_uuid;
-    hr->device_uuid.len = sizeof(mi->device_uuid);
-  }
-  hr->ipc_mode = (Scree__V1__IpcMode)mi->ipc_mode;
-  hr->granularity = mi->granularity;
-  hr->memory_limit = s->cfg.memory_limit;
-  hr->max_packet = s->cfg.max_packet;
-  hr->arena_size = s->pool.arena_size;
-  hr->max_name_len = SCREE__MAX_NAME_LEN;
-  hr->version = s->version;
-  r->resp.body_case = SCREE__V1__RESPONSE__BODY_HELLO;
-  r->resp.hello = hr;
-  return 0;
-}
-
-/* Per-uid quota: the block counts against the creating peer's uid, who owns
- * the batch. Checked after the memory limit, so that a peer over both hears
- * about the daemon-wide limit first, as before quotas existed. */
 /* A new batch of a block for desc (already checked: vbytes and obytes are
- * its values' and offsets' sizes), for do_create and for an attention
+ * its values' and offsets' sizes), for Create and for an attention
  * output: sizes the block (values at its start, offsets at the next
  * 256-byte boundary), checks the memory limit and sess's uid quota, and
  * takes the block from the arenas of pool `key`. The batch is CREATED and
@@ -723,31 +630,33 @@ static int batch_new(scree__store *s, const scree__session *sess, const char *ki
   uint64_t free_bytes = limit > s->bytes_used ? limit - s->bytes_used : 0;
   if (vpart == UINT64_MAX || opart == UINT64_MAX ||
       __builtin_add_overflow(vpart, opart, &block) || block > free_bytes)
-    return scree__errf(SCREE_ENOSPC, msg, msg_len,
+    return scree__fail(SCREE_ENOSPC, msg, msg_len,
                        "%s '%s' needs %" PRIu64 " bytes, %" PRIu64 " free of %" PRIu64, kind,
                        name, (vpart == UINT64_MAX || opart == UINT64_MAX) ? UINT64_MAX
                                                                          : vpart + opart,
                        free_bytes, limit);
+  /* The per-uid quota is checked after the memory limit, so that a peer
+   * over both hears about the daemon-wide limit first. */
   uint64_t q = s->cfg.quota_per_uid;
   uint64_t used = scree__usage_get(&s->usage, sess->uid);
   if (q != 0 && (used > q || block > q - used))
-    return scree__errf(SCREE_ENOSPC, msg, msg_len,
+    return scree__fail(SCREE_ENOSPC, msg, msg_len,
                        "uid %" PRIu32 " quota: needs %" PRIu64 " bytes, %" PRIu64
                        " used of %" PRIu64 " (%s '%s')",
                        sess->uid, block, used, q, kind, name);
   if (scree__usage_reserve(&s->usage) != 0)
-    return scree__errf(SCREE_ENOMEM, msg, msg_len, "out of host memory");
+    return scree__fail(SCREE_ENOMEM, msg, msg_len, "out of host memory");
   scree__batch *b = calloc(1, sizeof(*b));
   if (b == NULL || (b->name = strdup(name)) == NULL) {
     free(b);
-    return scree__errf(SCREE_ENOMEM, msg, msg_len, "out of host memory");
+    return scree__fail(SCREE_ENOMEM, msg, msg_len, "out of host memory");
   }
   char m[512];
   int rc = scree__pool_alloc_keyed(&s->pool, key, block, &b->arena, &b->offset, m, sizeof(m));
   if (rc != 0) {
     free(b->name);
     free(b);
-    return scree__errf(rc, msg, msg_len, "%s '%s' (%" PRIu64 " bytes): %s", kind, name, block,
+    return scree__fail(rc, msg, msg_len, "%s '%s' (%" PRIu64 " bytes): %s", kind, name, block,
                        m);
   }
   b->desc = *desc;
@@ -762,7 +671,7 @@ static int batch_new(scree__store *s, const scree__session *sess, const char *ki
   b->owner_uid = sess->uid;
   b->owner_pid = sess->pid;
   b->creator = sess->id;
-  b->created_ns = now_ns();
+  b->created_ns = scree__now_ns();
   *out = b;
   return 0;
 }
@@ -771,85 +680,66 @@ static int batch_new(scree__store *s, const scree__session *sess, const char *ki
  * the daemon or the request asks for the shared pool. A client that imports
  * an arena can read every block in it, so keying by owner is what keeps one
  * uid's readers out of another uid's batches. */
-static uint64_t pool_key(const scree__store *s, const scree__session *sess,
-                         const Scree__V1__Create *c) {
-  if (s->cfg.shared_arenas || c->shared)
+static uint64_t pool_key(const scree__store *s, const scree__session *sess, int shared) {
+  if (s->cfg.shared_arenas || shared)
     return SCREE__POOL_SHARED;
   return sess->uid;
 }
 
-static int do_create(scree__store *s, scree__session *sess, const Scree__V1__Create *c,
-                     scree__reply *r) {
-  int rc = check_name(r, c->name);
-  if (rc != 0)
-    return rc;
-  const Scree__V1__ArrayDesc *d = c->desc;
-  if (d == NULL)
-    return FAIL(SCREE_EINVAL, "create of '%s' has no array descriptor", c->name);
-  if (d->n_inner > SCREE_MAX_INNER_DIMS)
-    return FAIL(SCREE_EINVAL, "%zu inner dims; at most %d are supported", d->n_inner,
-                SCREE_MAX_INNER_DIMS);
-  scree_array a;
-  memset(&a, 0, sizeof(a));
-  /* Out-of-range enum values stay invalid after the cast, and
-   * scree_array_check_desc rejects them with a message. */
-  a.dtype = d->dtype > (uint32_t)SCREE_DTYPE_COUNT_ ? SCREE_DTYPE_INVALID
-                                                   : (scree_dtype)d->dtype;
-  a.offsets_dtype = d->offsets_dtype > (uint32_t)SCREE_DTYPE_COUNT_
-                        ? SCREE_DTYPE_INVALID
-                        : (scree_dtype)d->offsets_dtype;
-  a.ndim_inner = (int32_t)d->n_inner;
-  for (size_t i = 0; i < d->n_inner; i++)
-    a.inner[i] = d->inner[i];
-  a.batch_size = d->batch_size;
-  a.total_rows = d->total_rows;
-  uint64_t vbytes, obytes;
-  rc = scree_array_check_desc(&a, &vbytes, &obytes, r->msg, sizeof(r->msg));
-  if (rc != 0)
-    return rc;
+/* Counts b's block as used by its owner. */
+static void batch_account(scree__store *s, const scree__batch *b) {
+  s->bytes_used += b->block_bytes;
+  scree__usage_add(&s->usage, b->owner_uid, b->block_bytes);
+}
 
-  scree__batch *old = names_find(s, c->name);
+int scree__store_create(scree__store *s, scree__session *sess, const char *name,
+                        const scree_array *desc, int shared, scree__location *loc, char *msg,
+                        size_t msg_len) {
+  loc->fd = -1;
+  int rc = scree__name_check(name, msg, msg_len);
+  if (rc != 0)
+    return rc;
+  scree_array a = *desc;
+  a.values = a.offsets = NULL;
+  uint64_t vbytes, obytes;
+  rc = scree_array_check_desc(&a, &vbytes, &obytes, msg, msg_len);
+  if (rc != 0)
+    return rc;
+  scree__batch *old = names_find(s, name);
   if (old != NULL)
-    return FAIL(SCREE_EEXIST, "batch '%s' already exists (%s)", c->name,
-                old->state == BATCH_SEALED ? "sealed" : "being written");
+    return scree__fail(SCREE_EEXIST, msg, msg_len, "batch '%s' already exists (%s)", name,
+                       old->state == BATCH_SEALED ? "sealed" : "being written");
 
   scree__batch *b;
-  rc = batch_new(s, sess, "batch", c->name, &a, vbytes, obytes, pool_key(s, sess, c), &b,
-                 r->msg, sizeof(r->msg));
+  rc = batch_new(s, sess, "batch", name, &a, vbytes, obytes, pool_key(s, sess, shared), &b,
+                 msg, msg_len);
   if (rc != 0)
     return rc;
-  const uint64_t block = b->block_bytes;
   int attach;
-  rc = fill_location(s, sess, b, r, 1, &attach);
+  rc = fill_location(s, sess, b, loc, 1, &attach, msg, msg_len);
   if (rc != 0)
     goto err_block;
-  rc = names_insert(s, b);
-  if (rc != 0) {
-    rc = FAIL(rc, "out of host memory");
-    goto err_block;
+  if (names_insert(s, b) != 0) {
+    rc = scree__fail(SCREE_ENOMEM, msg, msg_len, "out of host memory");
+    goto err_location;
   }
   if (attach)
     known_commit(sess, b->arena->id, attach);
-  s->bytes_used += block;
-  scree__usage_add(&s->usage, b->owner_uid, block);
+  batch_account(s, b);
   b->unext = sess->unsealed;
   if (sess->unsealed)
     sess->unsealed->uprev = b;
   sess->unsealed = b;
-
-  Scree__V1__CreateReply *cr = &r->body.create;
-  scree__v1__create_reply__init(cr);
-  cr->location = &r->loc;
-  r->resp.body_case = SCREE__V1__RESPONSE__BODY_CREATE;
-  r->resp.create = cr;
   scree__log(SCREE__LOG_DEBUG, "created",
              "conn=%" PRIu64 " batch=%s bytes=%" PRIu64 " arena=%" PRIu64
              " offset=%" PRIu64,
-             sess->id, scree__q(b->name), block, b->arena->id, b->offset);
+             sess->id, scree__q(b->name), b->block_bytes, b->arena->id, b->offset);
   return 0;
 
+err_location:
+  location_undo(loc);
 err_block:
-  scree__pool_free(&s->pool, b->arena, b->offset, block);
+  scree__pool_free(&s->pool, b->arena, b->offset, b->block_bytes);
   free(b->name);
   free(b);
   return rc;
@@ -873,7 +763,7 @@ static int seal_check_offsets(scree__store *s, const scree__batch *b, int64_t *m
   size_t cap = (size_t)(n < SEAL_CHUNK ? n : SEAL_CHUNK);
   void *buf = malloc(cap * esz);
   if (buf == NULL)
-    return scree__errf(SCREE_ENOMEM, m, mlen, "out of host memory for %zu offsets", cap);
+    return scree__fail(SCREE_ENOMEM, m, mlen, "out of host memory for %zu offsets", cap);
   int rc = 0;
   int64_t prev = 0, longest = 0;
   for (int64_t start = 0; start < n && rc == 0; start += (int64_t)cap) {
@@ -890,19 +780,19 @@ static int seal_check_offsets(scree__store *s, const scree__batch *b, int64_t *m
       int64_t cur = scree_offsets_at(buf, dt, (int64_t)k);
       if (i == 0) {
         if (cur != 0) {
-          rc = scree__errf(SCREE_EINVAL, m, mlen, "offsets[0]=%" PRId64 ", expected 0", cur);
+          rc = scree__fail(SCREE_EINVAL, m, mlen, "offsets[0]=%" PRId64 ", expected 0", cur);
           break;
         }
         continue;
       }
       if (cur < prev) {
-        rc = scree__errf(SCREE_EINVAL, m, mlen,
+        rc = scree__fail(SCREE_EINVAL, m, mlen,
                          "offsets[%" PRId64 "]=%" PRId64 " > offsets[%" PRId64 "]=%" PRId64,
                          i - 1, prev, i, cur);
         break;
       }
       if (cur > total) {
-        rc = scree__errf(SCREE_EINVAL, m, mlen,
+        rc = scree__fail(SCREE_EINVAL, m, mlen,
                          "offsets[%" PRId64 "]=%" PRId64 " > total_rows=%" PRId64, i, cur,
                          total);
         break;
@@ -914,7 +804,7 @@ static int seal_check_offsets(scree__store *s, const scree__batch *b, int64_t *m
   }
   free(buf);
   if (rc == 0 && prev != total)
-    rc = scree__errf(SCREE_EINVAL, m, mlen,
+    rc = scree__fail(SCREE_EINVAL, m, mlen,
                      "offsets[%" PRId64 "]=%" PRId64 " (the last) != total_rows=%" PRId64,
                      n - 1, prev, total);
   if (rc == 0)
@@ -924,70 +814,69 @@ static int seal_check_offsets(scree__store *s, const scree__batch *b, int64_t *m
 
 /* The batch a request names: SCREE_EINVAL for a bad name, SCREE_ENOENT
  * (naming it) for an unknown one. */
-static int find_named(scree__store *s, scree__reply *r, const char *name, scree__batch **out) {
-  int rc = check_name(r, name);
+static int find_named(scree__store *s, const char *name, scree__batch **out, char *msg,
+                      size_t msg_len) {
+  int rc = scree__name_check(name, msg, msg_len);
   if (rc != 0)
     return rc;
   *out = names_find(s, name);
   if (*out == NULL)
-    return FAIL(SCREE_ENOENT, "no batch named '%s'", name);
+    return scree__fail(SCREE_ENOENT, msg, msg_len, "no batch named '%s'", name);
   return 0;
 }
 
-static int do_seal(scree__store *s, scree__session *sess, const Scree__V1__Seal *q,
-                   scree__reply *r) {
+int scree__store_seal(scree__store *s, scree__session *sess, const char *name,
+                      scree__batch_view *out, char *msg, size_t msg_len) {
   scree__batch *b;
-  int rc = find_named(s, r, q->name, &b);
+  int rc = find_named(s, name, &b, msg, msg_len);
   if (rc != 0)
     return rc;
   if (b->creator != sess->id)
-    return FAIL(SCREE_EPERM, "batch '%s' was created by another connection", q->name);
+    return scree__fail(SCREE_EPERM, msg, msg_len, "batch '%s' was created by another connection",
+                       name);
   if (b->state != BATCH_CREATED)
-    return FAIL(SCREE_ESTATE, "batch '%s' is already sealed", q->name);
+    return scree__fail(SCREE_ESTATE, msg, msg_len, "batch '%s' is already sealed", name);
 
   char m[512];
   int64_t max_length = 0;
   int read_failed = 0;
   rc = seal_check_offsets(s, b, &max_length, &read_failed, m, sizeof(m));
   if (rc != 0 && read_failed)
-    return FAIL(rc, "reading the offsets of '%s': %s", q->name, m);
+    return scree__fail(rc, msg, msg_len, "reading the offsets of '%s': %s", name, m);
   if (rc != 0)
-    return FAIL(rc, "offsets of '%s' are invalid: %s", q->name, m);
+    return scree__fail(rc, msg, msg_len, "offsets of '%s' are invalid: %s", name, m);
 
   b->desc.max_length = max_length;
   b->state = BATCH_SEALED;
   unsealed_unlink(sess, b);
-  Scree__V1__SealReply *sr = &r->body.seal;
-  scree__v1__seal_reply__init(sr);
-  fill_info(&r->info, &r->desc, r->inner, b, now_ns());
-  sr->info = &r->info;
-  r->resp.body_case = SCREE__V1__RESPONSE__BODY_SEAL;
-  r->resp.seal = sr;
+  scree__store_view(b, out);
   scree__log(SCREE__LOG_DEBUG, "sealed", "conn=%" PRIu64 " batch=%s max_length=%" PRId64,
              sess->id, scree__q(b->name), max_length);
   return 0;
 }
 
-static int do_get(scree__store *s, scree__session *sess, const Scree__V1__Get *q,
-                  scree__reply *r) {
+int scree__store_get(scree__store *s, scree__session *sess, const char *name,
+                     scree__location *loc, uint64_t *lease_id, scree__batch_view *out,
+                     char *msg, size_t msg_len) {
+  loc->fd = -1;
   scree__batch *b;
-  int rc = find_named(s, r, q->name, &b);
+  int rc = find_named(s, name, &b, msg, msg_len);
   if (rc != 0)
     return rc;
   if (b->state != BATCH_SEALED)
-    return FAIL(SCREE_ESTATE, "batch '%s' is not sealed yet", q->name);
+    return scree__fail(SCREE_ESTATE, msg, msg_len, "batch '%s' is not sealed yet", name);
   if (b->leases == UINT32_MAX)
-    return FAIL(SCREE_EBUSY, "batch '%s' has too many leases", q->name);
+    return scree__fail(SCREE_EBUSY, msg, msg_len, "batch '%s' has too many leases", name);
   if (s->cfg.max_leases_per_session != 0 && sess->nleases >= s->cfg.max_leases_per_session)
-    return FAIL(SCREE_EBUSY,
-                "this connection holds %" PRIu32 " leases, the limit"
-                " (--max-leases-per-connection); release some first",
-                sess->nleases);
+    return scree__fail(SCREE_EBUSY, msg, msg_len,
+                       "this connection holds %" PRIu32 " leases, the limit"
+                       " (--max-leases-per-connection); release some first",
+                       sess->nleases);
   scree__lease *l = calloc(1, sizeof(*l));
   if (l == NULL)
-    return FAIL(SCREE_ENOMEM, "out of host memory");
+    return scree__fail(SCREE_ENOMEM, msg, msg_len, "out of host memory");
   int attach;
-  rc = fill_location(s, sess, b, r, 0, &attach);
+  rc = fill_location(s, sess, b, loc, 0, &attach, msg, msg_len);
   if (rc != 0) {
     free(l);
     return rc;
@@ -996,8 +885,9 @@ static int do_get(scree__store *s, scree__session *sess, const Scree__V1__Get *q
   l->batch = b;
   l->sess = sess;
   if (leases_insert(s, l) != 0) {
+    location_undo(loc);
     free(l);
-    return FAIL(SCREE_ENOMEM, "out of host memory");
+    return scree__fail(SCREE_ENOMEM, msg, msg_len, "out of host memory");
   }
   s->next_lease_id++;
   if (attach)
@@ -1008,43 +898,34 @@ static int do_get(scree__store *s, scree__session *sess, const Scree__V1__Get *q
   sess->leases = l;
   sess->nleases++;
   b->leases++;
-
-  Scree__V1__GetReply *gr = &r->body.get;
-  scree__v1__get_reply__init(gr);
-  fill_info(&r->info, &r->desc, r->inner, b, now_ns());
-  gr->info = &r->info;
-  gr->location = &r->loc;
-  gr->lease_id = l->id;
-  r->resp.body_case = SCREE__V1__RESPONSE__BODY_GET;
-  r->resp.get = gr;
+  *lease_id = l->id;
+  scree__store_view(b, out);
   return 0;
 }
 
-static int do_release(scree__store *s, scree__session *sess, const Scree__V1__Release *q,
-                      scree__reply *r) {
-  scree__lease *l = leases_find(s, q->lease_id);
+int scree__store_release(scree__store *s, scree__session *sess, uint64_t lease_id, char *msg,
+                         size_t msg_len) {
+  scree__lease *l = leases_find(s, lease_id);
   if (l == NULL || l->sess != sess)
-    return FAIL(SCREE_EINVAL, "lease %" PRIu64 " is not held by this connection",
-                q->lease_id);
+    return scree__fail(SCREE_EINVAL, msg, msg_len,
+                       "lease %" PRIu64 " is not held by this connection", lease_id);
   lease_drop(s, l);
-  scree__v1__release_reply__init(&r->body.release);
-  r->resp.body_case = SCREE__V1__RESPONSE__BODY_RELEASE;
-  r->resp.release = &r->body.release;
   return 0;
 }
 
-static int do_delete(scree__store *s, scree__session *sess, const Scree__V1__Delete *q,
-                     scree__reply *r) {
+int scree__store_delete(scree__store *s, scree__session *sess, const char *name, int *deferred,
+                        char *msg, size_t msg_len) {
   scree__batch *b;
-  int rc = find_named(s, r, q->name, &b);
+  int rc = find_named(s, name, &b, msg, msg_len);
   if (rc != 0)
     return rc;
   if (b->state == BATCH_CREATED && b->creator != sess->id)
-    return FAIL(SCREE_EPERM, "batch '%s' is being written by another connection", q->name);
+    return scree__fail(SCREE_EPERM, msg, msg_len,
+                       "batch '%s' is being written by another connection", name);
   if (b->owner_uid != sess->uid && !scree__authz_is_admin(s->cfg.authz, sess->uid))
-    return FAIL(SCREE_EPERM, "batch '%s' is owned by uid %" PRIu32, q->name, b->owner_uid);
-  Scree__V1__DeleteReply *dr = &r->body.del;
-  scree__v1__delete_reply__init(dr);
+    return scree__fail(SCREE_EPERM, msg, msg_len, "batch '%s' is owned by uid %" PRIu32, name,
+                       b->owner_uid);
+  *deferred = 0;
   names_remove(s, b);
   if (b->state == BATCH_CREATED) {
     unsealed_unlink(sess, b);
@@ -1052,174 +933,44 @@ static int do_delete(scree__store *s, scree__session *sess, const Scree__V1__Del
   } else if (b->leases > 0) {
     b->deleted = 1;
     s->pending_deletes++;
-    dr->deferred = 1;
+    *deferred = 1;
   } else {
     batch_free(s, b);
   }
-  r->resp.body_case = SCREE__V1__RESPONSE__BODY_DELETE;
-  r->resp.delete_ = dr;
   return 0;
 }
 
-static int has_prefix(const char *name, const char *prefix, size_t plen) {
-  return strncmp(name, prefix, plen) == 0;
+int scree__store_stat(scree__store *s, const char *name, scree__batch_view *out, char *msg,
+                      size_t msg_len) {
+  scree__batch *b;
+  int rc = find_named(s, name, &b, msg, msg_len);
+  if (rc != 0)
+    return rc;
+  scree__store_view(b, out);
+  return 0;
 }
 
-static int do_list(scree__store *s, const Scree__V1__List *q, scree__reply *r) {
-  uint32_t want = q->page_size == 0 ? SCREE__LIST_DEFAULT : q->page_size;
-  if (want > SCREE__LIST_MAX)
-    want = SCREE__LIST_MAX;
-  const char *prefix = q->prefix ? q->prefix : "";
-  size_t plen = strlen(prefix);
-  size_t i = names_bound(s, prefix, 0);
-  if (q->page_token != NULL && q->page_token[0] != '\0') {
-    size_t j = names_bound(s, q->page_token, 1);
+size_t scree__store_list_start(const scree__store *s, const char *prefix,
+                               const char *page_token) {
+  size_t i = names_bound(s, prefix ? prefix : "", 0);
+  if (page_token != NULL && page_token[0] != '\0') {
+    size_t j = names_bound(s, page_token, 1);
     if (j > i)
       i = j;
   }
-  size_t avail = 0;
-  for (size_t k = i; k < s->nnames && avail < want && has_prefix(s->names[k]->name, prefix, plen);
-       k++)
-    avail++;
-
-  Scree__V1__ListReply *lr = &r->body.list;
-  scree__v1__list_reply__init(lr);
-  lr->next_page_token = "";
-  if (avail > 0) {
-    r->list_infos = calloc(avail, sizeof(*r->list_infos));
-    r->list_ptrs = calloc(avail, sizeof(*r->list_ptrs));
-    r->list_descs = calloc(avail, sizeof(*r->list_descs));
-    r->list_inner = calloc(avail * SCREE_MAX_INNER_DIMS, sizeof(int64_t));
-    if (!r->list_infos || !r->list_ptrs || !r->list_descs || !r->list_inner)
-      return FAIL(SCREE_ENOMEM, "out of host memory");
-  }
-  uint64_t now = now_ns();
-  size_t n = 0, bytes = 0;
-  for (; n < avail; n++) {
-    Scree__V1__BatchInfo *info = &r->list_infos[n];
-    fill_info(info, &r->list_descs[n], &r->list_inner[n * SCREE_MAX_INNER_DIMS],
-              s->names[i + n], now);
-    /* Each entry costs its own size plus a tag and a length prefix. */
-    size_t sz = scree__v1__batch_info__get_packed_size(info) + 6;
-    if (n > 0 && bytes + sz > SCREE__LIST_REPLY_BUDGET)
-      break;
-    bytes += sz;
-    r->list_ptrs[n] = info;
-  }
-  lr->n_batches = n;
-  lr->batches = r->list_ptrs;
-  size_t next = i + n;
-  if (n > 0 && next < s->nnames && has_prefix(s->names[next]->name, prefix, plen))
-    lr->next_page_token = s->names[next - 1]->name;
-  r->resp.body_case = SCREE__V1__RESPONSE__BODY_LIST;
-  r->resp.list = lr;
-  return 0;
+  return i;
 }
 
-static int do_stat(scree__store *s, const Scree__V1__Stat *q, scree__reply *r) {
-  scree__batch *b;
-  int rc = find_named(s, r, q->name, &b);
-  if (rc != 0)
-    return rc;
-  Scree__V1__StatReply *sr = &r->body.stat;
-  scree__v1__stat_reply__init(sr);
-  fill_info(&r->info, &r->desc, r->inner, b, now_ns());
-  sr->info = &r->info;
-  r->resp.body_case = SCREE__V1__RESPONSE__BODY_STAT;
-  r->resp.stat = sr;
-  return 0;
+int scree__store_list_at(const scree__store *s, size_t pos, const char *prefix,
+                         scree__batch_view *out) {
+  const char *p = prefix ? prefix : "";
+  if (pos >= s->nnames || strncmp(s->names[pos]->name, p, strlen(p)) != 0)
+    return 0;
+  scree__store_view(s->names[pos], out);
+  return 1;
 }
 
-static int do_stats(scree__store *s, scree__reply *r) {
-  Scree__V1__StatsReply *st = &r->body.stats;
-  scree__v1__stats_reply__init(st);
-  st->bytes_used = s->bytes_used;
-  st->bytes_limit = s->cfg.memory_limit;
-  st->bytes_arenas = s->pool.bytes_arenas;
-  st->batches = (uint32_t)s->nnames;
-  st->connections = s->nsessions;
-  st->leases = (uint32_t)s->lcount;
-  /* The Stats request itself is counted: requests includes this one. */
-  st->requests = s->requests;
-  for (size_t i = 0; i < s->nerrors; i++) {
-    scree__v1__error_count__init(&r->errs[i]);
-    r->errs[i].code = s->errors[i].code;
-    r->errs[i].count = s->errors[i].count;
-    r->err_ptrs[i] = &r->errs[i];
-  }
-  st->n_errors = s->nerrors;
-  st->errors = r->err_ptrs;
-  st->arenas = s->pool.narenas;
-  st->uptime_ns = now_ns() - s->start_ns;
-  st->pending_deletes = s->pending_deletes;
-  r->resp.body_case = SCREE__V1__RESPONSE__BODY_STATS;
-  r->resp.stats = st;
-  return 0;
-}
-
-void scree__store_handle(scree__store *s, scree__session *sess,
-                         const Scree__V1__Request *req, scree__reply *r) {
-  s->requests++;
-  r->resp.id = req->id;
-  r->op = (int)req->body_case;
-  int rc;
-  if (req->body_case == SCREE__V1__REQUEST__BODY__NOT_SET) {
-    rc = FAIL(SCREE_EPROTO, "unknown request type");
-  } else if (sess->job != NULL) {
-    /* The server reads nothing of a session that waits for a deferred
-     * reply; a direct caller that does gets this rather than replies out
-     * of order. */
-    rc = FAIL(SCREE_EBUSY, "an attention request is still running on this connection");
-  } else if (!sess->hello_done && req->body_case != SCREE__V1__REQUEST__BODY_HELLO) {
-    rc = FAIL(SCREE_EPROTO, "the first request on a connection must be Hello, not %s",
-              op_name(req->body_case));
-  } else {
-    switch (req->body_case) {
-    case SCREE__V1__REQUEST__BODY_HELLO: rc = do_hello(s, sess, req->hello, r); break;
-    case SCREE__V1__REQUEST__BODY_CREATE: rc = do_create(s, sess, req->create, r); break;
-    case SCREE__V1__REQUEST__BODY_SEAL: rc = do_seal(s, sess, req->seal, r); break;
-    case SCREE__V1__REQUEST__BODY_GET: rc = do_get(s, sess, req->get, r); break;
-    case SCREE__V1__REQUEST__BODY_RELEASE: rc = do_release(s, sess, req->release, r); break;
-    case SCREE__V1__REQUEST__BODY_DELETE: rc = do_delete(s, sess, req->delete_, r); break;
-    case SCREE__V1__REQUEST__BODY_LIST: rc = do_list(s, req->list, r); break;
-    case SCREE__V1__REQUEST__BODY_STAT: rc = do_stat(s, req->stat, r); break;
-    case SCREE__V1__REQUEST__BODY_STATS: rc = do_stats(s, r); break;
-    case SCREE__V1__REQUEST__BODY_ATTENTION:
-      if (s->exec == NULL)
-        rc = FAIL(SCREE_ENOTSUP, "attention is not available in this daemon");
-      else
-        rc = scree__exec_attention(s->exec, sess, req->id, req->attention, r);
-      break;
-    default: rc = FAIL(SCREE_EPROTO, "unknown request type"); break;
-    }
-  }
-  if (rc != 0)
-    fail_reply(s, sess, r, op_name(req->body_case), rc);
-}
-
-void scree__store_handle_packet(scree__store *s, scree__session *sess, const uint8_t *buf,
-                                size_t len, scree__reply *r) {
-  Scree__V1__Request *req = scree__v1__request__unpack(NULL, len, buf);
-  if (req == NULL) {
-    s->requests++;
-    snprintf(r->msg, sizeof(r->msg), "malformed request (%zu bytes do not decode)", len);
-    r->resp.id = 0;
-    fail_reply(s, sess, r, "packet", SCREE_EPROTO);
-    return;
-  }
-  scree__store_handle(s, sess, req, r);
-  /* Strings in the reply point into the store, never into req. */
-  scree__v1__request__free_unpacked(req, NULL);
-}
-
-/* ---- attention jobs and freed-arena notices ---------------------------- */
-
-const uint64_t SCREE__ATTN_BUCKETS_NS[SCREE__ATTN_NBUCKETS] = {
-    1000000ull, 10000000ull, 100000000ull, 1000000000ull, 10000000000ull, 60000000000ull};
-
-scree__attention_counts *scree__store_attention_counts(scree__store *s) { return &s->attn; }
-
-void scree__store_set_exec(scree__store *s, scree__exec *e) { s->exec = e; }
+/* ---- attention jobs ---------------------------------------------------- */
 
 scree__mem *scree__store_mem(scree__store *s) { return s->mem; }
 
@@ -1233,6 +984,11 @@ void scree__store_view(const scree__batch *b, scree__batch_view *out) {
   out->desc = b->desc;
   out->sealed = b->state == BATCH_SEALED;
   out->deleted = b->deleted;
+  out->leases = b->leases;
+  out->owner_uid = b->owner_uid;
+  out->owner_pid = b->owner_pid;
+  out->created_ns = b->created_ns;
+  out->arena_id = b->arena->id;
   out->mem = &b->arena->mem;
   out->values_offset = b->offset;
   out->values_bytes = b->values_bytes;
@@ -1241,6 +997,7 @@ void scree__store_view(const scree__batch *b, scree__batch_view *out) {
 }
 
 int scree__store_pin(scree__store *s, scree__batch *b) {
+  (void)s;
   if (b->leases == UINT32_MAX)
     return SCREE_EBUSY;
   b->leases++;
@@ -1266,44 +1023,32 @@ int scree__store_reserve(scree__store *s, scree__session *sess, const char *name
   /* The output is the requester's, as a batch it created would be: its
    * quota, its pool of arenas. */
   scree__batch *b;
-  rc = batch_new(s, sess, "output", name, desc, vbytes, obytes,
-                 s->cfg.shared_arenas ? SCREE__POOL_SHARED : sess->uid, &b, msg, msg_len);
+  rc = batch_new(s, sess, "output", name, desc, vbytes, obytes, pool_key(s, sess, 0), &b, msg,
+                 msg_len);
   if (rc != 0)
     return rc;
-  const uint64_t block = b->block_bytes;
-  s->bytes_used += block;
-  scree__usage_add(&s->usage, b->owner_uid, block);
+  batch_account(s, b);
   *out = b;
   return 0;
 }
 
 int scree__store_publish(scree__store *s, scree__batch *b, int64_t max_length,
-                         scree__reply *r) {
+                         scree__batch_view *out, char *msg, size_t msg_len) {
   if (names_find(s, b->name) != NULL)
-    return FAIL(SCREE_EEXIST, "batch '%s' was created by another request while attention ran",
-                b->name);
+    return scree__fail(SCREE_EEXIST, msg, msg_len,
+                       "batch '%s' was created by another request while attention ran",
+                       b->name);
   if (names_insert(s, b) != 0)
-    return FAIL(SCREE_ENOMEM, "out of host memory");
+    return scree__fail(SCREE_ENOMEM, msg, msg_len, "out of host memory");
   b->desc.max_length = max_length;
   b->state = BATCH_SEALED;
-  fill_info(&r->info, &r->desc, r->inner, b, now_ns());
+  scree__store_view(b, out);
   return 0;
 }
 
 void scree__store_discard(scree__store *s, scree__batch *b) { batch_free(s, b); }
 
-void scree__session_set_job(scree__session *sess, void *job) { sess->job = job; }
-
-void *scree__session_job(const scree__session *sess) { return sess->job; }
-
-void scree__session_set_data(scree__session *sess, void *data) { sess->data = data; }
-
-void *scree__session_data(const scree__session *sess) { return sess->data; }
-
-void scree__store_fail_deferred(scree__store *s, scree__session *sess, scree__reply *r,
-                                const char *op, int code) {
-  fail_reply(s, sess, r, op, code);
-}
+/* ---- freed-arena notices ----------------------------------------------- */
 
 /* Every session that was sent arena id forgets it and will hear of its
  * end. Ids are never reused, so the entry in known would only be dead
@@ -1332,17 +1077,4 @@ static void arena_freed(void *arg, uint64_t id) {
     }
     sess->freed[sess->nfreed++] = id;
   }
-}
-
-int scree__store_attach_notices(scree__store *s, scree__session *sess, scree__reply *r) {
-  if (sess == NULL || sess->nfreed == 0 || r->freed != NULL)
-    return 0;
-  /* The reply takes the session's array; the session starts a new one. */
-  r->freed = sess->freed;
-  r->resp.n_freed_arenas = sess->nfreed;
-  r->resp.freed_arenas = r->freed;
-  sess->freed = NULL;
-  sess->nfreed = 0;
-  sess->capfreed = 0;
-  return 0;
 }

@@ -1,13 +1,10 @@
-/* The store: named batches, their states and leases, memory accounting, and
- * the request handler that speaks protocol v1 on top of them.
+/* The store: named batches, their states and leases, the sessions that hold
+ * them, and memory accounting. Plain C types only: the protocol lives in the
+ * handler (handler.h), which turns requests into calls of this API and its
+ * results into replies. The store calls nothing above it (neither the
+ * handler nor the attention executor); those call the store.
  *
- * Nothing here touches a socket. A connection is a scree__session; the
- * server (server.c) reads a packet, hands it to scree__store_handle_packet
- * and sends the response that comes back, with the fd it carries. Tests and
- * fuzzers drive the same function directly.
- *
- * Rules the handler enforces (docs/protocol.md has the full list):
- * - Hello comes first on every session.
+ * Rules the store enforces (docs/protocol.md has the full list):
  * - A batch is CREATED by one session, written by its creator, and SEALED by
  *   that same session after its offsets validate. Only SEALED batches can be
  *   attached with Get; each Get makes a lease owned by the session.
@@ -16,14 +13,24 @@
  *   creator. A SEALED batch may be deleted by its owner (the uid that
  *   created it) or an admin uid (cfg.authz).
  * - Blocks come from arenas of the owner's uid, or from the shared pool
- *   (cfg.shared_arenas, Create.shared), never from another owner's arenas.
+ *   (cfg.shared_arenas, Create's shared flag), never from another owner's
+ *   arenas.
  * - --quota-per-uid bounds the bytes of the batches each uid owns, counted
  *   like the memory limit, pending deletes included.
  * - Closing a session releases its leases and reclaims its CREATED batches.
  * - --memory-limit bounds the sum of the batches' aligned sizes (values and
  *   offsets each rounded up to 256 bytes), pending deletes included. Arena
  *   slack does not count, so a Create fails with ENOSPC exactly when that sum
- *   would pass the limit (or when the backend itself is out of memory). */
+ *   would pass the limit (or when the backend itself is out of memory).
+ *
+ * Every operation that can fail returns 0 or a SCREE_E* code with a message
+ * in msg, and a failed operation changes nothing. Everything runs on the
+ * loop thread.
+ *
+ * Room for what comes next: waiters (a Get that waits for a name to be
+ * sealed) hang off the name and are completed by scree__store_seal and
+ * scree__store_publish; watchers are a session flag with a bounded event
+ * queue, fed by seal and delete. Both belong here, as plain C state. */
 #ifndef SCREE_DAEMON_STORE_H
 #define SCREE_DAEMON_STORE_H
 
@@ -34,25 +41,20 @@
 #include "authz.h"
 #include "mem.h"
 #include "scree/array.h"
-#include "scree/v1/scree.pb-c.h"
 
-#define SCREE__PROTOCOL_VERSION 1
 #define SCREE__MAX_NAME_LEN 255
-#define SCREE__LIST_DEFAULT 100
-#define SCREE__LIST_MAX 1000
-/* A List page stops before its packed size passes this, whatever page_size
- * asks for, so that a reply always fits one packet on a default socket
- * buffer. The client continues with next_page_token. */
-#define SCREE__LIST_REPLY_BUDGET (96u * 1024u)
+/* Distinct error codes the store counts for Stats; the reply carries as
+ * many. Codes come from SCREE_ERRNO_MAP, which has fewer entries; an
+ * unexpected code beyond this lands on the last slot. */
+#define SCREE__STORE_ERROR_SLOTS 32
 
 typedef struct scree__store scree__store;
 typedef struct scree__session scree__session;
+typedef struct scree__batch scree__batch;
 
 typedef struct scree__store_config {
   uint64_t memory_limit; /* bytes; must be > 0 */
   uint64_t arena_size;   /* bytes; rounded up to the backend's granularity */
-  uint64_t max_packet;   /* reported in HelloReply; the server enforces it */
-  const char *version;   /* screed's version string (copied) */
   /* Access control (docs/security.md). All zero: no admin, no quota, and
    * every owner uid gets arenas of its own. */
   const scree__authz *authz; /* admins may delete any batch; NULL: none */
@@ -63,142 +65,19 @@ typedef struct scree__store_config {
   uint32_t max_leases_per_session;
 } scree__store_config;
 
-/* A response being built. The handler fills resp and may attach one fd
- * (fd >= 0), which the reply owns until the caller takes it (sets fd to -1)
- * or calls scree__reply_clear. String fields of resp may point into the
- * store, so pack the reply before handling the next request. */
-typedef struct scree__reply {
-  Scree__V1__Response resp;
-  int fd;
-  char msg[1024];
-  union {
-    Scree__V1__HelloReply hello;
-    Scree__V1__CreateReply create;
-    Scree__V1__SealReply seal;
-    Scree__V1__GetReply get;
-    Scree__V1__ReleaseReply release;
-    Scree__V1__DeleteReply del;
-    Scree__V1__ListReply list;
-    Scree__V1__StatReply stat;
-    Scree__V1__StatsReply stats;
-    Scree__V1__AttentionReply attention;
-  } body;
-  Scree__V1__Location loc;
-  Scree__V1__BatchInfo info;
-  Scree__V1__ArrayDesc desc;
-  int64_t inner[SCREE_MAX_INNER_DIMS];
-  Scree__V1__ErrorCount errs[32];
-  Scree__V1__ErrorCount *err_ptrs[32];
-  /* List replies: heap arrays, freed by scree__reply_clear. */
-  Scree__V1__BatchInfo *list_infos;
-  Scree__V1__BatchInfo **list_ptrs;
-  Scree__V1__ArrayDesc *list_descs;
-  int64_t *list_inner;
-  /* The request's body case (Scree__V1__Request__BodyCase), 0 when the
-   * packet did not decode: the server counts responses by it. */
-  int op;
-  /* Set by the handler when the response comes later (an attention job):
-   * the caller sends nothing now and reads no further request of the
-   * session until the job's reply is delivered (exec.h). */
-  int deferred;
-  /* Response.freed_arenas: a heap array, freed by scree__reply_clear. */
-  uint64_t *freed;
-} scree__reply;
-
-void scree__reply_init(scree__reply *r);
-/* Frees what the reply holds (closing its fd) and makes it empty again. */
-void scree__reply_clear(scree__reply *r);
-
-/* Makes a store over the backend mem (which the store uses but does not
- * own). Returns 0, SCREE_EINVAL for a bad config, or SCREE_ENOMEM. */
-int scree__store_new(scree__mem *mem, const scree__store_config *cfg, scree__store **out,
-                     char *msg, size_t msg_len);
-
-/* Frees every batch and arena. Sessions must have been closed first. */
-void scree__store_free(scree__store *s);
-
-/* Opens a session for a peer with the given credentials (from SO_PEERCRED);
- * NULL when out of memory. */
-scree__session *scree__session_open(scree__store *s, uint32_t uid, int32_t pid);
-
-/* Closes a session: releases its leases (completing deletes that waited on
- * them), reclaims the batches it created but did not seal, and frees it. */
-void scree__session_close(scree__store *s, scree__session *sess);
-
-/* The session's id, unique for the life of the store (for logs). */
-uint64_t scree__session_id(const scree__session *sess);
-
-/* Decodes one request packet and handles it. Always leaves a response in r
- * (r must be initialised or cleared): a packet that does not decode gets
- * SCREE_EPROTO "malformed request" with id 0. */
-void scree__store_handle_packet(scree__store *s, scree__session *sess, const uint8_t *buf,
-                                size_t len, scree__reply *r);
-
-/* Handles one decoded request. Always leaves a response in r. */
-void scree__store_handle(scree__store *s, scree__session *sess,
-                         const Scree__V1__Request *req, scree__reply *r);
-
-/* Fills r with an error response (status code, formatted message) for the
- * request id, counting it in the statistics like any other response. For
- * failures the server detects before the handler runs (an oversized
- * packet). */
-void scree__store_reply_error(scree__store *s, scree__session *sess, scree__reply *r,
-                              uint64_t id, int code, const char *fmt, ...)
-    __attribute__((format(printf, 6, 7)));
-
-/* Counters for tests and logs. */
-typedef struct scree__store_counts {
-  uint64_t bytes_used;
-  uint64_t bytes_arenas;
-  uint32_t arenas;
-  uint32_t batches; /* named batches, sealed or not */
-  uint32_t pending_deletes;
-  uint32_t leases;
-  uint32_t sessions;
-  uint64_t requests;
-} scree__store_counts;
-
-void scree__store_counts_get(const scree__store *s, scree__store_counts *out);
-
-/* Gives back the memory of free space that deleted batches left and that
- * has stayed unused for min_age_ms (scree__pool_purge); screed calls it
- * from a timer. Returns the bytes given back. */
-uint64_t scree__store_purge(scree__store *s, uint64_t min_age_ms);
-
-/* Attention jobs (exec.c) read these counters; screed's metrics export
- * them. Durations are those of the kernel runs (elapsed_ns of the replies),
- * in nanoseconds; buckets[i] counts jobs that took at most
- * SCREE__ATTN_BUCKETS_NS[i] (cumulative, as Prometheus histograms are), and
- * count holds the +Inf bucket. Failed jobs count in failed, not in the
- * durations. */
-#define SCREE__ATTN_NBUCKETS 6
-extern const uint64_t SCREE__ATTN_BUCKETS_NS[SCREE__ATTN_NBUCKETS];
-typedef struct scree__attention_counts {
-  uint32_t running; /* jobs started and not yet finished */
-  uint32_t queued;  /* jobs waiting for a worker */
-  uint64_t total;   /* jobs finished, successful or not */
-  uint64_t failed;
-  uint64_t duration_ns_sum;
-  uint64_t count;
-  uint64_t buckets[SCREE__ATTN_NBUCKETS];
-} scree__attention_counts;
-
-/* The store's attention counters, owned by the store and updated by exec.c
- * on the loop thread. Never NULL. */
-scree__attention_counts *scree__store_attention_counts(scree__store *s);
-
-/* ---- the store as attention jobs see it (exec.c) ---------------------- */
-
-typedef struct scree__batch scree__batch;
-typedef struct scree__exec scree__exec;
-
-/* What a job needs to know of a batch: its descriptor (pointers NULL) and
- * where its bytes are. */
+/* What a caller may know of a batch: its descriptor (pointers NULL), state,
+ * owner and where its bytes are. name and mem point into the store: valid
+ * until the batch is freed. */
 typedef struct scree__batch_view {
   const char *name;
-  scree_array desc;
+  scree_array desc; /* max_length set once sealed */
   int sealed;
-  int deleted;
+  int deleted; /* a pending delete: no longer named */
+  uint32_t leases;
+  uint32_t owner_uid;
+  int32_t owner_pid;
+  uint64_t created_ns; /* scree__now_ns() at Create */
+  uint64_t arena_id;
   const scree__arena_mem *mem; /* the arena's memory, for host_ptr/dev_ptr */
   uint64_t values_offset;      /* bytes into the arena */
   uint64_t values_bytes;
@@ -206,9 +85,157 @@ typedef struct scree__batch_view {
   uint64_t offsets_bytes;
 } scree__batch_view;
 
-/* Hands Attention requests to exec (NULL: they are answered ENOTSUP). */
-void scree__store_set_exec(scree__store *s, scree__exec *e);
+/* Where a batch lies, for a client to map it, and the arena's handle when
+ * the session has not been sent one it can use. fd (>= 0 when a handle is
+ * attached in fd form) belongs to the caller, who sends and closes it. */
+typedef struct scree__location {
+  uint64_t arena_id;
+  uint64_t arena_size;
+  uint64_t values_offset;
+  uint64_t values_bytes;
+  uint64_t offsets_offset;
+  uint64_t offsets_bytes;
+  int handle_attached;
+  int writable; /* the attached handle maps read-write */
+  int fd;       /* -1, or the arena's handle (fd form) */
+  const void *ipc_handle; /* legacy IPC handle bytes (in the store), or NULL */
+  size_t ipc_handle_len;
+} scree__location;
+
+/* ---- the store -------------------------------------------------------- */
+
+/* Makes a store over the backend mem (which the store uses but does not
+ * own). Returns 0, SCREE_EINVAL for a bad config, or SCREE_ENOMEM. */
+int scree__store_new(scree__mem *mem, const scree__store_config *cfg, scree__store **out,
+                     char *msg, size_t msg_len);
+
+/* Frees every batch and arena, closing sessions still open. */
+void scree__store_free(scree__store *s);
+
+/* The backend the store allocates from. */
 scree__mem *scree__store_mem(scree__store *s);
+
+/* Counters and limits, for Stats, Hello, metrics and tests. */
+typedef struct scree__store_counts {
+  uint64_t bytes_used;
+  uint64_t bytes_arenas;
+  uint64_t memory_limit;
+  uint64_t arena_size; /* the standard arena size, rounded to the backend */
+  uint32_t arenas;
+  uint32_t batches; /* named batches, sealed or not */
+  uint32_t pending_deletes;
+  uint32_t leases;
+  uint32_t sessions;
+  uint64_t requests;
+  uint64_t start_ns; /* scree__now_ns() when the store was made */
+} scree__store_counts;
+
+void scree__store_counts_get(const scree__store *s, scree__store_counts *out);
+
+/* Request accounting, for Stats: each request handled counts once, and each
+ * failed response's code once. */
+void scree__store_count_request(scree__store *s);
+void scree__store_count_error(scree__store *s, int code);
+
+typedef struct scree__error_count {
+  int code;
+  uint64_t count;
+} scree__error_count;
+
+/* Copies the error counts, in order of first occurrence, into out (room for
+ * SCREE__STORE_ERROR_SLOTS). Returns how many. */
+size_t scree__store_errors(const scree__store *s, scree__error_count *out);
+
+/* Bytes of batches owned by uid, as --quota-per-uid counts them. */
+uint64_t scree__store_uid_bytes(const scree__store *s, uint32_t uid);
+
+/* Gives back the memory of free space that deleted batches left and that
+ * has stayed unused for min_age_ms (scree__pool_purge); screed calls it
+ * from a timer. Returns the bytes given back. */
+uint64_t scree__store_purge(scree__store *s, uint64_t min_age_ms);
+
+/* Checks a batch name: 1 to 255 bytes of valid UTF-8 without control
+ * characters (C0, DEL, C1); NULL is "missing". Returns 0, SCREE_EINVAL or
+ * SCREE_ENAMETOOLONG with a message. */
+int scree__name_check(const char *name, char *msg, size_t msg_len);
+
+/* ---- sessions ---------------------------------------------------------- */
+
+/* Opens a session for a peer with the given credentials (from SO_PEERCRED);
+ * NULL when out of memory. */
+scree__session *scree__session_open(scree__store *s, uint32_t uid, int32_t pid);
+
+/* Closes a session: releases its leases (completing deletes that waited on
+ * them), reclaims the batches it created but did not seal, and frees it.
+ * Whatever the caller hung on the session (its job, its data) is the
+ * caller's to deal with first. */
+void scree__session_close(scree__store *s, scree__session *sess);
+
+/* The session's id, unique for the life of the store (for logs). */
+uint64_t scree__session_id(const scree__session *sess);
+
+/* Whether the session has said Hello (protocol state kept with the
+ * session so that it goes with it). */
+int scree__session_hello_done(const scree__session *sess);
+void scree__session_set_hello_done(scree__session *sess);
+
+/* The attention job whose reply the session waits for, or NULL. The store
+ * only keeps the pointer: the executor sets it, the handler reads it. */
+void scree__session_set_job(scree__session *sess, void *job);
+void *scree__session_job(const scree__session *sess);
+
+/* An opaque pointer for the server (its connection). */
+void scree__session_set_data(scree__session *sess, void *data);
+void *scree__session_data(const scree__session *sess);
+
+/* Hands over the ids of the arenas freed since the last call for sess
+ * (Response.freed_arenas): *ids becomes the caller's (free it), NULL when
+ * there are none. Returns how many. */
+size_t scree__session_take_freed(scree__session *sess, uint64_t **ids);
+
+/* ---- operations (one per request of the protocol) --------------------- */
+
+/* Creates batch name for desc (its pointers are ignored; it is checked
+ * here), owned by sess's peer, in its pool or the shared one when shared is
+ * set, and fills loc, attaching a writable handle when sess needs one. */
+int scree__store_create(scree__store *s, scree__session *sess, const char *name,
+                        const scree_array *desc, int shared, scree__location *loc, char *msg,
+                        size_t msg_len);
+
+/* Seals sess's CREATED batch name after validating its offsets; fills out
+ * with the sealed batch. */
+int scree__store_seal(scree__store *s, scree__session *sess, const char *name,
+                      scree__batch_view *out, char *msg, size_t msg_len);
+
+/* Leases the SEALED batch name to sess: fills loc (attaching a read-only
+ * handle where the backend has one and sess needs it), *lease_id and out. */
+int scree__store_get(scree__store *s, scree__session *sess, const char *name,
+                     scree__location *loc, uint64_t *lease_id, scree__batch_view *out,
+                     char *msg, size_t msg_len);
+
+/* Releases a lease sess holds. */
+int scree__store_release(scree__store *s, scree__session *sess, uint64_t lease_id, char *msg,
+                         size_t msg_len);
+
+/* Deletes batch name on behalf of sess. *deferred is set when leases keep
+ * its memory until they go. */
+int scree__store_delete(scree__store *s, scree__session *sess, const char *name, int *deferred,
+                        char *msg, size_t msg_len);
+
+/* Fills out with the named batch. */
+int scree__store_stat(scree__store *s, const char *name, scree__batch_view *out, char *msg,
+                      size_t msg_len);
+
+/* Listing, in name order: the position of the first name with prefix that
+ * comes after page_token (either may be NULL or empty), then one batch per
+ * position while scree__store_list_at returns 1 (0: past the end or past
+ * the prefix). */
+size_t scree__store_list_start(const scree__store *s, const char *prefix,
+                               const char *page_token);
+int scree__store_list_at(const scree__store *s, size_t pos, const char *prefix,
+                         scree__batch_view *out);
+
+/* ---- the store as attention jobs see it (exec.c) ---------------------- */
 
 /* The named batch, or NULL. */
 scree__batch *scree__store_find(scree__store *s, const char *name);
@@ -228,40 +255,13 @@ int scree__store_reserve(scree__store *s, scree__session *sess, const char *name
                          const scree_array *desc, scree__batch **out, char *msg,
                          size_t msg_len);
 
-/* Names and seals a reserved batch with the given max_length, and fills
- * r->info with it. Returns 0, or SCREE_EEXIST (message in r->msg) when the
- * name was taken while the job ran; the batch is then still reserved. */
+/* Names and seals a reserved batch with the given max_length, and fills out
+ * with it. Returns 0, or SCREE_EEXIST when the name was taken while the job
+ * ran (the batch is then still reserved), or SCREE_ENOMEM. */
 int scree__store_publish(scree__store *s, scree__batch *b, int64_t max_length,
-                         scree__reply *r);
+                         scree__batch_view *out, char *msg, size_t msg_len);
 
 /* Frees a reserved batch that is not published. */
 void scree__store_discard(scree__store *s, scree__batch *b);
-
-/* The job whose reply sess waits for (exec.c keeps it), or NULL. Closing
- * the session calls scree__exec_detach on it. */
-void scree__session_set_job(scree__session *sess, void *job);
-void *scree__session_job(const scree__session *sess);
-
-/* An opaque pointer for the server (its connection). */
-void scree__session_set_data(scree__session *sess, void *data);
-void *scree__session_data(const scree__session *sess);
-
-/* Turns r into a failure response for a request whose reply was deferred,
- * counting the error (not the request again: it was counted when it came). */
-void scree__store_fail_deferred(scree__store *s, scree__session *sess, scree__reply *r,
-                                const char *op, int code);
-
-/* Moves the arenas freed since sess's previous response into
- * r's Response.freed_arenas. Call it on every response just before it is
- * packed for sess. Returns 0 or SCREE_ENOMEM (the notices then wait for
- * the next response). */
-int scree__store_attach_notices(scree__store *s, scree__session *sess, scree__reply *r);
-/* Bytes of batches owned by uid, as --quota-per-uid counts them. */
-uint64_t scree__store_uid_bytes(const scree__store *s, uint32_t uid);
-
-/* Checks a batch name: 1 to 255 bytes of valid UTF-8 without control
- * characters (C0, DEL, C1). Returns 0, SCREE_EINVAL or SCREE_ENAMETOOLONG
- * with a message. */
-int scree__name_check(const char *name, char *msg, size_t msg_len);
 
 #endif /* SCREE_DAEMON_STORE_H */

@@ -32,14 +32,21 @@ scree__store *fuzz_store_new(void) {
   scree__store_config cfg = {.memory_limit = FUZZ_MEMORY_LIMIT,
                              .authz = &authz,
                              .quota_per_uid = FUZZ_MEMORY_LIMIT / 2,
-                             .arena_size = FUZZ_ARENA_SIZE,
-                             .max_packet = 1u << 20,
-                             .version = "fuzz"};
+                             .arena_size = FUZZ_ARENA_SIZE};
   scree__store *s = NULL;
   char msg[256];
   int rc = scree__store_new(fuzz_mem(), &cfg, &s, msg, sizeof(msg));
   FUZZ_CHECK(rc == 0, "store: %s", msg);
   return s;
+}
+
+scree__handler *fuzz_handler_new(scree__store *s) {
+  scree__handler_config cfg = {.max_packet = 1u << 20, .version = "fuzz"};
+  scree__handler *h = NULL;
+  char msg[256];
+  int rc = scree__handler_new(s, &cfg, &h, msg, sizeof(msg));
+  FUZZ_CHECK(rc == 0, "handler: %s", msg);
+  return h;
 }
 
 void fuzz_check_reply(const scree__reply *r) {

@@ -1,7 +1,8 @@
 /* Pieces shared by the libFuzzer harnesses of screed's request handler.
  *
- * The harnesses drive the store through the same socket-free entry points
- * the server uses (store.h), on the host-memory backend, so a crash here is
+ * The harnesses drive the handler and the store through the same
+ * socket-free entry points the server uses (handler.h), on the host-memory
+ * backend, so a crash here is
  * a crash of screed on the same bytes. Checks that fail abort with a
  * message: libFuzzer then saves the input as a crash. */
 #ifndef SCREE_TESTS_FUZZ_COMMON_H
@@ -12,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "handler.h"
 #include "store.h"
 
 #define FUZZ_CHECK(cond, ...)                                                   \
@@ -34,6 +36,10 @@ scree__mem *fuzz_mem(void);
 
 /* A fresh store over fuzz_mem(); aborts when it cannot be made. */
 scree__store *fuzz_store_new(void);
+
+/* A handler over s, without an executor (Attention is ENOTSUP); aborts
+ * when it cannot be made. Free it with scree__handler_free. */
+scree__handler *fuzz_handler_new(scree__store *s);
 
 /* Packs r's response the way the server does and decodes it the way a
  * client does: a reply that does not survive this would break clients.

@@ -3,7 +3,7 @@
  * The bytes go through scree__v1__request__unpack (the generated decoder and
  * libprotobuf-c), and a decoded message is packed again and must decode to
  * the same size. Then the same bytes go through the daemon's own path,
- * scree__store_handle_packet, on a session that has said Hello, so that
+ * scree__handle_packet, on a session that has said Hello, so that
  * every decoded request reaches the validation of names, descriptors and
  * lease ids; the reply must pack and decode as a client would read it. */
 #include <stdint.h>
@@ -43,6 +43,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   roundtrip_request(data, size);
 
   scree__store *s = fuzz_store_new();
+  scree__handler *hd = fuzz_handler_new(s);
   scree__session *sess = scree__session_open(s, 1000, 4242);
   FUZZ_CHECK(sess != NULL, "session");
   scree__reply r;
@@ -56,17 +57,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     h.protocol_version = SCREE__PROTOCOL_VERSION;
     req.body_case = SCREE__V1__REQUEST__BODY_HELLO;
     req.hello = &h;
-    scree__store_handle(s, sess, &req, &r);
+    scree__handle(hd, sess, &req, &r);
     FUZZ_CHECK(r.resp.status == 0, "hello: %s", r.resp.message);
     scree__reply_clear(&r);
   }
 
-  scree__store_handle_packet(s, sess, data, size, &r);
+  scree__handle_packet(hd, sess, data, size, &r);
   fuzz_check_reply(&r);
   /* Twice: a second identical request meets the state the first left
    * (EEXIST after a Create, a lease after a Get). */
   scree__reply_clear(&r);
-  scree__store_handle_packet(s, sess, data, size, &r);
+  scree__handle_packet(hd, sess, data, size, &r);
   fuzz_check_reply(&r);
   scree__reply_clear(&r);
 
@@ -80,6 +81,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
    * Seal), so closing the session reclaims everything. */
   FUZZ_CHECK(c.batches == 0 && c.bytes_used == 0, "after close: %u batches, %llu bytes",
              c.batches, (unsigned long long)c.bytes_used);
+  scree__handler_free(hd);
   scree__store_free(s);
   return 0;
 }

@@ -93,6 +93,7 @@ typedef struct mapping {
 
 typedef struct state {
   scree__store *s;
+  scree__handler *h;
   scree__session *sess[NSESS];
   scree__session *auditor;
   scree__reply r;
@@ -157,7 +158,7 @@ static void map_fd(state *st, const Scree__V1__Location *loc, int fd) {
 static const Scree__V1__Response *call(state *st, scree__session *sess, Scree__V1__Request *req) {
   scree__reply_clear(&st->r);
   req->id = ++st->next_id;
-  scree__store_handle(st->s, sess, req, &st->r);
+  scree__handle(st->h, sess, req, &st->r);
   FUZZ_CHECK(st->r.resp.id == req->id, "reply id %llu for request %llu",
              (unsigned long long)st->r.resp.id, (unsigned long long)req->id);
   fuzz_check_reply(&st->r);
@@ -453,7 +454,7 @@ static void run_op(state *st, reader *r) {
     for (size_t i = 0; i < len; i++)
       buf[i] = rd_u8(r);
     scree__reply_clear(&st->r);
-    scree__store_handle_packet(st->s, sess, buf, len, &st->r);
+    scree__handle_packet(st->h, sess, buf, len, &st->r);
     fuzz_check_reply(&st->r);
     /* A raw Get may have made a lease: learn it as a client would. */
     if (st->r.resp.status == 0 && st->r.resp.body_case == SCREE__V1__RESPONSE__BODY_GET &&
@@ -514,6 +515,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   state *st = calloc(1, sizeof(*st));
   FUZZ_CHECK(st != NULL, "out of memory");
   st->s = fuzz_store_new();
+  st->h = fuzz_handler_new(st->s);
   scree__reply_init(&st->r);
   for (int i = 0; i < NSESS; i++) {
     st->sess[i] = scree__session_open(st->s, 1000 + (uint32_t)i, 100 + i);
@@ -585,6 +587,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
              (unsigned long long)c.bytes_arenas);
 
   scree__session_close(st->s, st->auditor);
+  scree__handler_free(st->h);
   scree__store_free(st->s);
   for (size_t i = 0; i < st->nmaps; i++)
     munmap(st->maps[i].p, st->maps[i].size);

@@ -11,18 +11,15 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
+
+#include "sys.h"
 
 #ifndef SCREED_PATH
 #error "SCREED_PATH must name the screed binary"
 #endif
 
-static uint64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
+uint64_t rc_now_ms(void) { return scree__now_ns() / 1000000u; }
 
 void rc_socket_path(char *sock, size_t len, const char *tag) {
   static int n;
@@ -68,13 +65,13 @@ int rc_daemon_spawn(rc_daemon *d, const char *const *extra, int capture_stderr) 
 }
 
 int rc_daemon_wait(rc_daemon *d, int timeout_ms) {
-  uint64_t end = now_ms() + (uint64_t)timeout_ms;
+  uint64_t end = rc_now_ms() + (uint64_t)timeout_ms;
   for (;;) {
     int st;
     pid_t r = waitpid(d->pid, &st, WNOHANG);
     if (r == d->pid)
       return st;
-    if (now_ms() >= end)
+    if (rc_now_ms() >= end)
       return -1;
     usleep(5000);
   }
@@ -83,8 +80,8 @@ int rc_daemon_wait(rc_daemon *d, int timeout_ms) {
 int rc_daemon_start(rc_daemon *d, const char *const *extra) {
   if (rc_daemon_spawn(d, extra, 0) != 0)
     return -1;
-  uint64_t end = now_ms() + 20000;
-  while (now_ms() < end) {
+  uint64_t end = rc_now_ms() + 20000;
+  while (rc_now_ms() < end) {
     int fd = rc_connect(d->sock);
     if (fd >= 0) {
       close(fd);
@@ -116,9 +113,9 @@ int rc_daemon_stop(rc_daemon *d) {
 
 size_t rc_daemon_read_stderr(rc_daemon *d, char *buf, size_t len, int timeout_ms) {
   size_t n = 0;
-  uint64_t end = now_ms() + (uint64_t)timeout_ms;
+  uint64_t end = rc_now_ms() + (uint64_t)timeout_ms;
   while (n + 1 < len) {
-    int left = (int)(end > now_ms() ? end - now_ms() : 0);
+    int left = (int)(end > rc_now_ms() ? end - rc_now_ms() : 0);
     struct pollfd p = {.fd = d->err_fd, .events = POLLIN};
     if (poll(&p, 1, left) <= 0)
       break;
@@ -149,26 +146,7 @@ int rc_connect(const char *path) {
 }
 
 int rc_send(int fd, const void *buf, size_t len, int pass_fd) {
-  struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
-  union {
-    struct cmsghdr align;
-    char b[CMSG_SPACE(sizeof(int))];
-  } ctl;
-  struct msghdr mh;
-  memset(&mh, 0, sizeof(mh));
-  mh.msg_iov = &iov;
-  mh.msg_iovlen = 1;
-  if (pass_fd >= 0) {
-    memset(&ctl, 0, sizeof(ctl));
-    mh.msg_control = ctl.b;
-    mh.msg_controllen = sizeof(ctl.b);
-    struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-    cm->cmsg_level = SOL_SOCKET;
-    cm->cmsg_type = SCM_RIGHTS;
-    cm->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(cm), &pass_fd, sizeof(int));
-  }
-  return sendmsg(fd, &mh, MSG_NOSIGNAL) == (ssize_t)len ? 0 : -1;
+  return scree__send_fd(fd, buf, len, pass_fd, 0) == (ssize_t)len ? 0 : -1;
 }
 
 int rc_send_request(int fd, const Scree__V1__Request *req) {
@@ -189,34 +167,16 @@ Scree__V1__Response *rc_recv(int fd, int *fd_out, int timeout_ms) {
   if (poll(&p, 1, timeout_ms) <= 0)
     return NULL;
   static uint8_t buf[1 << 20];
-  struct iovec iov = {.iov_base = buf, .iov_len = sizeof(buf)};
-  union {
-    struct cmsghdr align;
-    char b[CMSG_SPACE(sizeof(int) * 4)];
-  } ctl;
-  struct msghdr mh;
-  memset(&mh, 0, sizeof(mh));
-  mh.msg_iov = &iov;
-  mh.msg_iovlen = 1;
-  mh.msg_control = ctl.b;
-  mh.msg_controllen = sizeof(ctl.b);
-  ssize_t n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC);
-  if (n <= 0)
+  /* The protocol sends at most one fd; any more are closed. */
+  int got = -1, nfds = 0;
+  ssize_t n = scree__recv_fds(fd, buf, sizeof(buf), 0, &got, 1, &nfds, NULL, NULL);
+  if (n <= 0) {
+    if (nfds > 0)
+      close(got);
     return NULL;
-  int got = -1;
-  for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
-    if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
-      size_t k = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-      for (size_t i = 0; i < k; i++) {
-        int f;
-        memcpy(&f, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
-        if (got < 0)
-          got = f;
-        else
-          close(f); /* the protocol sends at most one */
-      }
-    }
   }
+  if (nfds == 0)
+    got = -1;
   if (fd_out)
     *fd_out = got;
   else if (got >= 0)
@@ -375,8 +335,8 @@ int rc_daemon_spawn_ex(rc_daemon *d, const char *const *extra, int capture_stder
 }
 
 int rc_daemon_wait_socket(rc_daemon *d, int timeout_ms) {
-  uint64_t end = now_ms() + (uint64_t)timeout_ms;
-  while (now_ms() < end) {
+  uint64_t end = rc_now_ms() + (uint64_t)timeout_ms;
+  while (rc_now_ms() < end) {
     int fd = rc_connect(d->sock);
     if (fd >= 0) {
       close(fd);

@@ -44,6 +44,9 @@ int rc_daemon_stop(rc_daemon *d);
 size_t rc_daemon_read_stderr(rc_daemon *d, char *buf, size_t len, int timeout_ms);
 
 /* Connects a SOCK_SEQPACKET socket to path; -1 on failure. */
+/* CLOCK_MONOTONIC in milliseconds (scree__now_ns), for test deadlines. */
+uint64_t rc_now_ms(void);
+
 int rc_connect(const char *path);
 
 /* Sends one packet, with pass_fd attached as SCM_RIGHTS when >= 0. */

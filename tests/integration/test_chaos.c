@@ -21,6 +21,7 @@
 
 #include "harness.h"
 #include "scree/client.h"
+#include "sys.h"
 
 static harness d;
 
@@ -35,12 +36,6 @@ static void stop(void) {
 }
 
 TestSuite(chaos, .init = start, .fini = stop, .timeout = 600);
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static int env_int(const char *name, int def) {
   const char *v = getenv(name);
@@ -103,7 +98,7 @@ Test(chaos, killed_clients_leave_nothing_behind) {
   int by_mode[4] = {0, 0, 0, 0};
   int killed = 0, bad_exit = 0, corrupt = 0;
   srand(12345);
-  double t0 = now_s();
+  double t0 = scree__now_s();
   while (spawned < procs || alive > 0) {
     while (spawned < procs && alive < conc) {
       int m = rand() % 10;
@@ -114,12 +109,12 @@ Test(chaos, killed_clients_leave_nothing_behind) {
       /* Whatever the mode, the parent kills at 0-30 ms (plus exec time)
        * at the latest. */
       kids[alive].pid = pid;
-      kids[alive].kill_at = now_s() + 0.005 + (double)(rand() % 30000) / 1e6;
+      kids[alive].kill_at = scree__now_s() + 0.005 + (double)(rand() % 30000) / 1e6;
       alive++;
       spawned++;
     }
     sleep_us(500);
-    double now = now_s();
+    double now = scree__now_s();
     for (int i = 0; i < alive;) {
       int st;
       pid_t r = waitpid(kids[i].pid, &st, WNOHANG);
@@ -141,7 +136,7 @@ Test(chaos, killed_clients_leave_nothing_behind) {
       i++;
     }
   }
-  double t_chaos = now_s() - t0;
+  double t_chaos = scree__now_s() - t0;
   free(kids);
   cr_assert_eq(corrupt, 0, "%d clients attached a batch whose offsets did not validate",
                corrupt);
@@ -151,10 +146,10 @@ Test(chaos, killed_clients_leave_nothing_behind) {
 
   /* Every connection of a dead client closes, with what it held. */
   scree_stats s;
-  double deadline = now_s() + 120;
+  double deadline = scree__now_s() + 120;
   for (;;) {
     cr_assert_eq(scree_client_stats(c, &s), 0, "%s", scree_client_last_error(c));
-    if ((s.connections == 1 && s.leases == 0 && s.pending_deletes == 0) || now_s() > deadline)
+    if ((s.connections == 1 && s.leases == 0 && s.pending_deletes == 0) || scree__now_s() > deadline)
       break;
     sleep_us(20000);
   }

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "raw_client.h"
+#include "sys.h"
 
 #define ALICE 65534u /* nobody */
 #define BOB 65533u
@@ -96,22 +97,9 @@ static int connect_as(uint32_t uid, uint32_t gid, const gid_t *groups, size_t ng
   cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child as uid %u failed: status 0x%x",
             uid, st);
   char b;
-  struct iovec iov = {.iov_base = &b, .iov_len = 1};
-  union {
-    struct cmsghdr align;
-    char c[CMSG_SPACE(sizeof(int))];
-  } ctl;
-  struct msghdr mh;
-  memset(&mh, 0, sizeof(mh));
-  mh.msg_iov = &iov;
-  mh.msg_iovlen = 1;
-  mh.msg_control = ctl.c;
-  mh.msg_controllen = sizeof(ctl.c);
-  cr_assert_eq(recvmsg(sv[0], &mh, MSG_CMSG_CLOEXEC), 1);
-  struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-  cr_assert_not_null(cm);
-  int fd;
-  memcpy(&fd, CMSG_DATA(cm), sizeof(int));
+  int fd = -1, nfds = 0;
+  cr_assert_eq(scree__recv_fds(sv[0], &b, 1, 0, &fd, 1, &nfds, NULL, NULL), 1);
+  cr_assert_eq(nfds, 1, "the child's socket did not arrive");
   close(sv[0]);
   return fd;
 }

@@ -16,7 +16,6 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "raw_client.h"
@@ -56,11 +55,6 @@ static void finish(void) {
 }
 
 
-static uint64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 static void expect(Scree__V1__Response *resp, int status) {
   cr_assert_not_null(resp, "no response from screed");
@@ -250,11 +244,11 @@ Test(daemon, responses_stay_in_order_when_the_client_reads_late) {
   req.body_case = SCREE__V1__REQUEST__BODY_STATS;
   req.stats = &st;
   uint64_t sent = 0, got = 0;
-  uint64_t deadline = now_ms() + 60000;
+  uint64_t deadline = rc_now_ms() + 60000;
   /* Send as far as the socket takes without reading any response, so that
    * screed's own sends hit EAGAIN and it must queue; then drain. */
   while (got < N) {
-    cr_assert_lt(now_ms(), deadline, "stalled at %llu sent, %llu received",
+    cr_assert_lt(rc_now_ms(), deadline, "stalled at %llu sent, %llu received",
                  (unsigned long long)sent, (unsigned long long)got);
     while (sent < N) {
       uint8_t buf[32];
@@ -430,7 +424,7 @@ Test(daemon, a_killed_client_loses_its_leases_and_unsealed_batches) {
   kill(child, SIGKILL);
   waitpid(child, NULL, 0);
   /* The daemon sees the close on its next loop turn; poll until it has. */
-  uint64_t deadline = now_ms() + 5000;
+  uint64_t deadline = rc_now_ms() + 5000;
   for (;;) {
     st = stats_of(fd, &h);
     int done = st->leases == 0 && st->pending_deletes == 0 && st->batches == 0 &&
@@ -441,7 +435,7 @@ Test(daemon, a_killed_client_loses_its_leases_and_unsealed_batches) {
       break;
     }
     rc_free(h);
-    cr_assert_lt(now_ms(), deadline, "screed did not clean up after the killed client");
+    cr_assert_lt(rc_now_ms(), deadline, "screed did not clean up after the killed client");
     usleep(2000);
   }
   st = stats_of(fd, &h);
@@ -686,7 +680,7 @@ Test(daemon, deleted_batches_give_their_memory_back) {
   expect(resp = rc_delete(fd, "gone"), 0);
   rc_free(resp);
   int64_t after = before;
-  for (uint64_t t0 = now_ms(); now_ms() - t0 < 5000 && before - after < rows;) {
+  for (uint64_t t0 = rc_now_ms(); rc_now_ms() - t0 < 5000 && before - after < rows;) {
     usleep(50 * 1000);
     cr_assert_eq(fstat(afd, &st), 0);
     after = (int64_t)st.st_blocks * 512;

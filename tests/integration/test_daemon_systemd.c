@@ -15,7 +15,6 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "raw_client.h"
@@ -46,11 +45,6 @@ static void fini(void) {
 
 TestSuite(systemd, .fini = fini);
 
-static uint64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 /* Binds the notify socket and exports NOTIFY_SOCKET for children. */
 static void play_service_manager(void) {
@@ -80,8 +74,8 @@ static int next_note(char *buf, size_t len, int timeout_ms) {
 
 /* Reads notifications until one contains want; fails the test after 10 s. */
 static void wait_note(const char *want, char *buf, size_t len) {
-  uint64_t end = now_ms() + 10000;
-  while (now_ms() < end) {
+  uint64_t end = rc_now_ms() + 10000;
+  while (rc_now_ms() < end) {
     if (next_note(buf, len, 1000) && strstr(buf, want) != NULL)
       return;
   }
@@ -133,9 +127,9 @@ Test(systemd, status_ready_stopping_in_order) {
 static int count_pings(int ms) {
   int pings = 0;
   char buf[512];
-  uint64_t end = now_ms() + (uint64_t)ms;
-  while (now_ms() < end) {
-    uint64_t left = end - now_ms();
+  uint64_t end = rc_now_ms() + (uint64_t)ms;
+  while (rc_now_ms() < end) {
+    uint64_t left = end - rc_now_ms();
     if (next_note(buf, sizeof(buf), (int)left) && strcmp(buf, "WATCHDOG=1") == 0)
       pings++;
   }
@@ -152,9 +146,9 @@ Test(systemd, watchdog_pings_repeatedly_without_watchdog_pid) {
   char buf[512];
   wait_note("READY=1", buf, sizeof(buf));
   /* Pings every 100 ms; ask for a few within a generous window. */
-  uint64_t end = now_ms() + 10000;
+  uint64_t end = rc_now_ms() + 10000;
   int pings = 0;
-  while (pings < 4 && now_ms() < end)
+  while (pings < 4 && rc_now_ms() < end)
     pings += count_pings(200);
   cr_assert_geq(pings, 4, "WATCHDOG=1 came %d times", pings);
   stop_and_expect_exit_0();
@@ -175,9 +169,9 @@ Test(systemd, watchdog_pings_when_watchdog_pid_is_screed) {
   unsetenv("WATCHDOG_USEC");
   char buf[512];
   wait_note("READY=1", buf, sizeof(buf));
-  uint64_t end = now_ms() + 10000;
+  uint64_t end = rc_now_ms() + 10000;
   int pings = 0;
-  while (pings < 3 && now_ms() < end)
+  while (pings < 3 && rc_now_ms() < end)
     pings += count_pings(200);
   cr_assert_geq(pings, 3, "WATCHDOG=1 came %d times", pings);
   stop_and_expect_exit_0();

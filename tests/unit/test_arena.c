@@ -26,7 +26,7 @@ static int fake_alloc(scree__mem *m, size_t size, scree__arena_mem *out, char *m
   size_t g = m->info.granularity;
   size = (size + g - 1) / g * g;
   if (f->live_bytes + size > f->capacity)
-    return scree__errf(SCREE_ENOSPC, msg, msg_len, "fake device is full");
+    return scree__fail(SCREE_ENOSPC, msg, msg_len, "fake device is full");
   memset(out, 0, sizeof(*out));
   out->size = size;
   out->impl = f;

@@ -5,7 +5,6 @@
 
 #include "metrics.h"
 #include "scree/error.h"
-#include "scree/v1/scree.pb-c.h"
 
 static double sample(const char *text, const char *series) {
   size_t n = strlen(series);
@@ -30,12 +29,12 @@ static char *render(const scree__metrics *m) {
 Test(metrics, counts_by_type_and_status) {
   static scree__metrics m;
   scree__metrics_init(&m);
-  scree__metrics_request(&m, SCREE__V1__REQUEST__BODY_GET, 0, 1000);
-  scree__metrics_request(&m, SCREE__V1__REQUEST__BODY_GET, SCREE_ENOENT, 1000);
-  scree__metrics_request(&m, SCREE__V1__REQUEST__BODY_GET, SCREE_ENOENT, 1000);
+  scree__metrics_request(&m, SCREE__REQ_GET, 0, 1000);
+  scree__metrics_request(&m, SCREE__REQ_GET, SCREE_ENOENT, 1000);
+  scree__metrics_request(&m, SCREE__REQ_GET, SCREE_ENOENT, 1000);
   scree__metrics_request(&m, 0, SCREE_EPROTO, 1000);
   scree__metrics_request(&m, 77, SCREE_EPROTO, 1000);  /* a type not known here */
-  scree__metrics_request(&m, SCREE__V1__REQUEST__BODY_HELLO, -12345, 1000);
+  scree__metrics_request(&m, SCREE__REQ_HELLO, -12345, 1000);
   char *t = render(&m);
   cr_assert_eq(sample(t, "scree_requests_total{type=\"get\",status=\"ok\"}"), 1);
   cr_assert_eq(sample(t, "scree_requests_total{type=\"get\",status=\"ENOENT\"}"), 2);
@@ -53,7 +52,7 @@ Test(metrics, counts_by_type_and_status) {
 Test(metrics, histogram_buckets_are_cumulative_with_inclusive_bounds) {
   static scree__metrics m;
   scree__metrics_init(&m);
-  int op = SCREE__V1__REQUEST__BODY_STATS;
+  int op = SCREE__REQ_STATS;
   scree__metrics_request(&m, op, 0, 10000);       /* exactly 10 us: le="1e-05" */
   scree__metrics_request(&m, op, 0, 10001);       /* just above: le="2.5e-05" */
   scree__metrics_request(&m, op, 0, 1000000000);  /* 1 s: le="1" */

@@ -1,5 +1,5 @@
 /* The request handler of screed driven without sockets: each test builds
- * protobuf-c requests, calls scree__store_handle and checks the response and
+ * protobuf-c requests, calls scree__handle and checks the response and
  * the store's counters. Arena fds that come back are mapped to write
  * offsets the way a client would. */
 #include <criterion/criterion.h>
@@ -18,6 +18,7 @@
 #include "log.h"
 #include "mem.h"
 #include "scree/error.h"
+#include "handler.h"
 #include "store.h"
 
 #define LIMIT (4u << 20)
@@ -25,6 +26,7 @@
 
 static scree__mem *mem;
 static scree__store *store;
+static scree__handler *handler;
 static scree__reply r;
 
 /* A client's view of the arenas it was given: id -> mapping. */
@@ -41,9 +43,10 @@ static void setup(void) {
   scree__log_threshold = SCREE__LOG_ERROR;
   char msg[256];
   cr_assert_eq(scree__mem_host_create(&mem, msg, sizeof(msg)), 0, "%s", msg);
-  scree__store_config cfg = {
-      .memory_limit = LIMIT, .arena_size = ARENA, .max_packet = 1 << 20, .version = "test"};
+  scree__store_config cfg = {.memory_limit = LIMIT, .arena_size = ARENA};
   cr_assert_eq(scree__store_new(mem, &cfg, &store, msg, sizeof(msg)), 0, "%s", msg);
+  scree__handler_config hcfg = {.max_packet = 1 << 20, .version = "test"};
+  cr_assert_eq(scree__handler_new(store, &hcfg, &handler, msg, sizeof(msg)), 0, "%s", msg);
   scree__reply_init(&r);
   nmaps = 0;
 }
@@ -52,6 +55,7 @@ static void teardown(void) {
   scree__reply_clear(&r);
   for (int i = 0; i < nmaps; i++)
     munmap(maps[i].p, maps[i].size);
+  scree__handler_free(handler);
   scree__store_free(store);
   mem->ops->destroy(mem);
 }
@@ -67,7 +71,7 @@ static scree__session *open_session(void) {
 /* Sends req on sess; leaves the response in r (cleared first). */
 static const Scree__V1__Response *call(scree__session *sess, Scree__V1__Request *req) {
   scree__reply_clear(&r);
-  scree__store_handle(store, sess, req, &r);
+  scree__handle(handler, sess, req, &r);
   return &r.resp;
 }
 
@@ -315,14 +319,14 @@ Test(store, malformed_packets_are_eproto_with_id_0) {
   scree__session *s = client();
   const uint8_t junk[] = {0x08, 0xff, 0xff, 0xff}; /* a truncated varint */
   scree__reply_clear(&r);
-  scree__store_handle_packet(store, s, junk, sizeof(junk), &r);
+  scree__handle_packet(handler, s, junk, sizeof(junk), &r);
   expect_status(&r.resp, SCREE_EPROTO);
   cr_assert_eq(r.resp.id, 0);
   cr_assert(strstr(r.resp.message, "malformed request") != NULL, "%s", r.resp.message);
   /* A field number the daemon does not know decodes to no body. */
   const uint8_t unknown[] = {0x08, 0x03, 0xfa, 0x01, 0x00}; /* id=3, field 31 = {} */
   scree__reply_clear(&r);
-  scree__store_handle_packet(store, s, unknown, sizeof(unknown), &r);
+  scree__handle_packet(handler, s, unknown, sizeof(unknown), &r);
   expect_status(&r.resp, SCREE_EPROTO);
   cr_assert_eq(r.resp.id, 3);
   cr_assert_str_eq(r.resp.message, "unknown request type");
@@ -982,7 +986,7 @@ Test(store, mutated_packets_never_break_the_store) {
       if (rand_r(&seed) % 4 == 0 && len > 0)
         len = (size_t)rand_r(&seed) % len;
       scree__reply_clear(&r);
-      scree__store_handle_packet(store, s, buf, len, &r);
+      scree__handle_packet(handler, s, buf, len, &r);
       /* Every packet gets a response that packs, with a known status. */
       cr_assert(scree_err_known(r.resp.status), "status %d", r.resp.status);
       cr_assert(r.resp.status == 0 || r.resp.message != NULL);
@@ -1027,20 +1031,20 @@ Test(store, freed_arenas_are_announced_once_to_sessions_that_had_them) {
   expect_status(del(a, "big"), 0);
   /* The store's handler leaves notices to whoever sends the response. */
   cr_assert_eq(r.resp.n_freed_arenas, 0);
-  cr_assert_eq(scree__store_attach_notices(store, a, &r), 0);
+  cr_assert_eq(scree__handler_attach_notices(handler, a, &r), 0);
   cr_assert_eq(r.resp.n_freed_arenas, 1);
   cr_assert_eq(r.resp.freed_arenas[0], id);
   /* Once only. */
   stats(a);
-  cr_assert_eq(scree__store_attach_notices(store, a, &r), 0);
+  cr_assert_eq(scree__handler_attach_notices(handler, a, &r), 0);
   cr_assert_eq(r.resp.n_freed_arenas, 0);
   stats(other);
-  cr_assert_eq(scree__store_attach_notices(store, other, &r), 0);
+  cr_assert_eq(scree__handler_attach_notices(handler, other, &r), 0);
   cr_assert_eq(r.resp.n_freed_arenas, 0);
   /* The packed response carries them as field 20. */
   created c2 = create_ok(a, "big2", 1, rows);
   expect_status(del(a, "big2"), 0);
-  cr_assert_eq(scree__store_attach_notices(store, a, &r), 0);
+  cr_assert_eq(scree__handler_attach_notices(handler, a, &r), 0);
   size_t len = scree__v1__response__get_packed_size(&r.resp);
   uint8_t *buf = malloc(len);
   scree__v1__response__pack(&r.resp, buf);

@@ -12,6 +12,7 @@
 #include "log.h"
 #include "mem.h"
 #include "scree/error.h"
+#include "handler.h"
 #include "store.h"
 
 #define LIMIT (16u << 20)
@@ -22,6 +23,7 @@
 
 static scree__mem *mem;
 static scree__store *store;
+static scree__handler *handler;
 static scree__authz authz;
 static scree__reply r;
 
@@ -35,12 +37,12 @@ static void start(uint64_t quota, int shared_arenas) {
   cr_assert_eq(scree__authz_add(&authz, SCREE__AUTHZ_ADMIN, ADMIN), 0);
   scree__store_config cfg = {.memory_limit = LIMIT,
                              .arena_size = ARENA,
-                             .max_packet = 1 << 20,
-                             .version = "test",
                              .authz = &authz,
                              .quota_per_uid = quota,
                              .shared_arenas = shared_arenas};
   cr_assert_eq(scree__store_new(mem, &cfg, &store, msg, sizeof(msg)), 0, "%s", msg);
+  scree__handler_config hcfg = {.max_packet = 1 << 20, .version = "test"};
+  cr_assert_eq(scree__handler_new(store, &hcfg, &handler, msg, sizeof(msg)), 0, "%s", msg);
   scree__reply_init(&r);
 }
 
@@ -49,6 +51,7 @@ static void teardown(void) {
     return;
   scree__reply_clear(&r);
   unmap_all();
+  scree__handler_free(handler);
   scree__store_free(store);
   mem->ops->destroy(mem);
   scree__authz_free(&authz);
@@ -59,7 +62,7 @@ TestSuite(access, .fini = teardown);
 
 static const Scree__V1__Response *call(scree__session *sess, Scree__V1__Request *req) {
   scree__reply_clear(&r);
-  scree__store_handle(store, sess, req, &r);
+  scree__handle(handler, sess, req, &r);
   return &r.resp;
 }
 
@@ -241,11 +244,13 @@ Test(access, only_the_owner_or_an_admin_deletes_a_sealed_batch) {
 Test(access, without_an_authz_nobody_is_admin) {
   start(0, 0);
   /* A store made without access control: the owner rule still holds. */
+  scree__handler_free(handler);
   scree__store_free(store);
   char msg[256];
-  scree__store_config cfg = {
-      .memory_limit = LIMIT, .arena_size = ARENA, .max_packet = 1 << 20, .version = "t"};
+  scree__store_config cfg = {.memory_limit = LIMIT, .arena_size = ARENA};
   cr_assert_eq(scree__store_new(mem, &cfg, &store, msg, sizeof(msg)), 0, "%s", msg);
+  scree__handler_config hcfg = {.max_packet = 1 << 20, .version = "t"};
+  cr_assert_eq(scree__handler_new(store, &hcfg, &handler, msg, sizeof(msg)), 0, "%s", msg);
   scree__session *alice = client(ALICE);
   scree__session *root = client(0);
   put(alice, "a", 4, 0);

@@ -1,0 +1,647 @@
+#include "handler.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "authz.h"
+#include "log.h"
+#include "metrics.h"
+#include "scree/error.h"
+
+struct scree__handler {
+  scree__store *store;
+  scree__exec *exec; /* NULL: Attention is ENOTSUP */
+  uint64_t max_packet;
+  char version[64];
+  scree__handler_deliver_cb deliver;
+  void *deliver_arg;
+};
+
+/* ---- replies ---------------------------------------------------------- */
+
+void scree__reply_init(scree__reply *r) {
+  memset(r, 0, sizeof(*r));
+  scree__v1__response__init(&r->resp);
+  r->fd = -1;
+}
+
+void scree__reply_clear(scree__reply *r) {
+  if (r->fd >= 0)
+    close(r->fd);
+  free(r->list_infos);
+  free(r->list_ptrs);
+  free(r->list_descs);
+  free(r->list_inner);
+  free(r->freed);
+  scree__reply_init(r);
+}
+
+/* The request types: their body case, their metrics type and their name in
+ * logs. */
+static const struct {
+  Scree__V1__Request__BodyCase body;
+  int op;
+  const char *name;
+} req_types[] = {
+    {SCREE__V1__REQUEST__BODY_HELLO, SCREE__REQ_HELLO, "hello"},
+    {SCREE__V1__REQUEST__BODY_CREATE, SCREE__REQ_CREATE, "create"},
+    {SCREE__V1__REQUEST__BODY_SEAL, SCREE__REQ_SEAL, "seal"},
+    {SCREE__V1__REQUEST__BODY_GET, SCREE__REQ_GET, "get"},
+    {SCREE__V1__REQUEST__BODY_RELEASE, SCREE__REQ_RELEASE, "release"},
+    {SCREE__V1__REQUEST__BODY_DELETE, SCREE__REQ_DELETE, "delete"},
+    {SCREE__V1__REQUEST__BODY_LIST, SCREE__REQ_LIST, "list"},
+    {SCREE__V1__REQUEST__BODY_STAT, SCREE__REQ_STAT, "stat"},
+    {SCREE__V1__REQUEST__BODY_STATS, SCREE__REQ_STATS, "stats"},
+    {SCREE__V1__REQUEST__BODY_ATTENTION, SCREE__REQ_ATTENTION, "attention"},
+};
+#define NREQ_TYPES (sizeof(req_types) / sizeof(req_types[0]))
+
+static int req_op(Scree__V1__Request__BodyCase c) {
+  for (size_t i = 0; i < NREQ_TYPES; i++)
+    if (req_types[i].body == c)
+      return req_types[i].op;
+  return SCREE__REQ_INVALID;
+}
+
+static const char *req_name(Scree__V1__Request__BodyCase c) {
+  for (size_t i = 0; i < NREQ_TYPES; i++)
+    if (req_types[i].body == c)
+      return req_types[i].name;
+  return "unknown";
+}
+
+/* Turns r into an error response, counting and logging it; the message is
+ * already in r->msg. */
+static void fail_reply(scree__handler *h, scree__session *sess, scree__reply *r,
+                       const char *op, int code) {
+  if (r->fd >= 0) {
+    close(r->fd);
+    r->fd = -1;
+  }
+  r->resp.status = code;
+  r->resp.message = r->msg;
+  r->resp.body_case = SCREE__V1__RESPONSE__BODY__NOT_SET;
+  scree__store_count_error(h->store, code);
+  scree__log(SCREE__LOG_INFO, "request_error", "conn=%" PRIu64 " op=%s code=%s msg=%s",
+             sess ? scree__session_id(sess) : 0, op, scree_err_name(code), scree__q(r->msg));
+}
+
+/* ---- filling replies from the store's C types --------------------------- */
+
+static void fill_desc(Scree__V1__ArrayDesc *d, int64_t *inner, const scree_array *a) {
+  scree__v1__array_desc__init(d);
+  d->dtype = (uint32_t)a->dtype;
+  d->n_inner = (size_t)a->ndim_inner;
+  memcpy(inner, a->inner, sizeof(int64_t) * (size_t)a->ndim_inner);
+  d->inner = inner;
+  d->batch_size = a->batch_size;
+  d->total_rows = a->total_rows;
+  d->max_length = a->max_length;
+  d->offsets_dtype = (uint32_t)a->offsets_dtype;
+}
+
+/* Fills info (and d, inner, which it points to) for the batch v describes;
+ * strings point into the store. */
+static void fill_info(Scree__V1__BatchInfo *info, Scree__V1__ArrayDesc *d, int64_t *inner,
+                      const scree__batch_view *v, uint64_t now) {
+  scree__v1__batch_info__init(info);
+  fill_desc(d, inner, &v->desc);
+  info->name = (char *)v->name;
+  info->desc = d;
+  info->state = v->sealed ? SCREE__V1__BATCH_STATE__BATCH_STATE_SEALED
+                          : SCREE__V1__BATCH_STATE__BATCH_STATE_CREATED;
+  info->values_bytes = v->values_bytes;
+  info->offsets_bytes = v->offsets_bytes;
+  info->leases = v->leases;
+  info->owner_uid = v->owner_uid;
+  info->owner_pid = v->owner_pid;
+  info->age_ns = now - v->created_ns;
+  info->arena_id = v->arena_id;
+  info->delete_pending = v->deleted != 0;
+}
+
+/* Fills r->loc from loc, moving its fd into the reply. */
+static void fill_location(scree__reply *r, scree__location *loc) {
+  Scree__V1__Location *l = &r->loc;
+  scree__v1__location__init(l);
+  l->arena_id = loc->arena_id;
+  l->arena_size = loc->arena_size;
+  l->values_offset = loc->values_offset;
+  l->values_bytes = loc->values_bytes;
+  l->offsets_offset = loc->offsets_offset;
+  l->offsets_bytes = loc->offsets_bytes;
+  l->handle_attached = loc->handle_attached;
+  l->writable = loc->writable;
+  if (loc->ipc_handle != NULL) {
+    l->ipc_handle.data = (uint8_t *)loc->ipc_handle;
+    l->ipc_handle.len = loc->ipc_handle_len;
+  }
+  r->fd = loc->fd;
+  loc->fd = -1;
+}
+
+/* ---- operations ---------------------------------------------------------- */
+
+/* Every operation returns 0 with the reply body filled, or an error code
+ * with the message in r->msg. */
+#define FAIL(code, ...) scree__fail((code), r->msg, sizeof(r->msg), __VA_ARGS__)
+
+static int do_hello(scree__handler *h, scree__session *sess, const Scree__V1__Hello *q,
+                    scree__reply *r) {
+  if (q->protocol_version != SCREE__PROTOCOL_VERSION)
+    return FAIL(SCREE_EPROTO,
+                "protocol version %" PRIu32 " is not supported; screed speaks version %d",
+                q->protocol_version, SCREE__PROTOCOL_VERSION);
+  if (!scree__session_hello_done(sess))
+    scree__log(SCREE__LOG_DEBUG, "hello", "conn=%" PRIu64 " client=%s",
+               scree__session_id(sess), scree__q(q->client_name));
+  scree__session_set_hello_done(sess);
+  const scree__mem_info *mi = &scree__store_mem(h->store)->info;
+  scree__store_counts c;
+  scree__store_counts_get(h->store, &c);
+  Scree__V1__HelloReply *hr = &r->body.hello;
+  scree__v1__hello_reply__init(hr);
+  hr->protocol_version = SCREE__PROTOCOL_VERSION;
+  hr->backend = (Scree__V1__Backend)mi->backend;
+  hr->device_index = mi->device_index;
+  hr->device_name = (char *)mi->device_name;
+  if (mi->has_uuid) {
+    hr->device_uuid.data = (uint8_t *)mi->device_uuid;
+    hr->device_uuid.len = sizeof(mi->device_uuid);
+  }
+  hr->ipc_mode = (Scree__V1__IpcMode)mi->ipc_mode;
+  hr->granularity = mi->granularity;
+  hr->memory_limit = c.memory_limit;
+  hr->max_packet = h->max_packet;
+  hr->arena_size = c.arena_size;
+  hr->max_name_len = SCREE__MAX_NAME_LEN;
+  hr->version = h->version;
+  r->resp.body_case = SCREE__V1__RESPONSE__BODY_HELLO;
+  r->resp.hello = hr;
+  return 0;
+}
+
+/* The descriptor a Create asks for, in C terms. Out-of-range enum values
+ * stay invalid after the cast, and the store's check rejects them with a
+ * message. */
+static int create_desc(const Scree__V1__Create *c, scree_array *a, scree__reply *r) {
+  const Scree__V1__ArrayDesc *d = c->desc;
+  if (d == NULL)
+    return FAIL(SCREE_EINVAL, "create of '%s' has no array descriptor", c->name);
+  if (d->n_inner > SCREE_MAX_INNER_DIMS)
+    return FAIL(SCREE_EINVAL, "%zu inner dims; at most %d are supported", d->n_inner,
+                SCREE_MAX_INNER_DIMS);
+  memset(a, 0, sizeof(*a));
+  a->dtype = d->dtype > (uint32_t)SCREE_DTYPE_COUNT_ ? SCREE_DTYPE_INVALID
+                                                    : (scree_dtype)d->dtype;
+  a->offsets_dtype = d->offsets_dtype > (uint32_t)SCREE_DTYPE_COUNT_
+                         ? SCREE_DTYPE_INVALID
+                         : (scree_dtype)d->offsets_dtype;
+  a->ndim_inner = (int32_t)d->n_inner;
+  for (size_t i = 0; i < d->n_inner; i++)
+    a->inner[i] = d->inner[i];
+  a->batch_size = d->batch_size;
+  a->total_rows = d->total_rows;
+  return 0;
+}
+
+static int do_create(scree__handler *h, scree__session *sess, const Scree__V1__Create *c,
+                     scree__reply *r) {
+  /* The name is checked before the descriptor, as the store would. */
+  int rc = scree__name_check(c->name, r->msg, sizeof(r->msg));
+  if (rc != 0)
+    return rc;
+  scree_array a;
+  rc = create_desc(c, &a, r);
+  if (rc != 0)
+    return rc;
+  scree__location loc;
+  rc = scree__store_create(h->store, sess, c->name, &a, c->shared, &loc, r->msg,
+                           sizeof(r->msg));
+  if (rc != 0)
+    return rc;
+  fill_location(r, &loc);
+  Scree__V1__CreateReply *cr = &r->body.create;
+  scree__v1__create_reply__init(cr);
+  cr->location = &r->loc;
+  r->resp.body_case = SCREE__V1__RESPONSE__BODY_CREATE;
+  r->resp.create = cr;
+  return 0;
+}
+
+static int do_seal(scree__handler *h, scree__session *sess, const Scree__V1__Seal *q,
+                   scree__reply *r) {
+  scree__batch_view v;
+  int rc = scree__store_seal(h->store, sess, q->name, &v, r->msg, sizeof(r->msg));
+  if (rc != 0)
+    return rc;
+  Scree__V1__SealReply *sr = &r->body.seal;
+  scree__v1__seal_reply__init(sr);
+  fill_info(&r->info, &r->desc, r->inner, &v, scree__now_ns());
+  sr->info = &r->info;
+  r->resp.body_case = SCREE__V1__RESPONSE__BODY_SEAL;
+  r->resp.seal = sr;
+  return 0;
+}
+
+static int do_get(scree__handler *h, scree__session *sess, const Scree__V1__Get *q,
+                  scree__reply *r) {
+  scree__location loc;
+  scree__batch_view v;
+  uint64_t lease_id;
+  int rc = scree__store_get(h->store, sess, q->name, &loc, &lease_id, &v, r->msg,
+                            sizeof(r->msg));
+  if (rc != 0)
+    return rc;
+  fill_location(r, &loc);
+  Scree__V1__GetReply *gr = &r->body.get;
+  scree__v1__get_reply__init(gr);
+  fill_info(&r->info, &r->desc, r->inner, &v, scree__now_ns());
+  gr->info = &r->info;
+  gr->location = &r->loc;
+  gr->lease_id = lease_id;
+  r->resp.body_case = SCREE__V1__RESPONSE__BODY_GET;
+  r->resp.get = gr;
+  return 0;
+}
+
+static int do_release(scree__handler *h, scree__session *sess, const Scree__V1__Release *q,
+                      scree__reply *r) {
+  int rc = scree__store_release(h->store, sess, q->lease_id, r->msg, sizeof(r->msg));
+  if (rc != 0)
+    return rc;
+  scree__v1__release_reply__init(&r->body.release);
+  r->resp.body_case = SCREE__V1__RESPONSE__BODY_RELEASE;
+  r->resp.release = &r->body.release;
+  return 0;
+}
+
+static int do_delete(scree__handler *h, scree__session *sess, const Scree__V1__Delete *q,
+                     scree__reply *r) {
+  int deferred = 0;
+  int rc = scree__store_delete(h->store, sess, q->name, &deferred, r->msg, sizeof(r->msg));
+  if (rc != 0)
+    return rc;
+  Scree__V1__DeleteReply *dr = &r->body.del;
+  scree__v1__delete_reply__init(dr);
+  dr->deferred = deferred;
+  r->resp.body_case = SCREE__V1__RESPONSE__BODY_DELETE;
+  r->resp.delete_ = dr;
+  return 0;
+}
+
+/* The heap arrays of a List reply for up to n entries. */
+static int list_alloc(scree__reply *r, size_t n) {
+  r->list_infos = calloc(n, sizeof(*r->list_infos));
+  r->list_ptrs = calloc(n, sizeof(*r->list_ptrs));
+  r->list_descs = calloc(n, sizeof(*r->list_descs));
+  r->list_inner = calloc(n * SCREE_MAX_INNER_DIMS, sizeof(int64_t));
+  if (!r->list_infos || !r->list_ptrs || !r->list_descs || !r->list_inner)
+    return FAIL(SCREE_ENOMEM, "out of host memory");
+  return 0;
+}
+
+static int do_list(scree__handler *h, const Scree__V1__List *q, scree__reply *r) {
+  uint32_t want = q->page_size == 0 ? SCREE__LIST_DEFAULT : q->page_size;
+  if (want > SCREE__LIST_MAX)
+    want = SCREE__LIST_MAX;
+  const char *prefix = q->prefix ? q->prefix : "";
+  size_t start = scree__store_list_start(h->store, prefix, q->page_token);
+  scree__batch_view v;
+  size_t avail = 0;
+  while (avail < want && scree__store_list_at(h->store, start + avail, prefix, &v))
+    avail++;
+
+  Scree__V1__ListReply *lr = &r->body.list;
+  scree__v1__list_reply__init(lr);
+  lr->next_page_token = "";
+  if (avail > 0 && list_alloc(r, avail) != 0)
+    return SCREE_ENOMEM;
+  uint64_t now = scree__now_ns();
+  size_t n = 0, bytes = 0;
+  const char *last = NULL;
+  for (; n < avail; n++) {
+    scree__store_list_at(h->store, start + n, prefix, &v);
+    Scree__V1__BatchInfo *info = &r->list_infos[n];
+    fill_info(info, &r->list_descs[n], &r->list_inner[n * SCREE_MAX_INNER_DIMS], &v, now);
+    /* Each entry costs its own size plus a tag and a length prefix. */
+    size_t sz = scree__v1__batch_info__get_packed_size(info) + 6;
+    if (n > 0 && bytes + sz > SCREE__LIST_REPLY_BUDGET)
+      break;
+    bytes += sz;
+    r->list_ptrs[n] = info;
+    last = v.name;
+  }
+  lr->n_batches = n;
+  lr->batches = r->list_ptrs;
+  if (n > 0 && scree__store_list_at(h->store, start + n, prefix, &v))
+    lr->next_page_token = (char *)last;
+  r->resp.body_case = SCREE__V1__RESPONSE__BODY_LIST;
+  r->resp.list = lr;
+  return 0;
+}
+
+static int do_stat(scree__handler *h, const Scree__V1__Stat *q, scree__reply *r) {
+  scree__batch_view v;
+  int rc = scree__store_stat(h->store, q->name, &v, r->msg, sizeof(r->msg));
+  if (rc != 0)
+    return rc;
+  Scree__V1__StatReply *sr = &r->body.stat;
+  scree__v1__stat_reply__init(sr);
+  fill_info(&r->info, &r->desc, r->inner, &v, scree__now_ns());
+  sr->info = &r->info;
+  r->resp.body_case = SCREE__V1__RESPONSE__BODY_STAT;
+  r->resp.stat = sr;
+  return 0;
+}
+
+static int do_stats(scree__handler *h, scree__reply *r) {
+  scree__store_counts c;
+  scree__store_counts_get(h->store, &c);
+  scree__error_count errs[SCREE__STORE_ERROR_SLOTS];
+  size_t nerrs = scree__store_errors(h->store, errs);
+  Scree__V1__StatsReply *st = &r->body.stats;
+  scree__v1__stats_reply__init(st);
+  st->bytes_used = c.bytes_used;
+  st->bytes_limit = c.memory_limit;
+  st->bytes_arenas = c.bytes_arenas;
+  st->batches = c.batches;
+  st->connections = c.sessions;
+  st->leases = c.leases;
+  /* The Stats request itself is counted: requests includes this one. */
+  st->requests = c.requests;
+  for (size_t i = 0; i < nerrs; i++) {
+    scree__v1__error_count__init(&r->errs[i]);
+    r->errs[i].code = errs[i].code;
+    r->errs[i].count = errs[i].count;
+    r->err_ptrs[i] = &r->errs[i];
+  }
+  st->n_errors = nerrs;
+  st->errors = r->err_ptrs;
+  st->arenas = c.arenas;
+  st->uptime_ns = scree__now_ns() - c.start_ns;
+  st->pending_deletes = c.pending_deletes;
+  r->resp.body_case = SCREE__V1__RESPONSE__BODY_STATS;
+  r->resp.stats = st;
+  return 0;
+}
+
+/* ---- attention ----------------------------------------------------------- */
+
+/* The request in C terms: an absent window bound is unbounded (-1), never
+ * a window of width 0. */
+static void attention_req(const Scree__V1__Attention *a, scree__attention_req *out) {
+  memset(out, 0, sizeof(*out));
+  out->q = a->q;
+  out->k = a->k;
+  out->v = a->v;
+  out->out = a->out;
+  out->causal = a->causal;
+  out->has_scale = a->has_scale;
+  out->scale = a->scale;
+  out->window_left =
+      a->window_left_present_case == SCREE__V1__ATTENTION__WINDOW_LEFT_PRESENT_WINDOW_LEFT
+          ? a->window_left
+          : -1;
+  out->window_right =
+      a->window_right_present_case == SCREE__V1__ATTENTION__WINDOW_RIGHT_PRESENT_WINDOW_RIGHT
+          ? a->window_right
+          : -1;
+}
+
+static int encode(scree__handler *h, scree__session *sess, scree__reply *r, scree__out *out);
+
+/* A job's end (exec.h): the deferred reply, encoded and delivered. */
+static void attention_done(void *arg, scree__session *sess, uint64_t id,
+                           const scree__attention_result *res) {
+  scree__handler *h = arg;
+  scree__reply r;
+  scree__reply_init(&r);
+  r.resp.id = id;
+  r.op = SCREE__REQ_ATTENTION;
+  if (res->rc == 0) {
+    fill_info(&r.info, &r.desc, r.inner, res->out, scree__now_ns());
+    Scree__V1__AttentionReply *ar = &r.body.attention;
+    scree__v1__attention_reply__init(ar);
+    ar->info = &r.info;
+    ar->elapsed_ns = res->elapsed_ns;
+    r.resp.body_case = SCREE__V1__RESPONSE__BODY_ATTENTION;
+    r.resp.attention = ar;
+  } else {
+    /* Counted as an error, not as a request again: it was counted when it
+     * came. */
+    snprintf(r.msg, sizeof(r.msg), "%s", res->msg);
+    fail_reply(h, sess, &r, "attention", res->rc);
+  }
+  scree__out out;
+  int rc = encode(h, sess, &r, &out);
+  scree__reply_clear(&r);
+  if (rc != 0 || h->deliver == NULL) {
+    /* The server sees a reply that never comes only as a client that
+     * waits; say why in the log. */
+    scree__log(SCREE__LOG_ERROR, "reply_lost", "conn=%" PRIu64 " reason=%s",
+               scree__session_id(sess), rc != 0 ? "out_of_memory" : "no_server");
+    if (rc == 0)
+      scree__out_clear(&out);
+    return;
+  }
+  h->deliver(h->deliver_arg, sess, &out);
+}
+
+static int do_attention(scree__handler *h, scree__session *sess, uint64_t id,
+                        const Scree__V1__Attention *a, scree__reply *r) {
+  if (h->exec == NULL)
+    return FAIL(SCREE_ENOTSUP, "attention is not available in this daemon");
+  scree__attention_req q;
+  attention_req(a, &q);
+  int rc = scree__exec_attention(h->exec, sess, id, &q, attention_done, h, r->msg,
+                                 sizeof(r->msg));
+  if (rc == 0)
+    r->deferred = 1;
+  return rc;
+}
+
+/* ---- dispatch ------------------------------------------------------------ */
+
+static int dispatch(scree__handler *h, scree__session *sess, const Scree__V1__Request *req,
+                    scree__reply *r) {
+  switch (req->body_case) {
+  case SCREE__V1__REQUEST__BODY_HELLO: return do_hello(h, sess, req->hello, r);
+  case SCREE__V1__REQUEST__BODY_CREATE: return do_create(h, sess, req->create, r);
+  case SCREE__V1__REQUEST__BODY_SEAL: return do_seal(h, sess, req->seal, r);
+  case SCREE__V1__REQUEST__BODY_GET: return do_get(h, sess, req->get, r);
+  case SCREE__V1__REQUEST__BODY_RELEASE: return do_release(h, sess, req->release, r);
+  case SCREE__V1__REQUEST__BODY_DELETE: return do_delete(h, sess, req->delete_, r);
+  case SCREE__V1__REQUEST__BODY_LIST: return do_list(h, req->list, r);
+  case SCREE__V1__REQUEST__BODY_STAT: return do_stat(h, req->stat, r);
+  case SCREE__V1__REQUEST__BODY_STATS: return do_stats(h, r);
+  case SCREE__V1__REQUEST__BODY_ATTENTION: return do_attention(h, sess, req->id, req->attention, r);
+  default: return FAIL(SCREE_EPROTO, "unknown request type");
+  }
+}
+
+void scree__handle(scree__handler *h, scree__session *sess, const Scree__V1__Request *req,
+                   scree__reply *r) {
+  scree__store_count_request(h->store);
+  r->resp.id = req->id;
+  r->op = req_op(req->body_case);
+  int rc;
+  if (req->body_case == SCREE__V1__REQUEST__BODY__NOT_SET) {
+    rc = FAIL(SCREE_EPROTO, "unknown request type");
+  } else if (scree__session_job(sess) != NULL) {
+    /* The server reads nothing of a session that waits for a deferred
+     * reply; a direct caller that does gets this rather than replies out
+     * of order. */
+    rc = FAIL(SCREE_EBUSY, "an attention request is still running on this connection");
+  } else if (!scree__session_hello_done(sess) &&
+             req->body_case != SCREE__V1__REQUEST__BODY_HELLO) {
+    rc = FAIL(SCREE_EPROTO, "the first request on a connection must be Hello, not %s",
+              req_name(req->body_case));
+  } else {
+    rc = dispatch(h, sess, req, r);
+  }
+  if (rc != 0)
+    fail_reply(h, sess, r, req_name(req->body_case), rc);
+}
+
+void scree__handle_packet(scree__handler *h, scree__session *sess, const uint8_t *buf,
+                          size_t len, scree__reply *r) {
+  Scree__V1__Request *req = scree__v1__request__unpack(NULL, len, buf);
+  if (req == NULL) {
+    scree__store_count_request(h->store);
+    snprintf(r->msg, sizeof(r->msg), "malformed request (%zu bytes do not decode)", len);
+    r->resp.id = 0;
+    fail_reply(h, sess, r, "packet", SCREE_EPROTO);
+    return;
+  }
+  scree__handle(h, sess, req, r);
+  /* Strings in the reply point into the store, never into req. */
+  scree__v1__request__free_unpacked(req, NULL);
+}
+
+int scree__handler_attach_notices(scree__handler *h, scree__session *sess, scree__reply *r) {
+  (void)h;
+  if (sess == NULL || r->freed != NULL)
+    return 0;
+  size_t n = scree__session_take_freed(sess, &r->freed);
+  r->resp.n_freed_arenas = n;
+  r->resp.freed_arenas = r->freed;
+  return 0;
+}
+
+/* ---- encoding -------------------------------------------------------------- */
+
+void scree__out_clear(scree__out *out) {
+  free(out->buf);
+  if (out->fd >= 0)
+    close(out->fd);
+  memset(out, 0, sizeof(*out));
+  out->fd = -1;
+}
+
+/* Packs r for sess into out (the arenas freed since sess's last response
+ * ride along), taking r's fd. Returns 0 or SCREE_ENOMEM. */
+static int encode(scree__handler *h, scree__session *sess, scree__reply *r, scree__out *out) {
+  memset(out, 0, sizeof(*out));
+  out->fd = -1;
+  out->op = r->op;
+  out->status = r->resp.status;
+  scree__handler_attach_notices(h, sess, r);
+  size_t len = scree__v1__response__get_packed_size(&r->resp);
+  out->buf = malloc(len ? len : 1);
+  if (out->buf == NULL)
+    return SCREE_ENOMEM;
+  out->len = scree__v1__response__pack(&r->resp, out->buf);
+  out->fd = r->fd;
+  r->fd = -1;
+  return 0;
+}
+
+int scree__handler_serve(scree__handler *h, scree__session *sess, const uint8_t *buf,
+                         size_t len, scree__out *out) {
+  scree__reply r;
+  scree__reply_init(&r);
+  scree__handle_packet(h, sess, buf, len, &r);
+  int rc = 0;
+  if (r.deferred) {
+    memset(out, 0, sizeof(*out));
+    out->fd = -1;
+    out->op = r.op;
+    out->deferred = 1;
+  } else {
+    rc = encode(h, sess, &r, out);
+  }
+  scree__reply_clear(&r);
+  return rc;
+}
+
+int scree__handler_refuse(scree__handler *h, scree__session *sess, const uint8_t *req,
+                          size_t req_len, int code, scree__out *out, const char *fmt, ...) {
+  scree__reply r;
+  scree__reply_init(&r);
+  scree__store_count_request(h->store);
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(r.msg, sizeof(r.msg), fmt, ap);
+  va_end(ap);
+  r.resp.id = req != NULL ? scree__authz_request_id(req, req_len) : 0;
+  fail_reply(h, sess, &r, "packet", code);
+  int rc = encode(h, sess, &r, out);
+  scree__reply_clear(&r);
+  return rc;
+}
+
+int scree__handler_refuse_bare(const uint8_t *req, size_t req_len, int code, const char *text,
+                               scree__out *out) {
+  Scree__V1__Response resp = SCREE__V1__RESPONSE__INIT;
+  resp.id = req != NULL ? scree__authz_request_id(req, req_len) : 0;
+  resp.status = code;
+  resp.message = (char *)text;
+  memset(out, 0, sizeof(*out));
+  out->fd = -1;
+  out->status = code;
+  size_t len = scree__v1__response__get_packed_size(&resp);
+  out->buf = malloc(len ? len : 1);
+  if (out->buf == NULL)
+    return SCREE_ENOMEM;
+  out->len = scree__v1__response__pack(&resp, out->buf);
+  return 0;
+}
+
+/* ---- life ---------------------------------------------------------------- */
+
+int scree__handler_new(scree__store *store, const scree__handler_config *cfg,
+                       scree__handler **out, char *msg, size_t msg_len) {
+  scree__handler *h = calloc(1, sizeof(*h));
+  if (h == NULL)
+    return scree__fail(SCREE_ENOMEM, msg, msg_len, "out of host memory");
+  h->store = store;
+  h->exec = cfg->exec;
+  h->max_packet = cfg->max_packet;
+  snprintf(h->version, sizeof(h->version), "%s", cfg->version ? cfg->version : "");
+  *out = h;
+  return 0;
+}
+
+void scree__handler_free(scree__handler *h) { free(h); }
+
+void scree__handler_set_deliver(scree__handler *h, scree__handler_deliver_cb cb, void *arg) {
+  h->deliver = cb;
+  h->deliver_arg = arg;
+}
+
+scree__session *scree__handler_open(scree__handler *h, uint32_t uid, int32_t pid) {
+  return scree__session_open(h->store, uid, pid);
+}
+
+void scree__handler_close(scree__handler *h, scree__session *sess) {
+  /* A running job finishes on its own; it must not reply to this session. */
+  void *job = scree__session_job(sess);
+  if (job != NULL)
+    scree__exec_detach(job);
+  scree__session_close(h->store, sess);
+}
