@@ -81,11 +81,8 @@ static int do_hello(scree_client *c) {
   snprintf(name, sizeof(name), "libscreeclient/%s[%ld]", program_invocation_short_name,
            (long)getpid());
   hello.client_name = name;
-  Scree__V1__Request req = SCREE__V1__REQUEST__INIT;
-  req.body_case = SCREE__V1__REQUEST__BODY_HELLO;
-  req.hello = &hello;
   Scree__V1__Response *resp;
-  int rc = scree__rpc(c, &req, SCREE__V1__RESPONSE__BODY_HELLO, &resp);
+  int rc = scree__call(c, SCREE__V1__REQUEST__BODY_HELLO, &hello, &resp);
   if (rc != 0)
     return rc;
   const Scree__V1__HelloReply *h = resp->hello;
@@ -215,11 +212,8 @@ int scree_client_info_get(scree_client *c, scree_client_info *out) {
 static int delete_locked(scree_client *c, const char *name, int *deferred) {
   Scree__V1__Delete del = SCREE__V1__DELETE__INIT;
   del.name = (char *)name;
-  Scree__V1__Request req = SCREE__V1__REQUEST__INIT;
-  req.body_case = SCREE__V1__REQUEST__BODY_DELETE;
-  req.delete_ = &del;
   Scree__V1__Response *resp;
-  int rc = scree__rpc(c, &req, SCREE__V1__RESPONSE__BODY_DELETE, &resp);
+  int rc = scree__call(c, SCREE__V1__REQUEST__BODY_DELETE, &del, &resp);
   if (rc != 0)
     return rc;
   if (deferred != NULL)
@@ -257,11 +251,8 @@ static int create_locked(scree_client *c, const char *name, const scree_array *d
   cr.name = (char *)name;
   cr.desc = &d;
   cr.shared = (flags & SCREE_CREATE_SHARED) != 0;
-  Scree__V1__Request req = SCREE__V1__REQUEST__INIT;
-  req.body_case = SCREE__V1__REQUEST__BODY_CREATE;
-  req.create = &cr;
   Scree__V1__Response *resp;
-  rc = scree__rpc(c, &req, SCREE__V1__RESPONSE__BODY_CREATE, &resp);
+  rc = scree__call(c, SCREE__V1__REQUEST__BODY_CREATE, &cr, &resp);
   if (rc != 0)
     return rc;
   scree__mapping *ar;
@@ -298,15 +289,7 @@ static int seal_locked(scree_client *c, const char *name) {
     return rc;
   Scree__V1__Seal s = SCREE__V1__SEAL__INIT;
   s.name = (char *)name;
-  Scree__V1__Request req = SCREE__V1__REQUEST__INIT;
-  req.body_case = SCREE__V1__REQUEST__BODY_SEAL;
-  req.seal = &s;
-  Scree__V1__Response *resp;
-  rc = scree__rpc(c, &req, SCREE__V1__RESPONSE__BODY_SEAL, &resp);
-  if (rc != 0)
-    return rc;
-  scree__v1__response__free_unpacked(resp, NULL);
-  return 0;
+  return scree__call(c, SCREE__V1__REQUEST__BODY_SEAL, &s, NULL);
 }
 
 int scree_client_create(scree_client *c, const char *name, const scree_array *desc,
@@ -461,6 +444,12 @@ int scree_client_seal_stream(scree_client *c, const char *name, void *stream) {
   return rc;
 }
 
+static int release_locked(scree_client *c, uint64_t lease_id) {
+  Scree__V1__Release r = SCREE__V1__RELEASE__INIT;
+  r.lease_id = lease_id;
+  return scree__call(c, SCREE__V1__REQUEST__BODY_RELEASE, &r, NULL);
+}
+
 int scree_client_get(scree_client *c, const char *name, scree_array *out,
                      scree_lease **lease) {
   if (c == NULL)
@@ -488,10 +477,7 @@ int scree_client_get(scree_client *c, const char *name, scree_array *out,
   }
   Scree__V1__Get g = SCREE__V1__GET__INIT;
   g.name = (char *)name;
-  Scree__V1__Request req = SCREE__V1__REQUEST__INIT;
-  req.body_case = SCREE__V1__REQUEST__BODY_GET;
-  req.get = &g;
-  rc = scree__rpc(c, &req, SCREE__V1__RESPONSE__BODY_GET, &resp);
+  rc = scree__call(c, SCREE__V1__REQUEST__BODY_GET, &g, &resp);
   if (rc != 0)
     goto err_free_lease;
   uint64_t lease_id = resp->get->lease_id;
@@ -520,14 +506,7 @@ err_release:
     /* The daemon granted a lease this call cannot hand out. */
     char keep[sizeof(c->err)];
     memcpy(keep, c->err, sizeof(keep));
-    Scree__V1__Release r = SCREE__V1__RELEASE__INIT;
-    r.lease_id = lease_id;
-    Scree__V1__Request rreq = SCREE__V1__REQUEST__INIT;
-    rreq.body_case = SCREE__V1__REQUEST__BODY_RELEASE;
-    rreq.release = &r;
-    Scree__V1__Response *rresp;
-    if (scree__rpc(c, &rreq, SCREE__V1__RESPONSE__BODY_RELEASE, &rresp) == 0)
-      scree__v1__response__free_unpacked(rresp, NULL);
+    release_locked(c, lease_id);
     memcpy(c->err, keep, sizeof(keep));
   }
 err_free_lease:
@@ -551,16 +530,9 @@ int scree_client_release(scree_client *c, scree_lease *lease) {
     c->leases = lease->next;
   if (lease->next != NULL)
     lease->next->prev = lease->prev;
-  Scree__V1__Release r = SCREE__V1__RELEASE__INIT;
-  r.lease_id = lease->id;
+  uint64_t id = lease->id;
   free(lease);
-  Scree__V1__Request req = SCREE__V1__REQUEST__INIT;
-  req.body_case = SCREE__V1__REQUEST__BODY_RELEASE;
-  req.release = &r;
-  Scree__V1__Response *resp;
-  int rc = scree__rpc(c, &req, SCREE__V1__RESPONSE__BODY_RELEASE, &resp);
-  if (rc == 0)
-    scree__v1__response__free_unpacked(resp, NULL);
+  int rc = release_locked(c, id);
   pthread_mutex_unlock(&c->mu);
   return rc;
 }
@@ -580,15 +552,20 @@ int scree_client_list(scree_client *c, const char *prefix, scree_batch_info **ou
                       size_t *count) {
   if (c == NULL)
     return SCREE_EINVAL;
-  if (out == NULL || count == NULL)
-    return scree__client_fail(c, SCREE_EINVAL, "NULL output argument");
-  *out = NULL;
-  *count = 0;
+  /* The message goes into c->err, which other threads' calls write under
+   * the mutex: take it before failing too. */
   pthread_mutex_lock(&c->mu);
   scree_batch_info *items = NULL;
   size_t n = 0, cap = 0;
-  char *token = strdup("");
+  char *token = NULL;
   int rc = 0;
+  if (out == NULL || count == NULL) {
+    rc = scree__client_fail(c, SCREE_EINVAL, "NULL output argument");
+    goto out;
+  }
+  *out = NULL;
+  *count = 0;
+  token = strdup("");
   if (token == NULL) {
     rc = scree__client_fail(c, SCREE_ENOMEM, "out of memory");
     goto out;
@@ -598,11 +575,8 @@ int scree_client_list(scree_client *c, const char *prefix, scree_batch_info **ou
     l.prefix = (char *)(prefix != NULL ? prefix : "");
     l.page_token = token;
     l.page_size = 0;
-    Scree__V1__Request req = SCREE__V1__REQUEST__INIT;
-    req.body_case = SCREE__V1__REQUEST__BODY_LIST;
-    req.list = &l;
     Scree__V1__Response *resp;
-    rc = scree__rpc(c, &req, SCREE__V1__RESPONSE__BODY_LIST, &resp);
+    rc = scree__call(c, SCREE__V1__REQUEST__BODY_LIST, &l, &resp);
     if (rc != 0)
       goto err_items;
     const Scree__V1__ListReply *lr = resp->list;
@@ -675,11 +649,8 @@ int scree_client_stat(scree_client *c, const char *name, scree_batch_info *out) 
     goto out;
   Scree__V1__Stat s = SCREE__V1__STAT__INIT;
   s.name = (char *)name;
-  Scree__V1__Request req = SCREE__V1__REQUEST__INIT;
-  req.body_case = SCREE__V1__REQUEST__BODY_STAT;
-  req.stat = &s;
   Scree__V1__Response *resp;
-  rc = scree__rpc(c, &req, SCREE__V1__RESPONSE__BODY_STAT, &resp);
+  rc = scree__call(c, SCREE__V1__REQUEST__BODY_STAT, &s, &resp);
   if (rc != 0)
     goto out;
   rc = info_from_pb(c, resp->stat->info, out);
@@ -699,11 +670,8 @@ int scree_client_stats(scree_client *c, scree_stats *out) {
     goto out;
   }
   Scree__V1__Stats s = SCREE__V1__STATS__INIT;
-  Scree__V1__Request req = SCREE__V1__REQUEST__INIT;
-  req.body_case = SCREE__V1__REQUEST__BODY_STATS;
-  req.stats = &s;
   Scree__V1__Response *resp;
-  rc = scree__rpc(c, &req, SCREE__V1__RESPONSE__BODY_STATS, &resp);
+  rc = scree__call(c, SCREE__V1__REQUEST__BODY_STATS, &s, &resp);
   if (rc != 0)
     goto out;
   const Scree__V1__StatsReply *r = resp->stats;
@@ -772,11 +740,8 @@ int scree_client_attention_info(scree_client *c, const char *q, const char *k,
     a.window_right_present_case = SCREE__V1__ATTENTION__WINDOW_RIGHT_PRESENT_WINDOW_RIGHT;
     a.window_right = p->window_right;
   }
-  Scree__V1__Request req = SCREE__V1__REQUEST__INIT;
-  req.body_case = SCREE__V1__REQUEST__BODY_ATTENTION;
-  req.attention = &a;
   Scree__V1__Response *resp;
-  rc = scree__rpc(c, &req, SCREE__V1__RESPONSE__BODY_ATTENTION, &resp);
+  rc = scree__call(c, SCREE__V1__REQUEST__BODY_ATTENTION, &a, &resp);
   if (rc != 0)
     goto out;
   if (info != NULL)

@@ -88,13 +88,15 @@ int scree__client_kill(scree_client *c, int code);
  * info.stray_fds_closed. */
 void scree__client_drop_fds(scree_client *c);
 
-/* Sends req and receives its Response into *out (freed by the caller with
- * scree__v1__response__free_unpacked). A non-zero status is returned with
- * the daemon's message in c->err. A reply of another kind than expect, or
- * one that answers another request, means the stream is out of step: the
- * connection is closed for good. */
-int scree__rpc(scree_client *c, Scree__V1__Request *req, Scree__V1__Response__BodyCase expect,
-               Scree__V1__Response **out);
+/* Sends one request whose body is `body`, the message that goes with kind
+ * (a Scree__V1__Get for SCREE__V1__REQUEST__BODY_GET, ...), and receives
+ * the reply into *out (freed by the caller with
+ * scree__v1__response__free_unpacked; out may be NULL when the caller needs
+ * nothing from it). A non-zero status is returned with the daemon's message
+ * in c->err. A reply of another kind, or one that answers another request,
+ * means the stream is out of step: the connection is closed for good. */
+int scree__call(scree_client *c, Scree__V1__Request__BodyCase kind, void *body,
+                Scree__V1__Response **out);
 
 /* ---- arena_cache.c ---- */
 

@@ -29,7 +29,12 @@ void scree__client_drop_fds(scree_client *c) {
 }
 
 
-int scree__rpc(scree_client *c, Scree__V1__Request *req, Scree__V1__Response__BodyCase expect,
+/* Sends req and receives its Response into *out (freed by the caller with
+ * scree__v1__response__free_unpacked). A non-zero status is returned with
+ * the daemon's message in c->err. A reply of another kind than expect, or
+ * one that answers another request, means the stream is out of step: the
+ * connection is closed for good. */
+static int rpc(scree_client *c, Scree__V1__Request *req, Scree__V1__Response__BodyCase expect,
                Scree__V1__Response **out) {
   *out = NULL;
   if (c->dead)
@@ -100,5 +105,66 @@ int scree__rpc(scree_client *c, Scree__V1__Request *req, Scree__V1__Response__Bo
     return scree__client_kill(c, SCREE_EPROTO);
   }
   *out = resp;
+  return 0;
+}
+
+int scree__call(scree_client *c, Scree__V1__Request__BodyCase kind, void *body,
+                Scree__V1__Response **out) {
+  Scree__V1__Request req = SCREE__V1__REQUEST__INIT;
+  Scree__V1__Response__BodyCase expect;
+  req.body_case = kind;
+  /* Each kind has its own member of the oneof and its own reply. */
+  switch (kind) {
+  case SCREE__V1__REQUEST__BODY_HELLO:
+    req.hello = body;
+    expect = SCREE__V1__RESPONSE__BODY_HELLO;
+    break;
+  case SCREE__V1__REQUEST__BODY_CREATE:
+    req.create = body;
+    expect = SCREE__V1__RESPONSE__BODY_CREATE;
+    break;
+  case SCREE__V1__REQUEST__BODY_SEAL:
+    req.seal = body;
+    expect = SCREE__V1__RESPONSE__BODY_SEAL;
+    break;
+  case SCREE__V1__REQUEST__BODY_GET:
+    req.get = body;
+    expect = SCREE__V1__RESPONSE__BODY_GET;
+    break;
+  case SCREE__V1__REQUEST__BODY_RELEASE:
+    req.release = body;
+    expect = SCREE__V1__RESPONSE__BODY_RELEASE;
+    break;
+  case SCREE__V1__REQUEST__BODY_DELETE:
+    req.delete_ = body;
+    expect = SCREE__V1__RESPONSE__BODY_DELETE;
+    break;
+  case SCREE__V1__REQUEST__BODY_LIST:
+    req.list = body;
+    expect = SCREE__V1__RESPONSE__BODY_LIST;
+    break;
+  case SCREE__V1__REQUEST__BODY_STAT:
+    req.stat = body;
+    expect = SCREE__V1__RESPONSE__BODY_STAT;
+    break;
+  case SCREE__V1__REQUEST__BODY_STATS:
+    req.stats = body;
+    expect = SCREE__V1__RESPONSE__BODY_STATS;
+    break;
+  case SCREE__V1__REQUEST__BODY_ATTENTION:
+    req.attention = body;
+    expect = SCREE__V1__RESPONSE__BODY_ATTENTION;
+    break;
+  default:
+    return scree__client_fail(c, SCREE_EINVAL, "request of unknown kind %d", (int)kind);
+  }
+  Scree__V1__Response *resp;
+  int rc = rpc(c, &req, expect, &resp);
+  if (rc != 0)
+    return rc;
+  if (out != NULL)
+    *out = resp;
+  else
+    scree__v1__response__free_unpacked(resp, NULL);
   return 0;
 }
