@@ -14,6 +14,23 @@
 
 static const char scree__no_handle_msg[] = "no client handle (out of memory)";
 
+/* Checks the struct_size of a versioned struct from the caller (scree/client.h,
+ * "Structs that grow"). min is the struct's first published size: when a
+ * member is added, min stays what it was and the code reads the new member
+ * only where struct_size covers it. */
+static int check_size(scree_client *c, size_t got, size_t min, const char *type,
+                      const char *init) {
+  if (got < min)
+    return scree__client_fail(c, SCREE_EINVAL,
+                              "%s.struct_size is %zu, less than the %zu bytes of its first "
+                              "version: start from %s",
+                              type, got, min, init);
+  return 0;
+}
+
+#define SCREE__CHECK_SIZE(c, ptr, type, init) \
+  check_size((c), (ptr)->struct_size, sizeof(type), #type, #init)
+
 static int check_name(scree_client *c, const char *name, const char *what) {
   if (name == NULL || name[0] == '\0')
     return scree__client_fail(c, SCREE_EINVAL, "%s name is %s", what,
@@ -203,10 +220,15 @@ int scree_client_info_get(scree_client *c, scree_client_info *out) {
   if (c == NULL || out == NULL)
     return SCREE_EINVAL;
   pthread_mutex_lock(&c->mu);
-  *out = c->info;
-  out->arenas_mapped = (uint32_t)c->n_arenas;
+  int rc = SCREE__CHECK_SIZE(c, out, scree_client_info, SCREE_CLIENT_INFO_INIT);
+  if (rc == 0) {
+    scree_client_info i = c->info;
+    i.arenas_mapped = (uint32_t)c->n_arenas;
+    i.struct_size = out->struct_size;
+    memcpy(out, &i, out->struct_size < sizeof(i) ? out->struct_size : sizeof(i));
+  }
   pthread_mutex_unlock(&c->mu);
-  return 0;
+  return rc;
 }
 
 static int delete_locked(scree_client *c, const char *name, int *deferred) {
@@ -293,48 +315,61 @@ static int seal_locked(scree_client *c, const char *name) {
 }
 
 int scree_client_create(scree_client *c, const char *name, const scree_array *desc,
-                        scree_array *out) {
-  return scree_client_create_flags(c, name, desc, out, 0);
-}
-
-int scree_client_create_flags(scree_client *c, const char *name, const scree_array *desc,
-                              scree_array *out, unsigned flags) {
+                        scree_array *out, const scree_create_options *opts) {
   if (c == NULL)
     return SCREE_EINVAL;
+  static const scree_create_options defaults = SCREE_CREATE_OPTIONS_INIT;
+  if (opts == NULL)
+    opts = &defaults;
   pthread_mutex_lock(&c->mu);
-  int rc = create_locked(c, name, desc, flags, out, NULL);
+  int rc = SCREE__CHECK_SIZE(c, opts, scree_create_options, SCREE_CREATE_OPTIONS_INIT);
+  if (rc == 0)
+    rc = create_locked(c, name, desc, opts->flags, out, NULL);
   pthread_mutex_unlock(&c->mu);
   return rc;
 }
 
-int scree_client_seal(scree_client *c, const char *name) {
+int scree_client_seal(scree_client *c, const char *name, const scree_seal_options *opts) {
   if (c == NULL)
     return SCREE_EINVAL;
+  static const scree_seal_options defaults = SCREE_SEAL_OPTIONS_INIT;
+  if (opts == NULL)
+    opts = &defaults;
   pthread_mutex_lock(&c->mu);
-  int rc = 0;
-#ifdef SCREE_CLIENT_HAVE_CUDA
+  int rc = SCREE__CHECK_SIZE(c, opts, scree_seal_options, SCREE_SEAL_OPTIONS_INIT);
+  if (rc != 0)
+    goto out;
   /* The daemon reads the offsets through its own mapping as soon as Seal
-   * arrives, so this process's copies into the arena must have landed. */
-  if (c->info.backend == SCREE_BACKEND_CUDA)
-    rc = scree__cuda_sync(NULL, c->err, sizeof(c->err));
+   * arrives, so this process's writes into the arena must have landed. */
+#ifdef SCREE_CLIENT_HAVE_CUDA
+  if (opts->stream != NULL || c->info.backend == SCREE_BACKEND_CUDA)
+    rc = scree__cuda_sync(opts->stream, c->err, sizeof(c->err));
+#else
+  if (opts->stream != NULL)
+    rc = scree__client_fail(c, SCREE_ENOTSUP,
+                            "this libscreeclient was built without CUDA: no stream to wait for");
 #endif
   if (rc == 0)
     rc = seal_locked(c, name);
+out:
   pthread_mutex_unlock(&c->mu);
   return rc;
 }
 
-/* put, put_stream and put_flags. use_stream says whether stream was given
- * (the copies then go on it, and it is waited for before Seal); flags are
- * those of scree_client_put_flags. */
-static int put_impl(scree_client *c, const char *name, const scree_array *a, int use_stream,
-                    void *stream, unsigned flags) {
+int scree_client_put(scree_client *c, const char *name, const scree_array *a,
+                     const scree_put_options *opts) {
   if (c == NULL)
     return SCREE_EINVAL;
+  static const scree_put_options defaults = SCREE_PUT_OPTIONS_INIT;
+  if (opts == NULL)
+    opts = &defaults;
   pthread_mutex_lock(&c->mu);
-  int rc;
+  int rc = SCREE__CHECK_SIZE(c, opts, scree_put_options, SCREE_PUT_OPTIONS_INIT);
   uint64_t vbytes, obytes;
   char m[256];
+  void *stream = opts->stream;
+  if (rc != 0)
+    goto out;
   if (a == NULL) {
     rc = scree__client_fail(c, SCREE_EINVAL, "NULL array");
     goto out;
@@ -360,7 +395,7 @@ static int put_impl(scree_client *c, const char *name, const scree_array *a, int
       goto out;
     }
   }
-  if ((on_gpu || use_stream) && c->imp != NULL && c->imp->copy_in_async == NULL) {
+  if ((on_gpu || stream != NULL) && c->imp != NULL && c->imp->copy_in_async == NULL) {
     rc = scree__client_fail(c, SCREE_ENOTSUP,
               "this daemon keeps batches in %s memory: put takes host arrays here "
               "(copy GPU data to the host first, or run screed --device N)",
@@ -369,7 +404,7 @@ static int put_impl(scree_client *c, const char *name, const scree_array *a, int
   }
   scree_array dst;
   scree__mapping *ar;
-  rc = create_locked(c, name, a, flags, &dst, &ar);
+  rc = create_locked(c, name, a, opts->flags, &dst, &ar);
   if (rc != 0)
     goto out;
   const scree__importer *imp = c->imp;
@@ -406,40 +441,6 @@ err_delete:
     memcpy(c->err, keep, sizeof(keep));
   }
 out:
-  pthread_mutex_unlock(&c->mu);
-  return rc;
-}
-
-int scree_client_put(scree_client *c, const char *name, const scree_array *a) {
-  return put_impl(c, name, a, 0, NULL, 0);
-}
-
-int scree_client_put_stream(scree_client *c, const char *name, const scree_array *a,
-                            void *stream) {
-  return put_impl(c, name, a, 1, stream, 0);
-}
-
-int scree_client_put_flags(scree_client *c, const char *name, const scree_array *a,
-                           unsigned flags) {
-  return put_impl(c, name, a, 0, NULL, flags);
-}
-
-int scree_client_seal_stream(scree_client *c, const char *name, void *stream) {
-  if (c == NULL)
-    return SCREE_EINVAL;
-  pthread_mutex_lock(&c->mu);
-  int rc;
-#ifdef SCREE_CLIENT_HAVE_CUDA
-  /* The batch's bytes must be in place before the daemon reads its
-   * offsets: wait for the writer's stream first. */
-  rc = scree__cuda_sync(stream, c->err, sizeof(c->err));
-#else
-  rc = stream == NULL ? 0
-                      : scree__client_fail(c, SCREE_ENOTSUP,
-                             "this libscreeclient was built without CUDA: no stream to wait for");
-#endif
-  if (rc == 0)
-    rc = seal_locked(c, name);
   pthread_mutex_unlock(&c->mu);
   return rc;
 }
@@ -669,30 +670,37 @@ int scree_client_stats(scree_client *c, scree_stats *out) {
     rc = scree__client_fail(c, SCREE_EINVAL, "NULL output argument");
     goto out;
   }
+  rc = SCREE__CHECK_SIZE(c, out, scree_stats, SCREE_STATS_INIT);
+  if (rc != 0)
+    goto out;
   Scree__V1__Stats s = SCREE__V1__STATS__INIT;
   Scree__V1__Response *resp;
   rc = scree__call(c, SCREE__V1__REQUEST__BODY_STATS, &s, &resp);
   if (rc != 0)
     goto out;
   const Scree__V1__StatsReply *r = resp->stats;
-  memset(out, 0, sizeof(*out));
-  out->bytes_used = r->bytes_used;
-  out->bytes_limit = r->bytes_limit;
-  out->bytes_arenas = r->bytes_arenas;
-  out->batches = r->batches;
-  out->connections = r->connections;
-  out->leases = r->leases;
-  out->arenas = r->arenas;
-  out->pending_deletes = r->pending_deletes;
-  out->requests = r->requests;
-  out->uptime_ns = r->uptime_ns;
-  for (size_t i = 0; i < r->n_errors && out->n_errors < SCREE_STATS_MAX_ERRORS; i++) {
+  /* Filled whole here, then copied as far as the caller's struct reaches. */
+  scree_stats st;
+  memset(&st, 0, sizeof(st));
+  st.struct_size = out->struct_size;
+  st.bytes_used = r->bytes_used;
+  st.bytes_limit = r->bytes_limit;
+  st.bytes_arenas = r->bytes_arenas;
+  st.batches = r->batches;
+  st.connections = r->connections;
+  st.leases = r->leases;
+  st.arenas = r->arenas;
+  st.pending_deletes = r->pending_deletes;
+  st.requests = r->requests;
+  st.uptime_ns = r->uptime_ns;
+  for (size_t i = 0; i < r->n_errors && st.n_errors < SCREE_STATS_MAX_ERRORS; i++) {
     if (r->errors[i] == NULL)
       continue;
-    out->errors[out->n_errors].code = r->errors[i]->code;
-    out->errors[out->n_errors].count = r->errors[i]->count;
-    out->n_errors++;
+    st.errors[st.n_errors].code = r->errors[i]->code;
+    st.errors[st.n_errors].count = r->errors[i]->count;
+    st.n_errors++;
   }
+  memcpy(out, &st, out->struct_size < sizeof(st) ? out->struct_size : sizeof(st));
   scree__v1__response__free_unpacked(resp, NULL);
 out:
   pthread_mutex_unlock(&c->mu);
@@ -700,14 +708,8 @@ out:
 }
 
 int scree_client_attention(scree_client *c, const char *q, const char *k, const char *v,
-                           const char *out, const scree_attention_params *p) {
-  return scree_client_attention_info(c, q, k, v, out, p, NULL, NULL);
-}
-
-int scree_client_attention_info(scree_client *c, const char *q, const char *k,
-                                const char *v, const char *out,
-                                const scree_attention_params *p, scree_batch_info *info,
-                                uint64_t *elapsed_ns) {
+                           const char *out, const scree_attention_params *p,
+                           scree_batch_info *info, uint64_t *elapsed_ns) {
   if (c == NULL)
     return SCREE_EINVAL;
   pthread_mutex_lock(&c->mu);
@@ -718,11 +720,13 @@ int scree_client_attention_info(scree_client *c, const char *q, const char *k,
     rc = check_name(c, v, "v");
   if (rc == 0)
     rc = check_name(c, out, "out");
-  if (rc != 0)
-    goto out;
   static const scree_attention_params defaults = SCREE_ATTENTION_PARAMS_INIT;
   if (p == NULL)
     p = &defaults;
+  if (rc == 0)
+    rc = SCREE__CHECK_SIZE(c, p, scree_attention_params, SCREE_ATTENTION_PARAMS_INIT);
+  if (rc != 0)
+    goto out;
   Scree__V1__Attention a = SCREE__V1__ATTENTION__INIT;
   a.q = (char *)q;
   a.k = (char *)k;

@@ -22,7 +22,7 @@ const char *scree_backend_name(scree_backend b) {
 const char *scree_ipc_mode_name(scree_ipc_mode m) {
   switch (m) {
   case SCREE_IPC_MEMFD: return "memfd";
-  case SCREE_IPC_VMM_FD: return "vmm-fd";
+  case SCREE_IPC_VMM: return "vmm";
   case SCREE_IPC_LEGACY: return "legacy";
   default: return "unspecified";
   }
