@@ -175,7 +175,7 @@ static row bench_size(const char *sock, uint64_t bytes, int put_iters, int get_i
     if (fresh)
       pc = must_connect(sock);
     double t0 = now_us();
-    must(pc, scree_client_put(pc, "bench/put", &a), "put");
+    must(pc, scree_client_put(pc, "bench/put", &a, NULL), "put");
     if (i >= 0)
       t[i] = now_us() - t0;
     must(pc, scree_client_delete(pc, "bench/put", NULL), "delete");
@@ -187,7 +187,7 @@ static row bench_size(const char *sock, uint64_t bytes, int put_iters, int get_i
   r.put = summarize(t, put_iters);
 
   scree_client *p = must_connect(sock);
-  must(p, scree_client_put(p, "bench/get", &a), "put");
+  must(p, scree_client_put(p, "bench/get", &a, NULL), "put");
   scree_client_close(p);
   free(a.values);
 

@@ -155,7 +155,7 @@ static int role_attach(char **argv) {
     scree_client_release(c, lease);
   }
   {
-    scree_client_info info;
+    scree_client_info info = SCREE_CLIENT_INFO_INIT;
     scree_client_info_get(c, &info);
     if (info.arena_imports != 1)
       die("cache", "cached gets imported the arena again");
@@ -256,7 +256,7 @@ static double put_median(scree_client *c, CUdeviceptr src, CUdeviceptr offs, uin
   a.device.type = SCREE_DEVICE_CUDA;
   for (int i = 0; i < iters + 1; i++) {
     t0 = now_us();
-    if (scree_client_put(c, "bw", &a) != 0)
+    if (scree_client_put(c, "bw", &a, NULL) != 0)
       die("put", scree_client_last_error(c));
     /* The first put imports the arena: warm-up, not counted. */
     if (i > 0)
@@ -425,7 +425,7 @@ int main(int argc, char **argv) {
       a.values = (void *)(uintptr_t)src;
       a.offsets = (void *)(uintptr_t)offs;
       a.device.type = SCREE_DEVICE_CUDA;
-      if (scree_client_put(c, name, &a) != 0)
+      if (scree_client_put(c, name, &a, NULL) != 0)
         die("put", scree_client_last_error(c));
       scree_client_close(c);
 

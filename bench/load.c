@@ -531,7 +531,7 @@ int main(int argc, char **argv) {
   for (int i = 0; i < nbatches; i++) {
     char name[32];
     snprintf(name, sizeof(name), "load/%d", i);
-    if (scree_client_put(c, name, &a) != 0 && scree_client_last_error(c)[0] != '\0' &&
+    if (scree_client_put(c, name, &a, NULL) != 0 && scree_client_last_error(c)[0] != '\0' &&
         strstr(scree_client_last_error(c), "already exists") == NULL) {
       fprintf(stderr, "load: put %s: %s\n", name, scree_client_last_error(c));
       return 1;
@@ -559,7 +559,7 @@ int main(int argc, char **argv) {
     if (read(ready[0], &b, 1) != 1)
       fatal("a driver did not get ready");
   }
-  scree_stats s0, s1;
+  scree_stats s0 = SCREE_STATS_INIT, s1 = SCREE_STATS_INIT;
   scree_client_stats(c, &s0);
   double cpu0 = daemon_pid > 0 ? proc_cpu_s(daemon_pid) : -1;
   char gob[64];

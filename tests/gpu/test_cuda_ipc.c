@@ -122,7 +122,7 @@ static int put_batch(scree_client *c, const char *name, int64_t batch, int64_t r
     a.values = vals;
     a.offsets = offs;
   }
-  rc = scree_client_put(c, name, &a);
+  rc = scree_client_put(c, name, &a, NULL);
   if (on_gpu) {
     cu->cuMemFree(dv);
     cu->cuMemFree(doff);
@@ -194,7 +194,7 @@ static void daemon_stop(daemon_proc *d) {
 }
 
 static scree_stats stats_of(scree_client *c) {
-  scree_stats s;
+  scree_stats s = SCREE_STATS_INIT;
 
   T_EQM(scree_client_stats(c, &s), 0, "%s", scree_client_last_error(c));
   return s;
@@ -243,7 +243,7 @@ static char *num(char *buf, long long v) {
 static int roles(int argc, char **argv) {
   const char *role = argv[2];
   scree_client *c;
-  scree_client_info info;
+  scree_client_info info = SCREE_CLIENT_INFO_INIT;
   scree_lease *lease;
   scree_array a;
   int rc;
@@ -320,7 +320,7 @@ static int roles(int argc, char **argv) {
 static const char *const no_extra[] = {NULL};
 
 /* Put from GPU memory and from host memory, in producers that exit before
- * the consumer attaches; in-place create + seal_stream; bad offsets written
+ * the consumer attaches; in-place create + seal on a stream; bad offsets written
  * on the GPU refused at seal. */
 static void put_get(const char *ipc) {
   const scree__cu *cu = cu_get();
@@ -331,7 +331,7 @@ static void put_get(const char *ipc) {
   int64_t max_len, *offs;
   unsigned char *vals;
   CUstream stream;
-  scree_stats st;
+  scree_stats st = SCREE_STATS_INIT;
   int rc;
 
   daemon_start(&d, ipc, no_extra);
@@ -348,7 +348,7 @@ static void put_get(const char *ipc) {
   ctx_use(0);
   T_EQ(cu->cuStreamCreate(&stream, CU_STREAM_NON_BLOCKING), CUDA_SUCCESS);
   desc_init(&desc, 50, 5000, 100);
-  rc = scree_client_create(c, "in_place", &desc, &out);
+  rc = scree_client_create(c, "in_place", &desc, &out, NULL);
   T_EQM(rc, 0, "%s", scree_client_last_error(c));
   T_EQ(out.device.type, SCREE_DEVICE_CUDA);
   vals = gpu_pattern_buf(500000, 13);
@@ -357,11 +357,15 @@ static void put_get(const char *ipc) {
        CUDA_SUCCESS);
   T_EQ(cu->cuMemcpyHtoDAsync((CUdeviceptr)(uintptr_t)out.offsets, offs, 51 * 8, stream),
        CUDA_SUCCESS);
-  rc = scree_client_seal_stream(c, "in_place", stream);
+  {
+    scree_seal_options so = SCREE_SEAL_OPTIONS_INIT;
+    so.stream = stream;
+    rc = scree_client_seal(c, "in_place", &so);
+  }
   T_EQM(rc, 0, "%s", scree_client_last_error(c));
   role_wait_ok(ROLE("get", d.sock, "in_place", "50", "5000", "100", "13"), "consumer");
 
-  /* put_stream from GPU memory on that stream. */
+  /* put from GPU memory on that stream. */
   {
     CUdeviceptr dv, doff;
     scree_array a;
@@ -374,7 +378,9 @@ static void put_get(const char *ipc) {
     a.values = (void *)(uintptr_t)dv;
     a.offsets = (void *)(uintptr_t)doff;
     a.device.type = SCREE_DEVICE_CUDA;
-    rc = scree_client_put_stream(c, "streamed", &a, stream);
+    scree_put_options po = SCREE_PUT_OPTIONS_INIT;
+    po.stream = stream;
+    rc = scree_client_put(c, "streamed", &a, &po);
     T_EQM(rc, 0, "%s", scree_client_last_error(c));
     role_wait_ok(ROLE("get", d.sock, "streamed", "50", "5000", "100", "13"), "consumer");
     cu->cuMemFree(dv);
@@ -384,17 +390,17 @@ static void put_get(const char *ipc) {
   /* Offsets that go backwards, written on the GPU: refused at seal with the
    * first bad index named; the batch stays created and can be fixed. */
   offs[20] = offs[21] + 1;
-  rc = scree_client_create(c, "bad_offsets", &desc, &out);
+  rc = scree_client_create(c, "bad_offsets", &desc, &out, NULL);
   T_EQM(rc, 0, "%s", scree_client_last_error(c));
   T_EQ(cu->cuMemcpyHtoD((CUdeviceptr)(uintptr_t)out.offsets, offs, 51 * 8), CUDA_SUCCESS);
-  rc = scree_client_seal(c, "bad_offsets");
+  rc = scree_client_seal(c, "bad_offsets", NULL);
   T_EQM(rc, SCREE_EINVAL, "%s", scree_client_last_error(c));
   T_CHECKM(strstr(scree_client_last_error(c), "offsets[2") != NULL, "message: %s",
            scree_client_last_error(c));
   free(offs);
   offs = offsets_make(50, 5000, &max_len);
   T_EQ(cu->cuMemcpyHtoD((CUdeviceptr)(uintptr_t)out.offsets, offs, 51 * 8), CUDA_SUCCESS);
-  T_EQM(scree_client_seal_stream(c, "bad_offsets", NULL), 0, "%s",
+  T_EQM(scree_client_seal(c, "bad_offsets", NULL), 0, "%s",
         scree_client_last_error(c));
 
   st = stats_of(c);
@@ -412,7 +418,7 @@ static void put_get(const char *ipc) {
 static void kill9_consumer(const char *ipc) {
   daemon_proc d;
   scree_client *c;
-  scree_stats st;
+  scree_stats st = SCREE_STATS_INIT;
   int ready[2], go[2];
   char rfd[16], gfd[16];
   pid_t pid;
@@ -472,7 +478,7 @@ static void big_batch(const char *ipc) {
 static void many_batches(const char *ipc) {
   daemon_proc d;
   scree_client *c;
-  scree_stats st;
+  scree_stats st = SCREE_STATS_INIT;
   char name[32];
 
   daemon_start(&d, ipc, no_extra);
@@ -496,7 +502,7 @@ static void many_batches(const char *ipc) {
 static void delete_leased(const char *ipc) {
   daemon_proc d;
   scree_client *c;
-  scree_stats st;
+  scree_stats st = SCREE_STATS_INIT;
   scree_array a;
   int ready[2], go[2], deferred = 0;
   char rfd[16], gfd[16], b = 1;
@@ -543,7 +549,7 @@ static void get_then_create(const char *ipc) {
   const scree__cu *cu = cu_get();
   daemon_proc d;
   scree_client *c;
-  scree_client_info info;
+  scree_client_info info = SCREE_CLIENT_INFO_INIT;
   scree_batch_info b1, b2;
   scree_array g, desc, w;
   scree_lease *l;
@@ -559,13 +565,13 @@ static void get_then_create(const char *ipc) {
   T_EQM(rc, 0, "%s", scree_client_last_error(c));
   verify(&g, 4, 400, 32, 21);
   desc_init(&desc, 5, 500, 16);
-  rc = scree_client_create(c, "second", &desc, &w);
+  rc = scree_client_create(c, "second", &desc, &w, NULL);
   T_EQM(rc, 0, "%s", scree_client_last_error(c));
   vals = gpu_pattern_buf(8000, 22);
   offs = offsets_make(5, 500, &max_len);
   T_EQ(cu->cuMemcpyHtoD((CUdeviceptr)(uintptr_t)w.values, vals, 8000), CUDA_SUCCESS);
   T_EQ(cu->cuMemcpyHtoD((CUdeviceptr)(uintptr_t)w.offsets, offs, 6 * 8), CUDA_SUCCESS);
-  T_EQM(scree_client_seal(c, "second"), 0, "%s", scree_client_last_error(c));
+  T_EQM(scree_client_seal(c, "second", NULL), 0, "%s", scree_client_last_error(c));
   T_EQ(scree_client_stat(c, "first", &b1), 0);
   T_EQ(scree_client_stat(c, "second", &b2), 0);
   T_EQ(b1.arena_id, b2.arena_id);
@@ -589,7 +595,7 @@ static void exhaustion(const char *ipc) {
   daemon_proc d;
   scree_client *c;
   scree_array desc, out;
-  scree_stats st;
+  scree_stats st = SCREE_STATS_INIT;
   char name[32];
   int rc = 0, made = 0, deferred;
 
@@ -598,7 +604,7 @@ static void exhaustion(const char *ipc) {
   desc_init(&desc, 1, (int64_t)4 << 30, 1);
   for (int i = 0; i < 64; i++) {
     snprintf(name, sizeof(name), "fill%d", i);
-    rc = scree_client_create(c, name, &desc, &out);
+    rc = scree_client_create(c, name, &desc, &out, NULL);
     if (rc != 0)
       break;
     made++;

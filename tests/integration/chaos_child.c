@@ -158,15 +158,15 @@ int main(int argc, char **argv) {
     if (op < 20) {
       snprintf(name, sizeof(name), "c%u", rnd() % SHARED_NAMES);
       make_batch(&a, values, offsets);
-      scree_client_put(c, name, &a);
+      scree_client_put(c, name, &a, NULL);
     } else if (op < 35) {
       snprintf(name, sizeof(name), "u%ld-%u", (long)getpid(), made++);
       scree_array desc, w;
       make_batch(&desc, values, offsets);
-      if (scree_client_create(c, name, &desc, &w) == 0) {
+      if (scree_client_create(c, name, &desc, &w, NULL) == 0) {
         memcpy(w.offsets, offsets, sizeof(int64_t) * (size_t)(desc.batch_size + 1));
         if (rnd() % 10 < 7)
-          scree_client_seal(c, name);
+          scree_client_seal(c, name, NULL);
       }
     } else if (op < 65) {
       if (nheld == MAX_HELD) {

@@ -23,7 +23,7 @@ int main(int argc, char **argv) {
   scree_client *c;
   int rc = scree_client_connect(argv[1], &c);
   if (rc == 0)
-    rc = scree_client_put(c, argv[2], &a);
+    rc = scree_client_put(c, argv[2], &a, NULL);
   if (rc != 0) {
     fprintf(stderr, "producer: %s\n", scree_client_last_error(c));
     scree_client_close(c);

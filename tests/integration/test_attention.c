@@ -45,7 +45,7 @@ static scree_client *connect_ok(void) {
 }
 
 static void put_ok(scree_client *c, const char *name, const scree_array *a) {
-  int rc = scree_client_put(c, name, a);
+  int rc = scree_client_put(c, name, a, NULL);
   cr_assert_eq(rc, 0, "put %s: %s", name, scree_client_last_error(c));
 }
 
@@ -62,7 +62,7 @@ static void check_attention(scree_client *c, const scree_array *q, const scree_a
   put_ok(c, "v", v);
   scree_batch_info info;
   uint64_t elapsed = 0;
-  int rc = scree_client_attention_info(c, "q", k == q ? "q" : "k", "v", "out", p, &info,
+  int rc = scree_client_attention(c, "q", k == q ? "q" : "k", "v", "out", p, &info,
                                        &elapsed);
   cr_assert_eq(rc, 0, "attention: %s (%s)", scree_client_last_error(c), scree_err_name(rc));
   cr_assert_str_eq(info.name, "out");
@@ -195,13 +195,13 @@ Test(attention, kv_with_their_own_offsets) {
 static void expect_refusal(scree_client *c, const char *q, const char *k, const char *v,
                            const char *out, const scree_attention_params *p, int code,
                            const char *words) {
-  int rc = scree_client_attention(c, q, k, v, out, p);
+  int rc = scree_client_attention(c, q, k, v, out, p, NULL, NULL);
   const char *m = scree_client_last_error(c);
   cr_assert_eq(rc, code, "attention(%s,%s,%s->%s) gave %s (%s), expected %s", q, k, v, out,
                scree_err_name(rc), m, scree_err_name(code));
   cr_assert(strstr(m, words) != NULL, "message '%s' does not say '%s'", m, words);
   /* The daemon keeps serving, and left no output behind. */
-  scree_stats st;
+  scree_stats st = SCREE_STATS_INIT;
   cr_assert_eq(scree_client_stats(c, &st), 0, "%s", scree_client_last_error(c));
   scree_batch_info bi;
   if (strcmp(out, "o") == 0)
@@ -239,8 +239,8 @@ Test(attention, bad_requests_are_refused_with_a_reason) {
   put_ok(c, "q4d", &q4);
   /* An unsealed input: created, never sealed. */
   scree_array w;
-  cr_assert_eq(scree_client_create(c, "unsealed", &k, &w), 0, "%s", scree_client_last_error(c));
-  scree_stats before;
+  cr_assert_eq(scree_client_create(c, "unsealed", &k, &w, NULL), 0, "%s", scree_client_last_error(c));
+  scree_stats before = SCREE_STATS_INIT;
   cr_assert_eq(scree_client_stats(c, &before), 0);
 
   scree_attention_params p = SCREE_ATTENTION_PARAMS_INIT;
@@ -272,14 +272,14 @@ Test(attention, bad_requests_are_refused_with_a_reason) {
   expect_refusal(c, "q", "k", "v", "o", &bad, SCREE_EINVAL, "scale is -1");
 
   /* Nothing leaked: memory and pins as before, and a good request works. */
-  scree_stats after;
+  scree_stats after = SCREE_STATS_INIT;
   cr_assert_eq(scree_client_stats(c, &after), 0);
   cr_assert_eq(after.bytes_used, before.bytes_used);
   cr_assert_eq(after.batches, before.batches);
   scree_batch_info bi;
   cr_assert_eq(scree_client_stat(c, "q", &bi), 0);
   cr_assert_eq(bi.leases, 0);
-  cr_assert_eq(scree_client_attention(c, "q", "k", "v", "o", &p), 0, "%s",
+  cr_assert_eq(scree_client_attention(c, "q", "k", "v", "o", &p, NULL, NULL), 0, "%s",
                scree_client_last_error(c));
 
   attn_free(&q);
@@ -322,7 +322,7 @@ static void *run_job(void *arg) {
   scree_client *c;
   j->rc = scree_client_connect(d.socket, &c);
   if (j->rc == 0)
-    j->rc = scree_client_attention(c, "bq", "bk", "bv", "bout", NULL);
+    j->rc = scree_client_attention(c, "bq", "bk", "bv", "bout", NULL, NULL, NULL);
   snprintf(j->msg, sizeof(j->msg), "%s", scree_client_last_error(c));
   scree_client_close(c);
   return NULL;
@@ -352,7 +352,7 @@ Test(attention, delete_of_an_input_during_a_job_is_deferred) {
   cr_assert_eq(deferred, 1, "the running job's pin defers the delete");
   scree_batch_info bi;
   cr_assert_eq(scree_client_stat(c, "bq", &bi), SCREE_ENOENT, "the name goes at once");
-  scree_stats st;
+  scree_stats st = SCREE_STATS_INIT;
   cr_assert_eq(scree_client_stats(c, &st), 0);
   cr_assert_eq(st.pending_deletes, 1);
   /* Other requests of other connections are served while the job runs. */
@@ -375,7 +375,7 @@ Test(attention, client_gone_mid_job_keeps_the_output) {
   if (pid == 0) {
     scree_client *cc;
     if (scree_client_connect(d.socket, &cc) == 0)
-      scree_client_attention(cc, "bq", "bk", "bv", "bout", NULL);
+      scree_client_attention(cc, "bq", "bk", "bv", "bout", NULL, NULL, NULL);
     _exit(0);
   }
   wait_pinned(c);
@@ -400,7 +400,7 @@ Test(attention, client_gone_mid_job_keeps_the_output) {
   cr_assert_eq(bi.leases, 0);
   /* The dead client's connection is gone (the daemon notices its hang-up
    * on its own loop turn). */
-  scree_stats s;
+  scree_stats s = SCREE_STATS_INIT;
   for (int i = 0; i < 1000; i++) {
     cr_assert_eq(scree_client_stats(c, &s), 0);
     if (s.connections == 1)
@@ -441,7 +441,7 @@ Test(attention, a_job_asked_for_while_draining_is_refused) {
     nanosleep(&ts, NULL);
   }
   cr_assert(!harness_can_connect(d.socket), "screed still accepts after SIGTERM");
-  int rc = scree_client_attention(c, "bq", "bk", "bv", "late", NULL);
+  int rc = scree_client_attention(c, "bq", "bk", "bv", "late", NULL, NULL, NULL);
   cr_assert_eq(rc, SCREE_EAGAIN, "got %s: %s", scree_err_name(rc), scree_client_last_error(c));
   cr_assert(strstr(scree_client_last_error(c), "shutting down") != NULL, "%s",
             scree_client_last_error(c));
@@ -488,7 +488,7 @@ Test(freed_arenas, a_reader_unmaps_an_arena_freed_by_another_connection) {
   scree_array view;
   scree_lease *l;
   cr_assert_eq(scree_client_get(a, "big", &view, &l), 0, "%s", scree_client_last_error(a));
-  scree_client_info ia;
+  scree_client_info ia = SCREE_CLIENT_INFO_INIT;
   cr_assert_eq(scree_client_info_get(a, &ia), 0);
   cr_assert_eq(ia.arenas_mapped, 1);
   cr_assert_eq(ia.arena_unmaps, 0);
@@ -512,7 +512,7 @@ Test(freed_arenas, a_reader_unmaps_an_arena_freed_by_another_connection) {
 
   /* b, which created the batch, also dropped its mapping (the Delete's own
    * reply carried the notice). */
-  scree_client_info ib;
+  scree_client_info ib = SCREE_CLIENT_INFO_INIT;
   cr_assert_eq(scree_client_info_get(b, &ib), 0);
   cr_assert_eq(ib.arena_unmaps, 1);
   cr_assert_eq(ib.arenas_mapped, 0);
@@ -542,9 +542,9 @@ Test(freed_arenas, leased_arenas_and_the_spare_are_not_announced) {
   int deferred = -1;
   cr_assert_eq(scree_client_delete(b, "big", &deferred), 0);
   cr_assert_eq(deferred, 1);
-  scree_stats st;
+  scree_stats st = SCREE_STATS_INIT;
   cr_assert_eq(scree_client_stats(a, &st), 0);
-  scree_client_info ia;
+  scree_client_info ia = SCREE_CLIENT_INFO_INIT;
   cr_assert_eq(scree_client_info_get(a, &ia), 0);
   cr_assert_eq(ia.arenas_mapped, 1, "a's lease keeps the arena");
   cr_assert_eq(((const float *)view.values)[7], ((const float *)big.values)[7]);

@@ -86,7 +86,7 @@ Test(chaos, killed_clients_leave_nothing_behind) {
 
   scree_client *c;
   cr_assert_eq(scree_client_connect(d.socket, &c), 0, "%s", scree_client_last_error(c));
-  scree_stats base;
+  scree_stats base = SCREE_STATS_INIT;
   cr_assert_eq(scree_client_stats(c, &base), 0);
   cr_assert_eq(base.connections, 1);
   cr_assert_eq(base.bytes_used, 0);
@@ -145,7 +145,7 @@ Test(chaos, killed_clients_leave_nothing_behind) {
   cr_assert_eq(killed, procs);
 
   /* Every connection of a dead client closes, with what it held. */
-  scree_stats s;
+  scree_stats s = SCREE_STATS_INIT;
   double deadline = scree__now_s() + 120;
   for (;;) {
     cr_assert_eq(scree_client_stats(c, &s), 0, "%s", scree_client_last_error(c));

@@ -102,7 +102,7 @@ static int count_open_fds(void) {
 
 Test(client, hello_facts) {
   scree_client *c = connect_ok();
-  scree_client_info i;
+  scree_client_info i = SCREE_CLIENT_INFO_INIT;
   cr_assert_eq(scree_client_info_get(c, &i), 0);
   cr_assert_eq(i.protocol_version, SCREE_CLIENT_PROTOCOL_VERSION);
   cr_assert_eq(i.backend, SCREE_BACKEND_HOST);
@@ -121,7 +121,7 @@ Test(client, put_then_get_same_process) {
   scree_client *c = connect_ok();
   scree_array a;
   cr_assert_eq(testdata_make(7, 9, 40, 4, 16, &a), 0);
-  cr_assert_eq(scree_client_put(c, "same", &a), 0, "%s", scree_client_last_error(c));
+  cr_assert_eq(scree_client_put(c, "same", &a, NULL), 0, "%s", scree_client_last_error(c));
   scree_array g;
   scree_lease *l;
   cr_assert_eq(scree_client_get(c, "same", &g, &l), 0, "%s", scree_client_last_error(c));
@@ -186,7 +186,7 @@ Test(client, create_write_in_place_seal) {
   desc.batch_size = 3;
   desc.total_rows = 10;
   scree_array w;
-  cr_assert_eq(scree_client_create(c, "inplace", &desc, &w), 0, "%s",
+  cr_assert_eq(scree_client_create(c, "inplace", &desc, &w, NULL), 0, "%s",
                scree_client_last_error(c));
   cr_assert_eq(w.device.type, SCREE_DEVICE_CPU);
   char perms[8], path[256];
@@ -206,12 +206,12 @@ Test(client, create_write_in_place_seal) {
   o[1] = 4;
   o[2] = 3; /* bad: decreasing */
   o[3] = 10;
-  cr_assert_eq(scree_client_seal(c, "inplace"), SCREE_EINVAL);
+  cr_assert_eq(scree_client_seal(c, "inplace", NULL), SCREE_EINVAL);
   cr_assert(strstr(scree_client_last_error(c), "offsets[2]") != NULL, "%s",
             scree_client_last_error(c));
   o[2] = 4;
-  cr_assert_eq(scree_client_seal(c, "inplace"), 0, "%s", scree_client_last_error(c));
-  cr_assert_eq(scree_client_seal(c, "inplace"), SCREE_ESTATE);
+  cr_assert_eq(scree_client_seal(c, "inplace", NULL), 0, "%s", scree_client_last_error(c));
+  cr_assert_eq(scree_client_seal(c, "inplace", NULL), SCREE_ESTATE);
 
   cr_assert_eq(scree_client_get(c, "inplace", &g, &l), 0, "%s", scree_client_last_error(c));
   cr_assert_eq(g.max_length, 6);
@@ -235,7 +235,7 @@ Test(client, unsealed_create_goes_with_its_connection) {
   desc.offsets_dtype = SCREE_INT64;
   desc.batch_size = 1;
   desc.total_rows = 100;
-  cr_assert_eq(scree_client_create(c, "orphan", &desc, &w), 0);
+  cr_assert_eq(scree_client_create(c, "orphan", &desc, &w, NULL), 0);
   scree_client_close(c);
   c = connect_ok();
   scree_batch_info bi;
@@ -247,7 +247,7 @@ Test(client, get_is_zero_copy_and_read_only) {
   scree_client *c = connect_ok();
   scree_array a;
   cr_assert_eq(testdata_make(3, 4, 20, 4, 16, &a), 0);
-  cr_assert_eq(scree_client_put(c, "zc", &a), 0);
+  cr_assert_eq(scree_client_put(c, "zc", &a, NULL), 0);
   scree_client_close(c);
 
   c = connect_ok();
@@ -288,7 +288,7 @@ Test(client, a_reader_that_creates_keeps_its_views) {
   scree_client *p = connect_ok();
   scree_array a;
   cr_assert_eq(testdata_make(11, 3, 12, 2, 8, &a), 0);
-  cr_assert_eq(scree_client_put(p, "mix/first", &a), 0, "%s", scree_client_last_error(p));
+  cr_assert_eq(scree_client_put(p, "mix/first", &a, NULL), 0, "%s", scree_client_last_error(p));
   scree_client_close(p);
   uint64_t vb, ob;
   scree_array_check_desc(&a, &vb, &ob, NULL, 0);
@@ -309,7 +309,7 @@ Test(client, a_reader_that_creates_keeps_its_views) {
   desc.offsets_dtype = SCREE_INT64;
   desc.batch_size = 2;
   desc.total_rows = 6;
-  cr_assert_eq(scree_client_create(c, "mix/second", &desc, &w), 0, "%s",
+  cr_assert_eq(scree_client_create(c, "mix/second", &desc, &w, NULL), 0, "%s",
                scree_client_last_error(c));
   cr_assert_eq(mapping_of(w.values, perms, path, sizeof(path)), 0);
   cr_assert_eq(perms[1], 'w', "create maps writable (%s)", perms);
@@ -320,7 +320,7 @@ Test(client, a_reader_that_creates_keeps_its_views) {
   o[0] = 0;
   o[1] = 2;
   o[2] = 6;
-  cr_assert_eq(scree_client_seal(c, "mix/second"), 0, "%s", scree_client_last_error(c));
+  cr_assert_eq(scree_client_seal(c, "mix/second", NULL), 0, "%s", scree_client_last_error(c));
   scree_batch_info b1, b2;
   cr_assert_eq(scree_client_stat(c, "mix/first", &b1), 0);
   cr_assert_eq(scree_client_stat(c, "mix/second", &b2), 0);
@@ -345,7 +345,7 @@ Test(client, a_reader_that_creates_keeps_its_views) {
   cr_assert_eq(mapping_of(g2.values, perms, path, sizeof(path)), 0);
   cr_assert_eq(perms[1], '-', "(%s)", perms);
 
-  scree_client_info i;
+  scree_client_info i = SCREE_CLIENT_INFO_INIT;
   scree_client_info_get(c, &i);
   cr_assert_eq(i.arenas_mapped, 1);
   cr_assert_eq(i.arena_imports, 2, "read-only, then writable");
@@ -369,7 +369,7 @@ Test(client, arena_imported_once) {
   scree_client *c = connect_ok();
   scree_array a;
   cr_assert_eq(testdata_make(5, 2, 10, 4, 16, &a), 0);
-  cr_assert_eq(scree_client_put(c, "cached", &a), 0);
+  cr_assert_eq(scree_client_put(c, "cached", &a, NULL), 0);
   scree_client_close(c);
 
   c = connect_ok();
@@ -384,7 +384,7 @@ Test(client, arena_imported_once) {
     cr_assert_eq(g.values, first);
     cr_assert_eq(scree_client_release(c, l), 0);
   }
-  scree_client_info i;
+  scree_client_info i = SCREE_CLIENT_INFO_INIT;
   scree_client_info_get(c, &i);
   cr_assert_eq(i.arena_imports, 1, "one mapping for 501 gets, not %" PRIu64, i.arena_imports);
   cr_assert_eq(i.arenas_mapped, 1);
@@ -399,7 +399,7 @@ Test(client, delete_while_leased_then_release) {
   scree_client *c = connect_ok();
   scree_array a;
   cr_assert_eq(testdata_make(11, 3, 30, 4, 16, &a), 0);
-  cr_assert_eq(scree_client_put(c, "leased", &a), 0);
+  cr_assert_eq(scree_client_put(c, "leased", &a, NULL), 0);
   scree_client *r = connect_ok();
   scree_array g;
   scree_lease *l;
@@ -409,7 +409,7 @@ Test(client, delete_while_leased_then_release) {
   cr_assert_eq(deferred, 1);
   scree_batch_info bi;
   cr_assert_eq(scree_client_stat(c, "leased", &bi), SCREE_ENOENT, "the name goes at once");
-  scree_stats s;
+  scree_stats s = SCREE_STATS_INIT;
   cr_assert_eq(scree_client_stats(c, &s), 0);
   cr_assert_eq(s.pending_deletes, 1);
   /* The lease holder still reads the data. */
@@ -417,7 +417,7 @@ Test(client, delete_while_leased_then_release) {
   scree_array_check_desc(&a, &vb, NULL, NULL, 0);
   cr_assert_eq(memcmp(g.values, a.values, vb), 0);
   /* The name can be reused at once. */
-  cr_assert_eq(scree_client_put(c, "leased", &a), 0, "%s", scree_client_last_error(c));
+  cr_assert_eq(scree_client_put(c, "leased", &a, NULL), 0, "%s", scree_client_last_error(c));
   cr_assert_eq(scree_client_release(r, l), 0);
   cr_assert_eq(scree_client_stats(c, &s), 0);
   cr_assert_eq(s.pending_deletes, 0);
@@ -447,13 +447,13 @@ Test(client, list_pages_through_a_prefix) {
   char name[64];
   for (int i = 0; i < 257; i++) {
     snprintf(name, sizeof(name), "run/%04d", i);
-    cr_assert_eq(scree_client_put(c, name, &a), 0, "%s", scree_client_last_error(c));
+    cr_assert_eq(scree_client_put(c, name, &a, NULL), 0, "%s", scree_client_last_error(c));
   }
   for (int i = 0; i < 5; i++) {
     snprintf(name, sizeof(name), "other/%d", i);
-    cr_assert_eq(scree_client_put(c, name, &a), 0);
+    cr_assert_eq(scree_client_put(c, name, &a, NULL), 0);
   }
-  cr_assert_eq(scree_client_put(c, "run", &a), 0);
+  cr_assert_eq(scree_client_put(c, "run", &a, NULL), 0);
   scree_batch_info *items;
   size_t n;
   cr_assert_eq(scree_client_list(c, "run/", &items, &n), 0, "%s", scree_client_last_error(c));
@@ -478,7 +478,7 @@ Test(client, stat_and_stats_fields) {
   scree_client *c = connect_ok();
   scree_array a;
   cr_assert_eq(testdata_make(13, 5, 50, 4, 16, &a), 0);
-  cr_assert_eq(scree_client_put(c, "st", &a), 0);
+  cr_assert_eq(scree_client_put(c, "st", &a, NULL), 0);
   scree_batch_info bi;
   cr_assert_eq(scree_client_stat(c, "st", &bi), 0);
   uint64_t vb, ob;
@@ -502,7 +502,7 @@ Test(client, stat_and_stats_fields) {
 
   scree_array g;
   cr_assert_eq(scree_client_get(c, "nope", &g, NULL), SCREE_ENOENT);
-  scree_stats s;
+  scree_stats s = SCREE_STATS_INIT;
   cr_assert_eq(scree_client_stats(c, &s), 0);
   cr_assert_eq(s.batches, 1);
   cr_assert(s.bytes_used >= vb + ob);
@@ -535,8 +535,8 @@ Test(client, errors_carry_the_daemons_message) {
 
   scree_array a;
   cr_assert_eq(testdata_make(1, 2, 10, 4, 16, &a), 0);
-  cr_assert_eq(scree_client_put(c, "dup", &a), 0);
-  cr_assert_eq(scree_client_put(c, "dup", &a), SCREE_EEXIST);
+  cr_assert_eq(scree_client_put(c, "dup", &a, NULL), 0);
+  cr_assert_eq(scree_client_put(c, "dup", &a, NULL), SCREE_EEXIST);
   cr_assert(strstr(scree_client_last_error(c), "dup") != NULL);
 
   /* Larger than the store: ENOSPC with the sizes. */
@@ -547,14 +547,14 @@ Test(client, errors_carry_the_daemons_message) {
   big.batch_size = 1;
   big.total_rows = 1ll << 27; /* 1 GiB */
   scree_array w;
-  cr_assert_eq(scree_client_create(c, "big", &big, &w), SCREE_ENOSPC);
+  cr_assert_eq(scree_client_create(c, "big", &big, &w, NULL), SCREE_ENOSPC);
   cr_assert(strstr(scree_client_last_error(c), "big") != NULL &&
                 strstr(scree_client_last_error(c), "free") != NULL,
             "%s", scree_client_last_error(c));
 
   /* Bad offsets are refused before anything is created. */
   ((int64_t *)a.offsets)[1] = a.total_rows + 1;
-  cr_assert_eq(scree_client_put(c, "badoff", &a), SCREE_EINVAL);
+  cr_assert_eq(scree_client_put(c, "badoff", &a, NULL), SCREE_EINVAL);
   cr_assert(strstr(scree_client_last_error(c), "offsets[1]") != NULL, "%s",
             scree_client_last_error(c));
   scree_batch_info bi;
@@ -571,7 +571,7 @@ Test(client, errors_carry_the_daemons_message) {
   /* Attention is reserved: the daemon answers ENOTSUP until it lands. */
   scree_attention_params p = SCREE_ATTENTION_PARAMS_INIT;
   p.causal = 1;
-  int rc = scree_client_attention(c, "dup", "dup", "dup", "out", &p);
+  int rc = scree_client_attention(c, "dup", "dup", "dup", "out", &p, NULL, NULL);
   cr_assert(rc == SCREE_ENOTSUP || rc == 0 || rc == SCREE_EINVAL, "attention gave %d", rc);
   if (rc != 0)
     cr_assert(scree_client_last_error(c)[0] != '\0');
@@ -610,7 +610,7 @@ Test(client, daemon_killed_gives_disconnected) {
   scree_client *c = connect_ok();
   scree_array a;
   cr_assert_eq(testdata_make(2, 2, 10, 4, 16, &a), 0);
-  cr_assert_eq(scree_client_put(c, "k", &a), 0);
+  cr_assert_eq(scree_client_put(c, "k", &a, NULL), 0);
   scree_array g;
   scree_lease *l;
   cr_assert_eq(scree_client_get(c, "k", &g, &l), 0);
@@ -622,7 +622,7 @@ Test(client, daemon_killed_gives_disconnected) {
   cr_assert_eq(scree_client_stat(c, "k", &bi), SCREE_EDISCONNECTED);
   cr_assert(strstr(scree_client_last_error(c), "lost the daemon") != NULL, "%s",
             scree_client_last_error(c));
-  cr_assert_eq(scree_client_put(c, "k2", &a), SCREE_EDISCONNECTED);
+  cr_assert_eq(scree_client_put(c, "k2", &a, NULL), SCREE_EDISCONNECTED);
   cr_assert_eq(scree_client_release(c, l), SCREE_EDISCONNECTED);
   /* The mapping outlives the daemon: the memfd pages are ours too. */
   uint64_t vb;
@@ -648,7 +648,7 @@ static void *worker(void *arg) {
     return (void *)2;
   char name[32];
   snprintf(name, sizeof(name), "t/%03d", (int)id);
-  if (scree_client_put(c, name, &a) != 0) {
+  if (scree_client_put(c, name, &a, NULL) != 0) {
     bad = 3;
   } else {
     /* Read a neighbour's batch if it is there yet, then our own. */
@@ -694,7 +694,7 @@ Test(client, two_hundred_concurrent_connections) {
   cr_assert_eq(scree_client_list(c, "t/", &items, &n), 0);
   cr_assert_eq(n, NTHREADS);
   scree_client_free_list(items);
-  scree_stats s;
+  scree_stats s = SCREE_STATS_INIT;
   cr_assert_eq(scree_client_stats(c, &s), 0);
   cr_assert_eq(s.leases, 0);
   scree_client_close(c);
@@ -724,7 +724,7 @@ Test(client, one_handle_shared_by_threads) {
   /* The handle's mutex serialises calls: eight threads on one handle. */
   shared_c = connect_ok();
   cr_assert_eq(testdata_make(9, 4, 16, 4, 16, &shared_a), 0);
-  cr_assert_eq(scree_client_put(shared_c, "shared", &shared_a), 0);
+  cr_assert_eq(scree_client_put(shared_c, "shared", &shared_a, NULL), 0);
   pthread_t t[8];
   for (int i = 0; i < 8; i++)
     cr_assert_eq(pthread_create(&t[i], NULL, shared_worker, NULL), 0);
@@ -733,7 +733,7 @@ Test(client, one_handle_shared_by_threads) {
     pthread_join(t[i], &r);
     cr_assert_null(r, "thread %d failed with %ld", i, (long)(intptr_t)r);
   }
-  scree_client_info info;
+  scree_client_info info = SCREE_CLIENT_INFO_INIT;
   scree_client_info_get(shared_c, &info);
   cr_assert_eq(info.arena_imports, 1);
   scree_client_close(shared_c);

@@ -37,7 +37,7 @@ static void restart_after(int sig) {
   start(NULL);
   scree_client *c;
   cr_assert_eq(scree_client_connect(d.sock, &c), 0, "%s", scree_client_last_error(c));
-  scree_stats st;
+  scree_stats st = SCREE_STATS_INIT;
   cr_assert_eq(scree_client_stats(c, &st), 0);
 
   kill(d.pid, sig);

@@ -1,5 +1,5 @@
-/* Create.shared through libscreeclient: scree_client_put_flags and
- * scree_client_create_flags with SCREE_CREATE_SHARED put a batch into the
+/* Create.shared through libscreeclient: scree_client_put and
+ * scree_client_create with SCREE_CREATE_SHARED in their options put a batch into the
  * daemon's shared pool of arenas, never into the arenas of its owner's
  * private pool, and unknown flags are refused before anything is sent. */
 #include <criterion/criterion.h>
@@ -14,6 +14,19 @@
 #include "scree/error.h"
 
 static rc_daemon d;
+
+static int put_flags(scree_client *c, const char *name, const scree_array *a, unsigned flags) {
+  scree_put_options o = SCREE_PUT_OPTIONS_INIT;
+  o.flags = flags;
+  return scree_client_put(c, name, a, &o);
+}
+
+static int create_flags(scree_client *c, const char *name, const scree_array *desc,
+                        scree_array *out, unsigned flags) {
+  scree_create_options o = SCREE_CREATE_OPTIONS_INIT;
+  o.flags = flags;
+  return scree_client_create(c, name, desc, out, &o);
+}
 
 static void fini(void) {
   if (d.pid > 0)
@@ -70,11 +83,11 @@ Test(client_shared, a_shared_put_lands_in_the_shared_pool) {
   float v[4];
   int64_t o[2];
   scree_array a = small(v, o);
-  cr_assert_eq(scree_client_put(c, "p1", &a), 0, "%s", scree_client_last_error(c));
-  cr_assert_eq(scree_client_put_flags(c, "p2", &a, 0), 0, "%s", scree_client_last_error(c));
-  cr_assert_eq(scree_client_put_flags(c, "s1", &a, SCREE_CREATE_SHARED), 0, "%s",
+  cr_assert_eq(scree_client_put(c, "p1", &a, NULL), 0, "%s", scree_client_last_error(c));
+  cr_assert_eq(put_flags(c, "p2", &a, 0), 0, "%s", scree_client_last_error(c));
+  cr_assert_eq(put_flags(c, "s1", &a, SCREE_CREATE_SHARED), 0, "%s",
                scree_client_last_error(c));
-  cr_assert_eq(scree_client_put_flags(c, "s2", &a, SCREE_CREATE_SHARED), 0, "%s",
+  cr_assert_eq(put_flags(c, "s2", &a, SCREE_CREATE_SHARED), 0, "%s",
                scree_client_last_error(c));
   uint64_t p1 = arena_of(c, "p1"), p2 = arena_of(c, "p2");
   uint64_t s1 = arena_of(c, "s1"), s2 = arena_of(c, "s2");
@@ -100,14 +113,14 @@ Test(client_shared, a_shared_create_lands_in_the_shared_pool) {
   float v[4];
   int64_t o[2];
   scree_array a = small(v, o);
-  cr_assert_eq(scree_client_put(c, "private", &a), 0, "%s", scree_client_last_error(c));
+  cr_assert_eq(scree_client_put(c, "private", &a, NULL), 0, "%s", scree_client_last_error(c));
   scree_array out;
-  cr_assert_eq(scree_client_create_flags(c, "shared", &a, &out, SCREE_CREATE_SHARED), 0, "%s",
+  cr_assert_eq(create_flags(c, "shared", &a, &out, SCREE_CREATE_SHARED), 0, "%s",
                scree_client_last_error(c));
   memcpy(out.values, v, sizeof(v));
   memcpy(out.offsets, o, sizeof(o));
-  cr_assert_eq(scree_client_seal(c, "shared"), 0, "%s", scree_client_last_error(c));
-  cr_assert_eq(scree_client_create_flags(c, "private2", &a, &out, 0), 0, "%s",
+  cr_assert_eq(scree_client_seal(c, "shared", NULL), 0, "%s", scree_client_last_error(c));
+  cr_assert_eq(create_flags(c, "private2", &a, &out, 0), 0, "%s",
                scree_client_last_error(c));
   cr_assert_neq(arena_of(c, "shared"), arena_of(c, "private"));
   cr_assert_eq(arena_of(c, "private2"), arena_of(c, "private"));
@@ -119,13 +132,13 @@ Test(client_shared, unknown_flags_are_einval_naming_them_and_send_nothing) {
   float v[4];
   int64_t o[2];
   scree_array a = small(v, o);
-  scree_stats before, after;
+  scree_stats before = SCREE_STATS_INIT, after = SCREE_STATS_INIT;
   cr_assert_eq(scree_client_stats(c, &before), 0);
-  int rc = scree_client_put_flags(c, "x", &a, 0x6u | SCREE_CREATE_SHARED);
+  int rc = put_flags(c, "x", &a, 0x6u | SCREE_CREATE_SHARED);
   cr_assert_eq(rc, SCREE_EINVAL, "got %s", scree_err_name(rc));
   cr_assert_str_eq(scree_client_last_error(c), "flags=0x7 has unknown bits 0x6");
   scree_array out;
-  rc = scree_client_create_flags(c, "x", &a, &out, 1u << 31);
+  rc = create_flags(c, "x", &a, &out, 1u << 31);
   cr_assert_eq(rc, SCREE_EINVAL, "got %s", scree_err_name(rc));
   cr_assert(strstr(scree_client_last_error(c), "unknown bits 0x80000000") != NULL, "%s",
             scree_client_last_error(c));

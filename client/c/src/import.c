@@ -1,8 +1,7 @@
-#include <stdio.h>
-
 #include "import.h"
 #include "scree/client.h"
 #include "scree/error.h"
+#include "sys.h"
 
 int scree__import_select(int backend, int ipc_mode, const unsigned char *device_uuid,
                          const scree__importer **out, char *msg, size_t msg_len) {
@@ -14,10 +13,9 @@ int scree__import_select(int backend, int ipc_mode, const unsigned char *device_
   if (backend == SCREE_BACKEND_CUDA)
     return scree__import_cuda_select(ipc_mode, device_uuid, out, msg, msg_len);
 #endif
-  snprintf(msg, msg_len,
-           "this libscreeclient cannot import %s memory shared as %s (built without "
-           "CUDA support?)",
-           scree_backend_name((scree_backend)backend),
-           scree_ipc_mode_name((scree_ipc_mode)ipc_mode));
-  return SCREE_ENOTSUP;
+  return scree__fail(SCREE_ENOTSUP, msg, msg_len,
+                     "this libscreeclient cannot import %s memory shared as %s (built "
+                     "without CUDA support?)",
+                     scree_backend_name((scree_backend)backend),
+                     scree_ipc_mode_name((scree_ipc_mode)ipc_mode));
 }

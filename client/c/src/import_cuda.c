@@ -6,6 +6,7 @@
 
 #include "cudadrv.h"
 #include "scree/error.h"
+#include "sys.h"
 
 static atomic_uint_least64_t scree__cuda_imports;
 
@@ -21,15 +22,14 @@ static int scree__cuda_enter(const scree__cu *cu, int ordinal, CUcontext *ctx,
   int rc = 0;
 
   *prev = NULL;
-  SCREE_CUDA_GOTO(cu->cuCtxGetCurrent(prev), rc, err_none);
-  SCREE_CUDA_GOTO(cu->cuDeviceGet(&dev, ordinal), rc, err_none);
-  SCREE_CUDA_GOTO(cu->cuDevicePrimaryCtxRetain(ctx, dev), rc, err_none);
+  SCREE_CUDA_CHECK(cu->cuCtxGetCurrent(prev));
+  SCREE_CUDA_CHECK(cu->cuDeviceGet(&dev, ordinal));
+  SCREE_CUDA_CHECK(cu->cuDevicePrimaryCtxRetain(ctx, dev));
   SCREE_CUDA_GOTO(cu->cuCtxSetCurrent(*ctx), rc, err_release_ctx);
   return 0;
 
 err_release_ctx:
   (void)cu->cuDevicePrimaryCtxRelease(dev);
-err_none:
   return rc;
 }
 
@@ -54,26 +54,24 @@ int scree__cuda_find_device(const unsigned char uuid[16], int *ordinal, char *ms
   rc = scree__cu_load(&cu, msg, msg_len);
   if (rc != 0) {
     if (rc == SCREE_ENODEV)
-      rc = scree__cu_msg(rc, msg, msg_len, "daemon's GPU %s is not visible in this "
-                         "process: no CUDA device here",
-                         scree__cu_uuid_str(uuid, text, sizeof(text)));
+      rc = scree__fail(rc, msg, msg_len, "daemon's GPU %s is not visible in this "
+                       "process: no CUDA device here",
+                       scree__cu_uuid_str(uuid, text, sizeof(text)));
     return rc;
   }
-  SCREE_CUDA_GOTO(cu->cuDeviceGetCount(&count), rc, err_none);
+  SCREE_CUDA_CHECK(cu->cuDeviceGetCount(&count));
   for (i = 0; i < count; i++) {
-    SCREE_CUDA_GOTO(cu->cuDeviceGet(&dev, i), rc, err_none);
-    SCREE_CUDA_GOTO(cu->cuDeviceGetUuid(&u, dev), rc, err_none);
+    SCREE_CUDA_CHECK(cu->cuDeviceGet(&dev, i));
+    SCREE_CUDA_CHECK(cu->cuDeviceGetUuid(&u, dev));
     if (memcmp(u.bytes, uuid, 16) == 0) {
       *ordinal = i;
       return 0;
     }
   }
-  rc = scree__cu_msg(SCREE_ENODEV, msg, msg_len,
+  return scree__fail(SCREE_ENODEV, msg, msg_len,
                      "daemon's GPU %s is not visible in this process (%d visible; check "
                      "CUDA_VISIBLE_DEVICES)",
                      scree__cu_uuid_str(uuid, text, sizeof(text)), count);
-err_none:
-  return rc;
 }
 
 int scree__cuda_access_device(int owner_ordinal, int *access_ordinal, char *msg,
@@ -86,8 +84,8 @@ int scree__cuda_access_device(int owner_ordinal, int *access_ordinal, char *msg,
   rc = scree__cu_load(&cu, msg, msg_len);
   if (rc != 0)
     return rc;
-  SCREE_CUDA_GOTO(cu->cuDeviceGet(&owner, owner_ordinal), rc, err_none);
-  SCREE_CUDA_GOTO(cu->cuCtxGetCurrent(&cur), rc, err_none);
+  SCREE_CUDA_CHECK(cu->cuDeviceGet(&owner, owner_ordinal));
+  SCREE_CUDA_CHECK(cu->cuCtxGetCurrent(&cur));
   if (cur == NULL) {
     *access_ordinal = owner_ordinal;
     return 0;
@@ -98,18 +96,18 @@ int scree__cuda_access_device(int owner_ordinal, int *access_ordinal, char *msg,
    * here first; consumers with a current context then crashed on the GPU
    * machine, cause not established: see the CUDA branch's report.) */
   own = owner;
-  SCREE_CUDA_GOTO(cu->cuDeviceGetCount(&count), rc, err_none);
+  SCREE_CUDA_CHECK(cu->cuDeviceGetCount(&count));
   for (i = 0; i < count; i++) {
     CUcontext primary;
     unsigned int flags;
     CUdevice d;
     int active = 0;
 
-    SCREE_CUDA_GOTO(cu->cuDeviceGet(&d, i), rc, err_none);
-    SCREE_CUDA_GOTO(cu->cuDevicePrimaryCtxGetState(d, &flags, &active), rc, err_none);
+    SCREE_CUDA_CHECK(cu->cuDeviceGet(&d, i));
+    SCREE_CUDA_CHECK(cu->cuDevicePrimaryCtxGetState(d, &flags, &active));
     if (!active)
       continue;
-    SCREE_CUDA_GOTO(cu->cuDevicePrimaryCtxRetain(&primary, d), rc, err_none);
+    SCREE_CUDA_CHECK(cu->cuDevicePrimaryCtxRetain(&primary, d));
     (void)cu->cuDevicePrimaryCtxRelease(d);
     if (primary == cur) {
       own = d;
@@ -117,18 +115,16 @@ int scree__cuda_access_device(int owner_ordinal, int *access_ordinal, char *msg,
     }
   }
   if (own != owner) {
-    SCREE_CUDA_GOTO(cu->cuDeviceCanAccessPeer(&can, own, owner), rc, err_none);
+    SCREE_CUDA_CHECK(cu->cuDeviceCanAccessPeer(&can, own, owner));
     if (!can)
-      return scree__cu_msg(SCREE_ENOTSUP, msg, msg_len,
-                           "this process works on GPU %d, which has no peer access to "
-                           "GPU %d where the daemon's memory lives; make GPU %d current",
-                           (int)own, owner_ordinal, owner_ordinal);
+      return scree__fail(SCREE_ENOTSUP, msg, msg_len,
+                         "this process works on GPU %d, which has no peer access to "
+                         "GPU %d where the daemon's memory lives; make GPU %d current",
+                         (int)own, owner_ordinal, owner_ordinal);
   }
   /* A CUdevice is the ordinal it was obtained from. */
   *access_ordinal = (int)own;
   return 0;
-err_none:
-  return rc;
 }
 
 int scree__cuda_import_fd(int fd, size_t size, int owner_ordinal, int access_ordinal,
@@ -199,9 +195,9 @@ int scree__cuda_import_legacy(const void *handle, size_t handle_len, size_t size
 
   memset(out, 0, sizeof(*out));
   if (handle_len != sizeof(ipc))
-    return scree__cu_msg(SCREE_EPROTO, msg, msg_len,
-                         "legacy IPC handle has %zu bytes, expected %zu", handle_len,
-                         sizeof(ipc));
+    return scree__fail(SCREE_EPROTO, msg, msg_len,
+                       "legacy IPC handle has %zu bytes, expected %zu", handle_len,
+                       sizeof(ipc));
   rc = scree__cu_load(&cu, msg, msg_len);
   if (rc != 0)
     return rc;
@@ -342,12 +338,12 @@ static int cuda_import(const scree__import_src *src, int writable, void **base,
 
   (void)writable; /* device mappings are always read-write */
   if (src->device_uuid == NULL)
-    return scree__cu_msg(SCREE_EPROTO, msg, msg_len,
-                         "arena %llu: the daemon named no GPU (no device UUID)",
-                         (unsigned long long)src->arena_id);
+    return scree__fail(SCREE_EPROTO, msg, msg_len,
+                       "arena %llu: the daemon named no GPU (no device UUID)",
+                       (unsigned long long)src->arena_id);
   if (src->size == 0)
-    return scree__cu_msg(SCREE_EPROTO, msg, msg_len, "arena %llu has size 0",
-                         (unsigned long long)src->arena_id);
+    return scree__fail(SCREE_EPROTO, msg, msg_len, "arena %llu has size 0",
+                       (unsigned long long)src->arena_id);
   rc = scree__cuda_find_device(src->device_uuid, &owner, msg, msg_len);
   if (rc == 0)
     rc = scree__cuda_access_device(owner, &access, msg, msg_len);
@@ -355,16 +351,16 @@ static int cuda_import(const scree__import_src *src, int writable, void **base,
     return rc;
   m = calloc(1, sizeof(*m));
   if (m == NULL)
-    return scree__cu_msg(SCREE_ENOMEM, msg, msg_len, "out of memory");
+    return scree__fail(SCREE_ENOMEM, msg, msg_len, "out of memory");
   if (src->handle != NULL) {
     rc = scree__cuda_import_legacy(src->handle, src->handle_len, src->size, owner, access, m,
                                    msg, msg_len);
   } else if (src->fd >= 0) {
     rc = scree__cuda_import_fd(src->fd, src->size, owner, access, m, msg, msg_len);
   } else {
-    rc = scree__cu_msg(SCREE_EPROTO, msg, msg_len,
-                       "arena %llu: the daemon sent neither an fd nor handle bytes",
-                       (unsigned long long)src->arena_id);
+    rc = scree__fail(SCREE_EPROTO, msg, msg_len,
+                     "arena %llu: the daemon sent neither an fd nor handle bytes",
+                     (unsigned long long)src->arena_id);
   }
   if (rc != 0) {
     free(m);
@@ -422,8 +418,8 @@ int scree__import_cuda_select(int ipc_mode, const unsigned char *device_uuid,
   int ordinal, rc;
 
   if (device_uuid == NULL)
-    return scree__cu_msg(SCREE_EPROTO, msg, msg_len,
-                         "the CUDA daemon named no GPU (no device UUID in its Hello reply)");
+    return scree__fail(SCREE_EPROTO, msg, msg_len,
+                       "the CUDA daemon named no GPU (no device UUID in its Hello reply)");
   /* Checked at connect so that the reason reaches the user before any get:
    * CUDA_VISIBLE_DEVICES may hide the daemon's GPU from this process. */
   rc = scree__cuda_find_device(device_uuid, &ordinal, msg, msg_len);
@@ -437,8 +433,8 @@ int scree__import_cuda_select(int ipc_mode, const unsigned char *device_uuid,
     *out = &scree__import_cuda_legacy;
     return 0;
   }
-  return scree__cu_msg(SCREE_ENOTSUP, msg, msg_len,
-                       "the CUDA daemon shares memory in ipc mode %d, unknown here", ipc_mode);
+  return scree__fail(SCREE_ENOTSUP, msg, msg_len,
+                     "the CUDA daemon shares memory in ipc mode %d, unknown here", ipc_mode);
 }
 
 int scree__cuda_sync(void *stream, char *msg, size_t msg_len) {
@@ -452,10 +448,9 @@ int scree__cuda_sync(void *stream, char *msg, size_t msg_len) {
   /* In the calling thread's current context (the one its stream belongs
    * to); a thread with no context has queued nothing. NULL is the legacy
    * default stream, which waits for every blocking stream of the context. */
-  SCREE_CUDA_GOTO(cu->cuCtxGetCurrent(&cur), rc, err_none);
+  SCREE_CUDA_CHECK(cu->cuCtxGetCurrent(&cur));
   if (cur != NULL || stream != NULL)
-    SCREE_CUDA_GOTO(cu->cuStreamSynchronize((CUstream)stream), rc, err_none);
-err_none:
-  return rc;
+    SCREE_CUDA_CHECK(cu->cuStreamSynchronize((CUstream)stream));
+  return 0;
 }
 #endif /* SCREE_CLIENT_HAVE_CUDA */

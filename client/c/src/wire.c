@@ -1,63 +1,32 @@
+/* One packet each way on the daemon's socket; wire.h says what each does.
+ * The SCM_RIGHTS work is core/src/sys.h's, shared with screed. */
 #include <errno.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/uio.h>
 #include <unistd.h>
 
 #include "scree/error.h"
+#include "sys.h"
 #include "wire.h"
 
 int scree__wire_send(int fd, const void *buf, size_t len, char *msg, size_t msg_len) {
-  for (;;) {
-    ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
-    if (n >= 0) {
-      if ((size_t)n != len) {
-        /* SOCK_SEQPACKET sends whole packets or fails; a short count means
-         * the socket is not what we think it is. */
-        snprintf(msg, msg_len, "short send: %zd of %zu bytes", n, len);
-        return SCREE_EIO;
-      }
-      return 0;
-    }
-    int e = errno;
-    if (e == EINTR)
-      continue;
-    if (e == EPIPE || e == ECONNRESET || e == ENOTCONN || e == EBADF) {
-      snprintf(msg, msg_len, "lost the daemon: send: %s", strerror(e));
-      return SCREE_EDISCONNECTED;
-    }
-    if (e == EMSGSIZE) {
-      snprintf(msg, msg_len, "request of %zu bytes is too large for the socket", len);
-      return SCREE_EMSGSIZE;
-    }
-    snprintf(msg, msg_len, "send: %s", strerror(e));
-    return SCREE_EIO;
+  ssize_t n = scree__send_fd(fd, buf, len, -1, 0);
+  if (n >= 0) {
+    /* SOCK_SEQPACKET sends whole packets or fails; a short count means the
+     * socket is not what we think it is. */
+    if ((size_t)n != len)
+      return scree__fail(SCREE_EIO, msg, msg_len, "short send: %zd of %zu bytes", n, len);
+    return 0;
   }
-}
-
-/* Closes every fd in the control messages of m, or stores them in fds while
- * there is room. */
-static void take_fds(struct msghdr *m, int *fds, int max_fds, int *nfds,
-                     unsigned *extra_closed) {
-  for (struct cmsghdr *cm = CMSG_FIRSTHDR(m); cm != NULL; cm = CMSG_NXTHDR(m, cm)) {
-    if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
-      continue;
-    size_t n = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-    const unsigned char *data = CMSG_DATA(cm);
-    for (size_t i = 0; i < n; i++) {
-      int f;
-      memcpy(&f, data + i * sizeof(int), sizeof(int));
-      if (fds != NULL && *nfds < max_fds) {
-        fds[(*nfds)++] = f;
-      } else {
-        close(f);
-        if (extra_closed != NULL)
-          (*extra_closed)++;
-      }
-    }
-  }
+  int e = (int)-n;
+  if (e == EPIPE || e == ECONNRESET || e == ENOTCONN || e == EBADF)
+    return scree__fail(SCREE_EDISCONNECTED, msg, msg_len, "lost the daemon: send: %s",
+                       strerror(e));
+  if (e == EMSGSIZE)
+    return scree__fail(SCREE_EMSGSIZE, msg, msg_len,
+                       "request of %zu bytes is too large for the socket", len);
+  return scree__fail(SCREE_EIO, msg, msg_len, "send: %s", strerror(e));
 }
 
 long scree__wire_recv(int fd, unsigned char **buf, size_t *cap, size_t max_len, int *fds,
@@ -70,57 +39,37 @@ long scree__wire_recv(int fd, unsigned char **buf, size_t *cap, size_t max_len, 
    * first would cost a system call on every request. */
   if (*cap < max_len) {
     unsigned char *nb = realloc(*buf, max_len);
-    if (nb == NULL) {
-      snprintf(msg, msg_len, "no memory for a %zu-byte reply buffer", max_len);
-      return SCREE_ENOMEM;
-    }
+    if (nb == NULL)
+      return scree__fail(SCREE_ENOMEM, msg, msg_len, "no memory for a %zu-byte reply buffer",
+                         max_len);
     *buf = nb;
     *cap = max_len;
   }
-  union {
-    struct cmsghdr align;
-    unsigned char bytes[CMSG_SPACE(sizeof(int) * 16)];
-  } ctrl;
-  struct iovec iov;
-  iov.iov_base = *buf;
-  iov.iov_len = *cap;
-  struct msghdr m;
-  memset(&m, 0, sizeof(m));
-  m.msg_iov = &iov;
-  m.msg_iovlen = 1;
-  m.msg_control = ctrl.bytes;
-  m.msg_controllen = sizeof(ctrl.bytes);
-
-  ssize_t n;
-  for (;;) {
-    n = recvmsg(fd, &m, MSG_CMSG_CLOEXEC | MSG_TRUNC);
-    if (n >= 0 || errno != EINTR)
-      break;
-  }
-  if (n < 0) {
-    int e = errno;
-    snprintf(msg, msg_len, "lost the daemon: recvmsg: %s", strerror(e));
-    return SCREE_EDISCONNECTED;
-  }
+  unsigned closed = 0;
+  int ctrunc = 0;
+  ssize_t n = scree__recv_fds(fd, *buf, *cap, MSG_TRUNC, fds, max_fds, nfds, &closed, &ctrunc);
+  if (n < 0)
+    return scree__fail(SCREE_EDISCONNECTED, msg, msg_len, "lost the daemon: recvmsg: %s",
+                       strerror((int)-n));
   int too_big = (size_t)n > max_len;
-  take_fds(&m, too_big ? NULL : fds, max_fds, nfds, extra_closed);
-  if (n == 0 && m.msg_controllen == 0) {
-    /* A zero-length read with nothing attached is the peer's orderly close. */
-    snprintf(msg, msg_len, "lost the daemon: connection closed");
-    return SCREE_EDISCONNECTED;
-  }
-  if (too_big) {
-    snprintf(msg, msg_len, "reply of %zd bytes exceeds the limit of %zu", n, max_len);
-    return SCREE_EMSGSIZE;
-  }
-  if (m.msg_flags & MSG_CTRUNC) {
-    /* The kernel dropped fds that did not fit: the reply cannot be trusted
-     * to have the handle it names. */
+  if (too_big || ctrunc) {
+    /* A reply that is not read whole, or whose fds the kernel dropped in
+     * part, cannot be trusted to hold the handles it names: none is kept. */
     for (int i = 0; i < *nfds; i++)
       close(fds[i]);
+    if (too_big)
+      closed += (unsigned)*nfds;
     *nfds = 0;
-    snprintf(msg, msg_len, "reply carried more fds than expected");
-    return SCREE_EPROTO;
   }
+  if (extra_closed != NULL)
+    *extra_closed += closed;
+  /* A zero-length read with nothing attached is the peer's orderly close. */
+  if (n == 0 && *nfds == 0 && closed == 0 && !ctrunc)
+    return scree__fail(SCREE_EDISCONNECTED, msg, msg_len, "lost the daemon: connection closed");
+  if (too_big)
+    return scree__fail(SCREE_EMSGSIZE, msg, msg_len,
+                       "reply of %zd bytes exceeds the limit of %zu", n, max_len);
+  if (ctrunc)
+    return scree__fail(SCREE_EPROTO, msg, msg_len, "reply carried more fds than expected");
   return (long)n;
 }

@@ -14,11 +14,10 @@
  * socket; SCREE_EIO otherwise. Writes a message on failure. */
 int scree__wire_send(int fd, const void *buf, size_t len, char *msg, size_t msg_len);
 
-/* Receives one packet. Its size is learnt first with MSG_PEEK|MSG_TRUNC; a
- * packet larger than max_len is consumed, its fds closed, and SCREE_EMSGSIZE
- * returned. *buf is grown with realloc as needed (the caller owns it; *cap is
- * its size). Received fds are close-on-exec; up to max_fds of them are
- * stored in fds and counted in *nfds, the rest closed (and counted in
+/* Receives one packet with one recvmsg into *buf, which is grown to max_len
+ * bytes first (the caller owns it; *cap is its size). A packet larger than
+ * max_len is consumed, its fds closed, and SCREE_EMSGSIZE returned. Received fds are close-on-exec; up to max_fds of them are
+ * stored in fds and counted in *nfds, the rest closed (and added to
  * *extra_closed, which may be NULL). Returns the packet length (>= 0);
  * SCREE_EDISCONNECTED when the peer closed or the socket failed; SCREE_ENOMEM;
  * SCREE_EMSGSIZE. Retries on EINTR. */

@@ -1,7 +1,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,21 +9,9 @@
 
 #include "npy.h"
 #include "scree/error.h"
+#include "sys.h"
 
 static const unsigned char magic[6] = {0x93, 'N', 'U', 'M', 'P', 'Y'};
-
-static int npy_fail(int code, char *msg, size_t msg_len, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static int npy_fail(int code, char *msg, size_t msg_len, const char *fmt, ...) {
-  if (msg != NULL && msg_len > 0) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, msg_len, fmt, ap);
-    va_end(ap);
-  }
-  return code;
-}
 
 /* The element types known here, by type character and size; the byte order
  * character is checked separately. */
@@ -69,26 +56,26 @@ const char *scree__npy_descr(scree_dtype dtype) {
 
 static int set_descr(const char *s, size_t n, scree__npy *out, char *msg, size_t msg_len) {
   if (n < 3 || n > 4)
-    return npy_fail(SCREE_EINVAL, msg, msg_len, "unsupported dtype descr '%.*s'",
-                    (int)(n > 16 ? 16 : n), s);
+    return scree__fail(SCREE_EINVAL, msg, msg_len, "unsupported dtype descr '%.*s'",
+                       (int)(n > 16 ? 16 : n), s);
   char order = s[0], type = s[1];
   size_t size = 0;
   for (size_t i = 2; i < n; i++) {
     if (s[i] < '0' || s[i] > '9')
-      return npy_fail(SCREE_EINVAL, msg, msg_len, "unsupported dtype descr '%.*s'", (int)n,
-                      s);
+      return scree__fail(SCREE_EINVAL, msg, msg_len, "unsupported dtype descr '%.*s'", (int)n,
+                         s);
     size = size * 10 + (size_t)(s[i] - '0');
   }
   if (order == '>' && size > 1)
-    return npy_fail(SCREE_EINVAL, msg, msg_len,
-                    "dtype '%.*s' is big-endian; only little-endian arrays are supported",
-                    (int)n, s);
+    return scree__fail(SCREE_EINVAL, msg, msg_len,
+                       "dtype '%.*s' is big-endian; only little-endian arrays are supported",
+                       (int)n, s);
   if (order != '<' && order != '|' && order != '=' && !(order == '>' && size == 1))
-    return npy_fail(SCREE_EINVAL, msg, msg_len, "dtype '%.*s' has a bad byte order '%c'",
-                    (int)n, s, order);
+    return scree__fail(SCREE_EINVAL, msg, msg_len, "dtype '%.*s' has a bad byte order '%c'",
+                       (int)n, s, order);
   if (order == '|' && size > 1 && type != 'V')
-    return npy_fail(SCREE_EINVAL, msg, msg_len,
-                    "dtype '%.*s' claims no byte order for a multi-byte type", (int)n, s);
+    return scree__fail(SCREE_EINVAL, msg, msg_len,
+                       "dtype '%.*s' claims no byte order for a multi-byte type", (int)n, s);
   for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++) {
     if (known[i].type == type && known[i].size == size) {
       memcpy(out->descr, s, n);
@@ -99,10 +86,10 @@ static int set_descr(const char *s, size_t n, scree__npy *out, char *msg, size_t
       return 0;
     }
   }
-  return npy_fail(SCREE_EINVAL, msg, msg_len,
-                  "dtype '%.*s' has no scree equivalent (supported: |b1 |i1 <i2 <i4 <i8 "
-                  "|u1 <u2 <f2 <f4 <f8 |V1 |V2)",
-                  (int)n, s);
+  return scree__fail(SCREE_EINVAL, msg, msg_len,
+                     "dtype '%.*s' has no scree equivalent (supported: |b1 |i1 <i2 <i4 <i8 "
+                     "|u1 <u2 <f2 <f4 <f8 |V1 |V2)",
+                     (int)n, s);
 }
 
 /* A cursor over the header text. */
@@ -124,18 +111,18 @@ static int peek(hp *p) {
 static int parse_str(hp *p, const char **start, size_t *len, char *msg, size_t msg_len) {
   int q = peek(p);
   if (q != '\'' && q != '"')
-    return npy_fail(SCREE_EINVAL, msg, msg_len,
-                    "malformed header: expected a quoted string at byte %zu", p->i);
+    return scree__fail(SCREE_EINVAL, msg, msg_len,
+                       "malformed header: expected a quoted string at byte %zu", p->i);
   size_t b = ++p->i;
   while (p->i < p->n && p->s[p->i] != q) {
     if (p->s[p->i] == '\\')
-      return npy_fail(SCREE_EINVAL, msg, msg_len,
-                      "malformed header: escapes in strings are not supported (byte %zu)",
-                      p->i);
+      return scree__fail(SCREE_EINVAL, msg, msg_len,
+                         "malformed header: escapes in strings are not supported (byte %zu)",
+                         p->i);
     p->i++;
   }
   if (p->i >= p->n)
-    return npy_fail(SCREE_EINVAL, msg, msg_len, "malformed header: unterminated string");
+    return scree__fail(SCREE_EINVAL, msg, msg_len, "malformed header: unterminated string");
   *start = p->s + b;
   *len = p->i - b;
   p->i++;
@@ -144,8 +131,8 @@ static int parse_str(hp *p, const char **start, size_t *len, char *msg, size_t m
 
 static int parse_shape(hp *p, scree__npy *out, char *msg, size_t msg_len) {
   if (peek(p) != '(')
-    return npy_fail(SCREE_EINVAL, msg, msg_len,
-                    "malformed header: 'shape' must be a tuple, at byte %zu", p->i);
+    return scree__fail(SCREE_EINVAL, msg, msg_len,
+                       "malformed header: 'shape' must be a tuple, at byte %zu", p->i);
   p->i++;
   out->ndim = 0;
   for (;;) {
@@ -156,28 +143,28 @@ static int parse_shape(hp *p, scree__npy *out, char *msg, size_t msg_len) {
     }
     int c = peek(p);
     if (c < '0' || c > '9')
-      return npy_fail(SCREE_EINVAL, msg, msg_len,
-                      "malformed header: expected a non-negative dimension at byte %zu",
-                      p->i);
+      return scree__fail(SCREE_EINVAL, msg, msg_len,
+                         "malformed header: expected a non-negative dimension at byte %zu",
+                         p->i);
     int64_t v = 0;
     while ((c = peek(p)) >= '0' && c <= '9') {
       if (v > (INT64_MAX - (c - '0')) / 10)
-        return npy_fail(SCREE_EINVAL, msg, msg_len,
-                        "malformed header: dimension %d overflows int64", out->ndim);
+        return scree__fail(SCREE_EINVAL, msg, msg_len,
+                           "malformed header: dimension %d overflows int64", out->ndim);
       v = v * 10 + (c - '0');
       p->i++;
     }
     if (out->ndim == SCREE_NPY_MAX_DIMS)
-      return npy_fail(SCREE_EINVAL, msg, msg_len, "more than %d dimensions",
-                      SCREE_NPY_MAX_DIMS);
+      return scree__fail(SCREE_EINVAL, msg, msg_len, "more than %d dimensions",
+                         SCREE_NPY_MAX_DIMS);
     out->shape[out->ndim++] = v;
     skip_ws(p);
     c = peek(p);
     if (c == ',') {
       p->i++;
     } else if (c != ')') {
-      return npy_fail(SCREE_EINVAL, msg, msg_len,
-                      "malformed header: expected ',' or ')' in shape at byte %zu", p->i);
+      return scree__fail(SCREE_EINVAL, msg, msg_len,
+                         "malformed header: expected ',' or ')' in shape at byte %zu", p->i);
     }
   }
 }
@@ -187,17 +174,17 @@ static int parse_dict(const char *s, size_t n, scree__npy *out, char *msg, size_
   for (size_t i = 0; i < n; i++) {
     unsigned char ch = (unsigned char)s[i];
     if (ch != '\n' && (ch < 0x20 || ch > 0x7e))
-      return npy_fail(SCREE_EINVAL, msg, msg_len,
-                      "malformed header: byte %zu is not printable ASCII (0x%02x)", i, ch);
+      return scree__fail(SCREE_EINVAL, msg, msg_len,
+                         "malformed header: byte %zu is not printable ASCII (0x%02x)", i, ch);
   }
   if (n == 0 || s[n - 1] != '\n')
-    return npy_fail(SCREE_EINVAL, msg, msg_len,
-                    "malformed header: it does not end with a newline");
+    return scree__fail(SCREE_EINVAL, msg, msg_len,
+                       "malformed header: it does not end with a newline");
   hp p = {s, n - 1, 0};
   int have_descr = 0, have_fortran = 0, have_shape = 0, fortran = 0;
   skip_ws(&p);
   if (peek(&p) != '{')
-    return npy_fail(SCREE_EINVAL, msg, msg_len, "malformed header: it is not a dict");
+    return scree__fail(SCREE_EINVAL, msg, msg_len, "malformed header: it is not a dict");
   p.i++;
   for (;;) {
     skip_ws(&p);
@@ -212,16 +199,16 @@ static int parse_dict(const char *s, size_t n, scree__npy *out, char *msg, size_
       return rc;
     skip_ws(&p);
     if (peek(&p) != ':')
-      return npy_fail(SCREE_EINVAL, msg, msg_len, "malformed header: expected ':' at byte %zu",
-                      p.i);
+      return scree__fail(SCREE_EINVAL, msg, msg_len, "malformed header: expected ':' at byte %zu",
+                         p.i);
     p.i++;
     skip_ws(&p);
     if (klen == 5 && memcmp(key, "descr", 5) == 0) {
       if (have_descr)
-        return npy_fail(SCREE_EINVAL, msg, msg_len, "malformed header: 'descr' twice");
+        return scree__fail(SCREE_EINVAL, msg, msg_len, "malformed header: 'descr' twice");
       if (peek(&p) == '[')
-        return npy_fail(SCREE_EINVAL, msg, msg_len,
-                        "structured dtypes are not supported (descr is a list)");
+        return scree__fail(SCREE_EINVAL, msg, msg_len,
+                           "structured dtypes are not supported (descr is a list)");
       const char *d;
       size_t dlen;
       rc = parse_str(&p, &d, &dlen, msg, msg_len);
@@ -232,28 +219,28 @@ static int parse_dict(const char *s, size_t n, scree__npy *out, char *msg, size_
       have_descr = 1;
     } else if (klen == 13 && memcmp(key, "fortran_order", 13) == 0) {
       if (have_fortran)
-        return npy_fail(SCREE_EINVAL, msg, msg_len,
-                        "malformed header: 'fortran_order' twice");
+        return scree__fail(SCREE_EINVAL, msg, msg_len,
+                           "malformed header: 'fortran_order' twice");
       if (p.n - p.i >= 4 && memcmp(p.s + p.i, "True", 4) == 0) {
         fortran = 1;
         p.i += 4;
       } else if (p.n - p.i >= 5 && memcmp(p.s + p.i, "False", 5) == 0) {
         p.i += 5;
       } else {
-        return npy_fail(SCREE_EINVAL, msg, msg_len,
-                        "malformed header: 'fortran_order' must be True or False");
+        return scree__fail(SCREE_EINVAL, msg, msg_len,
+                           "malformed header: 'fortran_order' must be True or False");
       }
       have_fortran = 1;
     } else if (klen == 5 && memcmp(key, "shape", 5) == 0) {
       if (have_shape)
-        return npy_fail(SCREE_EINVAL, msg, msg_len, "malformed header: 'shape' twice");
+        return scree__fail(SCREE_EINVAL, msg, msg_len, "malformed header: 'shape' twice");
       rc = parse_shape(&p, out, msg, msg_len);
       if (rc != 0)
         return rc;
       have_shape = 1;
     } else {
-      return npy_fail(SCREE_EINVAL, msg, msg_len, "malformed header: unknown key '%.*s'",
-                      (int)(klen > 32 ? 32 : klen), key);
+      return scree__fail(SCREE_EINVAL, msg, msg_len, "malformed header: unknown key '%.*s'",
+                         (int)(klen > 32 ? 32 : klen), key);
     }
     skip_ws(&p);
     if (peek(&p) == ',') {
@@ -264,24 +251,24 @@ static int parse_dict(const char *s, size_t n, scree__npy *out, char *msg, size_
       p.i++;
       break;
     }
-    return npy_fail(SCREE_EINVAL, msg, msg_len,
-                    "malformed header: expected ',' or '}' at byte %zu", p.i);
+    return scree__fail(SCREE_EINVAL, msg, msg_len,
+                       "malformed header: expected ',' or '}' at byte %zu", p.i);
   }
   skip_ws(&p);
   if (p.i != p.n)
-    return npy_fail(SCREE_EINVAL, msg, msg_len,
-                    "malformed header: unexpected text after the dict at byte %zu", p.i);
+    return scree__fail(SCREE_EINVAL, msg, msg_len,
+                       "malformed header: unexpected text after the dict at byte %zu", p.i);
   if (!have_descr || !have_fortran || !have_shape)
-    return npy_fail(SCREE_EINVAL, msg, msg_len, "malformed header: missing key '%s'",
-                    !have_descr ? "descr" : !have_fortran ? "fortran_order" : "shape");
+    return scree__fail(SCREE_EINVAL, msg, msg_len, "malformed header: missing key '%s'",
+                       !have_descr ? "descr" : !have_fortran ? "fortran_order" : "shape");
   if (fortran) {
     int nontrivial = 0;
     for (int i = 0; i < out->ndim; i++)
       nontrivial += out->shape[i] > 1;
     if (nontrivial > 1)
-      return npy_fail(SCREE_EINVAL, msg, msg_len,
-                      "Fortran-order arrays are not supported (save with "
-                      "numpy.ascontiguousarray)");
+      return scree__fail(SCREE_EINVAL, msg, msg_len,
+                         "Fortran-order arrays are not supported (save with "
+                         "numpy.ascontiguousarray)");
   }
   return 0;
 }
@@ -292,7 +279,7 @@ static int parse_header(const unsigned char *b, size_t len, scree__npy *out,
                         size_t *data_off, char *msg, size_t msg_len) {
   memset(out, 0, sizeof(*out));
   if (len < 10 || memcmp(b, magic, sizeof(magic)) != 0)
-    return npy_fail(SCREE_EINVAL, msg, msg_len, "not a .npy file (bad magic)");
+    return scree__fail(SCREE_EINVAL, msg, msg_len, "not a .npy file (bad magic)");
   unsigned major = b[6], minor = b[7];
   size_t hlen, hstart;
   if (major == 1) {
@@ -300,20 +287,20 @@ static int parse_header(const unsigned char *b, size_t len, scree__npy *out,
     hstart = 10;
   } else if (major == 2 || major == 3) {
     if (len < 12)
-      return npy_fail(SCREE_EINVAL, msg, msg_len, "truncated .npy preamble");
+      return scree__fail(SCREE_EINVAL, msg, msg_len, "truncated .npy preamble");
     hlen = (size_t)b[8] | (size_t)b[9] << 8 | (size_t)b[10] << 16 | (size_t)b[11] << 24;
     hstart = 12;
   } else {
-    return npy_fail(SCREE_EINVAL, msg, msg_len, "unsupported .npy format version %u.%u",
-                    major, minor);
+    return scree__fail(SCREE_EINVAL, msg, msg_len, "unsupported .npy format version %u.%u",
+                       major, minor);
   }
   if (minor != 0)
-    return npy_fail(SCREE_EINVAL, msg, msg_len, "unsupported .npy format version %u.%u",
-                    major, minor);
+    return scree__fail(SCREE_EINVAL, msg, msg_len, "unsupported .npy format version %u.%u",
+                       major, minor);
   if (hlen > len - hstart)
-    return npy_fail(SCREE_EINVAL, msg, msg_len,
-                    "truncated header: it claims %zu bytes, the file has %zu", hlen,
-                    len - hstart);
+    return scree__fail(SCREE_EINVAL, msg, msg_len,
+                       "truncated header: it claims %zu bytes, the file has %zu", hlen,
+                       len - hstart);
   int rc = parse_dict((const char *)b + hstart, hlen, out, msg, msg_len);
   if (rc != 0)
     return rc;
@@ -321,12 +308,12 @@ static int parse_header(const unsigned char *b, size_t len, scree__npy *out,
   for (int i = 0; i < out->ndim; i++) {
     uint64_t d = (uint64_t)out->shape[i];
     if (d != 0 && bytes > (uint64_t)INT64_MAX / d)
-      return npy_fail(SCREE_EINVAL, msg, msg_len, "array size overflows at dimension %d", i);
+      return scree__fail(SCREE_EINVAL, msg, msg_len, "array size overflows at dimension %d", i);
     bytes *= d;
   }
   if (bytes > SIZE_MAX)
-    return npy_fail(SCREE_EINVAL, msg, msg_len, "array of %" PRIu64 " bytes is too large",
-                    bytes);
+    return scree__fail(SCREE_EINVAL, msg, msg_len, "array of %" PRIu64 " bytes is too large",
+                       bytes);
   out->nbytes = (size_t)bytes;
   *data_off = hstart + hlen;
   return 0;
@@ -334,13 +321,13 @@ static int parse_header(const unsigned char *b, size_t len, scree__npy *out,
 
 static int check_data_len(const scree__npy *a, uint64_t have, char *msg, size_t msg_len) {
   if (have < a->nbytes)
-    return npy_fail(SCREE_EINVAL, msg, msg_len,
-                    "truncated data: the header says %zu bytes, the file has %" PRIu64,
-                    a->nbytes, have);
+    return scree__fail(SCREE_EINVAL, msg, msg_len,
+                       "truncated data: the header says %zu bytes, the file has %" PRIu64,
+                       a->nbytes, have);
   if (have > a->nbytes)
-    return npy_fail(SCREE_EINVAL, msg, msg_len,
-                    "%" PRIu64 " bytes of trailing data after the array",
-                    have - (uint64_t)a->nbytes);
+    return scree__fail(SCREE_EINVAL, msg, msg_len,
+                       "%" PRIu64 " bytes of trailing data after the array",
+                       have - (uint64_t)a->nbytes);
   return 0;
 }
 
@@ -355,7 +342,7 @@ int scree__npy_parse(const void *buf, size_t len, scree__npy *out, char *msg,
     return rc;
   out->data = malloc(out->nbytes ? out->nbytes : 1);
   if (out->data == NULL)
-    return npy_fail(SCREE_ENOMEM, msg, msg_len, "out of memory for %zu bytes", out->nbytes);
+    return scree__fail(SCREE_ENOMEM, msg, msg_len, "out of memory for %zu bytes", out->nbytes);
   if (out->nbytes > 0)
     memcpy(out->data, (const unsigned char *)buf + off, out->nbytes);
   return 0;
@@ -383,14 +370,14 @@ int scree__npy_read(const char *path, scree__npy *out, char *msg, size_t msg_len
   int rc;
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0)
-    return npy_fail(SCREE_EIO, msg, msg_len, "%s: %s", path, strerror(errno));
+    return scree__fail(SCREE_EIO, msg, msg_len, "%s: %s", path, strerror(errno));
   struct stat st;
   if (fstat(fd, &st) != 0) {
-    rc = npy_fail(SCREE_EIO, msg, msg_len, "%s: %s", path, strerror(errno));
+    rc = scree__fail(SCREE_EIO, msg, msg_len, "%s: %s", path, strerror(errno));
     goto err_close;
   }
   if (!S_ISREG(st.st_mode)) {
-    rc = npy_fail(SCREE_EINVAL, msg, msg_len, "%s: not a regular file", path);
+    rc = scree__fail(SCREE_EINVAL, msg, msg_len, "%s: not a regular file", path);
     goto err_close;
   }
   /* The header of versions 2 and 3 may be up to 4 GiB long in theory; no
@@ -398,30 +385,30 @@ int scree__npy_read(const char *path, scree__npy *out, char *msg, size_t msg_len
   size_t want = (size_t)st.st_size < (1u << 20) ? (size_t)st.st_size : (1u << 20);
   unsigned char *head = malloc(want ? want : 1);
   if (head == NULL) {
-    rc = npy_fail(SCREE_ENOMEM, msg, msg_len, "out of memory");
+    rc = scree__fail(SCREE_ENOMEM, msg, msg_len, "out of memory");
     goto err_close;
   }
   size_t got;
   if (read_full(fd, head, want, &got) != 0) {
-    rc = npy_fail(SCREE_EIO, msg, msg_len, "%s: %s", path, strerror(errno));
+    rc = scree__fail(SCREE_EIO, msg, msg_len, "%s: %s", path, strerror(errno));
     goto err_head;
   }
   size_t off = 0;
   char m[256];
   rc = parse_header(head, got, out, &off, m, sizeof(m));
   if (rc != 0) {
-    npy_fail(rc, msg, msg_len, "%s: %s", path, m);
+    scree__fail(rc, msg, msg_len, "%s: %s", path, m);
     goto err_head;
   }
   rc = check_data_len(out, (uint64_t)st.st_size - off, m, sizeof(m));
   if (rc != 0) {
-    npy_fail(rc, msg, msg_len, "%s: %s", path, m);
+    scree__fail(rc, msg, msg_len, "%s: %s", path, m);
     goto err_head;
   }
   out->data = malloc(out->nbytes ? out->nbytes : 1);
   if (out->data == NULL) {
-    rc = npy_fail(SCREE_ENOMEM, msg, msg_len, "%s: out of memory for %zu bytes", path,
-                  out->nbytes);
+    rc = scree__fail(SCREE_ENOMEM, msg, msg_len, "%s: out of memory for %zu bytes", path,
+                     out->nbytes);
     goto err_head;
   }
   /* Part of the data may already be in the head buffer. */
@@ -432,11 +419,11 @@ int scree__npy_read(const char *path, scree__npy *out, char *msg, size_t msg_len
   if (out->nbytes > inhead) {
     if (lseek(fd, (off_t)(off + inhead), SEEK_SET) < 0 ||
         read_full(fd, (unsigned char *)out->data + inhead, out->nbytes - inhead, &got) != 0) {
-      rc = npy_fail(SCREE_EIO, msg, msg_len, "%s: %s", path, strerror(errno));
+      rc = scree__fail(SCREE_EIO, msg, msg_len, "%s: %s", path, strerror(errno));
       goto err_data;
     }
     if (got != out->nbytes - inhead) {
-      rc = npy_fail(SCREE_EIO, msg, msg_len, "%s: the file shrank while being read", path);
+      rc = scree__fail(SCREE_EIO, msg, msg_len, "%s: the file shrank while being read", path);
       goto err_data;
     }
   }
@@ -465,18 +452,18 @@ int scree__npy_resolve_dtype(const scree__npy *a, scree_dtype want, scree_dtype 
                              char *msg, size_t msg_len) {
   if (want == SCREE_DTYPE_INVALID) {
     if (a->dtype == SCREE_DTYPE_INVALID)
-      return npy_fail(SCREE_EINVAL, msg, msg_len,
-                      "dtype '%s' needs an explicit element type (such as --dtype %s)",
-                      a->descr, a->itemsize == 2 ? "bfloat16" : "float8_e4m3");
+      return scree__fail(SCREE_EINVAL, msg, msg_len,
+                         "dtype '%s' needs an explicit element type (such as --dtype %s)",
+                         a->descr, a->itemsize == 2 ? "bfloat16" : "float8_e4m3");
     *out = a->dtype;
     return 0;
   }
   if (!scree_dtype_valid((int)want))
-    return npy_fail(SCREE_EINVAL, msg, msg_len, "invalid dtype %d", (int)want);
+    return scree__fail(SCREE_EINVAL, msg, msg_len, "invalid dtype %d", (int)want);
   if (scree_dtype_size(want) != a->itemsize)
-    return npy_fail(SCREE_EINVAL, msg, msg_len,
-                    "%s has %zu-byte elements but the file's '%s' has %zu",
-                    scree_dtype_name(want), scree_dtype_size(want), a->descr, a->itemsize);
+    return scree__fail(SCREE_EINVAL, msg, msg_len,
+                       "%s has %zu-byte elements but the file's '%s' has %zu",
+                       scree_dtype_name(want), scree_dtype_size(want), a->descr, a->itemsize);
   int ok;
   if (a->kind == SCREE_NPY_VOID)
     ok = 1;
@@ -488,9 +475,9 @@ int scree__npy_resolve_dtype(const scree__npy *a, scree_dtype want, scree_dtype 
   else
     ok = want == a->dtype;
   if (!ok)
-    return npy_fail(SCREE_EINVAL, msg, msg_len,
-                    "the file holds '%s' (%s), which cannot be read as %s", a->descr,
-                    scree_dtype_name(a->dtype), scree_dtype_name(want));
+    return scree__fail(SCREE_EINVAL, msg, msg_len,
+                       "the file holds '%s' (%s), which cannot be read as %s", a->descr,
+                       scree_dtype_name(a->dtype), scree_dtype_name(want));
   *out = want;
   return 0;
 }
@@ -504,26 +491,26 @@ static int build_header(scree_dtype dtype, int ndim, const int64_t *shape,
                         char *msg, size_t msg_len) {
   const char *descr = scree__npy_descr(dtype);
   if (descr == NULL)
-    return npy_fail(SCREE_EINVAL, msg, msg_len, "invalid dtype %d", (int)dtype);
+    return scree__fail(SCREE_EINVAL, msg, msg_len, "invalid dtype %d", (int)dtype);
   if (ndim < 0 || ndim > SCREE_NPY_MAX_DIMS)
-    return npy_fail(SCREE_EINVAL, msg, msg_len, "%d dimensions; at most %d", ndim,
-                    SCREE_NPY_MAX_DIMS);
+    return scree__fail(SCREE_EINVAL, msg, msg_len, "%d dimensions; at most %d", ndim,
+                       SCREE_NPY_MAX_DIMS);
   char dict[64 + SCREE_NPY_MAX_DIMS * 24];
   int n = snprintf(dict, sizeof(dict), "{'descr': '%s', 'fortran_order': False, 'shape': (",
                    descr);
   uint64_t bytes = scree_dtype_size(dtype);
   for (int i = 0; i < ndim; i++) {
     if (shape[i] < 0)
-      return npy_fail(SCREE_EINVAL, msg, msg_len, "shape[%d]=%" PRId64 " is negative", i,
-                      shape[i]);
+      return scree__fail(SCREE_EINVAL, msg, msg_len, "shape[%d]=%" PRId64 " is negative", i,
+                         shape[i]);
     if (shape[i] != 0 && bytes > (uint64_t)INT64_MAX / (uint64_t)shape[i])
-      return npy_fail(SCREE_EINVAL, msg, msg_len, "array size overflows at dimension %d", i);
+      return scree__fail(SCREE_EINVAL, msg, msg_len, "array size overflows at dimension %d", i);
     bytes *= (uint64_t)shape[i];
     n += snprintf(dict + n, sizeof(dict) - (size_t)n, "%s%" PRId64, i ? ", " : "", shape[i]);
   }
   n += snprintf(dict + n, sizeof(dict) - (size_t)n, "%s), }", ndim == 1 ? "," : "");
   if (bytes > SIZE_MAX - 4096)
-    return npy_fail(SCREE_EINVAL, msg, msg_len, "array too large");
+    return scree__fail(SCREE_EINVAL, msg, msg_len, "array too large");
 
   /* numpy pads the header with spaces and a newline so that the data starts
    * on a 64-byte boundary. Headers this short always fit version 1.0. */
@@ -552,11 +539,11 @@ int scree__npy_encode(scree_dtype dtype, int ndim, const int64_t *shape, const v
   if (rc != 0)
     return rc;
   if (bytes > 0 && data == NULL)
-    return npy_fail(SCREE_EINVAL, msg, msg_len, "data is NULL");
+    return scree__fail(SCREE_EINVAL, msg, msg_len, "data is NULL");
   unsigned char *buf = malloc(hlen + (size_t)bytes);
   if (buf == NULL)
-    return npy_fail(SCREE_ENOMEM, msg, msg_len, "out of memory for %" PRIu64 " bytes",
-                    (uint64_t)hlen + bytes);
+    return scree__fail(SCREE_ENOMEM, msg, msg_len, "out of memory for %" PRIu64 " bytes",
+                       (uint64_t)hlen + bytes);
   memcpy(buf, hdr, hlen);
   if (bytes > 0)
     memcpy(buf + hlen, data, (size_t)bytes);
@@ -588,18 +575,18 @@ int scree__npy_write(const char *path, scree_dtype dtype, int ndim, const int64_
   if (rc != 0)
     return rc;
   if (bytes > 0 && data == NULL)
-    return npy_fail(SCREE_EINVAL, msg, msg_len, "data is NULL");
+    return scree__fail(SCREE_EINVAL, msg, msg_len, "data is NULL");
   /* Written straight from the caller's buffer: for a get, that is the
    * daemon's memory, so no copy of the batch is made here. */
   int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0)
-    return npy_fail(SCREE_EIO, msg, msg_len, "%s: %s", path, strerror(errno));
+    return scree__fail(SCREE_EIO, msg, msg_len, "%s: %s", path, strerror(errno));
   if (write_full(fd, hdr, hlen) != 0 || write_full(fd, data, (size_t)bytes) != 0) {
-    rc = npy_fail(SCREE_EIO, msg, msg_len, "%s: %s", path, strerror(errno));
+    rc = scree__fail(SCREE_EIO, msg, msg_len, "%s: %s", path, strerror(errno));
     close(fd);
     return rc;
   }
   if (close(fd) != 0)
-    return npy_fail(SCREE_EIO, msg, msg_len, "%s: %s", path, strerror(errno));
+    return scree__fail(SCREE_EIO, msg, msg_len, "%s: %s", path, strerror(errno));
   return 0;
 }

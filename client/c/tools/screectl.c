@@ -229,7 +229,7 @@ static int client_fail(scree_client *c, int rc) {
 }
 
 static int cmd_info(scree_client *c) {
-  scree_client_info i;
+  scree_client_info i = SCREE_CLIENT_INFO_INIT;
   scree_client_info_get(c, &i);
   printf("protocol_version: %" PRIu32 "\n", i.protocol_version);
   printf("daemon_version: %s\n", i.daemon_version);
@@ -320,7 +320,7 @@ static void print_stats_json(const scree_stats *s) {
 }
 
 static int cmd_stats(scree_client *c, int json) {
-  scree_stats s;
+  scree_stats s = SCREE_STATS_INIT;
   int rc = scree_client_stats(c, &s);
   if (rc != 0)
     return client_fail(c, rc);
@@ -397,7 +397,9 @@ static int cmd_put(scree_client *c, const opts *o) {
   a.offsets_dtype = off.itemsize == 4 ? SCREE_INT32 : SCREE_INT64;
   a.values = v.data;
   a.offsets = off.data;
-  int rc = scree_client_put_flags(c, o->name, &a, o->shared ? SCREE_CREATE_SHARED : 0);
+  scree_put_options po = SCREE_PUT_OPTIONS_INIT;
+  po.flags = o->shared ? SCREE_CREATE_SHARED : 0;
+  int rc = scree_client_put(c, o->name, &a, &po);
   if (rc != 0) {
     client_fail(c, rc);
     goto err_offsets;
@@ -456,7 +458,7 @@ out:
 }
 
 static int cmd_attention(scree_client *c, const opts *o) {
-  int rc = scree_client_attention(c, o->q, o->k, o->v, o->out, &o->att);
+  int rc = scree_client_attention(c, o->q, o->k, o->v, o->out, &o->att, NULL, NULL);
   if (rc != 0)
     return client_fail(c, rc);
   printf("stored %s\n", o->out);

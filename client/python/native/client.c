@@ -123,7 +123,7 @@ static PyObject *client_get_owners(scree__py_client *self, void *unused) {
 static PyObject *client_info(scree__py_client *self, PyObject *unused) {
   if (!client_usable(self))
     return NULL;
-  scree_client_info in;
+  scree_client_info in = SCREE_CLIENT_INFO_INIT;
   int rc;
   char err[SCREE__ERRMSG];
   SCREE__CALL(self, rc, err, scree_client_info_get(self->c, &in));
@@ -217,8 +217,9 @@ static PyObject *client_put(scree__py_client *self, PyObject *args) {
   }
   a.values = values.buf;
   a.offsets = offsets.buf;
-  SCREE__CALL(self, rc, err,
-              scree_client_put_flags(self->c, name, &a, shared ? SCREE_CREATE_SHARED : 0));
+  scree_put_options po = SCREE_PUT_OPTIONS_INIT;
+  po.flags = shared ? SCREE_CREATE_SHARED : 0;
+  SCREE__CALL(self, rc, err, scree_client_put(self->c, name, &a, &po));
   if (rc < 0) {
     scree__py_raise(rc, err);
     goto done;
@@ -291,9 +292,9 @@ static PyObject *client_create(scree__py_client *self, PyObject *args) {
     return NULL;
   int rc;
   char err[SCREE__ERRMSG];
-  SCREE__CALL(self, rc, err,
-              scree_client_create_flags(self->c, name, &desc, &out,
-                                        shared ? SCREE_CREATE_SHARED : 0));
+  scree_create_options co = SCREE_CREATE_OPTIONS_INIT;
+  co.flags = shared ? SCREE_CREATE_SHARED : 0;
+  SCREE__CALL(self, rc, err, scree_client_create(self->c, name, &desc, &out, &co));
   if (rc < 0)
     return scree__py_raise(rc, err);
   return lease_new(self, NULL, &out, 1, name);
@@ -305,7 +306,7 @@ static PyObject *client_seal(scree__py_client *self, PyObject *args) {
     return NULL;
   int rc;
   char err[SCREE__ERRMSG];
-  SCREE__CALL(self, rc, err, scree_client_seal(self->c, name));
+  SCREE__CALL(self, rc, err, scree_client_seal(self->c, name, NULL));
   if (rc < 0)
     return scree__py_raise(rc, err);
   Py_RETURN_NONE;
@@ -422,7 +423,7 @@ static PyObject *client_stat(scree__py_client *self, PyObject *args) {
 static PyObject *client_stats(scree__py_client *self, PyObject *unused) {
   if (!client_usable(self))
     return NULL;
-  scree_stats s;
+  scree_stats s = SCREE_STATS_INIT;
   int rc;
   char err[SCREE__ERRMSG];
   SCREE__CALL(self, rc, err, scree_client_stats(self->c, &s));
@@ -478,7 +479,7 @@ static PyObject *client_attention(scree__py_client *self, PyObject *args) {
   p.window_right = window_right;
   int rc;
   char err[SCREE__ERRMSG];
-  SCREE__CALL(self, rc, err, scree_client_attention(self->c, q, k, v, out, &p));
+  SCREE__CALL(self, rc, err, scree_client_attention(self->c, q, k, v, out, &p, NULL, NULL));
   if (rc < 0)
     return scree__py_raise(rc, err);
   Py_RETURN_NONE;

@@ -14,6 +14,17 @@
  *   when the daemon refused the request, the library's otherwise.
  * - It never prints, never aborts, never raises a signal (SIGPIPE included).
  *
+ * Structs that grow: every struct passed to or filled by the library
+ * (scree_client_info, scree_stats, the *_options structs,
+ * scree_attention_params) starts with `size_t struct_size`, which the caller
+ * sets to sizeof the struct as this header declares it; the *_INIT macros
+ * do that and set every other member to its default. Members are only ever
+ * added at the end, and the library reads or fills only the first
+ * struct_size bytes, so a program keeps working with a later library whose
+ * structs are larger. A struct_size below the struct's first published size
+ * gives SCREE_EINVAL naming the struct. scree_batch_info is not versioned
+ * this way: it stays as it is for the 0.x series.
+ *
  * Thread safety: a handle may be shared by threads. Every call on one handle
  * takes the handle's mutex for its whole round trip, so calls on one handle
  * are serialised (use one handle per thread for parallel requests). The
@@ -60,10 +71,12 @@ typedef enum scree_backend {
   SCREE_BACKEND_CUDA = 2, /* arenas are GPU memory */
 } scree_backend;
 
+/* How the daemon shares its memory; scree_ipc_mode_name gives the name that
+ * screed --ipc takes and every tool shows ("memfd", "vmm", "legacy"). */
 typedef enum scree_ipc_mode {
   SCREE_IPC_UNSPECIFIED = 0,
   SCREE_IPC_MEMFD = 1,  /* host memory, mapped with mmap */
-  SCREE_IPC_VMM_FD = 2, /* CUDA VMM allocation, imported from a POSIX fd */
+  SCREE_IPC_VMM = 2,    /* CUDA VMM allocation, imported from a POSIX fd */
   SCREE_IPC_LEGACY = 3, /* cudaIpcMemHandle_t bytes */
 } scree_ipc_mode;
 
@@ -74,8 +87,9 @@ typedef enum scree_batch_state {
 } scree_batch_state;
 
 /* What the daemon said about itself in its Hello reply, plus counters of
- * this connection's arena imports. */
+ * this connection's arena imports. Start from SCREE_CLIENT_INFO_INIT. */
 typedef struct scree_client_info {
+  size_t struct_size;       /* set by the caller: sizeof(scree_client_info) */
   uint32_t protocol_version;
   scree_backend backend;
   scree_ipc_mode ipc_mode;
@@ -100,6 +114,8 @@ typedef struct scree_client_info {
   uint64_t arena_unmaps;    /* arenas unmapped because the daemon freed them */
 } scree_client_info;
 
+#define SCREE_CLIENT_INFO_INIT {.struct_size = sizeof(scree_client_info)}
+
 /* One batch as the daemon describes it. desc has values and offsets NULL and
  * desc.device set to the CPU: it is a descriptor only. */
 typedef struct scree_batch_info {
@@ -121,8 +137,9 @@ typedef struct scree_error_count {
   uint64_t count;
 } scree_error_count;
 
-/* The daemon's counters (scree.v1.StatsReply). */
+/* The daemon's counters (scree.v1.StatsReply). Start from SCREE_STATS_INIT. */
 typedef struct scree_stats {
+  size_t struct_size;    /* set by the caller: sizeof(scree_stats) */
   uint64_t bytes_used;   /* bytes held by batches, alignment included */
   uint64_t bytes_limit;
   uint64_t bytes_arenas; /* bytes of arenas allocated from the backend */
@@ -137,9 +154,12 @@ typedef struct scree_stats {
   scree_error_count errors[SCREE_STATS_MAX_ERRORS];
 } scree_stats;
 
+#define SCREE_STATS_INIT {.struct_size = sizeof(scree_stats)}
+
 /* Parameters of scree_client_attention. Start from
  * SCREE_ATTENTION_PARAMS_INIT. */
 typedef struct scree_attention_params {
+  size_t struct_size;  /* sizeof(scree_attention_params) */
   int causal;
   int has_scale;       /* 0: the daemon uses 1/sqrt(head_dim) */
   float scale;
@@ -147,13 +167,45 @@ typedef struct scree_attention_params {
   int32_t window_right;
 } scree_attention_params;
 
-#define SCREE_ATTENTION_PARAMS_INIT {0, 0, 0.0f, -1, -1}
+#define SCREE_ATTENTION_PARAMS_INIT                                                         \
+  {.struct_size = sizeof(scree_attention_params), .window_left = -1, .window_right = -1}
 
-/* Flags of scree_client_put_flags and scree_client_create_flags. */
+/* Flags of scree_put_options and scree_create_options. */
 /* The batch goes into the daemon's shared pool of arenas rather than its
  * owner's own arenas: the pool's arenas hold shared batches of every owner,
  * and whoever reads one of them can read them all (docs/security.md). */
 #define SCREE_CREATE_SHARED (1u << 0)
+
+/* Options of scree_client_put. Start from SCREE_PUT_OPTIONS_INIT. */
+typedef struct scree_put_options {
+  size_t struct_size; /* sizeof(scree_put_options) */
+  unsigned flags;     /* 0 or SCREE_CREATE_SHARED */
+  /* A cudaStream_t (as void *) for the copies from GPU memory, waited for
+   * before Seal, so that the source may be the output of work still queued
+   * on it. NULL: the default stream. */
+  void *stream;
+} scree_put_options;
+
+#define SCREE_PUT_OPTIONS_INIT {.struct_size = sizeof(scree_put_options)}
+
+/* Options of scree_client_create. Start from SCREE_CREATE_OPTIONS_INIT. */
+typedef struct scree_create_options {
+  size_t struct_size; /* sizeof(scree_create_options) */
+  unsigned flags;     /* 0 or SCREE_CREATE_SHARED */
+} scree_create_options;
+
+#define SCREE_CREATE_OPTIONS_INIT {.struct_size = sizeof(scree_create_options)}
+
+/* Options of scree_client_seal. Start from SCREE_SEAL_OPTIONS_INIT. */
+typedef struct scree_seal_options {
+  size_t struct_size; /* sizeof(scree_seal_options) */
+  /* A cudaStream_t (as void *) of the calling thread's current CUDA context
+   * that wrote the batch, waited for before the daemon reads the offsets.
+   * NULL: the legacy default stream, on a GPU daemon only. */
+  void *stream;
+} scree_seal_options;
+
+#define SCREE_SEAL_OPTIONS_INIT {.struct_size = sizeof(scree_seal_options)}
 
 /* Connects to screed at path (NULL or "": $SCREE_SOCKET when set and not
  * empty, else SCREE_CLIENT_DEFAULT_SOCKET), says Hello and checks that the
@@ -181,38 +233,32 @@ SCREE_API void scree_client_close(scree_client *c);
  * returns a static message). */
 SCREE_API const char *scree_client_last_error(const scree_client *c);
 
-/* Copies the daemon's Hello facts and this connection's counters into *out.
- * Returns 0, or SCREE_EINVAL for NULL arguments. Works on a disconnected
- * handle too (the facts are those of the last Hello, zero if none). */
+/* Copies the daemon's Hello facts and this connection's counters into *out,
+ * whose struct_size the caller sets (SCREE_CLIENT_INFO_INIT): only that many
+ * bytes are written. Returns 0, or SCREE_EINVAL for NULL arguments or a
+ * struct_size too small. Works on a disconnected handle too (the facts are
+ * those of the last Hello, zero if none). */
 SCREE_API int scree_client_info_get(scree_client *c, scree_client_info *out);
 
 /* Publishes a copy of the array a as batch `name`: Create, copy values
  * and offsets into daemon memory, Seal. a->device says where a->values and
  * a->offsets are: SCREE_DEVICE_CPU for host memory, SCREE_DEVICE_CUDA for
  * GPU memory (accepted by a CUDA daemon only, else SCREE_ENOTSUP); a CUDA
- * daemon also takes host arrays. GPU copies run on the default stream and
- * are waited for before Seal; a->max_length is ignored (the daemon
- * computes it). The caller keeps ownership of a and may free it on return;
- * the batch belongs to the daemon, so the producer may exit afterwards.
+ * daemon also takes host arrays. GPU copies run on opts->stream (NULL: the
+ * default stream) and are waited for before Seal; a->max_length is ignored
+ * (the daemon computes it). opts may be NULL for SCREE_PUT_OPTIONS_INIT.
+ * The caller keeps ownership of a and may free it on return; the batch
+ * belongs to the daemon, so the producer may exit afterwards.
  * Offsets are checked here first, and again by the daemon at seal. If a step
  * after Create fails, the half-made batch is deleted.
  * Returns 0; SCREE_EINVAL (bad descriptor or offsets, message names the
- * first bad index); SCREE_EEXIST; SCREE_ENOSPC (message gives requested and
- * free bytes); SCREE_ENAMETOOLONG; other codes from the daemon. */
-SCREE_API int scree_client_put(scree_client *c, const char *name, const scree_array *a);
-
-/* scree_client_put with flags: 0 or SCREE_CREATE_SHARED. Unknown bits give
- * SCREE_EINVAL naming them, before anything is sent. (A shared batch written
- * on a stream: scree_client_create_flags, copies, scree_client_seal_stream.) */
-SCREE_API int scree_client_put_flags(scree_client *c, const char *name, const scree_array *a,
-                                     unsigned flags);
-
-/* Like scree_client_put, with the copies queued on stream (a cudaStream_t
- * passed as void *, NULL for the default stream) and that stream waited for
- * before Seal: the source may be the output of work still queued on stream.
- * Without CUDA support in this build: SCREE_ENOTSUP for GPU arrays. */
-SCREE_API int scree_client_put_stream(scree_client *c, const char *name,
-                                      const scree_array *a, void *stream);
+ * first bad index; unknown flag bits, named before anything is sent);
+ * SCREE_EEXIST; SCREE_ENOSPC (message gives requested and free bytes);
+ * SCREE_ENAMETOOLONG; SCREE_ENOTSUP for a GPU array or a stream where this
+ * daemon or this build cannot copy from the GPU; other codes from the
+ * daemon. */
+SCREE_API int scree_client_put(scree_client *c, const char *name, const scree_array *a,
+                               const scree_put_options *opts);
 
 /* Reserves batch `name` with the descriptor desc (pointers ignored) and
  * fills *out with the same descriptor whose values and offsets point into
@@ -221,33 +267,27 @@ SCREE_API int scree_client_put_stream(scree_client *c, const char *name,
  * (the CPU on host memory). The memory stays mapped until
  * scree_client_close; writing it after seal is a contract violation the
  * library cannot stop. An unsealed batch goes away if the connection closes.
+ * opts may be NULL for SCREE_CREATE_OPTIONS_INIT.
  * Returns 0 or an error as for put. */
 SCREE_API int scree_client_create(scree_client *c, const char *name,
-                                  const scree_array *desc, scree_array *out);
-
-/* scree_client_create with flags: 0 or SCREE_CREATE_SHARED. Unknown bits
- * give SCREE_EINVAL naming them, before anything is sent. */
-SCREE_API int scree_client_create_flags(scree_client *c, const char *name,
-                                        const scree_array *desc, scree_array *out,
-                                        unsigned flags);
+                                  const scree_array *desc, scree_array *out,
+                                  const scree_create_options *opts);
 
 /* Validates the offsets written into a created batch and publishes it.
- * On a GPU daemon it first waits for the calling thread's legacy default
- * stream (which also covers cuMemcpy/cudaMemcpy from pageable memory, whose
- * DMA may still be in flight when they return); writes queued on other
- * non-blocking streams need scree_client_seal_stream. Returns 0; SCREE_EINVAL with a message naming the first bad offset (the
+ * First it waits for the writes: for opts->stream when given (a
+ * cudaStream_t of the calling thread's current CUDA context), else, on a
+ * GPU daemon, for the calling thread's legacy default stream (which also
+ * covers cuMemcpy/cudaMemcpy from pageable memory, whose DMA may still be in
+ * flight when they return, and every blocking stream). opts may be NULL for
+ * SCREE_SEAL_OPTIONS_INIT.
+ * Returns 0; SCREE_EINVAL with a message naming the first bad offset (the
  * batch stays created: fix the offsets and seal again, or delete it);
  * SCREE_ENOENT; SCREE_ESTATE when it is already sealed; SCREE_EPERM when
- * another connection created it. */
-SCREE_API int scree_client_seal(scree_client *c, const char *name);
-
-/* Like scree_client_seal for a batch written in place on the GPU: first
- * waits for stream (a cudaStream_t passed as void *, of the calling thread's
- * current CUDA context; NULL: the legacy default stream, which also waits
- * for every blocking stream), so that the daemon reads the finished offsets. Returns as scree_client_seal, or SCREE_ECUDA with
- * the CUDA error name when the wait fails (the batch stays created), or
- * SCREE_ENOTSUP for a non-NULL stream in a build without CUDA. */
-SCREE_API int scree_client_seal_stream(scree_client *c, const char *name, void *stream);
+ * another connection created it; SCREE_ECUDA with the CUDA error name when
+ * the wait fails (the batch stays created); SCREE_ENOTSUP for a stream in a
+ * build without CUDA. */
+SCREE_API int scree_client_seal(scree_client *c, const char *name,
+                                const scree_seal_options *opts);
 
 /* Attaches to sealed batch `name` without copying: *out describes it
  * (batch_size, total_rows and max_length from the daemon's reply) and its
@@ -291,14 +331,18 @@ SCREE_API void scree_client_free_list(scree_batch_info *list);
 /* Describes batch `name` in *out. Returns 0 or SCREE_ENOENT. */
 SCREE_API int scree_client_stat(scree_client *c, const char *name, scree_batch_info *out);
 
-/* Fills *out with the daemon's counters. Returns 0 or an error. */
+/* Fills *out with the daemon's counters; the caller sets out->struct_size
+ * (SCREE_STATS_INIT) and only that many bytes are written. Returns 0,
+ * SCREE_EINVAL for a NULL out or a struct_size too small, or an error. */
 SCREE_API int scree_client_stats(scree_client *c, scree_stats *out);
 
 /* Runs varlen attention in the daemon on sealed batches q, k and v (layout
  * (tokens, heads, head_dim)) and stores the result as a sealed batch `out`
  * with q's shape, dtype and offsets. k and v share their offsets (same
  * batch size as q; their lengths may differ from q's). p may be NULL for
- * the defaults. The call blocks until the daemon has run the kernel.
+ * SCREE_ATTENTION_PARAMS_INIT. When not NULL, *info receives the output's
+ * description and *elapsed_ns the kernel's run time. The call blocks until
+ * the daemon has run the kernel.
  * Returns 0; SCREE_ENOENT or SCREE_ESTATE naming the input that is missing
  * or not sealed; SCREE_EEXIST when out exists; SCREE_EINVAL naming the
  * mismatch (dtypes, heads, head_dim, batch sizes, k/v offsets, window);
@@ -306,17 +350,11 @@ SCREE_API int scree_client_stats(scree_client *c, scree_stats *out);
  * when the output does not fit; other codes from the daemon. */
 SCREE_API int scree_client_attention(scree_client *c, const char *q, const char *k,
                                      const char *v, const char *out,
-                                     const scree_attention_params *p);
+                                     const scree_attention_params *p, scree_batch_info *info,
+                                     uint64_t *elapsed_ns);
 
-/* scree_client_attention that also returns the output's description in
- * *info and the kernel's run time in *elapsed_ns (either may be NULL). */
-SCREE_API int scree_client_attention_info(scree_client *c, const char *q, const char *k,
-                                          const char *v, const char *out,
-                                          const scree_attention_params *p,
-                                          scree_batch_info *info, uint64_t *elapsed_ns);
-
-/* Lower-case names of enum values, for tools ("sealed", "host", "memfd").
- * Never NULL. */
+/* Lower-case names of enum values, for tools ("sealed", "host", "memfd",
+ * "vmm"). Never NULL. */
 SCREE_API const char *scree_batch_state_name(scree_batch_state s);
 SCREE_API const char *scree_backend_name(scree_backend b);
 SCREE_API const char *scree_ipc_mode_name(scree_ipc_mode m);

@@ -1,0 +1,29 @@
+/* libscreeclient: the names of its public enums, as tools and messages show
+ * them. Kept apart so that import.c can name a mode without depending on the
+ * rest of the client. */
+#include "scree/client.h"
+
+const char *scree_batch_state_name(scree_batch_state s) {
+  switch (s) {
+  case SCREE_BATCH_CREATED: return "created";
+  case SCREE_BATCH_SEALED: return "sealed";
+  default: return "unspecified";
+  }
+}
+
+const char *scree_backend_name(scree_backend b) {
+  switch (b) {
+  case SCREE_BACKEND_HOST: return "host";
+  case SCREE_BACKEND_CUDA: return "cuda";
+  default: return "unspecified";
+  }
+}
+
+const char *scree_ipc_mode_name(scree_ipc_mode m) {
+  switch (m) {
+  case SCREE_IPC_MEMFD: return "memfd";
+  case SCREE_IPC_VMM: return "vmm";
+  case SCREE_IPC_LEGACY: return "legacy";
+  default: return "unspecified";
+  }
+}
