@@ -21,6 +21,8 @@
 
 #include <cuda.h>
 
+#include "sys.h"
+
 /* XX(name): every driver entry point scree uses. Each is looked up with
  * dlsym under the name the header's macros give it (cuMemAlloc ->
  * cuMemAlloc_v2, cuCtxSynchronize stays cuCtxSynchronize), which is exactly
@@ -101,9 +103,11 @@ int scree__cu_load(const scree__cu **out, char *msg, size_t msg_len);
 int scree__cu_fail(const scree__cu *cu, CUresult r, const char *what, char *msg,
                    size_t msg_len);
 
-/* Writes msg like snprintf (when msg is not NULL) and returns code. */
-int scree__cu_msg(int code, char *msg, size_t msg_len, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
+/* The old name of scree__fail (sys.h), the one "format a message and return
+ * a code" helper of scree. It stays only until the remaining callers
+ * (daemon/mem_cuda.c, client/c/src/import_cuda.c, tests/gpu/gpu_child.c)
+ * call scree__fail themselves; new code must not use it. */
+#define scree__cu_msg scree__fail
 
 /* Runs a driver call; on failure maps the error into rc and the caller's
  * msg/msg_len, and jumps to label, which is named for what it undoes (NCCL's

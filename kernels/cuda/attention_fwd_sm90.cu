@@ -37,7 +37,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../cpu/attention_internal.h"
+#include "attention_internal.h"
 #include "attention_common.cuh"
 #include "attention_sm90.h"
 

@@ -7,7 +7,7 @@
 
 #include "attention_internal.h"
 
-#define FAIL(code, ...) scree__attn_fail((code), msg, msg_len, __VA_ARGS__)
+#define FAIL(code, ...) scree__fail((code), msg, msg_len, __VA_ARGS__)
 
 #ifdef SCREE_HAVE_CUDA
 int scree__pack_plan_cuda(const scree_pack_plan_args *a);
