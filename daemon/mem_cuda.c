@@ -62,9 +62,9 @@ static int scree__cuda_arena_alloc(scree__mem *m, size_t size, scree__arena_mem 
   int rc;
 
   if (size == 0)
-    return scree__cu_msg(SCREE_EINVAL, msg, msg_len, "arena size is 0");
+    return scree__fail(SCREE_EINVAL, msg, msg_len, "arena size is 0");
   if (size > SIZE_MAX - (gran - 1))
-    return scree__cu_msg(SCREE_EOVERFLOW, msg, msg_len, "arena size %zu overflows", size);
+    return scree__fail(SCREE_EOVERFLOW, msg, msg_len, "arena size %zu overflows", size);
   rounded = (size + gran - 1) / gran * gran;
 
   rc = scree__cuda_current(mc, msg, msg_len);
@@ -72,7 +72,7 @@ static int scree__cuda_arena_alloc(scree__mem *m, size_t size, scree__arena_mem 
     return rc;
   ca = calloc(1, sizeof(*ca));
   if (ca == NULL)
-    return scree__cu_msg(SCREE_ENOMEM, msg, msg_len, "out of host memory");
+    return scree__fail(SCREE_ENOMEM, msg, msg_len, "out of host memory");
   ca->size = rounded;
   ca->fd = -1;
 
@@ -127,7 +127,7 @@ err_free_state:
     /* Keep the driver's words and add what the operator needs to act. */
     cu->cuMemGetInfo(&free_b, &total_b);
     if (n < msg_len)
-      scree__cu_msg(rc, msg + n, msg_len - n,
+      scree__fail(rc, msg + n, msg_len - n,
                     "; device %d: asked for %zu bytes, %zu of %zu free",
                     m->info.device_index, rounded, free_b, total_b);
   }
@@ -167,11 +167,11 @@ static int scree__cuda_share_fd(scree__mem *m, const scree__arena_mem *a, int *f
   int fd;
 
   if (m->info.ipc_mode == SCREE__IPC_LEGACY)
-    return scree__cu_msg(SCREE_ENOTSUP, msg, msg_len,
+    return scree__fail(SCREE_ENOTSUP, msg, msg_len,
                          "legacy IPC mode shares handle bytes, not fds");
   fd = fcntl(ca->fd, F_DUPFD_CLOEXEC, 0);
   if (fd < 0)
-    return scree__cu_msg(SCREE__ERR(errno), msg, msg_len, "dup of the arena fd: %s",
+    return scree__fail(SCREE__ERR(errno), msg, msg_len, "dup of the arena fd: %s",
                          strerror(errno));
   *fd_out = fd;
   return 0;
@@ -180,7 +180,7 @@ static int scree__cuda_share_fd(scree__mem *m, const scree__arena_mem *a, int *f
 static int scree__cuda_check_range(const scree__arena_mem *a, uint64_t offset, size_t size,
                                    char *msg, size_t msg_len) {
   if (offset > a->size || size > a->size - offset)
-    return scree__cu_msg(SCREE_EINVAL, msg, msg_len,
+    return scree__fail(SCREE_EINVAL, msg, msg_len,
                          "range [%llu, +%zu) is outside the arena of %zu bytes",
                          (unsigned long long)offset, size, a->size);
   return 0;
@@ -272,19 +272,19 @@ int scree__mem_cuda_create(int device, int ipc_mode, scree__mem **out, char *msg
 
   *out = NULL;
   if (ipc_mode != SCREE__IPC_VMM_FD && ipc_mode != SCREE__IPC_LEGACY)
-    return scree__cu_msg(SCREE_EINVAL, msg, msg_len,
+    return scree__fail(SCREE_EINVAL, msg, msg_len,
                          "ipc mode %d is not a CUDA mode (vmm or legacy)", ipc_mode);
   rc = scree__cu_load(&cu, msg, msg_len);
   if (rc != 0)
     return rc;
   mc = calloc(1, sizeof(*mc));
   if (mc == NULL)
-    return scree__cu_msg(SCREE_ENOMEM, msg, msg_len, "out of host memory");
+    return scree__fail(SCREE_ENOMEM, msg, msg_len, "out of host memory");
   mc->cu = cu;
 
   SCREE_CUDA_GOTO(cu->cuDeviceGetCount(&count), rc, err_free_state);
   if (device < 0 || device >= count) {
-    rc = scree__cu_msg(SCREE_ENODEV, msg, msg_len,
+    rc = scree__fail(SCREE_ENODEV, msg, msg_len,
                        "CUDA device %d does not exist: this process sees %d "
                        "(CUDA_VISIBLE_DEVICES renumbers them)",
                        device, count);
@@ -307,7 +307,7 @@ int scree__mem_cuda_create(int device, int ipc_mode, scree__mem **out, char *msg
                       mc->dev),
                   rc, err_free_state);
   if (ipc_mode == SCREE__IPC_VMM_FD && (!vmm || !posix_fd)) {
-    rc = scree__cu_msg(SCREE_ENOTSUP, msg, msg_len,
+    rc = scree__fail(SCREE_ENOTSUP, msg, msg_len,
                        "CUDA device %d does not support VMM allocations with POSIX fd "
                        "handles (vmm=%d, fd=%d); try --ipc legacy",
                        device, vmm, posix_fd);

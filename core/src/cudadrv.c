@@ -3,7 +3,6 @@
 #include <ctype.h>
 #include <dlfcn.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -13,17 +12,6 @@ static scree__cu scree__cu_table;
 static pthread_once_t scree__cu_once = PTHREAD_ONCE_INIT;
 static int scree__cu_status;
 static char scree__cu_status_msg[256];
-
-int scree__cu_msg(int code, char *msg, size_t msg_len, const char *fmt, ...) {
-  va_list ap;
-
-  if (msg != NULL && msg_len > 0) {
-    va_start(ap, fmt);
-    vsnprintf(msg, msg_len, fmt, ap);
-    va_end(ap);
-  }
-  return code;
-}
 
 /* The symbol name a call to `name` binds to after the header's macros. */
 #define SCREE__CU_XSTR(name) SCREE__CU_STR(name)
@@ -39,18 +27,18 @@ static void scree__cu_load_once(void) {
    * driver is never unloaded while CUDA memory is mapped. */
   lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
   if (lib == NULL) {
-    scree__cu_status = scree__cu_msg(SCREE_ENODEV, scree__cu_status_msg,
-                                     sizeof(scree__cu_status_msg),
-                                     "no CUDA driver: %s", dlerror());
+    scree__cu_status = scree__fail(SCREE_ENODEV, scree__cu_status_msg,
+                                   sizeof(scree__cu_status_msg),
+                                   "no CUDA driver: %s", dlerror());
     return;
   }
 #define SCREE__CU_RESOLVE(name)                                                \
   cu->name = (__typeof__(cu->name))dlsym(lib, SCREE__CU_XSTR(name));           \
   if (cu->name == NULL) {                                                      \
-    scree__cu_status = scree__cu_msg(SCREE_ENODEV, scree__cu_status_msg,      \
-                                     sizeof(scree__cu_status_msg),             \
-                                     "the CUDA driver lacks %s (too old?)",    \
-                                     SCREE__CU_XSTR(name));                    \
+    scree__cu_status = scree__fail(SCREE_ENODEV, scree__cu_status_msg,      \
+                                   sizeof(scree__cu_status_msg),             \
+                                   "the CUDA driver lacks %s (too old?)",    \
+                                   SCREE__CU_XSTR(name));                    \
     return;                                                                    \
   }
   SCREE__CU_FUNCS(SCREE__CU_RESOLVE)
@@ -58,9 +46,9 @@ static void scree__cu_load_once(void) {
 
   r = cu->cuInit(0);
   if (r == CUDA_ERROR_NO_DEVICE) {
-    scree__cu_status = scree__cu_msg(SCREE_ENODEV, scree__cu_status_msg,
-                                     sizeof(scree__cu_status_msg),
-                                     "no CUDA device (cuInit: CUDA_ERROR_NO_DEVICE)");
+    scree__cu_status = scree__fail(SCREE_ENODEV, scree__cu_status_msg,
+                                   sizeof(scree__cu_status_msg),
+                                   "no CUDA device (cuInit: CUDA_ERROR_NO_DEVICE)");
     return;
   }
   if (r != CUDA_SUCCESS) {
@@ -69,8 +57,8 @@ static void scree__cu_load_once(void) {
     return;
   }
   if (cu->cuDeviceGetCount(&count) != CUDA_SUCCESS || count == 0) {
-    scree__cu_status = scree__cu_msg(SCREE_ENODEV, scree__cu_status_msg,
-                                     sizeof(scree__cu_status_msg), "no CUDA device");
+    scree__cu_status = scree__fail(SCREE_ENODEV, scree__cu_status_msg,
+                                   sizeof(scree__cu_status_msg), "no CUDA device");
     return;
   }
   cu->cuDriverGetVersion(&cu->driver_version);
@@ -81,7 +69,7 @@ int scree__cu_load(const scree__cu **out, char *msg, size_t msg_len) {
   pthread_once(&scree__cu_once, scree__cu_load_once);
   if (scree__cu_status != 0) {
     *out = NULL;
-    return scree__cu_msg(scree__cu_status, msg, msg_len, "%s", scree__cu_status_msg);
+    return scree__fail(scree__cu_status, msg, msg_len, "%s", scree__cu_status_msg);
   }
   *out = &scree__cu_table;
   return 0;

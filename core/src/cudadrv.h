@@ -21,6 +21,8 @@
 
 #include <cuda.h>
 
+#include "sys.h"
+
 /* XX(name): every driver entry point scree uses. Each is looked up with
  * dlsym under the name the header's macros give it (cuMemAlloc ->
  * cuMemAlloc_v2, cuCtxSynchronize stays cuCtxSynchronize), which is exactly
@@ -100,10 +102,6 @@ int scree__cu_load(const scree__cu **out, char *msg, size_t msg_len);
  * SCREE_ENOSPC; every other error SCREE_ECUDA. */
 int scree__cu_fail(const scree__cu *cu, CUresult r, const char *what, char *msg,
                    size_t msg_len);
-
-/* Writes msg like snprintf (when msg is not NULL) and returns code. */
-int scree__cu_msg(int code, char *msg, size_t msg_len, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
 
 /* Runs a driver call; on failure maps the error into rc and the caller's
  * msg/msg_len, and jumps to label, which is named for what it undoes (NCCL's

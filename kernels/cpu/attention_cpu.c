@@ -16,7 +16,7 @@
 
 #include "attention_internal.h"
 
-#define FAIL(code, ...) scree__attn_fail((code), a->msg, a->msg_len, __VA_ARGS__)
+#define FAIL(code, ...) scree__fail((code), a->msg, a->msg_len, __VA_ARGS__)
 
 /* Query rows per work item: small enough for balance on short batches,
  * large enough that converting the keys once per item stays cheap. */

@@ -24,7 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../cpu/attention_internal.h"
+#include "attention_internal.h"
 #include "attention_common.cuh"
 #include "attention_sm90.h"
 
@@ -512,12 +512,12 @@ static int check_device_pointer(const scree_attention_args *a, const void *ptr,
   cudaError_t err = cudaPointerGetAttributes(&attr, ptr);
   if (err != cudaSuccess) {
     cudaGetLastError();
-    return scree__attn_fail(SCREE_EINVAL, a->msg, a->msg_len, "%s=%p: %s", name, ptr,
-                            cudaGetErrorString(err));
+    return scree__fail(SCREE_EINVAL, a->msg, a->msg_len, "%s=%p: %s", name, ptr,
+                       cudaGetErrorString(err));
   }
   if (attr.type == cudaMemoryTypeUnregistered)
-    return scree__attn_fail(SCREE_EINVAL, a->msg, a->msg_len,
-                            "%s=%p is not memory the GPU can access", name, ptr);
+    return scree__fail(SCREE_EINVAL, a->msg, a->msg_len,
+                       "%s=%p is not memory the GPU can access", name, ptr);
   return 0;
 }
 
@@ -529,16 +529,16 @@ extern "C" int scree__attention_fwd_cuda(const scree_attention_args *a) {
   if (rc != 0)
     return rc;
   if (a->device != SCREE_DEVICE_CUDA)
-    return scree__attn_fail(SCREE_EINVAL, a->msg, a->msg_len, "device is not CUDA");
+    return scree__fail(SCREE_EINVAL, a->msg, a->msg_len, "device is not CUDA");
   if (a->q_dtype != SCREE_BFLOAT16 && a->q_dtype != SCREE_FLOAT16)
-    return scree__attn_fail(SCREE_ENOTSUP, a->msg, a->msg_len,
-                            "q_dtype=%s is not supported on CUDA (bfloat16 or float16)",
-                            scree_dtype_name(a->q_dtype));
+    return scree__fail(SCREE_ENOTSUP, a->msg, a->msg_len,
+                       "q_dtype=%s is not supported on CUDA (bfloat16 or float16)",
+                       scree_dtype_name(a->q_dtype));
   if (a->head_dim != 64 && a->head_dim != 128 && a->head_dim != 256)
-    return scree__attn_fail(SCREE_ENOTSUP, a->msg, a->msg_len,
-                            "head_dim=%d is not supported on CUDA (64 or 128; 256 on compute "
-                            "capability 9.0)",
-                            a->head_dim);
+    return scree__fail(SCREE_ENOTSUP, a->msg, a->msg_len,
+                       "head_dim=%d is not supported on CUDA (64 or 128; 256 on compute "
+                       "capability 9.0)",
+                       a->head_dim);
 
   int dev = 0, major = 0, minor = 0;
   cudaError_t err = cudaGetDevice(&dev);
@@ -548,13 +548,13 @@ extern "C" int scree__attention_fwd_cuda(const scree_attention_args *a) {
     err = cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
   if (err != cudaSuccess) {
     cudaGetLastError();
-    return scree__attn_fail(err == cudaErrorNoDevice ? SCREE_ENODEV : SCREE_ECUDA, a->msg,
-                            a->msg_len, "no usable CUDA device: %s", cudaGetErrorString(err));
+    return scree__fail(err == cudaErrorNoDevice ? SCREE_ENODEV : SCREE_ECUDA, a->msg,
+                       a->msg_len, "no usable CUDA device: %s", cudaGetErrorString(err));
   }
   if (major < 8)
-    return scree__attn_fail(SCREE_ENOTSUP, a->msg, a->msg_len,
-                            "device %d has compute capability %d.x; sm_80 or newer is needed",
-                            dev, major);
+    return scree__fail(SCREE_ENOTSUP, a->msg, a->msg_len,
+                       "device %d has compute capability %d.x; sm_80 or newer is needed",
+                       dev, major);
 
   /* SCREE_ATTN_VARIANT: an mma.sync tile variant other than the default
    * (dispatch below). SCREE_ATTN_SM90: 0 never takes the Hopper kernel, 1
@@ -573,14 +573,14 @@ extern "C" int scree__attention_fwd_cuda(const scree_attention_args *a) {
    * before any early return, so that the answer does not depend on the
    * batch being empty. */
   if (a->head_dim == 256 && !hopper)
-    return scree__attn_fail(SCREE_ENOTSUP, a->msg, a->msg_len,
-                            "head_dim=256 needs compute capability 9.0 (Hopper); device %d "
-                            "has %d.%d",
-                            dev, major, minor);
+    return scree__fail(SCREE_ENOTSUP, a->msg, a->msg_len,
+                       "head_dim=256 needs compute capability 9.0 (Hopper); device %d "
+                       "has %d.%d",
+                       dev, major, minor);
   if (a->head_dim == 256 && (sm90_mode <= 0 || variant != 0))
-    return scree__attn_fail(SCREE_ENOTSUP, a->msg, a->msg_len,
-                            "head_dim=256 needs the Hopper kernel, which %s turns off",
-                            sm90_mode <= 0 ? "SCREE_ATTN_SM90=0" : "SCREE_ATTN_VARIANT");
+    return scree__fail(SCREE_ENOTSUP, a->msg, a->msg_len,
+                       "head_dim=256 needs the Hopper kernel, which %s turns off",
+                       sm90_mode <= 0 ? "SCREE_ATTN_SM90=0" : "SCREE_ATTN_VARIANT");
 
   if ((rc = check_device_pointer(a, a->q, "q")) != 0 ||
       (rc = check_device_pointer(a, a->k, "k")) != 0 ||
@@ -595,8 +595,8 @@ extern "C" int scree__attention_fwd_cuda(const scree_attention_args *a) {
   static const char *names[4] = {"q", "k", "v", "out"};
   for (int i = 0; i < 4; i++)
     if (((uintptr_t)ptrs[i] & 15u) != 0)
-      return scree__attn_fail(SCREE_EINVAL, a->msg, a->msg_len,
-                              "%s=%p is not 16-byte aligned", names[i], ptrs[i]);
+      return scree__fail(SCREE_EINVAL, a->msg, a->msg_len,
+                         "%s=%p is not 16-byte aligned", names[i], ptrs[i]);
 
   if (a->batch == 0 || a->total_q == 0 || a->max_seqlen_q == 0)
     return 0;
@@ -659,15 +659,15 @@ extern "C" int scree__attention_fwd_cuda(const scree_attention_args *a) {
      * which it cannot run. */
     if (err == cudaErrorNotSupported && a->head_dim == 256) {
       cudaGetLastError();
-      return scree__attn_fail(SCREE_ENOTSUP, a->msg, a->msg_len,
-                              "head_dim=256 needs the Hopper kernel, and the driver's "
-                              "tensor-map encoder (cuTensorMapEncodeTiled) is not available");
+      return scree__fail(SCREE_ENOTSUP, a->msg, a->msg_len,
+                         "head_dim=256 needs the Hopper kernel, and the driver's "
+                         "tensor-map encoder (cuTensorMapEncodeTiled) is not available");
     }
     if (err != cudaErrorNotSupported) {
       if (err != cudaSuccess) {
         cudaGetLastError();
-        return scree__attn_fail(SCREE_ECUDA, a->msg, a->msg_len,
-                                "attention kernel launch (sm_90a): %s", cudaGetErrorString(err));
+        return scree__fail(SCREE_ECUDA, a->msg, a->msg_len,
+                           "attention kernel launch (sm_90a): %s", cudaGetErrorString(err));
       }
       return 0;
     }
@@ -677,8 +677,8 @@ extern "C" int scree__attention_fwd_cuda(const scree_attention_args *a) {
             : dispatch<__half>(p, a->head_dim, variant, stream);
   if (err != cudaSuccess) {
     cudaGetLastError();
-    return scree__attn_fail(SCREE_ECUDA, a->msg, a->msg_len, "attention kernel launch: %s",
-                            cudaGetErrorString(err));
+    return scree__fail(SCREE_ECUDA, a->msg, a->msg_len, "attention kernel launch: %s",
+                       cudaGetErrorString(err));
   }
   return 0;
 }

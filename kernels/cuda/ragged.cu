@@ -10,7 +10,7 @@
  * written as a plain copy: each block owns a run of output tokens, looks up
  * their rows once (a binary search over the offsets, into shared memory)
  * and then moves 16-byte vectors with several loads in flight per thread.
- * The arguments were checked in cpu/ragged.c. */
+ * The arguments were checked in src/ragged.c. */
 #include <cuda_runtime.h>
 
 #include <climits>
@@ -20,7 +20,7 @@
 #include <mutex>
 #include <new>
 
-#include "../cpu/attention_internal.h"
+#include "attention_internal.h"
 #include "scree/ragged.h"
 
 namespace {
@@ -332,7 +332,7 @@ cudaError_t launch_gather(const void *padded, void *values, size_t row_bytes,
 
 int cuda_fail(cudaError_t err, char *msg, size_t msg_len, const char *what) {
   cudaGetLastError(); /* clear a sticky launch error so later calls see their own */
-  return scree__attn_fail(SCREE_ECUDA, msg, msg_len, "%s: %s", what, cudaGetErrorString(err));
+  return scree__fail(SCREE_ECUDA, msg, msg_len, "%s: %s", what, cudaGetErrorString(err));
 }
 
 /* Pinned staging between the host and the device: the offsets and shifts
@@ -403,7 +403,7 @@ stage_slot *stage_acquire(size_t need, int *rc, char *msg, size_t msg_len) {
     /* More threads in here at once than slots: one of its own. */
     s = new (std::nothrow) stage_slot();
     if (s == nullptr) {
-      *rc = scree__attn_fail(SCREE_ENOMEM, msg, msg_len, "no memory for a staging slot");
+      *rc = scree__fail(SCREE_ENOMEM, msg, msg_len, "no memory for a staging slot");
       return nullptr;
     }
     s->busy = s->temporary = true;
@@ -438,8 +438,8 @@ stage_slot *stage_acquire(size_t need, int *rc, char *msg, size_t msg_len) {
       if (s->buf != nullptr)
         cudaFreeHost(s->buf);
       s->buf = nullptr;
-      *rc = scree__attn_fail(SCREE_ENOMEM, msg, msg_len,
-                             "no mapped pinned memory for %zu staging entries", cap);
+      *rc = scree__fail(SCREE_ENOMEM, msg, msg_len,
+                        "no mapped pinned memory for %zu staging entries", cap);
       goto fail;
     }
     s->dev = static_cast<int64_t *>(dev);

@@ -48,10 +48,10 @@ static int check(const scree__cu *cu, const scree__cuda_map *m, const gpu_job *j
   uint64_t i;
 
   if (job->off > m->size || job->len > m->size - job->off)
-    return scree__cu_msg(SCREE_EINVAL, msg, msg_len, "range outside the mapping");
+    return scree__fail(SCREE_EINVAL, msg, msg_len, "range outside the mapping");
   host = malloc(job->len);
   if (host == NULL)
-    return scree__cu_msg(SCREE_ENOMEM, msg, msg_len, "malloc");
+    return scree__fail(SCREE_ENOMEM, msg, msg_len, "malloc");
   SCREE_CUDA_GOTO(cu->cuDeviceGet(&dev, m->access_ordinal), rc, err_free_host);
   SCREE_CUDA_GOTO(cu->cuDevicePrimaryCtxRetain(&ctx, dev), rc, err_free_host);
   SCREE_CUDA_GOTO(cu->cuCtxSetCurrent(ctx), rc, err_release_ctx);
@@ -60,7 +60,7 @@ static int check(const scree__cu *cu, const scree__cuda_map *m, const gpu_job *j
   SCREE_CUDA_GOTO(cu->cuMemcpyDtoH(host, scratch, job->len), rc, err_free_scratch);
   for (i = 0; i < job->len; i++) {
     if (host[i] != gpu_pattern(i, job->seed)) {
-      rc = scree__cu_msg(SCREE_EIO, msg, msg_len,
+      rc = scree__fail(SCREE_EIO, msg, msg_len,
                          "byte %llu of [%llu, +%llu) is %u, expected %u",
                          (unsigned long long)i, (unsigned long long)job->off,
                          (unsigned long long)job->len, host[i], gpu_pattern(i, job->seed));
@@ -84,10 +84,10 @@ static int write_pattern(const scree__cuda_map *m, const gpu_job *job, char *msg
   int rc;
 
   if (job->off > m->size || job->len > m->size - job->off)
-    return scree__cu_msg(SCREE_EINVAL, msg, msg_len, "range outside the mapping");
+    return scree__fail(SCREE_EINVAL, msg, msg_len, "range outside the mapping");
   host = malloc(job->len);
   if (host == NULL)
-    return scree__cu_msg(SCREE_ENOMEM, msg, msg_len, "malloc");
+    return scree__fail(SCREE_ENOMEM, msg, msg_len, "malloc");
   for (i = 0; i < job->len; i++)
     host[i] = gpu_pattern(i, job->seed);
   /* The client's put path: an H2D copy into the mapped arena. */

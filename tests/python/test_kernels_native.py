@@ -114,8 +114,8 @@ def test_defaults_and_non_contiguous_inputs():
     q, k, v = qkv([3, 4], [3, 4], 2, 2, 8, torch.float32)
     qt = q.transpose(0, 1).contiguous().transpose(0, 1)  # same values, other strides
     assert not qt.is_contiguous()
-    out = varlen_attention(qt, k, v, cu([3, 4]))  # causal, 1/sqrt(8), k offsets = q's
-    want, _ = ref64(q, k, v, cu([3, 4]), cu([3, 4]), True, 1 / math.sqrt(8))
+    out = varlen_attention(qt, k, v, cu([3, 4]))  # not causal, 1/sqrt(8), k offsets = q's
+    want, _ = ref64(q, k, v, cu([3, 4]), cu([3, 4]), False, 1 / math.sqrt(8))
     torch.testing.assert_close(out.double(), want, atol=1e-5, rtol=1e-5)
 
 
@@ -148,7 +148,8 @@ def test_bad_arguments_raise_naming_the_argument():
     raises("v_dtype=bfloat16 does not match q_dtype=float32", q, k, v.bfloat16(), good)
     raises("q_dtype=float64 is not bfloat16, float16 or float32", q.double(), k.double(),
            v.double(), good)
-    raises(r"window_right=2 with causal \(must be -1 or 0\)", q, k, v, good, window=(4, 2))
+    raises(r"window_right=2 with causal \(must be -1 or 0\)", q, k, v, good, causal=True,
+           window=(4, 2))
     raises("window_left=-5 must be -1 or >= 0", q, k, v, good, causal=False, window=(-5, 1))
     # Checked in Python, where only the shapes or the framework tell.
     raises("k and v shapes differ", q, k, v[:9], good)
@@ -266,7 +267,7 @@ def test_the_torch_fallback_agrees(monkeypatch):
     plain = varlen_attention(q, k, v, oq, ok, causal=True, window=(6, 0), return_lse=True)
     for a, b in zip(native, plain):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
-    raises(r"window_right=2 with causal", q, k, v, oq, ok, window=(4, 2))
+    raises(r"window_right=2 with causal", q, k, v, oq, ok, causal=True, window=(4, 2))
     if HAS_CUDA:
         raises("needs the native extension", q.cuda(), k.cuda(), v.cuda(), oq, ok,
                exc=scree.NotSupported)

@@ -5,6 +5,9 @@
 #include <dlpack/dlpack.h>
 
 #include "scree/attention.h"
+#include "scree/dtype.h"
+#include "scree/ragged.h"
+#include "scree/version.h"
 
 /* The scree.errors class for a code. Codes without a closer class raise the
  * base class, scree.Error; every one carries its code. */
@@ -30,6 +33,9 @@ static const char *error_class(int code) {
     return "NotSupported";
   case SCREE_ESTATE: return "WrongState";
   case SCREE_EPROTO: return "ProtocolError";
+  case SCREE_EAGAIN:
+  case SCREE_EBUSY:
+    return "Busy";
   default: return "Error";
   }
 }
@@ -67,7 +73,51 @@ static PyObject *py_err_name(PyObject *mod, PyObject *arg) {
   return PyUnicode_FromString(scree_err_name((int)code));
 }
 
+static PyObject *py_version(PyObject *mod, PyObject *unused) {
+  return PyUnicode_FromString(scree_version());
+}
+
+/* The plan's work layout for a batch of b rows, from the SCREE_PACK_WORK_*
+ * macros of scree/ragged.h, so that scree.bridges copies none of it. */
+static PyObject *py_pack_plan_layout(PyObject *mod, PyObject *arg) {
+  long long b = PyLong_AsLongLong(arg);
+  if (b == -1 && PyErr_Occurred())
+    return NULL;
+  if (scree_pack_plan_work_len(b) < 0)
+    return scree__py_raise(SCREE_EINVAL, "pack_plan_layout: batch is negative or too large");
+  return Py_BuildValue("{sLsLsLsLsLsLsLsi}", "work_len", (long long)SCREE_PACK_WORK_LEN(b),
+                       "host_len", (long long)SCREE_PACK_HOST_LEN(b), "offsets",
+                       (long long)SCREE_PACK_WORK_OFFSETS(b), "bad_row",
+                       (long long)SCREE_PACK_WORK_BAD_ROW(b), "longest",
+                       (long long)SCREE_PACK_WORK_LONGEST(b), "shift",
+                       (long long)SCREE_PACK_WORK_SHIFT(b), "summary",
+                       (long long)SCREE_PACK_WORK_SUMMARY(b), "summary_entries",
+                       (int)SCREE_PACK_SUMMARY_ENTRIES);
+}
+
+/* {name: code} of every scree_dtype, under libscree's names. */
+static PyObject *dtype_codes(void) {
+  PyObject *d = PyDict_New();
+  if (d == NULL)
+    return NULL;
+  for (int t = SCREE_BOOL; t < SCREE_DTYPE_COUNT_; t++) {
+    PyObject *code = PyLong_FromLong(t);
+    int rc = code == NULL ? -1 : PyDict_SetItemString(d, scree_dtype_name((scree_dtype)t), code);
+    Py_XDECREF(code);
+    if (rc < 0) {
+      Py_DECREF(d);
+      return NULL;
+    }
+  }
+  return d;
+}
+
 static PyMethodDef module_methods[] = {
+    {"version", py_version, METH_NOARGS,
+     "scree_version(): the version of libscree in this module, 'MAJOR.MINOR.PATCH'"},
+    {"pack_plan_layout", py_pack_plan_layout, METH_O,
+     "pack_plan_layout(batch): where each part of scree_pack_plan_cuda's work buffer starts "
+     "(int64 entries; scree/ragged.h's SCREE_PACK_WORK_*)"},
     {"strerror", py_strerror, METH_O, "scree_strerror(code)"},
     {"err_name", py_err_name, METH_O, "scree_err_name(code), such as 'ENOENT'"},
     {"attention_fwd", (PyCFunction)(void (*)(void))scree__py_attention_fwd,
@@ -119,7 +169,16 @@ PyMODINIT_FUNC PyInit__native(void) {
 #undef XX
   if (PyModule_AddIntConstant(m, "PROTOCOL_VERSION", SCREE_CLIENT_PROTOCOL_VERSION) < 0 ||
       PyModule_AddIntConstant(m, "DLPACK_VERSION", DLPACK_VERSION) < 0 ||
-      PyModule_AddStringConstant(m, "DEFAULT_SOCKET", SCREE_CLIENT_DEFAULT_SOCKET) < 0)
+      PyModule_AddStringConstant(m, "DEFAULT_SOCKET", SCREE_DEFAULT_SOCKET) < 0 ||
+      PyModule_AddStringConstant(m, "VERSION", SCREE_VERSION_STRING) < 0 ||
+      PyModule_AddIntConstant(m, "PAD_RIGHT", SCREE_PAD_RIGHT) < 0 ||
+      PyModule_AddIntConstant(m, "PAD_LEFT", SCREE_PAD_LEFT) < 0 ||
+      PyModule_AddIntConstant(m, "PAD_AUTO", SCREE_PAD_AUTO) < 0)
+    goto err_module;
+  PyObject *dtypes = dtype_codes();
+  int rc = dtypes == NULL ? -1 : PyModule_AddObjectRef(m, "DTYPES", dtypes);
+  Py_XDECREF(dtypes);
+  if (rc < 0)
     goto err_module;
 #ifdef SCREE_NATIVE_HAVE_CUDA
   if (PyModule_AddIntConstant(m, "HAVE_CUDA", 1) < 0)

@@ -13,9 +13,12 @@ everything else still imports and works, and ``Client()`` raises
 from __future__ import annotations
 
 from . import bridges, errors, kernels
+from ._ext import native as _native
 from .array import Array, from_cu_seqlens, pack
-from .client import Batch, BatchInfo, Client, ClientInfo, Stats, native_available
+from .client import Batch, BatchInfo, Client, ClientInfo, DeleteResult, Stats, native_available
 from .errors import (
+    Busy,
+    Closed,
     CudaError,
     Disconnected,
     Error,
@@ -29,7 +32,33 @@ from .errors import (
     WrongState,
 )
 
-__version__ = "0.1.0"
+
+
+def _version() -> str:
+    """scree's one version, project(scree VERSION ...) of the top-level
+    CMakeLists.txt: through the extension (scree_version()), or, in a
+    source tree without it, read from that file."""
+    if _native is not None:
+        return _native.version()
+    import re
+    from pathlib import Path
+
+    cmake = Path(__file__).resolve().parents[3] / "CMakeLists.txt"
+    try:
+        m = re.search(r"project\(scree\s+VERSION\s+([0-9.]+)", cmake.read_text())
+    except OSError:
+        m = None
+    if m is not None:
+        return m.group(1)
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("scree")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+__version__ = _version()
 
 __all__ = [
     "Array",
@@ -39,6 +68,7 @@ __all__ = [
     "kernels",
     "errors",
     "Client",
+    "DeleteResult",
     "Batch",
     "BatchInfo",
     "ClientInfo",
@@ -55,4 +85,6 @@ __all__ = [
     "NotSupported",
     "WrongState",
     "ProtocolError",
+    "Busy",
+    "Closed",
 ]

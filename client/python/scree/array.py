@@ -17,18 +17,21 @@ from __future__ import annotations
 
 import operator
 import sys
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Literal, Sequence
 
 import numpy as np
 
 from .errors import InvalidArgument
 
-__all__ = ["Array", "pack", "from_cu_seqlens", "framework_of"]
+__all__ = ["Array", "pack", "from_cu_seqlens", "framework_of", "Framework"]
+
+#: The array libraries an :class:`Array` can hold.
+Framework = Literal["numpy", "torch", "mlx"]
 
 _OFFSET_DTYPES = ("int32", "int64")
 
 
-def framework_of(x: Any) -> str | None:
+def framework_of(x: Any) -> Framework | None:
     """Return ``"numpy"``, ``"torch"`` or ``"mlx"`` for an array of that
     framework, or ``None`` for anything else.
 
@@ -198,7 +201,7 @@ class Array:
 
     @classmethod
     def _trusted(cls, values: Any, offsets: Any, host: np.ndarray, max_length: int,
-                 framework: str) -> "Array":
+                 framework: Framework) -> "Array":
         """An Array from parts a bridge built and knows to agree (values and
         offsets of one framework and device, ``host`` an int64 copy of the
         offsets, ``max_length`` its longest row): no checks and no copies, so
@@ -249,7 +252,7 @@ class Array:
     # --- host metadata, never a device sync -------------------------------
 
     @property
-    def framework(self) -> str:
+    def framework(self) -> Framework:
         """``"numpy"``, ``"torch"`` or ``"mlx"``."""
         return self._framework
 

@@ -24,17 +24,15 @@ on torch ops with the same single sync.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from .array import Array, _type_label, framework_of, offsets_dtype_name, pack, to_host
 from .errors import InvalidArgument
 
-try:
-    from . import _native  # type: ignore[attr-defined]
-except ImportError:  # a source tree without the built extension
-    _native = None
+from ._ext import DTYPE_CODES, native_attr
+from ._ext import native as _native
 
 __all__ = [
     "from_hf_padded",
@@ -49,6 +47,10 @@ __all__ = [
 
 _SIDES = ("right", "left")
 _INT32_MAX = 2**31 - 1
+
+#: Where a row's padding is: after its real tokens or before them. (The
+#: masked conversions also find the side row by row: see :func:`from_padded`.)
+PaddingSide = Literal["right", "left"]
 
 
 def _torch() -> Any:
@@ -267,9 +269,12 @@ def _upload(host: np.ndarray, device: Any) -> Any:
     return staging.to(device, non_blocking=True)
 
 
-# scree.dtype codes of the mask dtypes the C plan reads (scree/dtype.h).
-_MASK_CODES = {"bool": 1, "int8": 2, "int16": 3, "int32": 4, "int64": 5, "uint8": 6}
-_SIDE_CODES = {"right": 0, "left": 1, "auto": 2}
+# What the C plan reads, from the extension (scree/dtype.h, scree/array.h,
+# scree/ragged.h); empty without it, where the C plan is not used.
+_MASK_CODES = {k: DTYPE_CODES[k] for k in ("bool", "int8", "int16", "int32", "int64", "uint8")
+               if k in DTYPE_CODES}
+_SIDE_CODES = ({"right": native_attr("PAD_RIGHT"), "left": native_attr("PAD_LEFT"),
+                "auto": native_attr("PAD_AUTO")} if _native is not None else {})
 
 
 class _CudaCall:
@@ -340,18 +345,23 @@ def _from_masked_native(padded: Any, mask: Any, side: str, name: str) -> Array:
     dev = padded.device
     mask = mask if mask.is_contiguous() else mask.contiguous()
     src = _PackSource(padded)
-    work = torch.empty(6 * B + 4, dtype=torch.int64, device=dev)
-    plan = np.empty(B + 3, dtype=np.int64)
+    at = _native.pack_plan_layout(B)  # where each part of work starts (scree/ragged.h)
+    work = torch.empty(at["work_len"], dtype=torch.int64, device=dev)
+    plan = np.empty(at["host_len"], dtype=np.int64)
     with _CudaCall(dev) as stream:
         _native.pack_plan(mask.data_ptr(), code, B, S, _SIDE_CODES[side], work.data_ptr(),
                           plan.ctypes.data, stream)
-        if plan[B + 1] >= 0:
+        bad = int(plan[at["bad_row"]])
+        if bad >= 0:
             # A bad row: the summary, read back only now, names what is wrong.
-            summary = work[2 * B + 3 : 6 * B + 3].view(4, B).cpu().numpy()
+            n = at["summary_entries"]
+            summary = work[at["summary"] : at["summary"] + n * B].view(n, B).cpu().numpy()
             _check_mask_rows(summary, S, side, mask, name)
-            raise InvalidArgument(f"{name} row {int(plan[B + 1])} is not a valid mask row")
-        return _pack_rows_native(src, work[: B + 1], work.data_ptr() + 8 * (B + 3),
-                                 plan[: B + 1], int(plan[B + 2]), stream)
+            raise InvalidArgument(f"{name} row {bad} is not a valid mask row")
+        off = at["offsets"]
+        return _pack_rows_native(src, work[off : off + B + 1],
+                                 work.data_ptr() + work.element_size() * at["shift"],
+                                 plan[off : off + B + 1], int(plan[at["longest"]]), stream)
 
 
 def _from_lengths_native(padded: Any, lengths: np.ndarray, side: str) -> Array:
@@ -534,7 +544,7 @@ def from_hf_padded(hidden_states: Any, attention_mask: Any, *,
     return _narrow_offsets(arr, od)
 
 
-def to_hf_padded(arr: Array, *, padding_side: str = "right", pad_value: Any = 0,
+def to_hf_padded(arr: Array, *, padding_side: PaddingSide = "right", pad_value: Any = 0,
                  pad_to: int | None = None,
                  pad_to_multiple_of: int | None = None) -> tuple[Any, Any]:
     """Unpack ``arr`` into HF's ``(hidden_states, attention_mask)``.
@@ -567,7 +577,7 @@ def from_padded(
     mask: Any = None,
     *,
     lengths: Any = None,
-    padding_side: str = "right",
+    padding_side: Literal["right", "left", "auto"] = "right",
     offsets_dtype: Any = "int64",
 ) -> Array:
     """Pack a padded (B, S, *inner) array into an :class:`Array`.
@@ -618,7 +628,7 @@ def to_padded(
     arr: Array,
     pad_value: Any = 0,
     *,
-    padding_side: str = "right",
+    padding_side: PaddingSide = "right",
     max_length: int | None = None,
     pad_to: int | None = None,
     pad_to_multiple_of: int | None = None,

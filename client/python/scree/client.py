@@ -36,29 +36,30 @@ import importlib.util
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import numpy as np
 
+from ._ext import DTYPE_CODES, native_attr
+from ._ext import native as _native
 from .array import Array, framework_of
-from .errors import Error, InvalidArgument, NotSupported
+from .errors import Closed, Error, InvalidArgument, NotSupported
 
-try:
-    from . import _native  # type: ignore[attr-defined]
-except ImportError:  # a source tree without the extension
-    _native = None
+#: The frameworks a batch's views can be made in (a subset of
+#: :data:`scree.array.Framework`).
+BatchFramework = Literal["numpy", "torch"]
 
 __all__ = ["Client", "Batch", "BatchInfo", "ClientInfo", "Stats", "DeleteResult",
            "DEFAULT_SOCKET", "native_available"]
 
-DEFAULT_SOCKET = "/run/scree/screed.sock"
+#: The socket screed serves when told no other (SCREE_DEFAULT_SOCKET of
+#: scree/version.h, through the extension); None without the extension,
+#: where no Client can be made.
+DEFAULT_SOCKET: str | None = native_attr("DEFAULT_SOCKET")
 
-# scree_dtype codes (part of the wire protocol, never renumbered).
-_CODES = {
-    "bool": 1, "int8": 2, "int16": 3, "int32": 4, "int64": 5, "uint8": 6,
-    "float16": 7, "bfloat16": 8, "float32": 9, "float64": 10,
-    "float8_e4m3fn": 11, "float8_e5m2": 12,
-}
+# scree_dtype codes (part of the wire protocol, never renumbered), from the
+# extension: the client needs it anyway.
+_CODES = DTYPE_CODES
 _ALIASES = {"bool_": "bool", "float8_e4m3": "float8_e4m3fn", "half": "float16",
             "float": "float32", "double": "float64"}
 _NAMES = {v: k for k, v in _CODES.items()}
@@ -193,7 +194,7 @@ class Batch(Array):
 
     __slots__ = ("_name", "_client", "_lease_ref", "_closed", "_meta", "_created")
 
-    def __init__(self, client: "Client", lease: Any, framework: str, created: bool,
+    def __init__(self, client: "Client", lease: Any, framework: BatchFramework, created: bool,
                  host_offsets: np.ndarray | None = None) -> None:
         values, offsets = _views(lease, framework)
         if host_offsets is None and lease.device[0] == "cpu":
@@ -223,7 +224,7 @@ class Batch(Array):
 
     def _lease(self) -> Any:
         if self._closed:
-            raise Error(f"batch {self._name!r} is closed")
+            raise Closed(f"batch {self._name!r} is closed")
         return self._lease_ref
 
     @property
@@ -406,7 +407,8 @@ class Client:
 
     Args:
         socket: the daemon's socket; ``$SCREE_SOCKET`` when not given, else
-            ``/run/scree/screed.sock``.
+            :data:`DEFAULT_SOCKET` (``/run/scree/screed.sock`` unless scree
+            was built with another).
 
     Raises :class:`scree.Disconnected` when nothing listens there and
     :class:`scree.NotSupported` when the native extension is not built.
@@ -515,7 +517,7 @@ class Client:
 
     def create(self, name: str, dtype: Any, inner_shape: Sequence[int] = (), *,
                lengths: Any = None, offsets: Any = None, offsets_dtype: Any = "int64",
-               total_length: int | None = None, framework: str | None = None,
+               total_length: int | None = None, framework: BatchFramework | None = None,
                shared: bool = False) -> Batch:
         """Reserve batch ``name`` in daemon memory and return it as a writable
         :class:`Batch`, its offsets already written from ``lengths`` (or
@@ -550,7 +552,7 @@ class Client:
 
     # --- reading ------------------------------------------------------------
 
-    def get(self, name: str, framework: str | None = None) -> Batch:
+    def get(self, name: str, framework: BatchFramework | None = None) -> Batch:
         """Attach to sealed batch ``name`` without copying.
 
         ``framework``: ``"torch"`` (the default wherever torch is installed,
@@ -584,10 +586,11 @@ class Client:
     def stats(self) -> Stats:
         return Stats(**self._c.stats())
 
-    def attention(self, q: str, k: str, v: str, out: str, causal: bool = True,
+    def attention(self, q: str, k: str, v: str, out: str, causal: bool = False,
                   scale: float | None = None, window: tuple[int, int] | None = None) -> None:
         """Run varlen attention in the daemon on sealed batches ``q``, ``k``,
         ``v`` ((tokens, heads, head_dim)) into a new sealed batch ``out``.
+        ``causal`` is off unless asked for, as in C and FlashAttention.
         ``window`` is ``(left, right)``, -1 for unbounded. A daemon without
         attention raises :class:`scree.NotSupported`."""
         left, right = (-1, -1) if window is None else (int(window[0]), int(window[1]))

@@ -3,8 +3,22 @@
 Every error scree raises derives from :class:`Error`. Errors that come from the
 native client carry the library's negative ``SCREE_E*`` code in ``code``;
 errors raised by pure-Python validation have ``code = None``. Subclasses also
-derive from the closest built-in exception, so ``except ValueError`` keeps
-working for callers who do not know about scree.
+derive from the closest built-in exception, so ``except ValueError``,
+``except ConnectionError`` or ``except MemoryError`` keep working for callers
+who do not know about scree:
+
+- :class:`InvalidArgument` (``ValueError``): EINVAL, ENAMETOOLONG, EOVERFLOW, EMSGSIZE
+- :class:`NotFound` (``KeyError``): ENOENT
+- :class:`Exists` (``FileExistsError``): EEXIST
+- :class:`NoSpace` (``MemoryError``): ENOSPC
+- :class:`PermissionDenied` (``PermissionError``): EACCES, EPERM
+- :class:`Disconnected` (``ConnectionError``): EDISCONNECTED, ECONNREFUSED
+- :class:`Busy` (``retryable`` is true): EAGAIN, EBUSY
+- :class:`NotSupported` (``NotImplementedError``): ENOTSUP, ENODEV
+- :class:`Closed` (``ValueError``): a closed :class:`scree.Batch` was used
+
+The ``OSError`` subclasses among them carry the errno of their code in
+``errno`` (``None`` for codes without one, such as EDISCONNECTED).
 """
 
 from __future__ import annotations
@@ -21,6 +35,8 @@ __all__ = [
     "NotSupported",
     "WrongState",
     "ProtocolError",
+    "Busy",
+    "Closed",
 ]
 
 
@@ -31,10 +47,23 @@ class Error(Exception):
         code: the negative ``SCREE_E*`` code from the C library, or ``None``
             when the error was raised by Python code.
         message: a human-readable explanation.
+        retryable: whether the same request may succeed when tried again
+            later (true only for :class:`Busy`).
     """
 
+    retryable = False
+
     def __init__(self, message: str, code: int | None = None) -> None:
-        super().__init__(message)
+        if isinstance(self, OSError):
+            # OSError's own constructor would read (message, code) as
+            # (errno, strerror): give it the errno of the code instead.
+            num = -code if code is not None and 0 < -code < 4000 else None
+            if num is None:
+                OSError.__init__(self, message)
+            else:
+                OSError.__init__(self, num, message)
+        else:
+            super().__init__(message)
         self.message = message
         self.code = code
 
@@ -55,20 +84,21 @@ class NotFound(Error, KeyError):
     """A named batch does not exist in the store."""
 
 
-class Exists(Error):
+class Exists(Error, FileExistsError):
     """A batch with that name already exists."""
 
 
-class NoSpace(Error):
+class NoSpace(Error, MemoryError):
     """The store has no room for the requested batch."""
 
 
-class PermissionDenied(Error):
+class PermissionDenied(Error, PermissionError):
     """The caller may not perform this operation on that batch."""
 
 
-class Disconnected(Error):
-    """The connection to the daemon is closed."""
+class Disconnected(Error, ConnectionError):
+    """The connection to the daemon is closed, or nothing listens on its
+    socket."""
 
 
 class CudaError(Error):
@@ -88,3 +118,16 @@ class WrongState(Error):
 class ProtocolError(Error):
     """The daemon and this client do not understand each other (a protocol
     version mismatch or a malformed message)."""
+
+
+class Busy(Error):
+    """The daemon cannot take the request now (EAGAIN, EBUSY): it is shutting
+    down, over its connection limit, or another daemon holds the socket.
+    ``retryable`` is true: the same request may succeed later."""
+
+    retryable = True
+
+
+class Closed(Error, ValueError):
+    """A closed object was used: a :class:`scree.Batch` after ``close()`` or
+    the end of its ``with`` block (as Python's files raise ``ValueError``)."""

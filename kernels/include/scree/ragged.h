@@ -36,17 +36,36 @@
 SCREE_EXTERN_C_BEGIN
 
 /* The side of a row the plan allows the padding on: SCREE_PAD_RIGHT (real
- * tokens are a prefix of the row) or SCREE_PAD_LEFT (a suffix), from
- * scree/array.h, or this: either, decided row by row. */
-#define SCREE_PAD_AUTO 2
+ * tokens are a prefix of the row) or SCREE_PAD_LEFT (a suffix) of
+ * scree_padding_side (scree/array.h), or SCREE_PAD_AUTO: either, decided
+ * row by row. It continues that enumeration here, beside the only function
+ * that takes it (scree_pad and scree_unpad do not). */
+typedef enum scree_pack_side {
+  SCREE_PAD_AUTO = SCREE_PAD_LEFT + 1
+} scree_pack_side;
 
 /* Entries of the per-row summary (plan->summary + k * batch for entry k). */
 enum {
   SCREE_PACK_SUMMARY_LENGTH = 0,     /* the row's nonzero count */
   SCREE_PACK_SUMMARY_FIRST = 1,      /* first nonzero position, seqlen if none */
   SCREE_PACK_SUMMARY_LAST = 2,       /* last nonzero position, -1 if none */
-  SCREE_PACK_SUMMARY_NOT_BINARY = 3  /* 1 if the row holds a value not 0 or 1 */
+  SCREE_PACK_SUMMARY_NOT_BINARY = 3, /* 1 if the row holds a value not 0 or 1 */
+  SCREE_PACK_SUMMARY_ENTRIES = 4     /* entries a row has in the summary */
 };
+
+/* Where each part of the plan's work buffer starts, in int64 entries, for a
+ * batch of b rows (the layout scree_pack_plan_args.work describes). The one
+ * place it is written: the Python package reads it through scree._native. */
+#define SCREE_PACK_WORK_OFFSETS(b) 0
+#define SCREE_PACK_WORK_BAD_ROW(b) ((b) + 1)
+#define SCREE_PACK_WORK_LONGEST(b) ((b) + 2)
+#define SCREE_PACK_WORK_SHIFT(b) ((b) + 3)
+#define SCREE_PACK_WORK_SUMMARY(b) (2 * (b) + 3)
+#define SCREE_PACK_WORK_COUNTER(b) (SCREE_PACK_WORK_SUMMARY(b) + SCREE_PACK_SUMMARY_ENTRIES * (b))
+/* Entries of the work buffer (scree_pack_plan_work_len without its range
+ * check), and of the host buffer: its first SCREE_PACK_WORK_SHIFT(b). */
+#define SCREE_PACK_WORK_LEN(b) (SCREE_PACK_WORK_COUNTER(b) + 1)
+#define SCREE_PACK_HOST_LEN(b) SCREE_PACK_WORK_SHIFT(b)
 
 typedef struct scree_pack_plan_args {
   /* (batch, seqlen) contiguous mask in device memory: SCREE_BOOL or an
@@ -59,6 +78,7 @@ typedef struct scree_pack_plan_args {
   int side; /* SCREE_PAD_RIGHT, SCREE_PAD_LEFT or SCREE_PAD_AUTO */
 
   /* Device memory of scree_pack_plan_work_len(batch) int64s, laid out as
+   * (SCREE_PACK_WORK_* above)
    *   [0, batch]               offsets (the caller's Array keeps these)
    *   batch + 1                first bad row, -1 when every row is good
    *   batch + 2                the longest row

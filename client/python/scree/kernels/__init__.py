@@ -19,15 +19,16 @@ import numpy as np
 from ..array import check_offsets, framework_of, to_host
 from ..errors import InvalidArgument, NotSupported
 
-try:  # The native extension is optional: pip install ./client/python builds it.
-    from .. import _native  # type: ignore[attr-defined]
-except ImportError:
-    _native = None
+# The native extension is optional: pip install ./client/python builds it.
+from .._ext import DTYPE_CODES
+from .._ext import native as _native
 
 __all__ = ["varlen_attention", "reference_attention", "native_kernels_available"]
 
-# scree_dtype codes of the element types the kernels know (scree/dtype.h).
-_DTYPE_CODES = {"float16": 7, "bfloat16": 8, "float32": 9, "float64": 10}
+# scree_dtype codes of the element types the kernels know (scree/dtype.h,
+# through the extension; empty without it, where the kernels are not used).
+_DTYPE_CODES = {k: DTYPE_CODES[k] for k in ("float16", "bfloat16", "float32", "float64")
+                if k in DTYPE_CODES}
 _INT32_MAX = 2**31 - 1
 
 
@@ -272,7 +273,7 @@ def varlen_attention(
     v: Any,
     cu_seqlens_q: Any,
     cu_seqlens_k: Any = None,
-    causal: bool = True,
+    causal: bool = False,
     scale: float | None = None,
     window: tuple[int, int] | None = None,
     return_lse: bool = False,
@@ -289,7 +290,8 @@ def varlen_attention(
             sequences in q and in k/v; ``cu_seqlens_k`` defaults to
             ``cu_seqlens_q``. Host arrays, or tensors on q's device.
         causal: mask future keys, aligned bottom-right when lengths differ
-            (the last query sees every key).
+            (the last query sees every key). Off by default, as in C
+            (``scree_attention_args``) and FlashAttention.
         scale: softmax scale, ``1/sqrt(D)`` by default.
         window: ``(left, right)`` sliding window, -1 for unbounded; query
             ``i`` sees keys ``i + Lk - Lq - left .. i + Lk - Lq + right``.

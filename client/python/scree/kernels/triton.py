@@ -155,7 +155,7 @@ def varlen_attention_triton(
     k: torch.Tensor,
     v: torch.Tensor,
     offsets: torch.Tensor,
-    causal: bool = True,
+    causal: bool = False,
     scale: float | None = None,
     offsets_k: torch.Tensor | None = None,
 ) -> torch.Tensor:

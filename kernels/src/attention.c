@@ -1,27 +1,15 @@
 /* Argument checks shared by every device, and the device dispatch. */
 #include <math.h>
-#include <stdarg.h>
-#include <stdio.h>
 #include <stdlib.h>
 
 #include "attention_internal.h"
-
-int scree__attn_fail(int code, char *msg, size_t msg_len, const char *fmt, ...) {
-  if (msg != NULL && msg_len > 0) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, msg_len, fmt, ap);
-    va_end(ap);
-  }
-  return code;
-}
 
 int scree__kernels_env_int(const char *name, int dflt) {
   const char *env = getenv(name);
   return env != NULL ? atoi(env) : dflt;
 }
 
-#define FAIL(code, ...) scree__attn_fail((code), a->msg, a->msg_len, __VA_ARGS__)
+#define FAIL(code, ...) scree__fail((code), a->msg, a->msg_len, __VA_ARGS__)
 
 static int dtype_ok(scree_dtype t) {
   return t == SCREE_BFLOAT16 || t == SCREE_FLOAT16 || t == SCREE_FLOAT32;
@@ -109,22 +97,22 @@ int scree__attention_check_cu(const int32_t *cu, int32_t batch, int32_t total,
                               int32_t max_len, const char *name, char *msg,
                               size_t msg_len) {
   if (cu[0] != 0)
-    return scree__attn_fail(SCREE_EINVAL, msg, msg_len, "%s[0]=%d, expected 0", name, cu[0]);
+    return scree__fail(SCREE_EINVAL, msg, msg_len, "%s[0]=%d, expected 0", name, cu[0]);
   for (int32_t b = 0; b < batch; b++) {
     if (cu[b + 1] < cu[b])
-      return scree__attn_fail(SCREE_EINVAL, msg, msg_len, "%s[%d]=%d < %s[%d]=%d", name,
-                              b + 1, cu[b + 1], name, b, cu[b]);
+      return scree__fail(SCREE_EINVAL, msg, msg_len, "%s[%d]=%d < %s[%d]=%d", name,
+                         b + 1, cu[b + 1], name, b, cu[b]);
     if (cu[b + 1] > total)
-      return scree__attn_fail(SCREE_EINVAL, msg, msg_len, "%s[%d]=%d > total=%d", name,
-                              b + 1, cu[b + 1], total);
+      return scree__fail(SCREE_EINVAL, msg, msg_len, "%s[%d]=%d > total=%d", name,
+                         b + 1, cu[b + 1], total);
     if (cu[b + 1] - cu[b] > max_len)
-      return scree__attn_fail(SCREE_EINVAL, msg, msg_len,
-                              "%s: sequence %d has length %d > max_seqlen=%d", name, b,
-                              cu[b + 1] - cu[b], max_len);
+      return scree__fail(SCREE_EINVAL, msg, msg_len,
+                         "%s: sequence %d has length %d > max_seqlen=%d", name, b,
+                         cu[b + 1] - cu[b], max_len);
   }
   if (cu[batch] != total)
-    return scree__attn_fail(SCREE_EINVAL, msg, msg_len, "%s[%d]=%d != total=%d", name,
-                            batch, cu[batch], total);
+    return scree__fail(SCREE_EINVAL, msg, msg_len, "%s[%d]=%d != total=%d", name,
+                       batch, cu[batch], total);
   return 0;
 }
 

@@ -7,6 +7,9 @@
 #include <stdint.h>
 
 #include "scree/attention.h"
+/* scree__fail(code, msg, msg_len, fmt, ...): every error path of the
+ * kernels formats its message with it. */
+#include "sys.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -46,7 +49,7 @@ int scree__attention_check_cu(const int32_t *cu, int32_t batch, int32_t total,
 /* The CPU path; checks the arguments itself. */
 int scree__attention_fwd_cpu(const scree_attention_args *a);
 
-/* The CUDA path (kernels/cuda/attention_fwd.cu); checks the arguments
+/* The CUDA path (cuda/attention_fwd.cu); checks the arguments
  * itself. Only present in builds with CUDA. */
 int scree__attention_fwd_cuda(const scree_attention_args *a);
 

@@ -7,7 +7,7 @@
 
 #include "attention_internal.h"
 
-#define FAIL(code, ...) scree__attn_fail((code), msg, msg_len, __VA_ARGS__)
+#define FAIL(code, ...) scree__fail((code), msg, msg_len, __VA_ARGS__)
 
 #ifdef SCREE_HAVE_CUDA
 int scree__pack_plan_cuda(const scree_pack_plan_args *a);
@@ -21,7 +21,7 @@ int scree__pack_stage_cuda(const int64_t *offsets, int64_t batch, int64_t seqlen
 int64_t scree_pack_plan_work_len(int64_t batch) {
   if (batch < 0 || batch > (INT64_MAX - 4) / 6)
     return -1;
-  return 6 * batch + 4;
+  return SCREE_PACK_WORK_LEN(batch);
 }
 
 static int mask_dtype_ok(scree_dtype t) {
