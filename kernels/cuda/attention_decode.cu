@@ -502,8 +502,14 @@ __global__ void __launch_bounds__(THREADS, MINB) decode_kernel(const dec_params 
 }
 
 /* Merges the splits of each unit that has more than one: the weights are
- * exp(lse_s - lse) over the splits' own normalised outputs. */
-template <typename T, int D, int BM> __global__ void __launch_bounds__(128) decode_combine_kernel(const dec_params p) {
+ * exp(lse_s - lse) over the splits' own normalised outputs. One block per
+ * (unit, key/value head), a thread per 4 columns of a row; the loops over
+ * the splits are unrolled and carry no branch, so that several splits'
+ * loads are in flight at once (a unit of a long sequence has tens). */
+constexpr int COMBINE_THREADS = 256;
+
+template <typename T, int D, int BM>
+__global__ void __launch_bounds__(COMBINE_THREADS) decode_combine_kernel(const dec_params p) {
   const int hk = (int)(blockIdx.x % (unsigned)p.hkv);
   const int u = (int)(blockIdx.x / (unsigned)p.hkv);
   const unit_geom g = geom<BM>(p, u);
@@ -513,26 +519,28 @@ template <typename T, int D, int BM> __global__ void __launch_bounds__(128) deco
   /* Splits past the workspace's bound were never computed (prep_kernel). */
   const int n = min(g.nsplit, p.max_items - base);
   const int G = p.group;
-  for (int idx = threadIdx.x; idx < g.rows * (D / 4); idx += blockDim.x) {
+  const long long sstride = (long long)p.hkv * BM; /* rows between two splits' slots */
+  for (int idx = threadIdx.x; idx < g.rows * (D / 4); idx += COMBINE_THREADS) {
     const int row = idx / (D / 4), c4 = idx % (D / 4);
+    const long long slot0 = ((long long)base * p.hkv + hk) * BM + row;
+    const float *ls = p.ws_lse + slot0;
+    const float *os = p.ws_o + slot0 * D + c4 * 4;
     float M = -INFINITY;
+#pragma unroll 8
     for (int s = 0; s < n; s++)
-      M = fmaxf(M, p.ws_lse[((long long)(base + s) * p.hkv + hk) * BM + row]);
+      M = fmaxf(M, ls[s * sstride]);
+    /* exp(-inf - M) is 0 for a split that saw no key, once M is finite. */
+    const float Ms = M == -INFINITY ? 0.0f : M;
     float sum = 0.0f, o[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    if (M != -INFINITY) {
-      for (int s = 0; s < n; s++) {
-        const long long slot = ((long long)(base + s) * p.hkv + hk) * BM + row;
-        const float l = p.ws_lse[slot];
-        if (l == -INFINITY)
-          continue;
-        const float w = expf(l - M);
-        const float4 x = *reinterpret_cast<const float4 *>(p.ws_o + slot * D + c4 * 4);
-        sum += w;
-        o[0] += w * x.x;
-        o[1] += w * x.y;
-        o[2] += w * x.z;
-        o[3] += w * x.w;
-      }
+#pragma unroll 4
+    for (int s = 0; s < n; s++) {
+      const float w = __expf(ls[s * sstride] - Ms);
+      const float4 x = *reinterpret_cast<const float4 *>(os + s * sstride * D);
+      sum += w;
+      o[0] += w * x.x;
+      o[1] += w * x.y;
+      o[2] += w * x.z;
+      o[3] += w * x.w;
     }
     const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
     const int pr = g.r0 + row;
@@ -682,7 +690,7 @@ cudaError_t launch(dec_params p, const scree__attn_decode_args *a, int num_sms, 
     err = cudaGetLastError();
   }
   if (err == cudaSuccess) {
-    decode_combine_kernel<T, D, BM><<<(unsigned)(units * p.hkv), 128, 0, stream>>>(p);
+    decode_combine_kernel<T, D, BM><<<(unsigned)(units * p.hkv), COMBINE_THREADS, 0, stream>>>(p);
     err = cudaGetLastError();
   }
   /* Freed in stream order: after the combine has read it. */
