@@ -14,9 +14,17 @@ upcast inputs): relative error ||out - ref|| / ||ref||.
 TFLOP/s count sum over sequences of 4 * L^2 * Hq * D, halved for causal.
 Prints a markdown table and writes JSON (--json).
 
+--decode runs the decode-shaped cases instead (few queries per sequence
+against many keys; bench_decode below): time, GB/s and % of a device-to-device
+copy's bandwidth measured in the same run, beside varlen_attn and
+FlexAttention, with FlashAttention's accuracy criterion (max error at most 2x
+that of the same attention computed by PyTorch in the input dtype, both
+against a float32 reference).
+
   python3 bench/attention.py --lib build-gpu/kernels/libscreekernels.so --json out.json
   python3 bench/attention.py --lib ... --scree-only --variant 2   # one tile variant
   python3 bench/attention.py --lib ... --scree-only --sm90 0      # mma.sync kernels only
+  python3 bench/attention.py --lib ... --decode --json decode.json  # decode cases
 """
 import argparse
 import ctypes
@@ -117,6 +125,211 @@ def rel_err(out, ref):
     return ((out - ref).norm() / ref.norm()).item()
 
 
+# ---- decode-shaped calls
+
+
+def decode_cases():
+    """The shapes of issue 13 (bf16, d128 unless named), plus one d64 and one
+    d256 decode case. Keys log-normal around max/8 as in lognormal_lengths."""
+    ln128 = lognormal_lengths(128, 32768)
+    ln64 = lognormal_lengths(64, 32768)
+    return [
+        dict(name="decode GQA 32:8, B=128, q=1, keys ~4k (max 32k)", lq=[1] * 128, lk=ln128, hq=32, hkv=8, d=128, causal=False, kind="gqa"),
+        dict(name="decode MHA 32 heads, B=32, q=1, keys 8192", lq=[1] * 32, lk=[8192] * 32, hq=32, hkv=32, d=128, causal=False, kind="mha"),
+        dict(name="decode GQA 64:8, B=8, q=1, keys 32768", lq=[1] * 8, lk=[32768] * 8, hq=64, hkv=8, d=128, causal=False, kind="gqa"),
+        dict(name="spec decode GQA 32:8, B=64, q=4 causal, keys ~4k", lq=[4] * 64, lk=ln64, hq=32, hkv=8, d=128, causal=True, kind="spec"),
+        dict(name="chunked prefill GQA 32:8, B=8, q=512 causal, keys 8192", lq=[512] * 8, lk=[8192] * 8, hq=32, hkv=8, d=128, causal=True, kind="chunk"),
+        dict(name="decode GQA 32:8 d64, B=128, q=1, keys ~4k", lq=[1] * 128, lk=ln128, hq=32, hkv=8, d=64, causal=False, kind="gqa"),
+        dict(name="decode GQA 16:4 d256, B=32, q=1, keys 8192", lq=[1] * 32, lk=[8192] * 32, hq=16, hkv=4, d=256, causal=False, kind="gqa"),
+    ]
+
+
+def attention_ref(q, k, v, cq, ck, hq, hkv, causal, dtype):
+    """Per-sequence attention with the bottom-right causal mask, computed in
+    dtype (float32 for the reference; the input dtype for PyTorch's own
+    error, FlashAttention's attention_ref without upcast). Returns the output
+    (in dtype) and, for float32, the lse (heads, tokens)."""
+    g = hq // hkv
+    d = q.shape[-1]
+    out = torch.empty(q.shape, dtype=dtype, device=q.device)
+    lse = torch.empty(hq, q.shape[0], dtype=torch.float32, device=q.device)
+    for i in range(len(cq) - 1):
+        qs, qe, ks, ke = cq[i], cq[i + 1], ck[i], ck[i + 1]
+        Lq, Lk = qe - qs, ke - ks
+        if Lq == 0:
+            continue
+        qq = q[qs:qe].to(dtype).transpose(0, 1)  # (hq, Lq, d)
+        kk = k[ks:ke].to(dtype).transpose(0, 1).repeat_interleave(g, 0)
+        vv = v[ks:ke].to(dtype).transpose(0, 1).repeat_interleave(g, 0)
+        s = torch.matmul(qq, kk.transpose(1, 2)) * (1.0 / math.sqrt(d))
+        if causal:
+            i_ = torch.arange(Lq, device=q.device)[:, None]
+            j_ = torch.arange(Lk, device=q.device)[None, :]
+            s = s.masked_fill(j_ > i_ + Lk - Lq, float("-inf"))
+        if dtype == torch.float32:
+            lse[:, qs:qe] = torch.logsumexp(s, dim=-1)
+        p = torch.softmax(s, dim=-1).nan_to_num(0.0)
+        out[qs:qe] = torch.matmul(p, vv).transpose(0, 1)
+    return out, lse
+
+
+def copy_bandwidth(dev):
+    """Bytes read plus written per second of a 2 GiB device-to-device copy."""
+    from triton.testing import do_bench
+    n = 1 << 30
+    a = torch.empty(n, dtype=torch.int16, device=dev).random_()
+    b = torch.empty_like(a)
+    ms = do_bench(lambda: b.copy_(a), warmup=50, rep=300, return_mode="median")
+    del a, b
+    torch.cuda.empty_cache()
+    return 2 * 2 * n / (ms * 1e-3) / 1e9
+
+
+def bench_decode(lib, opt, dev, props):
+    from triton.testing import do_bench
+    bw = copy_bandwidth(dev)
+    print(f"copy bandwidth: {bw:.0f} GB/s (read + write, 2 GiB device-to-device copy)", flush=True)
+    varlen_attn = None
+    if not opt.scree_only:
+        try:
+            from torch.nn.attention.varlen import varlen_attn
+        except Exception as e:  # noqa: BLE001
+            print(f"varlen_attn not available: {e}")
+    results = []
+    sel = [int(x) for x in opt.cases.split(",")] if opt.cases else None
+    for ci, c in enumerate(decode_cases()):
+        if sel is not None and ci not in sel:
+            continue
+        torch.manual_seed(0)
+        lq, lk, hq, hkv, d, causal = c["lq"], c["lk"], c["hq"], c["hkv"], c["d"], c["causal"]
+        B, Tq, Tk, Mq, Mk = len(lq), sum(lq), sum(lk), max(lq), max(lk)
+        cq, ck = [0], [0]
+        for a_, b_ in zip(lq, lk):
+            cq.append(cq[-1] + a_)
+            ck.append(ck[-1] + b_)
+        cu_q = torch.tensor(cq, dtype=torch.int32, device=dev)
+        cu_k = torch.tensor(ck, dtype=torch.int32, device=dev)
+        q = torch.randn(Tq, hq, d, device=dev, dtype=torch.bfloat16)
+        k = torch.randn(Tk, hkv, d, device=dev, dtype=torch.bfloat16)
+        v = torch.randn(Tk, hkv, d, device=dev, dtype=torch.bfloat16)
+        ref, ref_lse = attention_ref(q, k, v, cq, ck, hq, hkv, causal, torch.float32)
+        pt, _ = attention_ref(q, k, v, cq, ck, hq, hkv, causal, torch.bfloat16)
+        pt_err = (pt.float() - ref).abs().max().item()
+        nbytes = 2 * (2 * Tk * hkv * d + 2 * Tq * hq * d)
+        row = dict(case=c["name"], kind=c["kind"], batch=B, q_tokens=Tq, k_tokens=Tk, max_q=Mq, max_k=Mk,
+                   hq=hq, hkv=hkv, d=d, causal=causal, bytes=nbytes, copy_gbs=bw, pt_maxerr=pt_err,
+                   device=props.name)
+
+        def record(p, fn, o_of):
+            o = o_of(fn())
+            torch.cuda.synchronize()
+            row[f"{p}_maxerr"] = (o.float() - ref).abs().max().item() if torch.isfinite(o.float()).all() else float("nan")
+            row[f"{p}_fa_ok"] = bool(row[f"{p}_maxerr"] <= 2 * pt_err + 1e-6)
+            row[f"{p}_err"] = rel_err(o, ref)
+            ms = do_bench(fn, warmup=100, rep=400, return_mode="median")
+            row[f"{p}_ms"] = ms
+            row[f"{p}_gbs"] = nbytes / (ms * 1e-3) / 1e9
+            row[f"{p}_pct"] = 100.0 * row[f"{p}_gbs"] / bw
+
+        out = torch.full_like(q, float("nan"))
+        lse = torch.full((hq, Tq), float("nan"), device=dev, dtype=torch.float32)
+        msg = ctypes.create_string_buffer(256)
+        a = Args(device=SCREE_DEVICE_CUDA, q_dtype=SCREE_BFLOAT16, k_dtype=SCREE_BFLOAT16,
+                 v_dtype=SCREE_BFLOAT16, out_dtype=SCREE_BFLOAT16, q=q.data_ptr(), k=k.data_ptr(),
+                 v=v.data_ptr(), out=out.data_ptr(), lse=lse.data_ptr(), cu_seqlens_q=cu_q.data_ptr(),
+                 cu_seqlens_k=cu_k.data_ptr(), batch=B, total_q=Tq, total_k=Tk, max_seqlen_q=Mq,
+                 max_seqlen_k=Mk, num_heads_q=hq, num_heads_kv=hkv, head_dim=d, softmax_scale=0.0,
+                 causal=int(causal), window_left=-1, window_right=-1, num_threads=0,
+                 stream=torch.cuda.current_stream().cuda_stream,
+                 msg=ctypes.cast(msg, ctypes.c_char_p), msg_len=256)
+        ap_ = ctypes.byref(a)
+
+        def scree_fn():
+            rc = lib.scree_attention_fwd(ap_)
+            if rc != 0:
+                raise RuntimeError(f"scree rc={rc}: {msg.value.decode()}")
+            return out
+
+        try:
+            record("scree", scree_fn, lambda o: o)
+            fin = torch.isfinite(ref_lse)
+            lse_ok = bool(torch.equal(fin, torch.isfinite(lse)))
+            row["scree_lse_maxerr"] = (lse[fin] - ref_lse[fin]).abs().max().item() if lse_ok else float("nan")
+        except RuntimeError as e:
+            row["scree_error"] = str(e)[:300]
+
+        if varlen_attn is not None:
+            try:
+                kw = dict(window_size=(-1, 0) if causal else (-1, -1))
+                kk, vv = k, v
+                if hq != hkv:
+                    try:
+                        varlen_attn(q, k, v, cu_q, cu_k, Mq, Mk, enable_gqa=True, **kw)
+                        kw["enable_gqa"] = True
+                    except TypeError:
+                        kk = k.repeat_interleave(hq // hkv, 1)
+                        vv = v.repeat_interleave(hq // hkv, 1)
+                        row["varlen_note"] = "k/v repeated to Hq heads outside the timed region"
+                record("varlen", lambda: varlen_attn(q, kk, vv, cu_q, cu_k, Mq, Mk, **kw), lambda o: o)
+                del kk, vv
+            except Exception as e:  # noqa: BLE001
+                row["varlen_error"] = repr(e)[:300]
+        if not opt.no_flex and not opt.scree_only:
+            try:
+                from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+                doc_q = torch.repeat_interleave(torch.arange(B, device=dev), torch.tensor(lq, device=dev))
+                doc_k = torch.repeat_interleave(torch.arange(B, device=dev), torch.tensor(lk, device=dev))
+                # The last key each query may see (bottom-right causal), in
+                # the packed key index.
+                qpos = torch.arange(Tq, device=dev) - cu_q[doc_q]
+                kmax = cu_k[doc_q + 1] - 1 - (cu_q[doc_q + 1] - cu_q[doc_q] - 1 - qpos)
+
+                def mask_mod(b, h, qi, ki):
+                    m = doc_q[qi] == doc_k[ki]
+                    return m & (ki <= kmax[qi]) if causal else m
+
+                bm = create_block_mask(mask_mod, None, None, Tq, Tk, device=dev, _compile=True)
+                flex = torch.compile(flex_attention, dynamic=False)
+                qf = q.transpose(0, 1).unsqueeze(0).contiguous()
+                kf = k.transpose(0, 1).unsqueeze(0).contiguous()
+                vf = v.transpose(0, 1).unsqueeze(0).contiguous()
+                record("flex", lambda: flex(qf, kf, vf, block_mask=bm, enable_gqa=hq != hkv),
+                       lambda o: o[0].transpose(0, 1))
+                del qf, kf, vf, bm
+            except Exception as e:  # noqa: BLE001
+                row["flex_error"] = repr(e)[:300]
+        results.append(row)
+        print(json.dumps(row), flush=True)
+        del q, k, v, out, ref, pt
+        torch.cuda.empty_cache()
+
+    if opt.json:
+        with open(opt.json, "w") as f:
+            json.dump(results, f, indent=1)
+
+    def cell(r, p):
+        if f"{p}_ms" not in r:
+            return "error" if f"{p}_error" in r else "n/a"
+        ok = "" if r[f"{p}_fa_ok"] else " FAILS 2x"
+        return f"{r[f'{p}_ms']:.3f} ms, {r[f'{p}_gbs']:.0f} GB/s, {r[f'{p}_pct']:.0f}% ({r[f'{p}_maxerr']:.1e}{ok})"
+
+    print()
+    print(f"copy bandwidth {bw:.0f} GB/s; max error of PyTorch in bf16 in the pt column; each cell: time, GB/s, % of copy (max error)")
+    print("| case | scree | varlen_attn | FlexAttention | pt err | scree lse err | scree/varlen | scree/flex |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in results:
+        def ratio(p):
+            ok = f"{p}_ms" in r and "scree_ms" in r
+            return f"{r[f'{p}_ms'] / r['scree_ms']:.2f}" if ok else "-"
+        print(f"| {r['case']} | {cell(r, 'scree')} | {cell(r, 'varlen')} | {cell(r, 'flex')} | "
+              f"{r['pt_maxerr']:.1e} | {r.get('scree_lse_maxerr', float('nan')):.1e} | {ratio('varlen')} | {ratio('flex')} |")
+    for r in results:
+        for p in ("scree", "varlen", "flex"):
+            if f"{p}_error" in r:
+                print(f"{r['case']}: {p}: {r[f'{p}_error']}")
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--lib", required=True)
@@ -127,6 +340,8 @@ def main():
                     help="SCREE_ATTN_SM90: 0 the mma.sync kernels only (d256 then unsupported), "
                          "1 Hopper at d128 and d256, 2 at d64 too")
     ap.add_argument("--no-flex", action="store_true")
+    ap.add_argument("--no-cudnn", action="store_true")
+    ap.add_argument("--decode", action="store_true", help="the decode-shaped cases (bench_decode)")
     ap.add_argument("--cases", default=None, help="comma-separated case indices")
     opt = ap.parse_args()
     if opt.variant is not None:
@@ -142,6 +357,8 @@ def main():
     dev = torch.device("cuda")
     props = torch.cuda.get_device_properties(dev)
     print(f"device: {props.name}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}", flush=True)
+    if opt.decode:
+        return bench_decode(lib, opt, dev, props)
 
     varlen_attn = None
     if not opt.scree_only:
@@ -253,6 +470,8 @@ def main():
                     row["flex_error"] = repr(e)[:300]
             # cuDNN ragged attention
             try:
+                if opt.no_cudnn:
+                    raise RuntimeError("left out (--no-cudnn)")
                 kk = k if hq == hkv else k.repeat_interleave(hq // hkv, 1)
                 vv = v if hq == hkv else v.repeat_interleave(hq // hkv, 1)
                 fn = lambda: torch.ops.aten._cudnn_attention_forward(  # noqa: E731

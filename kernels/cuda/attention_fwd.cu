@@ -26,12 +26,20 @@
 
 #include "attention_internal.h"
 #include "attention_common.cuh"
+#include "attention_decode.h"
 #include "attention_sm90.h"
 
 namespace {
 
 using scree_attn::clampi;
+using scree_attn::cp_async16;
+using scree_attn::cp_async_commit;
+using scree_attn::cp_async_wait_all;
+using scree_attn::cp_async_wait_one;
 using scree_attn::fast_exp2;
+using scree_attn::ldsm_x4;
+using scree_attn::ldsm_x4_trans;
+using scree_attn::mma_op;
 using scree_attn::pack2;
 
 struct fwd_params {
@@ -45,65 +53,6 @@ struct fwd_params {
   float scale;      /* natural-log units, for lse */
   float scale_log2; /* scale * log2(e) */
   int left, right;  /* -1: unbounded */
-};
-
-/* ---- PTX wrappers */
-
-__device__ __forceinline__ uint32_t smem_addr(const void *p) {
-  return (uint32_t)__cvta_generic_to_shared(p);
-}
-
-__device__ __forceinline__ void cp_async16(void *dst, const void *src, int bytes) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)),
-               "l"(src), "r"(bytes)
-               : "memory");
-}
-
-__device__ __forceinline__ void cp_async_commit() {
-  asm volatile("cp.async.commit_group;\n" ::: "memory");
-}
-
-__device__ __forceinline__ void cp_async_wait_all() {
-  asm volatile("cp.async.wait_group 0;\n" ::: "memory");
-}
-
-/* Waits until at most one committed group is still in flight. */
-__device__ __forceinline__ void cp_async_wait_one() {
-  asm volatile("cp.async.wait_group 1;\n" ::: "memory");
-}
-
-__device__ __forceinline__ void ldsm_x4(uint32_t r[4], const void *p) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(smem_addr(p)));
-}
-
-__device__ __forceinline__ void ldsm_x4_trans(uint32_t r[4], const void *p) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(smem_addr(p)));
-}
-
-template <typename T> struct mma_op;
-
-template <> struct mma_op<__nv_bfloat16> {
-  static __device__ __forceinline__ void run(float c[4], const uint32_t a[4], uint32_t b0,
-                                             uint32_t b1) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
-                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-  }
-};
-
-template <> struct mma_op<__half> {
-  static __device__ __forceinline__ void run(float c[4], const uint32_t a[4], uint32_t b0,
-                                             uint32_t b1) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
-                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-  }
 };
 
 /* Copies rows [0, valid) of a (ROWS, D) tile whose rows are `stride`
@@ -626,6 +575,44 @@ extern "C" int scree__attention_fwd_cuda(const scree_attention_args *a) {
     p.right = a->max_seqlen_q;
   if (p.left > a->max_seqlen_k)
     p.left = a->max_seqlen_k;
+
+  /* SCREE_ATTN_DECODE: 0 never takes the decode kernels
+   * (attention_decode.cu), 1 (the default) takes them for calls whose query
+   * rows per key/value head and sequence fit in 64, 2 for every call. Read
+   * once per process. */
+  static const int decode_mode = scree__kernels_env_int("SCREE_ATTN_DECODE", 1);
+  if (scree__attn_decode_wanted(decode_mode, a->max_seqlen_q, p.group, a->head_dim)) {
+    scree__attn_decode_args d;
+    d.q = a->q;
+    d.k = a->k;
+    d.v = a->v;
+    d.out = a->out;
+    d.lse = a->lse;
+    d.cu_q = a->cu_seqlens_q;
+    d.cu_k = a->cu_seqlens_k;
+    d.batch = a->batch;
+    d.total_q = a->total_q;
+    d.total_k = a->total_k;
+    d.max_seqlen_q = a->max_seqlen_q;
+    d.max_seqlen_k = a->max_seqlen_k;
+    d.hq = a->num_heads_q;
+    d.hkv = a->num_heads_kv;
+    d.head_dim = a->head_dim;
+    d.bf16 = a->q_dtype == SCREE_BFLOAT16;
+    d.scale = p.scale;
+    d.scale_log2 = p.scale_log2;
+    d.left = p.left;
+    d.right = p.right;
+    d.device = dev;
+    d.stream = a->stream;
+    err = static_cast<cudaError_t>(scree__attn_decode_launch(&d));
+    if (err != cudaSuccess) {
+      cudaGetLastError();
+      return scree__attn_fail(SCREE_ECUDA, a->msg, a->msg_len,
+                              "attention kernel launch (decode): %s", cudaGetErrorString(err));
+    }
+    return 0;
+  }
 
   cudaStream_t stream = static_cast<cudaStream_t>(a->stream);
   if (a->head_dim == 256 ||

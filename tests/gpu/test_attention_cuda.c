@@ -455,3 +455,146 @@ Test(attention_cuda, unsupported_and_bad_arguments) {
   CK(cudaFree(d));
   CK(cudaFree(cu));
 }
+
+/* ---- The decode kernels (kernels/cuda/attention_decode.cu): query heads
+ * that share a key/value head packed into the rows of one tile, keys split
+ * across blocks and merged through their log-sum-exp. Calls whose query
+ * rows per key/value head fit in 64 take them by default; the tests below
+ * that set SCREE_ATTN_DECODE=2 force them onto every shape. The library
+ * reads these variables once, at its first call, and Criterion runs each
+ * test in a process of its own: set before any call. */
+static void decode_env(const char *mode, const char *chunk, const char *split) {
+  if (mode != NULL)
+    cr_assert_eq(setenv("SCREE_ATTN_DECODE", mode, 1), 0);
+  if (chunk != NULL)
+    cr_assert_eq(setenv("SCREE_ATTN_DECODE_CHUNK", chunk, 1), 0);
+  if (split != NULL)
+    cr_assert_eq(setenv("SCREE_ATTN_DECODE_SPLIT", split, 1), 0);
+}
+
+/* One query per sequence (the default choice takes the decode kernels),
+ * every GQA ratio the issue names, each head_dim, long and short keys. */
+Test(attention_cuda, decode_gqa_ratios_and_dims) {
+  static const int lq[] = {1, 1, 1, 1, 1, 1, 1, 1};
+  static const int lk[] = {1, 0, 700, 4096, 17, 2500, 64, 1025};
+  static const int ratios[] = {1, 2, 4, 8, 16};
+  static const int ds[] = {64, 128, 256};
+  for (int d = 0; d < 3; d++)
+    for (int r = 0; r < 5; r++) {
+      const int hkv = ratios[r] >= 8 ? 1 : 2;
+      tcase c = {(r + d) % 2 ? SCREE_FLOAT16 : SCREE_BFLOAT16, ds[d], hkv * ratios[r], hkv,
+                 r % 2, -1, -1, 8, lq, lk};
+      run_case(&c);
+    }
+}
+
+/* q lengths 1..64 against longer, shorter and empty key ranges (causal rows
+ * that see no key give zeros and lse -inf), forced onto the decode kernels
+ * also where the default would not choose them (64 queries x 16 heads). */
+Test(attention_cuda, decode_q_lengths) {
+  decode_env("2", NULL, NULL);
+  static const int qlens[] = {1, 2, 3, 4, 7, 16, 64};
+  for (int i = 0; i < 7; i++) {
+    const int q = qlens[i];
+    const int lq[] = {q, q, q, q, 0, q};
+    const int lk[] = {q > 1 ? q - 1 : 1, 3000, 1, 777, 5, 64 + q};
+    tcase c = {SCREE_BFLOAT16, 128, 8, 2, 1, -1, -1, 6, lq, lk};
+    run_case(&c);
+    tcase c2 = {SCREE_FLOAT16, 64, 16, 1, 0, 40, 2, 6, lq, lk};
+    run_case(&c2);
+    tcase c3 = {SCREE_BFLOAT16, 256, 4, 2, 1, -1, -1, 6, lq, lk};
+    run_case(&c3);
+  }
+}
+
+/* Keys that end exactly on and just past split boundaries: splits forced to
+ * 64 keys (cut evenly per sequence, in multiples of 16). */
+Test(attention_cuda, decode_split_boundaries) {
+  decode_env("2", "64", NULL);
+  static const int lk[] = {63, 64, 65, 128, 129, 191, 192, 193, 1, 0, 16, 17, 1000, 1024, 1040};
+  static const int q1[] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+  static const int q4[] = {4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4};
+  for (int d = 0; d < 2; d++) {
+    tcase c = {SCREE_BFLOAT16, dims[d], 8, 2, 0, -1, -1, 15, q1, lk};
+    run_case(&c);
+    tcase c2 = {SCREE_FLOAT16, dims[d], 4, 1, 1, -1, -1, 15, q4, lk};
+    run_case(&c2);
+    tcase c3 = {SCREE_BFLOAT16, dims[d], 4, 4, 1, 70, -1, 15, q4, lk};
+    run_case(&c3);
+  }
+  tcase c4 = {SCREE_BFLOAT16, 256, 8, 2, 1, -1, -1, 15, q4, lk};
+  run_case(&c4);
+}
+
+/* The default split size on a small call is its floor (256 keys at head_dim
+ * 128, 512 at 64): lengths on and just past its multiples. */
+Test(attention_cuda, decode_split_boundaries_default) {
+  static const int lk[] = {255, 256, 257, 511, 512, 513, 1, 0, 2049, 1536};
+  static const int lq[] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+  static const int lq2[] = {2, 2, 2, 2, 2, 2, 2, 2, 2, 2};
+  for (int d = 0; d < 2; d++) {
+    tcase c = {SCREE_BFLOAT16, dims[d], 16, 2, 0, -1, -1, 10, lq, lk};
+    run_case(&c);
+    tcase c2 = {SCREE_FLOAT16, dims[d], 8, 8, 1, -1, -1, 10, lq2, lk};
+    run_case(&c2);
+  }
+}
+
+/* Very uneven keys in one batch, 16 to 128k. */
+Test(attention_cuda, decode_uneven_lengths) {
+  static const int lk[] = {16, 131072, 1, 0, 4096, 33, 70000, 300};
+  static const int lq[] = {1, 1, 1, 1, 1, 1, 1, 1};
+  static const int lq2[] = {2, 3, 1, 2, 4, 1, 2, 3};
+  tcase c = {SCREE_BFLOAT16, 128, 8, 1, 0, -1, -1, 8, lq, lk};
+  run_case(&c);
+  tcase c2 = {SCREE_FLOAT16, 64, 4, 4, 1, -1, -1, 8, lq2, lk};
+  run_case(&c2);
+  tcase c3 = {SCREE_BFLOAT16, 256, 4, 2, 1, -1, -1, 8, lq2, lk};
+  run_case(&c3);
+}
+
+/* Sliding windows, with and without causal, on short query runs. */
+Test(attention_cuda, decode_windows) {
+  decode_env("2", NULL, NULL);
+  static const int lk[] = {1, 300, 4000, 70, 0, 1500};
+  static const int qlens[] = {1, 4, 16};
+  for (int i = 0; i < 3; i++) {
+    const int q = qlens[i];
+    const int lq[] = {q, q, q, q, q, q};
+    tcase c = {SCREE_BFLOAT16, 128, 8, 2, 1, 100, -1, 6, lq, lk};
+    run_case(&c);
+    tcase c2 = {SCREE_FLOAT16, 64, 4, 1, 0, 50, 3, 6, lq, lk};
+    run_case(&c2);
+    tcase c3 = {SCREE_BFLOAT16, 128, 2, 2, 0, 0, 0, 6, lq, lk};
+    run_case(&c3);
+    tcase c4 = {SCREE_FLOAT16, 256, 4, 2, 1, 1000, 0, 6, lq, lk};
+    run_case(&c4);
+  }
+}
+
+/* Zero-length and one-key sequences, query runs without keys, and keys
+ * without queries. */
+Test(attention_cuda, decode_zero_and_one_key) {
+  static const int lq[] = {1, 1, 3, 2, 0, 1, 1};
+  static const int lk[] = {0, 1, 1, 0, 5, 1, 2};
+  for (int causal = 0; causal < 2; causal++)
+    for (int d = 0; d < 2; d++) {
+      tcase c = {causal ? SCREE_BFLOAT16 : SCREE_FLOAT16, dims[d], 4, 2, causal, -1, -1, 7, lq,
+                 lk};
+      run_case(&c);
+      tcase c2 = {SCREE_BFLOAT16, dims[d], 2, 1, causal, 0, causal ? 0 : 1, 7, lq, lk};
+      run_case(&c2);
+    }
+}
+
+/* Without the split workspace (SCREE_ATTN_DECODE_SPLIT=0, also what runs
+ * when it cannot be allocated) one block walks a unit's keys alone. */
+Test(attention_cuda, decode_without_splits) {
+  decode_env(NULL, NULL, "0");
+  static const int lk[] = {5000, 1, 0, 257, 64};
+  static const int lq[] = {1, 1, 1, 3, 4};
+  tcase c = {SCREE_BFLOAT16, 128, 16, 2, 1, -1, -1, 5, lq, lk};
+  run_case(&c);
+  tcase c2 = {SCREE_FLOAT16, 64, 4, 4, 0, -1, -1, 5, lq, lk};
+  run_case(&c2);
+}
