@@ -41,7 +41,7 @@
 #include <pthread.h>
 #include <stdint.h>
 
-#include "../cpu/attention_internal.h"
+#include "attention_internal.h"
 #include "attention_common.cuh"
 #include "attention_decode.h"
 
