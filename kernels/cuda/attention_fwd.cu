@@ -608,8 +608,8 @@ extern "C" int scree__attention_fwd_cuda(const scree_attention_args *a) {
     err = static_cast<cudaError_t>(scree__attn_decode_launch(&d));
     if (err != cudaSuccess) {
       cudaGetLastError();
-      return scree__attn_fail(SCREE_ECUDA, a->msg, a->msg_len,
-                              "attention kernel launch (decode): %s", cudaGetErrorString(err));
+      return scree__fail(SCREE_ECUDA, a->msg, a->msg_len, "attention kernel launch (decode): %s",
+                         cudaGetErrorString(err));
     }
     return 0;
   }

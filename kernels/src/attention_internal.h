@@ -15,10 +15,6 @@
 extern "C" {
 #endif
 
-/* Formats a message into msg (when not NULL) and returns code. */
-int scree__attn_fail(int code, char *msg, size_t msg_len, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
 /* The integer value of the environment variable name, or dflt when it is
  * unset. For the kernels' measuring switches (SCREE_ATTN_*,
  * SCREE_PACK_VARIANT), which each caller reads once per process, into a
