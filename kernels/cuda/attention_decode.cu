@@ -43,20 +43,29 @@
 
 #include "attention_internal.h"
 #include "attention_common.cuh"
-#include "attention_decode.h"
+#include "attention_cuda.h"
 
 namespace {
 
-using scree_attn::clampi;
+using scree_attn::clip_to_window;
 using scree_attn::cp_async16;
 using scree_attn::cp_async_commit;
 using scree_attn::cp_async_wait;
 using scree_attn::cp_async_wait_all;
 using scree_attn::fast_exp2;
+using scree_attn::init_rows;
 using scree_attn::ldsm_x4;
 using scree_attn::ldsm_x4_trans;
 using scree_attn::mma_op;
 using scree_attn::pack2;
+using scree_attn::quad_max;
+using scree_attn::quad_sum;
+using scree_attn::scale_rows;
+using scree_attn::scaled_max;
+using scree_attn::seq_bounds;
+using scree_attn::seq_span;
+using scree_attn::set_common_params;
+using scree_attn::warp_inclusive_scan;
 
 constexpr int WARPS = 4;
 constexpr int THREADS = WARPS * 32;
@@ -95,14 +104,11 @@ struct unit_geom {
 template <int BM> __device__ __forceinline__ unit_geom geom(const dec_params &p, int u) {
   unit_geom g;
   const int b = u / p.row_tiles, rt = u % p.row_tiles;
-  /* Offsets are clamped into [0, total] so that bad ones cannot make a
-   * block read or write out of bounds. */
-  g.qs = clampi(p.cu_q[b], 0, p.total_q);
-  const int qe = clampi(p.cu_q[b + 1], g.qs, p.total_q);
-  g.ks = clampi(p.cu_k[b], 0, p.total_k);
-  const int ke = clampi(p.cu_k[b + 1], g.ks, p.total_k);
-  g.Lq = qe - g.qs;
-  g.Lk = ke - g.ks;
+  const seq_span sq = seq_bounds(p.cu_q, p.cu_k, b, p.total_q, p.total_k);
+  g.qs = sq.qs;
+  g.ks = sq.ks;
+  g.Lq = sq.Lq;
+  g.Lk = sq.Lk;
   g.off = (long long)g.Lk - g.Lq;
   g.r0 = rt * BM;
   const long long mrows = (long long)g.Lq * p.group - g.r0;
@@ -143,13 +149,7 @@ template <int BM> __global__ void __launch_bounds__(1024) decode_prep_kernel(con
   for (int u = start; u < end; u++)
     local += geom<BM>(p, u).nsplit;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  long long incl = local;
-#pragma unroll
-  for (int o = 1; o < 32; o <<= 1) {
-    const long long v = __shfl_up_sync(0xffffffffu, incl, o);
-    if (lane >= o)
-      incl += v;
-  }
+  const long long incl = warp_inclusive_scan(local, lane);
   if (lane == 31)
     warp_sums[warp] = incl;
   __syncthreads();
@@ -291,34 +291,19 @@ __global__ void __launch_bounds__(THREADS, MINB) decode_kernel(const dec_params 
     for (int hr = 0; hr < 2; hr++) {
       const long long qi = (long long)(g.r0 + mt * 16 + lane / 4 + hr * 8) / G;
       long long hi = c1 - 1, lo = c0;
-      if (p.right >= 0)
-        hi = min(hi, qi + g.off + p.right);
-      if (p.left >= 0)
-        lo = max(lo, qi + g.off - p.left);
+      clip_to_window(lo, hi, qi, qi, g.off, p.left, p.right);
       row_hi[mt][hr] = (int)max(hi, (long long)c0 - 1);
       row_lo[mt][hr] = (int)min(lo, (long long)c1);
     }
   long long tile_hi = c1 - 1, tile_lo = c0; /* every real row sees [tile_lo, tile_hi] */
   {
     const long long qlo = g.r0 / G, qhi = (g.r0 + g.rows - 1) / G;
-    if (p.right >= 0)
-      tile_hi = min(tile_hi, qlo + g.off + p.right);
-    if (p.left >= 0)
-      tile_lo = max(tile_lo, qhi + g.off - p.left);
+    clip_to_window(tile_lo, tile_hi, qhi, qlo, g.off, p.left, p.right);
   }
 
   float acc[MT][DT][4];
   float row_max[MT][2], row_sum[MT][2];
-#pragma unroll
-  for (int mt = 0; mt < MT; mt++) {
-#pragma unroll
-    for (int dt = 0; dt < DT; dt++)
-#pragma unroll
-      for (int r = 0; r < 4; r++)
-        acc[mt][dt][r] = 0.0f;
-    row_max[mt][0] = row_max[mt][1] = -INFINITY;
-    row_sum[mt][0] = row_sum[mt][1] = 0.0f;
-  }
+  init_rows(acc, row_max, row_sum);
 
   /* Q must have landed for every thread's chunks: wait for its group (the
    * oldest) and meet once. */
@@ -381,11 +366,8 @@ __global__ void __launch_bounds__(THREADS, MINB) decode_kernel(const dec_params 
         float mx = fmaxf(row_max[mt][hr],
                          fmaxf(fmaxf(sc[mt][0][2 * hr], sc[mt][0][2 * hr + 1]),
                                fmaxf(sc[mt][1][2 * hr], sc[mt][1][2 * hr + 1])));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-        /* A row that has seen no key yet keeps max -inf: subtract 0 then so
-         * that exp2(-inf - -inf) never makes a NaN. */
-        const float ms = mx == -INFINITY ? 0.0f : mx * p.scale_log2;
+        mx = quad_max(mx);
+        const float ms = scaled_max(mx, p.scale_log2);
         const float corr = row_max[mt][hr] == -INFINITY
                                ? 0.0f
                                : fast_exp2(row_max[mt][hr] * p.scale_log2 - ms);
@@ -400,11 +382,7 @@ __global__ void __launch_bounds__(THREADS, MINB) decode_kernel(const dec_params 
             sum += pv;
           }
         row_sum[mt][hr] = row_sum[mt][hr] * corr + sum;
-#pragma unroll
-        for (int dt = 0; dt < DT; dt++) {
-          acc[mt][dt][2 * hr] *= corr;
-          acc[mt][dt][2 * hr + 1] *= corr;
-        }
+        scale_rows(acc[mt], hr, corr);
       }
       /* The S accumulators of the two n8 tiles are the A fragment of one
        * k16 step of P V. */
@@ -444,9 +422,7 @@ __global__ void __launch_bounds__(THREADS, MINB) decode_kernel(const dec_params 
   for (int mt = 0; mt < MT; mt++)
 #pragma unroll
     for (int hr = 0; hr < 2; hr++) {
-      float sum = row_sum[mt][hr];
-      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-      sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+      const float sum = quad_sum(row_sum[mt][hr]);
       const int row = mt * 16 + lane / 4 + hr * 8;
       if (lane % 4 == 0) {
         mM[warp * BM + row] = row_max[mt][hr];
@@ -611,7 +587,7 @@ cudaError_t ws_alloc(void **ptr, size_t bytes, int dev, cudaStream_t stream) {
 /* ---- launch */
 
 template <typename T, int D, int MT, int STAGES, int MINB>
-cudaError_t launch(dec_params p, const scree__attn_decode_args *a, int num_sms, int split_mode,
+cudaError_t launch(dec_params p, const scree__attn_cuda_args *a, int num_sms, int split_mode,
                    int waves, int force_chunk) {
   using SM = dec_smem<T, D, MT, STAGES>;
   constexpr int BM = SM::BM;
@@ -699,7 +675,7 @@ cudaError_t launch(dec_params p, const scree__attn_decode_args *a, int num_sms, 
 }
 
 template <typename T>
-cudaError_t dispatch(const dec_params &p, const scree__attn_decode_args *a, int num_sms,
+cudaError_t dispatch(const dec_params &p, const scree__attn_cuda_args *a, int num_sms,
                      int split_mode, int waves, int force_chunk) {
   const bool one_tile = (long long)a->max_seqlen_q * p.group <= 16;
   switch (a->head_dim) {
@@ -727,7 +703,7 @@ extern "C" int scree__attn_decode_wanted(int mode, int max_seqlen_q, int group, 
   return mode == 1 && (long long)max_seqlen_q * group <= 64;
 }
 
-extern "C" int scree__attn_decode_launch(const scree__attn_decode_args *a) {
+extern "C" int scree__attn_decode_launch(const scree__attn_cuda_args *a) {
   /* SCREE_ATTN_DECODE_SPLIT=0 keeps one split per unit (no workspace);
    * SCREE_ATTN_DECODE_WAVES sets the blocks aimed for per resident slot
    * (default 8); SCREE_ATTN_DECODE_CHUNK forces the keys of a split (tests
@@ -742,24 +718,11 @@ extern "C" int scree__attn_decode_launch(const scree__attn_decode_args *a) {
   if (err != cudaSuccess)
     return err;
   dec_params p;
+  set_common_params(p, a);
   p.q = a->q;
   p.k = a->k;
   p.v = a->v;
-  p.o = a->out;
-  p.lse = a->lse;
-  p.cu_q = a->cu_q;
-  p.cu_k = a->cu_k;
-  p.batch = a->batch;
-  p.total_q = a->total_q;
-  p.total_k = a->total_k;
-  p.hq = a->hq;
-  p.hkv = a->hkv;
-  p.group = a->hq / a->hkv;
   p.row_tiles = 1;
-  p.scale = a->scale;
-  p.scale_log2 = a->scale_log2;
-  p.left = a->left;
-  p.right = a->right;
   p.chunk = INT_MAX;
   p.prefix = nullptr;
   p.max_items = 0;

@@ -26,21 +26,28 @@
 
 #include "attention_internal.h"
 #include "attention_common.cuh"
-#include "attention_decode.h"
-#include "attention_sm90.h"
+#include "attention_cuda.h"
 
 namespace {
 
-using scree_attn::clampi;
+using scree_attn::clip_to_window;
 using scree_attn::cp_async16;
 using scree_attn::cp_async_commit;
 using scree_attn::cp_async_wait_all;
 using scree_attn::cp_async_wait_one;
 using scree_attn::fast_exp2;
+using scree_attn::init_rows;
 using scree_attn::ldsm_x4;
 using scree_attn::ldsm_x4_trans;
 using scree_attn::mma_op;
 using scree_attn::pack2;
+using scree_attn::quad_max;
+using scree_attn::quad_sum;
+using scree_attn::scale_rows;
+using scree_attn::scaled_max;
+using scree_attn::seq_bounds;
+using scree_attn::seq_span;
+using scree_attn::set_common_params;
 
 struct fwd_params {
   const void *q, *k, *v;
@@ -110,13 +117,8 @@ __global__ void __launch_bounds__(WARPS * 32, 1) attention_fwd_kernel(const fwd_
   const int rem = (int)(blockIdx.x % bh);
   const int b = rem / p.hq, h = rem % p.hq, hk = h / p.group;
 
-  /* Offsets are clamped into [0, total] so that bad ones cannot make this
-   * block read or write out of bounds. */
-  const int qs = clampi(p.cu_q[b], 0, p.total_q);
-  const int qe = clampi(p.cu_q[b + 1], qs, p.total_q);
-  const int ks = clampi(p.cu_k[b], 0, p.total_k);
-  const int ke = clampi(p.cu_k[b + 1], ks, p.total_k);
-  const int Lq = qe - qs, Lk = ke - ks;
+  const seq_span sq = seq_bounds(p.cu_q, p.cu_k, b, p.total_q, p.total_k);
+  const int qs = sq.qs, ks = sq.ks, Lq = sq.Lq, Lk = sq.Lk;
   const int m0 = m_block * BM;
   if (m0 >= Lq)
     return;
@@ -157,16 +159,7 @@ __global__ void __launch_bounds__(WARPS * 32, 1) attention_fwd_kernel(const fwd_
 
   float acc[MT][DT][4];
   float row_max[MT][2], row_sum[MT][2];
-#pragma unroll
-  for (int mt = 0; mt < MT; mt++) {
-#pragma unroll
-    for (int dt = 0; dt < DT; dt++)
-#pragma unroll
-      for (int r = 0; r < 4; r++)
-        acc[mt][dt][r] = 0.0f;
-    row_max[mt][0] = row_max[mt][1] = -INFINITY;
-    row_sum[mt][0] = row_sum[mt][1] = 0.0f;
-  }
+  init_rows(acc, row_max, row_sum);
 
   const int warp_row0 = warp * 16 * MT;
   /* ldmatrix addresses: A operand rows lane % 16, columns (lane / 16) * 8;
@@ -250,10 +243,7 @@ __global__ void __launch_bounds__(WARPS * 32, 1) attention_fwd_kernel(const fwd_
            * the per-element test is two 32-bit compares. */
           const long long row = m0 + warp_row0 + mt * 16 + lane / 4 + hr * 8;
           long long hi = Lk - 1, lo = 0;
-          if (p.right >= 0)
-            hi = min(hi, row + off + p.right);
-          if (p.left >= 0)
-            lo = max(lo, row + off - p.left);
+          clip_to_window(lo, hi, row, row, off, p.left, p.right);
           const int hi32 = (int)max(hi, -1LL), lo32 = (int)lo;
 #pragma unroll
           for (int nt = 0; nt < NT; nt++)
@@ -275,11 +265,8 @@ __global__ void __launch_bounds__(WARPS * 32, 1) attention_fwd_kernel(const fwd_
 #pragma unroll
         for (int nt = 0; nt < NT; nt++)
           mx = fmaxf(mx, fmaxf(s[mt][nt][2 * hr], s[mt][nt][2 * hr + 1]));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-        /* A row that has seen no key yet keeps max -inf: subtract 0 then so
-         * that exp2(-inf - -inf) never makes a NaN. */
-        const float ms = mx == -INFINITY ? 0.0f : mx * p.scale_log2;
+        mx = quad_max(mx);
+        const float ms = scaled_max(mx, p.scale_log2);
         const float corr =
             row_max[mt][hr] == -INFINITY ? 0.0f : fast_exp2(row_max[mt][hr] * p.scale_log2 - ms);
         row_max[mt][hr] = mx;
@@ -293,11 +280,7 @@ __global__ void __launch_bounds__(WARPS * 32, 1) attention_fwd_kernel(const fwd_
           sum += p0 + p1;
         }
         row_sum[mt][hr] = row_sum[mt][hr] * corr + sum;
-#pragma unroll
-        for (int dt = 0; dt < DT; dt++) {
-          acc[mt][dt][2 * hr] *= corr;
-          acc[mt][dt][2 * hr + 1] *= corr;
-        }
+        scale_rows(acc[mt], hr, corr);
       }
 
     if constexpr (STAGES == 1) {
@@ -357,9 +340,7 @@ __global__ void __launch_bounds__(WARPS * 32, 1) attention_fwd_kernel(const fwd_
   for (int mt = 0; mt < MT; mt++)
 #pragma unroll
     for (int hr = 0; hr < 2; hr++) {
-      float sum = row_sum[mt][hr];
-      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-      sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+      const float sum = quad_sum(row_sum[mt][hr]);
       const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
       const int lrow = warp_row0 + mt * 16 + lane / 4 + hr * 8;
 #pragma unroll
@@ -411,41 +392,32 @@ static cudaError_t launch_fwd(const fwd_params &p, cudaStream_t stream) {
 
 /* Tile configurations; variant 0 is the default, the others exist to be
  * measured (SCREE_ATTN_VARIANT, read once per process) and pass the same
- * tests. Variant 5 is the other stage count of the default tile. */
-template <typename T>
-static cudaError_t dispatch(const fwd_params &p, int d, int variant, cudaStream_t stream) {
-  if (d == 64) {
-    switch (variant) {
-    case 1:
-      return launch_fwd<T, 64, 64, 64, 4>(p, stream);
-    case 2:
-      return launch_fwd<T, 64, 128, 64, 8>(p, stream);
-    case 3:
-      return launch_fwd<T, 64, 128, 32, 4>(p, stream);
-    case 4:
-      return launch_fwd<T, 64, 128, 128, 4>(p, stream);
-    case 5:
-      return launch_fwd<T, 64, 128, 64, 4, 1>(p, stream);
-    default:
-      /* Two K/V stages: 16% faster than one on the d64 benchmark case. */
-      return launch_fwd<T, 64, 128, 64, 4, 2>(p, stream);
-    }
-  }
+ * tests. The default tile is 128 x 64 with 4 warps; its K/V stages are two
+ * at head_dim 64 (16% faster than one on the d64 benchmark case) and one at
+ * 128 (two spill and were 7-10% slower), and variant 5 is the other count.
+ * Variant 4 is 128 keys a block at head_dim 64 and the default at 128. */
+template <typename T, int D>
+static cudaError_t dispatch_d(const fwd_params &p, int variant, cudaStream_t stream) {
+  constexpr int STAGES = D == 64 ? 2 : 1;
   switch (variant) {
   case 1:
-    return launch_fwd<T, 128, 64, 64, 4>(p, stream);
+    return launch_fwd<T, D, 64, 64, 4>(p, stream);
   case 2:
-    return launch_fwd<T, 128, 128, 64, 8>(p, stream);
+    return launch_fwd<T, D, 128, 64, 8>(p, stream);
   case 3:
-    return launch_fwd<T, 128, 128, 32, 4>(p, stream);
+    return launch_fwd<T, D, 128, 32, 4>(p, stream);
   case 4:
-    return launch_fwd<T, 128, 128, 64, 4>(p, stream); /* same as 0 */
+    return launch_fwd<T, D, 128, D == 64 ? 128 : 64, 4>(p, stream);
   case 5:
-    return launch_fwd<T, 128, 128, 64, 4, 2>(p, stream);
+    return launch_fwd<T, D, 128, 64, 4, 3 - STAGES>(p, stream);
   default:
-    /* One K/V stage: two (variant 5) spill and were 7-10% slower at d128. */
-    return launch_fwd<T, 128, 128, 64, 4>(p, stream);
+    return launch_fwd<T, D, 128, 64, 4, STAGES>(p, stream);
   }
+}
+
+template <typename T>
+static cudaError_t dispatch(const fwd_params &p, int d, int variant, cudaStream_t stream) {
+  return d == 64 ? dispatch_d<T, 64>(p, variant, stream) : dispatch_d<T, 128>(p, variant, stream);
 }
 
 /* Below this max_seqlen_q the Hopper kernel is not chosen by default: on
@@ -550,62 +522,44 @@ extern "C" int scree__attention_fwd_cuda(const scree_attention_args *a) {
   if (a->batch == 0 || a->total_q == 0 || a->max_seqlen_q == 0)
     return 0;
 
-  fwd_params p;
-  p.q = a->q;
-  p.k = a->k;
-  p.v = a->v;
-  p.o = a->out;
-  p.lse = a->lse;
-  p.cu_q = a->cu_seqlens_q;
-  p.cu_k = a->cu_seqlens_k;
-  p.batch = a->batch;
-  p.total_q = a->total_q;
-  p.total_k = a->total_k;
-  p.hq = a->num_heads_q;
-  p.hkv = a->num_heads_kv;
-  p.group = a->num_heads_q / a->num_heads_kv;
-  p.num_m_blocks = a->max_seqlen_q; /* turned into blocks by the launcher */
-  p.scale = plan.scale;
-  p.scale_log2 = (float)((double)plan.scale * 1.4426950408889634);
+  /* The call as every CUDA kernel takes it. */
+  scree__attn_cuda_args c;
+  c.q = a->q;
+  c.k = a->k;
+  c.v = a->v;
+  c.out = a->out;
+  c.lse = a->lse;
+  c.cu_q = a->cu_seqlens_q;
+  c.cu_k = a->cu_seqlens_k;
+  c.batch = a->batch;
+  c.total_q = a->total_q;
+  c.total_k = a->total_k;
+  c.max_seqlen_q = a->max_seqlen_q;
+  c.max_seqlen_k = a->max_seqlen_k;
+  c.hq = a->num_heads_q;
+  c.hkv = a->num_heads_kv;
+  c.head_dim = a->head_dim;
+  c.bf16 = a->q_dtype == SCREE_BFLOAT16;
+  c.scale = plan.scale;
+  c.scale_log2 = (float)((double)plan.scale * 1.4426950408889634);
   /* Windows wider than any sequence are the same as none, and clamping
    * them keeps the kernel's index arithmetic far from overflow. */
-  p.left = plan.left;
-  p.right = plan.right;
-  if (p.right > a->max_seqlen_q)
-    p.right = a->max_seqlen_q;
-  if (p.left > a->max_seqlen_k)
-    p.left = a->max_seqlen_k;
+  c.left = plan.left;
+  c.right = plan.right;
+  if (c.right > a->max_seqlen_q)
+    c.right = a->max_seqlen_q;
+  if (c.left > a->max_seqlen_k)
+    c.left = a->max_seqlen_k;
+  c.device = dev;
+  c.stream = a->stream;
 
   /* SCREE_ATTN_DECODE: 0 never takes the decode kernels
    * (attention_decode.cu), 1 (the default) takes them for calls whose query
    * rows per key/value head and sequence fit in 64, 2 for every call. Read
    * once per process. */
   static const int decode_mode = scree__kernels_env_int("SCREE_ATTN_DECODE", 1);
-  if (scree__attn_decode_wanted(decode_mode, a->max_seqlen_q, p.group, a->head_dim)) {
-    scree__attn_decode_args d;
-    d.q = a->q;
-    d.k = a->k;
-    d.v = a->v;
-    d.out = a->out;
-    d.lse = a->lse;
-    d.cu_q = a->cu_seqlens_q;
-    d.cu_k = a->cu_seqlens_k;
-    d.batch = a->batch;
-    d.total_q = a->total_q;
-    d.total_k = a->total_k;
-    d.max_seqlen_q = a->max_seqlen_q;
-    d.max_seqlen_k = a->max_seqlen_k;
-    d.hq = a->num_heads_q;
-    d.hkv = a->num_heads_kv;
-    d.head_dim = a->head_dim;
-    d.bf16 = a->q_dtype == SCREE_BFLOAT16;
-    d.scale = p.scale;
-    d.scale_log2 = p.scale_log2;
-    d.left = p.left;
-    d.right = p.right;
-    d.device = dev;
-    d.stream = a->stream;
-    err = static_cast<cudaError_t>(scree__attn_decode_launch(&d));
+  if (scree__attn_decode_wanted(decode_mode, a->max_seqlen_q, c.hq / c.hkv, a->head_dim)) {
+    err = static_cast<cudaError_t>(scree__attn_decode_launch(&c));
     if (err != cudaSuccess) {
       cudaGetLastError();
       return scree__fail(SCREE_ECUDA, a->msg, a->msg_len, "attention kernel launch (decode): %s",
@@ -619,28 +573,7 @@ extern "C" int scree__attention_fwd_cuda(const scree_attention_args *a) {
       (hopper && variant == 0 && sm90_mode > 0 && a->max_seqlen_q >= sm90_min_seqlen &&
        (a->head_dim == 128 || (sm90_mode >= 2 && a->head_dim == 64)) &&
        scree__attn_sm90_supports(a->head_dim))) {
-    scree__attn_sm90_args h;
-    h.q = a->q;
-    h.k = a->k;
-    h.v = a->v;
-    h.out = a->out;
-    h.lse = a->lse;
-    h.cu_q = a->cu_seqlens_q;
-    h.cu_k = a->cu_seqlens_k;
-    h.batch = a->batch;
-    h.total_q = a->total_q;
-    h.total_k = a->total_k;
-    h.max_seqlen_q = a->max_seqlen_q;
-    h.hq = a->num_heads_q;
-    h.hkv = a->num_heads_kv;
-    h.head_dim = a->head_dim;
-    h.bf16 = a->q_dtype == SCREE_BFLOAT16;
-    h.scale = p.scale;
-    h.scale_log2 = p.scale_log2;
-    h.left = p.left;
-    h.right = p.right;
-    h.stream = a->stream;
-    err = static_cast<cudaError_t>(scree__attn_sm90_launch(&h));
+    err = static_cast<cudaError_t>(scree__attn_sm90_launch(&c));
     /* Not supported means the driver's tensor-map encoder could not be
      * had: the mma.sync kernel below runs instead, except at head_dim 256,
      * which it cannot run. */
@@ -659,9 +592,14 @@ extern "C" int scree__attention_fwd_cuda(const scree_attention_args *a) {
       return 0;
     }
   }
-  err = a->q_dtype == SCREE_BFLOAT16
-            ? dispatch<__nv_bfloat16>(p, a->head_dim, variant, stream)
-            : dispatch<__half>(p, a->head_dim, variant, stream);
+  fwd_params p;
+  set_common_params(p, &c);
+  p.q = c.q;
+  p.k = c.k;
+  p.v = c.v;
+  p.num_m_blocks = c.max_seqlen_q; /* turned into blocks by the launcher */
+  err = c.bf16 ? dispatch<__nv_bfloat16>(p, a->head_dim, variant, stream)
+               : dispatch<__half>(p, a->head_dim, variant, stream);
   if (err != cudaSuccess) {
     cudaGetLastError();
     return scree__fail(SCREE_ECUDA, a->msg, a->msg_len, "attention kernel launch: %s",

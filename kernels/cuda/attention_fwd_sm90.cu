@@ -40,13 +40,19 @@
 #include "attention_internal.h"
 #include "wgmma_sm90.cuh"
 #include "attention_common.cuh"
-#include "attention_sm90.h"
+#include "attention_cuda.h"
 
 namespace {
 
-using scree_attn::clampi;
+using scree_attn::clip_to_window;
 using scree_attn::fast_exp2;
 using scree_attn::pack2;
+using scree_attn::quad_max;
+using scree_attn::quad_sum;
+using scree_attn::scaled_max;
+using scree_attn::seq_bounds;
+using scree_attn::seq_span;
+using scree_attn::set_common_params;
 
 constexpr int BM = 128;      /* query rows a block: two consumer warpgroups of 64 */
 constexpr int STAGES = 2;    /* K/V ring depth */
@@ -251,10 +257,7 @@ __device__ __forceinline__ void apply_mask(float (&s)[BN / 2], const tile_info &
   for (int hr = 0; hr < 2; hr++) {
     const long long row = t.m0 + trow + hr * 8;
     long long hi = t.Lk - 1, lo = 0;
-    if (t.right >= 0)
-      hi = min(hi, row + t.off + t.right);
-    if (t.left >= 0)
-      lo = max(lo, row + t.off - t.left);
+    clip_to_window(lo, hi, row, row, t.off, t.left, t.right);
     const int hi32 = (int)max(hi, -1LL) - n0, lo32 = (int)lo - n0;
 #pragma unroll
     for (int j = 0; j < BN / 8; j++)
@@ -280,11 +283,8 @@ __device__ __forceinline__ void softmax_step(float (&s)[BN / 2], float (&row_max
 #pragma unroll
     for (int j = 0; j < BN / 8; j++)
       mx = fmaxf(mx, fmaxf(s[4 * j + 2 * hr], s[4 * j + 2 * hr + 1]));
-    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-    /* A row that has seen no key yet keeps max -inf: subtract 0 then so
-     * that exp2(-inf - -inf) never makes a NaN. */
-    const float ms = mx == -INFINITY ? 0.0f : mx * scale_log2;
+    mx = quad_max(mx);
+    const float ms = scaled_max(mx, scale_log2);
     /* exp2(-inf) = 0 when the row had seen no key: no branch (a branch
      * here would sit inside a wgmma pipeline stage, C7520). */
     corr[hr] = fast_exp2(row_max[hr] * scale_log2 - ms);
@@ -299,6 +299,20 @@ __device__ __forceinline__ void softmax_step(float (&s)[BN / 2], float (&row_max
       sum += p0 + p1;
     }
     row_sum[hr] = row_sum[hr] * corr[hr] + sum;
+  }
+}
+
+/* O's two rows times their softmax corrections (the wgmma accumulator
+ * layout: registers 4j and 4j + 1 of the first row, 4j + 2 and 4j + 3 of the
+ * second). */
+template <int D>
+__device__ __forceinline__ void scale_o(float (&o)[D / 2], const float (&corr)[2]) {
+#pragma unroll
+  for (int j = 0; j < D / 8; j++) {
+    o[4 * j + 0] *= corr[0];
+    o[4 * j + 1] *= corr[0];
+    o[4 * j + 2] *= corr[1];
+    o[4 * j + 3] *= corr[1];
   }
 }
 
@@ -333,14 +347,13 @@ template <int BN> __device__ __forceinline__ tile_desc get_tile(const sm90_param
   const int b = rem / p.hq;
   t.h = rem % p.hq;
   t.hk = t.h / p.group;
-  /* Offsets are clamped into [0, total] so that bad ones cannot make this
-   * block write out of bounds (TMA reads are bounded by the maps). */
-  t.qs = clampi(p.cu_q[b], 0, p.total_q);
-  const int qe = clampi(p.cu_q[b + 1], t.qs, p.total_q);
-  t.ks = clampi(p.cu_k[b], 0, p.total_k);
-  const int ke = clampi(p.cu_k[b + 1], t.ks, p.total_k);
-  const int Lq = qe - t.qs;
-  t.Lk = ke - t.ks;
+  /* The clamped offsets keep this block's writes in bounds (TMA reads are
+   * bounded by the maps). */
+  const seq_span sq = seq_bounds(p.cu_q, p.cu_k, b, p.total_q, p.total_k);
+  t.qs = sq.qs;
+  t.ks = sq.ks;
+  t.Lk = sq.Lk;
+  const int Lq = sq.Lq;
   t.m0 = m_block * BM;
   t.valid = t.m0 < Lq;
   t.rows = min(BM, Lq - t.m0);
@@ -480,13 +493,7 @@ __global__ void __launch_bounds__(THREADS, 1)
           if (block_needs_mask<BN>(ti, n0))
             apply_mask<BN>(s, ti, n0, trow, tcol);
           softmax_step<BN>(s, row_max, row_sum, corr, p.scale_log2);
-#pragma unroll
-          for (int j = 0; j < D / 8; j++) {
-            o[4 * j + 0] *= corr[0];
-            o[4 * j + 1] *= corr[0];
-            o[4 * j + 2] *= corr[1];
-            o[4 * j + 3] *= corr[1];
-          }
+          scale_o<D>(o, corr);
           pack_p<T, BN>(pa, s);
           mbar_wait(v_full + 8 * st, ph);
           wgmma_fence();
@@ -577,13 +584,7 @@ __global__ void __launch_bounds__(THREADS, 1)
           __syncwarp();
           if (lane == 0)
             mbar_arrive(kv_empty + 8 * pst);
-#pragma unroll
-          for (int j = 0; j < D / 8; j++) {
-            o[4 * j + 0] *= corr[0];
-            o[4 * j + 1] *= corr[0];
-            o[4 * j + 2] *= corr[1];
-            o[4 * j + 3] *= corr[1];
-          }
+          scale_o<D>(o, corr);
           /* P and O are wgmma inputs of the next step: both written here,
            * before its fence, never inside its pipeline stage (C7513). */
           pack_p<T, BN>(pa, s);
@@ -629,9 +630,7 @@ __global__ void __launch_bounds__(THREADS, 1)
        * past the sequence's end are never written. */
 #pragma unroll
       for (int hr = 0; hr < 2; hr++) {
-        float sum = row_sum[hr];
-        sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-        sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+        const float sum = quad_sum(row_sum[hr]);
         const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
         const int lrow = trow + hr * 8;
         if (lrow < rows) {
@@ -693,7 +692,7 @@ static bool encode_map(encode_tiled_fn enc, CUtensorMap *map, const void *ptr, i
 }
 
 template <typename T, int D, bool OVERLAP, int QS>
-static cudaError_t launch(const scree__attn_sm90_args *a, const CUtensorMap &tq,
+static cudaError_t launch(const scree__attn_cuda_args *a, const CUtensorMap &tq,
                           const CUtensorMap &tk, const CUtensorMap &tv, int pingpong,
                           bool persistent) {
   auto kernel = attention_fwd_sm90_kernel<T, D, OVERLAP, QS>;
@@ -703,21 +702,8 @@ static cudaError_t launch(const scree__attn_sm90_args *a, const CUtensorMap &tq,
   if (err != cudaSuccess)
     return err;
   sm90_params p;
-  p.o = a->out;
-  p.lse = a->lse;
-  p.cu_q = a->cu_q;
-  p.cu_k = a->cu_k;
-  p.batch = a->batch;
-  p.total_q = a->total_q;
-  p.total_k = a->total_k;
-  p.hq = a->hq;
-  p.hkv = a->hkv;
-  p.group = a->hq / a->hkv;
+  set_common_params(p, a);
   p.num_m_blocks = (a->max_seqlen_q + BM - 1) / BM;
-  p.scale = a->scale;
-  p.scale_log2 = a->scale_log2;
-  p.left = a->left;
-  p.right = a->right;
   p.pingpong = pingpong;
   p.one = 1;
   const long long tiles = (long long)p.num_m_blocks * a->batch * a->hq;
@@ -750,7 +736,7 @@ extern "C" int scree__attn_sm90_supports(int head_dim) {
   return head_dim == 128 || head_dim == 64 || head_dim == 256;
 }
 
-extern "C" int scree__attn_sm90_launch(const scree__attn_sm90_args *a) {
+extern "C" int scree__attn_sm90_launch(const scree__attn_cuda_args *a) {
   if (!scree__attn_sm90_supports(a->head_dim))
     return (int)cudaErrorNotSupported;
   encode_tiled_fn enc = tensor_map_encoder();

@@ -21,6 +21,7 @@
 #include <new>
 
 #include "attention_internal.h"
+#include "attention_common.cuh"
 #include "scree/ragged.h"
 
 namespace {
@@ -58,21 +59,13 @@ __device__ row_summary warp_combine(row_summary s) {
 __device__ long long block_inclusive_scan(long long x) {
   __shared__ long long warp_sums[kPlanThreads / 32];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  for (int d = 1; d < 32; d <<= 1) {
-    const long long y = __shfl_up_sync(0xffffffffu, x, d);
-    if (lane >= d)
-      x += y;
-  }
+  x = scree_attn::warp_inclusive_scan(x, lane);
   if (lane == 31)
     warp_sums[warp] = x;
   __syncthreads();
   if (warp == 0) {
     long long w = lane < kPlanThreads / 32 ? warp_sums[lane] : 0;
-    for (int d = 1; d < 32; d <<= 1) {
-      const long long y = __shfl_up_sync(0xffffffffu, w, d);
-      if (lane >= d)
-        w += y;
-    }
+    w = scree_attn::warp_inclusive_scan(w, lane);
     if (lane < kPlanThreads / 32)
       warp_sums[lane] = w;
   }
