@@ -2,13 +2,7 @@
 # One device call: GPU tests, the full benchmark, then the tile variants.
 # Run from the worktree root on the GPU machine: bench/attention_gpu_run.sh BUILD_DIR OUTDIR
 set -uo pipefail
-build=${1:-build-gpu}
-out=${2:-${OUT:-/tmp/out}}
-mkdir -p "$out"
-source "$build/gpu-env.sh"
-export PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv | tee "$out/gpu.txt"
-lib=$build/kernels/libscreekernels.so
+source "$(dirname "$0")/gpu_run_common.sh"
 if command -v cuobjdump >/dev/null; then
   cuobjdump --dump-sass "$lib" | grep -oE "HMMA[.A-Z0-9]*|LDSM[.A-Z0-9]*|LDGSTS[.A-Z0-9]*|LDL|STL" | sort | uniq -c | tee "$out/sass.txt"
 fi

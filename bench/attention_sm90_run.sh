@@ -5,13 +5,7 @@
 # Run from the directory holding the build on the GPU machine:
 #   bench/attention_sm90_run.sh BUILD_DIR OUTDIR
 set -uo pipefail
-build=${1:-build-gpu}
-out=${2:-${OUT:-/tmp/out}}
-mkdir -p "$out"
-source "$build/gpu-env.sh"
-export PYTHONUNBUFFERED=1
-lib=$build/kernels/libscreekernels.so
-nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv | tee "$out/gpu.txt"
+source "$(dirname "$0")/gpu_run_common.sh"
 timeout 100 ctest --test-dir "$build" -R test_attention_cuda --timeout 60 --output-on-failure >"$out/ctest.log" 2>&1
 grep -E "tests passed|Passed|Failed|\*\*\*|seed=" "$out/ctest.log" | head -20
 for env in "SCREE_ATTN_SM90_LOOP=1" "SCREE_ATTN_SM90_PERSIST=0" "SCREE_ATTN_SM90_QBUF=1"; do
