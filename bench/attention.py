@@ -185,6 +185,54 @@ def copy_bandwidth(dev):
     return 2 * 2 * n / (ms * 1e-3) / 1e9
 
 
+def scree_call(lib, q, k, v, out, lse, cu_q, cu_k, max_q, max_k, causal):
+    """A function that runs scree_attention_fwd on packed bfloat16 tensors
+    (lse may be None) on torch's current stream and returns out, raising
+    RuntimeError with the library's message when it fails. The argument block is built once,
+    outside the timed calls."""
+    hq, hkv, d = q.shape[1], k.shape[1], q.shape[2]
+    msg = ctypes.create_string_buffer(256)
+    a = Args(device=SCREE_DEVICE_CUDA, q_dtype=SCREE_BFLOAT16, k_dtype=SCREE_BFLOAT16,
+             v_dtype=SCREE_BFLOAT16, out_dtype=SCREE_BFLOAT16, q=q.data_ptr(), k=k.data_ptr(),
+             v=v.data_ptr(), out=out.data_ptr(), lse=None if lse is None else lse.data_ptr(),
+             cu_seqlens_q=cu_q.data_ptr(), cu_seqlens_k=cu_k.data_ptr(), batch=len(cu_q) - 1,
+             total_q=q.shape[0], total_k=k.shape[0], max_seqlen_q=max_q, max_seqlen_k=max_k,
+             num_heads_q=hq, num_heads_kv=hkv, head_dim=d, softmax_scale=0.0,
+             causal=int(causal), window_left=-1, window_right=-1, num_threads=0,
+             stream=torch.cuda.current_stream().cuda_stream,
+             msg=ctypes.cast(msg, ctypes.c_char_p), msg_len=256)
+    ap_ = ctypes.byref(a)
+
+    def fn():
+        rc = lib.scree_attention_fwd(ap_)
+        if rc != 0:
+            raise RuntimeError(f"scree rc={rc}: {msg.value.decode()}")
+        return out
+
+    # The closure keeps the buffer and the block alive as long as it is.
+    fn.keep = (msg, a)
+    return fn
+
+
+def varlen_call(varlen_attn, q, k, v, cu_q, cu_k, max_q, max_k, causal, row):
+    """A function that runs torch's varlen_attn (FlashAttention-2) on the same
+    call. With grouped heads it asks for enable_gqa; a torch without it gets
+    K and V repeated to num_heads_q heads here, outside the timed region, and
+    row says so."""
+    hq, hkv = q.shape[1], k.shape[1]
+    kw = dict(window_size=(-1, 0) if causal else (-1, -1))
+    kk, vv = k, v
+    if hq != hkv:
+        try:
+            varlen_attn(q, k, v, cu_q, cu_k, max_q, max_k, enable_gqa=True, **kw)
+            kw["enable_gqa"] = True
+        except TypeError:
+            kk = k.repeat_interleave(hq // hkv, 1)
+            vv = v.repeat_interleave(hq // hkv, 1)
+            row["varlen_note"] = "k/v repeated to Hq heads outside the timed region"
+    return lambda: varlen_attn(q, kk, vv, cu_q, cu_k, max_q, max_k, **kw)
+
+
 def bench_decode(lib, opt, dev, props):
     from triton.testing import do_bench
     bw = copy_bandwidth(dev)
@@ -233,22 +281,7 @@ def bench_decode(lib, opt, dev, props):
 
         out = torch.full_like(q, float("nan"))
         lse = torch.full((hq, Tq), float("nan"), device=dev, dtype=torch.float32)
-        msg = ctypes.create_string_buffer(256)
-        a = Args(device=SCREE_DEVICE_CUDA, q_dtype=SCREE_BFLOAT16, k_dtype=SCREE_BFLOAT16,
-                 v_dtype=SCREE_BFLOAT16, out_dtype=SCREE_BFLOAT16, q=q.data_ptr(), k=k.data_ptr(),
-                 v=v.data_ptr(), out=out.data_ptr(), lse=lse.data_ptr(), cu_seqlens_q=cu_q.data_ptr(),
-                 cu_seqlens_k=cu_k.data_ptr(), batch=B, total_q=Tq, total_k=Tk, max_seqlen_q=Mq,
-                 max_seqlen_k=Mk, num_heads_q=hq, num_heads_kv=hkv, head_dim=d, softmax_scale=0.0,
-                 causal=int(causal), window_left=-1, window_right=-1, num_threads=0,
-                 stream=torch.cuda.current_stream().cuda_stream,
-                 msg=ctypes.cast(msg, ctypes.c_char_p), msg_len=256)
-        ap_ = ctypes.byref(a)
-
-        def scree_fn():
-            rc = lib.scree_attention_fwd(ap_)
-            if rc != 0:
-                raise RuntimeError(f"scree rc={rc}: {msg.value.decode()}")
-            return out
+        scree_fn = scree_call(lib, q, k, v, out, lse, cu_q, cu_k, Mq, Mk, causal)
 
         try:
             record("scree", scree_fn, lambda o: o)
@@ -260,18 +293,8 @@ def bench_decode(lib, opt, dev, props):
 
         if varlen_attn is not None:
             try:
-                kw = dict(window_size=(-1, 0) if causal else (-1, -1))
-                kk, vv = k, v
-                if hq != hkv:
-                    try:
-                        varlen_attn(q, k, v, cu_q, cu_k, Mq, Mk, enable_gqa=True, **kw)
-                        kw["enable_gqa"] = True
-                    except TypeError:
-                        kk = k.repeat_interleave(hq // hkv, 1)
-                        vv = v.repeat_interleave(hq // hkv, 1)
-                        row["varlen_note"] = "k/v repeated to Hq heads outside the timed region"
-                record("varlen", lambda: varlen_attn(q, kk, vv, cu_q, cu_k, Mq, Mk, **kw), lambda o: o)
-                del kk, vv
+                record("varlen", varlen_call(varlen_attn, q, k, v, cu_q, cu_k, Mq, Mk, causal, row),
+                       lambda o: o)
             except Exception as e:  # noqa: BLE001
                 row["varlen_error"] = repr(e)[:300]
         if not opt.no_flex and not opt.scree_only:
@@ -393,21 +416,7 @@ def main():
 
         # scree
         out = torch.full_like(q, float("nan"))
-        msg = ctypes.create_string_buffer(256)
-        a = Args(device=SCREE_DEVICE_CUDA, q_dtype=SCREE_BFLOAT16, k_dtype=SCREE_BFLOAT16,
-                 v_dtype=SCREE_BFLOAT16, out_dtype=SCREE_BFLOAT16, q=q.data_ptr(), k=k.data_ptr(),
-                 v=v.data_ptr(), out=out.data_ptr(), lse=None, cu_seqlens_q=cu.data_ptr(),
-                 cu_seqlens_k=cu.data_ptr(), batch=B, total_q=T, total_k=T, max_seqlen_q=M,
-                 max_seqlen_k=M, num_heads_q=hq, num_heads_kv=hkv, head_dim=d, softmax_scale=0.0,
-                 causal=int(causal), window_left=-1, window_right=-1, num_threads=0,
-                 stream=torch.cuda.current_stream().cuda_stream,
-                 msg=ctypes.cast(msg, ctypes.c_char_p), msg_len=256)
-        ap_ = ctypes.byref(a)
-
-        def scree_fn():
-            rc = lib.scree_attention_fwd(ap_)
-            if rc != 0:
-                raise RuntimeError(f"scree rc={rc}: {msg.value.decode()}")
+        scree_fn = scree_call(lib, q, k, v, out, None, cu, cu, M, M, causal)
 
         try:
             scree_fn()
@@ -425,17 +434,7 @@ def main():
             # torch varlen_attn (FlashAttention-2)
             if varlen_attn is not None:
                 try:
-                    kw = dict(window_size=(-1, 0) if causal else (-1, -1))
-                    kk, vv = k, v
-                    if hq != hkv:
-                        try:
-                            varlen_attn(q, k, v, cu, cu, M, M, enable_gqa=True, **kw)
-                            kw["enable_gqa"] = True
-                        except TypeError:
-                            kk = k.repeat_interleave(hq // hkv, 1)
-                            vv = v.repeat_interleave(hq // hkv, 1)
-                            row["varlen_note"] = "k/v repeated to Hq heads outside the timed region"
-                    fn = lambda: varlen_attn(q, kk, vv, cu, cu, M, M, **kw)  # noqa: E731
+                    fn = varlen_call(varlen_attn, q, k, v, cu, cu, M, M, causal, row)
                     o = fn()
                     torch.cuda.synchronize()
                     row["varlen_err"] = rel_err(o, ref)
