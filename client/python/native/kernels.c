@@ -15,6 +15,14 @@
 #include "scree/attention.h"
 #include "scree/ragged.h"
 
+/* None for a call that succeeded, else the exception for its code with the
+ * library's message. */
+static PyObject *call_result(int rc, const char *msg) {
+  if (rc < 0)
+    return scree__py_raise(rc, msg);
+  Py_RETURN_NONE;
+}
+
 PyObject *scree__py_attention_fwd(PyObject *mod, PyObject *args, PyObject *kwds) {
   static char *kwlist[] = {"device", "q_dtype", "k_dtype", "v_dtype", "q", "k", "v",
                            "out", "lse", "cu_seqlens_q", "cu_seqlens_k", "batch",
@@ -68,9 +76,7 @@ PyObject *scree__py_attention_fwd(PyObject *mod, PyObject *args, PyObject *kwds)
   Py_BEGIN_ALLOW_THREADS
   rc = scree_attention_fwd(&a);
   Py_END_ALLOW_THREADS
-  if (rc < 0)
-    return scree__py_raise(rc, msg);
-  Py_RETURN_NONE;
+  return call_result(rc, msg);
 }
 
 /* The Python layer (scree.bridges) allocates work, host (pinned) and the
@@ -100,9 +106,7 @@ PyObject *scree__py_pack_plan(PyObject *mod, PyObject *args) {
   Py_BEGIN_ALLOW_THREADS
   rc = scree_pack_plan_cuda(&a);
   Py_END_ALLOW_THREADS
-  if (rc < 0)
-    return scree__py_raise(rc, msg);
-  Py_RETURN_NONE;
+  return call_result(rc, msg);
 }
 
 /* Only queues the gather: the GIL stays held, as for any launch. */
@@ -118,9 +122,7 @@ PyObject *scree__py_pack_rows(PyObject *mod, PyObject *args) {
                                 (size_t)row_bytes, (const int64_t *)(uintptr_t)offsets,
                                 (const int64_t *)(uintptr_t)shift, batch, total,
                                 (void *)(uintptr_t)stream, msg, sizeof(msg));
-  if (rc < 0)
-    return scree__py_raise(rc, msg);
-  Py_RETURN_NONE;
+  return call_result(rc, msg);
 }
 
 /* Validates the host lengths, writes the offsets into host_offsets and
@@ -156,7 +158,5 @@ PyObject *scree__py_pack_lengths(PyObject *mod, PyObject *args) {
   Py_BEGIN_ALLOW_THREADS
   rc = scree_pack_lengths_cuda(&a);
   Py_END_ALLOW_THREADS
-  if (rc < 0)
-    return scree__py_raise(rc, msg);
-  Py_RETURN_NONE;
+  return call_result(rc, msg);
 }
