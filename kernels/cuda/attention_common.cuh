@@ -118,6 +118,18 @@ template <> struct mma_op<__half> {
 
 #undef SCREE_MMA_M16N8K16
 
+/* The two n8 products that one ldmatrix.x4 B fragment b feeds, for each of
+ * MT m16 tiles: c[mt][n] += a[mt] b[0..1] and c[mt][n + 1] += a[mt] b[2..3]. */
+template <typename T, int MT, int N>
+__device__ __forceinline__ void mma_pair(float (&c)[MT][N][4], int n, const uint32_t (&a)[MT][4],
+                                         const uint32_t (&b)[4]) {
+#pragma unroll
+  for (int mt = 0; mt < MT; mt++) {
+    mma_op<T>::run(c[mt][n], a[mt], b[0], b[1]);
+    mma_op<T>::run(c[mt][n + 1], a[mt], b[2], b[3]);
+  }
+}
+
 /* ---- pieces of the online softmax that every kernel shares. The m16n8
  * accumulator layout puts each row in the 4 lanes of a quad, two adjacent
  * columns of every 8 a lane. */

@@ -47,25 +47,9 @@
 
 namespace {
 
-using scree_attn::clip_to_window;
-using scree_attn::cp_async16;
-using scree_attn::cp_async_commit;
-using scree_attn::cp_async_wait;
-using scree_attn::cp_async_wait_all;
-using scree_attn::fast_exp2;
-using scree_attn::init_rows;
-using scree_attn::ldsm_x4;
-using scree_attn::ldsm_x4_trans;
-using scree_attn::mma_op;
-using scree_attn::pack2;
-using scree_attn::quad_max;
-using scree_attn::quad_sum;
-using scree_attn::scale_rows;
-using scree_attn::scaled_max;
-using scree_attn::seq_bounds;
-using scree_attn::seq_span;
-using scree_attn::set_common_params;
-using scree_attn::warp_inclusive_scan;
+/* The shared device helpers (attention_common.cuh) and set_common_params
+ * (attention_cuda.h). */
+using namespace scree_attn;
 
 constexpr int WARPS = 4;
 constexpr int THREADS = WARPS * 32;
@@ -396,11 +380,7 @@ __global__ void __launch_bounds__(THREADS, MINB) decode_kernel(const dec_params 
     for (int dp = 0; dp < D / 16; dp++) {
       uint32_t bv[4];
       ldsm_x4_trans(bv, cV + vb_row * LD + dp * 16 + vb_col);
-#pragma unroll
-      for (int mt = 0; mt < MT; mt++) {
-        mma_op<T>::run(acc[mt][2 * dp], pa[mt], bv[0], bv[1]);
-        mma_op<T>::run(acc[mt][2 * dp + 1], pa[mt], bv[2], bv[3]);
-      }
+      mma_pair<T>(acc, 2 * dp, pa, bv);
     }
 
     /* Every lane is done with this stage before it is refilled. The commit

@@ -30,24 +30,9 @@
 
 namespace {
 
-using scree_attn::clip_to_window;
-using scree_attn::cp_async16;
-using scree_attn::cp_async_commit;
-using scree_attn::cp_async_wait_all;
-using scree_attn::cp_async_wait_one;
-using scree_attn::fast_exp2;
-using scree_attn::init_rows;
-using scree_attn::ldsm_x4;
-using scree_attn::ldsm_x4_trans;
-using scree_attn::mma_op;
-using scree_attn::pack2;
-using scree_attn::quad_max;
-using scree_attn::quad_sum;
-using scree_attn::scale_rows;
-using scree_attn::scaled_max;
-using scree_attn::seq_bounds;
-using scree_attn::seq_span;
-using scree_attn::set_common_params;
+/* The shared device helpers (attention_common.cuh) and set_common_params
+ * (attention_cuda.h). */
+using namespace scree_attn;
 
 struct fwd_params {
   const void *q, *k, *v;
@@ -220,11 +205,7 @@ __global__ void __launch_bounds__(WARPS * 32, 1) attention_fwd_kernel(const fwd_
       for (int np = 0; np < NT / 2; np++) {
         uint32_t bk[4];
         ldsm_x4(bk, cK + (np * 16 + kb_row) * LD + kk * 16 + kb_col);
-#pragma unroll
-        for (int mt = 0; mt < MT; mt++) {
-          mma_op<T>::run(s[mt][2 * np], a[mt], bk[0], bk[1]);
-          mma_op<T>::run(s[mt][2 * np + 1], a[mt], bk[2], bk[3]);
-        }
+        mma_pair<T>(s, 2 * np, a, bk);
       }
     }
 
@@ -309,11 +290,7 @@ __global__ void __launch_bounds__(WARPS * 32, 1) attention_fwd_kernel(const fwd_
       for (int dp = 0; dp < D / 16; dp++) {
         uint32_t bv[4];
         ldsm_x4_trans(bv, cV + (kc * 16 + vb_row) * LD + dp * 16 + vb_col);
-#pragma unroll
-        for (int mt = 0; mt < MT; mt++) {
-          mma_op<T>::run(acc[mt][2 * dp], pa[mt], bv[0], bv[1]);
-          mma_op<T>::run(acc[mt][2 * dp + 1], pa[mt], bv[2], bv[3]);
-        }
+        mma_pair<T>(acc, 2 * dp, pa, bv);
       }
     }
 

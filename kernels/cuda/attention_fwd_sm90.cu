@@ -44,15 +44,9 @@
 
 namespace {
 
-using scree_attn::clip_to_window;
-using scree_attn::fast_exp2;
-using scree_attn::pack2;
-using scree_attn::quad_max;
-using scree_attn::quad_sum;
-using scree_attn::scaled_max;
-using scree_attn::seq_bounds;
-using scree_attn::seq_span;
-using scree_attn::set_common_params;
+/* The shared device helpers (attention_common.cuh) and set_common_params
+ * (attention_cuda.h). */
+using namespace scree_attn;
 
 constexpr int BM = 128;      /* query rows a block: two consumer warpgroups of 64 */
 constexpr int STAGES = 2;    /* K/V ring depth */
