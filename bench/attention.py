@@ -185,6 +185,40 @@ def copy_bandwidth(dev):
     return 2 * 2 * n / (ms * 1e-3) / 1e9
 
 
+def save_json(results, opt):
+    """The rows, as measured, into the --json file when one is named."""
+    if opt.json:
+        with open(opt.json, "w") as f:
+            json.dump(results, f, indent=1)
+
+
+def print_errors(results, peers):
+    """One line per case and implementation that failed, after the table."""
+    for r in results:
+        for p in peers:
+            if f"{p}_error" in r:
+                print(f"{r['case']}: {p}: {r[f'{p}_error']}")
+
+
+def load_varlen_attn(opt):
+    """torch's varlen_attn, or None with --scree-only or where this torch
+    lacks it (said on stdout)."""
+    if opt.scree_only:
+        return None
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+        return varlen_attn
+    except Exception as e:  # noqa: BLE001
+        print(f"varlen_attn not available: {e}")
+        return None
+
+
+def selected(case_list, opt):
+    """The cases that --cases names by index (all without it)."""
+    sel = [int(x) for x in opt.cases.split(",")] if opt.cases else None
+    return [c for ci, c in enumerate(case_list) if sel is None or ci in sel]
+
+
 def scree_call(lib, q, k, v, out, lse, cu_q, cu_k, max_q, max_k, causal):
     """A function that runs scree_attention_fwd on packed bfloat16 tensors
     (lse may be None) on torch's current stream and returns out, raising
@@ -237,17 +271,9 @@ def bench_decode(lib, opt, dev, props):
     from triton.testing import do_bench
     bw = copy_bandwidth(dev)
     print(f"copy bandwidth: {bw:.0f} GB/s (read + write, 2 GiB device-to-device copy)", flush=True)
-    varlen_attn = None
-    if not opt.scree_only:
-        try:
-            from torch.nn.attention.varlen import varlen_attn
-        except Exception as e:  # noqa: BLE001
-            print(f"varlen_attn not available: {e}")
+    varlen_attn = load_varlen_attn(opt)
     results = []
-    sel = [int(x) for x in opt.cases.split(",")] if opt.cases else None
-    for ci, c in enumerate(decode_cases()):
-        if sel is not None and ci not in sel:
-            continue
+    for c in selected(decode_cases(), opt):
         torch.manual_seed(0)
         lq, lk, hq, hkv, d, causal = c["lq"], c["lk"], c["hq"], c["hkv"], c["d"], c["causal"]
         B, Tq, Tk, Mq, Mk = len(lq), sum(lq), sum(lk), max(lq), max(lk)
@@ -326,9 +352,7 @@ def bench_decode(lib, opt, dev, props):
         del q, k, v, out, ref, pt
         torch.cuda.empty_cache()
 
-    if opt.json:
-        with open(opt.json, "w") as f:
-            json.dump(results, f, indent=1)
+    save_json(results, opt)
 
     def cell(r, p):
         if f"{p}_ms" not in r:
@@ -346,10 +370,7 @@ def bench_decode(lib, opt, dev, props):
             return f"{r[f'{p}_ms'] / r['scree_ms']:.2f}" if ok else "-"
         print(f"| {r['case']} | {cell(r, 'scree')} | {cell(r, 'varlen')} | {cell(r, 'flex')} | "
               f"{r['pt_maxerr']:.1e} | {r.get('scree_lse_maxerr', float('nan')):.1e} | {ratio('varlen')} | {ratio('flex')} |")
-    for r in results:
-        for p in ("scree", "varlen", "flex"):
-            if f"{p}_error" in r:
-                print(f"{r['case']}: {p}: {r[f'{p}_error']}")
+    print_errors(results, ("scree", "varlen", "flex"))
     return 0
 
 
@@ -383,22 +404,15 @@ def main():
     if opt.decode:
         return bench_decode(lib, opt, dev, props)
 
-    varlen_attn = None
+    varlen_attn = load_varlen_attn(opt)
     if not opt.scree_only:
-        try:
-            from torch.nn.attention.varlen import varlen_attn
-        except Exception as e:  # noqa: BLE001
-            print(f"varlen_attn not available: {e}")
         try:
             print("cudnn schema:", torch.ops.aten._cudnn_attention_forward.default._schema)
         except Exception as e:  # noqa: BLE001
             print(f"cudnn op not available: {e}")
 
     results = []
-    sel = [int(x) for x in opt.cases.split(",")] if opt.cases else None
-    for ci, c in enumerate(cases()):
-        if sel is not None and ci not in sel:
-            continue
+    for c in selected(cases(), opt):
         torch.manual_seed(0)
         lens, hq, hkv, d, causal = c["lens"], c["hq"], c["hkv"], c["d"], c["causal"]
         B, T, M = len(lens), sum(lens), max(lens)
@@ -494,9 +508,7 @@ def main():
         del q, k, v, out, ref
         torch.cuda.empty_cache()
 
-    if opt.json:
-        with open(opt.json, "w") as f:
-            json.dump(results, f, indent=1)
+    save_json(results, opt)
 
     def cell(r, p):
         if f"{p}_tflops" in r:
@@ -513,10 +525,7 @@ def main():
         print(f"| {r['case']} | {r['batch']} | {r['tokens']:,} | {r['max_len']} | {cell(r, 'scree')} | "
               f"{cell(r, 'varlen')} | {cell(r, 'flex')} | {cell(r, 'cudnn')} | {ratio('varlen')} | "
               f"{ratio('flex')} | {ratio('cudnn')} |")
-    for r in results:
-        for p in ("scree", "varlen", "flex", "cudnn"):
-            if f"{p}_error" in r:
-                print(f"{r['case']}: {p}: {r[f'{p}_error']}")
+    print_errors(results, ("scree", "varlen", "flex", "cudnn"))
 
 
 if __name__ == "__main__":
