@@ -29,17 +29,11 @@ PATCHELF_MIN := 0.14.5
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-# Where `make run` serves: $SCREE_SOCKET, else the system path for root, else
-# a private directory under the user's runtime dir.
-ifeq ($(SCREE_SOCKET),)
-  ifeq ($(shell id -u),0)
-    RUN_SOCKET ?= /run/scree/screed.sock
-  else
-    RUN_SOCKET ?= $(or $(XDG_RUNTIME_DIR),/tmp)/scree-$(shell id -u)/screed.sock
-  endif
-else
-  RUN_SOCKET ?= $(SCREE_SOCKET)
-endif
+# Where `make run` serves: RUN_SOCKET when given (make run RUN_SOCKET=PATH),
+# else screed's own choice, the order clients follow too (core/src/sockpaths.h):
+# $SCREE_SOCKET, else /run/scree/screed.sock when screed may serve it (root),
+# else $XDG_RUNTIME_DIR/scree-UID/screed.sock. screed logs the path it takes.
+RUN_SOCKET   ?=
 # GPU 0 where the driver reports one, host memory otherwise.
 RUN_DEVICE   ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo 0 || echo cpu)
 
@@ -89,9 +83,8 @@ build: apt-deps $(BUILD)/CMakeCache.txt
 	cmake --build $(BUILD) -j $(JOBS)
 
 run: deps build
-	@mkdir -p $(dir $(RUN_SOCKET))
-	@echo "make: starting screed on device '$(RUN_DEVICE)' at $(RUN_SOCKET)"
-	$(BUILD)/daemon/screed --device $(RUN_DEVICE) --socket $(RUN_SOCKET) --log-level info
+	@echo "make: starting screed on device '$(RUN_DEVICE)'$(if $(RUN_SOCKET), at $(RUN_SOCKET), (its log line event=socket_default says where))"
+	$(BUILD)/daemon/screed --device $(RUN_DEVICE) $(if $(RUN_SOCKET),--socket $(RUN_SOCKET)) --log-level info
 
 test: deps test-c test-san test-python test-wheel fuzz-ci
 

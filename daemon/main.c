@@ -22,6 +22,7 @@
 #include "metrics.h"
 #include "notify.h"
 #include "server.h"
+#include "sockpath.h"
 #include "store.h"
 #include "scree/error.h"
 #include "scree/version.h"
@@ -37,8 +38,10 @@ typedef struct options {
   int ipc_mode;
   int ipc_given;
   const char *socket;
+  char socket_buf[108]; /* the default socket, when no --socket */
   uint64_t memory_limit;
   uint64_t arena_size;
+  int arena_size_given;
   uint64_t max_packet;
   /* Access control (authz.h, docs/security.md). */
   scree__authz authz;
@@ -84,8 +87,12 @@ static void usage(FILE *f) {
           "  --device cpu|N        host memory (default) or CUDA device N\n"
           "  --ipc vmm|legacy      how CUDA arenas are shared (default vmm)\n"
           "  --socket PATH         default $SCREE_SOCKET, else " SCREE_DEFAULT_SOCKET "\n"
+          "                        when screed may serve it (root, or its directory\n"
+          "                        writable), else $XDG_RUNTIME_DIR/scree-UID/screed.sock\n"
+          "                        (/tmp/scree-UID/screed.sock without XDG_RUNTIME_DIR)\n"
           "  --memory-limit SIZE   bytes the stored batches may take (default 8G)\n"
-          "  --arena-size SIZE     size of one arena (default 256M)\n"
+          "  --arena-size SIZE     size of one arena (default 256M, or the memory limit\n"
+          "                        when that is smaller)\n"
           "  --max-packet SIZE     largest request accepted (default 1M)\n"
           "  --log-level LEVEL     error, warn, info (default) or debug\n"
           "  --allow-uid U[,U...]  users that may connect (names or numbers; repeatable);\n"
@@ -211,6 +218,54 @@ static int ops_option(int c, const char *arg, options *o) {
   }
 }
 
+/* An arena larger than the memory limit could never be filled, and the
+ * first one would take more than the limit allows: an --arena-size given
+ * beside a smaller --memory-limit is refused; the default arena size is
+ * brought down to the limit, and the log says so. Returns 0 or 2. */
+static int check_arena_size(options *o) {
+  if (o->arena_size <= o->memory_limit)
+    return 0;
+  if (o->arena_size_given) {
+    fprintf(stderr,
+            "screed: --arena-size (%" PRIu64 " bytes) is larger than --memory-limit (%" PRIu64
+            " bytes); make the arena at most the limit\n",
+            o->arena_size, o->memory_limit);
+    return 2;
+  }
+  scree__log(SCREE__LOG_WARN, "arena_size_reduced",
+             "arena_size=%" PRIu64 " default_arena_size=%" PRIu64
+             " reason=\"the memory limit is smaller than the default arena size\"",
+             o->memory_limit, o->arena_size);
+  o->arena_size = o->memory_limit;
+  return 0;
+}
+
+/* Where screed serves when no --socket was given: sockpath.c's
+ * scree__sockpath_default, logged with the reason. Returns 0 or prints
+ * why not. */
+static int default_socket(options *o) {
+  if (o->socket != NULL)
+    return 0;
+  char msg[512];
+  const char *why = "";
+  int rc = scree__sockpath_default(o->socket_buf, sizeof(o->socket_buf), &why, msg,
+                                   sizeof(msg));
+  if (rc != 0) {
+    fprintf(stderr, "screed: %s (%s)\n", msg, scree_err_name(rc));
+    return rc;
+  }
+  o->socket = o->socket_buf;
+  if (strcmp(why, "per-user") == 0)
+    scree__log(SCREE__LOG_INFO, "socket_default",
+               "socket=%s chosen=per-user reason=%s", scree__q(o->socket),
+               scree__q("not root, and " SCREE_DEFAULT_SOCKET "'s directory is not writable; "
+                        "clients find this path too"));
+  else
+    scree__log(SCREE__LOG_INFO, "socket_default", "socket=%s chosen=%s",
+               scree__q(o->socket), why);
+  return 0;
+}
+
 static int parse_options(int argc, char **argv, options *o) {
   static const struct option longopts[] = {
       {"device", required_argument, NULL, 'd'},
@@ -244,8 +299,7 @@ static int parse_options(int argc, char **argv, options *o) {
   o->max_leases = DEFAULT_MAX_LEASES;
   o->drain_timeout_ms = DEFAULT_DRAIN_TIMEOUT_MS;
   o->release_free_ms = DEFAULT_RELEASE_FREE_MS;
-  const char *env = getenv("SCREE_SOCKET");
-  o->socket = env != NULL && env[0] != '\0' ? env : SCREE_DEFAULT_SOCKET;
+  o->socket = NULL; /* default_socket() below, once the options are good */
 
   int c;
   while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -290,7 +344,7 @@ static int parse_options(int argc, char **argv, options *o) {
       if (c == 'm')
         o->memory_limit = v;
       else if (c == 'a')
-        o->arena_size = v;
+        o->arena_size = v, o->arena_size_given = 1;
       else
         o->max_packet = v;
       break;
@@ -359,7 +413,7 @@ static int parse_options(int argc, char **argv, options *o) {
             MIN_MAX_PACKET, MAX_MAX_PACKET);
     return 2;
   }
-  return 0;
+  return check_arena_size(o);
 }
 
 typedef struct daemon_state {
@@ -556,6 +610,10 @@ int main(int argc, char **argv) {
     return 0;
   if (prc != 0)
     return prc;
+  if (default_socket(&o) != 0) {
+    scree__authz_free(&o.authz);
+    return 1;
+  }
   /* A client that goes away mid-send must not kill screed; sends also pass
    * MSG_NOSIGNAL, this covers everything else. */
   signal(SIGPIPE, SIG_IGN);

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "sockpaths.h"
 #include "scree/error.h"
 
 /* Creates the directories above path, each 0755. */
@@ -216,5 +217,47 @@ int scree__sockpath_listen(scree__sockpath *sp, const char *path, int *lfd, char
     return rc;
   }
   sp->bound = 1;
+  return 0;
+}
+
+/* Makes the per-user directory (the parent of path) 0700, or checks the one
+ * that is there: /tmp/scree-UID could have been made by anyone. */
+static int private_dir(const char *path, unsigned uid, char *msg, size_t msg_len) {
+  char dir[SCREE__SOCKPATH_MAX];
+  snprintf(dir, sizeof(dir), "%s", path);
+  char *slash = strrchr(dir, '/');
+  if (slash == NULL || slash == dir)
+    return 0;
+  *slash = '\0';
+  if (mkdir(dir, 0700) == 0)
+    return 0;
+  if (errno != EEXIST)
+    return scree__fail(SCREE__ERR(errno), msg, msg_len, "cannot create %s: %s", dir,
+                       strerror(errno));
+  struct stat st;
+  if (lstat(dir, &st) != 0)
+    return scree__fail(SCREE__ERR(errno), msg, msg_len, "cannot stat %s: %s", dir,
+                       strerror(errno));
+  if (!S_ISDIR(st.st_mode) || st.st_uid != (uid_t)uid || (st.st_mode & 022) != 0)
+    return scree__fail(SCREE_EACCES, msg, msg_len,
+                       "%s is not a private directory of uid %u (a directory, owned by it, "
+                       "writable by nobody else); remove it or pass --socket",
+                       dir, uid);
+  return 0;
+}
+
+int scree__sockpath_default(char *out, size_t out_len, const char **why, char *msg,
+                            size_t msg_len) {
+  scree__sockenv env;
+  scree__sockenv_get(&env);
+  char path[SCREE__SOCKPATH_MAX];
+  int rc = scree__sockpath_for_daemon(&env, scree__sockpath_system_usable(&env), path, why,
+                                      msg, msg_len);
+  if (rc != 0)
+    return rc;
+  if ((size_t)snprintf(out, out_len, "%s", path) >= out_len)
+    return scree__fail(SCREE_ENAMETOOLONG, msg, msg_len, "socket path %s is too long", path);
+  if (strcmp(*why, "per-user") == 0)
+    return private_dir(path, env.uid, msg, msg_len);
   return 0;
 }

@@ -31,6 +31,17 @@ void scree__sockpath_init(scree__sockpath *sp);
 int scree__sockpath_listen(scree__sockpath *sp, const char *path, int *lfd, char *msg,
                            size_t msg_len);
 
+/* The socket screed serves when given no --socket (core/src/sockpaths.h
+ * gives the order): $SCREE_SOCKET, else the system path when screed may
+ * serve it (root, or its directory writable), else the per-user path, whose
+ * directory (scree-UID) is made here, 0700, or checked when it exists: a
+ * directory of this uid that nobody else may write to, so that nobody can
+ * put another socket in its place. Writes the path into out (sun_path
+ * bytes) and a phrase saying why into *why. Returns 0, or a code with a
+ * message. */
+int scree__sockpath_default(char *out, size_t out_len, const char **why, char *msg,
+                            size_t msg_len);
+
 /* Unlinks the socket file when it is still the one bound here (another
  * screed may have put its own in place since). Harmless twice. */
 void scree__sockpath_unlink_if_ours(scree__sockpath *sp);

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "attn_ref.h"
 #include "harness.h"
@@ -193,7 +194,7 @@ Test(screectl, bfloat16_and_float8_travel_as_raw_bits) {
                0, "%s", err_buf);
   cr_assert_eq(ctl("stat f8"), 0);
   cr_assert(strstr(out_buf, "dtype: float8_e4m3\n") != NULL, "%s", out_buf);
-  cr_assert_eq(ctl("get f8 --values %s --offsets %s", f("f82.npy"), f("o2.npy")), 0);
+  cr_assert_eq(ctl("get f8 --values %s --offsets %s", f("f82.npy"), f("o3.npy")), 0);
   cr_assert(same_file(f("f8.npy"), f("f82.npy")));
 
   /* A float32 file cannot be called bfloat16. */
@@ -301,8 +302,140 @@ Test(screectl, stats_json_is_one_object_with_every_counter) {
   /* Plain stats is unchanged; --json elsewhere is refused. */
   cr_assert_eq(ctl("stats"), 0);
   cr_assert(strstr(out_buf, "batches: 1\n") != NULL, "%s", out_buf);
-  cr_assert_eq(ctl("list --json"), 1);
-  cr_assert_str_eq(err_buf, "screectl: --json belongs to stats\n");
+  cr_assert_eq(ctl("delete --json j"), 1);
+  cr_assert_str_eq(err_buf, "screectl: --json belongs to info, list, stat and stats\n");
+}
+
+/* list, stat and info --json: one line each, sizes in exact bytes, names
+ * escaped as JSON strings. */
+Test(screectl, list_stat_and_info_json) {
+  float v[2 * 3] = {1, 2, 3, 4, 5, 6};
+  int64_t vs[] = {2, 3};
+  int64_t o[] = {0, 1, 2};
+  int64_t os[] = {3};
+  write_npy("v.npy", SCREE_FLOAT32, 2, vs, v);
+  write_npy("o.npy", SCREE_INT64, 1, os, o);
+  cr_assert_eq(ctl("put 'odd\"name' --values %s --offsets %s", f("v.npy"), f("o.npy")), 0,
+               "%s", err_buf);
+  cr_assert_eq(ctl("put plain --values %s --offsets %s", f("v.npy"), f("o.npy")), 0);
+
+  cr_assert_eq(ctl("stat plain --json"), 0, "%s", err_buf);
+  cr_assert_str_eq(strchr(out_buf, '\n'), "\n", "one line: %s", out_buf);
+  cr_assert(strncmp(out_buf, "{\"name\":\"plain\",\"state\":\"sealed\",\"dtype\":\"float32\","
+                    "\"shape\":[2,3],\"batch_size\":2,",
+                    80) == 0,
+            "%s", out_buf);
+  cr_assert(strstr(out_buf, "\"values_bytes\":24,\"offsets_bytes\":24,") != NULL, "%s",
+            out_buf);
+  cr_assert(strstr(out_buf, "\"delete_pending\":false}") != NULL, "%s", out_buf);
+
+  cr_assert_eq(ctl("list --json"), 0, "%s", err_buf);
+  cr_assert(out_buf[0] == '[' && strstr(out_buf, "]\n") != NULL, "%s", out_buf);
+  cr_assert(strstr(out_buf, "{\"name\":\"odd\\\"name\"") != NULL, "escaped: %s", out_buf);
+  cr_assert(strstr(out_buf, "{\"name\":\"plain\"") != NULL, "%s", out_buf);
+  cr_assert_eq(ctl("list nothing-here --json"), 0);
+  cr_assert_str_eq(out_buf, "[]\n");
+
+  cr_assert_eq(ctl("info --json"), 0, "%s", err_buf);
+  char want[200];
+  snprintf(want, sizeof(want), "{\"socket\":\"%s\",\"protocol_version\":1,", d.socket);
+  cr_assert(strncmp(out_buf, want, strlen(want)) == 0, "%s", out_buf);
+  cr_assert(strstr(out_buf, "\"backend\":\"host\"") != NULL, "%s", out_buf);
+  cr_assert(strstr(out_buf, "\"memory_limit\":8589934592,") != NULL, "%s", out_buf);
+  cr_assert(strstr(out_buf, "\"device_uuid\":null") != NULL, "%s", out_buf);
+}
+
+/* The plain output shows sizes for people, with the exact count beside. */
+Test(screectl, sizes_are_readable_and_exact) {
+  cr_assert_eq(ctl("info"), 0, "%s", err_buf);
+  cr_assert(strstr(out_buf, "memory_limit: 8 GiB (8589934592 bytes)\n") != NULL, "%s", out_buf);
+  cr_assert(strstr(out_buf, "arena_size: 256 MiB (268435456 bytes)\n") != NULL, "%s", out_buf);
+  char want[160];
+  snprintf(want, sizeof(want), "socket: %s\n", d.socket);
+  cr_assert(strstr(out_buf, want) != NULL, "%s", out_buf);
+
+  static float v[1536];
+  int64_t vs[] = {1536};
+  int64_t o[] = {0, 1536};
+  int64_t os[] = {2};
+  write_npy("v.npy", SCREE_FLOAT32, 1, vs, v);
+  write_npy("o.npy", SCREE_INT64, 1, os, o);
+  cr_assert_eq(ctl("put big --values %s --offsets %s", f("v.npy"), f("o.npy")), 0, "%s",
+               err_buf);
+  cr_assert_eq(ctl("stat big"), 0);
+  cr_assert(strstr(out_buf, "values_bytes: 6 KiB (6144 bytes)\n") != NULL, "%s", out_buf);
+  cr_assert(strstr(out_buf, "offsets_bytes: 16 bytes\n") != NULL, "%s", out_buf);
+  cr_assert_eq(ctl("list"), 0);
+  cr_assert(strstr(out_buf, "SIZE") != NULL && strstr(out_buf, "6.0 KiB") != NULL, "%s",
+            out_buf);
+  cr_assert_eq(ctl("stats"), 0);
+  cr_assert(strstr(out_buf, "bytes_limit: 8 GiB (8589934592 bytes)\n") != NULL, "%s", out_buf);
+}
+
+Test(screectl, put_says_what_it_stored) {
+  float v[7 * 2] = {0};
+  int64_t vs[] = {7, 2};
+  int32_t o[] = {0, 3, 7};
+  int64_t os[] = {3};
+  write_npy("v.npy", SCREE_FLOAT32, 2, vs, v);
+  write_npy("o.npy", SCREE_INT32, 1, os, o);
+  cr_assert_eq(ctl("put p1 --values %s --offsets %s --shared", f("v.npy"), f("o.npy")), 0, "%s",
+               err_buf);
+  cr_assert_str_eq(out_buf,
+                   "stored p1: float32 (7, 2), batch_size 2, int32 offsets, 68 bytes, shared\n");
+}
+
+Test(screectl, unknown_dtype_lists_the_accepted_ones) {
+  cr_assert_eq(ctl("put x --values %s --offsets %s --dtype bfloat17", f("v.npy"), f("o.npy")),
+               1);
+  cr_assert(strstr(err_buf, "unknown dtype 'bfloat17'; --dtype takes bool, int8,") == err_buf +
+                                                                                   10,
+            "%s", err_buf);
+  cr_assert(strstr(err_buf, "bfloat16") != NULL && strstr(err_buf, "float8_e5m2") != NULL &&
+                strstr(err_buf, "bf16") != NULL,
+            "%s", err_buf);
+}
+
+Test(screectl, get_does_not_overwrite_unless_forced) {
+  float v[2] = {1, 2};
+  int64_t vs[] = {2};
+  int64_t o[] = {0, 2};
+  int64_t os[] = {2};
+  write_npy("v.npy", SCREE_FLOAT32, 1, vs, v);
+  write_npy("o.npy", SCREE_INT64, 1, os, o);
+  cr_assert_eq(ctl("put g --values %s --offsets %s", f("v.npy"), f("o.npy")), 0, "%s", err_buf);
+  FILE *k = fopen(f("keep.npy"), "w");
+  fputs("precious", k);
+  fclose(k);
+  cr_assert_eq(ctl("get g --values %s --offsets %s", f("keep.npy"), f("go.npy")), 1);
+  cr_assert(strstr(err_buf, "keep.npy exists") != NULL && strstr(err_buf, "--force") != NULL,
+            "%s", err_buf);
+  char buf[64];
+  slurp(f("keep.npy"), buf, sizeof(buf));
+  cr_assert_str_eq(buf, "precious");
+  cr_assert_eq(access(f("go.npy"), F_OK), -1, "nothing written when one file exists");
+  cr_assert_eq(ctl("get g --values %s --offsets %s", f("gv.npy"), f("keep.npy")), 1);
+  cr_assert_eq(access(f("gv.npy"), F_OK), -1, "nothing written when one file exists");
+  cr_assert_eq(ctl("get g --values %s --offsets %s --force", f("keep.npy"), f("go.npy")), 0,
+               "%s", err_buf);
+  cr_assert(same_file(f("v.npy"), f("keep.npy")));
+  cr_assert_eq(ctl("get g --values %s --offsets %s", f("a.npy"), f("a.npy")), 1);
+  cr_assert(strstr(err_buf, "same file") != NULL, "%s", err_buf);
+  cr_assert_eq(ctl("stat g --force"), 1);
+  cr_assert_str_eq(err_buf, "screectl: --force belongs to get\n");
+}
+
+Test(screectl, version_and_help) {
+  cr_assert_eq(ctl("--version"), 0);
+  cr_assert(strncmp(out_buf, "screectl ", 9) == 0 && strstr(out_buf, "libscree") != NULL, "%s",
+            out_buf);
+  cr_assert_eq(ctl("help"), 0);
+  cr_assert(strstr(out_buf, "usage: screectl") == out_buf, "%s", out_buf);
+  /* Neither needs a daemon. */
+  char cmd[512];
+  snprintf(cmd, sizeof(cmd), "'%s' --socket /tmp/scree-nowhere.sock help >/dev/null",
+           SCREECTL_PATH);
+  cr_assert_eq(system(cmd), 0);
 }
 
 /* screectl attention: q, k, v put from .npy files, the output read back with

@@ -148,40 +148,9 @@ int scree_client_connect(const char *path, scree_client **out) {
   c->fd = -1;
   pthread_mutex_init(&c->mu, NULL);
 
-  if (path == NULL || path[0] == '\0') {
-    const char *env = getenv("SCREE_SOCKET");
-    path = (env != NULL && env[0] != '\0') ? env : SCREE_CLIENT_DEFAULT_SOCKET;
-  }
-  int rc;
-  struct sockaddr_un addr;
-  memset(&addr, 0, sizeof(addr));
-  addr.sun_family = AF_UNIX;
-  if (strlen(path) >= sizeof(addr.sun_path)) {
-    rc = scree__client_fail(c, SCREE_ENAMETOOLONG, "socket path is longer than %zu bytes: %s",
-              sizeof(addr.sun_path) - 1, path);
+  int rc = scree__client_dial(c, path);
+  if (rc != 0)
     goto err_dead;
-  }
-  memcpy(addr.sun_path, path, strlen(path) + 1);
-
-  c->fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-  if (c->fd < 0) {
-    rc = scree__client_fail(c, SCREE_EIO, "socket: %s", strerror(errno));
-    goto err_dead;
-  }
-  while (connect(c->fd, (struct sockaddr *)&addr, sizeof(addr)) != 0) {
-    int e = errno;
-    if (e == EINTR)
-      continue;
-    if (e == ENOENT || e == ECONNREFUSED)
-      rc = scree__client_fail(c, SCREE_ECONNREFUSED, "no daemon at %s: %s", path, strerror(e));
-    else if (e == EACCES || e == EPERM)
-      rc = scree__client_fail(c, SCREE_EACCES, "cannot connect to %s: %s", path, strerror(e));
-    else if (e == EAGAIN)
-      rc = scree__client_fail(c, SCREE_EAGAIN, "daemon at %s is not accepting: %s", path, strerror(e));
-    else
-      rc = scree__client_fail(c, SCREE_EIO, "cannot connect to %s: %s", path, strerror(e));
-    goto err_close;
-  }
   rc = do_hello(c);
   if (rc != 0)
     goto err_close;

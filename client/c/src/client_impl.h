@@ -71,12 +71,22 @@ struct scree_client {
   size_t rcap;
   int fds[SCREE__WIRE_MAX_FDS]; /* fds of the last reply not yet consumed */
   int nfds;
+  char path[SCREE_SOCKET_PATH_MAX]; /* the socket connected to (or tried first) */
 };
 
 /* Writes the handle's message (what scree_client_last_error returns) and
  * evaluates to code: `return scree__client_fail(c, SCREE_EINVAL, "...")`. */
 #define scree__client_fail(c, code, ...) \
   scree__fail((code), (c)->err, sizeof((c)->err), __VA_ARGS__)
+
+/* ---- connect.c ---- */
+
+/* Connects c->fd to path, or, when path is NULL or "", to the first socket
+ * of the resolution order (scree_default_socket_paths) where a daemon
+ * answers; c->path gets the path. Returns 0, or a code with a message in
+ * c->err that names every path tried and, when nobody answered, how to
+ * start a daemon. */
+int scree__client_dial(scree_client *c, const char *path);
 
 /* ---- rpc.c ---- */
 

@@ -2,11 +2,13 @@
  *
  * Every failure prints one line, "screectl: <message>" (the daemon's own
  * message when the daemon refused), to stderr and exits 1. */
+#include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "npy.h"
 #include "scree/client.h"
@@ -15,29 +17,34 @@ static const char usage[] =
     "usage: screectl [--socket PATH] COMMAND [ARGS]\n"
     "\n"
     "commands:\n"
-    "  info                          the daemon's backend, device and limits\n"
-    "  list [PREFIX]                 batches whose names start with PREFIX\n"
-    "  stat NAME                     one batch, as key: value lines\n"
+    "  info [--json]                 the daemon's socket, backend, device and limits\n"
+    "  list [PREFIX] [--json]        batches whose names start with PREFIX\n"
+    "  stat NAME [--json]            one batch, as key: value lines\n"
     "  stats [--json]                the daemon's counters, as key: value lines\n"
-    "                                (--json: one JSON object, for scripts)\n"
     "  delete NAME                   remove a batch (its memory goes with its last lease)\n"
     "  put NAME --values V.npy --offsets O.npy [--dtype DTYPE] [--shared]\n"
     "                                publish values of shape (total_rows, *inner) and\n"
     "                                1-D int32 or int64 offsets of batch_size + 1 entries\n"
-    "  get NAME --values V.npy --offsets O.npy\n"
+    "  get NAME --values V.npy --offsets O.npy [--force]\n"
     "                                write a batch's values and offsets as .npy files\n"
     "  attention --q NAME --k NAME --v NAME --out NAME [--causal] [--scale S]\n"
     "            [--window L,R]      varlen attention in the daemon; stores batch --out\n"
+    "  help                          this text\n"
     "\n"
     "options:\n"
-    "  --socket PATH   the daemon's socket (default: $SCREE_SOCKET, else\n"
-    "                  " SCREE_CLIENT_DEFAULT_SOCKET ")\n"
+    "  --socket PATH   the daemon's socket (default: $SCREE_SOCKET, else the first\n"
+    "                  of " SCREE_CLIENT_DEFAULT_SOCKET " and\n"
+    "                  $XDG_RUNTIME_DIR/scree-UID/screed.sock where a daemon answers)\n"
+    "  --json          info, list, stat, stats: one line of JSON, for scripts (sizes\n"
+    "                  in bytes; the plain output shows them as KiB, MiB, GiB too)\n"
     "  --dtype DTYPE   put: the element type, for files whose numpy dtype cannot say\n"
     "                  it: bfloat16 travels as <u2 and float8_e4m3/float8_e5m2 as |u1\n"
     "                  (raw bits); also accepted for |V2 and |V1 files\n"
     "  --shared        put: into the daemon's shared pool of arenas, beside other\n"
     "                  owners' shared batches, rather than into your own arenas\n"
+    "  --force         get: overwrite files that exist (refused otherwise)\n"
     "  -h, --help      this text\n"
+    "  --version       screectl's version and the library's\n"
     "\n"
     "get writes bfloat16 values as <u2 and float8 values as |u1 (raw bits); with\n"
     "ml_dtypes, numpy.load(f).view(ml_dtypes.bfloat16) gives them their type back.\n"
@@ -52,8 +59,9 @@ typedef struct opts {
   const char *dtype;
   const char *q, *k, *v, *out;
   scree_attention_params att;
-  int json;   /* stats --json */
+  int json;   /* info, list, stat, stats --json */
   int shared; /* put --shared */
+  int force;  /* get --force */
 } opts;
 
 static int die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -112,8 +120,12 @@ static int parse_args(int argc, char **argv, opts *o) {
     const char *a = argv[i];
     const char **dst = NULL;
     const char *name = NULL;
-    if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+    if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0 ||
+        (o->cmd == NULL && strcmp(a, "help") == 0)) {
       fputs(usage, stdout);
+      return 2;
+    } else if (strcmp(a, "--version") == 0) {
+      printf("screectl %s (libscree %s)\n", SCREE_VERSION_STRING, scree_version());
       return 2;
     } else if (is_opt(a, "--socket")) {
       dst = &o->socket, name = "--socket";
@@ -136,6 +148,9 @@ static int parse_args(int argc, char **argv, opts *o) {
       continue;
     } else if (strcmp(a, "--shared") == 0) {
       o->shared = 1;
+      continue;
+    } else if (strcmp(a, "--force") == 0) {
+      o->force = 1;
       continue;
     } else if (strcmp(a, "--causal") == 0) {
       o->att.causal = 1;
@@ -204,8 +219,11 @@ static int parse_args(int argc, char **argv, opts *o) {
     return die("--dtype belongs to put");
   if (!is_put && o->shared)
     return die("--shared belongs to put");
-  if (o->json && strcmp(o->cmd, "stats") != 0)
-    return die("--json belongs to stats");
+  if (o->json && strcmp(o->cmd, "stats") != 0 && strcmp(o->cmd, "info") != 0 &&
+      strcmp(o->cmd, "list") != 0 && strcmp(o->cmd, "stat") != 0)
+    return die("--json belongs to info, list, stat and stats");
+  if (o->force && !is_get)
+    return die("--force belongs to get");
   if (is_att && (o->q == NULL || o->k == NULL || o->v == NULL || o->out == NULL))
     return die("attention needs --q, --k, --v and --out");
   if (!is_att && (o->q || o->k || o->v || o->out || o->att.causal || o->att.has_scale ||
@@ -222,15 +240,93 @@ static void format_shape(const scree_array *d, char *buf, size_t len) {
     snprintf(buf + n, len - (size_t)n, "%s)", d->ndim_inner == 0 ? "," : "");
 }
 
+/* A size for people: "168 bytes", or "1.5 MiB (1572864 bytes)" (the exact
+ * count stays, so nothing is lost to rounding). */
+static const char *human(uint64_t v, char *buf, size_t len) {
+  static const char *units[] = {"KiB", "MiB", "GiB", "TiB", "PiB"};
+  if (v < 1024) {
+    snprintf(buf, len, "%" PRIu64 " bytes", v);
+    return buf;
+  }
+  int u = 0;
+  uint64_t unit = 1024;
+  while (u < 4 && v / unit >= 1024)
+    unit *= 1024, u++;
+  if (v % unit == 0)
+    snprintf(buf, len, "%" PRIu64 " %s (%" PRIu64 " bytes)", v / unit, units[u], v);
+  else
+    snprintf(buf, len, "%.1f %s (%" PRIu64 " bytes)", (double)v / (double)unit, units[u], v);
+  return buf;
+}
+
+/* The short form for table columns: "168 B", "1.5 MiB". */
+static const char *human_short(uint64_t v, char *buf, size_t len) {
+  static const char *units[] = {"KiB", "MiB", "GiB", "TiB", "PiB"};
+  if (v < 1024) {
+    snprintf(buf, len, "%" PRIu64 " B", v);
+    return buf;
+  }
+  int u = 0;
+  uint64_t unit = 1024;
+  while (u < 4 && v / unit >= 1024)
+    unit *= 1024, u++;
+  snprintf(buf, len, "%.1f %s", (double)v / (double)unit, units[u]);
+  return buf;
+}
+
+/* Writes s as a JSON string: quotes, and escapes for what JSON requires
+ * (batch names and device names may hold any byte but NUL). */
+static void json_str(const char *s) {
+  putchar('"');
+  for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++) {
+    if (*p == '"' || *p == '\\')
+      printf("\\%c", *p);
+    else if (*p < 0x20 || *p == 0x7f)
+      printf("\\u%04x", *p);
+    else
+      putchar(*p);
+  }
+  putchar('"');
+}
+
+static void print_uuid(const uint8_t *u) {
+  for (int k = 0; k < 16; k++)
+    printf("%02x%s", u[k], (k == 3 || k == 5 || k == 7 || k == 9) ? "-" : "");
+}
+
 static int client_fail(scree_client *c, int rc) {
   return die("%s", c != NULL && scree_client_last_error(c)[0] != '\0'
                        ? scree_client_last_error(c)
                        : scree_strerror(rc));
 }
 
-static int cmd_info(scree_client *c) {
+static int cmd_info(scree_client *c, int json) {
   scree_client_info i = SCREE_CLIENT_INFO_INIT;
   scree_client_info_get(c, &i);
+  if (json) {
+    printf("{\"socket\":");
+    json_str(scree_client_socket(c));
+    printf(",\"protocol_version\":%" PRIu32 ",\"daemon_version\":", i.protocol_version);
+    json_str(i.daemon_version);
+    printf(",\"backend\":\"%s\",\"ipc_mode\":\"%s\",\"device_index\":%" PRId32
+           ",\"device_name\":",
+           scree_backend_name(i.backend), scree_ipc_mode_name(i.ipc_mode), i.device_index);
+    json_str(i.device_name);
+    printf(",\"device_uuid\":");
+    if (i.has_device_uuid) {
+      putchar('"');
+      print_uuid(i.device_uuid);
+      putchar('"');
+    } else {
+      printf("null");
+    }
+    printf(",\"granularity\":%" PRIu64 ",\"memory_limit\":%" PRIu64 ",\"arena_size\":%" PRIu64
+           ",\"max_packet\":%" PRIu64 ",\"max_name_len\":%" PRIu32 "}\n",
+           i.granularity, i.memory_limit, i.arena_size, i.max_packet, i.max_name_len);
+    return 0;
+  }
+  char h[64];
+  printf("socket: %s\n", scree_client_socket(c));
   printf("protocol_version: %" PRIu32 "\n", i.protocol_version);
   printf("daemon_version: %s\n", i.daemon_version);
   printf("backend: %s\n", scree_backend_name(i.backend));
@@ -239,49 +335,83 @@ static int cmd_info(scree_client *c) {
   printf("device_name: %s\n", i.device_name);
   if (i.has_device_uuid) {
     printf("device_uuid: ");
-    for (int k = 0; k < 16; k++)
-      printf("%02x%s", i.device_uuid[k], (k == 3 || k == 5 || k == 7 || k == 9) ? "-" : "");
+    print_uuid(i.device_uuid);
     printf("\n");
   }
-  printf("granularity: %" PRIu64 "\n", i.granularity);
-  printf("memory_limit: %" PRIu64 "\n", i.memory_limit);
-  printf("arena_size: %" PRIu64 "\n", i.arena_size);
-  printf("max_packet: %" PRIu64 "\n", i.max_packet);
+  printf("granularity: %s\n", human(i.granularity, h, sizeof(h)));
+  printf("memory_limit: %s\n", human(i.memory_limit, h, sizeof(h)));
+  printf("arena_size: %s\n", human(i.arena_size, h, sizeof(h)));
+  printf("max_packet: %s\n", human(i.max_packet, h, sizeof(h)));
   printf("max_name_len: %" PRIu32 "\n", i.max_name_len);
   return 0;
 }
 
-static int cmd_list(scree_client *c, const char *prefix) {
+/* One batch as a JSON object (list --json and stat --json). */
+static void print_batch_json(const scree_batch_info *b) {
+  printf("{\"name\":");
+  json_str(b->name);
+  printf(",\"state\":\"%s\",\"dtype\":\"%s\",\"shape\":[%" PRId64,
+         scree_batch_state_name(b->state), scree_dtype_name(b->desc.dtype), b->desc.total_rows);
+  for (int32_t i = 0; i < b->desc.ndim_inner; i++)
+    printf(",%" PRId64, b->desc.inner[i]);
+  printf("],\"batch_size\":%" PRId64 ",\"total_rows\":%" PRId64 ",\"max_length\":%" PRId64
+         ",\"offsets_dtype\":\"%s\",\"values_bytes\":%" PRIu64 ",\"offsets_bytes\":%" PRIu64
+         ",\"leases\":%" PRIu32 ",\"owner_uid\":%" PRIu32 ",\"owner_pid\":%" PRId32
+         ",\"age_s\":%.3f,\"arena_id\":%" PRIu64 ",\"delete_pending\":%s}",
+         b->desc.batch_size, b->desc.total_rows, b->desc.max_length,
+         scree_dtype_name(b->desc.offsets_dtype), b->values_bytes, b->offsets_bytes, b->leases,
+         b->owner_uid, b->owner_pid, (double)b->age_ns / 1e9, b->arena_id,
+         b->delete_pending ? "true" : "false");
+}
+
+static int cmd_list(scree_client *c, const char *prefix, int json) {
   scree_batch_info *items;
   size_t n;
   int rc = scree_client_list(c, prefix, &items, &n);
   if (rc != 0)
     return client_fail(c, rc);
+  if (json) {
+    putchar('[');
+    for (size_t i = 0; i < n; i++) {
+      if (i > 0)
+        putchar(',');
+      print_batch_json(&items[i]);
+    }
+    printf("]\n");
+    scree_client_free_list(items);
+    return 0;
+  }
   int w = 4;
   for (size_t i = 0; i < n; i++)
     if ((int)strlen(items[i].name) > w)
       w = (int)strlen(items[i].name);
-  printf("%-*s  %-7s  %-11s  %-22s  %8s  %14s  %6s\n", w, "NAME", "STATE", "DTYPE", "SHAPE",
-         "BATCH", "BYTES", "LEASES");
+  printf("%-*s  %-7s  %-11s  %-22s  %8s  %10s  %6s\n", w, "NAME", "STATE", "DTYPE", "SHAPE",
+         "BATCH", "SIZE", "LEASES");
   for (size_t i = 0; i < n; i++) {
     const scree_batch_info *b = &items[i];
-    char shape[160];
+    char shape[160], size[32];
     format_shape(&b->desc, shape, sizeof(shape));
-    printf("%-*s  %-7s  %-11s  %-22s  %8" PRId64 "  %14" PRIu64 "  %6" PRIu32 "%s\n", w,
-           b->name, scree_batch_state_name(b->state), scree_dtype_name(b->desc.dtype), shape,
-           b->desc.batch_size, b->values_bytes + b->offsets_bytes, b->leases,
+    printf("%-*s  %-7s  %-11s  %-22s  %8" PRId64 "  %10s  %6" PRIu32 "%s\n", w, b->name,
+           scree_batch_state_name(b->state), scree_dtype_name(b->desc.dtype), shape,
+           b->desc.batch_size,
+           human_short(b->values_bytes + b->offsets_bytes, size, sizeof(size)), b->leases,
            b->delete_pending ? "  (deleted)" : "");
   }
   scree_client_free_list(items);
   return 0;
 }
 
-static int cmd_stat(scree_client *c, const char *name) {
+static int cmd_stat(scree_client *c, const char *name, int json) {
   scree_batch_info b;
   int rc = scree_client_stat(c, name, &b);
   if (rc != 0)
     return client_fail(c, rc);
-  char shape[160];
+  if (json) {
+    print_batch_json(&b);
+    putchar('\n');
+    return 0;
+  }
+  char shape[160], h[64];
   format_shape(&b.desc, shape, sizeof(shape));
   printf("name: %s\n", b.name);
   printf("state: %s\n", scree_batch_state_name(b.state));
@@ -291,8 +421,8 @@ static int cmd_stat(scree_client *c, const char *name) {
   printf("total_rows: %" PRId64 "\n", b.desc.total_rows);
   printf("max_length: %" PRId64 "\n", b.desc.max_length);
   printf("offsets_dtype: %s\n", scree_dtype_name(b.desc.offsets_dtype));
-  printf("values_bytes: %" PRIu64 "\n", b.values_bytes);
-  printf("offsets_bytes: %" PRIu64 "\n", b.offsets_bytes);
+  printf("values_bytes: %s\n", human(b.values_bytes, h, sizeof(h)));
+  printf("offsets_bytes: %s\n", human(b.offsets_bytes, h, sizeof(h)));
   printf("leases: %" PRIu32 "\n", b.leases);
   printf("owner_uid: %" PRIu32 "\n", b.owner_uid);
   printf("owner_pid: %" PRId32 "\n", b.owner_pid);
@@ -328,9 +458,10 @@ static int cmd_stats(scree_client *c, int json) {
     print_stats_json(&s);
     return 0;
   }
-  printf("bytes_used: %" PRIu64 "\n", s.bytes_used);
-  printf("bytes_limit: %" PRIu64 "\n", s.bytes_limit);
-  printf("bytes_arenas: %" PRIu64 "\n", s.bytes_arenas);
+  char h[64];
+  printf("bytes_used: %s\n", human(s.bytes_used, h, sizeof(h)));
+  printf("bytes_limit: %s\n", human(s.bytes_limit, h, sizeof(h)));
+  printf("bytes_arenas: %s\n", human(s.bytes_arenas, h, sizeof(h)));
   printf("arenas: %" PRIu32 "\n", s.arenas);
   printf("batches: %" PRIu32 "\n", s.batches);
   printf("pending_deletes: %" PRIu32 "\n", s.pending_deletes);
@@ -355,6 +486,24 @@ static int cmd_delete(scree_client *c, const char *name) {
   return 0;
 }
 
+/* "bool, int8, ..., float8_e5m2 (or bf16, fp16, half, float, fp32,
+ * double, float8_e4m3fn)": what --dtype accepts, from libscree's own list
+ * so that it never goes stale. */
+static void dtype_names(char *buf, size_t len) {
+  static const char *aliases[] = {"bf16", "fp16", "half", "float", "fp32", "double",
+                                  "float8_e4m3fn"};
+  size_t n = 0;
+  buf[0] = '\0';
+  for (int d = SCREE_BOOL; d < SCREE_DTYPE_COUNT_ && n < len; d++)
+    n += (size_t)snprintf(buf + n, len - n, "%s%s", n ? ", " : "",
+                          scree_dtype_name((scree_dtype)d));
+  for (size_t i = 0; i < sizeof(aliases) / sizeof(aliases[0]) && n < len; i++)
+    if (scree_dtype_from_name(aliases[i]) != SCREE_DTYPE_INVALID)
+      n += (size_t)snprintf(buf + n, len - n, "%s%s", i == 0 ? " (or " : ", ", aliases[i]);
+  if (n < len)
+    snprintf(buf + n, len - n, ")");
+}
+
 static int cmd_put(scree_client *c, const opts *o) {
   char m[512];
   int ret = 1;
@@ -362,8 +511,11 @@ static int cmd_put(scree_client *c, const opts *o) {
   scree_dtype want = SCREE_DTYPE_INVALID;
   if (o->dtype != NULL) {
     want = scree_dtype_from_name(o->dtype);
-    if (want == SCREE_DTYPE_INVALID)
-      return die("unknown dtype '%s'", o->dtype);
+    if (want == SCREE_DTYPE_INVALID) {
+      char names[512];
+      dtype_names(names, sizeof(names));
+      return die("unknown dtype '%s'; --dtype takes %s", o->dtype, names);
+    }
   }
   if (scree__npy_read(o->values, &v, m, sizeof(m)) != 0)
     return die("%s", m);
@@ -404,6 +556,12 @@ static int cmd_put(scree_client *c, const opts *o) {
     client_fail(c, rc);
     goto err_offsets;
   }
+  /* Says what the daemon now holds, as stat would show it. */
+  char shape[160], h[64];
+  format_shape(&a, shape, sizeof(shape));
+  printf("stored %s: %s %s, batch_size %" PRId64 ", %s offsets, %s%s\n", o->name,
+         scree_dtype_name(a.dtype), shape, a.batch_size, scree_dtype_name(a.offsets_dtype),
+         human(v.nbytes + off.nbytes, h, sizeof(h)), o->shared ? ", shared" : "");
   ret = 0;
 err_offsets:
   scree__npy_free(&off);
@@ -412,10 +570,31 @@ err_values:
   return ret;
 }
 
+/* get writes nothing over an existing file unless --force: a typo in a path
+ * should not cost a file. Both are checked before the batch is fetched. */
+static int check_outputs(const opts *o) {
+  const char *files[2] = {o->values, o->offsets};
+  if (strcmp(o->values, o->offsets) == 0)
+    return die("--values and --offsets are the same file, %s", o->values);
+  if (o->force)
+    return 0;
+  for (int i = 0; i < 2; i++) {
+    struct stat st;
+    if (lstat(files[i], &st) == 0)
+      return die("%s exists; screectl get does not overwrite files unless --force is given",
+                 files[i]);
+    if (errno != ENOENT)
+      return die("cannot check %s: %s", files[i], strerror(errno));
+  }
+  return 0;
+}
+
 static int cmd_get(scree_client *c, const opts *o) {
   scree_array a;
   scree_lease *lease;
   char m[512];
+  if (check_outputs(o) != 0)
+    return 1;
   int rc = scree_client_get(c, o->name, &a, &lease);
   if (rc != 0)
     return client_fail(c, rc);
@@ -479,11 +658,11 @@ int main(int argc, char **argv) {
   }
   int ret;
   if (strcmp(o.cmd, "info") == 0)
-    ret = cmd_info(c);
+    ret = cmd_info(c, o.json);
   else if (strcmp(o.cmd, "list") == 0)
-    ret = cmd_list(c, o.name);
+    ret = cmd_list(c, o.name, o.json);
   else if (strcmp(o.cmd, "stat") == 0)
-    ret = cmd_stat(c, o.name);
+    ret = cmd_stat(c, o.name, o.json);
   else if (strcmp(o.cmd, "stats") == 0)
     ret = cmd_stats(c, o.json);
   else if (strcmp(o.cmd, "delete") == 0)

@@ -112,6 +112,12 @@ static PyObject *client_get_closed(scree__py_client *self, void *unused) {
   return PyBool_FromLong(self->c == NULL || self->closing);
 }
 
+/* scree_client_socket: the path connected to (chosen from the resolution
+ * order when Client() was given none); "" once closed. */
+static PyObject *client_get_socket(scree__py_client *self, void *unused) {
+  return PyUnicode_DecodeFSDefault(self->c != NULL ? scree_client_socket(self->c) : "");
+}
+
 static PyObject *client_get_connected(scree__py_client *self, void *unused) {
   return PyBool_FromLong(self->c != NULL);
 }
@@ -508,6 +514,7 @@ static PyMethodDef client_methods[] = {
 
 static PyGetSetDef client_getset[] = {
     {"closed", (getter)client_get_closed, NULL, "close() was called", NULL},
+    {"socket", (getter)client_get_socket, NULL, "the socket path connected to", NULL},
     {"connected", (getter)client_get_connected, NULL,
      "the connection is still open (close() waits for the last lease)", NULL},
     {"owners", (getter)client_get_owners, NULL, "Lease objects alive on this connection",

@@ -5,6 +5,7 @@
 #include <dlpack/dlpack.h>
 
 #include "scree/attention.h"
+#include "scree/client.h"
 #include "scree/dtype.h"
 #include "scree/ragged.h"
 #include "scree/version.h"
@@ -73,6 +74,26 @@ static PyObject *py_err_name(PyObject *mod, PyObject *arg) {
   return PyUnicode_FromString(scree_err_name((int)code));
 }
 
+/* scree_default_socket_paths(): where Client() looks when given no path, in
+ * order, from the C library so that Python and C never disagree. */
+static PyObject *py_default_socket_paths(PyObject *mod, PyObject *unused) {
+  char paths[4][SCREE_SOCKET_PATH_MAX];
+  int n = scree_default_socket_paths(paths, 4);
+  if (n < 0)
+    return scree__py_raise(n, "$SCREE_SOCKET is longer than a socket path may be");
+  PyObject *list = PyList_New(0);
+  for (int i = 0; list != NULL && i < n && i < 4; i++) {
+    PyObject *s = PyUnicode_DecodeFSDefault(paths[i]);
+    if (s == NULL || PyList_Append(list, s) < 0) {
+      Py_XDECREF(s);
+      Py_CLEAR(list);
+      break;
+    }
+    Py_DECREF(s);
+  }
+  return list;
+}
+
 static PyObject *py_version(PyObject *mod, PyObject *unused) {
   return PyUnicode_FromString(scree_version());
 }
@@ -119,6 +140,8 @@ static PyMethodDef module_methods[] = {
      "pack_plan_layout(batch): where each part of scree_pack_plan_cuda's work buffer starts "
      "(int64 entries; scree/ragged.h's SCREE_PACK_WORK_*)"},
     {"strerror", py_strerror, METH_O, "scree_strerror(code)"},
+    {"default_socket_paths", py_default_socket_paths, METH_NOARGS,
+     "scree_default_socket_paths(): the sockets Client() tries when given none, in order"},
     {"err_name", py_err_name, METH_O, "scree_err_name(code), such as 'ENOENT'"},
     {"attention_fwd", (PyCFunction)(void (*)(void))scree__py_attention_fwd,
      METH_VARARGS | METH_KEYWORDS,

@@ -15,7 +15,8 @@ from __future__ import annotations
 from . import bridges, errors, kernels
 from ._ext import native as _native
 from .array import Array, from_cu_seqlens, pack
-from .client import Batch, BatchInfo, Client, ClientInfo, DeleteResult, Stats, native_available
+from .client import (Batch, BatchInfo, Client, ClientInfo, DeleteResult, Stats,
+                     default_socket_paths, native_available)
 from .errors import (
     Busy,
     Closed,
@@ -73,6 +74,7 @@ __all__ = [
     "BatchInfo",
     "ClientInfo",
     "Stats",
+    "default_socket_paths",
     "native_available",
     "Error",
     "InvalidArgument",

@@ -48,6 +48,7 @@ ESTATE: Final[int]
 
 # --- functions ---------------------------------------------------------------
 
+def default_socket_paths() -> list[str]: ...
 def version() -> str:
     """scree_version(): the libscree linked into this module."""
 
@@ -76,6 +77,8 @@ def pack_lengths(padded: int, values: int, row_bytes: int, lengths: int, batch: 
 @final
 class Client:
     def __init__(self, socket: str | None = None) -> None: ...
+    @property
+    def socket(self) -> str: ...
     @property
     def closed(self) -> bool: ...
     @property

@@ -50,12 +50,28 @@ from .errors import Closed, Error, InvalidArgument, NotSupported
 BatchFramework = Literal["numpy", "torch"]
 
 __all__ = ["Client", "Batch", "BatchInfo", "ClientInfo", "Stats", "DeleteResult",
-           "DEFAULT_SOCKET", "native_available"]
+           "DEFAULT_SOCKET", "default_socket_paths", "native_available"]
 
-#: The socket screed serves when told no other (SCREE_DEFAULT_SOCKET of
-#: scree/version.h, through the extension); None without the extension,
-#: where no Client can be made.
+#: The system socket, where a system screed serves and where :class:`Client`
+#: looks first when given no path (SCREE_DEFAULT_SOCKET of scree/version.h,
+#: through the extension); None without the extension, where no Client can
+#: be made. :func:`default_socket_paths` gives the whole order.
 DEFAULT_SOCKET: str | None = native_attr("DEFAULT_SOCKET")
+
+
+def default_socket_paths() -> list[str]:
+    """The sockets :class:`Client` tries, in order, when given none: the
+    order ``screed`` itself follows to choose where it serves, computed by
+    libscreeclient (``scree_default_socket_paths``) from the environment as
+    it is now. ``[$SCREE_SOCKET]`` when that is set and not empty; else the
+    system path (:data:`DEFAULT_SOCKET`) and then the per-user path
+    ``$XDG_RUNTIME_DIR/scree-UID/screed.sock`` (``/tmp/scree-UID/...``
+    without ``XDG_RUNTIME_DIR``), where a ``screed`` run by a user who may
+    not serve the system path listens."""
+    if _native is None:
+        raise NotSupported("scree.default_socket_paths needs the native extension "
+                           "scree._native, which this installation lacks")
+    return _native.default_socket_paths()
 
 # scree_dtype codes (part of the wire protocol, never renumbered), from the
 # extension: the client needs it anyway.
@@ -406,11 +422,14 @@ class Client:
     """A connection to ``screed``.
 
     Args:
-        socket: the daemon's socket; ``$SCREE_SOCKET`` when not given, else
-            :data:`DEFAULT_SOCKET` (``/run/scree/screed.sock`` unless scree
-            was built with another).
+        socket: the daemon's socket. When not given: ``$SCREE_SOCKET``, else
+            the first of :func:`default_socket_paths` where a daemon answers
+            (the system path ``/run/scree/screed.sock``, then the per-user
+            ``$XDG_RUNTIME_DIR/scree-UID/screed.sock``); :attr:`socket` then
+            says which.
 
-    Raises :class:`scree.Disconnected` when nothing listens there and
+    Raises :class:`scree.Disconnected` when nothing listens there (the
+    message names every path tried and how to start a daemon) and
     :class:`scree.NotSupported` when the native extension is not built.
     Every request releases the GIL while it waits for the daemon; one client
     may be shared by threads (their requests are serialised).
@@ -422,10 +441,11 @@ class Client:
                 "scree.Client needs the native extension scree._native, which this "
                 "installation lacks: pip install ./client/python"
             )
-        if socket is None or str(socket) == "":
-            socket = os.environ.get("SCREE_SOCKET") or DEFAULT_SOCKET
-        self.socket = os.fspath(socket)
-        self._c = _native.Client(self.socket)
+        path = None if socket is None or str(socket) == "" else os.fspath(socket)
+        # No path: libscreeclient resolves it, in the order screed follows.
+        self._c = _native.Client(path)
+        #: The socket this client connected to.
+        self.socket: str = self._c.socket
         self._hello = self._c.info()
 
     # --- connection ---------------------------------------------------------

@@ -51,9 +51,13 @@ SCREE_EXTERN_C_BEGIN
 /* The protocol version this library speaks (scree.v1). */
 #define SCREE_CLIENT_PROTOCOL_VERSION 1
 
-/* Where scree_client_connect looks when given no path and $SCREE_SOCKET is
- * unset or empty. */
+/* The system path, where scree_client_connect looks first when given no
+ * path and $SCREE_SOCKET is unset or empty (scree_default_socket_paths
+ * gives the whole order). */
 #define SCREE_CLIENT_DEFAULT_SOCKET SCREE_DEFAULT_SOCKET
+
+/* Bytes of one socket path with its NUL (sun_path of a Unix socket). */
+#define SCREE_SOCKET_PATH_MAX 108
 
 /* Longest batch name the info structs below hold; longer names reported by
  * a daemon are truncated there (requests send names as given). */
@@ -207,9 +211,21 @@ typedef struct scree_seal_options {
 
 #define SCREE_SEAL_OPTIONS_INIT {.struct_size = sizeof(scree_seal_options)}
 
-/* Connects to screed at path (NULL or "": $SCREE_SOCKET when set and not
- * empty, else SCREE_CLIENT_DEFAULT_SOCKET), says Hello and checks that the
- * daemon speaks SCREE_CLIENT_PROTOCOL_VERSION.
+/* The sockets where scree_client_connect looks for screed when given no
+ * path, in order, the same order screed follows to choose where it serves:
+ * $SCREE_SOCKET alone when it is set and not empty; else the system path
+ * SCREE_CLIENT_DEFAULT_SOCKET (/run/scree/screed.sock), then the per-user
+ * path $XDG_RUNTIME_DIR/scree-UID/screed.sock (/tmp/scree-UID/screed.sock
+ * when XDG_RUNTIME_DIR is unset), UID being the effective uid. Copies up to
+ * max of them into paths. Returns how many there are (1 or 2, possibly more
+ * than max); SCREE_EINVAL for NULL paths or max < 1; SCREE_ENAMETOOLONG
+ * when $SCREE_SOCKET is too long for a socket path. */
+SCREE_API int scree_default_socket_paths(char paths[][SCREE_SOCKET_PATH_MAX], int max);
+
+/* Connects to screed at path (NULL or "": the first of
+ * scree_default_socket_paths where a daemon answers), says Hello and checks
+ * that the daemon speaks SCREE_CLIENT_PROTOCOL_VERSION. When none answers,
+ * the message names every path tried and how to start a daemon.
  *
  * Whether it succeeds or not, *out receives a handle that the caller owns
  * and must pass to scree_client_close; it is NULL only when the handle itself
@@ -227,6 +243,11 @@ SCREE_API int scree_client_connect(const char *path, scree_client **out);
  * Arrays obtained from get or create must not be used afterwards. NULL is
  * allowed. */
 SCREE_API void scree_client_close(scree_client *c);
+
+/* The socket path c connected to (the one chosen from the resolution order
+ * when connect was given no path), or, after a failed connect, the first
+ * path tried; "" for NULL. Owned by c. */
+SCREE_API const char *scree_client_socket(const scree_client *c);
 
 /* The message of the last failed call on c, or "" when none failed yet.
  * Owned by c; valid until the next call on c. Never NULL (for c == NULL it
