@@ -369,6 +369,10 @@ typedef struct daemon_state {
   scree__server *srv;
   uv_signal_t sigint;
   uv_signal_t sigterm;
+  uv_signal_t sigquit;
+  /* SIGHUP, SIGUSR1, SIGUSR2: logged and otherwise ignored (see
+   * on_other_signal). */
+  uv_signal_t sigother[3];
   /* Host memory that deleted batches left free goes back to the system once
    * it has stayed unused for release_free_ms (scree__store_purge, checked
    * every second). */
@@ -390,6 +394,27 @@ static void on_purge(uv_timer_t *t) {
     scree__log(SCREE__LOG_DEBUG, "free_memory_released", "bytes=%" PRIu64, bytes);
 }
 
+static const int other_signals[3] = {SIGHUP, SIGUSR1, SIGUSR2};
+
+/* Closes the signal handles. The signals stay blocked from here on: libuv
+ * puts back the default action as the last handle of a signal closes, and
+ * one arriving between then and exit would end screed by that default. */
+static void close_signals(daemon_state *d) {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGQUIT);
+  for (int i = 0; i < 3; i++)
+    sigaddset(&set, other_signals[i]);
+  pthread_sigmask(SIG_BLOCK, &set, NULL);
+  uv_close((uv_handle_t *)&d->sigint, NULL);
+  uv_close((uv_handle_t *)&d->sigterm, NULL);
+  uv_close((uv_handle_t *)&d->sigquit, NULL);
+  for (int i = 0; i < 3; i++)
+    uv_close((uv_handle_t *)&d->sigother[i], NULL);
+}
+
 /* Closes every loop handle of the daemon's own, after the server's
  * connections: their jobs are detached by then; queued jobs are dropped,
  * running ones finish and keep the loop alive until they end. */
@@ -398,8 +423,7 @@ static void close_all(daemon_state *d) {
   scree__exec_shutdown(d->exec);
   if (!uv_is_closing((uv_handle_t *)&d->purge_timer))
     uv_close((uv_handle_t *)&d->purge_timer, NULL);
-  uv_close((uv_handle_t *)&d->sigint, NULL);
-  uv_close((uv_handle_t *)&d->sigterm, NULL);
+  close_signals(d);
   scree__metrics_http_close(d->http);
   d->http = NULL;
   scree__watchdog_close(&d->watchdog);
@@ -420,7 +444,7 @@ static void on_drained(scree__drain *dr, int timed_out, uint32_t running) {
 
 static void on_signal(uv_signal_t *h, int signum) {
   daemon_state *d = h->data;
-  const char *name = signum == SIGINT ? "SIGINT" : "SIGTERM";
+  const char *name = signum == SIGINT ? "SIGINT" : signum == SIGQUIT ? "SIGQUIT" : "SIGTERM";
   if (scree__drain_active(&d->drain)) {
     /* A second signal: stop waiting for jobs. */
     scree__log(SCREE__LOG_WARN, "stopping_now", "signal=%s jobs_running=%" PRIu32, name,
@@ -441,6 +465,17 @@ static void on_signal(uv_signal_t *h, int signum) {
   scree__server_stop_listening(d->srv);
   uv_close((uv_handle_t *)&d->purge_timer, NULL);
   scree__drain_start(&d->drain, on_drained);
+}
+
+/* SIGHUP (a terminal hanging up, or an operator used to "reload"), SIGUSR1
+ * and SIGUSR2 would end screed with the default action: no log line, the
+ * socket file left behind, every client cut off. screed has nothing to
+ * reload (its log is stderr, which the service manager holds), so they are
+ * logged and ignored. */
+static void on_other_signal(uv_signal_t *h, int signum) {
+  (void)h;
+  scree__log(SCREE__LOG_INFO, "signal_ignored", "signal=%s",
+             signum == SIGHUP ? "SIGHUP" : signum == SIGUSR1 ? "SIGUSR1" : "SIGUSR2");
 }
 
 static const char *ipc_name(int mode) {
@@ -568,6 +603,9 @@ int main(int argc, char **argv) {
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGINT);
   sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGQUIT);
+  for (int i = 0; i < 3; i++)
+    sigaddset(&stop_signals, other_signals[i]);
   pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
 
   char msg[1024];
@@ -610,7 +648,10 @@ int main(int argc, char **argv) {
   d.drain.data = &d;
   uv_signal_init(&loop, &d.sigint);
   uv_signal_init(&loop, &d.sigterm);
-  d.sigint.data = d.sigterm.data = &d;
+  uv_signal_init(&loop, &d.sigquit);
+  d.sigint.data = d.sigterm.data = d.sigquit.data = &d;
+  for (int i = 0; i < 3; i++)
+    uv_signal_init(&loop, &d.sigother[i]);
   uv_timer_init(&loop, &d.purge_timer);
   d.purge_timer.data = &d;
   d.release_free_ms = o.release_free_ms;
@@ -622,6 +663,13 @@ int main(int argc, char **argv) {
   start_access_control(&o);
   uv_signal_start(&d.sigint, on_signal, SIGINT);
   uv_signal_start(&d.sigterm, on_signal, SIGTERM);
+  /* SIGQUIT's default is a core dump; here it stops screed as SIGTERM does. */
+  uv_signal_start(&d.sigquit, on_signal, SIGQUIT);
+  for (int i = 0; i < 3; i++) {
+    uv_signal_start(&d.sigother[i], on_other_signal, other_signals[i]);
+    /* Never what keeps the loop alive once everything else is closed. */
+    uv_unref((uv_handle_t *)&d.sigother[i]);
+  }
   pthread_sigmask(SIG_UNBLOCK, &stop_signals, NULL);
 
   const scree__mem_info *mi = &mem->info;
@@ -661,8 +709,7 @@ err_layers:
   } else {
     scree__exec_shutdown(d.exec);
     uv_close((uv_handle_t *)&d.purge_timer, NULL);
-    uv_close((uv_handle_t *)&d.sigint, NULL);
-    uv_close((uv_handle_t *)&d.sigterm, NULL);
+    close_signals(&d);
     scree__drain_close(&d.drain);
   }
   uv_run(&loop, UV_RUN_DEFAULT);
