@@ -113,6 +113,12 @@ static void host_arena_free(scree__mem *m, scree__arena_mem *a) {
   if (a->host_ptr != NULL)
     munmap(a->host_ptr, a->size);
   if (h != NULL) {
+    /* Clients that were sent this arena may keep its fd (or a mapping) open
+     * after screed lets go: closing ours alone would leave them the bytes of
+     * every batch that lived here, and pin the pages outside --memory-limit.
+     * Punching the whole file out frees the pages now and makes every fd and
+     * mapping of it read zeros. Best effort, as in host_discard. */
+    (void)fallocate(h->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, (off_t)a->size);
     close(h->ro_fd);
     close(h->fd);
     free(h);

@@ -137,3 +137,75 @@ Test(trust, other_signals_are_logged_and_ignored) {
   finish();
 }
 
+/* ---- 3: a deleted arena is punched out ------------------------------------ */
+
+static uint64_t meminfo_kb(const char *key) {
+  FILE *f = fopen("/proc/meminfo", "r");
+  if (f == NULL)
+    return 0;
+  char line[256];
+  uint64_t v = 0;
+  size_t kl = strlen(key);
+  while (fgets(line, sizeof(line), f) != NULL)
+    if (strncmp(line, key, kl) == 0 && line[kl] == ':')
+      v = strtoull(line + kl + 1, NULL, 10);
+  fclose(f);
+  return v;
+}
+
+/* A batch larger than the arena size gets an arena of its own. A reader
+ * that keeps that arena's fd after the batch is deleted must read zeros,
+ * and hold no pages: the memory is back within --memory-limit. */
+Test(trust, a_deleted_arena_reads_zeros_and_holds_no_pages) {
+  const char *extra[] = {"--arena-size", "1M", "--memory-limit", "256M", NULL};
+  start("punch", extra);
+  int fd = rc_open(d.sock);
+  cr_assert_geq(fd, 0);
+  enum { ROWS = 16 << 20 }; /* 64 MiB of float32 values, one row each */
+  int afd = -1;
+  Scree__V1__Response *resp = rc_create(fd, "big", 9, 1, ROWS, &afd);
+  expect(resp, 0);
+  cr_assert_geq(afd, 0, "the Create brought no arena fd");
+  Scree__V1__Location *loc = resp->create->location;
+  size_t size = loc->arena_size;
+  uint64_t voff = loc->values_offset, vbytes = loc->values_bytes, ooff = loc->offsets_offset;
+  rc_free(resp);
+  uint8_t *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, afd, 0);
+  cr_assert_neq(p, MAP_FAILED);
+  memset(p + voff, 0xab, vbytes);
+  int64_t offs[2] = {0, ROWS};
+  memcpy(p + ooff, offs, sizeof(offs));
+  resp = rc_seal(fd, "big");
+  expect(resp, 0);
+  rc_free(resp);
+  struct stat st;
+  cr_assert_eq(fstat(afd, &st), 0);
+  uint64_t blocks_before = (uint64_t)st.st_blocks * 512;
+  uint64_t shmem_before = meminfo_kb("Shmem");
+  cr_assert_geq(blocks_before, vbytes, "the arena holds the batch's pages");
+
+  /* The reader (this test) keeps both the fd and its mapping. */
+  resp = rc_delete(fd, "big");
+  expect(resp, 0);
+  rc_free(resp);
+  resp = rc_stats(fd);
+  expect(resp, 0);
+  cr_assert_eq(resp->stats->bytes_used, 0);
+  rc_free(resp);
+  cr_assert_eq(fstat(afd, &st), 0);
+  uint64_t blocks_after = (uint64_t)st.st_blocks * 512;
+  uint64_t shmem_after = meminfo_kb("Shmem");
+  fprintf(stderr,
+          "trust: deleted own arena of %zu bytes: the kept fd held %" PRIu64 " bytes before, "
+          "%" PRIu64 " after; Shmem %" PRIu64 " kB -> %" PRIu64 " kB\n",
+          size, blocks_before, blocks_after, shmem_before, shmem_after);
+  cr_assert_eq(blocks_after, 0, "a deleted arena still holds %" PRIu64 " bytes for its reader",
+               blocks_after);
+  for (uint64_t i = 0; i < vbytes; i += 4096)
+    cr_assert_eq(p[voff + i], 0, "deleted data is still readable at byte %" PRIu64, i);
+  munmap(p, size);
+  close(afd);
+  close(fd);
+  finish();
+}
+
