@@ -209,3 +209,108 @@ Test(trust, a_deleted_arena_reads_zeros_and_holds_no_pages) {
   finish();
 }
 
+/* ---- 2: refused peers at accept --------------------------------------------- */
+
+/* n sockets connected to screed by a process of uid; fds[] receives them. */
+static void connect_many_as(uint32_t uid, int *fds, int n) {
+  int sv[2];
+  cr_assert_eq(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
+  pid_t pid = fork();
+  cr_assert_geq(pid, 0);
+  if (pid == 0) {
+    close(sv[0]);
+    struct rlimit rl = {.rlim_cur = 4096, .rlim_max = 4096};
+    setrlimit(RLIMIT_NOFILE, &rl);
+    if (setgroups(0, NULL) != 0 || setgid(uid) != 0 || setuid(uid) != 0)
+      _exit(2);
+    for (int i = 0; i < n; i++) {
+      int fd = rc_connect(d.sock);
+      if (fd < 0 || rc_send(sv[1], "c", 1, fd) != 0)
+        _exit(3);
+      close(fd);
+    }
+    _exit(0);
+  }
+  close(sv[1]);
+  for (int i = 0; i < n; i++) {
+    char b;
+    int nfds = 0;
+    fds[i] = -1;
+    cr_assert_eq(scree__recv_fds(sv[0], &b, 1, 0, &fds[i], 1, &nfds, NULL, NULL), 1,
+                 "socket %d of uid %u did not arrive", i, uid);
+    cr_assert_eq(nfds, 1);
+  }
+  int st;
+  cr_assert_eq(waitpid(pid, &st, 0), pid);
+  cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child as uid %u: 0x%x", uid, st);
+  close(sv[0]);
+}
+
+static void raise_nofile(void) {
+  struct rlimit rl;
+  cr_assert_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
+  rl.rlim_cur = rl.rlim_max;
+  setrlimit(RLIMIT_NOFILE, &rl);
+}
+
+/* Idle sockets of a uid that is not allowed, far more than
+ * --max-connections, neither lock root out nor count as connections; and
+ * the newest of them is still answered EACCES. */
+Test(trust, refused_peers_never_lock_allowed_users_out) {
+  if (geteuid() != 0)
+    cr_skip_test("needs root to connect as another uid");
+  raise_nofile();
+  const char *extra[] = {"--max-connections", "20", "--log-level", "error", NULL};
+  start("lockout", extra);
+  enum { N = 1000 };
+  int *fds = calloc(N, sizeof(int));
+  cr_assert_not_null(fds);
+  connect_many_as(NOBODY, fds, N);
+  /* Let screed accept them all. */
+  usleep(300 * 1000);
+
+  /* Root's Hello is answered (the figure for docs/testing.md: its latency
+   * with N idle refused sockets). */
+  uint64_t t0 = scree__now_ns();
+  int fd = rc_connect(d.sock);
+  cr_assert_geq(fd, 0);
+  int hs = rc_hello(fd);
+  uint64_t t1 = scree__now_ns();
+  cr_assert_eq(hs, 0, "root's Hello was not answered with success (%d)", hs);
+  fprintf(stderr, "trust: Hello answered in %.3f ms with %d idle refused connections\n",
+          (double)(t1 - t0) / 1e6, N);
+  Scree__V1__Response *resp = rc_stats(fd);
+  expect(resp, 0);
+  cr_assert_eq(resp->stats->connections, 1, "stats counts %u connections, not served peers only",
+               resp->stats->connections);
+  rc_free(resp);
+
+  /* The newest refused socket is still waiting, and is told why. */
+  Scree__V1__Request req = SCREE__V1__REQUEST__INIT;
+  Scree__V1__Hello h = SCREE__V1__HELLO__INIT;
+  h.protocol_version = 1;
+  req.id = 7;
+  req.body_case = SCREE__V1__REQUEST__BODY_HELLO;
+  req.hello = &h;
+  resp = rc_call(fds[N - 1], &req, NULL);
+  expect(resp, -EACCES);
+  cr_assert_eq(resp->id, 7);
+  cr_assert_str_eq(resp->message, "uid 65534 is not allowed to use this screed");
+  rc_free(resp);
+  /* The oldest was closed unanswered to keep the waiting ones bounded. */
+  cr_assert_null(rc_recv(fds[0], NULL, 100));
+  for (int i = 0; i < N; i++)
+    close(fds[i]);
+  free(fds);
+  /* Twenty allowed connections still fit under the limit. */
+  int many[19];
+  for (int i = 0; i < 19; i++) {
+    many[i] = rc_open(d.sock);
+    cr_assert_geq(many[i], 0, "allowed connection %d refused", i + 2);
+  }
+  for (int i = 0; i < 19; i++)
+    close(many[i]);
+  close(fd);
+  finish();
+}
+
