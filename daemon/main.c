@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -97,7 +98,8 @@ static void usage(FILE *f) {
           "  --shared-arenas       let batches of different owners share arenas\n"
           "  --metrics-listen ADDR serve Prometheus metrics at http://ADDR/metrics\n"
           "                        (e.g. 127.0.0.1:9464; off by default)\n"
-          "  --max-connections N   connections served at once (default 1024; 0: no limit)\n"
+          "  --max-connections N   connections served at once (default 1024; 0: as many as the\n"
+          "                        fd limit allows; lowered to fit the fd limit)\n"
           "  --max-leases-per-connection N\n"
           "                        leases one connection may hold (default 65536; 0: no limit)\n"
           "  --drain-timeout SECS  at SIGTERM, how long running attention jobs may finish\n"
@@ -506,6 +508,56 @@ static void start_access_control(options *o) {
              o->shared_arenas);
 }
 
+/* fds screed keeps for itself whatever the connections: the listener, the
+ * loop's own, the log, metrics, the spare fd, refused connections waiting
+ * to be answered (server.h), and two per arena (the read-write and the
+ * read-only memfd on host memory). */
+#define FD_RESERVE_BASE 32u
+
+/* Raises the soft RLIMIT_NOFILE to the hard limit (the usual soft limit of
+ * 1024 cannot hold the default 1024 connections and the arenas), then sizes
+ * --max-connections against it: what the fds allow after screed's own
+ * reserve. A limit asked for that the fds cannot hold (or 0, no limit) is
+ * lowered, and the log says so; past it clients get EAGAIN instead of
+ * waiting in the backlog for an fd. */
+static void size_for_fds(options *o) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+    scree__log(SCREE__LOG_WARN, "fd_limit_unknown", "error=%s", scree__q(strerror(errno)));
+    return;
+  }
+  rlim_t was = rl.rlim_cur;
+  if (rl.rlim_cur != rl.rlim_max) {
+    rlim_t want = rl.rlim_max;
+    /* RLIM_INFINITY is refused for RLIMIT_NOFILE; the kernel's ceiling is
+     * fs.nr_open, at least a million. */
+    if (want == RLIM_INFINITY)
+      want = 1u << 20;
+    struct rlimit nl = {.rlim_cur = want, .rlim_max = rl.rlim_max};
+    if (setrlimit(RLIMIT_NOFILE, &nl) == 0)
+      rl.rlim_cur = want;
+  }
+  uint64_t nofile = rl.rlim_cur == RLIM_INFINITY ? (1u << 20) : (uint64_t)rl.rlim_cur;
+  /* Arenas: at most the limit's worth of full ones plus as many of their own
+   * (a batch larger than --arena-size), and the spare. */
+  uint64_t arenas = o->arena_size ? 2 * (o->memory_limit / o->arena_size) + 2 : 2;
+  uint64_t reserve = FD_RESERVE_BASE + SCREE__SERVER_REFUSALS_MAX + 2 * arenas;
+  if (reserve > nofile / 2)
+    reserve = nofile / 2;
+  uint64_t room = nofile - reserve;
+  uint32_t asked = o->max_connections;
+  if (asked == 0 || asked > room)
+    o->max_connections = room > UINT32_MAX ? UINT32_MAX : (uint32_t)room;
+  scree__log(asked != 0 && o->max_connections < asked ? SCREE__LOG_WARN : SCREE__LOG_INFO,
+             "fd_limit",
+             "nofile=%" PRIu64 " was=%" PRIu64 " reserved=%" PRIu64 " max_connections=%" PRIu32
+             " asked=%" PRIu32 "%s",
+             nofile, was == RLIM_INFINITY ? UINT64_MAX : (uint64_t)was, reserve,
+             o->max_connections, asked,
+             o->max_connections != asked ? " note=\"max_connections lowered to fit the fd limit\""
+                                         : "");
+}
+
 /* Opens the backend --device asks for. Returns 0 or prints why not. */
 static int open_backend(const options *o, scree__mem **mem) {
   char msg[1024];
@@ -612,6 +664,7 @@ int main(int argc, char **argv) {
   int rc;
   int status = 1;
   scree__mem *mem = NULL;
+  size_for_fds(&o);
   if (open_backend(&o, &mem) != 0) {
     scree__authz_free(&o.authz);
     return 1;

@@ -1,6 +1,7 @@
 #include "server.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <poll.h>
 #include <stdio.h>
@@ -86,6 +87,9 @@ struct scree__server {
   struct refusal *refusals; /* newest first */
   struct refusal *refusals_tail;
   uint32_t nrefusals;
+  /* An fd kept open on /dev/null, given up for a moment to accept (and
+   * answer) a connection when the process is out of fds; -1 while none. */
+  int spare_fd;
 };
 
 enum refusal_kind { REFUSE_LIMIT, REFUSE_NOT_ALLOWED };
@@ -391,6 +395,36 @@ static void accept_peer(scree__server *srv, int fd) {
   conn_open(srv, fd, &cred);
 }
 
+/* Out of fds with connections waiting: the spare fd is given up to accept
+ * one, whose request (a client sends Hello right after connect, so it is
+ * normally there already) is answered EAGAIN at once, and the spare is
+ * taken back. Without this the client would wait in the backlog with no
+ * answer for as long as the fds stay short. */
+static void refuse_with_spare(scree__server *srv) {
+  close(srv->spare_fd);
+  srv->spare_fd = -1;
+  int fd = accept4(srv->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  if (fd >= 0) {
+    if (srv->metrics != NULL)
+      srv->metrics->conns_refused++;
+    scree__log(SCREE__LOG_WARN, "conn_refused", "reason=out_of_fds connections=%" PRIu32,
+               srv->nconns);
+    int with_fds;
+    ssize_t got = read_packet(srv, fd, &with_fds);
+    scree__out out;
+    int over = got > 0 && (uint64_t)got > srv->max_packet;
+    if (scree__handler_refuse_bare(got > 0 && !over ? srv->rbuf : NULL,
+                                   got > 0 && !over ? (size_t)got : 0, SCREE_EAGAIN,
+                                   "screed is out of file descriptors; try again later",
+                                   &out) == 0) {
+      (void)send_packet(fd, out.buf, out.len, -1);
+      scree__out_clear(&out);
+    }
+    close(fd);
+  }
+  srv->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
 static void on_pause_over(uv_timer_t *t) {
   scree__server *srv = t->data;
   if (!srv->shutting_down)
@@ -414,6 +448,12 @@ static void on_listen(uv_poll_t *h, int status, int events) {
       return;
     if (errno == EINTR || errno == ECONNABORTED)
       continue;
+    if ((errno == EMFILE || errno == ENFILE) && srv->spare_fd >= 0) {
+      if (srv->metrics != NULL)
+        srv->metrics->accept_failures++;
+      refuse_with_spare(srv);
+      continue;
+    }
     if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
       /* The pending connection stays in the backlog and would wake the loop
        * at once again: stop listening for a moment instead of spinning. */
@@ -480,11 +520,14 @@ static scree__server *server_alloc(const scree__server_config *cfg) {
   srv->metrics = cfg->metrics;
   srv->max_conns = cfg->max_connections;
   srv->lfd = -1;
+  srv->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
   scree__sockpath_init(&srv->sock);
   return srv;
 }
 
 static void server_free_unstarted(scree__server *srv) {
+  if (srv->spare_fd >= 0)
+    close(srv->spare_fd);
   free(srv->path);
   free(srv);
 }
@@ -540,6 +583,8 @@ void scree__server_free(scree__server *srv) {
   if (srv == NULL)
     return;
   scree__sockpath_unlock(&srv->sock);
+  if (srv->spare_fd >= 0)
+    close(srv->spare_fd);
   free(srv->rbuf);
   free(srv->path);
   free(srv);

@@ -314,3 +314,116 @@ Test(trust, refused_peers_never_lock_allowed_users_out) {
   finish();
 }
 
+/* ---- 6: file descriptors ------------------------------------------------------ */
+
+static void set_nofile(void *arg) {
+  const rlim_t *l = arg;
+  struct rlimit rl = {.rlim_cur = l[0], .rlim_max = l[1]};
+  setrlimit(RLIMIT_NOFILE, &rl);
+}
+
+/* Hello on a new connection, answered within 5 s: its status, or 1 when the
+ * connection was closed unanswered; a hang fails the test. */
+static int hello_status(int *fd_out) {
+  int fd = rc_connect(d.sock);
+  cr_assert_geq(fd, 0, "connect: %s", strerror(errno));
+  Scree__V1__Request req = SCREE__V1__REQUEST__INIT;
+  Scree__V1__Hello h = SCREE__V1__HELLO__INIT;
+  h.protocol_version = 1;
+  req.id = 3;
+  req.body_case = SCREE__V1__REQUEST__BODY_HELLO;
+  req.hello = &h;
+  cr_assert_eq(rc_send_request(fd, &req), 0);
+  uint64_t t0 = rc_now_ms();
+  Scree__V1__Response *resp = rc_recv(fd, NULL, 5000);
+  if (resp == NULL) {
+    cr_assert_lt(rc_now_ms() - t0, 4900, "a connection's Hello was never answered");
+    close(fd);
+    *fd_out = -1;
+    return 1;
+  }
+  int st = resp->status;
+  rc_free(resp);
+  *fd_out = fd;
+  return st;
+}
+
+/* Under a soft fd limit of 64 (and a hard one of 4096) screed raises its
+ * limit and serves 300 connections. */
+Test(trust, the_fd_limit_is_raised_at_start) {
+  rlim_t lim[2] = {64, 4096};
+  start_ex("nofile", NULL, set_nofile, lim);
+  enum { N = 300 };
+  int fds[N];
+  for (int i = 0; i < N; i++)
+    cr_assert_eq(hello_status(&fds[i]), 0, "connection %d was not served", i);
+  char log[16384] = "";
+  size_t got = 0;
+  cr_assert(log_has(log, sizeof(log), &got, "event=fd_limit nofile=4096"), "log: %s", log);
+  for (int i = 0; i < N; i++)
+    close(fds[i]);
+  finish();
+}
+
+/* With a hard fd limit of 64, --max-connections 1000 is lowered to what the
+ * fds hold (and the log says so); connections past it, and a Create that
+ * needs an arena when the fds are gone, get EAGAIN, never a hang or a
+ * misleading message. */
+Test(trust, out_of_fds_is_eagain_not_a_hang) {
+  rlim_t lim[2] = {64, 64};
+  const char *extra[] = {"--max-connections", "1000", "--arena-size", "64K",
+                         "--memory-limit",    "64M",  NULL};
+  start_ex("emfile", extra, set_nofile, lim);
+  char log[16384] = "";
+  size_t got = 0;
+  cr_assert(log_has(log, sizeof(log), &got, "max_connections lowered"), "log: %s", log);
+
+  enum { N = 100 };
+  int fds[N];
+  int served = 0, again = 0;
+  for (int i = 0; i < N; i++) {
+    int st = hello_status(&fds[i]);
+    if (st == 0)
+      served++;
+    else if (st == -EAGAIN)
+      again++;
+    if (st != 0 && fds[i] >= 0) {
+      close(fds[i]);
+      fds[i] = -1;
+    }
+  }
+  cr_assert_gt(served, 0);
+  cr_assert_gt(again, 0, "connections past the fd limit must be told EAGAIN");
+
+  /* Batches of an arena each (larger than --arena-size) until the fds run
+   * out: the Create that cannot have one is EAGAIN and says why. */
+  int fd = fds[0];
+  int last = 0;
+  char msg[512] = "";
+  for (int i = 0; i < 64 && last == 0; i++) {
+    char name[32];
+    snprintf(name, sizeof(name), "b%d", i);
+    int afd = -1;
+    Scree__V1__Response *resp = rc_create(fd, name, 9, 1, 65536, &afd);
+    cr_assert_not_null(resp);
+    last = resp->status;
+    snprintf(msg, sizeof(msg), "%s", resp->message ? resp->message : "");
+    rc_free(resp);
+    if (afd >= 0)
+      close(afd);
+  }
+  cr_assert_eq(last, -EAGAIN, "Create out of fds: %d %s", last, msg);
+  cr_assert(strstr(msg, "file descriptors") != NULL, "message: %s", msg);
+  cr_assert(strstr(msg, "/proc") == NULL, "misleading message: %s", msg);
+  /* A new connection now: answered EAGAIN (or closed), not left waiting. */
+  int extra_fd;
+  int st = hello_status(&extra_fd);
+  cr_assert(st == -EAGAIN || st == 1, "status %d", st);
+  if (extra_fd >= 0)
+    close(extra_fd);
+  for (int i = 0; i < N; i++)
+    if (fds[i] >= 0)
+      close(fds[i]);
+  finish();
+}
+
