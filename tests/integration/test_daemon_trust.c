@@ -427,3 +427,164 @@ Test(trust, out_of_fds_is_eagain_not_a_hang) {
   finish();
 }
 
+/* ---- hand-encoded packets ------------------------------------------------ */
+
+typedef struct pkt {
+  uint8_t *b;
+  size_t n, cap;
+} pkt;
+
+static void put_byte(pkt *p, uint8_t v) {
+  if (p->n == p->cap) {
+    p->cap = p->cap ? p->cap * 2 : 256;
+    p->b = realloc(p->b, p->cap);
+    cr_assert_not_null(p->b);
+  }
+  p->b[p->n++] = v;
+}
+
+static void put_varint(pkt *p, uint64_t v) {
+  while (v >= 0x80) {
+    put_byte(p, (uint8_t)(v | 0x80));
+    v >>= 7;
+  }
+  put_byte(p, (uint8_t)v);
+}
+
+static void put_bytes(pkt *p, const void *src, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    put_byte(p, ((const uint8_t *)src)[i]);
+}
+
+/* Field number f with a varint value. */
+static void put_uint(pkt *p, unsigned f, uint64_t v) {
+  put_varint(p, (uint64_t)f << 3);
+  put_varint(p, v);
+}
+
+/* Field number f, length-delimited. */
+static void put_len(pkt *p, unsigned f, const void *src, size_t n) {
+  put_varint(p, ((uint64_t)f << 3) | 2);
+  put_varint(p, n);
+  put_bytes(p, src, n);
+}
+
+/* An ArrayDesc: float32, one row of inner dims, int64 offsets. */
+static void put_desc(pkt *p, int ninner) {
+  pkt q = {0};
+  put_uint(&q, 1, 9); /* dtype float32 */
+  for (int i = 0; i < ninner; i++)
+    put_uint(&q, 2, 1); /* inner, unpacked */
+  put_uint(&q, 3, 1);   /* batch_size */
+  put_uint(&q, 4, 1);   /* total_rows */
+  put_uint(&q, 6, 5);   /* offsets_dtype int64 */
+  put_len(p, 2, q.b, q.n);
+  free(q.b);
+}
+
+/* A Request{id, body field body_no{name = name[0..name_len)}}, as Seal, Get,
+ * Delete and Stat are (their name is field 1). */
+static void named_request(pkt *p, uint64_t id, unsigned body_no, const char *name,
+                          size_t name_len) {
+  pkt b = {0};
+  put_len(&b, 1, name, name_len);
+  put_uint(p, 1, id);
+  put_len(p, body_no, b.b, b.n);
+  free(b.b);
+}
+
+static Scree__V1__Response *call_pkt(int fd, pkt *p, int *fd_out) {
+  cr_assert_eq(rc_send(fd, p->b, p->n, -1), 0, "send: %s", strerror(errno));
+  free(p->b);
+  memset(p, 0, sizeof(*p));
+  return rc_recv(fd, fd_out, 10000);
+}
+
+/* ---- 4: names with an embedded NUL ----------------------------------------- */
+
+Test(trust, names_with_nul_are_refused) {
+  start("nul", NULL);
+  int fd = rc_open(d.sock);
+  cr_assert_geq(fd, 0);
+  static const char victim_evil[] = "victim\0evil";
+
+  /* Create "victim\0evil" must not create "victim". */
+  pkt p = {0};
+  pkt c = {0};
+  put_len(&c, 1, victim_evil, sizeof(victim_evil) - 1);
+  put_desc(&c, 0);
+  put_uint(&p, 1, 5);
+  put_len(&p, 11, c.b, c.n);
+  free(c.b);
+  Scree__V1__Response *resp = call_pkt(fd, &p, NULL);
+  expect(resp, -EINVAL);
+  cr_assert(strstr(resp->message, "U+0000") != NULL, "message: %s", resp->message);
+  rc_free(resp);
+  pkt s = {0};
+  named_request(&s, 6, 17, "victim", 6); /* Stat */
+  resp = call_pkt(fd, &s, NULL);
+  expect(resp, -ENOENT);
+  rc_free(resp);
+
+  /* "victim\0x" names no batch: Delete, Seal, Get and Stat refuse it and
+   * leave "victim" alone. */
+  int afd = -1;
+  resp = rc_create(fd, "victim", 9, 1, 1, &afd);
+  expect(resp, 0);
+  Scree__V1__Location *loc = resp->create->location;
+  uint8_t *m = mmap(NULL, loc->arena_size, PROT_READ | PROT_WRITE, MAP_SHARED, afd, 0);
+  cr_assert_neq(m, MAP_FAILED);
+  int64_t offs[2] = {0, 1};
+  memcpy(m + loc->offsets_offset, offs, sizeof(offs));
+  munmap(m, loc->arena_size);
+  close(afd);
+  rc_free(resp);
+  const unsigned bodies[] = {12, 13, 15, 17}; /* Seal, Get, Delete, Stat */
+  for (size_t i = 0; i < 4; i++) {
+    named_request(&s, 7, bodies[i], "victim\0x", 8);
+    resp = call_pkt(fd, &s, NULL);
+    expect(resp, -EINVAL);
+    cr_assert(strstr(resp->message, "U+0000") != NULL, "message: %s", resp->message);
+    rc_free(resp);
+  }
+  resp = rc_seal(fd, "victim");
+  expect(resp, 0);
+  rc_free(resp);
+
+  /* Attention's names too, the output's included. */
+  pkt a = {0};
+  put_len(&a, 1, "victim", 6);
+  put_len(&a, 2, "victim", 6);
+  put_len(&a, 3, "victim", 6);
+  put_len(&a, 4, "out\0x", 5);
+  put_uint(&p, 1, 8);
+  put_len(&p, 19, a.b, a.n);
+  free(a.b);
+  resp = call_pkt(fd, &p, NULL);
+  cr_assert_not_null(resp);
+  cr_assert_eq(resp->status, -EINVAL, "attention: %d %s", resp->status, resp->message);
+  cr_assert(strstr(resp->message, "U+0000") != NULL, "message: %s", resp->message);
+  rc_free(resp);
+  named_request(&s, 9, 17, "out", 3);
+  resp = call_pkt(fd, &s, NULL);
+  expect(resp, -ENOENT);
+  rc_free(resp);
+
+  /* List's prefix takes no NUL either. */
+  pkt l = {0};
+  put_len(&l, 1, "vic\0", 4);
+  put_uint(&p, 1, 10);
+  put_len(&p, 16, l.b, l.n);
+  free(l.b);
+  resp = call_pkt(fd, &p, NULL);
+  expect(resp, -EINVAL);
+  rc_free(resp);
+
+  resp = rc_stats(fd);
+  expect(resp, 0);
+  cr_assert_eq(resp->stats->batches, 1, "only 'victim' exists");
+  rc_free(resp);
+  close(fd);
+  finish();
+}
+
