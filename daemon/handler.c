@@ -11,6 +11,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "scree/error.h"
+#include "wirescan.h"
 
 struct scree__handler {
   scree__store *store;
@@ -575,6 +576,14 @@ void scree__handle(scree__handler *h, scree__session *sess, const Scree__V1__Req
 
 void scree__handle_packet(scree__handler *h, scree__session *sess, const uint8_t *buf,
                           size_t len, scree__reply *r) {
+  /* One linear pass first, so that the decoder never merges a repeated
+   * singular message (its cost grew with the square of the packet). */
+  if (scree__wirescan(&scree__v1__request__descriptor, buf, len, r->msg, sizeof(r->msg)) != 0) {
+    scree__store_count_request(h->store);
+    r->resp.id = scree__authz_request_id(buf, len);
+    fail_reply(h, sess, r, "packet", SCREE_EPROTO);
+    return;
+  }
   Scree__V1__Request *req = scree__v1__request__unpack(NULL, len, buf);
   if (req == NULL) {
     scree__store_count_request(h->store);

@@ -29,7 +29,10 @@
 
 #define DEFAULT_MEMORY_LIMIT (8ull << 30)
 #define DEFAULT_ARENA_SIZE (256ull << 20)
-#define DEFAULT_MAX_PACKET (1ull << 20)
+/* The largest valid request is about 1 KB (an Attention with four names
+ * of 255 bytes), so 64 KiB leaves room for fields to come while bounding
+ * what one packet costs to read, scan and decode (docs/security.md). */
+#define DEFAULT_MAX_PACKET (64ull << 10)
 #define MIN_MAX_PACKET 1024ull
 #define MAX_MAX_PACKET (1ull << 30)
 
@@ -87,7 +90,7 @@ static void usage(FILE *f) {
           "  --socket PATH         default $SCREE_SOCKET, else " SCREE_DEFAULT_SOCKET "\n"
           "  --memory-limit SIZE   bytes the stored batches may take (default 8G)\n"
           "  --arena-size SIZE     size of one arena (default 256M)\n"
-          "  --max-packet SIZE     largest request accepted (default 1M)\n"
+          "  --max-packet SIZE     largest request accepted (default 64K)\n"
           "  --log-level LEVEL     error, warn, info (default) or debug\n"
           "  --allow-uid U[,U...]  users that may connect (names or numbers; repeatable);\n"
           "                        root, screed's own uid and the socket's group always may\n"

@@ -165,7 +165,9 @@ static void map_fd(state *st, const Scree__V1__Location *loc, int fd) {
 static const Scree__V1__Response *call(state *st, scree__session *sess, Scree__V1__Request *req) {
   scree__reply_clear(&st->r);
   req->id = ++st->next_id;
+  uint64_t t0 = scree__now_ns();
   scree__handle(st->h, sess, req, &st->r);
+  fuzz_note_time(scree__now_ns() - t0, "request", 0);
   FUZZ_CHECK(st->r.resp.id == req->id, "reply id %llu for request %llu",
              (unsigned long long)st->r.resp.id, (unsigned long long)req->id);
   fuzz_check_reply(&st->r);
@@ -461,7 +463,9 @@ static void run_op(state *st, reader *r) {
     for (size_t i = 0; i < len; i++)
       buf[i] = rd_u8(r);
     scree__reply_clear(&st->r);
+    uint64_t t0 = scree__now_ns();
     scree__handle_packet(st->h, sess, buf, len, &st->r);
+    fuzz_note_time(scree__now_ns() - t0, "packet", len);
     fuzz_check_reply(&st->r);
     /* A raw Get may have made a lease: learn it as a client would. */
     if (st->r.resp.status == 0 && st->r.resp.body_case == SCREE__V1__RESPONSE__BODY_GET &&

@@ -203,7 +203,7 @@ Test(daemon, hello_reply_over_the_wire) {
   cr_assert_eq(resp->hello->ipc_mode, SCREE__V1__IPC_MODE__IPC_MODE_MEMFD);
   cr_assert_eq(resp->hello->memory_limit, 64u << 20);
   cr_assert_eq(resp->hello->arena_size, 3u << 20);
-  cr_assert_eq(resp->hello->max_packet, 1u << 20);
+  cr_assert_eq(resp->hello->max_packet, 64u << 10);
   cr_assert_eq(resp->hello->max_name_len, 255);
   cr_assert_str_neq(resp->hello->version, "");
   rc_free(resp);

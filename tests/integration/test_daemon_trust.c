@@ -588,3 +588,82 @@ Test(trust, names_with_nul_are_refused) {
   finish();
 }
 
+/* ---- 1: the work one packet can cost ---------------------------------------- */
+
+/* The default packet limit is small: the largest valid request is about
+ * 1 KB. */
+Test(trust, the_default_packet_limit_is_small) {
+  start("maxpkt", NULL);
+  int fd = rc_connect(d.sock);
+  cr_assert_geq(fd, 0);
+  Scree__V1__Request req = SCREE__V1__REQUEST__INIT;
+  Scree__V1__Hello h = SCREE__V1__HELLO__INIT;
+  h.protocol_version = 1;
+  req.body_case = SCREE__V1__REQUEST__BODY_HELLO;
+  req.hello = &h;
+  Scree__V1__Response *resp = rc_call(fd, &req, NULL);
+  expect(resp, 0);
+  cr_assert_leq(resp->hello->max_packet, 64 * 1024, "max_packet %" PRIu64,
+                resp->hello->max_packet);
+  rc_free(resp);
+  close(fd);
+  finish();
+}
+
+/* A Create whose desc is repeated thousands of times (protobuf-c would merge
+ * them, copying the inner arrays again and again) is refused before
+ * decoding, with a message naming the field; so is a repeated field with
+ * absurdly many entries, and two members of one oneof. */
+Test(trust, repeated_singular_fields_are_refused_before_decoding) {
+  start("repeat", NULL);
+  int fd = rc_open(d.sock);
+  cr_assert_geq(fd, 0);
+  pkt c = {0};
+  put_len(&c, 1, "x", 1);
+  for (int i = 0; i < 1500; i++)
+    put_desc(&c, 8);
+  pkt p = {0};
+  put_uint(&p, 1, 21);
+  put_len(&p, 11, c.b, c.n);
+  free(c.b);
+  cr_assert_lt(p.n, 60000);
+  Scree__V1__Response *resp = call_pkt(fd, &p, NULL);
+  expect(resp, -EPROTO);
+  cr_assert_eq(resp->id, 21);
+  cr_assert(strstr(resp->message, "Create.desc") != NULL, "message: %s", resp->message);
+  rc_free(resp);
+
+  /* inner with 5,000 entries. */
+  c = (pkt){0};
+  put_len(&c, 1, "x", 1);
+  put_desc(&c, 5000);
+  put_uint(&p, 1, 22);
+  put_len(&p, 11, c.b, c.n);
+  free(c.b);
+  resp = call_pkt(fd, &p, NULL);
+  expect(resp, -EPROTO);
+  cr_assert(strstr(resp->message, "ArrayDesc.inner") != NULL, "message: %s", resp->message);
+  rc_free(resp);
+
+  /* Hello and Stats in one Request. */
+  pkt hb = {0};
+  put_uint(&hb, 1, 1);
+  put_uint(&p, 1, 23);
+  put_len(&p, 10, hb.b, hb.n);
+  put_len(&p, 18, NULL, 0);
+  free(hb.b);
+  resp = call_pkt(fd, &p, NULL);
+  expect(resp, -EPROTO);
+  cr_assert(strstr(resp->message, "Request") != NULL, "message: %s", resp->message);
+  rc_free(resp);
+
+  /* A valid Create still works. */
+  int afd = -1;
+  resp = rc_create(fd, "ok", 9, 1, 1, &afd);
+  expect(resp, 0);
+  rc_free(resp);
+  if (afd >= 0)
+    close(afd);
+  close(fd);
+  finish();
+}
