@@ -40,6 +40,13 @@
 #include "scree/v1/scree.pb-c.h"
 #include "sys.h"
 
+/* A C string as a request's bytes field (names travel as bytes; see
+ * proto/scree/v1/scree.proto). NULL is empty. */
+static inline ProtobufCBinaryData test_bytes(const char *s) {
+  ProtobufCBinaryData b = {s != NULL ? strlen(s) : 0, (uint8_t *)s};
+  return b;
+}
+
 enum { OP_GET, OP_RELEASE, OP_CREATE, OP_SEAL, OP_DELETE, OP_STAT, OP_LIST, OP_N };
 static const char *const kOpNames[OP_N] = {"get", "release", "create", "seal",
                                             "delete", "stat", "list"};
@@ -279,7 +286,7 @@ static void issue(conn *c, int ci, int pid_tag) {
   switch (op) {
   case OP_GET:
     snprintf(name, sizeof(name), "load/%d", (int)(rnd() % (uint32_t)nbatches));
-    g.name = name;
+    g.name = test_bytes(name);
     req.body_case = SCREE__V1__REQUEST__BODY_GET;
     req.get = &g;
     break;
@@ -296,33 +303,33 @@ static void issue(conn *c, int ci, int pid_tag) {
     d.n_inner = 1;
     d.batch_size = 4;
     d.total_rows = 64;
-    cr.name = c->seal_name;
+    cr.name = test_bytes(c->seal_name);
     cr.desc = &d;
     req.body_case = SCREE__V1__REQUEST__BODY_CREATE;
     req.create = &cr;
     c->creating = 1;
     break;
   case OP_SEAL:
-    se.name = c->seal_name;
+    se.name = test_bytes(c->seal_name);
     req.body_case = SCREE__V1__REQUEST__BODY_SEAL;
     req.seal = &se;
     c->seal_due = 0;
     break;
   case OP_DELETE:
     own = --c->nown;
-    de.name = c->own[own];
+    de.name = test_bytes(c->own[own]);
     req.body_case = SCREE__V1__REQUEST__BODY_DELETE;
     req.delete_ = &de;
     break;
   case OP_STAT:
     snprintf(name, sizeof(name), "load/%d", (int)(rnd() % (uint32_t)nbatches));
-    st.name = name;
+    st.name = test_bytes(name);
     req.body_case = SCREE__V1__REQUEST__BODY_STAT;
     req.stat = &st;
     break;
   default:
     snprintf(name, sizeof(name), "load/%d", (int)(rnd() % 10));
-    li.prefix = name;
+    li.prefix = test_bytes(name);
     li.page_size = 10;
     req.body_case = SCREE__V1__REQUEST__BODY_LIST;
     req.list = &li;

@@ -11,6 +11,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "scree/error.h"
+#include "wirescan.h"
 
 struct scree__handler {
   scree__store *store;
@@ -150,6 +151,29 @@ static void fill_location(scree__reply *r, scree__location *loc) {
  * with the message in r->msg. */
 #define FAIL(code, ...) scree__fail((code), r->msg, sizeof(r->msg), __VA_ARGS__)
 
+/* Room for a name from a request and its NUL. */
+typedef char name_buf[SCREE__MAX_NAME_LEN + 1];
+
+/* Copies a name-like field of a request (bytes on the wire, so that its
+ * length comes with it) into out as a C string, refusing what a C string
+ * cannot carry: an embedded NUL would otherwise make "victim\0evil" name
+ * "victim". what names the field in the message ("batch name", "out").
+ * The rest of the name's rules are scree__name_check's, applied where the
+ * name is used. */
+static int name_arg(ProtobufCBinaryData b, const char *what, char *out, scree__reply *r) {
+  if (b.len > SCREE__MAX_NAME_LEN)
+    return FAIL(SCREE_ENAMETOOLONG, "%s is %zu bytes; the limit is %d", what, b.len,
+                SCREE__MAX_NAME_LEN);
+  const uint8_t *nul = b.len > 0 ? memchr(b.data, 0, b.len) : NULL;
+  if (nul != NULL)
+    return FAIL(SCREE_EINVAL, "%s contains U+0000 at byte %zu; names may not", what,
+                (size_t)(nul - b.data));
+  if (b.len > 0)
+    memcpy(out, b.data, b.len);
+  out[b.len] = '\0';
+  return 0;
+}
+
 static int do_hello(scree__handler *h, scree__session *sess, const Scree__V1__Hello *q,
                     scree__reply *r) {
   if (q->protocol_version != SCREE__PROTOCOL_VERSION)
@@ -188,10 +212,11 @@ static int do_hello(scree__handler *h, scree__session *sess, const Scree__V1__He
 /* The descriptor a Create asks for, in C terms. Out-of-range enum values
  * stay invalid after the cast, and the store's check rejects them with a
  * message. */
-static int create_desc(const Scree__V1__Create *c, scree_array *a, scree__reply *r) {
+static int create_desc(const Scree__V1__Create *c, const char *name, scree_array *a,
+                       scree__reply *r) {
   const Scree__V1__ArrayDesc *d = c->desc;
   if (d == NULL)
-    return FAIL(SCREE_EINVAL, "create of '%s' has no array descriptor", c->name);
+    return FAIL(SCREE_EINVAL, "create of '%s' has no array descriptor", name);
   if (d->n_inner > SCREE_MAX_INNER_DIMS)
     return FAIL(SCREE_EINVAL, "%zu inner dims; at most %d are supported", d->n_inner,
                 SCREE_MAX_INNER_DIMS);
@@ -212,15 +237,19 @@ static int create_desc(const Scree__V1__Create *c, scree_array *a, scree__reply 
 static int do_create(scree__handler *h, scree__session *sess, const Scree__V1__Create *c,
                      scree__reply *r) {
   /* The name is checked before the descriptor, as the store would. */
-  int rc = scree__name_check(c->name, r->msg, sizeof(r->msg));
+  name_buf name;
+  int rc = name_arg(c->name, "batch name", name, r);
+  if (rc != 0)
+    return rc;
+  rc = scree__name_check(name, r->msg, sizeof(r->msg));
   if (rc != 0)
     return rc;
   scree_array a;
-  rc = create_desc(c, &a, r);
+  rc = create_desc(c, name, &a, r);
   if (rc != 0)
     return rc;
   scree__location loc;
-  rc = scree__store_create(h->store, sess, c->name, &a, c->shared, &loc, r->msg,
+  rc = scree__store_create(h->store, sess, name, &a, c->shared, &loc, r->msg,
                            sizeof(r->msg));
   if (rc != 0)
     return rc;
@@ -236,7 +265,10 @@ static int do_create(scree__handler *h, scree__session *sess, const Scree__V1__C
 static int do_seal(scree__handler *h, scree__session *sess, const Scree__V1__Seal *q,
                    scree__reply *r) {
   scree__batch_view v;
-  int rc = scree__store_seal(h->store, sess, q->name, &v, r->msg, sizeof(r->msg));
+  name_buf name;
+  int rc = name_arg(q->name, "batch name", name, r);
+  if (rc == 0)
+    rc = scree__store_seal(h->store, sess, name, &v, r->msg, sizeof(r->msg));
   if (rc != 0)
     return rc;
   Scree__V1__SealReply *sr = &r->body.seal;
@@ -253,8 +285,11 @@ static int do_get(scree__handler *h, scree__session *sess, const Scree__V1__Get 
   scree__location loc;
   scree__batch_view v;
   uint64_t lease_id;
-  int rc = scree__store_get(h->store, sess, q->name, &loc, &lease_id, &v, r->msg,
-                            sizeof(r->msg));
+  name_buf name;
+  int rc = name_arg(q->name, "batch name", name, r);
+  if (rc == 0)
+    rc = scree__store_get(h->store, sess, name, &loc, &lease_id, &v, r->msg,
+                          sizeof(r->msg));
   if (rc != 0)
     return rc;
   fill_location(r, &loc);
@@ -283,7 +318,10 @@ static int do_release(scree__handler *h, scree__session *sess, const Scree__V1__
 static int do_delete(scree__handler *h, scree__session *sess, const Scree__V1__Delete *q,
                      scree__reply *r) {
   int deferred = 0;
-  int rc = scree__store_delete(h->store, sess, q->name, &deferred, r->msg, sizeof(r->msg));
+  name_buf name;
+  int rc = name_arg(q->name, "batch name", name, r);
+  if (rc == 0)
+    rc = scree__store_delete(h->store, sess, name, &deferred, r->msg, sizeof(r->msg));
   if (rc != 0)
     return rc;
   Scree__V1__DeleteReply *dr = &r->body.del;
@@ -309,8 +347,13 @@ static int do_list(scree__handler *h, const Scree__V1__List *q, scree__reply *r)
   uint32_t want = q->page_size == 0 ? SCREE__LIST_DEFAULT : q->page_size;
   if (want > SCREE__LIST_MAX)
     want = SCREE__LIST_MAX;
-  const char *prefix = q->prefix ? q->prefix : "";
-  size_t start = scree__store_list_start(h->store, prefix, q->page_token);
+  name_buf prefix, token;
+  int rc = name_arg(q->prefix, "List prefix", prefix, r);
+  if (rc == 0)
+    rc = name_arg(q->page_token, "List page_token", token, r);
+  if (rc != 0)
+    return rc;
+  size_t start = scree__store_list_start(h->store, prefix, token);
   scree__batch_view v;
   size_t avail = 0;
   while (avail < want && scree__store_list_at(h->store, start + avail, prefix, &v))
@@ -347,7 +390,10 @@ static int do_list(scree__handler *h, const Scree__V1__List *q, scree__reply *r)
 
 static int do_stat(scree__handler *h, const Scree__V1__Stat *q, scree__reply *r) {
   scree__batch_view v;
-  int rc = scree__store_stat(h->store, q->name, &v, r->msg, sizeof(r->msg));
+  name_buf name;
+  int rc = name_arg(q->name, "batch name", name, r);
+  if (rc == 0)
+    rc = scree__store_stat(h->store, name, &v, r->msg, sizeof(r->msg));
   if (rc != 0)
     return rc;
   Scree__V1__StatReply *sr = &r->body.stat;
@@ -392,14 +438,30 @@ static int do_stats(scree__handler *h, scree__reply *r) {
 
 /* ---- attention ----------------------------------------------------------- */
 
+/* The names of an Attention request as C strings. */
+typedef struct attention_names {
+  name_buf q, k, v, out;
+} attention_names;
+
 /* The request in C terms: an absent window bound is unbounded (-1), never
- * a window of width 0. */
-static void attention_req(const Scree__V1__Attention *a, scree__attention_req *out) {
+ * a window of width 0. The names are copied into nm, which out points
+ * into. */
+static int attention_req(const Scree__V1__Attention *a, attention_names *nm,
+                         scree__attention_req *out, scree__reply *r) {
   memset(out, 0, sizeof(*out));
-  out->q = a->q;
-  out->k = a->k;
-  out->v = a->v;
-  out->out = a->out;
+  int rc = name_arg(a->q, "q", nm->q, r);
+  if (rc == 0)
+    rc = name_arg(a->k, "k", nm->k, r);
+  if (rc == 0)
+    rc = name_arg(a->v, "v", nm->v, r);
+  if (rc == 0)
+    rc = name_arg(a->out, "out", nm->out, r);
+  if (rc != 0)
+    return rc;
+  out->q = nm->q;
+  out->k = nm->k;
+  out->v = nm->v;
+  out->out = nm->out;
   out->causal = a->causal;
   out->has_scale = a->has_scale;
   out->scale = a->scale;
@@ -411,6 +473,7 @@ static void attention_req(const Scree__V1__Attention *a, scree__attention_req *o
       a->window_right_present_case == SCREE__V1__ATTENTION__WINDOW_RIGHT_PRESENT_WINDOW_RIGHT
           ? a->window_right
           : -1;
+  return 0;
 }
 
 static int encode(scree__handler *h, scree__session *sess, scree__reply *r, scree__out *out);
@@ -457,8 +520,11 @@ static int do_attention(scree__handler *h, scree__session *sess, uint64_t id,
   if (h->exec == NULL)
     return FAIL(SCREE_ENOTSUP, "attention is not available in this daemon");
   scree__attention_req q;
-  attention_req(a, &q);
-  int rc = scree__exec_attention(h->exec, sess, id, &q, attention_done, h, r->msg,
+  attention_names nm;
+  int rc = attention_req(a, &nm, &q, r);
+  if (rc != 0)
+    return rc;
+  rc = scree__exec_attention(h->exec, sess, id, &q, attention_done, h, r->msg,
                                  sizeof(r->msg));
   if (rc == 0)
     r->deferred = 1;
@@ -510,6 +576,14 @@ void scree__handle(scree__handler *h, scree__session *sess, const Scree__V1__Req
 
 void scree__handle_packet(scree__handler *h, scree__session *sess, const uint8_t *buf,
                           size_t len, scree__reply *r) {
+  /* One linear pass first, so that the decoder never merges a repeated
+   * singular message (its cost grew with the square of the packet). */
+  if (scree__wirescan(&scree__v1__request__descriptor, buf, len, r->msg, sizeof(r->msg)) != 0) {
+    scree__store_count_request(h->store);
+    r->resp.id = scree__authz_request_id(buf, len);
+    fail_reply(h, sess, r, "packet", SCREE_EPROTO);
+    return;
+  }
   Scree__V1__Request *req = scree__v1__request__unpack(NULL, len, buf);
   if (req == NULL) {
     scree__store_count_request(h->store);

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -29,7 +30,10 @@
 
 #define DEFAULT_MEMORY_LIMIT (8ull << 30)
 #define DEFAULT_ARENA_SIZE (256ull << 20)
-#define DEFAULT_MAX_PACKET (1ull << 20)
+/* The largest valid request is about 1 KB (an Attention with four names
+ * of 255 bytes), so 64 KiB leaves room for fields to come while bounding
+ * what one packet costs to read, scan and decode (docs/security.md). */
+#define DEFAULT_MAX_PACKET (64ull << 10)
 #define MIN_MAX_PACKET 1024ull
 #define MAX_MAX_PACKET (1ull << 30)
 
@@ -93,7 +97,7 @@ static void usage(FILE *f) {
           "  --memory-limit SIZE   bytes the stored batches may take (default 8G)\n"
           "  --arena-size SIZE     size of one arena (default 256M, or the memory limit\n"
           "                        when that is smaller)\n"
-          "  --max-packet SIZE     largest request accepted (default 1M)\n"
+          "  --max-packet SIZE     largest request accepted (default 64K)\n"
           "  --log-level LEVEL     error, warn, info (default) or debug\n"
           "  --allow-uid U[,U...]  users that may connect (names or numbers; repeatable);\n"
           "                        root, screed's own uid and the socket's group always may\n"
@@ -104,7 +108,8 @@ static void usage(FILE *f) {
           "  --shared-arenas       let batches of different owners share arenas\n"
           "  --metrics-listen ADDR serve Prometheus metrics at http://ADDR/metrics\n"
           "                        (e.g. 127.0.0.1:9464; off by default)\n"
-          "  --max-connections N   connections served at once (default 1024; 0: no limit)\n"
+          "  --max-connections N   connections served at once (default 1024; 0: as many as the\n"
+          "                        fd limit allows; lowered to fit the fd limit)\n"
           "  --max-leases-per-connection N\n"
           "                        leases one connection may hold (default 65536; 0: no limit)\n"
           "  --drain-timeout SECS  at SIGTERM, how long running attention jobs may finish\n"
@@ -423,6 +428,10 @@ typedef struct daemon_state {
   scree__server *srv;
   uv_signal_t sigint;
   uv_signal_t sigterm;
+  uv_signal_t sigquit;
+  /* SIGHUP, SIGUSR1, SIGUSR2: logged and otherwise ignored (see
+   * on_other_signal). */
+  uv_signal_t sigother[3];
   /* Host memory that deleted batches left free goes back to the system once
    * it has stayed unused for release_free_ms (scree__store_purge, checked
    * every second). */
@@ -444,6 +453,27 @@ static void on_purge(uv_timer_t *t) {
     scree__log(SCREE__LOG_DEBUG, "free_memory_released", "bytes=%" PRIu64, bytes);
 }
 
+static const int other_signals[3] = {SIGHUP, SIGUSR1, SIGUSR2};
+
+/* Closes the signal handles. The signals stay blocked from here on: libuv
+ * puts back the default action as the last handle of a signal closes, and
+ * one arriving between then and exit would end screed by that default. */
+static void close_signals(daemon_state *d) {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGQUIT);
+  for (int i = 0; i < 3; i++)
+    sigaddset(&set, other_signals[i]);
+  pthread_sigmask(SIG_BLOCK, &set, NULL);
+  uv_close((uv_handle_t *)&d->sigint, NULL);
+  uv_close((uv_handle_t *)&d->sigterm, NULL);
+  uv_close((uv_handle_t *)&d->sigquit, NULL);
+  for (int i = 0; i < 3; i++)
+    uv_close((uv_handle_t *)&d->sigother[i], NULL);
+}
+
 /* Closes every loop handle of the daemon's own, after the server's
  * connections: their jobs are detached by then; queued jobs are dropped,
  * running ones finish and keep the loop alive until they end. */
@@ -452,8 +482,7 @@ static void close_all(daemon_state *d) {
   scree__exec_shutdown(d->exec);
   if (!uv_is_closing((uv_handle_t *)&d->purge_timer))
     uv_close((uv_handle_t *)&d->purge_timer, NULL);
-  uv_close((uv_handle_t *)&d->sigint, NULL);
-  uv_close((uv_handle_t *)&d->sigterm, NULL);
+  close_signals(d);
   scree__metrics_http_close(d->http);
   d->http = NULL;
   scree__watchdog_close(&d->watchdog);
@@ -474,7 +503,7 @@ static void on_drained(scree__drain *dr, int timed_out, uint32_t running) {
 
 static void on_signal(uv_signal_t *h, int signum) {
   daemon_state *d = h->data;
-  const char *name = signum == SIGINT ? "SIGINT" : "SIGTERM";
+  const char *name = signum == SIGINT ? "SIGINT" : signum == SIGQUIT ? "SIGQUIT" : "SIGTERM";
   if (scree__drain_active(&d->drain)) {
     /* A second signal: stop waiting for jobs. */
     scree__log(SCREE__LOG_WARN, "stopping_now", "signal=%s jobs_running=%" PRIu32, name,
@@ -495,6 +524,17 @@ static void on_signal(uv_signal_t *h, int signum) {
   scree__server_stop_listening(d->srv);
   uv_close((uv_handle_t *)&d->purge_timer, NULL);
   scree__drain_start(&d->drain, on_drained);
+}
+
+/* SIGHUP (a terminal hanging up, or an operator used to "reload"), SIGUSR1
+ * and SIGUSR2 would end screed with the default action: no log line, the
+ * socket file left behind, every client cut off. screed has nothing to
+ * reload (its log is stderr, which the service manager holds), so they are
+ * logged and ignored. */
+static void on_other_signal(uv_signal_t *h, int signum) {
+  (void)h;
+  scree__log(SCREE__LOG_INFO, "signal_ignored", "signal=%s",
+             signum == SIGHUP ? "SIGHUP" : signum == SIGUSR1 ? "SIGUSR1" : "SIGUSR2");
 }
 
 static const char *ipc_name(int mode) {
@@ -523,6 +563,56 @@ static void start_access_control(options *o) {
              " shared_arenas=%d",
              scree__q(uids), scree__q(gids), scree__q(admins), o->quota_per_uid,
              o->shared_arenas);
+}
+
+/* fds screed keeps for itself whatever the connections: the listener, the
+ * loop's own, the log, metrics, the spare fd, refused connections waiting
+ * to be answered (server.h), and two per arena (the read-write and the
+ * read-only memfd on host memory). */
+#define FD_RESERVE_BASE 32u
+
+/* Raises the soft RLIMIT_NOFILE to the hard limit (the usual soft limit of
+ * 1024 cannot hold the default 1024 connections and the arenas), then sizes
+ * --max-connections against it: what the fds allow after screed's own
+ * reserve. A limit asked for that the fds cannot hold (or 0, no limit) is
+ * lowered, and the log says so; past it clients get EAGAIN instead of
+ * waiting in the backlog for an fd. */
+static void size_for_fds(options *o) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+    scree__log(SCREE__LOG_WARN, "fd_limit_unknown", "error=%s", scree__q(strerror(errno)));
+    return;
+  }
+  rlim_t was = rl.rlim_cur;
+  if (rl.rlim_cur != rl.rlim_max) {
+    rlim_t want = rl.rlim_max;
+    /* RLIM_INFINITY is refused for RLIMIT_NOFILE; the kernel's ceiling is
+     * fs.nr_open, at least a million. */
+    if (want == RLIM_INFINITY)
+      want = 1u << 20;
+    struct rlimit nl = {.rlim_cur = want, .rlim_max = rl.rlim_max};
+    if (setrlimit(RLIMIT_NOFILE, &nl) == 0)
+      rl.rlim_cur = want;
+  }
+  uint64_t nofile = rl.rlim_cur == RLIM_INFINITY ? (1u << 20) : (uint64_t)rl.rlim_cur;
+  /* Arenas: at most the limit's worth of full ones plus as many of their own
+   * (a batch larger than --arena-size), and the spare. */
+  uint64_t arenas = o->arena_size ? 2 * (o->memory_limit / o->arena_size) + 2 : 2;
+  uint64_t reserve = FD_RESERVE_BASE + SCREE__SERVER_REFUSALS_MAX + 2 * arenas;
+  if (reserve > nofile / 2)
+    reserve = nofile / 2;
+  uint64_t room = nofile - reserve;
+  uint32_t asked = o->max_connections;
+  if (asked == 0 || asked > room)
+    o->max_connections = room > UINT32_MAX ? UINT32_MAX : (uint32_t)room;
+  scree__log(asked != 0 && o->max_connections < asked ? SCREE__LOG_WARN : SCREE__LOG_INFO,
+             "fd_limit",
+             "nofile=%" PRIu64 " was=%" PRIu64 " reserved=%" PRIu64 " max_connections=%" PRIu32
+             " asked=%" PRIu32 "%s",
+             nofile, was == RLIM_INFINITY ? UINT64_MAX : (uint64_t)was, reserve,
+             o->max_connections, asked,
+             o->max_connections != asked ? " note=\"max_connections lowered to fit the fd limit\""
+                                         : "");
 }
 
 /* Opens the backend --device asks for. Returns 0 or prints why not. */
@@ -626,12 +716,16 @@ int main(int argc, char **argv) {
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGINT);
   sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGQUIT);
+  for (int i = 0; i < 3; i++)
+    sigaddset(&stop_signals, other_signals[i]);
   pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
 
   char msg[1024];
   int rc;
   int status = 1;
   scree__mem *mem = NULL;
+  size_for_fds(&o);
   if (open_backend(&o, &mem) != 0) {
     scree__authz_free(&o.authz);
     return 1;
@@ -668,7 +762,10 @@ int main(int argc, char **argv) {
   d.drain.data = &d;
   uv_signal_init(&loop, &d.sigint);
   uv_signal_init(&loop, &d.sigterm);
-  d.sigint.data = d.sigterm.data = &d;
+  uv_signal_init(&loop, &d.sigquit);
+  d.sigint.data = d.sigterm.data = d.sigquit.data = &d;
+  for (int i = 0; i < 3; i++)
+    uv_signal_init(&loop, &d.sigother[i]);
   uv_timer_init(&loop, &d.purge_timer);
   d.purge_timer.data = &d;
   d.release_free_ms = o.release_free_ms;
@@ -680,6 +777,13 @@ int main(int argc, char **argv) {
   start_access_control(&o);
   uv_signal_start(&d.sigint, on_signal, SIGINT);
   uv_signal_start(&d.sigterm, on_signal, SIGTERM);
+  /* SIGQUIT's default is a core dump; here it stops screed as SIGTERM does. */
+  uv_signal_start(&d.sigquit, on_signal, SIGQUIT);
+  for (int i = 0; i < 3; i++) {
+    uv_signal_start(&d.sigother[i], on_other_signal, other_signals[i]);
+    /* Never what keeps the loop alive once everything else is closed. */
+    uv_unref((uv_handle_t *)&d.sigother[i]);
+  }
   pthread_sigmask(SIG_UNBLOCK, &stop_signals, NULL);
 
   const scree__mem_info *mi = &mem->info;
@@ -719,8 +823,7 @@ err_layers:
   } else {
     scree__exec_shutdown(d.exec);
     uv_close((uv_handle_t *)&d.purge_timer, NULL);
-    uv_close((uv_handle_t *)&d.sigint, NULL);
-    uv_close((uv_handle_t *)&d.sigterm, NULL);
+    close_signals(&d);
     scree__drain_close(&d.drain);
   }
   uv_run(&loop, UV_RUN_DEFAULT);

@@ -36,6 +36,15 @@ typedef struct host_arena {
   int ro_fd; /* O_RDONLY, for readers */
 } host_arena;
 
+/* Out of fds (EMFILE for screed, ENFILE for the system): a passing
+ * shortage, SCREE_EAGAIN for the client to retry, with a message that says
+ * which limit. */
+static int out_of_fds(int e, char *msg, size_t msg_len) {
+  return scree__fail(SCREE_EAGAIN, msg, msg_len,
+                     "screed is out of file descriptors for a new arena (%s); try again later",
+                     e == EMFILE ? "its RLIMIT_NOFILE is reached" : "the system's limit is reached");
+}
+
 /* Opens the memfd again read-only (see the top of this file). */
 static int reopen_ro(int fd, int *out, char *msg, size_t msg_len) {
   if (fchmod(fd, 0400) != 0)
@@ -44,11 +53,15 @@ static int reopen_ro(int fd, int *out, char *msg, size_t msg_len) {
   char path[64];
   snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
   int ro = open(path, O_RDONLY | O_CLOEXEC);
-  if (ro < 0)
-    return scree__fail(SCREE__ERR(errno), msg, msg_len,
-                       "reopening an arena memfd read-only through %s: %s (is /proc "
-                       "mounted?)",
-                       path, strerror(errno));
+  if (ro < 0) {
+    int e = errno;
+    if (e == EMFILE || e == ENFILE)
+      return out_of_fds(e, msg, msg_len);
+    /* Only a missing file points at /proc itself. */
+    return scree__fail(SCREE__ERR(e), msg, msg_len,
+                       "reopening an arena memfd read-only through %s: %s%s", path,
+                       strerror(e), e == ENOENT ? " (is /proc mounted?)" : "");
+  }
   *out = ro;
   return 0;
 }
@@ -68,7 +81,9 @@ static int host_arena_alloc(scree__mem *m, size_t size, scree__arena_mem *out, c
   int rc;
   h->fd = memfd_create("scree-arena", MFD_CLOEXEC | MFD_ALLOW_SEALING);
   if (h->fd < 0) {
-    rc = scree__fail(SCREE__ERR(errno), msg, msg_len, "memfd_create: %s", strerror(errno));
+    rc = errno == EMFILE || errno == ENFILE
+             ? out_of_fds(errno, msg, msg_len)
+             : scree__fail(SCREE__ERR(errno), msg, msg_len, "memfd_create: %s", strerror(errno));
     goto err_free;
   }
   if (ftruncate(h->fd, (off_t)size) != 0) {
@@ -113,6 +128,12 @@ static void host_arena_free(scree__mem *m, scree__arena_mem *a) {
   if (a->host_ptr != NULL)
     munmap(a->host_ptr, a->size);
   if (h != NULL) {
+    /* Clients that were sent this arena may keep its fd (or a mapping) open
+     * after screed lets go: closing ours alone would leave them the bytes of
+     * every batch that lived here, and pin the pages outside --memory-limit.
+     * Punching the whole file out frees the pages now and makes every fd and
+     * mapping of it read zeros. Best effort, as in host_discard. */
+    (void)fallocate(h->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, (off_t)a->size);
     close(h->ro_fd);
     close(h->fd);
     free(h);
@@ -123,6 +144,9 @@ static void host_arena_free(scree__mem *m, scree__arena_mem *a) {
 
 static int dup_fd(int src, int *fd_out, char *msg, size_t msg_len) {
   int fd = fcntl(src, F_DUPFD_CLOEXEC, 0);
+  if (fd < 0 && (errno == EMFILE || errno == ENFILE))
+    return scree__fail(SCREE_EAGAIN, msg, msg_len,
+                       "screed is out of file descriptors to send an arena's; try again later");
   if (fd < 0)
     return scree__fail(SCREE__ERR(errno), msg, msg_len, "dup of an arena fd: %s",
                        strerror(errno));

@@ -1,6 +1,7 @@
 #include "server.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <poll.h>
 #include <stdio.h>
@@ -23,9 +24,12 @@
  * pause, doubled on each failure in a row up to the last. */
 #define ACCEPT_PAUSE_MS 100
 #define ACCEPT_PAUSE_MAX_MS 2000
-/* Connections over --max-connections that wait for their first request,
- * to be answered EAGAIN; more than this are closed unanswered. */
-#define REFUSALS_MAX 64
+/* Refused connections (over --max-connections, or from a peer the allow
+ * lists refuse) that wait for their first request, to be answered with
+ * why; past this many the oldest is closed unanswered, so that refused
+ * peers can neither hold more than this many fds nor keep newer refusals
+ * from being answered. */
+#define REFUSALS_MAX SCREE__SERVER_REFUSALS_MAX
 
 typedef struct outpkt {
   struct outpkt *next;
@@ -55,9 +59,6 @@ typedef struct scree__conn {
    * more is read until it is sent, so that replies keep the order of
    * requests. */
   int waiting;
-  /* The peer failed the access check (authz.h): its first packet gets
-   * EACCES, then the connection closes. */
-  int refused;
 } scree__conn;
 
 struct scree__server {
@@ -83,11 +84,16 @@ struct scree__server {
   unsigned pause_ms;
   int adopted;         /* the listener came from systemd: never unlink it */
   int listener_closed;
-  struct refusal *refusals;
+  struct refusal *refusals; /* newest first */
+  struct refusal *refusals_tail;
   uint32_t nrefusals;
+  /* An fd kept open on /dev/null, given up for a moment to accept (and
+   * answer) a connection when the process is out of fds; -1 while none. */
+  int spare_fd;
 };
 
-static void refuse_conn(scree__server *srv, int fd);
+enum refusal_kind { REFUSE_LIMIT, REFUSE_NOT_ALLOWED };
+static void refuse_conn(scree__server *srv, int fd, enum refusal_kind kind, uint32_t uid);
 static void refusals_close_all(scree__server *srv);
 
 /* ---- connections ------------------------------------------------------- */
@@ -248,8 +254,6 @@ static int peer_gone(int fd) {
   return poll(&pfd, 1, 0) > 0 && (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
 }
 
-static void conn_refuse(scree__conn *c, const uint8_t *buf, size_t len);
-
 /* Reads and answers one packet. Returns 1 when another may follow, 0 when
  * the socket is drained or the connection is closing. */
 static int conn_read_one(scree__conn *c) {
@@ -273,10 +277,6 @@ static int conn_read_one(scree__conn *c) {
   size_t len = (size_t)got;
   int oversize = (uint64_t)len > srv->max_packet;
 
-  if (c->refused) {
-    conn_refuse(c, oversize ? NULL : srv->rbuf, oversize ? 0 : len);
-    return 0;
-  }
   uint64_t t0 = srv->metrics != NULL ? scree__now_ns() : 0;
   scree__out out;
   int rc;
@@ -300,20 +300,6 @@ static int conn_read_one(scree__conn *c) {
   return !c->closing;
 }
 
-/* Answers a refused peer's first packet with EACCES and closes. Only the
- * request id is read from the packet (for the client to match the answer);
- * nothing of a refused peer's is decoded or handled. The
- * socket is fresh, so the answer fits its buffer; were it ever queued, the
- * close would drop it and the peer would see the connection end. */
-static void conn_refuse(scree__conn *c, const uint8_t *buf, size_t len) {
-  scree__server *srv = c->srv;
-  scree__out out;
-  if (scree__handler_refuse(srv->handler, c->sess, buf, len, SCREE_EACCES, &out,
-                            "uid %" PRIu32 " is not allowed to use this screed", c->uid) == 0)
-    conn_respond(c, &out);
-  conn_close(c, "refused", 0);
-}
-
 static void on_conn_io(uv_poll_t *h, int status, int events) {
   scree__conn *c = h->data;
   if (status < 0) {
@@ -335,14 +321,10 @@ static void on_conn_io(uv_poll_t *h, int status, int events) {
     conn_update_events(c);
 }
 
-static void conn_open(scree__server *srv, int fd) {
-  struct ucred cred = {.pid = 0, .uid = (uid_t)-1, .gid = (gid_t)-1};
-  socklen_t clen = sizeof(cred);
-  int have_cred = 1;
-  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) != 0) {
-    have_cred = 0;
-    scree__log(SCREE__LOG_WARN, "peercred_failed", "error=%s", scree__q(strerror(errno)));
-  }
+/* Serves an accepted peer that passed the access check: a session, the
+ * connection count, the poll. */
+static void conn_open(scree__server *srv, int fd, const struct ucred *cred_in) {
+  struct ucred cred = *cred_in;
   scree__conn *c = calloc(1, sizeof(*c));
   if (c == NULL)
     goto err_fd;
@@ -369,15 +351,6 @@ static void conn_open(scree__server *srv, int fd) {
     srv->metrics->conns_accepted++;
   scree__log(SCREE__LOG_INFO, "conn_open", "conn=%" PRIu64 " uid=%" PRIu32 " pid=%" PRId32,
              c->id, c->uid, c->pid);
-  char why[64];
-  if (srv->authz != NULL &&
-      scree__authz_check_peer(srv->authz, fd, have_cred, c->uid, (uint32_t)cred.gid, why,
-                              sizeof(why)) != 0) {
-    c->refused = 1;
-    scree__log(SCREE__LOG_WARN, "refused",
-               "conn=%" PRIu64 " uid=%" PRIu32 " gid=%" PRIu32 " pid=%" PRId32 " reason=%s",
-               c->id, c->uid, (uint32_t)cred.gid, c->pid, why);
-  }
   return;
 
 err_session:
@@ -392,6 +365,65 @@ err_fd:
 /* ---- listening --------------------------------------------------------- */
 
 static void on_listen(uv_poll_t *h, int status, int events);
+
+/* The access check at accept, where SO_PEERCRED is known: a peer the allow
+ * lists refuse never gets a session and never counts toward
+ * --max-connections, so idle refused sockets cannot lock allowed users out
+ * (they wait, a bounded number of them, to be answered EACCES). */
+static void accept_peer(scree__server *srv, int fd) {
+  struct ucred cred = {.pid = 0, .uid = (uid_t)-1, .gid = (gid_t)-1};
+  socklen_t clen = sizeof(cred);
+  int have_cred = 1;
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) != 0) {
+    have_cred = 0;
+    scree__log(SCREE__LOG_WARN, "peercred_failed", "error=%s", scree__q(strerror(errno)));
+  }
+  char why[64];
+  if (srv->authz != NULL &&
+      scree__authz_check_peer(srv->authz, fd, have_cred, (uint32_t)cred.uid,
+                              (uint32_t)cred.gid, why, sizeof(why)) != 0) {
+    scree__log(SCREE__LOG_WARN, "refused",
+               "uid=%" PRIu32 " gid=%" PRIu32 " pid=%d reason=%s", (uint32_t)cred.uid,
+               (uint32_t)cred.gid, (int)cred.pid, why);
+    refuse_conn(srv, fd, REFUSE_NOT_ALLOWED, (uint32_t)cred.uid);
+    return;
+  }
+  if (srv->max_conns != 0 && srv->nconns >= srv->max_conns) {
+    refuse_conn(srv, fd, REFUSE_LIMIT, (uint32_t)cred.uid);
+    return;
+  }
+  conn_open(srv, fd, &cred);
+}
+
+/* Out of fds with connections waiting: the spare fd is given up to accept
+ * one, whose request (a client sends Hello right after connect, so it is
+ * normally there already) is answered EAGAIN at once, and the spare is
+ * taken back. Without this the client would wait in the backlog with no
+ * answer for as long as the fds stay short. */
+static void refuse_with_spare(scree__server *srv) {
+  close(srv->spare_fd);
+  srv->spare_fd = -1;
+  int fd = accept4(srv->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  if (fd >= 0) {
+    if (srv->metrics != NULL)
+      srv->metrics->conns_refused++;
+    scree__log(SCREE__LOG_WARN, "conn_refused", "reason=out_of_fds connections=%" PRIu32,
+               srv->nconns);
+    int with_fds;
+    ssize_t got = read_packet(srv, fd, &with_fds);
+    scree__out out;
+    int over = got > 0 && (uint64_t)got > srv->max_packet;
+    if (scree__handler_refuse_bare(got > 0 && !over ? srv->rbuf : NULL,
+                                   got > 0 && !over ? (size_t)got : 0, SCREE_EAGAIN,
+                                   "screed is out of file descriptors; try again later",
+                                   &out) == 0) {
+      (void)send_packet(fd, out.buf, out.len, -1);
+      scree__out_clear(&out);
+    }
+    close(fd);
+  }
+  srv->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
 
 static void on_pause_over(uv_timer_t *t) {
   scree__server *srv = t->data;
@@ -409,16 +441,19 @@ static void on_listen(uv_poll_t *h, int status, int events) {
     int fd = accept4(srv->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd >= 0) {
       srv->pause_ms = 0;
-      if (srv->max_conns != 0 && srv->nconns >= srv->max_conns)
-        refuse_conn(srv, fd);
-      else
-        conn_open(srv, fd);
+      accept_peer(srv, fd);
       continue;
     }
     if (errno == EAGAIN || errno == EWOULDBLOCK)
       return;
     if (errno == EINTR || errno == ECONNABORTED)
       continue;
+    if ((errno == EMFILE || errno == ENFILE) && srv->spare_fd >= 0) {
+      if (srv->metrics != NULL)
+        srv->metrics->accept_failures++;
+      refuse_with_spare(srv);
+      continue;
+    }
     if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
       /* The pending connection stays in the backlog and would wake the loop
        * at once again: stop listening for a moment instead of spinning. */
@@ -485,11 +520,14 @@ static scree__server *server_alloc(const scree__server_config *cfg) {
   srv->metrics = cfg->metrics;
   srv->max_conns = cfg->max_connections;
   srv->lfd = -1;
+  srv->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
   scree__sockpath_init(&srv->sock);
   return srv;
 }
 
 static void server_free_unstarted(scree__server *srv) {
+  if (srv->spare_fd >= 0)
+    close(srv->spare_fd);
   free(srv->path);
   free(srv);
 }
@@ -545,6 +583,8 @@ void scree__server_free(scree__server *srv) {
   if (srv == NULL)
     return;
   scree__sockpath_unlock(&srv->sock);
+  if (srv->spare_fd >= 0)
+    close(srv->spare_fd);
   free(srv->rbuf);
   free(srv->path);
   free(srv);
@@ -552,14 +592,20 @@ void scree__server_free(scree__server *srv) {
 
 /* ---- operations: limits, metrics, socket activation, draining ----------- */
 
-/* A connection over --max-connections. It gets no session: screed waits
- * for its first request (normally Hello), answers it with SCREE_EAGAIN and
- * a message naming the limit, and closes it. Answering a request rather
- * than writing first means a client library reads the refusal as the reply
- * to its Hello, instead of finding the socket closed under its first send. */
+/* A refused connection: over --max-connections (answered SCREE_EAGAIN and
+ * a message naming the limit), or from a peer the allow lists refuse
+ * (SCREE_EACCES, "uid N is not allowed to use this screed"). It gets no
+ * session and does not count as a connection: screed waits for its first
+ * request (normally Hello), answers it, and closes it. Answering a request
+ * rather than writing first means a client library reads the refusal as the
+ * reply to its Hello, instead of finding the socket closed under its first
+ * send. Only the request's id is read from the packet: nothing of a refused
+ * peer's is decoded or handled. */
 typedef struct refusal {
   uv_poll_t poll;
   int fd;
+  enum refusal_kind kind;
+  uint32_t uid;
   scree__server *srv;
   struct refusal *prev;
   struct refusal *next;
@@ -579,6 +625,8 @@ static void refusal_close(refusal *f) {
     srv->refusals = f->next;
   if (f->next)
     f->next->prev = f->prev;
+  else
+    srv->refusals_tail = f->prev;
   srv->nrefusals--;
   uv_close((uv_handle_t *)&f->poll, on_refusal_closed);
 }
@@ -605,16 +653,22 @@ static void on_refusal_io(uv_poll_t *h, int status, int events) {
     refusal_close(f);
     return;
   }
-  /* Only the id is read, as for a peer refused by the allow lists: a
-   * refused connection costs no decoding. */
+  /* Only the id is read: a refused connection costs no decoding. */
   char text[160];
-  snprintf(text, sizeof(text),
-           "screed is at its connection limit (%" PRIu32 " connections); try again later",
-           srv->max_conns);
+  int code;
+  if (f->kind == REFUSE_NOT_ALLOWED) {
+    code = SCREE_EACCES;
+    snprintf(text, sizeof(text), "uid %" PRIu32 " is not allowed to use this screed", f->uid);
+  } else {
+    code = SCREE_EAGAIN;
+    snprintf(text, sizeof(text),
+             "screed is at its connection limit (%" PRIu32 " connections); try again later",
+             srv->max_conns);
+  }
   scree__out out;
   int over = (uint64_t)got > srv->max_packet;
-  if (scree__handler_refuse_bare(over ? NULL : srv->rbuf, over ? 0 : (size_t)got, SCREE_EAGAIN,
-                                 text, &out) == 0) {
+  if (scree__handler_refuse_bare(over ? NULL : srv->rbuf, over ? 0 : (size_t)got, code, text,
+                                 &out) == 0) {
     /* Best effort: the socket is new and empty, so this does not block,
      * and a client that is gone has nothing to read anyway. */
     (void)send_packet(f->fd, out.buf, out.len, -1);
@@ -623,36 +677,41 @@ static void on_refusal_io(uv_poll_t *h, int status, int events) {
   refusal_close(f);
 }
 
-static void refuse_conn(scree__server *srv, int fd) {
-  if (srv->metrics != NULL)
-    srv->metrics->conns_refused++;
-  if (!srv->at_limit) {
-    srv->at_limit = 1;
-    scree__log(SCREE__LOG_WARN, "max_connections_reached",
-               "limit=%" PRIu32 " action=\"answer the first request EAGAIN, then close\"",
-               srv->max_conns);
+static void refuse_conn(scree__server *srv, int fd, enum refusal_kind kind, uint32_t uid) {
+  if (kind == REFUSE_LIMIT) {
+    if (srv->metrics != NULL)
+      srv->metrics->conns_refused++;
+    if (!srv->at_limit) {
+      srv->at_limit = 1;
+      scree__log(SCREE__LOG_WARN, "max_connections_reached",
+                 "limit=%" PRIu32 " action=\"answer the first request EAGAIN, then close\"",
+                 srv->max_conns);
+    }
+    scree__log(SCREE__LOG_INFO, "conn_refused",
+               "uid=%" PRIu32 " reason=max_connections limit=%" PRIu32, uid, srv->max_conns);
   }
-  struct ucred cred = {.pid = 0, .uid = (uid_t)-1, .gid = (gid_t)-1};
-  socklen_t clen = sizeof(cred);
-  getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen);
-  scree__log(SCREE__LOG_INFO, "conn_refused",
-             "uid=%" PRIu32 " pid=%d reason=max_connections limit=%" PRIu32,
-             (uint32_t)cred.uid, (int)cred.pid, srv->max_conns);
-  refusal *f = NULL;
-  if (srv->nrefusals < REFUSALS_MAX)
-    f = calloc(1, sizeof(*f));
+  /* The oldest waiting refusal makes room: pre-auth state stays bounded,
+   * and a peer that opens sockets and never writes only pushes its own
+   * older ones out. */
+  if (srv->nrefusals >= REFUSALS_MAX && srv->refusals_tail != NULL)
+    refusal_close(srv->refusals_tail);
+  refusal *f = calloc(1, sizeof(*f));
   if (f == NULL || uv_poll_init(srv->loop, &f->poll, fd) != 0) {
-    /* Too many waiting already (or no memory): close unanswered. */
+    /* No memory: close unanswered. */
     free(f);
     close(fd);
     return;
   }
   f->fd = fd;
+  f->kind = kind;
+  f->uid = uid;
   f->srv = srv;
   f->poll.data = f;
   f->next = srv->refusals;
   if (srv->refusals)
     srv->refusals->prev = f;
+  else
+    srv->refusals_tail = f;
   srv->refusals = f;
   srv->nrefusals++;
   uv_poll_start(&f->poll, UV_READABLE | UV_DISCONNECT, on_refusal_io);

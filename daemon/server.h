@@ -18,6 +18,10 @@ struct scree__metrics;
 
 typedef struct scree__server scree__server;
 
+/* Refused connections (limit, allow lists) that may wait at once to be
+ * answered; each holds an fd. */
+#define SCREE__SERVER_REFUSALS_MAX 64
+
 typedef struct scree__server_config {
   uv_loop_t *loop;
   scree__handler *handler; /* used, not owned; must outlive the server */
@@ -30,8 +34,9 @@ typedef struct scree__server_config {
    * names it in logs, and the file is never unlinked. 0 or -1: bind path. */
   int listen_fd;
   uint64_t max_packet; /* larger requests are answered EMSGSIZE */
-  /* Each new peer is checked against authz (authz.h), which must outlive
-   * the server; NULL: every peer is allowed. A refused peer's first request
+  /* Each new peer is checked against authz (authz.h) at accept, which must
+   * outlive the server; NULL: every peer is allowed. A refused peer gets no
+   * session and does not count toward max_connections; its first request
    * is answered with EACCES, then its connection closes. The lists may be
    * completed after creation, before the loop runs. */
   const scree__authz *authz;

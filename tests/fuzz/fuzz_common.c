@@ -86,3 +86,27 @@ int fuzz_trace(void) {
     on = getenv("SCREE_FUZZ_TRACE") != NULL;
   return on;
 }
+
+static struct {
+  uint64_t ns;
+  const char *what;
+  size_t bytes;
+  int registered;
+} slowest;
+
+static void print_slowest(void) {
+  fprintf(stderr, "fuzz: slowest request: %.1f us (%s, %zu bytes)\n", (double)slowest.ns / 1e3,
+          slowest.what ? slowest.what : "none", slowest.bytes);
+}
+
+void fuzz_note_time(uint64_t ns, const char *what, size_t bytes) {
+  if (!slowest.registered) {
+    slowest.registered = 1;
+    atexit(print_slowest);
+  }
+  if (ns > slowest.ns) {
+    slowest.ns = ns;
+    slowest.what = what;
+    slowest.bytes = bytes;
+  }
+}

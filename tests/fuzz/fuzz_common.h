@@ -15,6 +15,7 @@
 
 #include "handler.h"
 #include "store.h"
+#include "sys.h"
 
 #define FUZZ_CHECK(cond, ...)                                                   \
   do {                                                                          \
@@ -49,6 +50,13 @@ void fuzz_check_reply(const scree__reply *r);
 /* True when $SCREE_FUZZ_TRACE is set: harnesses then print each reply's
  * status (for reading what a seed or a crash input does). */
 int fuzz_trace(void);
+
+/* Records that one request took ns to decode and handle (what: the
+ * request type or "packet"; bytes: its size when known). At exit the
+ * slowest one seen is printed ("fuzz: slowest request: ..."), the figure
+ * docs/testing.md gives; the run's per-input time limit (make fuzz's
+ * -timeout) is what fails a slow input. */
+void fuzz_note_time(uint64_t ns, const char *what, size_t bytes);
 
 /* Number of open fds of this process (to catch fds the store leaks). */
 int fuzz_count_fds(void);

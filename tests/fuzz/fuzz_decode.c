@@ -62,12 +62,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     scree__reply_clear(&r);
   }
 
+  uint64_t t0 = scree__now_ns();
   scree__handle_packet(hd, sess, data, size, &r);
+  fuzz_note_time(scree__now_ns() - t0, "packet", size);
   fuzz_check_reply(&r);
   /* Twice: a second identical request meets the state the first left
    * (EEXIST after a Create, a lease after a Get). */
   scree__reply_clear(&r);
+  t0 = scree__now_ns();
   scree__handle_packet(hd, sess, data, size, &r);
+  fuzz_note_time(scree__now_ns() - t0, "packet", size);
   fuzz_check_reply(&r);
   scree__reply_clear(&r);
 

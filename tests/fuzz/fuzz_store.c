@@ -25,6 +25,13 @@
 #include "fuzz_common.h"
 #include "scree/dtype.h"
 
+/* A C string as a request's bytes field (names travel as bytes; see
+ * proto/scree/v1/scree.proto). NULL is empty. */
+static inline ProtobufCBinaryData test_bytes(const char *s) {
+  ProtobufCBinaryData b = {s != NULL ? strlen(s) : 0, (uint8_t *)s};
+  return b;
+}
+
 #define NSESS 4
 #define MAX_OPS 200
 #define MAX_LEASES 64
@@ -158,7 +165,9 @@ static void map_fd(state *st, const Scree__V1__Location *loc, int fd) {
 static const Scree__V1__Response *call(state *st, scree__session *sess, Scree__V1__Request *req) {
   scree__reply_clear(&st->r);
   req->id = ++st->next_id;
+  uint64_t t0 = scree__now_ns();
   scree__handle(st->h, sess, req, &st->r);
+  fuzz_note_time(scree__now_ns() - t0, "request", 0);
   FUZZ_CHECK(st->r.resp.id == req->id, "reply id %llu for request %llu",
              (unsigned long long)st->r.resp.id, (unsigned long long)req->id);
   fuzz_check_reply(&st->r);
@@ -197,7 +206,7 @@ static audit audit_list(state *st) {
     FUZZ_CHECK(page < 10000, "List does not end");
     Scree__V1__Request req = SCREE__V1__REQUEST__INIT;
     Scree__V1__List l = SCREE__V1__LIST__INIT;
-    l.page_token = token;
+    l.page_token = test_bytes(token);
     l.page_size = SCREE__LIST_MAX;
     req.body_case = SCREE__V1__REQUEST__BODY_LIST;
     req.list = &l;
@@ -305,7 +314,7 @@ static void run_op(state *st, reader *r) {
     Scree__V1__Create c = SCREE__V1__CREATE__INIT;
     Scree__V1__ArrayDesc d = SCREE__V1__ARRAY_DESC__INIT;
     int64_t inner[12];
-    c.name = (char *)rd_name(st, r, &slot);
+    c.name = test_bytes((char *)rd_name(st, r, &slot));
     uint8_t shape = rd_u8(r);
     d.dtype = shape < 240 ? shape % 13 : rd_u8(r);
     uint8_t od = rd_u8(r);
@@ -346,7 +355,7 @@ static void run_op(state *st, reader *r) {
     break;
   case 4: {
     Scree__V1__Seal q = SCREE__V1__SEAL__INIT;
-    q.name = (char *)rd_name(st, r, &slot);
+    q.name = test_bytes((char *)rd_name(st, r, &slot));
     req.body_case = SCREE__V1__REQUEST__BODY_SEAL;
     req.seal = &q;
     call(st, sess, &req);
@@ -355,7 +364,7 @@ static void run_op(state *st, reader *r) {
   case 5:
   case 6: {
     Scree__V1__Get q = SCREE__V1__GET__INIT;
-    q.name = (char *)rd_name(st, r, &slot);
+    q.name = test_bytes((char *)rd_name(st, r, &slot));
     req.body_case = SCREE__V1__REQUEST__BODY_GET;
     req.get = &q;
     const Scree__V1__Response *resp = call(st, sess, &req);
@@ -403,7 +412,7 @@ static void run_op(state *st, reader *r) {
   }
   case 9: {
     Scree__V1__Delete q = SCREE__V1__DELETE__INIT;
-    q.name = (char *)rd_name(st, r, &slot);
+    q.name = test_bytes((char *)rd_name(st, r, &slot));
     req.body_case = SCREE__V1__REQUEST__BODY_DELETE;
     req.delete_ = &q;
     call(st, sess, &req);
@@ -412,12 +421,12 @@ static void run_op(state *st, reader *r) {
   case 10: {
     Scree__V1__List q = SCREE__V1__LIST__INIT;
     uint8_t how = rd_u8(r);
-    q.prefix = how & 1 ? (char *)rd_name(st, r, &slot) : (char *)"";
+    q.prefix = test_bytes(how & 1 ? (char *)rd_name(st, r, &slot) : (char *)"");
     char tok[64] = "";
     if (how & 2) {
       const char *t = rd_name(st, r, &slot);
       snprintf(tok, sizeof(tok), "%s", t ? t : "");
-      q.page_token = tok;
+      q.page_token = test_bytes(tok);
     }
     q.page_size = how & 4 ? (uint32_t)rd_u64(r) : rd_u8(r) % 4;
     req.body_case = SCREE__V1__REQUEST__BODY_LIST;
@@ -427,7 +436,7 @@ static void run_op(state *st, reader *r) {
   }
   case 11: {
     Scree__V1__Stat q = SCREE__V1__STAT__INIT;
-    q.name = (char *)rd_name(st, r, &slot);
+    q.name = test_bytes((char *)rd_name(st, r, &slot));
     req.body_case = SCREE__V1__REQUEST__BODY_STAT;
     req.stat = &q;
     call(st, sess, &req);
@@ -454,7 +463,9 @@ static void run_op(state *st, reader *r) {
     for (size_t i = 0; i < len; i++)
       buf[i] = rd_u8(r);
     scree__reply_clear(&st->r);
+    uint64_t t0 = scree__now_ns();
     scree__handle_packet(st->h, sess, buf, len, &st->r);
+    fuzz_note_time(scree__now_ns() - t0, "packet", len);
     fuzz_check_reply(&st->r);
     /* A raw Get may have made a lease: learn it as a client would. */
     if (st->r.resp.status == 0 && st->r.resp.body_case == SCREE__V1__RESPONSE__BODY_GET &&
@@ -478,13 +489,13 @@ static void run_op(state *st, reader *r) {
   }
   case 15: {
     Scree__V1__Attention q = SCREE__V1__ATTENTION__INIT;
-    q.q = (char *)rd_name(st, r, &slot);
-    q.k = (char *)rd_name(st, r, &slot);
-    q.v = (char *)rd_name(st, r, &slot);
+    q.q = test_bytes((char *)rd_name(st, r, &slot));
+    q.k = test_bytes((char *)rd_name(st, r, &slot));
+    q.v = test_bytes((char *)rd_name(st, r, &slot));
     char out[64];
     const char *o = rd_name(st, r, &slot);
     snprintf(out, sizeof(out), "%s", o ? o : "");
-    q.out = o ? out : NULL;
+    q.out = test_bytes(o ? out : NULL);
     uint8_t f = rd_u8(r);
     q.causal = f & 1;
     q.has_scale = (f >> 1) & 1;
@@ -567,7 +578,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     for (size_t i = 0; i < n; i++) {
       Scree__V1__Request dq = SCREE__V1__REQUEST__INIT;
       Scree__V1__Delete d = SCREE__V1__DELETE__INIT;
-      d.name = names[i];
+      d.name = test_bytes(names[i]);
       dq.body_case = SCREE__V1__REQUEST__BODY_DELETE;
       dq.delete_ = &d;
       const Scree__V1__Response *dr = call(st, st->auditor, &dq);

@@ -13,6 +13,13 @@
 #include "scree/dtype.h"
 #include "scree/v1/scree.pb-c.h"
 
+/* A C string as a request's bytes field (names travel as bytes; see
+ * proto/scree/v1/scree.proto). NULL is empty. */
+static inline ProtobufCBinaryData test_bytes(const char *s) {
+  ProtobufCBinaryData b = {s != NULL ? strlen(s) : 0, (uint8_t *)s};
+  return b;
+}
+
 static const char *out_dir;
 
 static void write_file(const char *harness, const char *name, const uint8_t *buf, size_t len) {
@@ -53,20 +60,20 @@ static void decode_seeds(void) {
   d.n_inner = 2;
   d.batch_size = 4;
   d.total_rows = 100;
-  c.name = "train/step-1";
+  c.name = test_bytes("train/step-1");
   c.desc = &d;
   req.body_case = SCREE__V1__REQUEST__BODY_CREATE;
   req.create = &c;
   write_request("create", &req);
 
   Scree__V1__Seal s = SCREE__V1__SEAL__INIT;
-  s.name = "train/step-1";
+  s.name = test_bytes("train/step-1");
   req.body_case = SCREE__V1__REQUEST__BODY_SEAL;
   req.seal = &s;
   write_request("seal", &req);
 
   Scree__V1__Get g = SCREE__V1__GET__INIT;
-  g.name = "train/step-1";
+  g.name = test_bytes("train/step-1");
   req.body_case = SCREE__V1__REQUEST__BODY_GET;
   req.get = &g;
   write_request("get", &req);
@@ -78,21 +85,21 @@ static void decode_seeds(void) {
   write_request("release", &req);
 
   Scree__V1__Delete del = SCREE__V1__DELETE__INIT;
-  del.name = "train/step-1";
+  del.name = test_bytes("train/step-1");
   req.body_case = SCREE__V1__REQUEST__BODY_DELETE;
   req.delete_ = &del;
   write_request("delete", &req);
 
   Scree__V1__List l = SCREE__V1__LIST__INIT;
-  l.prefix = "train/";
-  l.page_token = "train/step-0";
+  l.prefix = test_bytes("train/");
+  l.page_token = test_bytes("train/step-0");
   l.page_size = 2;
   req.body_case = SCREE__V1__REQUEST__BODY_LIST;
   req.list = &l;
   write_request("list", &req);
 
   Scree__V1__Stat st = SCREE__V1__STAT__INIT;
-  st.name = "train/step-1";
+  st.name = test_bytes("train/step-1");
   req.body_case = SCREE__V1__REQUEST__BODY_STAT;
   req.stat = &st;
   write_request("stat", &req);
@@ -103,10 +110,10 @@ static void decode_seeds(void) {
   write_request("stats", &req);
 
   Scree__V1__Attention a = SCREE__V1__ATTENTION__INIT;
-  a.q = "q";
-  a.k = "k";
-  a.v = "v";
-  a.out = "o";
+  a.q = test_bytes("q");
+  a.k = test_bytes("k");
+  a.v = test_bytes("v");
+  a.out = test_bytes("o");
   a.causal = 1;
   a.window_right_present_case = SCREE__V1__ATTENTION__WINDOW_RIGHT_PRESENT_WINDOW_RIGHT;
   a.window_right = 0;
@@ -253,7 +260,7 @@ static void store_seeds(void) {
   {
     Scree__V1__Request req = SCREE__V1__REQUEST__INIT;
     Scree__V1__Get g = SCREE__V1__GET__INIT;
-    g.name = "a";
+    g.name = test_bytes("a");
     req.id = 9;
     req.body_case = SCREE__V1__REQUEST__BODY_GET;
     req.get = &g;

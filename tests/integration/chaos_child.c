@@ -27,6 +27,13 @@
 #include "scree/client.h"
 #include "scree/v1/scree.pb-c.h"
 
+/* A C string as a request's bytes field (names travel as bytes; see
+ * proto/scree/v1/scree.proto). NULL is empty. */
+static inline ProtobufCBinaryData test_bytes(const char *s) {
+  ProtobufCBinaryData b = {s != NULL ? strlen(s) : 0, (uint8_t *)s};
+  return b;
+}
+
 #define SHARED_NAMES 64
 #define MAX_HELD 8
 
@@ -79,7 +86,7 @@ static void raw_mode(const char *path) {
   d.offsets_dtype = 5; /* int64 */
   d.batch_size = 2;
   d.total_rows = 100;
-  c.name = name;
+  c.name = test_bytes(name);
   c.desc = &d;
   req.id = 2;
   req.body_case = SCREE__V1__REQUEST__BODY_CREATE;
@@ -88,7 +95,7 @@ static void raw_mode(const char *path) {
   Scree__V1__Get g = SCREE__V1__GET__INIT;
   char shared[32];
   snprintf(shared, sizeof(shared), "c%u", rnd() % SHARED_NAMES);
-  g.name = shared;
+  g.name = test_bytes(shared);
   req.id = 3;
   req.body_case = SCREE__V1__REQUEST__BODY_GET;
   req.get = &g;

@@ -15,6 +15,13 @@
 
 #include "sys.h"
 
+/* A C string as a request's bytes field (names travel as bytes; see
+ * proto/scree/v1/scree.proto). NULL is empty. */
+static inline ProtobufCBinaryData test_bytes(const char *s) {
+  ProtobufCBinaryData b = {s != NULL ? strlen(s) : 0, (uint8_t *)s};
+  return b;
+}
+
 #ifndef SCREED_PATH
 #error "SCREED_PATH must name the screed binary"
 #endif
@@ -231,7 +238,7 @@ Scree__V1__Response *rc_create(int fd, const char *name, uint32_t dtype, int64_t
   d.batch_size = batch;
   d.total_rows = rows;
   d.offsets_dtype = 5; /* SCREE_INT64 */
-  c.name = (char *)name;
+  c.name = test_bytes((char *)name);
   c.desc = &d;
   req.id = 11;
   req.body_case = SCREE__V1__REQUEST__BODY_CREATE;
@@ -242,7 +249,7 @@ Scree__V1__Response *rc_create(int fd, const char *name, uint32_t dtype, int64_t
 Scree__V1__Response *rc_seal(int fd, const char *name) {
   Scree__V1__Request req = SCREE__V1__REQUEST__INIT;
   Scree__V1__Seal s = SCREE__V1__SEAL__INIT;
-  s.name = (char *)name;
+  s.name = test_bytes((char *)name);
   req.id = 12;
   req.body_case = SCREE__V1__REQUEST__BODY_SEAL;
   req.seal = &s;
@@ -252,7 +259,7 @@ Scree__V1__Response *rc_seal(int fd, const char *name) {
 Scree__V1__Response *rc_get(int fd, const char *name, int *fd_out) {
   Scree__V1__Request req = SCREE__V1__REQUEST__INIT;
   Scree__V1__Get g = SCREE__V1__GET__INIT;
-  g.name = (char *)name;
+  g.name = test_bytes((char *)name);
   req.id = 13;
   req.body_case = SCREE__V1__REQUEST__BODY_GET;
   req.get = &g;
@@ -272,7 +279,7 @@ Scree__V1__Response *rc_release(int fd, uint64_t lease) {
 Scree__V1__Response *rc_delete(int fd, const char *name) {
   Scree__V1__Request req = SCREE__V1__REQUEST__INIT;
   Scree__V1__Delete d = SCREE__V1__DELETE__INIT;
-  d.name = (char *)name;
+  d.name = test_bytes((char *)name);
   req.id = 15;
   req.body_case = SCREE__V1__REQUEST__BODY_DELETE;
   req.delete_ = &d;

@@ -215,8 +215,12 @@ Test(client, create_write_in_place_seal) {
 
   cr_assert_eq(scree_client_get(c, "inplace", &g, &l), 0, "%s", scree_client_last_error(c));
   cr_assert_eq(g.max_length, 6);
-  cr_assert_eq(g.values, w.values, "the same memory, no copy");
+  /* The same memory, no copy, but through a read-only mapping of its own:
+   * the creator's writable one must not leak into views from Get. */
+  cr_assert_neq(g.values, w.values);
   cr_assert_eq(((int32_t *)g.values)[9], 81);
+  cr_assert_eq(mapping_of(g.values, perms, path, sizeof(path)), 0);
+  cr_assert_eq(perms[1], '-', "a Get view is mapped read-only (%s)", perms);
   cr_assert_eq(scree_client_release(c, l), 0);
   scree_client_close(c);
 
@@ -224,6 +228,69 @@ Test(client, create_write_in_place_seal) {
   c = connect_ok();
   cr_assert_eq(scree_client_get(c, "inplace", &g, NULL), 0);
   cr_assert_eq(((int32_t *)g.values)[7], 49);
+  scree_client_close(c);
+}
+
+/* Writes one byte at p in a child process; returns the signal that ended
+ * it, or 0 when the write went through. */
+static int write_in_child(void *p) {
+  pid_t pid = fork();
+  cr_assert_geq(pid, 0);
+  if (pid == 0) {
+    /* The default action, not a sanitizer's handler, which would exit. */
+    signal(SIGSEGV, SIG_DFL);
+    *(volatile unsigned char *)p = 0x5a;
+    _exit(0);
+  }
+  int st;
+  cr_assert_eq(waitpid(pid, &st, 0), pid);
+  return WIFSIGNALED(st) ? WTERMSIG(st) : 0;
+}
+
+/* A producer that put a batch and then gets it on the same connection gets
+ * a read-only view (issue 12: through the put's writable mapping it could
+ * rewrite the sealed batch for every reader); its own create view of an
+ * unsealed batch in the same arena stays writable until it seals. */
+Test(client, a_get_view_is_read_only_on_the_producers_own_connection) {
+  scree_client *c = connect_ok();
+  scree_array a, w, desc;
+  cr_assert_eq(testdata_make(4, 3, 10, 2, 8, &a), 0);
+  cr_assert_eq(scree_client_put(c, "ro/put", &a, NULL), 0, "%s", scree_client_last_error(c));
+  free(a.values);
+  free(a.offsets);
+  memset(&desc, 0, sizeof(desc));
+  desc.dtype = SCREE_INT32;
+  desc.offsets_dtype = SCREE_INT32;
+  desc.batch_size = 1;
+  desc.total_rows = 4;
+  cr_assert_eq(scree_client_create(c, "ro/created", &desc, &w, NULL), 0, "%s",
+               scree_client_last_error(c));
+
+  scree_array g;
+  scree_lease *l;
+  cr_assert_eq(scree_client_get(c, "ro/put", &g, &l), 0, "%s", scree_client_last_error(c));
+  char perms[8], path[256];
+  cr_assert_eq(mapping_of(g.values, perms, path, sizeof(path)), 0);
+  cr_assert_eq(perms[1], '-', "the get view is writable (%s)", perms);
+  cr_assert_eq(write_in_child(g.values), SIGSEGV, "a write through a get view went through");
+  cr_assert_eq(write_in_child(g.offsets), SIGSEGV);
+
+  /* The created batch, in the same arena, is still written in place. */
+  cr_assert_eq(mapping_of(w.values, perms, path, sizeof(path)), 0);
+  cr_assert_eq(perms[1], 'w', "the create view lost its write access (%s)", perms);
+  int32_t *v = w.values, *o = w.offsets;
+  for (int i = 0; i < 4; i++)
+    v[i] = 7 * i;
+  o[0] = 0;
+  o[1] = 4;
+  cr_assert_eq(scree_client_seal(c, "ro/created", NULL), 0, "%s", scree_client_last_error(c));
+  scree_array g2;
+  scree_lease *l2;
+  cr_assert_eq(scree_client_get(c, "ro/created", &g2, &l2), 0);
+  cr_assert_eq(((int32_t *)g2.values)[3], 21);
+  cr_assert_eq(write_in_child(g2.values), SIGSEGV);
+  cr_assert_eq(scree_client_release(c, l2), 0);
+  cr_assert_eq(scree_client_release(c, l), 0);
   scree_client_close(c);
 }
 

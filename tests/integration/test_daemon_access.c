@@ -23,6 +23,13 @@
 #include "raw_client.h"
 #include "sys.h"
 
+/* A C string as a request's bytes field (names travel as bytes; see
+ * proto/scree/v1/scree.proto). NULL is empty. */
+static inline ProtobufCBinaryData test_bytes(const char *s) {
+  ProtobufCBinaryData b = {s != NULL ? strlen(s) : 0, (uint8_t *)s};
+  return b;
+}
+
 #define ALICE 65534u /* nobody */
 #define BOB 65533u
 #define CAROL 65532u
@@ -131,7 +138,7 @@ static Scree__V1__Response *create(int fd, const char *name, int64_t rows, int s
   desc.batch_size = rows;
   desc.total_rows = rows;
   desc.offsets_dtype = 5; /* int64 */
-  c.name = (char *)name;
+  c.name = test_bytes((char *)name);
   c.desc = &desc;
   c.shared = shared != 0;
   req.id = 21;
@@ -191,7 +198,7 @@ static void unmap(arenas *m) {
 static uint64_t stat_arena(int fd, const char *name, uint32_t *owner) {
   Scree__V1__Request req = SCREE__V1__REQUEST__INIT;
   Scree__V1__Stat st = SCREE__V1__STAT__INIT;
-  st.name = (char *)name;
+  st.name = test_bytes((char *)name);
   req.id = 17;
   req.body_case = SCREE__V1__REQUEST__BODY_STAT;
   req.stat = &st;

@@ -445,11 +445,13 @@ Test(ops, out_of_fds_the_listener_backs_off_and_recovers) {
   double pauses = metric(text, "scree_accept_pauses_total");
   free(text);
   cr_assert_geq(failures, 1, "accept must have hit EMFILE");
-  /* Each failure pauses the listener (100 ms doubling to 2 s), so in the
-   * few seconds of this test there are a handful; a loop that spun on the
-   * backlog would count them in the thousands. */
-  cr_assert_eq(failures, pauses);
-  cr_assert_lt(failures, 40, "accept failed %.0f times: the listener spins", failures);
+  /* Each EMFILE either takes one connection off the backlog through the
+   * spare fd (answered EAGAIN and closed) or, when the spare cannot be had,
+   * pauses the listener (100 ms doubling to 2 s); so there are at most
+   * about as many as connections; a loop that spun on the backlog would
+   * count them in the thousands. */
+  cr_assert_leq(pauses, failures);
+  cr_assert_lt(failures, N + 40, "accept failed %.0f times: the listener spins", failures);
   close(fd);
   finish();
 }

@@ -20,6 +20,13 @@
 
 #include "raw_client.h"
 
+/* A C string as a request's bytes field (names travel as bytes; see
+ * proto/scree/v1/scree.proto). NULL is empty. */
+static inline ProtobufCBinaryData test_bytes(const char *s) {
+  ProtobufCBinaryData b = {s != NULL ? strlen(s) : 0, (uint8_t *)s};
+  return b;
+}
+
 static rc_daemon d;
 
 static void start(const char *tag, const char *const *extra) {
@@ -96,7 +103,7 @@ Test(daemon, malformed_protobuf_is_eproto_and_the_connection_survives) {
   desc.batch_size = 1000;
   desc.total_rows = 100000;
   desc.offsets_dtype = 5;
-  c.name = "truncated";
+  c.name = test_bytes("truncated");
   c.desc = &desc;
   req.id = 77;
   req.body_case = SCREE__V1__REQUEST__BODY_CREATE;
@@ -196,7 +203,7 @@ Test(daemon, hello_reply_over_the_wire) {
   cr_assert_eq(resp->hello->ipc_mode, SCREE__V1__IPC_MODE__IPC_MODE_MEMFD);
   cr_assert_eq(resp->hello->memory_limit, 64u << 20);
   cr_assert_eq(resp->hello->arena_size, 3u << 20);
-  cr_assert_eq(resp->hello->max_packet, 1u << 20);
+  cr_assert_eq(resp->hello->max_packet, 64u << 10);
   cr_assert_eq(resp->hello->max_name_len, 255);
   cr_assert_str_neq(resp->hello->version, "");
   rc_free(resp);
@@ -485,7 +492,7 @@ Test(daemon, two_hundred_concurrent_connections) {
     rc_free(resp);
   }
   Scree__V1__Get g = SCREE__V1__GET__INIT;
-  g.name = "hot";
+  g.name = test_bytes("hot");
   req.body_case = SCREE__V1__REQUEST__BODY_GET;
   req.get = &g;
   for (int i = 0; i < N; i++)

@@ -12,6 +12,7 @@
 #include "attn_ref.h"
 #include "harness.h"
 #include "npy.h"
+#include "scree/client.h"
 
 static harness d;
 static char dir[64];
@@ -166,6 +167,40 @@ Test(screectl, put_shared_lands_in_the_shared_pool) {
   cr_assert(same_file(f("v.npy"), f("v2.npy")), "values differ");
   cr_assert_eq(ctl("stat mine --shared"), 1);
   cr_assert(strstr(err_buf, "--shared belongs to put") != NULL, "%s", err_buf);
+}
+
+/* A batch whose offsets a writer of its arena changed after the seal (the
+ * creator's own create view stays writable; so does any creator's in a
+ * shared arena): screectl get checks the offsets before writing anything,
+ * and says what is wrong, instead of writing offsets that point past the
+ * values. */
+Test(screectl, get_refuses_a_batch_whose_offsets_were_corrupted) {
+  scree_client *c;
+  cr_assert_eq(scree_client_connect(d.socket, &c), 0);
+  scree_array desc, w;
+  memset(&desc, 0, sizeof(desc));
+  desc.dtype = SCREE_FLOAT32;
+  desc.offsets_dtype = SCREE_INT64;
+  desc.batch_size = 4;
+  desc.total_rows = 8;
+  cr_assert_eq(scree_client_create(c, "corrupt", &desc, &w, NULL), 0, "%s",
+               scree_client_last_error(c));
+  int64_t *o = w.offsets;
+  for (int i = 0; i <= 4; i++)
+    o[i] = 2 * i;
+  memset(w.values, 0, 8 * sizeof(float));
+  cr_assert_eq(scree_client_seal(c, "corrupt", NULL), 0, "%s", scree_client_last_error(c));
+  o[1] = 999999; /* after the seal, through the creator's writable view */
+  unlink(f("cv.npy"));
+  unlink(f("co.npy"));
+  cr_assert_eq(ctl("get corrupt --values %s --offsets %s", f("cv.npy"), f("co.npy")), 1,
+               "screectl get wrote a corrupted batch: %s", err_buf);
+  cr_assert(strstr(err_buf, "offsets") != NULL && strstr(err_buf, "999999") != NULL, "%s",
+            err_buf);
+  struct stat st;
+  cr_assert_neq(stat(f("co.npy"), &st), 0, "offsets were written");
+  cr_assert_neq(stat(f("cv.npy"), &st), 0, "values were written");
+  scree_client_close(c);
 }
 
 Test(screectl, bfloat16_and_float8_travel_as_raw_bits) {

@@ -103,3 +103,39 @@ def test_sigsegv_sent_by_kill_still_kills(socket):
     p = run_child(socket, "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
     assert_segv(p)
     assert "scree:" not in p.stderr
+
+
+SAME_CONNECTION = textwrap.dedent(
+    """
+    import sys
+    import numpy as np, torch
+    import scree
+    c = scree.Client(sys.argv[1])
+    c.put("fault/own", scree.pack([np.ones((3, 4), np.float32)]))
+    # A create on the same connection, in the same arena, stays writable.
+    w = c.create("fault/wip", np.float32, (4,), lengths=[2], framework="torch")
+    w.values.add_(2)
+    b = c.get("fault/own", framework="torch")
+    w.values.add_(1)
+    assert float(w.values[0, 0]) == 3.0
+    print("attached", flush=True)
+    b.values.add_(1)
+    print("survived", flush=True)
+    """
+)
+
+
+def test_a_producer_cannot_rewrite_its_sealed_batch_through_get(socket):
+    # Issue 12: put then get(framework="torch") on the same client used to
+    # return a view through the put's writable mapping, so add_ changed the
+    # stored batch for every reader. The view is read-only now: the write
+    # faults, and the batch is unchanged.
+    pkg = str(Path(scree.__file__).resolve().parents[1])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([pkg] + [p for p in sys.path if p])
+    p = subprocess.run([sys.executable, "-c", SAME_CONNECTION, socket], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert_segv(p)
+    assert "scree: fatal: write to read-only batch 'fault/own'" in p.stderr, p.stderr
+    with scree.Client(socket) as c, c.get("fault/own", framework="numpy") as b:
+        assert float(b.values.max()) == 1.0

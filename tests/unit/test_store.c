@@ -21,6 +21,13 @@
 #include "handler.h"
 #include "store.h"
 
+/* A C string as a request's bytes field (names travel as bytes; see
+ * proto/scree/v1/scree.proto). NULL is empty. */
+static inline ProtobufCBinaryData test_bytes(const char *s) {
+  ProtobufCBinaryData b = {s != NULL ? strlen(s) : 0, (uint8_t *)s};
+  return b;
+}
+
 #define LIMIT (4u << 20)
 #define ARENA (1u << 20)
 
@@ -138,7 +145,7 @@ static const Scree__V1__Response *create_raw(scree__session *sess, const char *n
   d.batch_size = batch;
   d.total_rows = rows;
   d.offsets_dtype = odtype;
-  c.name = (char *)name;
+  c.name = test_bytes((char *)name);
   c.desc = &d;
   req.id = 7;
   req.body_case = SCREE__V1__REQUEST__BODY_CREATE;
@@ -177,7 +184,7 @@ static void write_offsets(created *c, int64_t batch, int64_t rows) {
 static const Scree__V1__Response *seal(scree__session *sess, const char *name) {
   Scree__V1__Request req = SCREE__V1__REQUEST__INIT;
   Scree__V1__Seal s = SCREE__V1__SEAL__INIT;
-  s.name = (char *)name;
+  s.name = test_bytes((char *)name);
   req.body_case = SCREE__V1__REQUEST__BODY_SEAL;
   req.seal = &s;
   return call(sess, &req);
@@ -192,7 +199,7 @@ static void put(scree__session *sess, const char *name, int64_t batch, int64_t r
 static const Scree__V1__Response *get(scree__session *sess, const char *name) {
   Scree__V1__Request req = SCREE__V1__REQUEST__INIT;
   Scree__V1__Get g = SCREE__V1__GET__INIT;
-  g.name = (char *)name;
+  g.name = test_bytes((char *)name);
   req.body_case = SCREE__V1__REQUEST__BODY_GET;
   req.get = &g;
   return call(sess, &req);
@@ -210,7 +217,7 @@ static const Scree__V1__Response *release(scree__session *sess, uint64_t lease) 
 static const Scree__V1__Response *del(scree__session *sess, const char *name) {
   Scree__V1__Request req = SCREE__V1__REQUEST__INIT;
   Scree__V1__Delete d = SCREE__V1__DELETE__INIT;
-  d.name = (char *)name;
+  d.name = test_bytes((char *)name);
   req.body_case = SCREE__V1__REQUEST__BODY_DELETE;
   req.delete_ = &d;
   return call(sess, &req);
@@ -219,7 +226,7 @@ static const Scree__V1__Response *del(scree__session *sess, const char *name) {
 static const Scree__V1__Response *stat_(scree__session *sess, const char *name) {
   Scree__V1__Request req = SCREE__V1__REQUEST__INIT;
   Scree__V1__Stat s = SCREE__V1__STAT__INIT;
-  s.name = (char *)name;
+  s.name = test_bytes((char *)name);
   req.body_case = SCREE__V1__REQUEST__BODY_STAT;
   req.stat = &s;
   return call(sess, &req);
@@ -229,8 +236,8 @@ static const Scree__V1__Response *list(scree__session *sess, const char *prefix,
                                        const char *token, uint32_t size) {
   Scree__V1__Request req = SCREE__V1__REQUEST__INIT;
   Scree__V1__List l = SCREE__V1__LIST__INIT;
-  l.prefix = (char *)prefix;
-  l.page_token = (char *)token;
+  l.prefix = test_bytes((char *)prefix);
+  l.page_token = test_bytes((char *)token);
   l.page_size = size;
   req.body_case = SCREE__V1__REQUEST__BODY_LIST;
   req.list = &l;
@@ -609,7 +616,7 @@ Test(store, bad_descriptors_are_refused) {
   d.n_inner = 2;
   d.batch_size = 1;
   d.total_rows = 1;
-  c.name = "o";
+  c.name = test_bytes("o");
   c.desc = &d;
   req.body_case = SCREE__V1__REQUEST__BODY_CREATE;
   req.create = &c;
@@ -921,7 +928,7 @@ Test(store, mutated_packets_never_break_the_store) {
     d.batch_size = 4;
     d.total_rows = 12;
     d.offsets_dtype = SCREE_INT32;
-    c.name = "fuzz/a";
+    c.name = test_bytes("fuzz/a");
     c.desc = &d;
     req.id = 1;
     req.body_case = SCREE__V1__REQUEST__BODY_CREATE;
@@ -929,13 +936,13 @@ Test(store, mutated_packets_never_break_the_store) {
     lens[nseeds] = pack(&req, seeds[nseeds]);
     nseeds++;
     Scree__V1__Seal s = SCREE__V1__SEAL__INIT;
-    s.name = "fuzz/a";
+    s.name = test_bytes("fuzz/a");
     req.body_case = SCREE__V1__REQUEST__BODY_SEAL;
     req.seal = &s;
     lens[nseeds] = pack(&req, seeds[nseeds]);
     nseeds++;
     Scree__V1__Get g = SCREE__V1__GET__INIT;
-    g.name = "seed";
+    g.name = test_bytes("seed");
     req.body_case = SCREE__V1__REQUEST__BODY_GET;
     req.get = &g;
     lens[nseeds] = pack(&req, seeds[nseeds]);
@@ -947,14 +954,14 @@ Test(store, mutated_packets_never_break_the_store) {
     lens[nseeds] = pack(&req, seeds[nseeds]);
     nseeds++;
     Scree__V1__List l = SCREE__V1__LIST__INIT;
-    l.prefix = "fuzz";
+    l.prefix = test_bytes("fuzz");
     l.page_size = 3;
     req.body_case = SCREE__V1__REQUEST__BODY_LIST;
     req.list = &l;
     lens[nseeds] = pack(&req, seeds[nseeds]);
     nseeds++;
     Scree__V1__Delete dl = SCREE__V1__DELETE__INIT;
-    dl.name = "fuzz/a";
+    dl.name = test_bytes("fuzz/a");
     req.body_case = SCREE__V1__REQUEST__BODY_DELETE;
     req.delete_ = &dl;
     lens[nseeds] = pack(&req, seeds[nseeds]);

@@ -15,6 +15,13 @@
 #include "handler.h"
 #include "store.h"
 
+/* A C string as a request's bytes field (names travel as bytes; see
+ * proto/scree/v1/scree.proto). NULL is empty. */
+static inline ProtobufCBinaryData test_bytes(const char *s) {
+  ProtobufCBinaryData b = {s != NULL ? strlen(s) : 0, (uint8_t *)s};
+  return b;
+}
+
 #define LIMIT (16u << 20)
 #define ARENA (1u << 20)
 #define ALICE 1000u
@@ -97,7 +104,7 @@ static const Scree__V1__Response *create(scree__session *sess, const char *name,
   d.batch_size = rows;
   d.total_rows = rows;
   d.offsets_dtype = SCREE_INT64;
-  c.name = (char *)name;
+  c.name = test_bytes((char *)name);
   c.desc = &d;
   c.shared = shared != 0;
   req.body_case = SCREE__V1__REQUEST__BODY_CREATE;
@@ -155,7 +162,7 @@ static uint64_t put(scree__session *sess, const char *name, int64_t rows, int sh
     offs[i] = i;
   Scree__V1__Request req = SCREE__V1__REQUEST__INIT;
   Scree__V1__Seal s = SCREE__V1__SEAL__INIT;
-  s.name = (char *)name;
+  s.name = test_bytes((char *)name);
   req.body_case = SCREE__V1__REQUEST__BODY_SEAL;
   req.seal = &s;
   expect_status(call(sess, &req), 0);
@@ -165,7 +172,7 @@ static uint64_t put(scree__session *sess, const char *name, int64_t rows, int sh
 static const Scree__V1__Response *get(scree__session *sess, const char *name) {
   Scree__V1__Request req = SCREE__V1__REQUEST__INIT;
   Scree__V1__Get g = SCREE__V1__GET__INIT;
-  g.name = (char *)name;
+  g.name = test_bytes((char *)name);
   req.body_case = SCREE__V1__REQUEST__BODY_GET;
   req.get = &g;
   return call(sess, &req);
@@ -174,7 +181,7 @@ static const Scree__V1__Response *get(scree__session *sess, const char *name) {
 static const Scree__V1__Response *del(scree__session *sess, const char *name) {
   Scree__V1__Request req = SCREE__V1__REQUEST__INIT;
   Scree__V1__Delete d = SCREE__V1__DELETE__INIT;
-  d.name = (char *)name;
+  d.name = test_bytes((char *)name);
   req.body_case = SCREE__V1__REQUEST__BODY_DELETE;
   req.delete_ = &d;
   return call(sess, &req);
@@ -192,7 +199,7 @@ static const Scree__V1__Response *release(scree__session *sess, uint64_t lease) 
 static uint64_t stat_arena(scree__session *sess, const char *name, uint32_t *owner) {
   Scree__V1__Request req = SCREE__V1__REQUEST__INIT;
   Scree__V1__Stat st = SCREE__V1__STAT__INIT;
-  st.name = (char *)name;
+  st.name = test_bytes((char *)name);
   req.body_case = SCREE__V1__REQUEST__BODY_STAT;
   req.stat = &st;
   const Scree__V1__Response *resp = call(sess, &req);
@@ -407,7 +414,7 @@ Test(access, seal_checks_offsets_across_chunk_edges) {
   d.batch_size = n;
   d.total_rows = n;
   d.offsets_dtype = SCREE_INT64;
-  c.name = "big";
+  c.name = test_bytes("big");
   c.desc = &d;
   req.body_case = SCREE__V1__REQUEST__BODY_CREATE;
   req.create = &c;
@@ -420,7 +427,7 @@ Test(access, seal_checks_offsets_across_chunk_edges) {
 
   Scree__V1__Request sreq = SCREE__V1__REQUEST__INIT;
   Scree__V1__Seal s = SCREE__V1__SEAL__INIT;
-  s.name = "big";
+  s.name = test_bytes("big");
   sreq.body_case = SCREE__V1__REQUEST__BODY_SEAL;
   sreq.seal = &s;
 

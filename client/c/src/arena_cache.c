@@ -150,6 +150,20 @@ int scree__arena_resolve(scree_client *c, const Scree__V1__Location *loc, int wr
     /* The daemon shares an arena once per connection (once more writable
      * for a Create); an fd for one we hold is a duplicate and goes. */
     scree__client_drop_fds(c);
+    /* A Get in an arena this connection mapped only for writing (it created
+     * batches there): views of sealed batches must not write them, so the
+     * same memory is mapped once more, read-only, beside the writable
+     * mapping, which keeps serving the connection's own created batches. */
+    if (a->ro.base == NULL && c->imp->map_read_only != NULL) {
+      int rc = c->imp->map_read_only(a->rw.base, a->size, a->rw.state, &a->ro.base,
+                                     &a->ro.state, c->err, sizeof(c->err));
+      if (rc != 0) {
+        /* The message is already in c->err. */
+        memset(&a->ro, 0, sizeof(a->ro));
+        return rc;
+      }
+      a->ro.device = a->rw.device;
+    }
     *out = a->ro.base != NULL ? &a->ro : &a->rw;
     return 0;
   }

@@ -202,7 +202,7 @@ int scree_client_info_get(scree_client *c, scree_client_info *out) {
 
 static int delete_locked(scree_client *c, const char *name, int *deferred) {
   Scree__V1__Delete del = SCREE__V1__DELETE__INIT;
-  del.name = (char *)name;
+  del.name = scree__bytes(name);
   Scree__V1__Response *resp;
   int rc = scree__call(c, SCREE__V1__REQUEST__BODY_DELETE, &del, &resp);
   if (rc != 0)
@@ -239,7 +239,7 @@ static int create_locked(scree_client *c, const char *name, const scree_array *d
   Scree__V1__ArrayDesc d = SCREE__V1__ARRAY_DESC__INIT;
   desc_to_pb(desc, &d);
   Scree__V1__Create cr = SCREE__V1__CREATE__INIT;
-  cr.name = (char *)name;
+  cr.name = scree__bytes(name);
   cr.desc = &d;
   cr.shared = (flags & SCREE_CREATE_SHARED) != 0;
   Scree__V1__Response *resp;
@@ -279,7 +279,7 @@ static int seal_locked(scree_client *c, const char *name) {
   if (rc != 0)
     return rc;
   Scree__V1__Seal s = SCREE__V1__SEAL__INIT;
-  s.name = (char *)name;
+  s.name = scree__bytes(name);
   return scree__call(c, SCREE__V1__REQUEST__BODY_SEAL, &s, NULL);
 }
 
@@ -446,7 +446,7 @@ int scree_client_get(scree_client *c, const char *name, scree_array *out,
     }
   }
   Scree__V1__Get g = SCREE__V1__GET__INIT;
-  g.name = (char *)name;
+  g.name = scree__bytes(name);
   rc = scree__call(c, SCREE__V1__REQUEST__BODY_GET, &g, &resp);
   if (rc != 0)
     goto err_free_lease;
@@ -542,8 +542,8 @@ int scree_client_list(scree_client *c, const char *prefix, scree_batch_info **ou
   }
   for (;;) {
     Scree__V1__List l = SCREE__V1__LIST__INIT;
-    l.prefix = (char *)(prefix != NULL ? prefix : "");
-    l.page_token = token;
+    l.prefix = scree__bytes((prefix != NULL ? prefix : ""));
+    l.page_token = scree__bytes(token);
     l.page_size = 0;
     Scree__V1__Response *resp;
     rc = scree__call(c, SCREE__V1__REQUEST__BODY_LIST, &l, &resp);
@@ -618,7 +618,7 @@ int scree_client_stat(scree_client *c, const char *name, scree_batch_info *out) 
   if (rc != 0)
     goto out;
   Scree__V1__Stat s = SCREE__V1__STAT__INIT;
-  s.name = (char *)name;
+  s.name = scree__bytes(name);
   Scree__V1__Response *resp;
   rc = scree__call(c, SCREE__V1__REQUEST__BODY_STAT, &s, &resp);
   if (rc != 0)
@@ -697,10 +697,10 @@ int scree_client_attention(scree_client *c, const char *q, const char *k, const 
   if (rc != 0)
     goto out;
   Scree__V1__Attention a = SCREE__V1__ATTENTION__INIT;
-  a.q = (char *)q;
-  a.k = (char *)k;
-  a.v = (char *)v;
-  a.out = (char *)out;
+  a.q = scree__bytes(q);
+  a.k = scree__bytes(k);
+  a.v = scree__bytes(v);
+  a.out = scree__bytes(out);
   a.causal = p->causal != 0;
   a.has_scale = p->has_scale != 0;
   a.scale = p->scale;

@@ -15,6 +15,7 @@
 #include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "import.h"
 #include "scree/client.h"
@@ -129,5 +130,13 @@ void scree__arenas_forget(scree_client *c, const uint64_t *ids, size_t n);
 
 /* Unmaps every arena and frees the cache (scree_client_close). */
 void scree__arenas_free(scree_client *c);
+
+/* A C string as a request's bytes field (names travel as bytes so that
+ * their length comes with them; proto/scree/v1/scree.proto). NULL is
+ * empty. */
+static inline ProtobufCBinaryData scree__bytes(const char *s) {
+  ProtobufCBinaryData b = {s != NULL ? strlen(s) : 0, (uint8_t *)s};
+  return b;
+}
 
 #endif /* SCREE_CLIENT_IMPL_H */

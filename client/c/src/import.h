@@ -48,6 +48,14 @@ typedef struct scree__importer {
                        char *msg, size_t msg_len);
   /* Undoes import. Never fails. */
   void (*unmap)(void *base, size_t size, void *state);
+  /* Maps the memory of a writable import (base, size, state) a second time,
+   * read-only, at *ro_base, with state for unmap in *ro_state: views from
+   * Get must not write a batch even on a connection that created batches
+   * in the same arena. NULL where the importer cannot (CUDA: readers are
+   * sent writable handles anyway, docs/security.md); Get then uses the
+   * writable mapping. */
+  int (*map_read_only)(void *base, size_t size, void *state, void **ro_base, void **ro_state,
+                       char *msg, size_t msg_len);
 } scree__importer;
 
 extern const scree__importer scree__import_host;

@@ -57,10 +57,35 @@ static void host_unmap(void *base, size_t size, void *state) {
   munmap(base, size);
 }
 
+/* A second mapping of the same shared pages, read-only: mremap with an old
+ * size of 0 duplicates a MAP_SHARED mapping without the fd (closed after
+ * the import), and the copy is then made PROT_READ, so a write through a
+ * view of it faults. The writable mapping stays as it is, for the
+ * connection's own created batches. */
+static int host_map_read_only(void *base, size_t size, void *state, void **ro_base,
+                              void **ro_state, char *msg, size_t msg_len) {
+  void *p = mremap(base, 0, size, MREMAP_MAYMOVE);
+  if (p == MAP_FAILED) {
+    int e = errno;
+    return scree__fail(e == ENOMEM ? SCREE_ENOMEM : SCREE_EIO, msg, msg_len,
+                       "mapping an arena again read-only: %s", strerror(e));
+  }
+  if (mprotect(p, size, PROT_READ) != 0) {
+    int e = errno;
+    munmap(p, size);
+    return scree__fail(SCREE_EIO, msg, msg_len, "making an arena mapping read-only: %s",
+                       strerror(e));
+  }
+  *ro_base = p;
+  *ro_state = NULL;
+  return 0;
+}
+
 const scree__importer scree__import_host = {
     .name = "host mmap",
     .import = host_import,
     .make_writable = host_make_writable,
     .copy_in = host_copy_in,
     .unmap = host_unmap,
+    .map_read_only = host_map_read_only,
 };

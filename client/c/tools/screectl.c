@@ -599,10 +599,28 @@ static int cmd_get(scree_client *c, const opts *o) {
   if (rc != 0)
     return client_fail(c, rc);
   int ret = 1;
+  void *offs = NULL;
   if (a.device.type != SCREE_DEVICE_CPU) {
     /* Writing a GPU batch needs a device-to-host copy this tool does not
      * make yet. */
     die("%s lives in GPU memory; screectl get reads host-memory batches only", o->name);
+    goto out;
+  }
+  /* The offsets are copied out and checked before anything is written: a
+   * writer of the same arena can change a sealed batch's offsets after the
+   * daemon validated them (docs/security.md), and a file of offsets that
+   * point past the values would mislead whoever reads it. The copy is what
+   * gets written, so they cannot change between the check and the write. */
+  size_t osize = (size_t)(a.batch_size + 1) * scree_dtype_size(a.offsets_dtype);
+  offs = malloc(osize ? osize : 1);
+  if (offs == NULL) {
+    die("out of memory for %zu bytes of offsets", osize);
+    goto out;
+  }
+  memcpy(offs, a.offsets, osize);
+  if (scree_offsets_validate(offs, a.offsets_dtype, a.batch_size, a.total_rows, NULL, m,
+                             sizeof(m)) != 0) {
+    die("%s: the stored offsets are invalid, nothing written: %s", o->name, m);
     goto out;
   }
   int64_t shape[SCREE_MAX_INNER_DIMS + 1];
@@ -615,7 +633,7 @@ static int cmd_get(scree_client *c, const opts *o) {
     goto out;
   }
   int64_t oshape[1] = {a.batch_size + 1};
-  if (scree__npy_write(o->offsets, a.offsets_dtype, 1, oshape, a.offsets, m, sizeof(m)) != 0) {
+  if (scree__npy_write(o->offsets, a.offsets_dtype, 1, oshape, offs, m, sizeof(m)) != 0) {
     die("%s", m);
     goto out;
   }
@@ -630,6 +648,7 @@ static int cmd_get(scree_client *c, const opts *o) {
                                             : "float8_e5m2");
   ret = 0;
 out:
+  free(offs);
   rc = scree_client_release(c, lease);
   if (rc != 0 && ret == 0)
     ret = client_fail(c, rc);
