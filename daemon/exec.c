@@ -60,7 +60,8 @@ struct scree__wproc {
   uint64_t *forget; /* arenas freed since it was told last */
   size_t nforget, capforget;
   int exited;
-  int killed;
+  int killed;    /* screed gave up on it, for the reason in why */
+  int signalled; /* SIGKILL sent */
   char why[256]; /* why screed killed it, for the job's message */
   int ecode;     /* the job's code when screed killed it */
   int nclosed;
@@ -280,8 +281,9 @@ static void wproc_closed(uv_handle_t *h) {
 }
 
 /* Stops listening to w and makes sure it dies: SIGKILL, unless it has
- * exited already (its pid may then be another process's). why names the
- * reason in the job's message; code is the job's error code. */
+ * exited already (its pid may then be another process's). why (NULL: see
+ * wproc_lost) names the reason in the job's message; code is then the
+ * job's error code. */
 static void wproc_kill(scree__exec *e, scree__wproc *w, int code, const char *why) {
   if (w->polling) {
     uv_poll_stop(&w->poll);
@@ -293,14 +295,24 @@ static void wproc_kill(scree__exec *e, scree__wproc *w, int code, const char *wh
       e->dying++;
     uv_timer_stop(&e->deadline);
   }
-  if (!w->killed && !w->exited) {
+  if (w->exited)
+    return;
+  if (why != NULL && !w->killed) {
     w->killed = 1;
     w->ecode = code;
     snprintf(w->why, sizeof(w->why), "%s", why);
     scree__log(SCREE__LOG_WARN, "worker_kill", "pid=%d reason=%s", w->proc.pid, scree__q(why));
+  }
+  if (!w->signalled) {
+    w->signalled = 1;
     uv_process_kill(&w->proc, SIGKILL);
   }
 }
+
+/* The worker's socket hung up or failed: it is dying or broken. It is made
+ * sure of with SIGKILL, but its job's message says how it ended (a crash,
+ * a signal from elsewhere) rather than blaming screed's kill. */
+static void wproc_lost(scree__exec *e, scree__wproc *w) { wproc_kill(e, w, SCREE_EIO, NULL); }
 
 static void on_worker_exit(uv_process_t *p, int64_t status, int term_signal) {
   scree__wproc *w = p->data;
@@ -524,7 +536,7 @@ static void on_worker_io(uv_poll_t *p, int status, int events) {
   scree__wproc *w = p->data;
   scree__exec *e = w->e;
   if (status < 0) {
-    wproc_kill(e, w, SCREE_EIO, "its socket failed");
+    wproc_lost(e, w);
     return;
   }
   if (events & UV_READABLE) {
@@ -536,7 +548,7 @@ static void on_worker_io(uv_poll_t *p, int status, int events) {
       if (n <= 0) {
         /* EOF: it closed its socket, which it does only on its way out. Its
          * exit (and the job's end) comes through on_worker_exit. */
-        wproc_kill(e, w, SCREE_EIO, n == 0 ? "it hung up" : "its socket failed");
+        wproc_lost(e, w);
         return;
       }
       if ((size_t)n != sizeof(d) || d.type != SCREE__WMSG_DONE || w->job == NULL ||
@@ -570,7 +582,7 @@ static void on_worker_io(uv_poll_t *p, int status, int events) {
     }
   }
   if (events & UV_DISCONNECT)
-    wproc_kill(e, w, SCREE_EIO, "it hung up");
+    wproc_lost(e, w);
 }
 
 /* Starts a worker. Returns 0 or an error with a message. */

@@ -151,29 +151,36 @@ static int cu_check(const char *role, const int32_t *cu, int32_t batch, int32_t 
 }
 
 #ifdef SCREE_TEST_HOOKS
-/* The test builds' fault switch: SCREE_TEST_WORKER_FAULT=KIND[:OUT] makes
- * the job whose output is named OUT (every job without it) crash (segv),
- * hang, or, on a GPU, launch a kernel that traps (cuda-trap). Compiled only
- * with SCREE_TEST_HOOKS (docs/testing.md). Returns 1 for cuda-trap. */
+/* The test builds' fault switch: SCREE_TEST_WORKER_FAULT is a comma
+ * separated list of KIND[:OUT]; the job whose output is named OUT (every
+ * job, without :OUT) crashes (segv), hangs (hang), or, on a GPU, launches a
+ * kernel that traps (cuda-trap). Compiled only with SCREE_TEST_HOOKS
+ * (docs/testing.md). Returns 1 for cuda-trap. */
 static int test_fault(const scree__wmsg_job *j) {
   const char *f = getenv("SCREE_TEST_WORKER_FAULT");
-  if (f == NULL || *f == '\0')
-    return 0;
-  const char *colon = strchr(f, ':');
-  size_t klen = colon ? (size_t)(colon - f) : strlen(f);
-  if (colon != NULL && strcmp(colon + 1, j->out_name) != 0)
-    return 0;
-  scree__log(SCREE__LOG_WARN, "worker_test_fault", "kind=%.*s out=%s", (int)klen, f,
-             scree__q(j->out_name));
-  if (klen == 4 && strncmp(f, "segv", 4) == 0) {
-    volatile int *p = NULL;
-    *p = 1;
-    raise(SIGSEGV);
-  } else if (klen == 4 && strncmp(f, "hang", 4) == 0) {
-    for (;;)
-      pause();
-  } else if (klen == 9 && strncmp(f, "cuda-trap", 9) == 0) {
-    return 1;
+  while (f != NULL && *f != '\0') {
+    size_t len = strcspn(f, ",");
+    const char *colon = memchr(f, ':', len);
+    size_t klen = colon ? (size_t)(colon - f) : len;
+    int match = colon == NULL || (strlen(j->out_name) == len - klen - 1 &&
+                                  strncmp(colon + 1, j->out_name, len - klen - 1) == 0);
+    if (match) {
+      scree__log(SCREE__LOG_WARN, "worker_test_fault", "kind=%.*s out=%s", (int)klen, f,
+                 scree__q(j->out_name));
+      if (klen == 4 && strncmp(f, "segv", 4) == 0) {
+        volatile int *p = NULL;
+        *p = 1;
+        raise(SIGSEGV);
+      } else if (klen == 4 && strncmp(f, "hang", 4) == 0) {
+        for (;;)
+          pause();
+      } else if (klen == 9 && strncmp(f, "cuda-trap", 9) == 0) {
+        return 1;
+      }
+    }
+    f += len;
+    if (*f == ',')
+      f++;
   }
   return 0;
 }
