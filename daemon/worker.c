@@ -301,9 +301,13 @@ int scree__worker_main(int argc, char **argv) {
   prctl(PR_SET_NAME, "screed-worker");
   close_others();
   signal(SIGPIPE, SIG_IGN);
-  /* screed's signals are screed's: a SIGINT for the terminal's process
-   * group must not end the worker under a job screed still answers. */
+  /* Stop signals are screed's to act on: a SIGINT for the terminal's
+   * process group, or systemd's SIGTERM to every process of the unit, must
+   * not end the worker under a job that the drain still waits for. screed
+   * ends the worker itself (EOF, or SIGKILL). */
   signal(SIGINT, SIG_IGN);
+  signal(SIGTERM, SIG_IGN);
+  signal(SIGHUP, SIG_IGN);
 
   wstate w;
   memset(&w, 0, sizeof(w));
