@@ -2,22 +2,27 @@
  *
  * An Attention request is checked on the loop thread (names, states, dtypes,
  * shapes, offsets), then becomes a job: its inputs are pinned (a Delete
- * meanwhile is deferred), its output batch is reserved (CREATED, unnamed,
- * owned by the requesting peer), q's offsets are copied into the output's
- * offsets region, and the kernel runs off the loop thread:
- * - host memory: on libuv's thread pool, one job at a time, each
- *   kernel call spreading over the machine's processors;
- * - CUDA: launched on one CUDA stream, with a host function at the end of
- *   the stream's work waking the loop through a uv_async_t.
- * On completion, on the loop thread, the output is named and sealed (or
- * freed on failure), the inputs unpinned, and the reply handed to the
- * callback given with the request. The requesting session reads no
- * further request until then, so replies stay in order.
+ * meanwhile is deferred), its output batch is reserved under its name
+ * (CREATED, owned by the requesting peer; a Create of the name meanwhile gets
+ * EEXIST), q's offsets are copied into the output's offsets region, and the
+ * kernel runs in the attention worker, a child process (worker.h), one job
+ * at a time. The loop never waits for it: the worker's socket is polled,
+ * and its exit comes through libuv's process handle.
+ *
+ * On completion, on the loop thread, the output is sealed (or freed on
+ * failure), the inputs unpinned, and the reply handed to the callback given
+ * with the request. The requesting session reads no further request until
+ * then, so replies stay in order.
+ *
+ * A worker that dies (a crash, a CUDA fault that poisons its context), or
+ * that runs past the job deadline (scree__exec_config.job_timeout_ms) and
+ * is killed, fails only its job, with "attention worker died: ..."; the
+ * next job starts a new worker (after a pause that doubles with each death
+ * in a row, from 100 ms up to 5 s). The stored batches are screed's and
+ * never depend on the worker.
  *
  * The executor speaks C (scree__attention_req); the handler turns the
- * protocol's Attention into one and the result back into a reply. It runs
- * in screed's process today; the plan is a worker process that imports the
- * arenas as a client does, behind this same interface.
+ * protocol's Attention into one and the result back into a reply.
  *
  * If the session closes while its job runs, the job still finishes and its
  * output is kept, sealed: the client asked for it. */
@@ -43,7 +48,16 @@ typedef struct scree__exec_config {
    * metrics' attention counters. */
   struct scree__drain *drain;
   struct scree__metrics *metrics;
+  /* How long one job may run in the worker before the worker is killed
+   * and the job fails with SCREE_ETIMEDOUT (--attention-timeout); 0: the
+   * default, 600 s. */
+  uint64_t job_timeout_ms;
+  /* The program started as the worker, with SCREE__WORKER_ARG (worker.h);
+   * NULL: /proc/self/exe, screed itself. */
+  const char *worker_path;
 } scree__exec_config;
+
+#define SCREE__EXEC_DEFAULT_TIMEOUT_MS 600000u
 
 /* An Attention request in C terms. Window bounds are -1 when unbounded. */
 typedef struct scree__attention_req {
@@ -70,8 +84,8 @@ typedef void (*scree__exec_done_cb)(void *arg, scree__session *sess, uint64_t id
                                     const scree__attention_result *res);
 
 /* Makes an executor for the store's backend (host or CUDA) on loop. cfg
- * may be NULL. Returns 0, SCREE_ENOMEM, or SCREE_ECUDA when the CUDA stream
- * cannot be made, with a message. */
+ * may be NULL. No worker starts until the first job. Returns 0 or
+ * SCREE_ENOMEM with a message. */
 int scree__exec_new(uv_loop_t *loop, scree__store *store, const scree__exec_config *cfg,
                     scree__exec **out, char *msg, size_t msg_len);
 
@@ -87,10 +101,18 @@ int scree__exec_attention(scree__exec *e, scree__session *sess, uint64_t id,
  * its callback, keeping its output. */
 void scree__exec_detach(void *job);
 
+/* Ends jobs at once because screed is stopping (the drain timeout passed,
+ * or a second signal came): queued jobs are answered SCREE_EAGAIN, the
+ * worker running a job is killed and its job answered "attention worker
+ * died: killed because <why>". cb(arg) runs once no job is left (at once
+ * when none runs), so that the replies can go out before the connections
+ * close. */
+void scree__exec_stop(scree__exec *e, const char *why, void (*cb)(void *arg), void *arg);
+
 /* Drops jobs that have not started (their outputs are freed, their inputs
- * unpinned); running ones finish on their own. Closes the executor's loop
- * handles once nothing runs, so that the loop can run out. Harmless twice;
- * NULL is allowed. */
+ * unpinned), kills a worker that still runs a job and lets an idle one exit.
+ * The executor's loop handles close once the worker has exited, so that
+ * the loop can run out. Harmless twice; NULL is allowed. */
 void scree__exec_shutdown(scree__exec *e);
 
 /* Frees the executor once the loop has run out after scree__exec_shutdown.

@@ -25,6 +25,7 @@
 #include "server.h"
 #include "sockpath.h"
 #include "store.h"
+#include "worker.h"
 #include "scree/error.h"
 #include "scree/version.h"
 
@@ -57,6 +58,7 @@ typedef struct options {
   uint32_t max_leases;
   uint64_t drain_timeout_ms;
   uint64_t release_free_ms;
+  uint64_t attention_timeout_ms;
 } options;
 
 #define DEFAULT_MAX_CONNECTIONS 1024u
@@ -73,6 +75,7 @@ enum {
   OPT_MAX_LEASES,
   OPT_DRAIN_TIMEOUT,
   OPT_RELEASE_FREE,
+  OPT_ATTENTION_TIMEOUT,
 };
 
 /* Option codes of the access-control block; outside the char range so that
@@ -114,6 +117,9 @@ static void usage(FILE *f) {
           "                        leases one connection may hold (default 65536; 0: no limit)\n"
           "  --drain-timeout SECS  at SIGTERM, how long running attention jobs may finish\n"
           "                        (default 30; also 500ms, 2s)\n"
+          "  --attention-timeout SECS\n"
+          "                        how long one attention job may run before its worker is\n"
+          "                        killed (default 600; also 500ms)\n"
           "  --release-free-after SECS\n"
           "                        host memory that deleted batches left unused this long\n"
           "                        goes back to the system (default 10; also 500ms, 0)\n"
@@ -211,6 +217,15 @@ static int ops_option(int c, const char *arg, options *o) {
       return 2;
     }
     return 0;
+  case OPT_ATTENTION_TIMEOUT:
+    if (parse_duration_ms(arg, &o->attention_timeout_ms) != 0 || o->attention_timeout_ms == 0) {
+      fprintf(stderr,
+              "screed: --attention-timeout takes seconds (600, 600s) or 500ms, more than 0, "
+              "not '%s'\n",
+              arg);
+      return 2;
+    }
+    return 0;
   case OPT_RELEASE_FREE:
     if (parse_duration_ms(arg, &o->release_free_ms) != 0) {
       fprintf(stderr,
@@ -290,6 +305,7 @@ static int parse_options(int argc, char **argv, options *o) {
       {"max-leases-per-connection", required_argument, NULL, OPT_MAX_LEASES},
       {"drain-timeout", required_argument, NULL, OPT_DRAIN_TIMEOUT},
       {"release-free-after", required_argument, NULL, OPT_RELEASE_FREE},
+      {"attention-timeout", required_argument, NULL, OPT_ATTENTION_TIMEOUT},
       {"version", no_argument, NULL, 'V'},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0},
@@ -304,6 +320,7 @@ static int parse_options(int argc, char **argv, options *o) {
   o->max_leases = DEFAULT_MAX_LEASES;
   o->drain_timeout_ms = DEFAULT_DRAIN_TIMEOUT_MS;
   o->release_free_ms = DEFAULT_RELEASE_FREE_MS;
+  o->attention_timeout_ms = SCREE__EXEC_DEFAULT_TIMEOUT_MS;
   o->socket = NULL; /* default_socket() below, once the options are good */
 
   int c;
@@ -395,6 +412,7 @@ static int parse_options(int argc, char **argv, options *o) {
     case OPT_MAX_LEASES:
     case OPT_DRAIN_TIMEOUT:
     case OPT_RELEASE_FREE:
+    case OPT_ATTENTION_TIMEOUT:
       if (ops_option(c, optarg, o) != 0)
         return 2;
       break;
@@ -442,6 +460,7 @@ typedef struct daemon_state {
   scree__metrics_http *http;
   scree__watchdog watchdog;
   scree__drain drain;
+  int second_signal;
 } daemon_state;
 
 #define PURGE_EVERY_MS 1000
@@ -478,6 +497,14 @@ static void close_signals(daemon_state *d) {
  * connections: their jobs are detached by then; queued jobs are dropped,
  * running ones finish and keep the loop alive until they end. */
 static void close_all(daemon_state *d) {
+  /* The signal handles close below, which gives SIGINT and SIGTERM their
+   * default action back: blocked instead, a late signal cannot cut short
+   * the few loop turns left (the worker's exit, the handles' closes). */
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
   scree__server_shutdown(d->srv);
   scree__exec_shutdown(d->exec);
   if (!uv_is_closing((uv_handle_t *)&d->purge_timer))
@@ -492,22 +519,40 @@ static void close_all(daemon_state *d) {
 /* The end of a graceful shutdown: running jobs are done (or the drain
  * timeout passed), so the connections close and every handle goes; the
  * loop then runs out. */
-static void on_drained(scree__drain *dr, int timed_out, uint32_t running) {
-  daemon_state *d = dr->data;
-  if (timed_out)
-    scree__log(SCREE__LOG_WARN, "drain_timeout", "jobs_abandoned=%" PRIu32
-               " timeout_ms=%" PRIu64, running, dr->timeout_ms);
+static void on_jobs_stopped(void *arg) {
+  daemon_state *d = arg;
   scree__notifyf("STATUS=closing %" PRIu32 " connections", scree__server_connections(d->srv));
   close_all(d);
+}
+
+static void on_drained(scree__drain *dr, int timed_out, uint32_t running) {
+  daemon_state *d = dr->data;
+  if (!timed_out) {
+    on_jobs_stopped(d);
+    return;
+  }
+  /* Jobs still run: their worker is killed, and the connections close only
+   * once the jobs have been answered with why. */
+  scree__log(SCREE__LOG_WARN, "drain_timeout", "jobs_killed=%" PRIu32 " timeout_ms=%" PRIu64,
+             running, dr->timeout_ms);
+  char why[160];
+  if (d->second_signal)
+    snprintf(why, sizeof(why), "screed was told to stop now (a second signal)");
+  else
+    snprintf(why, sizeof(why), "screed is shutting down and the drain timeout (%" PRIu64
+             " ms) passed", dr->timeout_ms);
+  scree__exec_stop(d->exec, why, on_jobs_stopped, d);
 }
 
 static void on_signal(uv_signal_t *h, int signum) {
   daemon_state *d = h->data;
   const char *name = signum == SIGINT ? "SIGINT" : signum == SIGQUIT ? "SIGQUIT" : "SIGTERM";
   if (scree__drain_active(&d->drain)) {
-    /* A second signal: stop waiting for jobs. */
+    /* A second signal: stop waiting for jobs (their worker is killed),
+     * then clean up as after the drain. */
     scree__log(SCREE__LOG_WARN, "stopping_now", "signal=%s jobs_running=%" PRIu32, name,
                d->drain.running);
+    d->second_signal = 1;
     scree__drain_now(&d->drain);
     return;
   }
@@ -640,7 +685,9 @@ static int open_backend(const options *o, scree__mem **mem) {
  * down. */
 static int start_layers(options *o, uv_loop_t *loop, daemon_state *d) {
   char msg[1024];
-  scree__exec_config ecfg = {.drain = &d->drain, .metrics = &d->metrics};
+  scree__exec_config ecfg = {.drain = &d->drain,
+                             .metrics = &d->metrics,
+                             .job_timeout_ms = o->attention_timeout_ms};
   int rc = scree__exec_new(loop, d->store, &ecfg, &d->exec, msg, sizeof(msg));
   if (rc != 0)
     goto err;
@@ -692,6 +739,9 @@ static void free_layers(daemon_state *d) {
 }
 
 int main(int argc, char **argv) {
+  /* The attention worker is this binary too (worker.h). */
+  if (argc > 1 && strcmp(argv[1], SCREE__WORKER_ARG) == 0)
+    return scree__worker_main(argc, argv);
   options o;
   int prc = parse_options(argc, argv, &o);
   if (prc != 0)
@@ -792,13 +842,18 @@ int main(int argc, char **argv) {
              " memory_limit=%" PRIu64 " arena_size=%" PRIu64 " max_packet=%" PRIu64
              " pid=%d activated=%s metrics=%s max_connections=%" PRIu32
              " max_leases_per_connection=%" PRIu32 " drain_timeout_ms=%" PRIu64
-             " release_free_ms=%" PRIu64,
+             " release_free_ms=%" PRIu64 " attention_timeout_ms=%" PRIu64,
              SCREE_VERSION_STRING, scree__q(o.socket),
              mi->backend == SCREE__BACKEND_CUDA ? "cuda" : "host", scree__q(mi->device_name),
              mi->device_index, ipc_name(mi->ipc_mode), o.memory_limit, o.arena_size,
              o.max_packet, (int)getpid(), scree__server_activated(d.srv) ? "yes" : "no",
              scree__q(o.metrics_listen ? o.metrics_listen : ""), o.max_connections,
-             o.max_leases, o.drain_timeout_ms, o.release_free_ms);
+             o.max_leases, o.drain_timeout_ms, o.release_free_ms, o.attention_timeout_ms);
+#ifdef SCREE_TEST_HOOKS
+  scree__log(SCREE__LOG_INFO, "test_hooks",
+             "msg=\"built with SCREE_TEST_HOOKS: the attention worker obeys "
+             "SCREE_TEST_WORKER_FAULT; not for production\"");
+#endif
   /* READY only now: the socket accepts and the backend is up. */
   scree__notifyf("READY=1\nSTATUS=listening on %s", o.socket);
 

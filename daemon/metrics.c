@@ -189,6 +189,11 @@ int scree__metrics_render(const scree__metrics *m, char **out, size_t *len) {
           "# TYPE scree_attention_duration_seconds histogram\n");
   put_histogram(&b, "scree_attention_duration_seconds", "", m->attention_lat,
                 m->attention_sum_ns);
+  put(&b, "# HELP scree_attention_worker_restarts_total Attention workers started again after "
+          "one died or was killed.\n"
+          "# TYPE scree_attention_worker_restarts_total counter\n"
+          "scree_attention_worker_restarts_total %" PRIu64 "\n",
+      m->attention_worker_restarts);
 
   put(&b, "# HELP scree_accept_failures_total accept() failures for lack of fds or memory.\n"
           "# TYPE scree_accept_failures_total counter\n"

@@ -45,6 +45,9 @@ typedef struct scree__metrics {
   uint64_t attention_jobs[SCREE__STATUS_SLOTS];
   uint64_t attention_lat[SCREE__LAT_BUCKETS + 1];
   uint64_t attention_sum_ns;
+  /* Attention workers started after the first (exec.c): each follows a
+   * worker's death. */
+  uint64_t attention_worker_restarts;
   /* Listener events. */
   uint64_t accept_failures; /* accept() failed for lack of fds or memory */
   uint64_t accept_pauses;   /* times the listener stopped for a backoff */

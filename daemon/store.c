@@ -33,6 +33,9 @@ typedef struct scree__batch {
   uint64_t creator; /* session id */
   uint64_t created_ns;
   int deleted; /* name gone; freed with the last lease */
+  /* The output of a running attention job: named from the request on, so
+   * that a Create of the name gets EEXIST, but written by the job only. */
+  int reserved;
   /* The creator's list of CREATED batches, for reclaim at close. */
   struct scree__batch *uprev;
   struct scree__batch *unext;
@@ -109,6 +112,10 @@ struct scree__store {
   size_t nerrors;
   uint64_t start_ns;
   scree__usage usage; /* bytes per owner uid, for --quota-per-uid */
+  /* Told of every arena the pool frees (the attention executor: its
+   * worker unmaps it); may be NULL. */
+  void (*arena_hook)(void *arg, uint64_t id);
+  void *arena_hook_arg;
 };
 
 /* ---- names ------------------------------------------------------------- */
@@ -831,6 +838,9 @@ int scree__store_seal(scree__store *s, scree__session *sess, const char *name,
   int rc = find_named(s, name, &b, msg, msg_len);
   if (rc != 0)
     return rc;
+  if (b->reserved)
+    return scree__fail(SCREE_EPERM, msg, msg_len,
+                       "batch '%s' is the output of a running attention job", name);
   if (b->creator != sess->id)
     return scree__fail(SCREE_EPERM, msg, msg_len, "batch '%s' was created by another connection",
                        name);
@@ -919,6 +929,11 @@ int scree__store_delete(scree__store *s, scree__session *sess, const char *name,
   int rc = find_named(s, name, &b, msg, msg_len);
   if (rc != 0)
     return rc;
+  if (b->reserved)
+    return scree__fail(SCREE_EBUSY, msg, msg_len,
+                       "batch '%s' is the output of a running attention job; delete it once "
+                       "the job has answered",
+                       name);
   if (b->state == BATCH_CREATED && b->creator != sess->id)
     return scree__fail(SCREE_EPERM, msg, msg_len,
                        "batch '%s' is being written by another connection", name);
@@ -1020,6 +1035,10 @@ int scree__store_reserve(scree__store *s, scree__session *sess, const char *name
   int rc = scree_array_check_desc(desc, &vbytes, &obytes, msg, msg_len);
   if (rc != 0)
     return rc;
+  scree__batch *old = names_find(s, name);
+  if (old != NULL)
+    return scree__fail(SCREE_EEXIST, msg, msg_len, "batch '%s' already exists (%s)", name,
+                       old->state == BATCH_SEALED ? "sealed" : "being written");
   /* The output is the requester's, as a batch it created would be: its
    * quota, its pool of arenas. */
   scree__batch *b;
@@ -1027,6 +1046,16 @@ int scree__store_reserve(scree__store *s, scree__session *sess, const char *name
                  msg_len);
   if (rc != 0)
     return rc;
+  if (names_insert(s, b) != 0) {
+    scree__pool_free(&s->pool, b->arena, b->offset, b->block_bytes);
+    free(b->name);
+    free(b);
+    return scree__fail(SCREE_ENOMEM, msg, msg_len, "out of host memory");
+  }
+  /* No session's batch: closing the requester's connection must not
+   * reclaim it while the job writes it. */
+  b->creator = 0;
+  b->reserved = 1;
   batch_account(s, b);
   *out = b;
   return 0;
@@ -1034,19 +1063,26 @@ int scree__store_reserve(scree__store *s, scree__session *sess, const char *name
 
 int scree__store_publish(scree__store *s, scree__batch *b, int64_t max_length,
                          scree__batch_view *out, char *msg, size_t msg_len) {
-  if (names_find(s, b->name) != NULL)
-    return scree__fail(SCREE_EEXIST, msg, msg_len,
-                       "batch '%s' was created by another request while attention ran",
-                       b->name);
-  if (names_insert(s, b) != 0)
-    return scree__fail(SCREE_ENOMEM, msg, msg_len, "out of host memory");
+  (void)s;
+  (void)msg;
+  (void)msg_len;
+  b->reserved = 0;
   b->desc.max_length = max_length;
   b->state = BATCH_SEALED;
   scree__store_view(b, out);
   return 0;
 }
 
-void scree__store_discard(scree__store *s, scree__batch *b) { batch_free(s, b); }
+void scree__store_discard(scree__store *s, scree__batch *b) {
+  names_remove(s, b);
+  batch_free(s, b);
+}
+
+void scree__store_set_arena_hook(scree__store *s, void (*fn)(void *arg, uint64_t id),
+                                 void *arg) {
+  s->arena_hook = fn;
+  s->arena_hook_arg = arg;
+}
 
 /* ---- freed-arena notices ----------------------------------------------- */
 
@@ -1055,6 +1091,8 @@ void scree__store_discard(scree__store *s, scree__batch *b) { batch_free(s, b); 
  * weight for a long-lived session. */
 static void arena_freed(void *arg, uint64_t id) {
   scree__store *s = arg;
+  if (s->arena_hook != NULL)
+    s->arena_hook(s->arena_hook_arg, id);
   for (scree__session *sess = s->sessions; sess != NULL; sess = sess->next) {
     size_t pos;
     if (!known_find(sess, id, &pos))

@@ -248,20 +248,28 @@ int scree__store_pin(scree__store *s, scree__batch *b);
 void scree__store_unpin(scree__store *s, scree__batch *b);
 
 /* Reserves a batch for a job's output: CREATED, owned by sess's peer, with
- * memory counted against the limit, but not named (no request can see it)
- * and on no session's list (closing sess does not reclaim it). Returns 0,
- * SCREE_ENOSPC or SCREE_ENOMEM with a message in msg. */
+ * memory counted against the limit, and named at once, so that a Create of
+ * the name while the job runs gets SCREE_EEXIST (Stat and List show it as
+ * unsealed; Delete gets SCREE_EBUSY, Seal SCREE_EPERM). It is on no
+ * session's list: closing sess does not reclaim it. Returns 0,
+ * SCREE_EEXIST when the name is taken, SCREE_ENOSPC or SCREE_ENOMEM with a
+ * message in msg. */
 int scree__store_reserve(scree__store *s, scree__session *sess, const char *name,
                          const scree_array *desc, scree__batch **out, char *msg,
                          size_t msg_len);
 
-/* Names and seals a reserved batch with the given max_length, and fills out
- * with it. Returns 0, or SCREE_EEXIST when the name was taken while the job
- * ran (the batch is then still reserved), or SCREE_ENOMEM. */
+/* Seals a reserved batch with the given max_length, and fills out with it.
+ * Returns 0 (it cannot fail: the name was held from the reservation on). */
 int scree__store_publish(scree__store *s, scree__batch *b, int64_t max_length,
                          scree__batch_view *out, char *msg, size_t msg_len);
 
-/* Frees a reserved batch that is not published. */
+/* Removes the name of a reserved batch that is not published, and frees
+ * it. */
 void scree__store_discard(scree__store *s, scree__batch *b);
+
+/* Calls fn(arg, id) for every arena the pool gives back (the attention
+ * executor tells its worker to unmap it). fn must not call the store. NULL removes the hook. */
+void scree__store_set_arena_hook(scree__store *s, void (*fn)(void *arg, uint64_t id),
+                                 void *arg);
 
 #endif /* SCREE_DAEMON_STORE_H */

@@ -386,14 +386,16 @@ Test(attention, client_gone_mid_job_keeps_the_output) {
    * uid; the inputs are unpinned. */
   scree_batch_info bi;
   int rc = SCREE_ENOENT;
-  for (int i = 0; i < 6000 && rc == SCREE_ENOENT; i++) {
+  /* The output's name is held, unsealed, from the request on. */
+  for (int i = 0; i < 6000; i++) {
     rc = scree_client_stat(c, "bout", &bi);
-    if (rc == SCREE_ENOENT) {
-      struct timespec ts = {0, 10 * 1000 * 1000};
-      nanosleep(&ts, NULL);
-    }
+    cr_assert_eq(rc, 0, "the output is named while the job runs: %s",
+                 scree_client_last_error(c));
+    if (bi.state == SCREE_BATCH_SEALED)
+      break;
+    struct timespec ts = {0, 10 * 1000 * 1000};
+    nanosleep(&ts, NULL);
   }
-  cr_assert_eq(rc, 0, "%s", scree_client_last_error(c));
   cr_assert_eq(bi.state, SCREE_BATCH_SEALED);
   cr_assert_eq(bi.owner_uid, (uint32_t)getuid());
   cr_assert_eq(scree_client_stat(c, "bq", &bi), 0);
