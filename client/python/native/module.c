@@ -36,6 +36,7 @@ static const char *error_class(int code) {
   case SCREE_EAGAIN:
   case SCREE_EBUSY:
     return "Busy";
+  case SCREE_ETIMEDOUT: return "Timeout";
   default: return "Error";
   }
 }

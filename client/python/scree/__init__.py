@@ -29,6 +29,7 @@ from .errors import (
     NotSupported,
     PermissionDenied,
     ProtocolError,
+    Timeout,
     WrongState,
 )
 
@@ -86,5 +87,6 @@ __all__ = [
     "WrongState",
     "ProtocolError",
     "Busy",
+    "Timeout",
     "Closed",
 ]

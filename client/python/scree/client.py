@@ -35,6 +35,7 @@ import enum
 import importlib.util
 import os
 import sys
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Literal, Sequence
 
@@ -43,7 +44,7 @@ import numpy as np
 from ._ext import DTYPE_CODES, native_attr
 from ._ext import native as _native
 from .array import Array, framework_of
-from .errors import Closed, Error, InvalidArgument, NotSupported
+from .errors import Closed, Error, InvalidArgument, NotFound, NotSupported, WrongState
 
 #: The frameworks a batch's views can be made in (a subset of
 #: :data:`scree.array.Framework`).
@@ -207,7 +208,12 @@ class Batch(Array):
         self._lease_ref = lease
         self._closed = False
         self._created = created
-        self._meta = (lease.batch_size, lease.total_length, tuple(lease.inner_shape))
+        # What stays known after close: the shape, and the dtypes that tell
+        # this batch from another one under the same name (__reduce__).
+        inner = tuple(lease.inner_shape)
+        self._meta = (lease.batch_size, lease.total_length, inner,
+                      (_NAMES[lease.dtype], inner, lease.batch_size, lease.total_length,
+                       _NAMES[lease.offsets_dtype]))
 
     @property
     def name(self) -> str:
@@ -276,6 +282,36 @@ class Batch(Array):
             raise Error(f"batch {self._name!r} came from get: only a created batch is sealed")
         self._client.seal(self._name)
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickle as a handle, not by value: the daemon's socket, the name and
+        what identifies the batch under it. The receiving process attaches to
+        the same memory with a lease of its own (:func:`_attach`), as
+        torch.multiprocessing does with shared tensors and Ray with object
+        references; nothing of the values travels.
+
+        A closed batch pickles too (``multiprocessing.Queue`` pickles in a
+        thread of its own, after ``put`` returned and maybe after the ``with``
+        block ended). The handle does not keep the batch alive: it names it,
+        so the batch must stay in the store until the receiver has attached.
+        """
+        try:
+            info = self._client.stat(self._name)
+        except NotFound:
+            raise NotFound(
+                f"batch {self._name!r} was deleted: a pickled Batch is a handle (the name), "
+                f"and no other process could attach to it any more") from None
+        if info.state != "sealed":
+            raise WrongState(
+                f"batch {self._name!r} is created but not sealed: seal it before pickling "
+                f"it (another process can only attach to a sealed batch)")
+        ident = _identity(info)
+        if ident[:5] != self._meta[3]:
+            raise WrongState(
+                f"the name {self._name!r} now holds another batch (deleted and created "
+                f"again since this one was attached): a pickled Batch is a handle to the "
+                f"batch under its name, and that is not this one any more")
+        return (_attach, (self._client.socket, self._name, self._framework, ident))
+
     def close(self) -> None:
         """Drop this batch's references to its views (idempotent)."""
         self._closed = True
@@ -292,6 +328,58 @@ class Batch(Array):
         if self._closed:
             return f"scree.Batch({self._name!r}, closed)"
         return f"scree.Batch({self._name!r}, {super().__repr__()[len('scree.Array('):-1]})"
+
+
+def _identity(info: "BatchInfo") -> tuple[Any, ...]:
+    """What tells one batch from another created later under the same name,
+    as far as the daemon's BatchInfo says: its descriptor (first, in the
+    order of ``Batch._meta[3]``), owner and arena.
+    (A batch of the same shape made again under the same name by the same
+    process in the same arena looks the same; the daemon gives no batch id.)"""
+    return (info.dtype, tuple(info.inner_shape), info.batch_size, info.total_length,
+            info.offsets_dtype, info.owner_uid, info.owner_pid, info.arena_id)
+
+
+# One client per daemon socket for the batches unpickled in this process,
+# made on first use and kept for the life of the process (their batches'
+# leases and mappings ride on it). Keyed by pid as well: a forked child
+# must connect its own.
+_attach_clients: dict[tuple[int, str], "Client"] = {}
+_attach_lock = threading.Lock()
+
+
+def _attach_client(socket: str) -> "Client":
+    key = (os.getpid(), socket)
+    with _attach_lock:
+        c = _attach_clients.get(key)
+        if c is None or c.closed:
+            c = _attach_clients[key] = Client(socket)
+        return c
+
+
+def _attach(socket: str, name: str, framework: BatchFramework,
+            identity: tuple[Any, ...]) -> "Batch":
+    """Unpickles a :class:`Batch`: attaches to batch ``name`` of the daemon
+    at ``socket`` without copying, with a lease of this process's own, and
+    checks that the name still holds the batch that was pickled."""
+    client = _attach_client(socket)
+    try:
+        batch = client.get(name, framework=framework)
+    except NotFound:
+        raise NotFound(
+            f"cannot unpickle batch {name!r}: the daemon at {socket} has no such batch any "
+            f"more (it was deleted after it was pickled; a pickled Batch is a handle, not "
+            f"a copy)") from None
+    try:
+        now = _identity(client.stat(name))
+    except NotFound:
+        now = None
+    if now != tuple(identity):
+        batch.close()
+        raise WrongState(
+            f"cannot unpickle batch {name!r}: the name now holds another batch than the "
+            f"one that was pickled (it was deleted and created again)")
+    return batch
 
 
 @dataclass(frozen=True)
