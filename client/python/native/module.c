@@ -161,7 +161,8 @@ PyMODINIT_FUNC PyInit__native(void) {
     return NULL;
   if (add_type(m, "Client", &scree__py_client_type) < 0 ||
       add_type(m, "Lease", &scree__py_lease_type) < 0 ||
-      add_type(m, "Tensor", &scree__py_tensor_type) < 0)
+      add_type(m, "Tensor", &scree__py_tensor_type) < 0 ||
+      add_type(m, "Watch", &scree__py_watch_type) < 0)
     goto err_module;
 #define XX(name, value, _)                                                     \
   if (PyModule_AddIntConstant(m, #name, SCREE_##name) < 0)                     \

@@ -15,7 +15,18 @@ from __future__ import annotations
 from . import bridges, errors, kernels
 from ._ext import native as _native
 from .array import Array, from_cu_seqlens, pack
-from .client import Batch, BatchInfo, Client, ClientInfo, DeleteResult, Stats, native_available
+from .client import (
+    AsyncWatch,
+    Batch,
+    BatchInfo,
+    Client,
+    ClientInfo,
+    DeleteResult,
+    Event,
+    Stats,
+    Watch,
+    native_available,
+)
 from .errors import (
     Busy,
     Closed,
@@ -74,6 +85,9 @@ __all__ = [
     "BatchInfo",
     "ClientInfo",
     "Stats",
+    "Event",
+    "Watch",
+    "AsyncWatch",
     "native_available",
     "Error",
     "InvalidArgument",
