@@ -105,10 +105,16 @@ except KeyboardInterrupt:
 c.put("w/child", scree.pack([np.ones((1, 2))]))
 with c.get("w/child") as b:
     print("usable", b.batch_size, flush=True)
+try:
+    with c.watch("nothing/") as w:
+        print("watching", flush=True)
+        next(w)
+except KeyboardInterrupt:
+    print("watch interrupted", flush=True)
 """
 
 
-def test_ctrl_c_interrupts_a_wait_and_the_client_stays_usable(client, screed):
+def test_ctrl_c_interrupts_a_wait_and_a_watch_and_the_client_stays_usable(client, screed):
     env = dict(os.environ, SCREE_SOCKET=screed.socket, PYTHONPATH=os.pathsep.join(sys.path))
     child = subprocess.Popen([sys.executable, "-c", CHILD], env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
@@ -117,13 +123,20 @@ def test_ctrl_c_interrupts_a_wait_and_the_client_stays_usable(client, screed):
         assert eventually(lambda: client.stats().waiters == 1)
         t0 = time.monotonic()
         child.send_signal(signal.SIGINT)
+        assert child.stdout.readline() == "interrupted\n"
+        assert time.monotonic() - t0 < 5
+        assert child.stdout.readline() == "usable 1\n"
+        assert child.stdout.readline() == "watching\n"
+        assert eventually(lambda: client.stats().watchers == 1)
+        t0 = time.monotonic()
+        child.send_signal(signal.SIGINT)
         out, _ = child.communicate(timeout=10)
         assert time.monotonic() - t0 < 5
     finally:
         if child.poll() is None:
             child.kill()
     assert child.returncode == 0, out
-    assert out == "interrupted\nusable 1\n"
+    assert out == "watch interrupted\n"
     assert client.stats().waiters == 0
 
 
