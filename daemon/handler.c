@@ -20,6 +20,8 @@ struct scree__handler {
   char version[64];
   scree__handler_deliver_cb deliver;
   void *deliver_arg;
+  scree__handler_waits waits;
+  uint64_t armed_ns; /* the deadline the timer is armed for; 0: none */
 };
 
 /* ---- replies ---------------------------------------------------------- */
@@ -58,6 +60,8 @@ static const struct {
     {SCREE__V1__REQUEST__BODY_STAT, SCREE__REQ_STAT, "stat"},
     {SCREE__V1__REQUEST__BODY_STATS, SCREE__REQ_STATS, "stats"},
     {SCREE__V1__REQUEST__BODY_ATTENTION, SCREE__REQ_ATTENTION, "attention"},
+    {SCREE__V1__REQUEST__BODY_WATCH, SCREE__REQ_WATCH, "watch"},
+    {SCREE__V1__REQUEST__BODY_CANCEL, SCREE__REQ_CANCEL, "cancel"},
 };
 #define NREQ_TYPES (sizeof(req_types) / sizeof(req_types[0]))
 
@@ -280,16 +284,12 @@ static int do_seal(scree__handler *h, scree__session *sess, const Scree__V1__Sea
   return 0;
 }
 
-static int do_get(scree__handler *h, scree__session *sess, const Scree__V1__Get *q,
-                  scree__reply *r) {
+/* A Get of name for sess, answered now: the reply's body, or a code. */
+static int get_now(scree__handler *h, scree__session *sess, const char *name, scree__reply *r) {
   scree__location loc;
   scree__batch_view v;
   uint64_t lease_id;
-  name_buf name;
-  int rc = name_arg(q->name, "batch name", name, r);
-  if (rc == 0)
-    rc = scree__store_get(h->store, sess, name, &loc, &lease_id, &v, r->msg,
-                          sizeof(r->msg));
+  int rc = scree__store_get(h->store, sess, name, &loc, &lease_id, &v, r->msg, sizeof(r->msg));
   if (rc != 0)
     return rc;
   fill_location(r, &loc);
@@ -301,6 +301,64 @@ static int do_get(scree__handler *h, scree__session *sess, const Scree__V1__Get 
   gr->lease_id = lease_id;
   r->resp.body_case = SCREE__V1__RESPONSE__BODY_GET;
   r->resp.get = gr;
+  return 0;
+}
+
+static void arm_timer(scree__handler *h);
+
+/* Get, with its optional wait: a name that is not sealed yet (unknown, or
+ * still being written) makes a waiter in the store, and the reply is
+ * deferred until wait_done. */
+static int do_get(scree__handler *h, scree__session *sess, uint64_t id, const Scree__V1__Get *q,
+                  scree__reply *r) {
+  int waits = q->wait_present_case == SCREE__V1__GET__WAIT_PRESENT_WAIT_MS;
+  if (waits && (q->wait_ms < -1 || q->wait_ms > SCREE__MAX_WAIT_MS))
+    return FAIL(SCREE_EINVAL, "wait_ms is %" PRId64 "; it must be -1 (no limit) or 0 to %" PRId64,
+                q->wait_ms, (int64_t)SCREE__MAX_WAIT_MS);
+  name_buf name;
+  int rc = name_arg(q->name, "batch name", name, r);
+  if (rc != 0)
+    return rc;
+  rc = get_now(h, sess, name, r);
+  if (rc == 0 || !waits || (rc != SCREE_ENOENT && rc != SCREE_ESTATE))
+    return rc;
+  if (q->wait_ms == 0)
+    return FAIL(SCREE_ETIMEDOUT, "batch '%s' was not sealed within 0 ms (Get's wait)", name);
+  rc = scree__store_wait(h->store, sess, name, id, q->wait_ms, r->msg, sizeof(r->msg));
+  if (rc != 0)
+    return rc;
+  r->deferred = 1;
+  r->cancellable = 1;
+  arm_timer(h);
+  return 0;
+}
+
+/* Cancel: the waiting Get (if any) is answered first, through wait_done and
+ * the deliver callback, so that its reply goes before this one. */
+static int do_cancel(scree__handler *h, scree__session *sess, scree__reply *r) {
+  int cancelled = scree__store_wait_cancel(h->store, sess);
+  Scree__V1__CancelReply *cr = &r->body.cancel;
+  scree__v1__cancel_reply__init(cr);
+  cr->cancelled = cancelled != 0;
+  r->resp.body_case = SCREE__V1__RESPONSE__BODY_CANCEL;
+  r->resp.cancel = cr;
+  return 0;
+}
+
+static int do_watch(scree__handler *h, scree__session *sess, uint64_t id,
+                    const Scree__V1__Watch *q, scree__reply *r) {
+  name_buf prefix;
+  int rc = name_arg(q->prefix, "watch prefix", prefix, r);
+  if (rc != 0)
+    return rc;
+  rc = scree__store_watch(h->store, sess, prefix, !q->no_replay, id, r->msg, sizeof(r->msg));
+  if (rc != 0)
+    return rc;
+  scree__log(SCREE__LOG_DEBUG, "watch", "conn=%" PRIu64 " prefix=%s replay=%d",
+             scree__session_id(sess), scree__q(prefix), !q->no_replay);
+  scree__v1__watch_reply__init(&r->body.watch);
+  r->resp.body_case = SCREE__V1__RESPONSE__BODY_WATCH;
+  r->resp.watch = &r->body.watch;
   return 0;
 }
 
@@ -431,6 +489,9 @@ static int do_stats(scree__handler *h, scree__reply *r) {
   st->arenas = c.arenas;
   st->uptime_ns = scree__now_ns() - c.start_ns;
   st->pending_deletes = c.pending_deletes;
+  st->waiters = c.waiters;
+  st->watchers = c.watchers;
+  st->watch_overflows = c.watch_overflows;
   r->resp.body_case = SCREE__V1__RESPONSE__BODY_STATS;
   r->resp.stats = st;
   return 0;
@@ -539,13 +600,15 @@ static int dispatch(scree__handler *h, scree__session *sess, const Scree__V1__Re
   case SCREE__V1__REQUEST__BODY_HELLO: return do_hello(h, sess, req->hello, r);
   case SCREE__V1__REQUEST__BODY_CREATE: return do_create(h, sess, req->create, r);
   case SCREE__V1__REQUEST__BODY_SEAL: return do_seal(h, sess, req->seal, r);
-  case SCREE__V1__REQUEST__BODY_GET: return do_get(h, sess, req->get, r);
+  case SCREE__V1__REQUEST__BODY_GET: return do_get(h, sess, req->id, req->get, r);
   case SCREE__V1__REQUEST__BODY_RELEASE: return do_release(h, sess, req->release, r);
   case SCREE__V1__REQUEST__BODY_DELETE: return do_delete(h, sess, req->delete_, r);
   case SCREE__V1__REQUEST__BODY_LIST: return do_list(h, req->list, r);
   case SCREE__V1__REQUEST__BODY_STAT: return do_stat(h, req->stat, r);
   case SCREE__V1__REQUEST__BODY_STATS: return do_stats(h, r);
   case SCREE__V1__REQUEST__BODY_ATTENTION: return do_attention(h, sess, req->id, req->attention, r);
+  case SCREE__V1__REQUEST__BODY_WATCH: return do_watch(h, sess, req->id, req->watch, r);
+  case SCREE__V1__REQUEST__BODY_CANCEL: return do_cancel(h, sess, r);
   default: return FAIL(SCREE_EPROTO, "unknown request type");
   }
 }
@@ -567,6 +630,17 @@ void scree__handle(scree__handler *h, scree__session *sess, const Scree__V1__Req
              req->body_case != SCREE__V1__REQUEST__BODY_HELLO) {
     rc = FAIL(SCREE_EPROTO, "the first request on a connection must be Hello, not %s",
               req_name(req->body_case));
+  } else if (scree__session_watching(sess) && req->body_case != SCREE__V1__REQUEST__BODY_WATCH &&
+             req->body_case != SCREE__V1__REQUEST__BODY_HELLO) {
+    rc = FAIL(SCREE_EPROTO,
+              "this connection is watching: it takes only Watch, not %s (use another "
+              "connection)",
+              req_name(req->body_case));
+  } else if (scree__session_waiting(sess) &&
+             req->body_case != SCREE__V1__REQUEST__BODY_CANCEL) {
+    /* As for attention: the server reads nothing but a Cancel while a Get
+     * waits; a direct caller that does gets this. */
+    rc = FAIL(SCREE_EBUSY, "a Get is waiting on this connection; only Cancel is taken");
   } else {
     rc = dispatch(h, sess, req, r);
   }
@@ -646,6 +720,7 @@ int scree__handler_serve(scree__handler *h, scree__session *sess, const uint8_t 
     out->fd = -1;
     out->op = r.op;
     out->deferred = 1;
+    out->cancellable = r.cancellable;
   } else {
     rc = encode(h, sess, &r, out);
   }
@@ -686,6 +761,111 @@ int scree__handler_refuse_bare(const uint8_t *req, size_t req_len, int code, con
   return 0;
 }
 
+/* ---- waits and watches ------------------------------------------------------ */
+
+/* Encodes r for sess and hands it to the server. */
+static void deliver(scree__handler *h, scree__session *sess, scree__reply *r) {
+  scree__out out;
+  int rc = encode(h, sess, r, &out);
+  if (rc != 0 || h->deliver == NULL) {
+    scree__log(SCREE__LOG_ERROR, "reply_lost", "conn=%" PRIu64 " reason=%s",
+               scree__session_id(sess), rc != 0 ? "out_of_memory" : "no_server");
+    if (rc == 0)
+      scree__out_clear(&out);
+    return;
+  }
+  h->deliver(h->deliver_arg, sess, &out);
+}
+
+/* A waiter's end (store.h): the deferred Get reply. A seal means getting
+ * the batch now, which can still fail (the lease limit). */
+static void wait_done(void *arg, scree__session *sess, const scree__wait_end *end) {
+  scree__handler *h = arg;
+  scree__reply reply;
+  scree__reply *r = &reply;
+  scree__reply_init(r);
+  r->resp.id = end->req_id;
+  r->op = SCREE__REQ_GET;
+  int rc;
+  if (end->rc == 0)
+    rc = get_now(h, sess, end->name, r);
+  else if (end->rc == SCREE_ETIMEDOUT)
+    rc = FAIL(SCREE_ETIMEDOUT, "batch '%s' was not sealed within %" PRId64 " ms (Get's wait)",
+              end->name, end->wait_ms);
+  else
+    rc = FAIL(end->rc, "the wait for batch '%s' was cancelled", end->name);
+  if (rc != 0)
+    fail_reply(h, sess, r, "get", rc);
+  deliver(h, sess, r);
+  scree__reply_clear(r);
+}
+
+static void watch_ready(void *arg, scree__session *sess) {
+  scree__handler *h = arg;
+  if (h->waits.watch_ready != NULL)
+    h->waits.watch_ready(h->waits.arg, sess);
+}
+
+/* Asks for the timer at the earliest deadline, unless it is armed for that
+ * or earlier already. A timer left armed for a waiter that went early just
+ * fires, finds nothing due and is armed again. */
+static void arm_timer(scree__handler *h) {
+  uint64_t d = scree__store_wait_deadline(h->store);
+  if (d == 0 || h->waits.arm_timer == NULL || (h->armed_ns != 0 && h->armed_ns <= d))
+    return;
+  h->armed_ns = d;
+  h->waits.arm_timer(h->waits.arg, d);
+}
+
+void scree__handler_set_waits(scree__handler *h, const scree__handler_waits *w) {
+  if (w != NULL)
+    h->waits = *w;
+  else
+    memset(&h->waits, 0, sizeof(h->waits));
+  h->armed_ns = 0;
+  arm_timer(h);
+}
+
+void scree__handler_expire(scree__handler *h, uint64_t now_ns) {
+  h->armed_ns = 0;
+  scree__store_wait_expire(h->store, now_ns);
+  arm_timer(h);
+}
+
+int scree__handler_watch_pending(scree__handler *h, scree__session *sess) {
+  return sess != NULL && scree__store_watch_pending(h->store, sess);
+}
+
+int scree__handler_next_event(scree__handler *h, scree__session *sess, scree__out *out) {
+  scree__event ev;
+  if (!scree__store_watch_next(h->store, sess, &ev))
+    return 0;
+  scree__reply r;
+  scree__reply_init(&r);
+  r.resp.id = ev.req_id;
+  r.op = SCREE__REQ_WATCH;
+  Scree__V1__Event *e = &r.body.event;
+  scree__v1__event__init(e);
+  e->kind = (Scree__V1__EventKind)ev.kind;
+  e->name.data = (uint8_t *)ev.name;
+  e->name.len = strlen(ev.name);
+  e->seq = ev.seq;
+  r.resp.body_case = SCREE__V1__RESPONSE__BODY_EVENT;
+  r.resp.event = e;
+  int rc = encode(h, sess, &r, out);
+  scree__reply_clear(&r);
+  return rc == 0 ? 1 : rc;
+}
+
+int scree__handler_is_cancel(const uint8_t *buf, size_t len) {
+  Scree__V1__Request *req = scree__v1__request__unpack(NULL, len, buf);
+  if (req == NULL)
+    return 0;
+  int yes = req->body_case == SCREE__V1__REQUEST__BODY_CANCEL;
+  scree__v1__request__free_unpacked(req, NULL);
+  return yes;
+}
+
 /* ---- life ---------------------------------------------------------------- */
 
 int scree__handler_new(scree__store *store, const scree__handler_config *cfg,
@@ -697,11 +877,17 @@ int scree__handler_new(scree__store *store, const scree__handler_config *cfg,
   h->exec = cfg->exec;
   h->max_packet = cfg->max_packet;
   snprintf(h->version, sizeof(h->version), "%s", cfg->version ? cfg->version : "");
+  scree__store_hooks hooks = {.wait_done = wait_done, .watch_ready = watch_ready, .arg = h};
+  scree__store_set_hooks(store, &hooks);
   *out = h;
   return 0;
 }
 
-void scree__handler_free(scree__handler *h) { free(h); }
+void scree__handler_free(scree__handler *h) {
+  if (h != NULL)
+    scree__store_set_hooks(h->store, NULL);
+  free(h);
+}
 
 void scree__handler_set_deliver(scree__handler *h, scree__handler_deliver_cb cb, void *arg) {
   h->deliver = cb;

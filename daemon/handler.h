@@ -59,6 +59,9 @@ typedef struct scree__reply {
     Scree__V1__StatReply stat;
     Scree__V1__StatsReply stats;
     Scree__V1__AttentionReply attention;
+    Scree__V1__WatchReply watch;
+    Scree__V1__CancelReply cancel;
+    Scree__V1__Event event;
   } body;
   Scree__V1__Location loc;
   Scree__V1__BatchInfo info;
@@ -73,10 +76,12 @@ typedef struct scree__reply {
   int64_t *list_inner;
   /* The request type as metrics count it (SCREE__REQ_*, metrics.h). */
   int op;
-  /* Set when the response comes later (an attention job): the caller sends
-   * nothing now and reads no further request of the session until the
-   * deferred reply is delivered. */
+  /* Set when the response comes later (an attention job, a Get that
+   * waits): the caller sends nothing now and reads no further request of
+   * the session until the deferred reply is delivered, except a Cancel
+   * when cancellable is set (scree__handler_is_cancel). */
   int deferred;
+  int cancellable;
   /* Response.freed_arenas: a heap array, freed by scree__reply_clear. */
   uint64_t *freed;
 } scree__reply;
@@ -95,6 +100,7 @@ typedef struct scree__out {
   int op;
   int status;
   int deferred;
+  int cancellable; /* with deferred: a Cancel may be read meanwhile */
 } scree__out;
 
 /* Where deferred replies go (the server): called on the loop thread with
@@ -112,6 +118,36 @@ void scree__handler_free(scree__handler *h);
 /* Sets where deferred replies are delivered (the server, at its creation).
  * Without it they are dropped. */
 void scree__handler_set_deliver(scree__handler *h, scree__handler_deliver_cb cb, void *arg);
+
+/* What else the server offers the handler for waits and watches, on the
+ * loop thread: watch_ready says sess has events to send (the server then
+ * calls scree__handler_next_event when its socket takes more); arm_timer
+ * asks for one call of scree__handler_expire at deadline_ns (the
+ * scree__now_ns() clock) or later, replacing any earlier request, or for
+ * none (0). Without them, events wait for the server to ask and waits have
+ * no deadline. */
+typedef struct scree__handler_waits {
+  void (*watch_ready)(void *arg, scree__session *sess);
+  void (*arm_timer)(void *arg, uint64_t deadline_ns);
+  void *arg;
+} scree__handler_waits;
+
+void scree__handler_set_waits(scree__handler *h, const scree__handler_waits *w);
+
+/* Answers the Gets whose wait has run out by now_ns (SCREE_ETIMEDOUT,
+ * through the deliver callback) and arms the timer for the next deadline. */
+void scree__handler_expire(scree__handler *h, uint64_t now_ns);
+
+/* Whether sess is a watch with an event to send now. */
+int scree__handler_watch_pending(scree__handler *h, scree__session *sess);
+
+/* Encodes sess's next watch event into out. Returns 1 (out filled), 0 when
+ * there is none now, or SCREE_ENOMEM. */
+int scree__handler_next_event(scree__handler *h, scree__session *sess, scree__out *out);
+
+/* Whether a request packet is a Cancel: the one request the server reads
+ * while a Get of the connection waits. */
+int scree__handler_is_cancel(const uint8_t *buf, size_t len);
 
 /* Opens a session for a peer (credentials from SO_PEERCRED); NULL when out
  * of memory. */

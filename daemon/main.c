@@ -56,6 +56,7 @@ typedef struct options {
   const char *metrics_listen; /* NULL: no metrics endpoint */
   uint32_t max_connections;
   uint32_t max_leases;
+  uint32_t watch_queue;
   uint64_t drain_timeout_ms;
   uint64_t release_free_ms;
   uint64_t attention_timeout_ms;
@@ -76,6 +77,7 @@ enum {
   OPT_DRAIN_TIMEOUT,
   OPT_RELEASE_FREE,
   OPT_ATTENTION_TIMEOUT,
+  OPT_WATCH_QUEUE,
 };
 
 /* Option codes of the access-control block; outside the char range so that
@@ -115,6 +117,8 @@ static void usage(FILE *f) {
           "                        fd limit allows; lowered to fit the fd limit)\n"
           "  --max-leases-per-connection N\n"
           "                        leases one connection may hold (default 65536; 0: no limit)\n"
+          "  --watch-queue N       events a watcher that does not read may have waiting before\n"
+          "                        it gets an overflow event (default 1024)\n"
           "  --drain-timeout SECS  at SIGTERM, how long running attention jobs may finish\n"
           "                        (default 30; also 500ms, 2s)\n"
           "  --attention-timeout SECS\n"
@@ -210,6 +214,13 @@ static int ops_option(int c, const char *arg, options *o) {
       o->max_leases = v;
     return 0;
   }
+  case OPT_WATCH_QUEUE:
+    if (parse_count(arg, &o->watch_queue) != 0 || o->watch_queue == 0 ||
+        o->watch_queue > 1000000) {
+      fprintf(stderr, "screed: --watch-queue takes a count from 1 to 1000000, not '%s'\n", arg);
+      return 2;
+    }
+    return 0;
   case OPT_DRAIN_TIMEOUT:
     if (parse_duration_ms(arg, &o->drain_timeout_ms) != 0) {
       fprintf(stderr, "screed: --drain-timeout takes seconds (30, 30s) or 500ms, not '%s'\n",
@@ -303,6 +314,7 @@ static int parse_options(int argc, char **argv, options *o) {
       {"metrics-listen", required_argument, NULL, OPT_METRICS_LISTEN},
       {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
       {"max-leases-per-connection", required_argument, NULL, OPT_MAX_LEASES},
+      {"watch-queue", required_argument, NULL, OPT_WATCH_QUEUE},
       {"drain-timeout", required_argument, NULL, OPT_DRAIN_TIMEOUT},
       {"release-free-after", required_argument, NULL, OPT_RELEASE_FREE},
       {"attention-timeout", required_argument, NULL, OPT_ATTENTION_TIMEOUT},
@@ -318,6 +330,7 @@ static int parse_options(int argc, char **argv, options *o) {
   o->max_packet = DEFAULT_MAX_PACKET;
   o->max_connections = DEFAULT_MAX_CONNECTIONS;
   o->max_leases = DEFAULT_MAX_LEASES;
+  o->watch_queue = SCREE__WATCH_QUEUE_DEFAULT;
   o->drain_timeout_ms = DEFAULT_DRAIN_TIMEOUT_MS;
   o->release_free_ms = DEFAULT_RELEASE_FREE_MS;
   o->attention_timeout_ms = SCREE__EXEC_DEFAULT_TIMEOUT_MS;
@@ -413,6 +426,7 @@ static int parse_options(int argc, char **argv, options *o) {
     case OPT_DRAIN_TIMEOUT:
     case OPT_RELEASE_FREE:
     case OPT_ATTENTION_TIMEOUT:
+    case OPT_WATCH_QUEUE:
       if (ops_option(c, optarg, o) != 0)
         return 2;
       break;
@@ -790,6 +804,7 @@ int main(int argc, char **argv) {
       .quota_per_uid = o.quota_per_uid,
       .shared_arenas = o.shared_arenas,
       .max_leases_per_session = o.max_leases,
+      .watch_queue = o.watch_queue,
   };
   rc = scree__store_new(mem, &cfg, &d.store, msg, sizeof(msg));
   if (rc != 0) {

@@ -12,7 +12,7 @@
 /* Labels of the SCREE__REQ_* types, in their order. */
 static const char *const op_names[SCREE__REQ_TYPES] = {
     "invalid", "hello", "create", "seal",  "get",       "release",
-    "delete",  "list",  "stat",   "stats", "attention",
+    "delete",  "list",  "stat",   "stats", "attention", "watch", "cancel",
 };
 
 static const int status_codes[] = {
@@ -157,6 +157,16 @@ int scree__metrics_render(const scree__metrics *m, char **out, size_t *len) {
               c.pending_deletes);
     put_gauge(&b, "scree_leases", "Leases held by connections.", c.leases);
     put_gauge(&b, "scree_connections", "Open client connections.", c.sessions);
+    put_gauge(&b, "scree_waiters", "Gets waiting for a batch to be sealed.", c.waiters);
+    put_gauge(&b, "scree_watchers", "Connections watching a prefix.", c.watchers);
+    put(&b, "# HELP scree_watch_events_total Watch events handed to watchers.\n"
+            "# TYPE scree_watch_events_total counter\n"
+            "scree_watch_events_total %" PRIu64 "\n"
+            "# HELP scree_watch_overflows_total Watches whose queue overflowed (one overflow "
+            "event each).\n"
+            "# TYPE scree_watch_overflows_total counter\n"
+            "scree_watch_overflows_total %" PRIu64 "\n",
+        c.watch_events, c.watch_overflows);
   }
   put_gauge(&b, "scree_connections_limit", "The connection limit (--max-connections).",
             m->max_connections);

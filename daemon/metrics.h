@@ -30,10 +30,12 @@ enum {
   SCREE__REQ_STAT,
   SCREE__REQ_STATS,
   SCREE__REQ_ATTENTION,
+  SCREE__REQ_WATCH,
+  SCREE__REQ_CANCEL,
   SCREE__REQ_TYPES
 };
 /* Statuses: "ok", every code of SCREE_ERRNO_MAP, and "UNKNOWN" last. */
-enum { SCREE__STATUS_SLOTS = 24 };
+enum { SCREE__STATUS_SLOTS = 26 };
 /* Latency buckets, upper bounds in ns: 10us .. 1s, then +Inf. */
 enum { SCREE__LAT_BUCKETS = 16 };
 

@@ -20,6 +20,8 @@
  * cannot starve the others (epoll is level-triggered: the rest waits for the
  * next turn). */
 #define PACKETS_PER_WAKEUP 32
+/* Watch events sent per wakeup of one connection, for the same reason. */
+#define EVENTS_PER_WAKEUP 64
 /* How long accepting pauses when the process is out of fds: the first
  * pause, doubled on each failure in a row up to the last. */
 #define ACCEPT_PAUSE_MS 100
@@ -57,8 +59,13 @@ typedef struct scree__conn {
   struct scree__conn *next;
   /* A deferred reply is pending (the handler's out.deferred): nothing
    * more is read until it is sent, so that replies keep the order of
-   * requests. */
+   * requests. The one exception is a waiting Get (cancellable): its
+   * connection's next packet is peeked at, read if it is a Cancel, else
+   * left in the socket (blocked) until the Get is answered. */
   int waiting;
+  int cancellable;
+  int blocked;
+  uint64_t deferred_ns; /* time spent handling the deferred request */
 } scree__conn;
 
 struct scree__server {
@@ -68,6 +75,7 @@ struct scree__server {
   scree__sockpath sock; /* the socket file, when the server bound it */
   uv_poll_t lpoll;
   uv_timer_t pause_timer;
+  uv_timer_t wait_timer; /* the earliest deadline of a waiting Get */
   char *path;
   uint64_t max_packet;
   uint8_t *rbuf;
@@ -157,8 +165,17 @@ static void on_conn_io(uv_poll_t *h, int status, int events);
 static void conn_update_events(scree__conn *c) {
   /* While a reply is pending only a hang-up is watched for, so that a
    * client that goes away mid-job is closed (and its leases released) at
-   * once rather than when the job ends. */
-  int want = c->qhead != NULL ? UV_WRITABLE : c->waiting ? UV_DISCONNECT : UV_READABLE;
+   * once rather than when the job ends; a waiting Get also watches for a
+   * Cancel. A watch with events to send waits for room in the socket. */
+  int want;
+  if (c->qhead != NULL)
+    want = UV_WRITABLE;
+  else if (c->waiting)
+    want = c->cancellable && !c->blocked ? UV_READABLE : UV_DISCONNECT;
+  else if (scree__handler_watch_pending(c->srv->handler, c->sess))
+    want = UV_READABLE | UV_WRITABLE;
+  else
+    want = UV_READABLE;
   if (want == c->events)
     return;
   c->events = want;
@@ -232,7 +249,7 @@ static void conn_respond(scree__conn *c, scree__out *out) {
  * carries one, and keeping them would leak. *with_fds tells an empty packet
  * that carried fds from the end of the stream. Returns the length, or
  * -errno (-ENOMEM when the buffer cannot be made). */
-static ssize_t read_packet(scree__server *srv, int fd, int *with_fds) {
+static ssize_t read_packet(scree__server *srv, int fd, int *with_fds, int peek) {
   if (srv->rbuf == NULL) {
     srv->rbuf = malloc(srv->max_packet ? srv->max_packet : 1);
     if (srv->rbuf == NULL)
@@ -241,8 +258,9 @@ static ssize_t read_packet(scree__server *srv, int fd, int *with_fds) {
   }
   unsigned closed = 0;
   int nfds = 0, ctrunc = 0;
-  ssize_t got = scree__recv_fds(fd, srv->rbuf, srv->rcap, MSG_DONTWAIT | MSG_TRUNC, NULL, 0,
-                                &nfds, &closed, &ctrunc);
+  ssize_t got = scree__recv_fds(fd, srv->rbuf, srv->rcap,
+                                MSG_DONTWAIT | MSG_TRUNC | (peek ? MSG_PEEK : 0), NULL, 0, &nfds,
+                                &closed, &ctrunc);
   *with_fds = closed > 0 || ctrunc;
   return got;
 }
@@ -259,7 +277,7 @@ static int peer_gone(int fd) {
 static int conn_read_one(scree__conn *c) {
   scree__server *srv = c->srv;
   int with_fds;
-  ssize_t got = read_packet(srv, c->fd, &with_fds);
+  ssize_t got = read_packet(srv, c->fd, &with_fds, 0);
   if (got == -ENOMEM) {
     conn_close(c, "out_of_memory", ENOMEM);
     return 0;
@@ -292,12 +310,62 @@ static int conn_read_one(scree__conn *c) {
   }
   if (out.deferred) {
     c->waiting = 1;
+    c->cancellable = out.cancellable;
+    c->blocked = 0;
+    c->deferred_ns = t0 != 0 ? scree__now_ns() - t0 : 0;
     return 0;
   }
   if (srv->metrics != NULL)
     scree__metrics_request(srv->metrics, out.op, out.status, scree__now_ns() - t0);
   conn_respond(c, &out);
   return !c->closing;
+}
+
+/* While a Get waits: the next packet is read only if it is a Cancel
+ * (peeked at first, so that anything else stays in the socket, in order,
+ * until the Get is answered). */
+static void conn_read_waiting(scree__conn *c) {
+  if (!c->cancellable || c->blocked)
+    return;
+  scree__server *srv = c->srv;
+  int with_fds;
+  ssize_t got = read_packet(srv, c->fd, &with_fds, 1);
+  if (got == -EAGAIN || got == -EWOULDBLOCK)
+    return;
+  if (got == -ENOMEM) {
+    conn_close(c, "out_of_memory", ENOMEM);
+    return;
+  }
+  if (got < 0) {
+    conn_close(c, "recv", (int)-got);
+    return;
+  }
+  if (got == 0 && !with_fds && peer_gone(c->fd)) {
+    conn_close(c, "eof", 0);
+    return;
+  }
+  if ((uint64_t)got <= srv->max_packet && scree__handler_is_cancel(srv->rbuf, (size_t)got))
+    conn_read_one(c);
+  else
+    c->blocked = 1;
+}
+
+/* Sends the events of a watch while the socket takes them: one that would
+ * block waits in the connection's queue, and the next ones stay in the
+ * store's bounded queue until the socket has room again. */
+static void conn_pump(scree__conn *c) {
+  scree__server *srv = c->srv;
+  for (int i = 0; i < EVENTS_PER_WAKEUP && !c->closing && c->qhead == NULL; i++) {
+    scree__out out;
+    int rc = scree__handler_next_event(srv->handler, c->sess, &out);
+    if (rc == 0)
+      return;
+    if (rc < 0) {
+      conn_close(c, "out_of_memory", ENOMEM);
+      return;
+    }
+    conn_respond(c, &out);
+  }
 }
 
 static void on_conn_io(uv_poll_t *h, int status, int events) {
@@ -313,10 +381,16 @@ static void on_conn_io(uv_poll_t *h, int status, int events) {
     return;
   }
   if (!c->closing && (events & UV_READABLE)) {
-    for (int i = 0; i < PACKETS_PER_WAKEUP && c->qhead == NULL && !c->waiting; i++)
-      if (!conn_read_one(c))
-        break;
+    if (c->waiting) {
+      conn_read_waiting(c);
+    } else {
+      for (int i = 0; i < PACKETS_PER_WAKEUP && c->qhead == NULL && !c->waiting; i++)
+        if (!conn_read_one(c))
+          break;
+    }
   }
+  if (!c->closing && !c->waiting && c->qhead == NULL)
+    conn_pump(c);
   if (!c->closing)
     conn_update_events(c);
 }
@@ -410,7 +484,7 @@ static void refuse_with_spare(scree__server *srv) {
     scree__log(SCREE__LOG_WARN, "conn_refused", "reason=out_of_fds connections=%" PRIu32,
                srv->nconns);
     int with_fds;
-    ssize_t got = read_packet(srv, fd, &with_fds);
+    ssize_t got = read_packet(srv, fd, &with_fds, 0);
     scree__out out;
     int over = got > 0 && (uint64_t)got > srv->max_packet;
     if (scree__handler_refuse_bare(got > 0 && !over ? srv->rbuf : NULL,
@@ -475,18 +549,55 @@ static void on_listen(uv_poll_t *h, int status, int events) {
   }
 }
 
-/* A deferred reply: sent like any other, then reading resumes. */
+/* A deferred reply: sent like any other, then reading resumes. A Get that
+ * waited is counted now, with its final status and the time its handling
+ * took (not the wait); attention is counted by the executor. */
 static void on_deferred_reply(void *arg, scree__session *sess, scree__out *out) {
-  (void)arg;
+  scree__server *srv = arg;
   scree__conn *c = scree__session_data(sess);
   if (c == NULL || c->closing) {
     scree__out_clear(out);
     return;
   }
+  if (srv->metrics != NULL && out->op == SCREE__REQ_GET)
+    scree__metrics_request(srv->metrics, out->op, out->status, c->deferred_ns);
   c->waiting = 0;
+  c->cancellable = 0;
+  c->blocked = 0;
   conn_respond(c, out);
   if (!c->closing)
     conn_update_events(c);
+}
+
+/* A watch has events: the connection waits for room in its socket. This
+ * may run inside another connection's callback (its seal), so it only
+ * changes what is polled. */
+static void on_watch_ready(void *arg, scree__session *sess) {
+  (void)arg;
+  scree__conn *c = scree__session_data(sess);
+  if (c != NULL && !c->closing)
+    conn_update_events(c);
+}
+
+static void on_wait_timer(uv_timer_t *t) {
+  scree__server *srv = t->data;
+  scree__handler_expire(srv->handler, scree__now_ns());
+}
+
+/* One timer for every waiting Get: the handler asks for the earliest
+ * deadline (uv timers count milliseconds: rounded up, so that it never
+ * fires early). */
+static void on_arm_timer(void *arg, uint64_t deadline_ns) {
+  scree__server *srv = arg;
+  if (srv->shutting_down)
+    return;
+  if (deadline_ns == 0) {
+    uv_timer_stop(&srv->wait_timer);
+    return;
+  }
+  uint64_t now = scree__now_ns();
+  uint64_t ms = deadline_ns > now ? (deadline_ns - now + 999999u) / 1000000u : 0;
+  uv_timer_start(&srv->wait_timer, on_wait_timer, ms, 0);
 }
 
 /* Watches the listening socket srv->lfd: the part of starting a server
@@ -499,7 +610,11 @@ static int server_start(scree__server *srv, char *msg, size_t msg_len) {
   uv_timer_init(srv->loop, &srv->pause_timer);
   srv->pause_timer.data = srv;
   uv_poll_start(&srv->lpoll, UV_READABLE, on_listen);
+  uv_timer_init(srv->loop, &srv->wait_timer);
+  srv->wait_timer.data = srv;
   scree__handler_set_deliver(srv->handler, on_deferred_reply, srv);
+  scree__handler_waits w = {.watch_ready = on_watch_ready, .arm_timer = on_arm_timer, .arg = srv};
+  scree__handler_set_waits(srv->handler, &w);
   return 0;
 }
 
@@ -577,6 +692,8 @@ void scree__server_shutdown(scree__server *srv) {
   refusals_close_all(srv);
   while (srv->conns != NULL)
     conn_close(srv->conns, "shutdown", 0);
+  scree__handler_set_waits(srv->handler, NULL);
+  uv_close((uv_handle_t *)&srv->wait_timer, NULL);
 }
 
 void scree__server_free(scree__server *srv) {
@@ -646,7 +763,7 @@ static void on_refusal_io(uv_poll_t *h, int status, int events) {
   }
   /* The same single read as conn_read_one, into the same buffer. */
   int with_fds;
-  ssize_t got = read_packet(srv, f->fd, &with_fds);
+  ssize_t got = read_packet(srv, f->fd, &with_fds, 0);
   if (got == -EAGAIN || got == -EWOULDBLOCK)
     return;
   if (got < 0 || (got == 0 && !with_fds && peer_gone(f->fd))) {

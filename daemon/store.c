@@ -11,6 +11,8 @@
 #include "scree/error.h"
 
 typedef struct scree__lease scree__lease;
+typedef struct scree__waiter scree__waiter;
+typedef struct scree__watch scree__watch;
 
 typedef enum batch_state {
   BATCH_CREATED = 1,
@@ -81,6 +83,11 @@ struct scree__session {
    * it; the store never looks inside). */
   void *job;
   void *data; /* the server's connection */
+  /* The Get that waits for a seal (at most one: a connection's requests
+   * are answered in order, so nothing after it is read meanwhile), and the
+   * watch when the connection is an event stream. */
+  scree__waiter *waiter;
+  scree__watch *watch;
   /* Arenas freed since the session's last response, for
    * Response.freed_arenas. */
   uint64_t *freed;
@@ -116,7 +123,25 @@ struct scree__store {
    * worker unmaps it); may be NULL. */
   void (*arena_hook)(void *arg, uint64_t id);
   void *arena_hook_arg;
+  /* Waiting and watching (the end of the file). */
+  struct wait_list **waits; /* by name, sorted: the waiters of each name */
+  size_t nwaits;
+  size_t capwaits;
+  scree__waiter **wheap; /* waiters with a deadline: a min-heap */
+  size_t nheap;
+  size_t capheap;
+  uint32_t nwaiters;
+  scree__watch *watches;
+  uint32_t nwatchers;
+  uint64_t watch_overflows;
+  uint64_t watch_events;
+  scree__store_hooks hooks;
 };
+
+static void waiters_wake(scree__store *s, const char *name);
+static void waiter_drop(scree__store *s, scree__waiter *w);
+static void watch_feed(scree__store *s, int kind, const scree__batch *b);
+static void watch_free(scree__store *s, scree__watch *w);
 
 /* ---- names ------------------------------------------------------------- */
 
@@ -371,6 +396,8 @@ void scree__store_free(scree__store *s) {
   free(s->names);
   free(s->ltab);
   scree__pool_destroy(&s->pool);
+  free(s->waits);
+  free(s->wheap);
   scree__usage_free(&s->usage);
   free(s);
 }
@@ -391,6 +418,10 @@ void scree__store_counts_get(const scree__store *s, scree__store_counts *out) {
   out->memory_limit = s->cfg.memory_limit;
   out->arena_size = s->pool.arena_size;
   out->start_ns = s->start_ns;
+  out->waiters = s->nwaiters;
+  out->watchers = s->nwatchers;
+  out->watch_overflows = s->watch_overflows;
+  out->watch_events = s->watch_events;
 }
 
 uint64_t scree__store_uid_bytes(const scree__store *s, uint32_t uid) {
@@ -417,6 +448,11 @@ uint64_t scree__session_id(const scree__session *sess) { return sess->id; }
 void scree__session_close(scree__store *s, scree__session *sess) {
   uint32_t nleases = sess->nleases;
   uint32_t reclaimed = 0;
+  /* A waiter or a watch goes with its connection, answering nobody. */
+  if (sess->waiter != NULL)
+    waiter_drop(s, sess->waiter);
+  if (sess->watch != NULL)
+    watch_free(s, sess->watch);
   while (sess->leases != NULL)
     lease_drop(s, sess->leases);
   while (sess->unsealed != NULL) {
@@ -862,6 +898,10 @@ int scree__store_seal(scree__store *s, scree__session *sess, const char *name,
   scree__store_view(b, out);
   scree__log(SCREE__LOG_DEBUG, "sealed", "conn=%" PRIu64 " batch=%s max_length=%" PRId64,
              sess->id, scree__q(b->name), max_length);
+  /* Watchers first: a waiter woken now may be a client that deletes the
+   * batch at once, and the events must keep the order of the changes. */
+  watch_feed(s, SCREE__EVENT_SEALED, b);
+  waiters_wake(s, b->name);
   return 0;
 }
 
@@ -942,6 +982,8 @@ int scree__store_delete(scree__store *s, scree__session *sess, const char *name,
                        b->owner_uid);
   *deferred = 0;
   names_remove(s, b);
+  if (b->state == BATCH_SEALED)
+    watch_feed(s, SCREE__EVENT_DELETED, b);
   if (b->state == BATCH_CREATED) {
     unsealed_unlink(sess, b);
     batch_free(s, b);
@@ -1070,6 +1112,8 @@ int scree__store_publish(scree__store *s, scree__batch *b, int64_t max_length,
   b->desc.max_length = max_length;
   b->state = BATCH_SEALED;
   scree__store_view(b, out);
+  watch_feed(s, SCREE__EVENT_SEALED, b);
+  waiters_wake(s, b->name);
   return 0;
 }
 
@@ -1115,4 +1159,476 @@ static void arena_freed(void *arg, uint64_t id) {
     }
     sess->freed[sess->nfreed++] = id;
   }
+}
+
+/* ---- waiting and watching ---------------------------------------------- */
+
+/* Who may learn of a batch through a wakeup or an event: whoever may read
+ * it with Get and List, which today is every peer the allow lists let in
+ * (a refused peer never has a request handled). Kept in one place so that
+ * waiting and watching follow any finer read rule the day it comes. */
+static int may_read(const scree__store *s, const scree__session *sess, const scree__batch *b) {
+  (void)s;
+  (void)sess;
+  (void)b;
+  return 1;
+}
+
+void scree__store_set_hooks(scree__store *s, const scree__store_hooks *hooks) {
+  if (hooks != NULL)
+    s->hooks = *hooks;
+  else
+    memset(&s->hooks, 0, sizeof(s->hooks));
+}
+
+/* The waiters of one name, in arrival order. The name need not exist in
+ * the store: one waits as well for a name nobody has created yet. */
+typedef struct wait_list {
+  char *name;
+  scree__waiter *head;
+  scree__waiter *tail;
+} wait_list;
+
+struct scree__waiter {
+  scree__session *sess;
+  wait_list *list;
+  scree__waiter *prev;
+  scree__waiter *next;
+  uint64_t req_id;
+  int64_t wait_ms;      /* as asked: -1 for no limit */
+  uint64_t deadline_ns; /* scree__now_ns() clock; 0: none */
+  size_t heap_at;       /* index in s->wheap; SIZE_MAX when not there */
+};
+
+static size_t waits_bound(const scree__store *s, const char *name) {
+  size_t lo = 0, hi = s->nwaits;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (strcmp(s->waits[mid]->name, name) < 0)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return lo;
+}
+
+static wait_list *waits_find(const scree__store *s, const char *name) {
+  size_t i = waits_bound(s, name);
+  return i < s->nwaits && strcmp(s->waits[i]->name, name) == 0 ? s->waits[i] : NULL;
+}
+
+static void waits_remove(scree__store *s, wait_list *wl) {
+  size_t i = waits_bound(s, wl->name);
+  if (i < s->nwaits && s->waits[i] == wl) {
+    memmove(&s->waits[i], &s->waits[i + 1], (s->nwaits - i - 1) * sizeof(*s->waits));
+    s->nwaits--;
+  }
+  free(wl->name);
+  free(wl);
+}
+
+/* The list of name, made when missing; NULL when out of memory. */
+static wait_list *waits_get(scree__store *s, const char *name) {
+  size_t i = waits_bound(s, name);
+  if (i < s->nwaits && strcmp(s->waits[i]->name, name) == 0)
+    return s->waits[i];
+  if (s->nwaits == s->capwaits) {
+    size_t cap = s->capwaits ? s->capwaits * 2 : 16;
+    wait_list **n = realloc(s->waits, cap * sizeof(*n));
+    if (n == NULL)
+      return NULL;
+    s->waits = n;
+    s->capwaits = cap;
+  }
+  wait_list *wl = calloc(1, sizeof(*wl));
+  if (wl == NULL)
+    return NULL;
+  wl->name = strdup(name);
+  if (wl->name == NULL) {
+    free(wl);
+    return NULL;
+  }
+  memmove(&s->waits[i + 1], &s->waits[i], (s->nwaits - i) * sizeof(*s->waits));
+  s->waits[i] = wl;
+  s->nwaits++;
+  return wl;
+}
+
+/* The deadlines: one binary min-heap for every waiter with a time limit, so
+ * that one timer (the earliest deadline) serves them all. */
+static void heap_set(scree__store *s, size_t i, scree__waiter *w) {
+  s->wheap[i] = w;
+  w->heap_at = i;
+}
+
+static void heap_up(scree__store *s, size_t i) {
+  scree__waiter *w = s->wheap[i];
+  while (i > 0) {
+    size_t parent = (i - 1) / 2;
+    if (s->wheap[parent]->deadline_ns <= w->deadline_ns)
+      break;
+    heap_set(s, i, s->wheap[parent]);
+    i = parent;
+  }
+  heap_set(s, i, w);
+}
+
+static void heap_down(scree__store *s, size_t i) {
+  scree__waiter *w = s->wheap[i];
+  for (;;) {
+    size_t kid = 2 * i + 1;
+    if (kid >= s->nheap)
+      break;
+    if (kid + 1 < s->nheap && s->wheap[kid + 1]->deadline_ns < s->wheap[kid]->deadline_ns)
+      kid++;
+    if (w->deadline_ns <= s->wheap[kid]->deadline_ns)
+      break;
+    heap_set(s, i, s->wheap[kid]);
+    i = kid;
+  }
+  heap_set(s, i, w);
+}
+
+static int heap_push(scree__store *s, scree__waiter *w) {
+  if (s->nheap == s->capheap) {
+    size_t cap = s->capheap ? s->capheap * 2 : 16;
+    scree__waiter **n = realloc(s->wheap, cap * sizeof(*n));
+    if (n == NULL)
+      return SCREE_ENOMEM;
+    s->wheap = n;
+    s->capheap = cap;
+  }
+  heap_set(s, s->nheap++, w);
+  heap_up(s, w->heap_at);
+  return 0;
+}
+
+static void heap_remove(scree__store *s, scree__waiter *w) {
+  size_t i = w->heap_at;
+  if (i == SIZE_MAX)
+    return;
+  w->heap_at = SIZE_MAX;
+  scree__waiter *last = s->wheap[--s->nheap];
+  if (i == s->nheap)
+    return;
+  heap_set(s, i, last);
+  heap_up(s, i);
+  heap_down(s, last->heap_at);
+}
+
+/* Takes w out of every index (its name's list, the heap, its session); the
+ * list goes when it was the last waiter of its name. w itself stays. */
+static void waiter_unlink(scree__store *s, scree__waiter *w) {
+  wait_list *wl = w->list;
+  if (w->prev)
+    w->prev->next = w->next;
+  else
+    wl->head = w->next;
+  if (w->next)
+    w->next->prev = w->prev;
+  else
+    wl->tail = w->prev;
+  if (wl->head == NULL)
+    waits_remove(s, wl);
+  heap_remove(s, w);
+  w->sess->waiter = NULL;
+  w->list = NULL;
+  s->nwaiters--;
+}
+
+static void waiter_drop(scree__store *s, scree__waiter *w) {
+  waiter_unlink(s, w);
+  free(w);
+}
+
+/* Ends w with rc: it leaves the store first, then the hook answers it, so
+ * that whatever the hook does (even closing w's connection) finds the
+ * store consistent. */
+static void waiter_end(scree__store *s, scree__waiter *w, int rc) {
+  scree__wait_end end;
+  memset(&end, 0, sizeof(end));
+  snprintf(end.name, sizeof(end.name), "%s", w->list->name);
+  end.req_id = w->req_id;
+  end.wait_ms = w->wait_ms;
+  end.rc = rc;
+  scree__session *sess = w->sess;
+  waiter_drop(s, w);
+  if (s->hooks.wait_done != NULL)
+    s->hooks.wait_done(s->hooks.arg, sess, &end);
+}
+
+int scree__store_wait(scree__store *s, scree__session *sess, const char *name, uint64_t req_id,
+                      int64_t wait_ms, char *msg, size_t msg_len) {
+  int rc = scree__name_check(name, msg, msg_len);
+  if (rc != 0)
+    return rc;
+  if (wait_ms < -1)
+    return scree__fail(SCREE_EINVAL, msg, msg_len,
+                       "wait_ms is %" PRId64 "; it must be -1 (no limit) or >= 0", wait_ms);
+  /* Far beyond any real wait, and it keeps the deadline in 64 bits. */
+  if (wait_ms > SCREE__MAX_WAIT_MS)
+    return scree__fail(SCREE_EINVAL, msg, msg_len,
+                       "wait_ms is %" PRId64 "; the limit is %" PRId64 " (-1: no limit)",
+                       wait_ms, (int64_t)SCREE__MAX_WAIT_MS);
+  if (sess->waiter != NULL)
+    return scree__fail(SCREE_EBUSY, msg, msg_len,
+                       "this connection already waits for '%s'", sess->waiter->list->name);
+  scree__waiter *w = calloc(1, sizeof(*w));
+  if (w == NULL)
+    return scree__fail(SCREE_ENOMEM, msg, msg_len, "out of host memory");
+  w->sess = sess;
+  w->req_id = req_id;
+  w->wait_ms = wait_ms;
+  w->heap_at = SIZE_MAX;
+  if (wait_ms >= 0) {
+    w->deadline_ns = scree__now_ns() + (uint64_t)wait_ms * 1000000u;
+    if (heap_push(s, w) != 0) {
+      free(w);
+      return scree__fail(SCREE_ENOMEM, msg, msg_len, "out of host memory");
+    }
+  }
+  wait_list *wl = waits_get(s, name);
+  if (wl == NULL) {
+    heap_remove(s, w);
+    free(w);
+    return scree__fail(SCREE_ENOMEM, msg, msg_len, "out of host memory");
+  }
+  w->list = wl;
+  w->prev = wl->tail;
+  if (wl->tail)
+    wl->tail->next = w;
+  else
+    wl->head = w;
+  wl->tail = w;
+  sess->waiter = w;
+  s->nwaiters++;
+  return 0;
+}
+
+/* A batch of name was sealed: every waiter of the name is answered, in
+ * the order they came. The whole list leaves the store before the first
+ * hook runs. */
+static void waiters_wake(scree__store *s, const char *name) {
+  wait_list *wl = waits_find(s, name);
+  if (wl == NULL)
+    return;
+  scree__waiter *w = wl->head;
+  size_t i = waits_bound(s, name);
+  memmove(&s->waits[i], &s->waits[i + 1], (s->nwaits - i - 1) * sizeof(*s->waits));
+  s->nwaits--;
+  for (scree__waiter *x = w; x != NULL; x = x->next) {
+    heap_remove(s, x);
+    x->sess->waiter = NULL;
+    s->nwaiters--;
+  }
+  scree__wait_end end;
+  memset(&end, 0, sizeof(end));
+  snprintf(end.name, sizeof(end.name), "%s", wl->name);
+  free(wl->name);
+  free(wl);
+  while (w != NULL) {
+    scree__waiter *next = w->next;
+    end.req_id = w->req_id;
+    end.wait_ms = w->wait_ms;
+    end.rc = 0;
+    scree__session *sess = w->sess;
+    free(w);
+    if (s->hooks.wait_done != NULL)
+      s->hooks.wait_done(s->hooks.arg, sess, &end);
+    w = next;
+  }
+}
+
+uint64_t scree__store_wait_deadline(const scree__store *s) {
+  return s->nheap > 0 ? s->wheap[0]->deadline_ns : 0;
+}
+
+size_t scree__store_wait_expire(scree__store *s, uint64_t now_ns) {
+  size_t n = 0;
+  while (s->nheap > 0 && s->wheap[0]->deadline_ns <= now_ns) {
+    waiter_end(s, s->wheap[0], SCREE_ETIMEDOUT);
+    n++;
+  }
+  return n;
+}
+
+int scree__store_wait_cancel(scree__store *s, scree__session *sess) {
+  if (sess->waiter == NULL)
+    return 0;
+  waiter_end(s, sess->waiter, SCREE_ECANCELED);
+  return 1;
+}
+
+int scree__session_waiting(const scree__session *sess) { return sess->waiter != NULL; }
+
+/* ---- watches ---- */
+
+typedef struct watch_item {
+  int kind;
+  char *name; /* NULL for overflow */
+} watch_item;
+
+/* A watch: the prefix, where the replay stands, and the queue of live
+ * events. The replay does not copy the store: it walks the names in order
+ * from a cursor, one per event delivered, so a watch of a store of any size
+ * costs one name's room. A live change of a name the cursor has not passed
+ * yet is left to the replay, which will find the name in its new state
+ * when it gets there; one it has passed is queued. So every sealed batch
+ * shows up once, by replay or live, with no gap and no duplicate. */
+struct scree__watch {
+  scree__session *sess;
+  char *prefix;
+  size_t prefix_len;
+  int replaying;
+  char cursor[SCREE__MAX_NAME_LEN + 1]; /* "" before the first name */
+  watch_item *ring; /* cap live events and one overflow */
+  uint32_t cap;
+  uint32_t head;
+  uint32_t count;
+  /* The queue overflowed: the overflow event is queued or sent, and every
+   * later change is dropped until the watch is started again. */
+  int overflowed;
+  uint64_t seq;
+  uint64_t dropped;
+  uint64_t req_id;
+  scree__watch *prev;
+  scree__watch *next;
+};
+
+static void watch_free(scree__store *s, scree__watch *w) {
+  for (uint32_t i = 0; i < w->count; i++)
+    free(w->ring[(w->head + i) % (w->cap + 1)].name);
+  if (w->prev)
+    w->prev->next = w->next;
+  else
+    s->watches = w->next;
+  if (w->next)
+    w->next->prev = w->prev;
+  w->sess->watch = NULL;
+  s->nwatchers--;
+  free(w->ring);
+  free(w->prefix);
+  free(w);
+}
+
+int scree__store_watch(scree__store *s, scree__session *sess, const char *prefix, int replay,
+                       uint64_t req_id, char *msg, size_t msg_len) {
+  if (prefix == NULL)
+    prefix = "";
+  size_t plen = strlen(prefix);
+  if (plen > SCREE__MAX_NAME_LEN)
+    return scree__fail(SCREE_ENAMETOOLONG, msg, msg_len,
+                       "watch prefix is %zu bytes; names are at most %d", plen,
+                       SCREE__MAX_NAME_LEN);
+  if (sess->waiter != NULL)
+    return scree__fail(SCREE_EBUSY, msg, msg_len, "a Get of this connection is waiting");
+  uint32_t cap = s->cfg.watch_queue != 0 ? s->cfg.watch_queue : SCREE__WATCH_QUEUE_DEFAULT;
+  scree__watch *w = calloc(1, sizeof(*w));
+  if (w == NULL)
+    return scree__fail(SCREE_ENOMEM, msg, msg_len, "out of host memory");
+  w->prefix = strdup(prefix);
+  w->ring = calloc((size_t)cap + 1, sizeof(*w->ring));
+  if (w->prefix == NULL || w->ring == NULL) {
+    free(w->prefix);
+    free(w->ring);
+    free(w);
+    return scree__fail(SCREE_ENOMEM, msg, msg_len, "out of host memory");
+  }
+  /* A new Watch replaces the old one: its queue, its overflow, its
+   * sequence. */
+  if (sess->watch != NULL)
+    watch_free(s, sess->watch);
+  w->sess = sess;
+  w->req_id = req_id;
+  w->prefix_len = plen;
+  w->cap = cap;
+  w->replaying = replay != 0;
+  w->next = s->watches;
+  if (s->watches)
+    s->watches->prev = w;
+  s->watches = w;
+  s->nwatchers++;
+  sess->watch = w;
+  return 0;
+}
+
+int scree__session_watching(const scree__session *sess) { return sess->watch != NULL; }
+
+static int watch_has(const scree__watch *w) { return w->replaying || w->count > 0; }
+
+int scree__store_watch_pending(const scree__store *s, const scree__session *sess) {
+  (void)s;
+  return sess->watch != NULL && watch_has(sess->watch);
+}
+
+static void watch_push(scree__watch *w, int kind, char *name) {
+  w->ring[(w->head + w->count) % (w->cap + 1)] = (watch_item){kind, name};
+  w->count++;
+}
+
+/* A change of b: queued for every watch that covers it (see scree__watch
+ * for the replay's part). */
+static void watch_feed(scree__store *s, int kind, const scree__batch *b) {
+  for (scree__watch *w = s->watches; w != NULL; w = w->next) {
+    if (strncmp(b->name, w->prefix, w->prefix_len) != 0 || !may_read(s, w->sess, b))
+      continue;
+    if (w->replaying && strcmp(b->name, w->cursor) > 0)
+      continue;
+    if (w->overflowed) {
+      w->dropped++;
+      continue;
+    }
+    int was_idle = !watch_has(w);
+    char *name = w->count < w->cap ? strdup(b->name) : NULL;
+    if (name != NULL) {
+      watch_push(w, kind, name);
+    } else {
+      /* A full queue, or no memory for the name: either way the watcher
+       * is told that it lost events, never left to guess. */
+      watch_push(w, SCREE__EVENT_OVERFLOW, NULL);
+      w->overflowed = 1;
+      w->dropped++;
+      s->watch_overflows++;
+      scree__log(SCREE__LOG_INFO, "watch_overflow", "conn=%" PRIu64 " queued=%" PRIu32,
+                 w->sess->id, w->cap);
+    }
+    if (was_idle && s->hooks.watch_ready != NULL)
+      s->hooks.watch_ready(s->hooks.arg, w->sess);
+  }
+}
+
+int scree__store_watch_next(scree__store *s, scree__session *sess, scree__event *ev) {
+  scree__watch *w = sess->watch;
+  if (w == NULL)
+    return 0;
+  while (w->replaying) {
+    size_t pos = scree__store_list_start(s, w->prefix, w->cursor);
+    if (pos >= s->nnames || strncmp(s->names[pos]->name, w->prefix, w->prefix_len) != 0) {
+      w->replaying = 0;
+      break;
+    }
+    const scree__batch *b = s->names[pos];
+    snprintf(w->cursor, sizeof(w->cursor), "%s", b->name);
+    if (b->state != BATCH_SEALED || !may_read(s, sess, b))
+      continue;
+    ev->kind = SCREE__EVENT_SEALED;
+    ev->req_id = w->req_id;
+    snprintf(ev->name, sizeof(ev->name), "%s", b->name);
+    ev->seq = ++w->seq;
+    s->watch_events++;
+    return 1;
+  }
+  if (w->count == 0)
+    return 0;
+  watch_item *it = &w->ring[w->head];
+  ev->kind = it->kind;
+  ev->req_id = w->req_id;
+  snprintf(ev->name, sizeof(ev->name), "%s", it->name != NULL ? it->name : "");
+  free(it->name);
+  it->name = NULL;
+  w->head = (w->head + 1) % (w->cap + 1);
+  w->count--;
+  ev->seq = ++w->seq;
+  s->watch_events++;
+  return 1;
 }

@@ -27,10 +27,12 @@
  * in msg, and a failed operation changes nothing. Everything runs on the
  * loop thread.
  *
- * Room for what comes next: waiters (a Get that waits for a name to be
- * sealed) hang off the name and are completed by scree__store_seal and
- * scree__store_publish; watchers are a session flag with a bounded event
- * queue, fed by seal and delete. Both belong here, as plain C state. */
+ * Waiting and watching are store state too (the end of this header): a
+ * waiter (a Get that waits for a name to be sealed) hangs off the name and
+ * is completed by scree__store_seal and scree__store_publish, or by its
+ * deadline; a watch is a session's bounded event queue, fed by seal,
+ * publish and delete. The store tells its user through hooks
+ * (scree__store_hooks), never by calling the handler. */
 #ifndef SCREE_DAEMON_STORE_H
 #define SCREE_DAEMON_STORE_H
 
@@ -63,7 +65,15 @@ typedef struct scree__store_config {
   /* Leases one session may hold at once; a Get beyond it fails with
    * SCREE_EBUSY. 0: no limit. (--max-leases-per-connection) */
   uint32_t max_leases_per_session;
+  /* Live events one watch queues before it overflows (--watch-queue);
+   * 0: SCREE__WATCH_QUEUE_DEFAULT. */
+  uint32_t watch_queue;
 } scree__store_config;
+
+#define SCREE__WATCH_QUEUE_DEFAULT 1024u
+/* The longest wait a Get may ask for (about 292 years: the deadline stays
+ * within 64 bits of nanoseconds). */
+#define SCREE__MAX_WAIT_MS (INT64_C(9000000000000))
 
 /* What a caller may know of a batch: its descriptor (pointers NULL), state,
  * owner and where its bytes are. name and mem point into the store: valid
@@ -128,6 +138,10 @@ typedef struct scree__store_counts {
   uint32_t sessions;
   uint64_t requests;
   uint64_t start_ns; /* scree__now_ns() when the store was made */
+  uint32_t waiters;  /* Gets waiting for a seal */
+  uint32_t watchers; /* sessions watching */
+  uint64_t watch_overflows; /* overflow events queued since start */
+  uint64_t watch_events;    /* events handed out since start */
 } scree__store_counts;
 
 void scree__store_counts_get(const scree__store *s, scree__store_counts *out);
@@ -271,5 +285,95 @@ void scree__store_discard(scree__store *s, scree__batch *b);
  * executor tells its worker to unmap it). fn must not call the store. NULL removes the hook. */
 void scree__store_set_arena_hook(scree__store *s, void (*fn)(void *arg, uint64_t id),
                                  void *arg);
+/* ---- waiting and watching --------------------------------------------- */
+
+/* How a waiter ended, for the hook that answers it. name is a copy. */
+typedef struct scree__wait_end {
+  uint64_t req_id; /* as given to scree__store_wait */
+  int64_t wait_ms; /* as given */
+  /* 0: a batch of the name was sealed (the hook now gets it for the
+   * session); SCREE_ETIMEDOUT: the deadline passed; SCREE_ECANCELED:
+   * scree__store_wait_cancel. */
+  int rc;
+  char name[SCREE__MAX_NAME_LEN + 1];
+} scree__wait_end;
+
+/* What the store tells its user (the handler). Hooks run on the loop
+ * thread, after the store has finished the change that caused them, and
+ * may call the store again (a Get for the woken session, even closing a
+ * session). */
+typedef struct scree__store_hooks {
+  /* A waiter ended; it is gone from the store already. Not called for the
+   * waiter of a session being closed. */
+  void (*wait_done)(void *arg, scree__session *sess, const scree__wait_end *end);
+  /* sess's watch had nothing to hand out and now has
+   * (scree__store_watch_next). */
+  void (*watch_ready)(void *arg, scree__session *sess);
+  void *arg;
+} scree__store_hooks;
+
+/* Sets (copies) the hooks; NULL clears them. */
+void scree__store_set_hooks(scree__store *s, const scree__store_hooks *hooks);
+
+/* Makes sess wait for a batch of name to be sealed (the caller has found
+ * none sealed): the next seal or publish of name ends the wait with rc 0,
+ * wait_ms (>= 0; -1: no limit) with SCREE_ETIMEDOUT through
+ * scree__store_wait_expire. Deleting or re-creating the name meanwhile
+ * changes nothing. A session waits for one name at a time: a connection's
+ * replies keep the order of its requests, so nothing after a waiting Get
+ * is handled meanwhile, and the number of waiters is bounded by the
+ * number of connections. Returns 0, SCREE_EINVAL/SCREE_ENAMETOOLONG (the
+ * name, or wait_ms below -1 or above SCREE__MAX_WAIT_MS), SCREE_EBUSY
+ * (sess waits already) or SCREE_ENOMEM, with a message. */
+int scree__store_wait(scree__store *s, scree__session *sess, const char *name, uint64_t req_id,
+                      int64_t wait_ms, char *msg, size_t msg_len);
+
+/* The earliest deadline of any waiter (scree__now_ns() clock), or 0 when
+ * none has one: what one timer needs to serve every waiter. */
+uint64_t scree__store_wait_deadline(const scree__store *s);
+
+/* Ends every waiter whose deadline is at or before now_ns with
+ * SCREE_ETIMEDOUT. Returns how many. */
+size_t scree__store_wait_expire(scree__store *s, uint64_t now_ns);
+
+/* Ends sess's waiter with SCREE_ECANCELED. Returns 1, or 0 when sess did
+ * not wait. */
+int scree__store_wait_cancel(scree__store *s, scree__session *sess);
+
+/* Whether sess has a waiter. */
+int scree__session_waiting(const scree__session *sess);
+
+/* Events of a watch. */
+enum { SCREE__EVENT_SEALED = 1, SCREE__EVENT_DELETED = 2, SCREE__EVENT_OVERFLOW = 3 };
+
+typedef struct scree__event {
+  int kind;        /* SCREE__EVENT_* */
+  uint64_t req_id; /* as given to scree__store_watch */
+  uint64_t seq; /* 1 for a watch's first event, then +1 per event */
+  char name[SCREE__MAX_NAME_LEN + 1]; /* "" for overflow */
+} scree__event;
+
+/* Starts (or restarts: queue, overflow and sequence start again) sess's
+ * watch of the names under prefix (NULL or "": all). With replay, the
+ * first events are a `sealed` one per batch already sealed under the
+ * prefix; then live changes: `sealed` (a seal or a publish), `deleted` (a
+ * sealed batch's name deleted). At most cfg.watch_queue live events wait;
+ * one more change makes an `overflow` event, and every later change is
+ * dropped until the watch restarts. req_id comes back with each event (the
+ * Watch's request id, which events carry). Returns 0, SCREE_ENAMETOOLONG for a
+ * prefix longer than a name, SCREE_EBUSY when sess has a waiter, or
+ * SCREE_ENOMEM. */
+int scree__store_watch(scree__store *s, scree__session *sess, const char *prefix, int replay,
+                       uint64_t req_id, char *msg, size_t msg_len);
+
+/* Whether sess watches. */
+int scree__session_watching(const scree__session *sess);
+
+/* Whether sess's watch has an event to hand out now. */
+int scree__store_watch_pending(const scree__store *s, const scree__session *sess);
+
+/* Takes sess's next event into ev (replay first, then the queue). Returns
+ * 1, or 0 when there is none now. */
+int scree__store_watch_next(scree__store *s, scree__session *sess, scree__event *ev);
 
 #endif /* SCREE_DAEMON_STORE_H */

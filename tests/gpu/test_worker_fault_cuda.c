@@ -127,7 +127,7 @@ static void desc(scree_array *a, const stored *s, int64_t heads) {
 static void put(scree_client *c, stored *s, int64_t heads) {
   scree_array a;
   desc(&a, s, heads);
-  T_EQM(scree_client_put(c, s->name, &a), 0, "put %s: %s", s->name, scree_client_last_error(c));
+  T_EQM(scree_client_put(c, s->name, &a, NULL), 0, "put %s: %s", s->name, scree_client_last_error(c));
 }
 
 /* Reads a stored batch's values back to the host (through a scratch buffer
@@ -189,7 +189,7 @@ static void trap(const char *ipc) {
   put(c, &filler, 8);
 
   /* A job that works: the worker is up and holds the arenas. */
-  T_EQM(scree_client_attention(c, "q", "k", "v", "first", NULL), 0, "first job: %s",
+  T_EQM(scree_client_attention(c, "q", "k", "v", "first", NULL, NULL, NULL), 0, "first job: %s",
         scree_client_last_error(c));
   first.name = "first";
   first.batch = 4;
@@ -197,7 +197,7 @@ static void trap(const char *ipc) {
 
   /* The fault. */
   double t0 = gpu_now();
-  int rc = scree_client_attention(c, "q", "k", "v", "trapped", NULL);
+  int rc = scree_client_attention(c, "q", "k", "v", "trapped", NULL, NULL, NULL);
   double secs = gpu_now() - t0;
   T_CHECKM(rc != 0, "the trapped job succeeded");
   T_CHECKM(strstr(scree_client_last_error(c), "attention worker died: ") != NULL,
@@ -218,7 +218,7 @@ static void trap(const char *ipc) {
   printf("after the fault: 5 stored batches (%zu value bytes) verified byte for byte\n", bytes);
 
   /* A new worker runs the next job, with the first job's result. */
-  T_EQM(scree_client_attention(c, "q", "k", "v", "second", NULL), 0, "the next job: %s",
+  T_EQM(scree_client_attention(c, "q", "k", "v", "second", NULL, NULL, NULL), 0, "the next job: %s",
         scree_client_last_error(c));
   size_t vb;
   int64_t offs[5];

@@ -77,7 +77,7 @@ static void put_inputs(scree_client *c, int64_t len) {
   const int64_t lens[2] = {len, 17};
   for (int i = 0; i < NIN; i++) {
     attn_make(&in[i], SCREE_FLOAT32, SCREE_INT64, 2, lens, 4, 64, 40 + (uint64_t)i);
-    int rc = scree_client_put(c, in_names[i], &in[i]);
+    int rc = scree_client_put(c, in_names[i], &in[i], NULL);
     cr_assert_eq(rc, 0, "put %s: %s", in_names[i], scree_client_last_error(c));
   }
 }
@@ -117,10 +117,10 @@ static void check_next_job_works(scree_client *c, const char *out) {
   snprintf(nq, sizeof(nq), "%s.q", out);
   snprintf(nk, sizeof(nk), "%s.k", out);
   snprintf(nv, sizeof(nv), "%s.v", out);
-  cr_assert_eq(scree_client_put(c, nq, &q), 0, "%s", scree_client_last_error(c));
-  cr_assert_eq(scree_client_put(c, nk, &k), 0, "%s", scree_client_last_error(c));
-  cr_assert_eq(scree_client_put(c, nv, &v), 0, "%s", scree_client_last_error(c));
-  int rc = scree_client_attention(c, nq, nk, nv, out, NULL);
+  cr_assert_eq(scree_client_put(c, nq, &q, NULL), 0, "%s", scree_client_last_error(c));
+  cr_assert_eq(scree_client_put(c, nk, &k, NULL), 0, "%s", scree_client_last_error(c));
+  cr_assert_eq(scree_client_put(c, nv, &v, NULL), 0, "%s", scree_client_last_error(c));
+  int rc = scree_client_attention(c, nq, nk, nv, out, NULL, NULL, NULL);
   cr_assert_eq(rc, 0, "the next attention: %s (%s)", scree_client_last_error(c),
                scree_err_name(rc));
   scree_array o;
@@ -234,7 +234,7 @@ static void *run_job(void *arg) {
   double t0 = now_s();
   j->rc = scree_client_connect(d.socket, &c);
   if (j->rc == 0)
-    j->rc = scree_client_attention(c, "q", "k", "v", j->out, NULL);
+    j->rc = scree_client_attention(c, "q", "k", "v", j->out, NULL, NULL, NULL);
   snprintf(j->msg, sizeof(j->msg), "%s", scree_client_last_error(c));
   j->secs = now_s() - t0;
   scree_client_close(c);
@@ -303,7 +303,7 @@ Test(worker, output_name_is_reserved_during_the_job) {
   scree_array small;
   static const int64_t one[1] = {1};
   attn_make(&small, SCREE_FLOAT32, SCREE_INT64, 1, one, 1, 1, 1);
-  int rc = scree_client_put(c, "held", &small);
+  int rc = scree_client_put(c, "held", &small, NULL);
   cr_assert_eq(rc, SCREE_EEXIST, "put of the held name gave %s: %s", scree_err_name(rc),
                scree_client_last_error(c));
   int deferred;

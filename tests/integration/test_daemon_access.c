@@ -323,6 +323,97 @@ Test(access, another_allowed_uid_can_get_but_not_delete) {
   finish();
 }
 
+/* ---- waiting and watching -------------------------------------------------- */
+
+static void send_watch(int fd, uint64_t id, const char *prefix) {
+  Scree__V1__Request req = SCREE__V1__REQUEST__INIT;
+  Scree__V1__Watch w = SCREE__V1__WATCH__INIT;
+  w.prefix.data = (uint8_t *)prefix;
+  w.prefix.len = strlen(prefix);
+  req.id = id;
+  req.body_case = SCREE__V1__REQUEST__BODY_WATCH;
+  req.watch = &w;
+  cr_assert_eq(rc_send_request(fd, &req), 0);
+}
+
+static void send_get_wait(int fd, uint64_t id, const char *name, int64_t ms) {
+  Scree__V1__Request req = SCREE__V1__REQUEST__INIT;
+  Scree__V1__Get g = SCREE__V1__GET__INIT;
+  g.name = test_bytes(name);
+  g.wait_present_case = SCREE__V1__GET__WAIT_PRESENT_WAIT_MS;
+  g.wait_ms = ms;
+  req.id = id;
+  req.body_case = SCREE__V1__REQUEST__BODY_GET;
+  req.get = &g;
+  cr_assert_eq(rc_send_request(fd, &req), 0);
+}
+
+/* Waits and watches see what Get and List see: every allowed uid is woken
+ * by another uid's seal and sees its events; a uid that may not use this
+ * screed sees nothing (its Watch and its waiting Get get EACCES and the
+ * connection ends), and leaves no waiter or watcher behind. */
+Test(access, waits_and_watches_follow_the_read_rules) {
+  const char *extra[] = {"--allow-uid", "65534,65533", NULL};
+  start("waits", extra);
+  int a = open_as(ALICE, ALICE);
+  int b = open_as(BOB, BOB);
+  int bw = open_as(BOB, BOB);
+  send_get_wait(b, 5, "alice/w", -1);
+  send_watch(bw, 6, "alice/");
+  Scree__V1__Response *resp = rc_recv(bw, NULL, 10000);
+  expect(resp, 0);
+  cr_assert_eq(resp->body_case, SCREE__V1__RESPONSE__BODY_WATCH);
+  rc_free(resp);
+
+  int x = connect_as(CAROL, CAROL, NULL, 0);
+  send_watch(x, 7, "");
+  resp = rc_recv(x, NULL, 10000);
+  expect(resp, -EACCES);
+  rc_free(resp);
+  cr_assert_null(rc_recv(x, NULL, 10000), "a refused watcher's connection ends");
+  close(x);
+  x = connect_as(CAROL, CAROL, NULL, 0);
+  send_get_wait(x, 8, "alice/w", -1);
+  resp = rc_recv(x, NULL, 10000);
+  expect(resp, -EACCES);
+  rc_free(resp);
+  cr_assert_null(rc_recv(x, NULL, 10000));
+  close(x);
+
+  arenas ma = {0};
+  put(a, &ma, "alice/w", 4, 0);
+  int afd = -1;
+  resp = rc_recv(b, &afd, 10000);
+  expect(resp, 0);
+  cr_assert_eq(resp->id, 5);
+  cr_assert_eq(resp->body_case, SCREE__V1__RESPONSE__BODY_GET);
+  cr_assert_eq(resp->get->info->owner_uid, ALICE);
+  if (afd >= 0)
+    close(afd);
+  rc_free(resp);
+  resp = rc_recv(bw, NULL, 10000);
+  expect(resp, 0);
+  cr_assert_eq(resp->id, 6);
+  cr_assert_eq(resp->body_case, SCREE__V1__RESPONSE__BODY_EVENT);
+  cr_assert_eq(resp->event->kind, SCREE__V1__EVENT_KIND__EVENT_KIND_SEALED);
+  cr_assert_eq(resp->event->seq, 1);
+  cr_assert_eq(resp->event->name.len, strlen("alice/w"));
+  rc_free(resp);
+
+  int root = rc_open(d.sock);
+  resp = rc_stats(root);
+  expect(resp, 0);
+  cr_assert_eq(resp->stats->waiters, 0);
+  cr_assert_eq(resp->stats->watchers, 1);
+  rc_free(resp);
+  unmap(&ma);
+  close(a);
+  close(b);
+  close(bw);
+  close(root);
+  finish();
+}
+
 /* ---- quotas --------------------------------------------------------------- */
 
 Test(access, over_the_quota_is_enospc_naming_it) {

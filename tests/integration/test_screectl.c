@@ -338,7 +338,7 @@ Test(screectl, stats_json_is_one_object_with_every_counter) {
   cr_assert_eq(ctl("stats"), 0);
   cr_assert(strstr(out_buf, "batches: 1\n") != NULL, "%s", out_buf);
   cr_assert_eq(ctl("delete --json j"), 1);
-  cr_assert_str_eq(err_buf, "screectl: --json belongs to info, list, stat and stats\n");
+  cr_assert_str_eq(err_buf, "screectl: --json belongs to info, list, stat, stats and watch\n");
 }
 
 /* list, stat and info --json: one line each, sizes in exact bytes, names
@@ -471,6 +471,43 @@ Test(screectl, version_and_help) {
   snprintf(cmd, sizeof(cmd), "'%s' --socket /tmp/scree-nowhere.sock help >/dev/null",
            SCREECTL_PATH);
   cr_assert_eq(system(cmd), 0);
+}
+
+/* Runs `screectl put NAME` after delay_s seconds, in the background. */
+static void put_later(const char *name, const char *delay_s) {
+  char cmd[1024];
+  snprintf(cmd, sizeof(cmd), "(sleep %s; '%s' --socket '%s' put '%s' --values '%s' --offsets '%s') &",
+           delay_s, SCREECTL_PATH, d.socket, name, f("wv.npy"), f("wo.npy"));
+  cr_assert_eq(system(cmd), 0);
+}
+
+Test(screectl, wait_and_watch) {
+  int64_t s[] = {2};
+  int64_t o[] = {0, 2};
+  float v[2] = {1, 2};
+  write_npy("wv.npy", SCREE_FLOAT32, 1, s, v);
+  write_npy("wo.npy", SCREE_INT64, 1, s, o);
+  cr_assert_eq(ctl("wait nope --timeout 0.2"), 1);
+  cr_assert_str_eq(err_buf, "screectl: batch 'nope' was not sealed within 200 ms (Get's wait)\n");
+  cr_assert_eq(ctl("wait nope --timeout soon"), 1);
+  cr_assert(strstr(err_buf, "--timeout wants seconds") != NULL, "%s", err_buf);
+  cr_assert_eq(ctl("wait"), 1);
+  cr_assert_eq(ctl("list --timeout 1"), 1);
+
+  put_later("w/later", "0.3");
+  cr_assert_eq(ctl("wait w/later --timeout 30"), 0, "%s", err_buf);
+  cr_assert_str_eq(out_buf, "sealed w/later float32 (2,)\n");
+  cr_assert_eq(ctl("wait w/later"), 0, "a sealed batch answers at once");
+
+  cr_assert_eq(ctl("put w/a --values %s --offsets %s", f("wv.npy"), f("wo.npy")), 0);
+  cr_assert_eq(ctl("watch w/ --count 2"), 0, "%s", err_buf);
+  cr_assert_str_eq(out_buf, "1 sealed w/a\n2 sealed w/later\n");
+  put_later("w/\"q\"", "0.3");
+  cr_assert_eq(ctl("watch w/ --no-replay --json --count 1"), 0, "%s", err_buf);
+  cr_assert_str_eq(out_buf, "{\"seq\":1,\"kind\":\"sealed\",\"name\":\"w/\\\"q\\\"\"}\n");
+  cr_assert_eq(ctl("stats"), 0);
+  cr_assert(strstr(out_buf, "waiters: 0\nwatchers: 0\nwatch_overflows: 0\n") != NULL, "%s",
+            out_buf);
 }
 
 /* screectl attention: q, k, v put from .npy files, the output read back with

@@ -20,6 +20,7 @@ BUILTIN_BASES = [
     (scree.Disconnected, ConnectionError),
     (scree.NotSupported, NotImplementedError),
     (scree.Closed, ValueError),
+    (scree.Timeout, TimeoutError),
 ]
 
 

@@ -2,6 +2,7 @@
  * arguments, takes the handle's mutex, builds its request body and makes the
  * round trip through rpc.c; views of batches come from arena_cache.c. */
 #include <errno.h>
+#include <stddef.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -414,7 +415,7 @@ out:
   return rc;
 }
 
-static int release_locked(scree_client *c, uint64_t lease_id) {
+int scree__release_locked(scree_client *c, uint64_t lease_id) {
   Scree__V1__Release r = SCREE__V1__RELEASE__INIT;
   r.lease_id = lease_id;
   return scree__call(c, SCREE__V1__REQUEST__BODY_RELEASE, &r, NULL);
@@ -450,16 +451,37 @@ int scree_client_get(scree_client *c, const char *name, scree_array *out,
   rc = scree__call(c, SCREE__V1__REQUEST__BODY_GET, &g, &resp);
   if (rc != 0)
     goto err_free_lease;
+  rc = scree__get_finish(c, resp, out, l, lease);
+  goto out;
+
+err_free_lease:
+  free(l);
+out:
+  if (resp != NULL)
+    scree__v1__response__free_unpacked(resp, NULL);
+  pthread_mutex_unlock(&c->mu);
+  return rc;
+}
+
+int scree__get_finish(scree_client *c, const Scree__V1__Response *resp, scree_array *out,
+                      scree_lease *l, scree_lease **lease) {
   uint64_t lease_id = resp->get->lease_id;
   scree__mapping *ar;
   scree_array a;
-  rc = desc_from_pb(c, resp->get->info != NULL ? resp->get->info->desc : NULL, &a);
+  int rc = desc_from_pb(c, resp->get->info != NULL ? resp->get->info->desc : NULL, &a);
   if (rc == 0)
     rc = scree__arena_resolve(c, resp->get->location, 0, &ar);
   if (rc == 0)
     rc = scree__arena_bind(c, resp->get->location, ar, &a);
-  if (rc != 0)
-    goto err_release;
+  if (rc != 0) {
+    /* The daemon granted a lease this call cannot hand out. */
+    char keep[sizeof(c->err)];
+    memcpy(keep, c->err, sizeof(keep));
+    scree__release_locked(c, lease_id);
+    memcpy(c->err, keep, sizeof(keep));
+    free(l);
+    return rc;
+  }
   *out = a;
   if (l != NULL) {
     l->id = lease_id;
@@ -469,23 +491,7 @@ int scree_client_get(scree_client *c, const char *name, scree_array *out,
     c->leases = l;
     *lease = l;
   }
-  goto out;
-
-err_release:
-  {
-    /* The daemon granted a lease this call cannot hand out. */
-    char keep[sizeof(c->err)];
-    memcpy(keep, c->err, sizeof(keep));
-    release_locked(c, lease_id);
-    memcpy(c->err, keep, sizeof(keep));
-  }
-err_free_lease:
-  free(l);
-out:
-  if (resp != NULL)
-    scree__v1__response__free_unpacked(resp, NULL);
-  pthread_mutex_unlock(&c->mu);
-  return rc;
+  return 0;
 }
 
 int scree_client_release(scree_client *c, scree_lease *lease) {
@@ -502,7 +508,7 @@ int scree_client_release(scree_client *c, scree_lease *lease) {
     lease->next->prev = lease->prev;
   uint64_t id = lease->id;
   free(lease);
-  int rc = release_locked(c, id);
+  int rc = scree__release_locked(c, id);
   pthread_mutex_unlock(&c->mu);
   return rc;
 }
@@ -639,7 +645,9 @@ int scree_client_stats(scree_client *c, scree_stats *out) {
     rc = scree__client_fail(c, SCREE_EINVAL, "NULL output argument");
     goto out;
   }
-  rc = SCREE__CHECK_SIZE(c, out, scree_stats, SCREE_STATS_INIT);
+  /* The first published scree_stats ended with errors[]. */
+  rc = check_size(c, out->struct_size, offsetof(scree_stats, waiters), "scree_stats",
+                  "SCREE_STATS_INIT");
   if (rc != 0)
     goto out;
   Scree__V1__Stats s = SCREE__V1__STATS__INIT;
@@ -669,6 +677,9 @@ int scree_client_stats(scree_client *c, scree_stats *out) {
     st.errors[st.n_errors].count = r->errors[i]->count;
     st.n_errors++;
   }
+  st.waiters = r->waiters;
+  st.watchers = r->watchers;
+  st.watch_overflows = r->watch_overflows;
   memcpy(out, &st, out->struct_size < sizeof(st) ? out->struct_size : sizeof(st));
   scree__v1__response__free_unpacked(resp, NULL);
 out:

@@ -3,6 +3,8 @@
  *
  * client.c   the public calls: argument checks, request bodies, results
  * rpc.c      one round trip: pack, send, receive, unpack, check the reply
+ * wait.c     waiting Gets (blocking, interruptible, or started and finished
+ *            over the socket's fd) and watch handles
  * arena_cache.c  arenas imported by this connection, and views into them
  * names.c    the names of the public enums
  * wire.c     one packet each way on the socket (no protobuf)
@@ -73,6 +75,14 @@ struct scree_client {
   int fds[SCREE__WIRE_MAX_FDS]; /* fds of the last reply not yet consumed */
   int nfds;
   char path[SCREE_SOCKET_PATH_MAX]; /* the socket connected to (or tried first) */
+  /* Consulted when a wait is interrupted by a signal (wait.c). */
+  scree_interrupt_fn intr;
+  void *intr_arg;
+  /* A Get started by scree_client_get_wait_start and not finished: its
+   * request id (0: none) and name. Every other request is refused
+   * meanwhile, since its reply is the next on the socket. */
+  uint64_t wait_id;
+  char wait_name[SCREE_CLIENT_NAME_MAX + 1];
 };
 
 /* Writes the handle's message (what scree_client_last_error returns) and
@@ -108,6 +118,28 @@ void scree__client_drop_fds(scree_client *c);
  * means the stream is out of step: the connection is closed for good. */
 int scree__call(scree_client *c, Scree__V1__Request__BodyCase kind, void *body,
                 Scree__V1__Response **out);
+
+/* The two halves of scree__call, for replies that come later (a waiting
+ * Get): send gives the request its id, recv takes the reply to that id. */
+int scree__call_send(scree_client *c, Scree__V1__Request__BodyCase kind, void *body,
+                     uint64_t *id);
+int scree__call_recv(scree_client *c, Scree__V1__Request__BodyCase kind, uint64_t id,
+                     Scree__V1__Response **out);
+
+/* Receives the next response, whatever it answers, handling freed-arena
+ * notices (a watch's events). */
+int scree__recv_response(scree_client *c, Scree__V1__Response **out);
+
+/* ---- client.c ---- */
+
+/* Turns a GetReply into a view in *out and, when lease is not NULL, hands
+ * out l (allocated by the caller, taken here whatever happens) as *lease.
+ * On failure the daemon's lease is released. */
+int scree__get_finish(scree_client *c, const Scree__V1__Response *resp, scree_array *out,
+                      scree_lease *l, scree_lease **lease);
+
+/* Sends Release for lease_id. */
+int scree__release_locked(scree_client *c, uint64_t lease_id);
 
 /* ---- arena_cache.c ---- */
 

@@ -27,3 +27,12 @@ const char *scree_ipc_mode_name(scree_ipc_mode m) {
   default: return "unspecified";
   }
 }
+
+const char *scree_event_kind_name(scree_event_kind k) {
+  switch (k) {
+  case SCREE_EVENT_SEALED: return "sealed";
+  case SCREE_EVENT_DELETED: return "deleted";
+  case SCREE_EVENT_OVERFLOW: return "overflow";
+  default: return "unspecified";
+  }
+}

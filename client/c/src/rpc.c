@@ -29,14 +29,8 @@ void scree__client_drop_fds(scree_client *c) {
 }
 
 
-/* Sends req and receives its Response into *out (freed by the caller with
- * scree__v1__response__free_unpacked). A non-zero status is returned with
- * the daemon's message in c->err. A reply of another kind than expect, or
- * one that answers another request, means the stream is out of step: the
- * connection is closed for good. */
-static int rpc(scree_client *c, Scree__V1__Request *req, Scree__V1__Response__BodyCase expect,
-               Scree__V1__Response **out) {
-  *out = NULL;
+/* Sends req as one packet, giving it the handle's next id. */
+static int send_req(scree_client *c, Scree__V1__Request *req) {
   if (c->dead)
     return scree__client_fail(c, SCREE_EDISCONNECTED, "%s", c->dead_reason);
   scree__client_drop_fds(c);
@@ -56,9 +50,14 @@ static int rpc(scree_client *c, Scree__V1__Request *req, Scree__V1__Response__Bo
     free(sbuf);
   if (rc == SCREE_EDISCONNECTED)
     return scree__client_kill(c, rc);
-  if (rc != 0)
-    return rc;
+  return rc;
+}
 
+int scree__recv_response(scree_client *c, Scree__V1__Response **out) {
+  *out = NULL;
+  if (c->dead)
+    return scree__client_fail(c, SCREE_EDISCONNECTED, "%s", c->dead_reason);
+  scree__client_drop_fds(c);
   unsigned extra = 0;
   long n = scree__wire_recv(c->fd, &c->rbuf, &c->rcap, SCREE__MAX_REPLY, c->fds,
                             SCREE__WIRE_MAX_FDS, &c->nfds, &extra, c->err, sizeof(c->err));
@@ -77,12 +76,27 @@ static int rpc(scree_client *c, Scree__V1__Request *req, Scree__V1__Response__Bo
   /* Notices ride on any response, failures included. */
   if (resp->n_freed_arenas > 0)
     scree__arenas_forget(c, resp->freed_arenas, resp->n_freed_arenas);
-  if (resp->id != req->id) {
+  *out = resp;
+  return 0;
+}
+
+/* Receives the reply to request id into *out (freed by the caller with
+ * scree__v1__response__free_unpacked). A non-zero status is returned with
+ * the daemon's message in c->err. A reply of another kind than expect, or
+ * one that answers another request, means the stream is out of step: the
+ * connection is closed for good. */
+static int recv_reply(scree_client *c, uint64_t id, Scree__V1__Response__BodyCase expect,
+                      Scree__V1__Response **out) {
+  Scree__V1__Response *resp;
+  int rc = scree__recv_response(c, &resp);
+  if (rc != 0)
+    return rc;
+  if (resp->id != id) {
     uint64_t got = resp->id;
     scree__v1__response__free_unpacked(resp, NULL);
     scree__client_drop_fds(c);
     scree__client_fail(c, SCREE_EPROTO, "reply %" PRIu64 " answers another request than %" PRIu64, got,
-         req->id);
+         id);
     return scree__client_kill(c, SCREE_EPROTO);
   }
   if (resp->status != 0) {
@@ -108,58 +122,87 @@ static int rpc(scree_client *c, Scree__V1__Request *req, Scree__V1__Response__Bo
   return 0;
 }
 
-int scree__call(scree_client *c, Scree__V1__Request__BodyCase kind, void *body,
-                Scree__V1__Response **out) {
-  Scree__V1__Request req = SCREE__V1__REQUEST__INIT;
-  Scree__V1__Response__BodyCase expect;
-  req.body_case = kind;
+/* Puts body into req's oneof for kind and says which reply answers it. */
+static int build(scree_client *c, Scree__V1__Request *req, Scree__V1__Request__BodyCase kind,
+                 void *body, Scree__V1__Response__BodyCase *expect) {
+  req->body_case = kind;
   /* Each kind has its own member of the oneof and its own reply. */
   switch (kind) {
   case SCREE__V1__REQUEST__BODY_HELLO:
-    req.hello = body;
-    expect = SCREE__V1__RESPONSE__BODY_HELLO;
+    req->hello = body;
+    *expect = SCREE__V1__RESPONSE__BODY_HELLO;
     break;
   case SCREE__V1__REQUEST__BODY_CREATE:
-    req.create = body;
-    expect = SCREE__V1__RESPONSE__BODY_CREATE;
+    req->create = body;
+    *expect = SCREE__V1__RESPONSE__BODY_CREATE;
     break;
   case SCREE__V1__REQUEST__BODY_SEAL:
-    req.seal = body;
-    expect = SCREE__V1__RESPONSE__BODY_SEAL;
+    req->seal = body;
+    *expect = SCREE__V1__RESPONSE__BODY_SEAL;
     break;
   case SCREE__V1__REQUEST__BODY_GET:
-    req.get = body;
-    expect = SCREE__V1__RESPONSE__BODY_GET;
+    req->get = body;
+    *expect = SCREE__V1__RESPONSE__BODY_GET;
     break;
   case SCREE__V1__REQUEST__BODY_RELEASE:
-    req.release = body;
-    expect = SCREE__V1__RESPONSE__BODY_RELEASE;
+    req->release = body;
+    *expect = SCREE__V1__RESPONSE__BODY_RELEASE;
     break;
   case SCREE__V1__REQUEST__BODY_DELETE:
-    req.delete_ = body;
-    expect = SCREE__V1__RESPONSE__BODY_DELETE;
+    req->delete_ = body;
+    *expect = SCREE__V1__RESPONSE__BODY_DELETE;
     break;
   case SCREE__V1__REQUEST__BODY_LIST:
-    req.list = body;
-    expect = SCREE__V1__RESPONSE__BODY_LIST;
+    req->list = body;
+    *expect = SCREE__V1__RESPONSE__BODY_LIST;
     break;
   case SCREE__V1__REQUEST__BODY_STAT:
-    req.stat = body;
-    expect = SCREE__V1__RESPONSE__BODY_STAT;
+    req->stat = body;
+    *expect = SCREE__V1__RESPONSE__BODY_STAT;
     break;
   case SCREE__V1__REQUEST__BODY_STATS:
-    req.stats = body;
-    expect = SCREE__V1__RESPONSE__BODY_STATS;
+    req->stats = body;
+    *expect = SCREE__V1__RESPONSE__BODY_STATS;
     break;
   case SCREE__V1__REQUEST__BODY_ATTENTION:
-    req.attention = body;
-    expect = SCREE__V1__RESPONSE__BODY_ATTENTION;
+    req->attention = body;
+    *expect = SCREE__V1__RESPONSE__BODY_ATTENTION;
+    break;
+  case SCREE__V1__REQUEST__BODY_WATCH:
+    req->watch = body;
+    *expect = SCREE__V1__RESPONSE__BODY_WATCH;
+    break;
+  case SCREE__V1__REQUEST__BODY_CANCEL:
+    req->cancel = body;
+    *expect = SCREE__V1__RESPONSE__BODY_CANCEL;
     break;
   default:
     return scree__client_fail(c, SCREE_EINVAL, "request of unknown kind %d", (int)kind);
   }
+  return 0;
+}
+
+int scree__call_send(scree_client *c, Scree__V1__Request__BodyCase kind, void *body,
+                     uint64_t *id) {
+  Scree__V1__Request req = SCREE__V1__REQUEST__INIT;
+  Scree__V1__Response__BodyCase expect = SCREE__V1__RESPONSE__BODY__NOT_SET;
+  int rc = build(c, &req, kind, body, &expect);
+  if (rc == 0)
+    rc = send_req(c, &req);
+  if (rc == 0)
+    *id = req.id;
+  return rc;
+}
+
+int scree__call_recv(scree_client *c, Scree__V1__Request__BodyCase kind, uint64_t id,
+                     Scree__V1__Response **out) {
+  Scree__V1__Request req = SCREE__V1__REQUEST__INIT;
+  Scree__V1__Response__BodyCase expect = SCREE__V1__RESPONSE__BODY__NOT_SET;
+  int rc = build(c, &req, kind, NULL, &expect);
+  if (rc != 0)
+    return rc;
   Scree__V1__Response *resp;
-  int rc = rpc(c, &req, expect, &resp);
+  rc = recv_reply(c, id, expect, &resp);
   if (rc != 0)
     return rc;
   if (out != NULL)
@@ -167,4 +210,22 @@ int scree__call(scree_client *c, Scree__V1__Request__BodyCase kind, void *body,
   else
     scree__v1__response__free_unpacked(resp, NULL);
   return 0;
+}
+
+int scree__call(scree_client *c, Scree__V1__Request__BodyCase kind, void *body,
+                Scree__V1__Response **out) {
+  if (out != NULL)
+    *out = NULL;
+  /* A wait started by scree_client_get_wait_start owns the connection: its
+   * reply comes next. */
+  if (c->wait_id != 0)
+    return scree__client_fail(c, SCREE_EBUSY,
+                              "a wait for '%s' is pending on this handle "
+                              "(scree_client_get_wait_start): finish or cancel it first",
+                              c->wait_name);
+  uint64_t id;
+  int rc = scree__call_send(c, kind, body, &id);
+  if (rc == 0)
+    rc = scree__call_recv(c, kind, id, out);
+  return rc;
 }

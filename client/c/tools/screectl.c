@@ -4,6 +4,8 @@
  * message when the daemon refused), to stderr and exits 1. */
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +32,14 @@ static const char usage[] =
     "  attention --q NAME --k NAME --v NAME --out NAME [--causal] [--scale S]\n"
     "            [--window L,R]      varlen attention in the daemon; stores batch --out\n"
     "  help                          this text\n"
+    "  wait NAME [--timeout S]       wait until a batch NAME is sealed (S seconds, 0.5 too;\n"
+    "                                default: no limit); exit 1 with a message on expiry\n"
+    "  watch [PREFIX] [--no-replay] [--json] [--count N]\n"
+    "                                print one line per event under PREFIX: \"SEQ KIND\n"
+    "                                NAME\" (--json: one JSON object); the batches sealed\n"
+    "                                now come first unless --no-replay; runs until\n"
+    "                                interrupted, or N events; after an overflow it\n"
+    "                                starts again (seq 1) and says so on stderr\n"
     "\n"
     "options:\n"
     "  --socket PATH   the daemon's socket (default: $SCREE_SOCKET, else the first\n"
@@ -59,9 +69,12 @@ typedef struct opts {
   const char *dtype;
   const char *q, *k, *v, *out;
   scree_attention_params att;
-  int json;   /* info, list, stat, stats --json */
+  int json;   /* info, list, stat, stats --json, watch --json */
   int shared; /* put --shared */
   int force;  /* get --force */
+  const char *timeout; /* wait --timeout */
+  int no_replay;       /* watch --no-replay */
+  const char *count;   /* watch --count */
 } opts;
 
 static int die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -152,6 +165,13 @@ static int parse_args(int argc, char **argv, opts *o) {
     } else if (strcmp(a, "--force") == 0) {
       o->force = 1;
       continue;
+    } else if (strcmp(a, "--no-replay") == 0) {
+      o->no_replay = 1;
+      continue;
+    } else if (is_opt(a, "--timeout")) {
+      dst = &o->timeout, name = "--timeout";
+    } else if (is_opt(a, "--count")) {
+      dst = &o->count, name = "--count";
     } else if (strcmp(a, "--causal") == 0) {
       o->att.causal = 1;
       continue;
@@ -195,8 +215,9 @@ static int parse_args(int argc, char **argv, opts *o) {
   static const struct {
     const char *cmd;
     int min_pos, max_pos;
-  } cmds[] = {{"info", 0, 0},   {"list", 0, 1}, {"stat", 1, 1},     {"stats", 0, 0},
-              {"delete", 1, 1}, {"put", 1, 1},  {"get", 1, 1},      {"attention", 0, 0}};
+  } cmds[] = {{"info", 0, 0},   {"list", 0, 1}, {"stat", 1, 1},      {"stats", 0, 0},
+              {"delete", 1, 1}, {"put", 1, 1},  {"get", 1, 1},       {"attention", 0, 0},
+              {"wait", 1, 1},   {"watch", 0, 1}};
   size_t c;
   for (c = 0; c < sizeof(cmds) / sizeof(cmds[0]); c++)
     if (strcmp(o->cmd, cmds[c].cmd) == 0)
@@ -219,11 +240,16 @@ static int parse_args(int argc, char **argv, opts *o) {
     return die("--dtype belongs to put");
   if (!is_put && o->shared)
     return die("--shared belongs to put");
+  int is_watch = strcmp(o->cmd, "watch") == 0;
   if (o->json && strcmp(o->cmd, "stats") != 0 && strcmp(o->cmd, "info") != 0 &&
-      strcmp(o->cmd, "list") != 0 && strcmp(o->cmd, "stat") != 0)
-    return die("--json belongs to info, list, stat and stats");
+      strcmp(o->cmd, "list") != 0 && strcmp(o->cmd, "stat") != 0 && !is_watch)
+    return die("--json belongs to info, list, stat, stats and watch");
   if (o->force && !is_get)
     return die("--force belongs to get");
+  if (o->timeout != NULL && strcmp(o->cmd, "wait") != 0)
+    return die("--timeout belongs to wait");
+  if ((o->no_replay || o->count != NULL) && !is_watch)
+    return die("--no-replay and --count belong to watch");
   if (is_att && (o->q == NULL || o->k == NULL || o->v == NULL || o->out == NULL))
     return die("attention needs --q, --k, --v and --out");
   if (!is_att && (o->q || o->k || o->v || o->out || o->att.causal || o->att.has_scale ||
@@ -439,10 +465,11 @@ static void print_stats_json(const scree_stats *s) {
   printf("{\"bytes_used\":%" PRIu64 ",\"bytes_limit\":%" PRIu64 ",\"bytes_arenas\":%" PRIu64
          ",\"arenas\":%" PRIu32 ",\"batches\":%" PRIu32 ",\"pending_deletes\":%" PRIu32
          ",\"leases\":%" PRIu32 ",\"connections\":%" PRIu32 ",\"requests\":%" PRIu64
-         ",\"uptime_s\":%.3f,\"errors\":{",
+         ",\"uptime_s\":%.3f,\"waiters\":%" PRIu32 ",\"watchers\":%" PRIu32
+         ",\"watch_overflows\":%" PRIu64 ",\"errors\":{",
          s->bytes_used, s->bytes_limit, s->bytes_arenas, s->arenas, s->batches,
          s->pending_deletes, s->leases, s->connections, s->requests,
-         (double)s->uptime_ns / 1e9);
+         (double)s->uptime_ns / 1e9, s->waiters, s->watchers, s->watch_overflows);
   for (uint32_t i = 0; i < s->n_errors; i++)
     printf("%s\"%s\":%" PRIu64, i ? "," : "", scree_err_name(s->errors[i].code),
            s->errors[i].count);
@@ -469,6 +496,9 @@ static int cmd_stats(scree_client *c, int json) {
   printf("connections: %" PRIu32 "\n", s.connections);
   printf("requests: %" PRIu64 "\n", s.requests);
   printf("uptime_s: %.3f\n", (double)s.uptime_ns / 1e9);
+  printf("waiters: %" PRIu32 "\n", s.waiters);
+  printf("watchers: %" PRIu32 "\n", s.watchers);
+  printf("watch_overflows: %" PRIu64 "\n", s.watch_overflows);
   for (uint32_t i = 0; i < s.n_errors; i++)
     printf("errors.%s: %" PRIu64 "\n", scree_err_name(s.errors[i].code), s.errors[i].count);
   return 0;
@@ -663,6 +693,114 @@ static int cmd_attention(scree_client *c, const opts *o) {
   return 0;
 }
 
+/* SIGINT and SIGTERM while waiting: the handler only notes it (installed
+ * without SA_RESTART, so that poll() returns EINTR), and the library's
+ * interrupt callback reads the note. */
+static volatile sig_atomic_t stop_signal;
+
+static void on_stop_signal(int sig) { stop_signal = sig; }
+
+static int interrupted(void *arg) {
+  (void)arg;
+  return stop_signal != 0;
+}
+
+static void catch_stop_signals(scree_client *c) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof(sa));
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+  scree_client_set_interrupt(c, interrupted, NULL);
+}
+
+static int cmd_wait(scree_client *c, const opts *o) {
+  int64_t ms = -1;
+  if (o->timeout != NULL) {
+    char *end;
+    double secs = strtod(o->timeout, &end);
+    if (end == o->timeout || *end != '\0' || !(secs >= 0) || secs > 1e9)
+      return die("--timeout wants seconds (a number >= 0, such as 2 or 0.5), not '%s'",
+                 o->timeout);
+    ms = (int64_t)ceil(secs * 1000.0);
+  }
+  catch_stop_signals(c);
+  scree_array a;
+  scree_lease *lease = NULL;
+  int rc = scree_client_get_wait(c, o->name, ms, &a, &lease);
+  if (rc == SCREE_EINTR)
+    return die("interrupted while waiting for batch '%s'", o->name);
+  if (rc != 0)
+    return client_fail(c, rc);
+  char shape[256];
+  format_shape(&a, shape, sizeof(shape));
+  printf("sealed %s %s %s\n", o->name, scree_dtype_name(a.dtype), shape);
+  rc = scree_client_release(c, lease);
+  return rc != 0 ? client_fail(c, rc) : 0;
+}
+
+/* A JSON string: names are UTF-8 without control characters, so only the
+ * quote and the backslash need escaping. */
+static void print_json_string(const char *s, size_t n) {
+  putchar('"');
+  for (size_t i = 0; i < n; i++) {
+    if (s[i] == '"' || s[i] == '\\')
+      putchar('\\');
+    putchar(s[i]);
+  }
+  putchar('"');
+}
+
+static int cmd_watch(scree_client *c, const opts *o) {
+  uint64_t limit = 0;
+  if (o->count != NULL) {
+    char *end;
+    unsigned long long v = strtoull(o->count, &end, 10);
+    if (end == o->count || *end != '\0' || v == 0 || o->count[0] == '-')
+      return die("--count wants a number of events > 0, not '%s'", o->count);
+    limit = v;
+  }
+  catch_stop_signals(c);
+  unsigned flags = o->no_replay ? SCREE_WATCH_NO_REPLAY : 0;
+  scree_watch *w;
+  int rc = scree_client_watch(c, o->name, flags, &w);
+  if (rc != 0)
+    return client_fail(c, rc);
+  /* Whoever reads the lines (a pipe, a script) sees each as it comes. */
+  setvbuf(stdout, NULL, _IOLBF, 0);
+  int ret = 0;
+  for (uint64_t n = 0; limit == 0 || n < limit; n++) {
+    scree_event ev = SCREE_EVENT_INIT;
+    rc = scree_watch_next(w, -1, &ev);
+    if (rc == SCREE_EINTR)
+      break;
+    if (rc != 0) {
+      ret = die("%s", scree_watch_last_error(w));
+      break;
+    }
+    const char *kind = scree_event_kind_name(ev.kind);
+    if (o->json) {
+      printf("{\"seq\":%" PRIu64 ",\"kind\":\"%s\",\"name\":", ev.seq, kind);
+      print_json_string(ev.name, ev.name_len);
+      printf("}\n");
+    } else {
+      printf("%" PRIu64 " %s%s%s\n", ev.seq, kind, ev.name_len ? " " : "", ev.name);
+    }
+    if (ev.kind == SCREE_EVENT_OVERFLOW) {
+      fprintf(stderr, "screectl: events were lost (this watcher read too slowly); "
+                      "starting again\n");
+      rc = scree_watch_resync(w, flags);
+      if (rc != 0) {
+        ret = die("%s", scree_watch_last_error(w));
+        break;
+      }
+    }
+  }
+  scree_watch_close(w);
+  return ret;
+}
+
 int main(int argc, char **argv) {
   opts o;
   int rc = parse_args(argc, argv, &o);
@@ -690,6 +828,10 @@ int main(int argc, char **argv) {
     ret = cmd_put(c, &o);
   else if (strcmp(o.cmd, "get") == 0)
     ret = cmd_get(c, &o);
+  else if (strcmp(o.cmd, "wait") == 0)
+    ret = cmd_wait(c, &o);
+  else if (strcmp(o.cmd, "watch") == 0)
+    ret = cmd_watch(c, &o);
   else
     ret = cmd_attention(c, &o);
   scree_client_close(c);

@@ -4,22 +4,8 @@
 #include <string.h>
 #include <unistd.h>
 
-/* Runs call on self's handle with the GIL released and self->lock held, and
- * copies the handle's message into errbuf when it fails, before another
- * thread's call can replace it. */
-#define SCREE__CALL(self, rc, errbuf, call)                                    \
-  do {                                                                         \
-    Py_BEGIN_ALLOW_THREADS                                                     \
-    PyThread_acquire_lock((self)->lock, WAIT_LOCK);                            \
-    (rc) = (call);                                                             \
-    if ((rc) < 0)                                                              \
-      snprintf((errbuf), SCREE__ERRMSG, "%s", scree_client_last_error((self)->c)); \
-    PyThread_release_lock((self)->lock);                                       \
-    Py_END_ALLOW_THREADS                                                       \
-  } while (0)
-
 /* Whether requests may go out on self; raises Disconnected when not. */
-static int client_usable(scree__py_client *self) {
+int scree__py_client_usable(scree__py_client *self) {
   if (self->c == NULL || self->closing) {
     scree__py_raise(SCREE_EDISCONNECTED, "the client is closed");
     return 0;
@@ -127,7 +113,7 @@ static PyObject *client_get_owners(scree__py_client *self, void *unused) {
 }
 
 static PyObject *client_info(scree__py_client *self, PyObject *unused) {
-  if (!client_usable(self))
+  if (!scree__py_client_usable(self))
     return NULL;
   scree_client_info in = SCREE_CLIENT_INFO_INIT;
   int rc;
@@ -203,7 +189,7 @@ static PyObject *client_put(scree__py_client *self, PyObject *args) {
     return NULL;
   PyObject *result = NULL;
   scree_array a;
-  if (!client_usable(self) ||
+  if (!scree__py_client_usable(self) ||
       parse_desc(dtype, inner, batch_size, total_rows, offsets_dtype, &a) < 0)
     goto done;
   uint64_t vbytes, obytes;
@@ -252,8 +238,8 @@ static void register_read_only(scree__py_lease *self, const char *name) {
   self->fault_slots[1] = scree__fault_register(a->offsets, (size_t)obytes, name);
 }
 
-static PyObject *lease_new(scree__py_client *client, scree_lease *l, const scree_array *a,
-                           int writable, const char *name) {
+PyObject *scree__py_lease_new(scree__py_client *client, scree_lease *l, const scree_array *a,
+                              int writable, const char *name) {
   scree__py_lease *self = PyObject_New(scree__py_lease, &scree__py_lease_type);
   if (self == NULL) {
     if (l != NULL) {
@@ -293,7 +279,7 @@ static PyObject *client_create(scree__py_client *self, PyObject *args) {
                         &total_rows, &offsets_dtype, &shared))
     return NULL;
   scree_array desc, out;
-  if (!client_usable(self) ||
+  if (!scree__py_client_usable(self) ||
       parse_desc(dtype, inner, batch_size, total_rows, offsets_dtype, &desc) < 0)
     return NULL;
   int rc;
@@ -303,12 +289,12 @@ static PyObject *client_create(scree__py_client *self, PyObject *args) {
   SCREE__CALL(self, rc, err, scree_client_create(self->c, name, &desc, &out, &co));
   if (rc < 0)
     return scree__py_raise(rc, err);
-  return lease_new(self, NULL, &out, 1, name);
+  return scree__py_lease_new(self, NULL, &out, 1, name);
 }
 
 static PyObject *client_seal(scree__py_client *self, PyObject *args) {
   const char *name;
-  if (!PyArg_ParseTuple(args, "s:seal", &name) || !client_usable(self))
+  if (!PyArg_ParseTuple(args, "s:seal", &name) || !scree__py_client_usable(self))
     return NULL;
   int rc;
   char err[SCREE__ERRMSG];
@@ -320,8 +306,15 @@ static PyObject *client_seal(scree__py_client *self, PyObject *args) {
 
 static PyObject *client_get(scree__py_client *self, PyObject *args) {
   const char *name;
-  if (!PyArg_ParseTuple(args, "s:get", &name) || !client_usable(self))
+  PyObject *wait = Py_None;
+  if (!PyArg_ParseTuple(args, "s|O:get", &name, &wait) || !scree__py_client_usable(self))
     return NULL;
+  if (wait != Py_None) {
+    long long ms = PyLong_AsLongLong(wait);
+    if (ms == -1 && PyErr_Occurred())
+      return NULL;
+    return scree__py_client_get_wait(self, name, ms);
+  }
   scree_array a;
   scree_lease *l = NULL;
   int rc;
@@ -329,12 +322,12 @@ static PyObject *client_get(scree__py_client *self, PyObject *args) {
   SCREE__CALL(self, rc, err, scree_client_get(self->c, name, &a, &l));
   if (rc < 0)
     return scree__py_raise(rc, err);
-  return lease_new(self, l, &a, 0, name);
+  return scree__py_lease_new(self, l, &a, 0, name);
 }
 
 static PyObject *client_delete(scree__py_client *self, PyObject *args) {
   const char *name;
-  if (!PyArg_ParseTuple(args, "s:delete", &name) || !client_usable(self))
+  if (!PyArg_ParseTuple(args, "s:delete", &name) || !scree__py_client_usable(self))
     return NULL;
   int rc, deferred = 0;
   char err[SCREE__ERRMSG];
@@ -385,7 +378,7 @@ static PyObject *batch_info_dict(const scree_batch_info *b) {
 
 static PyObject *client_list(scree__py_client *self, PyObject *args) {
   const char *prefix = NULL;
-  if (!PyArg_ParseTuple(args, "|z:list", &prefix) || !client_usable(self))
+  if (!PyArg_ParseTuple(args, "|z:list", &prefix) || !scree__py_client_usable(self))
     return NULL;
   scree_batch_info *items = NULL;
   size_t count = 0;
@@ -415,7 +408,7 @@ err_free_items:
 
 static PyObject *client_stat(scree__py_client *self, PyObject *args) {
   const char *name;
-  if (!PyArg_ParseTuple(args, "s:stat", &name) || !client_usable(self))
+  if (!PyArg_ParseTuple(args, "s:stat", &name) || !scree__py_client_usable(self))
     return NULL;
   scree_batch_info b;
   int rc;
@@ -427,7 +420,7 @@ static PyObject *client_stat(scree__py_client *self, PyObject *args) {
 }
 
 static PyObject *client_stats(scree__py_client *self, PyObject *unused) {
-  if (!client_usable(self))
+  if (!scree__py_client_usable(self))
     return NULL;
   scree_stats s = SCREE_STATS_INIT;
   int rc;
@@ -450,7 +443,7 @@ static PyObject *client_stats(scree__py_client *self, PyObject *unused) {
     Py_DECREF(k);
     Py_DECREF(v);
   }
-  return Py_BuildValue("{s:K,s:K,s:K,s:I,s:I,s:I,s:I,s:I,s:K,s:K,s:N}",
+  return Py_BuildValue("{s:K,s:K,s:K,s:I,s:I,s:I,s:I,s:I,s:K,s:K,s:I,s:I,s:K,s:N}",
                        "bytes_used", (unsigned long long)s.bytes_used,
                        "bytes_limit", (unsigned long long)s.bytes_limit,
                        "bytes_arenas", (unsigned long long)s.bytes_arenas,
@@ -461,6 +454,9 @@ static PyObject *client_stats(scree__py_client *self, PyObject *unused) {
                        "pending_deletes", s.pending_deletes,
                        "requests", (unsigned long long)s.requests,
                        "uptime_ns", (unsigned long long)s.uptime_ns,
+                       "waiters", s.waiters,
+                       "watchers", s.watchers,
+                       "watch_overflows", (unsigned long long)s.watch_overflows,
                        "errors", errors);
 }
 
@@ -470,7 +466,7 @@ static PyObject *client_attention(scree__py_client *self, PyObject *args) {
   PyObject *scale;
   if (!PyArg_ParseTuple(args, "sssspOii:attention", &q, &k, &v, &out, &causal, &scale,
                         &window_left, &window_right) ||
-      !client_usable(self))
+      !scree__py_client_usable(self))
     return NULL;
   scree_attention_params p = SCREE_ATTENTION_PARAMS_INIT;
   p.causal = causal;
@@ -502,7 +498,18 @@ static PyMethodDef client_methods[] = {
      "create(name, dtype, inner, batch_size, total_rows, offsets_dtype, shared=False) -> "
      "Lease"},
     {"seal", (PyCFunction)client_seal, METH_VARARGS, "seal(name)"},
-    {"get", (PyCFunction)client_get, METH_VARARGS, "get(name) -> Lease"},
+    {"get", (PyCFunction)client_get, METH_VARARGS,
+     "get(name, wait_ms=None) -> Lease; wait_ms: None answers now, -1 waits without limit"},
+    {"get_wait_start", (PyCFunction)scree__py_client_wait_start, METH_VARARGS,
+     "get_wait_start(name, wait_ms): send a waiting Get; its reply turns fileno() readable"},
+    {"get_wait_finish", (PyCFunction)scree__py_client_wait_finish, METH_VARARGS,
+     "get_wait_finish(name) -> Lease: the answer of the started wait of name"},
+    {"get_wait_cancel", (PyCFunction)scree__py_client_wait_cancel, METH_NOARGS,
+     "get_wait_cancel(): abandon the started wait (nothing when none is)"},
+    {"fileno", (PyCFunction)scree__py_client_fileno, METH_NOARGS,
+     "fileno(): the connection's socket, to poll a started wait"},
+    {"watch", (PyCFunction)scree__py_client_watch, METH_VARARGS,
+     "watch(prefix, no_replay) -> Watch, on a connection of its own"},
     {"delete", (PyCFunction)client_delete, METH_VARARGS, "delete(name) -> deferred"},
     {"list", (PyCFunction)client_list, METH_VARARGS, "list(prefix=None) -> [dict]"},
     {"stat", (PyCFunction)client_stat, METH_VARARGS, "stat(name) -> dict"},

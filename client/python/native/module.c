@@ -37,6 +37,7 @@ static const char *error_class(int code) {
   case SCREE_EAGAIN:
   case SCREE_EBUSY:
     return "Busy";
+  case SCREE_ETIMEDOUT: return "Timeout";
   default: return "Error";
   }
 }
@@ -183,7 +184,8 @@ PyMODINIT_FUNC PyInit__native(void) {
     return NULL;
   if (add_type(m, "Client", &scree__py_client_type) < 0 ||
       add_type(m, "Lease", &scree__py_lease_type) < 0 ||
-      add_type(m, "Tensor", &scree__py_tensor_type) < 0)
+      add_type(m, "Tensor", &scree__py_tensor_type) < 0 ||
+      add_type(m, "Watch", &scree__py_watch_type) < 0)
     goto err_module;
 #define XX(name, value, _)                                                     \
   if (PyModule_AddIntConstant(m, #name, SCREE_##name) < 0)                     \

@@ -45,9 +45,42 @@ typedef struct scree__py_lease {
   int fault_slots[2];       /* read-only ranges in fault.c's registry, or -1 */
 } scree__py_lease;
 
+/* Runs call on self's handle with the GIL released and self->lock held, and
+ * copies the handle's message into errbuf when it fails, before another
+ * thread's call can replace it. */
+#define SCREE__CALL(self, rc, errbuf, call)                                    \
+  do {                                                                         \
+    Py_BEGIN_ALLOW_THREADS                                                     \
+    PyThread_acquire_lock((self)->lock, WAIT_LOCK);                            \
+    (rc) = (call);                                                             \
+    if ((rc) < 0)                                                              \
+      snprintf((errbuf), SCREE__ERRMSG, "%s", scree_client_last_error((self)->c)); \
+    PyThread_release_lock((self)->lock);                                       \
+    Py_END_ALLOW_THREADS                                                       \
+  } while (0)
+
 extern PyTypeObject scree__py_client_type;
 extern PyTypeObject scree__py_lease_type;
 extern PyTypeObject scree__py_tensor_type;
+extern PyTypeObject scree__py_watch_type;
+
+/* Whether requests may go out on self; raises Disconnected when not. */
+int scree__py_client_usable(scree__py_client *self);
+
+/* A new Lease over a get's lease l (NULL for create's mapping) and view a,
+ * owned by client. On failure the lease is released and NULL returned. */
+PyObject *scree__py_lease_new(scree__py_client *client, scree_lease *l, const scree_array *a,
+                              int writable, const char *name);
+
+/* wait.c: the waits of Client (get with a wait, its start/finish/cancel
+ * halves for event loops) and watch(), which makes a Watch. */
+PyObject *scree__py_client_get_wait(scree__py_client *self, const char *name,
+                                    long long wait_ms);
+PyObject *scree__py_client_wait_start(scree__py_client *self, PyObject *args);
+PyObject *scree__py_client_wait_finish(scree__py_client *self, PyObject *args);
+PyObject *scree__py_client_wait_cancel(scree__py_client *self, PyObject *unused);
+PyObject *scree__py_client_fileno(scree__py_client *self, PyObject *unused);
+PyObject *scree__py_client_watch(scree__py_client *self, PyObject *args);
 
 /* Raises the scree.errors class for code with message msg (code's
  * description when msg is NULL or empty). Returns NULL for convenience. */

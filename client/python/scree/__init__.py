@@ -15,8 +15,19 @@ from __future__ import annotations
 from . import bridges, errors, kernels
 from ._ext import native as _native
 from .array import Array, from_cu_seqlens, pack
-from .client import (Batch, BatchInfo, Client, ClientInfo, DeleteResult, Stats,
-                     default_socket_paths, native_available)
+from .client import (
+    AsyncWatch,
+    Batch,
+    BatchInfo,
+    Client,
+    ClientInfo,
+    DeleteResult,
+    Event,
+    Stats,
+    Watch,
+    default_socket_paths,
+    native_available,
+)
 from .errors import (
     Busy,
     Closed,
@@ -30,6 +41,7 @@ from .errors import (
     NotSupported,
     PermissionDenied,
     ProtocolError,
+    Timeout,
     WrongState,
 )
 
@@ -75,6 +87,9 @@ __all__ = [
     "ClientInfo",
     "Stats",
     "default_socket_paths",
+    "Event",
+    "Watch",
+    "AsyncWatch",
     "native_available",
     "Error",
     "InvalidArgument",
@@ -88,5 +103,6 @@ __all__ = [
     "WrongState",
     "ProtocolError",
     "Busy",
+    "Timeout",
     "Closed",
 ]

@@ -33,24 +33,26 @@ from __future__ import annotations
 
 import enum
 import importlib.util
+import math
 import os
 import sys
+import threading
 from dataclasses import dataclass, field
-from typing import Any, Literal, Sequence
+from typing import Any, AsyncIterator, Iterator, Literal, NamedTuple, Sequence
 
 import numpy as np
 
 from ._ext import DTYPE_CODES, native_attr
 from ._ext import native as _native
 from .array import Array, framework_of
-from .errors import Closed, Error, InvalidArgument, NotSupported
+from .errors import Closed, Disconnected, Error, InvalidArgument, NotFound, NotSupported, Timeout, WrongState
 
 #: The frameworks a batch's views can be made in (a subset of
 #: :data:`scree.array.Framework`).
 BatchFramework = Literal["numpy", "torch"]
 
-__all__ = ["Client", "Batch", "BatchInfo", "ClientInfo", "Stats", "DeleteResult",
-           "DEFAULT_SOCKET", "default_socket_paths", "native_available"]
+__all__ = ["Client", "Batch", "BatchInfo", "ClientInfo", "Stats", "DeleteResult", "Event",
+           "Watch", "AsyncWatch", "DEFAULT_SOCKET", "default_socket_paths", "native_available"]
 
 #: The system socket, where a system screed serves and where :class:`Client`
 #: looks first when given no path (SCREE_DEFAULT_SOCKET of scree/version.h,
@@ -223,7 +225,12 @@ class Batch(Array):
         self._lease_ref = lease
         self._closed = False
         self._created = created
-        self._meta = (lease.batch_size, lease.total_length, tuple(lease.inner_shape))
+        # What stays known after close: the shape, and the dtypes that tell
+        # this batch from another one under the same name (__reduce__).
+        inner = tuple(lease.inner_shape)
+        self._meta = (lease.batch_size, lease.total_length, inner,
+                      (_NAMES[lease.dtype], inner, lease.batch_size, lease.total_length,
+                       _NAMES[lease.offsets_dtype]))
 
     @property
     def name(self) -> str:
@@ -292,6 +299,36 @@ class Batch(Array):
             raise Error(f"batch {self._name!r} came from get: only a created batch is sealed")
         self._client.seal(self._name)
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickle as a handle, not by value: the daemon's socket, the name and
+        what identifies the batch under it. The receiving process attaches to
+        the same memory with a lease of its own (:func:`_attach`), as
+        torch.multiprocessing does with shared tensors and Ray with object
+        references; nothing of the values travels.
+
+        A closed batch pickles too (``multiprocessing.Queue`` pickles in a
+        thread of its own, after ``put`` returned and maybe after the ``with``
+        block ended). The handle does not keep the batch alive: it names it,
+        so the batch must stay in the store until the receiver has attached.
+        """
+        try:
+            info = self._client.stat(self._name)
+        except NotFound:
+            raise NotFound(
+                f"batch {self._name!r} was deleted: a pickled Batch is a handle (the name), "
+                f"and no other process could attach to it any more") from None
+        if info.state != "sealed":
+            raise WrongState(
+                f"batch {self._name!r} is created but not sealed: seal it before pickling "
+                f"it (another process can only attach to a sealed batch)")
+        ident = _identity(info)
+        if ident[:5] != self._meta[3]:
+            raise WrongState(
+                f"the name {self._name!r} now holds another batch (deleted and created "
+                f"again since this one was attached): a pickled Batch is a handle to the "
+                f"batch under its name, and that is not this one any more")
+        return (_attach, (self._client.socket, self._name, self._framework, ident))
+
     def close(self) -> None:
         """Drop this batch's references to its views (idempotent)."""
         self._closed = True
@@ -308,6 +345,58 @@ class Batch(Array):
         if self._closed:
             return f"scree.Batch({self._name!r}, closed)"
         return f"scree.Batch({self._name!r}, {super().__repr__()[len('scree.Array('):-1]})"
+
+
+def _identity(info: "BatchInfo") -> tuple[Any, ...]:
+    """What tells one batch from another created later under the same name,
+    as far as the daemon's BatchInfo says: its descriptor (first, in the
+    order of ``Batch._meta[3]``), owner and arena.
+    (A batch of the same shape made again under the same name by the same
+    process in the same arena looks the same; the daemon gives no batch id.)"""
+    return (info.dtype, tuple(info.inner_shape), info.batch_size, info.total_length,
+            info.offsets_dtype, info.owner_uid, info.owner_pid, info.arena_id)
+
+
+# One client per daemon socket for the batches unpickled in this process,
+# made on first use and kept for the life of the process (their batches'
+# leases and mappings ride on it). Keyed by pid as well: a forked child
+# must connect its own.
+_attach_clients: dict[tuple[int, str], "Client"] = {}
+_attach_lock = threading.Lock()
+
+
+def _attach_client(socket: str) -> "Client":
+    key = (os.getpid(), socket)
+    with _attach_lock:
+        c = _attach_clients.get(key)
+        if c is None or c.closed:
+            c = _attach_clients[key] = Client(socket)
+        return c
+
+
+def _attach(socket: str, name: str, framework: BatchFramework,
+            identity: tuple[Any, ...]) -> "Batch":
+    """Unpickles a :class:`Batch`: attaches to batch ``name`` of the daemon
+    at ``socket`` without copying, with a lease of this process's own, and
+    checks that the name still holds the batch that was pickled."""
+    client = _attach_client(socket)
+    try:
+        batch = client.get(name, framework=framework)
+    except NotFound:
+        raise NotFound(
+            f"cannot unpickle batch {name!r}: the daemon at {socket} has no such batch any "
+            f"more (it was deleted after it was pickled; a pickled Batch is a handle, not "
+            f"a copy)") from None
+    try:
+        now = _identity(client.stat(name))
+    except NotFound:
+        now = None
+    if now != tuple(identity):
+        batch.close()
+        raise WrongState(
+            f"cannot unpickle batch {name!r}: the name now holds another batch than the "
+            f"one that was pickled (it was deleted and created again)")
+    return batch
 
 
 @dataclass(frozen=True)
@@ -366,6 +455,193 @@ class Stats:
     requests: int
     uptime_ns: int
     errors: dict[str, int] = field(default_factory=dict)  # "ENOENT" -> count
+    waiters: int = 0  # gets waiting for a seal
+    watchers: int = 0  # connections watching
+    watch_overflows: int = 0  # overflow events sent since the daemon started
+
+
+class Event(NamedTuple):
+    """One change under a watched prefix (:meth:`Client.watch`).
+
+    ``kind`` is ``"sealed"`` (a batch of ``name`` was sealed, or was sealed
+    already when the watch began and replay is on), ``"deleted"`` (the
+    sealed batch of ``name`` was deleted) or ``"overflow"`` (this watcher
+    fell behind and the daemon dropped events; ``name`` is ``""``). ``seq``
+    is 1 for the first event of a watch and grows by one per event, so a
+    gap never goes unseen. After an overflow the watch starts again, with a
+    replay of what is sealed then, from ``seq`` 1."""
+
+    kind: Literal["sealed", "deleted", "overflow"]
+    name: str
+    seq: int
+
+
+def _wait_ms(wait: float | None, what: str = "wait") -> int | None:
+    """Seconds (None: do not wait, math.inf: no limit) as the protocol's
+    milliseconds (None, -1 for no limit), rounded up: never a shorter wait."""
+    if wait is None:
+        return None
+    try:
+        w = float(wait)
+    except (TypeError, ValueError):
+        raise InvalidArgument(f"{what} must be None or a number of seconds, got {wait!r}") from None
+    if math.isnan(w) or w < 0:
+        raise InvalidArgument(f"{what} must be None, math.inf or seconds >= 0, got {wait!r}")
+    if math.isinf(w):
+        return -1
+    return min(math.ceil(w * 1000), 2**62)
+
+
+def _event(t: tuple[str, str, int]) -> Event:
+    return Event(*t)
+
+
+class _WatchBase:
+    """What :class:`Watch` and :class:`AsyncWatch` share: the native watch,
+    the resync after an overflow, the descriptor and closing."""
+
+    def __init__(self, client: "Client", prefix: str, replay: bool) -> None:
+        self.prefix = prefix
+        self.replay = replay
+        self._w = client._c.watch(prefix, not replay)
+        self._resync = False
+
+    def _take(self, t: tuple[str, str, int] | None) -> Event | None:
+        if t is None:
+            return None
+        ev = _event(t)
+        # The daemon sends nothing more after an overflow until the watch
+        # starts again: do that before the next read, with a replay.
+        self._resync = ev.kind == "overflow"
+        return ev
+
+    def _read(self, ms: int) -> Event | None:
+        if self._resync:
+            self._w.resync(False)
+            self._resync = False
+        return self._take(self._w.next(ms))
+
+    def fileno(self) -> int:
+        """A descriptor that polls readable when an event may be waiting
+        (for select, poll, epoll and event loops); read events with
+        ``next(timeout=0)``, which raises :class:`scree.Timeout` when the
+        wakeup brought none."""
+        return self._w.fileno()
+
+    def close(self) -> None:
+        """End the watch and close its connection (idempotent)."""
+        self._w.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._w.closed
+
+
+class Watch(_WatchBase):
+    """The events under a prefix, from :meth:`Client.watch`: an iterator of
+    :class:`Event` and a context manager (leaving it closes the watch).
+
+    A watch has a connection of its own, so the client it came from keeps
+    serving requests meanwhile. Iterating blocks (the GIL released, Ctrl-C
+    interrupts it) until the next event; :meth:`next` takes a timeout.
+    After an ``"overflow"`` event the watch starts again by itself with a
+    replay (a ``"sealed"`` event for every batch sealed under the prefix
+    then, seq from 1): whatever the dropped events said, the replay shows
+    the state they led to. A watch is used by one thread at a time.
+    """
+
+    def next(self, timeout: float | None = None) -> Event:
+        """The next event; waits up to ``timeout`` seconds (None: without
+        limit, 0: only what has arrived) and raises :class:`scree.Timeout`
+        when none comes."""
+        ms = _wait_ms(timeout, "timeout")
+        ev = self._read(-1 if ms is None else ms)
+        if ev is None:
+            raise Timeout(f"no event under prefix {self.prefix!r} within {timeout} s")
+        return ev
+
+    def __iter__(self) -> Iterator[Event]:
+        return self
+
+    def __next__(self) -> Event:
+        if self._w.closed:
+            raise StopIteration
+        return self.next()
+
+    def __enter__(self) -> "Watch":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"scree.Watch({self.prefix!r}, {'closed' if self.closed else 'open'})"
+
+
+async def _readable(fd: int) -> None:
+    """Returns once fd polls readable, through the running loop's reader
+    callbacks (no thread)."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    fut = loop.create_future()
+
+    def ready() -> None:
+        if not fut.done():
+            fut.set_result(None)
+
+    loop.add_reader(fd, ready)
+    try:
+        await fut
+    finally:
+        loop.remove_reader(fd)
+
+
+class AsyncWatch(_WatchBase):
+    """The events under a prefix for asyncio, from :meth:`Client.watch_async`:
+    ``async for event in watch`` and ``async with``. Driven by the watch's
+    descriptor through the running loop (``loop.add_reader``): no thread, no
+    polling. Events and overflow as for :class:`Watch`."""
+
+    async def next(self, timeout: float | None = None) -> Event:
+        """The next event; raises :class:`scree.Timeout` after ``timeout``
+        seconds (None: no limit) without one."""
+        import asyncio
+
+        _wait_ms(timeout, "timeout")  # validates
+        if timeout is None:
+            return await self._next()
+        try:
+            return await asyncio.wait_for(self._next(), timeout)
+        except asyncio.TimeoutError:
+            raise Timeout(f"no event under prefix {self.prefix!r} within {timeout} s") from None
+
+    async def _next(self) -> Event:
+        while True:
+            ev = self._read(0)  # what has arrived, without blocking
+            if ev is not None:
+                return ev
+            await _readable(self._w.fileno())
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self
+
+    async def __anext__(self) -> Event:
+        if self._w.closed:
+            raise StopAsyncIteration
+        return await self._next()
+
+    async def aclose(self) -> None:
+        self.close()
+
+    async def __aenter__(self) -> "AsyncWatch":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"scree.AsyncWatch({self.prefix!r}, {'closed' if self.closed else 'open'})"
 
 
 def _batch_info(d: dict) -> BatchInfo:
@@ -447,6 +723,9 @@ class Client:
         #: The socket this client connected to.
         self.socket: str = self._c.socket
         self._hello = self._c.info()
+        # Idle connections for the waits of get_async (one per wait at a time).
+        self._waiters: list[Any] = []
+        self._waiters_lock = threading.Lock()
 
     # --- connection ---------------------------------------------------------
 
@@ -455,6 +734,10 @@ class Client:
         stays open for them (their leases), and closes with the last one;
         new requests raise :class:`scree.Disconnected` at once."""
         self._c.close()
+        with self._waiters_lock:
+            waiters, self._waiters = self._waiters, []
+        for c in waiters:
+            c.close()
 
     @property
     def closed(self) -> bool:
@@ -572,8 +855,20 @@ class Client:
 
     # --- reading ------------------------------------------------------------
 
-    def get(self, name: str, framework: BatchFramework | None = None) -> Batch:
+    def get(self, name: str, *, wait: float | None = None,
+            framework: BatchFramework | None = None) -> Batch:
         """Attach to sealed batch ``name`` without copying.
+
+        ``wait``: ``None`` answers now (:class:`scree.NotFound` when no
+        sealed batch has the name); a number of seconds waits that long for
+        a batch of that name to be sealed, and ``math.inf`` without limit;
+        a wait that expires raises :class:`scree.Timeout` (a
+        ``TimeoutError``). The daemon wakes the waiter when the batch is
+        sealed: nothing polls. The GIL is released while waiting, and Ctrl-C
+        (any signal whose handler raises) interrupts the wait, which the
+        daemon then cancels: the client stays usable. Requests of other
+        threads on this client wait behind a waiting get (use a client per
+        thread, or :meth:`get_async`, to wait on several names at once).
 
         ``framework``: ``"torch"`` (the default wherever torch is installed,
         on host memory and GPU alike; tensors through DLPack, which torch
@@ -584,8 +879,84 @@ class Client:
         """
         if framework not in (None, "numpy", "torch"):
             raise InvalidArgument(f"framework must be 'numpy' or 'torch', got {framework!r}")
-        lease = self._c.get(name)
+        lease = self._c.get(name, _wait_ms(wait))
         return Batch(self, lease, _framework(framework, lease), created=False)
+
+    async def get_async(self, name: str, *, wait: float | None = None,
+                        framework: BatchFramework | None = None) -> Batch:
+        """:meth:`get` for asyncio: ``await client.get_async(name, wait=5)``.
+
+        The waiting Get goes out on a connection of its own (kept for the
+        next wait once this one is answered) whose socket the running loop
+        watches (``loop.add_reader``): no thread, no polling, any number of
+        waits at once. Cancelling the task cancels the wait with the daemon.
+        ``wait=None`` answers now, as :meth:`get`, on the client's own
+        connection."""
+        if framework not in (None, "numpy", "torch"):
+            raise InvalidArgument(f"framework must be 'numpy' or 'torch', got {framework!r}")
+        ms = _wait_ms(wait)
+        if ms is None:
+            return self.get(name, framework=framework)
+        c = self._waiter()
+        c.get_wait_start(name, ms)
+        try:
+            await _readable(c.fileno())
+            lease = c.get_wait_finish(name)
+        except BaseException:
+            # Cancelled (asyncio.CancelledError), or the answer was an
+            # error: with no wait left started, the cancel does nothing.
+            self._retire(c, cancel=True)
+            raise
+        self._retire(c)
+        return Batch(self, lease, _framework(framework, lease), created=False)
+
+    def _waiter(self) -> Any:
+        """An idle connection for get_async's waits (made on demand)."""
+        if self.closed:
+            self._c.stats()  # raises Disconnected, as any request would
+        with self._waiters_lock:
+            if self._waiters:
+                return self._waiters.pop()
+        return _native.Client(self.socket)
+
+    def _retire(self, c: Any, cancel: bool = False) -> None:
+        """Gives a wait's connection back for the next one (after cancelling
+        a wait it may still have started), or closes it when this client is
+        closed or the connection broke. Its batches' leases keep it open
+        until they go, whichever."""
+        if cancel:
+            try:
+                c.get_wait_cancel()
+            except Error:
+                c.close()
+                return
+        with self._waiters_lock:
+            if not self.closed and len(self._waiters) < 64:
+                self._waiters.append(c)
+                return
+        c.close()
+
+    # --- watching ------------------------------------------------------------
+
+    def watch(self, prefix: str = "", *, replay: bool = True) -> Watch:
+        """The changes to batches whose names start with ``prefix`` (every
+        name this user may read for ``""``), as an iterator of
+        :class:`Event` and a context manager::
+
+            with client.watch("steps/") as events:
+                for ev in events:
+                    if ev.kind == "sealed": ...
+
+        With ``replay`` (the default) the watch first yields a ``"sealed"``
+        event for every batch already sealed under the prefix, then live
+        events, with no gap and no duplicate between the two. The watch has
+        a connection of its own; see :class:`Watch`."""
+        return Watch(self, prefix, replay)
+
+    def watch_async(self, prefix: str = "", *, replay: bool = True) -> AsyncWatch:
+        """:meth:`watch` for asyncio: ``async for ev in client.watch_async(p)``,
+        driven by the watch's descriptor through the running loop."""
+        return AsyncWatch(self, prefix, replay)
 
     # --- the store ----------------------------------------------------------
 

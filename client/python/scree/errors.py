@@ -14,6 +14,7 @@ who do not know about scree:
 - :class:`PermissionDenied` (``PermissionError``): EACCES, EPERM
 - :class:`Disconnected` (``ConnectionError``): EDISCONNECTED, ECONNREFUSED
 - :class:`Busy` (``retryable`` is true): EAGAIN, EBUSY
+- :class:`Timeout` (``TimeoutError``): ETIMEDOUT, a wait that expired
 - :class:`NotSupported` (``NotImplementedError``): ENOTSUP, ENODEV
 - :class:`Closed` (``ValueError``): a closed :class:`scree.Batch` was used
 
@@ -36,6 +37,7 @@ __all__ = [
     "WrongState",
     "ProtocolError",
     "Busy",
+    "Timeout",
     "Closed",
 ]
 
@@ -126,6 +128,11 @@ class Busy(Error):
     ``retryable`` is true: the same request may succeed later."""
 
     retryable = True
+
+
+class Timeout(Error, TimeoutError):
+    """A wait expired: ``Client.get(name, wait=seconds)`` found no sealed
+    batch of that name in time (ETIMEDOUT), or a watch had no event in time."""
 
 
 class Closed(Error, ValueError):

@@ -34,6 +34,8 @@ SCREE_EXTERN_C_BEGIN
   XX(ECONNREFUSED, -ECONNREFUSED, "connection refused")                        \
   XX(ETIMEDOUT, -ETIMEDOUT, "timed out")                                       \
   XX(ENODEV, -ENODEV, "no such device")                                        \
+  XX(EINTR, -EINTR, "interrupted")                                             \
+  XX(ECANCELED, -ECANCELED, "cancelled")                                       \
   XX(ECUDA, -4001, "CUDA error")                                               \
   XX(EDISCONNECTED, -4002, "disconnected from the daemon")                     \
   XX(ESTATE, -4003, "batch is in the wrong state for this request")

@@ -156,6 +156,10 @@ typedef struct scree_stats {
   uint64_t uptime_ns;
   uint32_t n_errors;     /* entries used in errors[]; extra codes are dropped */
   scree_error_count errors[SCREE_STATS_MAX_ERRORS];
+  /* Added with waiting and watching (0 from a daemon that has neither). */
+  uint32_t waiters;         /* Gets waiting for a seal */
+  uint32_t watchers;        /* connections watching */
+  uint64_t watch_overflows; /* overflow events since the daemon started */
 } scree_stats;
 
 #define SCREE_STATS_INIT {.struct_size = sizeof(scree_stats)}
@@ -373,6 +377,154 @@ SCREE_API int scree_client_attention(scree_client *c, const char *q, const char 
                                      const char *v, const char *out,
                                      const scree_attention_params *p, scree_batch_info *info,
                                      uint64_t *elapsed_ns);
+
+/* ---- waiting for a batch, watching a prefix ---------------------------- */
+
+/* Called by a wait of this library (scree_client_get_wait,
+ * scree_client_get_wait_finish, scree_watch_next) when a signal
+ * interrupts it (poll() fails with EINTR), on the thread that waits.
+ * Return non-zero to abandon the wait: the call then returns SCREE_EINTR
+ * and the handle stays usable (for a Get, the daemon is asked to drop the
+ * waiting Get, and a batch that arrived meanwhile is released). Return 0
+ * to go on waiting. It may be called any number of times during one wait;
+ * it must not call this library on the same handle. Without a callback
+ * (the default), waits go on through signals.
+ *
+ * This is how an interpreter keeps Ctrl-C working while it waits without
+ * its lock and without polling: Python's binding releases the GIL around
+ * the wait, and its callback takes the GIL, runs the pending signal
+ * handlers (PyErr_CheckSignals) and returns non-zero when one raised.
+ * The signal must reach the waiting thread: a process-directed signal does
+ * when the other threads block it, or when the process has one thread. */
+typedef int (*scree_interrupt_fn)(void *arg);
+
+/* Sets (fn NULL: removes) c's interrupt callback; watches made from c
+ * afterwards start with the same one. Returns 0 or SCREE_EINVAL. */
+SCREE_API int scree_client_set_interrupt(scree_client *c, scree_interrupt_fn fn, void *arg);
+
+/* As scree_client_get, waiting until a batch of that name is sealed when
+ * there is none yet (the name unknown, or its batch still being written):
+ * timeout_ms -1 waits without a limit, 0 answers at once, N > 0 waits up to
+ * N milliseconds. The daemon keeps the wait (no polling: a seal wakes every
+ * waiter of the name); deleting or re-creating the name meanwhile changes
+ * nothing. The handle's mutex is held throughout, so other threads' calls
+ * on c wait too: use another handle for them, or the start/finish pair
+ * below.
+ * Returns 0 with *out and *lease as scree_client_get; SCREE_ETIMEDOUT when
+ * nothing was sealed in time (the message names the batch and the wait);
+ * SCREE_EINTR when the interrupt callback abandoned the wait (c stays
+ * usable); SCREE_EINVAL for timeout_ms below -1; the errors of
+ * scree_client_get otherwise. */
+SCREE_API int scree_client_get_wait(scree_client *c, const char *name, int64_t timeout_ms,
+                                    scree_array *out, scree_lease **lease);
+
+/* The same wait in two steps, for event loops (asyncio, libuv, epoll):
+ * _start sends the Get and returns at once; the reply arrives on the
+ * socket, scree_client_fd(c), which turns readable then; _finish reads it
+ * and gives the result of scree_client_get_wait (blocking until it comes
+ * if called before). Between the two, every other call on c fails with
+ * SCREE_EBUSY (the reply is the next thing on the connection); a second
+ * wait needs a second handle. _cancel abandons a started wait instead of
+ * finishing it: it asks the daemon to drop the Get, takes its answer
+ * (releasing a batch that arrived meanwhile) and returns 0, leaving c
+ * usable; with no wait started it does nothing. Each takes the mutex only
+ * for its own step.
+ * An asyncio binding: start; loop.add_reader(fd, ...) resolving a future;
+ * await it; remove the reader; finish. On the task's cancellation: remove
+ * the reader; cancel.
+ * Returns: _start 0, SCREE_EBUSY when a wait is started already, or the
+ * errors of sending; _finish as scree_client_get_wait, SCREE_EINVAL when no
+ * wait was started; _cancel 0 or a transport error. */
+SCREE_API int scree_client_get_wait_start(scree_client *c, const char *name,
+                                          int64_t timeout_ms);
+SCREE_API int scree_client_get_wait_finish(scree_client *c, scree_array *out,
+                                           scree_lease **lease);
+SCREE_API int scree_client_get_wait_cancel(scree_client *c);
+
+/* The connection's socket, for polling a started wait (readable: its reply
+ * came). Owned by c: never read, write or close it. -1 for a handle that
+ * never connected. */
+SCREE_API int scree_client_fd(const scree_client *c);
+
+/* A watch: the changes of the names under a prefix, as events. */
+typedef struct scree_watch scree_watch;
+
+/* Flags of scree_client_watch and scree_watch_resync. */
+/* Skip the replay: deliver only changes from now on. */
+#define SCREE_WATCH_NO_REPLAY (1u << 0)
+
+typedef enum scree_event_kind {
+  SCREE_EVENT_UNSPECIFIED = 0,
+  SCREE_EVENT_SEALED = 1,   /* a batch of this name was sealed (or replayed) */
+  SCREE_EVENT_DELETED = 2,  /* a sealed batch of this name was deleted */
+  /* The daemon's queue for this watch overflowed (the watcher read too
+   * slowly): every later change is dropped until scree_watch_resync. */
+  SCREE_EVENT_OVERFLOW = 3,
+} scree_event_kind;
+
+/* One event. Start from SCREE_EVENT_INIT. */
+typedef struct scree_event {
+  size_t struct_size; /* set by the caller: sizeof(scree_event) */
+  scree_event_kind kind;
+  /* 1 for the first event of a watch (and after each resync), then +1 per
+   * event: a gap would be a lost event, which the daemon never does
+   * silently (it sends OVERFLOW). */
+  uint64_t seq;
+  char name[SCREE_CLIENT_NAME_MAX + 1]; /* "" for OVERFLOW */
+  size_t name_len;
+} scree_event;
+
+#define SCREE_EVENT_INIT {.struct_size = sizeof(scree_event)}
+
+/* Watches the names under prefix (NULL or "": every name this peer may
+ * read, the same visibility as scree_client_list and get). With replay
+ * (flags without SCREE_WATCH_NO_REPLAY) the first events are a SEALED one
+ * per batch sealed now under the prefix, then live changes, with no gap
+ * and no duplicate between the two; a name changing while the replay runs
+ * shows in the state the replay finds it in.
+ * The watch has a connection of its own to the same socket (with this
+ * process's credentials), so c goes on serving requests and may even be
+ * closed first. *out is the caller's, to be freed with scree_watch_close;
+ * NULL on failure, with the reason in scree_client_last_error(c).
+ * Threading: a watch is used by one thread at a time; it has no lock.
+ * Daemon side: events wait in a bounded queue (screed --watch-queue, 1024
+ * by default) beside the socket's buffer; a watcher that falls further
+ * behind gets one OVERFLOW event and nothing more until it resyncs.
+ * Returns 0; SCREE_EINVAL (unknown flag bits); SCREE_ENAMETOOLONG (a prefix
+ * longer than a name); the errors of scree_client_connect. */
+SCREE_API int scree_client_watch(scree_client *c, const char *prefix, unsigned flags,
+                                 scree_watch **out);
+
+/* Waits for the next event, up to timeout_ms (-1: no limit, 0: only what
+ * has come already), and fills *ev (struct_size set by the caller; only
+ * that many bytes are written).
+ * Returns 0; SCREE_ETIMEDOUT when no event came in time; SCREE_EINTR when
+ * the interrupt callback abandoned the wait (the watch stays usable);
+ * SCREE_EDISCONNECTED when the daemon went away; SCREE_EINVAL. */
+SCREE_API int scree_watch_next(scree_watch *w, int64_t timeout_ms, scree_event *ev);
+
+/* The watch's socket: readable when an event may be read. "May": after a
+ * resync, events of the old watch still on the way are read and dropped,
+ * so scree_watch_next(w, 0, ...) can then answer SCREE_ETIMEDOUT; call it
+ * until it does to drain what came. Owned by w: never read or close it. */
+SCREE_API int scree_watch_fd(const scree_watch *w);
+
+/* Starts the watch again with its prefix (after an OVERFLOW, say): flags
+ * as for scree_client_watch. Events of the old watch still on the way are
+ * dropped; the next event has seq 1. Returns 0 or an error. */
+SCREE_API int scree_watch_resync(scree_watch *w, unsigned flags);
+
+/* Sets the watch's interrupt callback (it starts with its client's). */
+SCREE_API int scree_watch_set_interrupt(scree_watch *w, scree_interrupt_fn fn, void *arg);
+
+/* The message of the watch's last failed call, or "". Never NULL. */
+SCREE_API const char *scree_watch_last_error(const scree_watch *w);
+
+/* Closes the watch's connection and frees it. NULL is allowed. */
+SCREE_API void scree_watch_close(scree_watch *w);
+
+/* "sealed", "deleted", "overflow" ("unspecified" otherwise). Never NULL. */
+SCREE_API const char *scree_event_kind_name(scree_event_kind k);
 
 /* Lower-case names of enum values, for tools ("sealed", "host", "memfd",
  * "vmm"). Never NULL. */

@@ -1,0 +1,527 @@
+/* bench/wait: waiting and watching through screed.
+ *
+ * 1. Seal-to-wakeup latency: a consumer process waits in
+ *    scree_client_get_wait; the producer (this process) creates a batch,
+ *    fills it and seals it. Measured: from the producer's Seal reply to the
+ *    consumer holding its view (the issue's definition; it can be below
+ *    zero, since screed answers the waiters before the sealer), and from
+ *    just before the Seal request to the view (one way in, the daemon's
+ *    work, one way out). Both beside a raw 64-byte SOCK_SEQPACKET round trip
+ *    between two processes, sampled interleaved with them. Target: the
+ *    first's p50 within 2x the raw round trip's.
+ * 2. N waiters (1,000 by default) on one name, woken by one seal: the time
+ *    from the Seal request to the last of them holding its view, all read
+ *    by this one thread (scree_client_get_wait_start/_finish over the fds).
+ * 3. Watch events: the replay of M sealed batches (events per second from
+ *    the Watch to the last event), and live events while a producer puts
+ *    (the producer's rate bounds it).
+ *
+ * usage: wait (--socket PATH | --spawn SCREED [--device N]) [--iters N]
+ *             [--waiters N] [--events N] [--rounds N]
+ * With --device N (and --spawn) screed runs on that GPU; the benchmark is
+ * otherwise the same (it never reads batch memory). Prints a markdown
+ * table, with the machine's backend in its title. */
+#include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "scree/client.h"
+
+static double now_us(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3;
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+typedef struct stat2 {
+  double p50, p99;
+} stat2;
+
+static stat2 summarize(double *v, int n) {
+  qsort(v, (size_t)n, sizeof(double), cmp_double);
+  stat2 s;
+  s.p50 = v[n / 2];
+  int k = (int)((double)n * 0.99);
+  s.p99 = v[k >= n ? n - 1 : k];
+  return s;
+}
+
+/* ---- the raw round trip: an echo child for the whole run ---- */
+
+static int raw_fd = -1;
+static pid_t raw_pid = -1;
+
+static void raw_start(void) {
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv) != 0) {
+    perror("socketpair");
+    exit(1);
+  }
+  raw_pid = fork();
+  if (raw_pid == 0) {
+    close(sv[0]);
+    char buf[64];
+    for (;;) {
+      ssize_t n = recv(sv[1], buf, sizeof(buf), 0);
+      if (n <= 0)
+        _exit(0);
+      if (send(sv[1], buf, (size_t)n, MSG_NOSIGNAL) != n)
+        _exit(1);
+    }
+  }
+  close(sv[1]);
+  raw_fd = sv[0];
+}
+
+static double raw_one(void) {
+  char msg[64];
+  memset(msg, 'x', sizeof(msg));
+  double t0 = now_us();
+  if (send(raw_fd, msg, sizeof(msg), MSG_NOSIGNAL) != (ssize_t)sizeof(msg) ||
+      recv(raw_fd, msg, sizeof(msg), 0) != (ssize_t)sizeof(msg)) {
+    perror("ping-pong");
+    exit(1);
+  }
+  return now_us() - t0;
+}
+
+static void raw_stop(void) {
+  close(raw_fd);
+  waitpid(raw_pid, NULL, 0);
+}
+
+/* ---- helpers ---- */
+
+static const char *sock;
+
+static scree_client *must_connect(void) {
+  scree_client *c;
+  if (scree_client_connect(sock, &c) != 0) {
+    fprintf(stderr, "wait: %s\n", scree_client_last_error(c));
+    exit(1);
+  }
+  return c;
+}
+
+static void must(scree_client *c, int rc, const char *what) {
+  if (rc != 0) {
+    fprintf(stderr, "wait: %s: %s\n", what, scree_client_last_error(c));
+    exit(1);
+  }
+}
+
+/* A batch of one sequence of 64 bfloat16 rows of 64: 8 KiB, small enough
+ * that every step is about the protocol. */
+static void describe(scree_array *a) {
+  memset(a, 0, sizeof(*a));
+  a->dtype = SCREE_BFLOAT16;
+  a->offsets_dtype = SCREE_INT64;
+  a->ndim_inner = 1;
+  a->inner[0] = 64;
+  a->batch_size = 1;
+  a->total_rows = 64;
+}
+
+static void put_small(scree_client *c, const char *name) {
+  static uint16_t values[64 * 64];
+  static int64_t offsets[2] = {0, 64};
+  scree_array a;
+  describe(&a);
+  a.values = values;
+  a.offsets = offsets;
+  a.device.type = SCREE_DEVICE_CPU;
+  must(c, scree_client_put(c, name, &a, NULL), name);
+}
+
+/* Create and fill, so that only the Seal is left to time. On a GPU daemon
+ * the view is GPU memory, written through put's path instead: the timed
+ * step is then a put. */
+static void create_filled(scree_client *c, const char *name, int gpu) {
+  if (gpu)
+    return;
+  scree_array desc, out;
+  describe(&desc);
+  must(c, scree_client_create(c, name, &desc, &out, NULL), "create");
+  memset(out.values, 0, 64 * 64 * 2);
+  ((int64_t *)out.offsets)[0] = 0;
+  ((int64_t *)out.offsets)[1] = 64;
+}
+
+static void seal_filled(scree_client *c, const char *name, int gpu) {
+  if (gpu)
+    put_small(c, name);
+  else
+    must(c, scree_client_seal(c, name, NULL), "seal");
+}
+
+static void await_waiters(scree_client *c, uint32_t n) {
+  for (;;) {
+    scree_stats s = SCREE_STATS_INIT;
+    must(c, scree_client_stats(c, &s), "stats");
+    if (s.waiters >= n)
+      return;
+    struct timespec ts = {0, 20000};
+    nanosleep(&ts, NULL);
+  }
+}
+
+/* ---- 1. seal to wakeup ---- */
+
+typedef struct latency {
+  stat2 raw, from_reply, from_request;
+  int iters;
+} latency;
+
+static latency bench_latency(int iters, int gpu) {
+  int tp[2];
+  if (pipe(tp) != 0) {
+    perror("pipe");
+    exit(1);
+  }
+  pid_t child = fork();
+  if (child == 0) {
+    close(tp[0]);
+    scree_client *c = must_connect();
+    char name[64];
+    for (int i = 0; i < iters; i++) {
+      snprintf(name, sizeof(name), "bench/lat/%d", i);
+      scree_array a;
+      scree_lease *l;
+      must(c, scree_client_get_wait(c, name, -1, &a, &l), "get_wait");
+      double t = now_us();
+      must(c, scree_client_release(c, l), "release");
+      if (write(tp[1], &t, sizeof(t)) != (ssize_t)sizeof(t))
+        _exit(1);
+    }
+    scree_client_close(c);
+    _exit(0);
+  }
+  close(tp[1]);
+  scree_client *p = must_connect();
+  double *raw = malloc(sizeof(double) * (size_t)iters);
+  double *rep = malloc(sizeof(double) * (size_t)iters);
+  double *req = malloc(sizeof(double) * (size_t)iters);
+  char name[64];
+  for (int i = 0; i < iters; i++) {
+    snprintf(name, sizeof(name), "bench/lat/%d", i);
+    create_filled(p, name, gpu);
+    await_waiters(p, 1);
+    raw[i] = raw_one();
+    double t0 = now_us();
+    seal_filled(p, name, gpu);
+    double t1 = now_us();
+    double tv;
+    if (read(tp[0], &tv, sizeof(tv)) != (ssize_t)sizeof(tv)) {
+      fprintf(stderr, "wait: the consumer died\n");
+      exit(1);
+    }
+    req[i] = tv - t0;
+    rep[i] = tv - t1;
+    must(p, scree_client_delete(p, name, NULL), "delete");
+  }
+  int st;
+  waitpid(child, &st, 0);
+  close(tp[0]);
+  scree_client_close(p);
+  latency r = {summarize(raw, iters), summarize(rep, iters), summarize(req, iters), iters};
+  free(raw);
+  free(rep);
+  free(req);
+  return r;
+}
+
+/* ---- 2. many waiters, one seal ---- */
+
+typedef struct fanout {
+  int waiters, rounds;
+  double last_p50, last_max, first_p50;
+} fanout;
+
+static fanout bench_fanout(int n, int rounds, int gpu) {
+  scree_client **w = calloc((size_t)n, sizeof(*w));
+  scree_lease **leases = calloc((size_t)n, sizeof(*leases));
+  scree_client *p = must_connect();
+  /* Each waiter maps the producer's arena once first, so that the rounds
+   * time the wakeups, not n first imports. */
+  put_small(p, "bench/fan/warm");
+  for (int i = 0; i < n; i++) {
+    w[i] = must_connect();
+    scree_array a;
+    must(w[i], scree_client_get_wait(w[i], "bench/fan/warm", 0, &a, NULL), "warm get");
+  }
+  double *last = malloc(sizeof(double) * (size_t)rounds);
+  double *first = malloc(sizeof(double) * (size_t)rounds);
+  char name[64];
+  for (int r = 0; r < rounds; r++) {
+    snprintf(name, sizeof(name), "bench/fan/%d", r);
+    create_filled(p, name, gpu);
+    for (int i = 0; i < n; i++)
+      must(w[i], scree_client_get_wait_start(w[i], name, -1), "get_wait_start");
+    await_waiters(p, (uint32_t)n);
+    double t0 = now_us();
+    seal_filled(p, name, gpu);
+    first[r] = 0;
+    for (int i = 0; i < n; i++) {
+      struct pollfd pf = {.fd = scree_client_fd(w[i]), .events = POLLIN};
+      while (poll(&pf, 1, -1) < 0 && errno == EINTR) {
+      }
+      scree_array a;
+      must(w[i], scree_client_get_wait_finish(w[i], &a, &leases[i]), "get_wait_finish");
+      if (i == 0)
+        first[r] = now_us() - t0;
+    }
+    last[r] = now_us() - t0;
+    for (int i = 0; i < n; i++)
+      must(w[i], scree_client_release(w[i], leases[i]), "release");
+    must(p, scree_client_delete(p, name, NULL), "delete");
+  }
+  fanout f = {n, rounds, 0, 0, 0};
+  qsort(last, (size_t)rounds, sizeof(double), cmp_double);
+  qsort(first, (size_t)rounds, sizeof(double), cmp_double);
+  f.last_p50 = last[rounds / 2];
+  f.last_max = last[rounds - 1];
+  f.first_p50 = first[rounds / 2];
+  for (int i = 0; i < n; i++)
+    scree_client_close(w[i]);
+  must(p, scree_client_delete(p, "bench/fan/warm", NULL), "delete");
+  scree_client_close(p);
+  free(w);
+  free(leases);
+  free(last);
+  free(first);
+  return f;
+}
+
+/* ---- 3. watch events ---- */
+
+typedef struct events {
+  int n;
+  double replay_per_s, live_per_s, put_per_s;
+  uint64_t overflows;
+} events;
+
+static void next_or_die(scree_watch *w, scree_event *ev) {
+  int rc = scree_watch_next(w, 30000, ev);
+  if (rc != 0) {
+    fprintf(stderr, "wait: watch: %s\n", scree_watch_last_error(w));
+    exit(1);
+  }
+}
+
+static events bench_events(int n) {
+  events e = {n, 0, 0, 0, 0};
+  scree_client *p = must_connect();
+  char name[64];
+  for (int i = 0; i < n; i++) {
+    snprintf(name, sizeof(name), "bench/ev/r%07d", i);
+    put_small(p, name);
+  }
+  scree_watch *w;
+  double t0 = now_us();
+  must(p, scree_client_watch(p, "bench/ev/r", 0, &w), "watch");
+  for (int i = 0; i < n; i++) {
+    scree_event ev = SCREE_EVENT_INIT;
+    next_or_die(w, &ev);
+  }
+  e.replay_per_s = n / ((now_us() - t0) / 1e6);
+  scree_watch_close(w);
+
+  /* Live: a child puts, this process reads. */
+  must(p, scree_client_watch(p, "bench/ev/l", SCREE_WATCH_NO_REPLAY, &w), "watch");
+  int tp[2];
+  if (pipe(tp) != 0)
+    exit(1);
+  pid_t child = fork();
+  if (child == 0) {
+    close(tp[0]);
+    scree_client *c = must_connect();
+    double s0 = now_us();
+    for (int i = 0; i < n; i++) {
+      snprintf(name, sizeof(name), "bench/ev/l%07d", i);
+      put_small(c, name);
+    }
+    double rate = n / ((now_us() - s0) / 1e6);
+    if (write(tp[1], &rate, sizeof(rate)) != (ssize_t)sizeof(rate))
+      _exit(1);
+    scree_client_close(c);
+    _exit(0);
+  }
+  close(tp[1]);
+  t0 = 0;
+  for (int i = 0; i < n; i++) {
+    scree_event ev = SCREE_EVENT_INIT;
+    next_or_die(w, &ev);
+    if (i == 0)
+      t0 = now_us();
+    if (ev.kind == SCREE_EVENT_OVERFLOW) {
+      fprintf(stderr, "wait: the live watcher overflowed\n");
+      exit(1);
+    }
+  }
+  e.live_per_s = (n - 1) / ((now_us() - t0) / 1e6);
+  if (read(tp[0], &e.put_per_s, sizeof(e.put_per_s)) != (ssize_t)sizeof(e.put_per_s))
+    exit(1);
+  waitpid(child, NULL, 0);
+  close(tp[0]);
+  scree_watch_close(w);
+  scree_stats s = SCREE_STATS_INIT;
+  must(p, scree_client_stats(p, &s), "stats");
+  e.overflows = s.watch_overflows;
+  for (int i = 0; i < n; i++) {
+    snprintf(name, sizeof(name), "bench/ev/r%07d", i);
+    must(p, scree_client_delete(p, name, NULL), "delete");
+    snprintf(name, sizeof(name), "bench/ev/l%07d", i);
+    must(p, scree_client_delete(p, name, NULL), "delete");
+  }
+  scree_client_close(p);
+  return e;
+}
+
+/* ---- main ---- */
+
+static pid_t spawn(const char *screed, const char *device, char *path, size_t len) {
+  snprintf(path, len, "/tmp/scree-bench-wait-%ld.sock", (long)getpid());
+  unlink(path);
+  pid_t pid = fork();
+  if (pid == 0) {
+    execl(screed, screed, "--socket", path, "--memory-limit", "4G", "--log-level", "warn",
+          "--device", device, "--max-connections", "4096", (char *)NULL);
+    perror("exec screed");
+    _exit(127);
+  }
+  for (int i = 0; i < 3000; i++) {
+    int fd = socket(AF_UNIX, SOCK_SEQPACKET, 0);
+    struct sockaddr_un a;
+    memset(&a, 0, sizeof(a));
+    a.sun_family = AF_UNIX;
+    snprintf(a.sun_path, sizeof(a.sun_path), "%s", path);
+    int ok = connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+    close(fd);
+    if (ok)
+      return pid;
+    struct timespec ts = {0, 10 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
+  fprintf(stderr, "wait: screed did not start\n");
+  kill(pid, SIGTERM);
+  exit(1);
+}
+
+int main(int argc, char **argv) {
+  const char *screed = NULL, *device = "cpu";
+  int iters = 2000, waiters = 1000, nevents = 20000, rounds = 5;
+  for (int i = 1; i < argc; i++) {
+    const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+    if (strcmp(argv[i], "--socket") == 0 && v) {
+      sock = v;
+      i++;
+    } else if (strcmp(argv[i], "--spawn") == 0 && v) {
+      screed = v;
+      i++;
+    } else if (strcmp(argv[i], "--device") == 0 && v) {
+      device = v;
+      i++;
+    } else if (strcmp(argv[i], "--iters") == 0 && v) {
+      iters = atoi(v);
+      i++;
+    } else if (strcmp(argv[i], "--waiters") == 0 && v) {
+      waiters = atoi(v);
+      i++;
+    } else if (strcmp(argv[i], "--events") == 0 && v) {
+      nevents = atoi(v);
+      i++;
+    } else if (strcmp(argv[i], "--rounds") == 0 && v) {
+      rounds = atoi(v);
+      i++;
+    } else {
+      fprintf(stderr,
+              "usage: wait (--socket PATH | --spawn SCREED [--device N]) [--iters N]\n"
+              "            [--waiters N] [--events N] [--rounds N]\n");
+      return 2;
+    }
+  }
+  if ((sock == NULL) == (screed == NULL) || iters < 1 || waiters < 1 || nevents < 2 ||
+      rounds < 1) {
+    fprintf(stderr, "wait: give exactly one of --socket and --spawn, and positive counts\n");
+    return 2;
+  }
+  /* One fd per waiter, here and in screed (which inherits the limit). */
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+  char spawned[108];
+  pid_t pid = -1;
+  if (screed != NULL) {
+    pid = spawn(screed, device, spawned, sizeof(spawned));
+    sock = spawned;
+  }
+  scree_client *c = must_connect();
+  scree_client_info info = SCREE_CLIENT_INFO_INIT;
+  must(c, scree_client_info_get(c, &info), "info");
+  scree_client_close(c);
+  int gpu = info.backend == SCREE_BACKEND_CUDA;
+  raw_start();
+
+  latency l = bench_latency(iters, gpu);
+  fanout f = bench_fanout(waiters, rounds, gpu);
+  events e = bench_events(nevents);
+  raw_stop();
+
+  printf("## Waiting and watching: screed %s on %s%s%s\n\n", info.daemon_version,
+         scree_backend_name(info.backend), gpu ? ", " : "", gpu ? info.device_name : "");
+  if (gpu)
+    printf("(GPU daemon: the timed step of 1 and 2 is a put of host data, create + copy + "
+           "seal, since the view is GPU memory.)\n\n");
+  printf("| what | iterations | p50 (us) | p99 (us) | p50 / raw RTT p50 |\n");
+  printf("| --- | ---: | ---: | ---: | ---: |\n");
+  printf("| raw SOCK_SEQPACKET round trip, 64 B, interleaved | %d | %.1f | %.1f | 1.00 |\n",
+         l.iters, l.raw.p50, l.raw.p99);
+  printf("| seal reply -> waiting consumer holds its view | %d | %.1f | %.1f | **%.2f** |\n",
+         l.iters, l.from_reply.p50, l.from_reply.p99, l.from_reply.p50 / l.raw.p50);
+  printf("| %s request sent -> waiting consumer holds its view | %d | %.1f | %.1f | %.2f |\n",
+         gpu ? "put" : "seal", l.iters, l.from_request.p50, l.from_request.p99,
+         l.from_request.p50 / l.raw.p50);
+  printf("\n| %d waiters on one name, one seal (one reader thread) | rounds | p50 (us) | "
+         "max (us) |\n",
+         f.waiters);
+  printf("| --- | ---: | ---: | ---: |\n");
+  printf("| seal sent -> first waiter holds its view | %d | %.1f | - |\n", f.rounds,
+         f.first_p50);
+  printf("| seal sent -> last waiter holds its view | %d | %.1f | %.1f |\n", f.rounds,
+         f.last_p50, f.last_max);
+  printf("\n| watch events | events | events/s |\n");
+  printf("| --- | ---: | ---: |\n");
+  printf("| replay of sealed batches | %d | %.0f |\n", e.n, e.replay_per_s);
+  printf("| live, while one producer puts (its rate: %.0f puts/s) | %d | %.0f |\n",
+         e.put_per_s, e.n, e.live_per_s);
+  printf("\noverflows during the run: %" PRIu64 " (expected 0)\n", e.overflows);
+  fflush(stdout);
+
+  if (pid > 0) {
+    kill(pid, SIGTERM);
+    int st;
+    waitpid(pid, &st, 0);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+      fprintf(stderr, "wait: screed exited with status 0x%x\n", st);
+      return 1;
+    }
+  }
+  return 0;
+}
