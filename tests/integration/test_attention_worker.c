@@ -260,7 +260,7 @@ static void expect_no_output(scree_client *c, const char *out) {
   int rc = scree_client_stat(c, out, &bi);
   cr_assert_eq(rc, SCREE_ENOENT, "the failed job's output '%s' exists (%s)", out,
                scree_err_name(rc));
-  scree_stats st;
+  scree_stats st = SCREE_STATS_INIT;
   cr_assert_eq(scree_client_stats(c, &st), 0);
   cr_assert_eq(st.batches, 3, "only q, k and v are stored (%" PRIu32 " batches)", st.batches);
 }
