@@ -481,11 +481,18 @@ static int cuda_sync(void *stream, void *state, char *msg, size_t msg_len) {
   int rc;
 
   rc = scree__cu_load(&cu, msg, msg_len);
-  if (rc == 0)
-    rc = cuda_map_enter(cu, m, &prev, msg, msg_len);
   if (rc != 0)
     return rc;
-  SCREE_CUDA_GOTO(cu->cuStreamSynchronize((CUstream)stream), rc, out);
+  /* A stream of the caller's is waited for as it is, in whatever context
+   * is current, as before this function existed. */
+  if (stream != NULL) {
+    SCREE_CUDA_CHECK(cu->cuStreamSynchronize((CUstream)stream));
+    return 0;
+  }
+  rc = cuda_map_enter(cu, m, &prev, msg, msg_len);
+  if (rc != 0)
+    return rc;
+  SCREE_CUDA_GOTO(cu->cuStreamSynchronize(NULL), rc, out);
 out:
   cuda_map_leave(cu, m, prev);
   return rc;
