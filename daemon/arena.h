@@ -18,7 +18,17 @@
  * stayed dirty for a while back to the backend (mem.h's discard), so a
  * long-lived screed does not keep the peak of every arena it ever filled,
  * while a workload that frees and refills within the delay keeps reusing
- * resident pages instead of faulting in fresh zeroed ones each cycle. */
+ * resident pages instead of faulting in fresh zeroed ones each cycle.
+ *
+ * A pool with keep_empty set (screed sets it on CUDA, whose arenas can only
+ * be given back whole) keeps every arena that becomes empty, whatever its
+ * size, with the same id, mapping and exported handle: the next block of
+ * the same key that fits takes it again, so a producer that puts and
+ * deletes a batch larger than the arena size each step pays neither
+ * cuMemCreate nor its clients' imports again. scree__pool_purge gives an
+ * arena that has stayed empty for the delay back to the backend, and an
+ * allocation the backend refuses for lack of memory first gives back every
+ * empty arena and tries once more. The spare rule is not used then. */
 #ifndef SCREE_DAEMON_ARENA_H
 #define SCREE_DAEMON_ARENA_H
 
@@ -51,6 +61,9 @@ typedef struct scree__arena {
    * changes: every client that ever mapped the arena keeps seeing all of
    * it, so memory given to one key must never hold another key's blocks. */
   uint64_t key;
+  /* keep_empty pools: monotonic milliseconds (never 0) since the arena
+   * became empty, or 0 while it holds blocks (or was never used). */
+  uint64_t empty_since;
 } scree__arena;
 
 typedef struct scree__pool {
@@ -63,6 +76,10 @@ typedef struct scree__pool {
   scree__arena *spare; /* an empty standard arena kept for reuse, or NULL */
   uint32_t narenas;    /* spare included */
   uint64_t bytes_arenas;
+  /* Keep empty arenas for reuse until scree__pool_purge gives them back
+   * (see the top of this file). 0: the spare rule. Set after
+   * scree__pool_init, before the first allocation. */
+  int keep_empty;
   /* Called as an arena goes back to the backend (its id is never used
    * again), so that the store can tell the clients that mapped it. May be
    * NULL. Set after scree__pool_init. */
@@ -72,8 +89,9 @@ typedef struct scree__pool {
 
 /* Gives back the memory of every free extent that has been dirty for at
  * least min_age_ms (0: all of them), where the backend can (mem.h's
- * discard; a no-op for backends without one). Returns the bytes of the
- * extents given back. */
+ * discard; a no-op for backends without one), and, in a keep_empty pool,
+ * every arena that has been empty that long (on_arena_freed is called for
+ * each). Returns the bytes given back. */
 uint64_t scree__pool_purge(scree__pool *p, uint64_t min_age_ms);
 
 /* Rounds n up to a multiple of SCREE__ALIGN; UINT64_MAX when that overflows. */
@@ -104,14 +122,15 @@ int scree__pool_alloc(scree__pool *p, uint64_t size, scree__arena **arena_out,
 /* As scree__pool_alloc, but only arenas made for key are looked at, and a new
  * arena is made for key. The store keys blocks by their owner's uid (or
  * SCREE__POOL_SHARED), so that a client given one arena's handle sees only
- * blocks of one owner. The spare arena is reused only by its own key. */
+ * blocks of one owner. The spare arena, and the empty arenas a keep_empty
+ * pool keeps, are reused only by their own key. */
 int scree__pool_alloc_keyed(scree__pool *p, uint64_t key, uint64_t size,
                             scree__arena **arena_out, uint64_t *offset_out, char *msg,
                             size_t msg_len);
 
 /* Returns the block at offset of size bytes (the size given to
  * scree__pool_alloc) to its arena, and the arena to the backend when it is
- * empty (see the spare rule above). Returns 0, or SCREE_EINVAL when the
+ * empty (see the spare rule above; a keep_empty pool keeps it). Returns 0, or SCREE_EINVAL when the
  * block is not one that was handed out (nothing is changed then). Never
  * allocates. */
 int scree__pool_free(scree__pool *p, scree__arena *a, uint64_t offset, uint64_t size);

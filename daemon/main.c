@@ -30,6 +30,11 @@
 #include "scree/version.h"
 
 #define DEFAULT_MEMORY_LIMIT (8ull << 30)
+/* On a GPU the default limit is this share of the device memory free at
+ * start (in percent): the card's size decides what fits, and the rest is
+ * left for the CUDA contexts of screed and of its clients, and for memory
+ * other programs take later. */
+#define GPU_MEMORY_LIMIT_PERCENT 80u
 #define DEFAULT_ARENA_SIZE (256ull << 20)
 /* The largest valid request is about 1 KB (an Attention with four names
  * of 255 bytes), so 64 KiB leaves room for fields to come while bounding
@@ -45,6 +50,7 @@ typedef struct options {
   const char *socket;
   char socket_buf[108]; /* the default socket, when no --socket */
   uint64_t memory_limit;
+  int memory_limit_given;
   uint64_t arena_size;
   int arena_size_given;
   uint64_t max_packet;
@@ -99,7 +105,8 @@ static void usage(FILE *f) {
           "                        when screed may serve it (root, or its directory\n"
           "                        writable), else $XDG_RUNTIME_DIR/scree-UID/screed.sock\n"
           "                        (/tmp/scree-UID/screed.sock without XDG_RUNTIME_DIR)\n"
-          "  --memory-limit SIZE   bytes the stored batches may take (default 8G)\n"
+          "  --memory-limit SIZE   bytes the stored batches may take (default 8G on host\n"
+          "                        memory; on a GPU 80%% of its memory free at start)\n"
           "  --arena-size SIZE     size of one arena (default 256M, or the memory limit\n"
           "                        when that is smaller)\n"
           "  --max-packet SIZE     largest request accepted (default 64K)\n"
@@ -126,7 +133,8 @@ static void usage(FILE *f) {
           "                        killed (default 600; also 500ms)\n"
           "  --release-free-after SECS\n"
           "                        host memory that deleted batches left unused this long\n"
-          "                        goes back to the system (default 10; also 500ms, 0)\n"
+          "                        goes back to the system, and GPU arenas left empty this\n"
+          "                        long go back to the driver (default 10; also 500ms, 0)\n"
           "  --version, --help\n"
           "SIZE is a number of bytes with an optional K, M, G or T suffix (powers of 1024).\n");
 }
@@ -376,8 +384,10 @@ static int parse_options(int argc, char **argv, options *o) {
         fprintf(stderr, "screed: %s takes a size such as 8G, not '%s'\n", name, optarg);
         return 2;
       }
-      if (c == 'm')
+      if (c == 'm') {
         o->memory_limit = v;
+        o->memory_limit_given = 1;
+      }
       else if (c == 'a')
         o->arena_size = v, o->arena_size_given = 1;
       else
@@ -464,9 +474,9 @@ typedef struct daemon_state {
   /* SIGHUP, SIGUSR1, SIGUSR2: logged and otherwise ignored (see
    * on_other_signal). */
   uv_signal_t sigother[3];
-  /* Host memory that deleted batches left free goes back to the system once
-   * it has stayed unused for release_free_ms (scree__store_purge, checked
-   * every second). */
+  /* Host memory that deleted batches left free goes back to the system, and
+   * GPU arenas left empty go back to the driver, once they have stayed
+   * unused for release_free_ms (scree__store_purge, checked every second). */
   uv_timer_t purge_timer;
   uint64_t release_free_ms;
   /* Operations. */
@@ -692,6 +702,30 @@ static int open_backend(const options *o, scree__mem **mem) {
   return rc;
 }
 
+/* Without --memory-limit, a GPU's limit follows the card: a share of the
+ * device memory free now (logged, with what it came from). Where the driver
+ * cannot say, the host default stays. */
+static void default_memory_limit(options *o, scree__mem *mem) {
+  uint64_t used = 0, total = 0;
+  if (o->memory_limit_given || mem->info.backend != SCREE__BACKEND_CUDA ||
+      mem->ops->memory_info == NULL)
+    return;
+  if (mem->ops->memory_info(mem, &used, &total) != 0 || total <= used) {
+    scree__log(SCREE__LOG_WARN, "memory_limit_default",
+               "reason=\"the driver did not report free device memory\" memory_limit=%" PRIu64,
+               o->memory_limit);
+    return;
+  }
+  const uint64_t free_b = total - used;
+  if (free_b / 100u * GPU_MEMORY_LIMIT_PERCENT == 0)
+    return;
+  o->memory_limit = free_b / 100u * GPU_MEMORY_LIMIT_PERCENT;
+  scree__log(SCREE__LOG_INFO, "memory_limit_default",
+             "memory_limit=%" PRIu64 " percent=%u device_free=%" PRIu64
+             " device_total=%" PRIu64,
+             o->memory_limit, GPU_MEMORY_LIMIT_PERCENT, free_b, total);
+}
+
 /* Makes the layers above the store, bottom up: the executor (with the
  * drain and metrics it reports to), the handler over store and executor,
  * and the server, which listens on the socket (or takes systemd's). On
@@ -794,6 +828,7 @@ int main(int argc, char **argv) {
     scree__authz_free(&o.authz);
     return 1;
   }
+  default_memory_limit(&o, mem);
 
   daemon_state d;
   memset(&d, 0, sizeof(d));

@@ -591,7 +591,10 @@ static void get_then_create(const char *ipc) {
 /* A memory limit larger than the GPU: creates fail with ENOSPC once the
  * device is full, and the daemon goes on serving. */
 static void exhaustion(const char *ipc) {
-  static const char *const extra[] = {"--memory-limit", "1T", "--arena-size", "4G", NULL};
+  /* Emptied arenas are kept for reuse until --release-free-after: 0 here,
+   * so that the two deleted below go back within the purge's second. */
+  static const char *const extra[] = {"--memory-limit", "1T", "--arena-size", "4G",
+                                      "--release-free-after", "0", NULL};
   daemon_proc d;
   scree_client *c;
   scree_array desc, out;
@@ -620,6 +623,9 @@ static void exhaustion(const char *ipc) {
   /* Free two so that a consumer has room for its own CUDA context. */
   T_EQ(scree_client_delete(c, "fill0", &deferred), 0);
   T_EQ(scree_client_delete(c, "fill1", &deferred), 0);
+  for (int i = 0; i < 50 && (st = stats_of(c)).arenas > (uint32_t)made - 2; i++)
+    usleep(100000);
+  T_EQM(st.arenas, made - 2, "the emptied arenas did not go back to the driver");
   ctx_use(0);
   T_EQM(put_batch(c, "after", 8, 800, 8, 4, 1), 0, "%s", scree_client_last_error(c));
   role_wait_ok(ROLE("get", d.sock, "after", "8", "800", "8", "4"), "consumer");
@@ -680,6 +686,182 @@ static void second_gpu(const char *ipc) {
   daemon_stop(&d);
 }
 
+/* Arenas kept across deletes (issue 14): a batch larger than the arena
+ * size, deleted and put again, lands in the same arena; the producer and a
+ * long-lived consumer keep their imports (no new import, no unmap, the same
+ * address); a new batch is invisible to readers until sealed; and the
+ * memory goes back to the driver once the arena has been empty for
+ * --release-free-after, the clients unmapping it at their next request. */
+static void reuse(const char *ipc) {
+  static const char *const extra[] = {"--arena-size", "64M", "--release-free-after", "2",
+                                      NULL};
+  const scree__cu *cu = cu_get();
+  const int64_t batch = 16, rows = 96 * 1024, inner = 1024; /* 96 MiB */
+  scree_client_info pi = SCREE_CLIENT_INFO_INIT, ci = SCREE_CLIENT_INFO_INIT;
+  scree_batch_info b1, b2;
+  scree_stats st;
+  scree_array a, desc, w;
+  scree_lease *l;
+  daemon_proc d;
+  scree_client *prod, *cons;
+  void *first_values;
+  size_t free0 = 0, free1 = 0, total = 0;
+
+  daemon_start(&d, ipc, extra);
+  ctx_use(0);
+  prod = connect_ok(d.sock);
+  cons = connect_ok(d.sock);
+  T_EQM(put_batch(prod, "big", batch, rows, inner, 1, 1), 0, "%s",
+        scree_client_last_error(prod));
+  T_EQ(scree_client_stat(prod, "big", &b1), 0);
+  T_EQM(scree_client_get(cons, "big", &a, &l), 0, "%s", scree_client_last_error(cons));
+  verify(&a, batch, rows, inner, 1);
+  first_values = a.values;
+  T_EQ(scree_client_release(cons, l), 0);
+  T_EQ(scree_client_delete(prod, "big", NULL), 0);
+  st = stats_of(prod);
+  T_EQ(st.bytes_used, 0);
+  T_EQM(st.arenas, 1, "the emptied arena is kept");
+
+  /* The next put of the same size reuses it: same arena id, no import. */
+  T_EQM(put_batch(prod, "big", batch, rows, inner, 2, 1), 0, "%s",
+        scree_client_last_error(prod));
+  T_EQ(scree_client_stat(prod, "big", &b2), 0);
+  T_EQ(b2.arena_id, b1.arena_id);
+  T_EQM(scree_client_get(cons, "big", &a, &l), 0, "%s", scree_client_last_error(cons));
+  T_CHECKM(a.values == first_values, "the consumer's view moved: %p, was %p", a.values,
+           first_values);
+  verify(&a, batch, rows, inner, 2);
+  T_EQ(scree_client_release(cons, l), 0);
+  T_EQ(scree_client_info_get(prod, &pi), 0);
+  T_EQ(scree_client_info_get(cons, &ci), 0);
+  T_EQ(pi.arena_imports, 1);
+  T_EQ(ci.arena_imports, 1);
+  T_EQ(pi.arena_unmaps, 0);
+  T_EQ(ci.arena_unmaps, 0);
+
+  /* A new batch in the reused arena: only its creator reaches it before
+   * seal (its bytes are unspecified until written). */
+  T_EQ(scree_client_delete(prod, "big", NULL), 0);
+  desc_init(&desc, batch, rows, inner);
+  T_EQM(scree_client_create(prod, "fresh", &desc, &w, NULL), 0, "%s",
+        scree_client_last_error(prod));
+  T_EQ(scree_client_stat(prod, "fresh", &b2), 0);
+  T_EQ(b2.arena_id, b1.arena_id);
+  T_EQ(scree_client_get(cons, "fresh", &a, &l), SCREE_ESTATE);
+  T_EQ(scree_client_delete(prod, "fresh", NULL), 0);
+
+  /* Memory back to the driver after the delay. */
+  T_EQ(cu->cuMemGetInfo(&free0, &total), CUDA_SUCCESS);
+  for (int i = 0; i < 60 && (st = stats_of(prod)).arenas > 0; i++)
+    usleep(100000);
+  T_EQM(st.arenas, 0, "the empty arena is still held after the release delay");
+  T_EQ(st.bytes_arenas, 0);
+  (void)stats_of(cons); /* its reply carries the freed-arena notice */
+  T_EQ(scree_client_info_get(prod, &pi), 0);
+  T_EQ(scree_client_info_get(cons, &ci), 0);
+  T_EQ(pi.arena_unmaps, 1);
+  T_EQ(ci.arena_unmaps, 1);
+  T_EQ(pi.arenas_mapped, 0);
+  T_EQ(cu->cuMemGetInfo(&free1, &total), CUDA_SUCCESS);
+  T_CHECKM(free1 >= free0 + (size_t)(rows * inner),
+           "device free memory went from %zu to %zu bytes, not up by the arena", free0,
+           free1);
+  scree_client_close(cons);
+  scree_client_close(prod);
+  daemon_stop(&d);
+}
+
+/* Reads the data of a version 1 .npy file written by screectl. */
+static unsigned char *npy_data(const char *path, size_t want) {
+  FILE *f = fopen(path, "rb");
+  unsigned char hdr[10], *data = malloc(want + 1);
+  size_t hlen;
+
+  T_CHECKM(f != NULL, "%s: %s", path, strerror(errno));
+  T_CHECK(data != NULL);
+  T_EQ(fread(hdr, 1, 10, f), 10);
+  T_CHECKM(memcmp(hdr, "\x93NUMPY\x01", 7) == 0, "%s is not a version 1 .npy file", path);
+  hlen = (size_t)hdr[8] | (size_t)hdr[9] << 8;
+  T_EQ(fseek(f, (long)(10 + hlen), SEEK_SET), 0);
+  T_EQM(fread(data, 1, want + 1, f), want, "%s holds another amount of data", path);
+  fclose(f);
+  return data;
+}
+
+/* screectl get of a batch in GPU memory writes its bytes (issue 14). */
+static void screectl_get(const char *ipc) {
+  const int64_t batch = 6, rows = 3000, inner = 40;
+  char vpath[64], opath[64];
+  daemon_proc d;
+  scree_client *c;
+  unsigned char *v;
+  int64_t max_len, *want_off = offsets_make(batch, rows, &max_len), *o;
+  int status;
+  pid_t pid;
+
+  daemon_start(&d, ipc, no_extra);
+  c = connect_ok(d.sock);
+  ctx_use(0);
+  T_EQM(put_batch(c, "npy", batch, rows, inner, 33, 1), 0, "%s", scree_client_last_error(c));
+  snprintf(vpath, sizeof(vpath), "/tmp/scree-gpu-%d-v.npy", (int)getpid());
+  snprintf(opath, sizeof(opath), "/tmp/scree-gpu-%d-o.npy", (int)getpid());
+  {
+    char *argv[] = {(char *)SCREE_SCREECTL, (char *)"--socket", d.sock, (char *)"get",
+                    (char *)"npy", (char *)"--values", vpath, (char *)"--offsets", opath,
+                    NULL};
+    fflush(stdout);
+    T_EQ(posix_spawn(&pid, SCREE_SCREECTL, NULL, NULL, argv, environ), 0);
+    T_EQ(waitpid(pid, &status, 0), pid);
+    T_CHECKM(WIFEXITED(status) && WEXITSTATUS(status) == 0, "screectl get: status %d",
+             status);
+  }
+  v = npy_data(vpath, (size_t)(rows * inner));
+  for (size_t i = 0; i < (size_t)(rows * inner); i++)
+    if (v[i] != gpu_pattern(i, 33))
+      T_FAIL("values byte %zu is %u, expected %u", i, v[i], gpu_pattern(i, 33));
+  o = (int64_t *)npy_data(opath, (size_t)(batch + 1) * 8);
+  T_CHECKM(memcmp(o, want_off, (size_t)(batch + 1) * 8) == 0, "offsets differ");
+  unlink(vpath);
+  unlink(opath);
+  free(v);
+  free(o);
+  free(want_off);
+  scree_client_close(c);
+  daemon_stop(&d);
+}
+
+/* Without --memory-limit a GPU's limit is a share of its free memory at
+ * start; --memory-limit overrides it. */
+static void default_limit(const char *ipc) {
+  static const char *const extra[] = {"--memory-limit", "3G", NULL};
+  const scree__cu *cu = cu_get();
+  scree_client_info info = SCREE_CLIENT_INFO_INIT;
+  size_t free_b = 0, total = 0;
+  daemon_proc d;
+  scree_client *c;
+
+  ctx_use(0);
+  T_EQ(cu->cuMemGetInfo(&free_b, &total), CUDA_SUCCESS);
+  daemon_start(&d, ipc, no_extra);
+  c = connect_ok(d.sock);
+  T_EQ(scree_client_info_get(c, &info), 0);
+  printf("default_limit(%s): %llu bytes of %zu free, %zu total\n", ipc,
+         (unsigned long long)info.memory_limit, free_b, total);
+  T_CHECKM(info.memory_limit <= (uint64_t)free_b, "limit %llu > free %zu",
+           (unsigned long long)info.memory_limit, free_b);
+  T_CHECKM(info.memory_limit >= (uint64_t)free_b / 2, "limit %llu < half of free %zu",
+           (unsigned long long)info.memory_limit, free_b);
+  scree_client_close(c);
+  daemon_stop(&d);
+  daemon_start(&d, ipc, extra);
+  c = connect_ok(d.sock);
+  T_EQ(scree_client_info_get(c, &info), 0);
+  T_EQ(info.memory_limit, (uint64_t)3 << 30);
+  scree_client_close(c);
+  daemon_stop(&d);
+}
+
 #define BOTH_MODES(fn)                                                         \
   static void fn##_vmm(void) { fn("vmm"); }                                    \
   static void fn##_legacy(void) { fn("legacy"); }
@@ -692,6 +874,9 @@ BOTH_MODES(get_then_create)
 BOTH_MODES(exhaustion)
 BOTH_MODES(gpu_not_visible)
 BOTH_MODES(second_gpu)
+BOTH_MODES(reuse)
+BOTH_MODES(screectl_get)
+BOTH_MODES(default_limit)
 
 GPU_TEST_MAIN_ROLES(roles, GPU_CASE(put_get_vmm), GPU_CASE(put_get_legacy),
                     GPU_CASE(kill9_consumer_vmm), GPU_CASE(kill9_consumer_legacy),
@@ -701,4 +886,7 @@ GPU_TEST_MAIN_ROLES(roles, GPU_CASE(put_get_vmm), GPU_CASE(put_get_legacy),
                     GPU_CASE(get_then_create_vmm), GPU_CASE(get_then_create_legacy),
                     GPU_CASE(exhaustion_vmm), GPU_CASE(exhaustion_legacy),
                     GPU_CASE(gpu_not_visible_vmm), GPU_CASE(gpu_not_visible_legacy),
-                    GPU_CASE(second_gpu_vmm), GPU_CASE(second_gpu_legacy))
+                    GPU_CASE(second_gpu_vmm), GPU_CASE(second_gpu_legacy),
+                    GPU_CASE(reuse_vmm), GPU_CASE(reuse_legacy),
+                    GPU_CASE(screectl_get_vmm), GPU_CASE(screectl_get_legacy),
+                    GPU_CASE(default_limit_vmm), GPU_CASE(default_limit_legacy))

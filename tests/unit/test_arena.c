@@ -308,6 +308,98 @@ Test(arena, keys_never_share_an_arena_and_the_spare_keeps_its_key) {
   teardown_pool();
 }
 
+/* keep_empty pools (CUDA's): an emptied arena of any size stays, with its
+ * id, for the next block of its key that fits; only a purge after the
+ * delay, or a full device, gives it back, and the store hears of it then. */
+static uint64_t freed_ids[16];
+static int nfreed_ids;
+static void note_freed(void *arg, uint64_t id) {
+  (void)arg;
+  if (nfreed_ids < 16)
+    freed_ids[nfreed_ids++] = id;
+}
+
+static void setup_keep_empty(uint64_t arena_size, uint64_t capacity) {
+  setup_pool(arena_size, capacity);
+  pool.keep_empty = 1;
+  nfreed_ids = 0;
+  pool.on_arena_freed = note_freed;
+}
+
+Test(arena, keep_empty_reuses_a_big_arena_of_the_same_key) {
+  setup_keep_empty(64 << 10, UINT64_MAX);
+  uint64_t big = (1 << 20) + 1, o1, o2, o3;
+  scree__arena *a = alloc_key(1000, big, &o1);
+  uint64_t id = a->id;
+  cr_assert_eq(scree__pool_free(&pool, a, o1, big), 0);
+  cr_assert_eq(pool.narenas, 1, "the emptied big arena is kept");
+  cr_assert_eq(fm.live, 1);
+  cr_assert_eq(nfreed_ids, 0, "no freed notice for a kept arena");
+  cr_assert_null(pool.spare, "keep_empty pools use no spare");
+  cr_assert_eq(scree__pool_purge(&pool, 60000), 0, "too young to go");
+  cr_assert_eq(pool.narenas, 1);
+  /* Another owner never gets it. */
+  scree__arena *b = alloc_key(1001, big, &o2);
+  cr_assert_neq(b->id, id, "another key's empty arena is not reused");
+  cr_assert_eq(fm.allocs, 2);
+  /* The same owner gets it back, same id, no new backend allocation. */
+  scree__arena *a2 = alloc_key(1000, big, &o3);
+  cr_assert_eq(a2->id, id);
+  cr_assert_eq(o3, 0);
+  cr_assert_eq(fm.allocs, 2);
+  cr_assert_eq(a2->empty_since, 0);
+  cr_assert_eq(scree__pool_free(&pool, a2, o3, big), 0);
+  cr_assert_eq(scree__pool_free(&pool, b, o2, big), 0);
+  cr_assert_eq(pool.narenas, 2);
+  teardown_pool();
+}
+
+Test(arena, keep_empty_small_blocks_leave_big_arenas_alone) {
+  setup_keep_empty(64 << 10, UINT64_MAX);
+  uint64_t big = 1 << 20, o1, o2, o3, o4;
+  scree__arena *a = alloc_key(7, big, &o1);
+  scree__arena *s = alloc_key(7, 256, &o2);
+  cr_assert_neq(a, s);
+  cr_assert_eq(scree__pool_free(&pool, a, o1, big), 0);
+  cr_assert_eq(scree__pool_free(&pool, s, o2, 256), 0);
+  /* Both empty: a small block takes the standard arena, not the big one. */
+  cr_assert_eq(alloc_key(7, 512, &o3), s);
+  /* A block of at most half a big arena does not take it either. */
+  scree__arena *h = alloc_key(7, big / 2, &o4);
+  cr_assert_neq(h, a);
+  cr_assert_eq(fm.allocs, 3);
+  cr_assert_eq(scree__pool_free(&pool, s, o3, 512), 0);
+  cr_assert_eq(scree__pool_free(&pool, h, o4, big / 2), 0);
+  teardown_pool();
+}
+
+Test(arena, keep_empty_arenas_go_at_purge_or_when_the_device_is_full) {
+  setup_keep_empty(64 << 10, 256 << 10); /* room for 256 KiB of arenas */
+  uint64_t o1, o2, o3;
+  scree__arena *a = alloc_key(1, 128 << 10, &o1);
+  uint64_t a_id = a->id;
+  cr_assert_eq(scree__pool_free(&pool, a, o1, 128 << 10), 0);
+  /* Another key needs 192 KiB: only room once the kept arena goes. */
+  scree__arena *b = alloc_key(2, 192 << 10, &o2);
+  cr_assert_eq(b->key, 2);
+  cr_assert_eq(nfreed_ids, 1, "the kept arena went back to make room");
+  cr_assert_eq(freed_ids[0], a_id);
+  cr_assert_eq(pool.narenas, 1);
+  cr_assert_eq(scree__pool_free(&pool, b, o2, 192 << 10), 0);
+  cr_assert_eq(pool.narenas, 1);
+  cr_assert_eq(scree__pool_purge(&pool, 0), 192 << 10, "purge gives back the empty arena");
+  cr_assert_eq(pool.narenas, 0);
+  cr_assert_eq(pool.bytes_arenas, 0);
+  cr_assert_eq(fm.live, 0);
+  cr_assert_eq(nfreed_ids, 2);
+  /* An arena with a block in it is never given back by a purge. */
+  scree__arena *c = alloc_key(1, 256, &o3);
+  cr_assert_eq(scree__pool_purge(&pool, 0), 0);
+  cr_assert_eq(pool.narenas, 1);
+  cr_assert_eq(scree__pool_free(&pool, c, o3, 256), 0);
+  teardown_pool();
+}
+
 /* On host memory a freed block's pages go back to the system (punched out
  * of the arena's memfd) once a purge finds them old enough, while the arena
  * and its other blocks stay: the memfd's allocated blocks shrink by the

@@ -387,10 +387,8 @@ int scree_client_put(scree_client *c, const char *name, const scree_array *a,
     if (rc == 0)
       rc = imp->copy_in_async(dst.offsets, a->offsets, (size_t)obytes, stream, state, c->err,
                               sizeof(c->err));
-#ifdef SCREE_CLIENT_HAVE_CUDA
-    if (rc == 0)
-      rc = scree__cuda_sync(stream, c->err, sizeof(c->err));
-#endif
+    if (rc == 0 && imp->sync != NULL)
+      rc = imp->sync(stream, state, c->err, sizeof(c->err));
   } else {
     rc = imp->copy_in(dst.values, a->values, (size_t)vbytes, state, c->err, sizeof(c->err));
     if (rc == 0)

@@ -42,10 +42,14 @@ typedef struct scree__importer {
                  size_t msg_len);
   /* Queues a copy of host or device bytes into the arena on stream (a
    * cudaStream_t; NULL: the default stream) without waiting for it (put
-   * from GPU memory); the caller waits with scree__cuda_sync before Seal.
+   * from GPU memory); the caller waits with sync before Seal.
    * NULL for importers that cannot read device memory. */
   int (*copy_in_async)(void *dst, const void *src, size_t size, void *stream, void *state,
                        char *msg, size_t msg_len);
+  /* Waits for the copies copy_in_async queued into the arena of state on
+   * stream (NULL: where copy_in_async put them without one). NULL with
+   * copy_in_async. */
+  int (*sync)(void *stream, void *state, char *msg, size_t msg_len);
   /* Undoes import. Never fails. */
   void (*unmap)(void *base, size_t size, void *state);
   /* Maps the memory of a writable import (base, size, state) a second time,

@@ -1,6 +1,7 @@
 /* libscreeclient's CUDA import path; import_cuda.h describes it. */
 #include "import_cuda.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
 
@@ -9,6 +10,15 @@
 #include "sys.h"
 
 static atomic_uint_least64_t scree__cuda_imports;
+
+/* The last GPU found by UUID. The driver reads CUDA_VISIBLE_DEVICES once,
+ * when it initialises, so a UUID keeps its ordinal for the life of the
+ * process, and every import of a connection asks for the same one: the
+ * answer is kept instead of asking the driver for every device's UUID on
+ * every first attach. */
+static pthread_mutex_t scree__cuda_found_mu = PTHREAD_MUTEX_INITIALIZER;
+static unsigned char scree__cuda_found_uuid[16];
+static int scree__cuda_found_ordinal = -1;
 
 uint64_t scree__cuda_import_count(void) {
   return atomic_load(&scree__cuda_imports);
@@ -51,6 +61,15 @@ int scree__cuda_find_device(const unsigned char uuid[16], int *ordinal, char *ms
   CUuuid u;
   int count = 0, i, rc;
 
+  pthread_mutex_lock(&scree__cuda_found_mu);
+  i = scree__cuda_found_ordinal;
+  if (i >= 0 && memcmp(scree__cuda_found_uuid, uuid, 16) != 0)
+    i = -1;
+  pthread_mutex_unlock(&scree__cuda_found_mu);
+  if (i >= 0) {
+    *ordinal = i;
+    return 0;
+  }
   rc = scree__cu_load(&cu, msg, msg_len);
   if (rc != 0) {
     if (rc == SCREE_ENODEV)
@@ -64,6 +83,10 @@ int scree__cuda_find_device(const unsigned char uuid[16], int *ordinal, char *ms
     SCREE_CUDA_CHECK(cu->cuDeviceGet(&dev, i));
     SCREE_CUDA_CHECK(cu->cuDeviceGetUuid(&u, dev));
     if (memcmp(u.bytes, uuid, 16) == 0) {
+      pthread_mutex_lock(&scree__cuda_found_mu);
+      memcpy(scree__cuda_found_uuid, uuid, 16);
+      scree__cuda_found_ordinal = i;
+      pthread_mutex_unlock(&scree__cuda_found_mu);
       *ordinal = i;
       return 0;
     }
@@ -74,12 +97,30 @@ int scree__cuda_find_device(const unsigned char uuid[16], int *ordinal, char *ms
                      scree__cu_uuid_str(uuid, text, sizeof(text)), count);
 }
 
+/* Whether ctx is the primary context of device d (1), or not (0): only an
+ * active primary context can be the current one. */
+static int scree__cuda_is_primary(const scree__cu *cu, CUdevice d, CUcontext ctx, int *is,
+                                  char *msg, size_t msg_len) {
+  CUcontext primary;
+  unsigned int flags;
+  int active = 0;
+
+  *is = 0;
+  SCREE_CUDA_CHECK(cu->cuDevicePrimaryCtxGetState(d, &flags, &active));
+  if (!active)
+    return 0;
+  SCREE_CUDA_CHECK(cu->cuDevicePrimaryCtxRetain(&primary, d));
+  (void)cu->cuDevicePrimaryCtxRelease(d);
+  *is = primary == ctx;
+  return 0;
+}
+
 int scree__cuda_access_device(int owner_ordinal, int *access_ordinal, char *msg,
                               size_t msg_len) {
   const scree__cu *cu;
   CUcontext cur = NULL;
   CUdevice own, owner;
-  int can = 0, count = 0, i, rc;
+  int can = 0, count = 0, i, is = 0, rc;
 
   rc = scree__cu_load(&cu, msg, msg_len);
   if (rc != 0)
@@ -92,24 +133,29 @@ int scree__cuda_access_device(int owner_ordinal, int *access_ordinal, char *msg,
   }
   /* Which GPU is the current context on? Only primary contexts (the CUDA
    * runtime's, PyTorch's) are recognised; the device whose active primary
-   * context is current is the consumer's GPU. (cuCtxGetDevice was used
+   * context is current is the consumer's GPU. The daemon's own GPU is
+   * asked first, since most consumers work there. (cuCtxGetDevice was used
    * here first; consumers with a current context then crashed on the GPU
    * machine, cause not established: see the CUDA branch's report.) */
+  rc = scree__cuda_is_primary(cu, owner, cur, &is, msg, msg_len);
+  if (rc != 0)
+    return rc;
+  if (is) {
+    *access_ordinal = owner_ordinal;
+    return 0;
+  }
   own = owner;
   SCREE_CUDA_CHECK(cu->cuDeviceGetCount(&count));
   for (i = 0; i < count; i++) {
-    CUcontext primary;
-    unsigned int flags;
     CUdevice d;
-    int active = 0;
 
     SCREE_CUDA_CHECK(cu->cuDeviceGet(&d, i));
-    SCREE_CUDA_CHECK(cu->cuDevicePrimaryCtxGetState(d, &flags, &active));
-    if (!active)
+    if (d == owner)
       continue;
-    SCREE_CUDA_CHECK(cu->cuDevicePrimaryCtxRetain(&primary, d));
-    (void)cu->cuDevicePrimaryCtxRelease(d);
-    if (primary == cur) {
+    rc = scree__cuda_is_primary(cu, d, cur, &is, msg, msg_len);
+    if (rc != 0)
+      return rc;
+    if (is) {
       own = d;
       break;
     }
@@ -382,12 +428,74 @@ static int cuda_copy_in(void *dst, const void *src, size_t size, void *state, ch
                                msg, msg_len);
 }
 
+/* Makes the mapping's context (the retained primary context of the GPU it
+ * was made for) current, remembering what was: a put's copies and its wait
+ * run there without retaining and releasing a context for each call. */
+static int cuda_map_enter(const scree__cu *cu, const scree__cuda_map *m, CUcontext *prev,
+                          char *msg, size_t msg_len) {
+  *prev = NULL;
+  SCREE_CUDA_CHECK(cu->cuCtxGetCurrent(prev));
+  if (*prev != (CUcontext)m->ctx)
+    SCREE_CUDA_CHECK(cu->cuCtxSetCurrent((CUcontext)m->ctx));
+  return 0;
+}
+
+static void cuda_map_leave(const scree__cu *cu, const scree__cuda_map *m, CUcontext prev) {
+  if (prev != (CUcontext)m->ctx)
+    (void)cu->cuCtxSetCurrent(prev);
+}
+
 static int cuda_copy_in_async(void *dst, const void *src, size_t size, void *stream,
                               void *state, char *msg, size_t msg_len) {
   const scree__cuda_map *m = state;
+  const scree__cu *cu;
+  CUcontext prev;
+  int rc;
 
-  return scree__cuda_copy_async(m->access_ordinal, (uint64_t)(uintptr_t)dst, src, size,
-                                stream, msg, msg_len);
+  if (size == 0)
+    return 0;
+  rc = scree__cu_load(&cu, msg, msg_len);
+  if (rc == 0)
+    rc = cuda_map_enter(cu, m, &prev, msg, msg_len);
+  if (rc != 0)
+    return rc;
+  /* Unified addressing lets one call serve device sources of any GPU and
+   * host sources, pinned or pageable. */
+  SCREE_CUDA_GOTO(cu->cuMemcpyAsync((CUdeviceptr)(uintptr_t)dst, (CUdeviceptr)(uintptr_t)src,
+                                    size, (CUstream)stream),
+                  rc, out);
+out:
+  cuda_map_leave(cu, m, prev);
+  return rc;
+}
+
+/* Waits for what cuda_copy_in_async queued: stream, or with NULL the
+ * legacy default stream of the mapping's context, where the copies went
+ * whatever context the calling thread has (or none: a producer that never
+ * touched CUDA itself, whose pageable-memory copies may still be in DMA
+ * when cuMemcpyAsync returns). One stream, never the whole device. */
+static int cuda_sync(void *stream, void *state, char *msg, size_t msg_len) {
+  const scree__cuda_map *m = state;
+  const scree__cu *cu;
+  CUcontext prev;
+  int rc;
+
+  rc = scree__cu_load(&cu, msg, msg_len);
+  if (rc != 0)
+    return rc;
+  /* A stream of the caller's is waited for as it is, in whatever context
+   * is current, as before this function existed. */
+  if (stream != NULL) {
+    SCREE_CUDA_CHECK(cu->cuStreamSynchronize((CUstream)stream));
+    return 0;
+  }
+  rc = cuda_map_enter(cu, m, &prev, msg, msg_len);
+  if (rc != 0)
+    return rc;
+  SCREE_CUDA_GOTO(cu->cuStreamSynchronize(NULL), rc, out);
+out:
+  cuda_map_leave(cu, m, prev);
+  return rc;
 }
 
 static void cuda_unmap(void *base, size_t size, void *state) {
@@ -402,6 +510,7 @@ static const scree__importer scree__import_cuda_vmm = {
     .import = cuda_import,
     .copy_in = cuda_copy_in,
     .copy_in_async = cuda_copy_in_async,
+    .sync = cuda_sync,
     .unmap = cuda_unmap,
 };
 
@@ -410,6 +519,7 @@ static const scree__importer scree__import_cuda_legacy = {
     .import = cuda_import,
     .copy_in = cuda_copy_in,
     .copy_in_async = cuda_copy_in_async,
+    .sync = cuda_sync,
     .unmap = cuda_unmap,
 };
 

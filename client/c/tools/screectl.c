@@ -14,6 +14,9 @@
 
 #include "npy.h"
 #include "scree/client.h"
+#ifdef SCREECTL_HAVE_CUDA
+#include "cudadrv.h"
+#endif
 
 static const char usage[] =
     "usage: screectl [--socket PATH] COMMAND [ARGS]\n"
@@ -29,6 +32,7 @@ static const char usage[] =
     "                                1-D int32 or int64 offsets of batch_size + 1 entries\n"
     "  get NAME --values V.npy --offsets O.npy [--force]\n"
     "                                write a batch's values and offsets as .npy files\n"
+    "                                (a batch in GPU memory is copied to the host first)\n"
     "  attention --q NAME --k NAME --v NAME --out NAME [--causal] [--scale S]\n"
     "            [--window L,R]      varlen attention in the daemon; stores batch --out\n"
     "  help                          this text\n"
@@ -619,21 +623,78 @@ static int check_outputs(const opts *o) {
   return 0;
 }
 
+/* Copies a batch in GPU memory (a view from scree_client_get) into host
+ * buffers of vbytes and obytes, in the primary context of its GPU.
+ * Returns 0, or 1 after printing why. */
+static int gpu_to_host(const scree_array *a, uint64_t vbytes, uint64_t obytes, void **values,
+                       void **offsets) {
+#ifdef SCREECTL_HAVE_CUDA
+  char msg[512];
+  const size_t msg_len = sizeof(msg);
+  const scree__cu *cu;
+  CUcontext ctx, prev = NULL;
+  CUdevice dev;
+  int rc = scree__cu_load(&cu, msg, msg_len);
+  if (rc != 0)
+    return die("%s", msg);
+  *values = malloc(vbytes > 0 ? (size_t)vbytes : 1);
+  *offsets = malloc((size_t)obytes);
+  if (*values == NULL || *offsets == NULL)
+    return die("out of memory for %" PRIu64 " bytes of the batch", vbytes + obytes);
+  SCREE_CUDA_GOTO(cu->cuDeviceGet(&dev, a->device.index), rc, err);
+  SCREE_CUDA_GOTO(cu->cuDevicePrimaryCtxRetain(&ctx, dev), rc, err);
+  (void)cu->cuCtxGetCurrent(&prev);
+  SCREE_CUDA_GOTO(cu->cuCtxSetCurrent(ctx), rc, err_release);
+  if (vbytes > 0)
+    SCREE_CUDA_GOTO(cu->cuMemcpyDtoH(*values, (CUdeviceptr)(uintptr_t)a->values, (size_t)vbytes),
+                    rc, err_restore);
+  SCREE_CUDA_GOTO(cu->cuMemcpyDtoH(*offsets, (CUdeviceptr)(uintptr_t)a->offsets, (size_t)obytes),
+                  rc, err_restore);
+  (void)cu->cuCtxSetCurrent(prev);
+  (void)cu->cuDevicePrimaryCtxRelease(dev);
+  return 0;
+
+err_restore:
+  (void)cu->cuCtxSetCurrent(prev);
+err_release:
+  (void)cu->cuDevicePrimaryCtxRelease(dev);
+err:
+  return die("copying the batch from GPU %d to the host: %s", a->device.index, msg);
+#else
+  (void)a;
+  (void)vbytes;
+  (void)obytes;
+  (void)values;
+  (void)offsets;
+  return die("this screectl was built without CUDA: it cannot copy a GPU batch to the host");
+#endif
+}
+
 static int cmd_get(scree_client *c, const opts *o) {
   scree_array a;
   scree_lease *lease;
   char m[512];
   if (check_outputs(o) != 0)
     return 1;
+  void *hv = NULL, *ho = NULL;
   int rc = scree_client_get(c, o->name, &a, &lease);
   if (rc != 0)
     return client_fail(c, rc);
   int ret = 1;
   void *offs = NULL;
-  if (a.device.type != SCREE_DEVICE_CPU) {
-    /* Writing a GPU batch needs a device-to-host copy this tool does not
-     * make yet. */
-    die("%s lives in GPU memory; screectl get reads host-memory batches only", o->name);
+  if (a.device.type == SCREE_DEVICE_CUDA) {
+    uint64_t vbytes, obytes;
+    if (scree_array_check_desc(&a, &vbytes, &obytes, m, sizeof(m)) != 0) {
+      die("%s: %s", o->name, m);
+      goto out;
+    }
+    if (gpu_to_host(&a, vbytes, obytes, &hv, &ho) != 0)
+      goto out;
+    a.values = hv;
+    a.offsets = ho;
+  } else if (a.device.type != SCREE_DEVICE_CPU) {
+    die("%s lives on a device this screectl cannot read (type %d)", o->name,
+        (int)a.device.type);
     goto out;
   }
   /* The offsets are copied out and checked before anything is written: a
@@ -679,6 +740,8 @@ static int cmd_get(scree_client *c, const opts *o) {
   ret = 0;
 out:
   free(offs);
+  free(hv);
+  free(ho);
   rc = scree_client_release(c, lease);
   if (rc != 0 && ret == 0)
     ret = client_fail(c, rc);
