@@ -16,7 +16,8 @@ CMAKE_ARGS   ?=
 
 APT_PACKAGES := build-essential cmake pkg-config libuv1-dev libprotobuf-c-dev \
                 protobuf-c-compiler libcriterion-dev libdlpack-dev libsystemd-dev \
-                libmicrohttpd-dev systemd valgrind man-db groff-base python3-venv
+                libmicrohttpd-dev systemd valgrind man-db groff-base python3-venv \
+                libucx-dev ucx-utils libssl-dev
 # libFuzzer comes with clang's runtime; only the fuzz targets need these.
 FUZZ_APT_PACKAGES := clang libclang-rt-14-dev
 # Module names to import : pip requirement that provides it.

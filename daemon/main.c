@@ -21,6 +21,8 @@
 #include "mem.h"
 #include "metrics.h"
 #include "notify.h"
+#include "peers.h"
+#include "peers_auth.h"
 #include "server.h"
 #include "store.h"
 #include "scree/error.h"
@@ -50,6 +52,11 @@ typedef struct options {
   uint32_t max_leases;
   uint64_t drain_timeout_ms;
   uint64_t release_free_ms;
+  /* Peers (peers.h, docs/cluster.md). */
+  const char *peer_listen;
+  const char *peer_secret_file;
+  scree__peer_spec peers[SCREE__PEERS_MAX];
+  size_t npeers;
 } options;
 
 #define DEFAULT_MAX_CONNECTIONS 1024u
@@ -76,6 +83,13 @@ enum {
   OPT_ADMIN_UID,
   OPT_QUOTA_PER_UID,
   OPT_SHARED_ARENAS,
+};
+
+/* Option codes of peers. */
+enum {
+  OPT_PEER_LISTEN = 0x5401,
+  OPT_PEER,
+  OPT_PEER_SECRET_FILE,
 };
 
 static void usage(FILE *f) {
@@ -105,6 +119,11 @@ static void usage(FILE *f) {
           "  --release-free-after SECS\n"
           "                        host memory that deleted batches left unused this long\n"
           "                        goes back to the system (default 10; also 500ms, 0)\n"
+          "  --peer-listen HOST:PORT\n"
+          "                        accept peer screeds there (UCX; off by default)\n"
+          "  --peer NAME=HOST:PORT a peer screed this one may fetch from (repeatable)\n"
+          "  --peer-secret-file PATH\n"
+          "                        the secret every peer proves (needed with the two above)\n"
           "  --version, --help\n"
           "SIZE is a number of bytes with an optional K, M, G or T suffix (powers of 1024).\n");
 }
@@ -230,6 +249,9 @@ static int parse_options(int argc, char **argv, options *o) {
       {"max-leases-per-connection", required_argument, NULL, OPT_MAX_LEASES},
       {"drain-timeout", required_argument, NULL, OPT_DRAIN_TIMEOUT},
       {"release-free-after", required_argument, NULL, OPT_RELEASE_FREE},
+      {"peer-listen", required_argument, NULL, OPT_PEER_LISTEN},
+      {"peer", required_argument, NULL, OPT_PEER},
+      {"peer-secret-file", required_argument, NULL, OPT_PEER_SECRET_FILE},
       {"version", no_argument, NULL, 'V'},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0},
@@ -339,6 +361,32 @@ static int parse_options(int argc, char **argv, options *o) {
       if (ops_option(c, optarg, o) != 0)
         return 2;
       break;
+    case OPT_PEER_LISTEN: {
+      char host[256], m[256];
+      uint16_t port;
+      if (scree__peer_addr_parse(optarg, host, sizeof(host), &port, m, sizeof(m)) != 0) {
+        fprintf(stderr, "screed: --peer-listen: %s\n", m);
+        return 2;
+      }
+      o->peer_listen = optarg;
+      break;
+    }
+    case OPT_PEER: {
+      char m[256];
+      if (o->npeers == SCREE__PEERS_MAX) {
+        fprintf(stderr, "screed: at most %d --peer options\n", SCREE__PEERS_MAX);
+        return 2;
+      }
+      if (scree__peer_spec_parse(optarg, &o->peers[o->npeers], m, sizeof(m)) != 0) {
+        fprintf(stderr, "screed: --peer: %s\n", m);
+        return 2;
+      }
+      o->npeers++;
+      break;
+    }
+    case OPT_PEER_SECRET_FILE:
+      o->peer_secret_file = optarg;
+      break;
     case 'V':
       printf("screed %s\n", SCREE_VERSION_STRING);
       return 1;
@@ -354,6 +402,15 @@ static int parse_options(int argc, char **argv, options *o) {
     fprintf(stderr, "screed: unexpected argument '%s'\n", argv[optind]);
     return 2;
   }
+  if (o->peer_secret_file != NULL && o->peer_listen == NULL && o->npeers == 0) {
+    fprintf(stderr, "screed: --peer-secret-file is for peers: give --peer-listen or --peer too\n");
+    return 2;
+  }
+  if ((o->peer_listen != NULL || o->npeers > 0) && o->peer_secret_file == NULL) {
+    fprintf(stderr, "screed: peers need --peer-secret-file PATH: UCX neither authenticates"
+                    " nor encrypts, so every peer must prove a shared secret\n");
+    return 2;
+  }
   if (o->max_packet < MIN_MAX_PACKET || o->max_packet > MAX_MAX_PACKET) {
     fprintf(stderr, "screed: --max-packet must be between %llu and %llu bytes\n",
             MIN_MAX_PACKET, MAX_MAX_PACKET);
@@ -366,6 +423,7 @@ typedef struct daemon_state {
   scree__store *store;
   scree__exec *exec;
   scree__handler *handler;
+  scree__peers *peers;
   scree__server *srv;
   uv_signal_t sigint;
   uv_signal_t sigterm;
@@ -396,6 +454,7 @@ static void on_purge(uv_timer_t *t) {
 static void close_all(daemon_state *d) {
   scree__server_shutdown(d->srv);
   scree__exec_shutdown(d->exec);
+  scree__peers_shutdown(d->peers);
   if (!uv_is_closing((uv_handle_t *)&d->purge_timer))
     uv_close((uv_handle_t *)&d->purge_timer, NULL);
   uv_close((uv_handle_t *)&d->sigint, NULL);
@@ -489,6 +548,48 @@ static int open_backend(const options *o, scree__mem **mem) {
   return rc;
 }
 
+static int render_peers(const void *arg, char **buf, size_t *len, size_t *cap) {
+  return scree__peers_render_metrics(arg, buf, len, cap);
+}
+
+/* Opens UCX and the peer listener when the options ask for peers. */
+static int start_peers(const options *o, uv_loop_t *loop, daemon_state *d, char *msg,
+                       size_t msg_len) {
+  if (o->peer_listen == NULL && o->npeers == 0)
+    return 0;
+  if (!scree__peers_available())
+    return scree__peers_new(NULL, &d->peers, msg, msg_len);
+  unsigned char *secret = NULL;
+  size_t secret_len = 0;
+  int rc = scree__peer_secret_load(o->peer_secret_file, &secret, &secret_len, msg, msg_len);
+  if (rc != 0)
+    return rc;
+  scree__peers_config pc = {
+      .loop = loop,
+      .store = d->store,
+      .listen = o->peer_listen,
+      .peers = o->peers,
+      .npeers = o->npeers,
+      .secret = secret,
+      .secret_len = secret_len,
+  };
+  rc = scree__peers_new(&pc, &d->peers, msg, msg_len);
+  scree__peer_secret_free(secret, secret_len);
+  if (rc != 0)
+    return rc;
+  d->metrics.render_extra = render_peers;
+  d->metrics.render_extra_arg = d->peers;
+  char names[512] = "";
+  size_t n = 0;
+  for (size_t i = 0; i < o->npeers && n < sizeof(names); i++)
+    n += (size_t)snprintf(names + n, sizeof(names) - n, "%s%s=%s:%u", i ? "," : "",
+                          o->peers[i].name, o->peers[i].host, o->peers[i].port);
+  scree__log(SCREE__LOG_INFO, "peers", "listen=%s port=%u peers=%s",
+             scree__q(o->peer_listen ? o->peer_listen : ""),
+             scree__peers_listen_port(d->peers), scree__q(names));
+  return 0;
+}
+
 /* Makes the layers above the store, bottom up: the executor (with the
  * drain and metrics it reports to), the handler over store and executor,
  * and the server, which listens on the socket (or takes systemd's). On
@@ -500,8 +601,13 @@ static int start_layers(options *o, uv_loop_t *loop, daemon_state *d) {
   int rc = scree__exec_new(loop, d->store, &ecfg, &d->exec, msg, sizeof(msg));
   if (rc != 0)
     goto err;
-  scree__handler_config hcfg = {
-      .max_packet = o->max_packet, .version = SCREE_VERSION_STRING, .exec = d->exec};
+  rc = start_peers(o, loop, d, msg, sizeof(msg));
+  if (rc != 0)
+    goto err;
+  scree__handler_config hcfg = {.max_packet = o->max_packet,
+                                .version = SCREE_VERSION_STRING,
+                                .exec = d->exec,
+                                .peers = d->peers};
   rc = scree__handler_new(d->store, &hcfg, &d->handler, msg, sizeof(msg));
   if (rc != 0)
     goto err;
@@ -544,6 +650,7 @@ err:
 static void free_layers(daemon_state *d) {
   scree__server_free(d->srv);
   scree__handler_free(d->handler);
+  scree__peers_free(d->peers);
   scree__exec_free(d->exec);
 }
 
@@ -660,6 +767,7 @@ err_layers:
     close_all(&d);
   } else {
     scree__exec_shutdown(d.exec);
+    scree__peers_shutdown(d.peers);
     uv_close((uv_handle_t *)&d.purge_timer, NULL);
     uv_close((uv_handle_t *)&d.sigint, NULL);
     uv_close((uv_handle_t *)&d.sigterm, NULL);

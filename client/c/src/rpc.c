@@ -155,6 +155,10 @@ int scree__call(scree_client *c, Scree__V1__Request__BodyCase kind, void *body,
     req.attention = body;
     expect = SCREE__V1__RESPONSE__BODY_ATTENTION;
     break;
+  case SCREE__V1__REQUEST__BODY_FETCH:
+    req.fetch = body;
+    expect = SCREE__V1__RESPONSE__BODY_FETCH;
+    break;
   default:
     return scree__client_fail(c, SCREE_EINVAL, "request of unknown kind %d", (int)kind);
   }
