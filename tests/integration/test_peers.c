@@ -442,3 +442,182 @@ Test(peers, one_gib, .timeout = 300) {
   scree_client_release(p.cf, l);
   pair_stop(&p);
 }
+
+/* ---- a stranger speaking UCX to the owner ---------------------------------- */
+
+#include <ucp/api/ucp.h>
+
+#include "peers_wire.h"
+
+typedef struct stranger {
+  ucp_context_h ctx;
+  ucp_worker_h worker;
+  ucp_ep_h ep;
+  int answers; /* messages the owner sent back */
+  int types[16];
+  int failed;
+} stranger;
+
+static ucs_status_t stranger_am(void *arg, const void *h, size_t hl, void *data, size_t len,
+                                const ucp_am_recv_param_t *prm) {
+  stranger *s = arg;
+  (void)h, (void)hl, (void)prm;
+  scree__pw_msg m;
+  if (s->answers < 16)
+    s->types[s->answers] = scree__pw_decode(data, len, &m, NULL, 0) == 0 ? (int)m.type : -1;
+  s->answers++;
+  return UCS_OK;
+}
+
+static void stranger_err(void *arg, ucp_ep_h ep, ucs_status_t st) {
+  (void)ep, (void)st;
+  ((stranger *)arg)->failed = 1;
+}
+
+static void stranger_progress(stranger *s, long ms) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  uint64_t end = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000 + (uint64_t)ms;
+  do {
+    ucp_worker_progress(s->worker);
+    clock_gettime(CLOCK_REALTIME, &ts);
+  } while ((uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000 < end);
+}
+
+static void stranger_open(stranger *s, unsigned port) {
+  memset(s, 0, sizeof(*s));
+  ucp_params_t up = {.field_mask = UCP_PARAM_FIELD_FEATURES,
+                     .features = UCP_FEATURE_AM | UCP_FEATURE_RMA};
+  cr_assert_eq(ucp_init(&up, NULL, &s->ctx), UCS_OK);
+  ucp_worker_params_t wp = {.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE,
+                            .thread_mode = UCS_THREAD_MODE_SINGLE};
+  cr_assert_eq(ucp_worker_create(s->ctx, &wp, &s->worker), UCS_OK);
+  ucp_am_handler_param_t ap = {.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID |
+                                             UCP_AM_HANDLER_PARAM_FIELD_CB |
+                                             UCP_AM_HANDLER_PARAM_FIELD_ARG,
+                               .id = 0x5c,
+                               .cb = stranger_am,
+                               .arg = s};
+  cr_assert_eq(ucp_worker_set_am_recv_handler(s->worker, &ap), UCS_OK);
+  struct sockaddr_in a;
+  memset(&a, 0, sizeof(a));
+  a.sin_family = AF_INET;
+  a.sin_port = htons((uint16_t)port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ucp_ep_params_t ep = {
+      .field_mask = UCP_EP_PARAM_FIELD_FLAGS | UCP_EP_PARAM_FIELD_SOCK_ADDR |
+                    UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE | UCP_EP_PARAM_FIELD_ERR_HANDLER,
+      .flags = UCP_EP_PARAMS_FLAGS_CLIENT_SERVER,
+      .sockaddr = {.addr = (struct sockaddr *)&a, .addrlen = sizeof(a)},
+      .err_mode = UCP_ERR_HANDLING_MODE_PEER,
+      .err_handler = {.cb = stranger_err, .arg = s}};
+  cr_assert_eq(ucp_ep_create(s->worker, &ep, &s->ep), UCS_OK);
+}
+
+static void stranger_send(stranger *s, unsigned id, const void *buf, size_t len) {
+  ucp_request_param_t prm = {.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS,
+                             .flags = UCP_AM_SEND_FLAG_REPLY};
+  ucs_status_ptr_t r = ucp_am_send_nbx(s->ep, id, NULL, 0, buf, len, &prm);
+  for (int i = 0; i < 100000 && UCS_PTR_IS_PTR(r) && ucp_request_check_status(r) == UCS_INPROGRESS;
+       i++)
+    ucp_worker_progress(s->worker);
+  if (UCS_PTR_IS_PTR(r))
+    ucp_request_free(r);
+}
+
+static void stranger_close(stranger *s) {
+  ucp_request_param_t prm = {.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS,
+                             .flags = UCP_EP_CLOSE_FLAG_FORCE};
+  ucs_status_ptr_t r = ucp_ep_close_nbx(s->ep, &prm);
+  for (int i = 0; i < 100000 && UCS_PTR_IS_PTR(r) && ucp_request_check_status(r) == UCS_INPROGRESS;
+       i++)
+    ucp_worker_progress(s->worker);
+  if (UCS_PTR_IS_PTR(r))
+    ucp_request_free(r);
+  ucp_worker_destroy(s->worker);
+  ucp_cleanup(s->ctx);
+}
+
+Test(peers, strangers_and_garbage, .timeout = 120) {
+  pair p;
+  pair_start(&p, NULL, NULL, NULL);
+  scree_array a;
+  cr_assert_eq(peers_make(SCREE_INT64, SCREE_INT64, 6, 6, 0, 4, &a), 0);
+  cr_assert_eq(scree_client_put(p.co, "secret-batch", &a, NULL), 0);
+
+  /* 1. Asks for a batch without the handshake: refused, told nothing. */
+  stranger s;
+  stranger_open(&s, p.port);
+  unsigned char buf[SCREE__PW_MAX];
+  scree__pw_msg m;
+  memset(&m, 0, sizeof(m));
+  m.type = SCREE__PW_OPEN;
+  m.req = 1;
+  m.name = "secret-batch";
+  m.name_len = strlen(m.name);
+  size_t n = scree__pw_encode(&m, buf, sizeof(buf));
+  stranger_send(&s, 0x5c, buf, n);
+  stranger_progress(&s, 300);
+  for (int i = 0; i < s.answers && i < 16; i++)
+    cr_expect(s.types[i] != SCREE__PW_OPEN_OK && s.types[i] != SCREE__PW_OPEN_ERR,
+              "the owner answered an unauthenticated open (%d)", s.types[i]);
+  stranger_close(&s);
+
+  /* 2. A hello, then a proof made with the wrong secret: a challenge comes
+   * back, then a refusal; never a lease. */
+  stranger_open(&s, p.port);
+  memset(&m, 0, sizeof(m));
+  m.type = SCREE__PW_HELLO;
+  m.version = SCREE__PW_VERSION;
+  n = scree__pw_encode(&m, buf, sizeof(buf));
+  stranger_send(&s, 0x5c, buf, n);
+  stranger_progress(&s, 200);
+  memset(&m, 0, sizeof(m));
+  m.type = SCREE__PW_PROOF;
+  memset(m.mac, 0x42, sizeof(m.mac));
+  n = scree__pw_encode(&m, buf, sizeof(buf));
+  stranger_send(&s, 0x5c, buf, n);
+  memset(&m, 0, sizeof(m));
+  m.type = SCREE__PW_OPEN;
+  m.name = "secret-batch";
+  m.name_len = strlen(m.name);
+  n = scree__pw_encode(&m, buf, sizeof(buf));
+  stranger_send(&s, 0x5c, buf, n);
+  stranger_progress(&s, 300);
+  cr_expect_geq(s.answers, 1);
+  cr_expect_eq(s.types[0], SCREE__PW_CHALLENGE, "answers %d, first %d %d", s.answers, s.types[0], s.types[1]);
+  for (int i = 0; i < s.answers && i < 16; i++)
+    cr_expect(s.types[i] != SCREE__PW_OPEN_OK && s.types[i] != SCREE__PW_OPEN_ERR &&
+                  s.types[i] != SCREE__PW_WELCOME,
+              "answer %d was %d", i, s.types[i]);
+  stranger_close(&s);
+
+  /* 3. Garbage: random bytes of every length on our id and on others. */
+  stranger_open(&s, p.port);
+  uint32_t x = 12345;
+  for (int k = 0; k < 200; k++) {
+    size_t len = (size_t)(k * 37 % 9000);
+    for (size_t i = 0; i < len; i++) {
+      x = x * 1664525u + 1013904223u;
+      buf[i % sizeof(buf)] = (unsigned char)(x >> 24);
+    }
+    if (k % 3 == 0 && len >= SCREE__PW_HEADER) /* a valid header, a garbage body */
+      memcpy(buf, "\x43\x50\x43\x31", 4);
+    stranger_send(&s, k % 5 == 0 ? 7u : 0x5cu, buf, len < sizeof(buf) ? len : sizeof(buf));
+    if (s.failed)
+      break;
+  }
+  stranger_progress(&s, 200);
+  stranger_close(&s);
+
+  /* The owner is still up, holds no lease, and serves a real peer. */
+  scree_stats st = SCREE_STATS_INIT;
+  cr_assert_eq(scree_client_stats(p.co, &st), 0);
+  cr_expect_eq(st.leases, 0u);
+  cr_expect_eq(scree_client_fetch(p.cf, "owner", "secret-batch", NULL, 10000), 0, "%s",
+               scree_client_last_error(p.cf));
+  expect_same(p.cf, "secret-batch", &a);
+  free(a.values);
+  free(a.offsets);
+  pair_stop(&p);
+}
