@@ -621,3 +621,134 @@ Test(peers, strangers_and_garbage, .timeout = 120) {
   free(a.offsets);
   pair_stop(&p);
 }
+
+/* ---- two network namespaces joined by a veth pair ---------------------------- */
+
+#include <stdarg.h>
+
+static char ns_a[32], ns_b[32];
+
+static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int sh(const char *fmt, ...) {
+  char cmd[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(cmd, sizeof(cmd), fmt, ap);
+  va_end(ap);
+  int st = system(cmd);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void netns_cleanup(void) {
+  if (ns_a[0])
+    sh("ip netns del %s 2>/dev/null", ns_a);
+  if (ns_b[0])
+    sh("ip netns del %s 2>/dev/null", ns_b);
+}
+
+/* harness_start, inside network namespace ns. */
+static int start_in(harness *h, const char *ns, const char *const *extra) {
+  static unsigned counter;
+  snprintf(h->socket, sizeof(h->socket), "/tmp/scree-netns-%ld-%u.sock", (long)getpid(),
+           counter);
+  snprintf(h->log, sizeof(h->log), "/tmp/scree-netns-%ld-%u.log", (long)getpid(), counter++);
+  unlink(h->socket);
+  const char *argv[24] = {"ip", "netns", "exec", ns, SCREED_PATH, "--socket", h->socket,
+                          "--log-level", "warn"};
+  int n = 9;
+  for (int i = 0; extra[i] != NULL && n < 23; i++)
+    argv[n++] = extra[i];
+  argv[n] = NULL;
+  h->pid = fork();
+  if (h->pid == 0) {
+    int fd = open(h->log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd >= 0) {
+      dup2(fd, 1);
+      dup2(fd, 2);
+      close(fd);
+    }
+    execvp("ip", (char *const *)argv);
+    _exit(127);
+  }
+  for (int i = 0; i < 1000; i++) {
+    /* Unix sockets are files: they connect across network namespaces. */
+    if (harness_can_connect(h->socket))
+      return 0;
+    int st;
+    if (waitpid(h->pid, &st, WNOHANG) == h->pid) {
+      h->pid = -1;
+      return -1;
+    }
+    sleep_ms(10);
+  }
+  return -1;
+}
+
+Test(peers_netns, across_a_veth_pair, .fini = netns_cleanup, .timeout = 120) {
+  if (geteuid() != 0)
+    cr_skip_test("making network namespaces needs root; not tested here");
+  long pid = (long)getpid();
+  snprintf(ns_a, sizeof(ns_a), "scree-a-%ld", pid);
+  snprintf(ns_b, sizeof(ns_b), "scree-b-%ld", pid);
+  if (sh("ip netns add %s 2>/dev/null", ns_a) != 0) {
+    ns_a[0] = '\0';
+    cr_skip_test("cannot make network namespaces here (ip netns add failed); not tested");
+  }
+  if (sh("ip netns add %s", ns_b) != 0) {
+    ns_b[0] = '\0';
+    cr_skip_test("cannot make a second network namespace; not tested");
+  }
+  /* A /30 of 10.231.0.0/16 picked by pid, only ever inside these two
+   * namespaces. */
+  unsigned sub = (unsigned)(pid % 16000) * 4;
+  char ip_a[32], ip_b[32];
+  snprintf(ip_a, sizeof(ip_a), "10.231.%u.%u", sub / 256, sub % 256 + 1);
+  snprintf(ip_b, sizeof(ip_b), "10.231.%u.%u", sub / 256, sub % 256 + 2);
+  cr_assert_eq(sh("ip link add sca%ld type veth peer name scb%ld", pid, pid), 0);
+  cr_assert_eq(sh("ip link set sca%ld netns %s && ip link set scb%ld netns %s", pid, ns_a,
+                  pid, ns_b),
+               0);
+  cr_assert_eq(sh("ip -n %s addr add %s/30 dev sca%ld && ip -n %s link set sca%ld up &&"
+                  " ip -n %s link set lo up",
+                  ns_a, ip_a, pid, ns_a, pid, ns_a),
+               0);
+  cr_assert_eq(sh("ip -n %s addr add %s/30 dev scb%ld && ip -n %s link set scb%ld up &&"
+                  " ip -n %s link set lo up",
+                  ns_b, ip_b, pid, ns_b, pid, ns_b),
+               0);
+  setenv("UCX_TLS", "tcp", 1);
+  char secret[64];
+  snprintf(secret, sizeof(secret), "/tmp/scree-netns-%ld.secret", pid);
+  cr_assert_eq(peers_write_secret(secret, "namespaces share this secret too"), 0);
+  unsigned port = 20000 + (unsigned)(pid % 20000);
+  char listen[64], peer[80];
+  snprintf(listen, sizeof(listen), "%s:%u", ip_a, port);
+  snprintf(peer, sizeof(peer), "a=%s:%u", ip_a, port);
+  harness owner, fetcher;
+  const char *oa[] = {"--peer-listen", listen, "--peer-secret-file", secret, NULL};
+  const char *fa[] = {"--peer", peer, "--peer-secret-file", secret, NULL};
+  cr_assert_eq(start_in(&owner, ns_a, oa), 0, "owner did not start (log %s)", owner.log);
+  cr_assert_eq(start_in(&fetcher, ns_b, fa), 0, "fetcher did not start (log %s)", fetcher.log);
+  scree_client *co, *cf;
+  cr_assert_eq(scree_client_connect(owner.socket, &co), 0);
+  cr_assert_eq(scree_client_connect(fetcher.socket, &cf), 0);
+  for (int k = 0; k < 2; k++) {
+    scree_array a;
+    cr_assert_eq(peers_make(k ? SCREE_FLOAT64 : SCREE_BFLOAT16, k ? SCREE_INT32 : SCREE_INT64,
+                            300, 40, 64, 11, &a),
+                 0);
+    char name[16];
+    snprintf(name, sizeof(name), "ns%d", k);
+    cr_assert_eq(scree_client_put(co, name, &a, NULL), 0);
+    int rc = scree_client_fetch(cf, "a", name, NULL, 30000);
+    cr_assert_eq(rc, 0, "%s", scree_client_last_error(cf));
+    expect_same(cf, name, &a);
+    free(a.values);
+    free(a.offsets);
+  }
+  scree_client_close(co);
+  scree_client_close(cf);
+  cr_expect_eq(harness_stop(&owner), 0);
+  cr_expect_eq(harness_stop(&fetcher), 0);
+  unlink(secret);
+}
