@@ -45,6 +45,9 @@
 /* Leases one peer connection may hold on this screed. */
 #define MAX_LEASES_PER_CONN 1024
 #define DEFAULT_TIMEOUT_MS 60000
+/* How long a refused connection is kept muted, waiting for its remote to
+ * close it. */
+#define MUTE_MS 30000
 /* Reads are posted in chunks of this many bytes, all at once. */
 #define GET_CHUNK (16u << 20)
 /* Waiting for a batch to appear on the peer: first retry after this, then
@@ -83,6 +86,13 @@ struct conn {
   char fail_msg[256];
   int was_ready;
   int graceful; /* close after what was sent has gone (a DENIED) */
+  /* Owner side, refused: UCX 1.13 can crash handling a message that
+   * arrives for an endpoint this side already closed, so a refused
+   * connection is muted (every message dropped) and closed only once the
+   * remote has gone (the endpoint's error) or after MUTE_MS. */
+  int muted;
+  uint64_t muted_ns;
+  int gone; /* the endpoint reported an error: the remote is gone */
   /* Owner side: the leases the remote holds here. */
   lease *leases;
   uint32_t nleases;
@@ -253,6 +263,8 @@ static void conn_mark_failed(conn *c, int rc, int cause, const char *fmt, ...) {
 static void ep_err_cb(void *arg, ucp_ep_h ep, ucs_status_t status) {
   conn *c = arg;
   (void)ep;
+  c->gone = 1;
+  kick(c->p);
   if (c->owner) {
     conn_mark_failed(c, SCREE_EIO, SCREE__FETCH_FAIL_LOST, "connection from %s failed: %s",
                      c->addr, ucs_status_string(status));
@@ -997,6 +1009,27 @@ static void on_message(conn *c, const void *data, size_t len) {
                    c->addr, scree__pw_type_name(m.type));
 }
 
+/* Messages on any other id: only a stranger sends them. UCX 1.13 crashes
+ * (ucp_am_handler_reply) on a message for an id without a handler that
+ * asks for a reply endpoint, so every id gets this handler, which refuses
+ * the sender's connection. */
+static ucs_status_t am_other_cb(void *arg, const void *header, size_t header_length,
+                                void *data, size_t length, const ucp_am_recv_param_t *param) {
+  scree__peers *p = arg;
+  (void)header, (void)header_length, (void)data, (void)length;
+  if (!(param->recv_attr & UCP_AM_RECV_ATTR_FIELD_REPLY_EP))
+    return UCS_OK;
+  conn *c = conn_by_ep(p, param->reply_ep);
+  if (c == NULL || c->failed)
+    return UCS_OK;
+  if (c->owner)
+    owner_refuse(c, "message on an unknown active-message id");
+  else
+    conn_mark_failed(c, SCREE_EPROTO, SCREE__FETCH_FAIL_INVALID,
+                     "peer '%s' sent a message on an unknown id", c->peer->spec.name);
+  return UCS_OK;
+}
+
 static ucs_status_t am_cb(void *arg, const void *header, size_t header_length, void *data,
                           size_t length, const ucp_am_recv_param_t *param) {
   scree__peers *p = arg;
@@ -1110,6 +1143,19 @@ static void reap(scree__peers *p) {
     }
     if (!c->failed)
       continue;
+    if (c->owner && !c->gone && !p->shutting_down) {
+      /* Refused (or failed) while the remote still holds its endpoint:
+       * mute it, end its leases, and close it when the remote goes. */
+      if (!c->muted) {
+        c->muted = 1;
+        c->muted_ns = now;
+        while (c->leases != NULL)
+          lease_end(p, c, c->leases);
+        continue;
+      }
+      if (now - c->muted_ns < MUTE_MS * 1000000ull)
+        continue;
+    }
     if (!c->owner) {
       /* Every fetch on this connection (or waiting for it) fails with its
        * reason; reads in flight are cancelled by the close below. */
@@ -1461,6 +1507,15 @@ int scree__peers_new(const scree__peers_config *cfg, scree__peers **out, char *m
   ap.arg = p;
   ap.flags = UCP_AM_FLAG_WHOLE_MSG;
   st = ucp_worker_set_am_recv_handler(p->worker, &ap);
+  /* Every other id (UCX's are 16 bits), highest first so that UCX's table
+   * grows once. */
+  for (unsigned id = 0xffffu; st == UCS_OK && id != (unsigned)-1; id--) {
+    if (id == AM_ID)
+      continue;
+    ap.id = id;
+    ap.cb = am_other_cb;
+    st = ucp_worker_set_am_recv_handler(p->worker, &ap);
+  }
   if (st != UCS_OK) {
     rc = scree__fail(SCREE_EIO, msg, msg_len, "ucp_worker_set_am_recv_handler: %s",
                      ucs_status_string(st));

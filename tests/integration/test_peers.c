@@ -603,7 +603,9 @@ Test(peers, strangers_and_garbage, .timeout = 120) {
     }
     if (k % 3 == 0 && len >= SCREE__PW_HEADER) /* a valid header, a garbage body */
       memcpy(buf, "\x43\x50\x43\x31", 4);
-    stranger_send(&s, k % 5 == 0 ? 7u : 0x5cu, buf, len < sizeof(buf) ? len : sizeof(buf));
+    /* Other active-message ids too, below and far above screed's own. */
+    unsigned id = k % 5 == 0 ? 7u : k % 7 == 0 ? 5000u + (unsigned)k : 0x5cu;
+    stranger_send(&s, id, buf, len < sizeof(buf) ? len : sizeof(buf));
     if (s.failed)
       break;
   }
