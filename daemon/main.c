@@ -22,7 +22,6 @@
 #include "metrics.h"
 #include "notify.h"
 #include "peers.h"
-#include "peers_auth.h"
 #include "server.h"
 #include "store.h"
 #include "scree/error.h"
@@ -557,24 +556,15 @@ static int start_peers(const options *o, uv_loop_t *loop, daemon_state *d, char 
                        size_t msg_len) {
   if (o->peer_listen == NULL && o->npeers == 0)
     return 0;
-  if (!scree__peers_available())
-    return scree__peers_new(NULL, &d->peers, msg, msg_len);
-  unsigned char *secret = NULL;
-  size_t secret_len = 0;
-  int rc = scree__peer_secret_load(o->peer_secret_file, &secret, &secret_len, msg, msg_len);
-  if (rc != 0)
-    return rc;
   scree__peers_config pc = {
       .loop = loop,
       .store = d->store,
       .listen = o->peer_listen,
       .peers = o->peers,
       .npeers = o->npeers,
-      .secret = secret,
-      .secret_len = secret_len,
+      .secret_file = o->peer_secret_file,
   };
-  rc = scree__peers_new(&pc, &d->peers, msg, msg_len);
-  scree__peer_secret_free(secret, secret_len);
+  int rc = scree__peers_new(&pc, &d->peers, msg, msg_len);
   if (rc != 0)
     return rc;
   d->metrics.render_extra = render_peers;

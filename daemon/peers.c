@@ -1430,6 +1430,20 @@ static int resolve(const scree__peer_spec *s, struct sockaddr_storage *sa, sockl
 int scree__peers_new(const scree__peers_config *cfg, scree__peers **out, char *msg,
                      size_t msg_len) {
   *out = NULL;
+  unsigned char *loaded = NULL;
+  size_t loaded_len = 0;
+  if (cfg->secret_file != NULL) {
+    int lrc = scree__peer_secret_load(cfg->secret_file, &loaded, &loaded_len, msg, msg_len);
+    if (lrc != 0)
+      return lrc;
+    scree__peers_config c2 = *cfg;
+    c2.secret_file = NULL;
+    c2.secret = loaded;
+    c2.secret_len = loaded_len;
+    lrc = scree__peers_new(&c2, out, msg, msg_len);
+    scree__peer_secret_free(loaded, loaded_len);
+    return lrc;
+  }
   if (cfg->secret == NULL || cfg->secret_len < SCREE__PEER_SECRET_MIN)
     return scree__fail(SCREE_EINVAL, msg, msg_len,
                        "peers need --peer-secret-file: UCX neither authenticates nor"

@@ -61,7 +61,10 @@ typedef struct scree__peers_config {
   const char *listen; /* "HOST:PORT" or NULL: accept no peer */
   const scree__peer_spec *peers;
   size_t npeers;
-  const unsigned char *secret; /* copied */
+  /* --peer-secret-file: read here (peers_auth.h says what it must be);
+   * or, for tests, the secret itself in secret/secret_len (copied). */
+  const char *secret_file;
+  const unsigned char *secret;
   size_t secret_len;
 } scree__peers_config;
 
