@@ -121,8 +121,9 @@ int scree__peers_fetch(scree__peers *p, scree__session *sess, uint64_t id,
                        const scree__fetch_req *q, scree__fetch_done_cb cb, void *cb_arg,
                        char *msg, size_t msg_len);
 
-/* Called when the fetch's session closes: the fetch goes on without its
- * callback and keeps its batch if it completes. */
+/* Called when the fetch's session closes: a fetch whose reads have
+ * started goes on without its callback and keeps its batch if it
+ * completes; one still waiting for the peer's answer stops there. */
 void scree__peers_detach(void *fetch);
 
 /* Counters of one peer (of --peer), for Stats and metrics. */
