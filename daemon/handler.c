@@ -753,7 +753,8 @@ void scree__handler_close(scree__handler *h, scree__session *sess) {
   void *job = scree__session_job(sess);
   if (job != NULL)
     scree__exec_detach(job);
-  /* A fetch goes on and keeps its batch; it must not reply either. */
+  /* A fetch whose reads have started goes on and keeps its batch (peers.h);
+   * it must not reply either. */
   void *fetch = scree__session_fetch(sess);
   if (fetch != NULL)
     scree__peers_detach(fetch);
