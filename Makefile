@@ -13,7 +13,7 @@ FUZZ_CI_SECONDS ?= 60
 # Inputs past FUZZ_SLOW_SECONDS are reported as they are found.
 FUZZ_TIMEOUT ?= 2
 FUZZ_SLOW_SECONDS ?= 1
-FUZZ_HARNESSES := fuzz_decode fuzz_store
+FUZZ_HARNESSES := fuzz_decode fuzz_store fuzz_peer_wire
 PYTHON       ?= python3
 BUILD_TYPE   ?= RelWithDebInfo
 JOBS         ?= $(shell nproc 2>/dev/null || echo 2)
@@ -21,7 +21,8 @@ CMAKE_ARGS   ?=
 
 APT_PACKAGES := build-essential cmake pkg-config libuv1-dev libprotobuf-c-dev \
                 protobuf-c-compiler libcriterion-dev libdlpack-dev libsystemd-dev \
-                libmicrohttpd-dev systemd valgrind man-db groff-base python3-venv
+                libmicrohttpd-dev systemd valgrind man-db groff-base python3-venv \
+                libucx-dev ucx-utils libssl-dev
 # libFuzzer comes with clang's runtime; only the fuzz targets need these.
 FUZZ_APT_PACKAGES := clang libclang-rt-14-dev
 # Module names to import : pip requirement that provides it.

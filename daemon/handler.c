@@ -16,6 +16,7 @@
 struct scree__handler {
   scree__store *store;
   scree__exec *exec; /* NULL: Attention is ENOTSUP */
+  scree__peers *peers; /* NULL: Fetch is ENOTSUP */
   uint64_t max_packet;
   char version[64];
   scree__handler_deliver_cb deliver;
@@ -40,6 +41,7 @@ void scree__reply_clear(scree__reply *r) {
   free(r->list_descs);
   free(r->list_inner);
   free(r->freed);
+  free(r->peer_stats);
   scree__reply_init(r);
 }
 
@@ -62,6 +64,7 @@ static const struct {
     {SCREE__V1__REQUEST__BODY_ATTENTION, SCREE__REQ_ATTENTION, "attention"},
     {SCREE__V1__REQUEST__BODY_WATCH, SCREE__REQ_WATCH, "watch"},
     {SCREE__V1__REQUEST__BODY_CANCEL, SCREE__REQ_CANCEL, "cancel"},
+    {SCREE__V1__REQUEST__BODY_FETCH, SCREE__REQ_FETCH, "fetch"},
 };
 #define NREQ_TYPES (sizeof(req_types) / sizeof(req_types[0]))
 
@@ -463,6 +466,51 @@ static int do_stat(scree__handler *h, const Scree__V1__Stat *q, scree__reply *r)
   return 0;
 }
 
+/* StatsReply.peers: the counters of each --peer, in one heap block that
+ * the reply frees. */
+static int fill_peer_stats(scree__handler *h, Scree__V1__StatsReply *st, scree__reply *r) {
+  size_t n = scree__peers_count(h->peers);
+  if (n == 0)
+    return 0;
+  typedef struct one {
+    Scree__V1__PeerStats ps;
+    Scree__V1__PeerFailure fails[SCREE__FETCH_FAIL_CAUSES];
+    Scree__V1__PeerFailure *fail_ptrs[SCREE__FETCH_FAIL_CAUSES];
+  } one;
+  char *block = calloc(1, n * (sizeof(one) + sizeof(Scree__V1__PeerStats *)));
+  if (block == NULL)
+    return FAIL(SCREE_ENOMEM, "out of host memory");
+  r->peer_stats = block;
+  one *all = (one *)block;
+  Scree__V1__PeerStats **ptrs = (Scree__V1__PeerStats **)(block + n * sizeof(one));
+  for (size_t i = 0; i < n; i++) {
+    scree__peer_counts pc;
+    scree__peers_counts(h->peers, i, &pc);
+    one *o = &all[i];
+    scree__v1__peer_stats__init(&o->ps);
+    o->ps.name = (char *)pc.name;
+    o->ps.connected = pc.connected != 0;
+    o->ps.batches_fetched = pc.batches;
+    o->ps.bytes_fetched = pc.bytes;
+    size_t nf = 0;
+    for (int k = 0; k < SCREE__FETCH_FAIL_CAUSES; k++) {
+      if (pc.failures[k] == 0)
+        continue;
+      scree__v1__peer_failure__init(&o->fails[nf]);
+      o->fails[nf].cause = (char *)scree__fetch_fail_name(k);
+      o->fails[nf].count = pc.failures[k];
+      o->fail_ptrs[nf] = &o->fails[nf];
+      nf++;
+    }
+    o->ps.n_failures = nf;
+    o->ps.failures = o->fail_ptrs;
+    ptrs[i] = &o->ps;
+  }
+  st->n_peers = n;
+  st->peers = ptrs;
+  return 0;
+}
+
 static int do_stats(scree__handler *h, scree__reply *r) {
   scree__store_counts c;
   scree__store_counts_get(h->store, &c);
@@ -492,6 +540,8 @@ static int do_stats(scree__handler *h, scree__reply *r) {
   st->waiters = c.waiters;
   st->watchers = c.watchers;
   st->watch_overflows = c.watch_overflows;
+  if (fill_peer_stats(h, st, r) != 0)
+    return SCREE_ENOMEM;
   r->resp.body_case = SCREE__V1__RESPONSE__BODY_STATS;
   r->resp.stats = st;
   return 0;
@@ -592,6 +642,62 @@ static int do_attention(scree__handler *h, scree__session *sess, uint64_t id,
   return rc;
 }
 
+/* ---- fetch (peers) ----------------------------------------------------------- */
+
+/* A fetch's end (peers.h): the deferred reply, encoded and delivered. */
+static void fetch_done(void *arg, scree__session *sess, uint64_t id,
+                       const scree__fetch_result *res) {
+  scree__handler *h = arg;
+  scree__reply r;
+  scree__reply_init(&r);
+  r.resp.id = id;
+  r.op = SCREE__REQ_FETCH;
+  if (res->rc == 0) {
+    fill_info(&r.info, &r.desc, r.inner, res->out, scree__now_ns());
+    Scree__V1__FetchReply *fr = &r.body.fetch;
+    scree__v1__fetch_reply__init(fr);
+    fr->info = &r.info;
+    fr->bytes = res->bytes;
+    fr->elapsed_ns = res->elapsed_ns;
+    r.resp.body_case = SCREE__V1__RESPONSE__BODY_FETCH;
+    r.resp.fetch = fr;
+  } else {
+    snprintf(r.msg, sizeof(r.msg), "%s", res->msg);
+    fail_reply(h, sess, &r, "fetch", res->rc);
+  }
+  scree__out out;
+  int rc = encode(h, sess, &r, &out);
+  scree__reply_clear(&r);
+  if (rc != 0 || h->deliver == NULL) {
+    scree__log(SCREE__LOG_ERROR, "reply_lost", "conn=%" PRIu64 " reason=%s",
+               scree__session_id(sess), rc != 0 ? "out_of_memory" : "no_server");
+    if (rc == 0)
+      scree__out_clear(&out);
+    return;
+  }
+  h->deliver(h->deliver_arg, sess, &out);
+}
+
+static int do_fetch(scree__handler *h, scree__session *sess, uint64_t id,
+                    const Scree__V1__Fetch *q, scree__reply *r) {
+  if (h->peers == NULL)
+    return FAIL(SCREE_ENOTSUP, "this screed has no peers (start it with --peer NAME=HOST:PORT"
+                " and --peer-secret-file)");
+  scree__fetch_req f = {
+      .peer = q->peer,
+      .name = q->name,
+      .as_name = q->as_name,
+      .wait_ms = q->wait_present_case == SCREE__V1__FETCH__WAIT_PRESENT_WAIT_MS
+                     ? (q->wait_ms < 0 ? -1 : q->wait_ms)
+                     : SCREE__FETCH_NO_WAIT,
+      .timeout_ms = q->timeout_ms,
+  };
+  int rc = scree__peers_fetch(h->peers, sess, id, &f, fetch_done, h, r->msg, sizeof(r->msg));
+  if (rc == 0)
+    r->deferred = 1;
+  return rc;
+}
+
 /* ---- dispatch ------------------------------------------------------------ */
 
 static int dispatch(scree__handler *h, scree__session *sess, const Scree__V1__Request *req,
@@ -609,6 +715,7 @@ static int dispatch(scree__handler *h, scree__session *sess, const Scree__V1__Re
   case SCREE__V1__REQUEST__BODY_ATTENTION: return do_attention(h, sess, req->id, req->attention, r);
   case SCREE__V1__REQUEST__BODY_WATCH: return do_watch(h, sess, req->id, req->watch, r);
   case SCREE__V1__REQUEST__BODY_CANCEL: return do_cancel(h, sess, r);
+  case SCREE__V1__REQUEST__BODY_FETCH: return do_fetch(h, sess, req->id, req->fetch, r);
   default: return FAIL(SCREE_EPROTO, "unknown request type");
   }
 }
@@ -626,6 +733,8 @@ void scree__handle(scree__handler *h, scree__session *sess, const Scree__V1__Req
      * reply; a direct caller that does gets this rather than replies out
      * of order. */
     rc = FAIL(SCREE_EBUSY, "an attention request is still running on this connection");
+  } else if (scree__session_fetch(sess) != NULL) {
+    rc = FAIL(SCREE_EBUSY, "a fetch is still running on this connection");
   } else if (!scree__session_hello_done(sess) &&
              req->body_case != SCREE__V1__REQUEST__BODY_HELLO) {
     rc = FAIL(SCREE_EPROTO, "the first request on a connection must be Hello, not %s",
@@ -875,6 +984,7 @@ int scree__handler_new(scree__store *store, const scree__handler_config *cfg,
     return scree__fail(SCREE_ENOMEM, msg, msg_len, "out of host memory");
   h->store = store;
   h->exec = cfg->exec;
+  h->peers = cfg->peers;
   h->max_packet = cfg->max_packet;
   snprintf(h->version, sizeof(h->version), "%s", cfg->version ? cfg->version : "");
   scree__store_hooks hooks = {.wait_done = wait_done, .watch_ready = watch_ready, .arg = h};
@@ -903,5 +1013,10 @@ void scree__handler_close(scree__handler *h, scree__session *sess) {
   void *job = scree__session_job(sess);
   if (job != NULL)
     scree__exec_detach(job);
+  /* A fetch whose reads have started goes on and keeps its batch (peers.h);
+   * it must not reply either. */
+  void *fetch = scree__session_fetch(sess);
+  if (fetch != NULL)
+    scree__peers_detach(fetch);
   scree__session_close(h->store, sess);
 }

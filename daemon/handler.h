@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "exec.h"
+#include "peers.h"
 #include "scree/v1/scree.pb-c.h"
 #include "store.h"
 
@@ -38,6 +39,9 @@ typedef struct scree__handler_config {
   /* Runs Attention requests; NULL: they are answered ENOTSUP. Must outlive
    * the handler. */
   scree__exec *exec;
+  /* Serves Fetch (peers over UCX); NULL: Fetch is answered ENOTSUP. Must
+   * outlive the handler. */
+  scree__peers *peers;
 } scree__handler_config;
 
 /* A response being built. The handler fills resp and may attach one fd
@@ -62,6 +66,7 @@ typedef struct scree__reply {
     Scree__V1__WatchReply watch;
     Scree__V1__CancelReply cancel;
     Scree__V1__Event event;
+    Scree__V1__FetchReply fetch;
   } body;
   Scree__V1__Location loc;
   Scree__V1__BatchInfo info;
@@ -84,6 +89,8 @@ typedef struct scree__reply {
   int cancellable;
   /* Response.freed_arenas: a heap array, freed by scree__reply_clear. */
   uint64_t *freed;
+  /* StatsReply.peers: one heap block, freed by scree__reply_clear. */
+  void *peer_stats;
 } scree__reply;
 
 void scree__reply_init(scree__reply *r);

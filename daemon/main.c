@@ -22,6 +22,7 @@
 #include "mem.h"
 #include "metrics.h"
 #include "notify.h"
+#include "peers.h"
 #include "server.h"
 #include "sockpath.h"
 #include "store.h"
@@ -66,6 +67,11 @@ typedef struct options {
   uint64_t drain_timeout_ms;
   uint64_t release_free_ms;
   uint64_t attention_timeout_ms;
+  /* Peers (peers.h, docs/cluster.md). */
+  const char *peer_listen;
+  const char *peer_secret_file;
+  scree__peer_spec peers[SCREE__PEERS_MAX];
+  size_t npeers;
 } options;
 
 #define DEFAULT_MAX_CONNECTIONS 1024u
@@ -94,6 +100,13 @@ enum {
   OPT_ADMIN_UID,
   OPT_QUOTA_PER_UID,
   OPT_SHARED_ARENAS,
+};
+
+/* Option codes of peers. */
+enum {
+  OPT_PEER_LISTEN = 0x5401,
+  OPT_PEER,
+  OPT_PEER_SECRET_FILE,
 };
 
 static void usage(FILE *f) {
@@ -135,6 +148,11 @@ static void usage(FILE *f) {
           "                        host memory that deleted batches left unused this long\n"
           "                        goes back to the system, and GPU arenas left empty this\n"
           "                        long go back to the driver (default 10; also 500ms, 0)\n"
+          "  --peer-listen HOST:PORT\n"
+          "                        accept peer screeds there (UCX; off by default)\n"
+          "  --peer NAME=HOST:PORT a peer screed this one may fetch from (repeatable)\n"
+          "  --peer-secret-file PATH\n"
+          "                        the secret every peer proves (needed with the two above)\n"
           "  --version, --help\n"
           "SIZE is a number of bytes with an optional K, M, G or T suffix (powers of 1024).\n");
 }
@@ -326,6 +344,9 @@ static int parse_options(int argc, char **argv, options *o) {
       {"drain-timeout", required_argument, NULL, OPT_DRAIN_TIMEOUT},
       {"release-free-after", required_argument, NULL, OPT_RELEASE_FREE},
       {"attention-timeout", required_argument, NULL, OPT_ATTENTION_TIMEOUT},
+      {"peer-listen", required_argument, NULL, OPT_PEER_LISTEN},
+      {"peer", required_argument, NULL, OPT_PEER},
+      {"peer-secret-file", required_argument, NULL, OPT_PEER_SECRET_FILE},
       {"version", no_argument, NULL, 'V'},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0},
@@ -440,6 +461,32 @@ static int parse_options(int argc, char **argv, options *o) {
       if (ops_option(c, optarg, o) != 0)
         return 2;
       break;
+    case OPT_PEER_LISTEN: {
+      char host[256], m[256];
+      uint16_t port;
+      if (scree__peer_addr_parse(optarg, host, sizeof(host), &port, m, sizeof(m)) != 0) {
+        fprintf(stderr, "screed: --peer-listen: %s\n", m);
+        return 2;
+      }
+      o->peer_listen = optarg;
+      break;
+    }
+    case OPT_PEER: {
+      char m[256];
+      if (o->npeers == SCREE__PEERS_MAX) {
+        fprintf(stderr, "screed: at most %d --peer options\n", SCREE__PEERS_MAX);
+        return 2;
+      }
+      if (scree__peer_spec_parse(optarg, &o->peers[o->npeers], m, sizeof(m)) != 0) {
+        fprintf(stderr, "screed: --peer: %s\n", m);
+        return 2;
+      }
+      o->npeers++;
+      break;
+    }
+    case OPT_PEER_SECRET_FILE:
+      o->peer_secret_file = optarg;
+      break;
     case 'V':
       printf("screed %s\n", SCREE_VERSION_STRING);
       return 1;
@@ -455,6 +502,15 @@ static int parse_options(int argc, char **argv, options *o) {
     fprintf(stderr, "screed: unexpected argument '%s'\n", argv[optind]);
     return 2;
   }
+  if (o->peer_secret_file != NULL && o->peer_listen == NULL && o->npeers == 0) {
+    fprintf(stderr, "screed: --peer-secret-file is for peers: give --peer-listen or --peer too\n");
+    return 2;
+  }
+  if ((o->peer_listen != NULL || o->npeers > 0) && o->peer_secret_file == NULL) {
+    fprintf(stderr, "screed: peers need --peer-secret-file PATH: UCX neither authenticates"
+                    " nor encrypts, so every peer must prove a shared secret\n");
+    return 2;
+  }
   if (o->max_packet < MIN_MAX_PACKET || o->max_packet > MAX_MAX_PACKET) {
     fprintf(stderr, "screed: --max-packet must be between %llu and %llu bytes\n",
             MIN_MAX_PACKET, MAX_MAX_PACKET);
@@ -467,6 +523,7 @@ typedef struct daemon_state {
   scree__store *store;
   scree__exec *exec;
   scree__handler *handler;
+  scree__peers *peers;
   scree__server *srv;
   uv_signal_t sigint;
   uv_signal_t sigterm;
@@ -531,6 +588,7 @@ static void close_all(daemon_state *d) {
   pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
   scree__server_shutdown(d->srv);
   scree__exec_shutdown(d->exec);
+  scree__peers_shutdown(d->peers);
   if (!uv_is_closing((uv_handle_t *)&d->purge_timer))
     uv_close((uv_handle_t *)&d->purge_timer, NULL);
   close_signals(d);
@@ -726,6 +784,39 @@ static void default_memory_limit(options *o, scree__mem *mem) {
              o->memory_limit, GPU_MEMORY_LIMIT_PERCENT, free_b, total);
 }
 
+static int render_peers(const void *arg, char **buf, size_t *len, size_t *cap) {
+  return scree__peers_render_metrics(arg, buf, len, cap);
+}
+
+/* Opens UCX and the peer listener when the options ask for peers. */
+static int start_peers(const options *o, uv_loop_t *loop, daemon_state *d, char *msg,
+                       size_t msg_len) {
+  if (o->peer_listen == NULL && o->npeers == 0)
+    return 0;
+  scree__peers_config pc = {
+      .loop = loop,
+      .store = d->store,
+      .listen = o->peer_listen,
+      .peers = o->peers,
+      .npeers = o->npeers,
+      .secret_file = o->peer_secret_file,
+  };
+  int rc = scree__peers_new(&pc, &d->peers, msg, msg_len);
+  if (rc != 0)
+    return rc;
+  d->metrics.render_extra = render_peers;
+  d->metrics.render_extra_arg = d->peers;
+  char names[512] = "";
+  size_t n = 0;
+  for (size_t i = 0; i < o->npeers && n < sizeof(names); i++)
+    n += (size_t)snprintf(names + n, sizeof(names) - n, "%s%s=%s:%u", i ? "," : "",
+                          o->peers[i].name, o->peers[i].host, o->peers[i].port);
+  scree__log(SCREE__LOG_INFO, "peers", "listen=%s port=%u peers=%s",
+             scree__q(o->peer_listen ? o->peer_listen : ""),
+             scree__peers_listen_port(d->peers), scree__q(names));
+  return 0;
+}
+
 /* Makes the layers above the store, bottom up: the executor (with the
  * drain and metrics it reports to), the handler over store and executor,
  * and the server, which listens on the socket (or takes systemd's). On
@@ -739,8 +830,13 @@ static int start_layers(options *o, uv_loop_t *loop, daemon_state *d) {
   int rc = scree__exec_new(loop, d->store, &ecfg, &d->exec, msg, sizeof(msg));
   if (rc != 0)
     goto err;
-  scree__handler_config hcfg = {
-      .max_packet = o->max_packet, .version = SCREE_VERSION_STRING, .exec = d->exec};
+  rc = start_peers(o, loop, d, msg, sizeof(msg));
+  if (rc != 0)
+    goto err;
+  scree__handler_config hcfg = {.max_packet = o->max_packet,
+                                .version = SCREE_VERSION_STRING,
+                                .exec = d->exec,
+                                .peers = d->peers};
   rc = scree__handler_new(d->store, &hcfg, &d->handler, msg, sizeof(msg));
   if (rc != 0)
     goto err;
@@ -783,6 +879,7 @@ err:
 static void free_layers(daemon_state *d) {
   scree__server_free(d->srv);
   scree__handler_free(d->handler);
+  scree__peers_free(d->peers);
   scree__exec_free(d->exec);
 }
 
@@ -927,6 +1024,7 @@ err_layers:
     close_all(&d);
   } else {
     scree__exec_shutdown(d.exec);
+    scree__peers_shutdown(d.peers);
     uv_close((uv_handle_t *)&d.purge_timer, NULL);
     close_signals(&d);
     scree__drain_close(&d.drain);

@@ -12,7 +12,7 @@
 /* Labels of the SCREE__REQ_* types, in their order. */
 static const char *const op_names[SCREE__REQ_TYPES] = {
     "invalid", "hello", "create", "seal",  "get",       "release",
-    "delete",  "list",  "stat",   "stats", "attention", "watch", "cancel",
+    "delete",  "list",  "stat",   "stats", "attention", "watch", "cancel", "fetch",
 };
 
 static const int status_codes[] = {
@@ -232,6 +232,10 @@ int scree__metrics_render(const scree__metrics *m, char **out, size_t *len) {
           "# TYPE scree_uptime_seconds gauge\n"
           "scree_uptime_seconds %.3f\n",
       (double)(scree__now_ns() - m->start_ns) / 1e9);
+
+  if (!b.failed && m->render_extra != NULL &&
+      m->render_extra(m->render_extra_arg, &b.p, &b.len, &b.cap) != 0)
+    b.failed = 1;
 
   if (b.failed) {
     free(b.p);

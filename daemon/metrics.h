@@ -32,6 +32,7 @@ enum {
   SCREE__REQ_ATTENTION,
   SCREE__REQ_WATCH,
   SCREE__REQ_CANCEL,
+  SCREE__REQ_FETCH,
   SCREE__REQ_TYPES
 };
 /* Statuses: "ok", every code of SCREE_ERRNO_MAP, and "UNKNOWN" last. */
@@ -61,6 +62,10 @@ typedef struct scree__metrics {
   scree__mem *mem;
   uint64_t bytes_limit;
   uint32_t max_connections;
+  /* More text appended to the exposition (the peers', peers.h), growing
+   * *buf as needed; NULL: none. Returns 0 or SCREE_ENOMEM. */
+  int (*render_extra)(const void *arg, char **buf, size_t *len, size_t *cap);
+  const void *render_extra_arg;
 } scree__metrics;
 
 /* Zeroes m and notes the start time. */

@@ -82,6 +82,7 @@ struct scree__session {
   /* The attention job whose reply this session waits for (exec.c keeps
    * it; the store never looks inside). */
   void *job;
+  void *fetch; /* the peer fetch it waits for (peers.c) */
   void *data; /* the server's connection */
   /* The Get that waits for a seal (at most one: a connection's requests
    * are answered in order, so nothing after it is read meanwhile), and the
@@ -487,6 +488,10 @@ void scree__session_set_hello_done(scree__session *sess) { sess->hello_done = 1;
 void scree__session_set_job(scree__session *sess, void *job) { sess->job = job; }
 
 void *scree__session_job(const scree__session *sess) { return sess->job; }
+
+void scree__session_set_fetch(scree__session *sess, void *fetch) { sess->fetch = fetch; }
+
+void *scree__session_fetch(const scree__session *sess) { return sess->fetch; }
 
 void scree__session_set_data(scree__session *sess, void *data) { sess->data = data; }
 
@@ -1126,6 +1131,18 @@ void scree__store_set_arena_hook(scree__store *s, void (*fn)(void *arg, uint64_t
                                  void *arg) {
   s->arena_hook = fn;
   s->arena_hook_arg = arg;
+}
+
+int scree__store_check_offsets(scree__store *s, const scree__batch *b, int64_t *max_length,
+                               char *msg, size_t msg_len) {
+  char m[512];
+  int read_failed = 0;
+  int rc = seal_check_offsets(s, b, max_length, &read_failed, m, sizeof(m));
+  if (rc != 0 && read_failed)
+    return scree__fail(rc, msg, msg_len, "reading the offsets of '%s': %s", b->name, m);
+  if (rc != 0)
+    return scree__fail(rc, msg, msg_len, "offsets of '%s' are invalid: %s", b->name, m);
+  return 0;
 }
 
 /* ---- freed-arena notices ----------------------------------------------- */

@@ -198,6 +198,11 @@ void scree__session_set_hello_done(scree__session *sess);
 void scree__session_set_job(scree__session *sess, void *job);
 void *scree__session_job(const scree__session *sess);
 
+/* The peer fetch whose reply the session waits for, or NULL (peers.c sets
+ * it, the handler reads it), kept apart from the attention job. */
+void scree__session_set_fetch(scree__session *sess, void *fetch);
+void *scree__session_fetch(const scree__session *sess);
+
 /* An opaque pointer for the server (its connection). */
 void scree__session_set_data(scree__session *sess, void *data);
 void *scree__session_data(const scree__session *sess);
@@ -375,5 +380,12 @@ int scree__store_watch_pending(const scree__store *s, const scree__session *sess
 /* Takes sess's next event into ev (replay first, then the queue). Returns
  * 1, or 0 when there is none now. */
 int scree__store_watch_next(scree__store *s, scree__session *sess, scree__event *ev);
+/* Checks the offsets of reserved batch b as Seal does (read through the
+ * backend chunk by chunk) and stores its longest row count in *max_length,
+ * for bytes that were written by someone Seal never saw (a peer's fetch).
+ * Returns 0, SCREE_EINVAL naming the first bad offset, or the backend's
+ * error. */
+int scree__store_check_offsets(scree__store *s, const scree__batch *b, int64_t *max_length,
+                               char *msg, size_t msg_len);
 
 #endif /* SCREE_DAEMON_STORE_H */

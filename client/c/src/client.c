@@ -685,6 +685,58 @@ out:
   return rc;
 }
 
+int scree_client_fetch_ex(scree_client *c, const char *peer, const char *remote_name,
+                          const char *local_name, const scree_fetch_options *opts,
+                          scree_batch_info *info, uint64_t *bytes) {
+  if (c == NULL)
+    return SCREE_EINVAL;
+  pthread_mutex_lock(&c->mu);
+  static const scree_fetch_options defaults = SCREE_FETCH_OPTIONS_INIT;
+  if (opts == NULL)
+    opts = &defaults;
+  int rc = SCREE__CHECK_SIZE(c, opts, scree_fetch_options, SCREE_FETCH_OPTIONS_INIT);
+  if (rc == 0 && (peer == NULL || peer[0] == '\0'))
+    rc = scree__client_fail(c, SCREE_EINVAL, "fetch needs a peer name");
+  if (rc == 0)
+    rc = check_name(c, remote_name, "remote_name");
+  if (rc == 0 && local_name != NULL && local_name[0] != '\0')
+    rc = check_name(c, local_name, "local_name");
+  if (rc == 0 && opts->wait_ms != SCREE_FETCH_NO_WAIT && opts->wait_ms < -1)
+    rc = scree__client_fail(c, SCREE_EINVAL,
+                            "wait_ms is %" PRId64 "; it must be -1, >= 0 or SCREE_FETCH_NO_WAIT",
+                            opts->wait_ms);
+  if (rc != 0)
+    goto out;
+  Scree__V1__Fetch f = SCREE__V1__FETCH__INIT;
+  f.peer = (char *)peer;
+  f.name = (char *)remote_name;
+  f.as_name = (char *)(local_name != NULL ? local_name : "");
+  if (opts->wait_ms != SCREE_FETCH_NO_WAIT) {
+    f.wait_present_case = SCREE__V1__FETCH__WAIT_PRESENT_WAIT_MS;
+    f.wait_ms = opts->wait_ms;
+  }
+  f.timeout_ms = opts->timeout_ms;
+  Scree__V1__Response *resp;
+  rc = scree__call(c, SCREE__V1__REQUEST__BODY_FETCH, &f, &resp);
+  if (rc != 0)
+    goto out;
+  if (info != NULL)
+    rc = info_from_pb(c, resp->fetch->info, info);
+  if (bytes != NULL)
+    *bytes = resp->fetch->bytes;
+  scree__v1__response__free_unpacked(resp, NULL);
+out:
+  pthread_mutex_unlock(&c->mu);
+  return rc;
+}
+
+int scree_client_fetch(scree_client *c, const char *peer, const char *remote_name,
+                       const char *local_name, uint64_t timeout_ms) {
+  scree_fetch_options o = SCREE_FETCH_OPTIONS_INIT;
+  o.timeout_ms = timeout_ms;
+  return scree_client_fetch_ex(c, peer, remote_name, local_name, &o, NULL, NULL);
+}
+
 int scree_client_attention(scree_client *c, const char *q, const char *k, const char *v,
                            const char *out, const scree_attention_params *p,
                            scree_batch_info *info, uint64_t *elapsed_ns) {

@@ -176,6 +176,10 @@ static int build(scree_client *c, Scree__V1__Request *req, Scree__V1__Request__B
     req->cancel = body;
     *expect = SCREE__V1__RESPONSE__BODY_CANCEL;
     break;
+  case SCREE__V1__REQUEST__BODY_FETCH:
+    req->fetch = body;
+    *expect = SCREE__V1__RESPONSE__BODY_FETCH;
+    break;
   default:
     return scree__client_fail(c, SCREE_EINVAL, "request of unknown kind %d", (int)kind);
   }

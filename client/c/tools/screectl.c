@@ -44,6 +44,10 @@ static const char usage[] =
     "                                now come first unless --no-replay; runs until\n"
     "                                interrupted, or N events; after an overflow it\n"
     "                                starts again (seq 1) and says so on stderr\n"
+    "  fetch PEER NAME [--as LOCAL] [--wait S] [--timeout S]\n"
+    "                                copy batch NAME from peer screed PEER (one of the\n"
+    "                                daemon's --peer) into this daemon, as LOCAL; --wait:\n"
+    "                                seconds NAME may take to be sealed on the peer\n"
     "\n"
     "options:\n"
     "  --socket PATH   the daemon's socket (default: $SCREE_SOCKET, else the first\n"
@@ -73,6 +77,10 @@ typedef struct opts {
   const char *dtype;
   const char *q, *k, *v, *out;
   scree_attention_params att;
+  const char *peer;    /* fetch */
+  const char *as_name; /* fetch --as */
+  double wait_s;       /* fetch --wait; < 0: not given */
+  double timeout_s;    /* fetch --timeout; 0: the daemon's default */
   int json;   /* info, list, stat, stats --json, watch --json */
   int shared; /* put --shared */
   int force;  /* get --force */
@@ -131,6 +139,7 @@ static int parse_args(int argc, char **argv, opts *o) {
   static const scree_attention_params init = SCREE_ATTENTION_PARAMS_INIT;
   memset(o, 0, sizeof(*o));
   o->att = init;
+  o->wait_s = -1;
   int npos = 0;
   const char *pos[2] = {NULL, NULL};
   for (int i = 1; i < argc; i++) {
@@ -190,6 +199,18 @@ static int parse_args(int argc, char **argv, opts *o) {
       o->att.has_scale = 1;
       o->att.scale = f;
       continue;
+    } else if (is_opt(a, "--as")) {
+      dst = &o->as_name, name = "--as";
+    } else if (is_opt(a, "--wait")) {
+      const char *s = opt_value(argc, argv, &i, "--wait");
+      if (s == NULL)
+        return 1;
+      char *end;
+      double v = strtod(s, &end);
+      if (end == s || *end != '\0' || !(v >= 0) || v > 86400)
+        return die("--wait wants seconds (0 to 86400), not '%s'", s);
+      o->wait_s = v;
+      continue;
     } else if (is_opt(a, "--window")) {
       const char *s = opt_value(argc, argv, &i, "--window");
       if (s == NULL)
@@ -221,7 +242,7 @@ static int parse_args(int argc, char **argv, opts *o) {
     int min_pos, max_pos;
   } cmds[] = {{"info", 0, 0},   {"list", 0, 1}, {"stat", 1, 1},      {"stats", 0, 0},
               {"delete", 1, 1}, {"put", 1, 1},  {"get", 1, 1},       {"attention", 0, 0},
-              {"wait", 1, 1},   {"watch", 0, 1}};
+              {"wait", 1, 1},   {"watch", 0, 1}, {"fetch", 2, 2}};
   size_t c;
   for (c = 0; c < sizeof(cmds) / sizeof(cmds[0]); c++)
     if (strcmp(o->cmd, cmds[c].cmd) == 0)
@@ -229,10 +250,27 @@ static int parse_args(int argc, char **argv, opts *o) {
   if (c == sizeof(cmds) / sizeof(cmds[0]))
     return die("unknown command '%s' (see --help)", o->cmd);
   if (npos < cmds[c].min_pos)
-    return die("%s needs a batch name (see --help)", o->cmd);
+    return die(strcmp(o->cmd, "fetch") == 0 ? "%s needs PEER and NAME (see --help)"
+                                            : "%s needs a batch name (see --help)",
+               o->cmd);
   if (npos > cmds[c].max_pos)
     return die("%s: unexpected argument '%s' (see --help)", o->cmd, pos[cmds[c].max_pos]);
   o->name = pos[0];
+  int is_fetch = strcmp(o->cmd, "fetch") == 0;
+  if (is_fetch) {
+    o->peer = pos[0];
+    o->name = pos[1];
+    if (o->timeout != NULL) {
+      /* fetch's --timeout bounds the whole fetch, in seconds as wait's. */
+      char *end;
+      double v = strtod(o->timeout, &end);
+      if (end == o->timeout || *end != '\0' || !(v >= 0) || v > 86400)
+        return die("--timeout wants seconds (0 to 86400), not '%s'", o->timeout);
+      o->timeout_s = v;
+    }
+  } else if (o->as_name != NULL || o->wait_s >= 0) {
+    return die("--as and --wait belong to fetch");
+  }
 
   int is_put = strcmp(o->cmd, "put") == 0, is_get = strcmp(o->cmd, "get") == 0;
   int is_att = strcmp(o->cmd, "attention") == 0;
@@ -250,8 +288,8 @@ static int parse_args(int argc, char **argv, opts *o) {
     return die("--json belongs to info, list, stat, stats and watch");
   if (o->force && !is_get)
     return die("--force belongs to get");
-  if (o->timeout != NULL && strcmp(o->cmd, "wait") != 0)
-    return die("--timeout belongs to wait");
+  if (o->timeout != NULL && strcmp(o->cmd, "wait") != 0 && !is_fetch)
+    return die("--timeout belongs to wait and fetch");
   if ((o->no_replay || o->count != NULL) && !is_watch)
     return die("--no-replay and --count belong to watch");
   if (is_att && (o->q == NULL || o->k == NULL || o->v == NULL || o->out == NULL))
@@ -864,6 +902,20 @@ static int cmd_watch(scree_client *c, const opts *o) {
   return ret;
 }
 
+static int cmd_fetch(scree_client *c, const opts *o) {
+  scree_fetch_options fo = SCREE_FETCH_OPTIONS_INIT;
+  if (o->wait_s >= 0)
+    fo.wait_ms = (int64_t)(o->wait_s * 1000.0);
+  fo.timeout_ms = (uint64_t)(o->timeout_s * 1000.0);
+  scree_batch_info info;
+  uint64_t bytes = 0;
+  int rc = scree_client_fetch_ex(c, o->peer, o->name, o->as_name, &fo, &info, &bytes);
+  if (rc != 0)
+    return client_fail(c, rc);
+  printf("fetched %s from %s as %s (%" PRIu64 " bytes)\n", o->name, o->peer, info.name, bytes);
+  return 0;
+}
+
 int main(int argc, char **argv) {
   opts o;
   int rc = parse_args(argc, argv, &o);
@@ -895,6 +947,8 @@ int main(int argc, char **argv) {
     ret = cmd_wait(c, &o);
   else if (strcmp(o.cmd, "watch") == 0)
     ret = cmd_watch(c, &o);
+  else if (strcmp(o.cmd, "fetch") == 0)
+    ret = cmd_fetch(c, &o);
   else
     ret = cmd_attention(c, &o);
   scree_client_close(c);

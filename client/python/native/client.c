@@ -487,6 +487,26 @@ static PyObject *client_attention(scree__py_client *self, PyObject *args) {
   Py_RETURN_NONE;
 }
 
+static PyObject *client_fetch(scree__py_client *self, PyObject *args) {
+  const char *peer, *name, *as_name;
+  long long wait_ms;
+  unsigned long long timeout_ms;
+  if (!PyArg_ParseTuple(args, "sszLK:fetch", &peer, &name, &as_name, &wait_ms, &timeout_ms) ||
+      !client_usable(self))
+    return NULL;
+  scree_fetch_options o = SCREE_FETCH_OPTIONS_INIT;
+  /* Python passes -2 for "do not wait" (wait=None). */
+  o.wait_ms = wait_ms == -2 ? SCREE_FETCH_NO_WAIT : (int64_t)wait_ms;
+  o.timeout_ms = (uint64_t)timeout_ms;
+  scree_batch_info b;
+  int rc;
+  char err[SCREE__ERRMSG];
+  SCREE__CALL(self, rc, err, scree_client_fetch_ex(self->c, peer, name, as_name, &o, &b, NULL));
+  if (rc < 0)
+    return scree__py_raise(rc, err);
+  return batch_info_dict(&b);
+}
+
 static PyMethodDef client_methods[] = {
     {"close", (PyCFunction)client_close, METH_NOARGS,
      "Close the connection once no lease or created batch of it is alive."},
@@ -516,6 +536,8 @@ static PyMethodDef client_methods[] = {
     {"stats", (PyCFunction)client_stats, METH_NOARGS, "stats() -> dict"},
     {"attention", (PyCFunction)client_attention, METH_VARARGS,
      "attention(q, k, v, out, causal, scale, window_left, window_right)"},
+    {"fetch", (PyCFunction)client_fetch, METH_VARARGS,
+     "fetch(peer, name, as_name, wait_ms, timeout_ms) -> dict (wait_ms -2: no wait)"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -987,6 +987,33 @@ class Client:
         left, right = (-1, -1) if window is None else (int(window[0]), int(window[1]))
         self._c.attention(q, k, v, out, bool(causal), scale, left, right)
 
+    def fetch(self, peer: str, name: str, *, as_name: str | None = None,
+              wait: float | None = None, timeout: float | None = None) -> BatchInfo:
+        """Copy sealed batch ``name`` from ``peer`` (one of the daemon's
+        ``--peer NAME=HOST:PORT``) into this client's daemon, as ``as_name``
+        (default: ``name``), owned by this client's uid; then ``get`` it as
+        any other batch. ``wait``: seconds the batch may take to be sealed on
+        the peer, as ``get``'s (None: fail at once when it is not there).
+        ``timeout``: seconds for the whole fetch (None: the daemon's 60 s).
+        Returns the local batch's :class:`BatchInfo`. Errors name the peer:
+        :class:`NotFound` when the peer has no such batch,
+        :class:`Exists` when ``as_name`` is taken here, :class:`NoSpace`,
+        :class:`PermissionDenied` when the shared secret was not proven,
+        :class:`Disconnected` when the peer does not listen,
+        :class:`InvalidArgument` for an unknown peer (the message lists
+        the known ones); a transfer that fails or runs out of time raises
+        :class:`Error` with ``code`` SCREE_EIO or SCREE_ETIMEDOUT."""
+        if wait is None:
+            wait_ms = -2
+        else:
+            if wait < 0:
+                raise InvalidArgument(f"wait must be None or >= 0 seconds, got {wait!r}")
+            wait_ms = int(wait * 1000)
+        if timeout is not None and timeout <= 0:
+            raise InvalidArgument(f"timeout must be None or > 0 seconds, got {timeout!r}")
+        timeout_ms = 0 if timeout is None else max(1, int(timeout * 1000))
+        return _batch_info(self._c.fetch(peer, name, as_name, wait_ms, timeout_ms))
+
     def __repr__(self) -> str:
         state = "closed" if self.closed else self._hello["backend"]
         return f"scree.Client({self.socket!r}, {state})"

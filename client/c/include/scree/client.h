@@ -526,6 +526,48 @@ SCREE_API void scree_watch_close(scree_watch *w);
 /* "sealed", "deleted", "overflow" ("unspecified" otherwise). Never NULL. */
 SCREE_API const char *scree_event_kind_name(scree_event_kind k);
 
+/* Options of scree_client_fetch_ex. Start from SCREE_FETCH_OPTIONS_INIT. */
+#define SCREE_FETCH_NO_WAIT INT64_MIN
+typedef struct scree_fetch_options {
+  size_t struct_size; /* sizeof(scree_fetch_options) */
+  /* Waiting for the batch to be sealed on the peer: SCREE_FETCH_NO_WAIT
+   * (the default) fails at once when it is not there; -1 waits until the
+   * timeout; >= 0 waits that many milliseconds. */
+  int64_t wait_ms;
+  /* The whole fetch, enforced by the daemon; 0: its default (60 s). */
+  uint64_t timeout_ms;
+} scree_fetch_options;
+
+#define SCREE_FETCH_OPTIONS_INIT                                                            \
+  {.struct_size = sizeof(scree_fetch_options), .wait_ms = SCREE_FETCH_NO_WAIT}
+
+/* Asks this client's daemon to copy sealed batch remote_name from peer
+ * (a NAME of the daemon's --peer NAME=HOST:PORT) into its own store as
+ * local_name (NULL or "": remote_name). The daemon reserves the memory, the
+ * peer keeps a lease on its batch while the bytes move (UCX one-sided
+ * reads), and the local batch is sealed, owned by this connection's uid,
+ * only once every byte is in and its offsets check; on any failure nothing
+ * is left behind. Then scree_client_get attaches to it as to any batch.
+ * timeout_ms bounds the whole fetch (0: the daemon's default, 60 s). The
+ * call blocks until the fetch has ended.
+ * Returns 0; SCREE_EINVAL for an unknown peer (the message lists the known
+ * ones) or a bad name; SCREE_EEXIST when local_name exists; SCREE_ENOENT or
+ * SCREE_ESTATE from the peer (the message names the peer); SCREE_ENOSPC when
+ * the local store's limit or this uid's quota would be passed;
+ * SCREE_ECONNREFUSED when the peer does not listen; SCREE_EACCES when either
+ * side did not prove the shared secret; SCREE_EIO when the connection failed
+ * during the transfer; SCREE_ETIMEDOUT; SCREE_ENOTSUP when the daemon has no
+ * peers. */
+SCREE_API int scree_client_fetch(scree_client *c, const char *peer, const char *remote_name,
+                                 const char *local_name, uint64_t timeout_ms);
+
+/* scree_client_fetch with options (opts NULL: SCREE_FETCH_OPTIONS_INIT).
+ * When not NULL, *info receives the local batch's description and *bytes
+ * the bytes read from the peer. */
+SCREE_API int scree_client_fetch_ex(scree_client *c, const char *peer, const char *remote_name,
+                                    const char *local_name, const scree_fetch_options *opts,
+                                    scree_batch_info *info, uint64_t *bytes);
+
 /* Lower-case names of enum values, for tools ("sealed", "host", "memfd",
  * "vmm"). Never NULL. */
 SCREE_API const char *scree_batch_state_name(scree_batch_state s);

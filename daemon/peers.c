@@ -1,0 +1,1655 @@
+/* Peers over UCX: see peers.h for the shape and docs/cluster.md for the
+ * design. Everything here runs on the loop thread.
+ *
+ * Driving UCX from libuv: the worker is made with UCP_FEATURE_WAKEUP and
+ * UCS_THREAD_MODE_SINGLE; its event fd is polled with uv_poll_t. Each
+ * wakeup progresses the worker a bounded number of times, runs what the
+ * callbacks deferred (reap), and re-arms the worker; when arming says more
+ * work is pending (UCS_ERR_BUSY) past the bound, an idle handle brings the
+ * loop back on its next turn instead of spinning here. Operations posted
+ * from outside a wakeup (a Fetch from a client) start the idle handle too,
+ * and a 100 ms timer progresses the worker and enforces the handshake
+ * deadline whatever the event fd says.
+ *
+ * UCX callbacks (active messages, endpoint errors, completions) never close
+ * an endpoint or free a connection themselves: they mark it, and reap does
+ * it after ucp_worker_progress has returned. */
+#include "peers.h"
+
+#include <arpa/inet.h>
+#include <inttypes.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <ucp/api/ucp.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "peers_auth.h"
+#include "peers_wire.h"
+#include "scree/error.h"
+
+#define AM_ID 0x5c
+/* Bounds of one wakeup: progress calls per round, rounds per wakeup. */
+#define PUMP_SPINS 1024
+#define PUMP_ROUNDS 16
+#define TICK_MS 100
+/* A connection must finish the handshake within this. */
+#define HANDSHAKE_MS 10000
+/* Connections accepted but not yet authenticated, at most. */
+#define MAX_UNAUTH 32
+/* Leases one peer connection may hold on this screed. */
+#define MAX_LEASES_PER_CONN 1024
+#define DEFAULT_TIMEOUT_MS 60000
+/* How long a refused connection is kept muted, waiting for its remote to
+ * close it. */
+#define MUTE_MS 30000
+/* Reads are posted in chunks of this many bytes, all at once. */
+#define GET_CHUNK (16u << 20)
+/* Waiting for a batch to appear on the peer: first retry after this, then
+ * doubling up to the maximum. */
+#define RETRY_MIN_MS 10
+#define RETRY_MAX_MS 200
+
+typedef struct conn conn;
+typedef struct peer peer;
+typedef struct fetch fetch;
+typedef struct lease lease;
+
+typedef enum conn_state {
+  C_HELLO_SENT,  /* fetcher: waits for the owner's challenge */
+  C_PROOF_SENT,  /* fetcher: waits for WELCOME */
+  C_AWAIT_HELLO, /* owner */
+  C_AWAIT_PROOF, /* owner */
+  C_READY,
+} conn_state;
+
+struct conn {
+  scree__peers *p;
+  ucp_ep_h ep;
+  uint64_t id;
+  int owner; /* accepted by our listener: the remote fetches from us */
+  conn_state state;
+  peer *peer; /* fetcher side: the --peer it reaches */
+  char addr[300];
+  uint64_t start_ns;
+  unsigned char nonce_mine[SCREE__PW_NONCE];
+  unsigned char nonce_theirs[SCREE__PW_NONCE];
+  /* Set by callbacks; reap acts on it. */
+  int failed;
+  int fail_rc;
+  int fail_cause;
+  char fail_msg[256];
+  int was_ready;
+  int graceful; /* close after what was sent has gone (a DENIED) */
+  /* Owner side, refused: UCX 1.13 can crash handling a message that
+   * arrives for an endpoint this side already closed, so a refused
+   * connection is muted (every message dropped) and closed only once the
+   * remote has gone (the endpoint's error) or after MUTE_MS. */
+  int muted;
+  uint64_t muted_ns;
+  int gone; /* the endpoint reported an error: the remote is gone */
+  /* Owner side: the leases the remote holds here. */
+  lease *leases;
+  uint32_t nleases;
+  conn *prev, *next;
+};
+
+struct lease {
+  uint64_t handle;
+  scree__batch *b;
+  ucp_mem_h memh;
+  lease *prev, *next;
+};
+
+struct peer {
+  scree__peer_spec spec;
+  struct sockaddr_storage sa;
+  socklen_t salen;
+  conn *conn; /* the current connection, or NULL */
+  scree__peer_counts counts;
+};
+
+typedef enum fetch_state {
+  F_WAIT_CONN, /* the connection is being made and authenticated */
+  F_OPEN_SENT,
+  F_RETRY,     /* waiting to ask again for a batch not sealed yet */
+  F_READING,   /* reads posted */
+  F_SETTLING,  /* failed or done, waiting for reads to end */
+} fetch_state;
+
+struct fetch {
+  scree__peers *p;
+  peer *peer;
+  conn *conn;
+  fetch_state state;
+  scree__session *sess; /* NULL once detached */
+  int replied;
+  uint64_t id; /* the client's request id */
+  uint64_t wire_req;
+  char name[SCREE__MAX_NAME_LEN + 1];
+  char as_name[SCREE__MAX_NAME_LEN + 1];
+  uint64_t start_ns;
+  uint64_t deadline_ns;
+  uint64_t wait_until_ns; /* 0: no waiting for the batch to appear */
+  uint64_t retry_ns;
+  uint32_t retry_ms;
+  uv_timer_t timer;
+  /* The remote lease and the reads. */
+  int have_handle;
+  uint64_t handle;
+  ucp_rkey_h rkey;
+  scree__batch *out; /* reserved locally until published */
+  uint32_t outstanding;
+  uint64_t bytes;
+  int rc;
+  int cause;
+  char msg[512];
+  scree__fetch_done_cb cb;
+  void *cb_arg;
+  fetch *prev, *next;
+};
+
+struct scree__peers {
+  uv_loop_t *loop;
+  scree__store *store;
+  unsigned char *secret;
+  size_t secret_len;
+  char node[SCREE__PW_NODE_MAX + 1];
+  ucp_context_h ctx;
+  ucp_worker_h worker;
+  ucp_listener_h listener;
+  uint16_t listen_port;
+  int efd;
+  uv_poll_t poll;
+  uv_idle_t idle;
+  uv_timer_t tick;
+  int handles_open;
+  int pumping;
+  int shutting_down;
+  peer *peers;
+  size_t npeers;
+  conn *conns;
+  uint32_t nunauth;
+  fetch *fetches;
+  uint64_t next_conn_id;
+  uint64_t next_wire_req;
+  uint64_t next_handle;
+  /* Connection requests that arrived during progress, handled in reap. */
+  ucp_conn_request_h pending[MAX_UNAUTH];
+  uint32_t npending;
+  /* Endpoints being closed: their close requests, waited for at shutdown. */
+  uint32_t closing;
+  scree__peers_served served;
+};
+
+static void kick(scree__peers *p);
+static void fetch_settle(fetch *f);
+static void fetch_fail(fetch *f, int rc, int cause, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void fetch_send_open(fetch *f);
+static void fetch_timer(uv_timer_t *t);
+
+int scree__peers_available(void) { return 1; }
+
+uint16_t scree__peers_listen_port(const scree__peers *p) { return p ? p->listen_port : 0; }
+
+/* ---- connections ----------------------------------------------------------- */
+
+static conn *conn_by_ep(scree__peers *p, ucp_ep_h ep) {
+  for (conn *c = p->conns; c != NULL; c = c->next)
+    if (c->ep == ep)
+      return c;
+  return NULL;
+}
+
+static void send_done(void *req, ucs_status_t st, void *user_data) {
+  (void)st;
+  free(user_data);
+  ucp_request_free(req);
+}
+
+/* Sends one message on c. The buffer lives until UCX is done with it. */
+static int conn_send(conn *c, const scree__pw_msg *m) {
+  unsigned char tmp[SCREE__PW_MAX];
+  size_t n = scree__pw_encode(m, tmp, sizeof(tmp));
+  if (n == 0)
+    return SCREE_EINVAL;
+  void *buf = malloc(n);
+  if (buf == NULL)
+    return SCREE_ENOMEM;
+  memcpy(buf, tmp, n);
+  ucp_request_param_t prm;
+  memset(&prm, 0, sizeof(prm));
+  prm.op_attr_mask =
+      UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_FLAGS;
+  prm.cb.send = send_done;
+  prm.user_data = buf;
+  prm.flags = UCP_AM_SEND_FLAG_REPLY | UCP_AM_SEND_FLAG_EAGER;
+  ucs_status_ptr_t r = ucp_am_send_nbx(c->ep, AM_ID, NULL, 0, buf, n, &prm);
+  kick(c->p);
+  if (r == NULL) {
+    free(buf);
+    return 0;
+  }
+  if (UCS_PTR_IS_ERR(r)) {
+    free(buf);
+    return SCREE_EIO;
+  }
+  return 0;
+}
+
+/* Marks c failed; reap closes it after progress. The first failure's
+ * reason is the one kept. */
+static void conn_mark_failed(conn *c, int rc, int cause, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void conn_mark_failed(conn *c, int rc, int cause, const char *fmt, ...) {
+  if (c->failed)
+    return;
+  c->failed = 1;
+  c->fail_rc = rc;
+  c->fail_cause = cause;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(c->fail_msg, sizeof(c->fail_msg), fmt, ap);
+  va_end(ap);
+  kick(c->p);
+}
+
+static void ep_err_cb(void *arg, ucp_ep_h ep, ucs_status_t status) {
+  conn *c = arg;
+  (void)ep;
+  c->gone = 1;
+  kick(c->p);
+  if (c->owner) {
+    conn_mark_failed(c, SCREE_EIO, SCREE__FETCH_FAIL_LOST, "connection from %s failed: %s",
+                     c->addr, ucs_status_string(status));
+    return;
+  }
+  /* Before the owner's challenge nothing was ever heard from it: nothing
+   * listens there, or it refused the endpoint. */
+  if (c->state == C_HELLO_SENT)
+    conn_mark_failed(c, SCREE_ECONNREFUSED, SCREE__FETCH_FAIL_UNREACHABLE,
+                     "peer '%s' at %s: cannot connect (%s); is its screed running with"
+                     " --peer-listen there?",
+                     c->peer->spec.name, c->addr, ucs_status_string(status));
+  else
+    conn_mark_failed(c, SCREE_EIO, SCREE__FETCH_FAIL_LOST,
+                     "peer '%s' at %s: the connection failed (%s)", c->peer->spec.name,
+                     c->addr, ucs_status_string(status));
+}
+
+static conn *conn_new(scree__peers *p, int owner) {
+  conn *c = calloc(1, sizeof(*c));
+  if (c == NULL)
+    return NULL;
+  c->p = p;
+  c->owner = owner;
+  c->id = ++p->next_conn_id;
+  c->start_ns = scree__now_ns();
+  c->next = p->conns;
+  if (p->conns)
+    p->conns->prev = c;
+  p->conns = c;
+  return c;
+}
+
+static void lease_end(scree__peers *p, conn *c, lease *l) {
+  if (l->prev)
+    l->prev->next = l->next;
+  else
+    c->leases = l->next;
+  if (l->next)
+    l->next->prev = l->prev;
+  c->nleases--;
+  p->served.leases--;
+  ucp_mem_unmap(p->ctx, l->memh);
+  scree__store_unpin(p->store, l->b);
+  free(l);
+}
+
+static void ep_close_done(void *req, ucs_status_t st, void *user_data) {
+  (void)st;
+  scree__peers *p = user_data;
+  p->closing--;
+  ucp_request_free(req);
+}
+
+/* Closes c's endpoint at once (cancelling its reads, whose callbacks run
+ * now or during later progress), ends its leases and frees it. */
+static void conn_destroy(conn *c) {
+  scree__peers *p = c->p;
+  while (c->leases != NULL)
+    lease_end(p, c, c->leases);
+  if (c->peer != NULL && c->peer->conn == c) {
+    c->peer->conn = NULL;
+    c->peer->counts.connected = 0;
+  }
+  if (c->owner && c->state != C_READY)
+    p->nunauth--;
+  if (c->owner && c->state == C_READY)
+    p->served.conns--;
+  for (fetch *f = p->fetches; f != NULL; f = f->next)
+    if (f->conn == c)
+      f->conn = NULL;
+  if (c->ep != NULL) {
+    ucp_request_param_t prm;
+    memset(&prm, 0, sizeof(prm));
+    prm.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS | UCP_OP_ATTR_FIELD_CALLBACK |
+                       UCP_OP_ATTR_FIELD_USER_DATA;
+    prm.flags = c->graceful && !p->shutting_down ? 0 : UCP_EP_CLOSE_FLAG_FORCE;
+    prm.cb.send = ep_close_done;
+    prm.user_data = p;
+    ucs_status_ptr_t r = ucp_ep_close_nbx(c->ep, &prm);
+    if (UCS_PTR_IS_PTR(r))
+      p->closing++;
+  }
+  if (c->prev)
+    c->prev->next = c->next;
+  else
+    p->conns = c->next;
+  if (c->next)
+    c->next->prev = c->prev;
+  free(c);
+}
+
+/* ---- the handshake --------------------------------------------------------- */
+
+/* Fetcher: opens a connection to pe and sends HELLO. */
+static int peer_connect(scree__peers *p, peer *pe, char *msg, size_t msg_len) {
+  conn *c = conn_new(p, 0);
+  if (c == NULL)
+    return scree__fail(SCREE_ENOMEM, msg, msg_len, "out of host memory");
+  c->peer = pe;
+  c->state = C_HELLO_SENT;
+  snprintf(c->addr, sizeof(c->addr), "%s:%u", pe->spec.host, pe->spec.port);
+  ucp_ep_params_t ep;
+  memset(&ep, 0, sizeof(ep));
+  ep.field_mask = UCP_EP_PARAM_FIELD_FLAGS | UCP_EP_PARAM_FIELD_SOCK_ADDR |
+                  UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE | UCP_EP_PARAM_FIELD_ERR_HANDLER;
+  ep.flags = UCP_EP_PARAMS_FLAGS_CLIENT_SERVER;
+  ep.sockaddr.addr = (const struct sockaddr *)&pe->sa;
+  ep.sockaddr.addrlen = pe->salen;
+  ep.err_mode = UCP_ERR_HANDLING_MODE_PEER;
+  ep.err_handler.cb = ep_err_cb;
+  ep.err_handler.arg = c;
+  ucs_status_t st = ucp_ep_create(p->worker, &ep, &c->ep);
+  if (st != UCS_OK) {
+    c->ep = NULL;
+    conn_destroy(c);
+    return scree__fail(SCREE_ECONNREFUSED, msg, msg_len, "peer '%s' at %s:%u: %s",
+                       pe->spec.name, pe->spec.host, pe->spec.port, ucs_status_string(st));
+  }
+  pe->conn = c;
+  if (scree__peer_random(c->nonce_mine, sizeof(c->nonce_mine)) != 0) {
+    conn_mark_failed(c, SCREE_EIO, SCREE__FETCH_FAIL_OTHER, "no random bytes for a nonce");
+    return 0;
+  }
+  scree__pw_msg m;
+  memset(&m, 0, sizeof(m));
+  m.type = SCREE__PW_HELLO;
+  m.version = SCREE__PW_VERSION;
+  memcpy(m.nonce, c->nonce_mine, sizeof(m.nonce));
+  m.node = p->node;
+  m.node_len = strlen(p->node);
+  if (conn_send(c, &m) != 0)
+    conn_mark_failed(c, SCREE_EIO, SCREE__FETCH_FAIL_UNREACHABLE,
+                     "peer '%s' at %s: cannot send", pe->spec.name, c->addr);
+  scree__log(SCREE__LOG_INFO, "peer_connect", "peer=%s addr=%s conn=%" PRIu64,
+             pe->spec.name, scree__q(c->addr), c->id);
+  return 0;
+}
+
+/* Owner: refuses c, logging why; nothing of the store has been said. */
+static void owner_refuse(conn *c, const char *why) {
+  scree__peers *p = c->p;
+  p->served.refused++;
+  scree__log(SCREE__LOG_WARN, "peer_refused", "conn=%" PRIu64 " addr=%s reason=%s", c->id,
+             scree__q(c->addr), scree__q(why));
+  conn_mark_failed(c, SCREE_EACCES, SCREE__FETCH_FAIL_AUTH, "%s", why);
+}
+
+static void owner_on_hello(conn *c, const scree__pw_msg *m) {
+  scree__peers *p = c->p;
+  if (m->version != SCREE__PW_VERSION) {
+    owner_refuse(c, "unsupported peer protocol version");
+    return;
+  }
+  memcpy(c->nonce_theirs, m->nonce, sizeof(c->nonce_theirs));
+  char node[SCREE__PW_NODE_MAX + 1];
+  memcpy(node, m->node, m->node_len);
+  node[m->node_len] = '\0';
+  scree__pw_msg r;
+  memset(&r, 0, sizeof(r));
+  r.type = SCREE__PW_CHALLENGE;
+  if (scree__peer_random(c->nonce_mine, sizeof(c->nonce_mine)) != 0 ||
+      scree__peer_proof(p->secret, p->secret_len, SCREE__PROOF_OWNER, c->nonce_theirs,
+                        c->nonce_mine, r.mac) != 0) {
+    owner_refuse(c, "cannot make a proof (libcrypto failed)");
+    return;
+  }
+  memcpy(r.nonce, c->nonce_mine, sizeof(r.nonce));
+  c->state = C_AWAIT_PROOF;
+  scree__log(SCREE__LOG_DEBUG, "peer_hello", "conn=%" PRIu64 " addr=%s node=%s", c->id,
+             scree__q(c->addr), scree__q(node));
+  if (conn_send(c, &r) != 0)
+    owner_refuse(c, "cannot send the challenge");
+}
+
+static void owner_on_proof(conn *c, const scree__pw_msg *m) {
+  scree__peers *p = c->p;
+  unsigned char want[SCREE__PW_MAC];
+  if (scree__peer_proof(p->secret, p->secret_len, SCREE__PROOF_FETCHER, c->nonce_theirs,
+                        c->nonce_mine, want) != 0 ||
+      !scree__peer_proof_equal(want, m->mac)) {
+    scree__pw_msg r;
+    memset(&r, 0, sizeof(r));
+    r.type = SCREE__PW_DENIED;
+    conn_send(c, &r);
+    c->graceful = 1;
+    owner_refuse(c, "wrong proof of the shared secret (--peer-secret-file differs)");
+    return;
+  }
+  c->state = C_READY;
+  p->nunauth--;
+  p->served.conns++;
+  scree__pw_msg r;
+  memset(&r, 0, sizeof(r));
+  r.type = SCREE__PW_WELCOME;
+  scree__log(SCREE__LOG_INFO, "peer_accepted", "conn=%" PRIu64 " addr=%s", c->id,
+             scree__q(c->addr));
+  if (conn_send(c, &r) != 0)
+    conn_mark_failed(c, SCREE_EIO, SCREE__FETCH_FAIL_LOST, "cannot send to %s", c->addr);
+}
+
+static void fetcher_on_challenge(conn *c, const scree__pw_msg *m) {
+  scree__peers *p = c->p;
+  unsigned char want[SCREE__PW_MAC];
+  memcpy(c->nonce_theirs, m->nonce, sizeof(c->nonce_theirs));
+  if (scree__peer_proof(p->secret, p->secret_len, SCREE__PROOF_OWNER, c->nonce_mine,
+                        c->nonce_theirs, want) != 0 ||
+      !scree__peer_proof_equal(want, m->mac)) {
+    scree__log(SCREE__LOG_WARN, "peer_refused", "peer=%s addr=%s reason=%s",
+               c->peer->spec.name, scree__q(c->addr),
+               scree__q("the peer did not prove the shared secret"));
+    conn_mark_failed(c, SCREE_EACCES, SCREE__FETCH_FAIL_AUTH,
+                     "peer '%s' at %s did not prove the shared secret (is its"
+                     " --peer-secret-file the same as this screed's?)",
+                     c->peer->spec.name, c->addr);
+    return;
+  }
+  scree__pw_msg r;
+  memset(&r, 0, sizeof(r));
+  r.type = SCREE__PW_PROOF;
+  if (scree__peer_proof(p->secret, p->secret_len, SCREE__PROOF_FETCHER, c->nonce_mine,
+                        c->nonce_theirs, r.mac) != 0) {
+    conn_mark_failed(c, SCREE_EIO, SCREE__FETCH_FAIL_OTHER, "libcrypto failed");
+    return;
+  }
+  c->state = C_PROOF_SENT;
+  if (conn_send(c, &r) != 0)
+    conn_mark_failed(c, SCREE_EIO, SCREE__FETCH_FAIL_LOST, "cannot send to %s", c->addr);
+}
+
+static void fetcher_on_welcome(conn *c) {
+  c->state = C_READY;
+  c->was_ready = 1;
+  c->peer->counts.connected = 1;
+  scree__log(SCREE__LOG_INFO, "peer_ready", "peer=%s addr=%s conn=%" PRIu64,
+             c->peer->spec.name, scree__q(c->addr), c->id);
+  for (fetch *f = c->p->fetches; f != NULL; f = f->next)
+    if (f->peer == c->peer && f->state == F_WAIT_CONN && f->rc == 0) {
+      f->conn = c;
+      fetch_send_open(f);
+    }
+}
+
+/* ---- owner side: leases ---------------------------------------------------- */
+
+static void owner_open_err(conn *c, uint64_t req, int code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void owner_open_err(conn *c, uint64_t req, int code, const char *fmt, ...) {
+  char text[SCREE__PW_MSG_MAX + 1];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(text, sizeof(text), fmt, ap);
+  va_end(ap);
+  scree__pw_msg r;
+  memset(&r, 0, sizeof(r));
+  r.type = SCREE__PW_OPEN_ERR;
+  r.req = req;
+  r.code = code;
+  r.msg = text;
+  r.msg_len = strlen(text);
+  conn_send(c, &r);
+}
+
+static void owner_on_open(conn *c, const scree__pw_msg *m) {
+  scree__peers *p = c->p;
+  char name[SCREE__PW_NAME_MAX + 1];
+  memcpy(name, m->name, m->name_len);
+  name[m->name_len] = '\0';
+  char err[256];
+  if (scree__name_check(name, err, sizeof(err)) != 0 || strlen(name) != m->name_len) {
+    owner_open_err(c, m->req, SCREE_EINVAL, "bad batch name: %s", err);
+    return;
+  }
+  if (scree__store_mem(p->store)->info.backend != SCREE__BACKEND_HOST) {
+    owner_open_err(c, m->req, SCREE_ENOTSUP,
+                   "this screed serves GPU memory, which peers cannot read yet");
+    return;
+  }
+  scree__batch *b = scree__store_find(p->store, name);
+  if (b == NULL) {
+    owner_open_err(c, m->req, SCREE_ENOENT, "no batch named '%s'", name);
+    return;
+  }
+  scree__batch_view v;
+  scree__store_view(b, &v);
+  if (!v.sealed) {
+    owner_open_err(c, m->req, SCREE_ESTATE, "batch '%s' is not sealed yet", name);
+    return;
+  }
+  if (c->nleases >= MAX_LEASES_PER_CONN) {
+    owner_open_err(c, m->req, SCREE_EBUSY, "this peer holds %u leases here, the limit",
+                   c->nleases);
+    return;
+  }
+  lease *l = calloc(1, sizeof(*l));
+  if (l == NULL) {
+    owner_open_err(c, m->req, SCREE_ENOMEM, "out of host memory");
+    return;
+  }
+  if (scree__store_pin(p->store, b) != 0) {
+    free(l);
+    owner_open_err(c, m->req, SCREE_EBUSY, "batch '%s' has too many leases", name);
+    return;
+  }
+  /* Only the batch's own bytes are registered, and only while the lease
+   * lasts: the remote can read nothing else of the arena, nor this block
+   * once it is reused. */
+  char *base = (char *)v.mem->host_ptr;
+  uint64_t first = v.values_offset;
+  uint64_t end = v.offsets_offset + v.offsets_bytes;
+  ucp_mem_map_params_t mp;
+  memset(&mp, 0, sizeof(mp));
+  mp.field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH;
+  mp.address = base + first;
+  mp.length = (size_t)(end - first);
+  ucs_status_t st = ucp_mem_map(p->ctx, &mp, &l->memh);
+  if (st != UCS_OK) {
+    scree__store_unpin(p->store, b);
+    free(l);
+    owner_open_err(c, m->req, SCREE_EIO, "cannot register batch '%s' with UCX: %s", name,
+                   ucs_status_string(st));
+    return;
+  }
+  void *rkey = NULL;
+  size_t rkey_len = 0;
+  st = ucp_rkey_pack(p->ctx, l->memh, &rkey, &rkey_len);
+  if (st != UCS_OK || rkey_len == 0 || rkey_len > SCREE__PW_RKEY_MAX) {
+    if (st == UCS_OK)
+      ucp_rkey_buffer_release(rkey);
+    ucp_mem_unmap(p->ctx, l->memh);
+    scree__store_unpin(p->store, b);
+    free(l);
+    owner_open_err(c, m->req, SCREE_EIO, "cannot pack a UCX key for '%s': %s", name,
+                   st == UCS_OK ? "too large" : ucs_status_string(st));
+    return;
+  }
+  l->b = b;
+  l->handle = ++p->next_handle;
+  l->next = c->leases;
+  if (c->leases)
+    c->leases->prev = l;
+  c->leases = l;
+  c->nleases++;
+  p->served.leases++;
+  p->served.opened++;
+
+  scree__pw_msg r;
+  memset(&r, 0, sizeof(r));
+  r.type = SCREE__PW_OPEN_OK;
+  r.req = m->req;
+  r.handle = l->handle;
+  r.desc = v.desc;
+  r.values_bytes = v.values_bytes;
+  r.offsets_bytes = v.offsets_bytes;
+  r.values_addr = (uint64_t)(uintptr_t)(base + v.values_offset);
+  r.offsets_addr = (uint64_t)(uintptr_t)(base + v.offsets_offset);
+  r.rkey = rkey;
+  r.rkey_len = rkey_len;
+  int rc = conn_send(c, &r);
+  ucp_rkey_buffer_release(rkey);
+  scree__log(SCREE__LOG_DEBUG, "peer_lease", "conn=%" PRIu64 " batch=%s handle=%" PRIu64
+             " bytes=%" PRIu64, c->id, scree__q(name), l->handle, end - first);
+  if (rc != 0)
+    conn_mark_failed(c, SCREE_EIO, SCREE__FETCH_FAIL_LOST, "cannot send to %s", c->addr);
+}
+
+static void owner_on_close(conn *c, const scree__pw_msg *m) {
+  for (lease *l = c->leases; l != NULL; l = l->next)
+    if (l->handle == m->handle) {
+      lease_end(c->p, c, l);
+      return;
+    }
+  scree__log(SCREE__LOG_DEBUG, "peer_close_unknown", "conn=%" PRIu64 " handle=%" PRIu64,
+             c->id, m->handle);
+}
+
+/* ---- fetcher side ------------------------------------------------------------ */
+
+static fetch *fetch_by_req(scree__peers *p, conn *c, uint64_t req) {
+  for (fetch *f = p->fetches; f != NULL; f = f->next)
+    if (f->conn == c && f->wire_req == req && f->state == F_OPEN_SENT)
+      return f;
+  return NULL;
+}
+
+static void send_close(conn *c, uint64_t handle) {
+  if (c == NULL || c->failed || c->state != C_READY)
+    return;
+  scree__pw_msg m;
+  memset(&m, 0, sizeof(m));
+  m.type = SCREE__PW_CLOSE;
+  m.handle = handle;
+  conn_send(c, &m);
+}
+
+static void fetch_arm(fetch *f) {
+  uint64_t now = scree__now_ns();
+  uint64_t at = f->deadline_ns;
+  if (f->state == F_RETRY && f->retry_ns < at)
+    at = f->retry_ns;
+  uint64_t ms = at > now ? (at - now + 999999) / 1000000 : 0;
+  uv_timer_start(&f->timer, fetch_timer, ms, 0);
+}
+
+static void fetch_send_open(fetch *f) {
+  scree__pw_msg m;
+  memset(&m, 0, sizeof(m));
+  m.type = SCREE__PW_OPEN;
+  f->wire_req = ++f->p->next_wire_req;
+  m.req = f->wire_req;
+  m.name = f->name;
+  m.name_len = strlen(f->name);
+  f->state = F_OPEN_SENT;
+  if (conn_send(f->conn, &m) != 0)
+    conn_mark_failed(f->conn, SCREE_EIO, SCREE__FETCH_FAIL_LOST, "peer '%s' at %s: cannot send",
+                     f->peer->spec.name, f->conn->addr);
+}
+
+static void get_done(void *req, ucs_status_t st, void *user_data) {
+  fetch *f = user_data;
+  if (st != UCS_OK && f->rc == 0) {
+    f->rc = SCREE_EIO;
+    f->cause = SCREE__FETCH_FAIL_LOST;
+    snprintf(f->msg, sizeof(f->msg), "peer '%s': reading '%s' failed: %s", f->peer->spec.name,
+             f->name, ucs_status_string(st));
+  }
+  ucp_request_free(req);
+  f->outstanding--;
+  if (f->outstanding == 0)
+    kick(f->p); /* reap settles it, outside UCX's callback */
+}
+
+/* Posts the reads of [raddr, raddr + n) into dst, in chunks. */
+static int post_gets(fetch *f, char *dst, uint64_t raddr, uint64_t n) {
+  for (uint64_t off = 0; off < n; off += GET_CHUNK) {
+    size_t len = (size_t)(n - off < GET_CHUNK ? n - off : GET_CHUNK);
+    ucp_request_param_t prm;
+    memset(&prm, 0, sizeof(prm));
+    prm.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
+    prm.cb.send = get_done;
+    prm.user_data = f;
+    ucs_status_ptr_t r = ucp_get_nbx(f->conn->ep, dst + off, len, raddr + off, f->rkey, &prm);
+    if (UCS_PTR_IS_ERR(r)) {
+      fetch_fail(f, SCREE_EIO, SCREE__FETCH_FAIL_LOST, "peer '%s': cannot read '%s': %s",
+                 f->peer->spec.name, f->name, ucs_status_string(UCS_PTR_STATUS(r)));
+      return -1;
+    }
+    if (r != NULL)
+      f->outstanding++;
+  }
+  return 0;
+}
+
+static void fetcher_on_open_ok(conn *c, const scree__pw_msg *m) {
+  scree__peers *p = c->p;
+  fetch *f = fetch_by_req(p, c, m->req);
+  if (f == NULL) {
+    /* The fetch ended meanwhile (timed out): end the lease it got. */
+    send_close(c, m->handle);
+    return;
+  }
+  f->have_handle = 1;
+  f->handle = m->handle;
+  scree_array d = m->desc;
+  uint64_t vb, ob;
+  char err[256];
+  if (scree_array_check_desc(&d, &vb, &ob, err, sizeof(err)) != 0 || vb != m->values_bytes ||
+      ob != m->offsets_bytes) {
+    fetch_fail(f, SCREE_EPROTO, SCREE__FETCH_FAIL_INVALID,
+               "peer '%s' described '%s' inconsistently: %s", f->peer->spec.name, f->name,
+               vb != m->values_bytes || ob != m->offsets_bytes ? "sizes do not match" : err);
+    return;
+  }
+  if (f->sess == NULL) {
+    fetch_fail(f, SCREE_EAGAIN, SCREE__FETCH_FAIL_OTHER, "the client went away");
+    return;
+  }
+  if (scree__store_find(p->store, f->as_name) != NULL) {
+    fetch_fail(f, SCREE_EEXIST, SCREE__FETCH_FAIL_LOCAL, "batch '%s' already exists here",
+               f->as_name);
+    return;
+  }
+  d.max_length = 0;
+  char msg[512];
+  int rc = scree__store_reserve(p->store, f->sess, f->as_name, &d, &f->out, msg, sizeof(msg));
+  if (rc != 0) {
+    f->out = NULL;
+    fetch_fail(f, rc, SCREE__FETCH_FAIL_LOCAL, "fetching '%s' from peer '%s': %s", f->name,
+               f->peer->spec.name, msg);
+    return;
+  }
+  ucs_status_t st = ucp_ep_rkey_unpack(c->ep, m->rkey, &f->rkey);
+  if (st != UCS_OK) {
+    f->rkey = NULL;
+    fetch_fail(f, SCREE_EPROTO, SCREE__FETCH_FAIL_INVALID,
+               "peer '%s' sent a key UCX cannot unpack: %s", f->peer->spec.name,
+               ucs_status_string(st));
+    return;
+  }
+  scree__batch_view v;
+  scree__store_view(f->out, &v);
+  char *base = (char *)v.mem->host_ptr;
+  f->state = F_READING;
+  f->bytes = vb + ob;
+  if (post_gets(f, base + v.values_offset, m->values_addr, vb) != 0)
+    return;
+  if (post_gets(f, base + v.offsets_offset, m->offsets_addr, ob) != 0)
+    return;
+  if (f->outstanding == 0)
+    kick(p);
+}
+
+static void fetcher_on_open_err(conn *c, const scree__pw_msg *m) {
+  scree__peers *p = c->p;
+  fetch *f = fetch_by_req(p, c, m->req);
+  if (f == NULL)
+    return;
+  char text[SCREE__PW_MSG_MAX + 1];
+  size_t n = 0;
+  for (size_t i = 0; i < m->msg_len; i++) /* printable bytes only into logs and replies */
+    text[n++] = (m->msg[i] >= 0x20 && m->msg[i] != 0x7f) || (unsigned char)m->msg[i] >= 0x80
+                    ? m->msg[i]
+                    : '?';
+  text[n] = '\0';
+  int code = m->code < 0 && scree_err_known(m->code) ? m->code : SCREE_EPROTO;
+  uint64_t now = scree__now_ns();
+  if ((code == SCREE_ENOENT || code == SCREE_ESTATE) && f->wait_until_ns > now) {
+    /* The batch may yet appear: ask again a little later. */
+    f->state = F_RETRY;
+    f->retry_ns = now + (uint64_t)f->retry_ms * 1000000u;
+    if (f->retry_ns > f->wait_until_ns)
+      f->retry_ns = f->wait_until_ns;
+    f->retry_ms = f->retry_ms * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : f->retry_ms * 2;
+    fetch_arm(f);
+    return;
+  }
+  fetch_fail(f, code, SCREE__FETCH_FAIL_REMOTE, "peer '%s': %s", f->peer->spec.name, text);
+}
+
+/* Called once the reads are all done and nothing failed: checks the
+ * offsets, names and seals the batch. */
+static void fetch_complete(fetch *f) {
+  scree__peers *p = f->p;
+  int64_t max_length = 0;
+  char msg[512];
+  int rc = scree__store_check_offsets(p->store, f->out, &max_length, msg, sizeof(msg));
+  if (rc != 0) {
+    fetch_fail(f, rc, SCREE__FETCH_FAIL_INVALID, "peer '%s' sent bad bytes: %s",
+               f->peer->spec.name, msg);
+    return;
+  }
+  scree__batch_view v;
+  rc = scree__store_publish(p->store, f->out, max_length, &v, msg, sizeof(msg));
+  if (rc != 0) {
+    fetch_fail(f, rc, SCREE__FETCH_FAIL_LOCAL, "%s", msg);
+    return;
+  }
+  f->out = NULL;
+  f->state = F_SETTLING;
+  f->peer->counts.batches++;
+  f->peer->counts.bytes += f->bytes;
+  uint64_t elapsed = scree__now_ns() - f->start_ns;
+  scree__log(SCREE__LOG_INFO, "fetched",
+             "peer=%s batch=%s as=%s bytes=%" PRIu64 " ms=%.3f", f->peer->spec.name,
+             scree__q(f->name), scree__q(f->as_name), f->bytes, (double)elapsed / 1e6);
+  if (!f->replied) {
+    f->replied = 1;
+    if (f->sess != NULL) {
+      scree__session_set_fetch(f->sess, NULL);
+      scree__fetch_result res = {
+          .rc = 0, .msg = "", .out = &v, .bytes = f->bytes, .elapsed_ns = elapsed};
+      f->cb(f->cb_arg, f->sess, f->id, &res);
+    }
+  }
+  fetch_settle(f);
+}
+
+static void fetch_reply_error(fetch *f) {
+  if (f->replied)
+    return;
+  f->replied = 1;
+  f->peer->counts.failures[f->cause]++;
+  scree__log(SCREE__LOG_INFO, "fetch_failed", "peer=%s batch=%s cause=%s code=%s msg=%s",
+             f->peer->spec.name, scree__q(f->name), scree__fetch_fail_name(f->cause),
+             scree_err_name(f->rc), scree__q(f->msg));
+  if (f->sess != NULL) {
+    scree__session_set_fetch(f->sess, NULL);
+    scree__fetch_result res = {.rc = f->rc, .msg = f->msg};
+    f->cb(f->cb_arg, f->sess, f->id, &res);
+  }
+}
+
+static void fetch_closed(uv_handle_t *h) { free(h->data); }
+
+/* Ends a fetch that failed or completed, once no read is in flight: the
+ * reservation (if not published) goes, the remote lease ends, the client
+ * hears (if it has not), and the fetch is freed. */
+static void fetch_settle(fetch *f) {
+  if (f->outstanding > 0) {
+    f->state = F_SETTLING;
+    return;
+  }
+  scree__peers *p = f->p;
+  if (f->rkey != NULL) {
+    ucp_rkey_destroy(f->rkey);
+    f->rkey = NULL;
+  }
+  if (f->out != NULL) {
+    scree__store_discard(p->store, f->out);
+    f->out = NULL;
+  }
+  if (f->have_handle) {
+    send_close(f->conn, f->handle);
+    f->have_handle = 0;
+  }
+  fetch_reply_error(f);
+  if (f->prev)
+    f->prev->next = f->next;
+  else
+    p->fetches = f->next;
+  if (f->next)
+    f->next->prev = f->prev;
+  f->prev = f->next = NULL;
+  uv_close((uv_handle_t *)&f->timer, fetch_closed);
+}
+
+static void fetch_fail(fetch *f, int rc, int cause, const char *fmt, ...) {
+  if (f->rc == 0) {
+    f->rc = rc;
+    f->cause = cause;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(f->msg, sizeof(f->msg), fmt, ap);
+    va_end(ap);
+  }
+  if (f->outstanding > 0) {
+    /* Reads still write into the reservation: the client hears now, the
+     * memory goes when they end. */
+    fetch_reply_error(f);
+    f->state = F_SETTLING;
+    return;
+  }
+  fetch_settle(f);
+}
+
+static void fetch_timer(uv_timer_t *t) {
+  fetch *f = t->data;
+  uint64_t now = scree__now_ns();
+  if (f->state == F_SETTLING)
+    return;
+  if (now >= f->deadline_ns) {
+    int reading = f->state == F_READING && f->outstanding > 0;
+    conn *c = f->conn;
+    fetch_fail(f, SCREE_ETIMEDOUT, SCREE__FETCH_FAIL_TIMEOUT,
+               "fetching '%s' from peer '%s' timed out after %.1f s%s", f->name,
+               f->peer->spec.name, (double)(now - f->start_ns) / 1e9,
+               f->state == F_WAIT_CONN ? " (no authenticated connection)" : "");
+    /* Reads that did not finish in time may never finish: the connection
+     * is dropped, which cancels them, so the reservation can go. */
+    if (reading && c != NULL)
+      conn_mark_failed(c, SCREE_EIO, SCREE__FETCH_FAIL_LOST,
+                       "peer '%s': connection dropped after a fetch timed out",
+                       f->peer->spec.name);
+    return;
+  }
+  if (f->state == F_RETRY && now >= f->retry_ns) {
+    if (f->conn == NULL || f->conn->state != C_READY) {
+      f->state = F_WAIT_CONN;
+    } else {
+      fetch_send_open(f);
+    }
+  }
+  fetch_arm(f);
+}
+
+/* ---- messages -------------------------------------------------------------- */
+
+static void on_message(conn *c, const void *data, size_t len) {
+  scree__pw_msg m;
+  char err[256];
+  if (scree__pw_decode(data, len, &m, err, sizeof(err)) != 0) {
+    if (c->owner)
+      owner_refuse(c, err);
+    else
+      conn_mark_failed(c, SCREE_EPROTO, SCREE__FETCH_FAIL_INVALID, "peer '%s' at %s: %s",
+                       c->peer->spec.name, c->addr, err);
+    return;
+  }
+  if (c->owner) {
+    switch (c->state) {
+    case C_AWAIT_HELLO:
+      if (m.type == SCREE__PW_HELLO)
+        return owner_on_hello(c, &m);
+      break;
+    case C_AWAIT_PROOF:
+      if (m.type == SCREE__PW_PROOF)
+        return owner_on_proof(c, &m);
+      break;
+    case C_READY:
+      if (m.type == SCREE__PW_OPEN)
+        return owner_on_open(c, &m);
+      if (m.type == SCREE__PW_CLOSE)
+        return owner_on_close(c, &m);
+      break;
+    default:
+      break;
+    }
+    char why[96];
+    snprintf(why, sizeof(why), "unexpected %s message", scree__pw_type_name(m.type));
+    owner_refuse(c, why);
+    return;
+  }
+  switch (c->state) {
+  case C_HELLO_SENT:
+    if (m.type == SCREE__PW_CHALLENGE)
+      return fetcher_on_challenge(c, &m);
+    break;
+  case C_PROOF_SENT:
+    if (m.type == SCREE__PW_WELCOME)
+      return fetcher_on_welcome(c);
+    if (m.type == SCREE__PW_DENIED) {
+      scree__log(SCREE__LOG_WARN, "peer_denied_us", "peer=%s addr=%s", c->peer->spec.name,
+                 scree__q(c->addr));
+      conn_mark_failed(c, SCREE_EACCES, SCREE__FETCH_FAIL_AUTH,
+                       "peer '%s' at %s refused this screed's proof of the shared secret (is"
+                       " --peer-secret-file the same on both?)",
+                       c->peer->spec.name, c->addr);
+      return;
+    }
+    break;
+  case C_READY:
+    if (m.type == SCREE__PW_OPEN_OK)
+      return fetcher_on_open_ok(c, &m);
+    if (m.type == SCREE__PW_OPEN_ERR)
+      return fetcher_on_open_err(c, &m);
+    break;
+  default:
+    break;
+  }
+  conn_mark_failed(c, SCREE_EPROTO, SCREE__FETCH_FAIL_INVALID,
+                   "peer '%s' at %s sent an unexpected %s message", c->peer->spec.name,
+                   c->addr, scree__pw_type_name(m.type));
+}
+
+/* Messages on any other id: only a stranger sends them. UCX 1.13 crashes
+ * (ucp_am_handler_reply) on a message for an id without a handler that
+ * asks for a reply endpoint, so every id gets this handler, which refuses
+ * the sender's connection. */
+static ucs_status_t am_other_cb(void *arg, const void *header, size_t header_length,
+                                void *data, size_t length, const ucp_am_recv_param_t *param) {
+  scree__peers *p = arg;
+  (void)header, (void)header_length, (void)data, (void)length;
+  if (!(param->recv_attr & UCP_AM_RECV_ATTR_FIELD_REPLY_EP))
+    return UCS_OK;
+  conn *c = conn_by_ep(p, param->reply_ep);
+  if (c == NULL || c->failed)
+    return UCS_OK;
+  if (c->owner)
+    owner_refuse(c, "message on an unknown active-message id");
+  else
+    conn_mark_failed(c, SCREE_EPROTO, SCREE__FETCH_FAIL_INVALID,
+                     "peer '%s' sent a message on an unknown id", c->peer->spec.name);
+  return UCS_OK;
+}
+
+static ucs_status_t am_cb(void *arg, const void *header, size_t header_length, void *data,
+                          size_t length, const ucp_am_recv_param_t *param) {
+  scree__peers *p = arg;
+  (void)header;
+  if (!(param->recv_attr & UCP_AM_RECV_ATTR_FIELD_REPLY_EP))
+    return UCS_OK; /* no endpoint to tell it by: not one of ours */
+  conn *c = conn_by_ep(p, param->reply_ep);
+  if (c == NULL || c->failed)
+    return UCS_OK;
+  if (header_length != 0 || (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) ||
+      length > SCREE__PW_MAX) {
+    /* Every peer message is small and eager; anything else is not from a
+     * screed, and its data is never fetched. */
+    if (c->owner)
+      owner_refuse(c, "malformed active message");
+    else
+      conn_mark_failed(c, SCREE_EPROTO, SCREE__FETCH_FAIL_INVALID,
+                       "peer '%s' sent a malformed message", c->peer->spec.name);
+    return UCS_OK;
+  }
+  on_message(c, data, length);
+  return UCS_OK;
+}
+
+/* ---- the listener ------------------------------------------------------------ */
+
+static void conn_request_cb(ucp_conn_request_h req, void *arg) {
+  scree__peers *p = arg;
+  if (p->shutting_down || p->npending + p->nunauth >= MAX_UNAUTH) {
+    p->served.refused++;
+    ucp_listener_reject(p->listener, req);
+    scree__log(SCREE__LOG_WARN, "peer_refused", "reason=%s",
+               scree__q(p->shutting_down ? "shutting down"
+                                         : "too many connections waiting to authenticate"));
+    return;
+  }
+  p->pending[p->npending++] = req;
+  kick(p);
+}
+
+static void sockaddr_str(const struct sockaddr_storage *sa, char *out, size_t len) {
+  char host[INET6_ADDRSTRLEN] = "?";
+  unsigned port = 0;
+  if (sa->ss_family == AF_INET) {
+    const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+    inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+    port = ntohs(in->sin_port);
+  } else if (sa->ss_family == AF_INET6) {
+    const struct sockaddr_in6 *in = (const struct sockaddr_in6 *)sa;
+    inet_ntop(AF_INET6, &in->sin6_addr, host, sizeof(host));
+    port = ntohs(in->sin6_port);
+  }
+  snprintf(out, len, "%s:%u", host, port);
+}
+
+static void accept_pending(scree__peers *p) {
+  for (uint32_t i = 0; i < p->npending; i++) {
+    ucp_conn_request_h req = p->pending[i];
+    conn *c = conn_new(p, 1);
+    if (c == NULL) {
+      ucp_listener_reject(p->listener, req);
+      continue;
+    }
+    c->state = C_AWAIT_HELLO;
+    p->nunauth++;
+    ucp_conn_request_attr_t ra;
+    memset(&ra, 0, sizeof(ra));
+    ra.field_mask = UCP_CONN_REQUEST_ATTR_FIELD_CLIENT_ADDR;
+    if (ucp_conn_request_query(req, &ra) == UCS_OK)
+      sockaddr_str(&ra.client_address, c->addr, sizeof(c->addr));
+    else
+      snprintf(c->addr, sizeof(c->addr), "?");
+    ucp_ep_params_t ep;
+    memset(&ep, 0, sizeof(ep));
+    ep.field_mask = UCP_EP_PARAM_FIELD_CONN_REQUEST | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE |
+                    UCP_EP_PARAM_FIELD_ERR_HANDLER;
+    ep.conn_request = req;
+    ep.err_mode = UCP_ERR_HANDLING_MODE_PEER;
+    ep.err_handler.cb = ep_err_cb;
+    ep.err_handler.arg = c;
+    ucs_status_t st = ucp_ep_create(p->worker, &ep, &c->ep);
+    if (st != UCS_OK) {
+      c->ep = NULL;
+      scree__log(SCREE__LOG_WARN, "peer_accept_failed", "addr=%s error=%s", scree__q(c->addr),
+                 scree__q(ucs_status_string(st)));
+      conn_destroy(c);
+      continue;
+    }
+    scree__log(SCREE__LOG_DEBUG, "peer_conn", "conn=%" PRIu64 " addr=%s", c->id,
+               scree__q(c->addr));
+  }
+  p->npending = 0;
+}
+
+/* ---- driving the worker -------------------------------------------------------- */
+
+/* What callbacks deferred: new connections, failed connections, fetches
+ * whose reads are done. */
+static void reap(scree__peers *p) {
+  accept_pending(p);
+  uint64_t now = scree__now_ns();
+  for (conn *c = p->conns, *next; c != NULL; c = next) {
+    next = c->next;
+    if (!c->failed && c->state != C_READY && now - c->start_ns > HANDSHAKE_MS * 1000000ull) {
+      if (c->owner)
+        owner_refuse(c, "no proof of the shared secret within 10 s");
+      else
+        conn_mark_failed(c, SCREE_ETIMEDOUT, SCREE__FETCH_FAIL_UNREACHABLE,
+                         "peer '%s' at %s did not complete the handshake within 10 s",
+                         c->peer->spec.name, c->addr);
+    }
+    if (!c->failed)
+      continue;
+    if (c->owner && !c->gone && !p->shutting_down) {
+      /* Refused (or failed) while the remote still holds its endpoint:
+       * mute it, end its leases, and close it when the remote goes. */
+      if (!c->muted) {
+        c->muted = 1;
+        c->muted_ns = now;
+        while (c->leases != NULL)
+          lease_end(p, c, c->leases);
+        continue;
+      }
+      if (now - c->muted_ns < MUTE_MS * 1000000ull)
+        continue;
+    }
+    if (!c->owner) {
+      /* Every fetch on this connection (or waiting for it) fails with its
+       * reason; reads in flight are cancelled by the close below. */
+      for (fetch *f = p->fetches, *fn; f != NULL; f = fn) {
+        fn = f->next;
+        if (f->conn == c || (f->peer == c->peer && f->state == F_WAIT_CONN &&
+                             c->peer->conn == c))
+          fetch_fail(f, c->fail_rc, c->fail_cause, "%s", c->fail_msg);
+      }
+      scree__log(c->was_ready ? SCREE__LOG_WARN : SCREE__LOG_INFO, "peer_down",
+                 "peer=%s addr=%s msg=%s", c->peer->spec.name, scree__q(c->addr),
+                 scree__q(c->fail_msg));
+    } else {
+      scree__log(SCREE__LOG_DEBUG, "peer_conn_closed", "conn=%" PRIu64 " addr=%s msg=%s",
+                 c->id, scree__q(c->addr), scree__q(c->fail_msg));
+    }
+    conn_destroy(c);
+  }
+  for (fetch *f = p->fetches, *fn; f != NULL; f = fn) {
+    fn = f->next;
+    if (f->outstanding != 0)
+      continue;
+    if (f->state == F_SETTLING)
+      fetch_settle(f);
+    else if (f->state == F_READING)
+      f->rc == 0 ? fetch_complete(f) : fetch_settle(f);
+  }
+}
+
+static void on_idle(uv_idle_t *h);
+
+static void pump(scree__peers *p) {
+  if (p->pumping || p->worker == NULL)
+    return;
+  p->pumping = 1;
+  for (int round = 0; round < PUMP_ROUNDS; round++) {
+    for (int n = 0; n < PUMP_SPINS && ucp_worker_progress(p->worker) != 0; n++)
+      ;
+    reap(p);
+    ucs_status_t st = ucp_worker_arm(p->worker);
+    if (st == UCS_OK) {
+      p->pumping = 0;
+      if (p->handles_open)
+        uv_idle_stop(&p->idle);
+      return;
+    }
+    if (st != UCS_ERR_BUSY) {
+      scree__log(SCREE__LOG_ERROR, "ucx_arm_failed", "error=%s", scree__q(ucs_status_string(st)));
+      break;
+    }
+  }
+  p->pumping = 0;
+  /* Still busy: come back on the loop's next turn rather than spin. */
+  if (p->handles_open)
+    uv_idle_start(&p->idle, on_idle);
+}
+
+static void kick(scree__peers *p) {
+  if (p->handles_open && !p->pumping)
+    uv_idle_start(&p->idle, on_idle);
+}
+
+static void on_idle(uv_idle_t *h) { pump(h->data); }
+
+static void on_poll(uv_poll_t *h, int status, int events) {
+  (void)status, (void)events;
+  pump(h->data);
+}
+
+static void on_tick(uv_timer_t *t) { pump(t->data); }
+
+/* ---- fetch, the entry point ------------------------------------------------ */
+
+int scree__peers_fetch(scree__peers *p, scree__session *sess, uint64_t id,
+                       const scree__fetch_req *q, scree__fetch_done_cb cb, void *cb_arg,
+                       char *msg, size_t msg_len) {
+  if (p->shutting_down)
+    return scree__fail(SCREE_EAGAIN, msg, msg_len, "screed is stopping");
+  if (q->peer == NULL || q->peer[0] == '\0')
+    return scree__fail(SCREE_EINVAL, msg, msg_len, "fetch names no peer");
+  peer *pe = NULL;
+  for (size_t i = 0; i < p->npeers; i++)
+    if (strcmp(p->peers[i].spec.name, q->peer) == 0)
+      pe = &p->peers[i];
+  if (pe == NULL) {
+    char known[512] = "";
+    size_t n = 0;
+    for (size_t i = 0; i < p->npeers && n < sizeof(known); i++)
+      n += (size_t)snprintf(known + n, sizeof(known) - n, "%s'%s'", i ? ", " : "",
+                            p->peers[i].spec.name);
+    return scree__fail(SCREE_EINVAL, msg, msg_len,
+                       "unknown peer '%s'; this screed knows %s (--peer NAME=HOST:PORT)",
+                       q->peer, p->npeers ? known : "none");
+  }
+  char m[256];
+  int rc = scree__name_check(q->name, m, sizeof(m));
+  if (rc != 0)
+    return scree__fail(rc, msg, msg_len, "remote name: %s", m);
+  const char *as = q->as_name != NULL && q->as_name[0] != '\0' ? q->as_name : q->name;
+  rc = scree__name_check(as, m, sizeof(m));
+  if (rc != 0)
+    return scree__fail(rc, msg, msg_len, "local name: %s", m);
+  if (scree__store_mem(p->store)->info.backend != SCREE__BACKEND_HOST)
+    return scree__fail(SCREE_ENOTSUP, msg, msg_len,
+                       "fetching into GPU memory is not implemented yet (this screed serves"
+                       " a GPU)");
+  if (scree__store_find(p->store, as) != NULL)
+    return scree__fail(SCREE_EEXIST, msg, msg_len, "batch '%s' already exists here", as);
+  for (fetch *o = p->fetches; o != NULL; o = o->next)
+    if (!o->replied && o->state != F_SETTLING && strcmp(o->as_name, as) == 0)
+      return scree__fail(SCREE_EEXIST, msg, msg_len,
+                         "a fetch into '%s' is already under way here", as);
+
+  fetch *f = calloc(1, sizeof(*f));
+  if (f == NULL)
+    return scree__fail(SCREE_ENOMEM, msg, msg_len, "out of host memory");
+  f->p = p;
+  f->peer = pe;
+  f->sess = sess;
+  f->id = id;
+  snprintf(f->name, sizeof(f->name), "%s", q->name);
+  snprintf(f->as_name, sizeof(f->as_name), "%s", as);
+  f->start_ns = scree__now_ns();
+  uint64_t timeout = q->timeout_ms ? q->timeout_ms : DEFAULT_TIMEOUT_MS;
+  if (timeout > 86400000ull)
+    timeout = 86400000ull;
+  f->deadline_ns = f->start_ns + timeout * 1000000ull;
+  if (q->wait_ms > 0 || q->wait_ms == -1) {
+    uint64_t w = q->wait_ms == -1 ? timeout : (uint64_t)q->wait_ms;
+    f->wait_until_ns = f->start_ns + w * 1000000ull;
+  }
+  f->retry_ms = RETRY_MIN_MS;
+  f->cb = cb;
+  f->cb_arg = cb_arg;
+  uv_timer_init(p->loop, &f->timer);
+  f->timer.data = f;
+  f->next = p->fetches;
+  if (p->fetches)
+    p->fetches->prev = f;
+  p->fetches = f;
+  scree__session_set_fetch(sess, f);
+
+  if (pe->conn == NULL) {
+    rc = peer_connect(p, pe, m, sizeof(m));
+    if (rc != 0) {
+      /* Reported through the callback like any later failure: the caller
+       * has already deferred nothing, so fail synchronously instead. */
+      scree__session_set_fetch(sess, NULL);
+      f->replied = 1;
+      pe->counts.failures[SCREE__FETCH_FAIL_UNREACHABLE]++;
+      fetch_settle(f);
+      return scree__fail(rc, msg, msg_len, "%s", m);
+    }
+  }
+  if (pe->conn->state == C_READY && !pe->conn->failed) {
+    f->conn = pe->conn;
+    fetch_send_open(f);
+  } else {
+    f->state = F_WAIT_CONN;
+  }
+  fetch_arm(f);
+  kick(p);
+  return 0;
+}
+
+void scree__peers_detach(void *fetch_ptr) {
+  fetch *f = fetch_ptr;
+  f->sess = NULL;
+}
+
+/* ---- counters ---------------------------------------------------------------- */
+
+size_t scree__peers_count(const scree__peers *p) { return p ? p->npeers : 0; }
+
+void scree__peers_counts(const scree__peers *p, size_t i, scree__peer_counts *out) {
+  *out = p->peers[i].counts;
+  out->name = p->peers[i].spec.name;
+}
+
+void scree__peers_served_get(const scree__peers *p, scree__peers_served *out) {
+  *out = p->served;
+}
+
+static int appendf(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int appendf(char **buf, size_t *len, size_t *cap, const char *fmt, ...) {
+  for (;;) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(*buf + *len, *cap - *len, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+      return SCREE_ENOMEM;
+    if ((size_t)n < *cap - *len) {
+      *len += (size_t)n;
+      return 0;
+    }
+    size_t nc = *cap * 2 + (size_t)n + 1;
+    char *nb = realloc(*buf, nc);
+    if (nb == NULL)
+      return SCREE_ENOMEM;
+    *buf = nb;
+    *cap = nc;
+  }
+}
+
+int scree__peers_render_metrics(const scree__peers *p, char **buf, size_t *len, size_t *cap) {
+  if (p == NULL)
+    return 0;
+  int rc = 0;
+  rc |= appendf(buf, len, cap,
+                "# HELP scree_peer_batches_fetched_total Batches fetched from each peer.\n"
+                "# TYPE scree_peer_batches_fetched_total counter\n");
+  for (size_t i = 0; i < p->npeers; i++)
+    rc |= appendf(buf, len, cap, "scree_peer_batches_fetched_total{peer=\"%s\"} %" PRIu64 "\n",
+                  p->peers[i].spec.name, p->peers[i].counts.batches);
+  rc |= appendf(buf, len, cap,
+                "# HELP scree_peer_bytes_fetched_total Bytes fetched from each peer.\n"
+                "# TYPE scree_peer_bytes_fetched_total counter\n");
+  for (size_t i = 0; i < p->npeers; i++)
+    rc |= appendf(buf, len, cap, "scree_peer_bytes_fetched_total{peer=\"%s\"} %" PRIu64 "\n",
+                  p->peers[i].spec.name, p->peers[i].counts.bytes);
+  rc |= appendf(buf, len, cap,
+                "# HELP scree_peer_fetch_failures_total Failed fetches, by peer and cause.\n"
+                "# TYPE scree_peer_fetch_failures_total counter\n");
+  for (size_t i = 0; i < p->npeers; i++)
+    for (int k = 0; k < SCREE__FETCH_FAIL_CAUSES; k++)
+      if (p->peers[i].counts.failures[k] != 0)
+        rc |= appendf(buf, len, cap,
+                      "scree_peer_fetch_failures_total{peer=\"%s\",cause=\"%s\"} %" PRIu64 "\n",
+                      p->peers[i].spec.name, scree__fetch_fail_name(k),
+                      p->peers[i].counts.failures[k]);
+  rc |= appendf(buf, len, cap,
+                "# HELP scree_peer_connected Whether the connection to each peer is up.\n"
+                "# TYPE scree_peer_connected gauge\n");
+  for (size_t i = 0; i < p->npeers; i++)
+    rc |= appendf(buf, len, cap, "scree_peer_connected{peer=\"%s\"} %d\n",
+                  p->peers[i].spec.name, p->peers[i].counts.connected);
+  rc |= appendf(buf, len, cap,
+                "# HELP scree_peer_conns_served Authenticated peer connections to this"
+                " screed.\n# TYPE scree_peer_conns_served gauge\nscree_peer_conns_served %u\n"
+                "# HELP scree_peer_conns_refused_total Peer connections refused (failed"
+                " authentication, garbage, over the limit).\n"
+                "# TYPE scree_peer_conns_refused_total counter\n"
+                "scree_peer_conns_refused_total %" PRIu64 "\n"
+                "# HELP scree_peer_leases Batches peers hold leases on here.\n"
+                "# TYPE scree_peer_leases gauge\nscree_peer_leases %u\n",
+                p->served.conns, p->served.refused, p->served.leases);
+  return rc != 0 ? SCREE_ENOMEM : 0;
+}
+
+/* ---- life ---------------------------------------------------------------------- */
+
+static int resolve(const scree__peer_spec *s, struct sockaddr_storage *sa, socklen_t *len,
+                   char *msg, size_t msg_len) {
+  struct addrinfo hints, *res = NULL;
+  memset(&hints, 0, sizeof(hints));
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  char port[8];
+  snprintf(port, sizeof(port), "%u", s->port);
+  int e = getaddrinfo(s->host, port, &hints, &res);
+  if (e != 0 || res == NULL)
+    return scree__fail(SCREE_EINVAL, msg, msg_len, "cannot resolve '%s': %s", s->host,
+                       gai_strerror(e));
+  memcpy(sa, res->ai_addr, res->ai_addrlen);
+  *len = (socklen_t)res->ai_addrlen;
+  freeaddrinfo(res);
+  return 0;
+}
+
+int scree__peers_new(const scree__peers_config *cfg, scree__peers **out, char *msg,
+                     size_t msg_len) {
+  *out = NULL;
+  unsigned char *loaded = NULL;
+  size_t loaded_len = 0;
+  if (cfg->secret_file != NULL) {
+    int lrc = scree__peer_secret_load(cfg->secret_file, &loaded, &loaded_len, msg, msg_len);
+    if (lrc != 0)
+      return lrc;
+    scree__peers_config c2 = *cfg;
+    c2.secret_file = NULL;
+    c2.secret = loaded;
+    c2.secret_len = loaded_len;
+    lrc = scree__peers_new(&c2, out, msg, msg_len);
+    scree__peer_secret_free(loaded, loaded_len);
+    return lrc;
+  }
+  if (cfg->secret == NULL || cfg->secret_len < SCREE__PEER_SECRET_MIN)
+    return scree__fail(SCREE_EINVAL, msg, msg_len,
+                       "peers need --peer-secret-file: UCX neither authenticates nor"
+                       " encrypts, so every peer must prove a shared secret");
+  if (cfg->npeers > SCREE__PEERS_MAX)
+    return scree__fail(SCREE_EINVAL, msg, msg_len, "%zu peers; at most %d", cfg->npeers,
+                       SCREE__PEERS_MAX);
+  scree__peers *p = calloc(1, sizeof(*p));
+  if (p == NULL)
+    return scree__fail(SCREE_ENOMEM, msg, msg_len, "out of host memory");
+  p->loop = cfg->loop;
+  p->store = cfg->store;
+  p->efd = -1;
+  int rc = 0;
+  p->secret = malloc(cfg->secret_len);
+  p->peers = calloc(cfg->npeers ? cfg->npeers : 1, sizeof(*p->peers));
+  if (p->secret == NULL || p->peers == NULL) {
+    rc = scree__fail(SCREE_ENOMEM, msg, msg_len, "out of host memory");
+    goto err;
+  }
+  memcpy(p->secret, cfg->secret, cfg->secret_len);
+  p->secret_len = cfg->secret_len;
+  if (gethostname(p->node, sizeof(p->node)) != 0)
+    snprintf(p->node, sizeof(p->node), "unknown");
+  p->node[SCREE__PW_NODE_MAX] = '\0';
+  for (size_t i = 0; i < cfg->npeers; i++) {
+    for (size_t j = 0; j < i; j++)
+      if (strcmp(cfg->peers[i].name, cfg->peers[j].name) == 0) {
+        rc = scree__fail(SCREE_EINVAL, msg, msg_len, "--peer %s is given twice",
+                         cfg->peers[i].name);
+        goto err;
+      }
+    p->peers[i].spec = cfg->peers[i];
+    char m[256];
+    rc = resolve(&cfg->peers[i], &p->peers[i].sa, &p->peers[i].salen, m, sizeof(m));
+    if (rc != 0) {
+      rc = scree__fail(rc, msg, msg_len, "--peer %s: %s", cfg->peers[i].name, m);
+      goto err;
+    }
+  }
+  p->npeers = cfg->npeers;
+
+  ucp_params_t up;
+  memset(&up, 0, sizeof(up));
+  up.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_NAME;
+  up.features = UCP_FEATURE_AM | UCP_FEATURE_RMA | UCP_FEATURE_WAKEUP;
+  up.name = "screed";
+  ucs_status_t st = ucp_init(&up, NULL, &p->ctx);
+  if (st != UCS_OK) {
+    p->ctx = NULL;
+    rc = scree__fail(SCREE_EIO, msg, msg_len, "ucp_init: %s", ucs_status_string(st));
+    goto err;
+  }
+  ucp_worker_params_t wp;
+  memset(&wp, 0, sizeof(wp));
+  wp.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
+  wp.thread_mode = UCS_THREAD_MODE_SINGLE;
+  st = ucp_worker_create(p->ctx, &wp, &p->worker);
+  if (st != UCS_OK) {
+    p->worker = NULL;
+    rc = scree__fail(SCREE_EIO, msg, msg_len, "ucp_worker_create: %s", ucs_status_string(st));
+    goto err;
+  }
+  st = ucp_worker_get_efd(p->worker, &p->efd);
+  if (st != UCS_OK) {
+    rc = scree__fail(SCREE_EIO, msg, msg_len, "ucp_worker_get_efd: %s", ucs_status_string(st));
+    goto err;
+  }
+  ucp_am_handler_param_t ap;
+  memset(&ap, 0, sizeof(ap));
+  ap.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_CB |
+                  UCP_AM_HANDLER_PARAM_FIELD_ARG | UCP_AM_HANDLER_PARAM_FIELD_FLAGS;
+  ap.id = AM_ID;
+  ap.cb = am_cb;
+  ap.arg = p;
+  ap.flags = UCP_AM_FLAG_WHOLE_MSG;
+  st = ucp_worker_set_am_recv_handler(p->worker, &ap);
+  /* Every other id (UCX's are 16 bits), highest first so that UCX's table
+   * grows once. */
+  for (unsigned id = 0xffffu; st == UCS_OK && id != (unsigned)-1; id--) {
+    if (id == AM_ID)
+      continue;
+    ap.id = id;
+    ap.cb = am_other_cb;
+    st = ucp_worker_set_am_recv_handler(p->worker, &ap);
+  }
+  if (st != UCS_OK) {
+    rc = scree__fail(SCREE_EIO, msg, msg_len, "ucp_worker_set_am_recv_handler: %s",
+                     ucs_status_string(st));
+    goto err;
+  }
+  if (cfg->listen != NULL) {
+    scree__peer_spec ls;
+    memset(&ls, 0, sizeof(ls));
+    char m[256];
+    rc = scree__peer_addr_parse(cfg->listen, ls.host, sizeof(ls.host), &ls.port, m, sizeof(m));
+    if (rc == 0)
+      rc = resolve(&ls, &(struct sockaddr_storage){0}, &(socklen_t){0}, m, sizeof(m));
+    if (rc != 0) {
+      rc = scree__fail(rc, msg, msg_len, "--peer-listen: %s", m);
+      goto err;
+    }
+    struct sockaddr_storage sa;
+    socklen_t salen;
+    resolve(&ls, &sa, &salen, m, sizeof(m));
+    ucp_listener_params_t lp;
+    memset(&lp, 0, sizeof(lp));
+    lp.field_mask = UCP_LISTENER_PARAM_FIELD_SOCK_ADDR | UCP_LISTENER_PARAM_FIELD_CONN_HANDLER;
+    lp.sockaddr.addr = (const struct sockaddr *)&sa;
+    lp.sockaddr.addrlen = salen;
+    lp.conn_handler.cb = conn_request_cb;
+    lp.conn_handler.arg = p;
+    st = ucp_listener_create(p->worker, &lp, &p->listener);
+    if (st != UCS_OK) {
+      p->listener = NULL;
+      rc = scree__fail(st == UCS_ERR_BUSY ? SCREE_EBUSY : SCREE_EIO, msg, msg_len,
+                       "--peer-listen %s: %s", cfg->listen, ucs_status_string(st));
+      goto err;
+    }
+    ucp_listener_attr_t la;
+    memset(&la, 0, sizeof(la));
+    la.field_mask = UCP_LISTENER_ATTR_FIELD_SOCKADDR;
+    if (ucp_listener_query(p->listener, &la) == UCS_OK) {
+      if (la.sockaddr.ss_family == AF_INET)
+        p->listen_port = ntohs(((struct sockaddr_in *)&la.sockaddr)->sin_port);
+      else if (la.sockaddr.ss_family == AF_INET6)
+        p->listen_port = ntohs(((struct sockaddr_in6 *)&la.sockaddr)->sin6_port);
+    }
+  }
+  uv_poll_init(p->loop, &p->poll, p->efd);
+  p->poll.data = p;
+  uv_idle_init(p->loop, &p->idle);
+  p->idle.data = p;
+  uv_timer_init(p->loop, &p->tick);
+  p->tick.data = p;
+  p->handles_open = 1;
+  uv_poll_start(&p->poll, UV_READABLE, on_poll);
+  uv_timer_start(&p->tick, on_tick, TICK_MS, TICK_MS);
+  uv_unref((uv_handle_t *)&p->tick);
+  kick(p);
+  *out = p;
+  return 0;
+
+err:
+  if (p->listener)
+    ucp_listener_destroy(p->listener);
+  if (p->worker)
+    ucp_worker_destroy(p->worker);
+  if (p->ctx)
+    ucp_cleanup(p->ctx);
+  scree__peer_secret_free(p->secret, p->secret_len);
+  free(p->peers);
+  free(p);
+  return rc;
+}
+
+void scree__peers_shutdown(scree__peers *p) {
+  if (p == NULL || p->shutting_down)
+    return;
+  p->shutting_down = 1;
+  /* Requests that arrived but were not accepted yet are turned down. */
+  for (uint32_t i = 0; i < p->npending && p->listener != NULL; i++)
+    ucp_listener_reject(p->listener, p->pending[i]);
+  p->npending = 0;
+  if (p->listener != NULL) {
+    ucp_listener_destroy(p->listener);
+    p->listener = NULL;
+  }
+  /* Requests that arrived but were not accepted: UCX drops them with the
+   * listener. */
+  p->npending = 0;
+  for (fetch *f = p->fetches, *fn; f != NULL; f = fn) {
+    fn = f->next;
+    if (f->state != F_SETTLING)
+      fetch_fail(f, SCREE_EAGAIN, SCREE__FETCH_FAIL_OTHER, "screed is stopping");
+  }
+  while (p->conns != NULL)
+    conn_destroy(p->conns);
+  /* The forced closes cancel every read; their callbacks run here. Bounded:
+   * a close that UCX does not finish in 2 s is left to ucp_worker_destroy. */
+  uint64_t until = scree__now_ns() + 2000000000ull;
+  while ((p->closing > 0 || p->fetches != NULL) && scree__now_ns() < until) {
+    ucp_worker_progress(p->worker);
+    for (fetch *f = p->fetches, *fn; f != NULL; f = fn) {
+      fn = f->next;
+      if (f->outstanding == 0)
+        fetch_settle(f);
+    }
+  }
+  if (p->handles_open) {
+    p->handles_open = 0;
+    uv_poll_stop(&p->poll);
+    uv_close((uv_handle_t *)&p->poll, NULL);
+    uv_close((uv_handle_t *)&p->idle, NULL);
+    uv_close((uv_handle_t *)&p->tick, NULL);
+  }
+}
+
+void scree__peers_free(scree__peers *p) {
+  if (p == NULL)
+    return;
+  if (p->worker != NULL)
+    ucp_worker_destroy(p->worker);
+  if (p->ctx != NULL)
+    ucp_cleanup(p->ctx);
+  scree__peer_secret_free(p->secret, p->secret_len);
+  free(p->peers);
+  free(p);
+}

@@ -1,0 +1,86 @@
+/* What every build of peers has, with UCX or without: parsing the options
+ * and naming the failure causes. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "peers.h"
+#include "scree/error.h"
+#include "sys.h"
+
+const char *scree__fetch_fail_name(int cause) {
+  static const char *const names[SCREE__FETCH_FAIL_CAUSES] = {
+      "auth", "unreachable", "lost", "remote", "local", "timeout", "invalid", "other",
+  };
+  return cause >= 0 && cause < SCREE__FETCH_FAIL_CAUSES ? names[cause] : "other";
+}
+
+int scree__peer_addr_parse(const char *arg, char *host, size_t host_len, uint16_t *port,
+                           char *msg, size_t msg_len) {
+  const char *colon;
+  const char *h = arg;
+  size_t hl;
+  if (arg[0] == '[') {
+    const char *close = strchr(arg, ']');
+    if (close == NULL || close[1] != ':')
+      return scree__fail(SCREE_EINVAL, msg, msg_len,
+                         "'%s' is not HOST:PORT ([ADDR]:PORT for IPv6)", arg);
+    h = arg + 1;
+    hl = (size_t)(close - h);
+    colon = close + 1;
+  } else {
+    colon = strrchr(arg, ':');
+    if (colon == NULL)
+      return scree__fail(SCREE_EINVAL, msg, msg_len, "'%s' is not HOST:PORT", arg);
+    hl = (size_t)(colon - arg);
+    if (memchr(arg, ':', hl) != NULL)
+      return scree__fail(SCREE_EINVAL, msg, msg_len,
+                         "'%s': write an IPv6 address as [ADDR]:PORT", arg);
+  }
+  if (hl == 0 || hl >= host_len)
+    return scree__fail(SCREE_EINVAL, msg, msg_len, "'%s' has %s host", arg,
+                       hl == 0 ? "no" : "too long a");
+  const char *ps = colon + 1;
+  char *end;
+  errno = 0;
+  unsigned long v = strtoul(ps, &end, 10);
+  if (*ps < '0' || *ps > '9' || *end != '\0' || errno != 0 || v > 65535)
+    return scree__fail(SCREE_EINVAL, msg, msg_len, "'%s' has no valid port (0 to 65535)",
+                       arg);
+  memcpy(host, h, hl);
+  host[hl] = '\0';
+  *port = (uint16_t)v;
+  return 0;
+}
+
+int scree__peer_spec_parse(const char *arg, scree__peer_spec *out, char *msg,
+                           size_t msg_len) {
+  memset(out, 0, sizeof(*out));
+  const char *eq = strchr(arg, '=');
+  if (eq == NULL)
+    return scree__fail(SCREE_EINVAL, msg, msg_len, "'%s' is not NAME=HOST:PORT", arg);
+  size_t nl = (size_t)(eq - arg);
+  if (nl == 0 || nl > SCREE__PEER_NAME_MAX)
+    return scree__fail(SCREE_EINVAL, msg, msg_len,
+                       "peer name in '%s' must be 1 to %d characters", arg,
+                       SCREE__PEER_NAME_MAX);
+  for (size_t i = 0; i < nl; i++) {
+    char c = arg[i];
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+          c == '.' || c == '_' || c == '-'))
+      return scree__fail(SCREE_EINVAL, msg, msg_len,
+                         "peer name in '%s' may hold only letters, digits, '.', '_' and '-'",
+                         arg);
+  }
+  memcpy(out->name, arg, nl);
+  out->name[nl] = '\0';
+  int rc = scree__peer_addr_parse(eq + 1, out->host, sizeof(out->host), &out->port, msg,
+                                  msg_len);
+  if (rc != 0)
+    return rc;
+  if (out->port == 0)
+    return scree__fail(SCREE_EINVAL, msg, msg_len, "peer '%s' needs a port other than 0",
+                       out->name);
+  return 0;
+}

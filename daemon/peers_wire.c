@@ -1,0 +1,263 @@
+#include "peers_wire.h"
+
+#include <string.h>
+
+#include "scree/error.h"
+#include "sys.h"
+
+/* ---- little-endian cursors ------------------------------------------------ */
+
+typedef struct rd {
+  const unsigned char *p;
+  size_t left;
+  int bad; /* set by the first read past the end; every later read yields 0 */
+} rd;
+
+static const unsigned char *take(rd *r, size_t n) {
+  if (r->bad || n > r->left) {
+    r->bad = 1;
+    return NULL;
+  }
+  const unsigned char *p = r->p;
+  r->p += n;
+  r->left -= n;
+  return p;
+}
+
+static uint64_t get_le(rd *r, size_t n) {
+  const unsigned char *p = take(r, n);
+  uint64_t v = 0;
+  if (p != NULL)
+    for (size_t i = 0; i < n; i++)
+      v |= (uint64_t)p[i] << (8 * i);
+  return v;
+}
+
+static void get_bytes(rd *r, void *dst, size_t n) {
+  const unsigned char *p = take(r, n);
+  if (p != NULL)
+    memcpy(dst, p, n);
+  else
+    memset(dst, 0, n);
+}
+
+typedef struct wr {
+  unsigned char *p;
+  size_t len;
+  size_t cap;
+  int bad;
+} wr;
+
+static void put_le(wr *w, uint64_t v, size_t n) {
+  if (w->bad || n > w->cap - w->len) {
+    w->bad = 1;
+    return;
+  }
+  for (size_t i = 0; i < n; i++)
+    w->p[w->len++] = (unsigned char)(v >> (8 * i));
+}
+
+static void put_bytes(wr *w, const void *src, size_t n) {
+  if (w->bad || n > w->cap - w->len) {
+    w->bad = 1;
+    return;
+  }
+  if (n > 0)
+    memcpy(w->p + w->len, src, n);
+  w->len += n;
+}
+
+/* ---- names ------------------------------------------------------------------ */
+
+const char *scree__pw_type_name(int type) {
+  switch (type) {
+  case SCREE__PW_HELLO: return "hello";
+  case SCREE__PW_CHALLENGE: return "challenge";
+  case SCREE__PW_PROOF: return "proof";
+  case SCREE__PW_WELCOME: return "welcome";
+  case SCREE__PW_DENIED: return "denied";
+  case SCREE__PW_OPEN: return "open";
+  case SCREE__PW_OPEN_OK: return "open_ok";
+  case SCREE__PW_OPEN_ERR: return "open_err";
+  case SCREE__PW_CLOSE: return "close";
+  default: return "unknown";
+  }
+}
+
+/* ---- decoding -------------------------------------------------------------- */
+
+#define BAD(...) scree__fail(SCREE_EPROTO, msg, msg_len, __VA_ARGS__)
+
+int scree__pw_decode(const void *buf, size_t len, scree__pw_msg *out, char *msg,
+                     size_t msg_len) {
+  memset(out, 0, sizeof(*out));
+  if (buf == NULL || len < SCREE__PW_HEADER)
+    return BAD("peer message of %zu bytes is shorter than its header", len);
+  if (len > SCREE__PW_MAX)
+    return BAD("peer message of %zu bytes is larger than %d", len, SCREE__PW_MAX);
+  rd r = {.p = buf, .left = len, .bad = 0};
+  uint32_t magic = (uint32_t)get_le(&r, 4);
+  uint16_t type = (uint16_t)get_le(&r, 2);
+  uint16_t reserved = (uint16_t)get_le(&r, 2);
+  out->req = get_le(&r, 8);
+  uint32_t body = (uint32_t)get_le(&r, 4);
+  if (magic != SCREE__PW_MAGIC)
+    return BAD("peer message has magic 0x%08x, not scree's", magic);
+  if (reserved != 0)
+    return BAD("peer message header has reserved bits 0x%04x set", reserved);
+  if (body != r.left)
+    return BAD("peer message says %u body bytes but has %zu", body, r.left);
+  out->type = (scree__pw_type)type;
+
+  switch (type) {
+  case SCREE__PW_HELLO:
+    out->version = (uint8_t)get_le(&r, 1);
+    get_bytes(&r, out->nonce, SCREE__PW_NONCE);
+    out->node_len = (size_t)get_le(&r, 1);
+    if (out->node_len > SCREE__PW_NODE_MAX)
+      return BAD("hello names a node of %zu bytes; at most %d", out->node_len,
+                 SCREE__PW_NODE_MAX);
+    out->node = (const char *)take(&r, out->node_len);
+    break;
+  case SCREE__PW_CHALLENGE:
+    get_bytes(&r, out->nonce, SCREE__PW_NONCE);
+    get_bytes(&r, out->mac, SCREE__PW_MAC);
+    break;
+  case SCREE__PW_PROOF:
+    get_bytes(&r, out->mac, SCREE__PW_MAC);
+    break;
+  case SCREE__PW_WELCOME:
+  case SCREE__PW_DENIED:
+    break;
+  case SCREE__PW_OPEN:
+    out->name_len = (size_t)get_le(&r, 2);
+    if (out->name_len == 0 || out->name_len > SCREE__PW_NAME_MAX)
+      return BAD("open names a batch of %zu bytes; 1 to %d", out->name_len,
+                 SCREE__PW_NAME_MAX);
+    out->name = (const char *)take(&r, out->name_len);
+    break;
+  case SCREE__PW_OPEN_OK: {
+    out->handle = get_le(&r, 8);
+    uint32_t dtype = (uint32_t)get_le(&r, 4);
+    uint32_t odtype = (uint32_t)get_le(&r, 4);
+    uint32_t ndim = (uint32_t)get_le(&r, 4);
+    if (ndim > SCREE_MAX_INNER_DIMS)
+      return BAD("open_ok has %u inner dims; at most %d", ndim, SCREE_MAX_INNER_DIMS);
+    /* Out-of-range dtypes become invalid; the receiver's check of the
+     * descriptor names them. */
+    out->desc.dtype = dtype > (uint32_t)SCREE_DTYPE_COUNT_ ? SCREE_DTYPE_INVALID
+                                                           : (scree_dtype)dtype;
+    out->desc.offsets_dtype = odtype > (uint32_t)SCREE_DTYPE_COUNT_ ? SCREE_DTYPE_INVALID
+                                                                    : (scree_dtype)odtype;
+    out->desc.ndim_inner = (int32_t)ndim;
+    for (uint32_t i = 0; i < ndim; i++)
+      out->desc.inner[i] = (int64_t)get_le(&r, 8);
+    out->desc.batch_size = (int64_t)get_le(&r, 8);
+    out->desc.total_rows = (int64_t)get_le(&r, 8);
+    out->desc.max_length = (int64_t)get_le(&r, 8);
+    out->values_bytes = get_le(&r, 8);
+    out->offsets_bytes = get_le(&r, 8);
+    out->values_addr = get_le(&r, 8);
+    out->offsets_addr = get_le(&r, 8);
+    out->rkey_len = (size_t)get_le(&r, 4);
+    if (out->rkey_len == 0 || out->rkey_len > SCREE__PW_RKEY_MAX)
+      return BAD("open_ok carries a key of %zu bytes; 1 to %d", out->rkey_len,
+                 SCREE__PW_RKEY_MAX);
+    out->rkey = take(&r, out->rkey_len);
+    break;
+  }
+  case SCREE__PW_OPEN_ERR:
+    out->code = (int32_t)(uint32_t)get_le(&r, 4);
+    out->msg_len = (size_t)get_le(&r, 2);
+    if (out->msg_len > SCREE__PW_MSG_MAX)
+      return BAD("open_err carries a message of %zu bytes; at most %d", out->msg_len,
+                 SCREE__PW_MSG_MAX);
+    out->msg = (const char *)take(&r, out->msg_len);
+    break;
+  case SCREE__PW_CLOSE:
+    out->handle = get_le(&r, 8);
+    break;
+  default:
+    return BAD("peer message of unknown type %u", type);
+  }
+  if (r.bad)
+    return BAD("%s message is truncated (%zu bytes)", scree__pw_type_name(type), len);
+  if (r.left != 0)
+    return BAD("%s message has %zu bytes past its end", scree__pw_type_name(type), r.left);
+  return 0;
+}
+
+/* ---- encoding -------------------------------------------------------------- */
+
+size_t scree__pw_encode(const scree__pw_msg *m, void *buf, size_t cap) {
+  wr w = {.p = buf, .len = 0, .cap = cap, .bad = 0};
+  put_le(&w, SCREE__PW_MAGIC, 4);
+  put_le(&w, (uint64_t)m->type, 2);
+  put_le(&w, 0, 2);
+  put_le(&w, m->req, 8);
+  put_le(&w, 0, 4); /* body length, filled in below */
+  switch (m->type) {
+  case SCREE__PW_HELLO:
+    if (m->node_len > SCREE__PW_NODE_MAX)
+      return 0;
+    put_le(&w, m->version, 1);
+    put_bytes(&w, m->nonce, SCREE__PW_NONCE);
+    put_le(&w, m->node_len, 1);
+    put_bytes(&w, m->node, m->node_len);
+    break;
+  case SCREE__PW_CHALLENGE:
+    put_bytes(&w, m->nonce, SCREE__PW_NONCE);
+    put_bytes(&w, m->mac, SCREE__PW_MAC);
+    break;
+  case SCREE__PW_PROOF:
+    put_bytes(&w, m->mac, SCREE__PW_MAC);
+    break;
+  case SCREE__PW_WELCOME:
+  case SCREE__PW_DENIED:
+    break;
+  case SCREE__PW_OPEN:
+    if (m->name_len == 0 || m->name_len > SCREE__PW_NAME_MAX)
+      return 0;
+    put_le(&w, m->name_len, 2);
+    put_bytes(&w, m->name, m->name_len);
+    break;
+  case SCREE__PW_OPEN_OK:
+    if (m->desc.ndim_inner < 0 || m->desc.ndim_inner > SCREE_MAX_INNER_DIMS ||
+        m->rkey_len == 0 || m->rkey_len > SCREE__PW_RKEY_MAX)
+      return 0;
+    put_le(&w, m->handle, 8);
+    put_le(&w, (uint32_t)m->desc.dtype, 4);
+    put_le(&w, (uint32_t)m->desc.offsets_dtype, 4);
+    put_le(&w, (uint32_t)m->desc.ndim_inner, 4);
+    for (int32_t i = 0; i < m->desc.ndim_inner; i++)
+      put_le(&w, (uint64_t)m->desc.inner[i], 8);
+    put_le(&w, (uint64_t)m->desc.batch_size, 8);
+    put_le(&w, (uint64_t)m->desc.total_rows, 8);
+    put_le(&w, (uint64_t)m->desc.max_length, 8);
+    put_le(&w, m->values_bytes, 8);
+    put_le(&w, m->offsets_bytes, 8);
+    put_le(&w, m->values_addr, 8);
+    put_le(&w, m->offsets_addr, 8);
+    put_le(&w, m->rkey_len, 4);
+    put_bytes(&w, m->rkey, m->rkey_len);
+    break;
+  case SCREE__PW_OPEN_ERR: {
+    size_t n = m->msg_len > SCREE__PW_MSG_MAX ? SCREE__PW_MSG_MAX : m->msg_len;
+    put_le(&w, (uint32_t)m->code, 4);
+    put_le(&w, n, 2);
+    put_bytes(&w, m->msg, n);
+    break;
+  }
+  case SCREE__PW_CLOSE:
+    put_le(&w, m->handle, 8);
+    break;
+  default:
+    return 0;
+  }
+  if (w.bad)
+    return 0;
+  uint32_t body = (uint32_t)(w.len - SCREE__PW_HEADER);
+  for (int i = 0; i < 4; i++)
+    w.p[16 + i] = (unsigned char)(body >> (8 * i));
+  return w.len;
+}

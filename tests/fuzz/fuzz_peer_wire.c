@@ -1,0 +1,50 @@
+/* fuzz_peer_wire: one message from another screed, as peers.c receives it
+ * from UCX (daemon/peers_wire.c).
+ *
+ * Whatever the bytes, the decoder must return, never read outside them,
+ * and point only inside them; a message that decodes must encode back to
+ * the very same bytes (the format has one encoding per message), except
+ * where the decoder mapped an out-of-range dtype to invalid. */
+#include <stdint.h>
+#include <string.h>
+
+#include "fuzz_common.h"
+#include "peers_wire.h"
+
+static void check_inside(const uint8_t *data, size_t size, const void *p, size_t n,
+                         const char *what) {
+  if (n == 0)
+    return;
+  const uint8_t *q = p;
+  FUZZ_CHECK(q >= data && q + n <= data + size, "%s points outside the message", what);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  scree__pw_msg m;
+  char msg[256];
+  /* A copy of exactly size bytes, so that ASan sees any read past them. */
+  uint8_t *buf = malloc(size ? size : 1);
+  FUZZ_CHECK(buf != NULL, "out of memory");
+  memcpy(buf, data, size);
+  int rc = scree__pw_decode(buf, size, &m, msg, sizeof(msg));
+  if (rc != 0) {
+    FUZZ_CHECK(msg[0] != '\0', "a refusal without a message");
+    free(buf);
+    return 0;
+  }
+  check_inside(buf, size, m.node, m.node_len, "node");
+  check_inside(buf, size, m.name, m.name_len, "name");
+  check_inside(buf, size, m.msg, m.msg_len, "msg");
+  check_inside(buf, size, m.rkey, m.rkey_len, "rkey");
+  uint8_t out[SCREE__PW_MAX];
+  size_t n = scree__pw_encode(&m, out, sizeof(out));
+  FUZZ_CHECK(n > 0, "a decoded %s message does not encode", scree__pw_type_name(m.type));
+  int mapped = m.type == SCREE__PW_OPEN_OK &&
+               (m.desc.dtype == SCREE_DTYPE_INVALID || m.desc.offsets_dtype == SCREE_DTYPE_INVALID);
+  if (!mapped)
+    FUZZ_CHECK(n == size && memcmp(out, buf, size) == 0, "%s does not encode back the same",
+               scree__pw_type_name(m.type));
+  free(buf);
+  return 0;
+}

@@ -1,0 +1,168 @@
+/* Peers without UCX traffic: the HMAC against RFC 4231, the handshake's
+ * proofs, the secret file's checks, the wire format and the options. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "peers.h"
+#include "peers_auth.h"
+#include "peers_wire.h"
+#include "scree/error.h"
+
+static void unhex(const char *h, unsigned char *out, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    sscanf(h + 2 * i, "%2hhx", &out[i]);
+}
+
+/* RFC 4231 test cases 1, 2, 4, 6 and 7 (HMAC-SHA-256). */
+Test(peers_auth, rfc4231) {
+  struct {
+    size_t klen;
+    unsigned char kbyte; /* 0: the incrementing key of case 4 */
+    const char *data;
+    size_t dlen;
+    const char *mac;
+  } cases[] = {
+      {20, 0x0b, "Hi There", 8,
+       "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"},
+      {0, 0, "what do ya want for nothing?", 28,
+       "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"},
+      {131, 0xaa, "Test Using Larger Than Block-Size Key - Hash Key First", 54,
+       "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"},
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    unsigned char key[131];
+    const void *k = key;
+    size_t kl = cases[i].klen;
+    if (kl == 0) {
+      k = "Jefe";
+      kl = 4;
+    } else {
+      memset(key, cases[i].kbyte, kl);
+    }
+    unsigned char mac[32], want[32];
+    cr_assert_eq(scree__hmac_sha256(k, kl, cases[i].data, cases[i].dlen, mac), 0);
+    unhex(cases[i].mac, want, 32);
+    cr_expect(memcmp(mac, want, 32) == 0, "RFC 4231 case %zu", i);
+  }
+  /* Case 4: key 0x01..0x19, data 50 bytes of 0xcd. */
+  unsigned char key[25], data[50], mac[32], want[32];
+  for (int i = 0; i < 25; i++)
+    key[i] = (unsigned char)(i + 1);
+  memset(data, 0xcd, sizeof(data));
+  cr_assert_eq(scree__hmac_sha256(key, sizeof(key), data, sizeof(data), mac), 0);
+  unhex("82558a389a443c0ea4cc819899f2083a85f0faa3e578f8077a2e3ff46729665b", want, 32);
+  cr_expect(memcmp(mac, want, 32) == 0, "RFC 4231 case 4");
+}
+
+Test(peers_auth, proofs_differ_by_side_and_secret) {
+  const unsigned char *s1 = (const unsigned char *)"0123456789abcdef";
+  const unsigned char *s2 = (const unsigned char *)"0123456789abcdeg";
+  unsigned char nf[32], no[32], a[32], b[32], c[32], d[32];
+  cr_assert_eq(scree__peer_random(nf, 32), 0);
+  cr_assert_eq(scree__peer_random(no, 32), 0);
+  cr_expect(memcmp(nf, no, 32) != 0);
+  cr_assert_eq(scree__peer_proof(s1, 16, SCREE__PROOF_OWNER, nf, no, a), 0);
+  cr_assert_eq(scree__peer_proof(s1, 16, SCREE__PROOF_FETCHER, nf, no, b), 0);
+  cr_assert_eq(scree__peer_proof(s2, 16, SCREE__PROOF_OWNER, nf, no, c), 0);
+  cr_assert_eq(scree__peer_proof(s1, 16, SCREE__PROOF_OWNER, nf, no, d), 0);
+  cr_expect(!scree__peer_proof_equal(a, b), "an owner's proof is not a fetcher's");
+  cr_expect(!scree__peer_proof_equal(a, c), "another secret, another proof");
+  cr_expect(scree__peer_proof_equal(a, d));
+  /* Swapping the nonces (a reflected challenge) changes the proof. */
+  cr_assert_eq(scree__peer_proof(s1, 16, SCREE__PROOF_OWNER, no, nf, d), 0);
+  cr_expect(!scree__peer_proof_equal(a, d));
+}
+
+static void write_file(const char *path, const char *text, mode_t mode) {
+  unlink(path);
+  FILE *f = fopen(path, "w");
+  cr_assert_not_null(f);
+  fputs(text, f);
+  fclose(f);
+  chmod(path, mode);
+}
+
+Test(peers_auth, secret_file) {
+  char path[64];
+  snprintf(path, sizeof(path), "/tmp/scree-unit-%ld.secret", (long)getpid());
+  unsigned char *s;
+  size_t n;
+  char msg[256];
+  write_file(path, "sixteen bytes ok\n", 0600);
+  cr_expect_eq(scree__peer_secret_load(path, &s, &n, msg, sizeof(msg)), 0, "%s", msg);
+  cr_expect_eq(n, 16u, "the trailing newline is not part of it");
+  scree__peer_secret_free(s, n);
+  write_file(path, "sixteen bytes ok\n", 0644);
+  cr_expect_eq(scree__peer_secret_load(path, &s, &n, msg, sizeof(msg)), SCREE_EACCES);
+  cr_expect(strstr(msg, "chmod 600") != NULL, "%s", msg);
+  write_file(path, "short\n", 0600);
+  cr_expect_eq(scree__peer_secret_load(path, &s, &n, msg, sizeof(msg)), SCREE_EINVAL);
+  unlink(path);
+  cr_expect_eq(scree__peer_secret_load(path, &s, &n, msg, sizeof(msg)), SCREE_ENOENT);
+}
+
+Test(peers_wire, roundtrip) {
+  unsigned char buf[SCREE__PW_MAX];
+  scree__pw_msg m, d;
+  char msg[256];
+  memset(&m, 0, sizeof(m));
+  m.type = SCREE__PW_OPEN_OK;
+  m.req = 42;
+  m.handle = 7;
+  m.desc.dtype = SCREE_FLOAT16;
+  m.desc.offsets_dtype = SCREE_INT32;
+  m.desc.ndim_inner = 2;
+  m.desc.inner[0] = 8;
+  m.desc.inner[1] = 64;
+  m.desc.batch_size = 3;
+  m.desc.total_rows = 12;
+  m.desc.max_length = 6;
+  m.values_bytes = 12 * 8 * 64 * 2;
+  m.offsets_bytes = 16;
+  m.values_addr = 0x1000;
+  m.offsets_addr = 0x9000;
+  m.rkey = "key!";
+  m.rkey_len = 4;
+  size_t n = scree__pw_encode(&m, buf, sizeof(buf));
+  cr_assert_gt(n, (size_t)SCREE__PW_HEADER);
+  cr_assert_eq(scree__pw_decode(buf, n, &d, msg, sizeof(msg)), 0, "%s", msg);
+  cr_expect_eq(d.type, SCREE__PW_OPEN_OK);
+  cr_expect_eq(d.req, 42u);
+  cr_expect_eq(d.desc.inner[1], 64);
+  cr_expect_eq(d.offsets_addr, 0x9000u);
+  cr_expect_eq(d.rkey_len, 4u);
+  cr_expect(memcmp(d.rkey, "key!", 4) == 0);
+  /* Every truncation is refused, with a message. */
+  for (size_t k = 0; k < n; k++)
+    cr_expect_eq(scree__pw_decode(buf, k, &d, msg, sizeof(msg)), SCREE_EPROTO, "%zu bytes", k);
+  /* As is a byte too many, and a wrong magic. */
+  buf[n] = 0;
+  cr_expect_eq(scree__pw_decode(buf, n + 1, &d, msg, sizeof(msg)), SCREE_EPROTO);
+  buf[0] ^= 1;
+  cr_expect_eq(scree__pw_decode(buf, n, &d, msg, sizeof(msg)), SCREE_EPROTO);
+  cr_expect(strstr(msg, "magic") != NULL, "%s", msg);
+}
+
+Test(peers_options, parse) {
+  scree__peer_spec s;
+  char msg[256];
+  cr_expect_eq(scree__peer_spec_parse("a=127.0.0.1:5000", &s, msg, sizeof(msg)), 0);
+  cr_expect_str_eq(s.name, "a");
+  cr_expect_str_eq(s.host, "127.0.0.1");
+  cr_expect_eq(s.port, 5000);
+  cr_expect_eq(scree__peer_spec_parse("node-2.gpu0=[::1]:7", &s, msg, sizeof(msg)), 0);
+  cr_expect_str_eq(s.host, "::1");
+  cr_expect_eq(scree__peer_spec_parse("127.0.0.1:5000", &s, msg, sizeof(msg)), SCREE_EINVAL);
+  cr_expect_eq(scree__peer_spec_parse("a b=h:1", &s, msg, sizeof(msg)), SCREE_EINVAL);
+  cr_expect_eq(scree__peer_spec_parse("a=h:0", &s, msg, sizeof(msg)), SCREE_EINVAL);
+  cr_expect_eq(scree__peer_spec_parse("a=h:70000", &s, msg, sizeof(msg)), SCREE_EINVAL);
+  cr_expect_eq(scree__peer_spec_parse("a=::1:5", &s, msg, sizeof(msg)), SCREE_EINVAL);
+  char host[64];
+  uint16_t port;
+  cr_expect_eq(scree__peer_addr_parse("0.0.0.0:0", host, sizeof(host), &port, msg, sizeof(msg)),
+               0);
+  cr_expect_eq(port, 0);
+}
