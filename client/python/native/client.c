@@ -492,7 +492,7 @@ static PyObject *client_fetch(scree__py_client *self, PyObject *args) {
   long long wait_ms;
   unsigned long long timeout_ms;
   if (!PyArg_ParseTuple(args, "sszLK:fetch", &peer, &name, &as_name, &wait_ms, &timeout_ms) ||
-      !client_usable(self))
+      !scree__py_client_usable(self))
     return NULL;
   scree_fetch_options o = SCREE_FETCH_OPTIONS_INIT;
   /* Python passes -2 for "do not wait" (wait=None). */
