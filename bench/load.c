@@ -36,6 +36,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "bench_util.h"
 #include "scree/client.h"
 #include "scree/v1/scree.pb-c.h"
 #include "sys.h"
@@ -50,8 +51,6 @@ static inline ProtobufCBinaryData test_bytes(const char *s) {
 enum { OP_GET, OP_RELEASE, OP_CREATE, OP_SEAL, OP_DELETE, OP_STAT, OP_LIST, OP_N };
 static const char *const kOpNames[OP_N] = {"get", "release", "create", "seal",
                                             "delete", "stat", "list"};
-
-static double now_us(void) { return (double)scree__now_ns() / 1e3; }
 
 static void fatal(const char *what) {
   fprintf(stderr, "load: %s: %s\n", what, strerror(errno));
@@ -72,35 +71,15 @@ static float pct(float *v, size_t n, double p) {
 
 /* ---- raw round trip ---------------------------------------------------- */
 
+/* The raw round trip: iters samples against a fresh echo child. */
 static void raw_rtt(int iters, float *p50, float *p99) {
-  int sv[2];
-  if (socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv) != 0)
-    fatal("socketpair");
-  pid_t pid = fork();
-  if (pid == 0) {
-    close(sv[0]);
-    char buf[64];
-    for (;;) {
-      ssize_t n = recv(sv[1], buf, sizeof(buf), 0);
-      if (n <= 0 || send(sv[1], buf, (size_t)n, MSG_NOSIGNAL) != n)
-        _exit(0);
-    }
-  }
-  close(sv[1]);
-  float *t = malloc(sizeof(float) * (size_t)iters);
-  char msg[64];
-  memset(msg, 'x', sizeof(msg));
-  for (int i = 0; i < iters; i++) {
-    double t0 = now_us();
-    if (send(sv[0], msg, sizeof(msg), 0) != 64 || recv(sv[0], msg, sizeof(msg), 0) != 64)
-      fatal("raw round trip");
-    t[i] = (float)(now_us() - t0);
-  }
-  close(sv[0]);
-  waitpid(pid, NULL, 0);
-  qsort(t, (size_t)iters, sizeof(float), cmp_float);
-  *p50 = pct(t, (size_t)iters, 0.5);
-  *p99 = pct(t, (size_t)iters, 0.99);
+  double *t = malloc(sizeof(double) * (size_t)iters);
+  bench_raw_start();
+  bench_raw_sample(t, iters);
+  bench_raw_stop();
+  bench_stat2 s = bench_summarize(t, iters);
+  *p50 = (float)s.p50;
+  *p99 = (float)s.p99;
   free(t);
 }
 
@@ -250,6 +229,12 @@ static void hello(int fd) {
   scree__v1__response__free_unpacked(r, NULL);
 }
 
+/* A random batch of the pool every get and stat reads, named into buf. */
+static ProtobufCBinaryData pooled_name(char *buf, size_t len) {
+  snprintf(buf, len, "load/%d", (int)(rnd() % (uint32_t)nbatches));
+  return test_bytes(buf);
+}
+
 static void issue(conn *c, int ci, int pid_tag) {
   Scree__V1__Request req = SCREE__V1__REQUEST__INIT;
   char name[48];
@@ -285,8 +270,7 @@ static void issue(conn *c, int ci, int pid_tag) {
   }
   switch (op) {
   case OP_GET:
-    snprintf(name, sizeof(name), "load/%d", (int)(rnd() % (uint32_t)nbatches));
-    g.name = test_bytes(name);
+    g.name = pooled_name(name, sizeof(name));
     req.body_case = SCREE__V1__REQUEST__BODY_GET;
     req.get = &g;
     break;
@@ -322,8 +306,7 @@ static void issue(conn *c, int ci, int pid_tag) {
     req.delete_ = &de;
     break;
   case OP_STAT:
-    snprintf(name, sizeof(name), "load/%d", (int)(rnd() % (uint32_t)nbatches));
-    st.name = test_bytes(name);
+    st.name = pooled_name(name, sizeof(name));
     req.body_case = SCREE__V1__REQUEST__BODY_STAT;
     req.stat = &st;
     break;
@@ -339,7 +322,7 @@ static void issue(conn *c, int ci, int pid_tag) {
   c->q[slot].op = op;
   c->q[slot].own = own;
   c->qlen++;
-  c->q[slot].t0 = now_us();
+  c->q[slot].t0 = bench_now_us();
   send_req(c->fd, &req);
 }
 
@@ -371,7 +354,7 @@ static void driver(const char *path, int nconns, int depth, uint64_t quota, int 
     fatal("start barrier");
   float *ops = res->lat + quota;
   uint64_t sent = 0, done = 0;
-  res->t_start = now_us();
+  res->t_start = bench_now_us();
   for (int i = 0; i < nconns && sent < quota; i++)
     for (int k = 0; k < depth && sent < quota; k++, sent++)
       issue(&cs[i], i, tag);
@@ -389,7 +372,7 @@ static void driver(const char *path, int nconns, int depth, uint64_t quota, int 
         pending *p = &c->q[c->qhead];
         c->qhead = (c->qhead + 1) % MAX_DEPTH;
         c->qlen--;
-        res->lat[done] = (float)(now_us() - p->t0);
+        res->lat[done] = (float)(bench_now_us() - p->t0);
         ops[done] = (float)p->op;
         done++;
         res->count[p->op]++;
@@ -416,7 +399,7 @@ static void driver(const char *path, int nconns, int depth, uint64_t quota, int 
       }
     }
   }
-  res->t_end = now_us();
+  res->t_end = bench_now_us();
   res->done = done;
   _exit(0);
 }
@@ -443,26 +426,13 @@ static double proc_cpu_s(pid_t pid) {
 }
 
 static void spawn_daemon(const char *exe, const char *sock) {
-  daemon_pid = fork();
-  if (daemon_pid == 0) {
-    execl(exe, exe, "--socket", sock, "--memory-limit", "4G", "--arena-size", "64M",
-          "--log-level", "warn", (char *)NULL);
-    _exit(127);
-  }
-  for (int i = 0; i < 2000; i++) {
-    scree_client *c;
-    if (scree_client_connect(sock, &c) == 0) {
-      scree_client_close(c);
-      return;
-    }
-    scree_client_close(c);
-    usleep(5000);
-  }
-  fprintf(stderr, "load: screed did not start\n");
-  exit(1);
+  char *argv[] = {(char *)exe, "--socket", (char *)sock, "--memory-limit", "4G", "--arena-size",
+                  "64M", "--log-level", "warn", NULL};
+  daemon_pid = bench_spawn_screed(argv, sock, 1000);
 }
 
 int main(int argc, char **argv) {
+  bench_prog = "load";
   const char *sock = NULL, *spawn = NULL;
   int conns = 1000, procs = 1, depth = 1, raw_iters = 20000;
   uint64_t requests = 1000000;
@@ -517,22 +487,12 @@ int main(int argc, char **argv) {
 
   /* The pool of batches every get reads: bf16, 4 rows of up to 64 tokens,
    * 64 wide. */
-  scree_client *c;
-  if (scree_client_connect(sock, &c) != 0) {
-    fprintf(stderr, "load: %s\n", scree_client_last_error(c));
-    return 1;
-  }
+  scree_client *c = bench_connect(sock);
   uint16_t values[64 * 64];
   memset(values, 0, sizeof(values));
   int64_t offs[5] = {0, 16, 17, 40, 64};
   scree_array a;
-  memset(&a, 0, sizeof(a));
-  a.dtype = SCREE_BFLOAT16;
-  a.offsets_dtype = SCREE_INT64;
-  a.ndim_inner = 1;
-  a.inner[0] = 64;
-  a.batch_size = 4;
-  a.total_rows = 64;
+  bench_bf16_desc(&a, 64, 4, 64);
   a.values = values;
   a.offsets = offs;
   for (int i = 0; i < nbatches; i++) {
@@ -644,14 +604,7 @@ int main(int argc, char **argv) {
          s0.connections);
 
   scree_client_close(c);
-  if (daemon_pid > 0) {
-    kill(daemon_pid, SIGTERM);
-    int st;
-    waitpid(daemon_pid, &st, 0);
-    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-      fprintf(stderr, "load: screed exited with status %d\n", st);
-      return 1;
-    }
-  }
+  if (daemon_pid > 0 && bench_stop_screed(daemon_pid) != 0)
+    return 1;
   return errs == 0 ? 0 : 1;
 }

@@ -28,18 +28,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_util.h"
 #include "scree/client.h"
 
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void sleep_ms(long ms) {
-  struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-  nanosleep(&ts, NULL);
-}
+static double now_s(void) { return bench_now_us() / 1e6; }
 
 static unsigned free_port(const char *host) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -54,17 +46,6 @@ static unsigned free_port(const char *host) {
     port = ntohs(a.sin_port);
   close(fd);
   return port;
-}
-
-static int can_connect(const char *path) {
-  int fd = socket(AF_UNIX, SOCK_SEQPACKET, 0);
-  struct sockaddr_un a;
-  memset(&a, 0, sizeof(a));
-  a.sun_family = AF_UNIX;
-  snprintf(a.sun_path, sizeof(a.sun_path), "%s", path);
-  int ok = connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
-  close(fd);
-  return ok;
 }
 
 static pid_t spawn(char *const *argv, const char *log) {
@@ -89,17 +70,7 @@ static pid_t start_screed(const char *exe, const char *sock, const char *log, co
                   "--memory-limit", "4G", (char *)a1, (char *)a2, "--peer-secret-file",
                   (char *)secret, NULL};
   pid_t pid = spawn(argv, log);
-  for (int i = 0; i < 1000 && !can_connect(sock); i++)
-    sleep_ms(10);
-  return can_connect(sock) ? pid : -1;
-}
-
-static int parse_size(const char *s, uint64_t *out) {
-  char *end;
-  unsigned long long v = strtoull(s, &end, 10);
-  int sh = *end == 'K' ? 10 : *end == 'M' ? 20 : *end == 'G' ? 30 : 0;
-  *out = (uint64_t)v << sh;
-  return v > 0 ? 0 : -1;
+  return bench_await_socket(sock, 1000) ? pid : -1;
 }
 
 /* A batch of exactly bytes of uint8 values (rows of 4 KiB, or one row). */
@@ -133,7 +104,7 @@ static int perftest(const char *exe, const char *host, uint64_t size, int iters,
   snprintf(ns, sizeof(ns), "%d", iters);
   char *srv[] = {(char *)exe, "-p", ps, NULL};
   pid_t s = spawn(srv, "/tmp/scree-bench-perftest-server.log");
-  sleep_ms(500);
+  bench_sleep_ms(500);
   char cmd[512];
   snprintf(cmd, sizeof(cmd), "%s %s -p %s -t ucp_get -s %s -n %s -w 2 2>&1", exe, host, ps, ss,
            ns);
@@ -157,6 +128,7 @@ static int perftest(const char *exe, const char *host, uint64_t size, int iters,
 }
 
 int main(int argc, char **argv) {
+  bench_prog = "peers";
   if (argc < 2) {
     fprintf(stderr, "usage: peers SCREED [--host ADDR] [--reps N] [--sizes 1M,64M,1G]"
                     " [--perftest PATH] [--json FILE]\n");
@@ -212,8 +184,8 @@ int main(int argc, char **argv) {
   snprintf(list, sizeof(list), "%s", sizes_arg);
   int first = 1;
   for (char *tok = strtok(list, ","); tok != NULL; tok = strtok(NULL, ",")) {
-    uint64_t size;
-    if (parse_size(tok, &size) != 0)
+    uint64_t size = bench_parse_size(tok);
+    if (size == 0)
       continue;
     char name[32];
     snprintf(name, sizeof(name), "bw-%s", tok);

@@ -35,107 +35,16 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_util.h"
 #include "scree/client.h"
-
-static double now_us(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3;
-}
-
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return x < y ? -1 : x > y;
-}
-
-typedef struct stat2 {
-  double p50, p99;
-} stat2;
-
-static stat2 summarize(double *v, int n) {
-  qsort(v, (size_t)n, sizeof(double), cmp_double);
-  stat2 s;
-  s.p50 = v[n / 2];
-  int k = (int)((double)n * 0.99);
-  s.p99 = v[k >= n ? n - 1 : k];
-  return s;
-}
-
-/* ---- the raw round trip: an echo child for the whole run ---- */
-
-static int raw_fd = -1;
-static pid_t raw_pid = -1;
-
-static void raw_start(void) {
-  int sv[2];
-  if (socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv) != 0) {
-    perror("socketpair");
-    exit(1);
-  }
-  raw_pid = fork();
-  if (raw_pid == 0) {
-    close(sv[0]);
-    char buf[64];
-    for (;;) {
-      ssize_t n = recv(sv[1], buf, sizeof(buf), 0);
-      if (n <= 0)
-        _exit(0);
-      if (send(sv[1], buf, (size_t)n, MSG_NOSIGNAL) != n)
-        _exit(1);
-    }
-  }
-  close(sv[1]);
-  raw_fd = sv[0];
-}
-
-static double raw_one(void) {
-  char msg[64];
-  memset(msg, 'x', sizeof(msg));
-  double t0 = now_us();
-  if (send(raw_fd, msg, sizeof(msg), MSG_NOSIGNAL) != (ssize_t)sizeof(msg) ||
-      recv(raw_fd, msg, sizeof(msg), 0) != (ssize_t)sizeof(msg)) {
-    perror("ping-pong");
-    exit(1);
-  }
-  return now_us() - t0;
-}
-
-static void raw_stop(void) {
-  close(raw_fd);
-  waitpid(raw_pid, NULL, 0);
-}
 
 /* ---- helpers ---- */
 
 static const char *sock;
 
-static scree_client *must_connect(void) {
-  scree_client *c;
-  if (scree_client_connect(sock, &c) != 0) {
-    fprintf(stderr, "wait: %s\n", scree_client_last_error(c));
-    exit(1);
-  }
-  return c;
-}
-
-static void must(scree_client *c, int rc, const char *what) {
-  if (rc != 0) {
-    fprintf(stderr, "wait: %s: %s\n", what, scree_client_last_error(c));
-    exit(1);
-  }
-}
-
 /* A batch of one sequence of 64 bfloat16 rows of 64: 8 KiB, small enough
  * that every step is about the protocol. */
-static void describe(scree_array *a) {
-  memset(a, 0, sizeof(*a));
-  a->dtype = SCREE_BFLOAT16;
-  a->offsets_dtype = SCREE_INT64;
-  a->ndim_inner = 1;
-  a->inner[0] = 64;
-  a->batch_size = 1;
-  a->total_rows = 64;
-}
+static void describe(scree_array *a) { bench_bf16_desc(a, 64, 1, 64); }
 
 static void put_small(scree_client *c, const char *name) {
   static uint16_t values[64 * 64];
@@ -145,7 +54,7 @@ static void put_small(scree_client *c, const char *name) {
   a.values = values;
   a.offsets = offsets;
   a.device.type = SCREE_DEVICE_CPU;
-  must(c, scree_client_put(c, name, &a, NULL), name);
+  bench_must(c, scree_client_put(c, name, &a, NULL), name);
 }
 
 /* Create and fill, so that only the Seal is left to time. On a GPU daemon
@@ -156,7 +65,7 @@ static void create_filled(scree_client *c, const char *name, int gpu) {
     return;
   scree_array desc, out;
   describe(&desc);
-  must(c, scree_client_create(c, name, &desc, &out, NULL), "create");
+  bench_must(c, scree_client_create(c, name, &desc, &out, NULL), "create");
   memset(out.values, 0, 64 * 64 * 2);
   ((int64_t *)out.offsets)[0] = 0;
   ((int64_t *)out.offsets)[1] = 64;
@@ -166,13 +75,13 @@ static void seal_filled(scree_client *c, const char *name, int gpu) {
   if (gpu)
     put_small(c, name);
   else
-    must(c, scree_client_seal(c, name, NULL), "seal");
+    bench_must(c, scree_client_seal(c, name, NULL), "seal");
 }
 
 static void await_waiters(scree_client *c, uint32_t n) {
   for (;;) {
     scree_stats s = SCREE_STATS_INIT;
-    must(c, scree_client_stats(c, &s), "stats");
+    bench_must(c, scree_client_stats(c, &s), "stats");
     if (s.waiters >= n)
       return;
     struct timespec ts = {0, 20000};
@@ -183,7 +92,7 @@ static void await_waiters(scree_client *c, uint32_t n) {
 /* ---- 1. seal to wakeup ---- */
 
 typedef struct latency {
-  stat2 raw, from_reply, from_request;
+  bench_stat2 raw, from_reply, from_request;
   int iters;
 } latency;
 
@@ -196,15 +105,15 @@ static latency bench_latency(int iters, int gpu) {
   pid_t child = fork();
   if (child == 0) {
     close(tp[0]);
-    scree_client *c = must_connect();
+    scree_client *c = bench_connect(sock);
     char name[64];
     for (int i = 0; i < iters; i++) {
       snprintf(name, sizeof(name), "bench/lat/%d", i);
       scree_array a;
       scree_lease *l;
-      must(c, scree_client_get_wait(c, name, -1, &a, &l), "get_wait");
-      double t = now_us();
-      must(c, scree_client_release(c, l), "release");
+      bench_must(c, scree_client_get_wait(c, name, -1, &a, &l), "get_wait");
+      double t = bench_now_us();
+      bench_must(c, scree_client_release(c, l), "release");
       if (write(tp[1], &t, sizeof(t)) != (ssize_t)sizeof(t))
         _exit(1);
     }
@@ -212,7 +121,7 @@ static latency bench_latency(int iters, int gpu) {
     _exit(0);
   }
   close(tp[1]);
-  scree_client *p = must_connect();
+  scree_client *p = bench_connect(sock);
   double *raw = malloc(sizeof(double) * (size_t)iters);
   double *rep = malloc(sizeof(double) * (size_t)iters);
   double *req = malloc(sizeof(double) * (size_t)iters);
@@ -221,10 +130,10 @@ static latency bench_latency(int iters, int gpu) {
     snprintf(name, sizeof(name), "bench/lat/%d", i);
     create_filled(p, name, gpu);
     await_waiters(p, 1);
-    raw[i] = raw_one();
-    double t0 = now_us();
+    raw[i] = bench_raw_one();
+    double t0 = bench_now_us();
     seal_filled(p, name, gpu);
-    double t1 = now_us();
+    double t1 = bench_now_us();
     double tv;
     if (read(tp[0], &tv, sizeof(tv)) != (ssize_t)sizeof(tv)) {
       fprintf(stderr, "wait: the consumer died\n");
@@ -232,13 +141,13 @@ static latency bench_latency(int iters, int gpu) {
     }
     req[i] = tv - t0;
     rep[i] = tv - t1;
-    must(p, scree_client_delete(p, name, NULL), "delete");
+    bench_must(p, scree_client_delete(p, name, NULL), "delete");
   }
   int st;
   waitpid(child, &st, 0);
   close(tp[0]);
   scree_client_close(p);
-  latency r = {summarize(raw, iters), summarize(rep, iters), summarize(req, iters), iters};
+  latency r = {bench_summarize(raw, iters), bench_summarize(rep, iters), bench_summarize(req, iters), iters};
   free(raw);
   free(rep);
   free(req);
@@ -255,14 +164,14 @@ typedef struct fanout {
 static fanout bench_fanout(int n, int rounds, int gpu) {
   scree_client **w = calloc((size_t)n, sizeof(*w));
   scree_lease **leases = calloc((size_t)n, sizeof(*leases));
-  scree_client *p = must_connect();
+  scree_client *p = bench_connect(sock);
   /* Each waiter maps the producer's arena once first, so that the rounds
    * time the wakeups, not n first imports. */
   put_small(p, "bench/fan/warm");
   for (int i = 0; i < n; i++) {
-    w[i] = must_connect();
+    w[i] = bench_connect(sock);
     scree_array a;
-    must(w[i], scree_client_get_wait(w[i], "bench/fan/warm", 0, &a, NULL), "warm get");
+    bench_must(w[i], scree_client_get_wait(w[i], "bench/fan/warm", 0, &a, NULL), "warm get");
   }
   double *last = malloc(sizeof(double) * (size_t)rounds);
   double *first = malloc(sizeof(double) * (size_t)rounds);
@@ -271,9 +180,9 @@ static fanout bench_fanout(int n, int rounds, int gpu) {
     snprintf(name, sizeof(name), "bench/fan/%d", r);
     create_filled(p, name, gpu);
     for (int i = 0; i < n; i++)
-      must(w[i], scree_client_get_wait_start(w[i], name, -1), "get_wait_start");
+      bench_must(w[i], scree_client_get_wait_start(w[i], name, -1), "get_wait_start");
     await_waiters(p, (uint32_t)n);
-    double t0 = now_us();
+    double t0 = bench_now_us();
     seal_filled(p, name, gpu);
     first[r] = 0;
     for (int i = 0; i < n; i++) {
@@ -281,24 +190,22 @@ static fanout bench_fanout(int n, int rounds, int gpu) {
       while (poll(&pf, 1, -1) < 0 && errno == EINTR) {
       }
       scree_array a;
-      must(w[i], scree_client_get_wait_finish(w[i], &a, &leases[i]), "get_wait_finish");
+      bench_must(w[i], scree_client_get_wait_finish(w[i], &a, &leases[i]), "get_wait_finish");
       if (i == 0)
-        first[r] = now_us() - t0;
+        first[r] = bench_now_us() - t0;
     }
-    last[r] = now_us() - t0;
+    last[r] = bench_now_us() - t0;
     for (int i = 0; i < n; i++)
-      must(w[i], scree_client_release(w[i], leases[i]), "release");
-    must(p, scree_client_delete(p, name, NULL), "delete");
+      bench_must(w[i], scree_client_release(w[i], leases[i]), "release");
+    bench_must(p, scree_client_delete(p, name, NULL), "delete");
   }
   fanout f = {n, rounds, 0, 0, 0};
-  qsort(last, (size_t)rounds, sizeof(double), cmp_double);
-  qsort(first, (size_t)rounds, sizeof(double), cmp_double);
-  f.last_p50 = last[rounds / 2];
+  f.last_p50 = bench_summarize(last, rounds).p50; /* sorts last */
   f.last_max = last[rounds - 1];
-  f.first_p50 = first[rounds / 2];
+  f.first_p50 = bench_summarize(first, rounds).p50;
   for (int i = 0; i < n; i++)
     scree_client_close(w[i]);
-  must(p, scree_client_delete(p, "bench/fan/warm", NULL), "delete");
+  bench_must(p, scree_client_delete(p, "bench/fan/warm", NULL), "delete");
   scree_client_close(p);
   free(w);
   free(leases);
@@ -325,37 +232,37 @@ static void next_or_die(scree_watch *w, scree_event *ev) {
 
 static events bench_events(int n) {
   events e = {n, 0, 0, 0, 0};
-  scree_client *p = must_connect();
+  scree_client *p = bench_connect(sock);
   char name[64];
   for (int i = 0; i < n; i++) {
     snprintf(name, sizeof(name), "bench/ev/r%07d", i);
     put_small(p, name);
   }
   scree_watch *w;
-  double t0 = now_us();
-  must(p, scree_client_watch(p, "bench/ev/r", 0, &w), "watch");
+  double t0 = bench_now_us();
+  bench_must(p, scree_client_watch(p, "bench/ev/r", 0, &w), "watch");
   for (int i = 0; i < n; i++) {
     scree_event ev = SCREE_EVENT_INIT;
     next_or_die(w, &ev);
   }
-  e.replay_per_s = n / ((now_us() - t0) / 1e6);
+  e.replay_per_s = n / ((bench_now_us() - t0) / 1e6);
   scree_watch_close(w);
 
   /* Live: a child puts, this process reads. */
-  must(p, scree_client_watch(p, "bench/ev/l", SCREE_WATCH_NO_REPLAY, &w), "watch");
+  bench_must(p, scree_client_watch(p, "bench/ev/l", SCREE_WATCH_NO_REPLAY, &w), "watch");
   int tp[2];
   if (pipe(tp) != 0)
     exit(1);
   pid_t child = fork();
   if (child == 0) {
     close(tp[0]);
-    scree_client *c = must_connect();
-    double s0 = now_us();
+    scree_client *c = bench_connect(sock);
+    double s0 = bench_now_us();
     for (int i = 0; i < n; i++) {
       snprintf(name, sizeof(name), "bench/ev/l%07d", i);
       put_small(c, name);
     }
-    double rate = n / ((now_us() - s0) / 1e6);
+    double rate = n / ((bench_now_us() - s0) / 1e6);
     if (write(tp[1], &rate, sizeof(rate)) != (ssize_t)sizeof(rate))
       _exit(1);
     scree_client_close(c);
@@ -367,26 +274,26 @@ static events bench_events(int n) {
     scree_event ev = SCREE_EVENT_INIT;
     next_or_die(w, &ev);
     if (i == 0)
-      t0 = now_us();
+      t0 = bench_now_us();
     if (ev.kind == SCREE_EVENT_OVERFLOW) {
       fprintf(stderr, "wait: the live watcher overflowed\n");
       exit(1);
     }
   }
-  e.live_per_s = (n - 1) / ((now_us() - t0) / 1e6);
+  e.live_per_s = (n - 1) / ((bench_now_us() - t0) / 1e6);
   if (read(tp[0], &e.put_per_s, sizeof(e.put_per_s)) != (ssize_t)sizeof(e.put_per_s))
     exit(1);
   waitpid(child, NULL, 0);
   close(tp[0]);
   scree_watch_close(w);
   scree_stats s = SCREE_STATS_INIT;
-  must(p, scree_client_stats(p, &s), "stats");
+  bench_must(p, scree_client_stats(p, &s), "stats");
   e.overflows = s.watch_overflows;
   for (int i = 0; i < n; i++) {
     snprintf(name, sizeof(name), "bench/ev/r%07d", i);
-    must(p, scree_client_delete(p, name, NULL), "delete");
+    bench_must(p, scree_client_delete(p, name, NULL), "delete");
     snprintf(name, sizeof(name), "bench/ev/l%07d", i);
-    must(p, scree_client_delete(p, name, NULL), "delete");
+    bench_must(p, scree_client_delete(p, name, NULL), "delete");
   }
   scree_client_close(p);
   return e;
@@ -396,64 +303,32 @@ static events bench_events(int n) {
 
 static pid_t spawn(const char *screed, const char *device, char *path, size_t len) {
   snprintf(path, len, "/tmp/scree-bench-wait-%ld.sock", (long)getpid());
-  unlink(path);
-  pid_t pid = fork();
-  if (pid == 0) {
-    execl(screed, screed, "--socket", path, "--memory-limit", "4G", "--log-level", "warn",
-          "--device", device, "--max-connections", "4096", (char *)NULL);
-    perror("exec screed");
-    _exit(127);
-  }
-  for (int i = 0; i < 3000; i++) {
-    int fd = socket(AF_UNIX, SOCK_SEQPACKET, 0);
-    struct sockaddr_un a;
-    memset(&a, 0, sizeof(a));
-    a.sun_family = AF_UNIX;
-    snprintf(a.sun_path, sizeof(a.sun_path), "%s", path);
-    int ok = connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
-    close(fd);
-    if (ok)
-      return pid;
-    struct timespec ts = {0, 10 * 1000 * 1000};
-    nanosleep(&ts, NULL);
-  }
-  fprintf(stderr, "wait: screed did not start\n");
-  kill(pid, SIGTERM);
-  exit(1);
+  char *argv[] = {(char *)screed, "--socket", path, "--memory-limit", "4G", "--log-level",
+                  "warn", "--device", (char *)device, "--max-connections", "4096", NULL};
+  return bench_spawn_screed(argv, path, 3000);
 }
 
 int main(int argc, char **argv) {
+  bench_prog = "wait";
   const char *screed = NULL, *device = "cpu";
   int iters = 2000, waiters = 1000, nevents = 20000, rounds = 5;
-  for (int i = 1; i < argc; i++) {
-    const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-    if (strcmp(argv[i], "--socket") == 0 && v) {
-      sock = v;
-      i++;
-    } else if (strcmp(argv[i], "--spawn") == 0 && v) {
-      screed = v;
-      i++;
-    } else if (strcmp(argv[i], "--device") == 0 && v) {
-      device = v;
-      i++;
-    } else if (strcmp(argv[i], "--iters") == 0 && v) {
-      iters = atoi(v);
-      i++;
-    } else if (strcmp(argv[i], "--waiters") == 0 && v) {
-      waiters = atoi(v);
-      i++;
-    } else if (strcmp(argv[i], "--events") == 0 && v) {
-      nevents = atoi(v);
-      i++;
-    } else if (strcmp(argv[i], "--rounds") == 0 && v) {
-      rounds = atoi(v);
-      i++;
-    } else {
-      fprintf(stderr,
-              "usage: wait (--socket PATH | --spawn SCREED [--device N]) [--iters N]\n"
-              "            [--waiters N] [--events N] [--rounds N]\n");
-      return 2;
-    }
+  /* Every option takes a value; one without is a usage error. */
+  int bad = argc % 2 == 0;
+  for (int i = 1; i + 1 < argc && !bad; i += 2) {
+    const char *a = argv[i], *v = argv[i + 1];
+    if (strcmp(a, "--socket") == 0) sock = v;
+    else if (strcmp(a, "--spawn") == 0) screed = v;
+    else if (strcmp(a, "--device") == 0) device = v;
+    else if (strcmp(a, "--iters") == 0) iters = atoi(v);
+    else if (strcmp(a, "--waiters") == 0) waiters = atoi(v);
+    else if (strcmp(a, "--events") == 0) nevents = atoi(v);
+    else if (strcmp(a, "--rounds") == 0) rounds = atoi(v);
+    else bad = 1;
+  }
+  if (bad) {
+    fprintf(stderr, "usage: wait (--socket PATH | --spawn SCREED [--device N]) [--iters N]\n"
+                    "            [--waiters N] [--events N] [--rounds N]\n");
+    return 2;
   }
   if ((sock == NULL) == (screed == NULL) || iters < 1 || waiters < 1 || nevents < 2 ||
       rounds < 1) {
@@ -472,17 +347,17 @@ int main(int argc, char **argv) {
     pid = spawn(screed, device, spawned, sizeof(spawned));
     sock = spawned;
   }
-  scree_client *c = must_connect();
+  scree_client *c = bench_connect(sock);
   scree_client_info info = SCREE_CLIENT_INFO_INIT;
-  must(c, scree_client_info_get(c, &info), "info");
+  bench_must(c, scree_client_info_get(c, &info), "info");
   scree_client_close(c);
   int gpu = info.backend == SCREE_BACKEND_CUDA;
-  raw_start();
+  bench_raw_start();
 
   latency l = bench_latency(iters, gpu);
   fanout f = bench_fanout(waiters, rounds, gpu);
   events e = bench_events(nevents);
-  raw_stop();
+  bench_raw_stop();
 
   printf("## Waiting and watching: screed %s on %s%s%s\n\n", info.daemon_version,
          scree_backend_name(info.backend), gpu ? ", " : "", gpu ? info.device_name : "");
@@ -514,14 +389,5 @@ int main(int argc, char **argv) {
   printf("\noverflows during the run: %" PRIu64 " (expected 0)\n", e.overflows);
   fflush(stdout);
 
-  if (pid > 0) {
-    kill(pid, SIGTERM);
-    int st;
-    waitpid(pid, &st, 0);
-    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-      fprintf(stderr, "wait: screed exited with status 0x%x\n", st);
-      return 1;
-    }
-  }
-  return 0;
+  return pid > 0 ? bench_stop_screed(pid) : 0;
 }

@@ -338,18 +338,7 @@ static PyObject *client_delete(scree__py_client *self, PyObject *args) {
 }
 
 static PyObject *inner_tuple(const scree_array *a) {
-  PyObject *t = PyTuple_New(a->ndim_inner);
-  if (t == NULL)
-    return NULL;
-  for (int i = 0; i < a->ndim_inner; i++) {
-    PyObject *d = PyLong_FromLongLong(a->inner[i]);
-    if (d == NULL) {
-      Py_DECREF(t);
-      return NULL;
-    }
-    PyTuple_SET_ITEM(t, i, d);
-  }
-  return t;
+  return scree__py_int64_tuple(a->inner, a->ndim_inner);
 }
 
 static PyObject *batch_info_dict(const scree_batch_info *b) {

@@ -42,6 +42,21 @@ static const char *error_class(int code) {
   }
 }
 
+PyObject *scree__py_int64_tuple(const int64_t *v, int n) {
+  PyObject *t = PyTuple_New(n);
+  if (t == NULL)
+    return NULL;
+  for (int i = 0; i < n; i++) {
+    PyObject *d = PyLong_FromLongLong(v[i]);
+    if (d == NULL) {
+      Py_DECREF(t);
+      return NULL;
+    }
+    PyTuple_SET_ITEM(t, i, d);
+  }
+  return t;
+}
+
 PyObject *scree__py_raise(int code, const char *msg) {
   if (msg == NULL || msg[0] == '\0')
     msg = scree_strerror(code);

@@ -86,6 +86,10 @@ PyObject *scree__py_client_watch(scree__py_client *self, PyObject *args);
  * description when msg is NULL or empty). Returns NULL for convenience. */
 PyObject *scree__py_raise(int code, const char *msg);
 
+/* A new tuple of the n ints in v (a shape); NULL with an exception set
+ * when Python runs out of memory. */
+PyObject *scree__py_int64_tuple(const int64_t *v, int n);
+
 /* A new Tensor over lease memory: values (which == 0) or offsets (1). */
 PyObject *scree__py_tensor_new(scree__py_lease *owner, int which);
 

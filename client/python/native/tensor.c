@@ -259,20 +259,7 @@ static PyObject *tensor_dlpack_device(scree__py_tensor *self, PyObject *unused) 
 static PyObject *tensor_get_attr(scree__py_tensor *self, void *closure) {
   switch ((intptr_t)closure) {
   case 0: return PyLong_FromLong(self->dtype);
-  case 1: {
-    PyObject *t = PyTuple_New(self->ndim);
-    if (t == NULL)
-      return NULL;
-    for (int i = 0; i < self->ndim; i++) {
-      PyObject *d = PyLong_FromLongLong(self->shape[i]);
-      if (d == NULL) {
-        Py_DECREF(t);
-        return NULL;
-      }
-      PyTuple_SET_ITEM(t, i, d);
-    }
-    return t;
-  }
+  case 1: return scree__py_int64_tuple(self->shape, self->ndim);
   case 2: return PyBool_FromLong(self->readonly);
   case 3: return PyLong_FromSize_t((size_t)(uintptr_t)self->data);
   case 4: return PyLong_FromSsize_t(self->nbytes);
