@@ -232,8 +232,35 @@ static void next_or_die(scree_watch *w, scree_event *ev) {
 
 static events bench_events(int n) {
   events e = {n, 0, 0, 0, 0};
-  scree_client *p = bench_connect(sock);
+  /* The live producer is forked before this process connects: a process
+   * whose connection to a GPU daemon initialised CUDA cannot fork a child
+   * that uses CUDA. It waits on `go` until the live watch is in place. */
+  int tp[2], go[2];
+  if (pipe(tp) != 0 || pipe(go) != 0)
+    exit(1);
   char name[64];
+  pid_t child = fork();
+  if (child == 0) {
+    close(tp[0]);
+    close(go[1]);
+    char b;
+    if (read(go[0], &b, 1) != 1)
+      _exit(1);
+    scree_client *c = bench_connect(sock);
+    double s0 = bench_now_us();
+    for (int i = 0; i < n; i++) {
+      snprintf(name, sizeof(name), "bench/ev/l%07d", i);
+      put_small(c, name);
+    }
+    double rate = n / ((bench_now_us() - s0) / 1e6);
+    if (write(tp[1], &rate, sizeof(rate)) != (ssize_t)sizeof(rate))
+      _exit(1);
+    scree_client_close(c);
+    _exit(0);
+  }
+  close(tp[1]);
+  close(go[0]);
+  scree_client *p = bench_connect(sock);
   for (int i = 0; i < n; i++) {
     snprintf(name, sizeof(name), "bench/ev/r%07d", i);
     put_small(p, name);
@@ -248,27 +275,11 @@ static events bench_events(int n) {
   e.replay_per_s = n / ((bench_now_us() - t0) / 1e6);
   scree_watch_close(w);
 
-  /* Live: a child puts, this process reads. */
+  /* Live: the child forked above puts, this process reads. */
   bench_must(p, scree_client_watch(p, "bench/ev/l", SCREE_WATCH_NO_REPLAY, &w), "watch");
-  int tp[2];
-  if (pipe(tp) != 0)
+  if (write(go[1], "g", 1) != 1)
     exit(1);
-  pid_t child = fork();
-  if (child == 0) {
-    close(tp[0]);
-    scree_client *c = bench_connect(sock);
-    double s0 = bench_now_us();
-    for (int i = 0; i < n; i++) {
-      snprintf(name, sizeof(name), "bench/ev/l%07d", i);
-      put_small(c, name);
-    }
-    double rate = n / ((bench_now_us() - s0) / 1e6);
-    if (write(tp[1], &rate, sizeof(rate)) != (ssize_t)sizeof(rate))
-      _exit(1);
-    scree_client_close(c);
-    _exit(0);
-  }
-  close(tp[1]);
+  close(go[1]);
   t0 = 0;
   for (int i = 0; i < n; i++) {
     scree_event ev = SCREE_EVENT_INIT;
@@ -307,6 +318,30 @@ static pid_t spawn(const char *screed, const char *device, char *path, size_t le
                   "warn", "--device", (char *)device, "--max-connections", "4096", NULL};
   return bench_spawn_screed(argv, path, 3000);
 }
+
+/* Runs body in a forked child and copies the plain struct var it fills back
+ * into this process through a pipe; exits when the child fails. */
+#define IN_CHILD(var, body)                                                  \
+  do {                                                                       \
+    int p_[2];                                                               \
+    if (pipe(p_) != 0)                                                       \
+      exit(1);                                                               \
+    pid_t c_ = fork();                                                       \
+    if (c_ == 0) {                                                           \
+      close(p_[0]);                                                          \
+      body;                                                                  \
+      _exit(write(p_[1], &(var), sizeof(var)) == (ssize_t)sizeof(var) ? 0 : 1); \
+    }                                                                        \
+    close(p_[1]);                                                            \
+    ssize_t n_ = read(p_[0], &(var), sizeof(var));                           \
+    close(p_[0]);                                                            \
+    int st_;                                                                 \
+    waitpid(c_, &st_, 0);                                                    \
+    if (n_ != (ssize_t)sizeof(var) || !WIFEXITED(st_) || WEXITSTATUS(st_) != 0) { \
+      fprintf(stderr, "wait: a part of the bench failed (%s)\n", #var);      \
+      exit(1);                                                               \
+    }                                                                        \
+  } while (0)
 
 int main(int argc, char **argv) {
   bench_prog = "wait";
@@ -347,16 +382,24 @@ int main(int argc, char **argv) {
     pid = spawn(screed, device, spawned, sizeof(spawned));
     sock = spawned;
   }
-  scree_client *c = bench_connect(sock);
+  /* Each part runs in a process of its own, and this one never connects: a
+   * connection to a GPU daemon initialises CUDA, after which a forked child
+   * cannot use CUDA (the parts fork their consumers and producers). */
   scree_client_info info = SCREE_CLIENT_INFO_INIT;
-  bench_must(c, scree_client_info_get(c, &info), "info");
-  scree_client_close(c);
+  IN_CHILD(info, {
+    scree_client *c = bench_connect(sock);
+    bench_must(c, scree_client_info_get(c, &info), "info");
+    scree_client_close(c);
+  });
   int gpu = info.backend == SCREE_BACKEND_CUDA;
   bench_raw_start();
 
-  latency l = bench_latency(iters, gpu);
-  fanout f = bench_fanout(waiters, rounds, gpu);
-  events e = bench_events(nevents);
+  latency l;
+  fanout f;
+  events e;
+  IN_CHILD(l, l = bench_latency(iters, gpu));
+  IN_CHILD(f, f = bench_fanout(waiters, rounds, gpu));
+  IN_CHILD(e, e = bench_events(nevents));
   bench_raw_stop();
 
   printf("## Waiting and watching: screed %s on %s%s%s\n\n", info.daemon_version,
