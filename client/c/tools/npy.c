@@ -483,10 +483,12 @@ int scree__npy_resolve_dtype(const scree__npy *a, scree_dtype want, scree_dtype 
 }
 
 /* Builds the preamble and header for an array into hdr (at most
- * SCREE__NPY_HDR_MAX bytes). Stores the header length and the data bytes. */
+ * SCREE__NPY_HDR_MAX bytes). Stores the header length and the data bytes,
+ * and refuses a NULL data pointer for an array that has any: both writers
+ * (to memory and to a file) need exactly these checks first. */
 #define SCREE__NPY_HDR_MAX (128 + SCREE_NPY_MAX_DIMS * 24)
 
-static int build_header(scree_dtype dtype, int ndim, const int64_t *shape,
+static int build_header(scree_dtype dtype, int ndim, const int64_t *shape, const void *data,
                         unsigned char *hdr, size_t *hdr_len, uint64_t *data_bytes,
                         char *msg, size_t msg_len) {
   const char *descr = scree__npy_descr(dtype);
@@ -527,6 +529,8 @@ static int build_header(scree_dtype dtype, int ndim, const int64_t *shape,
   hdr[total - 1] = '\n';
   *hdr_len = total;
   *data_bytes = bytes;
+  if (bytes > 0 && data == NULL)
+    return scree__fail(SCREE_EINVAL, msg, msg_len, "data is NULL");
   return 0;
 }
 
@@ -535,11 +539,9 @@ int scree__npy_encode(scree_dtype dtype, int ndim, const int64_t *shape, const v
   unsigned char hdr[SCREE__NPY_HDR_MAX];
   size_t hlen;
   uint64_t bytes;
-  int rc = build_header(dtype, ndim, shape, hdr, &hlen, &bytes, msg, msg_len);
+  int rc = build_header(dtype, ndim, shape, data, hdr, &hlen, &bytes, msg, msg_len);
   if (rc != 0)
     return rc;
-  if (bytes > 0 && data == NULL)
-    return scree__fail(SCREE_EINVAL, msg, msg_len, "data is NULL");
   unsigned char *buf = malloc(hlen + (size_t)bytes);
   if (buf == NULL)
     return scree__fail(SCREE_ENOMEM, msg, msg_len, "out of memory for %" PRIu64 " bytes",
@@ -571,11 +573,9 @@ int scree__npy_write(const char *path, scree_dtype dtype, int ndim, const int64_
   unsigned char hdr[SCREE__NPY_HDR_MAX];
   size_t hlen;
   uint64_t bytes;
-  int rc = build_header(dtype, ndim, shape, hdr, &hlen, &bytes, msg, msg_len);
+  int rc = build_header(dtype, ndim, shape, data, hdr, &hlen, &bytes, msg, msg_len);
   if (rc != 0)
     return rc;
-  if (bytes > 0 && data == NULL)
-    return scree__fail(SCREE_EINVAL, msg, msg_len, "data is NULL");
   /* Written straight from the caller's buffer: for a get, that is the
    * daemon's memory, so no copy of the batch is made here. */
   int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
