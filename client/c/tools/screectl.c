@@ -313,37 +313,45 @@ static void format_shape(const scree_array *d, char *buf, size_t len) {
     snprintf(buf + n, len - (size_t)n, "%s)", d->ndim_inner == 0 ? "," : "");
 }
 
+static const char *const bin_units[] = {"KiB", "MiB", "GiB", "TiB", "PiB"};
+
+/* For v >= 1024: the unit (KiB up to PiB) that shows v as a number below
+ * 1024 where one can, in bytes in *unit; returns its index in bin_units.
+ * Both size formats below scale by it. */
+static int bin_unit(uint64_t v, uint64_t *unit) {
+  int u = 0;
+  uint64_t x = 1024;
+  while (u < 4 && v / x >= 1024)
+    x *= 1024, u++;
+  *unit = x;
+  return u;
+}
+
 /* A size for people: "168 bytes", or "1.5 MiB (1572864 bytes)" (the exact
  * count stays, so nothing is lost to rounding). */
 static const char *human(uint64_t v, char *buf, size_t len) {
-  static const char *units[] = {"KiB", "MiB", "GiB", "TiB", "PiB"};
   if (v < 1024) {
     snprintf(buf, len, "%" PRIu64 " bytes", v);
     return buf;
   }
-  int u = 0;
-  uint64_t unit = 1024;
-  while (u < 4 && v / unit >= 1024)
-    unit *= 1024, u++;
+  uint64_t unit;
+  const char *name = bin_units[bin_unit(v, &unit)];
   if (v % unit == 0)
-    snprintf(buf, len, "%" PRIu64 " %s (%" PRIu64 " bytes)", v / unit, units[u], v);
+    snprintf(buf, len, "%" PRIu64 " %s (%" PRIu64 " bytes)", v / unit, name, v);
   else
-    snprintf(buf, len, "%.1f %s (%" PRIu64 " bytes)", (double)v / (double)unit, units[u], v);
+    snprintf(buf, len, "%.1f %s (%" PRIu64 " bytes)", (double)v / (double)unit, name, v);
   return buf;
 }
 
 /* The short form for table columns: "168 B", "1.5 MiB". */
 static const char *human_short(uint64_t v, char *buf, size_t len) {
-  static const char *units[] = {"KiB", "MiB", "GiB", "TiB", "PiB"};
   if (v < 1024) {
     snprintf(buf, len, "%" PRIu64 " B", v);
     return buf;
   }
-  int u = 0;
-  uint64_t unit = 1024;
-  while (u < 4 && v / unit >= 1024)
-    unit *= 1024, u++;
-  snprintf(buf, len, "%.1f %s", (double)v / (double)unit, units[u]);
+  uint64_t unit;
+  const char *name = bin_units[bin_unit(v, &unit)];
+  snprintf(buf, len, "%.1f %s", (double)v / (double)unit, name);
   return buf;
 }
 
