@@ -313,46 +313,34 @@ static void format_shape(const scree_array *d, char *buf, size_t len) {
     snprintf(buf + n, len - (size_t)n, "%s)", d->ndim_inner == 0 ? "," : "");
 }
 
-static const char *const bin_units[] = {"KiB", "MiB", "GiB", "TiB", "PiB"};
-
-/* For v >= 1024: the unit (KiB up to PiB) that shows v as a number below
- * 1024 where one can, in bytes in *unit; returns its index in bin_units.
- * Both size formats below scale by it. */
-static int bin_unit(uint64_t v, uint64_t *unit) {
-  int u = 0;
-  uint64_t x = 1024;
-  while (u < 4 && v / x >= 1024)
-    x *= 1024, u++;
-  *unit = x;
-  return u;
-}
-
-/* A size for people: "168 bytes", or "1.5 MiB (1572864 bytes)" (the exact
- * count stays, so nothing is lost to rounding). */
-static const char *human(uint64_t v, char *buf, size_t len) {
+/* A size for people. The long form, "168 bytes" or "1.5 MiB (1572864
+ * bytes)", keeps the exact count so that nothing is lost to rounding (and
+ * drops the decimal for a whole number of units); the short form, for
+ * table columns, is "168 B" or "1.5 MiB". */
+static const char *human_size(uint64_t v, int brief, char *buf, size_t len) {
   if (v < 1024) {
-    snprintf(buf, len, "%" PRIu64 " bytes", v);
+    snprintf(buf, len, "%" PRIu64 " %s", v, brief ? "B" : "bytes");
     return buf;
   }
-  uint64_t unit;
-  const char *name = bin_units[bin_unit(v, &unit)];
-  if (v % unit == 0)
+  static const char *const units[] = {"KiB", "MiB", "GiB", "TiB", "PiB"};
+  int u = 0;
+  uint64_t unit = 1024;
+  while (u < 4 && v / unit >= 1024)
+    unit *= 1024, u++;
+  const char *name = units[u];
+  if (brief)
+    snprintf(buf, len, "%.1f %s", (double)v / (double)unit, name);
+  else if (v % unit == 0)
     snprintf(buf, len, "%" PRIu64 " %s (%" PRIu64 " bytes)", v / unit, name, v);
   else
     snprintf(buf, len, "%.1f %s (%" PRIu64 " bytes)", (double)v / (double)unit, name, v);
   return buf;
 }
 
-/* The short form for table columns: "168 B", "1.5 MiB". */
+static const char *human(uint64_t v, char *buf, size_t len) { return human_size(v, 0, buf, len); }
+
 static const char *human_short(uint64_t v, char *buf, size_t len) {
-  if (v < 1024) {
-    snprintf(buf, len, "%" PRIu64 " B", v);
-    return buf;
-  }
-  uint64_t unit;
-  const char *name = bin_units[bin_unit(v, &unit)];
-  snprintf(buf, len, "%.1f %s", (double)v / (double)unit, name);
-  return buf;
+  return human_size(v, 1, buf, len);
 }
 
 /* Writes s as a JSON string: quotes, and escapes for what JSON requires
