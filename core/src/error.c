@@ -1,41 +1,41 @@
+#include <stddef.h>
+
 #include "scree/version.h"
 #include "scree/error.h"
 
-const char *scree_strerror(int code) {
+/* One entry for each code; a switch finds it, so that two codes with the
+ * same value fail to compile. */
+typedef struct {
+  const char *name;
+  const char *desc;
+} err_entry;
+
+static const err_entry *err_find(int code) {
+  static const err_entry ok = {"OK", "success"};
   switch (code) {
   case 0:
-    return "success";
+    return &ok;
 #define XX(name, value, desc)                                                  \
-  case value:                                                                  \
-    return desc;
+  case value: {                                                                \
+    static const err_entry e = {#name, desc};                                  \
+    return &e;                                                                 \
+  }
     SCREE_ERRNO_MAP(XX)
 #undef XX
   }
-  return "unknown error";
+  return NULL;
+}
+
+const char *scree_strerror(int code) {
+  const err_entry *e = err_find(code);
+  return e != NULL ? e->desc : "unknown error";
 }
 
 const char *scree_err_name(int code) {
-  switch (code) {
-  case 0:
-    return "OK";
-#define XX(name, value, desc)                                                  \
-  case value:                                                                  \
-    return #name;
-    SCREE_ERRNO_MAP(XX)
-#undef XX
-  }
-  return "UNKNOWN";
+  const err_entry *e = err_find(code);
+  return e != NULL ? e->name : "UNKNOWN";
 }
 
-int scree_err_known(int code) {
-  switch (code) {
-  case 0:
-#define XX(name, value, desc) case value:
-    SCREE_ERRNO_MAP(XX)
-#undef XX
-    return 1;
-  }
-  return 0;
-}
+int scree_err_known(int code) { return err_find(code) != NULL; }
 
 const char *scree_version(void) { return SCREE_VERSION_STRING; }

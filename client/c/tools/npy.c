@@ -482,13 +482,21 @@ int scree__npy_resolve_dtype(const scree__npy *a, scree_dtype want, scree_dtype 
   return 0;
 }
 
-/* Builds the preamble and header for an array into hdr (at most
- * SCREE__NPY_HDR_MAX bytes). Stores the header length and the data bytes. */
 #define SCREE__NPY_HDR_MAX (128 + SCREE_NPY_MAX_DIMS * 24)
 
-static int build_header(scree_dtype dtype, int ndim, const int64_t *shape,
-                        unsigned char *hdr, size_t *hdr_len, uint64_t *data_bytes,
-                        char *msg, size_t msg_len) {
+typedef struct {
+  unsigned char b[SCREE__NPY_HDR_MAX];
+  size_t len;          /* of the preamble and header, in b */
+  uint64_t data_bytes; /* that follow it */
+} npy_header;
+
+/* Builds the preamble and header for an array into h, with their length
+ * and the number of data bytes, and refuses a NULL data pointer for an
+ * array that has any: both writers (to memory and to a file) need exactly
+ * these checks first. */
+static int build_header(scree_dtype dtype, int ndim, const int64_t *shape, const void *data,
+                        npy_header *h, char *msg, size_t msg_len) {
+  unsigned char *hdr = h->b;
   const char *descr = scree__npy_descr(dtype);
   if (descr == NULL)
     return scree__fail(SCREE_EINVAL, msg, msg_len, "invalid dtype %d", (int)dtype);
@@ -525,26 +533,26 @@ static int build_header(scree_dtype dtype, int ndim, const int64_t *shape,
   memcpy(hdr + pre, dict, (size_t)n);
   memset(hdr + pre + n, ' ', hlen - (size_t)n - 1);
   hdr[total - 1] = '\n';
-  *hdr_len = total;
-  *data_bytes = bytes;
+  h->len = total;
+  h->data_bytes = bytes;
+  if (bytes > 0 && data == NULL)
+    return scree__fail(SCREE_EINVAL, msg, msg_len, "data is NULL");
   return 0;
 }
 
 int scree__npy_encode(scree_dtype dtype, int ndim, const int64_t *shape, const void *data,
                       void **out, size_t *out_len, char *msg, size_t msg_len) {
-  unsigned char hdr[SCREE__NPY_HDR_MAX];
-  size_t hlen;
-  uint64_t bytes;
-  int rc = build_header(dtype, ndim, shape, hdr, &hlen, &bytes, msg, msg_len);
+  npy_header h;
+  int rc = build_header(dtype, ndim, shape, data, &h, msg, msg_len);
   if (rc != 0)
     return rc;
-  if (bytes > 0 && data == NULL)
-    return scree__fail(SCREE_EINVAL, msg, msg_len, "data is NULL");
+  size_t hlen = h.len;
+  uint64_t bytes = h.data_bytes;
   unsigned char *buf = malloc(hlen + (size_t)bytes);
   if (buf == NULL)
     return scree__fail(SCREE_ENOMEM, msg, msg_len, "out of memory for %" PRIu64 " bytes",
                        (uint64_t)hlen + bytes);
-  memcpy(buf, hdr, hlen);
+  memcpy(buf, h.b, hlen);
   if (bytes > 0)
     memcpy(buf + hlen, data, (size_t)bytes);
   *out = buf;
@@ -568,20 +576,16 @@ static int write_full(int fd, const void *buf, size_t len) {
 
 int scree__npy_write(const char *path, scree_dtype dtype, int ndim, const int64_t *shape,
                      const void *data, char *msg, size_t msg_len) {
-  unsigned char hdr[SCREE__NPY_HDR_MAX];
-  size_t hlen;
-  uint64_t bytes;
-  int rc = build_header(dtype, ndim, shape, hdr, &hlen, &bytes, msg, msg_len);
+  npy_header h;
+  int rc = build_header(dtype, ndim, shape, data, &h, msg, msg_len);
   if (rc != 0)
     return rc;
-  if (bytes > 0 && data == NULL)
-    return scree__fail(SCREE_EINVAL, msg, msg_len, "data is NULL");
   /* Written straight from the caller's buffer: for a get, that is the
    * daemon's memory, so no copy of the batch is made here. */
   int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0)
     return scree__fail(SCREE_EIO, msg, msg_len, "%s: %s", path, strerror(errno));
-  if (write_full(fd, hdr, hlen) != 0 || write_full(fd, data, (size_t)bytes) != 0) {
+  if (write_full(fd, h.b, h.len) != 0 || write_full(fd, data, (size_t)h.data_bytes) != 0) {
     rc = scree__fail(SCREE_EIO, msg, msg_len, "%s: %s", path, strerror(errno));
     close(fd);
     return rc;

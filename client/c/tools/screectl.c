@@ -7,6 +7,7 @@
 #include <math.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -134,6 +135,38 @@ static int parse_window(const char *s, scree_attention_params *p) {
   return 0;
 }
 
+/* The options that take a value and the flags without one, each with where
+ * in opts it goes: one row an option rather than one branch each. A value
+ * comes as "--opt VALUE" or "--opt=VALUE"; a flag must be given alone. */
+typedef struct {
+  const char *name;
+  size_t off;
+} opt_slot;
+
+static const opt_slot str_opts[] = {
+    {"--socket", offsetof(opts, socket)},   {"--values", offsetof(opts, values)},
+    {"--offsets", offsetof(opts, offsets)}, {"--dtype", offsetof(opts, dtype)},
+    {"--q", offsetof(opts, q)},             {"--k", offsetof(opts, k)},
+    {"--v", offsetof(opts, v)},             {"--out", offsetof(opts, out)},
+    {"--timeout", offsetof(opts, timeout)}, {"--count", offsetof(opts, count)},
+    {"--as", offsetof(opts, as_name)},
+};
+
+static const opt_slot flag_opts[] = {
+    {"--json", offsetof(opts, json)},           {"--shared", offsetof(opts, shared)},
+    {"--force", offsetof(opts, force)},         {"--no-replay", offsetof(opts, no_replay)},
+    {"--causal", offsetof(opts, att.causal)},
+};
+
+/* The row of table t (n rows) that names option a; NULL when none does.
+ * A flag matches only alone, a value option also as "--opt=VALUE". */
+static const opt_slot *opt_find(const char *a, const opt_slot *t, size_t n, int is_flag) {
+  for (size_t k = 0; k < n; k++)
+    if (is_flag ? strcmp(a, t[k].name) == 0 : is_opt(a, t[k].name))
+      return &t[k];
+  return NULL;
+}
+
 /* Returns 0, 1 for an error (already printed), or 2 after printing help. */
 static int parse_args(int argc, char **argv, opts *o) {
   static const scree_attention_params init = SCREE_ATTENTION_PARAMS_INIT;
@@ -144,8 +177,6 @@ static int parse_args(int argc, char **argv, opts *o) {
   const char *pos[2] = {NULL, NULL};
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
-    const char **dst = NULL;
-    const char *name = NULL;
     if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0 ||
         (o->cmd == NULL && strcmp(a, "help") == 0)) {
       fputs(usage, stdout);
@@ -153,42 +184,21 @@ static int parse_args(int argc, char **argv, opts *o) {
     } else if (strcmp(a, "--version") == 0) {
       printf("screectl %s (libscree %s)\n", SCREE_VERSION_STRING, scree_version());
       return 2;
-    } else if (is_opt(a, "--socket")) {
-      dst = &o->socket, name = "--socket";
-    } else if (is_opt(a, "--values")) {
-      dst = &o->values, name = "--values";
-    } else if (is_opt(a, "--offsets")) {
-      dst = &o->offsets, name = "--offsets";
-    } else if (is_opt(a, "--dtype")) {
-      dst = &o->dtype, name = "--dtype";
-    } else if (is_opt(a, "--q")) {
-      dst = &o->q, name = "--q";
-    } else if (is_opt(a, "--k")) {
-      dst = &o->k, name = "--k";
-    } else if (is_opt(a, "--v")) {
-      dst = &o->v, name = "--v";
-    } else if (is_opt(a, "--out")) {
-      dst = &o->out, name = "--out";
-    } else if (strcmp(a, "--json") == 0) {
-      o->json = 1;
+    }
+    const opt_slot *str = opt_find(a, str_opts, sizeof(str_opts) / sizeof(str_opts[0]), 0);
+    if (str != NULL) {
+      const char **dst = (const char **)((char *)o + str->off);
+      *dst = opt_value(argc, argv, &i, str->name);
+      if (*dst == NULL)
+        return 1;
       continue;
-    } else if (strcmp(a, "--shared") == 0) {
-      o->shared = 1;
+    }
+    const opt_slot *flag = opt_find(a, flag_opts, sizeof(flag_opts) / sizeof(flag_opts[0]), 1);
+    if (flag != NULL) {
+      *(int *)((char *)o + flag->off) = 1;
       continue;
-    } else if (strcmp(a, "--force") == 0) {
-      o->force = 1;
-      continue;
-    } else if (strcmp(a, "--no-replay") == 0) {
-      o->no_replay = 1;
-      continue;
-    } else if (is_opt(a, "--timeout")) {
-      dst = &o->timeout, name = "--timeout";
-    } else if (is_opt(a, "--count")) {
-      dst = &o->count, name = "--count";
-    } else if (strcmp(a, "--causal") == 0) {
-      o->att.causal = 1;
-      continue;
-    } else if (is_opt(a, "--scale")) {
+    }
+    if (is_opt(a, "--scale")) {
       const char *s = opt_value(argc, argv, &i, "--scale");
       if (s == NULL)
         return 1;
@@ -199,8 +209,6 @@ static int parse_args(int argc, char **argv, opts *o) {
       o->att.has_scale = 1;
       o->att.scale = f;
       continue;
-    } else if (is_opt(a, "--as")) {
-      dst = &o->as_name, name = "--as";
     } else if (is_opt(a, "--wait")) {
       const char *s = opt_value(argc, argv, &i, "--wait");
       if (s == NULL)
@@ -230,9 +238,6 @@ static int parse_args(int argc, char **argv, opts *o) {
       }
       continue;
     }
-    *dst = opt_value(argc, argv, &i, name);
-    if (*dst == NULL)
-      return 1;
   }
   if (o->cmd == NULL)
     return die("no command given (see --help)");
@@ -308,38 +313,34 @@ static void format_shape(const scree_array *d, char *buf, size_t len) {
     snprintf(buf + n, len - (size_t)n, "%s)", d->ndim_inner == 0 ? "," : "");
 }
 
-/* A size for people: "168 bytes", or "1.5 MiB (1572864 bytes)" (the exact
- * count stays, so nothing is lost to rounding). */
-static const char *human(uint64_t v, char *buf, size_t len) {
-  static const char *units[] = {"KiB", "MiB", "GiB", "TiB", "PiB"};
+/* A size for people. The long form, "168 bytes" or "1.5 MiB (1572864
+ * bytes)", keeps the exact count so that nothing is lost to rounding (and
+ * drops the decimal for a whole number of units); the short form, for
+ * table columns, is "168 B" or "1.5 MiB". */
+static const char *human_size(uint64_t v, int brief, char *buf, size_t len) {
   if (v < 1024) {
-    snprintf(buf, len, "%" PRIu64 " bytes", v);
+    snprintf(buf, len, "%" PRIu64 " %s", v, brief ? "B" : "bytes");
     return buf;
   }
+  static const char *const units[] = {"KiB", "MiB", "GiB", "TiB", "PiB"};
   int u = 0;
   uint64_t unit = 1024;
   while (u < 4 && v / unit >= 1024)
     unit *= 1024, u++;
-  if (v % unit == 0)
-    snprintf(buf, len, "%" PRIu64 " %s (%" PRIu64 " bytes)", v / unit, units[u], v);
+  const char *name = units[u];
+  if (brief)
+    snprintf(buf, len, "%.1f %s", (double)v / (double)unit, name);
+  else if (v % unit == 0)
+    snprintf(buf, len, "%" PRIu64 " %s (%" PRIu64 " bytes)", v / unit, name, v);
   else
-    snprintf(buf, len, "%.1f %s (%" PRIu64 " bytes)", (double)v / (double)unit, units[u], v);
+    snprintf(buf, len, "%.1f %s (%" PRIu64 " bytes)", (double)v / (double)unit, name, v);
   return buf;
 }
 
-/* The short form for table columns: "168 B", "1.5 MiB". */
+static const char *human(uint64_t v, char *buf, size_t len) { return human_size(v, 0, buf, len); }
+
 static const char *human_short(uint64_t v, char *buf, size_t len) {
-  static const char *units[] = {"KiB", "MiB", "GiB", "TiB", "PiB"};
-  if (v < 1024) {
-    snprintf(buf, len, "%" PRIu64 " B", v);
-    return buf;
-  }
-  int u = 0;
-  uint64_t unit = 1024;
-  while (u < 4 && v / unit >= 1024)
-    unit *= 1024, u++;
-  snprintf(buf, len, "%.1f %s", (double)v / (double)unit, units[u]);
-  return buf;
+  return human_size(v, 1, buf, len);
 }
 
 /* Writes s as a JSON string: quotes, and escapes for what JSON requires
