@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "grow.h"
 #include "log.h"
 #include "scree/error.h"
 
@@ -92,18 +93,7 @@ void scree__pool_destroy(scree__pool *p) {
  * might need, so that scree__pool_free never has to allocate. A block split
  * off an extent adds at most one extent when it is freed. */
 static int reserve_extents(scree__arena *a) {
-  size_t need = a->nblocks + 2;
-  if (a->capfree >= need)
-    return 0;
-  size_t cap = a->capfree ? a->capfree * 2 : 8;
-  while (cap < need)
-    cap *= 2;
-  scree__extent *e = realloc(a->free, cap * sizeof(*e));
-  if (e == NULL)
-    return SCREE_ENOMEM;
-  a->free = e;
-  a->capfree = cap;
-  return 0;
+  return SCREE__GROW(&a->free, &a->capfree, a->nblocks + 2, 8);
 }
 
 /* Takes size bytes from the first extent of a that has room; returns 0 and

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "grow.h"
 #include "log.h"
 #include "quota.h"
 #include "scree/error.h"
@@ -223,14 +224,8 @@ static scree__batch *names_find(const scree__store *s, const char *name) {
 }
 
 static int names_insert(scree__store *s, scree__batch *b) {
-  if (s->nnames == s->capnames) {
-    size_t cap = s->capnames ? s->capnames * 2 : 64;
-    scree__batch **n = realloc(s->names, cap * sizeof(*n));
-    if (n == NULL)
-      return SCREE_ENOMEM;
-    s->names = n;
-    s->capnames = cap;
-  }
+  if (SCREE__GROW(&s->names, &s->capnames, s->nnames + 1, 64) != 0)
+    return SCREE_ENOMEM;
   size_t i = names_bound(s, b->name, 0);
   memmove(&s->names[i + 1], &s->names[i], (s->nnames - i) * sizeof(*s->names));
   s->names[i] = b;
@@ -551,15 +546,7 @@ static int known_find(const scree__session *sess, uint64_t id, size_t *pos) {
 
 /* Makes sure sess's known list has room for one more arena. */
 static int known_reserve(scree__session *sess) {
-  if (sess->nknown < sess->capknown)
-    return 0;
-  size_t cap = sess->capknown ? sess->capknown * 2 : 8;
-  scree__known_arena *k = realloc(sess->known, cap * sizeof(*k));
-  if (k == NULL)
-    return SCREE_ENOMEM;
-  sess->known = k;
-  sess->capknown = cap;
-  return 0;
+  return SCREE__GROW(&sess->known, &sess->capknown, sess->nknown + 1, 8);
 }
 
 /* Puts a handle of arena b into loc: legacy IPC bytes, or an fd that is
@@ -1161,18 +1148,12 @@ static void arena_freed(void *arg, uint64_t id) {
     memmove(&sess->known[pos], &sess->known[pos + 1],
             (sess->nknown - pos - 1) * sizeof(sess->known[0]));
     sess->nknown--;
-    if (sess->nfreed == sess->capfreed) {
-      size_t cap = sess->capfreed ? sess->capfreed * 2 : 4;
-      uint64_t *f = realloc(sess->freed, cap * sizeof(*f));
-      if (f == NULL) {
-        /* The client keeps a mapping it could have dropped until it closes;
-         * nothing else goes wrong. */
-        scree__log(SCREE__LOG_WARN, "freed_notice_dropped", "conn=%" PRIu64 " arena=%" PRIu64,
-                   sess->id, id);
-        continue;
-      }
-      sess->freed = f;
-      sess->capfreed = cap;
+    if (SCREE__GROW(&sess->freed, &sess->capfreed, sess->nfreed + 1, 4) != 0) {
+      /* The client keeps a mapping it could have dropped until it closes;
+       * nothing else goes wrong. */
+      scree__log(SCREE__LOG_WARN, "freed_notice_dropped", "conn=%" PRIu64 " arena=%" PRIu64,
+                 sess->id, id);
+      continue;
     }
     sess->freed[sess->nfreed++] = id;
   }
@@ -1249,14 +1230,8 @@ static wait_list *waits_get(scree__store *s, const char *name) {
   size_t i = waits_bound(s, name);
   if (i < s->nwaits && strcmp(s->waits[i]->name, name) == 0)
     return s->waits[i];
-  if (s->nwaits == s->capwaits) {
-    size_t cap = s->capwaits ? s->capwaits * 2 : 16;
-    wait_list **n = realloc(s->waits, cap * sizeof(*n));
-    if (n == NULL)
-      return NULL;
-    s->waits = n;
-    s->capwaits = cap;
-  }
+  if (SCREE__GROW(&s->waits, &s->capwaits, s->nwaits + 1, 16) != 0)
+    return NULL;
   wait_list *wl = calloc(1, sizeof(*wl));
   if (wl == NULL)
     return NULL;
@@ -1307,14 +1282,8 @@ static void heap_down(scree__store *s, size_t i) {
 }
 
 static int heap_push(scree__store *s, scree__waiter *w) {
-  if (s->nheap == s->capheap) {
-    size_t cap = s->capheap ? s->capheap * 2 : 16;
-    scree__waiter **n = realloc(s->wheap, cap * sizeof(*n));
-    if (n == NULL)
-      return SCREE_ENOMEM;
-    s->wheap = n;
-    s->capheap = cap;
-  }
+  if (SCREE__GROW(&s->wheap, &s->capheap, s->nheap + 1, 16) != 0)
+    return SCREE_ENOMEM;
   heap_set(s, s->nheap++, w);
   heap_up(s, w->heap_at);
   return 0;
