@@ -645,19 +645,25 @@ static void known_commit(scree__session *sess, uint64_t id, int kind) {
 
 /* ---- operations -------------------------------------------------------- */
 
-/* A new batch of a block for desc (already checked: vbytes and obytes are
- * its values' and offsets' sizes), for Create and for an attention
- * output: sizes the block (values at its start, offsets at the next
- * 256-byte boundary), checks the memory limit and sess's uid quota, and
- * takes the block from the arenas of pool `key`. The batch is CREATED and
- * owned by sess's peer, but not yet named, listed or counted in bytes_used;
- * the caller does that. `kind` ("batch", "output") names it in messages.
- * Returns 0, SCREE_ENOSPC, SCREE_ENOMEM or the pool's code, with a
- * message. */
+/* A new batch of a block for desc, for Create and for an attention
+ * output: checks desc and that name is free, sizes the block (values at
+ * its start, offsets at the next 256-byte boundary), checks the memory
+ * limit and sess's uid quota, and takes the block from the arenas of pool
+ * `key`. The batch is CREATED and owned by sess's peer, but not yet named,
+ * listed or counted in bytes_used; the caller does that. `kind` ("batch",
+ * "output") names it in messages. Returns 0, desc's error, SCREE_EEXIST,
+ * SCREE_ENOSPC, SCREE_ENOMEM or the pool's code, with a message. */
 static int batch_new(scree__store *s, const scree__session *sess, const char *kind,
-                     const char *name, const scree_array *desc, uint64_t vbytes,
-                     uint64_t obytes, uint64_t key, scree__batch **out, char *msg,
-                     size_t msg_len) {
+                     const char *name, const scree_array *desc, uint64_t key,
+                     scree__batch **out, char *msg, size_t msg_len) {
+  uint64_t vbytes, obytes;
+  int rc = scree_array_check_desc(desc, &vbytes, &obytes, msg, msg_len);
+  if (rc != 0)
+    return rc;
+  scree__batch *old = names_find(s, name);
+  if (old != NULL)
+    return scree__fail(SCREE_EEXIST, msg, msg_len, "batch '%s' already exists (%s)", name,
+                       old->state == BATCH_SEALED ? "sealed" : "being written");
   uint64_t vpart = scree__align_up(vbytes);
   uint64_t opart = scree__align_up(obytes);
   uint64_t block;
@@ -687,7 +693,7 @@ static int batch_new(scree__store *s, const scree__session *sess, const char *ki
     return scree__fail(SCREE_ENOMEM, msg, msg_len, "out of host memory");
   }
   char m[512];
-  int rc = scree__pool_alloc_keyed(&s->pool, key, block, &b->arena, &b->offset, m, sizeof(m));
+  rc = scree__pool_alloc_keyed(&s->pool, key, block, &b->arena, &b->offset, m, sizeof(m));
   if (rc != 0) {
     free(b->name);
     free(b);
@@ -736,18 +742,8 @@ int scree__store_create(scree__store *s, scree__session *sess, const char *name,
     return rc;
   scree_array a = *desc;
   a.values = a.offsets = NULL;
-  uint64_t vbytes, obytes;
-  rc = scree_array_check_desc(&a, &vbytes, &obytes, msg, msg_len);
-  if (rc != 0)
-    return rc;
-  scree__batch *old = names_find(s, name);
-  if (old != NULL)
-    return scree__fail(SCREE_EEXIST, msg, msg_len, "batch '%s' already exists (%s)", name,
-                       old->state == BATCH_SEALED ? "sealed" : "being written");
-
   scree__batch *b;
-  rc = batch_new(s, sess, "batch", name, &a, vbytes, obytes, pool_key(s, sess, shared), &b,
-                 msg, msg_len);
+  rc = batch_new(s, sess, "batch", name, &a, pool_key(s, sess, shared), &b, msg, msg_len);
   if (rc != 0)
     return rc;
   int attach;
@@ -1065,19 +1061,10 @@ void scree__store_unpin(scree__store *s, scree__batch *b) {
 int scree__store_reserve(scree__store *s, scree__session *sess, const char *name,
                          const scree_array *desc, scree__batch **out, char *msg,
                          size_t msg_len) {
-  uint64_t vbytes, obytes;
-  int rc = scree_array_check_desc(desc, &vbytes, &obytes, msg, msg_len);
-  if (rc != 0)
-    return rc;
-  scree__batch *old = names_find(s, name);
-  if (old != NULL)
-    return scree__fail(SCREE_EEXIST, msg, msg_len, "batch '%s' already exists (%s)", name,
-                       old->state == BATCH_SEALED ? "sealed" : "being written");
   /* The output is the requester's, as a batch it created would be: its
    * quota, its pool of arenas. */
   scree__batch *b;
-  rc = batch_new(s, sess, "output", name, desc, vbytes, obytes, pool_key(s, sess, 0), &b, msg,
-                 msg_len);
+  int rc = batch_new(s, sess, "output", name, desc, pool_key(s, sess, 0), &b, msg, msg_len);
   if (rc != 0)
     return rc;
   if (names_insert(s, b) != 0) {
