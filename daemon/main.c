@@ -187,14 +187,23 @@ static int parse_size(const char *s, uint64_t *out) {
   return 0;
 }
 
-/* Parses a count for --max-connections and --max-leases-per-connection. */
-static int parse_count(const char *s, uint32_t *out) {
+/* Reads the decimal number s starts with (a digit first: no sign, no
+ * space) into *v, which must be at most max; *end is what follows it.
+ * Returns 0 or -1. */
+static int parse_leading(const char *s, unsigned long long max, unsigned long long *v,
+                         char **end) {
   if (*s < '0' || *s > '9')
     return -1;
   errno = 0;
+  *v = strtoull(s, end, 10);
+  return errno != 0 || *v > max ? -1 : 0;
+}
+
+/* Parses a count for --max-connections and --max-leases-per-connection. */
+static int parse_count(const char *s, uint32_t *out) {
+  unsigned long long v;
   char *end;
-  unsigned long long v = strtoull(s, &end, 10);
-  if (errno != 0 || *end != '\0' || v > UINT32_MAX)
+  if (parse_leading(s, UINT32_MAX, &v, &end) != 0 || *end != '\0')
     return -1;
   *out = (uint32_t)v;
   return 0;
@@ -202,12 +211,9 @@ static int parse_count(const char *s, uint32_t *out) {
 
 /* Parses "30", "30s" or "500ms" into milliseconds (at most a day). */
 static int parse_duration_ms(const char *s, uint64_t *out) {
-  if (*s < '0' || *s > '9')
-    return -1;
-  errno = 0;
+  unsigned long long v;
   char *end;
-  unsigned long long v = strtoull(s, &end, 10);
-  if (errno != 0 || v > 86400000ull)
+  if (parse_leading(s, 86400000ull, &v, &end) != 0)
     return -1;
   if (strcmp(end, "ms") == 0)
     *out = v;
