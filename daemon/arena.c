@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "grow.h"
+#include "list.h"
 #include "log.h"
 #include "scree/error.h"
 
@@ -60,14 +61,7 @@ int scree__pool_init(scree__pool *p, scree__mem *mem, uint64_t arena_size, char 
 }
 
 static void arena_unlink(scree__pool *p, scree__arena *a) {
-  if (a->prev)
-    a->prev->next = a->next;
-  else
-    p->head = a->next;
-  if (a->next)
-    a->next->prev = a->prev;
-  else
-    p->tail = a->prev;
+  SCREE__LIST_REMOVE_TAIL(p->head, p->tail, a);
   a->prev = a->next = NULL;
 }
 
@@ -230,11 +224,7 @@ int scree__pool_alloc_keyed(scree__pool *p, uint64_t key, uint64_t size,
   a->free[0].dirty_since = 0; /* fresh memory holds no pages */
   a->nfree = 1;
   a->prev = p->tail;
-  if (p->tail)
-    p->tail->next = a;
-  else
-    p->head = a;
-  p->tail = a;
+  SCREE__LIST_APPEND(p->head, p->tail, a);
   p->narenas++;
   p->bytes_arenas += a->mem.size;
   /* A fresh arena has one extent and room for more, so this cannot fail. */

@@ -14,6 +14,7 @@
 
 #include "drain.h"
 #include "grow.h"
+#include "list.h"
 #include "log.h"
 #include "metrics.h"
 #include "scree/attention.h"
@@ -879,11 +880,7 @@ int scree__exec_attention(scree__exec *e, scree__session *sess, uint64_t id,
       goto err_offsets;
     }
   } else {
-    if (e->qtail)
-      e->qtail->next = j;
-    else
-      e->qhead = j;
-    e->qtail = j;
+    SCREE__LIST_APPEND(e->qhead, e->qtail, j);
   }
   j->sess = sess;
   scree__session_set_job(sess, j);

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "grow.h"
+#include "list.h"
 #include "log.h"
 #include "quota.h"
 #include "scree/error.h"
@@ -339,12 +340,7 @@ static void lease_drop(scree__store *s, scree__lease *l) {
   scree__session *sess = l->sess;
   scree__batch *b = l->batch;
   leases_remove(s, l);
-  if (l->prev)
-    l->prev->next = l->next;
-  else
-    sess->leases = l->next;
-  if (l->next)
-    l->next->prev = l->prev;
+  SCREE__LIST_REMOVE(sess->leases, l);
   sess->nleases--;
   free(l);
   b->leases--;
@@ -462,12 +458,7 @@ void scree__session_close(scree__store *s, scree__session *sess) {
     scree__log(SCREE__LOG_DEBUG, "session_cleanup",
                "conn=%" PRIu64 " leases_released=%" PRIu32 " unsealed_reclaimed=%" PRIu32,
                sess->id, nleases, reclaimed);
-  if (sess->prev)
-    sess->prev->next = sess->next;
-  else
-    s->sessions = sess->next;
-  if (sess->next)
-    sess->next->prev = sess->prev;
+  SCREE__LIST_REMOVE(s->sessions, sess);
   s->nsessions--;
   free(sess->known);
   free(sess->freed);
@@ -1293,14 +1284,7 @@ static void heap_remove(scree__store *s, scree__waiter *w) {
  * list goes when it was the last waiter of its name. w itself stays. */
 static void waiter_unlink(scree__store *s, scree__waiter *w) {
   wait_list *wl = w->list;
-  if (w->prev)
-    w->prev->next = w->next;
-  else
-    wl->head = w->next;
-  if (w->next)
-    w->next->prev = w->prev;
-  else
-    wl->tail = w->prev;
+  SCREE__LIST_REMOVE_TAIL(wl->head, wl->tail, w);
   if (wl->head == NULL)
     waits_remove(s, wl);
   heap_remove(s, w);
@@ -1368,11 +1352,7 @@ int scree__store_wait(scree__store *s, scree__session *sess, const char *name, u
   }
   w->list = wl;
   w->prev = wl->tail;
-  if (wl->tail)
-    wl->tail->next = w;
-  else
-    wl->head = w;
-  wl->tail = w;
+  SCREE__LIST_APPEND(wl->head, wl->tail, w);
   sess->waiter = w;
   s->nwaiters++;
   return 0;
@@ -1471,12 +1451,7 @@ struct scree__watch {
 static void watch_free(scree__store *s, scree__watch *w) {
   for (uint32_t i = 0; i < w->count; i++)
     free(w->ring[(w->head + i) % (w->cap + 1)].name);
-  if (w->prev)
-    w->prev->next = w->next;
-  else
-    s->watches = w->next;
-  if (w->next)
-    w->next->prev = w->prev;
+  SCREE__LIST_REMOVE(s->watches, w);
   w->sess->watch = NULL;
   s->nwatchers--;
   free(w->ring);
