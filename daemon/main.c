@@ -561,17 +561,23 @@ static void on_purge(uv_timer_t *t) {
 
 static const int other_signals[3] = {SIGHUP, SIGUSR1, SIGUSR2};
 
+/* Fills set with every signal screed handles on its loop: the three that
+ * stop it and the others. */
+static void handled_signals(sigset_t *set) {
+  sigemptyset(set);
+  sigaddset(set, SIGINT);
+  sigaddset(set, SIGTERM);
+  sigaddset(set, SIGQUIT);
+  for (int i = 0; i < 3; i++)
+    sigaddset(set, other_signals[i]);
+}
+
 /* Closes the signal handles. The signals stay blocked from here on: libuv
  * puts back the default action as the last handle of a signal closes, and
  * one arriving between then and exit would end screed by that default. */
 static void close_signals(daemon_state *d) {
   sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGQUIT);
-  for (int i = 0; i < 3; i++)
-    sigaddset(&set, other_signals[i]);
+  handled_signals(&set);
   pthread_sigmask(SIG_BLOCK, &set, NULL);
   uv_close((uv_handle_t *)&d->sigint, NULL);
   uv_close((uv_handle_t *)&d->sigterm, NULL);
@@ -914,12 +920,7 @@ int main(int argc, char **argv) {
    * started meanwhile (the CUDA driver's) inherit the mask, so the signal
    * reaches this thread. */
   sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGINT);
-  sigaddset(&stop_signals, SIGTERM);
-  sigaddset(&stop_signals, SIGQUIT);
-  for (int i = 0; i < 3; i++)
-    sigaddset(&stop_signals, other_signals[i]);
+  handled_signals(&stop_signals);
   pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
 
   char msg[1024];
