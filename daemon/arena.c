@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "grow.h"
+#include "list.h"
 #include "log.h"
 #include "scree/error.h"
 
@@ -59,14 +61,7 @@ int scree__pool_init(scree__pool *p, scree__mem *mem, uint64_t arena_size, char 
 }
 
 static void arena_unlink(scree__pool *p, scree__arena *a) {
-  if (a->prev)
-    a->prev->next = a->next;
-  else
-    p->head = a->next;
-  if (a->next)
-    a->next->prev = a->prev;
-  else
-    p->tail = a->prev;
+  SCREE__LIST_REMOVE_TAIL(p->head, p->tail, a);
   a->prev = a->next = NULL;
 }
 
@@ -92,18 +87,7 @@ void scree__pool_destroy(scree__pool *p) {
  * might need, so that scree__pool_free never has to allocate. A block split
  * off an extent adds at most one extent when it is freed. */
 static int reserve_extents(scree__arena *a) {
-  size_t need = a->nblocks + 2;
-  if (a->capfree >= need)
-    return 0;
-  size_t cap = a->capfree ? a->capfree * 2 : 8;
-  while (cap < need)
-    cap *= 2;
-  scree__extent *e = realloc(a->free, cap * sizeof(*e));
-  if (e == NULL)
-    return SCREE_ENOMEM;
-  a->free = e;
-  a->capfree = cap;
-  return 0;
+  return SCREE__GROW(&a->free, &a->capfree, a->nblocks + 2, 8);
 }
 
 /* Takes size bytes from the first extent of a that has room; returns 0 and
@@ -240,11 +224,7 @@ int scree__pool_alloc_keyed(scree__pool *p, uint64_t key, uint64_t size,
   a->free[0].dirty_since = 0; /* fresh memory holds no pages */
   a->nfree = 1;
   a->prev = p->tail;
-  if (p->tail)
-    p->tail->next = a;
-  else
-    p->head = a;
-  p->tail = a;
+  SCREE__LIST_APPEND(p->head, p->tail, a);
   p->narenas++;
   p->bytes_arenas += a->mem.size;
   /* A fresh arena has one extent and room for more, so this cannot fail. */

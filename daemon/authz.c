@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "grow.h"
 #include "log.h"
 #include "mem.h"
 #include "scree/error.h"
@@ -43,14 +44,8 @@ int scree__authz_add(scree__authz *a, scree__authz_list list, uint32_t id) {
   scree__authz_ids *l = &a->lists[list];
   if (ids_has(l, id))
     return 0;
-  if (l->n == l->cap) {
-    size_t cap = l->cap ? l->cap * 2 : 8;
-    uint32_t *n = realloc(l->ids, cap * sizeof(*n));
-    if (n == NULL)
-      return SCREE_ENOMEM;
-    l->ids = n;
-    l->cap = cap;
-  }
+  if (SCREE__GROW(&l->ids, &l->cap, l->n + 1, 8) != 0)
+    return SCREE_ENOMEM;
   l->ids[l->n++] = id;
   return 0;
 }

@@ -13,6 +13,8 @@
 #include <unistd.h>
 
 #include "drain.h"
+#include "grow.h"
+#include "list.h"
 #include "log.h"
 #include "metrics.h"
 #include "scree/attention.h"
@@ -399,16 +401,10 @@ static void on_arena_freed(void *arg, uint64_t id) {
     if (w->known[i].id != id)
       continue;
     w->known[i] = w->known[--w->nknown];
-    if (w->nforget == w->capforget) {
-      size_t cap = w->capforget ? w->capforget * 2 : 16;
-      uint64_t *f = realloc(w->forget, cap * sizeof(*f));
-      if (f == NULL) {
-        /* It cannot be told: a new worker maps only what it needs. */
-        wproc_kill(e, w, SCREE_ENOMEM, "screed ran out of memory");
-        return;
-      }
-      w->forget = f;
-      w->capforget = cap;
+    if (SCREE__GROW(&w->forget, &w->capforget, w->nforget + 1, 16) != 0) {
+      /* It cannot be told: a new worker maps only what it needs. */
+      wproc_kill(e, w, SCREE_ENOMEM, "screed ran out of memory");
+      return;
     }
     w->forget[w->nforget++] = id;
     char m[256];
@@ -428,14 +424,8 @@ static int send_arena(scree__exec *e, scree__wproc *w, const scree__batch_view *
       break;
   if (i < w->nknown && (w->known[i].writable || !writable))
     return 0;
-  if (i == w->nknown && w->nknown == w->capknown) {
-    size_t cap = w->capknown ? w->capknown * 2 : 16;
-    known_arena *k = realloc(w->known, cap * sizeof(*k));
-    if (k == NULL)
-      return scree__fail(SCREE_ENOMEM, msg, msg_len, "out of host memory");
-    w->known = k;
-    w->capknown = cap;
-  }
+  if (i == w->nknown && SCREE__GROW(&w->known, &w->capknown, w->nknown + 1, 16) != 0)
+    return scree__fail(SCREE_ENOMEM, msg, msg_len, "out of host memory");
   scree__wmsg_arena a;
   memset(&a, 0, sizeof(a));
   a.type = SCREE__WMSG_ARENA;
@@ -890,11 +880,7 @@ int scree__exec_attention(scree__exec *e, scree__session *sess, uint64_t id,
       goto err_offsets;
     }
   } else {
-    if (e->qtail)
-      e->qtail->next = j;
-    else
-      e->qhead = j;
-    e->qtail = j;
+    SCREE__LIST_APPEND(e->qhead, e->qtail, j);
   }
   j->sess = sess;
   scree__session_set_job(sess, j);

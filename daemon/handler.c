@@ -589,34 +589,32 @@ static int attention_req(const Scree__V1__Attention *a, attention_names *nm,
 
 static int encode(scree__handler *h, scree__session *sess, scree__reply *r, scree__out *out);
 
-/* A job's end (exec.h): the deferred reply, encoded and delivered. */
-static void attention_done(void *arg, scree__session *sess, uint64_t id,
-                           const scree__attention_result *res) {
-  scree__handler *h = arg;
-  scree__reply r;
-  scree__reply_init(&r);
-  r.resp.id = id;
-  r.op = SCREE__REQ_ATTENTION;
-  if (res->rc == 0) {
-    fill_info(&r.info, &r.desc, r.inner, res->out, scree__now_ns());
-    Scree__V1__AttentionReply *ar = &r.body.attention;
-    scree__v1__attention_reply__init(ar);
-    ar->info = &r.info;
-    ar->elapsed_ns = res->elapsed_ns;
-    r.resp.body_case = SCREE__V1__RESPONSE__BODY_ATTENTION;
-    r.resp.attention = ar;
-  } else {
-    /* Counted as an error, not as a request again: it was counted when it
-     * came. */
-    snprintf(r.msg, sizeof(r.msg), "%s", res->msg);
-    fail_reply(h, sess, &r, "attention", res->rc);
+/* Starts a deferred reply (attention, fetch) for request id: on success
+ * (code 0) with the info of the batch made, out. */
+static void begin_deferred(scree__reply *r, uint64_t id, int op, int code,
+                           const scree__batch_view *out) {
+  scree__reply_init(r);
+  r->resp.id = id;
+  r->op = op;
+  if (code == 0)
+    fill_info(&r->info, &r->desc, r->inner, out, scree__now_ns());
+}
+
+/* Ends a deferred reply (attention, fetch): a failure is made the reply
+ * (counted as an error, not as a request again: it was counted when it
+ * came), then the reply is encoded, cleared and handed to the server. The
+ * server sees a reply that never comes only as a client that waits, so a
+ * reply that cannot go out is said in the log. */
+static void deliver_deferred(scree__handler *h, scree__session *sess, scree__reply *r,
+                             const char *op, int code, const char *msg) {
+  if (code != 0) {
+    snprintf(r->msg, sizeof(r->msg), "%s", msg);
+    fail_reply(h, sess, r, op, code);
   }
   scree__out out;
-  int rc = encode(h, sess, &r, &out);
-  scree__reply_clear(&r);
+  int rc = encode(h, sess, r, &out);
+  scree__reply_clear(r);
   if (rc != 0 || h->deliver == NULL) {
-    /* The server sees a reply that never comes only as a client that
-     * waits; say why in the log. */
     scree__log(SCREE__LOG_ERROR, "reply_lost", "conn=%" PRIu64 " reason=%s",
                scree__session_id(sess), rc != 0 ? "out_of_memory" : "no_server");
     if (rc == 0)
@@ -624,6 +622,23 @@ static void attention_done(void *arg, scree__session *sess, uint64_t id,
     return;
   }
   h->deliver(h->deliver_arg, sess, &out);
+}
+
+/* A job's end (exec.h): the deferred reply, encoded and delivered. */
+static void attention_done(void *arg, scree__session *sess, uint64_t id,
+                           const scree__attention_result *res) {
+  scree__handler *h = arg;
+  scree__reply r;
+  begin_deferred(&r, id, SCREE__REQ_ATTENTION, res->rc, res->out);
+  if (res->rc == 0) {
+    Scree__V1__AttentionReply *ar = &r.body.attention;
+    scree__v1__attention_reply__init(ar);
+    ar->info = &r.info;
+    ar->elapsed_ns = res->elapsed_ns;
+    r.resp.body_case = SCREE__V1__RESPONSE__BODY_ATTENTION;
+    r.resp.attention = ar;
+  }
+  deliver_deferred(h, sess, &r, "attention", res->rc, res->msg);
 }
 
 static int do_attention(scree__handler *h, scree__session *sess, uint64_t id,
@@ -649,11 +664,8 @@ static void fetch_done(void *arg, scree__session *sess, uint64_t id,
                        const scree__fetch_result *res) {
   scree__handler *h = arg;
   scree__reply r;
-  scree__reply_init(&r);
-  r.resp.id = id;
-  r.op = SCREE__REQ_FETCH;
+  begin_deferred(&r, id, SCREE__REQ_FETCH, res->rc, res->out);
   if (res->rc == 0) {
-    fill_info(&r.info, &r.desc, r.inner, res->out, scree__now_ns());
     Scree__V1__FetchReply *fr = &r.body.fetch;
     scree__v1__fetch_reply__init(fr);
     fr->info = &r.info;
@@ -661,21 +673,8 @@ static void fetch_done(void *arg, scree__session *sess, uint64_t id,
     fr->elapsed_ns = res->elapsed_ns;
     r.resp.body_case = SCREE__V1__RESPONSE__BODY_FETCH;
     r.resp.fetch = fr;
-  } else {
-    snprintf(r.msg, sizeof(r.msg), "%s", res->msg);
-    fail_reply(h, sess, &r, "fetch", res->rc);
   }
-  scree__out out;
-  int rc = encode(h, sess, &r, &out);
-  scree__reply_clear(&r);
-  if (rc != 0 || h->deliver == NULL) {
-    scree__log(SCREE__LOG_ERROR, "reply_lost", "conn=%" PRIu64 " reason=%s",
-               scree__session_id(sess), rc != 0 ? "out_of_memory" : "no_server");
-    if (rc == 0)
-      scree__out_clear(&out);
-    return;
-  }
-  h->deliver(h->deliver_arg, sess, &out);
+  deliver_deferred(h, sess, &r, "fetch", res->rc, res->msg);
 }
 
 static int do_fetch(scree__handler *h, scree__session *sess, uint64_t id,

@@ -187,14 +187,23 @@ static int parse_size(const char *s, uint64_t *out) {
   return 0;
 }
 
-/* Parses a count for --max-connections and --max-leases-per-connection. */
-static int parse_count(const char *s, uint32_t *out) {
+/* Reads the decimal number s starts with (a digit first: no sign, no
+ * space) into *v, which must be at most max; *end is what follows it.
+ * Returns 0 or -1. */
+static int parse_leading(const char *s, unsigned long long max, unsigned long long *v,
+                         char **end) {
   if (*s < '0' || *s > '9')
     return -1;
   errno = 0;
+  *v = strtoull(s, end, 10);
+  return errno != 0 || *v > max ? -1 : 0;
+}
+
+/* Parses a count for --max-connections and --max-leases-per-connection. */
+static int parse_count(const char *s, uint32_t *out) {
+  unsigned long long v;
   char *end;
-  unsigned long long v = strtoull(s, &end, 10);
-  if (errno != 0 || *end != '\0' || v > UINT32_MAX)
+  if (parse_leading(s, UINT32_MAX, &v, &end) != 0 || *end != '\0')
     return -1;
   *out = (uint32_t)v;
   return 0;
@@ -202,12 +211,9 @@ static int parse_count(const char *s, uint32_t *out) {
 
 /* Parses "30", "30s" or "500ms" into milliseconds (at most a day). */
 static int parse_duration_ms(const char *s, uint64_t *out) {
-  if (*s < '0' || *s > '9')
-    return -1;
-  errno = 0;
+  unsigned long long v;
   char *end;
-  unsigned long long v = strtoull(s, &end, 10);
-  if (errno != 0 || v > 86400000ull)
+  if (parse_leading(s, 86400000ull, &v, &end) != 0)
     return -1;
   if (strcmp(end, "ms") == 0)
     *out = v;
@@ -555,17 +561,23 @@ static void on_purge(uv_timer_t *t) {
 
 static const int other_signals[3] = {SIGHUP, SIGUSR1, SIGUSR2};
 
+/* Fills set with every signal screed handles on its loop: the three that
+ * stop it and the others. */
+static void handled_signals(sigset_t *set) {
+  sigemptyset(set);
+  sigaddset(set, SIGINT);
+  sigaddset(set, SIGTERM);
+  sigaddset(set, SIGQUIT);
+  for (int i = 0; i < 3; i++)
+    sigaddset(set, other_signals[i]);
+}
+
 /* Closes the signal handles. The signals stay blocked from here on: libuv
  * puts back the default action as the last handle of a signal closes, and
  * one arriving between then and exit would end screed by that default. */
 static void close_signals(daemon_state *d) {
   sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGQUIT);
-  for (int i = 0; i < 3; i++)
-    sigaddset(&set, other_signals[i]);
+  handled_signals(&set);
   pthread_sigmask(SIG_BLOCK, &set, NULL);
   uv_close((uv_handle_t *)&d->sigint, NULL);
   uv_close((uv_handle_t *)&d->sigterm, NULL);
@@ -916,12 +928,7 @@ int main(int argc, char **argv) {
    * started meanwhile (the CUDA driver's) inherit the mask, so the signal
    * reaches this thread. */
   sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGINT);
-  sigaddset(&stop_signals, SIGTERM);
-  sigaddset(&stop_signals, SIGQUIT);
-  for (int i = 0; i < 3; i++)
-    sigaddset(&stop_signals, other_signals[i]);
+  handled_signals(&stop_signals);
   pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
 
   char msg[1024];

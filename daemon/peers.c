@@ -28,6 +28,7 @@
 #include <ucp/api/ucp.h>
 #include <unistd.h>
 
+#include "list.h"
 #include "log.h"
 #include "peers_auth.h"
 #include "peers_wire.h"
@@ -299,12 +300,7 @@ static conn *conn_new(scree__peers *p, int owner) {
 }
 
 static void lease_end(scree__peers *p, conn *c, lease *l) {
-  if (l->prev)
-    l->prev->next = l->next;
-  else
-    c->leases = l->next;
-  if (l->next)
-    l->next->prev = l->prev;
+  SCREE__LIST_REMOVE(c->leases, l);
   c->nleases--;
   p->served.leases--;
   ucp_mem_unmap(p->ctx, l->memh);
@@ -348,12 +344,7 @@ static void conn_destroy(conn *c) {
     if (UCS_PTR_IS_PTR(r))
       p->closing++;
   }
-  if (c->prev)
-    c->prev->next = c->next;
-  else
-    p->conns = c->next;
-  if (c->next)
-    c->next->prev = c->prev;
+  SCREE__LIST_REMOVE(p->conns, c);
   free(c);
 }
 
@@ -881,12 +872,7 @@ static void fetch_settle(fetch *f) {
     f->have_handle = 0;
   }
   fetch_reply_error(f);
-  if (f->prev)
-    f->prev->next = f->next;
-  else
-    p->fetches = f->next;
-  if (f->next)
-    f->next->prev = f->prev;
+  SCREE__LIST_REMOVE(p->fetches, f);
   f->prev = f->next = NULL;
   uv_close((uv_handle_t *)&f->timer, fetch_closed);
 }

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "grow.h"
 #include "scree/error.h"
 
 static size_t find(const scree__usage *u, uint32_t uid) {
@@ -23,15 +24,7 @@ uint64_t scree__usage_get(const scree__usage *u, uint32_t uid) {
 }
 
 int scree__usage_reserve(scree__usage *u) {
-  if (u->n < u->cap)
-    return 0;
-  size_t cap = u->cap ? u->cap * 2 : 8;
-  scree__usage_entry *e = realloc(u->e, cap * sizeof(*e));
-  if (e == NULL)
-    return SCREE_ENOMEM;
-  u->e = e;
-  u->cap = cap;
-  return 0;
+  return SCREE__GROW(&u->e, &u->cap, u->n + 1, 8);
 }
 
 void scree__usage_add(scree__usage *u, uint32_t uid, uint64_t bytes) {

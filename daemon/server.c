@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "handler.h"
+#include "list.h"
 #include "log.h"
 #include "metrics.h"
 #include "scree/error.h"
@@ -139,12 +140,7 @@ static void conn_close(scree__conn *c, const char *reason, int err) {
   scree__handler_close(srv->handler, c->sess);
   c->sess = NULL;
   srv->nconns--;
-  if (c->prev)
-    c->prev->next = c->next;
-  else
-    srv->conns = c->next;
-  if (c->next)
-    c->next->prev = c->prev;
+  SCREE__LIST_REMOVE(srv->conns, c);
   c->prev = c->next = NULL;
   uv_close((uv_handle_t *)&c->poll, on_conn_closed);
 }
@@ -208,11 +204,7 @@ static void conn_send(scree__conn *c, uint8_t *buf, size_t len, int pass_fd) {
   p->buf = buf;
   p->len = len;
   p->fd = pass_fd;
-  if (c->qtail)
-    c->qtail->next = p;
-  else
-    c->qhead = p;
-  c->qtail = p;
+  SCREE__LIST_APPEND(c->qhead, c->qtail, p);
 }
 
 static void conn_flush(scree__conn *c) {
@@ -736,14 +728,7 @@ static void on_refusal_closed(uv_handle_t *h) {
 
 static void refusal_close(refusal *f) {
   scree__server *srv = f->srv;
-  if (f->prev)
-    f->prev->next = f->next;
-  else
-    srv->refusals = f->next;
-  if (f->next)
-    f->next->prev = f->prev;
-  else
-    srv->refusals_tail = f->prev;
+  SCREE__LIST_REMOVE_TAIL(srv->refusals, srv->refusals_tail, f);
   srv->nrefusals--;
   uv_close((uv_handle_t *)&f->poll, on_refusal_closed);
 }

@@ -6,6 +6,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "grow.h"
+#include "list.h"
 #include "log.h"
 #include "quota.h"
 #include "scree/error.h"
@@ -223,14 +225,8 @@ static scree__batch *names_find(const scree__store *s, const char *name) {
 }
 
 static int names_insert(scree__store *s, scree__batch *b) {
-  if (s->nnames == s->capnames) {
-    size_t cap = s->capnames ? s->capnames * 2 : 64;
-    scree__batch **n = realloc(s->names, cap * sizeof(*n));
-    if (n == NULL)
-      return SCREE_ENOMEM;
-    s->names = n;
-    s->capnames = cap;
-  }
+  if (SCREE__GROW(&s->names, &s->capnames, s->nnames + 1, 64) != 0)
+    return SCREE_ENOMEM;
   size_t i = names_bound(s, b->name, 0);
   memmove(&s->names[i + 1], &s->names[i], (s->nnames - i) * sizeof(*s->names));
   s->names[i] = b;
@@ -344,12 +340,7 @@ static void lease_drop(scree__store *s, scree__lease *l) {
   scree__session *sess = l->sess;
   scree__batch *b = l->batch;
   leases_remove(s, l);
-  if (l->prev)
-    l->prev->next = l->next;
-  else
-    sess->leases = l->next;
-  if (l->next)
-    l->next->prev = l->prev;
+  SCREE__LIST_REMOVE(sess->leases, l);
   sess->nleases--;
   free(l);
   b->leases--;
@@ -467,12 +458,7 @@ void scree__session_close(scree__store *s, scree__session *sess) {
     scree__log(SCREE__LOG_DEBUG, "session_cleanup",
                "conn=%" PRIu64 " leases_released=%" PRIu32 " unsealed_reclaimed=%" PRIu32,
                sess->id, nleases, reclaimed);
-  if (sess->prev)
-    sess->prev->next = sess->next;
-  else
-    s->sessions = sess->next;
-  if (sess->next)
-    sess->next->prev = sess->prev;
+  SCREE__LIST_REMOVE(s->sessions, sess);
   s->nsessions--;
   free(sess->known);
   free(sess->freed);
@@ -551,15 +537,7 @@ static int known_find(const scree__session *sess, uint64_t id, size_t *pos) {
 
 /* Makes sure sess's known list has room for one more arena. */
 static int known_reserve(scree__session *sess) {
-  if (sess->nknown < sess->capknown)
-    return 0;
-  size_t cap = sess->capknown ? sess->capknown * 2 : 8;
-  scree__known_arena *k = realloc(sess->known, cap * sizeof(*k));
-  if (k == NULL)
-    return SCREE_ENOMEM;
-  sess->known = k;
-  sess->capknown = cap;
-  return 0;
+  return SCREE__GROW(&sess->known, &sess->capknown, sess->nknown + 1, 8);
 }
 
 /* Puts a handle of arena b into loc: legacy IPC bytes, or an fd that is
@@ -658,19 +636,25 @@ static void known_commit(scree__session *sess, uint64_t id, int kind) {
 
 /* ---- operations -------------------------------------------------------- */
 
-/* A new batch of a block for desc (already checked: vbytes and obytes are
- * its values' and offsets' sizes), for Create and for an attention
- * output: sizes the block (values at its start, offsets at the next
- * 256-byte boundary), checks the memory limit and sess's uid quota, and
- * takes the block from the arenas of pool `key`. The batch is CREATED and
- * owned by sess's peer, but not yet named, listed or counted in bytes_used;
- * the caller does that. `kind` ("batch", "output") names it in messages.
- * Returns 0, SCREE_ENOSPC, SCREE_ENOMEM or the pool's code, with a
- * message. */
+/* A new batch of a block for desc, for Create and for an attention
+ * output: checks desc and that name is free, sizes the block (values at
+ * its start, offsets at the next 256-byte boundary), checks the memory
+ * limit and sess's uid quota, and takes the block from the arenas of pool
+ * `key`. The batch is CREATED and owned by sess's peer, but not yet named,
+ * listed or counted in bytes_used; the caller does that. `kind` ("batch",
+ * "output") names it in messages. Returns 0, desc's error, SCREE_EEXIST,
+ * SCREE_ENOSPC, SCREE_ENOMEM or the pool's code, with a message. */
 static int batch_new(scree__store *s, const scree__session *sess, const char *kind,
-                     const char *name, const scree_array *desc, uint64_t vbytes,
-                     uint64_t obytes, uint64_t key, scree__batch **out, char *msg,
-                     size_t msg_len) {
+                     const char *name, const scree_array *desc, uint64_t key,
+                     scree__batch **out, char *msg, size_t msg_len) {
+  uint64_t vbytes, obytes;
+  int rc = scree_array_check_desc(desc, &vbytes, &obytes, msg, msg_len);
+  if (rc != 0)
+    return rc;
+  scree__batch *old = names_find(s, name);
+  if (old != NULL)
+    return scree__fail(SCREE_EEXIST, msg, msg_len, "batch '%s' already exists (%s)", name,
+                       old->state == BATCH_SEALED ? "sealed" : "being written");
   uint64_t vpart = scree__align_up(vbytes);
   uint64_t opart = scree__align_up(obytes);
   uint64_t block;
@@ -700,7 +684,7 @@ static int batch_new(scree__store *s, const scree__session *sess, const char *ki
     return scree__fail(SCREE_ENOMEM, msg, msg_len, "out of host memory");
   }
   char m[512];
-  int rc = scree__pool_alloc_keyed(&s->pool, key, block, &b->arena, &b->offset, m, sizeof(m));
+  rc = scree__pool_alloc_keyed(&s->pool, key, block, &b->arena, &b->offset, m, sizeof(m));
   if (rc != 0) {
     free(b->name);
     free(b);
@@ -749,18 +733,8 @@ int scree__store_create(scree__store *s, scree__session *sess, const char *name,
     return rc;
   scree_array a = *desc;
   a.values = a.offsets = NULL;
-  uint64_t vbytes, obytes;
-  rc = scree_array_check_desc(&a, &vbytes, &obytes, msg, msg_len);
-  if (rc != 0)
-    return rc;
-  scree__batch *old = names_find(s, name);
-  if (old != NULL)
-    return scree__fail(SCREE_EEXIST, msg, msg_len, "batch '%s' already exists (%s)", name,
-                       old->state == BATCH_SEALED ? "sealed" : "being written");
-
   scree__batch *b;
-  rc = batch_new(s, sess, "batch", name, &a, vbytes, obytes, pool_key(s, sess, shared), &b,
-                 msg, msg_len);
+  rc = batch_new(s, sess, "batch", name, &a, pool_key(s, sess, shared), &b, msg, msg_len);
   if (rc != 0)
     return rc;
   int attach;
@@ -1078,19 +1052,10 @@ void scree__store_unpin(scree__store *s, scree__batch *b) {
 int scree__store_reserve(scree__store *s, scree__session *sess, const char *name,
                          const scree_array *desc, scree__batch **out, char *msg,
                          size_t msg_len) {
-  uint64_t vbytes, obytes;
-  int rc = scree_array_check_desc(desc, &vbytes, &obytes, msg, msg_len);
-  if (rc != 0)
-    return rc;
-  scree__batch *old = names_find(s, name);
-  if (old != NULL)
-    return scree__fail(SCREE_EEXIST, msg, msg_len, "batch '%s' already exists (%s)", name,
-                       old->state == BATCH_SEALED ? "sealed" : "being written");
   /* The output is the requester's, as a batch it created would be: its
    * quota, its pool of arenas. */
   scree__batch *b;
-  rc = batch_new(s, sess, "output", name, desc, vbytes, obytes, pool_key(s, sess, 0), &b, msg,
-                 msg_len);
+  int rc = batch_new(s, sess, "output", name, desc, pool_key(s, sess, 0), &b, msg, msg_len);
   if (rc != 0)
     return rc;
   if (names_insert(s, b) != 0) {
@@ -1161,18 +1126,12 @@ static void arena_freed(void *arg, uint64_t id) {
     memmove(&sess->known[pos], &sess->known[pos + 1],
             (sess->nknown - pos - 1) * sizeof(sess->known[0]));
     sess->nknown--;
-    if (sess->nfreed == sess->capfreed) {
-      size_t cap = sess->capfreed ? sess->capfreed * 2 : 4;
-      uint64_t *f = realloc(sess->freed, cap * sizeof(*f));
-      if (f == NULL) {
-        /* The client keeps a mapping it could have dropped until it closes;
-         * nothing else goes wrong. */
-        scree__log(SCREE__LOG_WARN, "freed_notice_dropped", "conn=%" PRIu64 " arena=%" PRIu64,
-                   sess->id, id);
-        continue;
-      }
-      sess->freed = f;
-      sess->capfreed = cap;
+    if (SCREE__GROW(&sess->freed, &sess->capfreed, sess->nfreed + 1, 4) != 0) {
+      /* The client keeps a mapping it could have dropped until it closes;
+       * nothing else goes wrong. */
+      scree__log(SCREE__LOG_WARN, "freed_notice_dropped", "conn=%" PRIu64 " arena=%" PRIu64,
+                 sess->id, id);
+      continue;
     }
     sess->freed[sess->nfreed++] = id;
   }
@@ -1249,14 +1208,8 @@ static wait_list *waits_get(scree__store *s, const char *name) {
   size_t i = waits_bound(s, name);
   if (i < s->nwaits && strcmp(s->waits[i]->name, name) == 0)
     return s->waits[i];
-  if (s->nwaits == s->capwaits) {
-    size_t cap = s->capwaits ? s->capwaits * 2 : 16;
-    wait_list **n = realloc(s->waits, cap * sizeof(*n));
-    if (n == NULL)
-      return NULL;
-    s->waits = n;
-    s->capwaits = cap;
-  }
+  if (SCREE__GROW(&s->waits, &s->capwaits, s->nwaits + 1, 16) != 0)
+    return NULL;
   wait_list *wl = calloc(1, sizeof(*wl));
   if (wl == NULL)
     return NULL;
@@ -1307,14 +1260,8 @@ static void heap_down(scree__store *s, size_t i) {
 }
 
 static int heap_push(scree__store *s, scree__waiter *w) {
-  if (s->nheap == s->capheap) {
-    size_t cap = s->capheap ? s->capheap * 2 : 16;
-    scree__waiter **n = realloc(s->wheap, cap * sizeof(*n));
-    if (n == NULL)
-      return SCREE_ENOMEM;
-    s->wheap = n;
-    s->capheap = cap;
-  }
+  if (SCREE__GROW(&s->wheap, &s->capheap, s->nheap + 1, 16) != 0)
+    return SCREE_ENOMEM;
   heap_set(s, s->nheap++, w);
   heap_up(s, w->heap_at);
   return 0;
@@ -1337,14 +1284,7 @@ static void heap_remove(scree__store *s, scree__waiter *w) {
  * list goes when it was the last waiter of its name. w itself stays. */
 static void waiter_unlink(scree__store *s, scree__waiter *w) {
   wait_list *wl = w->list;
-  if (w->prev)
-    w->prev->next = w->next;
-  else
-    wl->head = w->next;
-  if (w->next)
-    w->next->prev = w->prev;
-  else
-    wl->tail = w->prev;
+  SCREE__LIST_REMOVE_TAIL(wl->head, wl->tail, w);
   if (wl->head == NULL)
     waits_remove(s, wl);
   heap_remove(s, w);
@@ -1412,11 +1352,7 @@ int scree__store_wait(scree__store *s, scree__session *sess, const char *name, u
   }
   w->list = wl;
   w->prev = wl->tail;
-  if (wl->tail)
-    wl->tail->next = w;
-  else
-    wl->head = w;
-  wl->tail = w;
+  SCREE__LIST_APPEND(wl->head, wl->tail, w);
   sess->waiter = w;
   s->nwaiters++;
   return 0;
@@ -1515,12 +1451,7 @@ struct scree__watch {
 static void watch_free(scree__store *s, scree__watch *w) {
   for (uint32_t i = 0; i < w->count; i++)
     free(w->ring[(w->head + i) % (w->cap + 1)].name);
-  if (w->prev)
-    w->prev->next = w->next;
-  else
-    s->watches = w->next;
-  if (w->next)
-    w->next->prev = w->prev;
+  SCREE__LIST_REMOVE(s->watches, w);
   w->sess->watch = NULL;
   s->nwatchers--;
   free(w->ring);

@@ -15,6 +15,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "grow.h"
 #include "log.h"
 #include "scree/attention.h"
 #include "scree/error.h"
@@ -78,16 +79,10 @@ static void arena_add(wstate *w, const scree__wmsg_arena *m, int fd) {
   warena *a = arena_find(w, m->arena_id);
   if (a != NULL)
     arena_forget(w, m->arena_id);
-  if (w->n == w->cap) {
-    size_t cap = w->cap ? w->cap * 2 : 16;
-    warena *na = realloc(w->a, cap * sizeof(*na));
-    if (na == NULL) {
-      scree__log(SCREE__LOG_ERROR, "worker_arena_failed", "arena=%" PRIu64 " msg=\"out of memory\"",
-                 m->arena_id);
-      return;
-    }
-    w->a = na;
-    w->cap = cap;
+  if (SCREE__GROW(&w->a, &w->cap, w->n + 1, 16) != 0) {
+    scree__log(SCREE__LOG_ERROR, "worker_arena_failed", "arena=%" PRIu64 " msg=\"out of memory\"",
+               m->arena_id);
+    return;
   }
   warena n = {.id = m->arena_id, .size = m->size, .writable = (int)m->writable};
   int rc = 0;
