@@ -173,15 +173,26 @@ int main(int argc, char **argv) {
   }
 
   bench_raw_start();
-  double *rt = malloc(sizeof(double) * (size_t)raw_iters);
-  bench_raw_sample(rt, 1000); /* warm up */
+  /* The warm-up's 1,000 samples are thrown away; the buffer holds whichever
+   * of the two runs is longer. */
+  int warm = 1000;
+  double *rt = malloc(sizeof(double) * (size_t)(raw_iters > warm ? raw_iters : warm));
+  if (rt == NULL) {
+    fprintf(stderr, "handoff: out of memory for %d round-trip samples\n", raw_iters);
+    return 1;
+  }
+  bench_raw_sample(rt, warm);
   bench_raw_sample(rt, raw_iters);
   bench_stat2 raw = bench_summarize(rt, raw_iters);
   free(rt);
   row rows[8];
   int n = 0;
   char *list = strdup(sizes);
-  for (char *tok = strtok(list, ","); tok != NULL && n < 8; tok = strtok(NULL, ",")) {
+  for (char *tok = strtok(list, ","); tok != NULL; tok = strtok(NULL, ",")) {
+    if (n == 8) {
+      fprintf(stderr, "handoff: at most 8 sizes (--sizes has more)\n");
+      return 1;
+    }
     uint64_t b = bench_parse_size(tok);
     if (b < 2048) {
       fprintf(stderr, "handoff: size %s is below 2 KiB\n", tok);
