@@ -27,7 +27,6 @@ against a float32 reference).
   python3 bench/attention.py --lib ... --decode --json decode.json  # decode cases
 """
 import argparse
-import ctypes
 import json
 import math
 import os
@@ -38,43 +37,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-SCREE_DEVICE_CUDA = 1
-SCREE_FLOAT16 = 7
-SCREE_BFLOAT16 = 8
-
-
-class Args(ctypes.Structure):
-    # Mirrors scree_attention_args in kernels/include/scree/attention.h.
-    _fields_ = [
-        ("device", ctypes.c_int),
-        ("q_dtype", ctypes.c_int),
-        ("k_dtype", ctypes.c_int),
-        ("v_dtype", ctypes.c_int),
-        ("out_dtype", ctypes.c_int),
-        ("q", ctypes.c_void_p),
-        ("k", ctypes.c_void_p),
-        ("v", ctypes.c_void_p),
-        ("out", ctypes.c_void_p),
-        ("lse", ctypes.c_void_p),
-        ("cu_seqlens_q", ctypes.c_void_p),
-        ("cu_seqlens_k", ctypes.c_void_p),
-        ("batch", ctypes.c_int32),
-        ("total_q", ctypes.c_int32),
-        ("total_k", ctypes.c_int32),
-        ("max_seqlen_q", ctypes.c_int32),
-        ("max_seqlen_k", ctypes.c_int32),
-        ("num_heads_q", ctypes.c_int32),
-        ("num_heads_kv", ctypes.c_int32),
-        ("head_dim", ctypes.c_int32),
-        ("softmax_scale", ctypes.c_float),
-        ("causal", ctypes.c_int),
-        ("window_left", ctypes.c_int32),
-        ("window_right", ctypes.c_int32),
-        ("num_threads", ctypes.c_int),
-        ("stream", ctypes.c_void_p),
-        ("msg", ctypes.c_char_p),
-        ("msg_len", ctypes.c_size_t),
-    ]
+# The ctypes binding of scree_attention_fwd, shared with
+# tests/gpu/test_attention_accuracy.py.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "kernels", "tools"))
+import attention_ctypes  # noqa: E402
 
 
 def lognormal_lengths(batch, max_len, seed=0):
@@ -219,35 +185,6 @@ def selected(case_list, opt):
     return [c for ci, c in enumerate(case_list) if sel is None or ci in sel]
 
 
-def scree_call(lib, q, k, v, out, lse, cu_q, cu_k, max_q, max_k, causal):
-    """A function that runs scree_attention_fwd on packed bfloat16 tensors
-    (lse may be None) on torch's current stream and returns out, raising
-    RuntimeError with the library's message when it fails. The argument block is built once,
-    outside the timed calls."""
-    hq, hkv, d = q.shape[1], k.shape[1], q.shape[2]
-    msg = ctypes.create_string_buffer(256)
-    a = Args(device=SCREE_DEVICE_CUDA, q_dtype=SCREE_BFLOAT16, k_dtype=SCREE_BFLOAT16,
-             v_dtype=SCREE_BFLOAT16, out_dtype=SCREE_BFLOAT16, q=q.data_ptr(), k=k.data_ptr(),
-             v=v.data_ptr(), out=out.data_ptr(), lse=None if lse is None else lse.data_ptr(),
-             cu_seqlens_q=cu_q.data_ptr(), cu_seqlens_k=cu_k.data_ptr(), batch=len(cu_q) - 1,
-             total_q=q.shape[0], total_k=k.shape[0], max_seqlen_q=max_q, max_seqlen_k=max_k,
-             num_heads_q=hq, num_heads_kv=hkv, head_dim=d, softmax_scale=0.0,
-             causal=int(causal), window_left=-1, window_right=-1, num_threads=0,
-             stream=torch.cuda.current_stream().cuda_stream,
-             msg=ctypes.cast(msg, ctypes.c_char_p), msg_len=256)
-    ap_ = ctypes.byref(a)
-
-    def fn():
-        rc = lib.scree_attention_fwd(ap_)
-        if rc != 0:
-            raise RuntimeError(f"scree rc={rc}: {msg.value.decode()}")
-        return out
-
-    # The closure keeps the buffer and the block alive as long as it is.
-    fn.keep = (msg, a)
-    return fn
-
-
 def varlen_call(varlen_attn, q, k, v, cu_q, cu_k, max_q, max_k, causal, row):
     """A function that runs torch's varlen_attn (FlashAttention-2) on the same
     call. With grouped heads it asks for enable_gqa; a torch without it gets
@@ -307,7 +244,7 @@ def bench_decode(lib, opt, dev, props):
 
         out = torch.full_like(q, float("nan"))
         lse = torch.full((hq, Tq), float("nan"), device=dev, dtype=torch.float32)
-        scree_fn = scree_call(lib, q, k, v, out, lse, cu_q, cu_k, Mq, Mk, causal)
+        scree_fn = attention_ctypes.attention_call(lib, q, k, v, out, lse, cu_q, cu_k, Mq, Mk, causal)
 
         try:
             record("scree", scree_fn, lambda o: o)
@@ -392,9 +329,7 @@ def main():
         os.environ["SCREE_ATTN_VARIANT"] = str(opt.variant)
     if opt.sm90 is not None:
         os.environ["SCREE_ATTN_SM90"] = str(opt.sm90)
-    lib = ctypes.CDLL(opt.lib)
-    lib.scree_attention_fwd.argtypes = [ctypes.POINTER(Args)]
-    lib.scree_attention_fwd.restype = ctypes.c_int
+    lib = attention_ctypes.load(opt.lib)
 
     from triton.testing import do_bench
 
@@ -430,7 +365,7 @@ def main():
 
         # scree
         out = torch.full_like(q, float("nan"))
-        scree_fn = scree_call(lib, q, k, v, out, None, cu, cu, M, M, causal)
+        scree_fn = attention_ctypes.attention_call(lib, q, k, v, out, None, cu, cu, M, M, causal)
 
         try:
             scree_fn()
