@@ -383,7 +383,7 @@ def bench_cudnn(lib, opt, dev, props):
         fl = flops([L] * B, H, D, causal)
         row = dict(case=c["name"], batch=B, seqlen=L, hq=H, hkv=H, d=D, causal=causal,
                    tflop=fl / 1e12, device=props.name, torch=torch.__version__,
-                   cudnn=torch.backends.cudnn.version())
+                   cudnn_version=torch.backends.cudnn.version())
 
         def record(p, fn, packed):
             # The warnings say why SDPA found no kernel for a backend.
