@@ -9,7 +9,11 @@ case says otherwise) it times, with triton.testing.do_bench (median):
   flex       FlexAttention with a document block mask (mask built untimed)
   cudnn      torch.ops.aten._cudnn_attention_forward with cu_seqlens
 and checks every output against a float32 reference (per-sequence SDPA on
-upcast inputs): relative error ||out - ref|| / ||ref||.
+upcast inputs): relative error ||out - ref|| / ||ref||. torch 2.11 spends
+60-90 ms of host time in each ragged cuDNN call, so do_bench's figure for it
+is host-bound; the cuDNN device column is its kernel time instead, from the
+PyTorch profiler (device_ms below), and scree/cuDNN compares that with scree's
+kernel time measured the same way.
 
 TFLOP/s count sum over sequences of 4 * L^2 * Hq * D, halved for causal.
 Prints a markdown table and writes JSON (--json).
@@ -21,60 +25,34 @@ FlexAttention, with FlashAttention's accuracy criterion (max error at most 2x
 that of the same attention computed by PyTorch in the input dtype, both
 against a float32 reference).
 
+--cudnn runs issue 18's uniform batches instead (bench_cudnn below): dense
+(B, L, H, D) tensors through torch.nn.functional.scaled_dot_product_attention
+restricted to the cuDNN backend and to the flash backend (FlashAttention-2),
+and scree on the same memory packed, each timed with do_bench; a backend that
+refuses a shape is reported n/a.
+
   python3 bench/attention.py --lib build-gpu/kernels/libscreekernels.so --json out.json
   python3 bench/attention.py --lib ... --scree-only --variant 2   # one tile variant
   python3 bench/attention.py --lib ... --scree-only --sm90 0      # mma.sync kernels only
   python3 bench/attention.py --lib ... --decode --json decode.json  # decode cases
+  python3 bench/attention.py --lib ... --cudnn --json cudnn.json    # uniform, beside cuDNN
 """
 import argparse
-import ctypes
 import json
 import math
 import os
 import sys
 import time
+import warnings
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-SCREE_DEVICE_CUDA = 1
-SCREE_FLOAT16 = 7
-SCREE_BFLOAT16 = 8
-
-
-class Args(ctypes.Structure):
-    # Mirrors scree_attention_args in kernels/include/scree/attention.h.
-    _fields_ = [
-        ("device", ctypes.c_int),
-        ("q_dtype", ctypes.c_int),
-        ("k_dtype", ctypes.c_int),
-        ("v_dtype", ctypes.c_int),
-        ("out_dtype", ctypes.c_int),
-        ("q", ctypes.c_void_p),
-        ("k", ctypes.c_void_p),
-        ("v", ctypes.c_void_p),
-        ("out", ctypes.c_void_p),
-        ("lse", ctypes.c_void_p),
-        ("cu_seqlens_q", ctypes.c_void_p),
-        ("cu_seqlens_k", ctypes.c_void_p),
-        ("batch", ctypes.c_int32),
-        ("total_q", ctypes.c_int32),
-        ("total_k", ctypes.c_int32),
-        ("max_seqlen_q", ctypes.c_int32),
-        ("max_seqlen_k", ctypes.c_int32),
-        ("num_heads_q", ctypes.c_int32),
-        ("num_heads_kv", ctypes.c_int32),
-        ("head_dim", ctypes.c_int32),
-        ("softmax_scale", ctypes.c_float),
-        ("causal", ctypes.c_int),
-        ("window_left", ctypes.c_int32),
-        ("window_right", ctypes.c_int32),
-        ("num_threads", ctypes.c_int),
-        ("stream", ctypes.c_void_p),
-        ("msg", ctypes.c_char_p),
-        ("msg_len", ctypes.c_size_t),
-    ]
+# The ctypes binding of scree_attention_fwd, shared with
+# tests/gpu/test_attention_accuracy.py.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "kernels", "tools"))
+import attention_ctypes  # noqa: E402
 
 
 def lognormal_lengths(batch, max_len, seed=0):
@@ -185,6 +163,26 @@ def copy_bandwidth(dev):
     return 2 * 2 * n / (ms * 1e-3) / 1e9
 
 
+def device_ms(fn, iters=5):
+    """Milliseconds of GPU work per call of fn: the kernels, copies and
+    memsets that the PyTorch profiler (CUPTI) records over iters calls,
+    summed and divided by iters; None where it records none. do_bench's
+    events also count the time the GPU waits for the host between launches;
+    this does not, so a call slow on the host is told apart from a slow
+    kernel. Kernels launched outside torch (scree's, through ctypes) are
+    recorded too: CUPTI sees every launch of the process."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(iters):
+            fn()
+        torch.cuda.synchronize()
+    us = sum(e.time_range.elapsed_us() for e in prof.events() if e.device_type == DeviceType.CUDA)
+    return us / iters / 1e3 if us > 0 else None
+
+
 def save_json(results, opt):
     """The rows, as measured, into the --json file when one is named."""
     if opt.json:
@@ -217,35 +215,6 @@ def selected(case_list, opt):
     """The cases that --cases names by index (all without it)."""
     sel = [int(x) for x in opt.cases.split(",")] if opt.cases else None
     return [c for ci, c in enumerate(case_list) if sel is None or ci in sel]
-
-
-def scree_call(lib, q, k, v, out, lse, cu_q, cu_k, max_q, max_k, causal):
-    """A function that runs scree_attention_fwd on packed bfloat16 tensors
-    (lse may be None) on torch's current stream and returns out, raising
-    RuntimeError with the library's message when it fails. The argument block is built once,
-    outside the timed calls."""
-    hq, hkv, d = q.shape[1], k.shape[1], q.shape[2]
-    msg = ctypes.create_string_buffer(256)
-    a = Args(device=SCREE_DEVICE_CUDA, q_dtype=SCREE_BFLOAT16, k_dtype=SCREE_BFLOAT16,
-             v_dtype=SCREE_BFLOAT16, out_dtype=SCREE_BFLOAT16, q=q.data_ptr(), k=k.data_ptr(),
-             v=v.data_ptr(), out=out.data_ptr(), lse=None if lse is None else lse.data_ptr(),
-             cu_seqlens_q=cu_q.data_ptr(), cu_seqlens_k=cu_k.data_ptr(), batch=len(cu_q) - 1,
-             total_q=q.shape[0], total_k=k.shape[0], max_seqlen_q=max_q, max_seqlen_k=max_k,
-             num_heads_q=hq, num_heads_kv=hkv, head_dim=d, softmax_scale=0.0,
-             causal=int(causal), window_left=-1, window_right=-1, num_threads=0,
-             stream=torch.cuda.current_stream().cuda_stream,
-             msg=ctypes.cast(msg, ctypes.c_char_p), msg_len=256)
-    ap_ = ctypes.byref(a)
-
-    def fn():
-        rc = lib.scree_attention_fwd(ap_)
-        if rc != 0:
-            raise RuntimeError(f"scree rc={rc}: {msg.value.decode()}")
-        return out
-
-    # The closure keeps the buffer and the block alive as long as it is.
-    fn.keep = (msg, a)
-    return fn
 
 
 def varlen_call(varlen_attn, q, k, v, cu_q, cu_k, max_q, max_k, causal, row):
@@ -307,7 +276,7 @@ def bench_decode(lib, opt, dev, props):
 
         out = torch.full_like(q, float("nan"))
         lse = torch.full((hq, Tq), float("nan"), device=dev, dtype=torch.float32)
-        scree_fn = scree_call(lib, q, k, v, out, lse, cu_q, cu_k, Mq, Mk, causal)
+        scree_fn = attention_ctypes.attention_call(lib, q, k, v, out, lse, cu_q, cu_k, Mq, Mk, causal)
 
         try:
             record("scree", scree_fn, lambda o: o)
@@ -374,6 +343,109 @@ def bench_decode(lib, opt, dev, props):
     return 0
 
 
+# ---- uniform batches beside cuDNN (issue 18)
+
+
+def uniform_cases():
+    """Issue 18's uniform batches (bf16, Hq = Hkv = 16). Padding costs nothing
+    on them, so SDPA gets dense tensors and no peer is charged for ragged
+    input. head_dim 256 needs cuDNN's support for it on Hopper; where a
+    backend refuses a shape its cell says n/a."""
+    c = []
+    for b, L, d, causal in ((16, 4096, 128, True), (16, 4096, 128, False), (4, 16384, 128, True),
+                            (4, 16384, 128, False), (16, 4096, 64, True), (16, 4096, 256, True),
+                            (16, 4096, 256, False)):
+        c.append(dict(name=f"B{b} L{L} H16 d{d} {'causal' if causal else 'non-causal'}",
+                      b=b, l=L, h=16, d=d, causal=causal))
+    return c
+
+
+def bench_cudnn(lib, opt, dev, props):
+    """The --cudnn table: for each uniform case, q, k and v are (B, L, H, D)
+    bf16; SDPA reads them as (B, H, L, D) views (the layout FlashAttention
+    keeps natively; cuDNN takes the strides as they are) under
+    sdpa_kernel(FLASH_ATTENTION) and sdpa_kernel(CUDNN_ATTENTION), and scree
+    reads the same memory as packed (B*L, H, D) with cu_seqlens 0, L, 2L, ...
+    Each is timed with do_bench (median) and with the profiler's device time
+    (device_ms), and checked against the float32 reference."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from triton.testing import do_bench
+    print(f"cuDNN {torch.backends.cudnn.version()}", flush=True)
+    results = []
+    for c in selected(uniform_cases(), opt):
+        torch.manual_seed(0)
+        B, L, H, D, causal = c["b"], c["l"], c["h"], c["d"], c["causal"]
+        q, k, v = (torch.randn(B, L, H, D, device=dev, dtype=torch.bfloat16) for _ in range(3))
+        qp, kp, vp = (t.view(B * L, H, D) for t in (q, k, v))
+        cu_list = [i * L for i in range(B + 1)]
+        cu = torch.tensor(cu_list, dtype=torch.int32, device=dev)
+        ref = reference(qp, kp, vp, cu_list, [L] * B, H, H, causal)
+        fl = flops([L] * B, H, D, causal)
+        row = dict(case=c["name"], batch=B, seqlen=L, hq=H, hkv=H, d=D, causal=causal,
+                   tflop=fl / 1e12, device=props.name, torch=torch.__version__,
+                   cudnn_version=torch.backends.cudnn.version())
+
+        def record(p, fn, packed):
+            # The warnings say why SDPA found no kernel for a backend.
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                try:
+                    o = fn()
+                    torch.cuda.synchronize()
+                    row[f"{p}_err"] = rel_err(packed(o), ref)
+                    ms = do_bench(fn, warmup=100, rep=400, return_mode="median")
+                    row[f"{p}_ms"] = ms
+                    row[f"{p}_tflops"] = fl / ms / 1e9
+                    dms = device_ms(fn)
+                    if dms is not None:
+                        row[f"{p}_device_ms"] = dms
+                        row[f"{p}_device_tflops"] = fl / dms / 1e9
+                except Exception as e:  # noqa: BLE001
+                    why = "; ".join(str(w.message) for w in caught)
+                    row[f"{p}_error"] = (repr(e) + (f" [{why}]" if why else ""))[:600]
+
+        out = torch.full_like(qp, float("nan"))
+        record("scree", attention_ctypes.attention_call(lib, qp, kp, vp, out, None, cu, cu, L, L, causal),
+               lambda o: o)
+        if not opt.scree_only:
+            qt, kt, vt = (t.transpose(1, 2) for t in (q, k, v))
+            sdpa = lambda: F.scaled_dot_product_attention(qt, kt, vt, is_causal=causal)  # noqa: E731
+            unpad = lambda o: o.transpose(1, 2).reshape(B * L, H, D)  # noqa: E731
+            for p, backend in (("flash", SDPBackend.FLASH_ATTENTION), ("cudnn", SDPBackend.CUDNN_ATTENTION)):
+                if p == "cudnn" and opt.no_cudnn:
+                    row["cudnn_error"] = "left out (--no-cudnn)"
+                    continue
+                with sdpa_kernel(backend):
+                    record(p, sdpa, unpad)
+        results.append(row)
+        print(json.dumps(row), flush=True)
+        del q, k, v, qp, kp, vp, out, ref
+        torch.cuda.empty_cache()
+
+    save_json(results, opt)
+
+    def cell(r, p):
+        if f"{p}_tflops" in r:
+            return f"{r[f'{p}_tflops']:.0f} ({r[f'{p}_err']:.1e})"
+        return "n/a"
+
+    def ratio(r, p):
+        ok = f"{p}_tflops" in r and "scree_tflops" in r
+        return f"{r['scree_tflops'] / r[f'{p}_tflops']:.2f}" if ok else "-"
+
+    print()
+    print(f"{props.name}, torch {torch.__version__}, cuDNN {torch.backends.cudnn.version()}; "
+          "TFLOP/s of the do_bench median (relative error); cuDNN device: the profiler's kernel time")
+    print("| case | TFLOP | scree | FA2 (SDPA flash) | cuDNN (SDPA cudnn) | cuDNN device | scree / FA2 | scree / cuDNN |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in results:
+        dev_cell = f"{r['cudnn_device_tflops']:.0f}" if "cudnn_device_tflops" in r else "n/a"
+        print(f"| {r['case']} | {r['tflop']:.2f} | {cell(r, 'scree')} | {cell(r, 'flash')} | "
+              f"{cell(r, 'cudnn')} | {dev_cell} | {ratio(r, 'flash')} | {ratio(r, 'cudnn')} |")
+    print_errors(results, ("scree", "flash", "cudnn"))
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--lib", required=True)
@@ -386,15 +458,15 @@ def main():
     ap.add_argument("--no-flex", action="store_true")
     ap.add_argument("--no-cudnn", action="store_true")
     ap.add_argument("--decode", action="store_true", help="the decode-shaped cases (bench_decode)")
+    ap.add_argument("--cudnn", action="store_true",
+                    help="issue 18's uniform batches beside SDPA's cuDNN and flash backends (bench_cudnn)")
     ap.add_argument("--cases", default=None, help="comma-separated case indices")
     opt = ap.parse_args()
     if opt.variant is not None:
         os.environ["SCREE_ATTN_VARIANT"] = str(opt.variant)
     if opt.sm90 is not None:
         os.environ["SCREE_ATTN_SM90"] = str(opt.sm90)
-    lib = ctypes.CDLL(opt.lib)
-    lib.scree_attention_fwd.argtypes = [ctypes.POINTER(Args)]
-    lib.scree_attention_fwd.restype = ctypes.c_int
+    lib = attention_ctypes.load(opt.lib)
 
     from triton.testing import do_bench
 
@@ -403,6 +475,8 @@ def main():
     print(f"device: {props.name}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}", flush=True)
     if opt.decode:
         return bench_decode(lib, opt, dev, props)
+    if opt.cudnn:
+        return bench_cudnn(lib, opt, dev, props)
 
     varlen_attn = load_varlen_attn(opt)
     if not opt.scree_only:
@@ -430,7 +504,7 @@ def main():
 
         # scree
         out = torch.full_like(q, float("nan"))
-        scree_fn = scree_call(lib, q, k, v, out, None, cu, cu, M, M, causal)
+        scree_fn = attention_ctypes.attention_call(lib, q, k, v, out, None, cu, cu, M, M, causal)
 
         try:
             scree_fn()
@@ -500,6 +574,16 @@ def main():
                 ms = do_bench(fn, warmup=25, rep=100, return_mode="median")
                 row["cudnn_ms"] = ms
                 row["cudnn_tflops"] = fl / ms / 1e9
+                # The host time above hides the kernel from do_bench: its
+                # kernel time, and scree's measured the same way beside it.
+                dms = device_ms(fn, iters=3)
+                if dms is not None:
+                    row["cudnn_device_ms"] = dms
+                    row["cudnn_device_tflops"] = fl / dms / 1e9
+                    sms = device_ms(scree_fn) if "scree_ms" in row else None
+                    if sms is not None:
+                        row["scree_device_ms"] = sms
+                        row["scree_device_tflops"] = fl / sms / 1e9
             except Exception as e:  # noqa: BLE001
                 row["cudnn_error"] = repr(e)[:300]
 
@@ -516,15 +600,20 @@ def main():
         return "n/a" if f"{p}_error" not in r else "error"
 
     print()
-    print(f"| case | B | tokens | max | scree TFLOP/s (rel err) | varlen_attn | FlexAttention | cuDNN | scree/varlen | scree/flex | scree/cudnn |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("TFLOP/s of the do_bench median (relative error); cuDNN per call is host-bound (torch 2.11), "
+          "cuDNN device is its kernel time from the profiler, and scree/cuDNN compares it with "
+          "scree's kernel time measured the same way")
+    print("| case | B | tokens | max | scree TFLOP/s (rel err) | varlen_attn | FlexAttention | cuDNN per call | "
+          "cuDNN device | scree/varlen | scree/flex | scree/cuDNN device |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in results:
-        def ratio(p):
-            ok = f"{p}_tflops" in r and "scree_tflops" in r
-            return f"{r['scree_tflops'] / r[f'{p}_tflops']:.2f}" if ok else "-"
+        def ratio(p, a="scree_tflops"):
+            ok = f"{p}_tflops" in r and a in r
+            return f"{r[a] / r[f'{p}_tflops']:.2f}" if ok else "-"
+        dev_cell = f"{r['cudnn_device_tflops']:.0f}" if "cudnn_device_tflops" in r else "n/a"
         print(f"| {r['case']} | {r['batch']} | {r['tokens']:,} | {r['max_len']} | {cell(r, 'scree')} | "
-              f"{cell(r, 'varlen')} | {cell(r, 'flex')} | {cell(r, 'cudnn')} | {ratio('varlen')} | "
-              f"{ratio('flex')} | {ratio('cudnn')} |")
+              f"{cell(r, 'varlen')} | {cell(r, 'flex')} | {cell(r, 'cudnn')} | {dev_cell} | {ratio('varlen')} | "
+              f"{ratio('flex')} | {ratio('cudnn_device', 'scree_device_tflops')} |")
     print_errors(results, ("scree", "varlen", "flex", "cudnn"))
 
 

@@ -8,8 +8,9 @@
 # BUILD_DIR is a Release CUDA build bundled with tools/gpu-bundle, PYSITE a
 # folder where `pip install --target` put the scree package built for the GPU
 # machine's Python. stages: any of tests python handoff bridges attention
-# (default: all). Each stage writes its log under OUTDIR; the last lines
-# printed are the summary.
+# cudnn (default: all but cudnn, the uniform batches beside cuDNN of
+# bench/attention.py --cudnn). Each stage writes its log under OUTDIR; the
+# last lines printed are the summary.
 set -uo pipefail
 build=${1:?build dir}
 pysite=${2:?python site}
@@ -27,7 +28,9 @@ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 for stage in $stages; do
   case $stage in
   tests)
-    SCREE_GPU_TEST_ALARM=120 timeout 300 ctest --test-dir "$build" -L gpu --output-on-failure \
+    # 480 s: the attention accuracy tests (seven processes, one per kernel
+    # choice) add an estimated minute and a half (not yet measured).
+    SCREE_GPU_TEST_ALARM=120 timeout 480 ctest --test-dir "$build" -L gpu --output-on-failure \
       >"$out/ctest.log" 2>&1
     summary+=("ctest -L gpu: $(grep -E 'tests passed' "$out/ctest.log")")
     ;;
@@ -52,6 +55,11 @@ for stage in $stages; do
     timeout 300 python3 bench/attention.py --lib "$build/kernels/libscreekernels.so" \
       --json "$out/attention.json" >"$out/attention.log" 2>&1
     summary+=("attention: exit $?")
+    ;;
+  cudnn)
+    timeout 300 python3 bench/attention.py --lib "$build/kernels/libscreekernels.so" --cudnn \
+      --json "$out/cudnn.json" >"$out/cudnn.log" 2>&1
+    summary+=("cudnn: exit $?")
     ;;
   esac
 done
