@@ -25,7 +25,7 @@ typedef struct scree__import_src {
 } scree__import_src;
 
 typedef struct scree__importer {
-  const char *name; /* "host mmap", "cuda vmm", ... for messages */
+  const char *name; /* "host mmap", "cuda", ... for messages */
   /* Maps the arena. writable asks for a mapping the caller may write
    * (create); otherwise a read-only one is enough (get). Does not take
    * ownership of src->fd: the caller closes it. On success stores the base
