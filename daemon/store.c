@@ -11,6 +11,7 @@
 #include "log.h"
 #include "quota.h"
 #include "scree/error.h"
+#include "sorted.h"
 
 typedef struct scree__lease scree__lease;
 typedef struct scree__waiter scree__waiter;
@@ -205,16 +206,11 @@ int scree__name_check(const char *name, char *msg, size_t msg_len) {
 
 /* The index of the first name >= key (or > key when strictly is set). */
 static size_t names_bound(const scree__store *s, const char *key, int strictly) {
-  size_t lo = 0, hi = s->nnames;
-  while (lo < hi) {
-    size_t mid = lo + (hi - lo) / 2;
-    int c = strcmp(s->names[mid]->name, key);
-    if (c < 0 || (strictly && c == 0))
-      lo = mid + 1;
-    else
-      hi = mid;
-  }
-  return lo;
+  size_t at;
+  SCREE__LOWER_BOUND(at, s->nnames, mid,
+                     strictly ? strcmp(s->names[mid]->name, key) <= 0
+                              : strcmp(s->names[mid]->name, key) < 0);
+  return at;
 }
 
 static scree__batch *names_find(const scree__store *s, const char *name) {
@@ -523,16 +519,10 @@ size_t scree__store_errors(const scree__store *s, scree__error_count *out) {
 /* ---- locations --------------------------------------------------------- */
 
 static int known_find(const scree__session *sess, uint64_t id, size_t *pos) {
-  size_t lo = 0, hi = sess->nknown;
-  while (lo < hi) {
-    size_t mid = lo + (hi - lo) / 2;
-    if (sess->known[mid].id < id)
-      lo = mid + 1;
-    else
-      hi = mid;
-  }
-  *pos = lo;
-  return lo < sess->nknown && sess->known[lo].id == id;
+  size_t at;
+  SCREE__LOWER_BOUND(at, sess->nknown, mid, sess->known[mid].id < id);
+  *pos = at;
+  return at < sess->nknown && sess->known[at].id == id;
 }
 
 /* Makes sure sess's known list has room for one more arena. */
@@ -1177,15 +1167,9 @@ struct scree__waiter {
 };
 
 static size_t waits_bound(const scree__store *s, const char *name) {
-  size_t lo = 0, hi = s->nwaits;
-  while (lo < hi) {
-    size_t mid = lo + (hi - lo) / 2;
-    if (strcmp(s->waits[mid]->name, name) < 0)
-      lo = mid + 1;
-    else
-      hi = mid;
-  }
-  return lo;
+  size_t at;
+  SCREE__LOWER_BOUND(at, s->nwaits, mid, strcmp(s->waits[mid]->name, name) < 0);
+  return at;
 }
 
 static wait_list *waits_find(const scree__store *s, const char *name) {
