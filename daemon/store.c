@@ -837,15 +837,24 @@ static int find_named(scree__store *s, const char *name, scree__batch **out, cha
   return 0;
 }
 
+/* find_named for seal and delete, which must leave the output of a running
+ * attention job alone: that batch is refused with code and a message that
+ * ends with hint. */
+static int find_named_unreserved(scree__store *s, const char *name, int code, const char *hint,
+                                 scree__batch **out, char *msg, size_t msg_len) {
+  int rc = find_named(s, name, out, msg, msg_len);
+  if (rc == 0 && (*out)->reserved)
+    rc = scree__fail(code, msg, msg_len, "batch '%s' is the output of a running attention job%s",
+                     name, hint);
+  return rc;
+}
+
 int scree__store_seal(scree__store *s, scree__session *sess, const char *name,
                       scree__batch_view *out, char *msg, size_t msg_len) {
   scree__batch *b;
-  int rc = find_named(s, name, &b, msg, msg_len);
+  int rc = find_named_unreserved(s, name, SCREE_EPERM, "", &b, msg, msg_len);
   if (rc != 0)
     return rc;
-  if (b->reserved)
-    return scree__fail(SCREE_EPERM, msg, msg_len,
-                       "batch '%s' is the output of a running attention job", name);
   if (b->creator != sess->id)
     return scree__fail(SCREE_EPERM, msg, msg_len, "batch '%s' was created by another connection",
                        name);
@@ -935,14 +944,10 @@ int scree__store_release(scree__store *s, scree__session *sess, uint64_t lease_i
 int scree__store_delete(scree__store *s, scree__session *sess, const char *name, int *deferred,
                         char *msg, size_t msg_len) {
   scree__batch *b;
-  int rc = find_named(s, name, &b, msg, msg_len);
+  int rc = find_named_unreserved(s, name, SCREE_EBUSY, "; delete it once the job has answered",
+                                 &b, msg, msg_len);
   if (rc != 0)
     return rc;
-  if (b->reserved)
-    return scree__fail(SCREE_EBUSY, msg, msg_len,
-                       "batch '%s' is the output of a running attention job; delete it once "
-                       "the job has answered",
-                       name);
   if (b->state == BATCH_CREATED && b->creator != sess->id)
     return scree__fail(SCREE_EPERM, msg, msg_len,
                        "batch '%s' is being written by another connection", name);
