@@ -192,6 +192,11 @@ def save_json(results, opt):
             json.dump(results, f, indent=1)
 
 
+def ratio(r, num, den):
+    """r[num] / r[den] for a table cell, or "-" where the row lacks either."""
+    return f"{r[num] / r[den]:.2f}" if num in r and den in r else "-"
+
+
 def print_errors(results, peers):
     """One line per case and implementation that failed, after the table."""
     for r in results:
@@ -365,11 +370,9 @@ def bench_decode(lib, opt, dev, props):
     print("| case | scree | varlen_attn | FlexAttention | pt err | scree lse err | scree/varlen | scree/flex |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in results:
-        def ratio(p):
-            ok = f"{p}_ms" in r and "scree_ms" in r
-            return f"{r[f'{p}_ms'] / r['scree_ms']:.2f}" if ok else "-"
         print(f"| {r['case']} | {cell(r, 'scree')} | {cell(r, 'varlen')} | {cell(r, 'flex')} | "
-              f"{r['pt_maxerr']:.1e} | {r.get('scree_lse_maxerr', float('nan')):.1e} | {ratio('varlen')} | {ratio('flex')} |")
+              f"{r['pt_maxerr']:.1e} | {r.get('scree_lse_maxerr', float('nan')):.1e} | "
+              f"{ratio(r, 'varlen_ms', 'scree_ms')} | {ratio(r, 'flex_ms', 'scree_ms')} |")
     print_errors(results, ("scree", "varlen", "flex"))
     return 0
 
@@ -519,12 +522,10 @@ def main():
     print(f"| case | B | tokens | max | scree TFLOP/s (rel err) | varlen_attn | FlexAttention | cuDNN | scree/varlen | scree/flex | scree/cudnn |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in results:
-        def ratio(p):
-            ok = f"{p}_tflops" in r and "scree_tflops" in r
-            return f"{r['scree_tflops'] / r[f'{p}_tflops']:.2f}" if ok else "-"
         print(f"| {r['case']} | {r['batch']} | {r['tokens']:,} | {r['max_len']} | {cell(r, 'scree')} | "
-              f"{cell(r, 'varlen')} | {cell(r, 'flex')} | {cell(r, 'cudnn')} | {ratio('varlen')} | "
-              f"{ratio('flex')} | {ratio('cudnn')} |")
+              f"{cell(r, 'varlen')} | {cell(r, 'flex')} | {cell(r, 'cudnn')} | "
+              f"{ratio(r, 'scree_tflops', 'varlen_tflops')} | {ratio(r, 'scree_tflops', 'flex_tflops')} | "
+              f"{ratio(r, 'scree_tflops', 'cudnn_tflops')} |")
     print_errors(results, ("scree", "varlen", "flex", "cudnn"))
 
 
