@@ -20,7 +20,7 @@ typedef struct scree__import_src {
   const void *handle;        /* legacy CUDA IPC handle bytes, else NULL */
   size_t handle_len;
   uint64_t arena_id;
-  size_t size;               /* arena bytes, from the Location */
+  size_t size;               /* arena bytes, from the Location; never 0 */
   const unsigned char *device_uuid; /* the daemon's GPU (16 bytes); NULL on host */
 } scree__import_src;
 

@@ -387,9 +387,6 @@ static int cuda_import(const scree__import_src *src, int writable, void **base,
     return scree__fail(SCREE_EPROTO, msg, msg_len,
                        "arena %llu: the daemon named no GPU (no device UUID)",
                        (unsigned long long)src->arena_id);
-  if (src->size == 0)
-    return scree__fail(SCREE_EPROTO, msg, msg_len, "arena %llu has size 0",
-                       (unsigned long long)src->arena_id);
   rc = scree__cuda_find_device(src->device_uuid, &owner, msg, msg_len);
   if (rc == 0)
     rc = scree__cuda_access_device(owner, &access, msg, msg_len);
