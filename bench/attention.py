@@ -190,6 +190,11 @@ def save_json(results, opt):
             json.dump(results, f, indent=1)
 
 
+def ratio(r, num, den):
+    """r[num] / r[den] for a table cell, or "-" where the row lacks either."""
+    return f"{r[num] / r[den]:.2f}" if num in r and den in r else "-"
+
+
 def print_errors(results, peers):
     """One line per case and implementation that failed, after the table."""
     for r in results:
@@ -334,11 +339,9 @@ def bench_decode(lib, opt, dev, props):
     print("| case | scree | varlen_attn | FlexAttention | pt err | scree lse err | scree/varlen | scree/flex |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in results:
-        def ratio(p):
-            ok = f"{p}_ms" in r and "scree_ms" in r
-            return f"{r[f'{p}_ms'] / r['scree_ms']:.2f}" if ok else "-"
         print(f"| {r['case']} | {cell(r, 'scree')} | {cell(r, 'varlen')} | {cell(r, 'flex')} | "
-              f"{r['pt_maxerr']:.1e} | {r.get('scree_lse_maxerr', float('nan')):.1e} | {ratio('varlen')} | {ratio('flex')} |")
+              f"{r['pt_maxerr']:.1e} | {r.get('scree_lse_maxerr', float('nan')):.1e} | "
+              f"{ratio(r, 'varlen_ms', 'scree_ms')} | {ratio(r, 'flex_ms', 'scree_ms')} |")
     print_errors(results, ("scree", "varlen", "flex"))
     return 0
 
@@ -429,10 +432,6 @@ def bench_cudnn(lib, opt, dev, props):
             return f"{r[f'{p}_tflops']:.0f} ({r[f'{p}_err']:.1e})"
         return "n/a"
 
-    def ratio(r, p):
-        ok = f"{p}_tflops" in r and "scree_tflops" in r
-        return f"{r['scree_tflops'] / r[f'{p}_tflops']:.2f}" if ok else "-"
-
     print()
     print(f"{props.name}, torch {torch.__version__}, cuDNN {torch.backends.cudnn.version()}; "
           "TFLOP/s of the do_bench median (relative error); cuDNN device: the profiler's kernel time")
@@ -441,7 +440,7 @@ def bench_cudnn(lib, opt, dev, props):
     for r in results:
         dev_cell = f"{r['cudnn_device_tflops']:.0f}" if "cudnn_device_tflops" in r else "n/a"
         print(f"| {r['case']} | {r['tflop']:.2f} | {cell(r, 'scree')} | {cell(r, 'flash')} | "
-              f"{cell(r, 'cudnn')} | {dev_cell} | {ratio(r, 'flash')} | {ratio(r, 'cudnn')} |")
+              f"{cell(r, 'cudnn')} | {dev_cell} | {ratio(r, 'scree_tflops', 'flash_tflops')} | {ratio(r, 'scree_tflops', 'cudnn_tflops')} |")
     print_errors(results, ("scree", "flash", "cudnn"))
     return 0
 
@@ -607,13 +606,11 @@ def main():
           "cuDNN device | scree/varlen | scree/flex | scree/cuDNN device |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in results:
-        def ratio(p, a="scree_tflops"):
-            ok = f"{p}_tflops" in r and a in r
-            return f"{r[a] / r[f'{p}_tflops']:.2f}" if ok else "-"
         dev_cell = f"{r['cudnn_device_tflops']:.0f}" if "cudnn_device_tflops" in r else "n/a"
         print(f"| {r['case']} | {r['batch']} | {r['tokens']:,} | {r['max_len']} | {cell(r, 'scree')} | "
-              f"{cell(r, 'varlen')} | {cell(r, 'flex')} | {cell(r, 'cudnn')} | {dev_cell} | {ratio('varlen')} | "
-              f"{ratio('flex')} | {ratio('cudnn_device', 'scree_device_tflops')} |")
+              f"{cell(r, 'varlen')} | {cell(r, 'flex')} | {cell(r, 'cudnn')} | {dev_cell} | "
+              f"{ratio(r, 'scree_tflops', 'varlen_tflops')} | {ratio(r, 'scree_tflops', 'flex_tflops')} | "
+              f"{ratio(r, 'scree_device_tflops', 'cudnn_device_tflops')} |")
     print_errors(results, ("scree", "varlen", "flex", "cudnn"))
 
 

@@ -57,10 +57,12 @@ static void put_small(scree_client *c, const char *name) {
   bench_must(c, scree_client_put(c, name, &a, NULL), name);
 }
 
-/* Create and fill, so that only the Seal is left to time. On a GPU daemon
- * the view is GPU memory, written through put's path instead: the timed
- * step is then a put. */
-static void create_filled(scree_client *c, const char *name, int gpu) {
+/* Names round k's batch "prefix/k" into name (64 bytes), then creates and
+ * fills it, so that only the Seal is left to time. On a GPU daemon the
+ * view is GPU memory, written through put's path instead: the timed step
+ * is then a put. */
+static void create_filled(scree_client *c, char *name, const char *prefix, int k, int gpu) {
+  snprintf(name, 64, "%s/%d", prefix, k);
   if (gpu)
     return;
   scree_array desc, out;
@@ -127,8 +129,7 @@ static latency bench_latency(int iters, int gpu) {
   double *req = malloc(sizeof(double) * (size_t)iters);
   char name[64];
   for (int i = 0; i < iters; i++) {
-    snprintf(name, sizeof(name), "bench/lat/%d", i);
-    create_filled(p, name, gpu);
+    create_filled(p, name, "bench/lat", i, gpu);
     await_waiters(p, 1);
     raw[i] = bench_raw_one();
     double t0 = bench_now_us();
@@ -177,8 +178,7 @@ static fanout bench_fanout(int n, int rounds, int gpu) {
   double *first = malloc(sizeof(double) * (size_t)rounds);
   char name[64];
   for (int r = 0; r < rounds; r++) {
-    snprintf(name, sizeof(name), "bench/fan/%d", r);
-    create_filled(p, name, gpu);
+    create_filled(p, name, "bench/fan", r, gpu);
     for (int i = 0; i < n; i++)
       bench_must(w[i], scree_client_get_wait_start(w[i], name, -1), "get_wait_start");
     await_waiters(p, (uint32_t)n);

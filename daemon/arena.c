@@ -8,6 +8,7 @@
 #include "list.h"
 #include "log.h"
 #include "scree/error.h"
+#include "sorted.h"
 
 /* Monotonic milliseconds, never 0 (0 marks a clean extent). */
 static uint64_t now_ms(void) { return scree__now_ns() / 1000000u + 1u; }
@@ -246,15 +247,8 @@ int scree__pool_free(scree__pool *p, scree__arena *a, uint64_t offset, uint64_t 
       size > a->used)
     return SCREE_EINVAL;
   /* i: the first extent that starts after the block. */
-  size_t lo = 0, hi = a->nfree;
-  while (lo < hi) {
-    size_t mid = lo + (hi - lo) / 2;
-    if (a->free[mid].off <= offset)
-      lo = mid + 1;
-    else
-      hi = mid;
-  }
-  size_t i = lo;
+  size_t i;
+  SCREE__LOWER_BOUND(i, a->nfree, mid, a->free[mid].off <= offset);
   scree__extent *prev = i > 0 ? &a->free[i - 1] : NULL;
   scree__extent *next = i < a->nfree ? &a->free[i] : NULL;
   /* A block that overlaps free space was never handed out (or was freed

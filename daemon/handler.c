@@ -600,28 +600,18 @@ static void begin_deferred(scree__reply *r, uint64_t id, int op, int code,
     fill_info(&r->info, &r->desc, r->inner, out, scree__now_ns());
 }
 
+static void deliver(scree__handler *h, scree__session *sess, scree__reply *r);
+
 /* Ends a deferred reply (attention, fetch): a failure is made the reply
  * (counted as an error, not as a request again: it was counted when it
- * came), then the reply is encoded, cleared and handed to the server. The
- * server sees a reply that never comes only as a client that waits, so a
- * reply that cannot go out is said in the log. */
+ * came), then the reply is delivered. */
 static void deliver_deferred(scree__handler *h, scree__session *sess, scree__reply *r,
                              const char *op, int code, const char *msg) {
   if (code != 0) {
     snprintf(r->msg, sizeof(r->msg), "%s", msg);
     fail_reply(h, sess, r, op, code);
   }
-  scree__out out;
-  int rc = encode(h, sess, r, &out);
-  scree__reply_clear(r);
-  if (rc != 0 || h->deliver == NULL) {
-    scree__log(SCREE__LOG_ERROR, "reply_lost", "conn=%" PRIu64 " reason=%s",
-               scree__session_id(sess), rc != 0 ? "out_of_memory" : "no_server");
-    if (rc == 0)
-      scree__out_clear(&out);
-    return;
-  }
-  h->deliver(h->deliver_arg, sess, &out);
+  deliver(h, sess, r);
 }
 
 /* A job's end (exec.h): the deferred reply, encoded and delivered. */
@@ -871,10 +861,14 @@ int scree__handler_refuse_bare(const uint8_t *req, size_t req_len, int code, con
 
 /* ---- waits and watches ------------------------------------------------------ */
 
-/* Encodes r for sess and hands it to the server. */
+/* Encodes r for sess, clears it and hands the bytes to the server: the
+ * end of every reply that does not answer a request as it comes (deferred
+ * replies, waits). The server sees a reply that never comes only as a
+ * client that waits, so a reply that cannot go out is said in the log. */
 static void deliver(scree__handler *h, scree__session *sess, scree__reply *r) {
   scree__out out;
   int rc = encode(h, sess, r, &out);
+  scree__reply_clear(r);
   if (rc != 0 || h->deliver == NULL) {
     scree__log(SCREE__LOG_ERROR, "reply_lost", "conn=%" PRIu64 " reason=%s",
                scree__session_id(sess), rc != 0 ? "out_of_memory" : "no_server");
@@ -905,7 +899,6 @@ static void wait_done(void *arg, scree__session *sess, const scree__wait_end *en
   if (rc != 0)
     fail_reply(h, sess, r, "get", rc);
   deliver(h, sess, r);
-  scree__reply_clear(r);
 }
 
 static void watch_ready(void *arg, scree__session *sess) {

@@ -12,8 +12,12 @@
 #ifndef SCREE_DAEMON_MEM_H
 #define SCREE_DAEMON_MEM_H
 
+#include <inttypes.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "scree/error.h"
+#include "sys.h"
 
 typedef struct scree__mem scree__mem;
 
@@ -94,6 +98,18 @@ struct scree__mem {
   const struct scree__mem_ops *ops;
   scree__mem_info info;
 };
+
+/* The check both backends' read and write make first: [offset, offset +
+ * size) must lie inside arena a. Returns 0, or SCREE_EINVAL with a
+ * message. */
+static inline int scree__mem_check_range(const scree__arena_mem *a, uint64_t offset,
+                                         size_t size, char *msg, size_t msg_len) {
+  if (offset > a->size || size > a->size - offset)
+    return scree__fail(SCREE_EINVAL, msg, msg_len,
+                       "range %" PRIu64 "+%zu is outside the %zu-byte arena", offset, size,
+                       a->size);
+  return 0;
+}
 
 /* Creates the host-memory backend. */
 int scree__mem_host_create(scree__mem **out, char *msg, size_t msg_len);

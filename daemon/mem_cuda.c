@@ -37,9 +37,9 @@ typedef struct scree__mem_cuda {
   CUmemAllocationProp prop;
 } scree__mem_cuda;
 
+/* The arena's size is scree__arena_mem.size, which arena_free is given. */
 typedef struct scree__cuda_arena {
   CUdeviceptr ptr;
-  size_t size;
   CUmemGenericAllocationHandle handle; /* VMM mode */
   int fd;                              /* VMM mode: the exported handle; else -1 */
 } scree__cuda_arena;
@@ -73,7 +73,6 @@ static int scree__cuda_arena_alloc(scree__mem *m, size_t size, scree__arena_mem 
   ca = calloc(1, sizeof(*ca));
   if (ca == NULL)
     return scree__fail(SCREE_ENOMEM, msg, msg_len, "out of host memory");
-  ca->size = rounded;
   ca->fd = -1;
 
   if (m->info.ipc_mode == SCREE__IPC_LEGACY) {
@@ -150,8 +149,8 @@ static void scree__cuda_arena_free(scree__mem *m, scree__arena_mem *a) {
   } else {
     if (ca->fd >= 0)
       close(ca->fd);
-    cu->cuMemUnmap(ca->ptr, ca->size);
-    cu->cuMemAddressFree(ca->ptr, ca->size);
+    cu->cuMemUnmap(ca->ptr, a->size);
+    cu->cuMemAddressFree(ca->ptr, a->size);
     /* Clients that imported the fd hold their own reference to the
      * allocation; the physical memory goes when the last one releases. */
     cu->cuMemRelease(ca->handle);
@@ -177,50 +176,40 @@ static int scree__cuda_share_fd(scree__mem *m, const scree__arena_mem *a, int *f
   return 0;
 }
 
-static int scree__cuda_check_range(const scree__arena_mem *a, uint64_t offset, size_t size,
-                                   char *msg, size_t msg_len) {
-  if (offset > a->size || size > a->size - offset)
-    return scree__fail(SCREE_EINVAL, msg, msg_len,
-                         "range [%llu, +%zu) is outside the arena of %zu bytes",
-                         (unsigned long long)offset, size, a->size);
+/* Copies size bytes at offset in arena a out to dst (read) or, with dst
+ * NULL, in from src (write). Both copies are synchronous with respect to
+ * the legacy default stream, so the bytes a client's own stream wrote
+ * before it sent Seal (the client synchronizes that stream first) are
+ * visible to a read here. */
+static int scree__cuda_copy(scree__mem *m, const scree__arena_mem *a, uint64_t offset,
+                            void *dst, const void *src, size_t size, char *msg,
+                            size_t msg_len) {
+  scree__mem_cuda *mc = (scree__mem_cuda *)m;
+  const scree__cu *cu = mc->cu;
+  const scree__cuda_arena *ca = a->impl;
+  int rc;
+
+  rc = scree__mem_check_range(a, offset, size, msg, msg_len);
+  if (rc != 0 || size == 0)
+    return rc;
+  rc = scree__cuda_current(mc, msg, msg_len);
+  if (rc != 0)
+    return rc;
+  if (dst != NULL)
+    SCREE_CUDA_CHECK(cu->cuMemcpyDtoH(dst, ca->ptr + offset, size));
+  else
+    SCREE_CUDA_CHECK(cu->cuMemcpyHtoD(ca->ptr + offset, src, size));
   return 0;
 }
 
 static int scree__cuda_read(scree__mem *m, const scree__arena_mem *a, uint64_t offset,
                             void *dst, size_t size, char *msg, size_t msg_len) {
-  scree__mem_cuda *mc = (scree__mem_cuda *)m;
-  const scree__cu *cu = mc->cu;
-  const scree__cuda_arena *ca = a->impl;
-  int rc;
-
-  rc = scree__cuda_check_range(a, offset, size, msg, msg_len);
-  if (rc != 0 || size == 0)
-    return rc;
-  rc = scree__cuda_current(mc, msg, msg_len);
-  if (rc != 0)
-    return rc;
-  /* Synchronous with respect to the legacy default stream, so the bytes a
-   * client's own stream wrote before it sent Seal (the client synchronizes
-   * that stream first) are visible here. */
-  SCREE_CUDA_CHECK(cu->cuMemcpyDtoH(dst, ca->ptr + offset, size));
-  return 0;
+  return scree__cuda_copy(m, a, offset, dst, NULL, size, msg, msg_len);
 }
 
 static int scree__cuda_write(scree__mem *m, const scree__arena_mem *a, uint64_t offset,
                              const void *src, size_t size, char *msg, size_t msg_len) {
-  scree__mem_cuda *mc = (scree__mem_cuda *)m;
-  const scree__cu *cu = mc->cu;
-  const scree__cuda_arena *ca = a->impl;
-  int rc;
-
-  rc = scree__cuda_check_range(a, offset, size, msg, msg_len);
-  if (rc != 0 || size == 0)
-    return rc;
-  rc = scree__cuda_current(mc, msg, msg_len);
-  if (rc != 0)
-    return rc;
-  SCREE_CUDA_CHECK(cu->cuMemcpyHtoD(ca->ptr + offset, src, size));
-  return 0;
+  return scree__cuda_copy(m, a, offset, NULL, src, size, msg, msg_len);
 }
 
 static void scree__cuda_destroy(scree__mem *m) {

@@ -166,18 +166,9 @@ static int host_share_fd_ro(scree__mem *m, const scree__arena_mem *a, int *fd_ou
   return dup_fd(h->ro_fd, fd_out, msg, msg_len);
 }
 
-static int check_range(const scree__arena_mem *a, uint64_t offset, size_t size, char *msg,
-                       size_t msg_len) {
-  if (offset > a->size || size > a->size - offset)
-    return scree__fail(SCREE_EINVAL, msg, msg_len,
-                       "range %" PRIu64 "+%zu is outside the %zu-byte arena", offset, size,
-                       a->size);
-  return 0;
-}
-
 static int host_read(scree__mem *m, const scree__arena_mem *a, uint64_t offset, void *dst,
                      size_t size, char *msg, size_t msg_len) {
-  int rc = check_range(a, offset, size, msg, msg_len);
+  int rc = scree__mem_check_range(a, offset, size, msg, msg_len);
   if (rc == 0 && size > 0)
     memcpy(dst, (const char *)a->host_ptr + offset, size);
   return rc;
@@ -185,7 +176,7 @@ static int host_read(scree__mem *m, const scree__arena_mem *a, uint64_t offset, 
 
 static int host_write(scree__mem *m, const scree__arena_mem *a, uint64_t offset,
                       const void *src, size_t size, char *msg, size_t msg_len) {
-  int rc = check_range(a, offset, size, msg, msg_len);
+  int rc = scree__mem_check_range(a, offset, size, msg, msg_len);
   if (rc == 0 && size > 0)
     memcpy((char *)a->host_ptr + offset, src, size);
   return rc;

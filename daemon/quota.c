@@ -5,17 +5,12 @@
 
 #include "grow.h"
 #include "scree/error.h"
+#include "sorted.h"
 
 static size_t find(const scree__usage *u, uint32_t uid) {
-  size_t lo = 0, hi = u->n;
-  while (lo < hi) {
-    size_t mid = lo + (hi - lo) / 2;
-    if (u->e[mid].uid < uid)
-      lo = mid + 1;
-    else
-      hi = mid;
-  }
-  return lo;
+  size_t at;
+  SCREE__LOWER_BOUND(at, u->n, mid, u->e[mid].uid < uid);
+  return at;
 }
 
 uint64_t scree__usage_get(const scree__usage *u, uint32_t uid) {

@@ -11,6 +11,7 @@
 #include "log.h"
 #include "quota.h"
 #include "scree/error.h"
+#include "sorted.h"
 
 typedef struct scree__lease scree__lease;
 typedef struct scree__waiter scree__waiter;
@@ -205,16 +206,11 @@ int scree__name_check(const char *name, char *msg, size_t msg_len) {
 
 /* The index of the first name >= key (or > key when strictly is set). */
 static size_t names_bound(const scree__store *s, const char *key, int strictly) {
-  size_t lo = 0, hi = s->nnames;
-  while (lo < hi) {
-    size_t mid = lo + (hi - lo) / 2;
-    int c = strcmp(s->names[mid]->name, key);
-    if (c < 0 || (strictly && c == 0))
-      lo = mid + 1;
-    else
-      hi = mid;
-  }
-  return lo;
+  size_t at;
+  SCREE__LOWER_BOUND(at, s->nnames, mid,
+                     strictly ? strcmp(s->names[mid]->name, key) <= 0
+                              : strcmp(s->names[mid]->name, key) < 0);
+  return at;
 }
 
 static scree__batch *names_find(const scree__store *s, const char *name) {
@@ -523,16 +519,10 @@ size_t scree__store_errors(const scree__store *s, scree__error_count *out) {
 /* ---- locations --------------------------------------------------------- */
 
 static int known_find(const scree__session *sess, uint64_t id, size_t *pos) {
-  size_t lo = 0, hi = sess->nknown;
-  while (lo < hi) {
-    size_t mid = lo + (hi - lo) / 2;
-    if (sess->known[mid].id < id)
-      lo = mid + 1;
-    else
-      hi = mid;
-  }
-  *pos = lo;
-  return lo < sess->nknown && sess->known[lo].id == id;
+  size_t at;
+  SCREE__LOWER_BOUND(at, sess->nknown, mid, sess->known[mid].id < id);
+  *pos = at;
+  return at < sess->nknown && sess->known[at].id == id;
 }
 
 /* Makes sure sess's known list has room for one more arena. */
@@ -847,15 +837,24 @@ static int find_named(scree__store *s, const char *name, scree__batch **out, cha
   return 0;
 }
 
+/* find_named for seal and delete, which must leave the output of a running
+ * attention job alone: that batch is refused with code and a message that
+ * ends with hint. */
+static int find_named_unreserved(scree__store *s, const char *name, int code, const char *hint,
+                                 scree__batch **out, char *msg, size_t msg_len) {
+  int rc = find_named(s, name, out, msg, msg_len);
+  if (rc == 0 && (*out)->reserved)
+    rc = scree__fail(code, msg, msg_len, "batch '%s' is the output of a running attention job%s",
+                     name, hint);
+  return rc;
+}
+
 int scree__store_seal(scree__store *s, scree__session *sess, const char *name,
                       scree__batch_view *out, char *msg, size_t msg_len) {
   scree__batch *b;
-  int rc = find_named(s, name, &b, msg, msg_len);
+  int rc = find_named_unreserved(s, name, SCREE_EPERM, "", &b, msg, msg_len);
   if (rc != 0)
     return rc;
-  if (b->reserved)
-    return scree__fail(SCREE_EPERM, msg, msg_len,
-                       "batch '%s' is the output of a running attention job", name);
   if (b->creator != sess->id)
     return scree__fail(SCREE_EPERM, msg, msg_len, "batch '%s' was created by another connection",
                        name);
@@ -945,14 +944,10 @@ int scree__store_release(scree__store *s, scree__session *sess, uint64_t lease_i
 int scree__store_delete(scree__store *s, scree__session *sess, const char *name, int *deferred,
                         char *msg, size_t msg_len) {
   scree__batch *b;
-  int rc = find_named(s, name, &b, msg, msg_len);
+  int rc = find_named_unreserved(s, name, SCREE_EBUSY, "; delete it once the job has answered",
+                                 &b, msg, msg_len);
   if (rc != 0)
     return rc;
-  if (b->reserved)
-    return scree__fail(SCREE_EBUSY, msg, msg_len,
-                       "batch '%s' is the output of a running attention job; delete it once "
-                       "the job has answered",
-                       name);
   if (b->state == BATCH_CREATED && b->creator != sess->id)
     return scree__fail(SCREE_EPERM, msg, msg_len,
                        "batch '%s' is being written by another connection", name);
@@ -1177,15 +1172,9 @@ struct scree__waiter {
 };
 
 static size_t waits_bound(const scree__store *s, const char *name) {
-  size_t lo = 0, hi = s->nwaits;
-  while (lo < hi) {
-    size_t mid = lo + (hi - lo) / 2;
-    if (strcmp(s->waits[mid]->name, name) < 0)
-      lo = mid + 1;
-    else
-      hi = mid;
-  }
-  return lo;
+  size_t at;
+  SCREE__LOWER_BOUND(at, s->nwaits, mid, strcmp(s->waits[mid]->name, name) < 0);
+  return at;
 }
 
 static wait_list *waits_find(const scree__store *s, const char *name) {

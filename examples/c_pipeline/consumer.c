@@ -37,37 +37,19 @@ static int check(long step, const scree_array *got, int read_values) {
 }
 
 int main(int argc, char **argv) {
-  const char *socket = NULL;
-  const char *prefix = "steps/";
-  long steps = 10;
-  double timeout_s = 30;
-  for (int i = 1; i < argc; i++) {
-    if (strcmp(argv[i], "--socket") == 0 && i + 1 < argc)
-      socket = argv[++i];
-    else if (strcmp(argv[i], "--steps") == 0 && i + 1 < argc)
-      steps = strtol(argv[++i], NULL, 10);
-    else if (strcmp(argv[i], "--prefix") == 0 && i + 1 < argc)
-      prefix = argv[++i];
-    else if (strcmp(argv[i], "--timeout") == 0 && i + 1 < argc)
-      timeout_s = strtod(argv[++i], NULL);
-    else {
-      fprintf(stderr, "usage: %s [--socket PATH] [--steps N] [--prefix P] [--timeout S]\n",
-              argv[0]);
-      return 2;
-    }
-  }
+  pipeline_args args;
+  if (pipeline_parse(argc, argv, "--timeout", "S", &args) != 0)
+    return 2;
+  double timeout_s = args.own != NULL ? strtod(args.own, NULL) : 30;
 
-  scree_client *c;
-  int rc = scree_client_connect(socket, &c);
-  if (rc != 0) {
-    fprintf(stderr, "consumer: %s\n", scree_client_last_error(c));
-    scree_client_close(c);
+  scree_client *c = pipeline_connect("consumer", args.socket);
+  if (c == NULL)
     return 1;
-  }
+  int rc = 0;
   int64_t timeout_ms = timeout_s < 0 ? -1 : (int64_t)ceil(timeout_s * 1000.0);
-  for (long step = 0; step < steps && rc == 0; step++) {
+  for (long step = 0; step < args.steps && rc == 0; step++) {
     char name[256];
-    step_name(name, sizeof(name), prefix, step);
+    step_name(name, sizeof(name), args.prefix, step);
     scree_array a;
     scree_lease *lease;
     rc = scree_client_get_wait(c, name, timeout_ms, &a, &lease);

@@ -1,7 +1,7 @@
-/* What the producer and the consumer of this example agree on: the names
- * of the steps, and the batch of each step, made from its number alone so
- * that the consumer can check every value it reads without any other
- * channel between the two. */
+/* What the producer and the consumer of this example agree on: their
+ * common options, the names of the steps, and the batch of each step,
+ * made from its number alone so that the consumer can check every value it
+ * reads without any other channel between the two. */
 #ifndef PIPELINE_H
 #define PIPELINE_H
 
@@ -14,6 +14,54 @@
 
 /* Features per token (the inner dimension of the batch). */
 #define PIPELINE_HIDDEN 8
+
+/* The options both programs take, and the text of the one option each has
+ * of its own. */
+typedef struct pipeline_args {
+  const char *socket; /* NULL: $SCREE_SOCKET, else screed's default */
+  const char *prefix;
+  long steps;
+  const char *own; /* NULL when the program's own option was not given */
+} pipeline_args;
+
+/* Reads [--socket PATH] [--steps N] [--prefix P] [OWN_FLAG OWN_ARG] from
+ * argv into *a. Returns 0, or 2 (the exit status) after printing the usage
+ * for anything else. */
+static inline int pipeline_parse(int argc, char **argv, const char *own_flag,
+                                 const char *own_arg, pipeline_args *a) {
+  a->socket = NULL;
+  a->prefix = "steps/";
+  a->steps = 10;
+  a->own = NULL;
+  for (int i = 1; i < argc; i++) {
+    if (strcmp(argv[i], "--socket") == 0 && i + 1 < argc)
+      a->socket = argv[++i];
+    else if (strcmp(argv[i], "--steps") == 0 && i + 1 < argc)
+      a->steps = strtol(argv[++i], NULL, 10);
+    else if (strcmp(argv[i], "--prefix") == 0 && i + 1 < argc)
+      a->prefix = argv[++i];
+    else if (strcmp(argv[i], own_flag) == 0 && i + 1 < argc)
+      a->own = argv[++i];
+    else {
+      fprintf(stderr, "usage: %s [--socket PATH] [--steps N] [--prefix P] [%s %s]\n", argv[0],
+              own_flag, own_arg);
+      return 2;
+    }
+  }
+  return 0;
+}
+
+/* Connects to screed at socket, or says why on stderr after "who: " and
+ * returns NULL. */
+static inline scree_client *pipeline_connect(const char *who, const char *socket) {
+  scree_client *c;
+  if (scree_client_connect(socket, &c) != 0) {
+    fprintf(stderr, "%s: %s\n", who, scree_client_last_error(c));
+    scree_client_close(c);
+    return NULL;
+  }
+  return c;
+}
 
 static inline void step_name(char *buf, size_t len, const char *prefix, long step) {
   snprintf(buf, len, "%s%ld", prefix, step);

@@ -14,33 +14,16 @@
 #include "scree/client.h"
 
 int main(int argc, char **argv) {
-  const char *socket = NULL; /* NULL: $SCREE_SOCKET, else screed's default */
-  const char *prefix = "steps/";
-  long steps = 10, interval_ms = 0;
-  for (int i = 1; i < argc; i++) {
-    if (strcmp(argv[i], "--socket") == 0 && i + 1 < argc)
-      socket = argv[++i];
-    else if (strcmp(argv[i], "--steps") == 0 && i + 1 < argc)
-      steps = strtol(argv[++i], NULL, 10);
-    else if (strcmp(argv[i], "--prefix") == 0 && i + 1 < argc)
-      prefix = argv[++i];
-    else if (strcmp(argv[i], "--interval-ms") == 0 && i + 1 < argc)
-      interval_ms = strtol(argv[++i], NULL, 10);
-    else {
-      fprintf(stderr, "usage: %s [--socket PATH] [--steps N] [--prefix P] [--interval-ms MS]\n",
-              argv[0]);
-      return 2;
-    }
-  }
+  pipeline_args args;
+  if (pipeline_parse(argc, argv, "--interval-ms", "MS", &args) != 0)
+    return 2;
+  long interval_ms = args.own != NULL ? strtol(args.own, NULL, 10) : 0;
 
-  scree_client *c;
-  int rc = scree_client_connect(socket, &c);
-  if (rc != 0) {
-    fprintf(stderr, "producer: %s\n", scree_client_last_error(c));
-    scree_client_close(c);
+  scree_client *c = pipeline_connect("producer", args.socket);
+  if (c == NULL)
     return 1;
-  }
-  for (long step = 0; step < steps; step++) {
+  int rc = 0;
+  for (long step = 0; step < args.steps; step++) {
     scree_array a;
     if (step_batch(step, &a) != 0) {
       fprintf(stderr, "producer: out of memory\n");
@@ -48,7 +31,7 @@ int main(int argc, char **argv) {
       break;
     }
     char name[256];
-    step_name(name, sizeof(name), prefix, step);
+    step_name(name, sizeof(name), args.prefix, step);
     rc = scree_client_put(c, name, &a, NULL);
     if (rc == 0)
       printf("producer: put %s (%lld sequences, %lld tokens)\n", name,

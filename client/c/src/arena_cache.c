@@ -68,8 +68,11 @@ static int import_handle(scree_client *c, const Scree__V1__Location *loc, size_t
   }
   scree__mapping nm;
   memset(&nm, 0, sizeof(nm));
-  int rc = c->imp->import(&src, writable, &nm.base, &nm.device, &nm.state, c->err,
-                          sizeof(c->err));
+  /* Refused here for every importer: there is nothing to map. */
+  int rc = size == 0 ? scree__client_fail(c, SCREE_EPROTO, "arena %" PRIu64 " has size 0",
+                                          loc->arena_id)
+                     : c->imp->import(&src, writable, &nm.base, &nm.device, &nm.state,
+                                      c->err, sizeof(c->err));
   if (src.fd >= 0)
     close(src.fd);
   scree__client_drop_fds(c);

@@ -20,12 +20,12 @@ typedef struct scree__import_src {
   const void *handle;        /* legacy CUDA IPC handle bytes, else NULL */
   size_t handle_len;
   uint64_t arena_id;
-  size_t size;               /* arena bytes, from the Location */
+  size_t size;               /* arena bytes, from the Location; never 0 */
   const unsigned char *device_uuid; /* the daemon's GPU (16 bytes); NULL on host */
 } scree__import_src;
 
 typedef struct scree__importer {
-  const char *name; /* "host mmap", "cuda vmm", ... for messages */
+  const char *name; /* "host mmap", "cuda", ... for messages */
   /* Maps the arena. writable asks for a mapping the caller may write
    * (create); otherwise a read-only one is enough (get). Does not take
    * ownership of src->fd: the caller closes it. On success stores the base

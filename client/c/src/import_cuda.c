@@ -173,6 +173,19 @@ int scree__cuda_access_device(int owner_ordinal, int *access_ordinal, char *msg,
   return 0;
 }
 
+/* Records a finished import in *out, made in ctx (retained by
+ * scree__cuda_enter and released by scree__cuda_unmap), and counts it. */
+static void scree__cuda_mapped(scree__cuda_map *out, CUdeviceptr ptr, size_t size, int ipc_mode,
+                               int owner_ordinal, int access_ordinal, CUcontext ctx) {
+  out->ptr = (uint64_t)ptr;
+  out->size = size;
+  out->ipc_mode = ipc_mode;
+  out->owner_ordinal = owner_ordinal;
+  out->access_ordinal = access_ordinal;
+  out->ctx = ctx;
+  atomic_fetch_add(&scree__cuda_imports, 1);
+}
+
 int scree__cuda_import_fd(int fd, size_t size, int owner_ordinal, int access_ordinal,
                           scree__cuda_map *out, char *msg, size_t msg_len) {
   const scree__cu *cu;
@@ -209,14 +222,8 @@ int scree__cuda_import_fd(int fd, size_t size, int owner_ordinal, int access_ord
   SCREE_CUDA_GOTO(cu->cuMemSetAccess(ptr, size, access, (size_t)naccess), rc, err_unmap);
   scree__cuda_leave(cu, access_ordinal, prev, 0);
 
-  out->ptr = (uint64_t)ptr;
-  out->size = size;
-  out->ipc_mode = SCREE__CUDA_IPC_VMM_FD;
-  out->owner_ordinal = owner_ordinal;
-  out->access_ordinal = access_ordinal;
+  scree__cuda_mapped(out, ptr, size, SCREE__CUDA_IPC_VMM_FD, owner_ordinal, access_ordinal, ctx);
   out->vmm_handle = (unsigned long long)h;
-  out->ctx = ctx;
-  atomic_fetch_add(&scree__cuda_imports, 1);
   return 0;
 
 err_unmap:
@@ -257,13 +264,7 @@ int scree__cuda_import_legacy(const void *handle, size_t handle_len, size_t size
                   err_leave);
   scree__cuda_leave(cu, access_ordinal, prev, 0);
 
-  out->ptr = (uint64_t)ptr;
-  out->size = size;
-  out->ipc_mode = SCREE__CUDA_IPC_LEGACY;
-  out->owner_ordinal = owner_ordinal;
-  out->access_ordinal = access_ordinal;
-  out->ctx = ctx;
-  atomic_fetch_add(&scree__cuda_imports, 1);
+  scree__cuda_mapped(out, ptr, size, SCREE__CUDA_IPC_LEGACY, owner_ordinal, access_ordinal, ctx);
   return 0;
 
 err_leave:
@@ -292,17 +293,22 @@ void scree__cuda_unmap(scree__cuda_map *m) {
   memset(m, 0, sizeof(*m));
 }
 
-/* Enters device's primary context for work on stream. A stream handed in
- * by the caller belongs to the context it works in, which for CUDA runtime
- * users is that primary context. *retained says whether to release it. */
-static int scree__cuda_enter_stream(const scree__cu *cu, int device, void *stream,
+/* Loads the driver into *cu and enters device's primary context for work
+ * on stream. A stream handed in by the caller belongs to the context it
+ * works in, which for CUDA runtime users is that primary context.
+ * *retained says whether to release it. */
+static int scree__cuda_enter_stream(const scree__cu **cu, int device, void *stream,
                                     CUcontext *prev, int *retained, char *msg,
                                     size_t msg_len) {
   CUcontext ctx;
   int rc;
 
   (void)stream;
-  rc = scree__cuda_enter(cu, device, &ctx, prev, msg, msg_len);
+  *retained = 0;
+  rc = scree__cu_load(cu, msg, msg_len);
+  if (rc != 0)
+    return rc;
+  rc = scree__cuda_enter(*cu, device, &ctx, prev, msg, msg_len);
   *retained = rc == 0;
   return rc;
 }
@@ -315,10 +321,7 @@ int scree__cuda_copy_async(int device, uint64_t dst, const void *src, size_t n, 
 
   if (n == 0)
     return 0;
-  rc = scree__cu_load(&cu, msg, msg_len);
-  if (rc != 0)
-    return rc;
-  rc = scree__cuda_enter_stream(cu, device, stream, &prev, &retained, msg, msg_len);
+  rc = scree__cuda_enter_stream(&cu, device, stream, &prev, &retained, msg, msg_len);
   if (rc != 0)
     return rc;
   /* Unified addressing lets one call serve device sources of any GPU and
@@ -336,10 +339,7 @@ int scree__cuda_stream_sync(int device, void *stream, char *msg, size_t msg_len)
   CUcontext prev;
   int retained, rc;
 
-  rc = scree__cu_load(&cu, msg, msg_len);
-  if (rc != 0)
-    return rc;
-  rc = scree__cuda_enter_stream(cu, device, stream, &prev, &retained, msg, msg_len);
+  rc = scree__cuda_enter_stream(&cu, device, stream, &prev, &retained, msg, msg_len);
   if (rc != 0)
     return rc;
   SCREE_CUDA_GOTO(cu->cuStreamSynchronize((CUstream)stream), rc, err_leave);
@@ -386,9 +386,6 @@ static int cuda_import(const scree__import_src *src, int writable, void **base,
   if (src->device_uuid == NULL)
     return scree__fail(SCREE_EPROTO, msg, msg_len,
                        "arena %llu: the daemon named no GPU (no device UUID)",
-                       (unsigned long long)src->arena_id);
-  if (src->size == 0)
-    return scree__fail(SCREE_EPROTO, msg, msg_len, "arena %llu has size 0",
                        (unsigned long long)src->arena_id);
   rc = scree__cuda_find_device(src->device_uuid, &owner, msg, msg_len);
   if (rc == 0)
@@ -505,17 +502,11 @@ static void cuda_unmap(void *base, size_t size, void *state) {
   free(state);
 }
 
-static const scree__importer scree__import_cuda_vmm = {
-    .name = "cuda vmm",
-    .import = cuda_import,
-    .copy_in = cuda_copy_in,
-    .copy_in_async = cuda_copy_in_async,
-    .sync = cuda_sync,
-    .unmap = cuda_unmap,
-};
-
-static const scree__importer scree__import_cuda_legacy = {
-    .name = "cuda legacy ipc",
+/* One table serves both ipc modes: cuda_import tells them apart by what
+ * the daemon sent (handle bytes or an fd), and everything after the import
+ * is the same device memory. */
+static const scree__importer scree__import_cuda = {
+    .name = "cuda",
     .import = cuda_import,
     .copy_in = cuda_copy_in,
     .copy_in_async = cuda_copy_in_async,
@@ -535,12 +526,8 @@ int scree__import_cuda_select(int ipc_mode, const unsigned char *device_uuid,
   rc = scree__cuda_find_device(device_uuid, &ordinal, msg, msg_len);
   if (rc != 0)
     return rc;
-  if (ipc_mode == SCREE__CUDA_IPC_VMM_FD) {
-    *out = &scree__import_cuda_vmm;
-    return 0;
-  }
-  if (ipc_mode == SCREE__CUDA_IPC_LEGACY) {
-    *out = &scree__import_cuda_legacy;
+  if (ipc_mode == SCREE__CUDA_IPC_VMM_FD || ipc_mode == SCREE__CUDA_IPC_LEGACY) {
+    *out = &scree__import_cuda;
     return 0;
   }
   return scree__fail(SCREE_ENOTSUP, msg, msg_len,

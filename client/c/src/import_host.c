@@ -14,9 +14,6 @@ static int host_import(const scree__import_src *src, int writable, void **base,
     return scree__fail(SCREE_EPROTO, msg, msg_len,
                        "arena %llu: the daemon sent no fd for a memfd arena",
                        (unsigned long long)src->arena_id);
-  if (src->size == 0)
-    return scree__fail(SCREE_EPROTO, msg, msg_len, "arena %llu has size 0",
-                       (unsigned long long)src->arena_id);
   int prot = PROT_READ | (writable ? PROT_WRITE : 0);
   void *p = mmap(NULL, src->size, prot, MAP_SHARED, src->fd, 0);
   if (p == MAP_FAILED) {
