@@ -33,10 +33,8 @@ static void sleep_ms(long ms) {
   nanosleep(&ts, NULL);
 }
 
-/* Starts the owner (listening) with extra owner options, and the fetcher
- * with its own; fetcher_secret NULL: the same secret. */
-static void pair_start(pair *p, const char *const *owner_extra, const char *const *fetcher_extra,
-                       const char *fetcher_secret) {
+/* Prepares p: the secrets, a port, the options' values. */
+static void pair_prepare(pair *p, const char *fetcher_secret) {
   memset(p, 0, sizeof(*p));
   /* The transport between nodes; loopback would otherwise pick shared
    * memory, which does not cross nodes. */
@@ -51,22 +49,40 @@ static void pair_start(pair *p, const char *const *owner_extra, const char *cons
   cr_assert_neq(p->port, 0u);
   snprintf(p->listen, sizeof(p->listen), "127.0.0.1:%u", p->port);
   snprintf(p->peer, sizeof(p->peer), "owner=127.0.0.1:%u", p->port);
+}
+
+/* Starts the owner (listening on p's port) with extra options, and
+ * connects p->co. */
+static void pair_start_owner(pair *p, const char *const *owner_extra) {
   const char *oargs[16] = {"--peer-listen", p->listen, "--peer-secret-file", p->secret};
   int n = 4;
   for (int i = 0; owner_extra && owner_extra[i]; i++)
     oargs[n++] = owner_extra[i];
   oargs[n] = NULL;
-  if (owner_extra == NULL || strcmp(owner_extra[0], "--no-owner") != 0)
-    cr_assert_eq(harness_start(&p->owner, oargs), 0, "owner did not start");
+  cr_assert_eq(harness_start(&p->owner, oargs), 0, "owner did not start");
+  cr_assert_eq(scree_client_connect(p->owner.socket, &p->co), 0);
+}
+
+/* Starts the fetcher (naming the owner 'owner') with extra options, and
+ * connects p->cf. */
+static void pair_start_fetcher(pair *p, const char *const *fetcher_extra) {
   const char *fargs[16] = {"--peer", p->peer, "--peer-secret-file", p->secret2};
-  n = 4;
+  int n = 4;
   for (int i = 0; fetcher_extra && fetcher_extra[i]; i++)
     fargs[n++] = fetcher_extra[i];
   fargs[n] = NULL;
   cr_assert_eq(harness_start(&p->fetcher, fargs), 0, "fetcher did not start");
-  if (p->owner.pid > 0)
-    cr_assert_eq(scree_client_connect(p->owner.socket, &p->co), 0);
   cr_assert_eq(scree_client_connect(p->fetcher.socket, &p->cf), 0);
+}
+
+/* Starts the owner (listening) with extra owner options, and the fetcher
+ * with its own; fetcher_secret NULL: the same secret. */
+static void pair_start(pair *p, const char *const *owner_extra, const char *const *fetcher_extra,
+                       const char *fetcher_secret) {
+  pair_prepare(p, fetcher_secret);
+  if (owner_extra == NULL || strcmp(owner_extra[0], "--no-owner") != 0)
+    pair_start_owner(p, owner_extra);
+  pair_start_fetcher(p, fetcher_extra);
 }
 
 static void pair_stop(pair *p) {
@@ -285,6 +301,156 @@ Test(peers, wait_for_the_batch) {
   cr_expect_eq(rc, SCREE_ENOENT, "%s", scree_client_last_error(p.cf));
   free(a.values);
   free(a.offsets);
+  pair_stop(&p);
+}
+
+static uint64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static uint32_t waiters(scree_client *c) {
+  scree_stats st = SCREE_STATS_INIT;
+  cr_assert_eq(scree_client_stats(c, &st), 0, "%s", scree_client_last_error(c));
+  return st.waiters;
+}
+
+/* A fetch with a wait, in a thread of its own, on a connection of its
+ * own; ended_ms: when it returned. */
+typedef struct wait_fetch {
+  const char *socket;
+  const char *name;
+  int64_t wait_ms;
+  uint64_t timeout_ms;
+  int rc;
+  uint64_t ended_ms;
+  char msg[512];
+} wait_fetch;
+
+static void *wait_fetch_thread(void *arg) {
+  wait_fetch *w = arg;
+  scree_client *c;
+  w->rc = scree_client_connect(w->socket, &c);
+  if (w->rc == 0) {
+    scree_fetch_options o = SCREE_FETCH_OPTIONS_INIT;
+    o.wait_ms = w->wait_ms;
+    o.timeout_ms = w->timeout_ms;
+    w->rc = scree_client_fetch_ex(c, "owner", w->name, NULL, &o, NULL, NULL);
+  }
+  w->ended_ms = now_ms();
+  snprintf(w->msg, sizeof(w->msg), "%s", scree_client_last_error(c));
+  scree_client_close(c);
+  return NULL;
+}
+
+/* Waits (up to 10 s) until the owner's store has n waiters. */
+static void expect_waiters(scree_client *c, uint32_t n, const char *why) {
+  uint32_t got = 0;
+  for (int i = 0; i < 1000 && (got = waiters(c)) != n; i++)
+    sleep_ms(10);
+  cr_assert_eq(got, n, "%s: %u waiters, not %u", why, got, n);
+}
+
+Test(peers, a_waiting_fetch_is_answered_at_the_seal) {
+  pair p;
+  pair_start(&p, NULL, NULL, NULL);
+  scree_array a;
+  cr_assert_eq(peers_make(SCREE_FLOAT32, SCREE_INT64, 6, 5, 2, 3, &a), 0);
+  wait_fetch w = {.socket = p.fetcher.socket, .name = "sealed-later", .wait_ms = 20000};
+  pthread_t t;
+  pthread_create(&t, NULL, wait_fetch_thread, &w);
+  /* The owner holds the OPEN as a waiter of its store: nobody polls. */
+  expect_waiters(p.co, 1, "the fetch's OPEN waits on the owner");
+  sleep_ms(300);
+  cr_expect_eq(waiters(p.co), 1u, "one OPEN, kept, not asked again");
+  cr_assert_eq(scree_client_put(p.co, "sealed-later", &a, NULL), 0);
+  uint64_t sealed = now_ms();
+  pthread_join(t, NULL);
+  cr_assert_eq(w.rc, 0, "%s", w.msg);
+  uint64_t lag = w.ended_ms > sealed ? w.ended_ms - sealed : 0;
+  cr_log_info("the waiting fetch ended %llu ms after the seal", (unsigned long long)lag);
+  /* The seal answers the OPEN itself; the fetch then reads and seals. A
+   * loaded machine takes its time, but nothing here waits for a poll. */
+  cr_expect_lt(lag, 2000u, "the fetch took %llu ms after the seal", (unsigned long long)lag);
+  expect_same(p.cf, "sealed-later", &a);
+  cr_expect_eq(waiters(p.co), 0u);
+  free(a.values);
+  free(a.offsets);
+  pair_stop(&p);
+}
+
+Test(peers, a_wait_that_runs_out) {
+  pair p;
+  pair_start(&p, NULL, NULL, NULL);
+  /* A wait of its own: the owner answers when it ends, saying how long it
+   * waited (the rest of the wait after the connection was made). */
+  wait_fetch w = {.socket = p.fetcher.socket, .name = "never", .wait_ms = 400};
+  uint64_t t0 = now_ms();
+  wait_fetch_thread(&w);
+  cr_expect_eq(w.rc, SCREE_ENOENT, "%s", w.msg);
+  cr_expect(strstr(w.msg, "peer 'owner'") && strstr(w.msg, "'never'") &&
+                strstr(w.msg, " ms)"),
+            "%s", w.msg);
+  cr_expect_geq(w.ended_ms - t0, 390u);
+  cr_expect_lt(w.ended_ms - t0, 5000u);
+  /* A batch being written when the wait ends: ESTATE. */
+  scree_array a, dst;
+  cr_assert_eq(peers_make(SCREE_INT8, SCREE_INT64, 2, 2, 0, 1, &a), 0);
+  cr_assert_eq(scree_client_create(p.co, "unsealed", &a, &dst, NULL), 0);
+  w.name = "unsealed";
+  w.wait_ms = 200;
+  wait_fetch_thread(&w);
+  cr_expect_eq(w.rc, SCREE_ESTATE, "%s", w.msg);
+  /* Waiting "until the timeout": the fetch's timeout comes first. */
+  w.name = "never";
+  w.wait_ms = -1;
+  w.timeout_ms = 500;
+  t0 = now_ms();
+  wait_fetch_thread(&w);
+  cr_expect_eq(w.rc, SCREE_ETIMEDOUT, "%s", w.msg);
+  cr_expect_lt(w.ended_ms - t0, 5000u);
+  /* The owner's waiter goes shortly after (its wait was cut to the
+   * fetch's deadline and a second more). */
+  expect_waiters(p.co, 0, "the timed-out fetch's OPEN");
+  free(a.values);
+  free(a.offsets);
+  pair_stop(&p);
+}
+
+Test(peers, connections_closed_while_a_fetch_waits, .timeout = 120) {
+  pair p;
+  pair_start(&p, NULL, NULL, NULL);
+  /* The fetcher screed dies: the owner's waiter ends with its
+   * connection. */
+  wait_fetch w = {.socket = p.fetcher.socket, .name = "w1", .wait_ms = 60000};
+  pthread_t t;
+  pthread_create(&t, NULL, wait_fetch_thread, &w);
+  expect_waiters(p.co, 1, "the OPEN waits on the owner");
+  kill(p.fetcher.pid, SIGKILL);
+  harness_wait(&p.fetcher);
+  pthread_join(t, NULL);
+  cr_expect_eq(w.rc, SCREE_EDISCONNECTED, "%s", w.msg);
+  expect_waiters(p.co, 0, "a closed peer connection ends its waiters");
+  scree_client_close(p.cf);
+  p.cf = NULL;
+
+  /* The owner dies while a fetch waits: the client hears at once, not
+   * when the wait would have ended. */
+  pair_start_fetcher(&p, NULL);
+  w = (wait_fetch){.socket = p.fetcher.socket, .name = "w2", .wait_ms = 60000};
+  pthread_create(&t, NULL, wait_fetch_thread, &w);
+  expect_waiters(p.co, 1, "the OPEN waits on the owner");
+  uint64_t killed = now_ms();
+  kill(p.owner.pid, SIGKILL);
+  harness_wait(&p.owner);
+  p.owner.pid = -1;
+  pthread_join(t, NULL);
+  cr_expect_eq(w.rc, SCREE_EIO, "%s (%s)", w.msg, scree_err_name(w.rc));
+  cr_expect(strstr(w.msg, "peer 'owner'") != NULL, "%s", w.msg);
+  cr_expect_lt(w.ended_ms - killed, 20000u);
+  scree_client_close(p.co);
+  p.co = NULL;
   pair_stop(&p);
 }
 
