@@ -471,11 +471,13 @@ int scree__mirror_message(scree__mirror *ms, size_t i, const scree__pw_msg *msg)
   }
   if (m->state != M_WATCHING)
     return 0;
-  char name[SCREE__PW_NAME_MAX + 1];
-  memcpy(name, msg->name, msg->name_len);
+  char name[SCREE__PW_NAME_MAX + 1] = "";
+  if (msg->name_len > 0)
+    memcpy(name, msg->name, msg->name_len);
   name[msg->name_len] = '\0';
-  if (strlen(name) != msg->name_len ||
-      strncmp(name, m->spec.prefix, strlen(m->spec.prefix)) != 0) {
+  int named = msg->kind == SCREE__PW_EV_SEALED || msg->kind == SCREE__PW_EV_DELETED;
+  if (named && (strlen(name) != msg->name_len ||
+                strncmp(name, m->spec.prefix, strlen(m->spec.prefix)) != 0)) {
     scree__log(SCREE__LOG_DEBUG, "mirror_event_ignored", "peer=%s batch=%s", peer_name(m),
                scree__q(name));
     return 0;
