@@ -1893,6 +1893,14 @@ int scree__peers_new(const scree__peers_config *cfg, scree__peers **out, char *m
   if (rc != 0)
     goto err;
 
+  /* A screed that restarts listens on the same port at once, though the
+   * connections of the one before may linger there in TIME_WAIT (a peer
+   * that a mirror follows is expected back at its address). The option
+   * belongs to UCX's tcp connection manager, which reads it from the
+   * environment only (ucp_config_modify does not reach it); a value the
+   * environment gives already is kept. Nothing else runs yet at start. */
+  setenv("UCX_TCP_CM_REUSEADDR", "y", 0);
+
   ucp_params_t up;
   memset(&up, 0, sizeof(up));
   up.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_NAME;
