@@ -704,6 +704,22 @@ Test(peers_mirror, replay_live_deletes_and_a_name_taken) {
   cr_expect_eq(ps.mirror_resyncs, 0u);
   cr_expect_eq(ps.failures[SCREE_FETCH_FAIL_LOCAL], 1u, "the name taken");
   cr_expect_gt(ps.bytes_fetched, 0u);
+  /* screectl shows the same. */
+  char cmd[512], out[4096] = "";
+  snprintf(cmd, sizeof(cmd), "%s --socket %s stats; %s --socket %s stats --json", SCREECTL_PATH,
+           p.fetcher.socket, SCREECTL_PATH, p.fetcher.socket);
+  FILE *f = popen(cmd, "r");
+  cr_assert_not_null(f);
+  out[fread(out, 1, sizeof(out) - 1, f)] = '\0';
+  pclose(f);
+  cr_expect(strstr(out, "peers.owner.connected: yes\n") &&
+                strstr(out, "peers.owner.batches_mirrored: 4\n") &&
+                strstr(out, "peers.owner.failures.local: 1\n") &&
+                strstr(out, "peers.owner.mirror_deletes: 1\n"),
+            "%s", out);
+  cr_expect(strstr(out, "\"peers\":[{\"name\":\"owner\",\"connected\":true,") &&
+                strstr(out, "\"failures\":{\"local\":1},\"mirrors\":1,\"batches_mirrored\":4,"),
+            "%s", out);
   /* The owner serves one watch; no waiter is left. */
   scree_stats st = SCREE_STATS_INIT;
   cr_assert_eq(scree_client_stats(p.co, &st), 0);
