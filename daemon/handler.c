@@ -492,6 +492,10 @@ static int fill_peer_stats(scree__handler *h, Scree__V1__StatsReply *st, scree__
     o->ps.connected = pc.connected != 0;
     o->ps.batches_fetched = pc.batches;
     o->ps.bytes_fetched = pc.bytes;
+    o->ps.mirrors = pc.mirrors;
+    o->ps.batches_mirrored = pc.mirrored;
+    o->ps.mirror_deletes = pc.mirror_deletes;
+    o->ps.mirror_resyncs = pc.mirror_resyncs;
     size_t nf = 0;
     for (int k = 0; k < SCREE__FETCH_FAIL_CAUSES; k++) {
       if (pc.failures[k] == 0)

@@ -72,6 +72,8 @@ typedef struct options {
   const char *peer_secret_file;
   scree__peer_spec peers[SCREE__PEERS_MAX];
   size_t npeers;
+  scree__mirror_spec mirrors[SCREE__MIRRORS_MAX];
+  size_t nmirrors;
 } options;
 
 #define DEFAULT_MAX_CONNECTIONS 1024u
@@ -107,6 +109,7 @@ enum {
   OPT_PEER_LISTEN = 0x5401,
   OPT_PEER,
   OPT_PEER_SECRET_FILE,
+  OPT_MIRROR,
 };
 
 static void usage(FILE *f) {
@@ -153,6 +156,9 @@ static void usage(FILE *f) {
           "  --peer NAME=HOST:PORT a peer screed this one may fetch from (repeatable)\n"
           "  --peer-secret-file PATH\n"
           "                        the secret every peer proves (needed with the two above)\n"
+          "  --mirror PEER:PREFIX  keep every sealed batch under PREFIX on peer PEER (a --peer\n"
+          "                        NAME) fetched here as it appears, under the same names\n"
+          "                        (repeatable)\n"
           "  --version, --help\n"
           "SIZE is a number of bytes with an optional K, M, G or T suffix (powers of 1024).\n");
 }
@@ -353,6 +359,7 @@ static int parse_options(int argc, char **argv, options *o) {
       {"peer-listen", required_argument, NULL, OPT_PEER_LISTEN},
       {"peer", required_argument, NULL, OPT_PEER},
       {"peer-secret-file", required_argument, NULL, OPT_PEER_SECRET_FILE},
+      {"mirror", required_argument, NULL, OPT_MIRROR},
       {"version", no_argument, NULL, 'V'},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0},
@@ -493,6 +500,19 @@ static int parse_options(int argc, char **argv, options *o) {
     case OPT_PEER_SECRET_FILE:
       o->peer_secret_file = optarg;
       break;
+    case OPT_MIRROR: {
+      char m[512];
+      if (o->nmirrors == SCREE__MIRRORS_MAX) {
+        fprintf(stderr, "screed: at most %d --mirror options\n", SCREE__MIRRORS_MAX);
+        return 2;
+      }
+      if (scree__mirror_spec_parse(optarg, &o->mirrors[o->nmirrors], m, sizeof(m)) != 0) {
+        fprintf(stderr, "screed: --mirror: %s\n", m);
+        return 2;
+      }
+      o->nmirrors++;
+      break;
+    }
     case 'V':
       printf("screed %s\n", SCREE_VERSION_STRING);
       return 1;
@@ -510,6 +530,13 @@ static int parse_options(int argc, char **argv, options *o) {
   }
   if (o->peer_secret_file != NULL && o->peer_listen == NULL && o->npeers == 0) {
     fprintf(stderr, "screed: --peer-secret-file is for peers: give --peer-listen or --peer too\n");
+    return 2;
+  }
+  /* Mirrors name peers, which may come later on the command line. */
+  char mm[1024];
+  if (scree__mirror_specs_check(o->mirrors, o->nmirrors, o->peers, o->npeers, mm,
+                                sizeof(mm)) != 0) {
+    fprintf(stderr, "screed: %s\n", mm);
     return 2;
   }
   if ((o->peer_listen != NULL || o->npeers > 0) && o->peer_secret_file == NULL) {
@@ -812,6 +839,9 @@ static int start_peers(const options *o, uv_loop_t *loop, daemon_state *d, char 
       .peers = o->peers,
       .npeers = o->npeers,
       .secret_file = o->peer_secret_file,
+      .mirrors = o->mirrors,
+      .nmirrors = o->nmirrors,
+      .mirror_queue = o->watch_queue,
   };
   int rc = scree__peers_new(&pc, &d->peers, msg, msg_len);
   if (rc != 0)

@@ -21,6 +21,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +32,7 @@
 #include "list.h"
 #include "log.h"
 #include "peers_auth.h"
+#include "peers_mirror.h"
 #include "peers_wire.h"
 #include "scree/error.h"
 
@@ -51,15 +53,25 @@
 #define MUTE_MS 30000
 /* Reads are posted in chunks of this many bytes, all at once. */
 #define GET_CHUNK (16u << 20)
-/* Waiting for a batch to appear on the peer: first retry after this, then
- * doubling up to the maximum. */
-#define RETRY_MIN_MS 10
-#define RETRY_MAX_MS 200
+/* A fetch that waits for its batch asks the owner to wait at most this
+ * long past the fetch's own deadline, so that the fetch's timeout comes
+ * first and the owner's waiter does not outlive it by more. */
+#define WAIT_GRACE_MS 1000
+/* OPENs one peer connection may have waiting here for their batch. */
+#define MAX_PARKED_PER_CONN 256
+/* Watches one peer connection may hold here. */
+#define MAX_WATCHES_PER_CONN 16
+/* EVENTs that UCX has not finished sending on one connection, at most: the
+ * rest wait in the store's bounded queue of each watch, where a remote
+ * that does not keep up overflows as a local watcher does. */
+#define EVENT_WINDOW 64
 
 typedef struct conn conn;
 typedef struct peer peer;
 typedef struct fetch fetch;
 typedef struct lease lease;
+typedef struct parked parked;
+typedef struct pwatch pwatch;
 
 typedef enum conn_state {
   C_HELLO_SENT,  /* fetcher: waits for the owner's challenge */
@@ -97,7 +109,32 @@ struct conn {
   /* Owner side: the leases the remote holds here. */
   lease *leases;
   uint32_t nleases;
+  /* Owner side: its OPENs waiting for a seal, its watches, and the EVENTs
+   * UCX is still sending. */
+  parked *parked;
+  uint32_t nparked;
+  pwatch *watches;
+  uint32_t nwatches;
+  uint32_t events_inflight;
   conn *prev, *next;
+};
+
+/* An OPEN waiting here for its batch to be sealed: a waiter of the store,
+ * on a session of its own (the store lets a session wait for one name). */
+struct parked {
+  conn *c;
+  scree__session *sess;
+  parked *prev, *next;
+};
+
+/* A remote's watch of a prefix here: the store's watch, on a session of
+ * its own. */
+struct pwatch {
+  conn *c;
+  scree__session *sess;
+  uint64_t req;
+  char prefix[SCREE__PW_NAME_MAX + 1];
+  pwatch *prev, *next;
 };
 
 struct lease {
@@ -117,8 +154,7 @@ struct peer {
 
 typedef enum fetch_state {
   F_WAIT_CONN, /* the connection is being made and authenticated */
-  F_OPEN_SENT,
-  F_RETRY,     /* waiting to ask again for a batch not sealed yet */
+  F_OPEN_SENT, /* the owner answers when it can (it may wait for the seal) */
   F_READING,   /* reads posted */
   F_SETTLING,  /* failed or done, waiting for reads to end */
 } fetch_state;
@@ -137,8 +173,6 @@ struct fetch {
   uint64_t start_ns;
   uint64_t deadline_ns;
   uint64_t wait_until_ns; /* 0: no waiting for the batch to appear */
-  uint64_t retry_ns;
-  uint32_t retry_ms;
   uv_timer_t timer;
   /* The remote lease and the reads. */
   int have_handle;
@@ -169,6 +203,7 @@ struct scree__peers {
   uv_poll_t poll;
   uv_idle_t idle;
   uv_timer_t tick;
+  uv_timer_t waits; /* the earliest deadline of the store's waiters */
   int handles_open;
   int pumping;
   int shutting_down;
@@ -186,6 +221,7 @@ struct scree__peers {
   /* Endpoints being closed: their close requests, waited for at shutdown. */
   uint32_t closing;
   scree__peers_served served;
+  scree__mirror *mirror; /* --mirror; NULL: none */
 };
 
 static void kick(scree__peers *p);
@@ -208,41 +244,72 @@ static conn *conn_by_ep(scree__peers *p, ucp_ep_h ep) {
   return NULL;
 }
 
+/* A message on its way: the bytes, and for an EVENT whose connection
+ * counts it (events_inflight), which connection that is. */
+typedef struct sendbuf {
+  scree__peers *p;
+  uint64_t conn_id; /* 0: not counted */
+  unsigned char data[];
+} sendbuf;
+
+static conn *conn_by_id(scree__peers *p, uint64_t id) {
+  for (conn *c = p->conns; c != NULL; c = c->next)
+    if (c->id == id)
+      return c;
+  return NULL;
+}
+
 static void send_done(void *req, ucs_status_t st, void *user_data) {
   (void)st;
-  free(user_data);
+  sendbuf *sb = user_data;
+  if (sb->conn_id != 0) {
+    /* The connection may be gone: it is looked up, not remembered. */
+    conn *c = conn_by_id(sb->p, sb->conn_id);
+    if (c != NULL && c->events_inflight > 0) {
+      c->events_inflight--;
+      kick(sb->p); /* reap sends what waits */
+    }
+  }
+  free(sb);
   ucp_request_free(req);
 }
 
-/* Sends one message on c. The buffer lives until UCX is done with it. */
-static int conn_send(conn *c, const scree__pw_msg *m) {
+/* Sends one message on c, counted in c->events_inflight until UCX is done
+ * with it when counted is set. The buffer lives until then. */
+static int conn_post(conn *c, const scree__pw_msg *m, int counted) {
   unsigned char tmp[SCREE__PW_MAX];
   size_t n = scree__pw_encode(m, tmp, sizeof(tmp));
   if (n == 0)
     return SCREE_EINVAL;
-  void *buf = malloc(n);
-  if (buf == NULL)
+  sendbuf *sb = malloc(sizeof(*sb) + n);
+  if (sb == NULL)
     return SCREE_ENOMEM;
-  memcpy(buf, tmp, n);
+  sb->p = c->p;
+  sb->conn_id = counted ? c->id : 0;
+  memcpy(sb->data, tmp, n);
   ucp_request_param_t prm;
   memset(&prm, 0, sizeof(prm));
   prm.op_attr_mask =
       UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_FLAGS;
   prm.cb.send = send_done;
-  prm.user_data = buf;
+  prm.user_data = sb;
   prm.flags = UCP_AM_SEND_FLAG_REPLY | UCP_AM_SEND_FLAG_EAGER;
-  ucs_status_ptr_t r = ucp_am_send_nbx(c->ep, AM_ID, NULL, 0, buf, n, &prm);
+  ucs_status_ptr_t r = ucp_am_send_nbx(c->ep, AM_ID, NULL, 0, sb->data, n, &prm);
   kick(c->p);
   if (r == NULL) {
-    free(buf);
+    free(sb);
     return 0;
   }
   if (UCS_PTR_IS_ERR(r)) {
-    free(buf);
+    free(sb);
     return SCREE_EIO;
   }
+  if (counted)
+    c->events_inflight++;
   return 0;
 }
+
+static int conn_send(conn *c, const scree__pw_msg *m) { return conn_post(c, m, 0); }
 
 /* Marks c failed; reap closes it after progress. The first failure's
  * reason is the one kept. */
@@ -308,6 +375,31 @@ static void lease_end(scree__peers *p, conn *c, lease *l) {
   free(l);
 }
 
+static void parked_end(conn *c, parked *pk) {
+  SCREE__LIST_REMOVE(c->parked, pk);
+  c->nparked--;
+  scree__session_close(c->p->store, pk->sess);
+  free(pk);
+}
+
+static void pwatch_end(conn *c, pwatch *w) {
+  SCREE__LIST_REMOVE(c->watches, w);
+  c->nwatches--;
+  scree__session_close(c->p->store, w->sess);
+  free(w);
+}
+
+/* Ends what the remote of c has here: its leases, its waiting OPENs (the
+ * store answers nobody for a closed session) and its watches. */
+static void conn_end_served(conn *c) {
+  while (c->leases != NULL)
+    lease_end(c->p, c, c->leases);
+  while (c->parked != NULL)
+    parked_end(c, c->parked);
+  while (c->watches != NULL)
+    pwatch_end(c, c->watches);
+}
+
 static void ep_close_done(void *req, ucs_status_t st, void *user_data) {
   (void)st;
   scree__peers *p = user_data;
@@ -319,9 +411,9 @@ static void ep_close_done(void *req, ucs_status_t st, void *user_data) {
  * now or during later progress), ends its leases and frees it. */
 static void conn_destroy(conn *c) {
   scree__peers *p = c->p;
-  while (c->leases != NULL)
-    lease_end(p, c, c->leases);
-  if (c->peer != NULL && c->peer->conn == c) {
+  conn_end_served(c);
+  int was_current = c->peer != NULL && c->peer->conn == c;
+  if (was_current) {
     c->peer->conn = NULL;
     c->peer->counts.connected = 0;
   }
@@ -344,8 +436,11 @@ static void conn_destroy(conn *c) {
     if (UCS_PTR_IS_PTR(r))
       p->closing++;
   }
+  size_t peer_index = was_current ? (size_t)(c->peer - p->peers) : 0;
   SCREE__LIST_REMOVE(p->conns, c);
   free(c);
+  if (was_current)
+    scree__mirror_down(p->mirror, peer_index);
 }
 
 /* ---- the handshake --------------------------------------------------------- */
@@ -497,6 +592,7 @@ static void fetcher_on_welcome(conn *c) {
       f->conn = c;
       fetch_send_open(f);
     }
+  scree__mirror_ready(c->p->mirror, (size_t)(c->peer - c->p->peers));
 }
 
 /* ---- owner side: leases ---------------------------------------------------- */
@@ -519,8 +615,80 @@ static void owner_open_err(conn *c, uint64_t req, int code, const char *fmt, ...
   conn_send(c, &r);
 }
 
-static void owner_on_open(conn *c, const scree__pw_msg *m) {
+static void owner_open(conn *c, uint64_t req, const char *name, int64_t wait_ms,
+                       int64_t waited_ms);
+
+/* The wait of a parked OPEN ended (store.h): a seal of its name, or its
+ * deadline. The OPEN is answered now as if it had just come, without
+ * waiting again. */
+static void parked_done(void *arg, scree__session *sess, const scree__wait_end *end) {
+  (void)sess;
+  parked *pk = arg;
+  conn *c = pk->c;
+  parked_end(c, pk);
+  if (!c->failed)
+    owner_open(c, end->req_id, end->name, 0, end->rc == 0 ? -1 : end->wait_ms);
+}
+
+static void on_waits(uv_timer_t *t);
+
+/* Arms the timer for the earliest deadline among the store's waiters
+ * (the handler's Gets included: expiring theirs early is impossible, late
+ * is what their own timer avoids). */
+static void arm_waits(scree__peers *p) {
+  uint64_t d = scree__store_wait_deadline(p->store);
+  if (d == 0 || !p->handles_open)
+    return;
+  uint64_t now = scree__now_ns();
+  uv_timer_start(&p->waits, on_waits, d > now ? (d - now + 999999) / 1000000 : 0, 0);
+}
+
+static void on_waits(uv_timer_t *t) {
+  scree__peers *p = t->data;
+  scree__store_wait_expire(p->store, scree__now_ns());
+  arm_waits(p);
+}
+
+/* Parks OPEN req until a batch of name is sealed, or wait_ms (-1: no
+ * limit but the connection's) has passed. */
+static void owner_park(conn *c, uint64_t req, const char *name, int64_t wait_ms) {
   scree__peers *p = c->p;
+  if (c->nparked >= MAX_PARKED_PER_CONN) {
+    owner_open_err(c, req, SCREE_EBUSY,
+                   "this peer has %u OPENs waiting here for their batch, the limit", c->nparked);
+    return;
+  }
+  parked *pk = calloc(1, sizeof(*pk));
+  scree__store_hooks hk = {.wait_done = parked_done, .arg = pk};
+  if (pk != NULL)
+    pk->sess = scree__session_open_own(p->store, (uint32_t)getuid(), (int32_t)getpid(), &hk);
+  if (pk == NULL || pk->sess == NULL) {
+    free(pk);
+    owner_open_err(c, req, SCREE_ENOMEM, "out of host memory");
+    return;
+  }
+  char err[256];
+  if (wait_ms > SCREE__MAX_WAIT_MS)
+    wait_ms = SCREE__MAX_WAIT_MS;
+  int rc = scree__store_wait(p->store, pk->sess, name, req, wait_ms, err, sizeof(err));
+  if (rc != 0) {
+    scree__session_close(p->store, pk->sess);
+    free(pk);
+    owner_open_err(c, req, rc, "%s", err);
+    return;
+  }
+  pk->c = c;
+  pk->next = c->parked;
+  if (c->parked)
+    c->parked->prev = pk;
+  c->parked = pk;
+  c->nparked++;
+  arm_waits(p);
+  scree__log(SCREE__LOG_DEBUG, "peer_open_waits", "conn=%" PRIu64 " batch=%s wait_ms=%" PRId64,
+             c->id, scree__q(name), wait_ms);
+}
+
+static void owner_on_open(conn *c, const scree__pw_msg *m) {
   char name[SCREE__PW_NAME_MAX + 1];
   memcpy(name, m->name, m->name_len);
   name[m->name_len] = '\0';
@@ -529,35 +697,52 @@ static void owner_on_open(conn *c, const scree__pw_msg *m) {
     owner_open_err(c, m->req, SCREE_EINVAL, "bad batch name: %s", err);
     return;
   }
+  owner_open(c, m->req, name, m->wait_ms, -1);
+}
+
+/* Answers OPEN req of name: OPEN_OK with a lease when its batch is sealed;
+ * when it is missing or not sealed yet, parks the OPEN if wait_ms allows
+ * (not 0), else OPEN_ERR. waited_ms (-1: none) is how long a parked OPEN
+ * waited, for the message. */
+static void owner_open(conn *c, uint64_t req, const char *name, int64_t wait_ms,
+                       int64_t waited_ms) {
+  scree__peers *p = c->p;
   if (scree__store_mem(p->store)->info.backend != SCREE__BACKEND_HOST) {
-    owner_open_err(c, m->req, SCREE_ENOTSUP,
+    owner_open_err(c, req, SCREE_ENOTSUP,
                    "this screed serves GPU memory, which peers cannot read yet");
     return;
   }
   scree__batch *b = scree__store_find(p->store, name);
-  if (b == NULL) {
-    owner_open_err(c, m->req, SCREE_ENOENT, "no batch named '%s'", name);
-    return;
-  }
   scree__batch_view v;
-  scree__store_view(b, &v);
-  if (!v.sealed) {
-    owner_open_err(c, m->req, SCREE_ESTATE, "batch '%s' is not sealed yet", name);
+  if (b != NULL)
+    scree__store_view(b, &v);
+  if (b == NULL || !v.sealed) {
+    if (wait_ms != 0) {
+      owner_park(c, req, name, wait_ms);
+      return;
+    }
+    char waited[64] = "";
+    if (waited_ms >= 0)
+      snprintf(waited, sizeof(waited), " (waited %" PRId64 " ms)", waited_ms);
+    if (b == NULL)
+      owner_open_err(c, req, SCREE_ENOENT, "no batch named '%s'%s", name, waited);
+    else
+      owner_open_err(c, req, SCREE_ESTATE, "batch '%s' is not sealed yet%s", name, waited);
     return;
   }
   if (c->nleases >= MAX_LEASES_PER_CONN) {
-    owner_open_err(c, m->req, SCREE_EBUSY, "this peer holds %u leases here, the limit",
+    owner_open_err(c, req, SCREE_EBUSY, "this peer holds %u leases here, the limit",
                    c->nleases);
     return;
   }
   lease *l = calloc(1, sizeof(*l));
   if (l == NULL) {
-    owner_open_err(c, m->req, SCREE_ENOMEM, "out of host memory");
+    owner_open_err(c, req, SCREE_ENOMEM, "out of host memory");
     return;
   }
   if (scree__store_pin(p->store, b) != 0) {
     free(l);
-    owner_open_err(c, m->req, SCREE_EBUSY, "batch '%s' has too many leases", name);
+    owner_open_err(c, req, SCREE_EBUSY, "batch '%s' has too many leases", name);
     return;
   }
   /* Only the batch's own bytes are registered, and only while the lease
@@ -575,7 +760,7 @@ static void owner_on_open(conn *c, const scree__pw_msg *m) {
   if (st != UCS_OK) {
     scree__store_unpin(p->store, b);
     free(l);
-    owner_open_err(c, m->req, SCREE_EIO, "cannot register batch '%s' with UCX: %s", name,
+    owner_open_err(c, req, SCREE_EIO, "cannot register batch '%s' with UCX: %s", name,
                    ucs_status_string(st));
     return;
   }
@@ -588,7 +773,7 @@ static void owner_on_open(conn *c, const scree__pw_msg *m) {
     ucp_mem_unmap(p->ctx, l->memh);
     scree__store_unpin(p->store, b);
     free(l);
-    owner_open_err(c, m->req, SCREE_EIO, "cannot pack a UCX key for '%s': %s", name,
+    owner_open_err(c, req, SCREE_EIO, "cannot pack a UCX key for '%s': %s", name,
                    st == UCS_OK ? "too large" : ucs_status_string(st));
     return;
   }
@@ -605,7 +790,7 @@ static void owner_on_open(conn *c, const scree__pw_msg *m) {
   scree__pw_msg r;
   memset(&r, 0, sizeof(r));
   r.type = SCREE__PW_OPEN_OK;
-  r.req = m->req;
+  r.req = req;
   r.handle = l->handle;
   r.desc = v.desc;
   r.values_bytes = v.values_bytes;
@@ -632,6 +817,137 @@ static void owner_on_close(conn *c, const scree__pw_msg *m) {
              c->id, m->handle);
 }
 
+/* ---- owner side: watches ----------------------------------------------------- */
+
+/* Sends one EVENT of the watch whose WATCH was req; a sealed one carries
+ * the batch's stamp (its creation time here), when it is still there. */
+static int owner_send_event(conn *c, uint64_t req, uint64_t seq, int kind, const char *name) {
+  scree__pw_msg m;
+  memset(&m, 0, sizeof(m));
+  m.type = SCREE__PW_EVENT;
+  m.req = req;
+  m.seq = seq;
+  m.kind = (uint8_t)kind;
+  m.name = name;
+  m.name_len = strlen(name);
+  if (kind == SCREE__PW_EV_SEALED) {
+    scree__batch *b = scree__store_find(c->p->store, name);
+    if (b != NULL) {
+      scree__batch_view v;
+      scree__store_view(b, &v);
+      if (v.sealed)
+        m.stamp = v.created_ns;
+    }
+  }
+  int rc = conn_post(c, &m, 1);
+  if (rc != 0)
+    conn_mark_failed(c, SCREE_EIO, SCREE__FETCH_FAIL_LOST, "cannot send to %s", c->addr);
+  return rc;
+}
+
+/* Sends what c's watches have to hand out, one event of each in turn,
+ * while fewer than EVENT_WINDOW are on their way; the rest waits in the
+ * store (reap comes back as sends complete). The end of a replay is
+ * said with a synced event. */
+static void owner_pump_events(conn *c) {
+  for (int more = 1; more && !c->failed && c->events_inflight < EVENT_WINDOW;) {
+    more = 0;
+    for (pwatch *w = c->watches; w != NULL; w = w->next) {
+      if (c->failed || c->events_inflight >= EVENT_WINDOW)
+        break;
+      int replaying = scree__store_watch_replaying(w->sess);
+      scree__event ev;
+      int got = scree__store_watch_next(c->p->store, w->sess, &ev);
+      if (replaying && !scree__store_watch_replaying(w->sess) &&
+          owner_send_event(c, w->req, 0, SCREE__PW_EV_SYNCED, "") != 0)
+        break;
+      if (!got)
+        continue;
+      if (owner_send_event(c, ev.req_id, ev.seq, ev.kind, ev.name) != 0)
+        break;
+      more = 1;
+    }
+  }
+}
+
+/* A watch had nothing to hand out and now has (store.h). */
+static void pwatch_ready(void *arg, scree__session *sess) {
+  (void)sess;
+  pwatch *w = arg;
+  owner_pump_events(w->c);
+}
+
+static void owner_watch_err(conn *c, uint64_t req, int code, const char *text) {
+  scree__pw_msg r;
+  memset(&r, 0, sizeof(r));
+  r.type = SCREE__PW_WATCH_ERR;
+  r.req = req;
+  r.code = code;
+  r.msg = text;
+  r.msg_len = strlen(text);
+  conn_send(c, &r);
+}
+
+/* WATCH: the store's watch of the prefix, on a session of its own per
+ * prefix (a WATCH of a prefix watched already restarts that watch). Seen
+ * by the same rules as a local watcher's: the store's. */
+static void owner_on_watch(conn *c, const scree__pw_msg *m) {
+  scree__peers *p = c->p;
+  char prefix[SCREE__PW_NAME_MAX + 1];
+  if (m->name_len > 0)
+    memcpy(prefix, m->name, m->name_len);
+  prefix[m->name_len] = '\0';
+  if (strlen(prefix) != m->name_len) {
+    owner_watch_err(c, m->req, SCREE_EINVAL, "the watch prefix contains U+0000");
+    return;
+  }
+  pwatch *w = c->watches;
+  while (w != NULL && strcmp(w->prefix, prefix) != 0)
+    w = w->next;
+  int made = 0;
+  if (w == NULL) {
+    if (c->nwatches >= MAX_WATCHES_PER_CONN) {
+      char text[128];
+      snprintf(text, sizeof(text), "this peer holds %u watches here, the limit", c->nwatches);
+      owner_watch_err(c, m->req, SCREE_EBUSY, text);
+      return;
+    }
+    w = calloc(1, sizeof(*w));
+    scree__store_hooks hk = {.watch_ready = pwatch_ready, .arg = w};
+    if (w != NULL)
+      w->sess = scree__session_open_own(p->store, (uint32_t)getuid(), (int32_t)getpid(), &hk);
+    if (w == NULL || w->sess == NULL) {
+      free(w);
+      owner_watch_err(c, m->req, SCREE_ENOMEM, "out of host memory");
+      return;
+    }
+    w->c = c;
+    snprintf(w->prefix, sizeof(w->prefix), "%s", prefix);
+    w->next = c->watches;
+    if (c->watches)
+      c->watches->prev = w;
+    c->watches = w;
+    c->nwatches++;
+    made = 1;
+  }
+  int replay = (m->flags & SCREE__PW_WATCH_REPLAY) != 0;
+  char err[256];
+  int rc = scree__store_watch(p->store, w->sess, prefix, replay, m->req, err, sizeof(err));
+  if (rc != 0) {
+    if (made)
+      pwatch_end(c, w);
+    owner_watch_err(c, m->req, rc, err);
+    return;
+  }
+  w->req = m->req;
+  scree__log(SCREE__LOG_DEBUG, "peer_watch", "conn=%" PRIu64 " prefix=%s replay=%d", c->id,
+             scree__q(prefix), replay);
+  /* Without a replay there is nothing to replay: it has ended already. */
+  if (!replay && owner_send_event(c, m->req, 0, SCREE__PW_EV_SYNCED, "") != 0)
+    return;
+  owner_pump_events(c);
+}
+
 /* ---- fetcher side ------------------------------------------------------------ */
 
 static fetch *fetch_by_req(scree__peers *p, conn *c, uint64_t req) {
@@ -654,8 +970,6 @@ static void send_close(conn *c, uint64_t handle) {
 static void fetch_arm(fetch *f) {
   uint64_t now = scree__now_ns();
   uint64_t at = f->deadline_ns;
-  if (f->state == F_RETRY && f->retry_ns < at)
-    at = f->retry_ns;
   uint64_t ms = at > now ? (at - now + 999999) / 1000000 : 0;
   uv_timer_start(&f->timer, fetch_timer, ms, 0);
 }
@@ -668,6 +982,17 @@ static void fetch_send_open(fetch *f) {
   m.req = f->wire_req;
   m.name = f->name;
   m.name_len = strlen(f->name);
+  if (f->wait_until_ns != 0) {
+    /* The owner keeps the OPEN until the batch is sealed or this wait
+     * ends, and answers then: no asking again. The wait is cut to the
+     * fetch's deadline and a little more, so that the fetch's own timeout
+     * comes first when the wait would outlast it. */
+    uint64_t now = scree__now_ns();
+    uint64_t until = f->wait_until_ns;
+    if (until > f->deadline_ns + WAIT_GRACE_MS * 1000000ull)
+      until = f->deadline_ns + WAIT_GRACE_MS * 1000000ull;
+    m.wait_ms = until > now ? (int64_t)((until - now + 999999) / 1000000) : 0;
+  }
   f->state = F_OPEN_SENT;
   if (conn_send(f->conn, &m) != 0)
     conn_mark_failed(f->conn, SCREE_EIO, SCREE__FETCH_FAIL_LOST, "peer '%s' at %s: cannot send",
@@ -781,17 +1106,6 @@ static void fetcher_on_open_err(conn *c, const scree__pw_msg *m) {
                     : '?';
   text[n] = '\0';
   int code = m->code < 0 && scree_err_known(m->code) ? m->code : SCREE_EPROTO;
-  uint64_t now = scree__now_ns();
-  if ((code == SCREE_ENOENT || code == SCREE_ESTATE) && f->wait_until_ns > now) {
-    /* The batch may yet appear: ask again a little later. */
-    f->state = F_RETRY;
-    f->retry_ns = now + (uint64_t)f->retry_ms * 1000000u;
-    if (f->retry_ns > f->wait_until_ns)
-      f->retry_ns = f->wait_until_ns;
-    f->retry_ms = f->retry_ms * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : f->retry_ms * 2;
-    fetch_arm(f);
-    return;
-  }
   fetch_fail(f, code, SCREE__FETCH_FAIL_REMOTE, "peer '%s': %s", f->peer->spec.name, text);
 }
 
@@ -916,13 +1230,6 @@ static void fetch_timer(uv_timer_t *t) {
                        f->peer->spec.name);
     return;
   }
-  if (f->state == F_RETRY && now >= f->retry_ns) {
-    if (f->conn == NULL || f->conn->state != C_READY) {
-      f->state = F_WAIT_CONN;
-    } else {
-      fetch_send_open(f);
-    }
-  }
   fetch_arm(f);
 }
 
@@ -954,6 +1261,8 @@ static void on_message(conn *c, const void *data, size_t len) {
         return owner_on_open(c, &m);
       if (m.type == SCREE__PW_CLOSE)
         return owner_on_close(c, &m);
+      if (m.type == SCREE__PW_WATCH)
+        return owner_on_watch(c, &m);
       break;
     default:
       break;
@@ -986,6 +1295,9 @@ static void on_message(conn *c, const void *data, size_t len) {
       return fetcher_on_open_ok(c, &m);
     if (m.type == SCREE__PW_OPEN_ERR)
       return fetcher_on_open_err(c, &m);
+    if ((m.type == SCREE__PW_EVENT || m.type == SCREE__PW_WATCH_ERR) &&
+        scree__mirror_message(c->p->mirror, (size_t)(c->peer - c->p->peers), &m) == 0)
+      return;
     break;
   default:
     break;
@@ -1135,8 +1447,7 @@ static void reap(scree__peers *p) {
       if (!c->muted) {
         c->muted = 1;
         c->muted_ns = now;
-        while (c->leases != NULL)
-          lease_end(p, c, c->leases);
+        conn_end_served(c);
         continue;
       }
       if (now - c->muted_ns < MUTE_MS * 1000000ull)
@@ -1169,6 +1480,10 @@ static void reap(scree__peers *p) {
     else if (f->state == F_READING)
       f->rc == 0 ? fetch_complete(f) : fetch_settle(f);
   }
+  /* Watches whose events waited for room in the window. */
+  for (conn *c = p->conns; c != NULL; c = c->next)
+    if (c->watches != NULL && !c->failed)
+      owner_pump_events(c);
 }
 
 static void on_idle(uv_idle_t *h);
@@ -1215,35 +1530,12 @@ static void on_tick(uv_timer_t *t) { pump(t->data); }
 
 /* ---- fetch, the entry point ------------------------------------------------ */
 
-int scree__peers_fetch(scree__peers *p, scree__session *sess, uint64_t id,
-                       const scree__fetch_req *q, scree__fetch_done_cb cb, void *cb_arg,
-                       char *msg, size_t msg_len) {
-  if (p->shutting_down)
-    return scree__fail(SCREE_EAGAIN, msg, msg_len, "screed is stopping");
-  if (q->peer == NULL || q->peer[0] == '\0')
-    return scree__fail(SCREE_EINVAL, msg, msg_len, "fetch names no peer");
-  peer *pe = NULL;
-  for (size_t i = 0; i < p->npeers; i++)
-    if (strcmp(p->peers[i].spec.name, q->peer) == 0)
-      pe = &p->peers[i];
-  if (pe == NULL) {
-    char known[512] = "";
-    size_t n = 0;
-    for (size_t i = 0; i < p->npeers && n < sizeof(known); i++)
-      n += (size_t)snprintf(known + n, sizeof(known) - n, "%s'%s'", i ? ", " : "",
-                            p->peers[i].spec.name);
-    return scree__fail(SCREE_EINVAL, msg, msg_len,
-                       "unknown peer '%s'; this screed knows %s (--peer NAME=HOST:PORT)",
-                       q->peer, p->npeers ? known : "none");
-  }
-  char m[256];
-  int rc = scree__name_check(q->name, m, sizeof(m));
-  if (rc != 0)
-    return scree__fail(rc, msg, msg_len, "remote name: %s", m);
-  const char *as = q->as_name != NULL && q->as_name[0] != '\0' ? q->as_name : q->name;
-  rc = scree__name_check(as, m, sizeof(m));
-  if (rc != 0)
-    return scree__fail(rc, msg, msg_len, "local name: %s", m);
+/* Starts a fetch of q->name from pe into as (both checked) for sess; client:
+ * sess is a client's connection, whose fetch it becomes (scree__session_fetch).
+ * Returns as scree__peers_fetch. */
+static int fetch_start(scree__peers *p, peer *pe, scree__session *sess, int client,
+                       uint64_t id, const scree__fetch_req *q, const char *as,
+                       scree__fetch_done_cb cb, void *cb_arg, char *msg, size_t msg_len) {
   if (scree__store_mem(p->store)->info.backend != SCREE__BACKEND_HOST)
     return scree__fail(SCREE_ENOTSUP, msg, msg_len,
                        "fetching into GPU memory is not implemented yet (this screed serves"
@@ -1269,11 +1561,12 @@ int scree__peers_fetch(scree__peers *p, scree__session *sess, uint64_t id,
   if (timeout > 86400000ull)
     timeout = 86400000ull;
   f->deadline_ns = f->start_ns + timeout * 1000000ull;
+  /* Waiting "until the timeout" asks the owner to wait a little past it,
+   * so that the fetch times out (ETIMEDOUT) rather than the wait. */
   if (q->wait_ms > 0 || q->wait_ms == -1) {
-    uint64_t w = q->wait_ms == -1 ? timeout : (uint64_t)q->wait_ms;
+    uint64_t w = q->wait_ms == -1 ? timeout + WAIT_GRACE_MS : (uint64_t)q->wait_ms;
     f->wait_until_ns = f->start_ns + w * 1000000ull;
   }
-  f->retry_ms = RETRY_MIN_MS;
   f->cb = cb;
   f->cb_arg = cb_arg;
   uv_timer_init(p->loop, &f->timer);
@@ -1282,14 +1575,17 @@ int scree__peers_fetch(scree__peers *p, scree__session *sess, uint64_t id,
   if (p->fetches)
     p->fetches->prev = f;
   p->fetches = f;
-  scree__session_set_fetch(sess, f);
+  if (client)
+    scree__session_set_fetch(sess, f);
 
   if (pe->conn == NULL) {
-    rc = peer_connect(p, pe, m, sizeof(m));
+    char m[256];
+    int rc = peer_connect(p, pe, m, sizeof(m));
     if (rc != 0) {
       /* Reported through the callback like any later failure: the caller
        * has already deferred nothing, so fail synchronously instead. */
-      scree__session_set_fetch(sess, NULL);
+      if (client)
+        scree__session_set_fetch(sess, NULL);
       f->replied = 1;
       pe->counts.failures[SCREE__FETCH_FAIL_UNREACHABLE]++;
       fetch_settle(f);
@@ -1305,6 +1601,94 @@ int scree__peers_fetch(scree__peers *p, scree__session *sess, uint64_t id,
   fetch_arm(f);
   kick(p);
   return 0;
+}
+
+int scree__peers_fetch(scree__peers *p, scree__session *sess, uint64_t id,
+                       const scree__fetch_req *q, scree__fetch_done_cb cb, void *cb_arg,
+                       char *msg, size_t msg_len) {
+  if (p->shutting_down)
+    return scree__fail(SCREE_EAGAIN, msg, msg_len, "screed is stopping");
+  if (q->peer == NULL || q->peer[0] == '\0')
+    return scree__fail(SCREE_EINVAL, msg, msg_len, "fetch names no peer");
+  size_t i = scree__peers_find(p, q->peer);
+  if (i == SIZE_MAX) {
+    char known[512] = "";
+    size_t n = 0;
+    for (size_t k = 0; k < p->npeers && n < sizeof(known); k++)
+      n += (size_t)snprintf(known + n, sizeof(known) - n, "%s'%s'", k ? ", " : "",
+                            p->peers[k].spec.name);
+    return scree__fail(SCREE_EINVAL, msg, msg_len,
+                       "unknown peer '%s'; this screed knows %s (--peer NAME=HOST:PORT)",
+                       q->peer, p->npeers ? known : "none");
+  }
+  char m[256];
+  int rc = scree__name_check(q->name, m, sizeof(m));
+  if (rc != 0)
+    return scree__fail(rc, msg, msg_len, "remote name: %s", m);
+  const char *as = q->as_name != NULL && q->as_name[0] != '\0' ? q->as_name : q->name;
+  rc = scree__name_check(as, m, sizeof(m));
+  if (rc != 0)
+    return scree__fail(rc, msg, msg_len, "local name: %s", m);
+  return fetch_start(p, &p->peers[i], sess, 1, id, q, as, cb, cb_arg, msg, msg_len);
+}
+
+/* ---- what the mirrors use (peers_mirror.h) --------------------------------- */
+
+size_t scree__peers_find(const scree__peers *p, const char *name) {
+  for (size_t i = 0; i < p->npeers; i++)
+    if (strcmp(p->peers[i].spec.name, name) == 0)
+      return i;
+  return SIZE_MAX;
+}
+
+int scree__peers_link(scree__peers *p, size_t i, char *msg, size_t msg_len) {
+  if (p->shutting_down)
+    return scree__fail(SCREE_EAGAIN, msg, msg_len, "screed is stopping");
+  if (p->peers[i].conn != NULL)
+    return 0;
+  int rc = peer_connect(p, &p->peers[i], msg, msg_len);
+  kick(p);
+  return rc;
+}
+
+int scree__peers_send_watch(scree__peers *p, size_t i, const char *prefix, int replay,
+                            uint64_t *req) {
+  conn *c = p->peers[i].conn;
+  if (p->shutting_down || c == NULL || c->state != C_READY || c->failed)
+    return SCREE_EAGAIN;
+  scree__pw_msg m;
+  memset(&m, 0, sizeof(m));
+  m.type = SCREE__PW_WATCH;
+  m.req = ++p->next_wire_req;
+  m.flags = replay ? SCREE__PW_WATCH_REPLAY : 0;
+  m.name = prefix;
+  m.name_len = strlen(prefix);
+  if (conn_send(c, &m) != 0) {
+    conn_mark_failed(c, SCREE_EIO, SCREE__FETCH_FAIL_LOST, "peer '%s' at %s: cannot send",
+                     c->peer->spec.name, c->addr);
+    return SCREE_EIO;
+  }
+  *req = m.req;
+  return 0;
+}
+
+int scree__peers_fetch_own(scree__peers *p, size_t i, scree__session *sess, const char *name,
+                           uint64_t timeout_ms, scree__fetch_done_cb cb, void *cb_arg,
+                           char *msg, size_t msg_len) {
+  if (p->shutting_down)
+    return scree__fail(SCREE_EAGAIN, msg, msg_len, "screed is stopping");
+  int rc = scree__name_check(name, msg, msg_len);
+  if (rc != 0)
+    return rc;
+  scree__fetch_req q = {.peer = p->peers[i].spec.name,
+                        .name = name,
+                        .wait_ms = SCREE__FETCH_NO_WAIT,
+                        .timeout_ms = timeout_ms};
+  return fetch_start(p, &p->peers[i], sess, 0, 0, &q, name, cb, cb_arg, msg, msg_len);
+}
+
+scree__peer_counts *scree__peers_counts_ref(scree__peers *p, size_t i) {
+  return &p->peers[i].counts;
 }
 
 void scree__peers_detach(void *fetch_ptr) {
@@ -1380,6 +1764,35 @@ int scree__peers_render_metrics(const scree__peers *p, char **buf, size_t *len, 
   for (size_t i = 0; i < p->npeers; i++)
     rc |= appendf(buf, len, cap, "scree_peer_connected{peer=\"%s\"} %d\n",
                   p->peers[i].spec.name, p->peers[i].counts.connected);
+  int mirrors = 0;
+  for (size_t i = 0; i < p->npeers; i++)
+    mirrors |= p->peers[i].counts.mirrors != 0;
+  if (mirrors) {
+    static const struct {
+      const char *name, *help;
+      size_t at;
+    } mc[] = {
+        {"scree_peer_mirrored_total", "Batches the mirrors of each peer fetched.",
+         offsetof(scree__peer_counts, mirrored)},
+        {"scree_peer_mirror_deletes_total",
+         "Mirrored copies deleted because the peer deleted its batch.",
+         offsetof(scree__peer_counts, mirror_deletes)},
+        {"scree_peer_mirror_resyncs_total",
+         "Times the mirrors of each peer watched again with replay.",
+         offsetof(scree__peer_counts, mirror_resyncs)},
+    };
+    for (size_t k = 0; k < sizeof(mc) / sizeof(mc[0]); k++) {
+      rc |= appendf(buf, len, cap, "# HELP %s %s\n# TYPE %s counter\n", mc[k].name, mc[k].help,
+                    mc[k].name);
+      for (size_t i = 0; i < p->npeers; i++) {
+        uint64_t v;
+        memcpy(&v, (const char *)&p->peers[i].counts + mc[k].at, sizeof(v));
+        if (p->peers[i].counts.mirrors != 0)
+          rc |= appendf(buf, len, cap, "%s{peer=\"%s\"} %" PRIu64 "\n", mc[k].name,
+                        p->peers[i].spec.name, v);
+      }
+    }
+  }
   rc |= appendf(buf, len, cap,
                 "# HELP scree_peer_conns_served Authenticated peer connections to this"
                 " screed.\n# TYPE scree_peer_conns_served gauge\nscree_peer_conns_served %u\n"
@@ -1471,6 +1884,22 @@ int scree__peers_new(const scree__peers_config *cfg, scree__peers **out, char *m
     }
   }
   p->npeers = cfg->npeers;
+  rc = scree__mirror_specs_check(cfg->mirrors, cfg->nmirrors, cfg->peers, cfg->npeers, msg,
+                                 msg_len);
+  if (rc != 0)
+    goto err;
+  rc = scree__mirror_new(p, p->loop, p->store, cfg->mirrors, cfg->nmirrors, cfg->mirror_queue,
+                         &p->mirror, msg, msg_len);
+  if (rc != 0)
+    goto err;
+
+  /* A screed that restarts listens on the same port at once, though the
+   * connections of the one before may linger there in TIME_WAIT (a peer
+   * that a mirror follows is expected back at its address). The option
+   * belongs to UCX's tcp connection manager, which reads it from the
+   * environment only (ucp_config_modify does not reach it); a value the
+   * environment gives already is kept. Nothing else runs yet at start. */
+  setenv("UCX_TCP_CM_REUSEADDR", "y", 0);
 
   ucp_params_t up;
   memset(&up, 0, sizeof(up));
@@ -1565,15 +1994,19 @@ int scree__peers_new(const scree__peers_config *cfg, scree__peers **out, char *m
   p->idle.data = p;
   uv_timer_init(p->loop, &p->tick);
   p->tick.data = p;
+  uv_timer_init(p->loop, &p->waits);
+  p->waits.data = p;
   p->handles_open = 1;
   uv_poll_start(&p->poll, UV_READABLE, on_poll);
   uv_timer_start(&p->tick, on_tick, TICK_MS, TICK_MS);
   uv_unref((uv_handle_t *)&p->tick);
+  scree__mirror_start(p->mirror);
   kick(p);
   *out = p;
   return 0;
 
 err:
+  scree__mirror_free(p->mirror);
   if (p->listener)
     ucp_listener_destroy(p->listener);
   if (p->worker)
@@ -1601,6 +2034,8 @@ void scree__peers_shutdown(scree__peers *p) {
   /* Requests that arrived but were not accepted: UCX drops them with the
    * listener. */
   p->npending = 0;
+  /* The mirrors start nothing more; their fetches end below. */
+  scree__mirror_shutdown(p->mirror);
   for (fetch *f = p->fetches, *fn; f != NULL; f = fn) {
     fn = f->next;
     if (f->state != F_SETTLING)
@@ -1625,12 +2060,14 @@ void scree__peers_shutdown(scree__peers *p) {
     uv_close((uv_handle_t *)&p->poll, NULL);
     uv_close((uv_handle_t *)&p->idle, NULL);
     uv_close((uv_handle_t *)&p->tick, NULL);
+    uv_close((uv_handle_t *)&p->waits, NULL);
   }
 }
 
 void scree__peers_free(scree__peers *p) {
   if (p == NULL)
     return;
+  scree__mirror_free(p->mirror);
   if (p->worker != NULL)
     ucp_worker_destroy(p->worker);
   if (p->ctx != NULL)

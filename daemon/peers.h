@@ -55,6 +55,28 @@ int scree__peer_spec_parse(const char *arg, scree__peer_spec *out, char *msg, si
 int scree__peer_addr_parse(const char *arg, char *host, size_t host_len, uint16_t *port,
                            char *msg, size_t msg_len);
 
+/* One --mirror PEER:PREFIX: keep every sealed batch under PREFIX on peer
+ * PEER fetched here, under the same names (peers_mirror.c). */
+typedef struct scree__mirror_spec {
+  char peer[SCREE__PEER_NAME_MAX + 1];
+  char prefix[SCREE__MAX_NAME_LEN + 1]; /* "" mirrors every name */
+} scree__mirror_spec;
+
+#define SCREE__MIRRORS_MAX 64
+
+/* Parses "PEER:PREFIX": PEER as a --peer NAME, PREFIX up to 255 bytes of
+ * what a batch name may hold (possibly empty). Returns 0 or SCREE_EINVAL
+ * with a message naming the bad part. */
+int scree__mirror_spec_parse(const char *arg, scree__mirror_spec *out, char *msg,
+                             size_t msg_len);
+
+/* Checks mirrors against the peers once every option is read: each names a
+ * --peer, and no two of one peer have prefixes where one starts the other
+ * (they would fetch the same names). Returns 0 or SCREE_EINVAL. */
+int scree__mirror_specs_check(const scree__mirror_spec *mirrors, size_t nmirrors,
+                              const scree__peer_spec *peers, size_t npeers, char *msg,
+                              size_t msg_len);
+
 typedef struct scree__peers_config {
   uv_loop_t *loop;
   scree__store *store;
@@ -66,14 +88,20 @@ typedef struct scree__peers_config {
   const char *secret_file;
   const unsigned char *secret;
   size_t secret_len;
+  /* --mirror: checked as scree__mirror_specs_check does. Each mirror
+   * queues at most mirror_queue names for fetching (--watch-queue; 0: the
+   * store's default). */
+  const scree__mirror_spec *mirrors;
+  size_t nmirrors;
+  uint32_t mirror_queue;
 } scree__peers_config;
 
 /* Whether this build has peers (UCX). */
 int scree__peers_available(void);
 
-/* Opens UCX, listens when cfg->listen is set, and prepares (without
- * connecting) the endpoints of cfg->peers; connections are made at the
- * first fetch and kept. Returns 0, SCREE_ENOTSUP (built without UCX),
+/* Opens UCX, listens when cfg->listen is set, and prepares the endpoints
+ * of cfg->peers; connections are made at the first fetch, or at once for a
+ * peer that a mirror follows, and kept. Returns 0, SCREE_ENOTSUP (built without UCX),
  * SCREE_EINVAL, or SCREE_EIO when UCX fails (its message included). */
 int scree__peers_new(const scree__peers_config *cfg, scree__peers **out, char *msg,
                      size_t msg_len);
@@ -133,6 +161,12 @@ typedef struct scree__peer_counts {
   uint64_t bytes;      /* bytes read by completed fetches */
   uint64_t failures[8]; /* by SCREE__FETCH_FAIL_* */
   int connected;
+  /* The mirrors of this peer (--mirror PEER:PREFIX): */
+  uint32_t mirrors;        /* how many follow it */
+  uint64_t mirrored;       /* batches they fetched (also in batches) */
+  uint64_t mirror_deletes; /* local copies deleted because the peer deleted its batch */
+  uint64_t mirror_resyncs; /* times they watched again with replay (an overflow, a full
+                            * queue, a lost connection) */
 } scree__peer_counts;
 
 /* Causes of failed fetches, the index into failures[]. */

@@ -84,3 +84,74 @@ int scree__peer_spec_parse(const char *arg, scree__peer_spec *out, char *msg,
                        out->name);
   return 0;
 }
+
+int scree__mirror_spec_parse(const char *arg, scree__mirror_spec *out, char *msg,
+                             size_t msg_len) {
+  memset(out, 0, sizeof(*out));
+  const char *colon = strchr(arg, ':');
+  if (colon == NULL)
+    return scree__fail(SCREE_EINVAL, msg, msg_len,
+                       "'%s' is not PEER:PREFIX (a --peer NAME, a colon, then the prefix of"
+                       " the names to mirror)",
+                       arg);
+  size_t nl = (size_t)(colon - arg);
+  if (nl == 0 || nl > SCREE__PEER_NAME_MAX)
+    return scree__fail(SCREE_EINVAL, msg, msg_len,
+                       "peer name in '%s' must be 1 to %d characters", arg,
+                       SCREE__PEER_NAME_MAX);
+  for (size_t i = 0; i < nl; i++) {
+    char c = arg[i];
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+          c == '.' || c == '_' || c == '-'))
+      return scree__fail(SCREE_EINVAL, msg, msg_len,
+                         "peer name in '%s' may hold only letters, digits, '.', '_' and '-'",
+                         arg);
+  }
+  memcpy(out->peer, arg, nl);
+  out->peer[nl] = '\0';
+  const char *prefix = colon + 1;
+  if (prefix[0] != '\0') {
+    /* A prefix is held to what a name may be: it is a name's start. */
+    char m[256];
+    if (scree__name_check(prefix, m, sizeof(m)) != 0)
+      return scree__fail(SCREE_EINVAL, msg, msg_len, "prefix in '%s': %s", arg, m);
+  }
+  snprintf(out->prefix, sizeof(out->prefix), "%s", prefix);
+  return 0;
+}
+
+int scree__mirror_specs_check(const scree__mirror_spec *mirrors, size_t nmirrors,
+                              const scree__peer_spec *peers, size_t npeers, char *msg,
+                              size_t msg_len) {
+  if (nmirrors > SCREE__MIRRORS_MAX)
+    return scree__fail(SCREE_EINVAL, msg, msg_len, "%zu --mirror options; at most %d",
+                       nmirrors, SCREE__MIRRORS_MAX);
+  for (size_t i = 0; i < nmirrors; i++) {
+    const scree__mirror_spec *a = &mirrors[i];
+    size_t k = 0;
+    while (k < npeers && strcmp(peers[k].name, a->peer) != 0)
+      k++;
+    if (k == npeers) {
+      char known[512] = "";
+      size_t n = 0;
+      for (size_t j = 0; j < npeers && n < sizeof(known); j++)
+        n += (size_t)snprintf(known + n, sizeof(known) - n, "%s'%s'", j ? ", " : "",
+                              peers[j].name);
+      return scree__fail(SCREE_EINVAL, msg, msg_len,
+                         "--mirror %s:%s names peer '%s', which no --peer NAME=HOST:PORT"
+                         " gives (known: %s)",
+                         a->peer, a->prefix, a->peer, npeers ? known : "none");
+    }
+    for (size_t j = 0; j < i; j++) {
+      const scree__mirror_spec *b = &mirrors[j];
+      size_t la = strlen(a->prefix), lb = strlen(b->prefix);
+      if (strcmp(a->peer, b->peer) == 0 &&
+          strncmp(a->prefix, b->prefix, la < lb ? la : lb) == 0)
+        return scree__fail(SCREE_EINVAL, msg, msg_len,
+                           "--mirror %s:%s overlaps --mirror %s:%s (one prefix starts the"
+                           " other, so both would fetch the same names)",
+                           a->peer, a->prefix, b->peer, b->prefix);
+    }
+  }
+  return 0;
+}

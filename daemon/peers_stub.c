@@ -13,8 +13,8 @@ int scree__peers_new(const scree__peers_config *cfg, scree__peers **out, char *m
   *out = NULL;
   return scree__fail(SCREE_ENOTSUP, msg, msg_len,
                      "this screed was built without UCX (libucx-dev) and libcrypto, so it"
-                     " has no peers: --peer-listen, --peer and --peer-secret-file are not"
-                     " available");
+                     " has no peers: --peer-listen, --peer, --peer-secret-file and --mirror"
+                     " are not available");
 }
 
 uint16_t scree__peers_listen_port(const scree__peers *p) {

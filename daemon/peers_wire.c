@@ -1,5 +1,6 @@
 #include "peers_wire.h"
 
+#include <inttypes.h>
 #include <string.h>
 
 #include "scree/error.h"
@@ -80,6 +81,9 @@ const char *scree__pw_type_name(int type) {
   case SCREE__PW_OPEN_OK: return "open_ok";
   case SCREE__PW_OPEN_ERR: return "open_err";
   case SCREE__PW_CLOSE: return "close";
+  case SCREE__PW_WATCH: return "watch";
+  case SCREE__PW_EVENT: return "event";
+  case SCREE__PW_WATCH_ERR: return "watch_err";
   default: return "unknown";
   }
 }
@@ -135,6 +139,9 @@ int scree__pw_decode(const void *buf, size_t len, scree__pw_msg *out, char *msg,
       return BAD("open names a batch of %zu bytes; 1 to %d", out->name_len,
                  SCREE__PW_NAME_MAX);
     out->name = (const char *)take(&r, out->name_len);
+    out->wait_ms = (int64_t)get_le(&r, 8);
+    if (!r.bad && out->wait_ms < -1)
+      return BAD("open waits %" PRId64 " ms; -1 (no limit), 0 or more", out->wait_ms);
     break;
   case SCREE__PW_OPEN_OK: {
     out->handle = get_le(&r, 8);
@@ -167,16 +174,44 @@ int scree__pw_decode(const void *buf, size_t len, scree__pw_msg *out, char *msg,
     break;
   }
   case SCREE__PW_OPEN_ERR:
+  case SCREE__PW_WATCH_ERR:
     out->code = (int32_t)(uint32_t)get_le(&r, 4);
     out->msg_len = (size_t)get_le(&r, 2);
     if (out->msg_len > SCREE__PW_MSG_MAX)
-      return BAD("open_err carries a message of %zu bytes; at most %d", out->msg_len,
-                 SCREE__PW_MSG_MAX);
+      return BAD("%s carries a message of %zu bytes; at most %d", scree__pw_type_name(type),
+                 out->msg_len, SCREE__PW_MSG_MAX);
     out->msg = (const char *)take(&r, out->msg_len);
     break;
   case SCREE__PW_CLOSE:
     out->handle = get_le(&r, 8);
     break;
+  case SCREE__PW_WATCH:
+    out->flags = (uint8_t)get_le(&r, 1);
+    if (out->flags & ~SCREE__PW_WATCH_REPLAY)
+      return BAD("watch has unknown flags 0x%02x", out->flags);
+    out->name_len = (size_t)get_le(&r, 2);
+    if (out->name_len > SCREE__PW_NAME_MAX)
+      return BAD("watch has a prefix of %zu bytes; at most %d", out->name_len,
+                 SCREE__PW_NAME_MAX);
+    out->name = (const char *)take(&r, out->name_len);
+    break;
+  case SCREE__PW_EVENT: {
+    out->seq = get_le(&r, 8);
+    out->kind = (uint8_t)get_le(&r, 1);
+    out->stamp = get_le(&r, 8);
+    out->name_len = (size_t)get_le(&r, 2);
+    if (r.bad)
+      break;
+    int named = out->kind == SCREE__PW_EV_SEALED || out->kind == SCREE__PW_EV_DELETED;
+    if (!named && out->kind != SCREE__PW_EV_OVERFLOW && out->kind != SCREE__PW_EV_SYNCED)
+      return BAD("event of unknown kind %u", out->kind);
+    if (named ? out->name_len == 0 || out->name_len > SCREE__PW_NAME_MAX
+              : out->name_len != 0 || out->stamp != 0)
+      return BAD("event of kind %u with a name of %zu bytes and stamp %" PRIu64, out->kind,
+                 out->name_len, out->stamp);
+    out->name = (const char *)take(&r, out->name_len);
+    break;
+  }
   default:
     return BAD("peer message of unknown type %u", type);
   }
@@ -218,8 +253,11 @@ size_t scree__pw_encode(const scree__pw_msg *m, void *buf, size_t cap) {
   case SCREE__PW_OPEN:
     if (m->name_len == 0 || m->name_len > SCREE__PW_NAME_MAX)
       return 0;
+    if (m->wait_ms < -1)
+      return 0;
     put_le(&w, m->name_len, 2);
     put_bytes(&w, m->name, m->name_len);
+    put_le(&w, (uint64_t)m->wait_ms, 8);
     break;
   case SCREE__PW_OPEN_OK:
     if (m->desc.ndim_inner < 0 || m->desc.ndim_inner > SCREE_MAX_INNER_DIMS ||
@@ -241,7 +279,8 @@ size_t scree__pw_encode(const scree__pw_msg *m, void *buf, size_t cap) {
     put_le(&w, m->rkey_len, 4);
     put_bytes(&w, m->rkey, m->rkey_len);
     break;
-  case SCREE__PW_OPEN_ERR: {
+  case SCREE__PW_OPEN_ERR:
+  case SCREE__PW_WATCH_ERR: {
     size_t n = m->msg_len > SCREE__PW_MSG_MAX ? SCREE__PW_MSG_MAX : m->msg_len;
     put_le(&w, (uint32_t)m->code, 4);
     put_le(&w, n, 2);
@@ -251,6 +290,27 @@ size_t scree__pw_encode(const scree__pw_msg *m, void *buf, size_t cap) {
   case SCREE__PW_CLOSE:
     put_le(&w, m->handle, 8);
     break;
+  case SCREE__PW_WATCH:
+    if ((m->flags & ~SCREE__PW_WATCH_REPLAY) || m->name_len > SCREE__PW_NAME_MAX)
+      return 0;
+    put_le(&w, m->flags, 1);
+    put_le(&w, m->name_len, 2);
+    put_bytes(&w, m->name, m->name_len);
+    break;
+  case SCREE__PW_EVENT: {
+    int named = m->kind == SCREE__PW_EV_SEALED || m->kind == SCREE__PW_EV_DELETED;
+    if (!named && m->kind != SCREE__PW_EV_OVERFLOW && m->kind != SCREE__PW_EV_SYNCED)
+      return 0;
+    if (named ? m->name_len == 0 || m->name_len > SCREE__PW_NAME_MAX
+              : m->name_len != 0 || m->stamp != 0)
+      return 0;
+    put_le(&w, m->seq, 8);
+    put_le(&w, m->kind, 1);
+    put_le(&w, m->stamp, 8);
+    put_le(&w, m->name_len, 2);
+    put_bytes(&w, m->name, m->name_len);
+    break;
+  }
   default:
     return 0;
   }

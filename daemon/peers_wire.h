@@ -1,7 +1,7 @@
 /* The peer protocol: the messages two screeds exchange over UCX.
  *
  * A small fixed binary format rather than a second protobuf schema, for
- * three reasons: there are seven messages with fixed fields and one opaque
+ * three reasons: there are a dozen messages with fixed fields and one opaque
  * blob (a packed UCX rkey); the handshake's HMAC covers exact bytes, which
  * a fixed layout defines with no question of canonical encoding; and the
  * whole decoder is this file's one bounds-checked function, which the
@@ -19,7 +19,10 @@
  *   PROOF     fetcher -> owner   mac[32]                 (fetcher's proof)
  *   WELCOME   owner -> fetcher   (empty)                 authenticated
  *   DENIED    owner -> fetcher   (empty)                 proof refused
- *   OPEN      fetcher -> owner   name_len u16 | name     lease a batch
+ *   OPEN      fetcher -> owner   name_len u16 | name | wait_ms i64
+ *                                lease a batch; when it is not sealed yet,
+ *                                wait up to wait_ms for its seal (0: answer
+ *                                now; -1: no limit but the connection's)
  *   OPEN_OK   owner -> fetcher   handle u64 | dtype u32 | offsets_dtype u32 |
  *                                ndim u32 | inner i64[ndim] | batch_size i64 |
  *                                total_rows i64 | max_length i64 |
@@ -28,9 +31,26 @@
  *                                rkey_len u32 | rkey
  *   OPEN_ERR  owner -> fetcher   code i32 | msg_len u16 | msg
  *   CLOSE     fetcher -> owner   handle u64              end the lease
+ *   WATCH     fetcher -> owner   flags u8 | prefix_len u16 | prefix
+ *                                watch the sealed batches under prefix
+ *                                (flags: SCREE__PW_WATCH_REPLAY); a WATCH of
+ *                                a prefix watched already restarts it
+ *   EVENT     owner -> fetcher   seq u64 | kind u8 | stamp u64 |
+ *                                name_len u16 | name
+ *                                one change under a watched prefix
+ *   WATCH_ERR owner -> fetcher   code i32 | msg_len u16 | msg
  *
- * req pairs OPEN with its answer; it is 0 elsewhere. Nothing but HELLO and
- * PROOF is accepted from a fetcher before WELCOME. */
+ * req pairs OPEN with its answer, and WATCH with its EVENTs and WATCH_ERR
+ * (an EVENT carries the req of the WATCH that started its watch); it is 0
+ * elsewhere. EVENT kinds: sealed and deleted (a name, 1 to 255 bytes; a
+ * sealed event's stamp is the batch's creation time on the owner, which
+ * tells one batch of a name from a later one, or 0 when it is gone
+ * already), overflow (the owner's queue for this watch overflowed: nothing
+ * more comes until the next WATCH) and synced (the replay has ended: every
+ * batch sealed under the prefix when the watch started has been named);
+ * the last two have no name and stamp 0. seq is the store's sequence of
+ * the watch (1, 2, ...), 0 for synced. Nothing but HELLO and PROOF is
+ * accepted from a fetcher before WELCOME. */
 #ifndef SCREE_DAEMON_PEERS_WIRE_H
 #define SCREE_DAEMON_PEERS_WIRE_H
 
@@ -63,7 +83,22 @@ typedef enum scree__pw_type {
   SCREE__PW_OPEN_OK = 7,
   SCREE__PW_OPEN_ERR = 8,
   SCREE__PW_CLOSE = 9,
+  /* 10 and 11: kept for the data path's messages. */
+  SCREE__PW_WATCH = 12,
+  SCREE__PW_EVENT = 13,
+  SCREE__PW_WATCH_ERR = 14,
 } scree__pw_type;
+
+/* WATCH flags. */
+#define SCREE__PW_WATCH_REPLAY 0x01u
+
+/* EVENT kinds (the first three are the store's, scree__event). */
+enum {
+  SCREE__PW_EV_SEALED = 1,
+  SCREE__PW_EV_DELETED = 2,
+  SCREE__PW_EV_OVERFLOW = 3,
+  SCREE__PW_EV_SYNCED = 4,
+};
 
 /* One decoded message. Pointers (node, name, msg, rkey) point into the
  * buffer that was decoded; strings are not NUL-terminated (their lengths
@@ -77,9 +112,15 @@ typedef struct scree__pw_msg {
   unsigned char mac[SCREE__PW_MAC];     /* CHALLENGE, PROOF */
   const char *node;
   size_t node_len;
-  /* OPEN */
+  /* OPEN (the batch), WATCH (the prefix, possibly empty), EVENT */
   const char *name;
   size_t name_len;
+  int64_t wait_ms; /* OPEN: 0, -1 or > 0 */
+  uint8_t flags;   /* WATCH */
+  /* EVENT */
+  uint64_t seq;
+  uint8_t kind;
+  uint64_t stamp;
   /* OPEN_OK, CLOSE */
   uint64_t handle;
   /* OPEN_OK: the descriptor (pointers NULL) and where the bytes are. */
@@ -90,7 +131,7 @@ typedef struct scree__pw_msg {
   uint64_t offsets_addr;
   const void *rkey;
   size_t rkey_len;
-  /* OPEN_ERR */
+  /* OPEN_ERR, WATCH_ERR */
   int32_t code;
   const char *msg;
   size_t msg_len;

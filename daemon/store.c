@@ -92,6 +92,11 @@ struct scree__session {
    * watch when the connection is an event stream. */
   scree__waiter *waiter;
   scree__watch *watch;
+  /* A session screed holds for itself (scree__session_open_own): not
+   * counted among the clients' sessions, and its waiter and watch answer
+   * through its own hooks. */
+  int own;
+  scree__store_hooks own_hooks;
   /* Arenas freed since the session's last response, for
    * Response.freed_arenas. */
   uint64_t *freed;
@@ -431,6 +436,18 @@ scree__session *scree__session_open(scree__store *s, uint32_t uid, int32_t pid) 
   return sess;
 }
 
+scree__session *scree__session_open_own(scree__store *s, uint32_t uid, int32_t pid,
+                                        const scree__store_hooks *hooks) {
+  scree__session *sess = scree__session_open(s, uid, pid);
+  if (sess == NULL)
+    return NULL;
+  s->nsessions--;
+  sess->own = 1;
+  if (hooks != NULL)
+    sess->own_hooks = *hooks;
+  return sess;
+}
+
 uint64_t scree__session_id(const scree__session *sess) { return sess->id; }
 
 void scree__session_close(scree__store *s, scree__session *sess) {
@@ -455,7 +472,8 @@ void scree__session_close(scree__store *s, scree__session *sess) {
                "conn=%" PRIu64 " leases_released=%" PRIu32 " unsealed_reclaimed=%" PRIu32,
                sess->id, nleases, reclaimed);
   SCREE__LIST_REMOVE(s->sessions, sess);
-  s->nsessions--;
+  if (!sess->own)
+    s->nsessions--;
   free(sess->known);
   free(sess->freed);
   free(sess);
@@ -1145,6 +1163,12 @@ static int may_read(const scree__store *s, const scree__session *sess, const scr
   return 1;
 }
 
+/* The hooks that answer sess: its own when screed holds it, else the
+ * store's (the handler's). */
+static const scree__store_hooks *hooks_of(const scree__store *s, const scree__session *sess) {
+  return sess->own ? &sess->own_hooks : &s->hooks;
+}
+
 void scree__store_set_hooks(scree__store *s, const scree__store_hooks *hooks) {
   if (hooks != NULL)
     s->hooks = *hooks;
@@ -1298,9 +1322,10 @@ static void waiter_end(scree__store *s, scree__waiter *w, int rc) {
   end.wait_ms = w->wait_ms;
   end.rc = rc;
   scree__session *sess = w->sess;
+  const scree__store_hooks *hk = hooks_of(s, sess);
   waiter_drop(s, w);
-  if (s->hooks.wait_done != NULL)
-    s->hooks.wait_done(s->hooks.arg, sess, &end);
+  if (hk->wait_done != NULL)
+    hk->wait_done(hk->arg, sess, &end);
 }
 
 int scree__store_wait(scree__store *s, scree__session *sess, const char *name, uint64_t req_id,
@@ -1374,9 +1399,10 @@ static void waiters_wake(scree__store *s, const char *name) {
     end.wait_ms = w->wait_ms;
     end.rc = 0;
     scree__session *sess = w->sess;
+    const scree__store_hooks *hk = hooks_of(s, sess);
     free(w);
-    if (s->hooks.wait_done != NULL)
-      s->hooks.wait_done(s->hooks.arg, sess, &end);
+    if (hk->wait_done != NULL)
+      hk->wait_done(hk->arg, sess, &end);
     w = next;
   }
 }
@@ -1491,6 +1517,10 @@ int scree__store_watch(scree__store *s, scree__session *sess, const char *prefix
 
 int scree__session_watching(const scree__session *sess) { return sess->watch != NULL; }
 
+int scree__store_watch_replaying(const scree__session *sess) {
+  return sess->watch != NULL && sess->watch->replaying;
+}
+
 static int watch_has(const scree__watch *w) { return w->replaying || w->count > 0; }
 
 int scree__store_watch_pending(const scree__store *s, const scree__session *sess) {
@@ -1529,8 +1559,9 @@ static void watch_feed(scree__store *s, int kind, const scree__batch *b) {
       scree__log(SCREE__LOG_INFO, "watch_overflow", "conn=%" PRIu64 " queued=%" PRIu32,
                  w->sess->id, w->cap);
     }
-    if (was_idle && s->hooks.watch_ready != NULL)
-      s->hooks.watch_ready(s->hooks.arg, w->sess);
+    const scree__store_hooks *hk = hooks_of(s, w->sess);
+    if (was_idle && hk->watch_ready != NULL)
+      hk->watch_ready(hk->arg, w->sess);
   }
 }
 

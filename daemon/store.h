@@ -320,6 +320,17 @@ typedef struct scree__store_hooks {
 /* Sets (copies) the hooks; NULL clears them. */
 void scree__store_set_hooks(scree__store *s, const scree__store_hooks *hooks);
 
+/* Opens a session that screed holds for itself rather than for a client
+ * (peers.c: an OPEN of another screed waiting for its batch, a watch for
+ * another screed, the mirrors' own session), with the given credentials.
+ * Its waiter and its watch answer through hooks (copied; NULL: none)
+ * instead of the store's, so that they reach whoever opened it and not the
+ * handler; and it is not counted among the sessions of
+ * scree__store_counts, which are the clients' connections. Closed with
+ * scree__session_close. NULL when out of memory. */
+scree__session *scree__session_open_own(scree__store *s, uint32_t uid, int32_t pid,
+                                        const scree__store_hooks *hooks);
+
 /* Makes sess wait for a batch of name to be sealed (the caller has found
  * none sealed): the next seal or publish of name ends the wait with rc 0,
  * wait_ms (>= 0; -1: no limit) with SCREE_ETIMEDOUT through
@@ -373,6 +384,12 @@ int scree__store_watch(scree__store *s, scree__session *sess, const char *prefix
 
 /* Whether sess watches. */
 int scree__session_watching(const scree__session *sess);
+
+/* Whether sess's watch is still in its replay: set from the start of a
+ * watch with replay until scree__store_watch_next has found no name left
+ * to replay, so that the call after which it turns 0 is the one at which
+ * every batch sealed at the start has been handed out. */
+int scree__store_watch_replaying(const scree__session *sess);
 
 /* Whether sess's watch has an event to hand out now. */
 int scree__store_watch_pending(const scree__store *s, const scree__session *sess);

@@ -37,6 +37,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   check_inside(buf, size, m.name, m.name_len, "name");
   check_inside(buf, size, m.msg, m.msg_len, "msg");
   check_inside(buf, size, m.rkey, m.rkey_len, "rkey");
+  if (m.type == SCREE__PW_OPEN)
+    FUZZ_CHECK(m.wait_ms >= -1 && m.name_len > 0, "open with wait %lld, name of %zu bytes",
+               (long long)m.wait_ms, m.name_len);
+  if (m.type == SCREE__PW_WATCH)
+    FUZZ_CHECK((m.flags & ~SCREE__PW_WATCH_REPLAY) == 0 && m.name_len <= SCREE__PW_NAME_MAX,
+               "watch with flags 0x%x", m.flags);
+  if (m.type == SCREE__PW_EVENT) {
+    int named = m.kind == SCREE__PW_EV_SEALED || m.kind == SCREE__PW_EV_DELETED;
+    FUZZ_CHECK(named || m.kind == SCREE__PW_EV_OVERFLOW || m.kind == SCREE__PW_EV_SYNCED,
+               "event of kind %u", m.kind);
+    FUZZ_CHECK(named ? m.name_len > 0 && m.name_len <= SCREE__PW_NAME_MAX
+                     : m.name_len == 0 && m.stamp == 0,
+               "event of kind %u with a name of %zu bytes", m.kind, m.name_len);
+  }
   uint8_t out[SCREE__PW_MAX];
   size_t n = scree__pw_encode(&m, out, sizeof(out));
   FUZZ_CHECK(n > 0, "a decoded %s message does not encode", scree__pw_type_name(m.type));

@@ -33,10 +33,8 @@ static void sleep_ms(long ms) {
   nanosleep(&ts, NULL);
 }
 
-/* Starts the owner (listening) with extra owner options, and the fetcher
- * with its own; fetcher_secret NULL: the same secret. */
-static void pair_start(pair *p, const char *const *owner_extra, const char *const *fetcher_extra,
-                       const char *fetcher_secret) {
+/* Prepares p: the secrets, a port, the options' values. */
+static void pair_prepare(pair *p, const char *fetcher_secret) {
   memset(p, 0, sizeof(*p));
   /* The transport between nodes; loopback would otherwise pick shared
    * memory, which does not cross nodes. */
@@ -51,22 +49,40 @@ static void pair_start(pair *p, const char *const *owner_extra, const char *cons
   cr_assert_neq(p->port, 0u);
   snprintf(p->listen, sizeof(p->listen), "127.0.0.1:%u", p->port);
   snprintf(p->peer, sizeof(p->peer), "owner=127.0.0.1:%u", p->port);
+}
+
+/* Starts the owner (listening on p's port) with extra options, and
+ * connects p->co. */
+static void pair_start_owner(pair *p, const char *const *owner_extra) {
   const char *oargs[16] = {"--peer-listen", p->listen, "--peer-secret-file", p->secret};
   int n = 4;
   for (int i = 0; owner_extra && owner_extra[i]; i++)
     oargs[n++] = owner_extra[i];
   oargs[n] = NULL;
-  if (owner_extra == NULL || strcmp(owner_extra[0], "--no-owner") != 0)
-    cr_assert_eq(harness_start(&p->owner, oargs), 0, "owner did not start");
+  cr_assert_eq(harness_start(&p->owner, oargs), 0, "owner did not start");
+  cr_assert_eq(scree_client_connect(p->owner.socket, &p->co), 0);
+}
+
+/* Starts the fetcher (naming the owner 'owner') with extra options, and
+ * connects p->cf. */
+static void pair_start_fetcher(pair *p, const char *const *fetcher_extra) {
   const char *fargs[16] = {"--peer", p->peer, "--peer-secret-file", p->secret2};
-  n = 4;
+  int n = 4;
   for (int i = 0; fetcher_extra && fetcher_extra[i]; i++)
     fargs[n++] = fetcher_extra[i];
   fargs[n] = NULL;
   cr_assert_eq(harness_start(&p->fetcher, fargs), 0, "fetcher did not start");
-  if (p->owner.pid > 0)
-    cr_assert_eq(scree_client_connect(p->owner.socket, &p->co), 0);
   cr_assert_eq(scree_client_connect(p->fetcher.socket, &p->cf), 0);
+}
+
+/* Starts the owner (listening) with extra owner options, and the fetcher
+ * with its own; fetcher_secret NULL: the same secret. */
+static void pair_start(pair *p, const char *const *owner_extra, const char *const *fetcher_extra,
+                       const char *fetcher_secret) {
+  pair_prepare(p, fetcher_secret);
+  if (owner_extra == NULL || strcmp(owner_extra[0], "--no-owner") != 0)
+    pair_start_owner(p, owner_extra);
+  pair_start_fetcher(p, fetcher_extra);
 }
 
 static void pair_stop(pair *p) {
@@ -288,6 +304,156 @@ Test(peers, wait_for_the_batch) {
   pair_stop(&p);
 }
 
+static uint64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static uint32_t waiters(scree_client *c) {
+  scree_stats st = SCREE_STATS_INIT;
+  cr_assert_eq(scree_client_stats(c, &st), 0, "%s", scree_client_last_error(c));
+  return st.waiters;
+}
+
+/* A fetch with a wait, in a thread of its own, on a connection of its
+ * own; ended_ms: when it returned. */
+typedef struct wait_fetch {
+  const char *socket;
+  const char *name;
+  int64_t wait_ms;
+  uint64_t timeout_ms;
+  int rc;
+  uint64_t ended_ms;
+  char msg[512];
+} wait_fetch;
+
+static void *wait_fetch_thread(void *arg) {
+  wait_fetch *w = arg;
+  scree_client *c;
+  w->rc = scree_client_connect(w->socket, &c);
+  if (w->rc == 0) {
+    scree_fetch_options o = SCREE_FETCH_OPTIONS_INIT;
+    o.wait_ms = w->wait_ms;
+    o.timeout_ms = w->timeout_ms;
+    w->rc = scree_client_fetch_ex(c, "owner", w->name, NULL, &o, NULL, NULL);
+  }
+  w->ended_ms = now_ms();
+  snprintf(w->msg, sizeof(w->msg), "%s", scree_client_last_error(c));
+  scree_client_close(c);
+  return NULL;
+}
+
+/* Waits (up to 10 s) until the owner's store has n waiters. */
+static void expect_waiters(scree_client *c, uint32_t n, const char *why) {
+  uint32_t got = 0;
+  for (int i = 0; i < 1000 && (got = waiters(c)) != n; i++)
+    sleep_ms(10);
+  cr_assert_eq(got, n, "%s: %u waiters, not %u", why, got, n);
+}
+
+Test(peers, a_waiting_fetch_is_answered_at_the_seal) {
+  pair p;
+  pair_start(&p, NULL, NULL, NULL);
+  scree_array a;
+  cr_assert_eq(peers_make(SCREE_FLOAT32, SCREE_INT64, 6, 5, 2, 3, &a), 0);
+  wait_fetch w = {.socket = p.fetcher.socket, .name = "sealed-later", .wait_ms = 20000};
+  pthread_t t;
+  pthread_create(&t, NULL, wait_fetch_thread, &w);
+  /* The owner holds the OPEN as a waiter of its store: nobody polls. */
+  expect_waiters(p.co, 1, "the fetch's OPEN waits on the owner");
+  sleep_ms(300);
+  cr_expect_eq(waiters(p.co), 1u, "one OPEN, kept, not asked again");
+  cr_assert_eq(scree_client_put(p.co, "sealed-later", &a, NULL), 0);
+  uint64_t sealed = now_ms();
+  pthread_join(t, NULL);
+  cr_assert_eq(w.rc, 0, "%s", w.msg);
+  uint64_t lag = w.ended_ms > sealed ? w.ended_ms - sealed : 0;
+  cr_log_info("the waiting fetch ended %llu ms after the seal", (unsigned long long)lag);
+  /* The seal answers the OPEN itself; the fetch then reads and seals. A
+   * loaded machine takes its time, but nothing here waits for a poll. */
+  cr_expect_lt(lag, 2000u, "the fetch took %llu ms after the seal", (unsigned long long)lag);
+  expect_same(p.cf, "sealed-later", &a);
+  cr_expect_eq(waiters(p.co), 0u);
+  free(a.values);
+  free(a.offsets);
+  pair_stop(&p);
+}
+
+Test(peers, a_wait_that_runs_out) {
+  pair p;
+  pair_start(&p, NULL, NULL, NULL);
+  /* A wait of its own: the owner answers when it ends, saying how long it
+   * waited (the rest of the wait after the connection was made). */
+  wait_fetch w = {.socket = p.fetcher.socket, .name = "never", .wait_ms = 400};
+  uint64_t t0 = now_ms();
+  wait_fetch_thread(&w);
+  cr_expect_eq(w.rc, SCREE_ENOENT, "%s", w.msg);
+  cr_expect(strstr(w.msg, "peer 'owner'") && strstr(w.msg, "'never'") &&
+                strstr(w.msg, " ms)"),
+            "%s", w.msg);
+  cr_expect_geq(w.ended_ms - t0, 390u);
+  cr_expect_lt(w.ended_ms - t0, 5000u);
+  /* A batch being written when the wait ends: ESTATE. */
+  scree_array a, dst;
+  cr_assert_eq(peers_make(SCREE_INT8, SCREE_INT64, 2, 2, 0, 1, &a), 0);
+  cr_assert_eq(scree_client_create(p.co, "unsealed", &a, &dst, NULL), 0);
+  w.name = "unsealed";
+  w.wait_ms = 200;
+  wait_fetch_thread(&w);
+  cr_expect_eq(w.rc, SCREE_ESTATE, "%s", w.msg);
+  /* Waiting "until the timeout": the fetch's timeout comes first. */
+  w.name = "never";
+  w.wait_ms = -1;
+  w.timeout_ms = 500;
+  t0 = now_ms();
+  wait_fetch_thread(&w);
+  cr_expect_eq(w.rc, SCREE_ETIMEDOUT, "%s", w.msg);
+  cr_expect_lt(w.ended_ms - t0, 5000u);
+  /* The owner's waiter goes shortly after (its wait was cut to the
+   * fetch's deadline and a second more). */
+  expect_waiters(p.co, 0, "the timed-out fetch's OPEN");
+  free(a.values);
+  free(a.offsets);
+  pair_stop(&p);
+}
+
+Test(peers, connections_closed_while_a_fetch_waits, .timeout = 120) {
+  pair p;
+  pair_start(&p, NULL, NULL, NULL);
+  /* The fetcher screed dies: the owner's waiter ends with its
+   * connection. */
+  wait_fetch w = {.socket = p.fetcher.socket, .name = "w1", .wait_ms = 60000};
+  pthread_t t;
+  pthread_create(&t, NULL, wait_fetch_thread, &w);
+  expect_waiters(p.co, 1, "the OPEN waits on the owner");
+  kill(p.fetcher.pid, SIGKILL);
+  harness_wait(&p.fetcher);
+  pthread_join(t, NULL);
+  cr_expect_eq(w.rc, SCREE_EDISCONNECTED, "%s", w.msg);
+  expect_waiters(p.co, 0, "a closed peer connection ends its waiters");
+  scree_client_close(p.cf);
+  p.cf = NULL;
+
+  /* The owner dies while a fetch waits: the client hears at once, not
+   * when the wait would have ended. */
+  pair_start_fetcher(&p, NULL);
+  w = (wait_fetch){.socket = p.fetcher.socket, .name = "w2", .wait_ms = 60000};
+  pthread_create(&t, NULL, wait_fetch_thread, &w);
+  expect_waiters(p.co, 1, "the OPEN waits on the owner");
+  uint64_t killed = now_ms();
+  kill(p.owner.pid, SIGKILL);
+  harness_wait(&p.owner);
+  p.owner.pid = -1;
+  pthread_join(t, NULL);
+  cr_expect_eq(w.rc, SCREE_EIO, "%s (%s)", w.msg, scree_err_name(w.rc));
+  cr_expect(strstr(w.msg, "peer 'owner'") != NULL, "%s", w.msg);
+  cr_expect_lt(w.ended_ms - killed, 20000u);
+  scree_client_close(p.co);
+  p.co = NULL;
+  pair_stop(&p);
+}
+
 typedef struct fetch_arg {
   const char *socket;
   const char *name;
@@ -441,6 +607,242 @@ Test(peers, one_gib, .timeout = 300) {
   cr_expect(memcmp(got.offsets, dst.offsets, ob) == 0);
   scree_client_release(p.cf, l);
   pair_stop(&p);
+}
+
+/* ---- mirrors ------------------------------------------------------------------ */
+
+/* Waits (up to ms) until batch name exists on c (present) or not; returns
+ * whether it came to that. */
+static int wait_for(scree_client *c, const char *name, int present, int ms) {
+  for (int i = 0; i < ms / 10; i++) {
+    scree_batch_info info;
+    int rc = scree_client_stat(c, name, &info);
+    if (present ? rc == 0 && info.state == SCREE_BATCH_SEALED : rc == SCREE_ENOENT)
+      return 1;
+    sleep_ms(10);
+  }
+  return 0;
+}
+
+static scree_peer_stats peer_stats(scree_client *c) {
+  scree_peer_stats ps[2] = {SCREE_PEER_STATS_INIT, SCREE_PEER_STATS_INIT};
+  size_t n = 0;
+  cr_assert_eq(scree_client_peer_stats(c, ps, 2, &n), 0, "%s", scree_client_last_error(c));
+  cr_assert_eq(n, 1u);
+  cr_assert_str_eq(ps[0].name, "owner");
+  return ps[0];
+}
+
+/* Whether the log at path has a line with every one of the strings. */
+static int log_has(const char *path, const char *a, const char *b) {
+  FILE *f = fopen(path, "r");
+  if (f == NULL)
+    return 0;
+  char line[2048];
+  int found = 0;
+  while (!found && fgets(line, sizeof(line), f) != NULL)
+    found = strstr(line, a) != NULL && strstr(line, b) != NULL;
+  fclose(f);
+  return found;
+}
+
+static void put_seeded(scree_client *c, const char *name, unsigned seed, scree_array *a) {
+  cr_assert_eq(peers_make(SCREE_FLOAT16, SCREE_INT32, 5, 6, 3, seed, a), 0);
+  cr_assert_eq(scree_client_put(c, name, a, NULL), 0, "%s: %s", name, scree_client_last_error(c));
+}
+
+Test(peers_mirror, replay_live_deletes_and_a_name_taken) {
+  pair p;
+  pair_prepare(&p, NULL);
+  pair_start_owner(&p, NULL);
+  /* Sealed before the mirror starts: the replay brings them. */
+  scree_array a, b, c, x, taken, mine;
+  put_seeded(p.co, "kv/a", 1, &a);
+  put_seeded(p.co, "kv/b", 2, &b);
+  put_seeded(p.co, "other/x", 3, &x);
+  const char *fx[] = {"--mirror", "owner:kv/", NULL};
+  pair_start_fetcher(&p, fx);
+  cr_assert(wait_for(p.cf, "kv/a", 1, 15000), "kv/a was not mirrored");
+  cr_assert(wait_for(p.cf, "kv/b", 1, 15000), "kv/b was not mirrored");
+  expect_same(p.cf, "kv/a", &a);
+  expect_same(p.cf, "kv/b", &b);
+  scree_batch_info info;
+  cr_assert_eq(scree_client_stat(p.cf, "kv/a", &info), 0);
+  cr_expect_eq(info.owner_uid, (uint32_t)getuid(), "mirrored batches are screed's own uid's");
+
+  /* A local batch holds a name before the peer seals one: it is left
+   * alone, and the mirror counts a failure and says so in the log. */
+  put_seeded(p.cf, "kv/taken", 4, &mine);
+  put_seeded(p.co, "kv/taken", 5, &taken);
+  /* Sealed after the mirror started: fetched as they appear (and after
+   * kv/taken's event, which the peer sent first). */
+  put_seeded(p.co, "kv/c", 6, &c);
+  cr_assert(wait_for(p.cf, "kv/c", 1, 15000), "kv/c was not mirrored");
+  expect_same(p.cf, "kv/c", &c);
+  expect_same(p.cf, "kv/taken", &mine);
+  cr_expect(log_has(p.fetcher.log, "event=mirror_conflict", "batch=\"kv/taken\""),
+            "no mirror_conflict line naming kv/taken in %s", p.fetcher.log);
+  cr_expect_eq(scree_client_stat(p.cf, "other/x", &info), SCREE_ENOENT,
+               "a name outside the prefix is not mirrored");
+
+  /* Deletes on the peer: the mirror's copy goes; a local batch of the name
+   * that the mirror did not make stays. */
+  cr_assert_eq(scree_client_delete(p.co, "kv/a", NULL), 0);
+  cr_assert_eq(scree_client_delete(p.co, "kv/taken", NULL), 0);
+  cr_assert(wait_for(p.cf, "kv/a", 0, 15000), "kv/a was not deleted here");
+  /* kv/taken's delete came before kv/d's seal. */
+  put_seeded(p.co, "kv/d", 7, &x);
+  cr_assert(wait_for(p.cf, "kv/d", 1, 15000), "kv/d was not mirrored");
+  expect_same(p.cf, "kv/taken", &mine);
+
+  scree_peer_stats ps = peer_stats(p.cf);
+  cr_expect(ps.connected);
+  cr_expect_eq(ps.mirrors, 1u);
+  cr_expect_eq(ps.batches_mirrored, 4u, "kv/a, kv/b, kv/c, kv/d");
+  cr_expect_eq(ps.batches_fetched, 4u);
+  cr_expect_eq(ps.mirror_deletes, 1u);
+  cr_expect_eq(ps.mirror_resyncs, 0u);
+  cr_expect_eq(ps.failures[SCREE_FETCH_FAIL_LOCAL], 1u, "the name taken");
+  cr_expect_gt(ps.bytes_fetched, 0u);
+  /* screectl shows the same. */
+  char cmd[512], out[4096] = "";
+  snprintf(cmd, sizeof(cmd), "%s --socket %s stats; %s --socket %s stats --json", SCREECTL_PATH,
+           p.fetcher.socket, SCREECTL_PATH, p.fetcher.socket);
+  FILE *f = popen(cmd, "r");
+  cr_assert_not_null(f);
+  out[fread(out, 1, sizeof(out) - 1, f)] = '\0';
+  pclose(f);
+  cr_expect(strstr(out, "peers.owner.connected: yes\n") &&
+                strstr(out, "peers.owner.batches_mirrored: 4\n") &&
+                strstr(out, "peers.owner.failures.local: 1\n") &&
+                strstr(out, "peers.owner.mirror_deletes: 1\n"),
+            "%s", out);
+  cr_expect(strstr(out, "\"peers\":[{\"name\":\"owner\",\"connected\":true,") &&
+                strstr(out, "\"failures\":{\"local\":1},\"mirrors\":1,\"batches_mirrored\":4,"),
+            "%s", out);
+  /* The owner serves one watch; no waiter is left. */
+  scree_stats st = SCREE_STATS_INIT;
+  cr_assert_eq(scree_client_stats(p.co, &st), 0);
+  cr_expect_eq(st.watchers, 1u);
+  cr_expect_eq(st.leases, 0u);
+  cr_expect_eq(st.connections, 1u, "the peer's sessions are not clients");
+  scree_array *all[] = {&a, &b, &c, &x, &taken, &mine};
+  for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
+    free(all[i]->values);
+    free(all[i]->offsets);
+  }
+  pair_stop(&p);
+}
+
+Test(peers_mirror, resumes_after_the_peer_restarts, .timeout = 120) {
+  pair p;
+  pair_prepare(&p, NULL);
+  pair_start_owner(&p, NULL);
+  const char *fx[] = {"--mirror", "owner:kv/", "--log-level", "info", NULL};
+  pair_start_fetcher(&p, fx);
+  scree_array a, b;
+  put_seeded(p.co, "kv/1", 1, &a);
+  cr_assert(wait_for(p.cf, "kv/1", 1, 15000), "kv/1 was not mirrored");
+  kill(p.owner.pid, SIGKILL);
+  harness_wait(&p.owner);
+  scree_client_close(p.co);
+  p.co = NULL;
+  cr_assert(wait_for(p.cf, "kv/1", 1, 100), "a copy stays while the peer is away");
+  /* The peer comes back on the same address, with an empty store. */
+  pair_start_owner(&p, NULL);
+  put_seeded(p.co, "kv/2", 2, &b);
+  cr_assert(wait_for(p.cf, "kv/2", 1, 30000), "the mirror did not resume");
+  expect_same(p.cf, "kv/2", &b);
+  /* What the peer no longer has goes here too, once it has replayed. */
+  cr_assert(wait_for(p.cf, "kv/1", 0, 15000), "kv/1 is gone from the peer but not from here");
+  scree_peer_stats ps = peer_stats(p.cf);
+  cr_expect(ps.connected);
+  cr_expect_eq(ps.batches_mirrored, 2u);
+  cr_expect_geq(ps.mirror_resyncs, 1u, "connecting again is a resync");
+  cr_expect_eq(ps.mirror_deletes, 1u);
+  free(a.values);
+  free(a.offsets);
+  free(b.values);
+  free(b.offsets);
+  pair_stop(&p);
+}
+
+Test(peers_mirror, a_full_queue_resyncs_until_everything_is_here, .timeout = 120) {
+  pair p;
+  pair_prepare(&p, NULL);
+  pair_start_owner(&p, NULL);
+  enum { N = 24 };
+  scree_array a[N];
+  char name[32];
+  for (int i = 0; i < N; i++) {
+    snprintf(name, sizeof(name), "kv/%02d", i);
+    put_seeded(p.co, name, (unsigned)i, &a[i]);
+  }
+  /* A queue of 3 names: the replay of 24 fills it, the mirror fetches what
+   * it holds, watches again with replay, and so on until all are here. */
+  const char *fx[] = {"--mirror", "owner:kv/", "--watch-queue", "3", "--log-level", "info",
+                      NULL};
+  pair_start_fetcher(&p, fx);
+  for (int i = 0; i < N; i++) {
+    snprintf(name, sizeof(name), "kv/%02d", i);
+    cr_assert(wait_for(p.cf, name, 1, 30000), "%s was not mirrored", name);
+    expect_same(p.cf, name, &a[i]);
+    free(a[i].values);
+    free(a[i].offsets);
+  }
+  scree_peer_stats ps = peer_stats(p.cf);
+  cr_log_info("%d batches mirrored through a queue of 3 with %llu resyncs", N,
+              (unsigned long long)ps.mirror_resyncs);
+  cr_expect_eq(ps.batches_mirrored, (uint64_t)N, "each batch once");
+  cr_expect_geq(ps.mirror_resyncs, 1u);
+  cr_expect_eq(ps.mirror_deletes, 0u);
+  cr_expect(log_has(p.fetcher.log, "event=mirror_paused", "prefix=\"kv/\""),
+            "no mirror_paused line in %s", p.fetcher.log);
+  pair_stop(&p);
+}
+
+Test(peers_mirror, bad_options_are_named) {
+  setenv("UCX_TLS", "tcp", 1);
+  char secret[64];
+  snprintf(secret, sizeof(secret), "/tmp/scree-mirror-%ld.secret", (long)getpid());
+  cr_assert_eq(peers_write_secret(secret, "correct horse battery staple 0123"), 0);
+  struct {
+    const char *arg;
+    const char *want;
+  } cases[] = {
+      {"nocolon", "is not PEER:PREFIX"},
+      {"b:kv/", "names peer 'b', which no --peer"},
+      {"a b:kv/", "may hold only letters"},
+      {"a:kv/\x01", "prefix in 'a:kv/"},
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    char cmd[512];
+    snprintf(cmd, sizeof(cmd),
+             "%s --socket /tmp/scree-mirror-%ld.sock --peer a=127.0.0.1:9 --peer-secret-file"
+             " %s --mirror '%s' 2>&1",
+             SCREED_PATH, (long)getpid(), secret, cases[i].arg);
+    FILE *f = popen(cmd, "r");
+    cr_assert_not_null(f);
+    char out[1024] = "";
+    size_t n = fread(out, 1, sizeof(out) - 1, f);
+    out[n] = '\0';
+    int st = pclose(f);
+    cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 2, "%s: exit %d", cases[i].arg, st);
+    cr_expect(strstr(out, cases[i].want) != NULL, "%s: %s", cases[i].arg, out);
+  }
+  /* Two mirrors of one peer whose prefixes overlap. */
+  char cmd[512];
+  snprintf(cmd, sizeof(cmd),
+           "%s --socket /tmp/scree-mirror-%ld.sock --peer a=127.0.0.1:9 --peer-secret-file %s"
+           " --mirror a:kv/ --mirror a:kv/x 2>&1",
+           SCREED_PATH, (long)getpid(), secret);
+  FILE *f = popen(cmd, "r");
+  char out[1024] = "";
+  size_t n = fread(out, 1, sizeof(out) - 1, f);
+  out[n] = '\0';
+  pclose(f);
+  cr_expect(strstr(out, "--mirror a:kv/x overlaps --mirror a:kv/") != NULL, "%s", out);
+  unlink(secret);
 }
 
 /* ---- a stranger speaking UCX to the owner ---------------------------------- */

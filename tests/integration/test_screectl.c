@@ -327,13 +327,14 @@ Test(screectl, stats_json_is_one_object_with_every_counter) {
   cr_assert_eq(ctl("stat nope"), 1);
   cr_assert_eq(ctl("stats --json"), 0, "%s", err_buf);
   size_t n = strlen(out_buf);
-  cr_assert(n > 2 && out_buf[0] == '{' && strcmp(out_buf + n - 3, "}}\n") == 0, "%s", out_buf);
+  cr_assert(n > 2 && out_buf[0] == '{' && strcmp(out_buf + n - 3, "]}\n") == 0, "%s", out_buf);
   cr_assert_null(strchr(out_buf, '\n') == out_buf + n - 1 ? NULL : out_buf, "one line");
   cr_assert(strstr(out_buf, "\"batches\":1,") != NULL, "%s", out_buf);
   cr_assert(strstr(out_buf, "\"bytes_used\":") != NULL, "%s", out_buf);
   cr_assert(strstr(out_buf, "\"uptime_s\":") != NULL, "%s", out_buf);
   cr_assert(strstr(out_buf, "\"errors\":{") != NULL, "%s", out_buf);
   cr_assert(strstr(out_buf, "\"ENOENT\":1") != NULL, "%s", out_buf);
+  cr_assert(strstr(out_buf, "\"peers\":[]") != NULL, "a daemon without peers: %s", out_buf);
   /* Plain stats is unchanged; --json elsewhere is refused. */
   cr_assert_eq(ctl("stats"), 0);
   cr_assert(strstr(out_buf, "batches: 1\n") != NULL, "%s", out_buf);

@@ -146,6 +146,112 @@ Test(peers_wire, roundtrip) {
   cr_expect(strstr(msg, "magic") != NULL, "%s", msg);
 }
 
+/* Encodes m, decodes it back into d and checks that every shorter prefix
+ * is refused. */
+static void roundtrip(const scree__pw_msg *m, scree__pw_msg *d, unsigned char *buf) {
+  char msg[256];
+  size_t n = scree__pw_encode(m, buf, SCREE__PW_MAX);
+  cr_assert_geq(n, (size_t)SCREE__PW_HEADER, "%s does not encode", scree__pw_type_name(m->type));
+  cr_assert_eq(scree__pw_decode(buf, n, d, msg, sizeof(msg)), 0, "%s", msg);
+  cr_expect_eq(d->type, m->type);
+  cr_expect_eq(d->req, m->req);
+  for (size_t k = 0; k < n; k++)
+    cr_expect_eq(scree__pw_decode(buf, k, d, msg, sizeof(msg)), SCREE_EPROTO, "%s of %zu bytes",
+                 scree__pw_type_name(m->type), k);
+  cr_assert_eq(scree__pw_decode(buf, n, d, msg, sizeof(msg)), 0, "%s", msg);
+}
+
+Test(peers_wire, open_watch_event) {
+  unsigned char buf[SCREE__PW_MAX];
+  scree__pw_msg m, d;
+  char msg[256];
+  memset(&m, 0, sizeof(m));
+  m.type = SCREE__PW_OPEN;
+  m.req = 3;
+  m.name = "kv/7";
+  m.name_len = 4;
+  m.wait_ms = 1500;
+  roundtrip(&m, &d, buf);
+  cr_expect_eq(d.wait_ms, 1500);
+  cr_expect_eq(d.name_len, 4u);
+  m.wait_ms = -1;
+  roundtrip(&m, &d, buf);
+  cr_expect_eq(d.wait_ms, -1);
+  m.wait_ms = -2;
+  cr_expect_eq(scree__pw_encode(&m, buf, sizeof(buf)), 0u, "a wait below -1 is not encoded");
+  /* ... nor decoded: patch the last byte of a -1 into -2's. */
+  m.wait_ms = -1;
+  size_t n = scree__pw_encode(&m, buf, sizeof(buf));
+  buf[n - 8] = 0xfe;
+  cr_expect_eq(scree__pw_decode(buf, n, &d, msg, sizeof(msg)), SCREE_EPROTO);
+  cr_expect(strstr(msg, "waits -2 ms") != NULL, "%s", msg);
+
+  memset(&m, 0, sizeof(m));
+  m.type = SCREE__PW_WATCH;
+  m.req = 9;
+  m.flags = SCREE__PW_WATCH_REPLAY;
+  m.name = "kv/";
+  m.name_len = 3;
+  roundtrip(&m, &d, buf);
+  cr_expect_eq(d.flags, SCREE__PW_WATCH_REPLAY);
+  cr_expect(d.name_len == 3 && memcmp(d.name, "kv/", 3) == 0);
+  m.name_len = 0; /* every name */
+  roundtrip(&m, &d, buf);
+  cr_expect_eq(d.name_len, 0u);
+  m.flags = 0x80;
+  cr_expect_eq(scree__pw_encode(&m, buf, sizeof(buf)), 0u);
+  m.flags = 0;
+  n = scree__pw_encode(&m, buf, sizeof(buf));
+  buf[SCREE__PW_HEADER] = 0x82;
+  cr_expect_eq(scree__pw_decode(buf, n, &d, msg, sizeof(msg)), SCREE_EPROTO);
+  cr_expect(strstr(msg, "flags") != NULL, "%s", msg);
+
+  memset(&m, 0, sizeof(m));
+  m.type = SCREE__PW_EVENT;
+  m.req = 9;
+  m.seq = 41;
+  m.kind = SCREE__PW_EV_SEALED;
+  m.stamp = 0x0102030405060708ull;
+  m.name = "kv/7";
+  m.name_len = 4;
+  roundtrip(&m, &d, buf);
+  cr_expect_eq(d.seq, 41u);
+  cr_expect_eq(d.kind, SCREE__PW_EV_SEALED);
+  cr_expect_eq(d.stamp, 0x0102030405060708ull);
+  m.kind = SCREE__PW_EV_DELETED;
+  m.stamp = 0;
+  roundtrip(&m, &d, buf);
+  cr_expect_eq(d.kind, SCREE__PW_EV_DELETED);
+  m.kind = SCREE__PW_EV_SYNCED;
+  m.seq = 0;
+  cr_expect_eq(scree__pw_encode(&m, buf, sizeof(buf)), 0u, "a synced event has no name");
+  m.name_len = 0;
+  roundtrip(&m, &d, buf);
+  m.kind = SCREE__PW_EV_OVERFLOW;
+  roundtrip(&m, &d, buf);
+  m.kind = 5;
+  cr_expect_eq(scree__pw_encode(&m, buf, sizeof(buf)), 0u);
+  m.kind = SCREE__PW_EV_OVERFLOW;
+  n = scree__pw_encode(&m, buf, sizeof(buf));
+  buf[SCREE__PW_HEADER + 8] = 5;
+  cr_expect_eq(scree__pw_decode(buf, n, &d, msg, sizeof(msg)), SCREE_EPROTO);
+  cr_expect(strstr(msg, "unknown kind 5") != NULL, "%s", msg);
+  /* A sealed event without a name is refused. */
+  buf[SCREE__PW_HEADER + 8] = SCREE__PW_EV_SEALED;
+  cr_expect_eq(scree__pw_decode(buf, n, &d, msg, sizeof(msg)), SCREE_EPROTO);
+
+  memset(&m, 0, sizeof(m));
+  m.type = SCREE__PW_WATCH_ERR;
+  m.req = 9;
+  m.code = SCREE_EBUSY;
+  m.msg = "too many watches";
+  m.msg_len = strlen(m.msg);
+  roundtrip(&m, &d, buf);
+  cr_expect_eq(d.code, SCREE_EBUSY);
+  cr_expect_eq(d.msg_len, m.msg_len);
+  cr_expect_str_eq(scree__pw_type_name(SCREE__PW_WATCH_ERR), "watch_err");
+}
+
 Test(peers_options, parse) {
   scree__peer_spec s;
   char msg[256];

@@ -455,3 +455,74 @@ Test(wait, a_slow_watcher_gets_one_overflow_then_resyncs) {
   stats(&c);
   cr_assert_eq(c.watchers, 0);
 }
+
+/* ---- sessions screed holds for itself (peers) ---- */
+
+typedef struct own_log {
+  int waits;
+  int rc;
+  char name[SCREE__MAX_NAME_LEN + 1];
+  int ready;
+} own_log;
+
+static void own_wait_done(void *arg, scree__session *sess, const scree__wait_end *end) {
+  own_log *l = arg;
+  l->waits++;
+  l->rc = end->rc;
+  snprintf(l->name, sizeof(l->name), "%s", end->name);
+  /* The hook may close its own session: the waiter is gone already. */
+  scree__session_close(store, sess);
+}
+
+static void own_watch_ready(void *arg, scree__session *sess) {
+  (void)sess;
+  ((own_log *)arg)->ready++;
+}
+
+Test(wait, own_sessions_answer_through_their_own_hooks_and_are_not_counted) {
+  own_log l;
+  memset(&l, 0, sizeof(l));
+  scree__store_hooks hk = {.wait_done = own_wait_done, .watch_ready = own_watch_ready, .arg = &l};
+  scree__store_counts c0, c;
+  stats(&c0);
+  scree__session *a = scree__session_open_own(store, 0, 1, &hk);
+  scree__session *b = scree__session_open_own(store, 0, 1, &hk);
+  cr_assert_not_null(a);
+  cr_assert_not_null(b);
+  stats(&c);
+  cr_assert_eq(c.sessions, c0.sessions, "screed's own sessions are not clients'");
+  char msg[256];
+  cr_assert_eq(scree__store_wait(store, a, "o/1", 1, -1, msg, sizeof(msg)), 0, "%s", msg);
+  cr_assert_eq(scree__store_watch(store, b, "o/", 1, 2, msg, sizeof(msg)), 0, "%s", msg);
+  cr_assert(scree__store_watch_replaying(b), "a watch with replay starts replaying");
+  scree__event e;
+  cr_assert_not(scree__store_watch_next(store, b, &e), "nothing to replay");
+  cr_assert_not(scree__store_watch_replaying(b), "the replay found its end");
+  /* A client's waiter of the same name goes to the handler, the own one to
+   * its hooks. */
+  scree__session *cl = client();
+  get_wait(cl, "o/1", 7, -1);
+  cr_assert(r.deferred);
+  put(client(), "o/1");
+  cr_assert_eq(l.waits, 1);
+  cr_assert_eq(l.rc, 0);
+  cr_assert_str_eq(l.name, "o/1");
+  cr_assert_eq(ndl, 1, "the client's Get is answered by the handler");
+  cr_assert_eq(dl[0].sess, cl);
+  cr_assert_eq(l.ready, 1, "the own watch is told through its hook");
+  cr_assert_eq(ready_calls, 0, "and not through the handler's");
+  cr_assert(scree__store_watch_next(store, b, &e));
+  cr_assert_str_eq(e.name, "o/1");
+  cr_assert_eq(e.req_id, 2);
+  /* Expiry reaches own waiters as well. */
+  scree__session *d = scree__session_open_own(store, 0, 1, &hk);
+  cr_assert_eq(scree__store_wait(store, d, "o/never", 3, 10, msg, sizeof(msg)), 0);
+  scree__store_wait_expire(store, UINT64_MAX);
+  cr_assert_eq(l.waits, 2);
+  cr_assert_eq(l.rc, SCREE_ETIMEDOUT);
+  scree__session_close(store, b);
+  stats(&c);
+  cr_assert_eq(c.waiters, 0);
+  cr_assert_eq(c.watchers, 0);
+  cr_assert_eq(c.sessions, c0.sessions + 2, "the two clients");
+}

@@ -685,6 +685,64 @@ out:
   return rc;
 }
 
+int scree_client_peer_stats(scree_client *c, scree_peer_stats *out, size_t max,
+                            size_t *count) {
+  if (c == NULL)
+    return SCREE_EINVAL;
+  pthread_mutex_lock(&c->mu);
+  int rc = 0;
+  if (count == NULL || (out == NULL && max > 0)) {
+    rc = scree__client_fail(c, SCREE_EINVAL, "NULL %s argument", count == NULL ? "count" : "out");
+    goto out;
+  }
+  if (max > 0) {
+    rc = SCREE__CHECK_SIZE(c, out, scree_peer_stats, SCREE_PEER_STATS_INIT);
+    if (rc != 0)
+      goto out;
+  }
+  Scree__V1__Stats s = SCREE__V1__STATS__INIT;
+  Scree__V1__Response *resp;
+  rc = scree__call(c, SCREE__V1__REQUEST__BODY_STATS, &s, &resp);
+  if (rc != 0)
+    goto out;
+  const Scree__V1__StatsReply *r = resp->stats;
+  /* The caller's elements are out[0].struct_size bytes apart: its header's
+   * sizeof, which may be smaller (or larger) than this library's. */
+  size_t stride = max > 0 ? out->struct_size : 0;
+  for (size_t i = 0; i < r->n_peers && i < max; i++) {
+    const Scree__V1__PeerStats *ps = r->peers[i];
+    scree_peer_stats st;
+    memset(&st, 0, sizeof(st));
+    st.struct_size = stride;
+    if (ps != NULL) {
+      snprintf(st.name, sizeof(st.name), "%s", ps->name ? ps->name : "");
+      st.connected = ps->connected != 0;
+      st.batches_fetched = ps->batches_fetched;
+      st.bytes_fetched = ps->bytes_fetched;
+      for (size_t k = 0; k < ps->n_failures; k++) {
+        const Scree__V1__PeerFailure *f = ps->failures[k];
+        if (f == NULL)
+          continue;
+        int cause = SCREE_FETCH_FAIL_OTHER;
+        for (int j = 0; j < SCREE_FETCH_FAIL_COUNT_; j++)
+          if (f->cause != NULL && strcmp(f->cause, scree_fetch_failure_name(j)) == 0)
+            cause = j;
+        st.failures[cause] += f->count;
+      }
+      st.mirrors = ps->mirrors;
+      st.batches_mirrored = ps->batches_mirrored;
+      st.mirror_deletes = ps->mirror_deletes;
+      st.mirror_resyncs = ps->mirror_resyncs;
+    }
+    memcpy((char *)out + i * stride, &st, stride < sizeof(st) ? stride : sizeof(st));
+  }
+  *count = r->n_peers;
+  scree__v1__response__free_unpacked(resp, NULL);
+out:
+  pthread_mutex_unlock(&c->mu);
+  return rc;
+}
+
 int scree_client_fetch_ex(scree_client *c, const char *peer, const char *remote_name,
                           const char *local_name, const scree_fetch_options *opts,
                           scree_batch_info *info, uint64_t *bytes) {

@@ -36,3 +36,12 @@ const char *scree_event_kind_name(scree_event_kind k) {
   default: return "unspecified";
   }
 }
+
+const char *scree_fetch_failure_name(int cause) {
+  /* The daemon's labels (PeerFailure.cause), in scree_fetch_failure's
+   * order. */
+  static const char *const names[SCREE_FETCH_FAIL_COUNT_] = {
+      "auth", "unreachable", "lost", "remote", "local", "timeout", "invalid", "other",
+  };
+  return cause >= 0 && cause < SCREE_FETCH_FAIL_COUNT_ ? names[cause] : "other";
+}

@@ -26,7 +26,9 @@ static const char usage[] =
     "  info [--json]                 the daemon's socket, backend, device and limits\n"
     "  list [PREFIX] [--json]        batches whose names start with PREFIX\n"
     "  stat NAME [--json]            one batch, as key: value lines\n"
-    "  stats [--json]                the daemon's counters, as key: value lines\n"
+    "  stats [--json]                the daemon's counters, as key: value lines, and\n"
+    "                                each peer's (peers.NAME.*: fetches, failures by\n"
+    "                                cause, its mirrors' counts)\n"
     "  delete NAME                   remove a batch (its memory goes with its last lease)\n"
     "  put NAME --values V.npy --offsets O.npy [--dtype DTYPE] [--shared]\n"
     "                                publish values of shape (total_rows, *inner) and\n"
@@ -501,10 +503,14 @@ static int cmd_stat(scree_client *c, const char *name, int json) {
   return 0;
 }
 
+/* The most peers a daemon has (screed's --peer limit). */
+#define MAX_PEERS 64
+
 /* stats --json: the same counters as one JSON object on one line. Every
- * value is a number and every key a fixed identifier, so nothing needs
- * escaping. */
-static void print_stats_json(const scree_stats *s) {
+ * value is a number and every key a fixed identifier or a peer name
+ * (letters, digits, '.', '_', '-'), so nothing needs escaping. */
+static void print_stats_json(const scree_stats *s, const scree_peer_stats *peers,
+                             size_t npeers) {
   printf("{\"bytes_used\":%" PRIu64 ",\"bytes_limit\":%" PRIu64 ",\"bytes_arenas\":%" PRIu64
          ",\"arenas\":%" PRIu32 ",\"batches\":%" PRIu32 ",\"pending_deletes\":%" PRIu32
          ",\"leases\":%" PRIu32 ",\"connections\":%" PRIu32 ",\"requests\":%" PRIu64
@@ -516,7 +522,25 @@ static void print_stats_json(const scree_stats *s) {
   for (uint32_t i = 0; i < s->n_errors; i++)
     printf("%s\"%s\":%" PRIu64, i ? "," : "", scree_err_name(s->errors[i].code),
            s->errors[i].count);
-  printf("}}\n");
+  printf("},\"peers\":[");
+  for (size_t i = 0; i < npeers; i++) {
+    const scree_peer_stats *p = &peers[i];
+    printf("%s{\"name\":\"%s\",\"connected\":%s,\"batches_fetched\":%" PRIu64
+           ",\"bytes_fetched\":%" PRIu64 ",\"failures\":{",
+           i ? "," : "", p->name, p->connected ? "true" : "false", p->batches_fetched,
+           p->bytes_fetched);
+    int first = 1;
+    for (int k = 0; k < SCREE_FETCH_FAIL_COUNT_; k++)
+      if (p->failures[k] != 0) {
+        printf("%s\"%s\":%" PRIu64, first ? "" : ",", scree_fetch_failure_name(k),
+               p->failures[k]);
+        first = 0;
+      }
+    printf("},\"mirrors\":%" PRIu32 ",\"batches_mirrored\":%" PRIu64
+           ",\"mirror_deletes\":%" PRIu64 ",\"mirror_resyncs\":%" PRIu64 "}",
+           p->mirrors, p->batches_mirrored, p->mirror_deletes, p->mirror_resyncs);
+  }
+  printf("]}\n");
 }
 
 static int cmd_stats(scree_client *c, int json) {
@@ -524,8 +548,17 @@ static int cmd_stats(scree_client *c, int json) {
   int rc = scree_client_stats(c, &s);
   if (rc != 0)
     return client_fail(c, rc);
+  static scree_peer_stats peers[MAX_PEERS];
+  for (size_t i = 0; i < MAX_PEERS; i++)
+    peers[i] = (scree_peer_stats)SCREE_PEER_STATS_INIT;
+  size_t npeers = 0;
+  rc = scree_client_peer_stats(c, peers, MAX_PEERS, &npeers);
+  if (rc != 0)
+    return client_fail(c, rc);
+  if (npeers > MAX_PEERS)
+    npeers = MAX_PEERS;
   if (json) {
-    print_stats_json(&s);
+    print_stats_json(&s, peers, npeers);
     return 0;
   }
   char h[64];
@@ -544,6 +577,22 @@ static int cmd_stats(scree_client *c, int json) {
   printf("watch_overflows: %" PRIu64 "\n", s.watch_overflows);
   for (uint32_t i = 0; i < s.n_errors; i++)
     printf("errors.%s: %" PRIu64 "\n", scree_err_name(s.errors[i].code), s.errors[i].count);
+  for (size_t i = 0; i < npeers; i++) {
+    const scree_peer_stats *p = &peers[i];
+    printf("peers.%s.connected: %s\n", p->name, p->connected ? "yes" : "no");
+    printf("peers.%s.batches_fetched: %" PRIu64 "\n", p->name, p->batches_fetched);
+    printf("peers.%s.bytes_fetched: %s\n", p->name, human(p->bytes_fetched, h, sizeof(h)));
+    for (int k = 0; k < SCREE_FETCH_FAIL_COUNT_; k++)
+      if (p->failures[k] != 0)
+        printf("peers.%s.failures.%s: %" PRIu64 "\n", p->name, scree_fetch_failure_name(k),
+               p->failures[k]);
+    if (p->mirrors == 0)
+      continue;
+    printf("peers.%s.mirrors: %" PRIu32 "\n", p->name, p->mirrors);
+    printf("peers.%s.batches_mirrored: %" PRIu64 "\n", p->name, p->batches_mirrored);
+    printf("peers.%s.mirror_deletes: %" PRIu64 "\n", p->name, p->mirror_deletes);
+    printf("peers.%s.mirror_resyncs: %" PRIu64 "\n", p->name, p->mirror_resyncs);
+  }
   return 0;
 }
 

@@ -408,6 +408,62 @@ static PyObject *client_stat(scree__py_client *self, PyObject *args) {
   return batch_info_dict(&b);
 }
 
+/* The daemon's peers as a list of dicts (scree_client_peer_stats: a
+ * second Stats request). */
+static PyObject *peer_stats_list(scree__py_client *self) {
+  enum { MAX = 64 }; /* screed's --peer limit */
+  scree_peer_stats *ps = PyMem_Malloc(MAX * sizeof(*ps));
+  if (ps == NULL)
+    return PyErr_NoMemory();
+  for (int i = 0; i < MAX; i++)
+    ps[i] = (scree_peer_stats)SCREE_PEER_STATS_INIT;
+  size_t n = 0;
+  int rc;
+  char err[SCREE__ERRMSG];
+  SCREE__CALL(self, rc, err, scree_client_peer_stats(self->c, ps, MAX, &n));
+  if (rc < 0) {
+    PyMem_Free(ps);
+    return scree__py_raise(rc, err);
+  }
+  if (n > MAX)
+    n = MAX;
+  PyObject *list = PyList_New((Py_ssize_t)n);
+  for (size_t i = 0; list != NULL && i < n; i++) {
+    PyObject *fails = PyDict_New();
+    for (int k = 0; fails != NULL && k < SCREE_FETCH_FAIL_COUNT_; k++) {
+      if (ps[i].failures[k] == 0)
+        continue;
+      PyObject *v = PyLong_FromUnsignedLongLong(ps[i].failures[k]);
+      if (v == NULL || PyDict_SetItemString(fails, scree_fetch_failure_name(k), v) < 0)
+        Py_CLEAR(fails);
+      Py_XDECREF(v);
+    }
+    PyObject *d = fails == NULL ? NULL
+                                : Py_BuildValue("{s:s,s:O,s:K,s:K,s:N,s:I,s:K,s:K,s:K}",
+                                                "name", ps[i].name,
+                                                "connected", ps[i].connected ? Py_True : Py_False,
+                                                "batches_fetched",
+                                                (unsigned long long)ps[i].batches_fetched,
+                                                "bytes_fetched",
+                                                (unsigned long long)ps[i].bytes_fetched,
+                                                "failures", fails,
+                                                "mirrors", ps[i].mirrors,
+                                                "batches_mirrored",
+                                                (unsigned long long)ps[i].batches_mirrored,
+                                                "mirror_deletes",
+                                                (unsigned long long)ps[i].mirror_deletes,
+                                                "mirror_resyncs",
+                                                (unsigned long long)ps[i].mirror_resyncs);
+    if (d == NULL) {
+      Py_CLEAR(list);
+      break;
+    }
+    PyList_SET_ITEM(list, (Py_ssize_t)i, d);
+  }
+  PyMem_Free(ps);
+  return list;
+}
+
 static PyObject *client_stats(scree__py_client *self, PyObject *unused) {
   if (!scree__py_client_usable(self))
     return NULL;
@@ -432,7 +488,12 @@ static PyObject *client_stats(scree__py_client *self, PyObject *unused) {
     Py_DECREF(k);
     Py_DECREF(v);
   }
-  return Py_BuildValue("{s:K,s:K,s:K,s:I,s:I,s:I,s:I,s:I,s:K,s:K,s:I,s:I,s:K,s:N}",
+  PyObject *peers = peer_stats_list(self);
+  if (peers == NULL) {
+    Py_DECREF(errors);
+    return NULL;
+  }
+  return Py_BuildValue("{s:K,s:K,s:K,s:I,s:I,s:I,s:I,s:I,s:K,s:K,s:I,s:I,s:K,s:N,s:N}",
                        "bytes_used", (unsigned long long)s.bytes_used,
                        "bytes_limit", (unsigned long long)s.bytes_limit,
                        "bytes_arenas", (unsigned long long)s.bytes_arenas,
@@ -446,7 +507,7 @@ static PyObject *client_stats(scree__py_client *self, PyObject *unused) {
                        "waiters", s.waiters,
                        "watchers", s.watchers,
                        "watch_overflows", (unsigned long long)s.watch_overflows,
-                       "errors", errors);
+                       "errors", errors, "peers", peers);
 }
 
 static PyObject *client_attention(scree__py_client *self, PyObject *args) {

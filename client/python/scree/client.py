@@ -51,8 +51,9 @@ from .errors import Closed, Disconnected, Error, InvalidArgument, NotFound, NotS
 #: :data:`scree.array.Framework`).
 BatchFramework = Literal["numpy", "torch"]
 
-__all__ = ["Client", "Batch", "BatchInfo", "ClientInfo", "Stats", "DeleteResult", "Event",
-           "Watch", "AsyncWatch", "DEFAULT_SOCKET", "default_socket_paths", "native_available"]
+__all__ = ["Client", "Batch", "BatchInfo", "ClientInfo", "Stats", "PeerStats", "DeleteResult",
+           "Event", "Watch", "AsyncWatch", "DEFAULT_SOCKET", "default_socket_paths",
+           "native_available"]
 
 #: The system socket, where a system screed serves and where :class:`Client`
 #: looks first when given no path (SCREE_DEFAULT_SOCKET of scree/version.h,
@@ -441,6 +442,26 @@ class BatchInfo:
 
 
 @dataclass(frozen=True)
+class PeerStats:
+    """One peer of the daemon (``--peer NAME=HOST:PORT``) in
+    :attr:`Stats.peers`: its fetches, and the counts of the mirrors that
+    follow it (``--mirror NAME:PREFIX``)."""
+
+    name: str
+    connected: bool  # an authenticated connection is up now
+    batches_fetched: int  # mirrored batches included
+    bytes_fetched: int
+    # failed fetches by cause: "auth", "unreachable", "lost", "remote",
+    # "local" (a mirror's name taken here counts too), "timeout", "invalid",
+    # "other"; only causes that happened
+    failures: dict[str, int] = field(default_factory=dict)
+    mirrors: int = 0  # --mirror options following this peer
+    batches_mirrored: int = 0
+    mirror_deletes: int = 0  # copies deleted because the peer deleted its batch
+    mirror_resyncs: int = 0  # times the mirrors watched again with replay
+
+
+@dataclass(frozen=True)
 class Stats:
     """The daemon's counters (:meth:`Client.stats`)."""
 
@@ -458,6 +479,8 @@ class Stats:
     waiters: int = 0  # gets waiting for a seal
     watchers: int = 0  # connections watching
     watch_overflows: int = 0  # overflow events sent since the daemon started
+    # one per --peer of the daemon, in its order (read with a second request)
+    peers: tuple[PeerStats, ...] = ()
 
 
 class Event(NamedTuple):
@@ -975,7 +998,9 @@ class Client:
         return _batch_info(self._c.stat(name))
 
     def stats(self) -> Stats:
-        return Stats(**self._c.stats())
+        d = self._c.stats()
+        d["peers"] = tuple(PeerStats(**p) for p in d.get("peers", ()))
+        return Stats(**d)
 
     def attention(self, q: str, k: str, v: str, out: str, causal: bool = False,
                   scale: float | None = None, window: tuple[int, int] | None = None) -> None:

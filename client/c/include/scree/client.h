@@ -361,6 +361,64 @@ SCREE_API int scree_client_stat(scree_client *c, const char *name, scree_batch_i
  * SCREE_EINVAL for a NULL out or a struct_size too small, or an error. */
 SCREE_API int scree_client_stats(scree_client *c, scree_stats *out);
 
+/* Why fetches from a peer failed: the index into scree_peer_stats.failures.
+ * scree_fetch_failure_name gives the name the daemon's metrics use. */
+typedef enum scree_fetch_failure {
+  SCREE_FETCH_FAIL_AUTH = 0,    /* the shared secret was not proven either way */
+  SCREE_FETCH_FAIL_UNREACHABLE, /* no connection to the peer */
+  SCREE_FETCH_FAIL_LOST,        /* the connection failed during the fetch */
+  SCREE_FETCH_FAIL_REMOTE,      /* the peer refused (no such batch, ...) */
+  SCREE_FETCH_FAIL_LOCAL,       /* the local store refused (memory, a name taken; a
+                                 * mirror's name taken by a batch it did not make) */
+  SCREE_FETCH_FAIL_TIMEOUT,     /* the fetch's time ran out */
+  SCREE_FETCH_FAIL_INVALID,     /* the peer's bytes or descriptor did not check */
+  SCREE_FETCH_FAIL_OTHER,       /* anything else, and causes this library does not know */
+  SCREE_FETCH_FAIL_COUNT_
+} scree_fetch_failure;
+
+/* Room in scree_peer_stats.failures: more than the causes there are, so
+ * that a cause added later does not change the struct's layout. */
+#define SCREE_PEER_FAILURES_MAX 16
+/* Longest peer name (--peer NAME=HOST:PORT). */
+#define SCREE_PEER_NAME_MAX 63
+
+/* The counters of one peer of the daemon (one --peer NAME=HOST:PORT), and
+ * of the mirrors that follow it (--mirror NAME:PREFIX). Start from
+ * SCREE_PEER_STATS_INIT. */
+typedef struct scree_peer_stats {
+  size_t struct_size; /* set by the caller: sizeof(scree_peer_stats) */
+  char name[SCREE_PEER_NAME_MAX + 1];
+  int connected;            /* an authenticated connection is up now */
+  uint64_t batches_fetched; /* fetches completed, mirrored batches included */
+  uint64_t bytes_fetched;
+  uint64_t failures[SCREE_PEER_FAILURES_MAX]; /* failed fetches by scree_fetch_failure */
+  uint32_t mirrors;          /* --mirror options following this peer */
+  uint64_t batches_mirrored; /* batches they fetched */
+  uint64_t mirror_deletes;   /* local copies they deleted because the peer deleted its
+                              * batch (or no longer has it) */
+  uint64_t mirror_resyncs;   /* times they watched again with replay (after an overflow,
+                              * a full queue, a lost connection) */
+} scree_peer_stats;
+
+#define SCREE_PEER_STATS_INIT {.struct_size = sizeof(scree_peer_stats)}
+
+/* Fills out[0] .. out[max - 1] with the counters of the daemon's peers, in
+ * the order of its --peer options, and sets *count to how many peers it has
+ * (possibly more than max: only max are filled; 0 for a daemon without
+ * peers). The caller sets out[0].struct_size (SCREE_PEER_STATS_INIT): every
+ * element is taken to be that large, as in an array of the struct as the
+ * caller's header declares it, and only that many bytes of each are
+ * written. With max 0, out may be NULL and only *count is set. One Stats
+ * request; its other counters are scree_client_stats's.
+ * Returns 0; SCREE_EINVAL for a NULL count, a NULL out with max > 0, or a
+ * struct_size too small; or an error. */
+SCREE_API int scree_client_peer_stats(scree_client *c, scree_peer_stats *out, size_t max,
+                                      size_t *count);
+
+/* "auth", "unreachable", "lost", "remote", "local", "timeout", "invalid",
+ * "other" (also for an unknown value). Never NULL. */
+SCREE_API const char *scree_fetch_failure_name(int cause);
+
 /* Runs varlen attention in the daemon on sealed batches q, k and v (layout
  * (tokens, heads, head_dim)) and stores the result as a sealed batch `out`
  * with q's shape, dtype and offsets. k and v share their offsets (same
