@@ -458,10 +458,14 @@ static void run_op(state *st, reader *r) {
     FUZZ_CHECK(st->sess[si] != NULL, "session");
     break;
   case 14: {
-    uint8_t buf[256];
+    /* A raw packet of up to 255 bytes, taken from the input in one copy
+     * (zeros past its end, as rd_u8 gives). */
+    uint8_t buf[256] = {0};
     size_t len = rd_u8(r);
-    for (size_t i = 0; i < len; i++)
-      buf[i] = rd_u8(r);
+    size_t have = len < r->n ? len : r->n;
+    memcpy(buf, r->p, have);
+    r->p += have;
+    r->n -= have;
     scree__reply_clear(&st->r);
     uint64_t t0 = scree__now_ns();
     scree__handle_packet(st->h, sess, buf, len, &st->r);
