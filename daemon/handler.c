@@ -211,6 +211,7 @@ static int do_hello(scree__handler *h, scree__session *sess, const Scree__V1__He
   hr->arena_size = c.arena_size;
   hr->max_name_len = SCREE__MAX_NAME_LEN;
   hr->version = h->version;
+  hr->inline_offsets = 1;
   r->resp.body_case = SCREE__V1__RESPONSE__BODY_HELLO;
   r->resp.hello = hr;
   return 0;
@@ -256,8 +257,10 @@ static int do_create(scree__handler *h, scree__session *sess, const Scree__V1__C
   if (rc != 0)
     return rc;
   scree__location loc;
-  rc = scree__store_create(h->store, sess, name, &a, c->shared, &loc, r->msg,
-                           sizeof(r->msg));
+  /* Empty offsets: none inline (a batch always has at least one offset). */
+  const void *offsets = c->offsets.len > 0 ? c->offsets.data : NULL;
+  rc = scree__store_create(h->store, sess, name, &a, c->shared, offsets, c->offsets.len, &loc,
+                           r->msg, sizeof(r->msg));
   if (rc != 0)
     return rc;
   fill_location(r, &loc);

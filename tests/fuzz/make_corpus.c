@@ -65,6 +65,12 @@ static void decode_seeds(void) {
   req.body_case = SCREE__V1__REQUEST__BODY_CREATE;
   req.create = &c;
   write_request("create", &req);
+  /* The same with its offsets inline. */
+  int32_t offs[5] = {0, 10, 40, 70, 100};
+  c.offsets.data = (uint8_t *)offs;
+  c.offsets.len = sizeof(offs);
+  write_request("create_inline", &req);
+  c.offsets.len = 0;
 
   Scree__V1__Seal s = SCREE__V1__SEAL__INIT;
   s.name = test_bytes("train/step-1");
@@ -162,6 +168,17 @@ static void create(prog *p, int sess, int name, int batch, int rows, int int32_o
   put(p, (uint8_t)rows);
   put(p, 0);   /* max_length (ignored) */
   put(p, 100); /* the descriptor is present */
+}
+
+/* create, with the offsets inline: an even split when valid, else valid
+ * but for index 1. */
+static void create_inline(prog *p, int sess, int name, int batch, int rows, int valid) {
+  create(p, sess, name, batch, rows, 0);
+  p->b[p->n - 1] = 200; /* the descriptor is present, and inline offsets */
+  put(p, valid ? 0 : 1); /* mode */
+  put(p, 1);             /* the bad index */
+  if (!valid)
+    put(p, 0); /* value 0 - 16 */
 }
 
 static void write_offsets(prog *p, int name, int valid) {
@@ -277,6 +294,19 @@ static void store_seeds(void) {
   put(&p, 0xff);
   put(&p, 0xff);
   store_seed("raw_packets", &p);
+
+  /* offsets inline with Create: refused when bad, sealed without a write */
+  memset(&p, 0, sizeof(p));
+  hello(&p, 0);
+  hello(&p, 1);
+  create_inline(&p, 0, N_A, 3, 10, 0);
+  create_inline(&p, 0, N_A, 3, 10, 1);
+  named(&p, 0, SEAL, N_A);
+  named(&p, 1, GET, N_A);
+  create_inline(&p, 1, N_B, 2, 5, 1);
+  named(&p, 1, DELETE, N_B);
+  op(&p, 1, CLOSE);
+  store_seed("inline_offsets", &p);
 }
 
 int main(int argc, char **argv) {

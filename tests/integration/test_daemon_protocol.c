@@ -139,6 +139,60 @@ Test(daemon, a_packet_over_the_cap_is_emsgsize) {
   finish();
 }
 
+/* A Create whose inline offsets make it larger than --max-packet is
+ * refused as any oversized packet is, and creates nothing; the same batch
+ * with fewer offsets goes through. */
+Test(daemon, inline_offsets_past_the_packet_limit_are_emsgsize) {
+  const char *extra[] = {"--max-packet", "4K", NULL};
+  start("inline", extra);
+  int fd = rc_open(d.sock);
+  cr_assert_geq(fd, 0);
+  static int64_t offs[1024];
+  for (int i = 0; i < 1024; i++)
+    offs[i] = i;
+  Scree__V1__Request req = SCREE__V1__REQUEST__INIT;
+  Scree__V1__Create c = SCREE__V1__CREATE__INIT;
+  Scree__V1__ArrayDesc desc = SCREE__V1__ARRAY_DESC__INIT;
+  desc.dtype = 2; /* int8 */
+  desc.batch_size = 1023;
+  desc.total_rows = 1023;
+  desc.offsets_dtype = 5; /* int64 */
+  c.name = test_bytes("wide");
+  c.desc = &desc;
+  c.offsets.data = (uint8_t *)offs;
+  c.offsets.len = sizeof(offs);
+  req.id = 5;
+  req.body_case = SCREE__V1__REQUEST__BODY_CREATE;
+  req.create = &c;
+  Scree__V1__Response *resp = rc_call(fd, &req, NULL);
+  expect(resp, -EMSGSIZE);
+  cr_assert(strstr(resp->message, "exceeds the limit of 4096 bytes") != NULL, "%s",
+            resp->message);
+  rc_free(resp);
+  resp = rc_stats(fd);
+  expect(resp, 0);
+  cr_assert_eq(resp->stats->batches, 0, "the oversized Create made nothing");
+  rc_free(resp);
+  /* 256 offsets (2 KiB) fit. */
+  desc.batch_size = 255;
+  desc.total_rows = 255;
+  c.offsets.len = 256 * sizeof(int64_t);
+  req.id = 6;
+  int afd = -1;
+  resp = rc_call(fd, &req, &afd);
+  expect(resp, 0);
+  cr_assert_eq(resp->id, 6);
+  rc_free(resp);
+  if (afd >= 0)
+    close(afd);
+  resp = rc_seal(fd, "wide");
+  expect(resp, 0);
+  cr_assert_eq(resp->seal->info->desc->max_length, 1);
+  rc_free(resp);
+  close(fd);
+  finish();
+}
+
 Test(daemon, unknown_request_type_is_eproto) {
   start("unknown", NULL);
   int fd = rc_open(d.sock);
@@ -206,6 +260,7 @@ Test(daemon, hello_reply_over_the_wire) {
   cr_assert_eq(resp->hello->max_packet, 64u << 10);
   cr_assert_eq(resp->hello->max_name_len, 255);
   cr_assert_str_neq(resp->hello->version, "");
+  cr_assert(resp->hello->inline_offsets, "screed takes Create.offsets");
   rc_free(resp);
   close(fd);
   finish();
