@@ -68,8 +68,10 @@ static int import_handle(scree_client *c, const Scree__V1__Location *loc, size_t
   }
   scree__mapping nm;
   memset(&nm, 0, sizeof(nm));
+  uint64_t t0 = scree__now_ns();
   int rc = c->imp->import(&src, writable, &nm.base, &nm.device, &nm.state, c->err,
                           sizeof(c->err));
+  c->info.last_import_ns = scree__now_ns() - t0;
   if (src.fd >= 0)
     close(src.fd);
   scree__client_drop_fds(c);
