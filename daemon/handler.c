@@ -257,10 +257,8 @@ static int do_create(scree__handler *h, scree__session *sess, const Scree__V1__C
   if (rc != 0)
     return rc;
   scree__location loc;
-  /* Empty offsets: none inline (a batch always has at least one offset). */
-  const void *offsets = c->offsets.len > 0 ? c->offsets.data : NULL;
-  rc = scree__store_create(h->store, sess, name, &a, c->shared, offsets, c->offsets.len, &loc,
-                           r->msg, sizeof(r->msg));
+  rc = scree__store_create(h->store, sess, name, &a, c->shared, &loc, r->msg,
+                           sizeof(r->msg));
   if (rc != 0)
     return rc;
   fill_location(r, &loc);
@@ -277,8 +275,11 @@ static int do_seal(scree__handler *h, scree__session *sess, const Scree__V1__Sea
   scree__batch_view v;
   name_buf name;
   int rc = name_arg(q->name, "batch name", name, r);
+  /* Empty offsets: none inline (a batch always has at least one offset). */
+  const void *offsets = q->offsets.len > 0 ? q->offsets.data : NULL;
   if (rc == 0)
-    rc = scree__store_seal(h->store, sess, name, &v, r->msg, sizeof(r->msg));
+    rc = scree__store_seal(h->store, sess, name, offsets, q->offsets.len, &v, r->msg,
+                           sizeof(r->msg));
   if (rc != 0)
     return rc;
   Scree__V1__SealReply *sr = &r->body.seal;

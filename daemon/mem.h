@@ -64,7 +64,7 @@ struct scree__mem_ops {
   int (*share_fd)(scree__mem *m, const scree__arena_mem *a, int *fd_out, char *msg,
                   size_t msg_len);
   /* Copies bytes between the arena and host memory (the daemon reads
-   * offsets at seal this way, and writes inline offsets at Create). A
+   * offsets at seal this way, and writes inline offsets at seal). A
    * write may return before its bytes are visible to other processes (a
    * CUDA copy from pageable memory returns once the bytes are staged);
    * fence waits for that. */

@@ -40,10 +40,6 @@ typedef struct scree__batch {
   /* The output of a running attention job: named from the request on, so
    * that a Create of the name gets EEXIST, but written by the job only. */
   int reserved;
-  /* Created with inline offsets: Create checked them and wrote them into
-   * the block, so Seal reads nothing back and takes this max_length. */
-  int offsets_checked;
-  int64_t checked_max_length;
   /* The creator's list of CREATED batches, for reclaim at close. */
   struct scree__batch *uprev;
   struct scree__batch *unext;
@@ -130,9 +126,6 @@ struct scree__store {
    * worker unmaps it); may be NULL. */
   void (*arena_hook)(void *arg, uint64_t id);
   void *arena_hook_arg;
-  /* Inline offsets were written through the backend and no fence has
-   * waited for them yet (store_fence). */
-  int unfenced;
   /* Waiting and watching (the end of the file). */
   struct wait_list **waits; /* by name, sorted: the waiters of each name */
   size_t nwaits;
@@ -322,28 +315,7 @@ static void leases_remove(scree__store *s, scree__lease *l) {
 
 /* ---- batches ----------------------------------------------------------- */
 
-/* Waits for the inline offsets written since the last fence to land in
- * the arenas (mem.h, fence). */
-static int store_fence(scree__store *s, char *msg, size_t msg_len) {
-  if (!s->unfenced || s->mem->ops->fence == NULL) {
-    s->unfenced = 0;
-    return 0;
-  }
-  int rc = s->mem->ops->fence(s->mem, msg, msg_len);
-  if (rc == 0)
-    s->unfenced = 0;
-  return rc;
-}
-
 static void batch_free(scree__store *s, scree__batch *b) {
-  /* A write still landing in this block must not land in the next batch
-   * that takes it, after its producer wrote there. */
-  if (s->unfenced) {
-    char m[256];
-    if (store_fence(s, m, sizeof(m)) != 0)
-      scree__log(SCREE__LOG_ERROR, "fence_failed", "batch=%s msg=%s", scree__q(b->name),
-                 scree__q(m));
-  }
   if (scree__pool_free(&s->pool, b->arena, b->offset, b->block_bytes) != 0)
     scree__log(SCREE__LOG_ERROR, "arena_free_refused", "batch=%s arena=%" PRIu64
                " offset=%" PRIu64 " bytes=%" PRIu64, scree__q(b->name), b->arena->id,
@@ -673,7 +645,7 @@ static void known_commit(scree__session *sess, uint64_t id, int kind) {
 /* The rules of scree_offsets_validate (core/src/array.c), with the same
  * messages, applied chunk by chunk to batch_size + 1 offsets of dtype dt:
  * read through the backend from arena memory mem at byte `at`, or, when
- * src is not NULL, copied from src (inline offsets of a Create, which
+ * src is not NULL, copied from src (inline offsets of a Seal, which
  * protobuf-c leaves at no particular alignment). Returns 0 with
  * *max_length set, or a code with a message; *read_failed tells a backend
  * read error from bad offsets. */
@@ -834,62 +806,19 @@ static void batch_account(scree__store *s, const scree__batch *b) {
   scree__usage_add(&s->usage, b->owner_uid, b->block_bytes);
 }
 
-/* Checks the inline offsets of a Create of name for desc: their length,
- * then the rules Seal applies, with Seal's messages. Returns 0 with
- * *max_length, or SCREE_EINVAL (or desc's own error) with a message. */
-static int create_check_offsets(scree__store *s, const char *name, const scree_array *desc,
-                                const void *offsets, size_t offsets_len, int64_t *max_length,
-                                char *msg, size_t msg_len) {
-  uint64_t obytes;
-  int rc = scree_array_check_desc(desc, NULL, &obytes, msg, msg_len);
-  if (rc != 0)
-    return rc;
-  if ((uint64_t)offsets_len != obytes)
-    return scree__fail(SCREE_EINVAL, msg, msg_len,
-                       "create of '%s' carries %zu bytes of inline offsets; its descriptor "
-                       "needs %" PRIu64 " (batch_size + 1 = %" PRId64 " %s offsets)",
-                       name, offsets_len, obytes, desc->batch_size + 1,
-                       scree_dtype_name(desc->offsets_dtype));
-  char m[512];
-  int read_failed = 0;
-  rc = check_offsets(s, NULL, 0, offsets, desc->offsets_dtype, desc->batch_size,
-                     desc->total_rows, max_length, &read_failed, m, sizeof(m));
-  if (rc != 0)
-    return scree__fail(rc, msg, msg_len, "offsets of '%s' are invalid: %s", name, m);
-  return 0;
-}
-
 int scree__store_create(scree__store *s, scree__session *sess, const char *name,
-                        const scree_array *desc, int shared, const void *offsets,
-                        size_t offsets_len, scree__location *loc, char *msg, size_t msg_len) {
+                        const scree_array *desc, int shared, scree__location *loc, char *msg,
+                        size_t msg_len) {
   loc->fd = -1;
   int rc = scree__name_check(name, msg, msg_len);
   if (rc != 0)
     return rc;
   scree_array a = *desc;
   a.values = a.offsets = NULL;
-  int64_t max_length = 0;
-  if (offsets != NULL) {
-    rc = create_check_offsets(s, name, &a, offsets, offsets_len, &max_length, msg, msg_len);
-    if (rc != 0)
-      return rc;
-  }
   scree__batch *b;
   rc = batch_new(s, sess, "batch", name, &a, pool_key(s, sess, shared), &b, msg, msg_len);
   if (rc != 0)
     return rc;
-  if (offsets != NULL) {
-    char m[512];
-    rc = s->mem->ops->write(s->mem, &b->arena->mem, b->offset + b->offsets_at, offsets,
-                            offsets_len, m, sizeof(m));
-    if (rc != 0) {
-      rc = scree__fail(rc, msg, msg_len, "writing the offsets of '%s': %s", name, m);
-      goto err_block;
-    }
-    s->unfenced = 1;
-    b->offsets_checked = 1;
-    b->checked_max_length = max_length;
-  }
   int attach;
   rc = fill_location(s, sess, b, loc, 1, &attach, msg, msg_len);
   if (rc != 0)
@@ -914,11 +843,6 @@ int scree__store_create(scree__store *s, scree__session *sess, const char *name,
 err_location:
   location_undo(loc);
 err_block:
-  if (b->offsets_checked) {
-    /* As in batch_free: the write must land before the block is reused. */
-    char m[256];
-    (void)store_fence(s, m, sizeof(m));
-  }
   scree__pool_free(&s->pool, b->arena, b->offset, b->block_bytes);
   free(b->name);
   free(b);
@@ -938,8 +862,40 @@ static int find_named(scree__store *s, const char *name, scree__batch **out, cha
   return 0;
 }
 
+/* Checks, writes into b's block and fences offsets that came inline with
+ * the Seal of b: their length, then check_offsets's rules with its
+ * messages. Returns 0 with *max_length, or a code with a message; b stays
+ * as it was unless the write itself failed. */
+static int seal_inline_offsets(scree__store *s, const scree__batch *b, const void *offsets,
+                               size_t offsets_len, int64_t *max_length, char *msg,
+                               size_t msg_len) {
+  if ((uint64_t)offsets_len != b->offsets_bytes)
+    return scree__fail(SCREE_EINVAL, msg, msg_len,
+                       "seal of '%s' carries %zu bytes of inline offsets; the batch has %" PRIu64
+                       " (batch_size + 1 = %" PRId64 " %s offsets)",
+                       b->name, offsets_len, b->offsets_bytes, b->desc.batch_size + 1,
+                       scree_dtype_name(b->desc.offsets_dtype));
+  char m[512];
+  int read_failed = 0;
+  int rc = check_offsets(s, NULL, 0, offsets, b->desc.offsets_dtype, b->desc.batch_size,
+                         b->desc.total_rows, max_length, &read_failed, m, sizeof(m));
+  if (rc != 0)
+    return scree__fail(rc, msg, msg_len, "offsets of '%s' are invalid: %s", b->name, m);
+  /* The backend's write may return before the bytes land (a CUDA copy from
+   * pageable memory is staged): readers may map the batch as soon as it is
+   * sealed, so the fence comes first. */
+  rc = s->mem->ops->write(s->mem, &b->arena->mem, b->offset + b->offsets_at, offsets,
+                          offsets_len, m, sizeof(m));
+  if (rc == 0 && s->mem->ops->fence != NULL)
+    rc = s->mem->ops->fence(s->mem, m, sizeof(m));
+  if (rc != 0)
+    return scree__fail(rc, msg, msg_len, "writing the offsets of '%s': %s", b->name, m);
+  return 0;
+}
+
 int scree__store_seal(scree__store *s, scree__session *sess, const char *name,
-                      scree__batch_view *out, char *msg, size_t msg_len) {
+                      const void *offsets, size_t offsets_len, scree__batch_view *out,
+                      char *msg, size_t msg_len) {
   scree__batch *b;
   int rc = find_named(s, name, &b, msg, msg_len);
   if (rc != 0)
@@ -956,13 +912,10 @@ int scree__store_seal(scree__store *s, scree__session *sess, const char *name,
   char m[512];
   int64_t max_length = 0;
   int read_failed = 0;
-  if (b->offsets_checked) {
-    /* Checked and written at Create: only the write has to have landed
-     * before readers may see the batch. */
-    rc = store_fence(s, m, sizeof(m));
+  if (offsets != NULL) {
+    rc = seal_inline_offsets(s, b, offsets, offsets_len, &max_length, msg, msg_len);
     if (rc != 0)
-      return scree__fail(rc, msg, msg_len, "writing the offsets of '%s': %s", name, m);
-    max_length = b->checked_max_length;
+      return rc;
   } else {
     rc = seal_check_offsets(s, b, &max_length, &read_failed, m, sizeof(m));
     if (rc != 0 && read_failed)

@@ -216,22 +216,20 @@ size_t scree__session_take_freed(scree__session *sess, uint64_t **ids);
 
 /* Creates batch name for desc (its pointers are ignored; it is checked
  * here), owned by sess's peer, in its pool or the shared one when shared is
- * set, and fills loc, attaching a writable handle when sess needs one.
- * offsets (NULL: none) are the batch's offsets inline, offsets_len bytes:
- * checked here as Seal checks offsets (with its messages; a length other
- * than the descriptor's offsets bytes is SCREE_EINVAL too), before the
- * name and the memory, and written into the batch, so that Seal reads
- * nothing back. */
+ * set, and fills loc, attaching a writable handle when sess needs one. */
 int scree__store_create(scree__store *s, scree__session *sess, const char *name,
-                        const scree_array *desc, int shared, const void *offsets,
-                        size_t offsets_len, scree__location *loc, char *msg, size_t msg_len);
+                        const scree_array *desc, int shared, scree__location *loc, char *msg,
+                        size_t msg_len);
 
-/* Seals sess's CREATED batch name after validating its offsets (read
- * through the backend, unless they came inline with Create and were
- * checked then; their write is fenced instead); fills out with the sealed
- * batch. */
+/* Seals sess's CREATED batch name after validating its offsets; fills out
+ * with the sealed batch. offsets (NULL: none) are the batch's offsets
+ * inline, offsets_len bytes: checked with the same rules and messages as
+ * offsets read from the batch (a length other than the batch's offsets
+ * bytes is SCREE_EINVAL too), then written into the batch and fenced;
+ * without them the offsets are read back from the batch's memory. */
 int scree__store_seal(scree__store *s, scree__session *sess, const char *name,
-                      scree__batch_view *out, char *msg, size_t msg_len);
+                      const void *offsets, size_t offsets_len, scree__batch_view *out,
+                      char *msg, size_t msg_len);
 
 /* Leases the SEALED batch name to sess: fills loc (attaching a read-only
  * handle where the backend has one and sess needs it), *lease_id and out. */

@@ -65,18 +65,18 @@ static void decode_seeds(void) {
   req.body_case = SCREE__V1__REQUEST__BODY_CREATE;
   req.create = &c;
   write_request("create", &req);
-  /* The same with its offsets inline. */
-  int32_t offs[5] = {0, 10, 40, 70, 100};
-  c.offsets.data = (uint8_t *)offs;
-  c.offsets.len = sizeof(offs);
-  write_request("create_inline", &req);
-  c.offsets.len = 0;
 
   Scree__V1__Seal s = SCREE__V1__SEAL__INIT;
   s.name = test_bytes("train/step-1");
   req.body_case = SCREE__V1__REQUEST__BODY_SEAL;
   req.seal = &s;
   write_request("seal", &req);
+  /* The same with the offsets inline. */
+  int32_t offs[5] = {0, 10, 40, 70, 100};
+  s.offsets.data = (uint8_t *)offs;
+  s.offsets.len = sizeof(offs);
+  write_request("seal_inline", &req);
+  s.offsets.len = 0;
 
   Scree__V1__Get g = SCREE__V1__GET__INIT;
   g.name = test_bytes("train/step-1");
@@ -143,7 +143,7 @@ static void put(prog *p, uint8_t v) {
   p->b[p->n++] = v;
 }
 
-enum { HELLO = 0, CREATE = 1, WRITE = 3, SEAL = 4, GET = 5, RELEASE = 7, DELETE = 9,
+enum { HELLO = 0, CREATE = 1, WRITE = 3, SEAL = 4, GET = 5, SEAL_INLINE = 6, RELEASE = 7, DELETE = 9,
        LIST = 10, STAT = 11, STATS = 12, CLOSE = 13, RAW = 14, ATTN = 15 };
 /* Name slots of fuzz_store's kNames. */
 enum { N_A = 0, N_AB = 1, N_ABC = 2, N_B = 3, N_B1 = 4, N_B2 = 5 };
@@ -170,11 +170,11 @@ static void create(prog *p, int sess, int name, int batch, int rows, int int32_o
   put(p, 100); /* the descriptor is present */
 }
 
-/* create, with the offsets inline: an even split when valid, else valid
- * but for index 1. */
-static void create_inline(prog *p, int sess, int name, int batch, int rows, int valid) {
-  create(p, sess, name, batch, rows, 0);
-  p->b[p->n - 1] = 200; /* the descriptor is present, and inline offsets */
+/* Seal with the offsets inline: an even split when valid, else valid but
+ * for index 1. */
+static void seal_inline(prog *p, int sess, int name, int valid) {
+  op(p, sess, SEAL_INLINE);
+  put(p, (uint8_t)name);
   put(p, valid ? 0 : 1); /* mode */
   put(p, 1);             /* the bad index */
   if (!valid)
@@ -295,15 +295,18 @@ static void store_seeds(void) {
   put(&p, 0xff);
   store_seed("raw_packets", &p);
 
-  /* offsets inline with Create: refused when bad, sealed without a write */
+  /* offsets inline with Seal: refused when bad (the batch stays created),
+   * then sealed without a write by the client */
   memset(&p, 0, sizeof(p));
   hello(&p, 0);
   hello(&p, 1);
-  create_inline(&p, 0, N_A, 3, 10, 0);
-  create_inline(&p, 0, N_A, 3, 10, 1);
-  named(&p, 0, SEAL, N_A);
+  create(&p, 0, N_A, 3, 10, 0);
+  seal_inline(&p, 0, N_A, 0);
+  seal_inline(&p, 1, N_A, 1); /* another session's */
+  seal_inline(&p, 0, N_A, 1);
   named(&p, 1, GET, N_A);
-  create_inline(&p, 1, N_B, 2, 5, 1);
+  create(&p, 1, N_B, 2, 5, 1);
+  seal_inline(&p, 1, N_B, 1);
   named(&p, 1, DELETE, N_B);
   op(&p, 1, CLOSE);
   store_seed("inline_offsets", &p);

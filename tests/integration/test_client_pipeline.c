@@ -1,5 +1,5 @@
 /* Small puts in fewer round trips, through libscreeclient against a real
- * screed on host memory: offsets inline with Create (and the fallback when
+ * screed on host memory: offsets inline with Seal (and the fallback when
  * they do not fit the packet limit), and the pipelined seal (put's
  * async_seal, seal's async): its success, its failure reported by
  * scree_client_flush, by the next call and by release, and a handle closed
@@ -145,14 +145,14 @@ static int put_async(scree_client *c, const char *name, const scree_array *a) {
   return scree_client_put(c, name, a, &o);
 }
 
-/* ---- offsets inline with Create ------------------------------------------ */
+/* ---- offsets inline with Seal -------------------------------------------- */
 
 Test(pipeline, puts_send_their_offsets_inline_when_they_fit) {
   const char *extra[] = {"--max-packet", "4K", NULL};
   start("inline", extra);
   scree_client *c = connect_ok();
   scree_client_info i = info_of(c);
-  cr_assert_eq(i.inline_offsets, 1, "screed takes offsets with Create");
+  cr_assert_eq(i.inline_offsets, 1, "screed takes offsets with Seal");
   cr_assert_eq(i.inline_puts, 0);
   static float values[4096];
   static int64_t offsets[2048];

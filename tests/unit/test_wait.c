@@ -130,7 +130,7 @@ static void create(scree__session *sess, const char *name) {
   a.total_rows = 4;
   scree__location loc;
   char msg[256];
-  cr_assert_eq(scree__store_create(store, sess, name, &a, 0, NULL, 0, &loc, msg, sizeof(msg)), 0, "%s",
+  cr_assert_eq(scree__store_create(store, sess, name, &a, 0, &loc, msg, sizeof(msg)), 0, "%s",
                msg);
   scree__batch_view v;
   cr_assert_eq(scree__store_stat(store, name, &v, msg, sizeof(msg)), 0);

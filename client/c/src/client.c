@@ -233,12 +233,28 @@ static int delete_locked(scree_client *c, const char *name, int *deferred) {
 /* Every flag of scree_client_put_flags and scree_client_create_flags. */
 #define SCREE__CREATE_FLAGS SCREE_CREATE_SHARED
 
-/* Create and bind; the caller holds the mutex. offsets (NULL: none) go
- * inline with the Create, offsets_len bytes (the caller checked that the
- * daemon takes them and that they fit its packet limit). */
+/* Work a put does while its Create is on the way (scree__call_overlap):
+ * reading a GPU array's offsets back. Its message goes to msg, not to
+ * c->err, which the round trip writes. */
+typedef struct create_overlap {
+  int (*fn)(struct create_overlap *o);
+  scree_client *c;
+  const scree_array *a;
+  void *stream;
+  char msg[256];
+} create_overlap;
+
+static int create_overlap_run(void *arg) {
+  create_overlap *o = arg;
+  return o->fn(o);
+}
+
+/* Create and bind; the caller holds the mutex. overlap (NULL: none) runs
+ * while the Create is on the way; when it fails, the batch is deleted and
+ * its code and message returned. */
 static int create_locked(scree_client *c, const char *name, const scree_array *desc,
-                         unsigned flags, const void *offsets, size_t offsets_len,
-                         scree_array *out, scree__mapping **arena_out) {
+                         unsigned flags, create_overlap *overlap, scree_array *out,
+                         scree__mapping **arena_out) {
   int rc = check_name(c, name, "batch");
   if (rc != 0)
     return rc;
@@ -262,14 +278,16 @@ static int create_locked(scree_client *c, const char *name, const scree_array *d
   cr.name = scree__bytes(name);
   cr.desc = &d;
   cr.shared = (flags & SCREE_CREATE_SHARED) != 0;
-  if (offsets != NULL) {
-    cr.offsets.data = (uint8_t *)offsets;
-    cr.offsets.len = offsets_len;
-  }
   Scree__V1__Response *resp;
-  rc = scree__call(c, SCREE__V1__REQUEST__BODY_CREATE, &cr, &resp);
+  int orc = 0;
+  rc = scree__call_overlap(c, SCREE__V1__REQUEST__BODY_CREATE, &cr, &resp,
+                           overlap != NULL ? create_overlap_run : NULL, overlap, &orc);
   if (rc != 0)
     return rc;
+  if (orc != 0) {
+    rc = scree__client_fail(c, orc, "%s", overlap->msg);
+    goto err_delete;
+  }
   scree__mapping *ar;
   rc = scree__arena_resolve(c, resp->create->location, 1, &ar);
   if (rc != 0)
@@ -298,19 +316,27 @@ err_delete:
   return rc;
 }
 
-static int seal_locked(scree_client *c, const char *name) {
+/* Seals name, sending offsets inline (NULL: none; the caller checked that
+ * the daemon takes them and that they fit its packet limit). */
+static int seal_locked(scree_client *c, const char *name, const void *offsets,
+                       size_t offsets_len) {
   int rc = check_name(c, name, "batch");
   if (rc != 0)
     return rc;
   Scree__V1__Seal s = SCREE__V1__SEAL__INIT;
   s.name = scree__bytes(name);
+  if (offsets != NULL) {
+    s.offsets.data = (uint8_t *)offsets;
+    s.offsets.len = offsets_len;
+  }
   return scree__call(c, SCREE__V1__REQUEST__BODY_SEAL, &s, NULL);
 }
 
-/* Sends Seal without waiting for its reply, which scree__seal_collect
+/* As seal_locked, without waiting for the reply, which scree__seal_collect
  * takes later; delete_on_failure says whether a failure deletes the batch
  * (put) or leaves it created (seal). */
-static int seal_send(scree_client *c, const char *name, int delete_on_failure) {
+static int seal_send(scree_client *c, const char *name, const void *offsets,
+                     size_t offsets_len, int delete_on_failure) {
   int rc = check_name(c, name, "batch");
   if (rc == 0)
     rc = scree__client_busy(c);
@@ -325,6 +351,10 @@ static int seal_send(scree_client *c, const char *name, int delete_on_failure) {
     return scree__client_fail(c, SCREE_ENOMEM, "out of memory");
   Scree__V1__Seal s = SCREE__V1__SEAL__INIT;
   s.name = scree__bytes(name);
+  if (offsets != NULL) {
+    s.offsets.data = (uint8_t *)offsets;
+    s.offsets.len = offsets_len;
+  }
   uint64_t id;
   rc = scree__call_send(c, SCREE__V1__REQUEST__BODY_SEAL, &s, &id);
   if (rc != 0) {
@@ -378,7 +408,7 @@ int scree_client_create(scree_client *c, const char *name, const scree_array *de
   pthread_mutex_lock(&c->mu);
   int rc = SCREE__CHECK_SIZE(c, opts, scree_create_options, SCREE_CREATE_OPTIONS_INIT);
   if (rc == 0)
-    rc = create_locked(c, name, desc, opts->flags, NULL, 0, out, NULL);
+    rc = create_locked(c, name, desc, opts->flags, NULL, out, NULL);
   pthread_mutex_unlock(&c->mu);
   return rc;
 }
@@ -405,19 +435,19 @@ int scree_client_seal(scree_client *c, const char *name, const scree_seal_option
                             "this libscreeclient was built without CUDA: no stream to wait for");
 #endif
   if (rc == 0)
-    rc = async ? seal_send(c, name, 0) : seal_locked(c, name);
+    rc = async ? seal_send(c, name, NULL, 0, 0) : seal_locked(c, name, NULL, 0);
 out:
   pthread_mutex_unlock(&c->mu);
   return rc;
 }
 
-/* Bytes a Create may take beyond its inline offsets and name: the
- * descriptor and the envelope need a few dozen. */
-#define SCREE__CREATE_SLACK 1024
+/* Bytes a Seal may take beyond its inline offsets and name: the envelope
+ * needs a few dozen. */
+#define SCREE__SEAL_SLACK 1024
 
-/* Whether a put's offsets (obytes of them) go inline with its Create. */
+/* Whether a put's offsets (obytes of them) go inline with its Seal. */
 static int inline_fits(const scree_client *c, const char *name, uint64_t obytes) {
-  return c->info.inline_offsets && obytes + strlen(name) + SCREE__CREATE_SLACK <= c->info.max_packet;
+  return c->info.inline_offsets && obytes + strlen(name) + SCREE__SEAL_SLACK <= c->info.max_packet;
 }
 
 /* Makes c->obuf hold at least n bytes. */
@@ -430,6 +460,19 @@ static int obuf_reserve(scree_client *c, size_t n) {
   c->obuf = nb;
   c->obuf_cap = n;
   return 0;
+}
+
+/* Reads a GPU array's offsets back into c->obuf (reserved by the caller),
+ * in order on the put's stream, and checks them as a host array's are. */
+static int read_back_offsets(create_overlap *o) {
+  const scree_array *a = o->a;
+  uint64_t obytes = scree_dtype_size(a->offsets_dtype) * (uint64_t)(a->batch_size + 1);
+  int rc = o->c->imp->read_back(o->c->obuf, a->offsets, (size_t)obytes, o->stream,
+                                a->device.index, o->msg, sizeof(o->msg));
+  if (rc == 0)
+    rc = scree_offsets_validate(o->c->obuf, a->offsets_dtype, a->batch_size, a->total_rows,
+                                NULL, o->msg, sizeof(o->msg));
+  return rc;
 }
 
 int scree_client_put(scree_client *c, const char *name, const scree_array *a,
@@ -481,35 +524,31 @@ int scree_client_put(scree_client *c, const char *name, const scree_array *a,
               scree_backend_name(c->info.backend));
     goto out;
   }
-  /* The offsets as host bytes, when they go inline with Create: a host
-   * array's own, or a GPU array's read back in order on the stream (which
-   * also waits for the work that wrote them). */
-  const void *host_offsets = on_gpu ? NULL : a->offsets;
-  int send_inline = inline_fits(c, name, obytes) && c->imp != NULL && !c->dead &&
-                    (!on_gpu || c->imp->read_back != NULL);
-  if (send_inline && on_gpu) {
-    rc = scree__client_busy(c);
-    if (rc == 0)
+  /* The offsets go inline with Seal, as host bytes, where they fit: a host
+   * array's own, or a GPU array's read back on the put's stream while the
+   * Create is on the way. Otherwise they are copied into the batch and the
+   * daemon reads them back at seal. */
+  const void *host_offsets = NULL;
+  create_overlap ov, *overlap = NULL;
+  if (inline_fits(c, name, obytes) && c->imp != NULL) {
+    if (!on_gpu) {
+      host_offsets = a->offsets;
+    } else if (c->imp->read_back != NULL) {
       rc = obuf_reserve(c, (size_t)obytes);
-    if (rc == 0)
-      rc = c->imp->read_back(c->obuf, a->offsets, (size_t)obytes, stream, a->device.index,
-                             c->err, sizeof(c->err));
-    if (rc == 0) {
-      host_offsets = c->obuf;
-      /* As for a host array. Offsets left in GPU memory (not sent inline)
-       * are left to the daemon's check at seal, which reads them. */
-      rc = scree_offsets_validate(host_offsets, a->offsets_dtype, a->batch_size,
-                                  a->total_rows, NULL, m, sizeof(m));
       if (rc != 0)
-        rc = scree__client_fail(c, rc, "%s", m);
+        goto out;
+      memset(&ov, 0, sizeof(ov));
+      ov.fn = read_back_offsets;
+      ov.c = c;
+      ov.a = a;
+      ov.stream = stream;
+      overlap = &ov;
+      host_offsets = c->obuf;
     }
-    if (rc != 0)
-      goto out;
   }
   scree_array dst;
   scree__mapping *ar;
-  rc = create_locked(c, name, a, opts->flags, send_inline ? host_offsets : NULL,
-                     (size_t)obytes, &dst, &ar);
+  rc = create_locked(c, name, a, opts->flags, overlap, &dst, &ar);
   if (rc != 0)
     goto out;
   const scree__importer *imp = c->imp;
@@ -519,22 +558,23 @@ int scree_client_put(scree_client *c, const char *name, const scree_array *a,
      * once (that stream only), so that the batch is whole at Seal. */
     rc = imp->copy_in_async(dst.values, a->values, (size_t)vbytes, stream, state, c->err,
                             sizeof(c->err));
-    if (rc == 0 && !send_inline)
+    if (rc == 0 && host_offsets == NULL)
       rc = imp->copy_in_async(dst.offsets, a->offsets, (size_t)obytes, stream, state, c->err,
                               sizeof(c->err));
     if (rc == 0 && imp->sync != NULL)
       rc = imp->sync(stream, state, c->err, sizeof(c->err));
   } else {
     rc = imp->copy_in(dst.values, a->values, (size_t)vbytes, state, c->err, sizeof(c->err));
-    if (rc == 0 && !send_inline)
+    if (rc == 0 && host_offsets == NULL)
       rc = imp->copy_in(dst.offsets, a->offsets, (size_t)obytes, state, c->err,
                         sizeof(c->err));
   }
   if (rc == 0)
-    rc = async_seal ? seal_send(c, name, 1) : seal_locked(c, name);
+    rc = async_seal ? seal_send(c, name, host_offsets, (size_t)obytes, 1)
+                    : seal_locked(c, name, host_offsets, (size_t)obytes);
   if (rc != 0)
     goto err_delete;
-  if (send_inline)
+  if (host_offsets != NULL)
     c->info.inline_puts++;
   goto out;
 

@@ -125,8 +125,8 @@ typedef struct scree_client_info {
    * one. A first get costs about the two together. */
   uint64_t last_call_ns;
   uint64_t last_import_ns;
-  uint64_t inline_puts;    /* puts whose offsets went inline with Create */
-  uint32_t inline_offsets; /* 1: the daemon takes offsets inline with Create
+  uint64_t inline_puts;    /* puts whose offsets went inline with Seal */
+  uint32_t inline_offsets; /* 1: the daemon takes offsets inline with Seal
                             * (HelloReply.inline_offsets; see put) */
 } scree_client_info;
 
@@ -298,14 +298,14 @@ SCREE_API int scree_client_info_get(scree_client *c, scree_client_info *out);
  * (the daemon computes it). opts may be NULL for SCREE_PUT_OPTIONS_INIT.
  * The caller keeps ownership of a and may free it on return; the batch
  * belongs to the daemon, so the producer may exit afterwards.
- * Offsets are checked here first, and again by the daemon. Where the daemon
- * takes them (HelloReply.inline_offsets) and they fit its packet limit with
- * 1 KiB to spare, they travel inline with Create, which checks them, and
- * the daemon writes them itself, so that Seal reads nothing back: a GPU
- * array's offsets are then read back here first, in order on the stream,
- * and only the values are copied into the batch. Otherwise both are copied
- * in and checked at seal. If a step after Create fails, the half-made
- * batch is deleted.
+ * Offsets are checked here first, and again by the daemon at seal. Where
+ * the daemon takes them (HelloReply.inline_offsets) and they fit its packet
+ * limit with 1 KiB to spare, they travel inline with Seal and the daemon
+ * checks them there and writes them into the batch itself, reading nothing
+ * back: only the values are copied into the batch, and a GPU array's
+ * offsets are read back here, in order on the stream, while the Create is
+ * on its way. Otherwise both are copied in and the daemon reads the offsets
+ * at seal. If a step after Create fails, the half-made batch is deleted.
  * With opts->async_seal, put returns once Seal is sent (the copies are
  * done by then: the source may be freed); scree_client_flush says how the
  * seal's result arrives.
@@ -362,8 +362,9 @@ SCREE_API int scree_client_seal(scree_client *c, const char *name,
  *   the exception: it releases its lease all the same, and returns the
  *   seal's failure if there was one.
  * A failed put's batch is deleted first, as a put that waits would have
- * done; a failed seal's batch stays created. With inline offsets a seal
- * can only fail for reasons outside the batch (the daemon gone, say).
+ * done; a failed seal's batch stays created. A put checks its offsets
+ * before it sends them, so its seal fails only for reasons outside the
+ * batch (the daemon gone, say).
  * scree_client_close does not wait for a pending seal: the daemon still
  * serves the Seal sent before the connection closed (the batch is sealed,
  * or reclaimed with the connection's other unsealed batches if the seal
