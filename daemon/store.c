@@ -636,88 +636,6 @@ static void known_commit(scree__session *sess, uint64_t id, int kind) {
 
 /* ---- operations -------------------------------------------------------- */
 
-/* Offsets are read and checked this many at a time, so that sealing a batch
- * of any size costs a bounded amount of host memory: a whole copy could be
- * as large as the memory limit, in host memory even when the batch is on a
- * GPU. */
-#define SEAL_CHUNK 32768
-
-/* The rules of scree_offsets_validate (core/src/array.c), with the same
- * messages, applied chunk by chunk to batch_size + 1 offsets of dtype dt:
- * read through the backend from arena memory mem at byte `at`, or, when
- * src is not NULL, copied from src (inline offsets of a Seal, which
- * protobuf-c leaves at no particular alignment). Returns 0 with
- * *max_length set, or a code with a message; *read_failed tells a backend
- * read error from bad offsets. */
-static int check_offsets(scree__store *s, const scree__arena_mem *mem, uint64_t at,
-                         const uint8_t *src, scree_dtype dt, int64_t batch_size,
-                         int64_t total, int64_t *max_length, int *read_failed, char *m,
-                         size_t mlen) {
-  size_t esz = scree_dtype_size(dt);
-  int64_t n = batch_size + 1; /* the descriptor's check made sure this fits */
-  size_t cap = (size_t)(n < SEAL_CHUNK ? n : SEAL_CHUNK);
-  void *buf = malloc(cap * esz);
-  if (buf == NULL)
-    return scree__fail(SCREE_ENOMEM, m, mlen, "out of host memory for %zu offsets", cap);
-  int rc = 0;
-  int64_t prev = 0, longest = 0;
-  for (int64_t start = 0; start < n && rc == 0; start += (int64_t)cap) {
-    size_t cnt = (size_t)(n - start < (int64_t)cap ? n - start : (int64_t)cap);
-    if (src != NULL) {
-      memcpy(buf, src + (uint64_t)start * esz, cnt * esz);
-    } else {
-      rc = s->mem->ops->read(s->mem, mem, at + (uint64_t)start * esz, buf, cnt * esz, m,
-                             mlen);
-      if (rc != 0) {
-        *read_failed = 1;
-        break;
-      }
-    }
-    for (size_t k = 0; k < cnt; k++) {
-      int64_t i = start + (int64_t)k;
-      int64_t cur = scree_offsets_at(buf, dt, (int64_t)k);
-      if (i == 0) {
-        if (cur != 0) {
-          rc = scree__fail(SCREE_EINVAL, m, mlen, "offsets[0]=%" PRId64 ", expected 0", cur);
-          break;
-        }
-        continue;
-      }
-      if (cur < prev) {
-        rc = scree__fail(SCREE_EINVAL, m, mlen,
-                         "offsets[%" PRId64 "]=%" PRId64 " > offsets[%" PRId64 "]=%" PRId64,
-                         i - 1, prev, i, cur);
-        break;
-      }
-      if (cur > total) {
-        rc = scree__fail(SCREE_EINVAL, m, mlen,
-                         "offsets[%" PRId64 "]=%" PRId64 " > total_rows=%" PRId64, i, cur,
-                         total);
-        break;
-      }
-      if (cur - prev > longest)
-        longest = cur - prev;
-      prev = cur;
-    }
-  }
-  free(buf);
-  if (rc == 0 && prev != total)
-    rc = scree__fail(SCREE_EINVAL, m, mlen,
-                     "offsets[%" PRId64 "]=%" PRId64 " (the last) != total_rows=%" PRId64,
-                     n - 1, prev, total);
-  if (rc == 0)
-    *max_length = longest;
-  return rc;
-}
-
-/* check_offsets over the offsets in b's block. */
-static int seal_check_offsets(scree__store *s, const scree__batch *b, int64_t *max_length,
-                              int *read_failed, char *m, size_t mlen) {
-  return check_offsets(s, &b->arena->mem, b->offset + b->offsets_at, NULL,
-                       b->desc.offsets_dtype, b->desc.batch_size, b->desc.total_rows,
-                       max_length, read_failed, m, mlen);
-}
-
 /* A new batch of a block for desc, for Create and for an attention
  * output: checks desc and that name is free, sizes the block (values at
  * its start, offsets at the next 256-byte boundary), checks the memory
@@ -847,6 +765,88 @@ err_block:
   free(b->name);
   free(b);
   return rc;
+}
+
+/* Offsets are read and checked this many at a time, so that sealing a batch
+ * of any size costs a bounded amount of host memory: a whole copy could be
+ * as large as the memory limit, in host memory even when the batch is on a
+ * GPU. */
+#define SEAL_CHUNK 32768
+
+/* The rules of scree_offsets_validate (core/src/array.c), with the same
+ * messages, applied chunk by chunk to batch_size + 1 offsets of dtype dt:
+ * read through the backend from arena memory mem at byte `at`, or, when
+ * src is not NULL, copied from src (inline offsets of a Seal, which
+ * protobuf-c leaves at no particular alignment). Returns 0 with
+ * *max_length set, or a code with a message; *read_failed tells a backend
+ * read error from bad offsets. */
+static int check_offsets(scree__store *s, const scree__arena_mem *mem, uint64_t at,
+                         const uint8_t *src, scree_dtype dt, int64_t batch_size,
+                         int64_t total, int64_t *max_length, int *read_failed, char *m,
+                         size_t mlen) {
+  size_t esz = scree_dtype_size(dt);
+  int64_t n = batch_size + 1; /* the descriptor's check made sure this fits */
+  size_t cap = (size_t)(n < SEAL_CHUNK ? n : SEAL_CHUNK);
+  void *buf = malloc(cap * esz);
+  if (buf == NULL)
+    return scree__fail(SCREE_ENOMEM, m, mlen, "out of host memory for %zu offsets", cap);
+  int rc = 0;
+  int64_t prev = 0, longest = 0;
+  for (int64_t start = 0; start < n && rc == 0; start += (int64_t)cap) {
+    size_t cnt = (size_t)(n - start < (int64_t)cap ? n - start : (int64_t)cap);
+    if (src != NULL) {
+      memcpy(buf, src + (uint64_t)start * esz, cnt * esz);
+    } else {
+      rc = s->mem->ops->read(s->mem, mem, at + (uint64_t)start * esz, buf, cnt * esz, m,
+                             mlen);
+      if (rc != 0) {
+        *read_failed = 1;
+        break;
+      }
+    }
+    for (size_t k = 0; k < cnt; k++) {
+      int64_t i = start + (int64_t)k;
+      int64_t cur = scree_offsets_at(buf, dt, (int64_t)k);
+      if (i == 0) {
+        if (cur != 0) {
+          rc = scree__fail(SCREE_EINVAL, m, mlen, "offsets[0]=%" PRId64 ", expected 0", cur);
+          break;
+        }
+        continue;
+      }
+      if (cur < prev) {
+        rc = scree__fail(SCREE_EINVAL, m, mlen,
+                         "offsets[%" PRId64 "]=%" PRId64 " > offsets[%" PRId64 "]=%" PRId64,
+                         i - 1, prev, i, cur);
+        break;
+      }
+      if (cur > total) {
+        rc = scree__fail(SCREE_EINVAL, m, mlen,
+                         "offsets[%" PRId64 "]=%" PRId64 " > total_rows=%" PRId64, i, cur,
+                         total);
+        break;
+      }
+      if (cur - prev > longest)
+        longest = cur - prev;
+      prev = cur;
+    }
+  }
+  free(buf);
+  if (rc == 0 && prev != total)
+    rc = scree__fail(SCREE_EINVAL, m, mlen,
+                     "offsets[%" PRId64 "]=%" PRId64 " (the last) != total_rows=%" PRId64,
+                     n - 1, prev, total);
+  if (rc == 0)
+    *max_length = longest;
+  return rc;
+}
+
+/* check_offsets over the offsets in b's block. */
+static int seal_check_offsets(scree__store *s, const scree__batch *b, int64_t *max_length,
+                              int *read_failed, char *m, size_t mlen) {
+  return check_offsets(s, &b->arena->mem, b->offset + b->offsets_at, NULL,
+                       b->desc.offsets_dtype, b->desc.batch_size, b->desc.total_rows,
+                       max_length, read_failed, m, mlen);
 }
 
 /* The batch a request names: SCREE_EINVAL for a bad name, SCREE_ENOENT
