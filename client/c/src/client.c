@@ -233,27 +233,36 @@ static int delete_locked(scree_client *c, const char *name, int *deferred) {
 /* Every flag of scree_client_put_flags and scree_client_create_flags. */
 #define SCREE__CREATE_FLAGS SCREE_CREATE_SHARED
 
-/* Work a put does while its Create is on the way (scree__call_overlap):
- * reading a GPU array's offsets back. Its message goes to msg, not to
- * c->err, which the round trip writes. */
-typedef struct create_overlap {
-  int (*fn)(struct create_overlap *o);
+/* What a put reads back while its Create is on the way
+ * (scree__call_overlap): a GPU array's offsets, into c->obuf (reserved by
+ * the put). The message goes to msg, not to c->err, which the round trip
+ * writes. */
+typedef struct offsets_readback {
   scree_client *c;
   const scree_array *a;
   void *stream;
   char msg[256];
-} create_overlap;
+} offsets_readback;
 
-static int create_overlap_run(void *arg) {
-  create_overlap *o = arg;
-  return o->fn(o);
+/* Reads the offsets back in order on the put's stream and checks them as a
+ * host array's are. */
+static int read_back_offsets(void *arg) {
+  offsets_readback *rb = arg;
+  const scree_array *a = rb->a;
+  uint64_t obytes = scree_dtype_size(a->offsets_dtype) * (uint64_t)(a->batch_size + 1);
+  int rc = rb->c->imp->read_back(rb->c->obuf, a->offsets, (size_t)obytes, rb->stream,
+                                 a->device.index, rb->msg, sizeof(rb->msg));
+  if (rc == 0)
+    rc = scree_offsets_validate(rb->c->obuf, a->offsets_dtype, a->batch_size, a->total_rows,
+                                NULL, rb->msg, sizeof(rb->msg));
+  return rc;
 }
 
-/* Create and bind; the caller holds the mutex. overlap (NULL: none) runs
- * while the Create is on the way; when it fails, the batch is deleted and
- * its code and message returned. */
+/* Create and bind; the caller holds the mutex. With rb (NULL: none), the
+ * offsets are read back while the Create is on the way; when that fails,
+ * the batch is deleted and its code and message returned. */
 static int create_locked(scree_client *c, const char *name, const scree_array *desc,
-                         unsigned flags, create_overlap *overlap, scree_array *out,
+                         unsigned flags, offsets_readback *rb, scree_array *out,
                          scree__mapping **arena_out) {
   int rc = check_name(c, name, "batch");
   if (rc != 0)
@@ -279,13 +288,13 @@ static int create_locked(scree_client *c, const char *name, const scree_array *d
   cr.desc = &d;
   cr.shared = (flags & SCREE_CREATE_SHARED) != 0;
   Scree__V1__Response *resp;
-  int orc = 0;
+  int rb_rc = 0;
   rc = scree__call_overlap(c, SCREE__V1__REQUEST__BODY_CREATE, &cr, &resp,
-                           overlap != NULL ? create_overlap_run : NULL, overlap, &orc);
+                           rb != NULL ? read_back_offsets : NULL, rb, &rb_rc);
   if (rc != 0)
     return rc;
-  if (orc != 0) {
-    rc = scree__client_fail(c, orc, "%s", overlap->msg);
+  if (rb_rc != 0) {
+    rc = scree__client_fail(c, rb_rc, "%s", rb->msg);
     goto err_delete;
   }
   scree__mapping *ar;
@@ -462,19 +471,6 @@ static int obuf_reserve(scree_client *c, size_t n) {
   return 0;
 }
 
-/* Reads a GPU array's offsets back into c->obuf (reserved by the caller),
- * in order on the put's stream, and checks them as a host array's are. */
-static int read_back_offsets(create_overlap *o) {
-  const scree_array *a = o->a;
-  uint64_t obytes = scree_dtype_size(a->offsets_dtype) * (uint64_t)(a->batch_size + 1);
-  int rc = o->c->imp->read_back(o->c->obuf, a->offsets, (size_t)obytes, o->stream,
-                                a->device.index, o->msg, sizeof(o->msg));
-  if (rc == 0)
-    rc = scree_offsets_validate(o->c->obuf, a->offsets_dtype, a->batch_size, a->total_rows,
-                                NULL, o->msg, sizeof(o->msg));
-  return rc;
-}
-
 int scree_client_put(scree_client *c, const char *name, const scree_array *a,
                      const scree_put_options *opts) {
   if (c == NULL)
@@ -529,7 +525,7 @@ int scree_client_put(scree_client *c, const char *name, const scree_array *a,
    * Create is on the way. Otherwise they are copied into the batch and the
    * daemon reads them back at seal. */
   const void *host_offsets = NULL;
-  create_overlap ov, *overlap = NULL;
+  offsets_readback rb, *readback = NULL;
   if (inline_fits(c, name, obytes) && c->imp != NULL) {
     if (!on_gpu) {
       host_offsets = a->offsets;
@@ -537,18 +533,17 @@ int scree_client_put(scree_client *c, const char *name, const scree_array *a,
       rc = obuf_reserve(c, (size_t)obytes);
       if (rc != 0)
         goto out;
-      memset(&ov, 0, sizeof(ov));
-      ov.fn = read_back_offsets;
-      ov.c = c;
-      ov.a = a;
-      ov.stream = stream;
-      overlap = &ov;
+      memset(&rb, 0, sizeof(rb));
+      rb.c = c;
+      rb.a = a;
+      rb.stream = stream;
+      readback = &rb;
       host_offsets = c->obuf;
     }
   }
   scree_array dst;
   scree__mapping *ar;
-  rc = create_locked(c, name, a, opts->flags, overlap, &dst, &ar);
+  rc = create_locked(c, name, a, opts->flags, readback, &dst, &ar);
   if (rc != 0)
     goto out;
   const scree__importer *imp = c->imp;
