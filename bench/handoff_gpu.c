@@ -12,7 +12,8 @@
  *   - the steady state: put then delete, repeated on one connection (the
  *     put timed alone, and the whole put+delete step), beside
  *     cuMemcpyDtoD of the same bytes; the first put on a daemon (which makes
- *     the arena) and the first put on each new connection (which imports it);
+ *     the arena) and the first put on each new connection (which imports it),
+ *     waiting for its seal and with a pipelined one;
  *   - at 1 MiB, the same steady state with a pipelined seal (put's
  *     async_seal): the put alone, the put and scree_client_flush, and the
  *     put+delete step, in round trips;
@@ -376,6 +377,7 @@ typedef struct put_figures {
   double steady;     /* p50 of a put in the put-then-delete loop */
   double step;       /* p50 of one put + delete step */
   double first_conn; /* p50 of the first put on a new connection */
+  double first_conn_async; /* the same with a pipelined seal: the put alone */
   uint64_t imports;  /* arena imports of the steady loop's connection */
   uint64_t inline_puts; /* puts of the steady loop whose offsets went inline */
   /* The same loop with a pipelined seal (put's async_seal), 1 MiB only. */
@@ -387,12 +389,16 @@ typedef struct put_figures {
 
 /* The steady state: put then delete on one connection, iters times after
  * a first put that may create the arena; then the first put on each of
- * conns new connections (connecting not timed). */
+ * conns new connections (connecting not timed), waiting for its seal, then
+ * again with a pipelined seal (the put alone is timed; the delete after it
+ * takes the seal's reply). */
 static void put_loop(const char *sock, CUdeviceptr src, CUdeviceptr offs, uint64_t bytes,
                      int iters, int conns, put_figures *f) {
   double *t = calloc((size_t)iters, sizeof(double));
   double *st = calloc((size_t)iters, sizeof(double));
   double *fc = calloc((size_t)conns, sizeof(double));
+  double *fca = calloc((size_t)conns, sizeof(double));
+  scree_put_options async = SCREE_PUT_OPTIONS_INIT;
   scree_client_info info = SCREE_CLIENT_INFO_INIT;
   scree_client *c = connect_or_die(sock);
   scree_array a;
@@ -430,12 +436,27 @@ static void put_loop(const char *sock, CUdeviceptr src, CUdeviceptr offs, uint64
       die("delete", scree_client_last_error(c));
     scree_client_close(c);
   }
+  async.async_seal = 1;
+  for (int i = 0; i < conns; i++) {
+    double t0;
+
+    c = connect_or_die(sock);
+    t0 = now_us();
+    if (scree_client_put(c, "bw", &a, &async) != 0)
+      die("put (async seal)", scree_client_last_error(c));
+    fca[i] = now_us() - t0;
+    if (scree_client_delete(c, "bw", NULL) != 0)
+      die("delete", scree_client_last_error(c));
+    scree_client_close(c);
+  }
   f->steady = quantile(t, iters, 0.5);
   f->step = quantile(st, iters, 0.5);
   f->first_conn = quantile(fc, conns, 0.5);
+  f->first_conn_async = quantile(fca, conns, 0.5);
   free(t);
   free(st);
   free(fc);
+  free(fca);
 }
 
 /* The steady state with a pipelined seal, on one connection whose arena
@@ -816,15 +837,15 @@ int main(int argc, char **argv) {
   printf("\nputs from GPU memory (us); steady = put then delete repeated on one "
          "connection\n\n");
   printf("| ipc | batch | cold put (new arena) | steady put p50 | put+delete step p50 | "
-         "first put on a connection p50 | D2D p50 | put speed / D2D speed | "
-         "steady imports |\n");
-  printf("| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+         "first put on a connection p50 | the same, pipelined seal (put alone) | D2D p50 | "
+         "put speed / D2D speed | steady imports |\n");
+  printf("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
   for (int m = 0; m < 2; m++)
     for (int s = 0; s < 3; s++) {
       const put_figures *f = &pf[m][s];
-      printf("| %s | %s | %.1f | %.1f | %.1f | %.1f | %.1f | %.3f | %" PRIu64 " |\n",
-             modes[m], size_names[s], f->cold, f->steady, f->step, f->first_conn, d2d[s],
-             d2d[s] / f->steady, f->imports);
+      printf("| %s | %s | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.3f | %" PRIu64 " |\n",
+             modes[m], size_names[s], f->cold, f->steady, f->step, f->first_conn,
+             f->first_conn_async, d2d[s], d2d[s] / f->steady, f->imports);
     }
 
   printf("\n1 MiB puts from GPU memory with a pipelined seal (async_seal), p50 (us; round "
@@ -851,9 +872,10 @@ int main(int argc, char **argv) {
   printf("row 8 GiB steady put / D2D: %.1f us vs %.1f us = %.3f (legacy %.3f) [>= 0.9]\n",
          pf[0][2].steady, d2d[2], d2d[2] / pf[0][2].steady, d2d[2] / pf[1][2].steady);
   printf("row first 1 GiB put on a connection / D2D: %.1f us = %.3f (legacy %.3f; cold put "
-         "on a new daemon %.1f us) [>= 0.8]\n",
+         "on a new daemon %.1f us; with a pipelined seal, the put alone: %.1f us = %.3f) "
+         "[>= 0.8]\n",
          pf[0][1].first_conn, d2d[1] / pf[0][1].first_conn, d2d[1] / pf[1][1].first_conn,
-         pf[0][1].cold);
+         pf[0][1].cold, pf[0][1].first_conn_async, d2d[1] / pf[0][1].first_conn_async);
   printf("row 1 MiB steady put: %.1f us = %.1f round trips (legacy %.1f us; D2D %.1f us; "
          "put+delete step %.1f us) [<= 3 round trips]\n",
          pf[0][0].steady, pf[0][0].steady / rtt, pf[1][0].steady, d2d[0], pf[0][0].step);
