@@ -362,9 +362,10 @@ SCREE_API int scree_client_seal(scree_client *c, const char *name,
  *   the exception: it releases its lease all the same, and returns the
  *   seal's failure if there was one.
  * A failed put's batch is deleted first, as a put that waits would have
- * done; a failed seal's batch stays created. A put checks its offsets
- * before it sends them, so its seal fails only for reasons outside the
- * batch (the daemon gone, say).
+ * done; a failed seal's batch stays created. A put whose offsets go inline
+ * checked them before sending them, so its seal fails only for reasons
+ * outside the batch (the daemon gone, say); a GPU array's offsets too many
+ * to go inline are first checked by the daemon at seal.
  * scree_client_close does not wait for a pending seal: the daemon still
  * serves the Seal sent before the connection closed (the batch is sealed,
  * or reclaimed with the connection's other unsealed batches if the seal
