@@ -20,7 +20,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used --format=csv
   | tee "$out/gpu.txt"
 date -u +%Y-%m-%dT%H:%MZ >>"$out/gpu.txt"
 
-# 1. Every case of test_cuda_ipc, one line each: the new ones (reuse_*,
+# 1. Every case of test_cuda_ipc, one line each: the new ones (reuse_*, small_puts_*,
 #    screectl_get_*, default_limit_*) and the old ones they could break
 #    (exhaustion_* waits for emptied arenas now).
 SCREE_GPU_TEST_ALARM=60 timeout 100 "$build/tests/gpu/test_cuda_ipc" >"$out/test_cuda_ipc.log" 2>&1
@@ -28,7 +28,7 @@ rc=$?
 summary+=("test_cuda_ipc: exit $rc ($(grep -cE '^PASS' "$out/test_cuda_ipc.log") passed, $(grep -cE '^SKIP' "$out/test_cuda_ipc.log") skipped)")
 while read -r line; do summary+=("  $line"); done \
   < <(grep -E '^(FAIL|SKIP|CRASH)' "$out/test_cuda_ipc.log"; \
-      grep -E '^PASS (reuse|screectl_get|default_limit)' "$out/test_cuda_ipc.log")
+      grep -E '^PASS (reuse|screectl_get|default_limit|small_puts)' "$out/test_cuda_ipc.log")
 
 # 2. The rest of the GPU suite.
 SCREE_GPU_TEST_ALARM=40 timeout 40 ctest --test-dir "$build" -L gpu -E '^test_cuda_ipc$' \

@@ -12,14 +12,24 @@
  *   - the steady state: put then delete, repeated on one connection (the
  *     put timed alone, and the whole put+delete step), beside
  *     cuMemcpyDtoD of the same bytes; the first put on a daemon (which makes
- *     the arena) and the first put on each new connection (which imports it);
+ *     the arena) and the first put on each new connection (which imports it),
+ *     waiting for its seal and with a pipelined one;
+ *   - at 1 MiB, the same steady state with a pipelined seal (put's
+ *     async_seal): the put alone, the put and scree_client_flush, and the
+ *     put+delete step, in round trips;
+ *   - where a first attach goes: the Get's round trip and the arena's
+ *     import as libscreeclient timed them (scree_client_info.last_call_ns,
+ *     last_import_ns), and the first get of the fresh process itself;
  * and once: a raw 64-byte SOCK_SEQPACKET round trip, a raw cuIpcOpenMemHandle
  * of each size (what cudaIpcOpenMemHandle runs) and a raw VMM import of each
- * size timed step by step (fd receive, import, reserve, map, set access), the
- * floor of a first attach in vmm mode. Consumers are separate processes (this
- * binary again, in a --role). Results go to stdout as Markdown tables, then
- * "row" lines with issue 14's figures and "key value" lines for scripts
- * (bench/gpu_issue14.sh). */
+ * size timed step by step (fd receive, import, reserve, map, set access, and
+ * the fd's close and the context calls libscreeclient makes around an
+ * import, timed apart), the floor of a first attach in vmm mode; again at the
+ * size of the arena a first attach really maps (a 1 MiB batch lies in an
+ * arena of the default --arena-size, 256 MiB). Consumers are separate
+ * processes (this binary again, in a --role). Results go to stdout as
+ * Markdown tables, then "row" lines with issue 14's figures and "key value"
+ * lines for scripts (bench/gpu_issue14.sh). */
 #include <fcntl.h>
 #include <inttypes.h>
 #include <signal.h>
@@ -124,11 +134,18 @@ static void wait_ok(pid_t pid) {
 
 /* ---- roles (child processes) ---- */
 
-/* attach SOCK NAME FIRST_N CACHED_N: prints "first p50 p99 cached p50 p99". */
+/* attach SOCK NAME FIRST_N CACHED_N: prints "first p50 p99 cached p50 p99
+ * call p50 import p50 fresh fresh_call fresh_import": a first get on a new
+ * connection (p50, p99), a cached get (p50, p99), the first gets' round trip
+ * and arena import as libscreeclient timed them (p50), and the very first
+ * get of this process with its round trip and import. */
 static int role_attach(char **argv) {
   int first_n = atoi(argv[5]), cached_n = atoi(argv[6]);
   double *first = calloc((size_t)first_n, sizeof(double));
   double *cached = calloc((size_t)cached_n, sizeof(double));
+  double *call = calloc((size_t)first_n, sizeof(double));
+  double *import = calloc((size_t)first_n, sizeof(double));
+  double fresh[3] = {0, 0, 0};
   scree_client *c;
   scree_lease *lease;
   scree_array a;
@@ -144,11 +161,21 @@ static int role_attach(char **argv) {
   }
   ctx_use(0);
   for (int i = 0; i < first_n; i++) {
+    scree_client_info info = SCREE_CLIENT_INFO_INIT;
+
     c = connect_or_die(argv[3]);
     t0 = now_us();
     if (scree_client_get(c, argv[4], &a, &lease) != 0)
       die("get", scree_client_last_error(c));
     first[i] = now_us() - t0;
+    scree_client_info_get(c, &info);
+    call[i] = (double)info.last_call_ns / 1e3;
+    import[i] = (double)info.last_import_ns / 1e3;
+    if (i == 0) {
+      fresh[0] = first[i];
+      fresh[1] = call[i];
+      fresh[2] = import[i];
+    }
     scree_client_release(c, lease);
     scree_client_close(c);
   }
@@ -170,8 +197,10 @@ static int role_attach(char **argv) {
       die("cache", "cached gets imported the arena again");
   }
   scree_client_close(c);
-  printf("%.1f %.1f %.1f %.1f\n", quantile(first, first_n, 0.5), quantile(first, first_n, 0.99),
-         quantile(cached, cached_n, 0.5), quantile(cached, cached_n, 0.99));
+  printf("%.1f %.1f %.1f %.1f %.1f %.1f %.1f %.1f %.1f\n", quantile(first, first_n, 0.5),
+         quantile(first, first_n, 0.99), quantile(cached, cached_n, 0.5),
+         quantile(cached, cached_n, 0.99), quantile(call, first_n, 0.5),
+         quantile(import, first_n, 0.5), fresh[0], fresh[1], fresh[2]);
   return 0;
 }
 
@@ -206,14 +235,18 @@ static int role_rawipc(char **argv) {
 /* rawvmm SOCK_FD N SIZE: receives N fds of one VMM allocation of SIZE bytes
  * (a multiple of the granularity) and imports each as a first attach does,
  * timing each step; prints the medians "recv import reserve map access
- * total" (us). */
+ * total close ctx" (us): total is the four driver steps; close is the fd's
+ * close after the import, and ctx the context calls libscreeclient makes
+ * around an import when the caller's current context is the device's
+ * primary one (checking that, retaining it for the mapping), both outside
+ * total. */
 static int role_rawvmm(char **argv) {
   int sock = atoi(argv[3]), n = atoi(argv[4]);
   size_t size = (size_t)strtoull(argv[5], NULL, 10);
-  double *t[6];
+  double *t[8];
   char msg[256], buf[8];
 
-  for (int k = 0; k < 6; k++)
+  for (int k = 0; k < 8; k++)
     t[k] = calloc((size_t)n, sizeof(double));
   if (scree__cu_load(&cu, msg, sizeof(msg)) != 0)
     die("cuda", msg);
@@ -222,10 +255,27 @@ static int role_rawvmm(char **argv) {
     CUmemGenericAllocationHandle h;
     CUmemAccessDesc acc;
     CUdeviceptr p = 0;
+    CUcontext cur = NULL, primary = NULL, mine = NULL;
+    CUdevice dev;
+    unsigned flags = 0;
     unsigned extra = 0;
-    int fd = -1, nfds = 0, ctrunc = 0;
-    double t0, t1, t2, t3, t4, t5;
+    int fd = -1, nfds = 0, ctrunc = 0, active = 0;
+    double t0, t1, t2, t3, t4, t5, t6, t7;
 
+    /* scree__cuda_access_device, then scree__cuda_enter (import_cuda.c). */
+    t6 = now_us();
+    cu_check(cu->cuCtxGetCurrent(&cur), "cuCtxGetCurrent");
+    cu_check(cu->cuDeviceGet(&dev, 0), "cuDeviceGet");
+    cu_check(cu->cuDevicePrimaryCtxGetState(dev, &flags, &active),
+             "cuDevicePrimaryCtxGetState");
+    cu_check(cu->cuDevicePrimaryCtxRetain(&primary, dev), "cuDevicePrimaryCtxRetain");
+    cu_check(cu->cuDevicePrimaryCtxRelease(dev), "cuDevicePrimaryCtxRelease");
+    cu_check(cu->cuCtxGetCurrent(&cur), "cuCtxGetCurrent");
+    cu_check(cu->cuDeviceGet(&dev, 0), "cuDeviceGet");
+    cu_check(cu->cuDevicePrimaryCtxRetain(&mine, dev), "cuDevicePrimaryCtxRetain");
+    cu_check(cu->cuCtxSetCurrent(mine), "cuCtxSetCurrent");
+    cu_check(cu->cuCtxSetCurrent(cur), "cuCtxSetCurrent");
+    t7 = now_us();
     t0 = now_us();
     if (scree__recv_fds(sock, buf, sizeof(buf), 0, &fd, 1, &nfds, &extra, &ctrunc) < 0 ||
         nfds != 1)
@@ -251,14 +301,19 @@ static int role_rawvmm(char **argv) {
     t[3][i] = t4 - t3;
     t[4][i] = t5 - t4;
     t[5][i] = t5 - t1; /* the driver's part: receiving waits on the sender */
+    t0 = now_us();
     close(fd);
+    t[6][i] = now_us() - t0;
+    t[7][i] = t7 - t6;
     cu->cuMemUnmap(p, size);
     cu->cuMemAddressFree(p, size);
     cu->cuMemRelease(h);
+    cu->cuDevicePrimaryCtxRelease(dev);
   }
-  printf("%.1f %.1f %.1f %.1f %.1f %.1f\n", quantile(t[0], n, 0.5), quantile(t[1], n, 0.5),
-         quantile(t[2], n, 0.5), quantile(t[3], n, 0.5), quantile(t[4], n, 0.5),
-         quantile(t[5], n, 0.5));
+  printf("%.1f %.1f %.1f %.1f %.1f %.1f %.1f %.1f\n", quantile(t[0], n, 0.5),
+         quantile(t[1], n, 0.5), quantile(t[2], n, 0.5), quantile(t[3], n, 0.5),
+         quantile(t[4], n, 0.5), quantile(t[5], n, 0.5), quantile(t[6], n, 0.5),
+         quantile(t[7], n, 0.5));
   return 0;
 }
 
@@ -322,17 +377,28 @@ typedef struct put_figures {
   double steady;     /* p50 of a put in the put-then-delete loop */
   double step;       /* p50 of one put + delete step */
   double first_conn; /* p50 of the first put on a new connection */
+  double first_conn_async; /* the same with a pipelined seal: the put alone */
   uint64_t imports;  /* arena imports of the steady loop's connection */
+  uint64_t inline_puts; /* puts of the steady loop whose offsets went inline */
+  /* The same loop with a pipelined seal (put's async_seal), 1 MiB only. */
+  double async_put;   /* p50 of the put alone */
+  double async_flush; /* p50 of the put and scree_client_flush */
+  double async_step;  /* p50 of one put + delete step (the delete takes the
+                       * seal's reply first) */
 } put_figures;
 
 /* The steady state: put then delete on one connection, iters times after
  * a first put that may create the arena; then the first put on each of
- * conns new connections (connecting not timed). */
+ * conns new connections (connecting not timed), waiting for its seal, then
+ * again with a pipelined seal (the put alone is timed; the delete after it
+ * takes the seal's reply). */
 static void put_loop(const char *sock, CUdeviceptr src, CUdeviceptr offs, uint64_t bytes,
                      int iters, int conns, put_figures *f) {
   double *t = calloc((size_t)iters, sizeof(double));
   double *st = calloc((size_t)iters, sizeof(double));
   double *fc = calloc((size_t)conns, sizeof(double));
+  double *fca = calloc((size_t)conns, sizeof(double));
+  scree_put_options async = SCREE_PUT_OPTIONS_INIT;
   scree_client_info info = SCREE_CLIENT_INFO_INIT;
   scree_client *c = connect_or_die(sock);
   scree_array a;
@@ -356,6 +422,7 @@ static void put_loop(const char *sock, CUdeviceptr src, CUdeviceptr offs, uint64
   }
   scree_client_info_get(c, &info);
   f->imports = info.arena_imports;
+  f->inline_puts = info.inline_puts;
   scree_client_close(c);
   for (int i = 0; i < conns; i++) {
     double t0;
@@ -369,12 +436,87 @@ static void put_loop(const char *sock, CUdeviceptr src, CUdeviceptr offs, uint64
       die("delete", scree_client_last_error(c));
     scree_client_close(c);
   }
+  async.async_seal = 1;
+  for (int i = 0; i < conns; i++) {
+    double t0;
+
+    c = connect_or_die(sock);
+    t0 = now_us();
+    if (scree_client_put(c, "bw", &a, &async) != 0)
+      die("put (async seal)", scree_client_last_error(c));
+    fca[i] = now_us() - t0;
+    if (scree_client_delete(c, "bw", NULL) != 0)
+      die("delete", scree_client_last_error(c));
+    scree_client_close(c);
+  }
   f->steady = quantile(t, iters, 0.5);
   f->step = quantile(st, iters, 0.5);
   f->first_conn = quantile(fc, conns, 0.5);
+  f->first_conn_async = quantile(fca, conns, 0.5);
   free(t);
   free(st);
   free(fc);
+  free(fca);
+}
+
+/* The steady state with a pipelined seal, on one connection whose arena
+ * exists already (put_loop ran): put then delete, timing the put alone and
+ * the whole step; then put and flush, timing both. */
+static void put_loop_async(const char *sock, CUdeviceptr src, CUdeviceptr offs,
+                           uint64_t bytes, int iters, put_figures *f) {
+  double *t = calloc((size_t)iters, sizeof(double));
+  double *st = calloc((size_t)iters, sizeof(double));
+  double *fl = calloc((size_t)iters, sizeof(double));
+  scree_put_options o = SCREE_PUT_OPTIONS_INIT;
+  scree_client *c = connect_or_die(sock);
+  scree_array a;
+
+  o.async_seal = 1;
+  array_on_gpu(&a, bytes, src, offs);
+  for (int i = 0; i < iters + 1; i++) {
+    double t0 = now_us(), t1, t2;
+
+    if (scree_client_put(c, "bwa", &a, &o) != 0)
+      die("put (async seal)", scree_client_last_error(c));
+    t1 = now_us();
+    if (scree_client_delete(c, "bwa", NULL) != 0)
+      die("delete", scree_client_last_error(c));
+    t2 = now_us();
+    if (i > 0) {
+      t[i - 1] = t1 - t0;
+      st[i - 1] = t2 - t0;
+    }
+  }
+  for (int i = 0; i < iters + 1; i++) {
+    double t0 = now_us();
+
+    if (scree_client_put(c, "bwa", &a, &o) != 0)
+      die("put (async seal)", scree_client_last_error(c));
+    if (scree_client_flush(c) != 0)
+      die("flush", scree_client_last_error(c));
+    if (i > 0)
+      fl[i - 1] = now_us() - t0;
+    if (scree_client_delete(c, "bwa", NULL) != 0)
+      die("delete", scree_client_last_error(c));
+  }
+  scree_client_close(c);
+  f->async_put = quantile(t, iters, 0.5);
+  f->async_step = quantile(st, iters, 0.5);
+  f->async_flush = quantile(fl, iters, 0.5);
+  free(t);
+  free(st);
+  free(fl);
+}
+
+/* The arena a batch of `bytes` uint8 values (desc_init) lies in, on a
+ * daemon whose standard arena is arena_size bytes and granularity gran:
+ * the standard one when its block fits, else one of its own, rounded. */
+static uint64_t arena_bytes(uint64_t bytes, uint64_t arena_size, uint64_t gran) {
+  uint64_t block = (bytes + 255) / 256 * 256 + (65 * 8 + 255) / 256 * 256;
+
+  if (block <= arena_size)
+    return arena_size;
+  return (block + gran - 1) / gran * gran;
 }
 
 static double d2d_median(CUdeviceptr dst, CUdeviceptr src, uint64_t bytes, int iters) {
@@ -454,7 +596,7 @@ static void role_read(char **argv, double *vals, int nvals) {
 
 /* A raw VMM import of `bytes` (rounded to the granularity) in another
  * process, step by step: fills v with the medians of role_rawvmm. */
-static void raw_vmm(uint64_t bytes, int n, double v[6]) {
+static void raw_vmm(uint64_t bytes, int n, double v[8]) {
   CUmemAllocationProp prop;
   CUmemGenericAllocationHandle h;
   char sockarg[16], narg[16], sizearg[32];
@@ -500,7 +642,7 @@ static void raw_vmm(uint64_t bytes, int n, double v[6]) {
     if (scree__send_fd(sv[0], "f", 1, fd, 0) < 0)
       die("rawvmm", "sending the fd");
   out = fdopen(pipefd[0], "r");
-  for (int i = 0; i < 6; i++)
+  for (int i = 0; i < 8; i++)
     if (fscanf(out, "%lf", &v[i]) != 1)
       die("rawvmm", "no result");
   fclose(out);
@@ -516,8 +658,10 @@ int main(int argc, char **argv) {
   static const char *const size_names[] = {"1 MiB", "1 GiB", "8 GiB"};
   static const char *const size_keys[] = {"1MiB", "1GiB", "8GiB"};
   static const char *const modes[] = {"vmm", "legacy"};
-  double rtt, raw_ipc[3][2], raw[3][6], d2d[3];
+  double rtt, raw_ipc[3][2], raw[3][8], rawa[3][8], d2d[3];
   double first50[2][3], first99[2][3], cached50[2][3], cached99[2][3];
+  double call50[2][3], import50[2][3], fresh[2][3][3];
+  uint64_t arena[3] = {0, 0, 0};
   put_figures pf[2][3];
   char dev_name[256], msg[256];
   CUdeviceptr src, dst, offs;
@@ -571,14 +715,24 @@ int main(int argc, char **argv) {
   for (int s = 0; s < 3; s++)
     d2d[s] = d2d_median(dst, src, sizes[s], quick ? 3 : 20);
 
+  memset(pf, 0, sizeof(pf));
   for (int m = 0; m < 2; m++) {
     daemon_proc d;
 
     daemon_start(&d, argv[1], modes[m]);
+    if (m == 0) {
+      scree_client_info info = SCREE_CLIENT_INFO_INIT;
+      scree_client *c = connect_or_die(d.sock);
+
+      scree_client_info_get(c, &info);
+      scree_client_close(c);
+      for (int s = 0; s < 3; s++)
+        arena[s] = arena_bytes(sizes[s], info.arena_size, info.granularity);
+    }
     for (int s = 0; s < 3; s++) {
       char name[32], fn[16], cn[16];
       char *rargv[] = {"/proc/self/exe", "--role", "attach", d.sock, name, fn, cn, NULL};
-      double v[4];
+      double v[9];
       int64_t hoffs[65];
       scree_client *c;
       scree_array a;
@@ -592,6 +746,8 @@ int main(int argc, char **argv) {
        * size yet: its first put is the cold one. */
       put_loop(d.sock, src, offs, sizes[s], quick ? 5 : (s == 2 ? 10 : 30),
                quick ? 3 : (s == 2 ? 5 : 10), &pf[m][s]);
+      if (s == 0)
+        put_loop_async(d.sock, src, offs, sizes[s], quick ? 5 : 30, &pf[m][s]);
 
       /* The batch to attach to, from a producer that then goes away. */
       snprintf(name, sizeof(name), "b%d", s);
@@ -602,11 +758,16 @@ int main(int argc, char **argv) {
       scree_client_close(c);
       snprintf(fn, sizeof(fn), "%d", quick ? 5 : (s == 2 ? 20 : 50));
       snprintf(cn, sizeof(cn), "%d", quick ? 200 : 5000);
-      role_read(rargv, v, 4);
+      role_read(rargv, v, 9);
       first50[m][s] = v[0];
       first99[m][s] = v[1];
       cached50[m][s] = v[2];
       cached99[m][s] = v[3];
+      call50[m][s] = v[4];
+      import50[m][s] = v[5];
+      fresh[m][s][0] = v[6];
+      fresh[m][s][1] = v[7];
+      fresh[m][s][2] = v[8];
       /* Its memory stays for the next size's attach: sizes differ, so
        * nothing here is reused by the next put loop. */
       c = connect_or_die(d.sock);
@@ -619,6 +780,9 @@ int main(int argc, char **argv) {
   cu->cuMemFree(src);
   cu->cuMemFree(dst);
   cu->cuMemFree(offs);
+  /* The floor of a first attach at the size it really maps: the arena. */
+  for (int s = 0; s < 3; s++)
+    raw_vmm(arena[s], quick ? 5 : 30, rawa[s]);
 
   printf("\nGPU handoff on %s (device 0); screed with its default arena size and memory "
          "limit\n\n", dev_name);
@@ -635,25 +799,68 @@ int main(int argc, char **argv) {
              first50[m][s] / r);
     }
   printf("\nraw VMM import, medians (us): fd receive, cuMemImportFromShareableHandle, "
-         "cuMemAddressReserve, cuMemMap, cuMemSetAccess; driver total\n\n");
-  printf("| batch | receive | import | reserve | map | set access | driver total |\n");
-  printf("| --- | --- | --- | --- | --- | --- | --- |\n");
-  for (int s = 0; s < 3; s++)
-    printf("| %s | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f |\n", size_names[s], raw[s][0],
-           raw[s][1], raw[s][2], raw[s][3], raw[s][4], raw[s][5]);
-  printf("\nputs from GPU memory (us); steady = put then delete repeated on one "
-         "connection\n\n");
-  printf("| ipc | batch | cold put (new arena) | steady put p50 | put+delete step p50 | "
-         "first put on a connection p50 | D2D p50 | put speed / D2D speed | "
-         "steady imports |\n");
+         "cuMemAddressReserve, cuMemMap, cuMemSetAccess; driver total (those four); then, "
+         "outside the total, the fd's close and the context calls libscreeclient makes "
+         "around an import (check the current context, retain the primary one); of the "
+         "batch's size, then of the arena a first attach maps\n\n");
+  printf("| size | receive | import | reserve | map | set access | driver total | close | "
+         "context calls |\n");
+  printf("| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+  for (int k = 0; k < 6; k++) {
+    const double *r = k < 3 ? raw[k] : rawa[k - 3];
+    char label[64];
+
+    if (k < 3)
+      snprintf(label, sizeof(label), "%s batch", size_names[k]);
+    else
+      snprintf(label, sizeof(label), "its arena, %.0f MiB", (double)arena[k - 3] / MiB);
+    printf("| %s | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f |\n", label, r[0],
+           r[1], r[2], r[3], r[4], r[5], r[6], r[7]);
+  }
+  printf("\nwhere a first attach goes, p50 (us): the Get's round trip (request sent to reply "
+         "and fd received) and the arena's import as libscreeclient timed them "
+         "(scree_client_info.last_call_ns, last_import_ns), the rest (the view, the fd's "
+         "close, bookkeeping); beside the raw driver total of the arena; then the first get "
+         "of the fresh consumer process (total / round trip / import)\n\n");
+  printf("| ipc | batch | first attach | Get round trip | import | rest | raw driver, "
+         "arena | import - raw | fresh process: first get / round trip / import |\n");
   printf("| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
   for (int m = 0; m < 2; m++)
     for (int s = 0; s < 3; s++) {
-      const put_figures *f = &pf[m][s];
-      printf("| %s | %s | %.1f | %.1f | %.1f | %.1f | %.1f | %.3f | %" PRIu64 " |\n",
-             modes[m], size_names[s], f->cold, f->steady, f->step, f->first_conn, d2d[s],
-             d2d[s] / f->steady, f->imports);
+      /* vmm: a raw VMM import (driver part); legacy: a raw IPC open. */
+      double r = m == 0 ? rawa[s][5] : raw_ipc[s][1];
+      printf("| %s | %s | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f / %.1f / %.1f |\n",
+             modes[m], size_names[s], first50[m][s], call50[m][s], import50[m][s],
+             first50[m][s] - call50[m][s] - import50[m][s], r, import50[m][s] - r,
+             fresh[m][s][0], fresh[m][s][1], fresh[m][s][2]);
     }
+  printf("\nputs from GPU memory (us); steady = put then delete repeated on one "
+         "connection\n\n");
+  printf("| ipc | batch | cold put (new arena) | steady put p50 | put+delete step p50 | "
+         "first put on a connection p50 | the same, pipelined seal (put alone) | D2D p50 | "
+         "put speed / D2D speed | steady imports |\n");
+  printf("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+  for (int m = 0; m < 2; m++)
+    for (int s = 0; s < 3; s++) {
+      const put_figures *f = &pf[m][s];
+      printf("| %s | %s | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.3f | %" PRIu64 " |\n",
+             modes[m], size_names[s], f->cold, f->steady, f->step, f->first_conn,
+             f->first_conn_async, d2d[s], d2d[s] / f->steady, f->imports);
+    }
+
+  printf("\n1 MiB puts from GPU memory with a pipelined seal (async_seal), p50 (us; round "
+         "trips in brackets); the waiting put beside them\n\n");
+  printf("| ipc | put | put + flush | put+delete step | waiting put | its put+delete step | "
+         "puts with inline offsets |\n");
+  printf("| --- | --- | --- | --- | --- | --- | --- |\n");
+  for (int m = 0; m < 2; m++) {
+    const put_figures *f = &pf[m][0];
+    printf("| %s | %.1f (%.1f) | %.1f (%.1f) | %.1f (%.1f) | %.1f (%.1f) | %.1f (%.1f) | "
+           "%" PRIu64 " |\n",
+           modes[m], f->async_put, f->async_put / rtt, f->async_flush, f->async_flush / rtt,
+           f->async_step, f->async_step / rtt, f->steady, f->steady / rtt, f->step,
+           f->step / rtt, f->inline_puts);
+  }
 
   printf("\nissue 14 rows (vmm unless said; targets in brackets)\n");
   printf("row cached attach / raw RTT: 1 MiB %.1f/%.1f = %.2f, 1 GiB %.1f/%.1f = %.2f "
@@ -665,16 +872,33 @@ int main(int argc, char **argv) {
   printf("row 8 GiB steady put / D2D: %.1f us vs %.1f us = %.3f (legacy %.3f) [>= 0.9]\n",
          pf[0][2].steady, d2d[2], d2d[2] / pf[0][2].steady, d2d[2] / pf[1][2].steady);
   printf("row first 1 GiB put on a connection / D2D: %.1f us = %.3f (legacy %.3f; cold put "
-         "on a new daemon %.1f us) [>= 0.8]\n",
+         "on a new daemon %.1f us; with a pipelined seal, the put alone: %.1f us = %.3f) "
+         "[>= 0.8]\n",
          pf[0][1].first_conn, d2d[1] / pf[0][1].first_conn, d2d[1] / pf[1][1].first_conn,
-         pf[0][1].cold);
+         pf[0][1].cold, pf[0][1].first_conn_async, d2d[1] / pf[0][1].first_conn_async);
   printf("row 1 MiB steady put: %.1f us = %.1f round trips (legacy %.1f us; D2D %.1f us; "
          "put+delete step %.1f us) [<= 3 round trips]\n",
          pf[0][0].steady, pf[0][0].steady / rtt, pf[1][0].steady, d2d[0], pf[0][0].step);
+  printf("row 1 MiB steady put, pipelined seal: put %.1f us = %.1f round trips; put + flush "
+         "%.1f us = %.1f (legacy put %.1f us; put+delete step %.1f us) [<= 3 round trips]\n",
+         pf[0][0].async_put, pf[0][0].async_put / rtt, pf[0][0].async_flush,
+         pf[0][0].async_flush / rtt, pf[1][0].async_put, pf[0][0].async_step);
   printf("row first attach / raw VMM import: 1 MiB %.1f/%.1f = %.2f, 1 GiB %.1f/%.1f = %.2f, "
          "8 GiB %.1f/%.1f = %.2f [<= 1.2]\n",
          first50[0][0], raw[0][5], first50[0][0] / raw[0][5], first50[0][1], raw[1][5],
          first50[0][1] / raw[1][5], first50[0][2], raw[2][5], first50[0][2] / raw[2][5]);
+  printf("row first attach / raw VMM import of the arena it maps: 1 MiB %.1f/%.1f = %.2f "
+         "(arena %.0f MiB), 1 GiB %.1f/%.1f = %.2f, 8 GiB %.1f/%.1f = %.2f [<= 1.2]\n",
+         first50[0][0], rawa[0][5], first50[0][0] / rawa[0][5], (double)arena[0] / MiB,
+         first50[0][1], rawa[1][5], first50[0][1] / rawa[1][5], first50[0][2], rawa[2][5],
+         first50[0][2] / rawa[2][5]);
+  printf("row first attach breakdown (p50 us): 1 MiB Get round trip %.1f + import %.1f "
+         "(raw driver %.1f) + rest %.1f; 1 GiB %.1f + %.1f (%.1f) + %.1f; floor = one round "
+         "trip + the raw import of the arena: 1 MiB %.1f, 1 GiB %.1f\n",
+         call50[0][0], import50[0][0], rawa[0][5],
+         first50[0][0] - call50[0][0] - import50[0][0], call50[0][1], import50[0][1],
+         rawa[1][5], first50[0][1] - call50[0][1] - import50[0][1], rtt + rawa[0][5],
+         rtt + rawa[1][5]);
   printf("row steady-state imports per connection (1 = the arena was reused): 1 MiB %" PRIu64
          ", 1 GiB %" PRIu64 ", 8 GiB %" PRIu64 "\n",
          pf[0][0].imports, pf[0][1].imports, pf[0][2].imports);

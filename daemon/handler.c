@@ -211,6 +211,7 @@ static int do_hello(scree__handler *h, scree__session *sess, const Scree__V1__He
   hr->arena_size = c.arena_size;
   hr->max_name_len = SCREE__MAX_NAME_LEN;
   hr->version = h->version;
+  hr->inline_offsets = 1;
   r->resp.body_case = SCREE__V1__RESPONSE__BODY_HELLO;
   r->resp.hello = hr;
   return 0;
@@ -274,8 +275,11 @@ static int do_seal(scree__handler *h, scree__session *sess, const Scree__V1__Sea
   scree__batch_view v;
   name_buf name;
   int rc = name_arg(q->name, "batch name", name, r);
+  /* Empty offsets: none inline (a batch always has at least one offset). */
+  const void *offsets = q->offsets.len > 0 ? q->offsets.data : NULL;
   if (rc == 0)
-    rc = scree__store_seal(h->store, sess, name, &v, r->msg, sizeof(r->msg));
+    rc = scree__store_seal(h->store, sess, name, offsets, q->offsets.len, &v, r->msg,
+                           sizeof(r->msg));
   if (rc != 0)
     return rc;
   Scree__V1__SealReply *sr = &r->body.seal;

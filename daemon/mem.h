@@ -68,7 +68,10 @@ struct scree__mem_ops {
   int (*share_fd)(scree__mem *m, const scree__arena_mem *a, int *fd_out, char *msg,
                   size_t msg_len);
   /* Copies bytes between the arena and host memory (the daemon reads
-   * offsets at seal this way). */
+   * offsets at seal this way, and writes inline offsets at seal). A
+   * write may return before its bytes are visible to other processes (a
+   * CUDA copy from pageable memory returns once the bytes are staged);
+   * fence waits for that. */
   int (*read)(scree__mem *m, const scree__arena_mem *a, uint64_t offset, void *dst,
               size_t size, char *msg, size_t msg_len);
   int (*write)(scree__mem *m, const scree__arena_mem *a, uint64_t offset, const void *src,
@@ -92,6 +95,10 @@ struct scree__mem_ops {
    * backend keeps its memory (CUDA). Best effort: a failure costs memory,
    * never data, so there is nothing to return. */
   void (*discard)(scree__mem *m, const scree__arena_mem *a, uint64_t offset, uint64_t size);
+  /* Optional: waits until every write issued before it has landed in the
+   * arenas, where other processes read. NULL where write is complete when
+   * it returns (host memory). Returns 0 or a code with a message. */
+  int (*fence)(scree__mem *m, char *msg, size_t msg_len);
 };
 
 struct scree__mem {

@@ -212,6 +212,22 @@ static int scree__cuda_write(scree__mem *m, const scree__arena_mem *a, uint64_t 
   return scree__cuda_copy(m, a, offset, NULL, src, size, msg, msg_len);
 }
 
+/* Every copy of read and write runs on the primary context's legacy default
+ * stream, so waiting for that stream waits for the writes still landing
+ * (cuMemcpyHtoD from pageable memory returns once the bytes are staged,
+ * before the DMA lands). It never waits for work of other processes. */
+static int scree__cuda_fence(scree__mem *m, char *msg, size_t msg_len) {
+  scree__mem_cuda *mc = (scree__mem_cuda *)m;
+  const scree__cu *cu = mc->cu;
+  int rc;
+
+  rc = scree__cuda_current(mc, msg, msg_len);
+  if (rc != 0)
+    return rc;
+  SCREE_CUDA_CHECK(cu->cuStreamSynchronize(NULL));
+  return 0;
+}
+
 static void scree__cuda_destroy(scree__mem *m) {
   scree__mem_cuda *mc = (scree__mem_cuda *)m;
   const scree__cu *cu = mc->cu;
@@ -248,6 +264,7 @@ static const struct scree__mem_ops scree__cuda_ops = {
     .write = scree__cuda_write,
     .destroy = scree__cuda_destroy,
     .memory_info = scree__cuda_memory_info,
+    .fence = scree__cuda_fence,
 };
 
 int scree__mem_cuda_create(int device, int ipc_mode, scree__mem **out, char *msg,

@@ -782,14 +782,18 @@ err_block:
 #define SEAL_CHUNK 32768
 
 /* The rules of scree_offsets_validate (core/src/array.c), with the same
- * messages, applied chunk by chunk. Returns 0 with max_length set, or a code
- * with a message; *read_failed tells a backend read error from bad offsets. */
-static int seal_check_offsets(scree__store *s, const scree__batch *b, int64_t *max_length,
-                              int *read_failed, char *m, size_t mlen) {
-  scree_dtype dt = b->desc.offsets_dtype;
+ * messages, applied chunk by chunk to batch_size + 1 offsets of dtype dt:
+ * read through the backend from arena memory mem at byte `at`, or, when
+ * src is not NULL, copied from src (inline offsets of a Seal, which
+ * protobuf-c leaves at no particular alignment). Returns 0 with
+ * *max_length set, or a code with a message; *read_failed tells a backend
+ * read error from bad offsets. */
+static int check_offsets(scree__store *s, const scree__arena_mem *mem, uint64_t at,
+                         const uint8_t *src, scree_dtype dt, int64_t batch_size,
+                         int64_t total, int64_t *max_length, int *read_failed, char *m,
+                         size_t mlen) {
   size_t esz = scree_dtype_size(dt);
-  int64_t n = b->desc.batch_size + 1; /* create checked that this fits */
-  int64_t total = b->desc.total_rows;
+  int64_t n = batch_size + 1; /* the descriptor's check made sure this fits */
   size_t cap = (size_t)(n < SEAL_CHUNK ? n : SEAL_CHUNK);
   void *buf = malloc(cap * esz);
   if (buf == NULL)
@@ -798,12 +802,15 @@ static int seal_check_offsets(scree__store *s, const scree__batch *b, int64_t *m
   int64_t prev = 0, longest = 0;
   for (int64_t start = 0; start < n && rc == 0; start += (int64_t)cap) {
     size_t cnt = (size_t)(n - start < (int64_t)cap ? n - start : (int64_t)cap);
-    rc = s->mem->ops->read(s->mem, &b->arena->mem,
-                           b->offset + b->offsets_at + (uint64_t)start * esz, buf,
-                           cnt * esz, m, mlen);
-    if (rc != 0) {
-      *read_failed = 1;
-      break;
+    if (src != NULL) {
+      memcpy(buf, src + (uint64_t)start * esz, cnt * esz);
+    } else {
+      rc = s->mem->ops->read(s->mem, mem, at + (uint64_t)start * esz, buf, cnt * esz, m,
+                             mlen);
+      if (rc != 0) {
+        *read_failed = 1;
+        break;
+      }
     }
     for (size_t k = 0; k < cnt; k++) {
       int64_t i = start + (int64_t)k;
@@ -842,6 +849,14 @@ static int seal_check_offsets(scree__store *s, const scree__batch *b, int64_t *m
   return rc;
 }
 
+/* check_offsets over the offsets in b's block. */
+static int seal_check_offsets(scree__store *s, const scree__batch *b, int64_t *max_length,
+                              int *read_failed, char *m, size_t mlen) {
+  return check_offsets(s, &b->arena->mem, b->offset + b->offsets_at, NULL,
+                       b->desc.offsets_dtype, b->desc.batch_size, b->desc.total_rows,
+                       max_length, read_failed, m, mlen);
+}
+
 /* The batch a request names: SCREE_EINVAL for a bad name, SCREE_ENOENT
  * (naming it) for an unknown one. */
 static int find_named(scree__store *s, const char *name, scree__batch **out, char *msg,
@@ -867,8 +882,40 @@ static int find_named_unreserved(scree__store *s, const char *name, int code, co
   return rc;
 }
 
+/* Checks, writes into b's block and fences offsets that came inline with
+ * the Seal of b: their length, then check_offsets's rules with its
+ * messages. Returns 0 with *max_length, or a code with a message; b stays
+ * as it was unless the write itself failed. */
+static int seal_inline_offsets(scree__store *s, const scree__batch *b, const void *offsets,
+                               size_t offsets_len, int64_t *max_length, char *msg,
+                               size_t msg_len) {
+  if ((uint64_t)offsets_len != b->offsets_bytes)
+    return scree__fail(SCREE_EINVAL, msg, msg_len,
+                       "seal of '%s' carries %zu bytes of inline offsets; the batch has %" PRIu64
+                       " (batch_size + 1 = %" PRId64 " %s offsets)",
+                       b->name, offsets_len, b->offsets_bytes, b->desc.batch_size + 1,
+                       scree_dtype_name(b->desc.offsets_dtype));
+  char m[512];
+  int read_failed = 0;
+  int rc = check_offsets(s, NULL, 0, offsets, b->desc.offsets_dtype, b->desc.batch_size,
+                         b->desc.total_rows, max_length, &read_failed, m, sizeof(m));
+  if (rc != 0)
+    return scree__fail(rc, msg, msg_len, "offsets of '%s' are invalid: %s", b->name, m);
+  /* The backend's write may return before the bytes land (a CUDA copy from
+   * pageable memory is staged): readers may map the batch as soon as it is
+   * sealed, so the fence comes first. */
+  rc = s->mem->ops->write(s->mem, &b->arena->mem, b->offset + b->offsets_at, offsets,
+                          offsets_len, m, sizeof(m));
+  if (rc == 0 && s->mem->ops->fence != NULL)
+    rc = s->mem->ops->fence(s->mem, m, sizeof(m));
+  if (rc != 0)
+    return scree__fail(rc, msg, msg_len, "writing the offsets of '%s': %s", b->name, m);
+  return 0;
+}
+
 int scree__store_seal(scree__store *s, scree__session *sess, const char *name,
-                      scree__batch_view *out, char *msg, size_t msg_len) {
+                      const void *offsets, size_t offsets_len, scree__batch_view *out,
+                      char *msg, size_t msg_len) {
   scree__batch *b;
   int rc = find_named_unreserved(s, name, SCREE_EPERM, "", &b, msg, msg_len);
   if (rc != 0)
@@ -882,11 +929,17 @@ int scree__store_seal(scree__store *s, scree__session *sess, const char *name,
   char m[512];
   int64_t max_length = 0;
   int read_failed = 0;
-  rc = seal_check_offsets(s, b, &max_length, &read_failed, m, sizeof(m));
-  if (rc != 0 && read_failed)
-    return scree__fail(rc, msg, msg_len, "reading the offsets of '%s': %s", name, m);
-  if (rc != 0)
-    return scree__fail(rc, msg, msg_len, "offsets of '%s' are invalid: %s", name, m);
+  if (offsets != NULL) {
+    rc = seal_inline_offsets(s, b, offsets, offsets_len, &max_length, msg, msg_len);
+    if (rc != 0)
+      return rc;
+  } else {
+    rc = seal_check_offsets(s, b, &max_length, &read_failed, m, sizeof(m));
+    if (rc != 0 && read_failed)
+      return scree__fail(rc, msg, msg_len, "reading the offsets of '%s': %s", name, m);
+    if (rc != 0)
+      return scree__fail(rc, msg, msg_len, "offsets of '%s' are invalid: %s", name, m);
+  }
 
   b->desc.max_length = max_length;
   b->state = BATCH_SEALED;

@@ -222,9 +222,14 @@ int scree__store_create(scree__store *s, scree__session *sess, const char *name,
                         size_t msg_len);
 
 /* Seals sess's CREATED batch name after validating its offsets; fills out
- * with the sealed batch. */
+ * with the sealed batch. offsets (NULL: none) are the batch's offsets
+ * inline, offsets_len bytes: checked with the same rules and messages as
+ * offsets read from the batch (a length other than the batch's offsets
+ * bytes is SCREE_EINVAL too), then written into the batch and fenced;
+ * without them the offsets are read back from the batch's memory. */
 int scree__store_seal(scree__store *s, scree__session *sess, const char *name,
-                      scree__batch_view *out, char *msg, size_t msg_len);
+                      const void *offsets, size_t offsets_len, scree__batch_view *out,
+                      char *msg, size_t msg_len);
 
 /* Leases the SEALED batch name to sess: fills loc (attaching a read-only
  * handle where the backend has one and sess needs it), *lease_id and out. */

@@ -74,6 +74,7 @@
     XX(cuStreamDestroy)                                                        \
     XX(cuMemcpyHtoDAsync)                                                      \
     XX(cuMemcpyDtoDAsync)                                                      \
+    XX(cuMemcpyDtoHAsync)                                                      \
     XX(cuEventCreate)                                                          \
     XX(cuEventDestroy)                                                         \
     XX(cuEventRecord)                                                          \

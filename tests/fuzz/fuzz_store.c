@@ -3,7 +3,8 @@
  *
  * The input is read as a little program: each op byte picks one of four
  * session slots and a request (Hello, Create, writing offsets into the
- * arena the way a client would, Seal, Get, Release, Delete, List, Stat,
+ * arena the way a client would, Seal, Seal with inline offsets, Get,
+ * Release, Delete, List, Stat,
  * Stats, Attention, closing the session, or a raw packet taken from the
  * input), and the following bytes give its arguments. Names come mostly
  * from a small set that share prefixes, sometimes straight from the input.
@@ -361,8 +362,56 @@ static void run_op(state *st, reader *r) {
     call(st, sess, &req);
     break;
   }
-  case 5:
   case 6: {
+    /* Seal with inline offsets, made as write_offsets makes them for the
+     * batch the name was created as (or for a count the input picks), and
+     * sometimes a few bytes short or long. */
+    Scree__V1__Seal q = SCREE__V1__SEAL__INIT;
+    uint8_t inl[65 * 8 + 8];
+    q.name = test_bytes((char *)rd_name(st, r, &slot));
+    const created *m = slot >= 0 && st->made[slot].valid ? &st->made[slot] : NULL;
+    int wide = m == NULL || m->offsets_dtype != SCREE_INT32;
+    size_t esz = wide ? 8 : 4;
+    size_t n = m != NULL && m->batch_size >= 0 && m->batch_size < 65
+                   ? (size_t)m->batch_size + 1
+                   : rd_u8(r) % 66;
+    int64_t rows = m != NULL ? m->total_rows : rd_int(r);
+    uint8_t mode = rd_u8(r) % 4;
+    size_t bad = n > 0 ? rd_u8(r) % n : 0;
+    int64_t b = n > 0 ? (int64_t)n - 1 : 0;
+    memset(inl, 0, sizeof(inl));
+    for (size_t i = 0; i < n; i++) {
+      int64_t v = b > 0 ? (int64_t)((__int128)rows * (int64_t)i / b) : 0;
+      if (mode == 2) /* straight from the input */
+        v = rd_int(r);
+      else if (mode == 1 && i == bad) /* valid but for one index */
+        v = (int64_t)((uint64_t)rd_int(r) - 16);
+      if (wide)
+        memcpy(inl + i * 8, &v, 8);
+      else {
+        int32_t w = (int32_t)v;
+        memcpy(inl + i * 4, &w, 4);
+      }
+    }
+    int64_t len = (int64_t)(n * esz);
+    if (mode == 3) /* an even split, from 4 bytes short to 4 long */
+      len += 4 - (int64_t)(rd_u8(r) % 9);
+    if (len < 1)
+      len = 1;
+    q.offsets.data = inl;
+    q.offsets.len = (size_t)len;
+    req.body_case = SCREE__V1__REQUEST__BODY_SEAL;
+    req.seal = &q;
+    const Scree__V1__Response *resp = call(st, sess, &req);
+    if (resp->status == 0 && m != NULL) {
+      mapping *mp = map_find(st, m->arena_id);
+      if (mp != NULL && m->offsets_offset <= mp->size && (size_t)len <= mp->size - m->offsets_offset)
+        FUZZ_CHECK(memcmp(mp->p + m->offsets_offset, inl, (size_t)len) == 0,
+                   "inline offsets were written into the batch");
+    }
+    break;
+  }
+  case 5: {
     Scree__V1__Get q = SCREE__V1__GET__INIT;
     q.name = test_bytes((char *)rd_name(st, r, &slot));
     req.body_case = SCREE__V1__REQUEST__BODY_GET;

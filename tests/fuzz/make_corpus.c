@@ -71,6 +71,12 @@ static void decode_seeds(void) {
   req.body_case = SCREE__V1__REQUEST__BODY_SEAL;
   req.seal = &s;
   write_request("seal", &req);
+  /* The same with the offsets inline. */
+  int32_t offs[5] = {0, 10, 40, 70, 100};
+  s.offsets.data = (uint8_t *)offs;
+  s.offsets.len = sizeof(offs);
+  write_request("seal_inline", &req);
+  s.offsets.len = 0;
 
   Scree__V1__Get g = SCREE__V1__GET__INIT;
   g.name = test_bytes("train/step-1");
@@ -137,7 +143,7 @@ static void put(prog *p, uint8_t v) {
   p->b[p->n++] = v;
 }
 
-enum { HELLO = 0, CREATE = 1, WRITE = 3, SEAL = 4, GET = 5, RELEASE = 7, DELETE = 9,
+enum { HELLO = 0, CREATE = 1, WRITE = 3, SEAL = 4, GET = 5, SEAL_INLINE = 6, RELEASE = 7, DELETE = 9,
        LIST = 10, STAT = 11, STATS = 12, CLOSE = 13, RAW = 14, ATTN = 15 };
 /* Name slots of fuzz_store's kNames. */
 enum { N_A = 0, N_AB = 1, N_ABC = 2, N_B = 3, N_B1 = 4, N_B2 = 5 };
@@ -162,6 +168,17 @@ static void create(prog *p, int sess, int name, int batch, int rows, int int32_o
   put(p, (uint8_t)rows);
   put(p, 0);   /* max_length (ignored) */
   put(p, 100); /* the descriptor is present */
+}
+
+/* Seal with the offsets inline: an even split when valid, else valid but
+ * for index 1. */
+static void seal_inline(prog *p, int sess, int name, int valid) {
+  op(p, sess, SEAL_INLINE);
+  put(p, (uint8_t)name);
+  put(p, valid ? 0 : 1); /* mode */
+  put(p, 1);             /* the bad index */
+  if (!valid)
+    put(p, 0); /* value 0 - 16 */
 }
 
 static void write_offsets(prog *p, int name, int valid) {
@@ -277,6 +294,22 @@ static void store_seeds(void) {
   put(&p, 0xff);
   put(&p, 0xff);
   store_seed("raw_packets", &p);
+
+  /* offsets inline with Seal: refused when bad (the batch stays created),
+   * then sealed without a write by the client */
+  memset(&p, 0, sizeof(p));
+  hello(&p, 0);
+  hello(&p, 1);
+  create(&p, 0, N_A, 3, 10, 0);
+  seal_inline(&p, 0, N_A, 0);
+  seal_inline(&p, 1, N_A, 1); /* another session's */
+  seal_inline(&p, 0, N_A, 1);
+  named(&p, 1, GET, N_A);
+  create(&p, 1, N_B, 2, 5, 1);
+  seal_inline(&p, 1, N_B, 1);
+  named(&p, 1, DELETE, N_B);
+  op(&p, 1, CLOSE);
+  store_seed("inline_offsets", &p);
 }
 
 int main(int argc, char **argv) {

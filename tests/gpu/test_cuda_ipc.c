@@ -862,6 +862,89 @@ static void default_limit(const char *ipc) {
   daemon_stop(&d);
 }
 
+/* A put from GPU memory with options; bad_at > 0 makes offsets[bad_at]
+ * go backwards on the GPU. */
+static int put_gpu_with(scree_client *c, const char *name, int64_t batch, int64_t rows,
+                        int64_t inner, uint32_t seed, const scree_put_options *o,
+                        int64_t bad_at) {
+  const scree__cu *cu = cu_get();
+  size_t vbytes = (size_t)(rows * inner), obytes = (size_t)(batch + 1) * 8;
+  unsigned char *vals = malloc(vbytes);
+  int64_t max_len, *offs = offsets_make(batch, rows, &max_len);
+  CUdeviceptr dv = 0, doff = 0;
+  scree_array a;
+  int rc;
+
+  T_CHECK(vals != NULL);
+  for (size_t i = 0; i < vbytes; i++)
+    vals[i] = gpu_pattern(i, seed);
+  if (bad_at > 0)
+    offs[bad_at] = offs[bad_at - 1] - 1;
+  desc_init(&a, batch, rows, inner);
+  T_EQ(cu->cuMemAlloc(&dv, vbytes), CUDA_SUCCESS);
+  T_EQ(cu->cuMemAlloc(&doff, obytes), CUDA_SUCCESS);
+  T_EQ(cu->cuMemcpyHtoD(dv, vals, vbytes), CUDA_SUCCESS);
+  T_EQ(cu->cuMemcpyHtoD(doff, offs, obytes), CUDA_SUCCESS);
+  a.values = (void *)(uintptr_t)dv;
+  a.offsets = (void *)(uintptr_t)doff;
+  a.device.type = SCREE_DEVICE_CUDA;
+  rc = scree_client_put(c, name, &a, o);
+  /* Whether or not the seal is still on its way, the copies are done. */
+  cu->cuMemFree(dv);
+  cu->cuMemFree(doff);
+  free(vals);
+  free(offs);
+  return rc;
+}
+
+/* Small puts from GPU memory: the offsets read back and sent inline with
+ * Seal, the pipelined seal, bad offsets refused before the seal, and the
+ * old way for offsets past the packet limit. */
+static void small_puts(const char *ipc) {
+  static const char *const extra[] = {"--max-packet", "4K", NULL};
+  scree_put_options async = SCREE_PUT_OPTIONS_INIT;
+  scree_client_info info = SCREE_CLIENT_INFO_INIT;
+  scree_batch_info bi;
+  daemon_proc d;
+  scree_client *c;
+
+  async.async_seal = 1;
+  daemon_start(&d, ipc, extra);
+  c = connect_ok(d.sock);
+  ctx_use(0);
+  T_EQM(put_gpu_with(c, "sync", 50, 5000, 100, 41, NULL, 0), 0, "%s",
+        scree_client_last_error(c));
+  T_EQM(put_gpu_with(c, "async", 50, 5000, 100, 42, &async, 0), 0, "%s",
+        scree_client_last_error(c));
+  T_EQM(scree_client_flush(c), 0, "%s", scree_client_last_error(c));
+  T_EQ(scree_client_info_get(c, &info), 0);
+  T_EQ(info.inline_offsets, 1);
+  T_EQ(info.inline_puts, 2);
+  role_wait_ok(ROLE("get", d.sock, "sync", "50", "5000", "100", "41"), "consumer");
+  role_wait_ok(ROLE("get", d.sock, "async", "50", "5000", "100", "42"), "consumer");
+  /* Offsets that go backwards on the GPU: refused by put itself, with the
+   * batch taken back. */
+  T_EQ(put_gpu_with(c, "bad", 50, 5000, 100, 43, &async, 7), SCREE_EINVAL);
+  T_CHECKM(strstr(scree_client_last_error(c), "offsets[6]") != NULL, "message: %s",
+           scree_client_last_error(c));
+  T_EQ(scree_client_stat(c, "bad", &bi), SCREE_ENOENT);
+  /* 1001 offsets do not fit 4 KiB: copied into the batch and read by the
+   * daemon at seal, pipelined or not. */
+  T_EQM(put_gpu_with(c, "wide", 1000, 5000, 10, 44, &async, 0), 0, "%s",
+        scree_client_last_error(c));
+  T_EQM(put_gpu_with(c, "wide_bad", 1000, 5000, 10, 45, &async, 500), 0,
+        "sent without waiting: %s", scree_client_last_error(c));
+  T_EQ(scree_client_flush(c), SCREE_EINVAL);
+  T_CHECKM(strstr(scree_client_last_error(c), "the seal of 'wide_bad'") != NULL, "message: %s",
+           scree_client_last_error(c));
+  T_EQ(scree_client_stat(c, "wide_bad", &bi), SCREE_ENOENT);
+  T_EQ(scree_client_info_get(c, &info), 0);
+  T_EQ(info.inline_puts, 2);
+  role_wait_ok(ROLE("get", d.sock, "wide", "1000", "5000", "10", "44"), "consumer");
+  scree_client_close(c);
+  daemon_stop(&d);
+}
+
 #define BOTH_MODES(fn)                                                         \
   static void fn##_vmm(void) { fn("vmm"); }                                    \
   static void fn##_legacy(void) { fn("legacy"); }
@@ -877,6 +960,7 @@ BOTH_MODES(second_gpu)
 BOTH_MODES(reuse)
 BOTH_MODES(screectl_get)
 BOTH_MODES(default_limit)
+BOTH_MODES(small_puts)
 
 GPU_TEST_MAIN_ROLES(roles, GPU_CASE(put_get_vmm), GPU_CASE(put_get_legacy),
                     GPU_CASE(kill9_consumer_vmm), GPU_CASE(kill9_consumer_legacy),
@@ -889,4 +973,5 @@ GPU_TEST_MAIN_ROLES(roles, GPU_CASE(put_get_vmm), GPU_CASE(put_get_legacy),
                     GPU_CASE(second_gpu_vmm), GPU_CASE(second_gpu_legacy),
                     GPU_CASE(reuse_vmm), GPU_CASE(reuse_legacy),
                     GPU_CASE(screectl_get_vmm), GPU_CASE(screectl_get_legacy),
-                    GPU_CASE(default_limit_vmm), GPU_CASE(default_limit_legacy))
+                    GPU_CASE(default_limit_vmm), GPU_CASE(default_limit_legacy),
+                    GPU_CASE(small_puts_vmm), GPU_CASE(small_puts_legacy))

@@ -139,6 +139,67 @@ Test(daemon, a_packet_over_the_cap_is_emsgsize) {
   finish();
 }
 
+/* Sends Seal of name with n inline offsets 0, 1, ... n - 1 (int64). */
+static Scree__V1__Response *seal_inline(int fd, const char *name, size_t n, uint64_t id) {
+  static int64_t offs[1024];
+  for (size_t i = 0; i < n; i++)
+    offs[i] = (int64_t)i;
+  Scree__V1__Request req = SCREE__V1__REQUEST__INIT;
+  Scree__V1__Seal q = SCREE__V1__SEAL__INIT;
+  q.name = test_bytes(name);
+  q.offsets.data = (uint8_t *)offs;
+  q.offsets.len = n * sizeof(int64_t);
+  req.id = id;
+  req.body_case = SCREE__V1__REQUEST__BODY_SEAL;
+  req.seal = &q;
+  return rc_call(fd, &req, NULL);
+}
+
+/* A Seal whose inline offsets make it larger than --max-packet is refused
+ * as any oversized packet is, and leaves the batch created; a batch with
+ * fewer offsets seals with them inline. */
+Test(daemon, inline_offsets_past_the_packet_limit_are_emsgsize) {
+  const char *extra[] = {"--max-packet", "4K", NULL};
+  start("inline", extra);
+  int fd = rc_open(d.sock);
+  cr_assert_geq(fd, 0);
+  int afd = -1;
+  Scree__V1__Response *resp = rc_create(fd, "wide", 2 /* int8 */, 1023, 1023, &afd);
+  expect(resp, 0);
+  rc_free(resp);
+  if (afd >= 0)
+    close(afd);
+  resp = seal_inline(fd, "wide", 1024, 5);
+  expect(resp, -EMSGSIZE);
+  cr_assert_eq(resp->id, 0);
+  cr_assert(strstr(resp->message, "exceeds the limit of 4096 bytes") != NULL, "%s",
+            resp->message);
+  rc_free(resp);
+  Scree__V1__Request req = SCREE__V1__REQUEST__INIT;
+  Scree__V1__Stat st = SCREE__V1__STAT__INIT;
+  st.name = test_bytes("wide");
+  req.id = 6;
+  req.body_case = SCREE__V1__REQUEST__BODY_STAT;
+  req.stat = &st;
+  resp = rc_call(fd, &req, NULL);
+  expect(resp, 0);
+  cr_assert_eq(resp->stat->info->state, SCREE__V1__BATCH_STATE__BATCH_STATE_CREATED);
+  rc_free(resp);
+  /* 256 offsets (2 KiB) fit. */
+  resp = rc_create(fd, "narrow", 2, 255, 255, &afd);
+  expect(resp, 0);
+  rc_free(resp);
+  if (afd >= 0)
+    close(afd);
+  resp = seal_inline(fd, "narrow", 256, 7);
+  expect(resp, 0);
+  cr_assert_eq(resp->id, 7);
+  cr_assert_eq(resp->seal->info->desc->max_length, 1);
+  rc_free(resp);
+  close(fd);
+  finish();
+}
+
 Test(daemon, unknown_request_type_is_eproto) {
   start("unknown", NULL);
   int fd = rc_open(d.sock);
@@ -206,6 +267,7 @@ Test(daemon, hello_reply_over_the_wire) {
   cr_assert_eq(resp->hello->max_packet, 64u << 10);
   cr_assert_eq(resp->hello->max_name_len, 255);
   cr_assert_str_neq(resp->hello->version, "");
+  cr_assert(resp->hello->inline_offsets, "screed takes Create.offsets");
   rc_free(resp);
   close(fd);
   finish();

@@ -286,6 +286,7 @@ Test(store, hello_reply_describes_the_daemon) {
   cr_assert_eq(hr->arena_size, ARENA);
   cr_assert_eq(hr->max_name_len, 255);
   cr_assert_str_eq(hr->version, "test");
+  cr_assert(hr->inline_offsets, "the daemon takes Create.offsets");
 }
 
 Test(store, hello_with_another_version_is_eproto) {
@@ -524,6 +525,160 @@ Test(store, int32_offsets_and_empty_batches) {
   cr_assert_eq(resp->create->location->values_bytes, 0);
   cr_assert_eq(resp->create->location->offsets_bytes, 8);
   expect_status(seal(s, "empty"), 0);
+}
+
+/* ---- offsets inline with Seal -------------------------------------------- */
+
+/* A Seal of name with n bytes of inline offsets. */
+static const Scree__V1__Response *seal_inline(scree__session *sess, const char *name,
+                                              const void *offsets, size_t n) {
+  Scree__V1__Request req = SCREE__V1__REQUEST__INIT;
+  Scree__V1__Seal q = SCREE__V1__SEAL__INIT;
+  q.name = test_bytes(name);
+  q.offsets.data = (uint8_t *)offsets;
+  q.offsets.len = n;
+  req.id = 9;
+  req.body_case = SCREE__V1__REQUEST__BODY_SEAL;
+  req.seal = &q;
+  return call(sess, &req);
+}
+
+/* The fences the store asks of the backend: the host backend's ops with a
+ * counting fence, so that the tests see the store wait for its writes (the
+ * CUDA backend's fence waits for its copies to land). */
+static int fences;
+static struct scree__mem_ops fenced_ops;
+
+static int count_fence(scree__mem *m, char *msg, size_t msg_len) {
+  (void)m;
+  (void)msg;
+  (void)msg_len;
+  fences++;
+  return 0;
+}
+
+static void use_fenced_ops(void) {
+  fenced_ops = *mem->ops;
+  fenced_ops.fence = count_fence;
+  mem->ops = &fenced_ops;
+  fences = 0;
+}
+
+Test(store, inline_offsets_are_written_by_seal_and_nothing_is_read_back) {
+  use_fenced_ops();
+  scree__session *s = client();
+  created c = create_ok(s, "in", 3, 12);
+  /* Whatever the batch's memory holds is not read. */
+  memset(c.base + c.loc.offsets_offset, 0xee, c.loc.offsets_bytes);
+  int64_t o[4] = {0, 3, 10, 12};
+  const Scree__V1__Response *resp = seal_inline(s, "in", o, sizeof(o));
+  expect_status(resp, 0);
+  cr_assert_eq(resp->id, 9);
+  cr_assert_eq(resp->seal->info->desc->max_length, 7);
+  cr_assert_eq(memcmp(c.base + c.loc.offsets_offset, o, sizeof(o)), 0,
+               "the daemon wrote the inline offsets into the batch");
+  cr_assert_eq(fences, 1, "the write was fenced before the batch was sealed");
+  /* A batch whose offsets were written by the client is read back as
+   * before, and there is no write to wait for. */
+  put(s, "plain", 2, 4);
+  cr_assert_eq(fences, 1);
+  resp = get(s, "in");
+  expect_status(resp, 0);
+  cr_assert_eq(resp->get->info->desc->max_length, 7);
+  /* Sealed once, sealed for good: inline offsets change nothing then. */
+  resp = seal_inline(s, "in", o, sizeof(o));
+  expect_status(resp, SCREE_ESTATE);
+  cr_assert_eq(fences, 1);
+}
+
+Test(store, inline_int32_offsets_and_an_empty_batch) {
+  scree__session *s = client();
+  const Scree__V1__Response *resp = create_raw(s, "i32", SCREE_BFLOAT16, 0, 2, 5, SCREE_INT32);
+  expect_status(resp, 0);
+  Scree__V1__Location loc = *resp->create->location;
+  char *base = arena_of(&loc);
+  int32_t o[3] = {0, 5, 5};
+  resp = seal_inline(s, "i32", o, sizeof(o));
+  expect_status(resp, 0);
+  cr_assert_eq(resp->seal->info->desc->max_length, 5);
+  cr_assert_eq(memcmp(base + loc.offsets_offset, o, sizeof(o)), 0);
+  expect_status(create_raw(s, "none", SCREE_INT8, 0, 0, 0, SCREE_INT64), 0);
+  int64_t zero = 0;
+  expect_status(seal_inline(s, "none", &zero, sizeof(zero)), 0);
+}
+
+Test(store, bad_inline_offsets_are_refused_as_offsets_in_memory_are) {
+  use_fenced_ops();
+  scree__session *s = client();
+  static const struct {
+    int64_t o[4];
+    const char *msg;
+  } cases[] = {
+      {{3, 5, 10, 12}, "offsets of 'x' are invalid: offsets[0]=3, expected 0"},
+      {{0, 5, 4, 12}, "offsets of 'x' are invalid: offsets[1]=5 > offsets[2]=4"},
+      {{0, 5, 13, 12}, "offsets of 'x' are invalid: offsets[2]=13 > total_rows=12"},
+      {{0, 5, 10, 11}, "offsets of 'x' are invalid: offsets[3]=11 (the last) != total_rows=12"},
+  };
+  created c = create_ok(s, "x", 3, 12);
+  memset(c.base + c.loc.offsets_offset, 0, c.loc.offsets_bytes);
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    const Scree__V1__Response *resp = seal_inline(s, "x", cases[i].o, sizeof(cases[i].o));
+    expect_status(resp, SCREE_EINVAL);
+    cr_assert_str_eq(resp->message, cases[i].msg);
+    /* Nothing was written: the batch's memory is as it was. */
+    int64_t zeros[4] = {0, 0, 0, 0};
+    cr_assert_eq(memcmp(c.base + c.loc.offsets_offset, zeros, sizeof(zeros)), 0);
+    /* The same offsets written into the batch get the same words. */
+    memcpy(c.base + c.loc.offsets_offset, cases[i].o, sizeof(cases[i].o));
+    resp = seal(s, "x");
+    expect_status(resp, SCREE_EINVAL);
+    cr_assert_str_eq(resp->message, cases[i].msg);
+    memset(c.base + c.loc.offsets_offset, 0, c.loc.offsets_bytes);
+  }
+  cr_assert_eq(fences, 0, "nothing was written, nothing fenced");
+  /* Too few or too many bytes for the batch. */
+  int64_t o[5] = {0, 3, 10, 12, 12};
+  const Scree__V1__Response *resp = seal_inline(s, "x", o, 24);
+  expect_status(resp, SCREE_EINVAL);
+  cr_assert_str_eq(resp->message, "seal of 'x' carries 24 bytes of inline offsets; the batch "
+                                  "has 32 (batch_size + 1 = 4 int64 offsets)");
+  resp = seal_inline(s, "x", o, 40);
+  expect_status(resp, SCREE_EINVAL);
+  cr_assert(strstr(resp->message, "carries 40 bytes") != NULL, "%s", resp->message);
+  resp = seal_inline(s, "x", o, 31);
+  expect_status(resp, SCREE_EINVAL);
+  /* The batch stayed created: good offsets seal it. */
+  resp = stat_(s, "x");
+  expect_status(resp, 0);
+  cr_assert_eq(resp->stat->info->state, SCREE__V1__BATCH_STATE__BATCH_STATE_CREATED);
+  resp = seal_inline(s, "x", o, 32);
+  expect_status(resp, 0);
+  cr_assert_eq(resp->seal->info->desc->max_length, 7);
+  /* int32 offsets are read as int32. */
+  resp = create_raw(s, "y", SCREE_INT8, 0, 2, 5, SCREE_INT32);
+  expect_status(resp, 0);
+  int32_t o32[3] = {0, 6, 5};
+  resp = seal_inline(s, "y", o32, sizeof(o32));
+  expect_status(resp, SCREE_EINVAL);
+  cr_assert_str_eq(resp->message, "offsets of 'y' are invalid: offsets[1]=6 > total_rows=5");
+}
+
+Test(store, inline_offsets_follow_the_seal_rules_first) {
+  scree__session *s = client();
+  scree__session *other = client();
+  int64_t o[3] = {0, 1, 2};
+  created c = create_ok(s, "w", 2, 2);
+  /* Another connection's seal is refused before its offsets are looked
+   * at, and writes nothing. */
+  memset(c.base + c.loc.offsets_offset, 0, c.loc.offsets_bytes);
+  const Scree__V1__Response *resp = seal_inline(other, "w", o, sizeof(o));
+  expect_status(resp, SCREE_EPERM);
+  int64_t zeros[3] = {0, 0, 0};
+  cr_assert_eq(memcmp(c.base + c.loc.offsets_offset, zeros, sizeof(zeros)), 0);
+  resp = seal_inline(other, "w", o, 8);
+  expect_status(resp, SCREE_EPERM);
+  expect_status(seal_inline(s, "nope", o, sizeof(o)), SCREE_ENOENT);
+  expect_status(seal_inline(s, "w", o, sizeof(o)), 0);
 }
 
 /* ---- bad input ---------------------------------------------------------- */

@@ -69,10 +69,12 @@ static int import_handle(scree_client *c, const Scree__V1__Location *loc, size_t
   scree__mapping nm;
   memset(&nm, 0, sizeof(nm));
   /* Refused here for every importer: there is nothing to map. */
+  uint64_t t0 = scree__now_ns();
   int rc = size == 0 ? scree__client_fail(c, SCREE_EPROTO, "arena %" PRIu64 " has size 0",
                                           loc->arena_id)
                      : c->imp->import(&src, writable, &nm.base, &nm.device, &nm.state,
                                       c->err, sizeof(c->err));
+  c->info.last_import_ns = scree__now_ns() - t0;
   if (src.fd >= 0)
     close(src.fd);
   scree__client_drop_fds(c);

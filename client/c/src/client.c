@@ -32,6 +32,16 @@ static int check_size(scree_client *c, size_t got, size_t min, const char *type,
 #define SCREE__CHECK_SIZE(c, ptr, type, init) \
   check_size((c), (ptr)->struct_size, sizeof(type), #type, #init)
 
+/* The same for a struct whose first published version ended before member
+ * `first_added`. */
+#define SCREE__CHECK_SIZE_UPTO(c, ptr, type, first_added, init) \
+  check_size((c), (ptr)->struct_size, offsetof(type, first_added), #type, #init)
+
+/* Whether the caller's struct reaches member m (one added after the
+ * struct's first version): read it only then. */
+#define SCREE__HAS(ptr, type, m) \
+  ((ptr)->struct_size >= offsetof(type, m) + sizeof(((type *)0)->m))
+
 static int check_name(scree_client *c, const char *name, const char *what) {
   if (name == NULL || name[0] == '\0')
     return scree__client_fail(c, SCREE_EINVAL, "%s name is %s", what,
@@ -128,6 +138,7 @@ static int do_hello(scree_client *c) {
   i->max_name_len = h->max_name_len;
   snprintf(i->daemon_version, sizeof(i->daemon_version), "%s",
            h->version != NULL ? h->version : "");
+  i->inline_offsets = h->inline_offsets ? 1 : 0;
   scree__v1__response__free_unpacked(resp, NULL);
 
   /* A daemon whose memory this build cannot map still serves list, stat,
@@ -178,6 +189,10 @@ void scree_client_close(scree_client *c) {
     free(l);
   }
   free(c->rbuf);
+  free(c->obuf);
+  /* A pending pipelined Seal is not waited for: the daemon serves it
+   * before it sees the connection close (client.h, scree_client_flush). */
+  free(c->seal_name);
   pthread_mutex_destroy(&c->mu);
   free(c);
 }
@@ -190,7 +205,8 @@ int scree_client_info_get(scree_client *c, scree_client_info *out) {
   if (c == NULL || out == NULL)
     return SCREE_EINVAL;
   pthread_mutex_lock(&c->mu);
-  int rc = SCREE__CHECK_SIZE(c, out, scree_client_info, SCREE_CLIENT_INFO_INIT);
+  int rc = SCREE__CHECK_SIZE_UPTO(c, out, scree_client_info, last_call_ns,
+                                  SCREE_CLIENT_INFO_INIT);
   if (rc == 0) {
     scree_client_info i = c->info;
     i.arenas_mapped = (uint32_t)c->n_arenas;
@@ -217,9 +233,37 @@ static int delete_locked(scree_client *c, const char *name, int *deferred) {
 /* Every flag of scree_client_put_flags and scree_client_create_flags. */
 #define SCREE__CREATE_FLAGS SCREE_CREATE_SHARED
 
-/* Create and bind; the caller holds the mutex. */
+/* What a put reads back while its Create is on the way
+ * (scree__call_overlap): a GPU array's offsets, into c->obuf (reserved by
+ * the put). The message goes to msg, not to c->err, which the round trip
+ * writes. */
+typedef struct offsets_readback {
+  scree_client *c;
+  const scree_array *a;
+  void *stream;
+  char msg[256];
+} offsets_readback;
+
+/* Reads the offsets back in order on the put's stream and checks them as a
+ * host array's are. */
+static int read_back_offsets(void *arg) {
+  offsets_readback *rb = arg;
+  const scree_array *a = rb->a;
+  uint64_t obytes = scree_dtype_size(a->offsets_dtype) * (uint64_t)(a->batch_size + 1);
+  int rc = rb->c->imp->read_back(rb->c->obuf, a->offsets, (size_t)obytes, rb->stream,
+                                 a->device.index, rb->msg, sizeof(rb->msg));
+  if (rc == 0)
+    rc = scree_offsets_validate(rb->c->obuf, a->offsets_dtype, a->batch_size, a->total_rows,
+                                NULL, rb->msg, sizeof(rb->msg));
+  return rc;
+}
+
+/* Create and bind; the caller holds the mutex. With rb (NULL: none), the
+ * offsets are read back while the Create is on the way; when that fails,
+ * the batch is deleted and its code and message returned. */
 static int create_locked(scree_client *c, const char *name, const scree_array *desc,
-                         unsigned flags, scree_array *out, scree__mapping **arena_out) {
+                         unsigned flags, offsets_readback *rb, scree_array *out,
+                         scree__mapping **arena_out) {
   int rc = check_name(c, name, "batch");
   if (rc != 0)
     return rc;
@@ -244,9 +288,15 @@ static int create_locked(scree_client *c, const char *name, const scree_array *d
   cr.desc = &d;
   cr.shared = (flags & SCREE_CREATE_SHARED) != 0;
   Scree__V1__Response *resp;
-  rc = scree__call(c, SCREE__V1__REQUEST__BODY_CREATE, &cr, &resp);
+  int rb_rc = 0;
+  rc = scree__call_overlap(c, SCREE__V1__REQUEST__BODY_CREATE, &cr, &resp,
+                           rb != NULL ? read_back_offsets : NULL, rb, &rb_rc);
   if (rc != 0)
     return rc;
+  if (rb_rc != 0) {
+    rc = scree__client_fail(c, rb_rc, "%s", rb->msg);
+    goto err_delete;
+  }
   scree__mapping *ar;
   rc = scree__arena_resolve(c, resp->create->location, 1, &ar);
   if (rc != 0)
@@ -275,13 +325,86 @@ err_delete:
   return rc;
 }
 
-static int seal_locked(scree_client *c, const char *name) {
+/* Seals name, sending offsets inline (NULL: none; the caller checked that
+ * the daemon takes them and that they fit its packet limit). */
+static int seal_locked(scree_client *c, const char *name, const void *offsets,
+                       size_t offsets_len) {
   int rc = check_name(c, name, "batch");
   if (rc != 0)
     return rc;
   Scree__V1__Seal s = SCREE__V1__SEAL__INIT;
   s.name = scree__bytes(name);
+  if (offsets != NULL) {
+    s.offsets.data = (uint8_t *)offsets;
+    s.offsets.len = offsets_len;
+  }
   return scree__call(c, SCREE__V1__REQUEST__BODY_SEAL, &s, NULL);
+}
+
+/* As seal_locked, without waiting for the reply, which scree__seal_collect
+ * takes later; delete_on_failure says whether a failure deletes the batch
+ * (put) or leaves it created (seal). */
+static int seal_send(scree_client *c, const char *name, const void *offsets,
+                     size_t offsets_len, int delete_on_failure) {
+  int rc = check_name(c, name, "batch");
+  if (rc == 0)
+    rc = scree__client_busy(c);
+  if (rc != 0)
+    return rc;
+  /* An earlier pending seal is taken first, so that at most one is. */
+  rc = scree__seal_collect(c);
+  if (rc != 0)
+    return rc;
+  char *copy = strdup(name);
+  if (copy == NULL)
+    return scree__client_fail(c, SCREE_ENOMEM, "out of memory");
+  Scree__V1__Seal s = SCREE__V1__SEAL__INIT;
+  s.name = scree__bytes(name);
+  if (offsets != NULL) {
+    s.offsets.data = (uint8_t *)offsets;
+    s.offsets.len = offsets_len;
+  }
+  uint64_t id;
+  rc = scree__call_send(c, SCREE__V1__REQUEST__BODY_SEAL, &s, &id);
+  if (rc != 0) {
+    free(copy);
+    return rc;
+  }
+  c->seal_id = id;
+  c->seal_name = copy;
+  c->seal_delete = delete_on_failure;
+  return 0;
+}
+
+int scree__seal_collect(scree_client *c) {
+  uint64_t id = c->seal_id;
+  if (id == 0)
+    return 0;
+  char *name = c->seal_name;
+  c->seal_id = 0;
+  c->seal_name = NULL;
+  int rc = scree__call_recv(c, SCREE__V1__REQUEST__BODY_SEAL, id, NULL);
+  if (rc != 0) {
+    char why[sizeof(c->err)];
+    memcpy(why, c->err, sizeof(why));
+    /* As a put that waits: the half-made batch goes, so the name is free
+     * again (not when the connection is gone: it went with it). */
+    if (c->seal_delete && !c->dead)
+      delete_locked(c, name, NULL);
+    scree__client_fail(c, rc, "the seal of '%s', sent without waiting for its reply, failed: %.900s",
+                       name, why);
+  }
+  free(name);
+  return rc;
+}
+
+int scree_client_flush(scree_client *c) {
+  if (c == NULL)
+    return SCREE_EINVAL;
+  pthread_mutex_lock(&c->mu);
+  int rc = scree__seal_collect(c);
+  pthread_mutex_unlock(&c->mu);
+  return rc;
 }
 
 int scree_client_create(scree_client *c, const char *name, const scree_array *desc,
@@ -294,7 +417,7 @@ int scree_client_create(scree_client *c, const char *name, const scree_array *de
   pthread_mutex_lock(&c->mu);
   int rc = SCREE__CHECK_SIZE(c, opts, scree_create_options, SCREE_CREATE_OPTIONS_INIT);
   if (rc == 0)
-    rc = create_locked(c, name, desc, opts->flags, out, NULL);
+    rc = create_locked(c, name, desc, opts->flags, NULL, out, NULL);
   pthread_mutex_unlock(&c->mu);
   return rc;
 }
@@ -306,9 +429,10 @@ int scree_client_seal(scree_client *c, const char *name, const scree_seal_option
   if (opts == NULL)
     opts = &defaults;
   pthread_mutex_lock(&c->mu);
-  int rc = SCREE__CHECK_SIZE(c, opts, scree_seal_options, SCREE_SEAL_OPTIONS_INIT);
+  int rc = SCREE__CHECK_SIZE_UPTO(c, opts, scree_seal_options, async, SCREE_SEAL_OPTIONS_INIT);
   if (rc != 0)
     goto out;
+  int async = SCREE__HAS(opts, scree_seal_options, async) && opts->async;
   /* The daemon reads the offsets through its own mapping as soon as Seal
    * arrives, so this process's writes into the arena must have landed. */
 #ifdef SCREE_CLIENT_HAVE_CUDA
@@ -320,10 +444,31 @@ int scree_client_seal(scree_client *c, const char *name, const scree_seal_option
                             "this libscreeclient was built without CUDA: no stream to wait for");
 #endif
   if (rc == 0)
-    rc = seal_locked(c, name);
+    rc = async ? seal_send(c, name, NULL, 0, 0) : seal_locked(c, name, NULL, 0);
 out:
   pthread_mutex_unlock(&c->mu);
   return rc;
+}
+
+/* Bytes a Seal may take beyond its inline offsets and name: the envelope
+ * needs a few dozen. */
+#define SCREE__SEAL_SLACK 1024
+
+/* Whether a put's offsets (obytes of them) go inline with its Seal. */
+static int inline_fits(const scree_client *c, const char *name, uint64_t obytes) {
+  return c->info.inline_offsets && obytes + strlen(name) + SCREE__SEAL_SLACK <= c->info.max_packet;
+}
+
+/* Makes c->obuf hold at least n bytes. */
+static int obuf_reserve(scree_client *c, size_t n) {
+  if (c->obuf_cap >= n)
+    return 0;
+  unsigned char *nb = realloc(c->obuf, n);
+  if (nb == NULL)
+    return scree__client_fail(c, SCREE_ENOMEM, "out of memory for %zu bytes of offsets", n);
+  c->obuf = nb;
+  c->obuf_cap = n;
+  return 0;
 }
 
 int scree_client_put(scree_client *c, const char *name, const scree_array *a,
@@ -334,12 +479,13 @@ int scree_client_put(scree_client *c, const char *name, const scree_array *a,
   if (opts == NULL)
     opts = &defaults;
   pthread_mutex_lock(&c->mu);
-  int rc = SCREE__CHECK_SIZE(c, opts, scree_put_options, SCREE_PUT_OPTIONS_INIT);
+  int rc = SCREE__CHECK_SIZE_UPTO(c, opts, scree_put_options, async_seal, SCREE_PUT_OPTIONS_INIT);
   uint64_t vbytes, obytes;
   char m[256];
   void *stream = opts->stream;
   if (rc != 0)
     goto out;
+  int async_seal = SCREE__HAS(opts, scree_put_options, async_seal) && opts->async_seal;
   if (a == NULL) {
     rc = scree__client_fail(c, SCREE_EINVAL, "NULL array");
     goto out;
@@ -353,11 +499,13 @@ int scree_client_put(scree_client *c, const char *name, const scree_array *a,
     rc = scree__client_fail(c, SCREE_EINVAL, "%s pointer is NULL", a->offsets == NULL ? "offsets" : "values");
     goto out;
   }
+  rc = check_name(c, name, "batch");
+  if (rc != 0)
+    goto out;
   int on_gpu = a->device.type == SCREE_DEVICE_CUDA;
   if (!on_gpu) {
-    /* Checking here saves a create and a delete for the common mistake, and
-     * gives the same message the daemon would. Offsets in GPU memory are
-     * left to the daemon's check at seal, which reads them itself. */
+    /* Checking here saves a create (and a delete) for the common mistake,
+     * and gives the same message the daemon would. */
     rc = scree_offsets_validate(a->offsets, a->offsets_dtype, a->batch_size, a->total_rows,
                                 NULL, m, sizeof(m));
     if (rc != 0) {
@@ -372,33 +520,57 @@ int scree_client_put(scree_client *c, const char *name, const scree_array *a,
               scree_backend_name(c->info.backend));
     goto out;
   }
+  /* The offsets go inline with Seal, as host bytes, where they fit: a host
+   * array's own, or a GPU array's read back on the put's stream while the
+   * Create is on the way. Otherwise they are copied into the batch and the
+   * daemon reads them back at seal. */
+  const void *host_offsets = NULL;
+  offsets_readback rb, *readback = NULL;
+  if (inline_fits(c, name, obytes) && c->imp != NULL) {
+    if (!on_gpu) {
+      host_offsets = a->offsets;
+    } else if (c->imp->read_back != NULL) {
+      rc = obuf_reserve(c, (size_t)obytes);
+      if (rc != 0)
+        goto out;
+      memset(&rb, 0, sizeof(rb));
+      rb.c = c;
+      rb.a = a;
+      rb.stream = stream;
+      readback = &rb;
+      host_offsets = c->obuf;
+    }
+  }
   scree_array dst;
   scree__mapping *ar;
-  rc = create_locked(c, name, a, opts->flags, &dst, &ar);
+  rc = create_locked(c, name, a, opts->flags, readback, &dst, &ar);
   if (rc != 0)
     goto out;
   const scree__importer *imp = c->imp;
   void *state = ar->state;
   if (imp->copy_in_async != NULL) {
-    /* GPU arenas: both copies are queued on one stream, then waited for
-     * once, so that the daemon reads finished offsets at Seal. */
+    /* GPU arenas: the copies are queued on one stream, then waited for
+     * once (that stream only), so that the batch is whole at Seal. */
     rc = imp->copy_in_async(dst.values, a->values, (size_t)vbytes, stream, state, c->err,
                             sizeof(c->err));
-    if (rc == 0)
+    if (rc == 0 && host_offsets == NULL)
       rc = imp->copy_in_async(dst.offsets, a->offsets, (size_t)obytes, stream, state, c->err,
                               sizeof(c->err));
     if (rc == 0 && imp->sync != NULL)
       rc = imp->sync(stream, state, c->err, sizeof(c->err));
   } else {
     rc = imp->copy_in(dst.values, a->values, (size_t)vbytes, state, c->err, sizeof(c->err));
-    if (rc == 0)
+    if (rc == 0 && host_offsets == NULL)
       rc = imp->copy_in(dst.offsets, a->offsets, (size_t)obytes, state, c->err,
                         sizeof(c->err));
   }
   if (rc == 0)
-    rc = seal_locked(c, name);
+    rc = async_seal ? seal_send(c, name, host_offsets, (size_t)obytes, 1)
+                    : seal_locked(c, name, host_offsets, (size_t)obytes);
   if (rc != 0)
     goto err_delete;
+  if (host_offsets != NULL)
+    c->info.inline_puts++;
   goto out;
 
 err_delete:
@@ -506,7 +678,17 @@ int scree_client_release(scree_client *c, scree_lease *lease) {
     lease->next->prev = lease->prev;
   uint64_t id = lease->id;
   free(lease);
+  /* The lease object is gone, so the lease is released even when a
+   * pipelined seal's failure is what this call reports. */
+  char why[sizeof(c->err)];
+  int seal_rc = scree__seal_collect(c);
+  if (seal_rc != 0)
+    memcpy(why, c->err, sizeof(why));
   int rc = scree__release_locked(c, id);
+  if (seal_rc != 0) {
+    memcpy(c->err, why, sizeof(why));
+    rc = seal_rc;
+  }
   pthread_mutex_unlock(&c->mu);
   return rc;
 }

@@ -83,6 +83,15 @@ struct scree_client {
    * meanwhile, since its reply is the next on the socket. */
   uint64_t wait_id;
   char wait_name[SCREE_CLIENT_NAME_MAX + 1];
+  /* A GPU array's offsets read back for a Seal with inline offsets. */
+  unsigned char *obuf;
+  size_t obuf_cap;
+  /* A Seal sent without waiting for its reply (scree_client_flush): its
+   * request id (0: none), the batch's name (malloc'd), and whether a
+   * failure deletes the batch (put) or leaves it created (seal). */
+  uint64_t seal_id;
+  char *seal_name;
+  int seal_delete;
 };
 
 /* Writes the handle's message (what scree_client_last_error returns) and
@@ -119,8 +128,19 @@ void scree__client_drop_fds(scree_client *c);
 int scree__call(scree_client *c, Scree__V1__Request__BodyCase kind, void *body,
                 Scree__V1__Response **out);
 
+/* scree__call that runs meanwhile(arg) once the request is sent, before
+ * the reply is received, so that its work overlaps the round trip (put
+ * reads a GPU array's offsets back during its Create); its result goes to
+ * *meanwhile_rc (0 when it did not run), and the reply is received
+ * whatever that is. */
+int scree__call_overlap(scree_client *c, Scree__V1__Request__BodyCase kind, void *body,
+                        Scree__V1__Response **out, int (*meanwhile)(void *arg), void *arg,
+                        int *meanwhile_rc);
+
 /* The two halves of scree__call, for replies that come later (a waiting
- * Get): send gives the request its id, recv takes the reply to that id. */
+ * Get, a pipelined Seal): send gives the request its id, recv takes the
+ * reply to that id. send takes the reply of a pending pipelined Seal first
+ * (scree__seal_collect) and returns its failure without sending. */
 int scree__call_send(scree_client *c, Scree__V1__Request__BodyCase kind, void *body,
                      uint64_t *id);
 int scree__call_recv(scree_client *c, Scree__V1__Request__BodyCase kind, uint64_t id,
@@ -129,6 +149,11 @@ int scree__call_recv(scree_client *c, Scree__V1__Request__BodyCase kind, uint64_
 /* Receives the next response, whatever it answers, handling freed-arena
  * notices (a watch's events). */
 int scree__recv_response(scree_client *c, Scree__V1__Response **out);
+
+/* SCREE_EBUSY with a message while a wait started by
+ * scree_client_get_wait_start owns the connection (its reply comes next);
+ * else 0. */
+int scree__client_busy(scree_client *c);
 
 /* ---- client.c ---- */
 
@@ -140,6 +165,11 @@ int scree__get_finish(scree_client *c, const Scree__V1__Response *resp, scree_ar
 
 /* Sends Release for lease_id. */
 int scree__release_locked(scree_client *c, uint64_t lease_id);
+
+/* Takes the reply of the pending pipelined Seal, if any (c->seal_id):
+ * returns 0, or the seal's code with a message naming the batch, after
+ * deleting a failed put's batch. */
+int scree__seal_collect(scree_client *c);
 
 /* ---- arena_cache.c ---- */
 

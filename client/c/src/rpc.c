@@ -190,7 +190,12 @@ int scree__call_send(scree_client *c, Scree__V1__Request__BodyCase kind, void *b
                      uint64_t *id) {
   Scree__V1__Request req = SCREE__V1__REQUEST__INIT;
   Scree__V1__Response__BodyCase expect = SCREE__V1__RESPONSE__BODY__NOT_SET;
-  int rc = build(c, &req, kind, body, &expect);
+  /* A pipelined Seal's reply comes before this request's: take it now, so
+   * that its failure is reported before anything else is done. */
+  int rc = scree__seal_collect(c);
+  if (rc != 0)
+    return rc;
+  rc = build(c, &req, kind, body, &expect);
   if (rc == 0)
     rc = send_req(c, &req);
   if (rc == 0)
@@ -216,20 +221,47 @@ int scree__call_recv(scree_client *c, Scree__V1__Request__BodyCase kind, uint64_
   return 0;
 }
 
-int scree__call(scree_client *c, Scree__V1__Request__BodyCase kind, void *body,
-                Scree__V1__Response **out) {
-  if (out != NULL)
-    *out = NULL;
-  /* A wait started by scree_client_get_wait_start owns the connection: its
-   * reply comes next. */
+int scree__client_busy(scree_client *c) {
   if (c->wait_id != 0)
     return scree__client_fail(c, SCREE_EBUSY,
                               "a wait for '%s' is pending on this handle "
                               "(scree_client_get_wait_start): finish or cancel it first",
                               c->wait_name);
+  return 0;
+}
+
+int scree__call_overlap(scree_client *c, Scree__V1__Request__BodyCase kind, void *body,
+                        Scree__V1__Response **out, int (*meanwhile)(void *arg), void *arg,
+                        int *meanwhile_rc) {
+  if (out != NULL)
+    *out = NULL;
+  if (meanwhile_rc != NULL)
+    *meanwhile_rc = 0;
+  /* A wait started by scree_client_get_wait_start owns the connection: its
+   * reply comes next. */
+  int rc = scree__client_busy(c);
+  if (rc != 0)
+    return rc;
+  /* Taken here rather than in scree__call_send, so that the round trip
+   * timed below is this request's alone. */
+  rc = scree__seal_collect(c);
+  if (rc != 0)
+    return rc;
   uint64_t id;
-  int rc = scree__call_send(c, kind, body, &id);
-  if (rc == 0)
+  uint64_t t0 = scree__now_ns();
+  rc = scree__call_send(c, kind, body, &id);
+  if (rc == 0) {
+    /* The reply is taken whatever meanwhile does: the stream stays in
+     * step, and the caller may have to undo what the request did. */
+    if (meanwhile != NULL)
+      *meanwhile_rc = meanwhile(arg);
     rc = scree__call_recv(c, kind, id, out);
+  }
+  c->info.last_call_ns = scree__now_ns() - t0;
   return rc;
+}
+
+int scree__call(scree_client *c, Scree__V1__Request__BodyCase kind, void *body,
+                Scree__V1__Response **out) {
+  return scree__call_overlap(c, kind, body, out, NULL, NULL, NULL);
 }

@@ -835,7 +835,11 @@ class Client:
         try:
             with b:
                 b.values.copy_(values)
-                torch.cuda.synchronize(values.device)
+                # The copy is queued on the devices' current streams: waiting
+                # for those is enough (not for every stream of the device)
+                # before the daemon reads the batch at seal.
+                for dev in {values.device, b.values.device}:
+                    torch.cuda.current_stream(dev).synchronize()
                 b.seal()
         except BaseException:
             self.delete(name)

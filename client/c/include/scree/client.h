@@ -116,6 +116,18 @@ typedef struct scree_client_info {
                              * read-only and its writable fd) */
   uint64_t stray_fds_closed; /* fds the daemon sent that were not needed */
   uint64_t arena_unmaps;    /* arenas unmapped because the daemon freed them */
+  /* Added with the pipelined seal (a struct_size of the size before is
+   * still accepted). Where the time of this connection's calls goes, for
+   * benchmarks: the last round trip, from sending the request to having
+   * its reply (a Get's arena fd included), and the last arena import (the
+   * mmap, or the CUDA driver's import, reserve, map and set access with
+   * the context handling around them), in nanoseconds; 0 until there was
+   * one. A first get costs about the two together. */
+  uint64_t last_call_ns;
+  uint64_t last_import_ns;
+  uint64_t inline_puts;    /* puts whose offsets went inline with Seal */
+  uint32_t inline_offsets; /* 1: the daemon takes offsets inline with Seal
+                            * (HelloReply.inline_offsets; see put) */
 } scree_client_info;
 
 #define SCREE_CLIENT_INFO_INIT {.struct_size = sizeof(scree_client_info)}
@@ -192,6 +204,13 @@ typedef struct scree_put_options {
    * before Seal, so that the source may be the output of work still queued
    * on it. NULL: the default stream. */
   void *stream;
+  /* Added with the pipelined seal (a struct_size of the size before is
+   * still accepted). Non-zero: put returns once its Seal is sent, without
+   * waiting for the daemon's reply; the reply is taken by the next call on
+   * the handle, or by scree_client_flush (see "A pipelined seal" at
+   * scree_client_flush). 0, the default: put returns once the batch is
+   * sealed. */
+  int async_seal;
 } scree_put_options;
 
 #define SCREE_PUT_OPTIONS_INIT {.struct_size = sizeof(scree_put_options)}
@@ -211,6 +230,11 @@ typedef struct scree_seal_options {
    * that wrote the batch, waited for before the daemon reads the offsets.
    * NULL: the legacy default stream, on a GPU daemon only. */
   void *stream;
+  /* Added with the pipelined seal (a struct_size of the size before is
+   * still accepted). Non-zero: return once Seal is sent, as put's
+   * async_seal (see scree_client_flush); a failure leaves the batch
+   * created, as for a seal that waits. */
+  int async;
 } scree_seal_options;
 
 #define SCREE_SEAL_OPTIONS_INIT {.struct_size = sizeof(scree_seal_options)}
@@ -274,8 +298,17 @@ SCREE_API int scree_client_info_get(scree_client *c, scree_client_info *out);
  * (the daemon computes it). opts may be NULL for SCREE_PUT_OPTIONS_INIT.
  * The caller keeps ownership of a and may free it on return; the batch
  * belongs to the daemon, so the producer may exit afterwards.
- * Offsets are checked here first, and again by the daemon at seal. If a step
- * after Create fails, the half-made batch is deleted.
+ * Offsets are checked here first, and again by the daemon at seal. Where
+ * the daemon takes them (HelloReply.inline_offsets) and they fit its packet
+ * limit with 1 KiB to spare, they travel inline with Seal and the daemon
+ * checks them there and writes them into the batch itself, reading nothing
+ * back: only the values are copied into the batch, and a GPU array's
+ * offsets are read back here, in order on the stream, while the Create is
+ * on its way. Otherwise both are copied in and the daemon reads the offsets
+ * at seal. If a step after Create fails, the half-made batch is deleted.
+ * With opts->async_seal, put returns once Seal is sent (the copies are
+ * done by then: the source may be freed); scree_client_flush says how the
+ * seal's result arrives.
  * Returns 0; SCREE_EINVAL (bad descriptor or offsets, message names the
  * first bad index; unknown flag bits, named before anything is sent);
  * SCREE_EEXIST; SCREE_ENOSPC (message gives requested and free bytes);
@@ -313,6 +346,34 @@ SCREE_API int scree_client_create(scree_client *c, const char *name,
  * build without CUDA. */
 SCREE_API int scree_client_seal(scree_client *c, const char *name,
                                 const scree_seal_options *opts);
+
+/* A pipelined seal: put with async_seal (or seal with async) sends Seal
+ * and returns without waiting for the daemon's reply, saving the caller a
+ * round trip per batch; the daemon serves a connection's requests in
+ * order, so the batch is sealed before anything sent after it is served.
+ * At most one such seal is pending on a handle. Its reply is taken:
+ * - by scree_client_flush, which returns the seal's result;
+ * - else by the next call on c that talks to the daemon (put, create, seal,
+ *   get, release, delete, list, stat, stats, attention, fetch, the waits'
+ *   _start), before it sends its own request. When the seal failed, that
+ *   call returns the seal's code without doing its own work (call it
+ *   again), with a message naming the batch: "the seal of 'NAME', sent
+ *   without waiting for its reply, failed: ...". scree_client_release is
+ *   the exception: it releases its lease all the same, and returns the
+ *   seal's failure if there was one.
+ * A failed put's batch is deleted first, as a put that waits would have
+ * done; a failed seal's batch stays created. A put whose offsets go inline
+ * checked them before sending them, so its seal fails only for reasons
+ * outside the batch (the daemon gone, say); a GPU array's offsets too many
+ * to go inline are first checked by the daemon at seal.
+ * scree_client_close does not wait for a pending seal: the daemon still
+ * serves the Seal sent before the connection closed (the batch is sealed,
+ * or reclaimed with the connection's other unsealed batches if the seal
+ * fails), but nobody hears the result. Flush first to know it.
+ * Returns 0 when no seal is pending or the pending one succeeded; else the
+ * seal's code (SCREE_EINVAL for bad offsets checked at seal,
+ * SCREE_EDISCONNECTED when the daemon went away before answering, ...). */
+SCREE_API int scree_client_flush(scree_client *c);
 
 /* Attaches to sealed batch `name` without copying: *out describes it
  * (batch_size, total_rows and max_length from the daemon's reply) and its
