@@ -211,7 +211,13 @@ static int do_hello(scree__handler *h, scree__session *sess, const Scree__V1__He
   hr->arena_size = c.arena_size;
   hr->max_name_len = SCREE__MAX_NAME_LEN;
   hr->version = h->version;
-  hr->inline_offsets = 1;
+  /* Offered where writing them costs a memcpy. On a GPU daemon, its own
+   * pageable copy into the batch (and the wait for it) took 150-170 us on
+   * an H200, and delayed the producer's next copy into the arena as much:
+   * five times the Seal that reads the offsets back (bench/handoff_gpu,
+   * docs/benchmarks.md), so GPU clients copy them as before. Seal.offsets
+   * is still taken from any client that sends it. */
+  hr->inline_offsets = mi->backend == SCREE__BACKEND_HOST;
   r->resp.body_case = SCREE__V1__RESPONSE__BODY_HELLO;
   r->resp.hello = hr;
   return 0;
