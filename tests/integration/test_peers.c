@@ -624,6 +624,168 @@ Test(peers, strangers_and_garbage, .timeout = 120) {
   pair_stop(&p);
 }
 
+/* ---- a stranger using UCX's one-sided operations on the owner ------------- */
+
+/* Where the first byte of pattern (len bytes) lies in the address space of
+ * process pid, searched in its arena mappings (memfds named scree-arena)
+ * through /proc/PID/mem; 0 when not found. The test is screed's parent,
+ * so it may read that memory. */
+static uint64_t find_in_arenas(pid_t pid, const unsigned char *pattern, size_t len) {
+  char path[64];
+  snprintf(path, sizeof(path), "/proc/%ld/maps", (long)pid);
+  FILE *maps = fopen(path, "r");
+  snprintf(path, sizeof(path), "/proc/%ld/mem", (long)pid);
+  int mem = open(path, O_RDONLY);
+  uint64_t found = 0;
+  char line[512];
+  size_t cap = 1u << 20;
+  unsigned char *buf = malloc(cap);
+  while (maps != NULL && mem >= 0 && found == 0 && fgets(line, sizeof(line), maps) != NULL) {
+    unsigned long lo, hi;
+    if (strstr(line, "scree-arena") == NULL || sscanf(line, "%lx-%lx", &lo, &hi) != 2)
+      continue;
+    for (unsigned long at = lo; at < hi && found == 0; at += cap - len) {
+      size_t want = hi - at < cap ? hi - at : cap;
+      ssize_t n = pread(mem, buf, want, (off_t)at);
+      if (n < (ssize_t)len)
+        break;
+      for (size_t i = 0; i + len <= (size_t)n; i += 64)
+        if (memcmp(buf + i, pattern, len) == 0) {
+          found = at + i;
+          break;
+        }
+    }
+  }
+  free(buf);
+  if (mem >= 0)
+    close(mem);
+  if (maps != NULL)
+    fclose(maps);
+  return found;
+}
+
+/* Progresses s until request r is done or ms pass. Returns the request's
+ * status (UCS_OK: it completed), UCS_INPROGRESS when it did not finish. */
+static ucs_status_t stranger_wait(stranger *s, ucs_status_ptr_t r, long ms) {
+  if (r == NULL)
+    return UCS_OK;
+  if (UCS_PTR_IS_ERR(r))
+    return UCS_PTR_STATUS(r);
+  struct timespec t0, t;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  ucs_status_t st;
+  do {
+    ucp_worker_progress(s->worker);
+    st = ucp_request_check_status(r);
+    clock_gettime(CLOCK_MONOTONIC, &t);
+  } while (st == UCS_INPROGRESS &&
+           (t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 < ms);
+  if (st != UCS_INPROGRESS)
+    ucp_request_free(r);
+  /* A request still in flight is left to the forced close of the
+   * endpoint, which completes it. */
+  return st;
+}
+
+/* The hole of issue 15: with UCX's tcp transport, UCX emulates one-sided
+ * reads and writes with its own active messages, whose handlers copy from
+ * and to whatever address the message names without checking any key.
+ * A stranger who never says HELLO (so scree's handshake never runs) packs
+ * a key of its own memory, unpacks it on its endpoint to the owner, and
+ * reads and writes a sealed batch at its address in screed's memory. With
+ * UCP_FEATURE_RMA on in screed, the read returned the batch's bytes and the
+ * write changed them; with it off, UCX has no handler for them: neither
+ * happens, and screed goes on serving. */
+Test(peers, stranger_rma_before_handshake, .timeout = 120) {
+  pair p;
+  pair_start(&p, NULL, NULL, NULL);
+  /* A batch of distinctive bytes, and where screed keeps them. */
+  enum { N = 65536 };
+  scree_array a;
+  memset(&a, 0, sizeof(a));
+  a.dtype = SCREE_UINT8;
+  a.offsets_dtype = SCREE_INT64;
+  a.ndim_inner = 1;
+  a.inner[0] = N;
+  a.batch_size = 1;
+  a.total_rows = 1;
+  int64_t offs[2] = {0, 1};
+  unsigned char *pattern = malloc(N);
+  for (size_t i = 0; i < N; i++)
+    pattern[i] = (unsigned char)("issue 15: a stranger must not read this "[i % 40] ^ (i >> 10));
+  a.values = pattern;
+  a.offsets = offs;
+  cr_assert_eq(scree_client_put(p.co, "victim", &a, NULL), 0, "%s",
+               scree_client_last_error(p.co));
+  uint64_t addr = find_in_arenas(p.owner.pid, pattern, 256);
+  cr_assert_neq(addr, 0u, "the batch's bytes are not in screed's arenas");
+
+  stranger s;
+  stranger_open(&s, p.port);
+  stranger_progress(&s, 300); /* UCX's wireup; no scree message is sent */
+  enum { LEN = 4096 };
+  unsigned char *local = calloc(1, LEN);
+  unsigned char *evil = malloc(LEN);
+  memset(evil, 0xee, LEN);
+  ucp_mem_map_params_t mp = {.field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS |
+                                           UCP_MEM_MAP_PARAM_FIELD_LENGTH,
+                             .address = local,
+                             .length = LEN};
+  ucp_mem_h memh;
+  cr_assert_eq(ucp_mem_map(s.ctx, &mp, &memh), UCS_OK);
+  void *packed;
+  size_t packed_len;
+  cr_assert_eq(ucp_rkey_pack(s.ctx, memh, &packed, &packed_len), UCS_OK);
+  ucp_rkey_h rkey;
+  cr_assert_eq(ucp_ep_rkey_unpack(s.ep, packed, &rkey), UCS_OK);
+  ucp_rkey_buffer_release(packed);
+
+  /* The read. */
+  ucp_request_param_t prm = {.op_attr_mask = 0};
+  ucs_status_t st = stranger_wait(&s, ucp_get_nbx(s.ep, local, LEN, addr, rkey, &prm), 3000);
+  int read_it = st == UCS_OK && memcmp(local, pattern, LEN) == 0;
+  cr_log_info("stranger's ucp_get_nbx of screed's batch: %s, %s", ucs_status_string(st),
+              read_it ? "it READ THE BATCH" : "nothing read");
+  cr_expect(!read_it, "a stranger read a batch out of screed's memory before any handshake");
+
+  /* The write, then a flush, which waits for the remote side. */
+  st = stranger_wait(&s, ucp_put_nbx(s.ep, evil, LEN, addr, rkey, &prm), 3000);
+  ucs_status_t fst = stranger_wait(&s, ucp_ep_flush_nbx(s.ep, &prm), 3000);
+  cr_log_info("stranger's ucp_put_nbx: %s, flush: %s", ucs_status_string(st),
+              ucs_status_string(fst));
+  ucp_rkey_destroy(rkey);
+  /* The forced close completes what is still in flight; only then may the
+   * local buffer go. */
+  ucp_request_param_t cprm = {.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS,
+                              .flags = UCP_EP_CLOSE_FLAG_FORCE};
+  stranger_wait(&s, ucp_ep_close_nbx(s.ep, &cprm), 3000);
+  ucp_mem_unmap(s.ctx, memh);
+  ucp_worker_destroy(s.worker);
+  ucp_cleanup(s.ctx);
+  free(local);
+  free(evil);
+
+  /* The sealed batch is as it was, in screed's memory and to a client. */
+  unsigned char probe[256];
+  char path[64];
+  snprintf(path, sizeof(path), "/proc/%ld/mem", (long)p.owner.pid);
+  int mem = open(path, O_RDONLY);
+  cr_assert_geq(mem, 0);
+  cr_assert_eq(pread(mem, probe, sizeof(probe), (off_t)addr), (ssize_t)sizeof(probe));
+  close(mem);
+  int written = memcmp(probe, pattern, sizeof(probe)) != 0;
+  cr_log_info("after the stranger's write the batch is %s", written ? "OVERWRITTEN" : "unchanged");
+  cr_expect(!written, "a stranger wrote into a sealed batch before any handshake");
+  expect_same(p.co, "victim", &a);
+
+  /* screed goes on serving clients and real peers. */
+  cr_expect_eq(scree_client_fetch(p.cf, "owner", "victim", NULL, 10000), 0, "%s",
+               scree_client_last_error(p.cf));
+  expect_same(p.cf, "victim", &a);
+  free(pattern);
+  pair_stop(&p);
+}
+
 /* ---- two network namespaces joined by a veth pair ---------------------------- */
 
 #include <stdarg.h>
