@@ -79,6 +79,10 @@
     XX(cuEventRecord)                                                          \
     XX(cuEventSynchronize)                                                     \
     XX(cuEventElapsedTime)                                                     \
+    XX(cuEventQuery)                                                           \
+    XX(cuMemHostAlloc)                                                         \
+    XX(cuMemFreeHost)                                                          \
+    XX(cuMemcpyDtoHAsync)                                                      \
   XX(cuStreamSynchronize)
 
 /* Members carry the API's names, so a call reads cu->cuMemCreate(...). The
