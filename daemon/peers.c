@@ -171,6 +171,7 @@ struct answer {
   uint64_t arena_off; /* where the bytes lie in their arena */
   const scree__arena_mem *mem;
   answer_state state;
+  int counted; /* still one of its connection's reads (conn->reads) */
   stage *st;
   /* The DATA message, UCX's active-message header, which must live until
    * the send completes. */
@@ -196,6 +197,10 @@ struct ask {
   uint64_t offset;
   uint64_t length;
   ask_state state;
+  /* Still one of its connection's reads (conn->reads): from the READ
+   * until its bytes are all here, so that the window bounds what is in
+   * flight, and an owner never counts more than the fetcher did. */
+  int windowed;
   ucs_status_t status; /* of the receive */
   stage *st;
   ask *prev, *next;
@@ -821,10 +826,21 @@ static void owner_on_close(conn *c, const scree__pw_msg *m) {
              c->id, m->handle);
 }
 
+/* o is answered (or will never be): it stops counting against its
+ * connection's reads at once, not in reap, so that a READ that arrives in
+ * the same progress call as the completion is not refused; reap frees
+ * it. */
+static void answer_finish(answer *o) {
+  o->state = O_DONE;
+  if (o->counted && o->c != NULL)
+    o->c->reads--;
+  o->counted = 0;
+}
+
 static void answer_sent(void *req, ucs_status_t st, void *user_data) {
   answer *o = user_data;
   (void)st; /* a failed send means a failed connection, which its endpoint reports */
-  o->state = O_DONE;
+  answer_finish(o);
   ucp_request_free(req);
   kick(o->p);
 }
@@ -836,7 +852,7 @@ static void answer_send(answer *o, const void *buf, ucs_memory_type_t mt, int co
   scree__peers *p = o->p;
   conn *c = o->c;
   if (c == NULL || c->failed) {
-    o->state = O_DONE;
+    answer_finish(o);
     return;
   }
   scree__pw_msg d;
@@ -867,9 +883,9 @@ static void answer_send(answer *o, const void *buf, ucs_memory_type_t mt, int co
                                        buf != NULL ? (size_t)o->length : 0, &prm);
   kick(p);
   if (r == NULL) {
-    o->state = O_DONE;
+    answer_finish(o);
   } else if (UCS_PTR_IS_ERR(r)) {
-    o->state = O_DONE;
+    answer_finish(o);
     conn_mark_failed(c, SCREE_EIO, SCREE__FETCH_FAIL_LOST, "cannot send to %s: %s", c->addr,
                      ucs_status_string(UCS_PTR_STATUS(r)));
   } else {
@@ -929,6 +945,7 @@ static void owner_on_read(conn *c, const scree__pw_msg *m) {
   o->arena_off = start + m->offset;
   o->mem = v.mem;
   c->reads++;
+  o->counted = 1;
   l->refs++;
   o->prev = p->answers_tail;
   SCREE__LIST_APPEND(p->answers, p->answers_tail, o);
@@ -961,7 +978,7 @@ static void reap_answers(scree__peers *p) {
     switch (o->state) {
     case O_WAIT_STAGE:
       if (o->c == NULL || o->c->failed) {
-        o->state = O_DONE;
+        answer_finish(o);
         break;
       }
       if (!stages_left)
@@ -1000,8 +1017,6 @@ static void reap_answers(scree__peers *p) {
     if (o->state != O_DONE)
       continue;
     stage_give(o->st);
-    if (o->c != NULL)
-      o->c->reads--;
     lease *l = o->l;
     if (--l->refs == 0 && l->ended) {
       SCREE__LIST_REMOVE(p->ended, l);
@@ -1103,6 +1118,7 @@ static void fetch_pump(fetch *f) {
     r->length = len;
     r->state = R_ASKED;
     r->st = st;
+    r->windowed = 1;
     r->prev = p->asks_tail;
     SCREE__LIST_APPEND(p->asks, p->asks_tail, r);
     f->asked++;
@@ -1184,7 +1200,15 @@ static ask *ask_by_req(scree__peers *p, conn *c, uint64_t req) {
   return NULL;
 }
 
+/* r's bytes are all here, or will never come: it leaves the window. */
+static void ask_unwindow(ask *r) {
+  if (r->windowed && r->c != NULL)
+    r->c->reads--;
+  r->windowed = 0;
+}
+
 static void ask_free(scree__peers *p, ask *r) {
+  ask_unwindow(r);
   stage_give(r->st);
   SCREE__LIST_REMOVE_TAIL(p->asks, p->asks_tail, r);
   free(r);
@@ -1194,6 +1218,7 @@ static void ask_recv_done(void *req, ucs_status_t st, size_t length, void *user_
   ask *r = user_data;
   r->status = st == UCS_OK && length != r->length ? UCS_ERR_MESSAGE_TRUNCATED : st;
   r->state = R_RECEIVED;
+  ask_unwindow(r);
   ucp_request_free(req);
   kick(r->f->p);
 }
@@ -1214,7 +1239,6 @@ static void fetcher_on_data(conn *c, const scree__pw_msg *m, void *data, size_t 
                      c->addr);
     return;
   }
-  c->reads--;
   fetch *f = r->f;
   if (f == NULL) {
     /* Its fetch ended meanwhile: the bytes are not wanted. */
@@ -1268,6 +1292,7 @@ static void fetcher_on_data(conn *c, const scree__pw_msg *m, void *data, size_t 
     } else {
       memcpy((char *)v.mem->host_ptr + at, data, length);
     }
+    ask_unwindow(r);
     kick(p);
     return;
   }
@@ -1291,8 +1316,10 @@ static void fetcher_on_data(conn *c, const scree__pw_msg *m, void *data, size_t 
   ucs_status_ptr_t q = ucp_am_recv_data_nbx(p->worker, data, dst, length, &prm);
   if (UCS_PTR_IS_ERR(q))
     r->status = UCS_PTR_STATUS(q);
-  else if (q != NULL)
-    r->state = R_RECEIVING;
+  if (q != NULL && !UCS_PTR_IS_ERR(q))
+    r->state = R_RECEIVING; /* ask_recv_done takes it out of the window */
+  else
+    ask_unwindow(r);
   kick(p);
 }
 
