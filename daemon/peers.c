@@ -848,7 +848,7 @@ static void answer_sent(void *req, ucs_status_t st, void *user_data) {
 /* Sends o's DATA: buf (length bytes, of memory type mt) with code 0, or
  * no bytes (buf NULL) with code and text. */
 static void answer_send(answer *o, const void *buf, ucs_memory_type_t mt, int code,
-                       const char *text) {
+                        const char *text) {
   scree__peers *p = o->p;
   conn *c = o->c;
   if (c == NULL || c->failed) {
@@ -955,7 +955,7 @@ static void owner_on_read(conn *c, const scree__pw_msg *m) {
     break;
   case PATH_UCX_CUDA:
     answer_send(o, (const void *)(uintptr_t)(v.mem->dev_ptr + o->arena_off),
-               UCS_MEMORY_TYPE_CUDA, 0, NULL);
+                UCS_MEMORY_TYPE_CUDA, 0, NULL);
     break;
   default:
     /* Staged: reap gives out stages in the order reads came, copies the
