@@ -198,7 +198,8 @@ static void put_pattern(scree_client *c, const char *name, int64_t batch, int64_
       T_EQ(cu->cuMemcpyHtoD((CUdeviceptr)(uintptr_t)out.values, vals, vbytes), CUDA_SUCCESS);
     T_EQ(cu->cuMemcpyHtoD((CUdeviceptr)(uintptr_t)out.offsets, offs, obytes), CUDA_SUCCESS);
   } else {
-    memcpy(out.values, vals, vbytes);
+    if (vbytes > 0)
+      memcpy(out.values, vals, vbytes);
     memcpy(out.offsets, offs, obytes);
   }
   rc = scree_client_seal(c, name, NULL);
