@@ -9,9 +9,12 @@
  * (deleting the local copy between fetches, outside the timing), then
  * fetches a 4 KiB batch N*20 times for the latency. Then runs ucx_perftest
  * (Debian's ucx-utils) between the same address and a port of its own with
- * the same UCX_TLS: ucp_get at each size for the bandwidth floor, and
- * ucp_get at 4 KiB for the latency floor. Prints one table, and JSON with
- * --json. UCX_TLS is left as the caller set it (default here: tcp). */
+ * the same UCX_TLS, at each size and at 4 KiB: ucp_am_bw and ucp_am_lat,
+ * the engine a fetch now runs on (active messages, rendezvous for large
+ * ones), so the like-for-like floor; and ucp_get, the one-sided read that
+ * fetches used before peer protocol version 2, for comparison. Prints one
+ * table, and JSON with --json. UCX_TLS is left as the caller set it
+ * (default here: tcp). */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -93,10 +96,11 @@ static int put_batch(scree_client *c, const char *name, uint64_t bytes) {
   return scree_client_seal(c, name, NULL);
 }
 
-/* Runs ucx_perftest ucp_get of size bytes between host and a port of its
- * own; stores overall bandwidth (MB/s, MB = 2^20) and latency (us). */
-static int perftest(const char *exe, const char *host, uint64_t size, int iters, double *mbs,
-                    double *lat_us) {
+/* Runs ucx_perftest test (ucp_get, ucp_am_bw, ucp_am_lat) of size bytes
+ * between host and a port of its own; stores overall bandwidth (MB/s,
+ * MB = 2^20) and latency (us). */
+static int perftest(const char *exe, const char *host, const char *test, uint64_t size,
+                    int iters, double *mbs, double *lat_us) {
   unsigned port = free_port(host);
   char ps[16], ss[32], ns[16];
   snprintf(ps, sizeof(ps), "%u", port);
@@ -106,7 +110,7 @@ static int perftest(const char *exe, const char *host, uint64_t size, int iters,
   pid_t s = spawn(srv, "/tmp/scree-bench-perftest-server.log");
   bench_sleep_ms(500);
   char cmd[512];
-  snprintf(cmd, sizeof(cmd), "%s %s -p %s -t ucp_get -s %s -n %s -w 2 2>&1", exe, host, ps, ss,
+  snprintf(cmd, sizeof(cmd), "%s %s -p %s -t %s -s %s -n %s -w 2 2>&1", exe, host, ps, test, ss,
            ns);
   FILE *f = popen(cmd, "r");
   int found = -1;
@@ -179,7 +183,8 @@ int main(int argc, char **argv) {
     fprintf(js, "{\"ucx_tls\": \"%s\", \"host\": \"%s\", \"reps\": %d, \"rows\": [\n",
             getenv("UCX_TLS"), host, reps);
   printf("UCX_TLS=%s host=%s reps=%d\n", getenv("UCX_TLS"), host, reps);
-  printf("%-10s %14s %14s %8s\n", "size", "fetch MiB/s", "perftest MiB/s", "ratio");
+  printf("%-10s %12s %12s %8s %12s\n", "size", "fetch MiB/s", "am_bw MiB/s", "ratio",
+         "get MiB/s");
   char list[128];
   snprintf(list, sizeof(list), "%s", sizes_arg);
   int first = 1;
@@ -207,14 +212,18 @@ int main(int argc, char **argv) {
     }
     scree_client_delete(co, name, NULL);
     double mib = (double)size / (1 << 20) / best;
-    double pmb = 0, plat = 0;
+    double amb = 0, gmb = 0, plat = 0;
     int iters = size >= (1u << 30) ? 3 : size >= (64u << 20) ? 10 : 100;
-    int prc = perftest(pt, host, size, iters, &pmb, &plat);
-    printf("%-10s %14.1f %14.1f %8.2f\n", tok, mib, prc == 0 ? pmb : 0.0,
-           prc == 0 && pmb > 0 ? mib / pmb : 0.0);
+    if (perftest(pt, host, "ucp_am_bw", size, iters, &amb, &plat) != 0)
+      amb = 0;
+    if (perftest(pt, host, "ucp_get", size, iters, &gmb, &plat) != 0)
+      gmb = 0;
+    printf("%-10s %12.1f %12.1f %8.2f %12.1f\n", tok, mib, amb, amb > 0 ? mib / amb : 0.0, gmb);
     if (js)
-      fprintf(js, "%s  {\"bytes\": %" PRIu64 ", \"fetch_mib_s\": %.1f, \"perftest_get_mib_s\": %.1f}",
-              first ? "" : ",\n", size, mib, pmb);
+      fprintf(js,
+              "%s  {\"bytes\": %" PRIu64 ", \"fetch_mib_s\": %.1f, \"perftest_am_bw_mib_s\":"
+              " %.1f, \"perftest_get_mib_s\": %.1f}",
+              first ? "" : ",\n", size, mib, amb, gmb);
     first = 0;
   }
   /* 4 KiB latency. */
@@ -238,14 +247,19 @@ int main(int argc, char **argv) {
       ts[j - 1] = t;
     }
   double med = ts[n / 2] * 1e6;
-  double pmb = 0, plat = 0;
-  int prc = perftest(pt, host, 4096, 1000, &pmb, &plat);
+  double pmb = 0, amlat = 0, glat = 0;
+  if (perftest(pt, host, "ucp_am_lat", 4096, 1000, &pmb, &amlat) != 0)
+    amlat = 0;
+  if (perftest(pt, host, "ucp_get", 4096, 1000, &pmb, &glat) != 0)
+    glat = 0;
   printf("4 KiB fetch latency: median %.1f us (client -> screed -> peer and back, seal"
-         " included); ucx_perftest ucp_get 4 KiB: %.1f us\n",
-         med, prc == 0 ? plat : 0.0);
+         " included); ucx_perftest 4 KiB: ucp_am_lat %.1f us, ucp_get %.1f us\n",
+         med, amlat, glat);
   if (js) {
-    fprintf(js, "\n], \"fetch_4k_median_us\": %.1f, \"perftest_get_4k_us\": %.1f}\n", med,
-            prc == 0 ? plat : 0.0);
+    fprintf(js,
+            "\n], \"fetch_4k_median_us\": %.1f, \"perftest_am_lat_4k_us\": %.1f,"
+            " \"perftest_get_4k_us\": %.1f}\n",
+            med, amlat, glat);
     fclose(js);
   }
   free(ts);

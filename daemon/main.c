@@ -856,14 +856,14 @@ static int start_peers(const options *o, uv_loop_t *loop, daemon_state *d, char 
   scree__log(SCREE__LOG_INFO, "peers", "listen=%s port=%u peers=%s",
              scree__q(o->peer_listen ? o->peer_listen : ""),
              scree__peers_listen_port(d->peers), scree__q(names));
-  /* docs/security.md (not protected, 9): on UCX's tcp transport, whoever
-   * reaches the listener can read and write screed's memory through UCX's
-   * software one-sided operations, before the handshake is consulted. */
+  /* docs/security.md (not protected, 9): UCX accepts whoever reaches the
+   * listener and runs its own protocol for them before screed's handshake
+   * is consulted, and nothing on the wire is encrypted. */
   if (o->peer_listen != NULL)
     scree__log(SCREE__LOG_WARN, "peer_listen_untrusted_network",
                "listen=%s reason=%s", scree__q(o->peer_listen),
-               scree__q("UCX's tcp transport serves one-sided reads and writes to anyone who "
-                        "connects; keep this address reachable by trusted hosts only"));
+               scree__q("UCX accepts anyone who connects and nothing is encrypted; keep this "
+                        "address reachable by trusted hosts only"));
   return 0;
 }
 

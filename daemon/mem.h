@@ -20,6 +20,7 @@
 #include "sys.h"
 
 typedef struct scree__mem scree__mem;
+typedef struct scree__stage scree__stage; /* a backend's staging buffer */
 
 /* Values of scree.v1.IpcMode and scree.v1.Backend, kept here so that this
  * header does not need the generated protobuf-c header. */
@@ -99,6 +100,32 @@ struct scree__mem_ops {
    * arenas, where other processes read. NULL where write is complete when
    * it returns (host memory). Returns 0 or a code with a message. */
   int (*fence)(scree__mem *m, char *msg, size_t msg_len);
+
+  /* Optional staging, for moving an arena's bytes through something that
+   * cannot reach the backend's memory (peers, when UCX has no CUDA
+   * support): a stage is a host buffer the device can copy to and from
+   * asynchronously (pinned memory on CUDA), with what tells when a copy is
+   * done. NULL where the backend's memory is host memory already. Every
+   * copy runs on one stream of the backend's own, so the loop that started
+   * it never waits: it asks stage_poll later.
+   *
+   * stage_new makes a stage of size bytes and its buffer's address in
+   * *host. Returns 0, SCREE_ENOSPC or SCREE_ECUDA with a message. */
+  int (*stage_new)(scree__mem *m, size_t size, scree__stage **out, void **host, char *msg,
+                   size_t msg_len);
+  /* Starts copying size bytes between the arena at offset and the start of
+   * the stage's buffer: to_host 1 reads the arena, 0 writes it. One copy at
+   * a time per stage (poll it to done first). Returns 0, SCREE_EINVAL for a
+   * range outside the arena or the stage, or SCREE_ECUDA. */
+  int (*stage_copy)(scree__mem *m, scree__stage *st, const scree__arena_mem *a,
+                    uint64_t offset, size_t size, int to_host, char *msg, size_t msg_len);
+  /* Whether the stage's last copy has finished: 1 (or no copy was
+   * started), 0 not yet, or a negative code with a message when it failed.
+   * Never blocks. */
+  int (*stage_poll)(scree__mem *m, scree__stage *st, char *msg, size_t msg_len);
+  /* Frees a stage, waiting for a copy still running in it first (the one
+   * place that may block, only at shutdown or after a failure). */
+  void (*stage_free)(scree__mem *m, scree__stage *st);
 };
 
 struct scree__mem {

@@ -35,7 +35,18 @@ typedef struct scree__mem_cuda {
   CUdevice dev;
   CUcontext ctx; /* the retained primary context */
   CUmemAllocationProp prop;
+  CUstream stage_stream; /* the stages' copies; made with the first stage */
 } scree__mem_cuda;
+
+/* A stage (mem.h): pinned host memory, so that the copies are true DMA
+ * that overlap with everything else, and an event recorded after the
+ * stage's copy on the backend's stream. */
+struct scree__stage {
+  void *host;
+  size_t size;
+  CUevent done;
+  int pending; /* a copy was started and not yet seen done */
+};
 
 /* The arena's size is scree__arena_mem.size, which arena_free is given. */
 typedef struct scree__cuda_arena {
@@ -228,10 +239,104 @@ static int scree__cuda_fence(scree__mem *m, char *msg, size_t msg_len) {
   return 0;
 }
 
+static int scree__cuda_stage_new(scree__mem *m, size_t size, scree__stage **out, void **host,
+                                 char *msg, size_t msg_len) {
+  scree__mem_cuda *mc = (scree__mem_cuda *)m;
+  const scree__cu *cu = mc->cu;
+  scree__stage *st;
+  int rc;
+
+  rc = scree__cuda_current(mc, msg, msg_len);
+  if (rc != 0)
+    return rc;
+  /* Non-blocking: the stages' copies neither wait for nor hold up work on
+   * the legacy default stream (a client's seal already waited for the
+   * writes it covers). */
+  if (mc->stage_stream == NULL)
+    SCREE_CUDA_CHECK(cu->cuStreamCreate(&mc->stage_stream, CU_STREAM_NON_BLOCKING));
+  st = calloc(1, sizeof(*st));
+  if (st == NULL)
+    return scree__fail(SCREE_ENOMEM, msg, msg_len, "out of host memory");
+  st->size = size;
+  SCREE_CUDA_GOTO(cu->cuMemHostAlloc(&st->host, size ? size : 1, 0), rc, err_free_state);
+  SCREE_CUDA_GOTO(cu->cuEventCreate(&st->done, CU_EVENT_DISABLE_TIMING), rc, err_free_host);
+  *out = st;
+  *host = st->host;
+  return 0;
+
+err_free_host:
+  cu->cuMemFreeHost(st->host);
+err_free_state:
+  free(st);
+  return rc;
+}
+
+static int scree__cuda_stage_copy(scree__mem *m, scree__stage *st, const scree__arena_mem *a,
+                                  uint64_t offset, size_t size, int to_host, char *msg,
+                                  size_t msg_len) {
+  scree__mem_cuda *mc = (scree__mem_cuda *)m;
+  const scree__cu *cu = mc->cu;
+  const scree__cuda_arena *ca = a->impl;
+  int rc;
+
+  rc = scree__mem_check_range(a, offset, size, msg, msg_len);
+  if (rc != 0)
+    return rc;
+  if (size > st->size)
+    return scree__fail(SCREE_EINVAL, msg, msg_len, "%zu bytes do not fit a %zu-byte stage",
+                       size, st->size);
+  rc = scree__cuda_current(mc, msg, msg_len);
+  if (rc != 0)
+    return rc;
+  if (to_host)
+    SCREE_CUDA_CHECK(cu->cuMemcpyDtoHAsync(st->host, ca->ptr + offset, size, mc->stage_stream));
+  else
+    SCREE_CUDA_CHECK(cu->cuMemcpyHtoDAsync(ca->ptr + offset, st->host, size, mc->stage_stream));
+  SCREE_CUDA_CHECK(cu->cuEventRecord(st->done, mc->stage_stream));
+  st->pending = 1;
+  return 0;
+}
+
+static int scree__cuda_stage_poll(scree__mem *m, scree__stage *st, char *msg, size_t msg_len) {
+  scree__mem_cuda *mc = (scree__mem_cuda *)m;
+  const scree__cu *cu = mc->cu;
+  CUresult r;
+
+  if (!st->pending)
+    return 1;
+  r = cu->cuEventQuery(st->done);
+  if (r == CUDA_ERROR_NOT_READY)
+    return 0;
+  st->pending = 0;
+  if (r != CUDA_SUCCESS)
+    return scree__cu_fail(cu, r, "a staging copy (cuEventQuery)", msg, msg_len);
+  return 1;
+}
+
+static void scree__cuda_stage_free(scree__mem *m, scree__stage *st) {
+  scree__mem_cuda *mc = (scree__mem_cuda *)m;
+  const scree__cu *cu = mc->cu;
+
+  if (st == NULL)
+    return;
+  (void)cu->cuCtxSetCurrent(mc->ctx);
+  /* The DMA must not go on into freed pinned memory. */
+  if (st->pending)
+    (void)cu->cuEventSynchronize(st->done);
+  cu->cuEventDestroy(st->done);
+  cu->cuMemFreeHost(st->host);
+  free(st);
+}
+
 static void scree__cuda_destroy(scree__mem *m) {
   scree__mem_cuda *mc = (scree__mem_cuda *)m;
   const scree__cu *cu = mc->cu;
   CUcontext cur = NULL;
+
+  if (mc->stage_stream != NULL) {
+    (void)cu->cuCtxSetCurrent(mc->ctx);
+    (void)cu->cuStreamDestroy(mc->stage_stream);
+  }
 
   /* Leave no dangling current context on this thread once the primary
    * context may be destroyed by the release. */
@@ -265,6 +370,10 @@ static const struct scree__mem_ops scree__cuda_ops = {
     .destroy = scree__cuda_destroy,
     .memory_info = scree__cuda_memory_info,
     .fence = scree__cuda_fence,
+    .stage_new = scree__cuda_stage_new,
+    .stage_copy = scree__cuda_stage_copy,
+    .stage_poll = scree__cuda_stage_poll,
+    .stage_free = scree__cuda_stage_free,
 };
 
 int scree__mem_cuda_create(int device, int ipc_mode, scree__mem **out, char *msg,

@@ -209,12 +209,86 @@ static const struct scree__mem_ops host_ops = {
     .discard = host_discard,
 };
 
+#ifdef SCREE_TEST_HOOKS
+/* Staging on host memory, for tests only (SCREE_TEST_HOST_STAGING set in
+ * screed's environment): host memory never needs it, but with these hooks
+ * the peers' staged path (the one a GPU screed takes where UCX has no CUDA
+ * support) runs on machines without a GPU. A copy is made at once and
+ * reported done at the second poll, so that the callers see it pending
+ * once, as they would a device copy. */
+struct scree__stage {
+  void *buf;
+  size_t size;
+  int polls_left;
+};
+
+static int host_stage_new(scree__mem *m, size_t size, scree__stage **out, void **host,
+                          char *msg, size_t msg_len) {
+  scree__stage *st = calloc(1, sizeof(*st));
+  if (st != NULL)
+    st->buf = malloc(size ? size : 1);
+  if (st == NULL || st->buf == NULL) {
+    free(st);
+    return scree__fail(SCREE_ENOSPC, msg, msg_len, "no host memory for a %zu-byte stage", size);
+  }
+  st->size = size;
+  *out = st;
+  *host = st->buf;
+  return 0;
+}
+
+static int host_stage_copy(scree__mem *m, scree__stage *st, const scree__arena_mem *a,
+                           uint64_t offset, size_t size, int to_host, char *msg,
+                           size_t msg_len) {
+  if (size > st->size)
+    return scree__fail(SCREE_EINVAL, msg, msg_len, "%zu bytes do not fit a %zu-byte stage",
+                       size, st->size);
+  int rc = to_host ? host_read(m, a, offset, st->buf, size, msg, msg_len)
+                   : host_write(m, a, offset, st->buf, size, msg, msg_len);
+  if (rc == 0)
+    st->polls_left = 1;
+  return rc;
+}
+
+static int host_stage_poll(scree__mem *m, scree__stage *st, char *msg, size_t msg_len) {
+  if (st->polls_left > 0) {
+    st->polls_left--;
+    return 0;
+  }
+  return 1;
+}
+
+static void host_stage_free(scree__mem *m, scree__stage *st) {
+  free(st->buf);
+  free(st);
+}
+
+static const struct scree__mem_ops host_staging_ops = {
+    .arena_alloc = host_arena_alloc,
+    .arena_free = host_arena_free,
+    .share_fd = host_share_fd,
+    .read = host_read,
+    .write = host_write,
+    .destroy = host_destroy,
+    .share_fd_ro = host_share_fd_ro,
+    .discard = host_discard,
+    .stage_new = host_stage_new,
+    .stage_copy = host_stage_copy,
+    .stage_poll = host_stage_poll,
+    .stage_free = host_stage_free,
+};
+#endif
+
 int scree__mem_host_create(scree__mem **out, char *msg, size_t msg_len) {
   scree__mem *m = calloc(1, sizeof(*m));
   if (m == NULL)
     return scree__fail(SCREE_ENOMEM, msg, msg_len, "out of host memory");
   long page = sysconf(_SC_PAGESIZE);
   m->ops = &host_ops;
+#ifdef SCREE_TEST_HOOKS
+  if (getenv("SCREE_TEST_HOST_STAGING") != NULL)
+    m->ops = &host_staging_ops;
+#endif
   m->info.backend = SCREE__BACKEND_HOST;
   m->info.ipc_mode = SCREE__IPC_MEMFD;
   m->info.device_index = -1;

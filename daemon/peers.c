@@ -9,7 +9,17 @@
  * loop back on its next turn instead of spinning here. Operations posted
  * from outside a wakeup (a Fetch from a client) start the idle handle too,
  * and a 100 ms timer progresses the worker and enforces the handshake
- * deadline whatever the event fd says.
+ * deadline whatever the event fd says; while staging copies run, a 1 ms
+ * timer asks the backend whether they are done.
+ *
+ * The bytes move as active messages, never as one-sided operations: the
+ * fetcher asks READ for a chunk of a leased batch, the owner answers DATA
+ * with the bytes (eager or rendezvous, as UCX picks), and the fetcher
+ * receives them into its reservation after checking that they are what it
+ * asked for. The UCP context has no UCP_FEATURE_RMA, so UCX registers no
+ * handler that would read or write memory at an address a remote names
+ * (its software emulation of get and put over tcp did, before any scree
+ * message was exchanged: docs/cluster.md, "Security model").
  *
  * UCX callbacks (active messages, endpoint errors, completions) never close
  * an endpoint or free a connection themselves: they mark it, and reap does
@@ -31,6 +41,7 @@
 
 #include "list.h"
 #include "log.h"
+#include "mem.h"
 #include "peers_auth.h"
 #include "peers_mirror.h"
 #include "peers_wire.h"
@@ -41,6 +52,8 @@
 #define PUMP_SPINS 1024
 #define PUMP_ROUNDS 16
 #define TICK_MS 100
+/* How often staging copies are asked whether they are done. */
+#define COPY_POLL_MS 1
 /* A connection must finish the handshake within this. */
 #define HANDSHAKE_MS 10000
 /* Connections accepted but not yet authenticated, at most. */
@@ -51,8 +64,16 @@
 /* How long a refused connection is kept muted, waiting for its remote to
  * close it. */
 #define MUTE_MS 30000
-/* Reads are posted in chunks of this many bytes, all at once. */
-#define GET_CHUNK (16u << 20)
+/* A fetch asks for its batch in chunks of this many bytes, and keeps at
+ * most WINDOW of them asked per connection (peers_wire.h says why half of
+ * what an owner allows). */
+#define CHUNK SCREE__PW_READ_MAX
+#define WINDOW (SCREE__PW_READS_MAX / 2)
+/* Staging buffers (of CHUNK bytes) for each role: two, so that one chunk's
+ * copy to or from the device overlaps the next chunk's transfer. The roles
+ * have buffers of their own so that two screeds fetching from each other
+ * cannot each hold all of theirs waiting for the other. */
+#define STAGES 2
 /* A fetch that waits for its batch asks the owner to wait at most this
  * long past the fetch's own deadline, so that the fetch's timeout comes
  * first and the owner's waiter does not outlive it by more. */
@@ -72,6 +93,17 @@ typedef struct fetch fetch;
 typedef struct lease lease;
 typedef struct parked parked;
 typedef struct pwatch pwatch;
+typedef struct answer answer;
+typedef struct ask ask;
+typedef struct stage stage;
+
+/* How this screed's batches meet UCX, chosen at start. */
+typedef enum xfer_path {
+  PATH_NONE,     /* device memory that nothing here can move: fetches are ENOTSUP */
+  PATH_HOST,     /* host memory, handed to UCX where it lies (zero-copy) */
+  PATH_UCX_CUDA, /* device memory, handed to UCX, which supports CUDA */
+  PATH_STAGED,   /* device memory, copied through pinned host stages */
+} xfer_path;
 
 typedef enum conn_state {
   C_HELLO_SENT,  /* fetcher: waits for the owner's challenge */
@@ -116,6 +148,9 @@ struct conn {
   pwatch *watches;
   uint32_t nwatches;
   uint32_t events_inflight;
+  /* READs on this connection not yet answered: asked by us (fetcher
+   * side), or being answered by us (owner side). */
+  uint32_t reads;
   conn *prev, *next;
 };
 
@@ -137,11 +172,75 @@ struct pwatch {
   pwatch *prev, *next;
 };
 
+/* Owner side: a batch a peer holds open. It outlives its connection or
+ * CLOSE while DATA answers that read its bytes are in flight (refs). */
 struct lease {
   uint64_t handle;
   scree__batch *b;
-  ucp_mem_h memh;
+  uint32_t refs;
+  int ended;
   lease *prev, *next;
+};
+
+/* A staging buffer (PATH_STAGED): the backend's pinned host memory. */
+struct stage {
+  scree__stage *st; /* made at first use */
+  void *host;
+  int busy;
+};
+
+/* Owner side: one READ being answered. */
+typedef enum answer_state {
+  O_WAIT_STAGE, /* staged: waits for a free stage */
+  O_COPYING,    /* staged: the device copies into the stage */
+  O_SENDING,    /* the DATA is with UCX */
+  O_DONE,       /* sent, failed or dropped: reap frees it */
+} answer_state;
+
+struct answer {
+  scree__peers *p;
+  conn *c; /* NULL once the connection is gone */
+  lease *l;
+  uint64_t req;
+  uint8_t region;
+  uint64_t offset;
+  uint64_t length;
+  uint64_t arena_off; /* where the bytes lie in their arena */
+  const scree__arena_mem *mem;
+  answer_state state;
+  int counted; /* still one of its connection's reads (conn->reads) */
+  stage *st;
+  /* The DATA message, UCX's active-message header, which must live until
+   * the send completes. */
+  unsigned char hdr[SCREE__PW_MAX];
+  size_t hdr_len;
+  answer *prev, *next;
+};
+
+/* Fetcher side: one READ asked. */
+typedef enum ask_state {
+  R_ASKED,     /* waits for its DATA */
+  R_RECEIVING, /* UCX receives the DATA's bytes (rendezvous) */
+  R_RECEIVED,  /* the bytes are here (or failed): reap goes on */
+  R_COPYING,   /* staged: the device copies them out of the stage */
+} ask_state;
+
+struct ask {
+  fetch *f; /* NULL once its fetch gave up on it (only while R_ASKED) */
+  conn *c;  /* NULL once the connection is gone */
+  uint64_t req;
+  uint64_t handle;
+  uint8_t region;
+  uint64_t offset;
+  uint64_t length;
+  ask_state state;
+  /* Still one of its connection's reads (conn->reads): from the READ
+   * until its bytes are all here, so that the window bounds what is in
+   * flight, and an owner never counts more than the fetcher did. */
+  int windowed;
+  ucs_status_t status; /* of the receive */
+  stage *st;
+  ask *prev, *next;
 };
 
 struct peer {
@@ -155,8 +254,8 @@ struct peer {
 typedef enum fetch_state {
   F_WAIT_CONN, /* the connection is being made and authenticated */
   F_OPEN_SENT, /* the owner answers when it can (it may wait for the seal) */
-  F_READING,   /* reads posted */
-  F_SETTLING,  /* failed or done, waiting for reads to end */
+  F_READING,   /* READs asked, bytes arriving */
+  F_SETTLING,  /* failed or done, waiting for writes into the reservation to end */
 } fetch_state;
 
 struct fetch {
@@ -177,13 +276,18 @@ struct fetch {
   /* The remote lease and the reads. */
   int have_handle;
   uint64_t handle;
-  ucp_rkey_h rkey;
   scree__batch *out; /* reserved locally until published */
-  uint32_t outstanding;
+  uint64_t region_bytes[2];  /* values, offsets */
+  uint64_t region_start[2];  /* where each begins in the reservation's arena */
+  int next_region;           /* the next READ's region; 2 when all are asked */
+  uint64_t next_offset;      /* and offset in it */
+  uint32_t asked;            /* READs whose DATA has not come */
+  uint32_t outstanding;      /* receives and copies that write into the reservation */
   uint64_t bytes;
   int rc;
   int cause;
   char msg[512];
+  int settled;
   scree__fetch_done_cb cb;
   void *cb_arg;
   fetch *prev, *next;
@@ -192,6 +296,8 @@ struct fetch {
 struct scree__peers {
   uv_loop_t *loop;
   scree__store *store;
+  scree__mem *mem;
+  xfer_path path;
   unsigned char *secret;
   size_t secret_len;
   char node[SCREE__PW_NODE_MAX + 1];
@@ -199,12 +305,15 @@ struct scree__peers {
   ucp_worker_h worker;
   ucp_listener_h listener;
   uint16_t listen_port;
+  size_t data_msg_max; /* the longest message a DATA error may carry */
   int efd;
   uv_poll_t poll;
   uv_idle_t idle;
   uv_timer_t tick;
   uv_timer_t waits; /* the earliest deadline of the store's waiters */
+  uv_timer_t copy_timer;
   int handles_open;
+  int copy_timer_on;
   int pumping;
   int shutting_down;
   peer *peers;
@@ -220,6 +329,13 @@ struct scree__peers {
   uint32_t npending;
   /* Endpoints being closed: their close requests, waited for at shutdown. */
   uint32_t closing;
+  /* Reads in flight, in the order they came (answers: the order stages are
+   * given out in); leases ended while DATA still read their bytes. */
+  answer *answers, *answers_tail;
+  ask *asks, *asks_tail;
+  lease *ended;
+  uint32_t copies; /* staging copies running */
+  stage stages[2][STAGES]; /* [0] answering reads, [1] fetching */
   scree__peers_served served;
   scree__mirror *mirror; /* --mirror; NULL: none */
 };
@@ -228,6 +344,8 @@ static void kick(scree__peers *p);
 static void fetch_settle(fetch *f);
 static void fetch_fail(fetch *f, int rc, int cause, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+static void fetch_note_error(fetch *f, int rc, int cause, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 static void fetch_send_open(fetch *f);
 static void fetch_timer(uv_timer_t *t);
 
@@ -235,6 +353,70 @@ int scree__peers_available(void) { return 1; }
 
 uint16_t scree__peers_listen_port(const scree__peers *p) { return p ? p->listen_port : 0; }
 
+static const char *path_name(xfer_path path) {
+  switch (path) {
+  case PATH_HOST: return "host";
+  case PATH_UCX_CUDA: return "ucx-cuda";
+  case PATH_STAGED: return "staged";
+  default: return "none";
+  }
+}
+
+static const char *region_name(int region) {
+  return region == SCREE__PW_REGION_OFFSETS ? "offsets" : "values";
+}
+
+/* Printable bytes only from a peer into logs and replies. */
+static void sanitize(const char *in, size_t n, char *out, size_t cap) {
+  size_t k = 0;
+  for (size_t i = 0; i < n && k + 1 < cap; i++)
+    out[k++] = (in[i] >= 0x20 && in[i] != 0x7f) || (unsigned char)in[i] >= 0x80 ? in[i] : '?';
+  out[k] = '\0';
+}
+
+/* ---- staging buffers ------------------------------------------------------- */
+
+/* A free stage of role (0 answering, 1 fetching) into *out, made at first
+ * use; *out NULL when all are busy. Returns 0 or the backend's error. */
+static int stage_take(scree__peers *p, int role, stage **out, char *msg, size_t msg_len) {
+  *out = NULL;
+  for (int i = 0; i < STAGES; i++) {
+    stage *s = &p->stages[role][i];
+    if (s->busy)
+      continue;
+    if (s->st == NULL) {
+      int rc = p->mem->ops->stage_new(p->mem, CHUNK, &s->st, &s->host, msg, msg_len);
+      if (rc != 0) {
+        s->st = NULL;
+        return rc;
+      }
+    }
+    s->busy = 1;
+    *out = s;
+    return 0;
+  }
+  return 0;
+}
+
+static void stage_give(stage *s) {
+  if (s != NULL)
+    s->busy = 0;
+}
+
+static void on_copy_timer(uv_timer_t *t);
+
+/* Keeps the copy timer running while staging copies do, and only then. */
+static void copies_changed(scree__peers *p) {
+  if (!p->handles_open)
+    return;
+  if (p->copies > 0 && !p->copy_timer_on) {
+    p->copy_timer_on = 1;
+    uv_timer_start(&p->copy_timer, on_copy_timer, COPY_POLL_MS, COPY_POLL_MS);
+  } else if (p->copies == 0 && p->copy_timer_on) {
+    p->copy_timer_on = 0;
+    uv_timer_stop(&p->copy_timer);
+  }
+}
 /* ---- connections ----------------------------------------------------------- */
 
 static conn *conn_by_ep(scree__peers *p, ucp_ep_h ep) {
@@ -366,13 +548,27 @@ static conn *conn_new(scree__peers *p, int owner) {
   return c;
 }
 
+static void lease_free(scree__peers *p, lease *l) {
+  scree__store_unpin(p->store, l->b);
+  free(l);
+}
+
+/* Ends a lease: the batch is unpinned now, or once the DATA answers that
+ * read its bytes are done (reap). */
 static void lease_end(scree__peers *p, conn *c, lease *l) {
   SCREE__LIST_REMOVE(c->leases, l);
   c->nleases--;
   p->served.leases--;
-  ucp_mem_unmap(p->ctx, l->memh);
-  scree__store_unpin(p->store, l->b);
-  free(l);
+  if (l->refs == 0) {
+    lease_free(p, l);
+    return;
+  }
+  l->ended = 1;
+  l->prev = NULL;
+  l->next = p->ended;
+  if (p->ended)
+    p->ended->prev = l;
+  p->ended = l;
 }
 
 static void parked_end(conn *c, parked *pk) {
@@ -407,8 +603,10 @@ static void ep_close_done(void *req, ucs_status_t st, void *user_data) {
   ucp_request_free(req);
 }
 
-/* Closes c's endpoint at once (cancelling its reads, whose callbacks run
- * now or during later progress), ends its leases and frees it. */
+/* Closes c's endpoint at once (cancelling its transfers, whose callbacks
+ * run now or during later progress), ends its leases and frees it. Reads
+ * on it forget it: those that write into a reservation or a stage end
+ * through their callbacks; those still waiting for their DATA go now. */
 static void conn_destroy(conn *c) {
   scree__peers *p = c->p;
   conn_end_served(c);
@@ -424,6 +622,22 @@ static void conn_destroy(conn *c) {
   for (fetch *f = p->fetches; f != NULL; f = f->next)
     if (f->conn == c)
       f->conn = NULL;
+  for (answer *o = p->answers; o != NULL; o = o->next)
+    if (o->c == c)
+      o->c = NULL;
+  for (ask *r = p->asks, *rn; r != NULL; r = rn) {
+    rn = r->next;
+    if (r->c != c)
+      continue;
+    r->c = NULL;
+    if (r->state == R_ASKED) {
+      if (r->f != NULL)
+        r->f->asked--;
+      stage_give(r->st);
+      SCREE__LIST_REMOVE_TAIL(p->asks, p->asks_tail, r);
+      free(r);
+    }
+  }
   if (c->ep != NULL) {
     ucp_request_param_t prm;
     memset(&prm, 0, sizeof(prm));
@@ -502,7 +716,19 @@ static void owner_refuse(conn *c, const char *why) {
 static void owner_on_hello(conn *c, const scree__pw_msg *m) {
   scree__peers *p = c->p;
   if (m->version != SCREE__PW_VERSION) {
-    owner_refuse(c, "unsupported peer protocol version");
+    /* Said in a DENIED too, so that the other screed fails at once
+     * rather than at its handshake deadline. */
+    char why[160];
+    snprintf(why, sizeof(why),
+             "the peer speaks peer protocol version %u; this screed speaks only version %d"
+             " (upgrade the older screed)",
+             m->version, SCREE__PW_VERSION);
+    scree__pw_msg r;
+    memset(&r, 0, sizeof(r));
+    r.type = SCREE__PW_DENIED;
+    conn_send(c, &r);
+    c->graceful = 1;
+    owner_refuse(c, why);
     return;
   }
   memcpy(c->nonce_theirs, m->nonce, sizeof(c->nonce_theirs));
@@ -595,7 +821,7 @@ static void fetcher_on_welcome(conn *c) {
   scree__mirror_ready(c->p->mirror, (size_t)(c->peer - c->p->peers));
 }
 
-/* ---- owner side: leases ---------------------------------------------------- */
+/* ---- owner side: leases and reads ------------------------------------------- */
 
 static void owner_open_err(conn *c, uint64_t req, int code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -707,9 +933,10 @@ static void owner_on_open(conn *c, const scree__pw_msg *m) {
 static void owner_open(conn *c, uint64_t req, const char *name, int64_t wait_ms,
                        int64_t waited_ms) {
   scree__peers *p = c->p;
-  if (scree__store_mem(p->store)->info.backend != SCREE__BACKEND_HOST) {
+  if (p->path == PATH_NONE) {
     owner_open_err(c, req, SCREE_ENOTSUP,
-                   "this screed serves GPU memory, which peers cannot read yet");
+                   "this screed serves GPU memory, which neither its UCX nor its memory"
+                   " backend can move to peers");
     return;
   }
   scree__batch *b = scree__store_find(p->store, name);
@@ -745,38 +972,9 @@ static void owner_open(conn *c, uint64_t req, const char *name, int64_t wait_ms,
     owner_open_err(c, req, SCREE_EBUSY, "batch '%s' has too many leases", name);
     return;
   }
-  /* Only the batch's own bytes are registered, and only while the lease
-   * lasts: the remote can read nothing else of the arena, nor this block
-   * once it is reused. */
-  char *base = (char *)v.mem->host_ptr;
-  uint64_t first = v.values_offset;
-  uint64_t end = v.offsets_offset + v.offsets_bytes;
-  ucp_mem_map_params_t mp;
-  memset(&mp, 0, sizeof(mp));
-  mp.field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH;
-  mp.address = base + first;
-  mp.length = (size_t)(end - first);
-  ucs_status_t st = ucp_mem_map(p->ctx, &mp, &l->memh);
-  if (st != UCS_OK) {
-    scree__store_unpin(p->store, b);
-    free(l);
-    owner_open_err(c, req, SCREE_EIO, "cannot register batch '%s' with UCX: %s", name,
-                   ucs_status_string(st));
-    return;
-  }
-  void *rkey = NULL;
-  size_t rkey_len = 0;
-  st = ucp_rkey_pack(p->ctx, l->memh, &rkey, &rkey_len);
-  if (st != UCS_OK || rkey_len == 0 || rkey_len > SCREE__PW_RKEY_MAX) {
-    if (st == UCS_OK)
-      ucp_rkey_buffer_release(rkey);
-    ucp_mem_unmap(p->ctx, l->memh);
-    scree__store_unpin(p->store, b);
-    free(l);
-    owner_open_err(c, req, SCREE_EIO, "cannot pack a UCX key for '%s': %s", name,
-                   st == UCS_OK ? "too large" : ucs_status_string(st));
-    return;
-  }
+  /* The handle is all the peer gets: its READs name it, and only this
+   * connection's leases are looked in, so a peer reads the batches it
+   * opened, inside their bounds, and nothing after CLOSE. */
   l->b = b;
   l->handle = ++p->next_handle;
   l->next = c->leases;
@@ -795,14 +993,10 @@ static void owner_open(conn *c, uint64_t req, const char *name, int64_t wait_ms,
   r.desc = v.desc;
   r.values_bytes = v.values_bytes;
   r.offsets_bytes = v.offsets_bytes;
-  r.values_addr = (uint64_t)(uintptr_t)(base + v.values_offset);
-  r.offsets_addr = (uint64_t)(uintptr_t)(base + v.offsets_offset);
-  r.rkey = rkey;
-  r.rkey_len = rkey_len;
   int rc = conn_send(c, &r);
-  ucp_rkey_buffer_release(rkey);
   scree__log(SCREE__LOG_DEBUG, "peer_lease", "conn=%" PRIu64 " batch=%s handle=%" PRIu64
-             " bytes=%" PRIu64, c->id, scree__q(name), l->handle, end - first);
+             " bytes=%" PRIu64, c->id, scree__q(name), l->handle,
+             v.values_bytes + v.offsets_bytes);
   if (rc != 0)
     conn_mark_failed(c, SCREE_EIO, SCREE__FETCH_FAIL_LOST, "cannot send to %s", c->addr);
 }
@@ -815,6 +1009,207 @@ static void owner_on_close(conn *c, const scree__pw_msg *m) {
     }
   scree__log(SCREE__LOG_DEBUG, "peer_close_unknown", "conn=%" PRIu64 " handle=%" PRIu64,
              c->id, m->handle);
+}
+
+/* o is answered (or will never be): it stops counting against its
+ * connection's reads at once, not in reap, so that a READ that arrives in
+ * the same progress call as the completion is not refused; reap frees
+ * it. */
+static void answer_finish(answer *o) {
+  o->state = O_DONE;
+  if (o->counted && o->c != NULL)
+    o->c->reads--;
+  o->counted = 0;
+}
+
+static void answer_sent(void *req, ucs_status_t st, void *user_data) {
+  answer *o = user_data;
+  (void)st; /* a failed send means a failed connection, which its endpoint reports */
+  answer_finish(o);
+  ucp_request_free(req);
+  kick(o->p);
+}
+
+/* Sends o's DATA: buf (length bytes, of memory type mt) with code 0, or
+ * no bytes (buf NULL) with code and text. */
+static void answer_send(answer *o, const void *buf, ucs_memory_type_t mt, int code,
+                        const char *text) {
+  scree__peers *p = o->p;
+  conn *c = o->c;
+  if (c == NULL || c->failed) {
+    answer_finish(o);
+    return;
+  }
+  scree__pw_msg d;
+  memset(&d, 0, sizeof(d));
+  d.type = SCREE__PW_DATA;
+  d.req = o->req;
+  d.handle = o->l->handle;
+  d.region = o->region;
+  d.offset = o->offset;
+  d.length = o->length;
+  d.code = buf != NULL ? 0 : code;
+  if (buf == NULL) {
+    d.msg = text;
+    d.msg_len = strlen(text) < p->data_msg_max ? strlen(text) : p->data_msg_max;
+  }
+  o->hdr_len = scree__pw_encode(&d, o->hdr, sizeof(o->hdr));
+  ucp_request_param_t prm;
+  memset(&prm, 0, sizeof(prm));
+  prm.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
+                     UCP_OP_ATTR_FIELD_FLAGS | UCP_OP_ATTR_FIELD_MEMORY_TYPE;
+  prm.cb.send = answer_sent;
+  prm.user_data = o;
+  /* REPLY: the fetcher tells its connections apart by the endpoint. The
+   * protocol (eager or rendezvous) is left to UCX. */
+  prm.flags = UCP_AM_SEND_FLAG_REPLY;
+  prm.memory_type = mt;
+  ucs_status_ptr_t r = ucp_am_send_nbx(c->ep, AM_ID, o->hdr, o->hdr_len, buf,
+                                       buf != NULL ? (size_t)o->length : 0, &prm);
+  kick(p);
+  if (r == NULL) {
+    answer_finish(o);
+  } else if (UCS_PTR_IS_ERR(r)) {
+    answer_finish(o);
+    conn_mark_failed(c, SCREE_EIO, SCREE__FETCH_FAIL_LOST, "cannot send to %s: %s", c->addr,
+                     ucs_status_string(UCS_PTR_STATUS(r)));
+  } else {
+    o->state = O_SENDING;
+  }
+}
+
+static void answer_fail(answer *o, int code, const char *text) {
+  scree__log(SCREE__LOG_WARN, "peer_read_failed", "conn=%" PRIu64 " handle=%" PRIu64
+             " msg=%s", o->c ? o->c->id : 0, o->l->handle, scree__q(text));
+  answer_send(o, NULL, UCS_MEMORY_TYPE_HOST, code, text);
+}
+
+/* A READ: checked against this connection's leases and limits (a peer
+ * that asks for what it does not hold, or more at once than the protocol
+ * allows, is refused), then answered at once, or once staged. */
+static void owner_on_read(conn *c, const scree__pw_msg *m) {
+  scree__peers *p = c->p;
+  lease *l = c->leases;
+  while (l != NULL && l->handle != m->handle)
+    l = l->next;
+  char why[160];
+  if (l == NULL) {
+    snprintf(why, sizeof(why), "read on handle %" PRIu64 ", which this peer does not hold",
+             m->handle);
+    owner_refuse(c, why);
+    return;
+  }
+  scree__batch_view v;
+  scree__store_view(l->b, &v);
+  uint64_t size = m->region == SCREE__PW_REGION_VALUES ? v.values_bytes : v.offsets_bytes;
+  uint64_t start = m->region == SCREE__PW_REGION_VALUES ? v.values_offset : v.offsets_offset;
+  if (m->offset > size || m->length > size - m->offset) {
+    snprintf(why, sizeof(why),
+             "read of %" PRIu64 " bytes at %" PRIu64 " of a %" PRIu64 "-byte %s region",
+             m->length, m->offset, size, region_name(m->region));
+    owner_refuse(c, why);
+    return;
+  }
+  if (c->reads >= SCREE__PW_READS_MAX) {
+    snprintf(why, sizeof(why), "more than %d reads at once", SCREE__PW_READS_MAX);
+    owner_refuse(c, why);
+    return;
+  }
+  answer *o = calloc(1, sizeof(*o));
+  if (o == NULL) {
+    owner_refuse(c, "out of host memory for a read");
+    return;
+  }
+  o->p = p;
+  o->c = c;
+  o->l = l;
+  o->req = m->req;
+  o->region = m->region;
+  o->offset = m->offset;
+  o->length = m->length;
+  o->arena_off = start + m->offset;
+  o->mem = v.mem;
+  c->reads++;
+  o->counted = 1;
+  l->refs++;
+  o->prev = p->answers_tail;
+  SCREE__LIST_APPEND(p->answers, p->answers_tail, o);
+  switch (p->path) {
+  case PATH_HOST:
+    answer_send(o, (const char *)v.mem->host_ptr + o->arena_off, UCS_MEMORY_TYPE_HOST, 0, NULL);
+    break;
+  case PATH_UCX_CUDA:
+    answer_send(o, (const void *)(uintptr_t)(v.mem->dev_ptr + o->arena_off),
+                UCS_MEMORY_TYPE_CUDA, 0, NULL);
+    break;
+  default:
+    /* Staged: reap gives out stages in the order reads came, copies the
+     * chunk out of the device and sends it from there. */
+    o->state = O_WAIT_STAGE;
+    kick(p);
+    break;
+  }
+}
+
+/* What callbacks left of the reads being answered: stages given out and
+ * copies started and seen done (staged path), finished reads freed, and
+ * leases that ended meanwhile unpinned once nothing reads them. */
+static void reap_answers(scree__peers *p) {
+  int stages_left = 1;
+  for (answer *o = p->answers, *on; o != NULL; o = on) {
+    on = o->next;
+    char m[256];
+    int rc;
+    switch (o->state) {
+    case O_WAIT_STAGE:
+      if (o->c == NULL || o->c->failed) {
+        answer_finish(o);
+        break;
+      }
+      if (!stages_left)
+        break;
+      rc = stage_take(p, 0, &o->st, m, sizeof(m));
+      if (rc != 0) {
+        answer_fail(o, rc, m);
+        break;
+      }
+      if (o->st == NULL) {
+        stages_left = 0; /* later reads wait their turn */
+        break;
+      }
+      rc = p->mem->ops->stage_copy(p->mem, o->st->st, o->mem, o->arena_off,
+                                   (size_t)o->length, 1, m, sizeof(m));
+      if (rc != 0) {
+        answer_fail(o, rc, m);
+        break;
+      }
+      o->state = O_COPYING;
+      p->copies++;
+      break;
+    case O_COPYING:
+      rc = p->mem->ops->stage_poll(p->mem, o->st->st, m, sizeof(m));
+      if (rc == 0)
+        break;
+      p->copies--;
+      if (rc < 0)
+        answer_fail(o, rc, m);
+      else
+        answer_send(o, o->st->host, UCS_MEMORY_TYPE_HOST, 0, NULL);
+      break;
+    default:
+      break;
+    }
+    if (o->state != O_DONE)
+      continue;
+    stage_give(o->st);
+    lease *l = o->l;
+    if (--l->refs == 0 && l->ended) {
+      SCREE__LIST_REMOVE(p->ended, l);
+      lease_free(p, l);
+    }
+    SCREE__LIST_REMOVE_TAIL(p->answers, p->answers_tail, o);
+    free(o);
+  }
 }
 
 /* ---- owner side: watches ----------------------------------------------------- */
@@ -999,39 +1394,76 @@ static void fetch_send_open(fetch *f) {
                      f->peer->spec.name, f->conn->addr);
 }
 
-static void get_done(void *req, ucs_status_t st, void *user_data) {
-  fetch *f = user_data;
-  if (st != UCS_OK && f->rc == 0) {
-    f->rc = SCREE_EIO;
-    f->cause = SCREE__FETCH_FAIL_LOST;
-    snprintf(f->msg, sizeof(f->msg), "peer '%s': reading '%s' failed: %s", f->peer->spec.name,
-             f->name, ucs_status_string(st));
-  }
-  ucp_request_free(req);
-  f->outstanding--;
-  if (f->outstanding == 0)
-    kick(f->p); /* reap settles it, outside UCX's callback */
+/* Where a read's bytes go in the reservation: the byte offset into its
+ * arena. */
+static uint64_t ask_arena_off(const fetch *f, const ask *r) {
+  return f->region_start[r->region] + r->offset;
 }
 
-/* Posts the reads of [raddr, raddr + n) into dst, in chunks. */
-static int post_gets(fetch *f, char *dst, uint64_t raddr, uint64_t n) {
-  for (uint64_t off = 0; off < n; off += GET_CHUNK) {
-    size_t len = (size_t)(n - off < GET_CHUNK ? n - off : GET_CHUNK);
-    ucp_request_param_t prm;
-    memset(&prm, 0, sizeof(prm));
-    prm.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
-    prm.cb.send = get_done;
-    prm.user_data = f;
-    ucs_status_ptr_t r = ucp_get_nbx(f->conn->ep, dst + off, len, raddr + off, f->rkey, &prm);
-    if (UCS_PTR_IS_ERR(r)) {
-      fetch_fail(f, SCREE_EIO, SCREE__FETCH_FAIL_LOST, "peer '%s': cannot read '%s': %s",
-                 f->peer->spec.name, f->name, ucs_status_string(UCS_PTR_STATUS(r)));
-      return -1;
+/* Asks for the next chunks of f while its connection's window (and, on
+ * the staged path, a stage for each) allows. */
+static void fetch_pump(fetch *f) {
+  scree__peers *p = f->p;
+  conn *c = f->conn;
+  for (;;) {
+    /* Past the regions already asked for in full (or empty). */
+    while (f->next_region < 2 && f->next_offset >= f->region_bytes[f->next_region]) {
+      f->next_region++;
+      f->next_offset = 0;
     }
-    if (r != NULL)
-      f->outstanding++;
+    if (f->state != F_READING || f->rc != 0 || c == NULL || c->failed || f->next_region >= 2 ||
+        c->reads >= WINDOW)
+      return;
+    uint64_t size = f->region_bytes[f->next_region];
+    uint64_t len = size - f->next_offset < CHUNK ? size - f->next_offset : CHUNK;
+    stage *st = NULL;
+    if (p->path == PATH_STAGED) {
+      char m[256];
+      int rc = stage_take(p, 1, &st, m, sizeof(m));
+      if (rc != 0) {
+        fetch_fail(f, rc, SCREE__FETCH_FAIL_LOCAL, "fetching '%s' from peer '%s': %s", f->name,
+                   f->peer->spec.name, m);
+        return;
+      }
+      if (st == NULL)
+        return; /* a stage comes free when a copy ends; reap pumps again */
+    }
+    ask *r = calloc(1, sizeof(*r));
+    if (r == NULL) {
+      stage_give(st);
+      fetch_fail(f, SCREE_ENOMEM, SCREE__FETCH_FAIL_LOCAL, "out of host memory");
+      return;
+    }
+    r->f = f;
+    r->c = c;
+    r->req = ++p->next_wire_req;
+    r->handle = f->handle;
+    r->region = (uint8_t)f->next_region;
+    r->offset = f->next_offset;
+    r->length = len;
+    r->state = R_ASKED;
+    r->st = st;
+    r->windowed = 1;
+    r->prev = p->asks_tail;
+    SCREE__LIST_APPEND(p->asks, p->asks_tail, r);
+    f->asked++;
+    c->reads++;
+    f->next_offset += len;
+    scree__pw_msg m;
+    memset(&m, 0, sizeof(m));
+    m.type = SCREE__PW_READ;
+    m.req = r->req;
+    m.handle = r->handle;
+    m.region = r->region;
+    m.offset = r->offset;
+    m.length = r->length;
+    if (conn_send(c, &m) != 0) {
+      /* The read goes with the connection. */
+      conn_mark_failed(c, SCREE_EIO, SCREE__FETCH_FAIL_LOST, "peer '%s' at %s: cannot send",
+                       f->peer->spec.name, c->addr);
+      return;
+    }
   }
-  return 0;
 }
 
 static void fetcher_on_open_ok(conn *c, const scree__pw_msg *m) {
@@ -1072,25 +1504,189 @@ static void fetcher_on_open_ok(conn *c, const scree__pw_msg *m) {
                f->peer->spec.name, msg);
     return;
   }
-  ucs_status_t st = ucp_ep_rkey_unpack(c->ep, m->rkey, &f->rkey);
-  if (st != UCS_OK) {
-    f->rkey = NULL;
+  scree__batch_view v;
+  scree__store_view(f->out, &v);
+  f->region_bytes[SCREE__PW_REGION_VALUES] = vb;
+  f->region_bytes[SCREE__PW_REGION_OFFSETS] = ob;
+  f->region_start[SCREE__PW_REGION_VALUES] = v.values_offset;
+  f->region_start[SCREE__PW_REGION_OFFSETS] = v.offsets_offset;
+  f->next_region = 0;
+  f->next_offset = 0;
+  f->state = F_READING;
+  f->bytes = vb + ob;
+  fetch_pump(f);
+  kick(p); /* a batch with no bytes at all completes in reap */
+}
+
+static ask *ask_by_req(scree__peers *p, conn *c, uint64_t req) {
+  for (ask *r = p->asks; r != NULL; r = r->next)
+    if (r->c == c && r->req == req && r->state == R_ASKED)
+      return r;
+  return NULL;
+}
+
+/* r's bytes are all here, or will never come: it leaves the window. */
+static void ask_unwindow(ask *r) {
+  if (r->windowed && r->c != NULL)
+    r->c->reads--;
+  r->windowed = 0;
+}
+
+static void ask_free(scree__peers *p, ask *r) {
+  ask_unwindow(r);
+  stage_give(r->st);
+  SCREE__LIST_REMOVE_TAIL(p->asks, p->asks_tail, r);
+  free(r);
+}
+
+static void ask_recv_done(void *req, ucs_status_t st, size_t length, void *user_data) {
+  ask *r = user_data;
+  r->status = st == UCS_OK && length != r->length ? UCS_ERR_MESSAGE_TRUNCATED : st;
+  r->state = R_RECEIVED;
+  ask_unwindow(r);
+  ucp_request_free(req);
+  kick(r->f->p);
+}
+
+/* A DATA: the answer to one of our READs on c, checked against what was
+ * asked before a byte of it is written anywhere, then received into the
+ * reservation (or the read's stage) at the place the READ named. A DATA
+ * nobody asked for refuses the connection; one that does not match its
+ * READ fails that fetch. data is UCX's: bytes, or a rendezvous
+ * descriptor. */
+static void fetcher_on_data(conn *c, const scree__pw_msg *m, void *data, size_t length,
+                            int rndv) {
+  scree__peers *p = c->p;
+  ask *r = ask_by_req(p, c, m->req);
+  if (r == NULL) {
+    conn_mark_failed(c, SCREE_EPROTO, SCREE__FETCH_FAIL_INVALID,
+                     "peer '%s' at %s sent data that was never asked for", c->peer->spec.name,
+                     c->addr);
+    return;
+  }
+  fetch *f = r->f;
+  if (f == NULL) {
+    /* Its fetch ended meanwhile: the bytes are not wanted. */
+    ask_free(p, r);
+    kick(p);
+    return;
+  }
+  f->asked--;
+  const ask want = *r; /* for the messages below, after r is freed */
+  if (m->handle != want.handle || m->region != want.region || m->offset != want.offset ||
+      m->length != want.length) {
+    ask_free(p, r);
     fetch_fail(f, SCREE_EPROTO, SCREE__FETCH_FAIL_INVALID,
-               "peer '%s' sent a key UCX cannot unpack: %s", f->peer->spec.name,
-               ucs_status_string(st));
+               "peer '%s' answered a read of %" PRIu64 " bytes at %" PRIu64 " of the %s of"
+               " '%s' with data for %" PRIu64 " bytes at %" PRIu64 " of the %s of handle %"
+               PRIu64,
+               f->peer->spec.name, want.length, want.offset, region_name(want.region), f->name,
+               m->length, m->offset, region_name(m->region), m->handle);
+    return;
+  }
+  if (m->code != 0) {
+    char text[SCREE__PW_MSG_MAX + 1];
+    sanitize(m->msg, m->msg_len, text, sizeof(text));
+    int code = scree_err_known(m->code) ? m->code : SCREE_EPROTO;
+    ask_free(p, r);
+    fetch_fail(f, code, SCREE__FETCH_FAIL_REMOTE, "peer '%s' could not read '%s': %s",
+               f->peer->spec.name, f->name, text);
+    return;
+  }
+  if (length != want.length) {
+    ask_free(p, r);
+    fetch_fail(f, SCREE_EPROTO, SCREE__FETCH_FAIL_INVALID,
+               "peer '%s' sent %zu bytes for a read of %" PRIu64 " of '%s'", f->peer->spec.name,
+               length, want.length, f->name);
     return;
   }
   scree__batch_view v;
   scree__store_view(f->out, &v);
-  char *base = (char *)v.mem->host_ptr;
-  f->state = F_READING;
-  f->bytes = vb + ob;
-  if (post_gets(f, base + v.values_offset, m->values_addr, vb) != 0)
-    return;
-  if (post_gets(f, base + v.offsets_offset, m->offsets_addr, ob) != 0)
-    return;
-  if (f->outstanding == 0)
+  uint64_t at = ask_arena_off(f, r);
+  f->outstanding++;
+  r->state = R_RECEIVED;
+  r->status = UCS_OK;
+  if (!rndv) {
+    /* Eager: the bytes are here now, in UCX's buffer. */
+    if (p->path == PATH_STAGED) {
+      memcpy(r->st->host, data, length);
+    } else if (p->path == PATH_UCX_CUDA) {
+      char err[256];
+      if (p->mem->ops->write(p->mem, v.mem, at, data, length, err, sizeof(err)) != 0)
+        fetch_note_error(f, SCREE_ECUDA, SCREE__FETCH_FAIL_LOCAL, "%s", err);
+    } else {
+      memcpy((char *)v.mem->host_ptr + at, data, length);
+    }
+    ask_unwindow(r);
     kick(p);
+    return;
+  }
+  void *dst;
+  ucs_memory_type_t mt = UCS_MEMORY_TYPE_HOST;
+  if (p->path == PATH_STAGED) {
+    dst = r->st->host;
+  } else if (p->path == PATH_UCX_CUDA) {
+    dst = (void *)(uintptr_t)(v.mem->dev_ptr + at);
+    mt = UCS_MEMORY_TYPE_CUDA;
+  } else {
+    dst = (char *)v.mem->host_ptr + at;
+  }
+  ucp_request_param_t prm;
+  memset(&prm, 0, sizeof(prm));
+  prm.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
+                     UCP_OP_ATTR_FIELD_MEMORY_TYPE;
+  prm.cb.recv_am = ask_recv_done;
+  prm.user_data = r;
+  prm.memory_type = mt;
+  ucs_status_ptr_t q = ucp_am_recv_data_nbx(p->worker, data, dst, length, &prm);
+  if (UCS_PTR_IS_ERR(q))
+    r->status = UCS_PTR_STATUS(q);
+  if (q != NULL && !UCS_PTR_IS_ERR(q))
+    r->state = R_RECEIVING; /* ask_recv_done takes it out of the window */
+  else
+    ask_unwindow(r);
+  kick(p);
+}
+
+/* What callbacks left of our reads: received bytes copied out of their
+ * stage (staged path) and, once there, counted done; failures noted on
+ * their fetch. */
+static void reap_asks(scree__peers *p) {
+  for (ask *r = p->asks, *rn; r != NULL; r = rn) {
+    rn = r->next;
+    if (r->state != R_RECEIVED && r->state != R_COPYING)
+      continue;
+    fetch *f = r->f;
+    char m[256];
+    int rc;
+    if (r->state == R_RECEIVED) {
+      if (r->status != UCS_OK) {
+        fetch_note_error(f, SCREE_EIO, SCREE__FETCH_FAIL_LOST,
+                         "peer '%s': receiving '%s' failed: %s", f->peer->spec.name, f->name,
+                         ucs_status_string(r->status));
+      } else if (p->path == PATH_STAGED && f->rc == 0) {
+        scree__batch_view v;
+        scree__store_view(f->out, &v);
+        rc = p->mem->ops->stage_copy(p->mem, r->st->st, v.mem, ask_arena_off(f, r),
+                                     (size_t)r->length, 0, m, sizeof(m));
+        if (rc == 0) {
+          r->state = R_COPYING;
+          p->copies++;
+          continue;
+        }
+        fetch_note_error(f, rc, SCREE__FETCH_FAIL_LOCAL, "%s", m);
+      }
+    } else {
+      rc = p->mem->ops->stage_poll(p->mem, r->st->st, m, sizeof(m));
+      if (rc == 0)
+        continue;
+      p->copies--;
+      if (rc < 0)
+        fetch_note_error(f, rc, SCREE__FETCH_FAIL_LOCAL, "%s", m);
+    }
+    f->outstanding--;
+    ask_free(p, r);
+  }
 }
 
 static void fetcher_on_open_err(conn *c, const scree__pw_msg *m) {
@@ -1099,12 +1695,7 @@ static void fetcher_on_open_err(conn *c, const scree__pw_msg *m) {
   if (f == NULL)
     return;
   char text[SCREE__PW_MSG_MAX + 1];
-  size_t n = 0;
-  for (size_t i = 0; i < m->msg_len; i++) /* printable bytes only into logs and replies */
-    text[n++] = (m->msg[i] >= 0x20 && m->msg[i] != 0x7f) || (unsigned char)m->msg[i] >= 0x80
-                    ? m->msg[i]
-                    : '?';
-  text[n] = '\0';
+  sanitize(m->msg, m->msg_len, text, sizeof(text));
   int code = m->code < 0 && scree_err_known(m->code) ? m->code : SCREE_EPROTO;
   fetch_fail(f, code, SCREE__FETCH_FAIL_REMOTE, "peer '%s': %s", f->peer->spec.name, text);
 }
@@ -1164,19 +1755,28 @@ static void fetch_reply_error(fetch *f) {
 
 static void fetch_closed(uv_handle_t *h) { free(h->data); }
 
-/* Ends a fetch that failed or completed, once no read is in flight: the
- * reservation (if not published) goes, the remote lease ends, the client
- * hears (if it has not), and the fetch is freed. */
+/* Gives up the reads of f still waiting for their DATA: when it comes, it
+ * is dropped (fetcher_on_data). */
+static void fetch_detach_reads(fetch *f) {
+  for (ask *r = f->p->asks; r != NULL && f->asked > 0; r = r->next)
+    if (r->f == f && r->state == R_ASKED) {
+      r->f = NULL;
+      f->asked--;
+    }
+}
+
+/* Ends a fetch that failed or completed, once nothing writes into its
+ * reservation: the reservation (if not published) goes, the remote lease
+ * ends, the client hears (if it has not), and the fetch is freed. */
 static void fetch_settle(fetch *f) {
+  if (f->settled)
+    return;
   if (f->outstanding > 0) {
     f->state = F_SETTLING;
     return;
   }
   scree__peers *p = f->p;
-  if (f->rkey != NULL) {
-    ucp_rkey_destroy(f->rkey);
-    f->rkey = NULL;
-  }
+  fetch_detach_reads(f);
   if (f->out != NULL) {
     scree__store_discard(p->store, f->out);
     f->out = NULL;
@@ -1188,21 +1788,39 @@ static void fetch_settle(fetch *f) {
   fetch_reply_error(f);
   SCREE__LIST_REMOVE(p->fetches, f);
   f->prev = f->next = NULL;
+  f->state = F_SETTLING;
+  f->settled = 1; /* off the list; freed when its timer has closed */
   uv_close((uv_handle_t *)&f->timer, fetch_closed);
 }
 
+static void fetch_vrecord(fetch *f, int rc, int cause, const char *fmt, va_list ap) {
+  if (f->rc != 0)
+    return;
+  f->rc = rc;
+  f->cause = cause;
+  vsnprintf(f->msg, sizeof(f->msg), fmt, ap);
+}
+
+/* Fails f where receives or copies may still write into its reservation:
+ * the client hears now, the memory goes when they end (reap settles it). */
+static void fetch_note_error(fetch *f, int rc, int cause, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fetch_vrecord(f, rc, cause, fmt, ap);
+  va_end(ap);
+  fetch_detach_reads(f);
+  fetch_reply_error(f);
+  f->state = F_SETTLING;
+  kick(f->p);
+}
+
 static void fetch_fail(fetch *f, int rc, int cause, const char *fmt, ...) {
-  if (f->rc == 0) {
-    f->rc = rc;
-    f->cause = cause;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(f->msg, sizeof(f->msg), fmt, ap);
-    va_end(ap);
-  }
+  va_list ap;
+  va_start(ap, fmt);
+  fetch_vrecord(f, rc, cause, fmt, ap);
+  va_end(ap);
   if (f->outstanding > 0) {
-    /* Reads still write into the reservation: the client hears now, the
-     * memory goes when they end. */
+    fetch_detach_reads(f);
     fetch_reply_error(f);
     f->state = F_SETTLING;
     return;
@@ -1216,14 +1834,15 @@ static void fetch_timer(uv_timer_t *t) {
   if (f->state == F_SETTLING)
     return;
   if (now >= f->deadline_ns) {
-    int reading = f->state == F_READING && f->outstanding > 0;
+    int reading = f->state == F_READING && (f->outstanding > 0 || f->asked > 0);
     conn *c = f->conn;
     fetch_fail(f, SCREE_ETIMEDOUT, SCREE__FETCH_FAIL_TIMEOUT,
                "fetching '%s' from peer '%s' timed out after %.1f s%s", f->name,
                f->peer->spec.name, (double)(now - f->start_ns) / 1e9,
                f->state == F_WAIT_CONN ? " (no authenticated connection)" : "");
     /* Reads that did not finish in time may never finish: the connection
-     * is dropped, which cancels them, so the reservation can go. */
+     * is dropped, which cancels them, so the reservation can go and the
+     * connection's window is not held by answers that never come. */
     if (reading && c != NULL)
       conn_mark_failed(c, SCREE_EIO, SCREE__FETCH_FAIL_LOST,
                        "peer '%s': connection dropped after a fetch timed out",
@@ -1263,6 +1882,8 @@ static void on_message(conn *c, const void *data, size_t len) {
         return owner_on_close(c, &m);
       if (m.type == SCREE__PW_WATCH)
         return owner_on_watch(c, &m);
+      if (m.type == SCREE__PW_READ)
+        return owner_on_read(c, &m);
       break;
     default:
       break;
@@ -1276,6 +1897,17 @@ static void on_message(conn *c, const void *data, size_t len) {
   case C_HELLO_SENT:
     if (m.type == SCREE__PW_CHALLENGE)
       return fetcher_on_challenge(c, &m);
+    if (m.type == SCREE__PW_DENIED) {
+      /* Before any proof: the owner refused the hello itself, which a
+       * screed does for a peer protocol version it does not speak. */
+      scree__log(SCREE__LOG_WARN, "peer_denied_us", "peer=%s addr=%s reason=%s",
+                 c->peer->spec.name, scree__q(c->addr), scree__q("hello refused"));
+      conn_mark_failed(c, SCREE_EPROTO, SCREE__FETCH_FAIL_AUTH,
+                       "peer '%s' at %s refused this screed's hello (does it speak peer"
+                       " protocol version %d? its log says why)",
+                       c->peer->spec.name, c->addr, SCREE__PW_VERSION);
+      return;
+    }
     break;
   case C_PROOF_SENT:
     if (m.type == SCREE__PW_WELCOME)
@@ -1331,16 +1963,36 @@ static ucs_status_t am_other_cb(void *arg, const void *header, size_t header_len
 static ucs_status_t am_cb(void *arg, const void *header, size_t header_length, void *data,
                           size_t length, const ucp_am_recv_param_t *param) {
   scree__peers *p = arg;
-  (void)header;
   if (!(param->recv_attr & UCP_AM_RECV_ATTR_FIELD_REPLY_EP))
     return UCS_OK; /* no endpoint to tell it by: not one of ours */
   conn *c = conn_by_ep(p, param->reply_ep);
   if (c == NULL || c->failed)
     return UCS_OK;
-  if (header_length != 0 || (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) ||
-      length > SCREE__PW_MAX) {
-    /* Every peer message is small and eager; anything else is not from a
-     * screed, and its data is never fetched. */
+  int rndv = (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) != 0;
+  if (header_length != 0) {
+    /* Only a DATA comes with a header (itself) and bytes, and only from
+     * an owner we asked, after the handshake. Its bytes are taken (by
+     * fetcher_on_data) only once the header has been checked; otherwise
+     * returning UCS_OK drops them, rendezvous ones unread. */
+    scree__pw_msg m;
+    char err[256];
+    if (c->owner) {
+      owner_refuse(c, "a message with data from a fetcher");
+      return UCS_OK;
+    }
+    if (c->state != C_READY || header_length > SCREE__PW_MAX ||
+        scree__pw_decode(header, header_length, &m, err, sizeof(err)) != 0 ||
+        m.type != SCREE__PW_DATA) {
+      conn_mark_failed(c, SCREE_EPROTO, SCREE__FETCH_FAIL_INVALID,
+                       "peer '%s' sent a malformed data message", c->peer->spec.name);
+      return UCS_OK;
+    }
+    fetcher_on_data(c, &m, data, length, rndv);
+    return UCS_OK;
+  }
+  if (rndv || length > SCREE__PW_MAX) {
+    /* Every other peer message is small and eager; anything else is not
+     * from a screed, and its data is never fetched. */
     if (c->owner)
       owner_refuse(c, "malformed active message");
     else
@@ -1424,8 +2076,8 @@ static void accept_pending(scree__peers *p) {
 
 /* ---- driving the worker -------------------------------------------------------- */
 
-/* What callbacks deferred: new connections, failed connections, fetches
- * whose reads are done. */
+/* What callbacks deferred: new connections, failed connections, reads
+ * received, sent or copied, fetches that can ask for more or are done. */
 static void reap(scree__peers *p) {
   accept_pending(p);
   uint64_t now = scree__now_ns();
@@ -1471,19 +2123,24 @@ static void reap(scree__peers *p) {
     }
     conn_destroy(c);
   }
+  reap_answers(p);
+  reap_asks(p);
   for (fetch *f = p->fetches, *fn; f != NULL; f = fn) {
     fn = f->next;
+    if (f->state == F_READING && f->rc == 0)
+      fetch_pump(f);
     if (f->outstanding != 0)
       continue;
-    if (f->state == F_SETTLING)
+    if (f->state == F_SETTLING || (f->state == F_READING && f->rc != 0))
       fetch_settle(f);
-    else if (f->state == F_READING)
-      f->rc == 0 ? fetch_complete(f) : fetch_settle(f);
+    else if (f->state == F_READING && f->next_region >= 2 && f->asked == 0)
+      fetch_complete(f);
   }
   /* Watches whose events waited for room in the window. */
   for (conn *c = p->conns; c != NULL; c = c->next)
     if (c->watches != NULL && !c->failed)
       owner_pump_events(c);
+  copies_changed(p);
 }
 
 static void on_idle(uv_idle_t *h);
@@ -1521,6 +2178,8 @@ static void kick(scree__peers *p) {
 
 static void on_idle(uv_idle_t *h) { pump(h->data); }
 
+static void on_copy_timer(uv_timer_t *t) { pump(t->data); }
+
 static void on_poll(uv_poll_t *h, int status, int events) {
   (void)status, (void)events;
   pump(h->data);
@@ -1536,10 +2195,10 @@ static void on_tick(uv_timer_t *t) { pump(t->data); }
 static int fetch_start(scree__peers *p, peer *pe, scree__session *sess, int client,
                        uint64_t id, const scree__fetch_req *q, const char *as,
                        scree__fetch_done_cb cb, void *cb_arg, char *msg, size_t msg_len) {
-  if (scree__store_mem(p->store)->info.backend != SCREE__BACKEND_HOST)
+  if (p->path == PATH_NONE)
     return scree__fail(SCREE_ENOTSUP, msg, msg_len,
-                       "fetching into GPU memory is not implemented yet (this screed serves"
-                       " a GPU)");
+                       "this screed serves GPU memory, which neither its UCX (no CUDA support)"
+                       " nor its memory backend (no staging) can fetch into");
   if (scree__store_find(p->store, as) != NULL)
     return scree__fail(SCREE_EEXIST, msg, msg_len, "batch '%s' already exists here", as);
   for (fetch *o = p->fetches; o != NULL; o = o->next)
@@ -1855,6 +2514,7 @@ int scree__peers_new(const scree__peers_config *cfg, scree__peers **out, char *m
     return scree__fail(SCREE_ENOMEM, msg, msg_len, "out of host memory");
   p->loop = cfg->loop;
   p->store = cfg->store;
+  p->mem = scree__store_mem(cfg->store);
   p->efd = -1;
   int rc = 0;
   p->secret = malloc(cfg->secret_len);
@@ -1901,17 +2561,53 @@ int scree__peers_new(const scree__peers_config *cfg, scree__peers **out, char *m
    * environment gives already is kept. Nothing else runs yet at start. */
   setenv("UCX_TCP_CM_REUSEADDR", "y", 0);
 
+  /* No UCP_FEATURE_RMA (nor AMO): without it UCX registers no handler
+   * that reads or writes memory at an address a remote names. Over tcp
+   * those handlers emulate get and put in software without any check of a
+   * key, for anyone who connects, before scree's handshake has run. The
+   * bytes move as active messages instead (READ and DATA). */
+  ucp_config_t *ucfg = NULL;
+  ucs_status_t st = ucp_config_read(NULL, NULL, &ucfg);
+  if (st != UCS_OK) {
+    rc = scree__fail(SCREE_EIO, msg, msg_len, "ucp_config_read: %s", ucs_status_string(st));
+    goto err;
+  }
+  /* UCX's tcp transport has a zero-copy put of its own, whose receiving
+   * side (uct_tcp_ep_handle_put_req in UCX 1.13) writes at whatever
+   * address the sender names. UCP uses it only for rendezvous without
+   * error handling, which screed never asks for, and the receiving side
+   * runs whatever this side advertises; not advertising it keeps any UCX
+   * that talks to this screed from choosing it. */
+  (void)ucp_config_modify(ucfg, "PUT_ENABLE", "n");
   ucp_params_t up;
   memset(&up, 0, sizeof(up));
   up.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_NAME;
-  up.features = UCP_FEATURE_AM | UCP_FEATURE_RMA | UCP_FEATURE_WAKEUP;
+  up.features = UCP_FEATURE_AM | UCP_FEATURE_WAKEUP;
   up.name = "screed";
-  ucs_status_t st = ucp_init(&up, NULL, &p->ctx);
+  st = ucp_init(&up, ucfg, &p->ctx);
+  ucp_config_release(ucfg);
   if (st != UCS_OK) {
     p->ctx = NULL;
     rc = scree__fail(SCREE_EIO, msg, msg_len, "ucp_init: %s", ucs_status_string(st));
     goto err;
   }
+  /* How batches meet UCX: host memory as it lies; device memory as it
+   * lies where UCX supports CUDA, else through pinned host stages. */
+  ucp_context_attr_t ca;
+  memset(&ca, 0, sizeof(ca));
+  ca.field_mask = UCP_ATTR_FIELD_MEMORY_TYPES;
+  int ucx_cuda = ucp_context_query(p->ctx, &ca) == UCS_OK &&
+                 (ca.memory_types & UCS_BIT(UCS_MEMORY_TYPE_CUDA)) != 0;
+  int can_stage = p->mem->ops->stage_new != NULL;
+  if (p->mem->info.backend == SCREE__BACKEND_HOST)
+    p->path = can_stage ? PATH_STAGED : PATH_HOST; /* staged only with a test hook */
+  else if (ucx_cuda)
+    p->path = PATH_UCX_CUDA;
+  else
+    p->path = can_stage ? PATH_STAGED : PATH_NONE;
+  scree__log(SCREE__LOG_INFO, "peers_path", "path=%s memory=%s ucx_cuda=%s stage_bytes=%u",
+             path_name(p->path), scree__q(p->mem->info.device_name), ucx_cuda ? "yes" : "no",
+             p->path == PATH_STAGED ? 2u * STAGES * CHUNK : 0u);
   ucp_worker_params_t wp;
   memset(&wp, 0, sizeof(wp));
   wp.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
@@ -1921,6 +2617,18 @@ int scree__peers_new(const scree__peers_config *cfg, scree__peers **out, char *m
     p->worker = NULL;
     rc = scree__fail(SCREE_EIO, msg, msg_len, "ucp_worker_create: %s", ucs_status_string(st));
     goto err;
+  }
+  /* A DATA's header is this daemon's message; one that says why a read
+   * failed keeps to what UCX can carry as a header. */
+  ucp_worker_attr_t wa;
+  memset(&wa, 0, sizeof(wa));
+  wa.field_mask = UCP_WORKER_ATTR_FIELD_MAX_AM_HEADER;
+  p->data_msg_max = SCREE__PW_MSG_MAX;
+  if (ucp_worker_query(p->worker, &wa) == UCS_OK) {
+    size_t fixed = SCREE__PW_HEADER + 64; /* DATA's fields, with room to spare */
+    size_t room = wa.max_am_header > fixed ? wa.max_am_header - fixed : 0;
+    if (room < p->data_msg_max)
+      p->data_msg_max = room;
   }
   st = ucp_worker_get_efd(p->worker, &p->efd);
   if (st != UCS_OK) {
@@ -1996,6 +2704,8 @@ int scree__peers_new(const scree__peers_config *cfg, scree__peers **out, char *m
   p->tick.data = p;
   uv_timer_init(p->loop, &p->waits);
   p->waits.data = p;
+  uv_timer_init(p->loop, &p->copy_timer);
+  p->copy_timer.data = p;
   p->handles_open = 1;
   uv_poll_start(&p->poll, UV_READABLE, on_poll);
   uv_timer_start(&p->tick, on_tick, TICK_MS, TICK_MS);
@@ -2043,11 +2753,16 @@ void scree__peers_shutdown(scree__peers *p) {
   }
   while (p->conns != NULL)
     conn_destroy(p->conns);
-  /* The forced closes cancel every read; their callbacks run here. Bounded:
-   * a close that UCX does not finish in 2 s is left to ucp_worker_destroy. */
+  /* The forced closes cancel every transfer; their callbacks run here,
+   * and copies under way are waited for. Bounded: a close that UCX does
+   * not finish in 2 s is left to ucp_worker_destroy, and what is left of
+   * the reads to scree__peers_free. */
   uint64_t until = scree__now_ns() + 2000000000ull;
-  while ((p->closing > 0 || p->fetches != NULL) && scree__now_ns() < until) {
+  while ((p->closing > 0 || p->fetches != NULL || p->answers != NULL || p->asks != NULL) &&
+         scree__now_ns() < until) {
     ucp_worker_progress(p->worker);
+    reap_answers(p);
+    reap_asks(p);
     for (fetch *f = p->fetches, *fn; f != NULL; f = fn) {
       fn = f->next;
       if (f->outstanding == 0)
@@ -2061,6 +2776,7 @@ void scree__peers_shutdown(scree__peers *p) {
     uv_close((uv_handle_t *)&p->idle, NULL);
     uv_close((uv_handle_t *)&p->tick, NULL);
     uv_close((uv_handle_t *)&p->waits, NULL);
+    uv_close((uv_handle_t *)&p->copy_timer, NULL);
   }
 }
 
@@ -2068,6 +2784,29 @@ void scree__peers_free(scree__peers *p) {
   if (p == NULL)
     return;
   scree__mirror_free(p->mirror);
+  /* What shutdown could not finish: UCX is not progressed any more, so
+   * nothing of it touches these; the leases' batches are unpinned before
+   * the store goes. */
+  while (p->answers != NULL) {
+    answer *o = p->answers;
+    if (--o->l->refs == 0 && o->l->ended) {
+      SCREE__LIST_REMOVE(p->ended, o->l);
+      lease_free(p, o->l);
+    }
+    SCREE__LIST_REMOVE_TAIL(p->answers, p->answers_tail, o);
+    free(o);
+  }
+  while (p->asks != NULL)
+    ask_free(p, p->asks);
+  while (p->ended != NULL) {
+    lease *l = p->ended;
+    SCREE__LIST_REMOVE(p->ended, l);
+    lease_free(p, l);
+  }
+  for (int role = 0; role < 2; role++)
+    for (int i = 0; i < STAGES; i++)
+      if (p->stages[role][i].st != NULL)
+        p->mem->ops->stage_free(p->mem, p->stages[role][i].st);
   if (p->worker != NULL)
     ucp_worker_destroy(p->worker);
   if (p->ctx != NULL)

@@ -6,13 +6,21 @@
  *
  *   fetcher screed                            owner screed
  *   Fetch from a client --------------------> (UCX endpoint, authenticated)
- *     OPEN name      ----------------------->  pin the batch, register its
- *                    <-----------------------  block with UCX: OPEN_OK
- *     reserve the local block                  (descriptor, addresses, rkey)
- *     ucp_get_nbx reads the bytes  <========>  (one-sided: no owner code runs)
+ *     OPEN name      ----------------------->  pin the batch: OPEN_OK
+ *                    <-----------------------  (descriptor, a handle)
+ *     reserve the local block
+ *     READ handle, region, offset, length -->  checks the lease and bounds
+ *     (16 MiB chunks, a few at a time)   <===  DATA: the bytes, as an active
+ *     check each DATA, receive it into         message (rendezvous for large
+ *     the reservation                          ones, from the batch's memory)
  *     check the offsets, name and seal
- *     CLOSE handle   ----------------------->  unregister, unpin
+ *     CLOSE handle   ----------------------->  unpin
  *   FetchReply to the client
+ *
+ * No one-sided operation is used and UCX's RMA feature is off: nothing a
+ * remote sends makes UCX read or write an address the remote names. GPU
+ * memory moves as it lies where UCX supports CUDA, else through pinned
+ * host stages (mem.h).
  *
  * One UCX context and one worker (UCS_THREAD_MODE_SINGLE) per daemon,
  * driven from the libuv loop through the worker's event fd: nothing here

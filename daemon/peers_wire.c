@@ -81,6 +81,8 @@ const char *scree__pw_type_name(int type) {
   case SCREE__PW_OPEN_OK: return "open_ok";
   case SCREE__PW_OPEN_ERR: return "open_err";
   case SCREE__PW_CLOSE: return "close";
+  case SCREE__PW_READ: return "read";
+  case SCREE__PW_DATA: return "data";
   case SCREE__PW_WATCH: return "watch";
   case SCREE__PW_EVENT: return "event";
   case SCREE__PW_WATCH_ERR: return "watch_err";
@@ -164,13 +166,6 @@ int scree__pw_decode(const void *buf, size_t len, scree__pw_msg *out, char *msg,
     out->desc.max_length = (int64_t)get_le(&r, 8);
     out->values_bytes = get_le(&r, 8);
     out->offsets_bytes = get_le(&r, 8);
-    out->values_addr = get_le(&r, 8);
-    out->offsets_addr = get_le(&r, 8);
-    out->rkey_len = (size_t)get_le(&r, 4);
-    if (out->rkey_len == 0 || out->rkey_len > SCREE__PW_RKEY_MAX)
-      return BAD("open_ok carries a key of %zu bytes; 1 to %d", out->rkey_len,
-                 SCREE__PW_RKEY_MAX);
-    out->rkey = take(&r, out->rkey_len);
     break;
   }
   case SCREE__PW_OPEN_ERR:
@@ -210,6 +205,36 @@ int scree__pw_decode(const void *buf, size_t len, scree__pw_msg *out, char *msg,
       return BAD("event of kind %u with a name of %zu bytes and stamp %" PRIu64, out->kind,
                  out->name_len, out->stamp);
     out->name = (const char *)take(&r, out->name_len);
+    break;
+  }
+  case SCREE__PW_READ:
+  case SCREE__PW_DATA: {
+    const char *what = scree__pw_type_name(type);
+    out->handle = get_le(&r, 8);
+    out->region = (uint8_t)get_le(&r, 1);
+    out->offset = get_le(&r, 8);
+    out->length = get_le(&r, 8);
+    if (r.bad)
+      break;
+    if (out->region > SCREE__PW_REGION_OFFSETS)
+      return BAD("%s names region %u; 0 (values) or 1 (offsets)", what, out->region);
+    if (out->length == 0 || out->length > SCREE__PW_READ_MAX)
+      return BAD("%s of %" PRIu64 " bytes; 1 to %u", what, out->length, SCREE__PW_READ_MAX);
+    if (out->offset > UINT64_MAX - out->length)
+      return BAD("%s of %" PRIu64 " bytes at offset %" PRIu64 " overflows", what, out->length,
+                 out->offset);
+    if (type == SCREE__PW_READ)
+      break;
+    out->code = (int32_t)(uint32_t)get_le(&r, 4);
+    out->msg_len = (size_t)get_le(&r, 2);
+    if (out->code > 0)
+      return BAD("data carries code %d; 0 or a negative error", out->code);
+    if (out->code == 0 && out->msg_len != 0)
+      return BAD("data with bytes carries a message of %zu bytes", out->msg_len);
+    if (out->msg_len > SCREE__PW_MSG_MAX)
+      return BAD("data carries a message of %zu bytes; at most %d", out->msg_len,
+                 SCREE__PW_MSG_MAX);
+    out->msg = (const char *)take(&r, out->msg_len);
     break;
   }
   default:
@@ -260,8 +285,7 @@ size_t scree__pw_encode(const scree__pw_msg *m, void *buf, size_t cap) {
     put_le(&w, (uint64_t)m->wait_ms, 8);
     break;
   case SCREE__PW_OPEN_OK:
-    if (m->desc.ndim_inner < 0 || m->desc.ndim_inner > SCREE_MAX_INNER_DIMS ||
-        m->rkey_len == 0 || m->rkey_len > SCREE__PW_RKEY_MAX)
+    if (m->desc.ndim_inner < 0 || m->desc.ndim_inner > SCREE_MAX_INNER_DIMS)
       return 0;
     put_le(&w, m->handle, 8);
     put_le(&w, (uint32_t)m->desc.dtype, 4);
@@ -274,10 +298,6 @@ size_t scree__pw_encode(const scree__pw_msg *m, void *buf, size_t cap) {
     put_le(&w, (uint64_t)m->desc.max_length, 8);
     put_le(&w, m->values_bytes, 8);
     put_le(&w, m->offsets_bytes, 8);
-    put_le(&w, m->values_addr, 8);
-    put_le(&w, m->offsets_addr, 8);
-    put_le(&w, m->rkey_len, 4);
-    put_bytes(&w, m->rkey, m->rkey_len);
     break;
   case SCREE__PW_OPEN_ERR:
   case SCREE__PW_WATCH_ERR: {
@@ -311,6 +331,25 @@ size_t scree__pw_encode(const scree__pw_msg *m, void *buf, size_t cap) {
     put_bytes(&w, m->name, m->name_len);
     break;
   }
+  case SCREE__PW_READ:
+  case SCREE__PW_DATA:
+    /* The decoder's bounds, so that nothing encoded here is refused there. */
+    if (m->region > SCREE__PW_REGION_OFFSETS || m->length == 0 ||
+        m->length > SCREE__PW_READ_MAX || m->offset > UINT64_MAX - m->length)
+      return 0;
+    put_le(&w, m->handle, 8);
+    put_le(&w, m->region, 1);
+    put_le(&w, m->offset, 8);
+    put_le(&w, m->length, 8);
+    if (m->type == SCREE__PW_READ)
+      break;
+    if (m->code > 0 || (m->code == 0 && m->msg_len != 0))
+      return 0;
+    size_t n = m->msg_len > SCREE__PW_MSG_MAX ? SCREE__PW_MSG_MAX : m->msg_len;
+    put_le(&w, (uint32_t)m->code, 4);
+    put_le(&w, n, 2);
+    put_bytes(&w, m->msg, n);
+    break;
   default:
     return 0;
   }

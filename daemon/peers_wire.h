@@ -1,15 +1,19 @@
 /* The peer protocol: the messages two screeds exchange over UCX.
  *
  * A small fixed binary format rather than a second protobuf schema, for
- * three reasons: there are a dozen messages with fixed fields and one opaque
- * blob (a packed UCX rkey); the handshake's HMAC covers exact bytes, which
- * a fixed layout defines with no question of canonical encoding; and the
- * whole decoder is this file's one bounds-checked function, which the
- * fuzzer drives (tests/fuzz/fuzz_peer_wire.c). The version byte of HELLO
- * is how the format evolves.
+ * three reasons: there are fourteen messages with fixed fields; the
+ * handshake's HMAC covers exact bytes, which a fixed layout defines with no
+ * question of canonical encoding; and the whole decoder is this file's one
+ * bounds-checked function, which the fuzzer drives
+ * (tests/fuzz/fuzz_peer_wire.c). The version byte of HELLO is how the
+ * format evolves: version 2 moved the bytes from one-sided reads (OPEN_OK
+ * carried addresses and a UCX rkey) to READ and DATA active messages, and
+ * added OPEN's wait and the WATCH, EVENT and WATCH_ERR messages.
  *
  * Every message is one UCX active message: a 20-byte header, then the body.
- * Integers are little-endian.
+ * DATA alone is sent as the active message's header, with the bytes it
+ * answers for as the active message's data (eager or rendezvous, as UCX
+ * picks). Integers are little-endian.
  *
  *   header: magic u32 ("SCP1") | type u16 | reserved u16 (0) | req u64 |
  *           body_len u32 (the bytes after the header, exactly)
@@ -18,7 +22,7 @@
  *   CHALLENGE owner -> fetcher   nonce[32] | mac[32]     (owner's proof)
  *   PROOF     fetcher -> owner   mac[32]                 (fetcher's proof)
  *   WELCOME   owner -> fetcher   (empty)                 authenticated
- *   DENIED    owner -> fetcher   (empty)                 proof refused
+ *   DENIED    owner -> fetcher   (empty)                 hello or proof refused
  *   OPEN      fetcher -> owner   name_len u16 | name | wait_ms i64
  *                                lease a batch; when it is not sealed yet,
  *                                wait up to wait_ms for its seal (0: answer
@@ -26,11 +30,13 @@
  *   OPEN_OK   owner -> fetcher   handle u64 | dtype u32 | offsets_dtype u32 |
  *                                ndim u32 | inner i64[ndim] | batch_size i64 |
  *                                total_rows i64 | max_length i64 |
- *                                values_bytes u64 | offsets_bytes u64 |
- *                                values_addr u64 | offsets_addr u64 |
- *                                rkey_len u32 | rkey
+ *                                values_bytes u64 | offsets_bytes u64
  *   OPEN_ERR  owner -> fetcher   code i32 | msg_len u16 | msg
  *   CLOSE     fetcher -> owner   handle u64              end the lease
+ *   READ      fetcher -> owner   handle u64 | region u8 | offset u64 |
+ *                                length u64              ask for bytes
+ *   DATA      owner -> fetcher   handle u64 | region u8 | offset u64 |
+ *                                length u64 | code i32 | msg_len u16 | msg
  *   WATCH     fetcher -> owner   flags u8 | prefix_len u16 | prefix
  *                                watch the sealed batches under prefix
  *                                (flags: SCREE__PW_WATCH_REPLAY); a WATCH of
@@ -40,17 +46,25 @@
  *                                one change under a watched prefix
  *   WATCH_ERR owner -> fetcher   code i32 | msg_len u16 | msg
  *
- * req pairs OPEN with its answer, and WATCH with its EVENTs and WATCH_ERR
- * (an EVENT carries the req of the WATCH that started its watch); it is 0
- * elsewhere. EVENT kinds: sealed and deleted (a name, 1 to 255 bytes; a
- * sealed event's stamp is the batch's creation time on the owner, which
- * tells one batch of a name from a later one, or 0 when it is gone
- * already), overflow (the owner's queue for this watch overflowed: nothing
- * more comes until the next WATCH) and synced (the replay has ended: every
- * batch sealed under the prefix when the watch started has been named);
- * the last two have no name and stamp 0. seq is the store's sequence of
- * the watch (1, 2, ...), 0 for synced. Nothing but HELLO and PROOF is
- * accepted from a fetcher before WELCOME. */
+ * req pairs OPEN with its answer, READ with its DATA (the fetcher's number
+ * for the read), and WATCH with its EVENTs and WATCH_ERR (an EVENT carries
+ * the req of the WATCH that started its watch); it is 0 elsewhere.
+ *
+ * A READ names a leased batch by its handle, one of its two regions (values
+ * or offsets) and a range of 1 to SCREE__PW_READ_MAX bytes inside it. Its
+ * DATA repeats those fields and carries exactly length bytes with code 0,
+ * or none with a negative SCREE_E* code and a message saying why the owner
+ * could not read them.
+ *
+ * EVENT kinds: sealed and deleted (a name, 1 to 255 bytes; a sealed event's
+ * stamp is the batch's creation time on the owner, which tells one batch of
+ * a name from a later one, or 0 when it is gone already), overflow (the
+ * owner's queue for this watch overflowed: nothing more comes until the
+ * next WATCH) and synced (the replay has ended: every batch sealed under
+ * the prefix when the watch started has been named); the last two have no
+ * name and stamp 0. seq is the store's sequence of the watch (1, 2, ...), 0
+ * for synced. Nothing but HELLO and PROOF is accepted from a fetcher before
+ * WELCOME. */
 #ifndef SCREE_DAEMON_PEERS_WIRE_H
 #define SCREE_DAEMON_PEERS_WIRE_H
 
@@ -60,18 +74,26 @@
 #include "scree/array.h"
 
 #define SCREE__PW_MAGIC 0x31504353u /* "SCP1" read as little-endian */
-#define SCREE__PW_VERSION 1
+#define SCREE__PW_VERSION 2
 #define SCREE__PW_HEADER 20
 #define SCREE__PW_NONCE 32
 #define SCREE__PW_MAC 32
 #define SCREE__PW_NODE_MAX 64
 #define SCREE__PW_NAME_MAX 255
 #define SCREE__PW_MSG_MAX 512
-/* A packed rkey is a few hundred bytes with every transport UCX knows;
- * anything much larger is not one. */
-#define SCREE__PW_RKEY_MAX 4096
-/* No message is larger than an OPEN_OK with the largest rkey. */
-#define SCREE__PW_MAX 8192
+/* No message is larger: the largest, an OPEN_ERR or a DATA with the
+ * longest message, is under 600 bytes. */
+#define SCREE__PW_MAX 1024
+/* The regions of a batch a READ names. */
+#define SCREE__PW_REGION_VALUES 0
+#define SCREE__PW_REGION_OFFSETS 1
+/* The most bytes one READ may ask for. */
+#define SCREE__PW_READ_MAX (16u << 20)
+/* The most READs a fetcher may have asked on one connection and not yet
+ * had answered; an owner refuses a connection that asks more. The fetcher
+ * keeps to half of it, so that UCX completing a transfer at the two ends
+ * at slightly different times never makes an honest fetcher cross it. */
+#define SCREE__PW_READS_MAX 8
 
 typedef enum scree__pw_type {
   SCREE__PW_HELLO = 1,
@@ -83,7 +105,8 @@ typedef enum scree__pw_type {
   SCREE__PW_OPEN_OK = 7,
   SCREE__PW_OPEN_ERR = 8,
   SCREE__PW_CLOSE = 9,
-  /* 10 and 11: kept for the data path's messages. */
+  SCREE__PW_READ = 10,
+  SCREE__PW_DATA = 11,
   SCREE__PW_WATCH = 12,
   SCREE__PW_EVENT = 13,
   SCREE__PW_WATCH_ERR = 14,
@@ -100,7 +123,7 @@ enum {
   SCREE__PW_EV_SYNCED = 4,
 };
 
-/* One decoded message. Pointers (node, name, msg, rkey) point into the
+/* One decoded message. Pointers (node, name, msg) point into the
  * buffer that was decoded; strings are not NUL-terminated (their lengths
  * are given). */
 typedef struct scree__pw_msg {
@@ -121,17 +144,17 @@ typedef struct scree__pw_msg {
   uint64_t seq;
   uint8_t kind;
   uint64_t stamp;
-  /* OPEN_OK, CLOSE */
+  /* OPEN_OK, CLOSE, READ, DATA */
   uint64_t handle;
-  /* OPEN_OK: the descriptor (pointers NULL) and where the bytes are. */
+  /* OPEN_OK: the descriptor (pointers NULL) and the sizes of its regions. */
   scree_array desc;
   uint64_t values_bytes;
   uint64_t offsets_bytes;
-  uint64_t values_addr;
-  uint64_t offsets_addr;
-  const void *rkey;
-  size_t rkey_len;
-  /* OPEN_ERR, WATCH_ERR */
+  /* READ, DATA: which bytes (SCREE__PW_REGION_*, and a range in it). */
+  uint8_t region;
+  uint64_t offset;
+  uint64_t length;
+  /* OPEN_ERR, WATCH_ERR, DATA (0 in a DATA that carries the bytes) */
   int32_t code;
   const char *msg;
   size_t msg_len;

@@ -80,6 +80,9 @@
     XX(cuEventRecord)                                                          \
     XX(cuEventSynchronize)                                                     \
     XX(cuEventElapsedTime)                                                     \
+    XX(cuEventQuery)                                                           \
+    XX(cuMemHostAlloc)                                                         \
+    XX(cuMemFreeHost)                                                          \
   XX(cuStreamSynchronize)
 
 /* Members carry the API's names, so a call reads cu->cuMemCreate(...). The

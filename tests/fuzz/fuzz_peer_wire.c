@@ -1,5 +1,6 @@
 /* fuzz_peer_wire: one message from another screed, as peers.c receives it
- * from UCX (daemon/peers_wire.c).
+ * from UCX (daemon/peers_wire.c): a control message, or the header of a
+ * DATA.
  *
  * Whatever the bytes, the decoder must return, never read outside them,
  * and point only inside them; a message that decodes must encode back to
@@ -36,7 +37,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   check_inside(buf, size, m.node, m.node_len, "node");
   check_inside(buf, size, m.name, m.name_len, "name");
   check_inside(buf, size, m.msg, m.msg_len, "msg");
-  check_inside(buf, size, m.rkey, m.rkey_len, "rkey");
   if (m.type == SCREE__PW_OPEN)
     FUZZ_CHECK(m.wait_ms >= -1 && m.name_len > 0, "open with wait %lld, name of %zu bytes",
                (long long)m.wait_ms, m.name_len);
@@ -51,6 +51,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                      : m.name_len == 0 && m.stamp == 0,
                "event of kind %u with a name of %zu bytes", m.kind, m.name_len);
   }
+  /* A READ or DATA that decodes names a real region and a range of 1 to
+   * SCREE__PW_READ_MAX bytes that does not wrap; a DATA's code is 0 (then
+   * without a message) or an error. peers.c relies on these. */
+  if (m.type == SCREE__PW_READ || m.type == SCREE__PW_DATA) {
+    FUZZ_CHECK(m.region <= SCREE__PW_REGION_OFFSETS, "region %u decoded", m.region);
+    FUZZ_CHECK(m.length >= 1 && m.length <= SCREE__PW_READ_MAX, "length %llu decoded",
+               (unsigned long long)m.length);
+    FUZZ_CHECK(m.offset <= UINT64_MAX - m.length, "a wrapping range decoded");
+  }
+  if (m.type == SCREE__PW_DATA)
+    FUZZ_CHECK(m.code < 0 || (m.code == 0 && m.msg_len == 0), "data code %d with %zu bytes"
+               " of message decoded", (int)m.code, m.msg_len);
   uint8_t out[SCREE__PW_MAX];
   size_t n = scree__pw_encode(&m, out, sizeof(out));
   FUZZ_CHECK(n > 0, "a decoded %s message does not encode", scree__pw_type_name(m.type));

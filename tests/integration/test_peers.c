@@ -14,6 +14,7 @@
 
 #include "harness.h"
 #include "peers_util.h"
+#include "peers_wire.h"
 #include "scree/client.h"
 
 typedef struct pair {
@@ -177,6 +178,60 @@ Test(peers, sizes_and_as_name) {
     int rc = scree_client_fetch(p.cf, "owner", name, as, 30000);
     cr_assert_eq(rc, 0, "fetch %s: %s", name, scree_client_last_error(p.cf));
     expect_same(p.cf, as, &a);
+    free(a.values);
+    free(a.offsets);
+  }
+  pair_stop(&p);
+}
+
+/* Whether the log of h has line. The log stays until screed exits 0. */
+static int harness_log_has(const harness *h, const char *line) {
+  FILE *f = fopen(h->log, "r");
+  char buf[1024];
+  int found = 0;
+  while (f != NULL && !found && fgets(buf, sizeof(buf), f) != NULL)
+    found = strstr(buf, line) != NULL;
+  if (f != NULL)
+    fclose(f);
+  return found;
+}
+
+/* The staged path, which a GPU screed takes where UCX has no CUDA support
+ * (chunks copied between the device and pinned host stages, two at a
+ * time), run on host memory: with SCREE_TEST_HOST_STAGING in its
+ * environment, a test build's host backend offers stages (mem_host.c), and
+ * both screeds move every byte through them. */
+Test(peers, staged_path) {
+  pair p;
+  const char *info[] = {"--log-level", "info", "--memory-limit", "1G", NULL};
+  setenv("SCREE_TEST_HOST_STAGING", "1", 1);
+  pair_start(&p, info, info, NULL);
+  unsetenv("SCREE_TEST_HOST_STAGING");
+#ifdef SCREE_TEST_HOOKS
+  cr_expect(harness_log_has(&p.owner, "path=staged"), "the owner does not stage (log %s)",
+            p.owner.log);
+  cr_expect(harness_log_has(&p.fetcher, "path=staged"), "the fetcher does not stage");
+#endif
+  /* 1 byte, empty rows, and 45 MB: two full chunks and a part. */
+  struct {
+    int64_t batch, max_len, inner;
+  } cases[] = {{1, 1, 0}, {3, 0, 0}, {80, 1000, 2000}};
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    scree_array a;
+    cr_assert_eq(peers_make(SCREE_UINT8, SCREE_INT64, cases[i].batch, cases[i].max_len,
+                            cases[i].inner, i == 0 ? 1 : 5, &a),
+                 0);
+    uint64_t vb, ob;
+    scree_array_check_desc(&a, &vb, &ob, NULL, 0);
+    if (i == 2)
+      cr_expect(vb % SCREE__PW_READ_MAX != 0 && vb > 2 * SCREE__PW_READ_MAX, "%llu bytes",
+                (unsigned long long)vb);
+    char name[32];
+    snprintf(name, sizeof(name), "staged-%zu", i);
+    cr_assert_eq(scree_client_put(p.co, name, &a, NULL), 0, "%s", scree_client_last_error(p.co));
+    int rc = scree_client_fetch(p.cf, "owner", name, NULL, 30000);
+    cr_assert_eq(rc, 0, "fetch %s: %s", name, scree_client_last_error(p.cf));
+    expect_same(p.cf, name, &a);
     free(a.values);
     free(a.offsets);
   }
@@ -886,7 +941,9 @@ static void stranger_progress(stranger *s, long ms) {
   } while ((uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000 < end);
 }
 
-static void stranger_open(stranger *s, unsigned port) {
+/* A stranger's endpoint to the owner's listener, with UCX's error handling
+ * mode err_mode (screed's own is PEER; a stranger may choose). */
+static void stranger_open_mode(stranger *s, unsigned port, ucp_err_handling_mode_t err_mode) {
   memset(s, 0, sizeof(*s));
   ucp_params_t up = {.field_mask = UCP_PARAM_FIELD_FEATURES,
                      .features = UCP_FEATURE_AM | UCP_FEATURE_RMA};
@@ -911,9 +968,13 @@ static void stranger_open(stranger *s, unsigned port) {
                     UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE | UCP_EP_PARAM_FIELD_ERR_HANDLER,
       .flags = UCP_EP_PARAMS_FLAGS_CLIENT_SERVER,
       .sockaddr = {.addr = (struct sockaddr *)&a, .addrlen = sizeof(a)},
-      .err_mode = UCP_ERR_HANDLING_MODE_PEER,
+      .err_mode = err_mode,
       .err_handler = {.cb = stranger_err, .arg = s}};
   cr_assert_eq(ucp_ep_create(s->worker, &ep, &s->ep), UCS_OK);
+}
+
+static void stranger_open(stranger *s, unsigned port) {
+  stranger_open_mode(s, port, UCP_ERR_HANDLING_MODE_PEER);
 }
 
 static void stranger_send(stranger *s, unsigned id, const void *buf, size_t len) {
@@ -1023,6 +1084,204 @@ Test(peers, strangers_and_garbage, .timeout = 120) {
   expect_same(p.cf, "secret-batch", &a);
   free(a.values);
   free(a.offsets);
+  pair_stop(&p);
+}
+
+/* ---- a stranger using UCX's one-sided operations on the owner ------------- */
+
+/* Where the first byte of pattern (len bytes) lies in the address space of
+ * process pid, searched in its arena mappings (memfds named scree-arena)
+ * through /proc/PID/mem; 0 when not found. The test is screed's parent,
+ * so it may read that memory. */
+static uint64_t find_in_arenas(pid_t pid, const unsigned char *pattern, size_t len) {
+  char path[64];
+  snprintf(path, sizeof(path), "/proc/%ld/maps", (long)pid);
+  FILE *maps = fopen(path, "r");
+  snprintf(path, sizeof(path), "/proc/%ld/mem", (long)pid);
+  int mem = open(path, O_RDONLY);
+  uint64_t found = 0;
+  char line[512];
+  size_t cap = 1u << 20;
+  unsigned char *buf = malloc(cap);
+  while (maps != NULL && mem >= 0 && found == 0 && fgets(line, sizeof(line), maps) != NULL) {
+    unsigned long lo, hi;
+    if (strstr(line, "scree-arena") == NULL || sscanf(line, "%lx-%lx", &lo, &hi) != 2)
+      continue;
+    for (unsigned long at = lo; at < hi && found == 0; at += cap - len) {
+      size_t want = hi - at < cap ? hi - at : cap;
+      ssize_t n = pread(mem, buf, want, (off_t)at);
+      if (n < (ssize_t)len)
+        break;
+      for (size_t i = 0; i + len <= (size_t)n; i += 64)
+        if (memcmp(buf + i, pattern, len) == 0) {
+          found = at + i;
+          break;
+        }
+    }
+  }
+  free(buf);
+  if (mem >= 0)
+    close(mem);
+  if (maps != NULL)
+    fclose(maps);
+  return found;
+}
+
+/* Requests that did not finish in time: freed once the endpoint's forced
+ * close has completed them. */
+static void *stranger_left[8];
+static int stranger_nleft;
+
+/* Progresses s until request r is done or ms pass. Returns the request's
+ * status (UCS_OK: it completed), UCS_INPROGRESS when it did not finish. */
+static ucs_status_t stranger_wait(stranger *s, ucs_status_ptr_t r, long ms) {
+  if (r == NULL)
+    return UCS_OK;
+  if (UCS_PTR_IS_ERR(r))
+    return UCS_PTR_STATUS(r);
+  struct timespec t0, t;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  ucs_status_t st;
+  do {
+    ucp_worker_progress(s->worker);
+    st = ucp_request_check_status(r);
+    clock_gettime(CLOCK_MONOTONIC, &t);
+  } while (st == UCS_INPROGRESS &&
+           (t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 < ms);
+  if (st != UCS_INPROGRESS)
+    ucp_request_free(r);
+  else if (stranger_nleft < 8)
+    stranger_left[stranger_nleft++] = r;
+  return st;
+}
+
+/* One stranger's try: a key of its own memory unpacked on its endpoint
+ * to the owner (pid), then a read and a write of LEN bytes at addr, where
+ * pattern lies in screed's memory. */
+static void stranger_attack(stranger *s, pid_t pid, uint64_t addr, const unsigned char *pattern,
+                            int variant) {
+  const char *how = variant == 0 ? "error handling on" : "newer protocols, no error handling";
+  stranger_progress(s, 300); /* UCX's wireup; no scree message is sent */
+  enum { LEN = 65536 };
+  unsigned char *local = calloc(1, LEN);
+  unsigned char *evil = malloc(LEN);
+  memset(evil, 0xee, LEN);
+  ucp_mem_map_params_t mp = {.field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS |
+                                           UCP_MEM_MAP_PARAM_FIELD_LENGTH,
+                             .address = local,
+                             .length = LEN};
+  ucp_mem_h memh;
+  cr_assert_eq(ucp_mem_map(s->ctx, &mp, &memh), UCS_OK);
+  void *packed;
+  size_t packed_len;
+  cr_assert_eq(ucp_rkey_pack(s->ctx, memh, &packed, &packed_len), UCS_OK);
+  ucp_rkey_h rkey;
+  cr_assert_eq(ucp_ep_rkey_unpack(s->ep, packed, &rkey), UCS_OK);
+  ucp_rkey_buffer_release(packed);
+
+  /* The read. (UCX 1.13's newer protocols have no get over tcp at all:
+   * the stranger's own UCX aborts, so that variant only writes.) */
+  ucp_request_param_t prm = {.op_attr_mask = 0};
+  ucs_status_t st;
+  if (variant == 0) {
+    st = stranger_wait(s, ucp_get_nbx(s->ep, local, LEN, addr, rkey, &prm), 3000);
+    int read_it = st == UCS_OK && memcmp(local, pattern, LEN) == 0;
+    cr_log_info("%s: stranger's ucp_get_nbx of screed's batch: %s, %s", how,
+                ucs_status_string(st), read_it ? "it READ THE BATCH" : "nothing read");
+    cr_expect(!read_it,
+              "a stranger read a batch out of screed's memory before any handshake (%s)", how);
+  }
+
+  /* The write, then a flush, which waits for the remote side. */
+  st = stranger_wait(s, ucp_put_nbx(s->ep, evil, LEN, addr, rkey, &prm), 3000);
+  ucs_status_t fst = stranger_wait(s, ucp_ep_flush_nbx(s->ep, &prm), 3000);
+  cr_log_info("%s: stranger's ucp_put_nbx: %s, flush: %s", how, ucs_status_string(st),
+              ucs_status_string(fst));
+  ucp_rkey_destroy(rkey);
+  /* The forced close completes what is still in flight; only then may the
+   * local buffer go. */
+  ucp_request_param_t cprm = {.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS,
+                              .flags = UCP_EP_CLOSE_FLAG_FORCE};
+  stranger_wait(s, ucp_ep_close_nbx(s->ep, &cprm), 3000);
+  for (int i = 0; i < stranger_nleft; i++) {
+    for (int k = 0; k < 1000 && ucp_request_check_status(stranger_left[i]) == UCS_INPROGRESS; k++)
+      ucp_worker_progress(s->worker);
+    ucp_request_free(stranger_left[i]);
+  }
+  ucp_mem_unmap(s->ctx, memh);
+  ucp_worker_destroy(s->worker);
+  ucp_cleanup(s->ctx);
+  free(local);
+  free(evil);
+
+  /* The sealed batch is as it was in screed's memory. */
+  unsigned char *probe = malloc(LEN);
+  char path[64];
+  snprintf(path, sizeof(path), "/proc/%ld/mem", (long)pid);
+  int mem = open(path, O_RDONLY);
+  cr_assert_geq(mem, 0);
+  cr_assert_eq(pread(mem, probe, LEN, (off_t)addr), (ssize_t)LEN);
+  close(mem);
+  int written = memcmp(probe, pattern, LEN) != 0;
+  free(probe);
+  cr_log_info("%s: after the stranger's write the batch is %s", how,
+              written ? "OVERWRITTEN" : "unchanged");
+  cr_expect(!written, "a stranger wrote into a sealed batch before any handshake (%s)", how);
+}
+
+/* The hole of issue 15: with UCX's tcp transport, UCX emulates one-sided
+ * reads and writes with its own active messages, whose handlers copy from
+ * and to whatever address the message names without checking any key.
+ * A stranger who never says HELLO (so scree's handshake never runs) packs
+ * a key of its own memory, unpacks it on its endpoint to the owner, and
+ * reads and writes a sealed batch at its address in screed's memory. With
+ * UCP_FEATURE_RMA on in screed, the read returned the batch's bytes and the
+ * write changed them; with it off, UCX has no handler for them: neither
+ * happens, and screed goes on serving. */
+Test(peers, stranger_rma_before_handshake, .timeout = 120) {
+  pair p;
+  pair_start(&p, NULL, NULL, NULL);
+  /* A batch of distinctive bytes, and where screed keeps them. */
+  enum { N = 65536 };
+  scree_array a;
+  memset(&a, 0, sizeof(a));
+  a.dtype = SCREE_UINT8;
+  a.offsets_dtype = SCREE_INT64;
+  a.ndim_inner = 1;
+  a.inner[0] = N;
+  a.batch_size = 1;
+  a.total_rows = 1;
+  int64_t offs[2] = {0, 1};
+  unsigned char *pattern = malloc(N);
+  for (size_t i = 0; i < N; i++)
+    pattern[i] = (unsigned char)("issue 15: a stranger must not read this "[i % 40] ^ (i >> 10));
+  a.values = pattern;
+  a.offsets = offs;
+  cr_assert_eq(scree_client_put(p.co, "victim", &a, NULL), 0, "%s",
+               scree_client_last_error(p.co));
+  uint64_t addr = find_in_arenas(p.owner.pid, pattern, 256);
+  cr_assert_neq(addr, 0u, "the batch's bytes are not in screed's arenas");
+
+  /* Twice: as screed's own UCX would talk (error handling on, UCX's
+   * default protocols), and with UCX's newer protocols and no error
+   * handling (a stranger chooses both). */
+  for (int variant = 0; variant < 2; variant++) {
+    if (variant == 1)
+      setenv("UCX_PROTO_ENABLE", "y", 1);
+    stranger s;
+    stranger_open_mode(&s, p.port,
+                       variant == 0 ? UCP_ERR_HANDLING_MODE_PEER : UCP_ERR_HANDLING_MODE_NONE);
+    unsetenv("UCX_PROTO_ENABLE");
+    stranger_nleft = 0;
+    stranger_attack(&s, p.owner.pid, addr, pattern, variant);
+  }
+  expect_same(p.co, "victim", &a);
+
+  /* screed goes on serving clients and real peers. */
+  cr_expect_eq(scree_client_fetch(p.cf, "owner", "victim", NULL, 10000), 0, "%s",
+               scree_client_last_error(p.cf));
+  expect_same(p.cf, "victim", &a);
+  free(pattern);
   pair_stop(&p);
 }
 

@@ -122,19 +122,14 @@ Test(peers_wire, roundtrip) {
   m.desc.max_length = 6;
   m.values_bytes = 12 * 8 * 64 * 2;
   m.offsets_bytes = 16;
-  m.values_addr = 0x1000;
-  m.offsets_addr = 0x9000;
-  m.rkey = "key!";
-  m.rkey_len = 4;
   size_t n = scree__pw_encode(&m, buf, sizeof(buf));
   cr_assert_gt(n, (size_t)SCREE__PW_HEADER);
   cr_assert_eq(scree__pw_decode(buf, n, &d, msg, sizeof(msg)), 0, "%s", msg);
   cr_expect_eq(d.type, SCREE__PW_OPEN_OK);
   cr_expect_eq(d.req, 42u);
   cr_expect_eq(d.desc.inner[1], 64);
-  cr_expect_eq(d.offsets_addr, 0x9000u);
-  cr_expect_eq(d.rkey_len, 4u);
-  cr_expect(memcmp(d.rkey, "key!", 4) == 0);
+  cr_expect_eq(d.values_bytes, 12u * 8 * 64 * 2);
+  cr_expect_eq(d.offsets_bytes, 16u);
   /* Every truncation is refused, with a message. */
   for (size_t k = 0; k < n; k++)
     cr_expect_eq(scree__pw_decode(buf, k, &d, msg, sizeof(msg)), SCREE_EPROTO, "%zu bytes", k);
@@ -250,6 +245,98 @@ Test(peers_wire, open_watch_event) {
   cr_expect_eq(d.code, SCREE_EBUSY);
   cr_expect_eq(d.msg_len, m.msg_len);
   cr_expect_str_eq(scree__pw_type_name(SCREE__PW_WATCH_ERR), "watch_err");
+}
+
+/* Encodes m, and expects the decoder to refuse the bytes with a message
+ * containing want (the encoder refuses such a message itself, so the
+ * bytes are patched in after encoding a valid one). */
+static void expect_refused(const unsigned char *buf, size_t n, const char *want) {
+  scree__pw_msg d;
+  char msg[256] = "";
+  cr_expect_eq(scree__pw_decode(buf, n, &d, msg, sizeof(msg)), SCREE_EPROTO);
+  cr_expect(strstr(msg, want) != NULL, "'%s' does not say '%s'", msg, want);
+}
+
+static void put_u64(unsigned char *p, uint64_t v) {
+  for (int i = 0; i < 8; i++)
+    p[i] = (unsigned char)(v >> (8 * i));
+}
+
+Test(peers_wire, read_and_data) {
+  unsigned char buf[SCREE__PW_MAX];
+  scree__pw_msg m, d;
+  char msg[256];
+  memset(&m, 0, sizeof(m));
+  m.type = SCREE__PW_READ;
+  m.req = 9;
+  m.handle = 3;
+  m.region = SCREE__PW_REGION_OFFSETS;
+  m.offset = 1u << 20;
+  m.length = SCREE__PW_READ_MAX;
+  size_t n = scree__pw_encode(&m, buf, sizeof(buf));
+  cr_assert_eq(n, (size_t)SCREE__PW_HEADER + 25);
+  cr_assert_eq(scree__pw_decode(buf, n, &d, msg, sizeof(msg)), 0, "%s", msg);
+  cr_expect_eq(d.type, SCREE__PW_READ);
+  cr_expect_eq(d.req, 9u);
+  cr_expect_eq(d.handle, 3u);
+  cr_expect_eq(d.region, SCREE__PW_REGION_OFFSETS);
+  cr_expect_eq(d.offset, 1u << 20);
+  cr_expect_eq(d.length, SCREE__PW_READ_MAX);
+  for (size_t k = 0; k < n; k++)
+    cr_expect_eq(scree__pw_decode(buf, k, &d, msg, sizeof(msg)), SCREE_EPROTO, "%zu bytes", k);
+  /* Out-of-range fields: the encoder will not write them, the decoder
+   * refuses them by name. The body: handle(8) region(1) offset(8)
+   * length(8). */
+  unsigned char bad[SCREE__PW_MAX];
+  memcpy(bad, buf, n);
+  bad[SCREE__PW_HEADER + 8] = 2;
+  expect_refused(bad, n, "region 2");
+  memcpy(bad, buf, n);
+  put_u64(bad + SCREE__PW_HEADER + 17, 0);
+  expect_refused(bad, n, "1 to");
+  put_u64(bad + SCREE__PW_HEADER + 17, (uint64_t)SCREE__PW_READ_MAX + 1);
+  expect_refused(bad, n, "1 to");
+  put_u64(bad + SCREE__PW_HEADER + 17, 4096);
+  put_u64(bad + SCREE__PW_HEADER + 9, UINT64_MAX - 100);
+  expect_refused(bad, n, "overflows");
+  m.region = 2;
+  cr_expect_eq(scree__pw_encode(&m, buf, sizeof(buf)), 0u);
+  m.region = 0;
+  m.length = 0;
+  cr_expect_eq(scree__pw_encode(&m, buf, sizeof(buf)), 0u);
+
+  /* A DATA that carries bytes has code 0 and no message; one that does
+   * not says why. */
+  memset(&m, 0, sizeof(m));
+  m.type = SCREE__PW_DATA;
+  m.req = 9;
+  m.handle = 3;
+  m.offset = 0;
+  m.length = 1;
+  n = scree__pw_encode(&m, buf, sizeof(buf));
+  cr_assert_eq(n, (size_t)SCREE__PW_HEADER + 31);
+  cr_assert_eq(scree__pw_decode(buf, n, &d, msg, sizeof(msg)), 0, "%s", msg);
+  cr_expect_eq(d.type, SCREE__PW_DATA);
+  cr_expect_eq(d.code, 0);
+  cr_expect_eq(d.msg_len, 0u);
+  m.code = SCREE_ECUDA;
+  m.msg = "copy failed";
+  m.msg_len = strlen(m.msg);
+  n = scree__pw_encode(&m, buf, sizeof(buf));
+  cr_assert_gt(n, 0u);
+  cr_assert_eq(scree__pw_decode(buf, n, &d, msg, sizeof(msg)), 0, "%s", msg);
+  cr_expect_eq(d.code, SCREE_ECUDA);
+  cr_expect_eq(d.msg_len, strlen("copy failed"));
+  cr_expect(memcmp(d.msg, "copy failed", d.msg_len) == 0);
+  memcpy(bad, buf, n);
+  bad[SCREE__PW_HEADER + 25] = 1; /* code 1 (little-endian low byte) */
+  bad[SCREE__PW_HEADER + 26] = bad[SCREE__PW_HEADER + 27] = bad[SCREE__PW_HEADER + 28] = 0;
+  expect_refused(bad, n, "code 1");
+  memcpy(bad, buf, n);
+  memset(bad + SCREE__PW_HEADER + 25, 0, 4); /* code 0 with a message */
+  expect_refused(bad, n, "with bytes");
+  m.code = 0;
+  cr_expect_eq(scree__pw_encode(&m, buf, sizeof(buf)), 0u, "code 0 with a message");
 }
 
 Test(peers_options, parse) {
