@@ -1706,7 +1706,15 @@ static void fetch_complete(fetch *f) {
   scree__peers *p = f->p;
   int64_t max_length = 0;
   char msg[512];
-  int rc = scree__store_check_offsets(p->store, f->out, &max_length, msg, sizeof(msg));
+  /* Bytes written through the backend (eager DATA on the ucx-cuda path)
+   * may still be landing: a pageable copy to a GPU returns once staged. */
+  scree__mem *mem = scree__store_mem(p->store);
+  int rc = mem->ops->fence != NULL ? mem->ops->fence(mem, msg, sizeof(msg)) : 0;
+  if (rc != 0) {
+    fetch_fail(f, rc, SCREE__FETCH_FAIL_LOCAL, "%s", msg);
+    return;
+  }
+  rc = scree__store_check_offsets(p->store, f->out, &max_length, msg, sizeof(msg));
   if (rc != 0) {
     fetch_fail(f, rc, SCREE__FETCH_FAIL_INVALID, "peer '%s' sent bad bytes: %s",
                f->peer->spec.name, msg);
