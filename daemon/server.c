@@ -408,10 +408,7 @@ static void conn_open(scree__server *srv, int fd, const struct ucred *cred_in) {
   scree__session_set_data(c->sess, c);
   c->events = UV_READABLE;
   uv_poll_start(&c->poll, UV_READABLE, on_conn_io);
-  c->next = srv->conns;
-  if (srv->conns)
-    srv->conns->prev = c;
-  srv->conns = c;
+  SCREE__LIST_PUSH(srv->conns, c);
   srv->nconns++;
   if (srv->metrics != NULL)
     srv->metrics->conns_accepted++;

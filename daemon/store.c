@@ -428,10 +428,7 @@ scree__session *scree__session_open(scree__store *s, uint32_t uid, int32_t pid) 
   sess->id = s->next_session_id++;
   sess->uid = uid;
   sess->pid = pid;
-  sess->next = s->sessions;
-  if (s->sessions)
-    s->sessions->prev = sess;
-  s->sessions = sess;
+  SCREE__LIST_PUSH(s->sessions, sess);
   s->nsessions++;
   return sess;
 }
@@ -938,10 +935,7 @@ int scree__store_get(scree__store *s, scree__session *sess, const char *name,
   s->next_lease_id++;
   if (attach)
     known_commit(sess, b->arena->id, attach);
-  l->next = sess->leases;
-  if (sess->leases)
-    sess->leases->prev = l;
-  sess->leases = l;
+  SCREE__LIST_PUSH(sess->leases, l);
   sess->nleases++;
   b->leases++;
   *lease_id = l->id;
@@ -1506,10 +1500,7 @@ int scree__store_watch(scree__store *s, scree__session *sess, const char *prefix
   w->prefix_len = plen;
   w->cap = cap;
   w->replaying = replay != 0;
-  w->next = s->watches;
-  if (s->watches)
-    s->watches->prev = w;
-  s->watches = w;
+  SCREE__LIST_PUSH(s->watches, w);
   s->nwatchers++;
   sess->watch = w;
   return 0;
