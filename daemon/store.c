@@ -229,18 +229,15 @@ static int names_insert(scree__store *s, scree__batch *b) {
   if (SCREE__GROW(&s->names, &s->capnames, s->nnames + 1, 64) != 0)
     return SCREE_ENOMEM;
   size_t i = names_bound(s, b->name, 0);
-  memmove(&s->names[i + 1], &s->names[i], (s->nnames - i) * sizeof(*s->names));
+  SCREE__INSERT_AT(s->names, s->nnames, i);
   s->names[i] = b;
-  s->nnames++;
   return 0;
 }
 
 static void names_remove(scree__store *s, scree__batch *b) {
   size_t i = names_bound(s, b->name, 0);
-  if (i < s->nnames && s->names[i] == b) {
-    memmove(&s->names[i], &s->names[i + 1], (s->nnames - i - 1) * sizeof(*s->names));
-    s->nnames--;
-  }
+  if (i < s->nnames && s->names[i] == b)
+    SCREE__REMOVE_AT(s->names, s->nnames, i);
 }
 
 /* ---- leases ------------------------------------------------------------ */
@@ -632,11 +629,9 @@ static void known_commit(scree__session *sess, uint64_t id, int kind) {
     return;
   }
   /* fill_location reserved the room. */
-  memmove(&sess->known[pos + 1], &sess->known[pos],
-          (sess->nknown - pos) * sizeof(sess->known[0]));
+  SCREE__INSERT_AT(sess->known, sess->nknown, pos);
   sess->known[pos].id = id;
   sess->known[pos].kind = kind;
-  sess->nknown++;
 }
 
 /* ---- operations -------------------------------------------------------- */
@@ -1130,9 +1125,7 @@ static void arena_freed(void *arg, uint64_t id) {
     size_t pos;
     if (!known_find(sess, id, &pos))
       continue;
-    memmove(&sess->known[pos], &sess->known[pos + 1],
-            (sess->nknown - pos - 1) * sizeof(sess->known[0]));
-    sess->nknown--;
+    SCREE__REMOVE_AT(sess->known, sess->nknown, pos);
     if (SCREE__GROW(&sess->freed, &sess->capfreed, sess->nfreed + 1, 4) != 0) {
       /* The client keeps a mapping it could have dropped until it closes;
        * nothing else goes wrong. */
@@ -1173,9 +1166,9 @@ void scree__store_set_hooks(scree__store *s, const scree__store_hooks *hooks) {
 /* The waiters of one name, in arrival order. The name need not exist in
  * the store: one waits as well for a name nobody has created yet. */
 typedef struct wait_list {
-  char *name;
   scree__waiter *head;
   scree__waiter *tail;
+  char name[]; /* allocated with the list */
 } wait_list;
 
 struct scree__waiter {
@@ -1202,11 +1195,8 @@ static wait_list *waits_find(const scree__store *s, const char *name) {
 
 static void waits_remove(scree__store *s, wait_list *wl) {
   size_t i = waits_bound(s, wl->name);
-  if (i < s->nwaits && s->waits[i] == wl) {
-    memmove(&s->waits[i], &s->waits[i + 1], (s->nwaits - i - 1) * sizeof(*s->waits));
-    s->nwaits--;
-  }
-  free(wl->name);
+  if (i < s->nwaits && s->waits[i] == wl)
+    SCREE__REMOVE_AT(s->waits, s->nwaits, i);
   free(wl);
 }
 
@@ -1217,17 +1207,13 @@ static wait_list *waits_get(scree__store *s, const char *name) {
     return s->waits[i];
   if (SCREE__GROW(&s->waits, &s->capwaits, s->nwaits + 1, 16) != 0)
     return NULL;
-  wait_list *wl = calloc(1, sizeof(*wl));
+  size_t len = strlen(name);
+  wait_list *wl = calloc(1, sizeof(*wl) + len + 1);
   if (wl == NULL)
     return NULL;
-  wl->name = strdup(name);
-  if (wl->name == NULL) {
-    free(wl);
-    return NULL;
-  }
-  memmove(&s->waits[i + 1], &s->waits[i], (s->nwaits - i) * sizeof(*s->waits));
+  memcpy(wl->name, name, len + 1);
+  SCREE__INSERT_AT(s->waits, s->nwaits, i);
   s->waits[i] = wl;
-  s->nwaits++;
   return wl;
 }
 
@@ -1374,9 +1360,7 @@ static void waiters_wake(scree__store *s, const char *name) {
   if (wl == NULL)
     return;
   scree__waiter *w = wl->head;
-  size_t i = waits_bound(s, name);
-  memmove(&s->waits[i], &s->waits[i + 1], (s->nwaits - i - 1) * sizeof(*s->waits));
-  s->nwaits--;
+  SCREE__REMOVE_AT(s->waits, s->nwaits, waits_bound(s, name));
   for (scree__waiter *x = w; x != NULL; x = x->next) {
     heap_remove(s, x);
     x->sess->waiter = NULL;
@@ -1385,7 +1369,6 @@ static void waiters_wake(scree__store *s, const char *name) {
   scree__wait_end end;
   memset(&end, 0, sizeof(end));
   snprintf(end.name, sizeof(end.name), "%s", wl->name);
-  free(wl->name);
   free(wl);
   while (w != NULL) {
     scree__waiter *next = w->next;
