@@ -565,15 +565,17 @@ int scree__mirror_new(scree__peers *p, uv_loop_t *loop, scree__store *store,
   *out = NULL;
   if (n == 0)
     return 0;
-  scree__mirror *ms = calloc(1, sizeof(*ms));
+  scree__mirror *ms = malloc(sizeof(*ms));
   if (ms == NULL)
     return scree__fail(SCREE_ENOMEM, msg, msg_len, "out of host memory");
-  ms->p = p;
-  ms->loop = loop;
-  ms->store = store;
-  ms->n = n;
-  ms->queue_max = queue_max != 0 ? queue_max : SCREE__WATCH_QUEUE_DEFAULT;
-  ms->npeers = scree__peers_count(p);
+  *ms = (scree__mirror){
+      .p = p,
+      .loop = loop,
+      .store = store,
+      .n = n,
+      .npeers = scree__peers_count(p),
+      .queue_max = queue_max != 0 ? queue_max : SCREE__WATCH_QUEUE_DEFAULT,
+  };
   ms->mirrors = calloc(n, sizeof(*ms->mirrors));
   ms->links = calloc(ms->npeers ? ms->npeers : 1, sizeof(*ms->links));
   int rc = 0;

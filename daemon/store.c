@@ -1324,13 +1324,10 @@ int scree__store_wait(scree__store *s, scree__session *sess, const char *name, u
   if (sess->waiter != NULL)
     return scree__fail(SCREE_EBUSY, msg, msg_len,
                        "this connection already waits for '%s'", sess->waiter->list->name);
-  scree__waiter *w = calloc(1, sizeof(*w));
+  scree__waiter *w = malloc(sizeof(*w));
   if (w == NULL)
     return scree__fail(SCREE_ENOMEM, msg, msg_len, "out of host memory");
-  w->sess = sess;
-  w->req_id = req_id;
-  w->wait_ms = wait_ms;
-  w->heap_at = SIZE_MAX;
+  *w = (scree__waiter){.sess = sess, .req_id = req_id, .wait_ms = wait_ms, .heap_at = SIZE_MAX};
   if (wait_ms >= 0) {
     w->deadline_ns = scree__now_ns() + (uint64_t)wait_ms * 1000000u;
     if (heap_push(s, w) != 0) {
