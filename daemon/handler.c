@@ -45,26 +45,16 @@ void scree__reply_clear(scree__reply *r) {
   scree__reply_init(r);
 }
 
-/* The request types: their body case, their metrics type and their name in
- * logs. */
+/* The request types (metrics.h): their body case, their metrics type and
+ * their name in logs. */
 static const struct {
   Scree__V1__Request__BodyCase body;
   int op;
   const char *name;
 } req_types[] = {
-    {SCREE__V1__REQUEST__BODY_HELLO, SCREE__REQ_HELLO, "hello"},
-    {SCREE__V1__REQUEST__BODY_CREATE, SCREE__REQ_CREATE, "create"},
-    {SCREE__V1__REQUEST__BODY_SEAL, SCREE__REQ_SEAL, "seal"},
-    {SCREE__V1__REQUEST__BODY_GET, SCREE__REQ_GET, "get"},
-    {SCREE__V1__REQUEST__BODY_RELEASE, SCREE__REQ_RELEASE, "release"},
-    {SCREE__V1__REQUEST__BODY_DELETE, SCREE__REQ_DELETE, "delete"},
-    {SCREE__V1__REQUEST__BODY_LIST, SCREE__REQ_LIST, "list"},
-    {SCREE__V1__REQUEST__BODY_STAT, SCREE__REQ_STAT, "stat"},
-    {SCREE__V1__REQUEST__BODY_STATS, SCREE__REQ_STATS, "stats"},
-    {SCREE__V1__REQUEST__BODY_ATTENTION, SCREE__REQ_ATTENTION, "attention"},
-    {SCREE__V1__REQUEST__BODY_WATCH, SCREE__REQ_WATCH, "watch"},
-    {SCREE__V1__REQUEST__BODY_CANCEL, SCREE__REQ_CANCEL, "cancel"},
-    {SCREE__V1__REQUEST__BODY_FETCH, SCREE__REQ_FETCH, "fetch"},
+#define XX(name, label) {SCREE__V1__REQUEST__BODY_##name, SCREE__REQ_##name, #label},
+    SCREE__REQUEST_MAP(XX)
+#undef XX
 };
 #define NREQ_TYPES (sizeof(req_types) / sizeof(req_types[0]))
 
