@@ -519,10 +519,9 @@ typedef struct attention_names {
 
 /* The request in C terms: an absent window bound is unbounded (-1), never
  * a window of width 0. The names are copied into nm, which out points
- * into. */
+ * into; out is filled only on success. */
 static int attention_req(const Scree__V1__Attention *a, attention_names *nm,
                          scree__attention_req *out, scree__reply *r) {
-  memset(out, 0, sizeof(*out));
   int rc = name_arg(a->q, "q", nm->q, r);
   if (rc == 0)
     rc = name_arg(a->k, "k", nm->k, r);
@@ -532,21 +531,20 @@ static int attention_req(const Scree__V1__Attention *a, attention_names *nm,
     rc = name_arg(a->out, "out", nm->out, r);
   if (rc != 0)
     return rc;
-  out->q = nm->q;
-  out->k = nm->k;
-  out->v = nm->v;
-  out->out = nm->out;
-  out->causal = a->causal;
-  out->has_scale = a->has_scale;
-  out->scale = a->scale;
-  out->window_left =
-      a->window_left_present_case == SCREE__V1__ATTENTION__WINDOW_LEFT_PRESENT_WINDOW_LEFT
-          ? a->window_left
-          : -1;
-  out->window_right =
-      a->window_right_present_case == SCREE__V1__ATTENTION__WINDOW_RIGHT_PRESENT_WINDOW_RIGHT
-          ? a->window_right
-          : -1;
+  *out = (scree__attention_req){
+      .q = nm->q, .k = nm->k, .v = nm->v, .out = nm->out,
+      .causal = a->causal,
+      .has_scale = a->has_scale,
+      .scale = a->scale,
+      .window_left =
+          a->window_left_present_case == SCREE__V1__ATTENTION__WINDOW_LEFT_PRESENT_WINDOW_LEFT
+              ? a->window_left
+              : -1,
+      .window_right =
+          a->window_right_present_case == SCREE__V1__ATTENTION__WINDOW_RIGHT_PRESENT_WINDOW_RIGHT
+              ? a->window_right
+              : -1,
+  };
   return 0;
 }
 

@@ -74,20 +74,23 @@ static int info_from_pb(scree_client *c, const Scree__V1__BatchInfo *b, scree_ba
   memset(o, 0, sizeof(*o));
   if (b == NULL)
     return scree__client_fail(c, SCREE_EPROTO, "the daemon's reply has no batch info");
+  scree_array desc;
+  int rc = desc_from_pb(c, b->desc, &desc);
+  if (rc == 0)
+    *o = (scree_batch_info){
+        .desc = desc,
+        .state = (scree_batch_state)b->state,
+        .values_bytes = b->values_bytes,
+        .offsets_bytes = b->offsets_bytes,
+        .leases = b->leases,
+        .owner_uid = b->owner_uid, .owner_pid = b->owner_pid,
+        .age_ns = b->age_ns,
+        .arena_id = b->arena_id,
+        .delete_pending = b->delete_pending ? 1 : 0,
+    };
+  /* o keeps the name even when the descriptor is refused. */
   snprintf(o->name, sizeof(o->name), "%s", b->name != NULL ? b->name : "");
-  int rc = desc_from_pb(c, b->desc, &o->desc);
-  if (rc != 0)
-    return rc;
-  o->state = (scree_batch_state)b->state;
-  o->values_bytes = b->values_bytes;
-  o->offsets_bytes = b->offsets_bytes;
-  o->leases = b->leases;
-  o->owner_uid = b->owner_uid;
-  o->owner_pid = b->owner_pid;
-  o->age_ns = b->age_ns;
-  o->arena_id = b->arena_id;
-  o->delete_pending = b->delete_pending ? 1 : 0;
-  return 0;
+  return rc;
 }
 
 /* ---- public API ---- */
