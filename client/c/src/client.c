@@ -32,6 +32,16 @@ static int check_size(scree_client *c, size_t got, size_t min, const char *type,
 #define SCREE__CHECK_SIZE(c, ptr, type, init) \
   check_size((c), (ptr)->struct_size, sizeof(type), #type, #init)
 
+/* The start of a call that takes an options struct, as
+ * `int rc = SCREE__LOCK_OPTIONS(c, opts, type, INIT);`: NULL opts stand for
+ * INIT (a compound literal, which lives as long as the caller's block), the
+ * handle's mutex is taken (the caller unlocks it), and the value is
+ * SCREE__CHECK_SIZE's code. */
+#define SCREE__LOCK_OPTIONS(c, opts, type, init)                \
+  ((opts) = (opts) != NULL ? (opts) : &(const type)init,        \
+   pthread_mutex_lock(&(c)->mu),                                \
+   check_size((c), (opts)->struct_size, sizeof(type), #type, #init))
+
 static int check_name(scree_client *c, const char *name, const char *what) {
   if (name == NULL || name[0] == '\0')
     return scree__client_fail(c, SCREE_EINVAL, "%s name is %s", what,
@@ -90,6 +100,34 @@ static int info_from_pb(scree_client *c, const Scree__V1__BatchInfo *b, scree_ba
     };
   /* o keeps the name even when the descriptor is refused. */
   snprintf(o->name, sizeof(o->name), "%s", b->name != NULL ? b->name : "");
+  return rc;
+}
+
+/* A round trip whose reply describes one batch: the one looked at (Stat)
+ * or made (Fetch, Attention). info, bytes and elapsed_ns, each when not NULL,
+ * get the batch's info, the bytes fetched (Fetch) and the time the job took
+ * (Attention). */
+static int batch_call(scree_client *c, Scree__V1__Request__BodyCase body, void *req,
+                      scree_batch_info *info, uint64_t *bytes, uint64_t *elapsed_ns) {
+  Scree__V1__Response *resp;
+  int rc = scree__call(c, body, req, &resp);
+  if (rc != 0)
+    return rc;
+  const Scree__V1__BatchInfo *b;
+  if (body == SCREE__V1__REQUEST__BODY_STAT) {
+    b = resp->stat->info;
+  } else if (body == SCREE__V1__REQUEST__BODY_FETCH) {
+    b = resp->fetch->info;
+    if (bytes != NULL)
+      *bytes = resp->fetch->bytes;
+  } else {
+    b = resp->attention->info;
+    if (elapsed_ns != NULL)
+      *elapsed_ns = resp->attention->elapsed_ns;
+  }
+  if (info != NULL)
+    rc = info_from_pb(c, b, info);
+  scree__v1__response__free_unpacked(resp, NULL);
   return rc;
 }
 
@@ -291,11 +329,7 @@ int scree_client_create(scree_client *c, const char *name, const scree_array *de
                         scree_array *out, const scree_create_options *opts) {
   if (c == NULL)
     return SCREE_EINVAL;
-  static const scree_create_options defaults = SCREE_CREATE_OPTIONS_INIT;
-  if (opts == NULL)
-    opts = &defaults;
-  pthread_mutex_lock(&c->mu);
-  int rc = SCREE__CHECK_SIZE(c, opts, scree_create_options, SCREE_CREATE_OPTIONS_INIT);
+  int rc = SCREE__LOCK_OPTIONS(c, opts, scree_create_options, SCREE_CREATE_OPTIONS_INIT);
   if (rc == 0)
     rc = create_locked(c, name, desc, opts->flags, out, NULL);
   pthread_mutex_unlock(&c->mu);
@@ -305,11 +339,7 @@ int scree_client_create(scree_client *c, const char *name, const scree_array *de
 int scree_client_seal(scree_client *c, const char *name, const scree_seal_options *opts) {
   if (c == NULL)
     return SCREE_EINVAL;
-  static const scree_seal_options defaults = SCREE_SEAL_OPTIONS_INIT;
-  if (opts == NULL)
-    opts = &defaults;
-  pthread_mutex_lock(&c->mu);
-  int rc = SCREE__CHECK_SIZE(c, opts, scree_seal_options, SCREE_SEAL_OPTIONS_INIT);
+  int rc = SCREE__LOCK_OPTIONS(c, opts, scree_seal_options, SCREE_SEAL_OPTIONS_INIT);
   if (rc != 0)
     goto out;
   /* The daemon reads the offsets through its own mapping as soon as Seal
@@ -333,11 +363,7 @@ int scree_client_put(scree_client *c, const char *name, const scree_array *a,
                      const scree_put_options *opts) {
   if (c == NULL)
     return SCREE_EINVAL;
-  static const scree_put_options defaults = SCREE_PUT_OPTIONS_INIT;
-  if (opts == NULL)
-    opts = &defaults;
-  pthread_mutex_lock(&c->mu);
-  int rc = SCREE__CHECK_SIZE(c, opts, scree_put_options, SCREE_PUT_OPTIONS_INIT);
+  int rc = SCREE__LOCK_OPTIONS(c, opts, scree_put_options, SCREE_PUT_OPTIONS_INIT);
   uint64_t vbytes, obytes;
   char m[256];
   void *stream = opts->stream;
@@ -626,21 +652,24 @@ int scree_client_stat(scree_client *c, const char *name, scree_batch_info *out) 
     goto out;
   Scree__V1__Stat s = SCREE__V1__STAT__INIT;
   s.name = scree__bytes(name);
-  Scree__V1__Response *resp;
-  rc = scree__call(c, SCREE__V1__REQUEST__BODY_STAT, &s, &resp);
-  if (rc != 0)
-    goto out;
-  rc = info_from_pb(c, resp->stat->info, out);
-  scree__v1__response__free_unpacked(resp, NULL);
+  rc = batch_call(c, SCREE__V1__REQUEST__BODY_STAT, &s, out, NULL, NULL);
 out:
   pthread_mutex_unlock(&c->mu);
   return rc;
+}
+
+/* One Stats round trip (scree_client_stats, scree_client_peer_stats): *resp
+ * is the caller's to free. */
+static int stats_call(scree_client *c, Scree__V1__Response **resp) {
+  Scree__V1__Stats s = SCREE__V1__STATS__INIT;
+  return scree__call(c, SCREE__V1__REQUEST__BODY_STATS, &s, resp);
 }
 
 int scree_client_stats(scree_client *c, scree_stats *out) {
   if (c == NULL)
     return SCREE_EINVAL;
   pthread_mutex_lock(&c->mu);
+  Scree__V1__Response *resp = NULL;
   int rc = 0;
   if (out == NULL) {
     rc = scree__client_fail(c, SCREE_EINVAL, "NULL output argument");
@@ -649,11 +678,8 @@ int scree_client_stats(scree_client *c, scree_stats *out) {
   /* The first published scree_stats ended with errors[]. */
   rc = check_size(c, out->struct_size, offsetof(scree_stats, waiters), "scree_stats",
                   "SCREE_STATS_INIT");
-  if (rc != 0)
-    goto out;
-  Scree__V1__Stats s = SCREE__V1__STATS__INIT;
-  Scree__V1__Response *resp;
-  rc = scree__call(c, SCREE__V1__REQUEST__BODY_STATS, &s, &resp);
+  if (rc == 0)
+    rc = stats_call(c, &resp);
   if (rc != 0)
     goto out;
   const Scree__V1__StatsReply *r = resp->stats;
@@ -682,8 +708,8 @@ int scree_client_stats(scree_client *c, scree_stats *out) {
   st.watchers = r->watchers;
   st.watch_overflows = r->watch_overflows;
   memcpy(out, &st, out->struct_size < sizeof(st) ? out->struct_size : sizeof(st));
-  scree__v1__response__free_unpacked(resp, NULL);
 out:
+  scree__v1__response__free_unpacked(resp, NULL);
   pthread_mutex_unlock(&c->mu);
   return rc;
 }
@@ -693,19 +719,16 @@ int scree_client_peer_stats(scree_client *c, scree_peer_stats *out, size_t max,
   if (c == NULL)
     return SCREE_EINVAL;
   pthread_mutex_lock(&c->mu);
+  Scree__V1__Response *resp = NULL;
   int rc = 0;
   if (count == NULL || (out == NULL && max > 0)) {
     rc = scree__client_fail(c, SCREE_EINVAL, "NULL %s argument", count == NULL ? "count" : "out");
     goto out;
   }
-  if (max > 0) {
+  if (max > 0)
     rc = SCREE__CHECK_SIZE(c, out, scree_peer_stats, SCREE_PEER_STATS_INIT);
-    if (rc != 0)
-      goto out;
-  }
-  Scree__V1__Stats s = SCREE__V1__STATS__INIT;
-  Scree__V1__Response *resp;
-  rc = scree__call(c, SCREE__V1__REQUEST__BODY_STATS, &s, &resp);
+  if (rc == 0)
+    rc = stats_call(c, &resp);
   if (rc != 0)
     goto out;
   const Scree__V1__StatsReply *r = resp->stats;
@@ -740,8 +763,8 @@ int scree_client_peer_stats(scree_client *c, scree_peer_stats *out, size_t max,
     memcpy((char *)out + i * stride, &st, stride < sizeof(st) ? stride : sizeof(st));
   }
   *count = r->n_peers;
-  scree__v1__response__free_unpacked(resp, NULL);
 out:
+  scree__v1__response__free_unpacked(resp, NULL);
   pthread_mutex_unlock(&c->mu);
   return rc;
 }
@@ -751,11 +774,7 @@ int scree_client_fetch_ex(scree_client *c, const char *peer, const char *remote_
                           scree_batch_info *info, uint64_t *bytes) {
   if (c == NULL)
     return SCREE_EINVAL;
-  pthread_mutex_lock(&c->mu);
-  static const scree_fetch_options defaults = SCREE_FETCH_OPTIONS_INIT;
-  if (opts == NULL)
-    opts = &defaults;
-  int rc = SCREE__CHECK_SIZE(c, opts, scree_fetch_options, SCREE_FETCH_OPTIONS_INIT);
+  int rc = SCREE__LOCK_OPTIONS(c, opts, scree_fetch_options, SCREE_FETCH_OPTIONS_INIT);
   if (rc == 0 && (peer == NULL || peer[0] == '\0'))
     rc = scree__client_fail(c, SCREE_EINVAL, "fetch needs a peer name");
   if (rc == 0)
@@ -777,15 +796,7 @@ int scree_client_fetch_ex(scree_client *c, const char *peer, const char *remote_
     f.wait_ms = opts->wait_ms;
   }
   f.timeout_ms = opts->timeout_ms;
-  Scree__V1__Response *resp;
-  rc = scree__call(c, SCREE__V1__REQUEST__BODY_FETCH, &f, &resp);
-  if (rc != 0)
-    goto out;
-  if (info != NULL)
-    rc = info_from_pb(c, resp->fetch->info, info);
-  if (bytes != NULL)
-    *bytes = resp->fetch->bytes;
-  scree__v1__response__free_unpacked(resp, NULL);
+  rc = batch_call(c, SCREE__V1__REQUEST__BODY_FETCH, &f, info, bytes, NULL);
 out:
   pthread_mutex_unlock(&c->mu);
   return rc;
@@ -835,15 +846,7 @@ int scree_client_attention(scree_client *c, const char *q, const char *k, const 
     a.window_right_present_case = SCREE__V1__ATTENTION__WINDOW_RIGHT_PRESENT_WINDOW_RIGHT;
     a.window_right = p->window_right;
   }
-  Scree__V1__Response *resp;
-  rc = scree__call(c, SCREE__V1__REQUEST__BODY_ATTENTION, &a, &resp);
-  if (rc != 0)
-    goto out;
-  if (info != NULL)
-    rc = info_from_pb(c, resp->attention->info, info);
-  if (elapsed_ns != NULL)
-    *elapsed_ns = resp->attention->elapsed_ns;
-  scree__v1__response__free_unpacked(resp, NULL);
+  rc = batch_call(c, SCREE__V1__REQUEST__BODY_ATTENTION, &a, info, NULL, elapsed_ns);
 out:
   pthread_mutex_unlock(&c->mu);
   return rc;
