@@ -1182,33 +1182,29 @@ struct scree__waiter {
   size_t heap_at;       /* index in s->wheap; SIZE_MAX when not there */
 };
 
-static size_t waits_bound(const scree__store *s, const char *name) {
-  size_t at;
-  SCREE__LOWER_BOUND(at, s->nwaits, mid, strcmp(s->waits[mid]->name, name) < 0);
-  return at;
-}
-
-static wait_list *waits_find(const scree__store *s, const char *name) {
-  size_t i = waits_bound(s, name);
-  return i < s->nwaits && strcmp(s->waits[i]->name, name) == 0 ? s->waits[i] : NULL;
+/* The list of name, or NULL; *at is its index, or where it would go. */
+static wait_list *waits_find(const scree__store *s, const char *name, size_t *at) {
+  SCREE__LOWER_BOUND(*at, s->nwaits, mid, strcmp(s->waits[mid]->name, name) < 0);
+  return *at < s->nwaits && strcmp(s->waits[*at]->name, name) == 0 ? s->waits[*at] : NULL;
 }
 
 static void waits_remove(scree__store *s, wait_list *wl) {
-  size_t i = waits_bound(s, wl->name);
-  if (i < s->nwaits && s->waits[i] == wl)
+  size_t i;
+  if (waits_find(s, wl->name, &i) == wl)
     SCREE__REMOVE_AT(s->waits, s->nwaits, i);
   free(wl);
 }
 
 /* The list of name, made when missing; NULL when out of memory. */
 static wait_list *waits_get(scree__store *s, const char *name) {
-  size_t i = waits_bound(s, name);
-  if (i < s->nwaits && strcmp(s->waits[i]->name, name) == 0)
-    return s->waits[i];
+  size_t i;
+  wait_list *wl = waits_find(s, name, &i);
+  if (wl != NULL)
+    return wl;
   if (SCREE__GROW(&s->waits, &s->capwaits, s->nwaits + 1, 16) != 0)
     return NULL;
   size_t len = strlen(name);
-  wait_list *wl = calloc(1, sizeof(*wl) + len + 1);
+  wl = calloc(1, sizeof(*wl) + len + 1);
   if (wl == NULL)
     return NULL;
   memcpy(wl->name, name, len + 1);
@@ -1353,11 +1349,12 @@ int scree__store_wait(scree__store *s, scree__session *sess, const char *name, u
  * the order they came. The whole list leaves the store before the first
  * hook runs. */
 static void waiters_wake(scree__store *s, const char *name) {
-  wait_list *wl = waits_find(s, name);
+  size_t i;
+  wait_list *wl = waits_find(s, name, &i);
   if (wl == NULL)
     return;
   scree__waiter *w = wl->head;
-  SCREE__REMOVE_AT(s->waits, s->nwaits, waits_bound(s, name));
+  SCREE__REMOVE_AT(s->waits, s->nwaits, i);
   for (scree__waiter *x = w; x != NULL; x = x->next) {
     heap_remove(s, x);
     x->sess->waiter = NULL;
