@@ -45,33 +45,6 @@ void scree__reply_clear(scree__reply *r) {
   scree__reply_init(r);
 }
 
-/* The request types (metrics.h): their body case, their metrics type and
- * their name in logs. */
-static const struct {
-  Scree__V1__Request__BodyCase body;
-  int op;
-  const char *name;
-} req_types[] = {
-#define XX(name, label) {SCREE__V1__REQUEST__BODY_##name, SCREE__REQ_##name, #label},
-    SCREE__REQUEST_MAP(XX)
-#undef XX
-};
-#define NREQ_TYPES (sizeof(req_types) / sizeof(req_types[0]))
-
-static int req_op(Scree__V1__Request__BodyCase c) {
-  for (size_t i = 0; i < NREQ_TYPES; i++)
-    if (req_types[i].body == c)
-      return req_types[i].op;
-  return SCREE__REQ_INVALID;
-}
-
-static const char *req_name(Scree__V1__Request__BodyCase c) {
-  for (size_t i = 0; i < NREQ_TYPES; i++)
-    if (req_types[i].body == c)
-      return req_types[i].name;
-  return "unknown";
-}
-
 /* Turns r into an error response, counting and logging it; the message is
  * already in r->msg. */
 static void fail_reply(scree__handler *h, scree__session *sess, scree__reply *r,
@@ -641,6 +614,33 @@ static int do_fetch(scree__handler *h, scree__session *sess, uint64_t id,
 }
 
 /* ---- dispatch ------------------------------------------------------------ */
+
+/* The request types (metrics.h): their body case, their metrics type and
+ * their name in logs. */
+static const struct {
+  Scree__V1__Request__BodyCase body;
+  int op;
+  const char *name;
+} req_types[] = {
+#define XX(name, label) {SCREE__V1__REQUEST__BODY_##name, SCREE__REQ_##name, #label},
+    SCREE__REQUEST_MAP(XX)
+#undef XX
+};
+#define NREQ_TYPES (sizeof(req_types) / sizeof(req_types[0]))
+
+static int req_op(Scree__V1__Request__BodyCase c) {
+  for (size_t i = 0; i < NREQ_TYPES; i++)
+    if (req_types[i].body == c)
+      return req_types[i].op;
+  return SCREE__REQ_INVALID;
+}
+
+static const char *req_name(Scree__V1__Request__BodyCase c) {
+  for (size_t i = 0; i < NREQ_TYPES; i++)
+    if (req_types[i].body == c)
+      return req_types[i].name;
+  return "unknown";
+}
 
 static int dispatch(scree__handler *h, scree__session *sess, const Scree__V1__Request *req,
                     scree__reply *r) {
