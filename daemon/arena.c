@@ -104,10 +104,8 @@ static int arena_take(scree__arena *a, uint64_t size, uint64_t *off) {
     *off = e->off;
     e->off += size;
     e->len -= size;
-    if (e->len == 0) {
-      memmove(&a->free[i], &a->free[i + 1], (a->nfree - i - 1) * sizeof(*e));
-      a->nfree--;
-    }
+    if (e->len == 0)
+      SCREE__REMOVE_AT(a->free, a->nfree, i);
     a->used += size;
     a->nblocks++;
     return 0;
@@ -266,8 +264,7 @@ int scree__pool_free(scree__pool *p, scree__arena *a, uint64_t offset, uint64_t 
   if (join_prev && join_next) {
     prev->len += size + next->len;
     prev->dirty_since = now;
-    memmove(&a->free[i], &a->free[i + 1], (a->nfree - i - 1) * sizeof(*a->free));
-    a->nfree--;
+    SCREE__REMOVE_AT(a->free, a->nfree, i);
   } else if (join_prev) {
     prev->len += size;
     prev->dirty_since = now;
@@ -277,11 +274,10 @@ int scree__pool_free(scree__pool *p, scree__arena *a, uint64_t offset, uint64_t 
     next->dirty_since = now;
   } else {
     /* reserve_extents guaranteed the room at allocation time. */
-    memmove(&a->free[i + 1], &a->free[i], (a->nfree - i) * sizeof(*a->free));
+    SCREE__INSERT_AT(a->free, a->nfree, i);
     a->free[i].off = offset;
     a->free[i].len = size;
     a->free[i].dirty_since = now;
-    a->nfree++;
   }
   a->used -= size;
   a->nblocks--;

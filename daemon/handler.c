@@ -45,43 +45,6 @@ void scree__reply_clear(scree__reply *r) {
   scree__reply_init(r);
 }
 
-/* The request types: their body case, their metrics type and their name in
- * logs. */
-static const struct {
-  Scree__V1__Request__BodyCase body;
-  int op;
-  const char *name;
-} req_types[] = {
-    {SCREE__V1__REQUEST__BODY_HELLO, SCREE__REQ_HELLO, "hello"},
-    {SCREE__V1__REQUEST__BODY_CREATE, SCREE__REQ_CREATE, "create"},
-    {SCREE__V1__REQUEST__BODY_SEAL, SCREE__REQ_SEAL, "seal"},
-    {SCREE__V1__REQUEST__BODY_GET, SCREE__REQ_GET, "get"},
-    {SCREE__V1__REQUEST__BODY_RELEASE, SCREE__REQ_RELEASE, "release"},
-    {SCREE__V1__REQUEST__BODY_DELETE, SCREE__REQ_DELETE, "delete"},
-    {SCREE__V1__REQUEST__BODY_LIST, SCREE__REQ_LIST, "list"},
-    {SCREE__V1__REQUEST__BODY_STAT, SCREE__REQ_STAT, "stat"},
-    {SCREE__V1__REQUEST__BODY_STATS, SCREE__REQ_STATS, "stats"},
-    {SCREE__V1__REQUEST__BODY_ATTENTION, SCREE__REQ_ATTENTION, "attention"},
-    {SCREE__V1__REQUEST__BODY_WATCH, SCREE__REQ_WATCH, "watch"},
-    {SCREE__V1__REQUEST__BODY_CANCEL, SCREE__REQ_CANCEL, "cancel"},
-    {SCREE__V1__REQUEST__BODY_FETCH, SCREE__REQ_FETCH, "fetch"},
-};
-#define NREQ_TYPES (sizeof(req_types) / sizeof(req_types[0]))
-
-static int req_op(Scree__V1__Request__BodyCase c) {
-  for (size_t i = 0; i < NREQ_TYPES; i++)
-    if (req_types[i].body == c)
-      return req_types[i].op;
-  return SCREE__REQ_INVALID;
-}
-
-static const char *req_name(Scree__V1__Request__BodyCase c) {
-  for (size_t i = 0; i < NREQ_TYPES; i++)
-    if (req_types[i].body == c)
-      return req_types[i].name;
-  return "unknown";
-}
-
 /* Turns r into an error response, counting and logging it; the message is
  * already in r->msg. */
 static void fail_reply(scree__handler *h, scree__session *sess, scree__reply *r,
@@ -155,8 +118,21 @@ static void fill_location(scree__reply *r, scree__location *loc) {
 /* ---- operations ---------------------------------------------------------- */
 
 /* Every operation returns 0 with the reply body filled, or an error code
- * with the message in r->msg. */
+ * with the message in r->msg (fail_reply then drops any body it made). */
 #define FAIL(code, ...) scree__fail((code), r->msg, sizeof(r->msg), __VA_ARGS__)
+
+/* Makes r->body.m (a reply message, initialised by init) the response's
+ * body, member m of body case CASE, and evaluates to its address. */
+#define REPLY_BODY(r, m, CASE, init)                                          \
+  (init(&(r)->body.m), (r)->resp.body_case = SCREE__V1__RESPONSE__BODY_##CASE, \
+   (r)->resp.m = &(r)->body.m)
+
+/* Fills r->info (and the descriptor it points to) for the batch v
+ * describes, and returns it. */
+static Scree__V1__BatchInfo *reply_info(scree__reply *r, const scree__batch_view *v) {
+  fill_info(&r->info, &r->desc, r->inner, v, scree__now_ns());
+  return &r->info;
+}
 
 /* Room for a name from a request and its NUL. */
 typedef char name_buf[SCREE__MAX_NAME_LEN + 1];
@@ -194,8 +170,7 @@ static int do_hello(scree__handler *h, scree__session *sess, const Scree__V1__He
   const scree__mem_info *mi = &scree__store_mem(h->store)->info;
   scree__store_counts c;
   scree__store_counts_get(h->store, &c);
-  Scree__V1__HelloReply *hr = &r->body.hello;
-  scree__v1__hello_reply__init(hr);
+  Scree__V1__HelloReply *hr = REPLY_BODY(r, hello, HELLO, scree__v1__hello_reply__init);
   hr->protocol_version = SCREE__PROTOCOL_VERSION;
   hr->backend = (Scree__V1__Backend)mi->backend;
   hr->device_index = mi->device_index;
@@ -218,8 +193,6 @@ static int do_hello(scree__handler *h, scree__session *sess, const Scree__V1__He
    * docs/benchmarks.md), so GPU clients copy them as before. Seal.offsets
    * is still taken from any client that sends it. */
   hr->inline_offsets = mi->backend == SCREE__BACKEND_HOST;
-  r->resp.body_case = SCREE__V1__RESPONSE__BODY_HELLO;
-  r->resp.hello = hr;
   return 0;
 }
 
@@ -268,11 +241,7 @@ static int do_create(scree__handler *h, scree__session *sess, const Scree__V1__C
   if (rc != 0)
     return rc;
   fill_location(r, &loc);
-  Scree__V1__CreateReply *cr = &r->body.create;
-  scree__v1__create_reply__init(cr);
-  cr->location = &r->loc;
-  r->resp.body_case = SCREE__V1__RESPONSE__BODY_CREATE;
-  r->resp.create = cr;
+  REPLY_BODY(r, create, CREATE, scree__v1__create_reply__init)->location = &r->loc;
   return 0;
 }
 
@@ -286,15 +255,9 @@ static int do_seal(scree__handler *h, scree__session *sess, const Scree__V1__Sea
   if (rc == 0)
     rc = scree__store_seal(h->store, sess, name, offsets, q->offsets.len, &v, r->msg,
                            sizeof(r->msg));
-  if (rc != 0)
-    return rc;
-  Scree__V1__SealReply *sr = &r->body.seal;
-  scree__v1__seal_reply__init(sr);
-  fill_info(&r->info, &r->desc, r->inner, &v, scree__now_ns());
-  sr->info = &r->info;
-  r->resp.body_case = SCREE__V1__RESPONSE__BODY_SEAL;
-  r->resp.seal = sr;
-  return 0;
+  if (rc == 0)
+    REPLY_BODY(r, seal, SEAL, scree__v1__seal_reply__init)->info = reply_info(r, &v);
+  return rc;
 }
 
 /* A Get of name for sess, answered now: the reply's body, or a code. */
@@ -306,14 +269,10 @@ static int get_now(scree__handler *h, scree__session *sess, const char *name, sc
   if (rc != 0)
     return rc;
   fill_location(r, &loc);
-  Scree__V1__GetReply *gr = &r->body.get;
-  scree__v1__get_reply__init(gr);
-  fill_info(&r->info, &r->desc, r->inner, &v, scree__now_ns());
-  gr->info = &r->info;
+  Scree__V1__GetReply *gr = REPLY_BODY(r, get, GET, scree__v1__get_reply__init);
+  gr->info = reply_info(r, &v);
   gr->location = &r->loc;
   gr->lease_id = lease_id;
-  r->resp.body_case = SCREE__V1__RESPONSE__BODY_GET;
-  r->resp.get = gr;
   return 0;
 }
 
@@ -350,11 +309,7 @@ static int do_get(scree__handler *h, scree__session *sess, uint64_t id, const Sc
  * the deliver callback, so that its reply goes before this one. */
 static int do_cancel(scree__handler *h, scree__session *sess, scree__reply *r) {
   int cancelled = scree__store_wait_cancel(h->store, sess);
-  Scree__V1__CancelReply *cr = &r->body.cancel;
-  scree__v1__cancel_reply__init(cr);
-  cr->cancelled = cancelled != 0;
-  r->resp.body_case = SCREE__V1__RESPONSE__BODY_CANCEL;
-  r->resp.cancel = cr;
+  REPLY_BODY(r, cancel, CANCEL, scree__v1__cancel_reply__init)->cancelled = cancelled != 0;
   return 0;
 }
 
@@ -369,9 +324,7 @@ static int do_watch(scree__handler *h, scree__session *sess, uint64_t id,
     return rc;
   scree__log(SCREE__LOG_DEBUG, "watch", "conn=%" PRIu64 " prefix=%s replay=%d",
              scree__session_id(sess), scree__q(prefix), !q->no_replay);
-  scree__v1__watch_reply__init(&r->body.watch);
-  r->resp.body_case = SCREE__V1__RESPONSE__BODY_WATCH;
-  r->resp.watch = &r->body.watch;
+  REPLY_BODY(r, watch, WATCH, scree__v1__watch_reply__init);
   return 0;
 }
 
@@ -380,9 +333,7 @@ static int do_release(scree__handler *h, scree__session *sess, const Scree__V1__
   int rc = scree__store_release(h->store, sess, q->lease_id, r->msg, sizeof(r->msg));
   if (rc != 0)
     return rc;
-  scree__v1__release_reply__init(&r->body.release);
-  r->resp.body_case = SCREE__V1__RESPONSE__BODY_RELEASE;
-  r->resp.release = &r->body.release;
+  REPLY_BODY(r, release, RELEASE, scree__v1__release_reply__init);
   return 0;
 }
 
@@ -393,14 +344,9 @@ static int do_delete(scree__handler *h, scree__session *sess, const Scree__V1__D
   int rc = name_arg(q->name, "batch name", name, r);
   if (rc == 0)
     rc = scree__store_delete(h->store, sess, name, &deferred, r->msg, sizeof(r->msg));
-  if (rc != 0)
-    return rc;
-  Scree__V1__DeleteReply *dr = &r->body.del;
-  scree__v1__delete_reply__init(dr);
-  dr->deferred = deferred;
-  r->resp.body_case = SCREE__V1__RESPONSE__BODY_DELETE;
-  r->resp.delete_ = dr;
-  return 0;
+  if (rc == 0)
+    REPLY_BODY(r, delete_, DELETE, scree__v1__delete_reply__init)->deferred = deferred;
+  return rc;
 }
 
 /* The heap arrays of a List reply for up to n entries. */
@@ -430,8 +376,7 @@ static int do_list(scree__handler *h, const Scree__V1__List *q, scree__reply *r)
   while (avail < want && scree__store_list_at(h->store, start + avail, prefix, &v))
     avail++;
 
-  Scree__V1__ListReply *lr = &r->body.list;
-  scree__v1__list_reply__init(lr);
+  Scree__V1__ListReply *lr = REPLY_BODY(r, list, LIST, scree__v1__list_reply__init);
   lr->next_page_token = "";
   if (avail > 0 && list_alloc(r, avail) != 0)
     return SCREE_ENOMEM;
@@ -454,8 +399,6 @@ static int do_list(scree__handler *h, const Scree__V1__List *q, scree__reply *r)
   lr->batches = r->list_ptrs;
   if (n > 0 && scree__store_list_at(h->store, start + n, prefix, &v))
     lr->next_page_token = (char *)last;
-  r->resp.body_case = SCREE__V1__RESPONSE__BODY_LIST;
-  r->resp.list = lr;
   return 0;
 }
 
@@ -465,15 +408,9 @@ static int do_stat(scree__handler *h, const Scree__V1__Stat *q, scree__reply *r)
   int rc = name_arg(q->name, "batch name", name, r);
   if (rc == 0)
     rc = scree__store_stat(h->store, name, &v, r->msg, sizeof(r->msg));
-  if (rc != 0)
-    return rc;
-  Scree__V1__StatReply *sr = &r->body.stat;
-  scree__v1__stat_reply__init(sr);
-  fill_info(&r->info, &r->desc, r->inner, &v, scree__now_ns());
-  sr->info = &r->info;
-  r->resp.body_case = SCREE__V1__RESPONSE__BODY_STAT;
-  r->resp.stat = sr;
-  return 0;
+  if (rc == 0)
+    REPLY_BODY(r, stat, STAT, scree__v1__stat_reply__init)->info = reply_info(r, &v);
+  return rc;
 }
 
 /* StatsReply.peers: the counters of each --peer, in one heap block that
@@ -530,8 +467,7 @@ static int do_stats(scree__handler *h, scree__reply *r) {
   scree__store_counts_get(h->store, &c);
   scree__error_count errs[SCREE__STORE_ERROR_SLOTS];
   size_t nerrs = scree__store_errors(h->store, errs);
-  Scree__V1__StatsReply *st = &r->body.stats;
-  scree__v1__stats_reply__init(st);
+  Scree__V1__StatsReply *st = REPLY_BODY(r, stats, STATS, scree__v1__stats_reply__init);
   st->bytes_used = c.bytes_used;
   st->bytes_limit = c.memory_limit;
   st->bytes_arenas = c.bytes_arenas;
@@ -554,11 +490,7 @@ static int do_stats(scree__handler *h, scree__reply *r) {
   st->waiters = c.waiters;
   st->watchers = c.watchers;
   st->watch_overflows = c.watch_overflows;
-  if (fill_peer_stats(h, st, r) != 0)
-    return SCREE_ENOMEM;
-  r->resp.body_case = SCREE__V1__RESPONSE__BODY_STATS;
-  r->resp.stats = st;
-  return 0;
+  return fill_peer_stats(h, st, r) != 0 ? SCREE_ENOMEM : 0;
 }
 
 /* ---- attention ----------------------------------------------------------- */
@@ -570,10 +502,9 @@ typedef struct attention_names {
 
 /* The request in C terms: an absent window bound is unbounded (-1), never
  * a window of width 0. The names are copied into nm, which out points
- * into. */
+ * into; out is filled only on success. */
 static int attention_req(const Scree__V1__Attention *a, attention_names *nm,
                          scree__attention_req *out, scree__reply *r) {
-  memset(out, 0, sizeof(*out));
   int rc = name_arg(a->q, "q", nm->q, r);
   if (rc == 0)
     rc = name_arg(a->k, "k", nm->k, r);
@@ -583,21 +514,20 @@ static int attention_req(const Scree__V1__Attention *a, attention_names *nm,
     rc = name_arg(a->out, "out", nm->out, r);
   if (rc != 0)
     return rc;
-  out->q = nm->q;
-  out->k = nm->k;
-  out->v = nm->v;
-  out->out = nm->out;
-  out->causal = a->causal;
-  out->has_scale = a->has_scale;
-  out->scale = a->scale;
-  out->window_left =
-      a->window_left_present_case == SCREE__V1__ATTENTION__WINDOW_LEFT_PRESENT_WINDOW_LEFT
-          ? a->window_left
-          : -1;
-  out->window_right =
-      a->window_right_present_case == SCREE__V1__ATTENTION__WINDOW_RIGHT_PRESENT_WINDOW_RIGHT
-          ? a->window_right
-          : -1;
+  *out = (scree__attention_req){
+      .q = nm->q, .k = nm->k, .v = nm->v, .out = nm->out,
+      .causal = a->causal,
+      .has_scale = a->has_scale,
+      .scale = a->scale,
+      .window_left =
+          a->window_left_present_case == SCREE__V1__ATTENTION__WINDOW_LEFT_PRESENT_WINDOW_LEFT
+              ? a->window_left
+              : -1,
+      .window_right =
+          a->window_right_present_case == SCREE__V1__ATTENTION__WINDOW_RIGHT_PRESENT_WINDOW_RIGHT
+              ? a->window_right
+              : -1,
+  };
   return 0;
 }
 
@@ -611,14 +541,15 @@ static void begin_deferred(scree__reply *r, uint64_t id, int op, int code,
   r->resp.id = id;
   r->op = op;
   if (code == 0)
-    fill_info(&r->info, &r->desc, r->inner, out, scree__now_ns());
+    reply_info(r, out);
 }
 
 static void deliver(scree__handler *h, scree__session *sess, scree__reply *r);
 
-/* Ends a deferred reply (attention, fetch): a failure is made the reply
- * (counted as an error, not as a request again: it was counted when it
- * came), then the reply is delivered. */
+/* Ends a deferred reply (attention, fetch): a failure is made the reply,
+ * in place of the body the caller filled (counted as an error, not as a
+ * request again: it was counted when it came), then the reply is
+ * delivered. */
 static void deliver_deferred(scree__handler *h, scree__session *sess, scree__reply *r,
                              const char *op, int code, const char *msg) {
   if (code != 0) {
@@ -634,14 +565,10 @@ static void attention_done(void *arg, scree__session *sess, uint64_t id,
   scree__handler *h = arg;
   scree__reply r;
   begin_deferred(&r, id, SCREE__REQ_ATTENTION, res->rc, res->out);
-  if (res->rc == 0) {
-    Scree__V1__AttentionReply *ar = &r.body.attention;
-    scree__v1__attention_reply__init(ar);
-    ar->info = &r.info;
-    ar->elapsed_ns = res->elapsed_ns;
-    r.resp.body_case = SCREE__V1__RESPONSE__BODY_ATTENTION;
-    r.resp.attention = ar;
-  }
+  Scree__V1__AttentionReply *ar =
+      REPLY_BODY(&r, attention, ATTENTION, scree__v1__attention_reply__init);
+  ar->elapsed_ns = res->elapsed_ns;
+  ar->info = &r.info;
   deliver_deferred(h, sess, &r, "attention", res->rc, res->msg);
 }
 
@@ -669,15 +596,10 @@ static void fetch_done(void *arg, scree__session *sess, uint64_t id,
   scree__handler *h = arg;
   scree__reply r;
   begin_deferred(&r, id, SCREE__REQ_FETCH, res->rc, res->out);
-  if (res->rc == 0) {
-    Scree__V1__FetchReply *fr = &r.body.fetch;
-    scree__v1__fetch_reply__init(fr);
-    fr->info = &r.info;
-    fr->bytes = res->bytes;
-    fr->elapsed_ns = res->elapsed_ns;
-    r.resp.body_case = SCREE__V1__RESPONSE__BODY_FETCH;
-    r.resp.fetch = fr;
-  }
+  Scree__V1__FetchReply *fr = REPLY_BODY(&r, fetch, FETCH, scree__v1__fetch_reply__init);
+  fr->info = &r.info;
+  fr->bytes = res->bytes;
+  fr->elapsed_ns = res->elapsed_ns;
   deliver_deferred(h, sess, &r, "fetch", res->rc, res->msg);
 }
 
@@ -702,6 +624,33 @@ static int do_fetch(scree__handler *h, scree__session *sess, uint64_t id,
 }
 
 /* ---- dispatch ------------------------------------------------------------ */
+
+/* The request types (metrics.h): their body case, their metrics type and
+ * their name in logs. */
+static const struct {
+  Scree__V1__Request__BodyCase body;
+  int op;
+  const char *name;
+} req_types[] = {
+#define XX(name, label) {SCREE__V1__REQUEST__BODY_##name, SCREE__REQ_##name, #label},
+    SCREE__REQUEST_MAP(XX)
+#undef XX
+};
+#define NREQ_TYPES (sizeof(req_types) / sizeof(req_types[0]))
+
+static int req_op(Scree__V1__Request__BodyCase c) {
+  for (size_t i = 0; i < NREQ_TYPES; i++)
+    if (req_types[i].body == c)
+      return req_types[i].op;
+  return SCREE__REQ_INVALID;
+}
+
+static const char *req_name(Scree__V1__Request__BodyCase c) {
+  for (size_t i = 0; i < NREQ_TYPES; i++)
+    if (req_types[i].body == c)
+      return req_types[i].name;
+  return "unknown";
+}
 
 static int dispatch(scree__handler *h, scree__session *sess, const Scree__V1__Request *req,
                     scree__reply *r) {
@@ -959,14 +908,11 @@ int scree__handler_next_event(scree__handler *h, scree__session *sess, scree__ou
   scree__reply_init(&r);
   r.resp.id = ev.req_id;
   r.op = SCREE__REQ_WATCH;
-  Scree__V1__Event *e = &r.body.event;
-  scree__v1__event__init(e);
+  Scree__V1__Event *e = REPLY_BODY(&r, event, EVENT, scree__v1__event__init);
   e->kind = (Scree__V1__EventKind)ev.kind;
   e->name.data = (uint8_t *)ev.name;
   e->name.len = strlen(ev.name);
   e->seq = ev.seq;
-  r.resp.body_case = SCREE__V1__RESPONSE__BODY_EVENT;
-  r.resp.event = e;
   int rc = encode(h, sess, &r, out);
   scree__reply_clear(&r);
   return rc == 0 ? 1 : rc;

@@ -58,7 +58,7 @@ typedef struct scree__reply {
     Scree__V1__SealReply seal;
     Scree__V1__GetReply get;
     Scree__V1__ReleaseReply release;
-    Scree__V1__DeleteReply del;
+    Scree__V1__DeleteReply delete_; /* named as in Scree__V1__Response */
     Scree__V1__ListReply list;
     Scree__V1__StatReply stat;
     Scree__V1__StatsReply stats;

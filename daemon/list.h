@@ -6,6 +6,16 @@
 #ifndef SCREE_DAEMON_LIST_H
 #define SCREE_DAEMON_LIST_H
 
+/* Puts node first in the doubly linked list whose first node is head.
+ * node->prev is left as it is: NULL in a node on no list. */
+#define SCREE__LIST_PUSH(head, node) \
+  do {                               \
+    (node)->next = (head);           \
+    if (head)                        \
+      (head)->prev = (node);         \
+    (head) = (node);                 \
+  } while (0)
+
 /* Takes node out of the doubly linked list whose first node is head.
  * node's own prev and next are left as they were. */
 #define SCREE__LIST_REMOVE(head, node)       \

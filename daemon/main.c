@@ -230,8 +230,11 @@ static int parse_duration_ms(const char *s, uint64_t *out) {
   return *out <= 86400000ull ? 0 : -1;
 }
 
-/* The options of operations (metrics, limits, shutdown), kept apart from
- * the others. Returns 0, or 2 after printing what is wrong. */
+static int peer_option(int c, const char *arg, options *o);
+
+/* The options of operations (metrics, limits, shutdown) and, through
+ * peer_option, of peers, kept apart from the others. Returns 0, or 2 after
+ * printing what is wrong. */
 static int ops_option(int c, const char *arg, options *o) {
   switch (c) {
   case OPT_METRICS_LISTEN:
@@ -283,8 +286,46 @@ static int ops_option(int c, const char *arg, options *o) {
     }
     return 0;
   default:
+    return peer_option(c, arg, o);
+  }
+}
+
+/* --peer-listen, --peer, --peer-secret-file and --mirror; --peer and
+ * --mirror add to bounded arrays. Returns 0, or 2 after printing what is
+ * wrong. */
+static int peer_option(int c, const char *arg, options *o) {
+  if (c == OPT_PEER_SECRET_FILE) {
+    o->peer_secret_file = arg;
+    return 0;
+  }
+  const char *name = c == OPT_PEER ? "--peer" : c == OPT_MIRROR ? "--mirror" : "--peer-listen";
+  size_t *n = c == OPT_PEER ? &o->npeers : c == OPT_MIRROR ? &o->nmirrors : NULL;
+  int max = c == OPT_PEER ? SCREE__PEERS_MAX : SCREE__MIRRORS_MAX;
+  if (n != NULL && *n == (size_t)max) {
+    fprintf(stderr, "screed: at most %d %s options\n", max, name);
     return 2;
   }
+  char m[512];
+  int rc;
+  if (c == OPT_PEER) {
+    rc = scree__peer_spec_parse(arg, &o->peers[*n], m, sizeof(m));
+  } else if (c == OPT_MIRROR) {
+    rc = scree__mirror_spec_parse(arg, &o->mirrors[*n], m, sizeof(m));
+  } else {
+    /* --peer-listen is kept as given; parsing it here only checks it. */
+    char host[256];
+    uint16_t port;
+    rc = scree__peer_addr_parse(arg, host, sizeof(host), &port, m, sizeof(m));
+  }
+  if (rc != 0) {
+    fprintf(stderr, "screed: %s: %s\n", name, m);
+    return 2;
+  }
+  if (n != NULL)
+    (*n)++;
+  else
+    o->peer_listen = arg;
+  return 0;
 }
 
 /* An arena larger than the memory limit could never be filled, and the
@@ -471,48 +512,13 @@ static int parse_options(int argc, char **argv, options *o) {
     case OPT_RELEASE_FREE:
     case OPT_ATTENTION_TIMEOUT:
     case OPT_WATCH_QUEUE:
+    case OPT_PEER_LISTEN:
+    case OPT_PEER:
+    case OPT_PEER_SECRET_FILE:
+    case OPT_MIRROR:
       if (ops_option(c, optarg, o) != 0)
         return 2;
       break;
-    case OPT_PEER_LISTEN: {
-      char host[256], m[256];
-      uint16_t port;
-      if (scree__peer_addr_parse(optarg, host, sizeof(host), &port, m, sizeof(m)) != 0) {
-        fprintf(stderr, "screed: --peer-listen: %s\n", m);
-        return 2;
-      }
-      o->peer_listen = optarg;
-      break;
-    }
-    case OPT_PEER: {
-      char m[256];
-      if (o->npeers == SCREE__PEERS_MAX) {
-        fprintf(stderr, "screed: at most %d --peer options\n", SCREE__PEERS_MAX);
-        return 2;
-      }
-      if (scree__peer_spec_parse(optarg, &o->peers[o->npeers], m, sizeof(m)) != 0) {
-        fprintf(stderr, "screed: --peer: %s\n", m);
-        return 2;
-      }
-      o->npeers++;
-      break;
-    }
-    case OPT_PEER_SECRET_FILE:
-      o->peer_secret_file = optarg;
-      break;
-    case OPT_MIRROR: {
-      char m[512];
-      if (o->nmirrors == SCREE__MIRRORS_MAX) {
-        fprintf(stderr, "screed: at most %d --mirror options\n", SCREE__MIRRORS_MAX);
-        return 2;
-      }
-      if (scree__mirror_spec_parse(optarg, &o->mirrors[o->nmirrors], m, sizeof(m)) != 0) {
-        fprintf(stderr, "screed: --mirror: %s\n", m);
-        return 2;
-      }
-      o->nmirrors++;
-      break;
-    }
     case 'V':
       printf("screed %s\n", SCREE_VERSION_STRING);
       return 1;

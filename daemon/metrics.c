@@ -11,8 +11,10 @@
 
 /* Labels of the SCREE__REQ_* types, in their order. */
 static const char *const op_names[SCREE__REQ_TYPES] = {
-    "invalid", "hello", "create", "seal",  "get",       "release",
-    "delete",  "list",  "stat",   "stats", "attention", "watch", "cancel", "fetch",
+    "invalid",
+#define XX(name, label) #label,
+    SCREE__REQUEST_MAP(XX)
+#undef XX
 };
 
 static const int status_codes[] = {

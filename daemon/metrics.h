@@ -14,25 +14,32 @@
 #include "mem.h"
 #include "store.h"
 
-/* Request types as metrics count them; the handler maps the protocol's
- * request bodies onto these. SCREE__REQ_INVALID is a packet that did not
- * decode, had no known body, or was refused before decoding (over
- * --max-packet). */
+/* Request types as metrics count them, XX(NAME, label) each, in their
+ * order: the one list behind the SCREE__REQ_* values, the metrics' labels
+ * and the handler's map from the protocol's request bodies
+ * (SCREE__V1__REQUEST__BODY_NAME) onto these. */
+#define SCREE__REQUEST_MAP(XX) \
+  XX(HELLO, hello)             \
+  XX(CREATE, create)           \
+  XX(SEAL, seal)               \
+  XX(GET, get)                 \
+  XX(RELEASE, release)         \
+  XX(DELETE, delete)           \
+  XX(LIST, list)               \
+  XX(STAT, stat)               \
+  XX(STATS, stats)             \
+  XX(ATTENTION, attention)     \
+  XX(WATCH, watch)             \
+  XX(CANCEL, cancel)           \
+  XX(FETCH, fetch)
+
+/* SCREE__REQ_INVALID is a packet that did not decode, had no known body,
+ * or was refused before decoding (over --max-packet). */
 enum {
   SCREE__REQ_INVALID = 0,
-  SCREE__REQ_HELLO,
-  SCREE__REQ_CREATE,
-  SCREE__REQ_SEAL,
-  SCREE__REQ_GET,
-  SCREE__REQ_RELEASE,
-  SCREE__REQ_DELETE,
-  SCREE__REQ_LIST,
-  SCREE__REQ_STAT,
-  SCREE__REQ_STATS,
-  SCREE__REQ_ATTENTION,
-  SCREE__REQ_WATCH,
-  SCREE__REQ_CANCEL,
-  SCREE__REQ_FETCH,
+#define XX(name, label) SCREE__REQ_##name,
+  SCREE__REQUEST_MAP(XX)
+#undef XX
   SCREE__REQ_TYPES
 };
 /* Statuses: "ok", every code of SCREE_ERRNO_MAP, and "UNKNOWN" last. */

@@ -54,62 +54,60 @@ int scree__peer_addr_parse(const char *arg, char *host, size_t host_len, uint16_
   return 0;
 }
 
-int scree__peer_spec_parse(const char *arg, scree__peer_spec *out, char *msg,
-                           size_t msg_len) {
-  memset(out, 0, sizeof(*out));
-  const char *eq = strchr(arg, '=');
-  if (eq == NULL)
-    return scree__fail(SCREE_EINVAL, msg, msg_len, "'%s' is not NAME=HOST:PORT", arg);
-  size_t nl = (size_t)(eq - arg);
-  if (nl == 0 || nl > SCREE__PEER_NAME_MAX)
-    return scree__fail(SCREE_EINVAL, msg, msg_len,
-                       "peer name in '%s' must be 1 to %d characters", arg,
-                       SCREE__PEER_NAME_MAX);
+/* The peer name before the first sep in arg (a --peer or --mirror
+ * argument), checked and copied into out (room for SCREE__PEER_NAME_MAX
+ * bytes and a NUL). Returns what follows sep, or NULL (SCREE_EINVAL) with
+ * the reason in msg; form is what arg should look like, for the message
+ * when sep is missing. */
+static const char *peer_name_split(const char *arg, char sep, const char *form, char *out,
+                                   char *msg, size_t msg_len) {
+  const char *at = strchr(arg, sep);
+  if (at == NULL) {
+    scree__fail(SCREE_EINVAL, msg, msg_len, "'%s' is not %s", arg, form);
+    return NULL;
+  }
+  size_t nl = (size_t)(at - arg);
+  if (nl == 0 || nl > SCREE__PEER_NAME_MAX) {
+    scree__fail(SCREE_EINVAL, msg, msg_len, "peer name in '%s' must be 1 to %d characters", arg,
+                SCREE__PEER_NAME_MAX);
+    return NULL;
+  }
   for (size_t i = 0; i < nl; i++) {
     char c = arg[i];
     if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-          c == '.' || c == '_' || c == '-'))
-      return scree__fail(SCREE_EINVAL, msg, msg_len,
-                         "peer name in '%s' may hold only letters, digits, '.', '_' and '-'",
-                         arg);
+          c == '.' || c == '_' || c == '-')) {
+      scree__fail(SCREE_EINVAL, msg, msg_len,
+                  "peer name in '%s' may hold only letters, digits, '.', '_' and '-'", arg);
+      return NULL;
+    }
   }
-  memcpy(out->name, arg, nl);
-  out->name[nl] = '\0';
-  int rc = scree__peer_addr_parse(eq + 1, out->host, sizeof(out->host), &out->port, msg,
-                                  msg_len);
-  if (rc != 0)
-    return rc;
-  if (out->port == 0)
-    return scree__fail(SCREE_EINVAL, msg, msg_len, "peer '%s' needs a port other than 0",
-                       out->name);
-  return 0;
+  memcpy(out, arg, nl);
+  out[nl] = '\0';
+  return at + 1;
+}
+
+int scree__peer_spec_parse(const char *arg, scree__peer_spec *out, char *msg,
+                           size_t msg_len) {
+  memset(out, 0, sizeof(*out));
+  const char *hostport = peer_name_split(arg, '=', "NAME=HOST:PORT", out->name, msg, msg_len);
+  int rc = hostport != NULL ? scree__peer_addr_parse(hostport, out->host, sizeof(out->host),
+                                                     &out->port, msg, msg_len)
+                            : SCREE_EINVAL;
+  if (rc == 0 && out->port == 0)
+    rc = scree__fail(SCREE_EINVAL, msg, msg_len, "peer '%s' needs a port other than 0",
+                     out->name);
+  return rc;
 }
 
 int scree__mirror_spec_parse(const char *arg, scree__mirror_spec *out, char *msg,
                              size_t msg_len) {
   memset(out, 0, sizeof(*out));
-  const char *colon = strchr(arg, ':');
-  if (colon == NULL)
-    return scree__fail(SCREE_EINVAL, msg, msg_len,
-                       "'%s' is not PEER:PREFIX (a --peer NAME, a colon, then the prefix of"
-                       " the names to mirror)",
-                       arg);
-  size_t nl = (size_t)(colon - arg);
-  if (nl == 0 || nl > SCREE__PEER_NAME_MAX)
-    return scree__fail(SCREE_EINVAL, msg, msg_len,
-                       "peer name in '%s' must be 1 to %d characters", arg,
-                       SCREE__PEER_NAME_MAX);
-  for (size_t i = 0; i < nl; i++) {
-    char c = arg[i];
-    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-          c == '.' || c == '_' || c == '-'))
-      return scree__fail(SCREE_EINVAL, msg, msg_len,
-                         "peer name in '%s' may hold only letters, digits, '.', '_' and '-'",
-                         arg);
-  }
-  memcpy(out->peer, arg, nl);
-  out->peer[nl] = '\0';
-  const char *prefix = colon + 1;
+  const char *prefix = peer_name_split(arg, ':',
+                                       "PEER:PREFIX (a --peer NAME, a colon, then the prefix"
+                                       " of the names to mirror)",
+                                       out->peer, msg, msg_len);
+  if (prefix == NULL)
+    return SCREE_EINVAL;
   if (prefix[0] != '\0') {
     /* A prefix is held to what a name may be: it is a name's start. */
     char m[256];

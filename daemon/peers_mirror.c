@@ -31,6 +31,7 @@
 #include "list.h"
 #include "log.h"
 #include "scree/error.h"
+#include "sorted.h"
 
 /* Fetches one mirror runs at once. */
 #define INFLIGHT 4
@@ -51,7 +52,6 @@ typedef enum entry_state {
 } entry_state;
 
 struct entry {
-  char *name;
   mirror *m;
   entry_state state;
   uint64_t stamp;    /* the peer's stamp of the batch queued, fetched or copied */
@@ -64,6 +64,7 @@ struct entry {
   int refetch;
   uint64_t want;
   entry *prev, *next; /* E_QUEUED: the queue */
+  char name[];        /* allocated with the entry */
 };
 
 typedef enum mirror_state {
@@ -127,15 +128,9 @@ static scree__peer_counts *counts(mirror *m) {
 /* ---- the table ------------------------------------------------------------ */
 
 static size_t tab_bound(const scree__mirror *ms, const char *name) {
-  size_t lo = 0, hi = ms->ntab;
-  while (lo < hi) {
-    size_t mid = lo + (hi - lo) / 2;
-    if (strcmp(ms->tab[mid]->name, name) < 0)
-      lo = mid + 1;
-    else
-      hi = mid;
-  }
-  return lo;
+  size_t at;
+  SCREE__LOWER_BOUND(at, ms->ntab, mid, strcmp(ms->tab[mid]->name, name) < 0);
+  return at;
 }
 
 static entry *tab_find(const scree__mirror *ms, const char *name) {
@@ -149,20 +144,16 @@ static entry *entry_new(mirror *m, const char *name) {
   scree__mirror *ms = m->ms;
   if (SCREE__GROW(&ms->tab, &ms->captab, ms->ntab + 1, 64) != 0)
     return NULL;
-  entry *e = calloc(1, sizeof(*e));
+  size_t len = strlen(name);
+  entry *e = calloc(1, sizeof(*e) + len + 1);
   if (e == NULL)
     return NULL;
-  e->name = strdup(name);
-  if (e->name == NULL) {
-    free(e);
-    return NULL;
-  }
+  memcpy(e->name, name, len + 1);
   e->m = m;
   e->seen = m->gen;
   size_t i = tab_bound(ms, name);
-  memmove(&ms->tab[i + 1], &ms->tab[i], (ms->ntab - i) * sizeof(*ms->tab));
+  SCREE__INSERT_AT(ms->tab, ms->ntab, i);
   ms->tab[i] = e;
-  ms->ntab++;
   return e;
 }
 
@@ -176,11 +167,8 @@ static void entry_free(scree__mirror *ms, entry *e) {
   if (e->state == E_QUEUED)
     queue_unlink(e->m, e);
   size_t i = tab_bound(ms, e->name);
-  if (i < ms->ntab && ms->tab[i] == e) {
-    memmove(&ms->tab[i], &ms->tab[i + 1], (ms->ntab - i - 1) * sizeof(*ms->tab));
-    ms->ntab--;
-  }
-  free(e->name);
+  if (i < ms->ntab && ms->tab[i] == e)
+    SCREE__REMOVE_AT(ms->tab, ms->ntab, i);
   free(e);
 }
 
@@ -577,15 +565,17 @@ int scree__mirror_new(scree__peers *p, uv_loop_t *loop, scree__store *store,
   *out = NULL;
   if (n == 0)
     return 0;
-  scree__mirror *ms = calloc(1, sizeof(*ms));
+  scree__mirror *ms = malloc(sizeof(*ms));
   if (ms == NULL)
     return scree__fail(SCREE_ENOMEM, msg, msg_len, "out of host memory");
-  ms->p = p;
-  ms->loop = loop;
-  ms->store = store;
-  ms->n = n;
-  ms->queue_max = queue_max != 0 ? queue_max : SCREE__WATCH_QUEUE_DEFAULT;
-  ms->npeers = scree__peers_count(p);
+  *ms = (scree__mirror){
+      .p = p,
+      .loop = loop,
+      .store = store,
+      .n = n,
+      .npeers = scree__peers_count(p),
+      .queue_max = queue_max != 0 ? queue_max : SCREE__WATCH_QUEUE_DEFAULT,
+  };
   ms->mirrors = calloc(n, sizeof(*ms->mirrors));
   ms->links = calloc(ms->npeers ? ms->npeers : 1, sizeof(*ms->links));
   int rc = 0;

@@ -34,10 +34,9 @@ void scree__usage_add(scree__usage *u, uint32_t uid, uint64_t bytes) {
    * uncounted, which the store never allows to happen. */
   if (u->n == u->cap)
     return;
-  memmove(&u->e[i + 1], &u->e[i], (u->n - i) * sizeof(*u->e));
+  SCREE__INSERT_AT(u->e, u->n, i);
   u->e[i].uid = uid;
   u->e[i].bytes = bytes;
-  u->n++;
 }
 
 void scree__usage_sub(scree__usage *u, uint32_t uid, uint64_t bytes) {
@@ -48,8 +47,7 @@ void scree__usage_sub(scree__usage *u, uint32_t uid, uint64_t bytes) {
     u->e[i].bytes -= bytes;
     return;
   }
-  memmove(&u->e[i], &u->e[i + 1], (u->n - i - 1) * sizeof(*u->e));
-  u->n--;
+  SCREE__REMOVE_AT(u->e, u->n, i);
 }
 
 void scree__usage_free(scree__usage *u) {

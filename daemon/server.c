@@ -408,10 +408,7 @@ static void conn_open(scree__server *srv, int fd, const struct ucred *cred_in) {
   scree__session_set_data(c->sess, c);
   c->events = UV_READABLE;
   uv_poll_start(&c->poll, UV_READABLE, on_conn_io);
-  c->next = srv->conns;
-  if (srv->conns)
-    srv->conns->prev = c;
-  srv->conns = c;
+  SCREE__LIST_PUSH(srv->conns, c);
   srv->nconns++;
   if (srv->metrics != NULL)
     srv->metrics->conns_accepted++;
@@ -612,22 +609,24 @@ static int server_start(scree__server *srv, char *msg, size_t msg_len) {
 
 /* A server not yet listening. */
 static scree__server *server_alloc(const scree__server_config *cfg) {
-  scree__server *srv = calloc(1, sizeof(*srv));
-  if (srv == NULL)
-    return NULL;
-  srv->path = strdup(cfg->path);
-  if (srv->path == NULL) {
+  scree__server *srv = malloc(sizeof(*srv));
+  char *path = strdup(cfg->path);
+  if (srv == NULL || path == NULL) {
     free(srv);
+    free(path);
     return NULL;
   }
-  srv->loop = cfg->loop;
-  srv->handler = cfg->handler;
-  srv->max_packet = cfg->max_packet;
-  srv->authz = cfg->authz;
-  srv->metrics = cfg->metrics;
-  srv->max_conns = cfg->max_connections;
-  srv->lfd = -1;
-  srv->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  *srv = (scree__server){
+      .loop = cfg->loop,
+      .handler = cfg->handler,
+      .lfd = -1,
+      .path = path,
+      .max_packet = cfg->max_packet,
+      .authz = cfg->authz,
+      .metrics = cfg->metrics,
+      .max_conns = cfg->max_connections,
+      .spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC),
+  };
   scree__sockpath_init(&srv->sock);
   return srv;
 }

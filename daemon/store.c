@@ -229,18 +229,15 @@ static int names_insert(scree__store *s, scree__batch *b) {
   if (SCREE__GROW(&s->names, &s->capnames, s->nnames + 1, 64) != 0)
     return SCREE_ENOMEM;
   size_t i = names_bound(s, b->name, 0);
-  memmove(&s->names[i + 1], &s->names[i], (s->nnames - i) * sizeof(*s->names));
+  SCREE__INSERT_AT(s->names, s->nnames, i);
   s->names[i] = b;
-  s->nnames++;
   return 0;
 }
 
 static void names_remove(scree__store *s, scree__batch *b) {
   size_t i = names_bound(s, b->name, 0);
-  if (i < s->nnames && s->names[i] == b) {
-    memmove(&s->names[i], &s->names[i + 1], (s->nnames - i - 1) * sizeof(*s->names));
-    s->nnames--;
-  }
+  if (i < s->nnames && s->names[i] == b)
+    SCREE__REMOVE_AT(s->names, s->nnames, i);
 }
 
 /* ---- leases ------------------------------------------------------------ */
@@ -428,10 +425,7 @@ scree__session *scree__session_open(scree__store *s, uint32_t uid, int32_t pid) 
   sess->id = s->next_session_id++;
   sess->uid = uid;
   sess->pid = pid;
-  sess->next = s->sessions;
-  if (s->sessions)
-    s->sessions->prev = sess;
-  s->sessions = sess;
+  SCREE__LIST_PUSH(s->sessions, sess);
   s->nsessions++;
   return sess;
 }
@@ -635,11 +629,9 @@ static void known_commit(scree__session *sess, uint64_t id, int kind) {
     return;
   }
   /* fill_location reserved the room. */
-  memmove(&sess->known[pos + 1], &sess->known[pos],
-          (sess->nknown - pos) * sizeof(sess->known[0]));
+  SCREE__INSERT_AT(sess->known, sess->nknown, pos);
   sess->known[pos].id = id;
   sess->known[pos].kind = kind;
-  sess->nknown++;
 }
 
 /* ---- operations -------------------------------------------------------- */
@@ -991,10 +983,7 @@ int scree__store_get(scree__store *s, scree__session *sess, const char *name,
   s->next_lease_id++;
   if (attach)
     known_commit(sess, b->arena->id, attach);
-  l->next = sess->leases;
-  if (sess->leases)
-    sess->leases->prev = l;
-  sess->leases = l;
+  SCREE__LIST_PUSH(sess->leases, l);
   sess->nleases++;
   b->leases++;
   *lease_id = l->id;
@@ -1189,9 +1178,7 @@ static void arena_freed(void *arg, uint64_t id) {
     size_t pos;
     if (!known_find(sess, id, &pos))
       continue;
-    memmove(&sess->known[pos], &sess->known[pos + 1],
-            (sess->nknown - pos - 1) * sizeof(sess->known[0]));
-    sess->nknown--;
+    SCREE__REMOVE_AT(sess->known, sess->nknown, pos);
     if (SCREE__GROW(&sess->freed, &sess->capfreed, sess->nfreed + 1, 4) != 0) {
       /* The client keeps a mapping it could have dropped until it closes;
        * nothing else goes wrong. */
@@ -1232,9 +1219,9 @@ void scree__store_set_hooks(scree__store *s, const scree__store_hooks *hooks) {
 /* The waiters of one name, in arrival order. The name need not exist in
  * the store: one waits as well for a name nobody has created yet. */
 typedef struct wait_list {
-  char *name;
   scree__waiter *head;
   scree__waiter *tail;
+  char name[]; /* allocated with the list */
 } wait_list;
 
 struct scree__waiter {
@@ -1248,45 +1235,34 @@ struct scree__waiter {
   size_t heap_at;       /* index in s->wheap; SIZE_MAX when not there */
 };
 
-static size_t waits_bound(const scree__store *s, const char *name) {
-  size_t at;
-  SCREE__LOWER_BOUND(at, s->nwaits, mid, strcmp(s->waits[mid]->name, name) < 0);
-  return at;
-}
-
-static wait_list *waits_find(const scree__store *s, const char *name) {
-  size_t i = waits_bound(s, name);
-  return i < s->nwaits && strcmp(s->waits[i]->name, name) == 0 ? s->waits[i] : NULL;
+/* The list of name, or NULL; *at is its index, or where it would go. */
+static wait_list *waits_find(const scree__store *s, const char *name, size_t *at) {
+  SCREE__LOWER_BOUND(*at, s->nwaits, mid, strcmp(s->waits[mid]->name, name) < 0);
+  return *at < s->nwaits && strcmp(s->waits[*at]->name, name) == 0 ? s->waits[*at] : NULL;
 }
 
 static void waits_remove(scree__store *s, wait_list *wl) {
-  size_t i = waits_bound(s, wl->name);
-  if (i < s->nwaits && s->waits[i] == wl) {
-    memmove(&s->waits[i], &s->waits[i + 1], (s->nwaits - i - 1) * sizeof(*s->waits));
-    s->nwaits--;
-  }
-  free(wl->name);
+  size_t i;
+  if (waits_find(s, wl->name, &i) == wl)
+    SCREE__REMOVE_AT(s->waits, s->nwaits, i);
   free(wl);
 }
 
 /* The list of name, made when missing; NULL when out of memory. */
 static wait_list *waits_get(scree__store *s, const char *name) {
-  size_t i = waits_bound(s, name);
-  if (i < s->nwaits && strcmp(s->waits[i]->name, name) == 0)
-    return s->waits[i];
+  size_t i;
+  wait_list *wl = waits_find(s, name, &i);
+  if (wl != NULL)
+    return wl;
   if (SCREE__GROW(&s->waits, &s->capwaits, s->nwaits + 1, 16) != 0)
     return NULL;
-  wait_list *wl = calloc(1, sizeof(*wl));
+  size_t len = strlen(name);
+  wl = calloc(1, sizeof(*wl) + len + 1);
   if (wl == NULL)
     return NULL;
-  wl->name = strdup(name);
-  if (wl->name == NULL) {
-    free(wl);
-    return NULL;
-  }
-  memmove(&s->waits[i + 1], &s->waits[i], (s->nwaits - i) * sizeof(*s->waits));
+  memcpy(wl->name, name, len + 1);
+  SCREE__INSERT_AT(s->waits, s->nwaits, i);
   s->waits[i] = wl;
-  s->nwaits++;
   return wl;
 }
 
@@ -1397,13 +1373,10 @@ int scree__store_wait(scree__store *s, scree__session *sess, const char *name, u
   if (sess->waiter != NULL)
     return scree__fail(SCREE_EBUSY, msg, msg_len,
                        "this connection already waits for '%s'", sess->waiter->list->name);
-  scree__waiter *w = calloc(1, sizeof(*w));
+  scree__waiter *w = malloc(sizeof(*w));
   if (w == NULL)
     return scree__fail(SCREE_ENOMEM, msg, msg_len, "out of host memory");
-  w->sess = sess;
-  w->req_id = req_id;
-  w->wait_ms = wait_ms;
-  w->heap_at = SIZE_MAX;
+  *w = (scree__waiter){.sess = sess, .req_id = req_id, .wait_ms = wait_ms, .heap_at = SIZE_MAX};
   if (wait_ms >= 0) {
     w->deadline_ns = scree__now_ns() + (uint64_t)wait_ms * 1000000u;
     if (heap_push(s, w) != 0) {
@@ -1429,13 +1402,12 @@ int scree__store_wait(scree__store *s, scree__session *sess, const char *name, u
  * the order they came. The whole list leaves the store before the first
  * hook runs. */
 static void waiters_wake(scree__store *s, const char *name) {
-  wait_list *wl = waits_find(s, name);
+  size_t i;
+  wait_list *wl = waits_find(s, name, &i);
   if (wl == NULL)
     return;
   scree__waiter *w = wl->head;
-  size_t i = waits_bound(s, name);
-  memmove(&s->waits[i], &s->waits[i + 1], (s->nwaits - i - 1) * sizeof(*s->waits));
-  s->nwaits--;
+  SCREE__REMOVE_AT(s->waits, s->nwaits, i);
   for (scree__waiter *x = w; x != NULL; x = x->next) {
     heap_remove(s, x);
     x->sess->waiter = NULL;
@@ -1444,7 +1416,6 @@ static void waiters_wake(scree__store *s, const char *name) {
   scree__wait_end end;
   memset(&end, 0, sizeof(end));
   snprintf(end.name, sizeof(end.name), "%s", wl->name);
-  free(wl->name);
   free(wl);
   while (w != NULL) {
     scree__waiter *next = w->next;
@@ -1559,10 +1530,7 @@ int scree__store_watch(scree__store *s, scree__session *sess, const char *prefix
   w->prefix_len = plen;
   w->cap = cap;
   w->replaying = replay != 0;
-  w->next = s->watches;
-  if (s->watches)
-    s->watches->prev = w;
-  s->watches = w;
+  SCREE__LIST_PUSH(s->watches, w);
   s->nwatchers++;
   sess->watch = w;
   return 0;

@@ -51,14 +51,13 @@ static warena *arena_find(wstate *w, uint64_t id) {
   return NULL;
 }
 
-static void arena_unmap(wstate *w, warena *a) {
+static void arena_unmap(warena *a) {
   if (a->host != NULL)
     munmap(a->host, (size_t)a->size);
 #ifdef SCREE_HAVE_CUDA
   if (a->cuda != NULL)
     scree__wcuda_unmap(a->cuda);
 #endif
-  (void)w;
   a->host = NULL;
   a->cuda = NULL;
 }
@@ -67,7 +66,7 @@ static void arena_forget(wstate *w, uint64_t id) {
   warena *a = arena_find(w, id);
   if (a == NULL)
     return;
-  arena_unmap(w, a);
+  arena_unmap(a);
   *a = w->a[--w->n];
 }
 

@@ -7,18 +7,9 @@ static const struct {
   size_t size;
 } dtypes[SCREE_DTYPE_COUNT_] = {
     [SCREE_DTYPE_INVALID] = {"invalid", 0},
-    [SCREE_BOOL] = {"bool", 1},
-    [SCREE_INT8] = {"int8", 1},
-    [SCREE_INT16] = {"int16", 2},
-    [SCREE_INT32] = {"int32", 4},
-    [SCREE_INT64] = {"int64", 8},
-    [SCREE_UINT8] = {"uint8", 1},
-    [SCREE_FLOAT16] = {"float16", 2},
-    [SCREE_BFLOAT16] = {"bfloat16", 2},
-    [SCREE_FLOAT32] = {"float32", 4},
-    [SCREE_FLOAT64] = {"float64", 8},
-    [SCREE_FLOAT8_E4M3] = {"float8_e4m3", 1},
-    [SCREE_FLOAT8_E5M2] = {"float8_e5m2", 1},
+#define XX(name, value, label, size) [SCREE_##name] = {#label, size},
+    SCREE_DTYPE_MAP(XX)
+#undef XX
 };
 
 int scree_dtype_valid(int dtype) {

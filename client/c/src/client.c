@@ -42,6 +42,26 @@ static int check_size(scree_client *c, size_t got, size_t min, const char *type,
 #define SCREE__HAS(ptr, type, m) \
   ((ptr)->struct_size >= offsetof(type, m) + sizeof(((type *)0)->m))
 
+/* The start of a call that takes an options struct, as
+ * `int rc = SCREE__LOCK_OPTIONS(c, opts, type, INIT);`: NULL opts stand for
+ * INIT (a compound literal, which lives as long as the caller's block), the
+ * handle's mutex is taken (the caller unlocks it), and the value is
+ * SCREE__CHECK_SIZE's code. */
+#define SCREE__LOCK_OPTIONS(c, opts, type, init) \
+  SCREE__LOCK_OPTIONS_MIN(c, opts, type, sizeof(type), #init, init)
+
+/* The same for a struct whose first published version ended before member
+ * `first_added` (SCREE__CHECK_SIZE_UPTO's rule). */
+#define SCREE__LOCK_OPTIONS_UPTO(c, opts, type, first_added, init) \
+  SCREE__LOCK_OPTIONS_MIN(c, opts, type, offsetof(type, first_added), #init, init)
+
+/* The init macro's name comes stringified, before its expansion; the
+ * expansion comes last and variadic, since it holds commas. */
+#define SCREE__LOCK_OPTIONS_MIN(c, opts, type, min_size, init_name, ...) \
+  ((opts) = (opts) != NULL ? (opts) : &(const type)__VA_ARGS__,          \
+   pthread_mutex_lock(&(c)->mu),                                         \
+   check_size((c), (opts)->struct_size, (min_size), #type, init_name))
+
 static int check_name(scree_client *c, const char *name, const char *what) {
   if (name == NULL || name[0] == '\0')
     return scree__client_fail(c, SCREE_EINVAL, "%s name is %s", what,
@@ -84,20 +104,51 @@ static int info_from_pb(scree_client *c, const Scree__V1__BatchInfo *b, scree_ba
   memset(o, 0, sizeof(*o));
   if (b == NULL)
     return scree__client_fail(c, SCREE_EPROTO, "the daemon's reply has no batch info");
+  scree_array desc;
+  int rc = desc_from_pb(c, b->desc, &desc);
+  if (rc == 0)
+    *o = (scree_batch_info){
+        .desc = desc,
+        .state = (scree_batch_state)b->state,
+        .values_bytes = b->values_bytes,
+        .offsets_bytes = b->offsets_bytes,
+        .leases = b->leases,
+        .owner_uid = b->owner_uid, .owner_pid = b->owner_pid,
+        .age_ns = b->age_ns,
+        .arena_id = b->arena_id,
+        .delete_pending = b->delete_pending ? 1 : 0,
+    };
+  /* o keeps the name even when the descriptor is refused. */
   snprintf(o->name, sizeof(o->name), "%s", b->name != NULL ? b->name : "");
-  int rc = desc_from_pb(c, b->desc, &o->desc);
+  return rc;
+}
+
+/* A round trip whose reply describes one batch: the one looked at (Stat)
+ * or made (Fetch, Attention). info, bytes and elapsed_ns, each when not NULL,
+ * get the batch's info, the bytes fetched (Fetch) and the time the job took
+ * (Attention). */
+static int batch_call(scree_client *c, Scree__V1__Request__BodyCase body, void *req,
+                      scree_batch_info *info, uint64_t *bytes, uint64_t *elapsed_ns) {
+  Scree__V1__Response *resp;
+  int rc = scree__call(c, body, req, &resp);
   if (rc != 0)
     return rc;
-  o->state = (scree_batch_state)b->state;
-  o->values_bytes = b->values_bytes;
-  o->offsets_bytes = b->offsets_bytes;
-  o->leases = b->leases;
-  o->owner_uid = b->owner_uid;
-  o->owner_pid = b->owner_pid;
-  o->age_ns = b->age_ns;
-  o->arena_id = b->arena_id;
-  o->delete_pending = b->delete_pending ? 1 : 0;
-  return 0;
+  const Scree__V1__BatchInfo *b;
+  if (body == SCREE__V1__REQUEST__BODY_STAT) {
+    b = resp->stat->info;
+  } else if (body == SCREE__V1__REQUEST__BODY_FETCH) {
+    b = resp->fetch->info;
+    if (bytes != NULL)
+      *bytes = resp->fetch->bytes;
+  } else {
+    b = resp->attention->info;
+    if (elapsed_ns != NULL)
+      *elapsed_ns = resp->attention->elapsed_ns;
+  }
+  if (info != NULL)
+    rc = info_from_pb(c, b, info);
+  scree__v1__response__free_unpacked(resp, NULL);
+  return rc;
 }
 
 /* ---- public API ---- */
@@ -411,11 +462,7 @@ int scree_client_create(scree_client *c, const char *name, const scree_array *de
                         scree_array *out, const scree_create_options *opts) {
   if (c == NULL)
     return SCREE_EINVAL;
-  static const scree_create_options defaults = SCREE_CREATE_OPTIONS_INIT;
-  if (opts == NULL)
-    opts = &defaults;
-  pthread_mutex_lock(&c->mu);
-  int rc = SCREE__CHECK_SIZE(c, opts, scree_create_options, SCREE_CREATE_OPTIONS_INIT);
+  int rc = SCREE__LOCK_OPTIONS(c, opts, scree_create_options, SCREE_CREATE_OPTIONS_INIT);
   if (rc == 0)
     rc = create_locked(c, name, desc, opts->flags, NULL, out, NULL);
   pthread_mutex_unlock(&c->mu);
@@ -425,11 +472,7 @@ int scree_client_create(scree_client *c, const char *name, const scree_array *de
 int scree_client_seal(scree_client *c, const char *name, const scree_seal_options *opts) {
   if (c == NULL)
     return SCREE_EINVAL;
-  static const scree_seal_options defaults = SCREE_SEAL_OPTIONS_INIT;
-  if (opts == NULL)
-    opts = &defaults;
-  pthread_mutex_lock(&c->mu);
-  int rc = SCREE__CHECK_SIZE_UPTO(c, opts, scree_seal_options, async, SCREE_SEAL_OPTIONS_INIT);
+  int rc = SCREE__LOCK_OPTIONS_UPTO(c, opts, scree_seal_options, async, SCREE_SEAL_OPTIONS_INIT);
   if (rc != 0)
     goto out;
   int async = SCREE__HAS(opts, scree_seal_options, async) && opts->async;
@@ -475,11 +518,8 @@ int scree_client_put(scree_client *c, const char *name, const scree_array *a,
                      const scree_put_options *opts) {
   if (c == NULL)
     return SCREE_EINVAL;
-  static const scree_put_options defaults = SCREE_PUT_OPTIONS_INIT;
-  if (opts == NULL)
-    opts = &defaults;
-  pthread_mutex_lock(&c->mu);
-  int rc = SCREE__CHECK_SIZE_UPTO(c, opts, scree_put_options, async_seal, SCREE_PUT_OPTIONS_INIT);
+  int rc = SCREE__LOCK_OPTIONS_UPTO(c, opts, scree_put_options, async_seal,
+                                    SCREE_PUT_OPTIONS_INIT);
   uint64_t vbytes, obytes;
   char m[256];
   void *stream = opts->stream;
@@ -805,21 +845,24 @@ int scree_client_stat(scree_client *c, const char *name, scree_batch_info *out) 
     goto out;
   Scree__V1__Stat s = SCREE__V1__STAT__INIT;
   s.name = scree__bytes(name);
-  Scree__V1__Response *resp;
-  rc = scree__call(c, SCREE__V1__REQUEST__BODY_STAT, &s, &resp);
-  if (rc != 0)
-    goto out;
-  rc = info_from_pb(c, resp->stat->info, out);
-  scree__v1__response__free_unpacked(resp, NULL);
+  rc = batch_call(c, SCREE__V1__REQUEST__BODY_STAT, &s, out, NULL, NULL);
 out:
   pthread_mutex_unlock(&c->mu);
   return rc;
+}
+
+/* One Stats round trip (scree_client_stats, scree_client_peer_stats): *resp
+ * is the caller's to free. */
+static int stats_call(scree_client *c, Scree__V1__Response **resp) {
+  Scree__V1__Stats s = SCREE__V1__STATS__INIT;
+  return scree__call(c, SCREE__V1__REQUEST__BODY_STATS, &s, resp);
 }
 
 int scree_client_stats(scree_client *c, scree_stats *out) {
   if (c == NULL)
     return SCREE_EINVAL;
   pthread_mutex_lock(&c->mu);
+  Scree__V1__Response *resp = NULL;
   int rc = 0;
   if (out == NULL) {
     rc = scree__client_fail(c, SCREE_EINVAL, "NULL output argument");
@@ -828,11 +871,8 @@ int scree_client_stats(scree_client *c, scree_stats *out) {
   /* The first published scree_stats ended with errors[]. */
   rc = check_size(c, out->struct_size, offsetof(scree_stats, waiters), "scree_stats",
                   "SCREE_STATS_INIT");
-  if (rc != 0)
-    goto out;
-  Scree__V1__Stats s = SCREE__V1__STATS__INIT;
-  Scree__V1__Response *resp;
-  rc = scree__call(c, SCREE__V1__REQUEST__BODY_STATS, &s, &resp);
+  if (rc == 0)
+    rc = stats_call(c, &resp);
   if (rc != 0)
     goto out;
   const Scree__V1__StatsReply *r = resp->stats;
@@ -861,8 +901,8 @@ int scree_client_stats(scree_client *c, scree_stats *out) {
   st.watchers = r->watchers;
   st.watch_overflows = r->watch_overflows;
   memcpy(out, &st, out->struct_size < sizeof(st) ? out->struct_size : sizeof(st));
-  scree__v1__response__free_unpacked(resp, NULL);
 out:
+  scree__v1__response__free_unpacked(resp, NULL);
   pthread_mutex_unlock(&c->mu);
   return rc;
 }
@@ -872,19 +912,16 @@ int scree_client_peer_stats(scree_client *c, scree_peer_stats *out, size_t max,
   if (c == NULL)
     return SCREE_EINVAL;
   pthread_mutex_lock(&c->mu);
+  Scree__V1__Response *resp = NULL;
   int rc = 0;
   if (count == NULL || (out == NULL && max > 0)) {
     rc = scree__client_fail(c, SCREE_EINVAL, "NULL %s argument", count == NULL ? "count" : "out");
     goto out;
   }
-  if (max > 0) {
+  if (max > 0)
     rc = SCREE__CHECK_SIZE(c, out, scree_peer_stats, SCREE_PEER_STATS_INIT);
-    if (rc != 0)
-      goto out;
-  }
-  Scree__V1__Stats s = SCREE__V1__STATS__INIT;
-  Scree__V1__Response *resp;
-  rc = scree__call(c, SCREE__V1__REQUEST__BODY_STATS, &s, &resp);
+  if (rc == 0)
+    rc = stats_call(c, &resp);
   if (rc != 0)
     goto out;
   const Scree__V1__StatsReply *r = resp->stats;
@@ -919,8 +956,8 @@ int scree_client_peer_stats(scree_client *c, scree_peer_stats *out, size_t max,
     memcpy((char *)out + i * stride, &st, stride < sizeof(st) ? stride : sizeof(st));
   }
   *count = r->n_peers;
-  scree__v1__response__free_unpacked(resp, NULL);
 out:
+  scree__v1__response__free_unpacked(resp, NULL);
   pthread_mutex_unlock(&c->mu);
   return rc;
 }
@@ -930,11 +967,7 @@ int scree_client_fetch_ex(scree_client *c, const char *peer, const char *remote_
                           scree_batch_info *info, uint64_t *bytes) {
   if (c == NULL)
     return SCREE_EINVAL;
-  pthread_mutex_lock(&c->mu);
-  static const scree_fetch_options defaults = SCREE_FETCH_OPTIONS_INIT;
-  if (opts == NULL)
-    opts = &defaults;
-  int rc = SCREE__CHECK_SIZE(c, opts, scree_fetch_options, SCREE_FETCH_OPTIONS_INIT);
+  int rc = SCREE__LOCK_OPTIONS(c, opts, scree_fetch_options, SCREE_FETCH_OPTIONS_INIT);
   if (rc == 0 && (peer == NULL || peer[0] == '\0'))
     rc = scree__client_fail(c, SCREE_EINVAL, "fetch needs a peer name");
   if (rc == 0)
@@ -956,15 +989,7 @@ int scree_client_fetch_ex(scree_client *c, const char *peer, const char *remote_
     f.wait_ms = opts->wait_ms;
   }
   f.timeout_ms = opts->timeout_ms;
-  Scree__V1__Response *resp;
-  rc = scree__call(c, SCREE__V1__REQUEST__BODY_FETCH, &f, &resp);
-  if (rc != 0)
-    goto out;
-  if (info != NULL)
-    rc = info_from_pb(c, resp->fetch->info, info);
-  if (bytes != NULL)
-    *bytes = resp->fetch->bytes;
-  scree__v1__response__free_unpacked(resp, NULL);
+  rc = batch_call(c, SCREE__V1__REQUEST__BODY_FETCH, &f, info, bytes, NULL);
 out:
   pthread_mutex_unlock(&c->mu);
   return rc;
@@ -1014,15 +1039,7 @@ int scree_client_attention(scree_client *c, const char *q, const char *k, const 
     a.window_right_present_case = SCREE__V1__ATTENTION__WINDOW_RIGHT_PRESENT_WINDOW_RIGHT;
     a.window_right = p->window_right;
   }
-  Scree__V1__Response *resp;
-  rc = scree__call(c, SCREE__V1__REQUEST__BODY_ATTENTION, &a, &resp);
-  if (rc != 0)
-    goto out;
-  if (info != NULL)
-    rc = info_from_pb(c, resp->attention->info, info);
-  if (elapsed_ns != NULL)
-    *elapsed_ns = resp->attention->elapsed_ns;
-  scree__v1__response__free_unpacked(resp, NULL);
+  rc = batch_call(c, SCREE__V1__REQUEST__BODY_ATTENTION, &a, info, NULL, elapsed_ns);
 out:
   pthread_mutex_unlock(&c->mu);
   return rc;

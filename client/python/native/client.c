@@ -4,19 +4,24 @@
 #include <string.h>
 #include <unistd.h>
 
-/* Whether requests may go out on self; raises Disconnected when not. */
+int scree__py_handle_usable(int closed, pid_t pid, const char *what, const char *made,
+                            const char *instead) {
+  char msg[256];
+  if (closed)
+    snprintf(msg, sizeof(msg), "the %s is closed", what);
+  else if (pid != getpid())
+    snprintf(msg, sizeof(msg),
+             "this %s was %s by another process (before a fork); %s in this process", what,
+             made, instead);
+  else
+    return 1;
+  scree__py_raise(SCREE_EDISCONNECTED, msg);
+  return 0;
+}
+
 int scree__py_client_usable(scree__py_client *self) {
-  if (self->c == NULL || self->closing) {
-    scree__py_raise(SCREE_EDISCONNECTED, "the client is closed");
-    return 0;
-  }
-  if (self->pid != getpid()) {
-    scree__py_raise(SCREE_EDISCONNECTED,
-                    "this client was connected by another process (before a fork); "
-                    "connect a new one in this process");
-    return 0;
-  }
-  return 1;
+  return scree__py_handle_usable(self->c == NULL || self->closing, self->pid, "client",
+                                 "connected", "connect a new one");
 }
 
 /* Closes the handle (unmapping every arena) once nothing can point into it.
@@ -27,11 +32,7 @@ static void client_really_close(scree__py_client *self) {
   if (c == NULL)
     return;
   self->c = NULL;
-  Py_BEGIN_ALLOW_THREADS
-  PyThread_acquire_lock(self->lock, WAIT_LOCK);
-  scree_client_close(c);
-  PyThread_release_lock(self->lock);
-  Py_END_ALLOW_THREADS
+  SCREE__LOCKED(self->lock, scree_client_close(c));
 }
 
 void scree__py_client_unown(scree__py_client *self) {

@@ -45,24 +45,37 @@ typedef struct scree__py_lease {
   int fault_slots[2];       /* read-only ranges in fault.c's registry, or -1 */
 } scree__py_lease;
 
+/* Runs the statements given with the GIL released and lock held: a call
+ * on a handle (a Client's, a Watch's), or its close, which so waits for a
+ * call in flight on another thread. */
+#define SCREE__LOCKED(lock, ...)              \
+  do {                                        \
+    Py_BEGIN_ALLOW_THREADS                    \
+    PyThread_acquire_lock((lock), WAIT_LOCK); \
+    __VA_ARGS__;                              \
+    PyThread_release_lock((lock));            \
+    Py_END_ALLOW_THREADS                      \
+  } while (0)
+
 /* Runs call on self's handle with the GIL released and self->lock held, and
  * copies the handle's message into errbuf when it fails, before another
  * thread's call can replace it. */
-#define SCREE__CALL(self, rc, errbuf, call)                                    \
-  do {                                                                         \
-    Py_BEGIN_ALLOW_THREADS                                                     \
-    PyThread_acquire_lock((self)->lock, WAIT_LOCK);                            \
-    (rc) = (call);                                                             \
-    if ((rc) < 0)                                                              \
-      snprintf((errbuf), SCREE__ERRMSG, "%s", scree_client_last_error((self)->c)); \
-    PyThread_release_lock((self)->lock);                                       \
-    Py_END_ALLOW_THREADS                                                       \
-  } while (0)
+#define SCREE__CALL(self, rc, errbuf, call)                           \
+  SCREE__LOCKED((self)->lock, (rc) = (call);                          \
+                if ((rc) < 0) snprintf((errbuf), SCREE__ERRMSG, "%s", \
+                                       scree_client_last_error((self)->c)))
 
 extern PyTypeObject scree__py_client_type;
 extern PyTypeObject scree__py_lease_type;
 extern PyTypeObject scree__py_tensor_type;
 extern PyTypeObject scree__py_watch_type;
+
+/* Whether a handle made in process pid, and not closed, may be used by this
+ * process; raises Disconnected when not, naming what ("client", "watch"),
+ * how it was made ("connected") and what to do instead in a forked child
+ * ("connect a new one"). */
+int scree__py_handle_usable(int closed, pid_t pid, const char *what, const char *made,
+                            const char *instead);
 
 /* Whether requests may go out on self; raises Disconnected when not. */
 int scree__py_client_usable(scree__py_client *self);

@@ -146,17 +146,7 @@ PyObject *scree__py_client_watch(scree__py_client *self, PyObject *args) {
 }
 
 static int watch_open(scree__py_watch *self) {
-  if (self->w == NULL) {
-    scree__py_raise(SCREE_EDISCONNECTED, "the watch is closed");
-    return 0;
-  }
-  if (self->pid != getpid()) {
-    scree__py_raise(SCREE_EDISCONNECTED,
-                    "this watch was made by another process (before a fork); "
-                    "watch again in this process");
-    return 0;
-  }
-  return 1;
+  return scree__py_handle_usable(self->w == NULL, self->pid, "watch", "made", "watch again");
 }
 
 static void watch_really_close(scree__py_watch *self) {
@@ -164,11 +154,7 @@ static void watch_really_close(scree__py_watch *self) {
   if (w == NULL)
     return;
   self->w = NULL;
-  Py_BEGIN_ALLOW_THREADS
-  PyThread_acquire_lock(self->lock, WAIT_LOCK);
-  scree_watch_close(w);
-  PyThread_release_lock(self->lock);
-  Py_END_ALLOW_THREADS
+  SCREE__LOCKED(self->lock, scree_watch_close(w));
 }
 
 static void watch_dealloc(scree__py_watch *self) {
@@ -224,13 +210,8 @@ static PyObject *watch_resync(scree__py_watch *self, PyObject *args) {
   int rc;
   char err[SCREE__ERRMSG];
   scree_watch *w = self->w;
-  Py_BEGIN_ALLOW_THREADS
-  PyThread_acquire_lock(self->lock, WAIT_LOCK);
-  rc = scree_watch_resync(w, no_replay ? SCREE_WATCH_NO_REPLAY : 0u);
-  if (rc < 0)
-    snprintf(err, sizeof(err), "%s", scree_watch_last_error(w));
-  PyThread_release_lock(self->lock);
-  Py_END_ALLOW_THREADS
+  SCREE__LOCKED(self->lock, rc = scree_watch_resync(w, no_replay ? SCREE_WATCH_NO_REPLAY : 0u);
+                if (rc < 0) snprintf(err, sizeof(err), "%s", scree_watch_last_error(w)));
   if (rc < 0)
     return scree__py_raise(rc, err);
   Py_RETURN_NONE;

@@ -8,21 +8,29 @@
 
 SCREE_EXTERN_C_BEGIN
 
-/* The numeric values are part of the wire protocol: never renumber. */
+/* Every dtype, XX(NAME, value, name, size): SCREE_NAME's numeric value,
+ * its name (scree_dtype_name) and the size of one element in bytes. The
+ * numeric values are part of the wire protocol: never renumber. The float8
+ * types are storage only: no arithmetic on the CPU. */
+#define SCREE_DTYPE_MAP(XX)              \
+  XX(BOOL, 1, bool, 1)                   \
+  XX(INT8, 2, int8, 1)                   \
+  XX(INT16, 3, int16, 2)                 \
+  XX(INT32, 4, int32, 4)                 \
+  XX(INT64, 5, int64, 8)                 \
+  XX(UINT8, 6, uint8, 1)                 \
+  XX(FLOAT16, 7, float16, 2)             \
+  XX(BFLOAT16, 8, bfloat16, 2)           \
+  XX(FLOAT32, 9, float32, 4)             \
+  XX(FLOAT64, 10, float64, 8)            \
+  XX(FLOAT8_E4M3, 11, float8_e4m3, 1)    \
+  XX(FLOAT8_E5M2, 12, float8_e5m2, 1)
+
 typedef enum scree_dtype {
   SCREE_DTYPE_INVALID = 0,
-  SCREE_BOOL = 1,
-  SCREE_INT8 = 2,
-  SCREE_INT16 = 3,
-  SCREE_INT32 = 4,
-  SCREE_INT64 = 5,
-  SCREE_UINT8 = 6,
-  SCREE_FLOAT16 = 7,
-  SCREE_BFLOAT16 = 8,
-  SCREE_FLOAT32 = 9,
-  SCREE_FLOAT64 = 10,
-  SCREE_FLOAT8_E4M3 = 11, /* storage only: no arithmetic on the CPU */
-  SCREE_FLOAT8_E5M2 = 12,
+#define XX(name, value, label, size) SCREE_##name = (value),
+  SCREE_DTYPE_MAP(XX)
+#undef XX
   SCREE_DTYPE_COUNT_
 } scree_dtype;
 
