@@ -387,6 +387,23 @@ typedef struct put_figures {
                        * seal's reply first) */
 } put_figures;
 
+/* The first put on each of conns new connections (connecting not timed),
+ * with opts, then its delete (which takes a pipelined seal's reply). */
+static void first_puts(const char *sock, const scree_array *a, const scree_put_options *opts,
+                       int conns, double *out) {
+  for (int i = 0; i < conns; i++) {
+    scree_client *c = connect_or_die(sock);
+    double t0 = now_us();
+
+    if (scree_client_put(c, "bw", a, opts) != 0)
+      die("put", scree_client_last_error(c));
+    out[i] = now_us() - t0;
+    if (scree_client_delete(c, "bw", NULL) != 0)
+      die("delete", scree_client_last_error(c));
+    scree_client_close(c);
+  }
+}
+
 /* The steady state: put then delete on one connection, iters times after
  * a first put that may create the arena; then the first put on each of
  * conns new connections (connecting not timed), waiting for its seal, then
@@ -424,31 +441,9 @@ static void put_loop(const char *sock, CUdeviceptr src, CUdeviceptr offs, uint64
   f->imports = info.arena_imports;
   f->inline_puts = info.inline_puts;
   scree_client_close(c);
-  for (int i = 0; i < conns; i++) {
-    double t0;
-
-    c = connect_or_die(sock);
-    t0 = now_us();
-    if (scree_client_put(c, "bw", &a, NULL) != 0)
-      die("put", scree_client_last_error(c));
-    fc[i] = now_us() - t0;
-    if (scree_client_delete(c, "bw", NULL) != 0)
-      die("delete", scree_client_last_error(c));
-    scree_client_close(c);
-  }
+  first_puts(sock, &a, NULL, conns, fc);
   async.async_seal = 1;
-  for (int i = 0; i < conns; i++) {
-    double t0;
-
-    c = connect_or_die(sock);
-    t0 = now_us();
-    if (scree_client_put(c, "bw", &a, &async) != 0)
-      die("put (async seal)", scree_client_last_error(c));
-    fca[i] = now_us() - t0;
-    if (scree_client_delete(c, "bw", NULL) != 0)
-      die("delete", scree_client_last_error(c));
-    scree_client_close(c);
-  }
+  first_puts(sock, &a, &async, conns, fca);
   f->steady = quantile(t, iters, 0.5);
   f->step = quantile(st, iters, 0.5);
   f->first_conn = quantile(fc, conns, 0.5);

@@ -198,16 +198,14 @@ static void host_discard(scree__mem *m, const scree__arena_mem *a, uint64_t offs
 
 static void host_destroy(scree__mem *m) { free(m); }
 
-static const struct scree__mem_ops host_ops = {
-    .arena_alloc = host_arena_alloc,
-    .arena_free = host_arena_free,
-    .share_fd = host_share_fd,
-    .read = host_read,
-    .write = host_write,
-    .destroy = host_destroy,
-    .share_fd_ro = host_share_fd_ro,
-    .discard = host_discard,
-};
+/* The host backend's operations, listed once: the test build's staging
+ * variant below adds to them. */
+#define HOST_OPS                                                               \
+  .arena_alloc = host_arena_alloc, .arena_free = host_arena_free,              \
+  .share_fd = host_share_fd, .read = host_read, .write = host_write,           \
+  .destroy = host_destroy, .share_fd_ro = host_share_fd_ro, .discard = host_discard
+
+static const struct scree__mem_ops host_ops = {HOST_OPS};
 
 #ifdef SCREE_TEST_HOOKS
 /* Staging on host memory, for tests only (SCREE_TEST_HOST_STAGING set in
@@ -264,14 +262,7 @@ static void host_stage_free(scree__mem *m, scree__stage *st) {
 }
 
 static const struct scree__mem_ops host_staging_ops = {
-    .arena_alloc = host_arena_alloc,
-    .arena_free = host_arena_free,
-    .share_fd = host_share_fd,
-    .read = host_read,
-    .write = host_write,
-    .destroy = host_destroy,
-    .share_fd_ro = host_share_fd_ro,
-    .discard = host_discard,
+    HOST_OPS,
     .stage_new = host_stage_new,
     .stage_copy = host_stage_copy,
     .stage_poll = host_stage_poll,

@@ -2399,22 +2399,46 @@ static int appendf(char **buf, size_t *len, size_t *cap, const char *fmt, ...) {
   }
 }
 
+/* The per-peer counters of /metrics that are one uint64_t of
+ * scree__peer_counts each; the mirrors' only for peers that have one. */
+static const struct {
+  const char *name, *help;
+  size_t at;
+  int mirrors_only;
+} peer_counters[] = {
+    {"scree_peer_batches_fetched_total", "Batches fetched from each peer.",
+     offsetof(scree__peer_counts, batches), 0},
+    {"scree_peer_bytes_fetched_total", "Bytes fetched from each peer.",
+     offsetof(scree__peer_counts, bytes), 0},
+    {"scree_peer_mirrored_total", "Batches the mirrors of each peer fetched.",
+     offsetof(scree__peer_counts, mirrored), 1},
+    {"scree_peer_mirror_deletes_total",
+     "Mirrored copies deleted because the peer deleted its batch.",
+     offsetof(scree__peer_counts, mirror_deletes), 1},
+    {"scree_peer_mirror_resyncs_total",
+     "Times the mirrors of each peer watched again with replay.",
+     offsetof(scree__peer_counts, mirror_resyncs), 1},
+};
+
 int scree__peers_render_metrics(const scree__peers *p, char **buf, size_t *len, size_t *cap) {
   if (p == NULL)
     return 0;
-  int rc = 0;
-  rc |= appendf(buf, len, cap,
-                "# HELP scree_peer_batches_fetched_total Batches fetched from each peer.\n"
-                "# TYPE scree_peer_batches_fetched_total counter\n");
+  int rc = 0, mirrors = 0;
   for (size_t i = 0; i < p->npeers; i++)
-    rc |= appendf(buf, len, cap, "scree_peer_batches_fetched_total{peer=\"%s\"} %" PRIu64 "\n",
-                  p->peers[i].spec.name, p->peers[i].counts.batches);
-  rc |= appendf(buf, len, cap,
-                "# HELP scree_peer_bytes_fetched_total Bytes fetched from each peer.\n"
-                "# TYPE scree_peer_bytes_fetched_total counter\n");
-  for (size_t i = 0; i < p->npeers; i++)
-    rc |= appendf(buf, len, cap, "scree_peer_bytes_fetched_total{peer=\"%s\"} %" PRIu64 "\n",
-                  p->peers[i].spec.name, p->peers[i].counts.bytes);
+    mirrors |= p->peers[i].counts.mirrors != 0;
+  for (size_t k = 0; k < sizeof(peer_counters) / sizeof(peer_counters[0]); k++) {
+    if (peer_counters[k].mirrors_only && !mirrors)
+      continue;
+    rc |= appendf(buf, len, cap, "# HELP %s %s\n# TYPE %s counter\n", peer_counters[k].name,
+                  peer_counters[k].help, peer_counters[k].name);
+    for (size_t i = 0; i < p->npeers; i++) {
+      uint64_t v;
+      memcpy(&v, (const char *)&p->peers[i].counts + peer_counters[k].at, sizeof(v));
+      if (!peer_counters[k].mirrors_only || p->peers[i].counts.mirrors != 0)
+        rc |= appendf(buf, len, cap, "%s{peer=\"%s\"} %" PRIu64 "\n", peer_counters[k].name,
+                      p->peers[i].spec.name, v);
+    }
+  }
   rc |= appendf(buf, len, cap,
                 "# HELP scree_peer_fetch_failures_total Failed fetches, by peer and cause.\n"
                 "# TYPE scree_peer_fetch_failures_total counter\n");
@@ -2431,35 +2455,6 @@ int scree__peers_render_metrics(const scree__peers *p, char **buf, size_t *len, 
   for (size_t i = 0; i < p->npeers; i++)
     rc |= appendf(buf, len, cap, "scree_peer_connected{peer=\"%s\"} %d\n",
                   p->peers[i].spec.name, p->peers[i].counts.connected);
-  int mirrors = 0;
-  for (size_t i = 0; i < p->npeers; i++)
-    mirrors |= p->peers[i].counts.mirrors != 0;
-  if (mirrors) {
-    static const struct {
-      const char *name, *help;
-      size_t at;
-    } mc[] = {
-        {"scree_peer_mirrored_total", "Batches the mirrors of each peer fetched.",
-         offsetof(scree__peer_counts, mirrored)},
-        {"scree_peer_mirror_deletes_total",
-         "Mirrored copies deleted because the peer deleted its batch.",
-         offsetof(scree__peer_counts, mirror_deletes)},
-        {"scree_peer_mirror_resyncs_total",
-         "Times the mirrors of each peer watched again with replay.",
-         offsetof(scree__peer_counts, mirror_resyncs)},
-    };
-    for (size_t k = 0; k < sizeof(mc) / sizeof(mc[0]); k++) {
-      rc |= appendf(buf, len, cap, "# HELP %s %s\n# TYPE %s counter\n", mc[k].name, mc[k].help,
-                    mc[k].name);
-      for (size_t i = 0; i < p->npeers; i++) {
-        uint64_t v;
-        memcpy(&v, (const char *)&p->peers[i].counts + mc[k].at, sizeof(v));
-        if (p->peers[i].counts.mirrors != 0)
-          rc |= appendf(buf, len, cap, "%s{peer=\"%s\"} %" PRIu64 "\n", mc[k].name,
-                        p->peers[i].spec.name, v);
-      }
-    }
-  }
   rc |= appendf(buf, len, cap,
                 "# HELP scree_peer_conns_served Authenticated peer connections to this"
                 " screed.\n# TYPE scree_peer_conns_served gauge\nscree_peer_conns_served %u\n"

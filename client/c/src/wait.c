@@ -60,12 +60,7 @@ static int check_wait_args(scree_client *c, const char *name, int64_t timeout_ms
     return scree__client_fail(c, SCREE_EINVAL,
                               "timeout_ms is %" PRId64 "; -1 waits without limit, 0 not at all",
                               timeout_ms);
-  if (c->wait_id != 0)
-    return scree__client_fail(c, SCREE_EBUSY,
-                              "a wait for '%s' is pending on this handle "
-                              "(scree_client_get_wait_start): finish or cancel it first",
-                              c->wait_name);
-  return 0;
+  return scree__client_busy(c);
 }
 
 static int send_get(scree_client *c, const char *name, int64_t timeout_ms, uint64_t *id) {
