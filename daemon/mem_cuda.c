@@ -187,6 +187,14 @@ static int scree__cuda_share_fd(scree__mem *m, const scree__arena_mem *a, int *f
   return 0;
 }
 
+/* The start of every copy into or out of arena a (read, write, a stage's
+ * copy): the range checked, then the device's primary context current. */
+static int scree__cuda_copy_begin(scree__mem_cuda *mc, const scree__arena_mem *a,
+                                  uint64_t offset, size_t size, char *msg, size_t msg_len) {
+  int rc = scree__mem_check_range(a, offset, size, msg, msg_len);
+  return rc != 0 ? rc : scree__cuda_current(mc, msg, msg_len);
+}
+
 /* Copies size bytes at offset in arena a out to dst (read) or, with dst
  * NULL, in from src (write). Both copies are synchronous with respect to
  * the legacy default stream, so the bytes a client's own stream wrote
@@ -198,13 +206,8 @@ static int scree__cuda_copy(scree__mem *m, const scree__arena_mem *a, uint64_t o
   scree__mem_cuda *mc = (scree__mem_cuda *)m;
   const scree__cu *cu = mc->cu;
   const scree__cuda_arena *ca = a->impl;
-  int rc;
-
-  rc = scree__mem_check_range(a, offset, size, msg, msg_len);
+  int rc = scree__cuda_copy_begin(mc, a, offset, size, msg, msg_len);
   if (rc != 0 || size == 0)
-    return rc;
-  rc = scree__cuda_current(mc, msg, msg_len);
-  if (rc != 0)
     return rc;
   if (dst != NULL)
     SCREE_CUDA_CHECK(cu->cuMemcpyDtoH(dst, ca->ptr + offset, size));
@@ -274,18 +277,13 @@ err_free_state:
 static int scree__cuda_stage_copy(scree__mem *m, scree__stage *st, const scree__arena_mem *a,
                                   uint64_t offset, size_t size, int to_host, char *msg,
                                   size_t msg_len) {
-  scree__mem_cuda *mc = (scree__mem_cuda *)m;
-  const scree__cu *cu = mc->cu;
-  const scree__cuda_arena *ca = a->impl;
-  int rc;
-
-  rc = scree__mem_check_range(a, offset, size, msg, msg_len);
-  if (rc != 0)
-    return rc;
   if (size > st->size)
     return scree__fail(SCREE_EINVAL, msg, msg_len, "%zu bytes do not fit a %zu-byte stage",
                        size, st->size);
-  rc = scree__cuda_current(mc, msg, msg_len);
+  scree__mem_cuda *mc = (scree__mem_cuda *)m;
+  const scree__cu *cu = mc->cu;
+  const scree__cuda_arena *ca = a->impl;
+  int rc = scree__cuda_copy_begin(mc, a, offset, size, msg, msg_len);
   if (rc != 0)
     return rc;
   if (to_host)
