@@ -145,6 +145,16 @@ static inline int scree__mem_check_range(const scree__arena_mem *a, uint64_t off
   return 0;
 }
 
+/* The check both backends' stage_copy makes after the range: size bytes
+ * must fit the stage's stage_size. Returns 0, or SCREE_EINVAL. */
+static inline int scree__mem_check_stage(size_t stage_size, size_t size, char *msg,
+                                         size_t msg_len) {
+  if (size > stage_size)
+    return scree__fail(SCREE_EINVAL, msg, msg_len, "%zu bytes do not fit a %zu-byte stage",
+                       size, stage_size);
+  return 0;
+}
+
 /* Creates the host-memory backend. */
 int scree__mem_host_create(scree__mem **out, char *msg, size_t msg_len);
 

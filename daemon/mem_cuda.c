@@ -277,13 +277,12 @@ err_free_state:
 static int scree__cuda_stage_copy(scree__mem *m, scree__stage *st, const scree__arena_mem *a,
                                   uint64_t offset, size_t size, int to_host, char *msg,
                                   size_t msg_len) {
-  if (size > st->size)
-    return scree__fail(SCREE_EINVAL, msg, msg_len, "%zu bytes do not fit a %zu-byte stage",
-                       size, st->size);
   scree__mem_cuda *mc = (scree__mem_cuda *)m;
   const scree__cu *cu = mc->cu;
   const scree__cuda_arena *ca = a->impl;
-  int rc = scree__cuda_copy_begin(mc, a, offset, size, msg, msg_len);
+  int rc = scree__mem_check_stage(st->size, size, msg, msg_len);
+  if (rc == 0)
+    rc = scree__cuda_copy_begin(mc, a, offset, size, msg, msg_len);
   if (rc != 0)
     return rc;
   if (to_host)

@@ -238,11 +238,11 @@ static int host_stage_new(scree__mem *m, size_t size, scree__stage **out, void *
 static int host_stage_copy(scree__mem *m, scree__stage *st, const scree__arena_mem *a,
                            uint64_t offset, size_t size, int to_host, char *msg,
                            size_t msg_len) {
-  if (size > st->size)
-    return scree__fail(SCREE_EINVAL, msg, msg_len, "%zu bytes do not fit a %zu-byte stage",
-                       size, st->size);
-  int rc = to_host ? host_read(m, a, offset, st->buf, size, msg, msg_len)
-                   : host_write(m, a, offset, st->buf, size, msg, msg_len);
+  int rc = scree__mem_check_stage(st->size, size, msg, msg_len);
+  if (rc != 0)
+    return rc;
+  rc = to_host ? host_read(m, a, offset, st->buf, size, msg, msg_len)
+               : host_write(m, a, offset, st->buf, size, msg, msg_len);
   if (rc == 0)
     st->polls_left = 1;
   return rc;
