@@ -56,22 +56,9 @@ int scree__attn_sm90_launch(const scree__attn_cuda_args *args);
 
 namespace scree_attn {
 
-/* The parameters every attention kernel takes: each kernel's block derives
- * from it and adds its own (the kernels read them by name from the
- * constant bank, so the order costs nothing). */
-struct common_params {
-  void *o;
-  float *lse;
-  const int32_t *cu_q, *cu_k;
-  int batch, total_q, total_k;
-  int hq, hkv, group;
-  float scale;      /* natural-log units, for lse */
-  float scale_log2; /* scale * log2(e) */
-  int left, right;  /* -1: unbounded */
-};
-
-/* Fills them from the launch's arguments. */
-inline void set_common_params(common_params &p, const scree__attn_cuda_args *a) {
+/* Fills the fields that every kernel's parameter block has, by name (each
+ * kernel keeps its own block, laid out for its own loads). */
+template <typename P> inline void set_common_params(P &p, const scree__attn_cuda_args *a) {
   p.o = a->out;
   p.lse = a->lse;
   p.cu_q = a->cu_q;

@@ -55,9 +55,16 @@ constexpr int WARPS = 4;
 constexpr int THREADS = WARPS * 32;
 constexpr int KS = 16; /* keys per warp step */
 
-struct dec_params : common_params {
+struct dec_params {
   const void *q, *k, *v;
+  void *o;
+  float *lse;
+  const int32_t *cu_q, *cu_k;
+  int batch, total_q, total_k;
+  int hq, hkv, group;
   int row_tiles; /* R: tiles of BM packed rows per sequence */
+  float scale, scale_log2;
+  int left, right; /* -1: unbounded */
   int chunk;       /* C, keys; INT_MAX: one split per unit */
   /* Split mode only (NULL otherwise): batch * row_tiles + 1 prefix sums of
    * the units' split counts, clamped to max_items; the partial outputs

@@ -34,9 +34,17 @@ namespace {
  * (attention_cuda.h). */
 using namespace scree_attn;
 
-struct fwd_params : common_params {
+struct fwd_params {
   const void *q, *k, *v;
+  void *o;
+  float *lse;
+  const int32_t *cu_q, *cu_k;
+  int batch, total_q, total_k;
+  int hq, hkv, group;
   int num_m_blocks;
+  float scale;      /* natural-log units, for lse */
+  float scale_log2; /* scale * log2(e) */
+  int left, right;  /* -1: unbounded */
 };
 
 /* Copies rows [0, valid) of a (ROWS, D) tile whose rows are `stride`

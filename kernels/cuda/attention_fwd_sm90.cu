@@ -61,9 +61,16 @@ template <int D> struct kv_block {
   static constexpr int BN = D == 256 ? 64 : 128;
 };
 
-struct sm90_params : common_params {
+struct sm90_params {
+  void *o;
+  float *lse;
+  const int32_t *cu_q, *cu_k;
+  int batch, total_q, total_k;
+  int hq, hkv, group;
   int num_m_blocks;
   int num_tiles; /* num_m_blocks * batch * hq */
+  float scale, scale_log2;
+  int left, right;
   int pingpong; /* overlapped loop: the consumer warpgroups take turns */
   int one;      /* always 1, opaque to the compiler (the overlapped loop) */
 };
