@@ -77,6 +77,13 @@ static double quantile(double *v, int n, double q) {
   return v[i];
 }
 
+/* The median of n samples, which are then freed. */
+static double median_free(double *v, int n) {
+  double m = quantile(v, n, 0.5);
+  free(v);
+  return m;
+}
+
 static const scree__cu *cu;
 
 static void cu_check(CUresult r, const char *what) {
@@ -444,14 +451,10 @@ static void put_loop(const char *sock, CUdeviceptr src, CUdeviceptr offs, uint64
   first_puts(sock, &a, NULL, conns, fc);
   async.async_seal = 1;
   first_puts(sock, &a, &async, conns, fca);
-  f->steady = quantile(t, iters, 0.5);
-  f->step = quantile(st, iters, 0.5);
-  f->first_conn = quantile(fc, conns, 0.5);
-  f->first_conn_async = quantile(fca, conns, 0.5);
-  free(t);
-  free(st);
-  free(fc);
-  free(fca);
+  f->steady = median_free(t, iters);
+  f->step = median_free(st, iters);
+  f->first_conn = median_free(fc, conns);
+  f->first_conn_async = median_free(fca, conns);
 }
 
 /* The steady state with a pipelined seal, on one connection whose arena
@@ -495,12 +498,9 @@ static void put_loop_async(const char *sock, CUdeviceptr src, CUdeviceptr offs,
       die("delete", scree_client_last_error(c));
   }
   scree_client_close(c);
-  f->async_put = quantile(t, iters, 0.5);
-  f->async_step = quantile(st, iters, 0.5);
-  f->async_flush = quantile(fl, iters, 0.5);
-  free(t);
-  free(st);
-  free(fl);
+  f->async_put = median_free(t, iters);
+  f->async_step = median_free(st, iters);
+  f->async_flush = median_free(fl, iters);
 }
 
 /* The arena a batch of `bytes` uint8 values (desc_init) lies in, on a

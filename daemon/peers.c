@@ -1120,19 +1120,11 @@ static void owner_on_read(conn *c, const scree__pw_msg *m) {
     owner_refuse(c, "out of host memory for a read");
     return;
   }
-  o->p = p;
-  o->c = c;
-  o->l = l;
-  o->req = m->req;
-  o->region = m->region;
-  o->offset = m->offset;
-  o->length = m->length;
-  o->arena_off = start + m->offset;
-  o->mem = v.mem;
+  *o = (answer){.p = p, .c = c, .l = l, .req = m->req, .region = m->region,
+                .offset = m->offset, .length = m->length, .arena_off = start + m->offset,
+                .mem = v.mem, .counted = 1, .prev = p->answers_tail};
   c->reads++;
-  o->counted = 1;
   l->refs++;
-  o->prev = p->answers_tail;
   SCREE__LIST_APPEND(p->answers, p->answers_tail, o);
   switch (p->path) {
   case PATH_HOST:
