@@ -239,6 +239,8 @@ struct ask {
    * flight, and an owner never counts more than the fetcher did. */
   int windowed;
   ucs_status_t status; /* of the receive */
+  void *recv_req;      /* UCX's request while R_RECEIVING, to cancel it */
+  int cancelled;       /* recv_req was cancelled (its fetch failed) */
   stage *st;
   ask *prev, *next;
 };
@@ -1533,6 +1535,7 @@ static void ask_free(scree__peers *p, ask *r) {
 
 static void ask_recv_done(void *req, ucs_status_t st, size_t length, void *user_data) {
   ask *r = user_data;
+  r->recv_req = NULL;
   r->status = st == UCS_OK && length != r->length ? UCS_ERR_MESSAGE_TRUNCATED : st;
   r->state = R_RECEIVED;
   ask_unwindow(r);
@@ -1633,8 +1636,10 @@ static void fetcher_on_data(conn *c, const scree__pw_msg *m, void *data, size_t 
   ucs_status_ptr_t q = ucp_am_recv_data_nbx(p->worker, data, dst, length, &prm);
   if (UCS_PTR_IS_ERR(q))
     r->status = UCS_PTR_STATUS(q);
-  if (q != NULL && !UCS_PTR_IS_ERR(q))
+  if (q != NULL && !UCS_PTR_IS_ERR(q)) {
     r->state = R_RECEIVING; /* ask_recv_done takes it out of the window */
+    r->recv_req = q;
+  }
   else
     ask_unwindow(r);
   kick(p);
@@ -1763,6 +1768,21 @@ static void fetch_detach_reads(fetch *f) {
       r->f = NULL;
       f->asked--;
     }
+}
+
+/* Asks UCX to end f's receives still under way (a failed fetch's, whose
+ * bytes nobody wants): each then completes, with an error, through
+ * ask_recv_done, and the reservation can go. Without it a receive from a
+ * peer that died mid-rendezvous could keep the reservation, and screed's
+ * shutdown, waiting. */
+static void fetch_cancel_receives(fetch *f) {
+  for (ask *r = f->p->asks, *rn; r != NULL; r = rn) {
+    rn = r->next;
+    if (r->f == f && r->state == R_RECEIVING && r->recv_req != NULL && !r->cancelled) {
+      r->cancelled = 1;
+      ucp_request_cancel(f->p->worker, r->recv_req);
+    }
+  }
 }
 
 /* Ends a fetch that failed or completed, once nothing writes into its
@@ -2129,8 +2149,12 @@ static void reap(scree__peers *p) {
     fn = f->next;
     if (f->state == F_READING && f->rc == 0)
       fetch_pump(f);
-    if (f->outstanding != 0)
+    if (f->outstanding != 0) {
+      /* Reap runs outside UCX's callbacks: the place to cancel. */
+      if (f->rc != 0)
+        fetch_cancel_receives(f);
       continue;
+    }
     if (f->state == F_SETTLING || (f->state == F_READING && f->rc != 0))
       fetch_settle(f);
     else if (f->state == F_READING && f->next_region >= 2 && f->asked == 0)
