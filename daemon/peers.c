@@ -827,20 +827,26 @@ static void fetcher_on_welcome(conn *c) {
 
 static void owner_open_err(conn *c, uint64_t req, int code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+/* An OPEN_ERR or WATCH_ERR (type) answering req. */
+static void owner_send_err(conn *c, scree__pw_type type, uint64_t req, int code,
+                           const char *text) {
+  scree__pw_msg r;
+  memset(&r, 0, sizeof(r));
+  r.type = type;
+  r.req = req;
+  r.code = code;
+  r.msg = text;
+  r.msg_len = strlen(text);
+  conn_send(c, &r);
+}
+
 static void owner_open_err(conn *c, uint64_t req, int code, const char *fmt, ...) {
   char text[SCREE__PW_MSG_MAX + 1];
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(text, sizeof(text), fmt, ap);
   va_end(ap);
-  scree__pw_msg r;
-  memset(&r, 0, sizeof(r));
-  r.type = SCREE__PW_OPEN_ERR;
-  r.req = req;
-  r.code = code;
-  r.msg = text;
-  r.msg_len = strlen(text);
-  conn_send(c, &r);
+  owner_send_err(c, SCREE__PW_OPEN_ERR, req, code, text);
 }
 
 static void owner_open(conn *c, uint64_t req, const char *name, int64_t wait_ms,
@@ -1267,14 +1273,7 @@ static void pwatch_ready(void *arg, scree__session *sess) {
 }
 
 static void owner_watch_err(conn *c, uint64_t req, int code, const char *text) {
-  scree__pw_msg r;
-  memset(&r, 0, sizeof(r));
-  r.type = SCREE__PW_WATCH_ERR;
-  r.req = req;
-  r.code = code;
-  r.msg = text;
-  r.msg_len = strlen(text);
-  conn_send(c, &r);
+  owner_send_err(c, SCREE__PW_WATCH_ERR, req, code, text);
 }
 
 /* WATCH: the store's watch of the prefix, on a session of its own per

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "cudadrv.h"
+#include "gpu_cu.h"
 #include "gpu_util.h"
 #include "scree/client.h"
 
@@ -43,25 +44,6 @@ static int64_t *offsets_make(int64_t batch, int64_t rows, int64_t *max_len) {
       *max_len = o[i] - o[i - 1];
   }
   return o;
-}
-
-static const scree__cu *cu_get(void) {
-  const scree__cu *cu;
-  char msg[256];
-
-  T_EQM(scree__cu_load(&cu, msg, sizeof(msg)), 0, "%s", msg);
-  return cu;
-}
-
-/* Makes ordinal's primary context current, as any CUDA runtime user has. */
-static void ctx_use(int ordinal) {
-  const scree__cu *cu = cu_get();
-  CUcontext ctx;
-  CUdevice dev;
-
-  T_EQ(cu->cuDeviceGet(&dev, ordinal), CUDA_SUCCESS);
-  T_EQ(cu->cuDevicePrimaryCtxRetain(&ctx, dev), CUDA_SUCCESS);
-  T_EQ(cu->cuCtxSetCurrent(ctx), CUDA_SUCCESS);
 }
 
 /* Checks a batch obtained by get: descriptor, then bytes read on the GPU

@@ -30,29 +30,12 @@
 /* 1 GiB is written, fetched and checked within one case. */
 #define GPU_TEST_ALARM 300
 #include "cudadrv.h"
+#include "gpu_cu.h"
 #include "gpu_util.h"
 #include "peers_util.h"
 #include "scree/client.h"
 
 #define MiB ((int64_t)1 << 20)
-
-static const scree__cu *cu_get(void) {
-  const scree__cu *cu;
-  char msg[256];
-
-  T_EQM(scree__cu_load(&cu, msg, sizeof(msg)), 0, "%s", msg);
-  return cu;
-}
-
-static void ctx_use(int ordinal) {
-  const scree__cu *cu = cu_get();
-  CUcontext ctx;
-  CUdevice dev;
-
-  T_EQ(cu->cuDeviceGet(&dev, ordinal), CUDA_SUCCESS);
-  T_EQ(cu->cuDevicePrimaryCtxRetain(&ctx, dev), CUDA_SUCCESS);
-  T_EQ(cu->cuCtxSetCurrent(ctx), CUDA_SUCCESS);
-}
 
 /* ---- two screeds ---- */
 

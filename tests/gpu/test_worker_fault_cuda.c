@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "cudadrv.h"
+#include "gpu_cu.h"
 #include "gpu_main.h"
 #include "scree/client.h"
 
@@ -25,24 +26,6 @@ typedef struct daemon_proc {
   pid_t pid;
   char sock[108];
 } daemon_proc;
-
-static const scree__cu *cu_get(void) {
-  const scree__cu *cu;
-  char msg[256];
-
-  T_EQM(scree__cu_load(&cu, msg, sizeof(msg)), 0, "%s", msg);
-  return cu;
-}
-
-static void ctx_use(int ordinal) {
-  const scree__cu *cu = cu_get();
-  CUcontext ctx;
-  CUdevice dev;
-
-  T_EQ(cu->cuDeviceGet(&dev, ordinal), CUDA_SUCCESS);
-  T_EQ(cu->cuDevicePrimaryCtxRetain(&ctx, dev), CUDA_SUCCESS);
-  T_EQ(cu->cuCtxSetCurrent(ctx), CUDA_SUCCESS);
-}
 
 static void daemon_start(daemon_proc *d, const char *ipc) {
   char *argv[] = {(char *)SCREE_SCREED, (char *)"--device", (char *)"0", (char *)"--ipc",

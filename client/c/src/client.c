@@ -240,7 +240,6 @@ void scree_client_close(scree_client *c) {
     free(l);
   }
   free(c->rbuf);
-  free(c->obuf);
   /* A pending pipelined Seal is not waited for: the daemon serves it
    * before it sees the connection close (client.h, scree_client_flush). */
   free(c->seal_name);
@@ -284,37 +283,9 @@ static int delete_locked(scree_client *c, const char *name, int *deferred) {
 /* Every flag of scree_client_put_flags and scree_client_create_flags. */
 #define SCREE__CREATE_FLAGS SCREE_CREATE_SHARED
 
-/* What a put reads back while its Create is on the way
- * (scree__call_overlap): a GPU array's offsets, into c->obuf (reserved by
- * the put). The message goes to msg, not to c->err, which the round trip
- * writes. */
-typedef struct offsets_readback {
-  scree_client *c;
-  const scree_array *a;
-  void *stream;
-  char msg[256];
-} offsets_readback;
-
-/* Reads the offsets back in order on the put's stream and checks them as a
- * host array's are. */
-static int read_back_offsets(void *arg) {
-  offsets_readback *rb = arg;
-  const scree_array *a = rb->a;
-  uint64_t obytes = scree_dtype_size(a->offsets_dtype) * (uint64_t)(a->batch_size + 1);
-  int rc = rb->c->imp->read_back(rb->c->obuf, a->offsets, (size_t)obytes, rb->stream,
-                                 a->device.index, rb->msg, sizeof(rb->msg));
-  if (rc == 0)
-    rc = scree_offsets_validate(rb->c->obuf, a->offsets_dtype, a->batch_size, a->total_rows,
-                                NULL, rb->msg, sizeof(rb->msg));
-  return rc;
-}
-
-/* Create and bind; the caller holds the mutex. With rb (NULL: none), the
- * offsets are read back while the Create is on the way; when that fails,
- * the batch is deleted and its code and message returned. */
+/* Create and bind; the caller holds the mutex. */
 static int create_locked(scree_client *c, const char *name, const scree_array *desc,
-                         unsigned flags, offsets_readback *rb, scree_array *out,
-                         scree__mapping **arena_out) {
+                         unsigned flags, scree_array *out, scree__mapping **arena_out) {
   int rc = check_name(c, name, "batch");
   if (rc != 0)
     return rc;
@@ -339,15 +310,9 @@ static int create_locked(scree_client *c, const char *name, const scree_array *d
   cr.desc = &d;
   cr.shared = (flags & SCREE_CREATE_SHARED) != 0;
   Scree__V1__Response *resp;
-  int rb_rc = 0;
-  rc = scree__call_overlap(c, SCREE__V1__REQUEST__BODY_CREATE, &cr, &resp,
-                           rb != NULL ? read_back_offsets : NULL, rb, &rb_rc);
+  rc = scree__call(c, SCREE__V1__REQUEST__BODY_CREATE, &cr, &resp);
   if (rc != 0)
     return rc;
-  if (rb_rc != 0) {
-    rc = scree__client_fail(c, rb_rc, "%s", rb->msg);
-    goto err_delete;
-  }
   scree__mapping *ar;
   rc = scree__arena_resolve(c, resp->create->location, 1, &ar);
   if (rc != 0)
@@ -464,7 +429,7 @@ int scree_client_create(scree_client *c, const char *name, const scree_array *de
     return SCREE_EINVAL;
   int rc = SCREE__LOCK_OPTIONS(c, opts, scree_create_options, SCREE_CREATE_OPTIONS_INIT);
   if (rc == 0)
-    rc = create_locked(c, name, desc, opts->flags, NULL, out, NULL);
+    rc = create_locked(c, name, desc, opts->flags, out, NULL);
   pthread_mutex_unlock(&c->mu);
   return rc;
 }
@@ -500,18 +465,6 @@ out:
 /* Whether a put's offsets (obytes of them) go inline with its Seal. */
 static int inline_fits(const scree_client *c, const char *name, uint64_t obytes) {
   return c->info.inline_offsets && obytes + strlen(name) + SCREE__SEAL_SLACK <= c->info.max_packet;
-}
-
-/* Makes c->obuf hold at least n bytes. */
-static int obuf_reserve(scree_client *c, size_t n) {
-  if (c->obuf_cap >= n)
-    return 0;
-  unsigned char *nb = realloc(c->obuf, n);
-  if (nb == NULL)
-    return scree__client_fail(c, SCREE_ENOMEM, "out of memory for %zu bytes of offsets", n);
-  c->obuf = nb;
-  c->obuf_cap = n;
-  return 0;
 }
 
 int scree_client_put(scree_client *c, const char *name, const scree_array *a,
@@ -560,30 +513,14 @@ int scree_client_put(scree_client *c, const char *name, const scree_array *a,
               scree_backend_name(c->info.backend));
     goto out;
   }
-  /* The offsets go inline with Seal, as host bytes, where they fit: a host
-   * array's own, or a GPU array's read back on the put's stream while the
-   * Create is on the way. Otherwise they are copied into the batch and the
-   * daemon reads them back at seal. */
-  const void *host_offsets = NULL;
-  offsets_readback rb, *readback = NULL;
-  if (inline_fits(c, name, obytes) && c->imp != NULL) {
-    if (!on_gpu) {
-      host_offsets = a->offsets;
-    } else if (c->imp->read_back != NULL) {
-      rc = obuf_reserve(c, (size_t)obytes);
-      if (rc != 0)
-        goto out;
-      memset(&rb, 0, sizeof(rb));
-      rb.c = c;
-      rb.a = a;
-      rb.stream = stream;
-      readback = &rb;
-      host_offsets = c->obuf;
-    }
-  }
+  /* A host array's offsets go inline with Seal where the daemon asks for
+   * them (host-memory daemons: HelloReply.inline_offsets) and they fit;
+   * otherwise they are copied into the batch and the daemon reads them
+   * back at seal. */
+  const void *host_offsets = !on_gpu && inline_fits(c, name, obytes) ? a->offsets : NULL;
   scree_array dst;
   scree__mapping *ar;
-  rc = create_locked(c, name, a, opts->flags, readback, &dst, &ar);
+  rc = create_locked(c, name, a, opts->flags, &dst, &ar);
   if (rc != 0)
     goto out;
   const scree__importer *imp = c->imp;

@@ -83,9 +83,6 @@ struct scree_client {
    * meanwhile, since its reply is the next on the socket. */
   uint64_t wait_id;
   char wait_name[SCREE_CLIENT_NAME_MAX + 1];
-  /* A GPU array's offsets read back for a Seal with inline offsets. */
-  unsigned char *obuf;
-  size_t obuf_cap;
   /* A Seal sent without waiting for its reply (scree_client_flush): its
    * request id (0: none), the batch's name (malloc'd), and whether a
    * failure deletes the batch (put) or leaves it created (seal). */
@@ -127,15 +124,6 @@ void scree__client_drop_fds(scree_client *c);
  * means the stream is out of step: the connection is closed for good. */
 int scree__call(scree_client *c, Scree__V1__Request__BodyCase kind, void *body,
                 Scree__V1__Response **out);
-
-/* scree__call that runs meanwhile(arg) once the request is sent, before
- * the reply is received, so that its work overlaps the round trip (put
- * reads a GPU array's offsets back during its Create); its result goes to
- * *meanwhile_rc (0 when it did not run), and the reply is received
- * whatever that is. */
-int scree__call_overlap(scree_client *c, Scree__V1__Request__BodyCase kind, void *body,
-                        Scree__V1__Response **out, int (*meanwhile)(void *arg), void *arg,
-                        int *meanwhile_rc);
 
 /* The two halves of scree__call, for replies that come later (a waiting
  * Get, a pipelined Seal): send gives the request its id, recv takes the

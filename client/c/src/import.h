@@ -60,14 +60,6 @@ typedef struct scree__importer {
    * writable mapping. */
   int (*map_read_only)(void *base, size_t size, void *state, void **ro_base, void **ro_state,
                        char *msg, size_t msg_len);
-  /* Copies size bytes of device memory at src (the caller's, on device
-   * ordinal `device`) into host memory dst, in order on stream (NULL: the
-   * legacy default stream), and waits for them: put reads a GPU array's
-   * offsets back this way to send them inline with Seal. Waits for that
-   * stream only (and what the legacy default stream waits for). NULL for
-   * importers that cannot read device memory. */
-  int (*read_back)(void *dst, const void *src, size_t size, void *stream, int device,
-                   char *msg, size_t msg_len);
 } scree__importer;
 
 extern const scree__importer scree__import_host;

@@ -495,39 +495,6 @@ out:
   return rc;
 }
 
-/* The copy runs in the calling thread's current context, where a CUDA
- * user's streams and its arrays' work live (the runtime makes its device's
- * primary context current); a thread with none gets device's primary
- * context. The destination is pageable, so cuMemcpyDtoHAsync returns only
- * once the bytes are here: no separate wait. */
-static int cuda_read_back(void *dst, const void *src, size_t size, void *stream, int device,
-                          char *msg, size_t msg_len) {
-  const scree__cu *cu;
-  CUcontext cur = NULL, ctx, prev;
-  int rc;
-
-  if (size == 0)
-    return 0;
-  rc = scree__cu_load(&cu, msg, msg_len);
-  if (rc != 0)
-    return rc;
-  SCREE_CUDA_CHECK(cu->cuCtxGetCurrent(&cur));
-  if (cur != NULL) {
-    SCREE_CUDA_CHECK(cu->cuMemcpyDtoHAsync(dst, (CUdeviceptr)(uintptr_t)src, size,
-                                           (CUstream)stream));
-    return 0;
-  }
-  rc = scree__cuda_enter(cu, device, &ctx, &prev, msg, msg_len);
-  if (rc != 0)
-    return rc;
-  SCREE_CUDA_GOTO(cu->cuMemcpyDtoHAsync(dst, (CUdeviceptr)(uintptr_t)src, size,
-                                        (CUstream)stream),
-                  rc, out);
-out:
-  scree__cuda_leave(cu, device, prev, 1);
-  return rc;
-}
-
 static void cuda_unmap(void *base, size_t size, void *state) {
   (void)base;
   (void)size;
@@ -545,7 +512,6 @@ static const scree__importer scree__import_cuda = {
     .copy_in_async = cuda_copy_in_async,
     .sync = cuda_sync,
     .unmap = cuda_unmap,
-    .read_back = cuda_read_back,
 };
 
 int scree__import_cuda_select(int ipc_mode, const unsigned char *device_uuid,

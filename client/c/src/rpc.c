@@ -230,13 +230,10 @@ int scree__client_busy(scree_client *c) {
   return 0;
 }
 
-int scree__call_overlap(scree_client *c, Scree__V1__Request__BodyCase kind, void *body,
-                        Scree__V1__Response **out, int (*meanwhile)(void *arg), void *arg,
-                        int *meanwhile_rc) {
+int scree__call(scree_client *c, Scree__V1__Request__BodyCase kind, void *body,
+                Scree__V1__Response **out) {
   if (out != NULL)
     *out = NULL;
-  if (meanwhile_rc != NULL)
-    *meanwhile_rc = 0;
   /* A wait started by scree_client_get_wait_start owns the connection: its
    * reply comes next. */
   int rc = scree__client_busy(c);
@@ -250,18 +247,8 @@ int scree__call_overlap(scree_client *c, Scree__V1__Request__BodyCase kind, void
   uint64_t id;
   uint64_t t0 = scree__now_ns();
   rc = scree__call_send(c, kind, body, &id);
-  if (rc == 0) {
-    /* The reply is taken whatever meanwhile does: the stream stays in
-     * step, and the caller may have to undo what the request did. */
-    if (meanwhile != NULL)
-      *meanwhile_rc = meanwhile(arg);
+  if (rc == 0)
     rc = scree__call_recv(c, kind, id, out);
-  }
   c->info.last_call_ns = scree__now_ns() - t0;
   return rc;
-}
-
-int scree__call(scree_client *c, Scree__V1__Request__BodyCase kind, void *body,
-                Scree__V1__Response **out) {
-  return scree__call_overlap(c, kind, body, out, NULL, NULL, NULL);
 }

@@ -298,14 +298,13 @@ SCREE_API int scree_client_info_get(scree_client *c, scree_client_info *out);
  * (the daemon computes it). opts may be NULL for SCREE_PUT_OPTIONS_INIT.
  * The caller keeps ownership of a and may free it on return; the batch
  * belongs to the daemon, so the producer may exit afterwards.
- * Offsets are checked here first, and again by the daemon at seal. Where
- * the daemon takes them (HelloReply.inline_offsets) and they fit its packet
- * limit with 1 KiB to spare, they travel inline with Seal and the daemon
- * checks them there and writes them into the batch itself, reading nothing
- * back: only the values are copied into the batch, and a GPU array's
- * offsets are read back here, in order on the stream, while the Create is
- * on its way. Otherwise both are copied in and the daemon reads the offsets
- * at seal. If a step after Create fails, the half-made batch is deleted.
+ * A host array's offsets are checked here first; all are checked again by
+ * the daemon at seal. Where the daemon takes them (HelloReply.inline_offsets:
+ * host-memory daemons) and they fit its packet limit with 1 KiB to spare, a
+ * host array's offsets travel inline with Seal and the daemon checks them
+ * there and writes them into the batch itself: only the values are copied
+ * in. Otherwise both are copied in and the daemon reads the offsets at
+ * seal. If a step after Create fails, the half-made batch is deleted.
  * With opts->async_seal, put returns once Seal is sent (the copies are
  * done by then: the source may be freed); scree_client_flush says how the
  * seal's result arrives.
