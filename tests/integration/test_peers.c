@@ -711,7 +711,7 @@ Test(peers_mirror, replay_live_deletes_and_a_name_taken) {
   pair_prepare(&p, NULL);
   pair_start_owner(&p, NULL);
   /* Sealed before the mirror starts: the replay brings them. */
-  scree_array a, b, c, x, taken, mine;
+  scree_array a, b, c, d, x, taken, mine;
   put_seeded(p.co, "kv/a", 1, &a);
   put_seeded(p.co, "kv/b", 2, &b);
   put_seeded(p.co, "other/x", 3, &x);
@@ -746,7 +746,7 @@ Test(peers_mirror, replay_live_deletes_and_a_name_taken) {
   cr_assert_eq(scree_client_delete(p.co, "kv/taken", NULL), 0);
   cr_assert(wait_for(p.cf, "kv/a", 0, 15000), "kv/a was not deleted here");
   /* kv/taken's delete came before kv/d's seal. */
-  put_seeded(p.co, "kv/d", 7, &x);
+  put_seeded(p.co, "kv/d", 7, &d);
   cr_assert(wait_for(p.cf, "kv/d", 1, 15000), "kv/d was not mirrored");
   expect_same(p.cf, "kv/taken", &mine);
 
@@ -781,7 +781,7 @@ Test(peers_mirror, replay_live_deletes_and_a_name_taken) {
   cr_expect_eq(st.watchers, 1u);
   cr_expect_eq(st.leases, 0u);
   cr_expect_eq(st.connections, 1u, "the peer's sessions are not clients");
-  scree_array *all[] = {&a, &b, &c, &x, &taken, &mine};
+  scree_array *all[] = {&a, &b, &c, &d, &x, &taken, &mine};
   for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
     free(all[i]->values);
     free(all[i]->offsets);
