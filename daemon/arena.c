@@ -53,11 +53,6 @@ int scree__pool_init(scree__pool *p, scree__mem *mem, uint64_t arena_size, char 
     return scree__fail(SCREE_EINVAL, msg, msg_len, "arena size %" PRIu64 " is too large",
                        arena_size);
   p->next_id = 1;
-  /* A CUDA arena can only go back whole, and making one costs cuMemCreate,
-   * a mapping, an export and an import in every client that uses it; host
-   * memory gives back the pages of free extents in place (discard), so an
-   * empty host arena keeps the spare rule. */
-  p->keep_empty = mem->info.backend == SCREE__BACKEND_CUDA;
   return 0;
 }
 
@@ -70,8 +65,6 @@ static void arena_destroy(scree__pool *p, scree__arena *a) {
   if (p->on_arena_freed != NULL)
     p->on_arena_freed(p->on_arena_freed_arg, a->id);
   arena_unlink(p, a);
-  if (p->spare == a)
-    p->spare = NULL;
   p->narenas--;
   p->bytes_arenas -= a->mem.size;
   p->mem->ops->arena_free(p->mem, &a->mem);
@@ -113,7 +106,7 @@ static int arena_take(scree__arena *a, uint64_t size, uint64_t *off) {
   return SCREE_ENOSPC;
 }
 
-/* keep_empty pools: the empty arena of key that takes a block of size
+/* The empty arena of key that takes a block of size
  * bytes, or NULL. The smallest that fits, so that a small block does not
  * take an arena kept for a large batch; and an arena larger than the
  * standard size only for a block of more than half of it, so that what a
@@ -131,7 +124,7 @@ static scree__arena *empty_fit(scree__pool *p, uint64_t key, uint64_t size) {
   return best;
 }
 
-/* keep_empty pools: gives every arena that has been empty for at least
+/* Gives every arena that has been empty for at least
  * min_age_ms back to the backend (0: every empty arena). Returns the bytes
  * given back. */
 static uint64_t release_empty(scree__pool *p, uint64_t min_age_ms) {
@@ -164,30 +157,25 @@ int scree__pool_alloc_keyed(scree__pool *p, uint64_t key, uint64_t size,
     return scree__fail(SCREE_ENOSPC, msg, msg_len, "a block of that size cannot exist");
 
   for (scree__arena *a = p->head; a != NULL; a = a->next) {
-    if (a->key != key || a->mem.size - a->used < size || (p->keep_empty && a->nblocks == 0))
+    if (a->key != key || a->mem.size - a->used < size || a->nblocks == 0)
       continue;
     int rc = arena_take(a, size, offset_out);
     if (rc == SCREE_ENOMEM)
       return scree__fail(rc, msg, msg_len, "out of host memory for arena bookkeeping");
     if (rc == 0) {
-      if (p->spare == a)
-        p->spare = NULL;
       *arena_out = a;
       return 0;
     }
   }
-  if (p->keep_empty) {
-    scree__arena *e = empty_fit(p, key, size);
-    if (e != NULL) {
-      /* An empty arena is one extent of its whole size: the take cannot
-       * miss, only its bookkeeping can fail. */
-      if (arena_take(e, size, offset_out) != 0)
-        return scree__fail(SCREE_ENOMEM, msg, msg_len,
-                           "out of host memory for arena bookkeeping");
-      e->empty_since = 0;
-      *arena_out = e;
-      return 0;
-    }
+  scree__arena *e = empty_fit(p, key, size);
+  if (e != NULL) {
+    /* An empty arena is one extent of its whole size: the take cannot miss,
+     * only its bookkeeping can fail. */
+    if (arena_take(e, size, offset_out) != 0)
+      return scree__fail(SCREE_ENOMEM, msg, msg_len, "out of host memory for arena bookkeeping");
+    e->empty_since = 0;
+    *arena_out = e;
+    return 0;
   }
 
   uint64_t asize = p->arena_size;
@@ -206,10 +194,16 @@ int scree__pool_alloc_keyed(scree__pool *p, uint64_t key, uint64_t size,
     return scree__fail(SCREE_ENOMEM, msg, msg_len, "out of host memory for an arena");
   }
   a->capfree = 8;
+  /* Kept empty arenas (of any key) go back before a new arena takes the
+   * pool past keep_limit, so that what is kept for reuse never adds to what
+   * the memory limit allows. */
+  if (p->keep_limit != 0 && (p->bytes_arenas > p->keep_limit ||
+                             asize > p->keep_limit - p->bytes_arenas))
+    release_empty(p, 0);
   int rc = p->mem->ops->arena_alloc(p->mem, (size_t)asize, &a->mem, msg, msg_len);
   /* The device is full, but empty arenas this pool keeps (of any key) may
    * be what fills it: they go back, and the allocation is tried once more. */
-  if (rc == SCREE_ENOSPC && p->keep_empty && release_empty(p, 0) > 0)
+  if (rc == SCREE_ENOSPC && release_empty(p, 0) > 0)
     rc = p->mem->ops->arena_alloc(p->mem, (size_t)asize, &a->mem, msg, msg_len);
   if (rc != 0) {
     free(a->free);
@@ -282,19 +276,13 @@ int scree__pool_free(scree__pool *p, scree__arena *a, uint64_t offset, uint64_t 
   a->used -= size;
   a->nblocks--;
 
-  if (a->nblocks == 0) {
-    if (p->keep_empty)
-      a->empty_since = now; /* kept for reuse; scree__pool_purge gives it back */
-    else if (p->spare == NULL && a->mem.size == p->arena_size)
-      p->spare = a;
-    else
-      arena_destroy(p, a);
-  }
+  if (a->nblocks == 0)
+    a->empty_since = now; /* kept for reuse; scree__pool_purge gives it back */
   return 0;
 }
 
 uint64_t scree__pool_purge(scree__pool *p, uint64_t min_age_ms) {
-  uint64_t bytes = p->keep_empty ? release_empty(p, min_age_ms) : 0;
+  uint64_t bytes = release_empty(p, min_age_ms);
   if (p->mem->ops->discard == NULL)
     return bytes;
   const uint64_t now = now_ms();

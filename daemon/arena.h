@@ -7,11 +7,7 @@
  * arena whose blocks are all freed is one extent again.
  *
  * Arenas are --arena-size bytes, rounded up to the backend's granularity; a
- * block larger than that gets an arena of its own, sized to fit. An arena
- * that becomes empty goes back to the backend at once, except that one empty
- * arena of the standard size is kept as a spare, so a workload that creates
- * and deletes one batch at a time does not map and unmap an arena (and hand a
- * new fd to every client) on every cycle.
+ * block larger than that gets an arena of its own, sized to fit.
  *
  * Free space that blocks have used is "dirty": on host memory its pages are
  * still resident. scree__pool_purge gives the memory of extents that have
@@ -20,15 +16,16 @@
  * while a workload that frees and refills within the delay keeps reusing
  * resident pages instead of faulting in fresh zeroed ones each cycle.
  *
- * A pool with keep_empty set (screed sets it on CUDA, whose arenas can only
- * be given back whole) keeps every arena that becomes empty, whatever its
- * size, with the same id, mapping and exported handle: the next block of
- * the same key that fits takes it again, so a producer that puts and
- * deletes a batch larger than the arena size each step pays neither
- * cuMemCreate nor its clients' imports again. scree__pool_purge gives an
- * arena that has stayed empty for the delay back to the backend, and an
- * allocation the backend refuses for lack of memory first gives back every
- * empty arena and tries once more. The spare rule is not used then. */
+ * An arena that becomes empty is kept, whatever its size, with the same id,
+ * mapping and exported handle (and, on host memory, its resident pages):
+ * the next block of the same key that fits takes it again, so a producer
+ * that puts and deletes a batch larger than the arena size each step pays
+ * neither a new arena (cuMemCreate, or a memfd whose every page faults in
+ * zeroed: about 1 s a GiB on the CI-like machine) nor its clients' imports
+ * again. scree__pool_purge gives an arena that has stayed empty for the
+ * delay back to the backend; every empty arena goes back before a new one
+ * would take the pool past keep_limit, and when the backend refuses a new
+ * arena for lack of memory (the allocation is then tried once more). */
 #ifndef SCREE_DAEMON_ARENA_H
 #define SCREE_DAEMON_ARENA_H
 
@@ -61,7 +58,7 @@ typedef struct scree__arena {
    * changes: every client that ever mapped the arena keeps seeing all of
    * it, so memory given to one key must never hold another key's blocks. */
   uint64_t key;
-  /* keep_empty pools: monotonic milliseconds (never 0) since the arena
+  /* Monotonic milliseconds (never 0) since the arena
    * became empty, or 0 while it holds blocks (or was never used). */
   uint64_t empty_since;
 } scree__arena;
@@ -73,13 +70,12 @@ typedef struct scree__pool {
   uint64_t next_id;
   scree__arena *head;
   scree__arena *tail;
-  scree__arena *spare; /* an empty standard arena kept for reuse, or NULL */
-  uint32_t narenas;    /* spare included */
+  uint32_t narenas; /* empty ones included */
   uint64_t bytes_arenas;
-  /* Keep empty arenas for reuse until scree__pool_purge gives them back
-   * (see the top of this file). 0: the spare rule. Set after
-   * scree__pool_init, before the first allocation. */
-  int keep_empty;
+  /* Empty arenas kept for reuse go back before a new arena would take
+   * bytes_arenas past this (0: no bound; the store sets its memory limit).
+   * Set after scree__pool_init. */
+  uint64_t keep_limit;
   /* Called as an arena goes back to the backend (its id is never used
    * again), so that the store can tell the clients that mapped it. May be
    * NULL. Set after scree__pool_init. */
@@ -89,8 +85,8 @@ typedef struct scree__pool {
 
 /* Gives back the memory of every free extent that has been dirty for at
  * least min_age_ms (0: all of them), where the backend can (mem.h's
- * discard; a no-op for backends without one), and, in a keep_empty pool,
- * every arena that has been empty that long (on_arena_freed is called for
+ * discard; a no-op for backends without one), and every arena that has
+ * been empty that long (on_arena_freed is called for
  * each). Returns the bytes given back. */
 uint64_t scree__pool_purge(scree__pool *p, uint64_t min_age_ms);
 
@@ -122,17 +118,16 @@ int scree__pool_alloc(scree__pool *p, uint64_t size, scree__arena **arena_out,
 /* As scree__pool_alloc, but only arenas made for key are looked at, and a new
  * arena is made for key. The store keys blocks by their owner's uid (or
  * SCREE__POOL_SHARED), so that a client given one arena's handle sees only
- * blocks of one owner. The spare arena, and the empty arenas a keep_empty
- * pool keeps, are reused only by their own key. */
+ * blocks of one owner. The empty arenas the pool keeps are reused only by
+ * their own key. */
 int scree__pool_alloc_keyed(scree__pool *p, uint64_t key, uint64_t size,
                             scree__arena **arena_out, uint64_t *offset_out, char *msg,
                             size_t msg_len);
 
 /* Returns the block at offset of size bytes (the size given to
- * scree__pool_alloc) to its arena, and the arena to the backend when it is
- * empty (see the spare rule above; a keep_empty pool keeps it). Returns 0, or SCREE_EINVAL when the
- * block is not one that was handed out (nothing is changed then). Never
- * allocates. */
+ * scree__pool_alloc) to its arena; an arena left empty is kept (see the top
+ * of this file). Returns 0, or SCREE_EINVAL when the block is not one that
+ * was handed out (nothing is changed then). Never allocates. */
 int scree__pool_free(scree__pool *p, scree__arena *a, uint64_t offset, uint64_t size);
 
 #endif /* SCREE_DAEMON_ARENA_H */

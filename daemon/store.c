@@ -372,6 +372,7 @@ int scree__store_new(scree__mem *mem, const scree__store_config *cfg, scree__sto
   s->start_ns = scree__now_ns();
   s->pool.on_arena_freed = arena_freed;
   s->pool.on_arena_freed_arg = s;
+  s->pool.keep_limit = cfg->memory_limit;
   *out = s;
   return 0;
 }

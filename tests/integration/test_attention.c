@@ -18,14 +18,18 @@
 static harness d;
 static int stopped;
 
-static void start_with(const char *arena_size) {
-  const char *const extra[] = {"--memory-limit", "512M", "--arena-size", arena_size, NULL};
+static void start_with(const char *arena_size, const char *release_free_after) {
+  const char *const extra[] = {"--memory-limit",       "512M",
+                               "--arena-size",         arena_size,
+                               "--release-free-after", release_free_after,
+                               NULL};
   stopped = 0;
   cr_assert_eq(harness_start(&d, extra), 0, "screed did not start (log: %s)", d.log);
 }
 
-static void start(void) { start_with("64M"); }
-static void start_small_arenas(void) { start_with("1M"); }
+static void start(void) { start_with("64M", "10"); }
+static void start_small_arenas(void) { start_with("1M", "10"); }
+static void start_small_arenas_given_back_at_once(void) { start_with("1M", "0"); }
 
 static void stop(void) {
   if (stopped)
@@ -35,7 +39,9 @@ static void stop(void) {
 }
 
 TestSuite(attention, .init = start, .fini = stop, .timeout = 120);
-TestSuite(freed_arenas, .init = start_small_arenas, .fini = stop, .timeout = 60);
+TestSuite(freed_arenas, .init = start_small_arenas_given_back_at_once, .fini = stop,
+          .timeout = 60);
+TestSuite(kept_arenas, .init = start_small_arenas, .fini = stop, .timeout = 60);
 
 static scree_client *connect_ok(void) {
   scree_client *c;
@@ -459,8 +465,10 @@ Test(attention, a_job_asked_for_while_draining_is_refused) {
 
 /* ---- freed-arena notices ------------------------------------------------ */
 
-/* With 1 MiB arenas, a batch of 2 MiB gets an arena of its own, freed when
- * the batch goes. */
+/* With 1 MiB arenas, a batch of 2 MiB gets an arena of its own. Deleted, it
+ * stays (same id, same mappings) for its owner's next batch that fits,
+ * until screed has had it empty for --release-free-after: the freed_arenas
+ * suite runs with 0, so the next purge (one a second) gives it back. */
 static void make_big(scree_array *a) {
   static const int64_t len[2] = {256, 256};
   attn_make(a, SCREE_FLOAT32, SCREE_INT64, 2, len, 8, 128, 31);
@@ -478,6 +486,22 @@ static int mapped(const void *p) {
   if (f != NULL)
     fclose(f);
   return found;
+}
+
+/* Sends c a request every 20 ms until it has unmapped `unmaps` arenas in
+ * all (the notices come with replies), for at most 5 s. */
+static void wait_unmaps(scree_client *c, uint64_t unmaps, scree_client_info *info) {
+  for (int i = 0; i < 250; i++) {
+    scree_stats st = SCREE_STATS_INIT;
+    cr_assert_eq(scree_client_stats(c, &st), 0, "%s", scree_client_last_error(c));
+    cr_assert_eq(scree_client_info_get(c, info), 0);
+    if (info->arena_unmaps >= unmaps)
+      return;
+    struct timespec ts = {0, 20 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
+  cr_assert_fail("%llu arenas unmapped after 5 s, expected %llu",
+                 (unsigned long long)info->arena_unmaps, (unsigned long long)unmaps);
 }
 
 Test(freed_arenas, a_reader_unmaps_an_arena_freed_by_another_connection) {
@@ -501,21 +525,18 @@ Test(freed_arenas, a_reader_unmaps_an_arena_freed_by_another_connection) {
   int deferred = -1;
   cr_assert_eq(scree_client_delete(b, "big", &deferred), 0);
   cr_assert_eq(deferred, 0);
-  /* The arena is gone in the daemon; a hears of it with its next reply,
-   * whatever the request. */
-  cr_assert_eq(scree_client_info_get(a, &ia), 0);
-  cr_assert_eq(ia.arenas_mapped, 1);
+  /* screed gives the arena back at its next purge; a hears of it with its
+   * next reply after that, whatever the request. */
   scree_batch_info bi;
   cr_assert_eq(scree_client_stat(a, "big", &bi), SCREE_ENOENT);
-  cr_assert_eq(scree_client_info_get(a, &ia), 0);
+  wait_unmaps(a, 1, &ia);
   cr_assert_eq(ia.arenas_mapped, 0, "the freed arena is unmapped");
   cr_assert_eq(ia.arena_unmaps, 1);
   cr_assert(!mapped(base), "the mapping is gone from /proc/self/maps");
 
-  /* b, which created the batch, also dropped its mapping (the Delete's own
-   * reply carried the notice). */
+  /* b, which created the batch, also dropped its mapping. */
   scree_client_info ib = SCREE_CLIENT_INFO_INIT;
-  cr_assert_eq(scree_client_info_get(b, &ib), 0);
+  wait_unmaps(b, 1, &ib);
   cr_assert_eq(ib.arena_unmaps, 1);
   cr_assert_eq(ib.arenas_mapped, 0);
 
@@ -532,7 +553,7 @@ Test(freed_arenas, a_reader_unmaps_an_arena_freed_by_another_connection) {
   scree_client_close(b);
 }
 
-Test(freed_arenas, leased_arenas_and_the_spare_are_not_announced) {
+Test(freed_arenas, leased_arenas_are_not_announced) {
   scree_client *a = connect_ok();
   scree_client *b = connect_ok();
   scree_array big;
@@ -544,6 +565,9 @@ Test(freed_arenas, leased_arenas_and_the_spare_are_not_announced) {
   int deferred = -1;
   cr_assert_eq(scree_client_delete(b, "big", &deferred), 0);
   cr_assert_eq(deferred, 1);
+  /* Two purges pass: a's lease keeps the batch, so its arena is not empty. */
+  struct timespec ts = {2, 200 * 1000 * 1000};
+  nanosleep(&ts, NULL);
   scree_stats st = SCREE_STATS_INIT;
   cr_assert_eq(scree_client_stats(a, &st), 0);
   scree_client_info ia = SCREE_CLIENT_INFO_INIT;
@@ -551,24 +575,52 @@ Test(freed_arenas, leased_arenas_and_the_spare_are_not_announced) {
   cr_assert_eq(ia.arenas_mapped, 1, "a's lease keeps the arena");
   cr_assert_eq(((const float *)view.values)[7], ((const float *)big.values)[7]);
   cr_assert_eq(scree_client_release(a, l), 0);
-  cr_assert_eq(scree_client_stats(a, &st), 0);
-  cr_assert_eq(scree_client_info_get(a, &ia), 0);
-  cr_assert_eq(ia.arenas_mapped, 0, "freed with a's release, announced in its reply");
+  wait_unmaps(a, 1, &ia);
+  cr_assert_eq(ia.arenas_mapped, 0, "freed after a's release, announced in a reply");
+  attn_free(&big);
+  scree_client_close(a);
+  scree_client_close(b);
+}
 
-  /* A small batch in a standard arena: when it goes, the arena stays as the
-   * spare, so nobody is told to unmap it. */
-  scree_array small;
-  static const int64_t len[1] = {4};
-  attn_make(&small, SCREE_FLOAT32, SCREE_INT64, 1, len, 1, 4, 1);
-  put_ok(b, "small", &small);
-  cr_assert_eq(scree_client_get(a, "small", &view, &l), 0);
+/* With the default delay, a producer that deletes its big batch and puts
+ * the next of the same size gets the same arena back: no new arena, no new
+ * import in its readers, and their mapping stays where it was. */
+Test(kept_arenas, the_next_batch_of_a_size_reuses_the_emptied_arena) {
+  scree_client *a = connect_ok();
+  scree_client *b = connect_ok();
+  scree_array big;
+  make_big(&big);
+  put_ok(b, "step-0", &big);
+  scree_array view;
+  scree_lease *l;
+  cr_assert_eq(scree_client_get(a, "step-0", &view, &l), 0, "%s", scree_client_last_error(a));
+  const void *base = view.values;
   cr_assert_eq(scree_client_release(a, l), 0);
-  cr_assert_eq(scree_client_delete(b, "small", NULL), 0);
-  cr_assert_eq(scree_client_stats(a, &st), 0);
+  scree_batch_info i0, i1;
+  cr_assert_eq(scree_client_stat(a, "step-0", &i0), 0);
+  for (int step = 1; step <= 3; step++) {
+    char prev[16], name[16];
+    snprintf(prev, sizeof(prev), "step-%d", step - 1);
+    snprintf(name, sizeof(name), "step-%d", step);
+    cr_assert_eq(scree_client_delete(b, prev, NULL), 0);
+    ((float *)big.values)[3] = (float)step;
+    put_ok(b, name, &big);
+    cr_assert_eq(scree_client_stat(a, name, &i1), 0);
+    cr_assert_eq(i1.arena_id, i0.arena_id, "step %d: a new arena", step);
+    cr_assert_eq(scree_client_get(a, name, &view, &l), 0, "%s", scree_client_last_error(a));
+    cr_assert_eq(view.values, base, "step %d: the view moved", step);
+    cr_assert_eq(((const float *)view.values)[3], (float)step);
+    cr_assert_eq(scree_client_release(a, l), 0);
+  }
+  scree_client_info ia = SCREE_CLIENT_INFO_INIT, ib = SCREE_CLIENT_INFO_INIT;
   cr_assert_eq(scree_client_info_get(a, &ia), 0);
-  cr_assert_eq(ia.arenas_mapped, 1);
-  cr_assert_eq(ia.arena_unmaps, 1);
-  attn_free(&small);
+  cr_assert_eq(scree_client_info_get(b, &ib), 0);
+  cr_assert_eq(ia.arena_imports, 1, "the reader imported the arena once");
+  cr_assert_eq(ib.arena_imports, 1, "the producer imported the arena once");
+  cr_assert_eq(ia.arena_unmaps, 0);
+  scree_stats st = SCREE_STATS_INIT;
+  cr_assert_eq(scree_client_stats(a, &st), 0);
+  cr_assert_eq(st.arenas, 1, "one arena for every step");
   attn_free(&big);
   scree_client_close(a);
   scree_client_close(b);

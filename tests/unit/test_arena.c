@@ -127,8 +127,8 @@ Test(arena, freed_neighbours_coalesce) {
   cr_assert_eq(e, 0);
   cr_assert_eq(scree__pool_free(&pool, ar, e, 1024), 0);
   cr_assert_eq(scree__pool_free(&pool, ar, d, 256), 0);
-  cr_assert_eq(pool.narenas, 1, "the empty standard arena stays as the spare");
-  cr_assert_eq(pool.spare, ar);
+  cr_assert_eq(pool.narenas, 1, "the emptied arena is kept");
+  cr_assert_neq(ar->empty_since, 0);
   cr_assert_eq(ar->nfree, 1);
   cr_assert_eq(ar->free[0].len, ar->mem.size);
   teardown_pool();
@@ -161,8 +161,8 @@ Test(arena, big_block_gets_its_own_arena) {
   cr_assert_neq(a->id, small->id);
   /* Its slack is still usable by small blocks once the first arena is full. */
   cr_assert_eq(scree__pool_free(&pool, a, big, (1 << 20) + 1), 0);
-  cr_assert_eq(pool.narenas, 1, "an empty oversized arena is not kept as a spare");
-  cr_assert_eq(fm.live, 1);
+  cr_assert_eq(pool.narenas, 2, "the emptied oversized arena is kept for the next of its size");
+  cr_assert_eq(fm.live, 2);
   cr_assert_eq(scree__pool_free(&pool, small, s, 256), 0);
   teardown_pool();
 }
@@ -185,7 +185,7 @@ Test(arena, exhaustion_reports_enospc) {
   cr_assert_eq(alloc_ok(256, &o), a0, "freed room is found again");
   cr_assert_eq(scree__pool_free(&pool, a0, o, 256), 0);
   cr_assert_eq(scree__pool_free(&pool, a1, off[1], 64 << 10), 0);
-  cr_assert_eq(pool.narenas, 1);
+  cr_assert_eq(pool.narenas, 2, "both emptied arenas are kept");
   teardown_pool();
 }
 
@@ -257,14 +257,16 @@ Test(arena, random_stress_no_overlap_full_recovery) {
     n--;
     cr_assert_eq(scree__pool_free(&pool, live[n].a, live[n].off, live[n].size), 0);
   }
-  cr_assert_leq(pool.narenas, 1, "only the spare remains");
   cr_assert_eq(fm.live, (int)pool.narenas);
-  if (pool.head != NULL) {
-    cr_assert_eq(pool.head, pool.spare);
-    cr_assert_eq(pool.head->nfree, 1, "the spare is one extent again");
-    cr_assert_eq(pool.head->free[0].len, pool.head->mem.size);
-    cr_assert_eq(pool.head->used, 0);
+  for (scree__arena *a = pool.head; a != NULL; a = a->next) {
+    cr_assert_eq(a->nfree, 1, "an emptied arena is one extent again");
+    cr_assert_eq(a->free[0].len, a->mem.size);
+    cr_assert_eq(a->used, 0);
+    cr_assert_neq(a->empty_since, 0);
   }
+  const uint64_t kept = pool.bytes_arenas;
+  cr_assert_eq(scree__pool_purge(&pool, 0), kept, "a purge gives every empty arena back");
+  cr_assert_eq(pool.narenas, 0);
   teardown_pool();
 }
 
@@ -276,7 +278,7 @@ static scree__arena *alloc_key(uint64_t key, uint64_t size, uint64_t *off) {
   return a;
 }
 
-Test(arena, keys_never_share_an_arena_and_the_spare_keeps_its_key) {
+Test(arena, keys_never_share_an_arena_and_an_empty_arena_keeps_its_key) {
   setup_pool(1 << 20, UINT64_MAX);
   uint64_t o1, o2, o3, o4, o5;
   scree__arena *a1 = alloc_key(1000, 256, &o1);
@@ -293,24 +295,25 @@ Test(arena, keys_never_share_an_arena_and_the_spare_keeps_its_key) {
   cr_assert_eq(pool.narenas, 3);
   cr_assert_eq(alloc_key(SCREE__POOL_SHARED, 256, &o5), s1, "the shared key is one pool");
 
-  /* Owner 1001's arena empties and becomes the spare. Owner 1000 must not
-   * get it: clients of 1001 may still have it mapped. */
+  /* Owner 1001's arena empties and is kept. Owner 1000 must not get it:
+   * clients of 1001 may still have it mapped. */
   uint64_t b1_id = b1->id;
   cr_assert_eq(scree__pool_free(&pool, b1, o2, 256), 0);
-  cr_assert_eq(pool.spare, b1);
+  cr_assert_neq(b1->empty_since, 0);
   scree__arena *big = alloc_key(1000, 1 << 20, &o2); /* a1 has no room for it */
-  cr_assert_neq(big->id, b1_id, "another key's spare is not reused");
+  cr_assert_neq(big->id, b1_id, "another key's empty arena is not reused");
   cr_assert_eq(big->key, 1000);
-  cr_assert_eq(pool.spare, b1);
+  cr_assert_neq(b1->empty_since, 0);
   scree__arena *b2 = alloc_key(1001, 256, &o2);
-  cr_assert_eq(b2->id, b1_id, "the spare goes back to its own key");
-  cr_assert_null(pool.spare);
+  cr_assert_eq(b2->id, b1_id, "the empty arena goes back to its own key");
+  cr_assert_eq(b2->empty_since, 0);
   teardown_pool();
 }
 
-/* keep_empty pools (CUDA's): an emptied arena of any size stays, with its
- * id, for the next block of its key that fits; only a purge after the
- * delay, or a full device, gives it back, and the store hears of it then. */
+/* An emptied arena of any size stays, with its id, for the next block of
+ * its key that fits; only a purge after the delay, a new arena that would
+ * pass keep_limit, or a full device gives it back, and the store hears of
+ * it then. */
 static uint64_t freed_ids[16];
 static int nfreed_ids;
 static void note_freed(void *arg, uint64_t id) {
@@ -321,7 +324,6 @@ static void note_freed(void *arg, uint64_t id) {
 
 static void setup_keep_empty(uint64_t arena_size, uint64_t capacity) {
   setup_pool(arena_size, capacity);
-  pool.keep_empty = 1;
   nfreed_ids = 0;
   pool.on_arena_freed = note_freed;
 }
@@ -335,7 +337,6 @@ Test(arena, keep_empty_reuses_a_big_arena_of_the_same_key) {
   cr_assert_eq(pool.narenas, 1, "the emptied big arena is kept");
   cr_assert_eq(fm.live, 1);
   cr_assert_eq(nfreed_ids, 0, "no freed notice for a kept arena");
-  cr_assert_null(pool.spare, "keep_empty pools use no spare");
   cr_assert_eq(scree__pool_purge(&pool, 60000), 0, "too young to go");
   cr_assert_eq(pool.narenas, 1);
   /* Another owner never gets it. */
@@ -400,11 +401,42 @@ Test(arena, keep_empty_arenas_go_at_purge_or_when_the_device_is_full) {
   teardown_pool();
 }
 
+Test(arena, empty_arenas_go_before_a_new_one_passes_keep_limit) {
+  setup_keep_empty(64 << 10, UINT64_MAX);
+  pool.keep_limit = 512 << 10; /* the store's memory limit */
+  uint64_t o1, o2, o3, o4;
+  scree__arena *a = alloc_key(1, 256 << 10, &o1);
+  scree__arena *b = alloc_key(2, 128 << 10, &o2);
+  cr_assert_eq(scree__pool_free(&pool, a, o1, 256 << 10), 0);
+  /* 384 KiB of arenas, 256 KiB of them empty: a new 128 KiB arena still
+   * fits under the limit, and the empty one stays. */
+  scree__arena *c = alloc_key(3, 128 << 10, &o3);
+  cr_assert_eq(nfreed_ids, 0);
+  cr_assert_eq(pool.narenas, 3);
+  /* Another 128 KiB would make 640 KiB: the empty arena goes first. */
+  scree__arena *d = alloc_key(4, 128 << 10, &o4);
+  cr_assert_eq(nfreed_ids, 1, "the empty arena went back");
+  cr_assert_eq(pool.narenas, 3);
+  cr_assert_eq(pool.bytes_arenas, 384 << 10);
+  /* Arenas in use are never given back for it: past the limit they add up
+   * as the store's own limit lets them. */
+  uint64_t o5;
+  scree__arena *e = alloc_key(5, 256 << 10, &o5);
+  cr_assert_eq(nfreed_ids, 1);
+  cr_assert_eq(pool.bytes_arenas, 640 << 10);
+  cr_assert_eq(scree__pool_free(&pool, b, o2, 128 << 10), 0);
+  cr_assert_eq(scree__pool_free(&pool, c, o3, 128 << 10), 0);
+  cr_assert_eq(scree__pool_free(&pool, d, o4, 128 << 10), 0);
+  cr_assert_eq(scree__pool_free(&pool, e, o5, 256 << 10), 0);
+  teardown_pool();
+}
+
 /* On host memory a freed block's pages go back to the system (punched out
  * of the arena's memfd) once a purge finds them old enough, while the arena
  * and its other blocks stay: the memfd's allocated blocks shrink by the
  * freed block, the freed range reads zeros, and the neighbour keeps its
- * bytes. The last block's pages go too when the arena stays as the spare. (Through a mapping, a read of a punched
+ * bytes. An emptied arena keeps its pages, for the next block of its key,
+ * until a purge gives the whole arena back, punched. (Through a mapping, a read of a punched
  * page would allocate it again: a client reading a deleted batch's memory
  * costs pages, as before.) */
 static uint64_t arena_bytes_held(scree__mem *m, scree__arena *a) {
@@ -462,10 +494,18 @@ Test(arena, host_memory_of_freed_blocks_goes_back) {
     cr_assert_eq(base[off_b + i], 0xa5, "the neighbour lost byte %llu", (unsigned long long)i);
 
   cr_assert_eq(scree__pool_free(&hp, b, off_b, mib4), 0);
-  cr_assert_eq(hp.spare, a, "the emptied arena stays as the spare");
-  scree__pool_purge(&hp, 0);
-  const uint64_t spare_bytes = arena_bytes_held(host, a);
-  cr_assert_lt(spare_bytes, 64u << 10, "the spare holds %llu bytes", (unsigned long long)spare_bytes);
+  cr_assert_eq(hp.narenas, 1, "the emptied arena is kept");
+  cr_assert_geq(arena_bytes_held(host, a), mib4, "with its pages, for the next block");
+  /* A reader that kept the arena's fd holds nothing once it goes. */
+  cr_assert_eq(host->ops->share_fd(host, &a->mem, &fd, msg, sizeof(msg)), 0, "%s", msg);
+  cr_assert_eq(scree__pool_purge(&hp, 60000), 0, "too young to go");
+  cr_assert_geq(scree__pool_purge(&hp, 0), 16u << 20, "the empty arena goes back");
+  cr_assert_eq(hp.narenas, 0);
+  struct stat st;
+  cr_assert_eq(fstat(fd, &st), 0);
+  cr_assert_eq(st.st_blocks, 0, "the given-back arena still holds %lld bytes",
+               (long long)st.st_blocks * 512);
+  close(fd);
   scree__pool_destroy(&hp);
   host->ops->destroy(host);
 }
