@@ -1369,6 +1369,8 @@ Test(peers, strangers_cannot_flood_the_log, .timeout = 120) {
   unsetenv("UCX_LOG_LEVEL");
   pair p;
   pair_start(&p, NULL, NULL, NULL);
+  struct timespec t0;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
   scree_array a;
   cr_assert_eq(peers_make(SCREE_INT64, SCREE_INT64, 6, 6, 0, 5, &a), 0);
   cr_assert_eq(scree_client_put(p.co, "kept", &a, NULL), 0);
@@ -1452,10 +1454,15 @@ Test(peers, strangers_cannot_flood_the_log, .timeout = 120) {
   expect_same(p.cf, "kept", &a);
 
   /* The bound: one start-up warning, at most 20 lines of refusals and 20
-   * of UCX's per minute with a count of the rest, and room to spare. */
+   * of UCX's per minute with a count of the rest, and room to spare; the
+   * test takes a few seconds, but a slow machine may see a window end. */
+  struct timespec t1;
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  long windows = 1 + (long)(t1.tv_sec - t0.tv_sec) / 60;
+  long bound = 60 * windows;
   long lines = count_lines(p.owner.log);
-  cr_log_info("the owner's log has %ld lines after the strangers", lines);
-  cr_expect_leq(lines, 60, "a stranger made screed write %ld log lines (log %s)", lines,
+  cr_log_info("the owner's log has %ld lines after the strangers (bound %ld)", lines, bound);
+  cr_expect_leq(lines, bound, "a stranger made screed write %ld log lines (log %s)", lines,
                 p.owner.log);
   cr_expect(!file_has(p.owner.log, "backtrace"), "UCX logged a backtrace (log %s)", p.owner.log);
 
@@ -1474,7 +1481,7 @@ Test(peers, strangers_cannot_flood_the_log, .timeout = 120) {
   long after = count_lines(p.owner.log);
   cr_expect_leq(after, lines + 4, "shutdown wrote %ld lines (log %s)", after - lines,
                 p.owner.log);
-  if (WIFEXITED(wst) && WEXITSTATUS(wst) == 0 && lines <= 60)
+  if (WIFEXITED(wst) && WEXITSTATUS(wst) == 0 && lines <= bound)
     unlink(p.owner.log);
   unlink(p.owner.socket);
   free(a.values);
