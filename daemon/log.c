@@ -41,12 +41,13 @@ void scree__log(scree__log_level level, const char *event, const char *fields, .
   fwrite(line, 1, (size_t)n, stderr);
 }
 
-const char *scree__q(const char *s) {
-  static char bufs[4][512];
-  static unsigned next;
-  char *out = bufs[next++ % 4];
-  size_t cap = sizeof(bufs[0]);
+const char *scree__q_buf(char *out, size_t cap, const char *s) {
   size_t o = 0;
+  if (cap < 16) {
+    if (cap > 0)
+      out[0] = '\0';
+    return out;
+  }
   out[o++] = '"';
   for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p != '\0'; p++) {
     /* Leave room for the longest escape, the closing quote and the NUL. */
@@ -67,4 +68,10 @@ const char *scree__q(const char *s) {
   out[o++] = '"';
   out[o] = '\0';
   return out;
+}
+
+const char *scree__q(const char *s) {
+  static char bufs[4][512];
+  static unsigned next;
+  return scree__q_buf(bufs[next++ % 4], sizeof(bufs[0]), s);
 }

@@ -40,6 +40,10 @@ void scree__log(scree__log_level level, const char *event, const char *fields, .
  * its loop thread only. */
 const char *scree__q(const char *s);
 
+/* scree__q into out (cap bytes, at least 16; the value is cut to fit), for
+ * threads other than the loop's: UCX's log handler. Returns out. */
+const char *scree__q_buf(char *out, size_t cap, const char *s);
+
 /* Error paths format their message and return their code with scree__fail
  * (core/src/sys.h), which every daemon file gets through this header. */
 #include "sys.h"

@@ -30,6 +30,7 @@
 #include <inttypes.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -37,6 +38,8 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <ucp/api/ucp.h>
+#include <ucs/config/global_opts.h>
+#include <ucs/debug/log_def.h>
 #include <unistd.h>
 
 #include "list.h"
@@ -45,6 +48,7 @@
 #include "peers_auth.h"
 #include "peers_mirror.h"
 #include "peers_wire.h"
+#include "ratelimit.h"
 #include "scree/error.h"
 
 #define AM_ID 0x5c
@@ -58,6 +62,11 @@
 #define HANDSHAKE_MS 10000
 /* Connections accepted but not yet authenticated, at most. */
 #define MAX_UNAUTH 32
+/* Log lines that a remote can cause at will, at most, per window: screed's
+ * own about refused connections and messages, and UCX's (see ucx_log_*). */
+#define LOG_WINDOW_S 60
+#define REFUSED_LINES 20
+#define UCX_LINES 20
 /* Leases one peer connection may hold on this screed. */
 #define MAX_LEASES_PER_CONN 1024
 #define DEFAULT_TIMEOUT_MS 60000
@@ -340,9 +349,120 @@ struct scree__peers {
   stage stages[2][STAGES]; /* [0] answering reads, [1] fetching */
   scree__peers_served served;
   scree__mirror *mirror; /* --mirror; NULL: none */
+  /* The lines about refused connections and messages (refused_log_ok). */
+  scree__ratelimit refused_log;
 };
 
 static void kick(scree__peers *p);
+
+/* ---- what a remote can make screed log ---------------------------------------- */
+
+static void log_held(const char *of, uint64_t held) {
+  if (held != 0)
+    scree__log(SCREE__LOG_WARN, "log_suppressed", "of=%s lines=%" PRIu64 " window_s=%d", of,
+               held, LOG_WINDOW_S);
+}
+
+/* Whether a line about a refused connection or message may be written now.
+ * Anyone who reaches --peer-listen can open connections and have them
+ * refused as fast as it likes; past REFUSED_LINES in a window the lines
+ * are held back and counted (served.refused still counts every refusal),
+ * and the count is logged once the window has ended. An endpoint that UCX
+ * cannot accept (peer_accept_failed) shares the budget. */
+static int refused_log_ok(scree__peers *p) {
+  uint64_t held;
+  int ok = scree__ratelimit_take(&p->refused_log, scree__now_ns(), &held);
+  log_held("peer_refused", held);
+  return ok;
+}
+
+/* UCX logs from its own code, on its own terms. Its tcp transport answers
+ * every active message of a kind that has no handler with a warning, a
+ * hex dump of the payload and a backtrace, about 22 lines: a stranger's
+ * one-sided write or read, whose handlers screed does not install (no
+ * UCP_FEATURE_RMA), is one, at whatever rate the stranger sends them. An
+ * endpoint opened with another error handling mode than screed's costs an
+ * error line. So unless UCX_LOG_LEVEL is in the environment (then UCX's
+ * logging is left entirely as the user set it), screed lowers UCX's
+ * threshold to errors, which skips those warnings before anything is
+ * formatted, and takes what UCX still logs into its own log through a
+ * handler: one line per message, at most UCX_LINES per window, the rest
+ * counted. UCX reads UCX_LOG_LEVEL when its library is loaded, before
+ * main, so the threshold is changed through UCX's global options rather
+ * than the environment. UCX may log from threads of its own: hence the
+ * mutex and scree__q_buf. */
+static struct {
+  pthread_mutex_t mu;
+  scree__ratelimit rl;
+  int taken;      /* peers objects that took UCX's log */
+  int handled;    /* whether the handler is UCX's and the threshold changed */
+  char level[32]; /* UCX's threshold before */
+} ucx_log = {.mu = PTHREAD_MUTEX_INITIALIZER,
+             .rl = SCREE__RATELIMIT_INIT(LOG_WINDOW_S * 1000000000ull, UCX_LINES)};
+
+static ucs_log_func_rc_t ucx_log_line(const char *file, unsigned line, const char *function,
+                                      ucs_log_level_t level,
+                                      const ucs_log_component_config_t *comp, const char *fmt,
+                                      va_list ap) {
+  (void)function, (void)comp;
+  scree__log_level l = level <= UCS_LOG_LEVEL_ERROR  ? SCREE__LOG_ERROR
+                       : level == UCS_LOG_LEVEL_WARN ? SCREE__LOG_WARN
+                       : level <= UCS_LOG_LEVEL_INFO ? SCREE__LOG_INFO
+                                                     : SCREE__LOG_DEBUG;
+  if (!scree__log_enabled(l))
+    return UCS_LOG_FUNC_RC_STOP;
+  /* A fatal error, which UCX follows with an abort, is always said. */
+  if (level != UCS_LOG_LEVEL_FATAL) {
+    uint64_t held;
+    pthread_mutex_lock(&ucx_log.mu);
+    int ok = scree__ratelimit_take(&ucx_log.rl, scree__now_ns(), &held);
+    pthread_mutex_unlock(&ucx_log.mu);
+    log_held("ucx", held);
+    if (!ok)
+      return UCS_LOG_FUNC_RC_STOP;
+  }
+  char text[1024], qtext[1200], qfile[128];
+  vsnprintf(text, sizeof(text), fmt, ap);
+  size_t n = strlen(text);
+  while (n > 0 && text[n - 1] == '\n')
+    text[--n] = '\0';
+  const char *base = strrchr(file, '/');
+  scree__log(l, "ucx", "file=%s line=%u msg=%s",
+             scree__q_buf(qfile, sizeof(qfile), base != NULL ? base + 1 : file), line,
+             scree__q_buf(qtext, sizeof(qtext), text));
+  return UCS_LOG_FUNC_RC_STOP;
+}
+
+static void ucx_log_take(void) {
+  if (ucx_log.taken++ > 0 || getenv("UCX_LOG_LEVEL") != NULL)
+    return;
+  ucx_log.handled = 1;
+  if (ucs_global_opts_get_value("LOG_LEVEL", ucx_log.level, sizeof(ucx_log.level)) != UCS_OK)
+    ucx_log.level[0] = '\0';
+  (void)ucs_global_opts_set_value("LOG_LEVEL", "error");
+  ucs_log_push_handler(ucx_log_line);
+}
+
+/* Logs the count of UCX's lines held back in a window that has ended, or
+ * in any window with force. */
+static void ucx_log_flush(int force) {
+  pthread_mutex_lock(&ucx_log.mu);
+  uint64_t held = force ? scree__ratelimit_drain(&ucx_log.rl)
+                        : scree__ratelimit_roll(&ucx_log.rl, scree__now_ns());
+  pthread_mutex_unlock(&ucx_log.mu);
+  log_held("ucx", held);
+}
+
+static void ucx_log_give_back(void) {
+  if (ucx_log.taken == 0 || --ucx_log.taken > 0 || !ucx_log.handled)
+    return;
+  ucx_log.handled = 0;
+  ucs_log_pop_handler();
+  if (ucx_log.level[0] != '\0')
+    (void)ucs_global_opts_set_value("LOG_LEVEL", ucx_log.level);
+  ucx_log_flush(1);
+}
+
 static void fetch_settle(fetch *f);
 static void fetch_fail(fetch *f, int rc, int cause, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -710,8 +830,9 @@ static int peer_connect(scree__peers *p, peer *pe, char *msg, size_t msg_len) {
 static void owner_refuse(conn *c, const char *why) {
   scree__peers *p = c->p;
   p->served.refused++;
-  scree__log(SCREE__LOG_WARN, "peer_refused", "conn=%" PRIu64 " addr=%s reason=%s", c->id,
-             scree__q(c->addr), scree__q(why));
+  if (refused_log_ok(p))
+    scree__log(SCREE__LOG_WARN, "peer_refused", "conn=%" PRIu64 " addr=%s reason=%s", c->id,
+               scree__q(c->addr), scree__q(why));
   conn_mark_failed(c, SCREE_EACCES, SCREE__FETCH_FAIL_AUTH, "%s", why);
 }
 
@@ -787,9 +908,10 @@ static void fetcher_on_challenge(conn *c, const scree__pw_msg *m) {
   if (scree__peer_proof(p->secret, p->secret_len, SCREE__PROOF_OWNER, c->nonce_mine,
                         c->nonce_theirs, want) != 0 ||
       !scree__peer_proof_equal(want, m->mac)) {
-    scree__log(SCREE__LOG_WARN, "peer_refused", "peer=%s addr=%s reason=%s",
-               c->peer->spec.name, scree__q(c->addr),
-               scree__q("the peer did not prove the shared secret"));
+    if (refused_log_ok(c->p))
+      scree__log(SCREE__LOG_WARN, "peer_refused", "peer=%s addr=%s reason=%s",
+                 c->peer->spec.name, scree__q(c->addr),
+                 scree__q("the peer did not prove the shared secret"));
     conn_mark_failed(c, SCREE_EACCES, SCREE__FETCH_FAIL_AUTH,
                      "peer '%s' at %s did not prove the shared secret (is its"
                      " --peer-secret-file the same as this screed's?)",
@@ -2030,9 +2152,10 @@ static void conn_request_cb(ucp_conn_request_h req, void *arg) {
   if (p->shutting_down || p->npending + p->nunauth >= MAX_UNAUTH) {
     p->served.refused++;
     ucp_listener_reject(p->listener, req);
-    scree__log(SCREE__LOG_WARN, "peer_refused", "reason=%s",
-               scree__q(p->shutting_down ? "shutting down"
-                                         : "too many connections waiting to authenticate"));
+    if (refused_log_ok(p))
+      scree__log(SCREE__LOG_WARN, "peer_refused", "reason=%s",
+                 scree__q(p->shutting_down ? "shutting down"
+                                           : "too many connections waiting to authenticate"));
     return;
   }
   p->pending[p->npending++] = req;
@@ -2082,8 +2205,9 @@ static void accept_pending(scree__peers *p) {
     ucs_status_t st = ucp_ep_create(p->worker, &ep, &c->ep);
     if (st != UCS_OK) {
       c->ep = NULL;
-      scree__log(SCREE__LOG_WARN, "peer_accept_failed", "addr=%s error=%s", scree__q(c->addr),
-                 scree__q(ucs_status_string(st)));
+      if (refused_log_ok(p))
+        scree__log(SCREE__LOG_WARN, "peer_accept_failed", "addr=%s error=%s",
+                   scree__q(c->addr), scree__q(ucs_status_string(st)));
       conn_destroy(c);
       continue;
     }
@@ -2208,7 +2332,14 @@ static void on_poll(uv_poll_t *h, int status, int events) {
   pump(h->data);
 }
 
-static void on_tick(uv_timer_t *t) { pump(t->data); }
+static void on_tick(uv_timer_t *t) {
+  scree__peers *p = t->data;
+  pump(p);
+  /* The counts of lines held back, once their window has ended, even when
+   * nothing more is refused. */
+  log_held("peer_refused", scree__ratelimit_roll(&p->refused_log, scree__now_ns()));
+  ucx_log_flush(0);
+}
 
 /* ---- fetch, the entry point ------------------------------------------------ */
 
@@ -2530,6 +2661,9 @@ int scree__peers_new(const scree__peers_config *cfg, scree__peers **out, char *m
   scree__peers *p = calloc(1, sizeof(*p));
   if (p == NULL)
     return scree__fail(SCREE_ENOMEM, msg, msg_len, "out of host memory");
+  p->refused_log =
+      (scree__ratelimit)SCREE__RATELIMIT_INIT(LOG_WINDOW_S * 1000000000ull, REFUSED_LINES);
+  ucx_log_take();
   p->loop = cfg->loop;
   p->store = cfg->store;
   p->mem = scree__store_mem(cfg->store);
@@ -2741,6 +2875,7 @@ err:
     ucp_worker_destroy(p->worker);
   if (p->ctx)
     ucp_cleanup(p->ctx);
+  ucx_log_give_back();
   scree__peer_secret_free(p->secret, p->secret_len);
   free(p->peers);
   free(p);
@@ -2829,6 +2964,10 @@ void scree__peers_free(scree__peers *p) {
     ucp_worker_destroy(p->worker);
   if (p->ctx != NULL)
     ucp_cleanup(p->ctx);
+  /* What UCX logs from here on is its own again; the counts of lines held
+   * back are logged now rather than lost. */
+  ucx_log_give_back();
+  log_held("peer_refused", scree__ratelimit_drain(&p->refused_log));
   scree__peer_secret_free(p->secret, p->secret_len);
   free(p->peers);
   free(p);

@@ -140,6 +140,7 @@ struct scree__store {
   size_t nheap;
   size_t capheap;
   uint32_t nwaiters;
+  struct wake *wakes; /* wakes under way, innermost first (waiters_wake) */
   scree__watch *watches;
   uint32_t nwatchers;
   uint64_t watch_overflows;
@@ -149,6 +150,7 @@ struct scree__store {
 
 static void waiters_wake(scree__store *s, const char *name);
 static void waiter_drop(scree__store *s, scree__waiter *w);
+static void wakes_forget(scree__store *s, const scree__session *sess);
 static void watch_feed(scree__store *s, int kind, const scree__batch *b);
 static void watch_free(scree__store *s, scree__watch *w);
 
@@ -451,6 +453,7 @@ void scree__session_close(scree__store *s, scree__session *sess) {
   /* A waiter or a watch goes with its connection, answering nobody. */
   if (sess->waiter != NULL)
     waiter_drop(s, sess->waiter);
+  wakes_forget(s, sess);
   if (sess->watch != NULL)
     watch_free(s, sess->watch);
   while (sess->leases != NULL)
@@ -1399,17 +1402,37 @@ int scree__store_wait(scree__store *s, scree__session *sess, const char *name, u
   return 0;
 }
 
+/* A wake under way: the waiters of a sealed name that have left the store
+ * and are not answered yet, and the wake it runs inside of (a hook may
+ * seal another name). Hooks close sessions (peers.c's closes its own), and
+ * one may close the session of a waiter still here: scree__session_close
+ * then clears that waiter's session through wakes_forget, and the wake
+ * answers nobody for it, as for a waiter whose session closed before the
+ * seal, instead of handing the freed session to a hook. */
+typedef struct wake {
+  scree__waiter *head;
+  struct wake *outer;
+} wake;
+
+static void wakes_forget(scree__store *s, const scree__session *sess) {
+  for (wake *wk = s->wakes; wk != NULL; wk = wk->outer)
+    for (scree__waiter *w = wk->head; w != NULL; w = w->next)
+      if (w->sess == sess)
+        w->sess = NULL;
+}
+
 /* A batch of name was sealed: every waiter of the name is answered, in
  * the order they came. The whole list leaves the store before the first
- * hook runs. */
+ * hook runs, so a waiter that a hook adds for the name waits for the next
+ * seal. */
 static void waiters_wake(scree__store *s, const char *name) {
   size_t i;
   wait_list *wl = waits_find(s, name, &i);
   if (wl == NULL)
     return;
-  scree__waiter *w = wl->head;
+  wake wk = {.head = wl->head, .outer = s->wakes};
   SCREE__REMOVE_AT(s->waits, s->nwaits, i);
-  for (scree__waiter *x = w; x != NULL; x = x->next) {
+  for (scree__waiter *x = wk.head; x != NULL; x = x->next) {
     heap_remove(s, x);
     x->sess->waiter = NULL;
     s->nwaiters--;
@@ -1418,18 +1441,23 @@ static void waiters_wake(scree__store *s, const char *name) {
   memset(&end, 0, sizeof(end));
   snprintf(end.name, sizeof(end.name), "%s", wl->name);
   free(wl);
-  while (w != NULL) {
-    scree__waiter *next = w->next;
+  s->wakes = &wk;
+  /* Each waiter leaves the wake before its hook runs, so that what the
+   * hook closes is looked for among the waiters still to answer only. */
+  for (scree__waiter *w; (w = wk.head) != NULL;) {
+    wk.head = w->next;
     end.req_id = w->req_id;
     end.wait_ms = w->wait_ms;
     end.rc = 0;
     scree__session *sess = w->sess;
-    const scree__store_hooks *hk = hooks_of(s, sess);
     free(w);
+    if (sess == NULL)
+      continue;
+    const scree__store_hooks *hk = hooks_of(s, sess);
     if (hk->wait_done != NULL)
       hk->wait_done(hk->arg, sess, &end);
-    w = next;
   }
+  s->wakes = wk.outer;
 }
 
 uint64_t scree__store_wait_deadline(const scree__store *s) {

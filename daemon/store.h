@@ -310,8 +310,9 @@ typedef struct scree__wait_end {
 
 /* What the store tells its user (the handler). Hooks run on the loop
  * thread, after the store has finished the change that caused them, and
- * may call the store again (a Get for the woken session, even closing a
- * session). */
+ * may call the store again (a Get for the woken session, a seal, even
+ * closing a session: one closed while a seal wakes it with others is
+ * answered nothing). */
 typedef struct scree__store_hooks {
   /* A waiter ended; it is gone from the store already. Not called for the
    * waiter of a session being closed. */

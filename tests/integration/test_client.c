@@ -146,6 +146,30 @@ Test(client, put_then_get_same_process) {
   scree_client_close(c);
 }
 
+/* A stream orders copies from GPU memory. A host-memory daemon takes host
+ * arrays only, so a put with a stream there is SCREE_ENOTSUP, even for a
+ * host array, with a message that says to pass none, and nothing is
+ * created; without a stream the same put succeeds. The stream is never
+ * used (the refusal comes first), so any non-NULL value stands for one. */
+Test(client, a_stream_with_a_host_array_on_a_host_daemon_is_enotsup) {
+  scree_client *c = connect_ok();
+  scree_array a;
+  cr_assert_eq(testdata_make(3, 4, 10, 2, 8, &a), 0);
+  scree_put_options o = SCREE_PUT_OPTIONS_INIT;
+  o.stream = (void *)(uintptr_t)0x1;
+  cr_assert_eq(scree_client_put(c, "streamed", &a, &o), SCREE_ENOTSUP, "%s",
+               scree_client_last_error(c));
+  const char *e = scree_client_last_error(c);
+  cr_assert(strstr(e, "host memory") != NULL && strstr(e, "pass no stream") != NULL, "%s", e);
+  scree_batch_info bi;
+  cr_assert_eq(scree_client_stat(c, "streamed", &bi), SCREE_ENOENT, "nothing was created");
+  o.stream = NULL;
+  cr_assert_eq(scree_client_put(c, "streamed", &a, &o), 0, "%s", scree_client_last_error(c));
+  free(a.values);
+  free(a.offsets);
+  scree_client_close(c);
+}
+
 /* Runs a helper program and returns its exit status; its first stdout line
  * goes to out. */
 static int run_helper(const char *exe, const char *name, const char *seed, char *out,

@@ -1,14 +1,17 @@
 /* Peers without UCX traffic: the HMAC against RFC 4231, the handshake's
- * proofs, the secret file's checks, the wire format and the options. */
+ * proofs, the secret file's checks, the wire format, the options, and the
+ * budget of log lines a remote can cause. */
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "log.h"
 #include "peers.h"
 #include "peers_auth.h"
 #include "peers_wire.h"
+#include "ratelimit.h"
 #include "scree/error.h"
 
 static void unhex(const char *h, unsigned char *out, size_t n) {
@@ -358,4 +361,51 @@ Test(peers_options, parse) {
   cr_expect_eq(scree__peer_addr_parse("0.0.0.0:0", host, sizeof(host), &port, msg, sizeof(msg)),
                0);
   cr_expect_eq(port, 0);
+}
+
+/* The budget of screed's lines about refused peers and of UCX's: burst
+ * lines per window, the rest counted and reported once, when the window
+ * has ended (at the next line or the next tick) or at shutdown. */
+Test(peers_log, ratelimit_window) {
+  const uint64_t s = 1000000000ull;
+  scree__ratelimit rl = SCREE__RATELIMIT_INIT(60 * s, 3);
+  uint64_t held = 99;
+  uint64_t t = 5 * s;
+  cr_assert_eq(scree__ratelimit_roll(&rl, t), 0u, "no window is open yet");
+  int written = 0;
+  for (int i = 0; i < 2000; i++) {
+    written += scree__ratelimit_take(&rl, t + (uint64_t)i * 1000, &held);
+    cr_assert_eq(held, 0u, "the window has not ended at line %d", i);
+  }
+  cr_assert_eq(written, 3, "2000 lines in one window: the first 3 are written");
+  cr_assert_eq(scree__ratelimit_roll(&rl, t + 59 * s), 0u, "the window is still open");
+  /* The next line after the window ends reports the 1997 held back. */
+  cr_assert_eq(scree__ratelimit_take(&rl, t + 61 * s, &held), 1);
+  cr_assert_eq(held, 1997u);
+  cr_assert_eq(scree__ratelimit_take(&rl, t + 62 * s, &held), 1);
+  cr_assert_eq(scree__ratelimit_take(&rl, t + 63 * s, &held), 1);
+  cr_assert_eq(scree__ratelimit_take(&rl, t + 64 * s, &held), 0);
+  cr_assert_eq(held, 0u);
+  /* A tick after the window ends reports without a new line; the next
+   * window starts with the next line, whenever it comes. */
+  cr_assert_eq(scree__ratelimit_roll(&rl, t + 121 * s), 1u);
+  cr_assert_eq(scree__ratelimit_roll(&rl, t + 500 * s), 0u);
+  cr_assert_eq(scree__ratelimit_take(&rl, t + 900 * s, &held), 1);
+  cr_assert_eq(held, 0u);
+  for (int i = 0; i < 10; i++)
+    scree__ratelimit_take(&rl, t + 900 * s, &held);
+  cr_assert_eq(scree__ratelimit_drain(&rl), 8u, "shutdown reports what is held back");
+  cr_assert_eq(scree__ratelimit_drain(&rl), 0u);
+}
+
+/* UCX's lines, which may hold newlines and come from UCX's threads, are
+ * quoted into the caller's buffer. */
+Test(peers_log, quoting_into_a_buffer) {
+  char out[32];
+  cr_assert_str_eq(scree__q_buf(out, sizeof(out), "payload:\n\"ab\""),
+                   "\"payload:\\x0a\\\"ab\\\"\"");
+  const char *cut = scree__q_buf(out, sizeof(out), "0123456789012345678901234567890123456789");
+  cr_assert_lt(strlen(cut), sizeof(out));
+  cr_assert(strstr(cut, "...\"") != NULL, "%s", cut);
+  cr_assert_str_eq(scree__q_buf(out, sizeof(out), NULL), "\"\"");
 }

@@ -526,3 +526,124 @@ Test(wait, own_sessions_answer_through_their_own_hooks_and_are_not_counted) {
   cr_assert_eq(c.watchers, 0);
   cr_assert_eq(c.sessions, c0.sessions + 2, "the two clients");
 }
+
+/* ---- hooks that close other waiting sessions during a wake ---- */
+
+/* What the hook does when it answers session `on`, once: close the
+ * victims (other sessions, waiting or not), and create and seal a name (a
+ * wake inside the wake). */
+typedef struct closer {
+  scree__session *on;
+  scree__session *victims[4];
+  const char *seal; /* NULL: none */
+} closer;
+
+/* The closers in force, NULL-terminated. */
+static closer *closers[4];
+/* The sessions the hook answered, in order. */
+static scree__session *answered_log[16];
+static int nanswered;
+
+static void closing_wait_done(void *arg, scree__session *sess, const scree__wait_end *end) {
+  (void)arg;
+  cr_assert_eq(end->rc, 0, "%s", end->name);
+  cr_assert_lt(nanswered, 16);
+  answered_log[nanswered++] = sess;
+  for (int k = 0; k < 4 && closers[k] != NULL; k++) {
+    closer *c = closers[k];
+    if (c->on != sess)
+      continue;
+    for (int i = 0; i < 4; i++)
+      if (c->victims[i] != NULL) {
+        scree__session_close(store, c->victims[i]);
+        c->victims[i] = NULL;
+      }
+    if (c->seal != NULL) {
+      const char *name = c->seal;
+      c->seal = NULL;
+      scree__session *p = client();
+      create(p, name);
+      scree__batch_view v;
+      char msg[256];
+      cr_assert_eq(scree__store_seal(store, p, name, NULL, 0, &v, msg, sizeof(msg)), 0, "%s",
+                   msg);
+    }
+  }
+}
+
+/* One of screed's own sessions, answered through closing_wait_done,
+ * waiting for name. */
+static scree__session *own_waiting(const char *name) {
+  scree__store_hooks hk = {.wait_done = closing_wait_done};
+  scree__session *s = scree__session_open_own(store, 0, 1, &hk);
+  cr_assert_not_null(s);
+  char msg[256];
+  cr_assert_eq(scree__store_wait(store, s, name, 1, -1, msg, sizeof(msg)), 0, "%s", msg);
+  return s;
+}
+
+/* The first hook of a wake closes two sessions still waiting in it, one
+ * of screed's own and one of a client: they are answered nothing, the
+ * others are answered in order, and nothing freed is handed to a hook
+ * (the sanitizer build would catch it: the wake used to call the hook of a
+ * closed session with the freed session). */
+Test(wait, a_hook_that_closes_waiting_sessions_during_a_wake) {
+  nanswered = 0;
+  scree__session *a = own_waiting("w");
+  scree__session *b = client();
+  get_wait(b, "w", 2, -1);
+  cr_assert(r.deferred);
+  scree__session *c = own_waiting("w");
+  scree__session *d = own_waiting("w");
+  scree__session *e = own_waiting("w");
+  closer k = {.on = a, .victims = {b, d}};
+  closers[0] = &k;
+  closers[1] = NULL;
+  put(client(), "w");
+  closers[0] = NULL;
+  cr_assert_eq(nanswered, 3, "a, c and e are answered");
+  cr_assert_eq(answered_log[0], a);
+  cr_assert_eq(answered_log[1], c);
+  cr_assert_eq(answered_log[2], e);
+  cr_assert_eq(ndl, 0, "the closed client's Get is answered nothing");
+  scree__store_counts cnt;
+  stats(&cnt);
+  cr_assert_eq(cnt.waiters, 0);
+  /* The survivors wait again and are woken by the next seal. */
+  char msg[256];
+  cr_assert_eq(scree__store_wait(store, c, "w2", 3, -1, msg, sizeof(msg)), 0, "%s", msg);
+  put(client(), "w2");
+  cr_assert_eq(nanswered, 4);
+  cr_assert_eq(answered_log[3], c);
+  scree__session_close(store, a);
+  scree__session_close(store, c);
+  scree__session_close(store, e);
+}
+
+/* A hook seals another name (a wake inside the wake), whose own hook
+ * closes a session still waiting in the outer wake: the outer wake skips
+ * it and goes on. */
+Test(wait, a_nested_wake_that_closes_a_waiter_of_the_outer_one) {
+  nanswered = 0;
+  scree__session *a = own_waiting("x");
+  scree__session *c = own_waiting("x");
+  scree__session *f = own_waiting("x");
+  scree__session *e = own_waiting("y");
+  closer outer = {.on = a, .seal = "y"};
+  closer inner = {.on = e, .victims = {c}};
+  closers[0] = &outer;
+  closers[1] = &inner;
+  closers[2] = NULL;
+  put(client(), "x");
+  closers[0] = NULL;
+  cr_assert_eq(nanswered, 3, "a, then e inside a's hook, then f");
+  cr_assert_eq(answered_log[0], a);
+  cr_assert_eq(answered_log[1], e);
+  cr_assert_eq(answered_log[2], f);
+  scree__store_counts cnt;
+  stats(&cnt);
+  cr_assert_eq(cnt.waiters, 0);
+  scree__session_close(store, a);
+  scree__session_close(store, e);
+  scree__session_close(store, f);
+}

@@ -507,10 +507,19 @@ int scree_client_put(scree_client *c, const char *name, const scree_array *a,
     }
   }
   if ((on_gpu || stream != NULL) && c->imp != NULL && c->imp->copy_in_async == NULL) {
-    rc = scree__client_fail(c, SCREE_ENOTSUP,
-              "this daemon keeps batches in %s memory: put takes host arrays here "
-              "(copy GPU data to the host first, or run screed --device N)",
-              scree_backend_name(c->info.backend));
+    /* A stream orders copies from GPU memory, which this daemon does not
+     * take: it is refused rather than ignored, even with a host array, so
+     * that a caller who meant a GPU put learns it here. */
+    if (on_gpu)
+      rc = scree__client_fail(c, SCREE_ENOTSUP,
+                "this daemon keeps batches in %s memory: put takes host arrays here "
+                "(copy GPU data to the host first, or run screed --device N)",
+                scree_backend_name(c->info.backend));
+    else
+      rc = scree__client_fail(c, SCREE_ENOTSUP,
+                "this daemon keeps batches in %s memory, where a put has no GPU copies "
+                "for a stream to order: pass no stream (NULL) with a host array",
+                scree_backend_name(c->info.backend));
     goto out;
   }
   /* A host array's offsets go inline with Seal where the daemon asks for

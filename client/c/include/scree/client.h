@@ -202,7 +202,8 @@ typedef struct scree_put_options {
   unsigned flags;     /* 0 or SCREE_CREATE_SHARED */
   /* A cudaStream_t (as void *) for the copies from GPU memory, waited for
    * before Seal, so that the source may be the output of work still queued
-   * on it. NULL: the default stream. */
+   * on it. NULL: the default stream. A host-memory daemon takes no stream,
+   * whatever the array's device (SCREE_ENOTSUP). */
   void *stream;
   /* Added with the pipelined seal (a struct_size of the size before is
    * still accepted). Non-zero: put returns once its Seal is sent, without
