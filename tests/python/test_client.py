@@ -305,6 +305,59 @@ def test_seal_with_bad_offsets_names_the_index(client):
     assert client.stat("bad").max_length == 5
 
 
+def test_pipelined_put_is_sealed_before_the_next_request(client, screed):
+    arr = sample(3)
+    client.put("p1", arr, pipelined=True)
+    # The daemon serves the connection in order: this get finds it sealed.
+    with client.get("p1") as g:
+        np.testing.assert_array_equal(g.values, arr.values)
+    for i in range(20):
+        client.put(f"p-{i}", arr, pipelined=True)
+    client.flush()
+    client.flush()  # nothing pending: returns at once
+    assert [b.state for b in client.list("p-")] == ["sealed"] * 20
+    with scree.Client(screed.socket) as other, other.get("p-19") as g:
+        np.testing.assert_array_equal(g.offsets, arr.offsets)
+
+
+def test_a_pipelined_seal_that_fails_raises_at_flush(client):
+    b = client.create("pb", "int64", (), offsets=[0, 5, 3, 8])
+    b.seal(pipelined=True)  # sent; its answer is not read yet
+    with pytest.raises(scree.InvalidArgument, match=r"the seal of 'pb'.*offsets\[1\]") as e:
+        client.flush()
+    assert e.value.code == -errno.EINVAL
+    client.flush()  # reported once
+    assert client.stat("pb").state == "created"  # a failed seal's batch stays created
+    b.offsets[2] = 6
+    client.seal("pb", pipelined=True)
+    client.flush()
+    assert client.stat("pb").state == "sealed"
+
+
+def test_a_pipelined_seal_that_fails_raises_at_the_next_call(client):
+    b = client.create("pn", "int64", (), offsets=[0, 2, 1])
+    b.seal(pipelined=True)
+    with pytest.raises(scree.InvalidArgument, match="the seal of 'pn'"):
+        client.stats()  # raises the seal's error instead of answering
+    assert client.stats().batches == 1  # then serves as before
+
+
+def test_a_pipelined_seal_failure_taken_by_a_lease_going_away_is_not_lost(client):
+    client.put("held", sample())
+    g = client.get("held")
+    b = client.create("pl", "int64", (), offsets=[0, 4, 2])
+    b.seal(pipelined=True)
+    # The lease's release is the next call on the connection: it takes the
+    # seal's answer but cannot raise from a destructor, so the next method
+    # raises it.
+    del g
+    gc.collect()
+    with pytest.raises(scree.InvalidArgument, match="the seal of 'pl'"):
+        client.stat("held")
+    assert client.stat("held").leases == 0
+    assert client.stat("pl").state == "created"
+
+
 def test_unsealed_batch_goes_with_its_connection(screed, client):
     with scree.Client(screed.socket) as c2:
         c2.create("tmp", "float32", (), lengths=[1])

@@ -20,8 +20,29 @@ int scree__py_handle_usable(int closed, pid_t pid, const char *what, const char 
 }
 
 int scree__py_client_usable(scree__py_client *self) {
-  return scree__py_handle_usable(self->c == NULL || self->closing, self->pid, "client",
-                                 "connected", "connect a new one");
+  if (!scree__py_handle_usable(self->c == NULL || self->closing, self->pid, "client",
+                               "connected", "connect a new one"))
+    return 0;
+  /* The method's own call takes a pending seal's reply, if any. */
+  self->seal_pending = 0;
+  if (self->held_rc != 0) {
+    const int rc = self->held_rc;
+    self->held_rc = 0;
+    scree__py_raise(rc, self->held_err);
+    return 0;
+  }
+  return 1;
+}
+
+/* After a release that no method asked for (a Lease going away): when a
+ * pipelined seal's reply was pending, the release took it, and rc < 0 is
+ * that seal's failure, kept for the next method to raise. */
+static void hold_seal_failure(scree__py_client *client, int rc, const char *err) {
+  if (client->seal_pending && rc < 0 && client->held_rc == 0) {
+    client->held_rc = rc;
+    snprintf(client->held_err, sizeof(client->held_err), "%s", err);
+  }
+  client->seal_pending = 0;
 }
 
 /* Closes the handle (unmapping every arena) once nothing can point into it.
@@ -184,9 +205,9 @@ static PyObject *client_put(scree__py_client *self, PyObject *args) {
   PyObject *inner;
   long long batch_size, total_rows;
   Py_buffer values, offsets;
-  int shared = 0;
-  if (!PyArg_ParseTuple(args, "siOLLiy*y*|p:put", &name, &dtype, &inner, &batch_size,
-                        &total_rows, &offsets_dtype, &values, &offsets, &shared))
+  int shared = 0, pipelined = 0;
+  if (!PyArg_ParseTuple(args, "siOLLiy*y*|pp:put", &name, &dtype, &inner, &batch_size,
+                        &total_rows, &offsets_dtype, &values, &offsets, &shared, &pipelined))
     return NULL;
   PyObject *result = NULL;
   scree_array a;
@@ -212,11 +233,13 @@ static PyObject *client_put(scree__py_client *self, PyObject *args) {
   a.offsets = offsets.buf;
   scree_put_options po = SCREE_PUT_OPTIONS_INIT;
   po.flags = shared ? SCREE_CREATE_SHARED : 0;
+  po.async_seal = pipelined;
   SCREE__CALL(self, rc, err, scree_client_put(self->c, name, &a, &po));
   if (rc < 0) {
     scree__py_raise(rc, err);
     goto done;
   }
+  self->seal_pending = pipelined;
   result = Py_NewRef(Py_None);
 done:
   PyBuffer_Release(&values);
@@ -248,7 +271,7 @@ PyObject *scree__py_lease_new(scree__py_client *client, scree_lease *l, const sc
       int rc;
       char err[SCREE__ERRMSG];
       SCREE__CALL(client, rc, err, scree_client_release(client->c, l));
-      (void)rc;
+      hold_seal_failure(client, rc, err);
     }
     return NULL;
   }
@@ -295,11 +318,29 @@ static PyObject *client_create(scree__py_client *self, PyObject *args) {
 
 static PyObject *client_seal(scree__py_client *self, PyObject *args) {
   const char *name;
-  if (!PyArg_ParseTuple(args, "s:seal", &name) || !scree__py_client_usable(self))
+  int pipelined = 0;
+  if (!PyArg_ParseTuple(args, "s|p:seal", &name, &pipelined) || !scree__py_client_usable(self))
     return NULL;
   int rc;
   char err[SCREE__ERRMSG];
-  SCREE__CALL(self, rc, err, scree_client_seal(self->c, name, NULL));
+  scree_seal_options so = SCREE_SEAL_OPTIONS_INIT;
+  so.async = pipelined;
+  SCREE__CALL(self, rc, err, scree_client_seal(self->c, name, &so));
+  if (rc < 0)
+    return scree__py_raise(rc, err);
+  self->seal_pending = pipelined;
+  Py_RETURN_NONE;
+}
+
+/* The result of a seal sent without waiting (put or seal with pipelined):
+ * None, or the seal's error raised. */
+static PyObject *client_flush(scree__py_client *self, PyObject *noargs) {
+  (void)noargs;
+  if (!scree__py_client_usable(self))
+    return NULL;
+  int rc;
+  char err[SCREE__ERRMSG];
+  SCREE__CALL(self, rc, err, scree_client_flush(self->c));
   if (rc < 0)
     return scree__py_raise(rc, err);
   Py_RETURN_NONE;
@@ -564,11 +605,12 @@ static PyMethodDef client_methods[] = {
     {"info", (PyCFunction)client_info, METH_NOARGS, "The daemon's Hello facts, a dict."},
     {"put", (PyCFunction)client_put, METH_VARARGS,
      "put(name, dtype, inner, batch_size, total_rows, offsets_dtype, values, offsets, "
-     "shared=False)"},
+     "shared=False, pipelined=False)"},
     {"create", (PyCFunction)client_create, METH_VARARGS,
      "create(name, dtype, inner, batch_size, total_rows, offsets_dtype, shared=False) -> "
      "Lease"},
-    {"seal", (PyCFunction)client_seal, METH_VARARGS, "seal(name)"},
+    {"seal", (PyCFunction)client_seal, METH_VARARGS, "seal(name, pipelined=False)"},
+    {"flush", (PyCFunction)client_flush, METH_NOARGS, "flush()"},
     {"get", (PyCFunction)client_get, METH_VARARGS,
      "get(name, wait_ms=None) -> Lease; wait_ms: None answers now, -1 waits without limit"},
     {"get_wait_start", (PyCFunction)scree__py_client_wait_start, METH_VARARGS,
@@ -624,7 +666,7 @@ static void lease_dealloc(scree__py_lease *self) {
     int rc;
     char err[SCREE__ERRMSG];
     SCREE__CALL(client, rc, err, scree_client_release(client->c, self->lease));
-    (void)rc;
+    hold_seal_failure(client, rc, err);
   }
   self->lease = NULL;
   scree__fault_unregister(self->fault_slots[0]);

@@ -292,13 +292,14 @@ class Batch(Array):
         self._lease()
         return super().__iter__()
 
-    def seal(self) -> None:
+    def seal(self, *, pipelined: bool = False) -> None:
         """Validate the offsets written into this created batch and publish
-        it (:meth:`Client.seal`). Write nothing through its views afterwards."""
+        it (:meth:`Client.seal`, ``pipelined`` as there). Write nothing
+        through its views afterwards."""
         self._lease()
         if not self._created:
             raise Error(f"batch {self._name!r} came from get: only a created batch is sealed")
-        self._client.seal(self._name)
+        self._client.seal(self._name, pipelined=pipelined)
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         """Pickle as a handle, not by value: the daemon's socket, the name and
@@ -789,7 +790,8 @@ class Client:
 
     # --- writing ------------------------------------------------------------
 
-    def put(self, name: str, arr: Any, offsets: Any = None, *, shared: bool = False) -> None:
+    def put(self, name: str, arr: Any, offsets: Any = None, *, shared: bool = False,
+            pipelined: bool = False) -> None:
         """Publish a copy of ``arr`` as batch ``name``.
 
         ``arr`` is a :class:`scree.Array` (numpy, torch or mlx), or values
@@ -803,6 +805,17 @@ class Client:
         arenas instead of this user's own arenas: the pool holds the shared
         batches of every owner, and whoever may read one of them can map
         them all (docs/security.md). The default keeps owners apart.
+
+        ``pipelined=True`` returns once the seal is sent, without waiting
+        for the daemon's answer (a round trip less per batch; the copy is
+        done by then, so ``arr`` may be freed). The daemon serves a
+        connection's requests in order, so the batch is sealed before
+        anything this client sends next is served. The seal's result comes
+        with :meth:`flush`, or else with the next call on this client: when
+        the seal failed, that call raises the seal's error (naming the
+        batch) instead of doing its own work, and the half-made batch is
+        deleted as a put that waits would have done. Host-memory values
+        only: CUDA tensors put into a GPU daemon seal and wait as before.
         """
         if offsets is None:
             if not isinstance(arr, Array):
@@ -824,7 +837,7 @@ class Client:
             raise InvalidArgument("values must have at least one (ragged) dimension")
         ocode = _dtype_code(host_off.dtype)
         self._c.put(name, code, shape[1:], host_off.shape[0] - 1, shape[0], ocode, raw,
-                    np.ascontiguousarray(host_off).view(np.uint8), bool(shared))
+                    np.ascontiguousarray(host_off).view(np.uint8), bool(shared), bool(pipelined))
 
     def _put_device(self, name: str, values: Any, host_off: np.ndarray, shared: bool) -> None:
         import torch
@@ -874,11 +887,21 @@ class Client:
             b._offsets[...] = host
         return b
 
-    def seal(self, name: str) -> None:
+    def seal(self, name: str, *, pipelined: bool = False) -> None:
         """Validate a created batch's offsets and publish it. Bad offsets
         raise :class:`scree.InvalidArgument` naming the first bad index (the
-        batch stays created: fix them and seal again)."""
-        self._c.seal(name)
+        batch stays created: fix them and seal again).
+
+        ``pipelined=True`` returns once the seal is sent, as for
+        :meth:`put`; its result comes with :meth:`flush` or the next call
+        (a failed seal's batch stays created)."""
+        self._c.seal(name, bool(pipelined))
+
+    def flush(self) -> None:
+        """Wait for the answer to a seal sent with ``pipelined=True`` and
+        raise its error, if it failed; returns at once when none is pending.
+        Closing the client does not wait for it: flush first to know."""
+        self._c.flush()
 
     # --- reading ------------------------------------------------------------
 
