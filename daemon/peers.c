@@ -55,6 +55,11 @@
 /* Bounds of one wakeup: progress calls per round, rounds per wakeup. */
 #define PUMP_SPINS 1024
 #define PUMP_ROUNDS 16
+/* After UCX made progress or screed sent a message, the loop keeps polling
+ * UCX on every turn (an idle handle) for this long before it sleeps on the
+ * worker's event fd, so that the answer to what was just sent is taken
+ * without a wakeup. */
+#define SPIN_NS 100000ull
 #define TICK_MS 100
 /* How often staging copies are asked whether they are done. */
 #define COPY_POLL_MS 1
@@ -326,6 +331,7 @@ struct scree__peers {
   int handles_open;
   int copy_timer_on;
   int pumping;
+  uint64_t active_ns; /* when UCX last made progress or screed last sent */
   int shutting_down;
   peer *peers;
   size_t npeers;
@@ -599,6 +605,7 @@ static int conn_post(conn *c, const scree__pw_msg *m, int counted) {
   prm.user_data = sb;
   prm.flags = UCP_AM_SEND_FLAG_REPLY | UCP_AM_SEND_FLAG_EAGER;
   ucs_status_ptr_t r = ucp_am_send_nbx(c->ep, AM_ID, NULL, 0, sb->data, n, &prm);
+  c->p->active_ns = scree__now_ns();
   kick(c->p);
   if (r == NULL) {
     free(sb);
@@ -2297,9 +2304,15 @@ static void pump(scree__peers *p) {
     return;
   p->pumping = 1;
   for (int round = 0; round < PUMP_ROUNDS; round++) {
-    for (int n = 0; n < PUMP_SPINS && ucp_worker_progress(p->worker) != 0; n++)
-      ;
+    int n = 0;
+    while (n < PUMP_SPINS && ucp_worker_progress(p->worker) != 0)
+      n++;
+    const uint64_t now = scree__now_ns();
+    if (n > 0)
+      p->active_ns = now;
     reap(p);
+    if (now - p->active_ns < SPIN_NS)
+      break; /* busy lately: poll again on the loop's next turn */
     ucs_status_t st = ucp_worker_arm(p->worker);
     if (st == UCS_OK) {
       p->pumping = 0;
