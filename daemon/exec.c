@@ -232,10 +232,20 @@ static void job_complete(scree__exec *e, scree__job *j) {
   char msg[1024];
   scree__batch_view ov, published;
   scree__store_view(j->out, &ov);
+  /* The output's offsets were written through the backend when the job
+   * started; a pageable copy to a GPU returns once its bytes are staged, so
+   * they are fenced before readers can see the batch (long landed by now:
+   * the fence costs a stream synchronisation). */
+  if (rc == 0 && e->mem->ops->fence != NULL) {
+    char m[512];
+    rc = e->mem->ops->fence(e->mem, m, sizeof(m));
+    if (rc != 0)
+      snprintf(msg, sizeof(msg), "attention into '%s': fencing its offsets: %s", ov.name, m);
+  }
   if (rc == 0)
     rc = scree__store_publish(e->store, j->out, j->max_length_q, &published, msg,
                               sizeof(msg));
-  else
+  else if (j->rc != 0)
     snprintf(msg, sizeof(msg), "attention into '%s' failed: %s", ov.name, j->msg);
   if (rc != 0) {
     scree__log(SCREE__LOG_INFO, "attention_failed", "out=%s code=%s msg=%s", scree__q(ov.name),
