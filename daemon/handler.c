@@ -93,6 +93,7 @@ static void fill_info(Scree__V1__BatchInfo *info, Scree__V1__ArrayDesc *d, int64
   info->age_ns = now - v->created_ns;
   info->arena_id = v->arena_id;
   info->delete_pending = v->deleted != 0;
+  info->batch_id = v->batch_id;
 }
 
 /* Fills r->loc from loc, moving its fd into the reply. */

@@ -23,6 +23,7 @@ typedef enum batch_state {
 } batch_state;
 
 typedef struct scree__batch {
+  uint64_t id; /* unique for the store's life: tells a batch from a later one of its name */
   char *name;
   scree_array desc; /* pointers unused; max_length set at seal */
   batch_state state;
@@ -119,6 +120,7 @@ struct scree__store {
   size_t lcount;
   uint64_t next_lease_id;
   uint64_t next_session_id;
+  uint64_t next_batch_id;
   scree__session *sessions;
   uint32_t nsessions;
   uint64_t bytes_used;
@@ -371,6 +373,7 @@ int scree__store_new(scree__mem *mem, const scree__store_config *cfg, scree__sto
   s->cfg = *cfg;
   s->next_lease_id = 1;
   s->next_session_id = 1;
+  s->next_batch_id = 1;
   s->start_ns = scree__now_ns();
   s->pool.on_arena_freed = arena_freed;
   s->pool.on_arena_freed_arg = s;
@@ -708,6 +711,7 @@ static int batch_new(scree__store *s, const scree__session *sess, const char *ki
   b->owner_pid = sess->pid;
   b->creator = sess->id;
   b->created_ns = scree__now_ns();
+  b->id = s->next_batch_id++;
   *out = b;
   return 0;
 }
@@ -1075,6 +1079,7 @@ scree__batch *scree__store_find(scree__store *s, const char *name) {
 
 void scree__store_view(const scree__batch *b, scree__batch_view *out) {
   memset(out, 0, sizeof(*out));
+  out->batch_id = b->id;
   out->name = b->name;
   out->desc = b->desc;
   out->sealed = b->state == BATCH_SEALED;

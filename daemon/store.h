@@ -79,6 +79,7 @@ typedef struct scree__store_config {
  * owner and where its bytes are. name and mem point into the store: valid
  * until the batch is freed. */
 typedef struct scree__batch_view {
+  uint64_t batch_id; /* unique for the store's life, never reused */
   const char *name;
   scree_array desc; /* max_length set once sealed */
   int sealed;

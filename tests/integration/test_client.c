@@ -146,6 +146,35 @@ Test(client, put_then_get_same_process) {
   scree_client_close(c);
 }
 
+/* A lease says which batch it holds: the same id for every lease of one
+ * batch, a new one for a batch put again under the name with the same
+ * shape, into the same (kept) arena and offset. */
+Test(client, a_lease_names_its_batch_by_an_id_never_reused) {
+  scree_client *c = connect_ok();
+  scree_array a;
+  cr_assert_eq(testdata_make(3, 4, 8, 2, 4, &a), 0);
+  cr_assert_eq(scree_client_put(c, "ids", &a, NULL), 0, "%s", scree_client_last_error(c));
+  scree_array g1, g2, g3;
+  scree_lease *l1, *l2, *l3;
+  cr_assert_eq(scree_client_get(c, "ids", &g1, &l1), 0, "%s", scree_client_last_error(c));
+  cr_assert_eq(scree_client_get(c, "ids", &g2, &l2), 0, "%s", scree_client_last_error(c));
+  const uint64_t id = scree_lease_batch_id(l1);
+  cr_assert_gt(id, 0);
+  cr_assert_eq(scree_lease_batch_id(l2), id, "two leases of one batch");
+  cr_assert_eq(scree_client_release(c, l1), 0);
+  cr_assert_eq(scree_client_release(c, l2), 0);
+  cr_assert_eq(scree_client_delete(c, "ids", NULL), 0);
+  cr_assert_eq(scree_client_put(c, "ids", &a, NULL), 0, "%s", scree_client_last_error(c));
+  cr_assert_eq(scree_client_get(c, "ids", &g3, &l3), 0, "%s", scree_client_last_error(c));
+  cr_assert_eq(g3.values, g1.values, "the same memory, from the kept arena");
+  cr_assert_neq(scree_lease_batch_id(l3), id, "the batch put again has an id of its own");
+  cr_assert_eq(scree_lease_batch_id(NULL), 0);
+  cr_assert_eq(scree_client_release(c, l3), 0);
+  free(a.values);
+  free(a.offsets);
+  scree_client_close(c);
+}
+
 /* A stream orders copies from GPU memory. A host-memory daemon takes host
  * arrays only, so a put with a stream there is SCREE_ENOTSUP, even for a
  * host array, with a message that says to pass none, and nothing is

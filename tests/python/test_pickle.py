@@ -119,6 +119,31 @@ def test_a_name_created_again_is_not_the_pickled_batch(client):
         pickle.loads(data)
 
 
+def test_the_same_shape_again_under_the_name_is_not_the_pickled_batch(client):
+    # Same shape, same owner and process, and (the emptied arena being kept
+    # for the next batch that fits) the same arena and offset: only the
+    # daemon's batch id tells the two apart.
+    client.put("p/s", sample(4))
+    with client.get("p/s") as b:
+        data = pickle.dumps(b)
+        first_id, first_at = b._meta[4], b.address
+    assert first_id > 0
+    client.delete("p/s")
+    client.put("p/s", sample(4))
+    with client.get("p/s") as again:
+        assert again.address == first_at and again._meta[4] != first_id
+    with pytest.raises(scree.WrongState, match="another batch"):
+        pickle.loads(data)
+    # And at pickle time: a Batch whose name now holds another batch.
+    client.put("p/t", sample(4))
+    old = client.get("p/t")
+    client.delete("p/t")
+    client.put("p/t", sample(4))
+    with pytest.raises(scree.WrongState, match="now holds another batch"):
+        pickle.dumps(old)
+    old.close()
+
+
 def test_created_batches_pickle_once_sealed_and_closed_ones_too(client):
     made = client.create("p/c", np.float32, (2,), lengths=[3], framework="numpy")
     with pytest.raises(scree.WrongState, match="not sealed"):

@@ -641,6 +641,7 @@ int scree__get_finish(scree_client *c, const Scree__V1__Response *resp, scree_ar
   *out = a;
   if (l != NULL) {
     l->id = lease_id;
+    l->batch_id = resp->get->info != NULL ? resp->get->info->batch_id : 0;
     l->next = c->leases;
     if (c->leases != NULL)
       c->leases->prev = l;
@@ -648,6 +649,10 @@ int scree__get_finish(scree_client *c, const Scree__V1__Response *resp, scree_ar
     *lease = l;
   }
   return 0;
+}
+
+uint64_t scree_lease_batch_id(const scree_lease *lease) {
+  return lease != NULL ? lease->batch_id : 0;
 }
 
 int scree_client_release(scree_client *c, scree_lease *lease) {

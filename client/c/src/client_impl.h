@@ -52,6 +52,7 @@ typedef struct scree__arena {
 
 struct scree_lease {
   uint64_t id;
+  uint64_t batch_id; /* BatchInfo.batch_id of the batch it holds (0: not said) */
   scree_lease *prev;
   scree_lease *next;
 };

@@ -277,6 +277,7 @@ PyObject *scree__py_lease_new(scree__py_client *client, scree_lease *l, const sc
   }
   self->client = (scree__py_client *)Py_NewRef((PyObject *)client);
   self->lease = l;
+  self->batch_id = scree_lease_batch_id(l);
   self->arr = *a;
   self->writable = writable;
   self->name = NULL;
@@ -703,6 +704,7 @@ static PyObject *lease_get_attr(scree__py_lease *self, void *closure) {
   case 7: return PyBool_FromLong(self->writable);
   case 8: return Py_NewRef(self->name);
   case 9: return PyLong_FromSize_t((size_t)(uintptr_t)a->values);
+  case 10: return PyLong_FromUnsignedLongLong(self->batch_id);
   default: Py_RETURN_NONE;
   }
 }
@@ -724,6 +726,8 @@ static PyGetSetDef lease_getset[] = {
     {"writable", (getter)lease_get_attr, NULL, "memory from create", (void *)7},
     {"name", (getter)lease_get_attr, NULL, "the batch's name", (void *)8},
     {"address", (getter)lease_get_attr, NULL, "address of the values", (void *)9},
+    {"batch_id", (getter)lease_get_attr, NULL,
+     "the daemon's id of the batch, never reused (0: memory from create)", (void *)10},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

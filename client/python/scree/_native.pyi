@@ -139,6 +139,9 @@ class Lease:
     def name(self) -> str: ...
     @property
     def address(self) -> int: ...
+    @property
+    def batch_id(self) -> int:
+        """The daemon's id of the batch, never reused (0: memory from create)."""
     def tensor(self, which: int, /) -> Tensor: ...
 
 @final

@@ -226,12 +226,13 @@ class Batch(Array):
         self._lease_ref = lease
         self._closed = False
         self._created = created
-        # What stays known after close: the shape, and the dtypes that tell
+        # What stays known after close: the shape, the dtypes, and the
+        # daemon's id of the batch (0 for memory from create), which tell
         # this batch from another one under the same name (__reduce__).
         inner = tuple(lease.inner_shape)
         self._meta = (lease.batch_size, lease.total_length, inner,
                       (_NAMES[lease.dtype], inner, lease.batch_size, lease.total_length,
-                       _NAMES[lease.offsets_dtype]))
+                       _NAMES[lease.offsets_dtype]), int(lease.batch_id))
 
     @property
     def name(self) -> str:
@@ -323,8 +324,12 @@ class Batch(Array):
             raise WrongState(
                 f"batch {self._name!r} is created but not sealed: seal it before pickling "
                 f"it (another process can only attach to a sealed batch)")
-        ident = _identity(info)
-        if ident[:5] != self._meta[3]:
+        # The daemon's id of the batch the name holds now (a lease taken and
+        # released at once): the same shape, owner and arena can come back
+        # under the name, the id never does.
+        now_id = int(self._client._c.get(self._name).batch_id)
+        ident = _identity(info) + (now_id,)
+        if ident[:5] != self._meta[3] or (self._meta[4] and now_id != self._meta[4]):
             raise WrongState(
                 f"the name {self._name!r} now holds another batch (deleted and created "
                 f"again since this one was attached): a pickled Batch is a handle to the "
@@ -350,11 +355,11 @@ class Batch(Array):
 
 
 def _identity(info: "BatchInfo") -> tuple[Any, ...]:
-    """What tells one batch from another created later under the same name,
-    as far as the daemon's BatchInfo says: its descriptor (first, in the
-    order of ``Batch._meta[3]``), owner and arena.
-    (A batch of the same shape made again under the same name by the same
-    process in the same arena looks the same; the daemon gives no batch id.)"""
+    """What a Stat says of a batch: its descriptor (first, in the order of
+    ``Batch._meta[3]``), owner and arena. A batch of the same shape made
+    again under the same name by the same process can land in the same
+    (kept) arena and look the same: the pickled identity ends with the
+    daemon's batch id, which tells them apart (:func:`_attach`)."""
     return (info.dtype, tuple(info.inner_shape), info.batch_size, info.total_length,
             info.offsets_dtype, info.owner_uid, info.owner_pid, info.arena_id)
 
@@ -390,10 +395,15 @@ def _attach(socket: str, name: str, framework: BatchFramework,
             f"more (it was deleted after it was pickled; a pickled Batch is a handle, not "
             f"a copy)") from None
     try:
-        now = _identity(client.stat(name))
+        now = _identity(client.stat(name)) + (int(batch._meta[4]),)
     except NotFound:
         now = None
-    if now != tuple(identity):
+    want = tuple(identity)
+    if len(want) == len(now or ()) - 1:  # pickled by a client without batch ids
+        now = now[:-1]
+    elif now is not None and want[-1] == 0:  # a daemon without batch ids
+        now = now[:-1] + (0,)
+    if now != want:
         batch.close()
         raise WrongState(
             f"cannot unpickle batch {name!r}: the name now holds another batch than the "

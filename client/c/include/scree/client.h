@@ -398,6 +398,13 @@ SCREE_API int scree_client_get(scree_client *c, const char *name, scree_array *o
  * Returns 0, SCREE_EDISCONNECTED, or the daemon's code. */
 SCREE_API int scree_client_release(scree_client *c, scree_lease *lease);
 
+/* The daemon's id of the batch a lease holds: unique among the batches of
+ * that daemon's life and never reused, so it tells the batch from one
+ * created later under the same name, which may have the same shape, owner
+ * and even memory (a handle passed to another process can check it after
+ * its own get). 0 for a NULL lease, or from a daemon that does not say. */
+SCREE_API uint64_t scree_lease_batch_id(const scree_lease *lease);
+
 /* Removes the name at once; the memory goes when the last lease is
  * released. *deferred (may be NULL) is set to 1 when leases keep it alive.
  * Returns 0 or SCREE_ENOENT and other daemon codes. */
