@@ -83,6 +83,13 @@
  * what an owner allows). */
 #define CHUNK SCREE__PW_READ_MAX
 #define WINDOW (SCREE__PW_READS_MAX / 2)
+/* An owner on host memory sends a batch of at most this many bytes (its
+ * block: the values, the padding to 256 bytes and the offsets) with the
+ * OPEN_OK, which saves the fetch its READ round trip. */
+#define INLINE_MAX SCREE__PW_INLINE_MAX
+/* An OPEN_OK's length at most (8 inner dimensions), with room to spare: the
+ * header UCX must carry for one that brings its batch. */
+#define OPEN_OK_MAX 256
 /* Staging buffers (of CHUNK bytes) for each role: two, so that one chunk's
  * copy to or from the device overlaps the next chunk's transfer. The roles
  * have buffers of their own so that two screeds fetching from each other
@@ -322,6 +329,7 @@ struct scree__peers {
   ucp_listener_h listener;
   uint16_t listen_port;
   size_t data_msg_max; /* the longest message a DATA error may carry */
+  size_t am_header_max; /* the longest header UCX carries (0: unknown) */
   int efd;
   uv_poll_t poll;
   uv_idle_t idle;
@@ -585,18 +593,24 @@ static void send_done(void *req, ucs_status_t st, void *user_data) {
 }
 
 /* Sends one message on c, counted in c->events_inflight until UCX is done
- * with it when counted is set. The buffer lives until then. */
-static int conn_post(conn *c, const scree__pw_msg *m, int counted) {
+ * with it when counted is set. With plen > 0 the message goes as the
+ * active message's header and a copy of payload as its data (an OPEN_OK
+ * that carries its batch); else the message is the data. The buffer lives
+ * until UCX is done with it. */
+static int conn_post_with(conn *c, const scree__pw_msg *m, int counted, const void *payload,
+                          size_t plen) {
   unsigned char tmp[SCREE__PW_MAX];
   size_t n = scree__pw_encode(m, tmp, sizeof(tmp));
   if (n == 0)
     return SCREE_EINVAL;
-  sendbuf *sb = malloc(sizeof(*sb) + n);
+  sendbuf *sb = malloc(sizeof(*sb) + n + plen);
   if (sb == NULL)
     return SCREE_ENOMEM;
   sb->p = c->p;
   sb->conn_id = counted ? c->id : 0;
   memcpy(sb->data, tmp, n);
+  if (plen > 0)
+    memcpy(sb->data + n, payload, plen);
   ucp_request_param_t prm;
   memset(&prm, 0, sizeof(prm));
   prm.op_attr_mask =
@@ -604,7 +618,9 @@ static int conn_post(conn *c, const scree__pw_msg *m, int counted) {
   prm.cb.send = send_done;
   prm.user_data = sb;
   prm.flags = UCP_AM_SEND_FLAG_REPLY | UCP_AM_SEND_FLAG_EAGER;
-  ucs_status_ptr_t r = ucp_am_send_nbx(c->ep, AM_ID, NULL, 0, sb->data, n, &prm);
+  ucs_status_ptr_t r =
+      plen > 0 ? ucp_am_send_nbx(c->ep, AM_ID, sb->data, n, sb->data + n, plen, &prm)
+               : ucp_am_send_nbx(c->ep, AM_ID, NULL, 0, sb->data, n, &prm);
   c->p->active_ns = scree__now_ns();
   kick(c->p);
   if (r == NULL) {
@@ -618,6 +634,10 @@ static int conn_post(conn *c, const scree__pw_msg *m, int counted) {
   if (counted)
     c->events_inflight++;
   return 0;
+}
+
+static int conn_post(conn *c, const scree__pw_msg *m, int counted) {
+  return conn_post_with(c, m, counted, NULL, 0);
 }
 
 static int conn_send(conn *c, const scree__pw_msg *m) { return conn_post(c, m, 0); }
@@ -1130,7 +1150,16 @@ static void owner_open(conn *c, uint64_t req, const char *name, int64_t wait_ms,
   r.desc = v.desc;
   r.values_bytes = v.values_bytes;
   r.offsets_bytes = v.offsets_bytes;
-  int rc = conn_send(c, &r);
+  /* A small batch on host memory goes with the answer: its block, from the
+   * values to the end of the offsets (copied now, so that a CLOSE that
+   * comes before UCX is done cannot free what it reads). */
+  const uint64_t block = v.offsets_offset - v.values_offset + v.offsets_bytes;
+  int rc;
+  if (p->path == PATH_HOST && block <= INLINE_MAX && p->am_header_max >= OPEN_OK_MAX)
+    rc = conn_post_with(c, &r, 0, (const char *)v.mem->host_ptr + v.values_offset,
+                        (size_t)block);
+  else
+    rc = conn_send(c, &r);
   scree__log(SCREE__LOG_DEBUG, "peer_lease", "conn=%" PRIu64 " batch=%s handle=%" PRIu64
              " bytes=%" PRIu64, c->id, scree__q(name), l->handle,
              v.values_bytes + v.offsets_bytes);
@@ -1588,7 +1617,11 @@ static void fetch_pump(fetch *f) {
   }
 }
 
-static void fetcher_on_open_ok(conn *c, const scree__pw_msg *m) {
+/* OPEN_OK for one of our fetches: reserves the local batch and asks for its
+ * bytes, or, when the owner sent the block with the answer (data, length;
+ * data NULL when it did not), writes them in and completes. */
+static void fetcher_on_open_ok(conn *c, const scree__pw_msg *m, const void *data,
+                               size_t length) {
   scree__peers *p = c->p;
   fetch *f = fetch_by_req(p, c, m->req);
   if (f == NULL) {
@@ -1636,6 +1669,32 @@ static void fetcher_on_open_ok(conn *c, const scree__pw_msg *m) {
   f->next_offset = 0;
   f->state = F_READING;
   f->bytes = vb + ob;
+  if (data != NULL) {
+    /* The block as the owner lays it out, the same rule as here: values,
+     * padding to the offsets' 256-byte boundary, offsets. Checked, then
+     * written through the backend (a pageable copy on a GPU, fenced before
+     * the seal); nothing is asked. */
+    const uint64_t pad = v.offsets_offset - v.values_offset;
+    if (length != pad + ob) {
+      fetch_fail(f, SCREE_EPROTO, SCREE__FETCH_FAIL_INVALID,
+                 "peer '%s' sent %zu bytes with '%s', whose block is %" PRIu64 " bytes",
+                 f->peer->spec.name, length, f->name, pad + ob);
+      return;
+    }
+    scree__mem *mem = scree__store_mem(p->store);
+    rc = mem->ops->write(mem, v.mem, v.values_offset, data, (size_t)vb, msg, sizeof(msg));
+    if (rc == 0)
+      rc = mem->ops->write(mem, v.mem, v.offsets_offset, (const char *)data + pad, (size_t)ob,
+                           msg, sizeof(msg));
+    if (rc != 0) {
+      fetch_fail(f, rc, SCREE__FETCH_FAIL_LOCAL, "fetching '%s' from peer '%s': %s", f->name,
+                 f->peer->spec.name, msg);
+      return;
+    }
+    f->next_region = 2; /* all here: reap completes it */
+    kick(p);
+    return;
+  }
   fetch_pump(f);
   kick(p); /* a batch with no bytes at all completes in reap */
 }
@@ -2072,7 +2131,7 @@ static void on_message(conn *c, const void *data, size_t len) {
     break;
   case C_READY:
     if (m.type == SCREE__PW_OPEN_OK)
-      return fetcher_on_open_ok(c, &m);
+      return fetcher_on_open_ok(c, &m, NULL, 0);
     if (m.type == SCREE__PW_OPEN_ERR)
       return fetcher_on_open_err(c, &m);
     if ((m.type == SCREE__PW_EVENT || m.type == SCREE__PW_WATCH_ERR) &&
@@ -2118,10 +2177,11 @@ static ucs_status_t am_cb(void *arg, const void *header, size_t header_length, v
     return UCS_OK;
   int rndv = (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) != 0;
   if (header_length != 0) {
-    /* Only a DATA comes with a header (itself) and bytes, and only from
-     * an owner we asked, after the handshake. Its bytes are taken (by
-     * fetcher_on_data) only once the header has been checked; otherwise
-     * returning UCS_OK drops them, rendezvous ones unread. */
+    /* Only a DATA, or an OPEN_OK that brings a small batch (eager), comes
+     * with a header (itself) and bytes, and only from an owner we asked,
+     * after the handshake. Its bytes are taken only once the header has
+     * been checked; otherwise returning UCS_OK drops them, rendezvous ones
+     * unread. */
     scree__pw_msg m;
     char err[256];
     if (c->owner) {
@@ -2130,12 +2190,16 @@ static ucs_status_t am_cb(void *arg, const void *header, size_t header_length, v
     }
     if (c->state != C_READY || header_length > SCREE__PW_MAX ||
         scree__pw_decode(header, header_length, &m, err, sizeof(err)) != 0 ||
-        m.type != SCREE__PW_DATA) {
+        (m.type != SCREE__PW_DATA && m.type != SCREE__PW_OPEN_OK) ||
+        (m.type == SCREE__PW_OPEN_OK && (rndv || length > SCREE__PW_INLINE_MAX))) {
       conn_mark_failed(c, SCREE_EPROTO, SCREE__FETCH_FAIL_INVALID,
                        "peer '%s' sent a malformed data message", c->peer->spec.name);
       return UCS_OK;
     }
-    fetcher_on_data(c, &m, data, length, rndv);
+    if (m.type == SCREE__PW_OPEN_OK)
+      fetcher_on_open_ok(c, &m, data, length);
+    else
+      fetcher_on_data(c, &m, data, length, rndv);
     return UCS_OK;
   }
   if (rndv || length > SCREE__PW_MAX) {
@@ -2790,6 +2854,7 @@ int scree__peers_new(const scree__peers_config *cfg, scree__peers **out, char *m
   wa.field_mask = UCP_WORKER_ATTR_FIELD_MAX_AM_HEADER;
   p->data_msg_max = SCREE__PW_MSG_MAX;
   if (ucp_worker_query(p->worker, &wa) == UCS_OK) {
+    p->am_header_max = wa.max_am_header;
     size_t fixed = SCREE__PW_HEADER + 64; /* DATA's fields, with room to spare */
     size_t room = wa.max_am_header > fixed ? wa.max_am_header - fixed : 0;
     if (room < p->data_msg_max)

@@ -13,7 +13,10 @@
  * Every message is one UCX active message: a 20-byte header, then the body.
  * DATA alone is sent as the active message's header, with the bytes it
  * answers for as the active message's data (eager or rendezvous, as UCX
- * picks). Integers are little-endian.
+ * picks); an OPEN_OK may be too, carrying its whole batch when the batch's
+ * block (values, padding to 256 bytes, offsets) is at most
+ * SCREE__PW_INLINE_MAX bytes, eager: the fetcher then asks no READ.
+ * Integers are little-endian.
  *
  *   header: magic u32 ("SCP1") | type u16 | reserved u16 (0) | req u64 |
  *           body_len u32 (the bytes after the header, exactly)
@@ -89,6 +92,8 @@
 #define SCREE__PW_REGION_OFFSETS 1
 /* The most bytes one READ may ask for. */
 #define SCREE__PW_READ_MAX (16u << 20)
+/* The largest block an OPEN_OK carries with it (see above). */
+#define SCREE__PW_INLINE_MAX (32u << 10)
 /* The most READs a fetcher may have asked on one connection and not yet
  * had answered; an owner refuses a connection that asks more. The fetcher
  * keeps to half of it, so that UCX completing a transfer at the two ends

@@ -42,11 +42,31 @@ typedef struct rogue {
   size_t data_len[64];
   int ndata;
   int failed;
+  /* Per control message: the bytes an OPEN_OK brought (length, and the
+   * first 8 KiB), 0 for the others. */
+  size_t inline_len[64];
+  unsigned char inline_bytes[64][4608];
 } rogue;
 
 static ucs_status_t rogue_am(void *arg, const void *header, size_t header_length, void *data,
                              size_t length, const ucp_am_recv_param_t *prm) {
   rogue *r = arg;
+  scree__pw_msg hm;
+  if (header_length != 0 && header_length <= SCREE__PW_MAX &&
+      scree__pw_decode(header, header_length, &hm, NULL, 0) == 0 &&
+      hm.type != SCREE__PW_DATA) {
+    /* An OPEN_OK that brings its (small) batch: the message is the header;
+     * its bytes are kept apart. */
+    if (r->n < 64) {
+      memcpy(r->msgs[r->n], header, header_length);
+      r->lens[r->n] = header_length;
+      r->inline_len[r->n] = length;
+      if (!(prm->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV))
+        memcpy(r->inline_bytes[r->n], data, length < 4608 ? length : 4608);
+      r->n++;
+    }
+    return UCS_OK;
+  }
   if (header_length != 0) {
     if (r->ndata < 64 &&
         scree__pw_decode(header, header_length, &r->data[r->ndata], NULL, 0) == 0) {
@@ -166,15 +186,15 @@ static void rogue_wait(rogue *r, long ms) {
     (cond);                                                                    \
   })
 
-/* Sends m (and bytes as the DATA's data when m is a DATA), and waits for
- * the send to finish. */
+/* Sends m (and bytes as the data of a DATA, or of an OPEN_OK that brings
+ * its batch: then m is the header), and waits for the send to finish. */
 static void rogue_send(rogue *r, const scree__pw_msg *m, const void *bytes, size_t len) {
   unsigned char buf[SCREE__PW_MAX];
   size_t n = scree__pw_encode(m, buf, sizeof(buf));
   cr_assert_gt(n, 0u, "cannot encode a %s", scree__pw_type_name(m->type));
   ucp_request_param_t prm = {.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS,
                              .flags = UCP_AM_SEND_FLAG_REPLY};
-  ucs_status_ptr_t q = m->type == SCREE__PW_DATA
+  ucs_status_ptr_t q = m->type == SCREE__PW_DATA || bytes != NULL
                            ? ucp_am_send_nbx(r->ep, AM, buf, n, bytes, len, &prm)
                            : ucp_am_send_nbx(r->ep, AM, NULL, 0, buf, n, &prm);
   if (UCS_PTR_IS_PTR(q)) {
@@ -259,6 +279,10 @@ static uint64_t rogue_open(rogue *r, unsigned port, const char *name) {
   rogue_send(r, &m, NULL, 0);
   cr_assert_eq(rogue_msg(r, 2, &in), 0);
   cr_assert_eq(in.type, SCREE__PW_OPEN_OK, "got %s", scree__pw_type_name(in.type));
+  /* A small batch comes with the answer: values, the padding to the
+   * offsets' 256-byte boundary, offsets; a large one does not. */
+  const uint64_t block = (in.values_bytes + 255) / 256 * 256 + in.offsets_bytes;
+  cr_expect_eq(r->inline_len[2], block <= SCREE__PW_INLINE_MAX ? block : 0);
   return in.handle;
 }
 
@@ -307,6 +331,7 @@ Test(peers_rogue, fetcher_reads_what_it_holds_only, .timeout = 60) {
   /* An honest read: the DATA names it and carries its bytes. */
   rogue r;
   uint64_t h = rogue_open(&r, o.port, "b");
+  cr_expect(memcmp(r.inline_bytes[2], v, 4096) == 0, "the batch that came with OPEN_OK");
   rogue_read(&r, 10, h, SCREE__PW_REGION_VALUES, 100, 200);
   cr_assert(ROGUE_UNTIL(&r, 5000, r.ndata == 1));
   cr_expect_eq(r.data[0].req, 10u);
@@ -388,6 +413,8 @@ typedef enum bad_data {
   WRONG_OFFSET, /* the right request, another offset */
   SHORT,        /* the right fields, fewer bytes */
   OWNER_ERROR,  /* no bytes, an error code and a message */
+  INLINE_SHORT, /* OPEN_OK bringing the batch, 8 bytes short of its block */
+  INLINE_BAD_OFFSETS, /* OPEN_OK bringing the block whole, its offsets invalid */
 } bad_data;
 
 typedef struct fetch_job {
@@ -464,13 +491,21 @@ static void rogue_owner_case(bad_data bad, int want_rc, const char *want_msg) {
   m.desc.max_length = 1;
   m.values_bytes = 8192;
   m.offsets_bytes = 16;
+  static unsigned char bytes[8192 + 16];
+  memset(bytes, 0xab, sizeof(bytes));
+  if (bad == INLINE_SHORT || bad == INLINE_BAD_OFFSETS) {
+    /* The block with the answer: 8192 values, then offsets 0 and 9 (past
+     * the one row), or 8 bytes short. */
+    int64_t offs[2] = {0, 9};
+    memcpy(bytes + 8192, offs, sizeof(offs));
+    rogue_send(&r, &m, bytes, bad == INLINE_SHORT ? sizeof(bytes) - 8 : sizeof(bytes));
+    goto wait_fetch;
+  }
   rogue_send(&r, &m, NULL, 0);
   cr_assert_eq(rogue_msg(&r, 3, &in), 0);
   cr_assert_eq(in.type, SCREE__PW_READ, "got %s", scree__pw_type_name(in.type));
   cr_expect_eq(in.handle, 77u);
 
-  static unsigned char bytes[8192];
-  memset(bytes, 0xab, sizeof(bytes));
   memset(&m, 0, sizeof(m));
   m.type = SCREE__PW_DATA;
   m.req = in.req;
@@ -495,8 +530,11 @@ static void rogue_owner_case(bad_data bad, int want_rc, const char *want_msg) {
     m.msg_len = strlen(m.msg);
     len = 0;
     break;
+  default:
+    break;
   }
   rogue_send(&r, &m, len ? bytes : NULL, len);
+wait_fetch:
   /* The fetcher may still read its other chunk; the rogue drops it. */
   for (uint64_t end = now_ms() + 20000; now_ms() < end;) {
     ucp_worker_progress(r.worker);
@@ -537,6 +575,14 @@ Test(peers_rogue, data_for_other_bytes, .timeout = 60) {
 
 Test(peers_rogue, data_too_short, .timeout = 60) {
   rogue_owner_case(SHORT, SCREE_EPROTO, "sent 8191 bytes for a read of 8192");
+}
+
+Test(peers_rogue, a_batch_with_its_answer_a_block_short, .timeout = 60) {
+  rogue_owner_case(INLINE_SHORT, SCREE_EPROTO, "sent 8200 bytes with 'x', whose block is 8208");
+}
+
+Test(peers_rogue, a_batch_with_its_answer_with_bad_offsets, .timeout = 60) {
+  rogue_owner_case(INLINE_BAD_OFFSETS, SCREE_EINVAL, "sent bad bytes: offsets of 'x' are invalid");
 }
 
 Test(peers_rogue, owner_could_not_read, .timeout = 60) {
