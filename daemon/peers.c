@@ -2371,11 +2371,14 @@ static void pump(scree__peers *p) {
     int n = 0;
     while (n < PUMP_SPINS && ucp_worker_progress(p->worker) != 0)
       n++;
-    const uint64_t now = scree__now_ns();
     if (n > 0)
-      p->active_ns = now;
+      p->active_ns = scree__now_ns();
     reap(p);
-    if (now - p->active_ns < SPIN_NS)
+    /* The time is read after reap, whose sends (a fetch's next asks, a
+     * mirror's events) move active_ns on: read before, it could be older
+     * than active_ns, and the unsigned difference would wrap to a huge
+     * one and arm the worker right after a send. */
+    if (scree__now_ns() - p->active_ns < SPIN_NS)
       break; /* busy lately: poll again on the loop's next turn */
     ucs_status_t st = ucp_worker_arm(p->worker);
     if (st == UCS_OK) {

@@ -358,6 +358,25 @@ def test_a_pipelined_seal_failure_taken_by_a_lease_going_away_is_not_lost(client
     assert client.stat("pl").state == "created"
 
 
+def test_a_pipelined_seal_failure_survives_calls_that_take_no_reply(client):
+    client.put("held", sample())
+    g = client.get("held")
+    b = client.create("pq", "int64", (), offsets=[0, 4, 2])
+    b.seal(pipelined=True)
+    # Neither of these reaches the daemon, so neither takes the seal's
+    # answer: the info comes from the client, and a put whose offsets are
+    # bad is refused before it sends anything.
+    assert client.info.backend == "host"
+    with pytest.raises(scree.InvalidArgument):
+        client.put("bad", np.zeros((2,), np.float32), np.array([0, 3, 2]))
+    # The lease's release then takes it: the next method still raises it.
+    del g
+    gc.collect()
+    with pytest.raises(scree.InvalidArgument, match="the seal of 'pq'"):
+        client.stat("held")
+    assert client.stat("pq").state == "created"
+
+
 def test_unsealed_batch_goes_with_its_connection(screed, client):
     with scree.Client(screed.socket) as c2:
         c2.create("tmp", "float32", (), lengths=[1])

@@ -23,8 +23,6 @@ int scree__py_client_usable(scree__py_client *self) {
   if (!scree__py_handle_usable(self->c == NULL || self->closing, self->pid, "client",
                                "connected", "connect a new one"))
     return 0;
-  /* The method's own call takes a pending seal's reply, if any. */
-  self->seal_pending = 0;
   if (self->held_rc != 0) {
     const int rc = self->held_rc;
     self->held_rc = 0;
@@ -34,15 +32,27 @@ int scree__py_client_usable(scree__py_client *self) {
   return 1;
 }
 
-/* After a release that no method asked for (a Lease going away): when a
- * pipelined seal's reply was pending, the release took it, and rc < 0 is
- * that seal's failure, kept for the next method to raise. */
-static void hold_seal_failure(scree__py_client *client, int rc, const char *err) {
-  if (client->seal_pending && rc < 0 && client->held_rc == 0) {
-    client->held_rc = rc;
+/* Releases l for a caller that cannot raise (a Lease going away). The
+ * reply of a pipelined seal still pending is taken first, under the same
+ * hold of the lock (scree_client_flush: nothing to do when none is), so
+ * that its failure, which the release would otherwise take and return in
+ * its place, is kept for the next method to raise. libscreeclient alone
+ * knows whether a seal is pending: a method can return before its call
+ * takes the reply (a check made in this process, or one that sends
+ * nothing, such as info), so a mark kept here would be wrong. The
+ * release's own answer does not matter: a lost connection drops its
+ * leases. */
+static void release_holding_seal_failure(scree__py_client *client, scree_lease *l) {
+  int seal_rc;
+  char err[SCREE__ERRMSG];
+  SCREE__LOCKED(client->lock, seal_rc = scree_client_flush(client->c);
+                if (seal_rc < 0) snprintf(err, sizeof(err), "%s",
+                                          scree_client_last_error(client->c));
+                (void)scree_client_release(client->c, l));
+  if (seal_rc < 0 && client->held_rc == 0) {
+    client->held_rc = seal_rc;
     snprintf(client->held_err, sizeof(client->held_err), "%s", err);
   }
-  client->seal_pending = 0;
 }
 
 /* Closes the handle (unmapping every arena) once nothing can point into it.
@@ -239,7 +249,6 @@ static PyObject *client_put(scree__py_client *self, PyObject *args) {
     scree__py_raise(rc, err);
     goto done;
   }
-  self->seal_pending = pipelined;
   result = Py_NewRef(Py_None);
 done:
   PyBuffer_Release(&values);
@@ -268,10 +277,7 @@ PyObject *scree__py_lease_new(scree__py_client *client, scree_lease *l, const sc
   if (self == NULL) {
     if (l != NULL) {
       /* No object to release it through later: hand the lease back now. */
-      int rc;
-      char err[SCREE__ERRMSG];
-      SCREE__CALL(client, rc, err, scree_client_release(client->c, l));
-      hold_seal_failure(client, rc, err);
+      release_holding_seal_failure(client, l);
     }
     return NULL;
   }
@@ -329,7 +335,6 @@ static PyObject *client_seal(scree__py_client *self, PyObject *args) {
   SCREE__CALL(self, rc, err, scree_client_seal(self->c, name, &so));
   if (rc < 0)
     return scree__py_raise(rc, err);
-  self->seal_pending = pipelined;
   Py_RETURN_NONE;
 }
 
@@ -663,11 +668,7 @@ PyTypeObject scree__py_client_type = {
 static void lease_dealloc(scree__py_lease *self) {
   scree__py_client *client = self->client;
   if (self->lease != NULL && client->c != NULL && client->pid == getpid()) {
-    /* The answer does not matter: a lost connection drops its leases. */
-    int rc;
-    char err[SCREE__ERRMSG];
-    SCREE__CALL(client, rc, err, scree_client_release(client->c, self->lease));
-    hold_seal_failure(client, rc, err);
+    release_holding_seal_failure(client, self->lease);
   }
   self->lease = NULL;
   scree__fault_unregister(self->fault_slots[0]);

@@ -33,13 +33,10 @@ typedef struct scree__py_client {
   pid_t pid;             /* the process that connected: a forked child must not speak */
   int closing;           /* close() was asked for; done when owners reaches 0 */
   Py_ssize_t owners;     /* Lease objects alive on this connection */
-  /* A seal sent without waiting (put or seal with pipelined) whose reply
-   * no call has taken yet; cleared by the next method, whose call takes it. */
-  int seal_pending;
-  /* That seal's failure, when the call that took its reply was a release
-   * made by a Lease's dealloc, which cannot raise: the next method raises
-   * it instead of doing its own work, as libscreeclient's next call would
-   * have returned it. 0: none. */
+  /* The failure of a seal sent without waiting (put or seal with
+   * pipelined) whose reply a Lease's dealloc took, which cannot raise: the
+   * next method raises it instead of doing its own work, as
+   * libscreeclient's next call would have returned it. 0: none. */
   int held_rc;
   char held_err[SCREE__ERRMSG];
 } scree__py_client;
