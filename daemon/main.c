@@ -769,7 +769,8 @@ static void size_for_fds(options *o) {
   }
   uint64_t nofile = rl.rlim_cur == RLIM_INFINITY ? (1u << 20) : (uint64_t)rl.rlim_cur;
   /* Arenas: at most the limit's worth of full ones plus as many of their own
-   * (a batch larger than --arena-size), and the spare. */
+   * (a batch larger than --arena-size), with room for one or two more; the
+   * empty ones kept for reuse go back before the arenas pass the limit. */
   uint64_t arenas = o->arena_size ? 2 * (o->memory_limit / o->arena_size) + 2 : 2;
   uint64_t reserve = FD_RESERVE_BASE + SCREE__SERVER_REFUSALS_MAX + 2 * arenas;
   if (reserve > nofile / 2)

@@ -144,6 +144,19 @@ def test_the_same_shape_again_under_the_name_is_not_the_pickled_batch(client):
     old.close()
 
 
+def test_a_created_batch_put_again_under_its_name_is_not_the_pickled_one(client):
+    made = client.create("p/m", np.float32, (2,), lengths=[3], framework="numpy")
+    assert made._meta[4] > 0  # the created batch's id, asked for at create
+    made.values[:] = 1
+    made.seal()
+    client.delete("p/m")
+    again = scree.pack([np.full((3, 2), 7, np.float32)])
+    client.put("p/m", again)  # the same shape, into the same kept arena
+    with pytest.raises(scree.WrongState, match="now holds another batch"):
+        pickle.dumps(made)
+    made.close()
+
+
 def test_created_batches_pickle_once_sealed_and_closed_ones_too(client):
     made = client.create("p/c", np.float32, (2,), lengths=[3], framework="numpy")
     with pytest.raises(scree.WrongState, match="not sealed"):

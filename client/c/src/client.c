@@ -802,6 +802,27 @@ out:
   return rc;
 }
 
+int scree_client_batch_id(scree_client *c, const char *name, uint64_t *batch_id) {
+  if (c == NULL)
+    return SCREE_EINVAL;
+  pthread_mutex_lock(&c->mu);
+  int rc = check_name(c, name, "batch");
+  if (rc == 0 && batch_id == NULL)
+    rc = scree__client_fail(c, SCREE_EINVAL, "NULL output argument");
+  Scree__V1__Response *resp = NULL;
+  if (rc == 0) {
+    Scree__V1__Stat s = SCREE__V1__STAT__INIT;
+    s.name = scree__bytes(name);
+    rc = scree__call(c, SCREE__V1__REQUEST__BODY_STAT, &s, &resp);
+  }
+  if (rc == 0) {
+    *batch_id = resp->stat->info != NULL ? resp->stat->info->batch_id : 0;
+    scree__v1__response__free_unpacked(resp, NULL);
+  }
+  pthread_mutex_unlock(&c->mu);
+  return rc;
+}
+
 /* One Stats round trip (scree_client_stats, scree_client_peer_stats): *resp
  * is the caller's to free. */
 static int stats_call(scree_client *c, Scree__V1__Response **resp) {

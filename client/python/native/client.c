@@ -320,7 +320,16 @@ static PyObject *client_create(scree__py_client *self, PyObject *args) {
   SCREE__CALL(self, rc, err, scree_client_create(self->c, name, &desc, &out, &co));
   if (rc < 0)
     return scree__py_raise(rc, err);
-  return scree__py_lease_new(self, NULL, &out, 1, name);
+  /* The created batch's id, for a pickled Batch to be told from a later one
+   * of its name: the name stays this batch's until its creator seals it. A
+   * daemon that cannot say leaves it 0 (the Batch is then identified at
+   * pickle time by the id the name holds then). */
+  uint64_t id = 0;
+  SCREE__CALL(self, rc, err, scree_client_batch_id(self->c, name, &id));
+  PyObject *lease = scree__py_lease_new(self, NULL, &out, 1, name);
+  if (lease != NULL && rc == 0)
+    ((scree__py_lease *)lease)->batch_id = id;
+  return lease;
 }
 
 static PyObject *client_seal(scree__py_client *self, PyObject *args) {

@@ -405,6 +405,13 @@ SCREE_API int scree_client_release(scree_client *c, scree_lease *lease);
  * its own get). 0 for a NULL lease, or from a daemon that does not say. */
 SCREE_API uint64_t scree_lease_batch_id(const scree_lease *lease);
 
+/* The daemon's id (as scree_lease_batch_id's) of the batch that name holds
+ * now, created or sealed: a Stat. Right after scree_client_create it is the
+ * created batch's, as only its creator seals it and the name stays taken.
+ * Returns 0 (*batch_id 0 from a daemon that does not say), SCREE_ENOENT, or
+ * the daemon's code. */
+SCREE_API int scree_client_batch_id(scree_client *c, const char *name, uint64_t *batch_id);
+
 /* Removes the name at once; the memory goes when the last lease is
  * released. *deferred (may be NULL) is set to 1 when leases keep it alive.
  * Returns 0 or SCREE_ENOENT and other daemon codes. */
