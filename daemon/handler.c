@@ -242,7 +242,9 @@ static int do_create(scree__handler *h, scree__session *sess, const Scree__V1__C
   if (rc != 0)
     return rc;
   fill_location(r, &loc);
-  REPLY_BODY(r, create, CREATE, scree__v1__create_reply__init)->location = &r->loc;
+  Scree__V1__CreateReply *cr = REPLY_BODY(r, create, CREATE, scree__v1__create_reply__init);
+  cr->location = &r->loc;
+  cr->batch_id = loc.batch_id;
   return 0;
 }
 

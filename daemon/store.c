@@ -590,6 +590,7 @@ static int fill_location(scree__store *s, scree__session *sess, const scree__bat
                          size_t msg_len) {
   memset(loc, 0, sizeof(*loc));
   loc->fd = -1;
+  loc->batch_id = b->id;
   loc->arena_id = b->arena->id;
   loc->arena_size = b->arena->mem.size;
   loc->values_offset = b->offset;

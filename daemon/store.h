@@ -100,6 +100,7 @@ typedef struct scree__batch_view {
  * the session has not been sent one it can use. fd (>= 0 when a handle is
  * attached in fd form) belongs to the caller, who sends and closes it. */
 typedef struct scree__location {
+  uint64_t batch_id; /* the batch's, as scree__batch_view's */
   uint64_t arena_id;
   uint64_t arena_size;
   uint64_t values_offset;

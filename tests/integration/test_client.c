@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <signal.h>
+#include <stddef.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -169,21 +170,24 @@ Test(client, a_lease_names_its_batch_by_an_id_never_reused) {
   cr_assert_eq(g3.values, g1.values, "the same memory, from the kept arena");
   cr_assert_neq(scree_lease_batch_id(l3), id, "the batch put again has an id of its own");
   cr_assert_eq(scree_lease_batch_id(NULL), 0);
-  uint64_t by_name = 0;
-  cr_assert_eq(scree_client_batch_id(c, "ids", &by_name), 0, "%s", scree_client_last_error(c));
-  cr_assert_eq(by_name, scree_lease_batch_id(l3), "Stat names the batch the name holds");
-  cr_assert_eq(scree_client_batch_id(c, "none", &by_name), SCREE_ENOENT);
-  /* A created batch has its id from Create on, kept through its seal. */
-  scree_array desc = a, made;
-  uint64_t created_id = 0, sealed_id = 0;
-  cr_assert_eq(scree_client_create(c, "made", &desc, &made, NULL), 0, "%s",
+  /* A created batch has its id from Create's reply on, kept through its
+   * seal; an options struct of the size before batch_id still works. */
+  scree_array desc = a, made, got;
+  uint64_t created_id = 0;
+  scree_create_options co = SCREE_CREATE_OPTIONS_INIT;
+  co.batch_id = &created_id;
+  cr_assert_eq(scree_client_create(c, "made", &desc, &made, &co), 0, "%s",
                scree_client_last_error(c));
-  cr_assert_eq(scree_client_batch_id(c, "made", &created_id), 0);
   cr_assert_gt(created_id, scree_lease_batch_id(l3));
   memcpy(made.offsets, a.offsets, sizeof(int64_t) * (size_t)(a.batch_size + 1));
   cr_assert_eq(scree_client_seal(c, "made", NULL), 0, "%s", scree_client_last_error(c));
-  cr_assert_eq(scree_client_batch_id(c, "made", &sealed_id), 0);
-  cr_assert_eq(sealed_id, created_id);
+  scree_lease *lm;
+  cr_assert_eq(scree_client_get(c, "made", &got, &lm), 0, "%s", scree_client_last_error(c));
+  cr_assert_eq(scree_lease_batch_id(lm), created_id);
+  cr_assert_eq(scree_client_release(c, lm), 0);
+  scree_create_options old = {.struct_size = offsetof(scree_create_options, batch_id)};
+  cr_assert_eq(scree_client_create(c, "made-old", &desc, &made, &old), 0, "%s",
+               scree_client_last_error(c));
   cr_assert_eq(scree_client_release(c, l3), 0);
   free(a.values);
   free(a.offsets);

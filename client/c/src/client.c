@@ -283,9 +283,11 @@ static int delete_locked(scree_client *c, const char *name, int *deferred) {
 /* Every flag of scree_client_put_flags and scree_client_create_flags. */
 #define SCREE__CREATE_FLAGS SCREE_CREATE_SHARED
 
-/* Create and bind; the caller holds the mutex. */
+/* Create and bind; the caller holds the mutex. batch_id (may be NULL)
+ * receives the created batch's id. */
 static int create_locked(scree_client *c, const char *name, const scree_array *desc,
-                         unsigned flags, scree_array *out, scree__mapping **arena_out) {
+                         unsigned flags, scree_array *out, scree__mapping **arena_out,
+                         uint64_t *batch_id) {
   int rc = check_name(c, name, "batch");
   if (rc != 0)
     return rc;
@@ -322,6 +324,8 @@ static int create_locked(scree_client *c, const char *name, const scree_array *d
   rc = scree__arena_bind(c, resp->create->location, ar, out);
   if (rc != 0)
     goto err_delete;
+  if (batch_id != NULL)
+    *batch_id = resp->create->batch_id;
   scree__v1__response__free_unpacked(resp, NULL);
   if (arena_out != NULL)
     *arena_out = ar;
@@ -427,9 +431,11 @@ int scree_client_create(scree_client *c, const char *name, const scree_array *de
                         scree_array *out, const scree_create_options *opts) {
   if (c == NULL)
     return SCREE_EINVAL;
-  int rc = SCREE__LOCK_OPTIONS(c, opts, scree_create_options, SCREE_CREATE_OPTIONS_INIT);
+  int rc = SCREE__LOCK_OPTIONS_UPTO(c, opts, scree_create_options, batch_id,
+                                    SCREE_CREATE_OPTIONS_INIT);
   if (rc == 0)
-    rc = create_locked(c, name, desc, opts->flags, out, NULL);
+    rc = create_locked(c, name, desc, opts->flags, out, NULL,
+                       SCREE__HAS(opts, scree_create_options, batch_id) ? opts->batch_id : NULL);
   pthread_mutex_unlock(&c->mu);
   return rc;
 }
@@ -529,7 +535,7 @@ int scree_client_put(scree_client *c, const char *name, const scree_array *a,
   const void *host_offsets = !on_gpu && inline_fits(c, name, obytes) ? a->offsets : NULL;
   scree_array dst;
   scree__mapping *ar;
-  rc = create_locked(c, name, a, opts->flags, &dst, &ar);
+  rc = create_locked(c, name, a, opts->flags, &dst, &ar, NULL);
   if (rc != 0)
     goto out;
   const scree__importer *imp = c->imp;
@@ -798,27 +804,6 @@ int scree_client_stat(scree_client *c, const char *name, scree_batch_info *out) 
   s.name = scree__bytes(name);
   rc = batch_call(c, SCREE__V1__REQUEST__BODY_STAT, &s, out, NULL, NULL);
 out:
-  pthread_mutex_unlock(&c->mu);
-  return rc;
-}
-
-int scree_client_batch_id(scree_client *c, const char *name, uint64_t *batch_id) {
-  if (c == NULL)
-    return SCREE_EINVAL;
-  pthread_mutex_lock(&c->mu);
-  int rc = check_name(c, name, "batch");
-  if (rc == 0 && batch_id == NULL)
-    rc = scree__client_fail(c, SCREE_EINVAL, "NULL output argument");
-  Scree__V1__Response *resp = NULL;
-  if (rc == 0) {
-    Scree__V1__Stat s = SCREE__V1__STAT__INIT;
-    s.name = scree__bytes(name);
-    rc = scree__call(c, SCREE__V1__REQUEST__BODY_STAT, &s, &resp);
-  }
-  if (rc == 0) {
-    *batch_id = resp->stat->info != NULL ? resp->stat->info->batch_id : 0;
-    scree__v1__response__free_unpacked(resp, NULL);
-  }
   pthread_mutex_unlock(&c->mu);
   return rc;
 }

@@ -315,19 +315,19 @@ static PyObject *client_create(scree__py_client *self, PyObject *args) {
     return NULL;
   int rc;
   char err[SCREE__ERRMSG];
+  /* The created batch's id comes with Create's reply, for a pickled Batch
+   * to be told from a later one of its name (0 from a daemon that does not
+   * say: the Batch is then identified at pickle time by the id the name
+   * holds then). */
+  uint64_t id = 0;
   scree_create_options co = SCREE_CREATE_OPTIONS_INIT;
   co.flags = shared ? SCREE_CREATE_SHARED : 0;
+  co.batch_id = &id;
   SCREE__CALL(self, rc, err, scree_client_create(self->c, name, &desc, &out, &co));
   if (rc < 0)
     return scree__py_raise(rc, err);
-  /* The created batch's id, for a pickled Batch to be told from a later one
-   * of its name: the name stays this batch's until its creator seals it. A
-   * daemon that cannot say leaves it 0 (the Batch is then identified at
-   * pickle time by the id the name holds then). */
-  uint64_t id = 0;
-  SCREE__CALL(self, rc, err, scree_client_batch_id(self->c, name, &id));
   PyObject *lease = scree__py_lease_new(self, NULL, &out, 1, name);
-  if (lease != NULL && rc == 0)
+  if (lease != NULL)
     ((scree__py_lease *)lease)->batch_id = id;
   return lease;
 }

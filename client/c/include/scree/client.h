@@ -220,6 +220,11 @@ typedef struct scree_put_options {
 typedef struct scree_create_options {
   size_t struct_size; /* sizeof(scree_create_options) */
   unsigned flags;     /* 0 or SCREE_CREATE_SHARED */
+  /* Added with batch ids (a struct_size of the size before is still
+   * accepted). Where not NULL, receives the created batch's id, as
+   * scree_lease_batch_id gives it for a lease (0 from a daemon that does
+   * not say). */
+  uint64_t *batch_id;
 } scree_create_options;
 
 #define SCREE_CREATE_OPTIONS_INIT {.struct_size = sizeof(scree_create_options)}
@@ -404,13 +409,6 @@ SCREE_API int scree_client_release(scree_client *c, scree_lease *lease);
  * and even memory (a handle passed to another process can check it after
  * its own get). 0 for a NULL lease, or from a daemon that does not say. */
 SCREE_API uint64_t scree_lease_batch_id(const scree_lease *lease);
-
-/* The daemon's id (as scree_lease_batch_id's) of the batch that name holds
- * now, created or sealed: a Stat. Right after scree_client_create it is the
- * created batch's, as only its creator seals it and the name stays taken.
- * Returns 0 (*batch_id 0 from a daemon that does not say), SCREE_ENOENT, or
- * the daemon's code. */
-SCREE_API int scree_client_batch_id(scree_client *c, const char *name, uint64_t *batch_id);
 
 /* Removes the name at once; the memory goes when the last lease is
  * released. *deferred (may be NULL) is set to 1 when leases keep it alive.
