@@ -87,6 +87,10 @@
  * block: the values, the padding to 256 bytes and the offsets) with the
  * OPEN_OK, which saves the fetch its READ round trip. */
 #define INLINE_MAX SCREE__PW_INLINE_MAX
+/* Copies of such batches that UCX has not finished sending, at most, per
+ * connection: past it, OPEN_OK goes without its batch (the fetcher READs
+ * it), so a fetcher that opens without reading holds no more than this. */
+#define INLINE_WINDOW (4 * INLINE_MAX)
 /* An OPEN_OK's length at most (8 inner dimensions), with room to spare: the
  * header UCX must carry for one that brings its batch. */
 #define OPEN_OK_MAX 256
@@ -169,6 +173,9 @@ struct conn {
   pwatch *watches;
   uint32_t nwatches;
   uint32_t events_inflight;
+  /* Bytes of batches sent with OPEN_OK that UCX has not finished sending
+   * (copies held by screed until then): bounded by INLINE_WINDOW. */
+  size_t inline_pending;
   /* READs on this connection not yet answered: asked by us (fetcher
    * side), or being answered by us (owner side). */
   uint32_t reads;
@@ -566,7 +573,9 @@ static conn *conn_by_ep(scree__peers *p, ucp_ep_h ep) {
  * counts it (events_inflight), which connection that is. */
 typedef struct sendbuf {
   scree__peers *p;
-  uint64_t conn_id; /* 0: not counted */
+  uint64_t conn_id; /* the connection it goes on, looked up at completion */
+  int counted;      /* counted in the connection's events_inflight */
+  size_t inline_len; /* counted in its inline_pending */
   unsigned char data[];
 } sendbuf;
 
@@ -580,14 +589,14 @@ static conn *conn_by_id(scree__peers *p, uint64_t id) {
 static void send_done(void *req, ucs_status_t st, void *user_data) {
   (void)st;
   sendbuf *sb = user_data;
-  if (sb->conn_id != 0) {
-    /* The connection may be gone: it is looked up, not remembered. */
-    conn *c = conn_by_id(sb->p, sb->conn_id);
-    if (c != NULL && c->events_inflight > 0) {
-      c->events_inflight--;
-      kick(sb->p); /* reap sends what waits */
-    }
+  /* The connection may be gone: it is looked up, not remembered. */
+  conn *c = sb->counted || sb->inline_len ? conn_by_id(sb->p, sb->conn_id) : NULL;
+  if (c != NULL && sb->counted && c->events_inflight > 0) {
+    c->events_inflight--;
+    kick(sb->p); /* reap sends what waits */
   }
+  if (c != NULL && sb->inline_len <= c->inline_pending)
+    c->inline_pending -= sb->inline_len;
   free(sb);
   ucp_request_free(req);
 }
@@ -607,7 +616,9 @@ static int conn_post_with(conn *c, const scree__pw_msg *m, int counted, const vo
   if (sb == NULL)
     return SCREE_ENOMEM;
   sb->p = c->p;
-  sb->conn_id = counted ? c->id : 0;
+  sb->conn_id = c->id;
+  sb->counted = counted;
+  sb->inline_len = plen;
   memcpy(sb->data, tmp, n);
   if (plen > 0)
     memcpy(sb->data + n, payload, plen);
@@ -633,6 +644,7 @@ static int conn_post_with(conn *c, const scree__pw_msg *m, int counted, const vo
   }
   if (counted)
     c->events_inflight++;
+  c->inline_pending += plen;
   return 0;
 }
 
@@ -1155,7 +1167,8 @@ static void owner_open(conn *c, uint64_t req, const char *name, int64_t wait_ms,
    * comes before UCX is done cannot free what it reads). */
   const uint64_t block = v.offsets_offset - v.values_offset + v.offsets_bytes;
   int rc;
-  if (p->path == PATH_HOST && block <= INLINE_MAX && p->am_header_max >= OPEN_OK_MAX)
+  if (p->path == PATH_HOST && block <= INLINE_MAX && p->am_header_max >= OPEN_OK_MAX &&
+      c->inline_pending + block <= INLINE_WINDOW)
     rc = conn_post_with(c, &r, 0, (const char *)v.mem->host_ptr + v.values_offset,
                         (size_t)block);
   else
