@@ -324,12 +324,13 @@ class Batch(Array):
             raise WrongState(
                 f"batch {self._name!r} is created but not sealed: seal it before pickling "
                 f"it (another process can only attach to a sealed batch)")
-        # The daemon's id of the batch the name holds now (a lease taken and
-        # released at once): the same shape, owner and arena can come back
-        # under the name, the id never does.
-        now_id = int(self._client._c.get(self._name).batch_id)
-        ident = _identity(info) + (now_id,)
-        if ident[:5] != self._meta[3] or (self._meta[4] and now_id != self._meta[4]):
+        # This batch's id, which the receiver checks after its own get: the
+        # same shape, owner and arena can come back under the name, the id
+        # never does. Unknown (a daemon without ids): the id the name holds
+        # now, from a lease taken and released at once.
+        bid = self._meta[4] or int(self._client._c.get(self._name).batch_id)
+        ident = _identity(info) + (bid,)
+        if ident[:5] != self._meta[3]:
             raise WrongState(
                 f"the name {self._name!r} now holds another batch (deleted and created "
                 f"again since this one was attached): a pickled Batch is a handle to the "
