@@ -267,8 +267,12 @@ struct ask {
    * flight, and an owner never counts more than the fetcher did. */
   int windowed;
   ucs_status_t status; /* of the receive */
-  void *recv_req;      /* UCX's request while R_RECEIVING, to cancel it */
-  int cancelled;       /* recv_req was cancelled (its fetch failed) */
+  void *recv_req;      /* UCX's request while R_RECEIVING */
+  /* While R_RECEIVING from a connection that is gone: the id of that
+   * connection, and from when (once its endpoint's close is done) the
+   * receive is given up (ask_abandon). 0 while the connection lives. */
+  uint64_t lost_conn;
+  uint64_t abandon_ns;
   stage *st;
   ask *prev, *next;
 };
@@ -757,17 +761,40 @@ static void conn_end_served(conn *c) {
     pwatch_end(c, c->watches);
 }
 
+/* An endpoint's close under way, for ep_close_done. */
+typedef struct ep_closing {
+  scree__peers *p;
+  uint64_t conn_id;
+} ep_closing;
+
+/* The receives still under way from connection conn_id, whose endpoint is
+ * closed now, are given up one tick from now. UCX does not end them
+ * itself: ucp_request_cancel serves tag receives only, and a rendezvous
+ * whose sender died can stay unfinished after the endpoint failed and
+ * closed, so without this its reservation (and its fetch) would stay
+ * until screed stops. With the endpoint's transports gone nothing more
+ * arrives for them; the tick is a margin on top. */
+static void asks_lost(scree__peers *p, uint64_t conn_id) {
+  uint64_t at = scree__now_ns() + TICK_MS * 1000000ull;
+  for (ask *r = p->asks; r != NULL; r = r->next)
+    if (r->state == R_RECEIVING && r->lost_conn == conn_id && r->abandon_ns == 0)
+      r->abandon_ns = at;
+}
+
 static void ep_close_done(void *req, ucs_status_t st, void *user_data) {
   (void)st;
-  scree__peers *p = user_data;
-  p->closing--;
+  ep_closing *e = user_data;
+  e->p->closing--;
+  asks_lost(e->p, e->conn_id);
   ucp_request_free(req);
+  free(e);
 }
 
 /* Closes c's endpoint at once (cancelling its transfers, whose callbacks
  * run now or during later progress), ends its leases and frees it. Reads
- * on it forget it: those that write into a reservation or a stage end
- * through their callbacks; those still waiting for their DATA go now. */
+ * on it forget it: those still waiting for their DATA go now; receives
+ * into a reservation or a stage end through their callbacks, or are given
+ * up once the close is done (asks_lost). */
 static void conn_destroy(conn *c) {
   scree__peers *p = c->p;
   conn_end_served(c);
@@ -791,6 +818,8 @@ static void conn_destroy(conn *c) {
     if (r->c != c)
       continue;
     r->c = NULL;
+    if (r->state == R_RECEIVING)
+      r->lost_conn = c->id;
     if (r->state == R_ASKED) {
       if (r->f != NULL)
         r->f->asked--;
@@ -806,10 +835,24 @@ static void conn_destroy(conn *c) {
                        UCP_OP_ATTR_FIELD_USER_DATA;
     prm.flags = c->graceful && !p->shutting_down ? 0 : UCP_EP_CLOSE_FLAG_FORCE;
     prm.cb.send = ep_close_done;
-    prm.user_data = p;
+    ep_closing *e = malloc(sizeof(*e));
+    if (e != NULL) {
+      *e = (ep_closing){.p = p, .conn_id = c->id};
+      prm.user_data = e;
+    } else {
+      /* No memory to follow the close: it runs on its own. */
+      prm.op_attr_mask &= ~(uint32_t)(UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA);
+    }
     ucs_status_ptr_t r = ucp_ep_close_nbx(c->ep, &prm);
-    if (UCS_PTR_IS_PTR(r))
+    if (UCS_PTR_IS_PTR(r) && e != NULL) {
       p->closing++;
+    } else {
+      /* Closed at once, failed, or not followed: nothing to wait for. */
+      if (UCS_PTR_IS_PTR(r))
+        ucp_request_free(r);
+      free(e);
+      asks_lost(p, c->id);
+    }
   }
   size_t peer_index = was_current ? (size_t)(c->peer - p->peers) : 0;
   SCREE__LIST_REMOVE(p->conns, c);
@@ -1743,6 +1786,19 @@ static void ask_recv_done(void *req, ucs_status_t st, size_t length, void *user_
   kick(r->f->p);
 }
 
+/* Gives up a receive from a connection that is gone (asks_lost): UCX
+ * calls nothing for it any more, and reap goes on as for a failed one. */
+static void ask_abandon(ask *r) {
+  scree__log(SCREE__LOG_INFO, "peer_receive_given_up",
+             "batch=%s bytes=%" PRIu64 " msg=\"UCX did not end it after its connection closed\"",
+             r->f != NULL ? scree__q(r->f->name) : "\"\"", r->length);
+  ucp_request_free(r->recv_req);
+  r->recv_req = NULL;
+  r->status = UCS_ERR_CONNECTION_RESET;
+  r->state = R_RECEIVED;
+  ask_unwindow(r);
+}
+
 /* A DATA: the answer to one of our READs on c, checked against what was
  * asked before a byte of it is written anywhere, then received into the
  * reservation (or the read's stage) at the place the READ named. A DATA
@@ -1849,8 +1905,11 @@ static void fetcher_on_data(conn *c, const scree__pw_msg *m, void *data, size_t 
  * stage (staged path) and, once there, counted done; failures noted on
  * their fetch. */
 static void reap_asks(scree__peers *p) {
+  uint64_t now = scree__now_ns();
   for (ask *r = p->asks, *rn; r != NULL; r = rn) {
     rn = r->next;
+    if (r->state == R_RECEIVING && r->abandon_ns != 0 && now >= r->abandon_ns)
+      ask_abandon(r);
     if (r->state != R_RECEIVED && r->state != R_COPYING)
       continue;
     fetch *f = r->f;
@@ -1970,21 +2029,6 @@ static void fetch_detach_reads(fetch *f) {
     }
 }
 
-/* Asks UCX to end f's receives still under way (a failed fetch's, whose
- * bytes nobody wants): each then completes, with an error, through
- * ask_recv_done, and the reservation can go. Without it a receive from a
- * peer that died mid-rendezvous could keep the reservation, and screed's
- * shutdown, waiting. */
-static void fetch_cancel_receives(fetch *f) {
-  for (ask *r = f->p->asks, *rn; r != NULL; r = rn) {
-    rn = r->next;
-    if (r->f == f && r->state == R_RECEIVING && r->recv_req != NULL && !r->cancelled) {
-      r->cancelled = 1;
-      ucp_request_cancel(f->p->worker, r->recv_req);
-    }
-  }
-}
-
 /* Ends a fetch that failed or completed, once nothing writes into its
  * reservation: the reservation (if not published) goes, the remote lease
  * ends, the client hears (if it has not), and the fetch is freed. */
@@ -2061,8 +2105,9 @@ static void fetch_timer(uv_timer_t *t) {
                f->peer->spec.name, (double)(now - f->start_ns) / 1e9,
                f->state == F_WAIT_CONN ? " (no authenticated connection)" : "");
     /* Reads that did not finish in time may never finish: the connection
-     * is dropped, which cancels them, so the reservation can go and the
-     * connection's window is not held by answers that never come. */
+     * is dropped, which ends or gives them up (asks_lost), so the
+     * reservation can go and the connection's window is not held by
+     * answers that never come. */
     if (reading && c != NULL)
       conn_mark_failed(c, SCREE_EIO, SCREE__FETCH_FAIL_LOST,
                        "peer '%s': connection dropped after a fetch timed out",
@@ -2334,7 +2379,7 @@ static void reap(scree__peers *p) {
     }
     if (!c->owner) {
       /* Every fetch on this connection (or waiting for it) fails with its
-       * reason; reads in flight are cancelled by the close below. */
+       * reason; reads in flight end with the close below. */
       for (fetch *f = p->fetches, *fn; f != NULL; f = fn) {
         fn = f->next;
         if (f->conn == c || (f->peer == c->peer && f->state == F_WAIT_CONN &&
@@ -2356,12 +2401,8 @@ static void reap(scree__peers *p) {
     fn = f->next;
     if (f->state == F_READING && f->rc == 0)
       fetch_pump(f);
-    if (f->outstanding != 0) {
-      /* Reap runs outside UCX's callbacks: the place to cancel. */
-      if (f->rc != 0)
-        fetch_cancel_receives(f);
-      continue;
-    }
+    if (f->outstanding != 0)
+      continue; /* receives end, or are given up with their connection */
     if (f->state == F_SETTLING || (f->state == F_READING && f->rc != 0))
       fetch_settle(f);
     else if (f->state == F_READING && f->next_region >= 2 && f->asked == 0)
@@ -3001,9 +3042,9 @@ void scree__peers_shutdown(scree__peers *p) {
   while (p->conns != NULL)
     conn_destroy(p->conns);
   /* The forced closes cancel every transfer; their callbacks run here,
-   * and copies under way are waited for. Bounded: a close that UCX does
-   * not finish in 2 s is left to ucp_worker_destroy, and what is left of
-   * the reads to scree__peers_free. */
+   * receives they leave are given up (asks_lost), and copies under way are
+   * waited for. Bounded: a close that UCX does not finish in 2 s is left
+   * to ucp_worker_destroy. */
   uint64_t until = scree__now_ns() + 2000000000ull;
   while ((p->closing > 0 || p->fetches != NULL || p->answers != NULL || p->asks != NULL) &&
          scree__now_ns() < until) {
@@ -3015,6 +3056,23 @@ void scree__peers_shutdown(scree__peers *p) {
       if (f->outstanding == 0)
         fetch_settle(f);
     }
+  }
+  /* What did not end in time is given up: UCX is not progressed from here
+   * on, and nothing is reserved again, so what may still land in these
+   * reservations harms nothing before the store goes. The fetches go now
+   * (their timers must close with the loop); their reads stay for
+   * scree__peers_free. */
+  for (ask *r = p->asks; r != NULL; r = r->next)
+    if (r->state == R_RECEIVING)
+      ask_abandon(r);
+  reap_asks(p);
+  for (fetch *f = p->fetches, *fn; f != NULL; f = fn) {
+    fn = f->next;
+    for (ask *r = p->asks; r != NULL; r = r->next)
+      if (r->f == f)
+        r->f = NULL;
+    f->outstanding = 0;
+    fetch_settle(f);
   }
   if (p->handles_open) {
     p->handles_open = 0;

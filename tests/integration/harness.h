@@ -85,8 +85,27 @@ static inline int harness_start(harness *h, const char *const *extra) {
   return -1;
 }
 
+/* Prints the end of a daemon's log (at most 4 KiB) to stderr: a screed that
+ * ended badly says why there, and CI keeps only what the tests print. */
+static inline void harness_show_log(const harness *h, int status) {
+  int fd = open(h->log, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return;
+  char buf[4096];
+  off_t end = lseek(fd, 0, SEEK_END);
+  off_t from = end > (off_t)sizeof(buf) - 1 ? end - (off_t)sizeof(buf) + 1 : 0;
+  ssize_t n = pread(fd, buf, sizeof(buf) - 1, from);
+  close(fd);
+  if (n <= 0)
+    return;
+  buf[n] = '\0';
+  fprintf(stderr, "---- screed %s ended with status %d; its log%s:\n%s----\n", h->socket, status,
+          from > 0 ? " (the end)" : "", buf);
+}
+
 /* Waits for screed to exit on its own (after a SIGTERM already sent).
- * Returns the exit status, or 128 + the signal that ended it, or -1. */
+ * Returns the exit status, or 128 + the signal that ended it, or -1. A
+ * screed that did not exit with 0 shows its log (harness_show_log). */
 static inline int harness_wait(harness *h) {
   if (h->pid <= 0)
     return -1;
@@ -99,12 +118,12 @@ static inline int harness_wait(harness *h) {
   unlink(h->socket);
   if (r < 0)
     return -1;
-  if (WIFEXITED(st)) {
-    if (WEXITSTATUS(st) == 0)
-      unlink(h->log);
-    return WEXITSTATUS(st);
-  }
-  return WIFSIGNALED(st) ? 128 + WTERMSIG(st) : -1;
+  int status = WIFEXITED(st) ? WEXITSTATUS(st) : WIFSIGNALED(st) ? 128 + WTERMSIG(st) : -1;
+  if (status == 0)
+    unlink(h->log);
+  else if (!(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL))
+    harness_show_log(h, status);
+  return status;
 }
 
 /* Sends SIGTERM and waits, as harness_wait. */
