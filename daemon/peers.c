@@ -633,23 +633,24 @@ static int conn_post_with(conn *c, const scree__pw_msg *m, int counted, const vo
   prm.cb.send = send_done;
   prm.user_data = sb;
   prm.flags = UCP_AM_SEND_FLAG_REPLY | UCP_AM_SEND_FLAG_EAGER;
+  /* Counted before the call: UCX may run send_done inside it and still
+   * return the request (see fetcher_on_data). */
+  if (counted)
+    c->events_inflight++;
+  c->inline_pending += plen;
   ucs_status_ptr_t r =
       plen > 0 ? ucp_am_send_nbx(c->ep, AM_ID, sb->data, n, sb->data + n, plen, &prm)
                : ucp_am_send_nbx(c->ep, AM_ID, NULL, 0, sb->data, n, &prm);
   c->p->active_ns = scree__now_ns();
   kick(c->p);
-  if (r == NULL) {
-    free(sb);
-    return 0;
-  }
-  if (UCS_PTR_IS_ERR(r)) {
-    free(sb);
-    return SCREE_EIO;
-  }
+  if (UCS_PTR_IS_PTR(r))
+    return 0; /* send_done ends it, maybe already has */
+  /* Done at once (no callback) or failed. */
   if (counted)
-    c->events_inflight++;
-  c->inline_pending += plen;
-  return 0;
+    c->events_inflight--;
+  c->inline_pending -= plen;
+  free(sb);
+  return r == NULL ? 0 : SCREE_EIO;
 }
 
 static int conn_post(conn *c, const scree__pw_msg *m, int counted) {
@@ -843,13 +844,16 @@ static void conn_destroy(conn *c) {
       /* No memory to follow the close: it runs on its own. */
       prm.op_attr_mask &= ~(uint32_t)(UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA);
     }
-    ucs_status_ptr_t r = ucp_ep_close_nbx(c->ep, &prm);
-    if (UCS_PTR_IS_PTR(r) && e != NULL) {
+    /* Counted before the call: ep_close_done may run inside it. */
+    if (e != NULL)
       p->closing++;
-    } else {
+    ucs_status_ptr_t r = ucp_ep_close_nbx(c->ep, &prm);
+    if (!UCS_PTR_IS_PTR(r) || e == NULL) {
       /* Closed at once, failed, or not followed: nothing to wait for. */
       if (UCS_PTR_IS_PTR(r))
         ucp_request_free(r);
+      if (e != NULL)
+        p->closing--;
       free(e);
       asks_lost(p, c->id);
     }
@@ -1286,6 +1290,9 @@ static void answer_send(answer *o, const void *buf, ucs_memory_type_t mt, int co
    * protocol (eager or rendezvous) is left to UCX. */
   prm.flags = UCP_AM_SEND_FLAG_REPLY;
   prm.memory_type = mt;
+  /* O_SENDING before the call: UCX may run answer_sent (O_DONE) inside it
+   * and still return the request (see fetcher_on_data). */
+  o->state = O_SENDING;
   ucs_status_ptr_t r = ucp_am_send_nbx(c->ep, AM_ID, o->hdr, o->hdr_len, buf,
                                        buf != NULL ? (size_t)o->length : 0, &prm);
   kick(p);
@@ -1295,8 +1302,6 @@ static void answer_send(answer *o, const void *buf, ucs_memory_type_t mt, int co
     answer_finish(o);
     conn_mark_failed(c, SCREE_EIO, SCREE__FETCH_FAIL_LOST, "cannot send to %s: %s", c->addr,
                      ucs_status_string(UCS_PTR_STATUS(r)));
-  } else {
-    o->state = O_SENDING;
   }
 }
 
@@ -1889,15 +1894,21 @@ static void fetcher_on_data(conn *c, const scree__pw_msg *m, void *data, size_t 
   prm.cb.recv_am = ask_recv_done;
   prm.user_data = r;
   prm.memory_type = mt;
+  /* R_RECEIVING before the call: a rendezvous that fails at its start (its
+   * endpoint already failed) completes inside ucp_am_recv_data_nbx, whose
+   * callback (ask_recv_done: R_RECEIVED, the request freed) then runs
+   * before the call returns the request, which must not be kept. */
+  r->state = R_RECEIVING;
+  r->recv_req = NULL;
   ucs_status_ptr_t q = ucp_am_recv_data_nbx(p->worker, data, dst, length, &prm);
-  if (UCS_PTR_IS_ERR(q))
+  if (UCS_PTR_IS_ERR(q) || q == NULL) {
+    /* Failed, or done at once (no callback then). */
     r->status = UCS_PTR_STATUS(q);
-  if (q != NULL && !UCS_PTR_IS_ERR(q)) {
-    r->state = R_RECEIVING; /* ask_recv_done takes it out of the window */
-    r->recv_req = q;
-  }
-  else
+    r->state = R_RECEIVED;
     ask_unwindow(r);
+  } else if (r->state == R_RECEIVING) {
+    r->recv_req = q; /* under way: ask_recv_done takes it out of the window */
+  }
   kick(p);
 }
 

@@ -116,7 +116,8 @@ static void expect_same(scree_client *c, const char *name, const scree_array *a)
 
 static uint64_t bytes_used(scree_client *c) {
   scree_stats st = SCREE_STATS_INIT;
-  cr_assert_eq(scree_client_stats(c, &st), 0);
+  int rc = scree_client_stats(c, &st);
+  cr_assert_eq(rc, 0, "stats: %s (%s)", scree_client_last_error(c), scree_err_name(rc));
   return st.bytes_used;
 }
 
