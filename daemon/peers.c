@@ -769,12 +769,12 @@ typedef struct ep_closing {
 } ep_closing;
 
 /* The receives still under way from connection conn_id, whose endpoint is
- * closed now, are given up one tick from now. UCX does not end them
- * itself: ucp_request_cancel serves tag receives only, and a rendezvous
- * whose sender died can stay unfinished after the endpoint failed and
- * closed, so without this its reservation (and its fetch) would stay
- * until screed stops. With the endpoint's transports gone nothing more
- * arrives for them; the tick is a margin on top. */
+ * closed now, are given up one tick from now. The forced close should
+ * have ended them (UCX purges an endpoint's requests); this bounds what a
+ * receive UCX leaves unfinished would hold, its reservation and its fetch,
+ * as nothing else can end one: ucp_request_cancel serves tag receives
+ * only. With the endpoint's transports gone nothing more arrives for it;
+ * the tick is a margin on top. */
 static void asks_lost(scree__peers *p, uint64_t conn_id) {
   uint64_t at = scree__now_ns() + TICK_MS * 1000000ull;
   for (ask *r = p->asks; r != NULL; r = r->next)
