@@ -141,6 +141,26 @@ static uint64_t release_empty(scree__pool *p, uint64_t min_age_ms) {
   return bytes;
 }
 
+/* Gives empty arenas back, the longest empty first, until at least need
+ * bytes have gone or none is left: what a new arena needs to stay under
+ * keep_limit, and no more, so that other owners' kept arenas stay for
+ * their next batches. Returns the bytes given back. */
+static uint64_t release_oldest_empty(scree__pool *p, uint64_t need) {
+  uint64_t bytes = 0;
+  while (bytes < need) {
+    scree__arena *oldest = NULL;
+    for (scree__arena *a = p->head; a != NULL; a = a->next)
+      if (a->nblocks == 0 && a->empty_since != 0 &&
+          (oldest == NULL || a->empty_since < oldest->empty_since))
+        oldest = a;
+    if (oldest == NULL)
+      break;
+    bytes += oldest->mem.size;
+    arena_destroy(p, oldest);
+  }
+  return bytes;
+}
+
 int scree__pool_alloc(scree__pool *p, uint64_t size, scree__arena **arena_out,
                       uint64_t *offset_out, char *msg, size_t msg_len) {
   return scree__pool_alloc_keyed(p, SCREE__POOL_SHARED, size, arena_out, offset_out, msg,
@@ -194,12 +214,12 @@ int scree__pool_alloc_keyed(scree__pool *p, uint64_t key, uint64_t size,
     return scree__fail(SCREE_ENOMEM, msg, msg_len, "out of host memory for an arena");
   }
   a->capfree = 8;
-  /* Kept empty arenas (of any key) go back before a new arena takes the
-   * pool past keep_limit, so that what is kept for reuse never adds to what
-   * the memory limit allows. */
+  /* Kept empty arenas (of any key) go back, as many as it takes, before a
+   * new arena takes the pool past keep_limit, so that what is kept for
+   * reuse never adds to what the memory limit allows. */
   if (p->keep_limit != 0 && (p->bytes_arenas > p->keep_limit ||
                              asize > p->keep_limit - p->bytes_arenas))
-    release_empty(p, 0);
+    release_oldest_empty(p, p->bytes_arenas + asize - p->keep_limit);
   int rc = p->mem->ops->arena_alloc(p->mem, (size_t)asize, &a->mem, msg, msg_len);
   /* The device is full, but empty arenas this pool keeps (of any key) may
    * be what fills it: they go back, and the allocation is tried once more. */

@@ -23,9 +23,10 @@
  * neither a new arena (cuMemCreate, or a memfd whose every page faults in
  * zeroed: about 1 s a GiB on the CI-like machine) nor its clients' imports
  * again. scree__pool_purge gives an arena that has stayed empty for the
- * delay back to the backend; every empty arena goes back before a new one
- * would take the pool past keep_limit, and when the backend refuses a new
- * arena for lack of memory (the allocation is then tried once more). */
+ * delay back to the backend; empty arenas go back, the longest empty first
+ * and only as many as it takes, before a new one would take the pool past
+ * keep_limit, and all of them when the backend refuses a new arena for
+ * lack of memory (the allocation is then tried once more). */
 #ifndef SCREE_DAEMON_ARENA_H
 #define SCREE_DAEMON_ARENA_H
 

@@ -431,6 +431,34 @@ Test(arena, empty_arenas_go_before_a_new_one_passes_keep_limit) {
   teardown_pool();
 }
 
+/* Only as many kept arenas go as the new one needs, the longest empty
+ * first: another owner's arena, emptied later, stays for its next batch. */
+Test(arena, keep_limit_takes_the_longest_empty_arenas_and_no_more) {
+  setup_keep_empty(64 << 10, UINT64_MAX);
+  pool.keep_limit = 512 << 10;
+  uint64_t o1, o2, o3, o4, o5;
+  scree__arena *a = alloc_key(1, 128 << 10, &o1);
+  scree__arena *b = alloc_key(2, 128 << 10, &o2);
+  scree__arena *c = alloc_key(3, 128 << 10, &o3);
+  uint64_t a_id = a->id, b_id = b->id;
+  cr_assert_eq(scree__pool_free(&pool, a, o1, 128 << 10), 0);
+  usleep(3000); /* empty_since counts milliseconds */
+  cr_assert_eq(scree__pool_free(&pool, b, o2, 128 << 10), 0);
+  /* 384 KiB of arenas, two of them empty; 256 KiB more needs 128 KiB back:
+   * a's (empty the longest), not b's. */
+  scree__arena *d = alloc_key(4, 256 << 10, &o4);
+  cr_assert_eq(nfreed_ids, 1);
+  cr_assert_eq(freed_ids[0], a_id, "the arena empty the longest went");
+  cr_assert_eq(pool.narenas, 3);
+  cr_assert_eq(pool.bytes_arenas, 512 << 10);
+  scree__arena *b2 = alloc_key(2, 128 << 10, &o5);
+  cr_assert_eq(b2->id, b_id, "owner 2's kept arena stayed for it");
+  cr_assert_eq(scree__pool_free(&pool, c, o3, 128 << 10), 0);
+  cr_assert_eq(scree__pool_free(&pool, d, o4, 256 << 10), 0);
+  cr_assert_eq(scree__pool_free(&pool, b2, o5, 128 << 10), 0);
+  teardown_pool();
+}
+
 /* On host memory a freed block's pages go back to the system (punched out
  * of the arena's memfd) once a purge finds them old enough, while the arena
  * and its other blocks stay: the memfd's allocated blocks shrink by the
