@@ -572,8 +572,8 @@ typedef struct daemon_state {
    * on_other_signal). */
   uv_signal_t sigother[3];
   /* Host memory that deleted batches left free goes back to the system, and
-   * GPU arenas left empty go back to the driver, once they have stayed
-   * unused for release_free_ms (scree__store_purge, checked every second). */
+   * arenas left empty (host or GPU) go back, once they have stayed unused
+   * for release_free_ms (scree__store_purge, checked every second). */
   uv_timer_t purge_timer;
   uint64_t release_free_ms;
   /* Operations. */

@@ -737,7 +737,7 @@ static PyGetSetDef lease_getset[] = {
     {"name", (getter)lease_get_attr, NULL, "the batch's name", (void *)8},
     {"address", (getter)lease_get_attr, NULL, "address of the values", (void *)9},
     {"batch_id", (getter)lease_get_attr, NULL,
-     "the daemon's id of the batch, never reused (0: memory from create)", (void *)10},
+     "the daemon's id of the batch, never reused (0: a daemon without ids)", (void *)10},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

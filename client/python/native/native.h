@@ -49,7 +49,7 @@ typedef struct scree__py_lease {
   int writable;
   PyObject *name;
   int fault_slots[2];       /* read-only ranges in fault.c's registry, or -1 */
-  unsigned long long batch_id; /* the daemon's id of the batch (0: from create) */
+  unsigned long long batch_id; /* the daemon's id of the batch (0: a daemon without ids) */
 } scree__py_lease;
 
 /* Runs the statements given with the GIL released and lock held: a call

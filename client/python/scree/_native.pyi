@@ -141,7 +141,7 @@ class Lease:
     def address(self) -> int: ...
     @property
     def batch_id(self) -> int:
-        """The daemon's id of the batch, never reused (0: memory from create)."""
+        """The daemon's id of the batch, never reused (0: a daemon without ids)."""
     def tensor(self, which: int, /) -> Tensor: ...
 
 @final

@@ -227,7 +227,7 @@ class Batch(Array):
         self._closed = False
         self._created = created
         # What stays known after close: the shape, the dtypes, and the
-        # daemon's id of the batch (0 for memory from create), which tell
+        # daemon's id of the batch (0 from a daemon without ids), which tell
         # this batch from another one under the same name (__reduce__).
         inner = tuple(lease.inner_shape)
         self._meta = (lease.batch_size, lease.total_length, inner,
@@ -326,10 +326,8 @@ class Batch(Array):
                 f"it (another process can only attach to a sealed batch)")
         # This batch's id, which the receiver checks after its own get: the
         # same shape, owner and arena can come back under the name, the id
-        # never does. Unknown (a daemon without ids): the id the name holds
-        # now, from a lease taken and released at once.
-        bid = self._meta[4] or int(self._client._c.get(self._name).batch_id)
-        ident = _identity(info) + (bid,)
+        # never does (0 from a daemon without ids: then the rest is checked).
+        ident = _identity(info) + (int(self._meta[4]),)
         if ident[:5] != self._meta[3]:
             raise WrongState(
                 f"the name {self._name!r} now holds another batch (deleted and created "
@@ -365,6 +363,9 @@ def _identity(info: "BatchInfo") -> tuple[Any, ...]:
             info.offsets_dtype, info.owner_uid, info.owner_pid, info.arena_id)
 
 
+_IDENTITY_LEN = 8  # the fields _identity returns
+
+
 # One client per daemon socket for the batches unpickled in this process,
 # made on first use and kept for the life of the process (their batches'
 # leases and mappings ride on it). Keyed by pid as well: a forked child
@@ -395,16 +396,20 @@ def _attach(socket: str, name: str, framework: BatchFramework,
             f"cannot unpickle batch {name!r}: the daemon at {socket} has no such batch any "
             f"more (it was deleted after it was pickled; a pickled Batch is a handle, not "
             f"a copy)") from None
-    try:
-        now = _identity(client.stat(name)) + (int(batch._meta[4]),)
-    except NotFound:
-        now = None
     want = tuple(identity)
-    if len(want) == len(now or ()) - 1:  # pickled by a client without batch ids
-        now = now[:-1]
-    elif now is not None and want[-1] == 0:  # a daemon without batch ids
-        now = now[:-1] + (0,)
-    if now != want:
+    bid = int(batch._meta[4])
+    n = _IDENTITY_LEN
+    if len(want) == n + 1 and want[n] != 0 and bid != 0:
+        # Ids are never reused: the id of what the get attached is the check.
+        same = bid == want[n]
+    else:
+        # Pickled without an id (an older client, or a daemon without ids):
+        # the batch as stat describes it, its shape, owner and arena.
+        try:
+            same = _identity(client.stat(name)) == want[:n]
+        except NotFound:
+            same = False
+    if not same:
         batch.close()
         raise WrongState(
             f"cannot unpickle batch {name!r}: the name now holds another batch than the "
