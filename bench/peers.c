@@ -155,6 +155,10 @@ int main(int argc, char **argv) {
     else if (strcmp(argv[i], "--json") == 0)
       json = argv[i + 1];
   }
+  if (reps < 1) {
+    fprintf(stderr, "peers: --reps must be at least 1\n");
+    return 2;
+  }
   if (getenv("UCX_TLS") == NULL)
     setenv("UCX_TLS", "tcp", 1);
   signal(SIGPIPE, SIG_IGN);

@@ -43,7 +43,7 @@ typedef struct rogue {
   int ndata;
   int failed;
   /* Per control message: the bytes an OPEN_OK brought (length, and the
-   * first 8 KiB), 0 for the others. */
+   * first 4,608), 0 for the others. */
   size_t inline_len[64];
   unsigned char inline_bytes[64][4608];
 } rogue;
@@ -237,17 +237,6 @@ static void owner_stop(owner_side *o) {
   unlink(o->secret);
 }
 
-static int log_has(const harness *h, const char *text) {
-  FILE *f = fopen(h->log, "r");
-  char line[1024];
-  int found = 0;
-  while (f != NULL && !found && fgets(line, sizeof(line), f) != NULL)
-    found = strstr(line, text) != NULL;
-  if (f != NULL)
-    fclose(f);
-  return found;
-}
-
 /* Connects r to the owner, proves the secret and opens batch name;
  * returns the handle. */
 static uint64_t rogue_open(rogue *r, unsigned port, const char *name) {
@@ -347,7 +336,8 @@ Test(peers_rogue, fetcher_reads_what_it_holds_only, .timeout = 60) {
   rogue_read(&r, 12, h, SCREE__PW_REGION_VALUES, 0, 16);
   rogue_wait(&r, 500);
   cr_expect_eq(r.ndata, 1, "a refused connection was answered");
-  cr_expect(log_has(&o.owner, "which this peer does not hold"), "log %s", o.owner.log);
+  cr_expect(harness_log_has(&o.owner, "which this peer does not hold", NULL), "log %s",
+            o.owner.log);
   cr_expect_eq(owner_leases(&o), 0u);
   rogue_fini(&r);
 
@@ -356,7 +346,8 @@ Test(peers_rogue, fetcher_reads_what_it_holds_only, .timeout = 60) {
   rogue_read(&r, 20, h, SCREE__PW_REGION_VALUES, 4000, 200);
   rogue_wait(&r, 500);
   cr_expect_eq(r.ndata, 0);
-  cr_expect(log_has(&o.owner, "read of 200 bytes at 4000 of a 4096-byte values region"));
+  cr_expect(harness_log_has(&o.owner, "read of 200 bytes at 4000 of a 4096-byte values region",
+                            NULL));
   rogue_fini(&r);
 
   /* More reads at once than the protocol allows: the owner answers no
@@ -371,7 +362,7 @@ Test(peers_rogue, fetcher_reads_what_it_holds_only, .timeout = 60) {
   cr_expect_leq(r.ndata, SCREE__PW_READS_MAX);
   char line[64];
   snprintf(line, sizeof(line), "more than %d reads at once", SCREE__PW_READS_MAX);
-  cr_expect(log_has(&o.owner, line), "log %s", o.owner.log);
+  cr_expect(harness_log_has(&o.owner, line, NULL), "log %s", o.owner.log);
   rogue_fini(&r);
   free(v);
 
@@ -400,7 +391,8 @@ Test(peers_rogue, old_protocol_version, .timeout = 60) {
   rogue_send(&r, &m, NULL, 0);
   cr_assert_eq(rogue_msg(&r, 0, &in), 0);
   cr_expect_eq(in.type, SCREE__PW_DENIED, "got %s", scree__pw_type_name(in.type));
-  cr_expect(log_has(&o.owner, "peer protocol version 1; this screed speaks only version 2"),
+  cr_expect(harness_log_has(&o.owner, "peer protocol version 1; this screed speaks only version 2",
+                            NULL),
             "log %s", o.owner.log);
   rogue_fini(&r);
   owner_stop(&o);
